@@ -1,0 +1,92 @@
+//! The one place where a syscall's return value becomes an `io::Result`, and the one place
+//! where `EINTR` is retried.
+
+use std::io;
+
+/// Return types of syscalls that signal failure with `-1`.
+pub(crate) trait IsMinusOne: Copy {
+    fn is_minus_one(self) -> bool;
+}
+
+macro_rules! impl_is_minus_one {
+    ($($t:ty)*) => {$(
+        impl IsMinusOne for $t {
+            fn is_minus_one(self) -> bool {
+                self == -1
+            }
+        }
+    )*};
+}
+impl_is_minus_one! { i32 i64 isize }
+
+/// Turns `-1` into the thread's `errno` as an `io::Error`.
+pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
+    if ret.is_minus_one() { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Calls `f` until it fails with something other than `EINTR`.
+///
+/// Only for calls that are safe to repeat unchanged: reads, writes, `fcntl`, `waitpid`,
+/// `tcsetattr`. A blocking wait with a timeout must not use this (the timeout would restart);
+/// the poller reports `EINTR` as "no events" instead.
+pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// For the functions that return an error number instead of setting `errno`
+/// (`posix_spawn`, the `pthread_*` family).
+#[allow(dead_code)]
+pub(crate) fn cvt_errno(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(ret)) }
+}
+
+/// The symbolic name of an error number (`"EPIPE"`), for log lines and messages.
+///
+/// Unknown numbers give `"E?"`.
+///
+/// ```
+/// assert_eq!(evloop_platform::errno_name(libc::EPIPE), "EPIPE");
+/// ```
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::EBADF => "EBADF",
+        libc::ECHILD => "ECHILD",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EPIPE => "EPIPE",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::ENOTSUP => "ENOTSUP",
+        libc::ECANCELED => "ECANCELED",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EALREADY => "EALREADY",
+        _ => "E?",
+    }
+}

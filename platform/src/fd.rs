@@ -1,0 +1,266 @@
+//! File descriptors: pipes, `O_NONBLOCK`, capped reads and writes, `writev`, file types.
+//!
+//! Every fd this module creates is close-on-exec. Reads and writes retry `EINTR` (through
+//! `cvt_r`) and report `EAGAIN` as [`io::ErrorKind::WouldBlock`].
+
+use std::ffi::CStr;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::cvt::{cvt, cvt_r};
+
+/// The most bytes one `read` or `write` call asks for.
+///
+/// macOS rejects counts above `INT_MAX` with `EINVAL` (rust-lang/rust#38590); other systems
+/// accept up to `SSIZE_MAX`. Callers cap much lower; this is the last line of defence.
+#[cfg(target_vendor = "apple")]
+pub const IO_BYTES_LIMIT: usize = libc::c_int::MAX as usize;
+/// The most bytes one `read` or `write` call asks for (`SSIZE_MAX` here).
+#[cfg(not(target_vendor = "apple"))]
+pub const IO_BYTES_LIMIT: usize = isize::MAX as usize;
+
+/// The most buffers one `writev` call passes (`IOV_MAX`: 1024 on Linux, macOS and FreeBSD).
+pub const IOV_MAX: usize = 1024;
+
+/// Creates a pipe: `(read end, write end)`, both close-on-exec and blocking.
+///
+/// Uses `pipe2(O_CLOEXEC)` where it exists. macOS has no `pipe2`: there the flag is set with
+/// `fcntl` right after `pipe`, and a `fork` on another thread in between can leak the two fds
+/// into that child (rust-lang/rust#95584). evloop's own spawns do not fork on macOS.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: `fds` is a valid, writable array of two ints, as pipe2 requires.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` is a valid, writable array of two ints, as pipe requires.
+        cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    }
+    // SAFETY: the call succeeded, so both numbers are fresh fds that nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    #[cfg(target_vendor = "apple")]
+    {
+        set_cloexec(std::os::fd::AsFd::as_fd(&r))?;
+        set_cloexec(std::os::fd::AsFd::as_fd(&w))?;
+    }
+    Ok((r, w))
+}
+
+/// Sets `FD_CLOEXEC` on `fd`.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is borrowed, so it is open for the duration of the call; F_GETFD takes no
+    // pointer argument.
+    let flags = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above; F_SETFD takes an int argument.
+        cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    }
+    Ok(())
+}
+
+/// The access mode and `O_NONBLOCK` state of an open file description (`F_GETFL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusFlags {
+    /// Opened for reading (`O_RDONLY` or `O_RDWR`).
+    pub readable: bool,
+    /// Opened for writing (`O_WRONLY` or `O_RDWR`).
+    pub writable: bool,
+    /// `O_NONBLOCK` is set on the open file description.
+    pub nonblocking: bool,
+}
+
+/// Reads the status flags of `fd`'s open file description.
+///
+/// An fd that is not open gives `EBADF`.
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<StatusFlags> {
+    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
+    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let acc = fl & libc::O_ACCMODE;
+    Ok(StatusFlags {
+        readable: acc == libc::O_RDONLY || acc == libc::O_RDWR,
+        writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+        nonblocking: fl & libc::O_NONBLOCK != 0,
+    })
+}
+
+/// Sets or clears `O_NONBLOCK` and returns the previous state.
+///
+/// The flag lives on the open file description: every fd and every process sharing that
+/// description sees the change. Does no `F_SETFL` when the flag already has the asked value.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
+    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
+    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let was = fl & libc::O_NONBLOCK != 0;
+    if was != on {
+        let new = if on { fl | libc::O_NONBLOCK } else { fl & !libc::O_NONBLOCK };
+        // SAFETY: as above; F_SETFL takes an int argument.
+        cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    }
+    Ok(was)
+}
+
+/// `read(2)`, retrying `EINTR`. Asks for at most [`IO_BYTES_LIMIT`] bytes.
+///
+/// `Ok(0)` is end of file (or an empty `buf`).
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len().min(IO_BYTES_LIMIT);
+    // SAFETY: `buf` is valid for writes of `len` bytes for the whole call, and `fd` is
+    // borrowed, so it stays open.
+    let n = cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) })?;
+    Ok(n as usize)
+}
+
+/// `write(2)`, retrying `EINTR`. Writes at most [`IO_BYTES_LIMIT`] bytes.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let len = buf.len().min(IO_BYTES_LIMIT);
+    // SAFETY: `buf` is valid for reads of `len` bytes for the whole call; `fd` is borrowed.
+    let n = cvt_r(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), len) })?;
+    Ok(n as usize)
+}
+
+/// `writev(2)`, retrying `EINTR`. Passes at most [`IOV_MAX`] buffers; the caller sees how
+/// many bytes went out and advances its queue.
+pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
+    // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix, the slice is
+    // valid for `cnt` entries, and each entry borrows memory that outlives the call.
+    let n = cvt_r(|| unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt) })?;
+    Ok(n as usize)
+}
+
+/// What kind of file an fd refers to, from `fstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileType {
+    /// A pipe or FIFO.
+    Fifo,
+    /// A socket.
+    Socket,
+    /// A character device: a terminal, `/dev/null`, `/dev/zero`, a serial port.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// Anything else (a symlink cannot be an open fd's type, but the kernel may invent types).
+    Other,
+}
+
+/// `fstat(fd)` reduced to the file type.
+pub fn file_type(fd: BorrowedFd<'_>) -> io::Result<FileType> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
+    cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled in the whole struct.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    Ok(match mode & libc::S_IFMT {
+        libc::S_IFIFO => FileType::Fifo,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFREG => FileType::Regular,
+        libc::S_IFDIR => FileType::Directory,
+        _ => FileType::Other,
+    })
+}
+
+/// Whether `fd` refers to a terminal (`isatty`).
+pub fn isatty(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: `fd` is borrowed; isatty takes no pointer.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+/// Duplicates `fd` onto the lowest free number `>= min`, close-on-exec (`F_DUPFD_CLOEXEC`).
+pub fn dup_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is borrowed; F_DUPFD_CLOEXEC takes an int argument.
+    let n = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: fcntl returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// How to open a path with [`open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `O_RDONLY`
+    Read,
+    /// `O_WRONLY`
+    Write,
+    /// `O_RDWR`
+    ReadWrite,
+}
+
+/// `open(path, access | O_CLOEXEC | O_NOCTTY [| O_NONBLOCK])`, retrying `EINTR`.
+pub fn open(path: &CStr, access: Access, nonblocking: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::O_CLOEXEC | libc::O_NOCTTY;
+    flags |= match access {
+        Access::Read => libc::O_RDONLY,
+        Access::Write => libc::O_WRONLY,
+        Access::ReadWrite => libc::O_RDWR,
+    };
+    if nonblocking {
+        flags |= libc::O_NONBLOCK;
+    }
+    // SAFETY: `path` is a valid NUL-terminated string for the whole call.
+    let n = cvt_r(|| unsafe { libc::open(path.as_ptr(), flags) })?;
+    // SAFETY: open returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// `shutdown(fd, SHUT_WR)`: half-closes a socket. Other fds give `ENOTSOCK`.
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is borrowed; shutdown takes no pointer.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    Ok(())
+}
+
+/// Sets a pipe's kernel buffer size (`F_SETPIPE_SZ`, Linux only) and returns the size the
+/// kernel chose. Elsewhere gives `ENOTSUP`: macOS and FreeBSD size pipes themselves.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let want = libc::c_int::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `fd` is borrowed; F_SETPIPE_SZ takes an int argument.
+        let got = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, want) })?;
+        Ok(got as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, bytes);
+        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+    }
+}
+
+/// How many fds are open in this process, counted from `/dev/fd` (or `/proc/self/fd`).
+///
+/// For leak checks in tests and benchmarks. The directory handle itself is not counted.
+pub fn open_fd_count() -> io::Result<usize> {
+    let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };
+    // read_dir holds one fd of its own while it lists the directory.
+    Ok(std::fs::read_dir(dir)?.count().saturating_sub(1))
+}
+
+/// The numbers of the fds open in this process, ascending (for leak reports).
+pub fn open_fds() -> io::Result<Vec<RawFd>> {
+    let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };
+    let mut v = Vec::new();
+    let mut it = std::fs::read_dir(dir)?;
+    for e in &mut it {
+        if let Some(n) = e?.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) {
+            v.push(n);
+        }
+    }
+    // The listing's own fd is open during the walk; drop any number that is closed now.
+    drop(it);
+    v.retain(|&n| {
+        // SAFETY: F_GETFD only inspects the fd table entry; a closed number gives EBADF and
+        // no fd is created, closed or borrowed beyond the call.
+        let rc = unsafe { libc::fcntl(n, libc::F_GETFD) };
+        rc != -1
+    });
+    v.sort_unstable();
+    Ok(v)
+}

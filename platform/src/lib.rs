@@ -1,0 +1,31 @@
+//! The system-call layer of `evloop`.
+//!
+//! Every syscall and every line of `unsafe` in evloop lives in this crate. It exposes safe
+//! functions over [`OwnedFd`](std::os::fd::OwnedFd) and [`BorrowedFd`](std::os::fd::BorrowedFd);
+//! the few functions whose contract a type cannot carry are `unsafe fn` with a `# Safety`
+//! section.
+//!
+//! The crate is organised feature first:
+//!
+//! - [`poller`]: epoll (Linux) or kqueue (macOS, FreeBSD), level-triggered, one contract.
+//! - [`waker`]: a cross-thread wakeup registered in the poller (eventfd or `EVFILT_USER`).
+//! - [`fd`]: pipes, `O_NONBLOCK`, capped reads and writes, `writev`, file types.
+//! - [`signal`]: the one process-wide signal handler and its per-loop notification slots.
+//!
+//! Conventions:
+//!
+//! - A syscall's `-1` becomes an [`std::io::Error`] in one place (`cvt`), and `EINTR` is
+//!   retried in one place (`cvt_r`). Callers choose the retrying form on purpose.
+//! - Everything this crate creates is close-on-exec.
+#![deny(missing_docs)]
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!("evloop-platform supports Linux, macOS and FreeBSD");
+
+mod cvt;
+pub mod fd;
+pub mod poller;
+pub mod signal;
+pub mod waker;
+
+pub use cvt::errno_name;

@@ -1,0 +1,153 @@
+//! The epoll backend (Linux). See the contract in `poller/mod.rs`.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::{Event, Interest, Readiness};
+use crate::cvt::cvt;
+
+/// An epoll instance.
+#[derive(Debug)]
+pub struct Poller {
+    epfd: OwnedFd,
+}
+
+/// A reusable buffer of epoll events.
+pub struct Events {
+    buf: Vec<libc::epoll_event>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("len", &self.len).field("capacity", &self.buf.len()).finish()
+    }
+}
+
+impl Events {
+    /// A buffer for up to `capacity` events per wait (at least 1).
+    pub fn with_capacity(capacity: usize) -> Events {
+        let empty = libc::epoll_event { events: 0, u64: 0 };
+        Events { buf: vec![empty; capacity.max(1)], len: 0 }
+    }
+
+    /// How many events the last wait returned.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last wait returned no events.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The events of the last wait.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.buf[..self.len].iter().map(|e| {
+            // epoll_event is packed on x86_64: copy the fields out, never reference them.
+            let bits = e.events;
+            let token = e.u64;
+            let mut r = Readiness::empty();
+            if bits & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
+                r |= Readiness::READABLE;
+            }
+            if bits & libc::EPOLLOUT as u32 != 0 {
+                r |= Readiness::WRITABLE;
+            }
+            if bits & (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0 {
+                r |= Readiness::HUP;
+            }
+            if bits & libc::EPOLLERR as u32 != 0 {
+                r |= Readiness::ERROR;
+            }
+            Event { token, readiness: r, change_error: 0 }
+        })
+    }
+}
+
+fn epoll_bits(interest: Interest) -> u32 {
+    let mut bits = 0;
+    if interest.contains(Interest::READABLE) {
+        bits |= libc::EPOLLIN as u32;
+    }
+    if interest.contains(Interest::WRITABLE) {
+        bits |= libc::EPOLLOUT as u32;
+    }
+    bits
+}
+
+impl Poller {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: the call returned a fresh fd that nothing else owns.
+        Ok(Poller { epfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, bits: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: bits, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the call (ignored for DEL); both fds are open
+        // for the duration: `epfd` is owned by self, `fd` is borrowed.
+        cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) })?;
+        Ok(())
+    }
+
+    /// Moves `fd` from interest `old` to `new` (ADD, MOD or DEL), at once.
+    pub fn update(&mut self, fd: BorrowedFd<'_>, token: u64, old: Interest, new: Interest) -> io::Result<()> {
+        let op = match (old.is_empty(), new.is_empty()) {
+            (true, true) => return Ok(()),
+            (true, false) => libc::EPOLL_CTL_ADD,
+            (false, false) if old == new => return Ok(()),
+            (false, false) => libc::EPOLL_CTL_MOD,
+            (false, true) => libc::EPOLL_CTL_DEL,
+        };
+        self.ctl(op, fd, epoll_bits(new), token)
+    }
+
+    /// Removes `fd` now (`EPOLL_CTL_DEL`). Does nothing when `old` is empty.
+    pub fn deregister(&mut self, fd: BorrowedFd<'_>, old: Interest) -> io::Result<()> {
+        if old.is_empty() {
+            return Ok(());
+        }
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Adds and deletes `fd` to learn whether epoll accepts it (`EPERM` for regular files,
+    /// directories and `/dev/null`).
+    pub fn probe(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, 0, 0)?;
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits for events; see the contract. `EINTR` gives an empty batch.
+    pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let ms = match timeout {
+            None => -1,
+            Some(d) => {
+                // Round up: a 0.3 ms timeout must not become a busy poll of 0 ms.
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `events.buf` is valid for writes of `cap` entries; `epfd` is owned by self.
+        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, ms) };
+        events.len = match cvt(n) {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                events.len = 0;
+                return Err(e);
+            }
+        };
+        Ok(())
+    }
+}
+
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epfd.as_fd()
+    }
+}

@@ -1,0 +1,325 @@
+//! The kqueue backend (macOS, FreeBSD). See the contract in `poller/mod.rs`.
+//!
+//! Level-triggered filters (no `EV_CLEAR`), as libuv uses them: with bounded reads, a stream
+//! that was only partly drained is simply reported again. Interest changes are queued in a
+//! changelist and submitted in one `kevent` call with `EV_RECEIPT` before the wait, so every
+//! change gets its own result and one rejected change cannot hide the others (a changelist
+//! without receipts stops at the first error, xnu `kevent_internal`).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Event, Interest, Readiness};
+use crate::cvt::{cvt, cvt_r};
+
+// Tokens travel in `udata`, a pointer-sized field: evloop's tokens need 64 bits.
+const _: () = assert!(size_of::<usize>() == 8, "the kqueue backend needs 64-bit pointers");
+
+/// Changes queued beyond this many are submitted at once, to bound the changelist.
+const CHANGES_QUEUED_MAX: usize = 256;
+
+/// The `EVFILT_USER` identifier of the loop's waker.
+pub(crate) const WAKER_IDENT: usize = 0x6576_6c70; // "evlp"
+
+/// A kqueue.
+#[derive(Debug)]
+pub struct Poller {
+    kq: Arc<OwnedFd>,
+    changes: Vec<libc::kevent>,
+    receipts: Vec<libc::kevent>,
+    /// Rejections found by an early submit, reported by the next `wait`.
+    parked: Vec<Event>,
+}
+
+/// A reusable buffer of kevents, plus the queued changes the kernel rejected.
+pub struct Events {
+    buf: Vec<libc::kevent>,
+    len: usize,
+    failed: Vec<Event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("len", &self.len()).field("capacity", &self.buf.len()).finish()
+    }
+}
+
+/// A zeroed kevent with the given fields; `ext` (FreeBSD) stays zero.
+pub(crate) fn kev(ident: usize, filter: i16, flags: u16, fflags: u32, token: u64) -> libc::kevent {
+    // SAFETY: kevent is a plain C struct of integers and one pointer; all-zero is a valid value
+    // for every field (a null udata).
+    let mut k: libc::kevent = unsafe { std::mem::zeroed() };
+    k.ident = ident as libc::uintptr_t;
+    k.filter = filter;
+    k.flags = flags;
+    k.fflags = fflags;
+    k.udata = std::ptr::without_provenance_mut(token as usize);
+    k
+}
+
+fn token_of(k: &libc::kevent) -> u64 {
+    k.udata as usize as u64
+}
+
+fn to_timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+fn kevent_raw(
+    kq: BorrowedFd<'_>,
+    changes: &[libc::kevent],
+    out: &mut [libc::kevent],
+    ts: Option<&libc::timespec>,
+) -> libc::c_int {
+    let ts_ptr = ts.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `changes` is valid for reads and `out` for writes of their lengths; `ts_ptr` is
+    // null or points at a timespec that outlives the call; `kq` is borrowed, so it stays open.
+    unsafe {
+        libc::kevent(
+            kq.as_raw_fd(),
+            changes.as_ptr(),
+            changes.len() as libc::c_int,
+            out.as_mut_ptr(),
+            out.len() as libc::c_int,
+            ts_ptr,
+        )
+    }
+}
+
+/// Submits `changes` and collects up to `out.len()` receipts without waiting, retrying
+/// `EINTR` (the changes are idempotent: a repeated add modifies, a repeated delete gives an
+/// `ENOENT` receipt that callers ignore).
+pub(crate) fn kevent_now(
+    kq: BorrowedFd<'_>,
+    changes: &[libc::kevent],
+    out: &mut [libc::kevent],
+) -> io::Result<usize> {
+    let zero = to_timespec(Duration::ZERO);
+    Ok(cvt_r(|| kevent_raw(kq, changes, out, Some(&zero)))? as usize)
+}
+
+impl Events {
+    /// A buffer for up to `capacity` events per wait (at least 1).
+    pub fn with_capacity(capacity: usize) -> Events {
+        Events { buf: vec![kev(0, 0, 0, 0, 0); capacity.max(1)], len: 0, failed: Vec::new() }
+    }
+
+    /// How many events the last wait returned.
+    pub fn len(&self) -> usize {
+        self.len + self.failed.len()
+    }
+
+    /// Whether the last wait returned no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The events of the last wait: rejected changes first, then readiness.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.failed.iter().copied().chain(self.buf[..self.len].iter().map(|k| {
+            let token = token_of(k);
+            let flags = k.flags;
+            if flags & libc::EV_ERROR != 0 {
+                return Event { token, readiness: Readiness::empty(), change_error: k.data as i32 };
+            }
+            let eof = flags & libc::EV_EOF != 0;
+            let mut r = Readiness::empty();
+            match k.filter {
+                f if f == libc::EVFILT_READ => {
+                    r |= Readiness::READABLE;
+                    if eof {
+                        r |= Readiness::HUP;
+                        // Sockets put their error in fflags (mio does the same check).
+                        if k.fflags != 0 {
+                            r |= Readiness::ERROR;
+                        }
+                    }
+                }
+                f if f == libc::EVFILT_WRITE => {
+                    r |= Readiness::WRITABLE;
+                    if eof {
+                        r |= Readiness::HUP | Readiness::ERROR;
+                    }
+                }
+                // EVFILT_USER (the waker) and EVFILT_PROC (a child exited) read as "readable".
+                _ => r |= Readiness::READABLE,
+            }
+            Event { token, readiness: r, change_error: 0 }
+        }))
+    }
+}
+
+impl Poller {
+    /// `kqueue()`. A kqueue is not inherited by children.
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: kqueue takes no arguments.
+        let fd = cvt(unsafe { libc::kqueue() })?;
+        // SAFETY: the call returned a fresh fd that nothing else owns.
+        let kq = unsafe { OwnedFd::from_raw_fd(fd) };
+        // kqueues are not inherited across fork, but exec of a child started with
+        // posix_spawn/vfork would still see the number; mark it anyway.
+        crate::fd::set_cloexec(kq.as_fd())?;
+        Ok(Poller { kq: Arc::new(kq), changes: Vec::new(), receipts: Vec::new(), parked: Vec::new() })
+    }
+
+    /// The kqueue fd, shared with wakers on other threads so it outlives them.
+    pub(crate) fn shared_fd(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.kq)
+    }
+
+    /// Queues the filter changes that move `fd` from `old` to `new`.
+    pub fn update(&mut self, fd: BorrowedFd<'_>, token: u64, old: Interest, new: Interest) -> io::Result<()> {
+        let ident = fd.as_raw_fd() as usize;
+        for (flag, filter) in
+            [(Interest::READABLE, libc::EVFILT_READ), (Interest::WRITABLE, libc::EVFILT_WRITE)]
+        {
+            let action = match (old.contains(flag), new.contains(flag)) {
+                (false, true) => libc::EV_ADD,
+                (true, false) => libc::EV_DELETE,
+                _ => continue,
+            };
+            self.changes.push(kev(ident, filter, action | libc::EV_RECEIPT, 0, token));
+        }
+        if self.changes.len() >= CHANGES_QUEUED_MAX {
+            // Nobody is waiting yet: park the rejections for the next wait to report.
+            let mut parked = std::mem::take(&mut self.parked);
+            let res = self.submit(&mut parked);
+            self.parked = parked;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Removes `fd` now, dropping any queued change that names it.
+    pub fn deregister(&mut self, fd: BorrowedFd<'_>, old: Interest) -> io::Result<()> {
+        let ident = fd.as_raw_fd() as usize;
+        self.changes.retain(|c| c.ident != ident);
+        let mut dels = [kev(0, 0, 0, 0, 0); 2];
+        let mut n = 0;
+        for (flag, filter) in
+            [(Interest::READABLE, libc::EVFILT_READ), (Interest::WRITABLE, libc::EVFILT_WRITE)]
+        {
+            if old.contains(flag) {
+                dels[n] = kev(ident, filter, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut out = [kev(0, 0, 0, 0, 0); 2];
+        let got = kevent_now(self.kq.as_fd(), &dels[..n], &mut out[..n])?;
+        for r in &out[..got] {
+            let err = r.data as i32;
+            // ENOENT: the add was still queued (and is now dropped) or the kernel already
+            // removed the knote; either way nothing is registered.
+            if err != 0 && err != libc::ENOENT {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds and deletes a read filter for `fd` to learn whether kqueue accepts it
+    /// (libuv's `uv__stream_try_select` probe).
+    pub fn probe(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let ident = fd.as_raw_fd() as usize;
+        let changes = [
+            kev(ident, libc::EVFILT_READ, libc::EV_ADD | libc::EV_RECEIPT, 0, 0),
+            kev(ident, libc::EVFILT_READ, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0),
+        ];
+        let mut out = [kev(0, 0, 0, 0, 0); 2];
+        let got = kevent_now(self.kq.as_fd(), &changes, &mut out)?;
+        match out[..got].first() {
+            Some(r) if r.data != 0 => Err(io::Error::from_raw_os_error(r.data as i32)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Submits the queued changes, turning rejections into events in `failed`.
+    fn submit(&mut self, failed: &mut Vec<Event>) -> io::Result<()> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let n = self.changes.len();
+        self.receipts.clear();
+        self.receipts.resize(n, kev(0, 0, 0, 0, 0));
+        let got = kevent_now(self.kq.as_fd(), &self.changes, &mut self.receipts);
+        self.changes.clear();
+        let got = got?;
+        for r in &self.receipts[..got] {
+            let err = r.data as i32;
+            if err == 0 {
+                continue;
+            }
+            let deleting = r.flags & libc::EV_DELETE != 0;
+            let writing = r.filter == libc::EVFILT_WRITE;
+            if deleting && err == libc::ENOENT {
+                continue;
+            }
+            if writing && err == libc::EPIPE {
+                // FreeBSD refuses a write filter once the reader is gone (sys_pipe.c); report
+                // the pipe as writable so the next write meets the EPIPE itself.
+                failed.push(Event {
+                    token: token_of(r),
+                    readiness: Readiness::WRITABLE | Readiness::ERROR,
+                    change_error: 0,
+                });
+                continue;
+            }
+            failed.push(Event { token: token_of(r), readiness: Readiness::empty(), change_error: err });
+        }
+        Ok(())
+    }
+
+    /// Submits queued changes, then waits; see the contract.
+    pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        events.len = 0;
+        events.failed.clear();
+        events.failed.append(&mut self.parked);
+        self.submit(&mut events.failed)?;
+        // A rejected change is news: report it without sleeping.
+        let timeout = if events.failed.is_empty() { timeout } else { Some(Duration::ZERO) };
+        let ts = timeout.map(to_timespec);
+        match cvt(kevent_raw(self.kq.as_fd(), &[], &mut events.buf, ts.as_ref())) {
+            Ok(n) => events.len = n as usize,
+            // A signal ends the wait early; the caller recomputes its timeout.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Watches child `pid` for exit (`EVFILT_PROC`/`NOTE_EXIT`, one shot), at once.
+    ///
+    /// Returns `Ok(false)` when the child has already exited: macOS refuses the registration
+    /// with `ESRCH` for a zombie, while FreeBSD accepts it and fires at once. The filter does
+    /// not reap: the caller still calls `waitpid`.
+    pub fn watch_exit(&mut self, pid: libc::pid_t, token: u64) -> io::Result<bool> {
+        let flags = libc::EV_ADD | libc::EV_ONESHOT | libc::EV_RECEIPT;
+        let change = [kev(pid as usize, libc::EVFILT_PROC, flags, libc::NOTE_EXIT, token)];
+        let mut out = [kev(0, 0, 0, 0, 0); 1];
+        let got = kevent_now(self.kq.as_fd(), &change, &mut out)?;
+        match out[..got].first().map(|r| r.data as i32) {
+            Some(libc::ESRCH) => Ok(false),
+            Some(0) | None => Ok(true),
+            Some(err) => Err(io::Error::from_raw_os_error(err)),
+        }
+    }
+
+    /// The raw kqueue fd number, for log lines.
+    pub fn raw_fd(&self) -> RawFd {
+        self.kq.as_raw_fd()
+    }
+}
+
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.kq.as_fd()
+    }
+}

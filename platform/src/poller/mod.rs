@@ -1,0 +1,82 @@
+//! The readiness poller: epoll on Linux, kqueue on macOS and FreeBSD.
+//!
+//! # The contract every backend meets
+//!
+//! Each backend file exports a `Poller` and an `Events` with exactly these semantics:
+//!
+//! - `Poller::new() -> io::Result<Poller>`: a new, close-on-exec poller (a kqueue is never
+//!   inherited anyway; an epoll fd would be, hence `EPOLL_CLOEXEC`).
+//! - `Poller::update(&mut self, fd, token, old, new) -> io::Result<()>`: moves `fd`'s
+//!   registration from interest `old` to interest `new`, tagging its events with `token`.
+//!   `old` is what the caller last asked for; an empty interest means "not registered".
+//!   **Level-triggered**: an fd that stays ready is reported again on every `wait`.
+//!   epoll applies the change at once. kqueue queues it in a changelist that the next `wait`
+//!   (or `deregister`) submits; a change the kernel rejects comes back from `wait` as an
+//!   [`Event`] with [`Event::change_error`] set, tagged with the change's token.
+//! - `Poller::deregister(&mut self, fd, old) -> io::Result<()>`: removes `fd` **now**, and
+//!   drops any queued change that names it. Call it before closing `fd`: epoll keys
+//!   registrations on the open file description, so a closed fd whose description lives on
+//!   in a child keeps producing events (libuv#4323).
+//! - `Poller::probe(&mut self, fd) -> io::Result<()>`: registers and removes `fd` at once, to
+//!   learn whether this poller accepts it: epoll refuses regular files and `/dev/null` with
+//!   `EPERM`; macOS kqueue refuses `/dev/tty`, `/dev/null` and other character devices with
+//!   `EINVAL`, FreeBSD with `ENODEV`.
+//! - `Poller::wait(&mut self, events, timeout) -> io::Result<()>`: waits until an event, or
+//!   `timeout` (`None` waits forever; sub-millisecond timeouts round up, never down to a
+//!   busy poll). A signal interrupting the wait (`EINTR`) gives an empty batch, not an
+//!   error: the caller recomputes its timeout.
+//! - `Events::with_capacity(n)`, `Events::iter()` yielding [`Event`]s, `Events::len()`.
+//!
+//! The backend owns no policy: which fds go where, and what an event means for a handle, is
+//! decided by the loop.
+
+use bitflags::bitflags;
+
+#[cfg(target_os = "linux")]
+mod epoll;
+#[cfg(target_os = "linux")]
+pub use epoll::{Events, Poller};
+
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub(crate) mod kqueue;
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub use kqueue::{Events, Poller};
+
+bitflags! {
+    /// What a registration waits for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Interest: u8 {
+        /// Data to read, end of file, or an error.
+        const READABLE = 1;
+        /// Room to write, or an error.
+        const WRITABLE = 2;
+    }
+}
+
+bitflags! {
+    /// What an event reports.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Readiness: u8 {
+        /// A read will not block (data, end of file or an error is there).
+        const READABLE = 1;
+        /// A write will not block.
+        const WRITABLE = 2;
+        /// The peer is gone: epoll's `EPOLLHUP`/`EPOLLRDHUP`, kqueue's `EV_EOF`. Data may
+        /// still be buffered; the caller drains before it reports end of file.
+        const HUP = 4;
+        /// An error is pending on the fd (`EPOLLERR`; a pipe's write end whose reader closed).
+        const ERROR = 8;
+    }
+}
+
+/// One event out of a [`Poller::wait`] batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The token the fd was registered with.
+    pub token: u64,
+    /// What is ready.
+    pub readiness: Readiness,
+    /// Non-zero when this is not readiness but a queued change that the kernel rejected
+    /// (kqueue only): the error number.
+    pub change_error: i32,
+}
