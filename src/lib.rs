@@ -1,1 +1,22 @@
-//! placeholder
+//! evloop: a single-threaded, callback-driven event loop in the spirit of libuv.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod async_handle;
+pub mod channel;
+mod error;
+mod event_loop;
+mod handle;
+pub mod limits;
+mod loop_watcher;
+pub mod signal;
+mod timer;
+
+pub use async_handle::{Async, Waker};
+pub use channel::{Channel, Sender};
+pub use error::os_error_code;
+pub use event_loop::{Loop, LoopBuilder, RunMode};
+pub use handle::{HandleId, HandleInfo, HandleKind};
+pub use loop_watcher::{Check, Idle, Prepare};
+pub use signal::Signal;
+pub use timer::Timer;

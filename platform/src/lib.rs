@@ -29,3 +29,7 @@ pub mod signal;
 pub mod waker;
 
 pub use cvt::errno_name;
+
+/// The `libc` crate this layer is built on, for its constants and types (signal numbers,
+/// error numbers). Calling its functions needs `unsafe`, which only this crate contains.
+pub use libc;

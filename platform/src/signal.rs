@@ -262,10 +262,13 @@ impl Drop for NotifySlot {
     }
 }
 
-/// Sends `signo` to this process (`kill(getpid(), signo)`), for tests and demos.
-pub fn raise_process(signo: i32) -> io::Result<()> {
-    // SAFETY: getpid and kill take no pointers.
-    cvt(unsafe { libc::kill(libc::getpid(), signo) })?;
+/// Sends `signo` to the calling thread (`raise(3)`): the handler has run when this returns,
+/// unless the thread blocks the signal.
+pub fn raise(signo: i32) -> io::Result<()> {
+    // SAFETY: raise takes no pointers.
+    if unsafe { libc::raise(signo) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

@@ -1,0 +1,65 @@
+//! Error helpers. evloop reports `std::io::Error` everywhere; these build the messages.
+//!
+//! OS errors that need no context (`EPIPE` from a write, `ESRCH` from a kill) are passed on
+//! as they are, so [`io::Error::raw_os_error`] works. Errors that need context ("spawn
+//! `foo`: No such file or directory") wrap the OS error; [`os_error_code`] finds the number
+//! in either form.
+
+use std::fmt;
+use std::io;
+
+use evloop_platform::libc;
+
+/// An OS error with a sentence of context in front of it.
+#[derive(Debug)]
+struct Context {
+    context: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Wraps `source` with `context`, keeping its [`io::ErrorKind`].
+pub(crate) fn context(source: io::Error, context: impl Into<String>) -> io::Error {
+    io::Error::new(source.kind(), Context { context: context.into(), source })
+}
+
+/// The OS error number behind `err`, whether it is a plain OS error or one evloop wrapped
+/// with context.
+///
+/// ```
+/// use std::io;
+/// let plain = io::Error::from_raw_os_error(32);
+/// assert_eq!(evloop::os_error_code(&plain), Some(32));
+/// let other = io::Error::new(io::ErrorKind::Other, "no number");
+/// assert_eq!(evloop::os_error_code(&other), None);
+/// ```
+pub fn os_error_code(err: &io::Error) -> Option<i32> {
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    err.get_ref()?.downcast_ref::<Context>().and_then(|c| os_error_code(&c.source))
+}
+
+pub(crate) fn os(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// `ECANCELED`, for writes and shutdowns still queued when their stream closed.
+pub(crate) fn cancelled() -> io::Error {
+    os(libc::ECANCELED)
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}

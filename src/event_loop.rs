@@ -1,0 +1,638 @@
+//! The loop: its state, its phases and the operations every handle shares.
+//!
+//! One iteration runs these phases, in libuv's order:
+//!
+//! 1. **timers**: due timers, in (deadline, start order); the loop's time is read first.
+//! 2. **pending**: write and shutdown completions, and other deferred callbacks.
+//! 3. **idle**, then **prepare** handles.
+//! 4. **poll**: interest changes are flushed, then the loop waits for I/O (not at all when
+//!    something is already runnable) and runs I/O callbacks.
+//! 5. **check** handles.
+//! 6. **close**: callbacks of handles closed since the last close phase.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use evloop_platform::poller::{Event, Events, Poller};
+use slab::Slab;
+
+use crate::async_handle::LoopWake;
+use crate::handle::{CloseCb, Flags, HandleId, HandleInfo, HandleKind, Kind, Slot, stale_error};
+use crate::limits::EVENTS_PER_POLL_MAX;
+use crate::loop_watcher::Hooks;
+use crate::signal::LoopSignals;
+use crate::timer::TimerHeap;
+
+/// How long [`Loop::run`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until no active, referenced handle is left (or [`Loop::stop`]).
+    Default,
+    /// One iteration. The poll phase waits for I/O if nothing else is runnable.
+    Once,
+    /// One iteration whose poll phase does not wait. This is how an outer loop drives a nested
+    /// one: poll [`Loop::backend_fd`] with [`Loop::backend_timeout`], then `run(NoWait)`.
+    NoWait,
+}
+
+/// Options for a new loop; see [`Loop::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct LoopBuilder {
+    pub(crate) force_select_helper: bool,
+    pub(crate) force_sigchld_reaping: bool,
+    pub(crate) force_fork_spawn: bool,
+}
+
+impl LoopBuilder {
+    /// Routes every pipe and tty through the select helper thread, as macOS does for the fds
+    /// kqueue rejects. This exists so that the helper's code path runs on every platform (the
+    /// test suite runs once with it on).
+    pub fn force_select_helper(mut self, on: bool) -> LoopBuilder {
+        self.force_select_helper = on;
+        self
+    }
+
+    /// Reaps children through `SIGCHLD` and `waitpid(pid, WNOHANG)` instead of pidfds, as on
+    /// Linux kernels older than 5.3. For tests of that path; Linux only has an effect.
+    pub fn force_sigchld_reaping(mut self, on: bool) -> LoopBuilder {
+        self.force_sigchld_reaping = on;
+        self
+    }
+
+    /// Spawns children with fork/exec even where `posix_spawn` could express the request.
+    /// For tests of that path.
+    pub fn force_fork_spawn(mut self, on: bool) -> LoopBuilder {
+        self.force_fork_spawn = on;
+        self
+    }
+
+    /// Creates the loop.
+    pub fn build(self) -> io::Result<Loop> {
+        Loop::with_options(self)
+    }
+}
+
+/// A deferred callback, run in the pending phase.
+pub(crate) enum Pending {
+    Call(Box<dyn FnOnce(&mut Loop)>),
+}
+
+/// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
+/// in their high half, so they never collide with these.
+pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
+pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A single-threaded event loop.
+///
+/// Handles are created on a loop and named by small `Copy` ids. Callbacks receive
+/// `&mut Loop`, so they can start, stop, write, spawn and close freely, including their own
+/// handle. A loop is not `Send`: it and its callbacks stay on the thread that made it. Other
+/// threads reach it through a [`Waker`](crate::Waker) or a [`Channel`](crate::Channel).
+///
+/// ```
+/// use std::time::Duration;
+/// use evloop::{Loop, RunMode, Timer};
+///
+/// let mut lp = Loop::new()?;
+/// let t = Timer::new(&mut lp)?;
+/// t.start(&mut lp, Duration::from_millis(1), Duration::ZERO, |lp, t| {
+///     println!("fired at {} ms", lp.now());
+///     t.close(lp).unwrap();
+/// })?;
+/// lp.run(RunMode::Default)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Loop {
+    pub(crate) id: u32,
+    pub(crate) slots: Slab<Slot>,
+    /// The generation each slab key had last; bumped on every insert.
+    gens: Vec<u32>,
+    /// Active, referenced handles: the loop is alive while this is non-zero.
+    active_refs: usize,
+    pub(crate) poller: Poller,
+    events: Option<Events>,
+    epoch: Instant,
+    now_ms: Cell<u64>,
+    time_stale: Cell<bool>,
+    pub(crate) timers: TimerHeap,
+    pub(crate) pending: VecDeque<Pending>,
+    closing: Vec<(HandleId, Option<CloseCb>)>,
+    pub(crate) hooks: Hooks,
+    pub(crate) wake: Arc<LoopWake>,
+    pub(crate) signals: Option<LoopSignals>,
+    stop_flag: bool,
+    running: bool,
+    iterations: u64,
+    pub(crate) options: LoopBuilder,
+}
+
+impl fmt::Debug for Loop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loop")
+            .field("id", &self.id)
+            .field("handles", &self.slots.len())
+            .field("active_refs", &self.active_refs)
+            .field("pending", &self.pending.len())
+            .field("closing", &self.closing.len())
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loop {
+    /// Creates a loop with default options.
+    pub fn new() -> io::Result<Loop> {
+        Loop::with_options(LoopBuilder::default())
+    }
+
+    /// Options for a new loop.
+    ///
+    /// ```
+    /// let lp = evloop::Loop::builder().force_select_helper(true).build()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder::default()
+    }
+
+    fn with_options(options: LoopBuilder) -> io::Result<Loop> {
+        let mut poller = Poller::new()?;
+        let wake = Arc::new(LoopWake::new(&mut poller, WAKE_TOKEN)?);
+        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+        log::debug!("loop {id}: created");
+        Ok(Loop {
+            id,
+            slots: Slab::new(),
+            gens: Vec::new(),
+            active_refs: 0,
+            poller,
+            events: Some(Events::with_capacity(EVENTS_PER_POLL_MAX)),
+            epoch: Instant::now(),
+            now_ms: Cell::new(0),
+            time_stale: Cell::new(false),
+            timers: TimerHeap::default(),
+            pending: VecDeque::new(),
+            closing: Vec::new(),
+            hooks: Hooks::default(),
+            wake,
+            signals: None,
+            stop_flag: false,
+            running: false,
+            iterations: 0,
+            options,
+        })
+    }
+
+    // ----- time ---------------------------------------------------------------------------
+
+    /// The loop's time in milliseconds, from an arbitrary start (the loop's creation).
+    ///
+    /// The value is cached: it is read from the monotonic clock once per iteration, when
+    /// first needed, and by [`update_time`](Self::update_time). Callbacks that run long
+    /// should call `update_time` before they start timers.
+    pub fn now(&self) -> u64 {
+        if self.time_stale.get() {
+            self.refresh_time();
+        }
+        self.now_ms.get()
+    }
+
+    /// Reads the clock into the cached time now.
+    pub fn update_time(&mut self) {
+        self.refresh_time();
+    }
+
+    fn refresh_time(&self) {
+        self.now_ms.set(self.epoch.elapsed().as_millis() as u64);
+        self.time_stale.set(false);
+    }
+
+    // ----- slots and ids ------------------------------------------------------------------
+
+    /// The id the next [`insert`](Self::insert) will return, for states that need their own
+    /// id (tokens) before they exist.
+    pub(crate) fn next_id(&self) -> HandleId {
+        let key = self.slots.vacant_key();
+        let gen_ = self.gens.get(key).copied().unwrap_or(0).wrapping_add(1).max(1);
+        HandleId { loop_id: self.id, key: key as u32, gen_ }
+    }
+
+    pub(crate) fn insert(&mut self, kind: Kind) -> HandleId {
+        let key = self.slots.vacant_key();
+        if key >= self.gens.len() {
+            self.gens.resize(key + 1, 0);
+        }
+        let gen_ = self.gens[key].wrapping_add(1).max(1);
+        self.gens[key] = gen_;
+        let inserted = self.slots.insert(Slot { gen_, flags: Flags::REF, kind });
+        debug_assert_eq!(inserted, key);
+        HandleId { loop_id: self.id, key: key as u32, gen_ }
+    }
+
+    fn check_id(&self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        if id.loop_id != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} id {id:?} belongs to another loop (this is loop {})", kind.name(), self.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The slot of a live handle of `kind`, or a clear error.
+    pub(crate) fn slot(&self, id: HandleId, kind: HandleKind) -> io::Result<&Slot> {
+        self.check_id(id, kind)?;
+        match self.slots.get(id.key as usize) {
+            Some(s) if s.gen_ == id.gen_ && s.kind.handle_kind() == kind => Ok(s),
+            _ => Err(stale_error(kind)),
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Slot> {
+        self.check_id(id, kind)?;
+        match self.slots.get_mut(id.key as usize) {
+            Some(s) if s.gen_ == id.gen_ && s.kind.handle_kind() == kind => Ok(s),
+            _ => Err(stale_error(kind)),
+        }
+    }
+
+    /// Like [`slot_mut`](Self::slot_mut), and refuses handles that are closing.
+    pub(crate) fn open_slot_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Slot> {
+        let s = self.slot_mut(id, kind)?;
+        if s.flags.contains(Flags::CLOSING) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the {} is closing", kind.name()),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The slot for an event's or a callback's id, if it is still the same handle.
+    pub(crate) fn live_slot_mut(&mut self, id: HandleId) -> Option<&mut Slot> {
+        self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_)
+    }
+
+    pub(crate) fn id_of_key(&self, key: usize) -> HandleId {
+        HandleId { loop_id: self.id, key: key as u32, gen_: self.slots[key].gen_ }
+    }
+
+    pub(crate) fn handle_flags(&self, id: HandleId, kind: HandleKind) -> io::Result<Flags> {
+        Ok(self.slot(id, kind)?.flags)
+    }
+
+    /// Marks a handle active or inactive, keeping the count of active, referenced handles.
+    pub(crate) fn set_active(&mut self, id: HandleId, active: bool) {
+        let Some(s) = self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_) else {
+            return;
+        };
+        if s.flags.contains(Flags::ACTIVE) == active {
+            return;
+        }
+        s.flags.set(Flags::ACTIVE, active);
+        if s.flags.contains(Flags::REF) {
+            if active {
+                self.active_refs += 1;
+            } else {
+                self.active_refs -= 1;
+            }
+        }
+    }
+
+    pub(crate) fn set_handle_ref(
+        &mut self,
+        id: HandleId,
+        kind: HandleKind,
+        referenced: bool,
+    ) -> io::Result<()> {
+        let s = self.slot_mut(id, kind)?;
+        if s.flags.contains(Flags::REF) == referenced {
+            return Ok(());
+        }
+        s.flags.set(Flags::REF, referenced);
+        if s.flags.contains(Flags::ACTIVE) {
+            if referenced {
+                self.active_refs += 1;
+            } else {
+                self.active_refs -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live handle, including those whose close callback has not run yet: for
+    /// debugging ("what keeps my loop alive?").
+    ///
+    /// ```
+    /// let mut lp = evloop::Loop::new()?;
+    /// let t = evloop::Timer::new(&mut lp)?;
+    /// let list = lp.handles();
+    /// assert_eq!(list.len(), 1);
+    /// assert_eq!(list[0].kind, evloop::HandleKind::Timer);
+    /// assert!(!list[0].active);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn handles(&self) -> Vec<HandleInfo> {
+        self.slots
+            .iter()
+            .map(|(key, s)| HandleInfo {
+                id: HandleId { loop_id: self.id, key: key as u32, gen_: s.gen_ },
+                kind: s.kind.handle_kind(),
+                active: s.flags.contains(Flags::ACTIVE),
+                has_ref: s.flags.contains(Flags::REF),
+                closing: s.flags.contains(Flags::CLOSING),
+            })
+            .collect()
+    }
+
+    /// The kind of handle `id` names, or an error if it is stale or foreign.
+    pub fn handle_kind(&self, id: HandleId) -> io::Result<HandleKind> {
+        if id.loop_id != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("id {id:?} belongs to another loop"),
+            ));
+        }
+        match self.slots.get(id.key as usize) {
+            Some(s) if s.gen_ == id.gen_ => Ok(s.kind.handle_kind()),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, format!("stale handle id {id:?}"))),
+        }
+    }
+
+    /// Closes any handle by its untyped id; see the typed `close` methods.
+    pub fn close(&mut self, id: impl Into<HandleId>) -> io::Result<()> {
+        let id = id.into();
+        let kind = self.handle_kind(id)?;
+        self.close_handle(id, kind, None)
+    }
+
+    /// Stops a handle now and queues its release for the close phase.
+    pub(crate) fn close_handle(
+        &mut self,
+        id: HandleId,
+        kind: HandleKind,
+        cb: Option<CloseCb>,
+    ) -> io::Result<()> {
+        let s = self.slot_mut(id, kind)?;
+        if s.flags.contains(Flags::CLOSING) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the {} is already closing", kind.name()),
+            ));
+        }
+        s.flags.insert(Flags::CLOSING);
+        self.stop_for_close(id);
+        self.set_active(id, false);
+        self.closing.push((id, cb));
+        log::trace!("loop {}: closing {} {id:?}", self.id, kind.name());
+        Ok(())
+    }
+
+    /// Kind-specific "stop now" part of close.
+    fn stop_for_close(&mut self, id: HandleId) {
+        let key = id.key as usize;
+        match &mut self.slots[key].kind {
+            Kind::Timer(_) => self.timer_disarm(id),
+            Kind::Hook(h) => {
+                let phase = h.phase;
+                self.hooks.remove(phase, id);
+            }
+            Kind::Async(a) => a.shared.closed.store(true, Ordering::SeqCst),
+            Kind::Channel(c) => c.shared.closed.store(true, Ordering::SeqCst),
+            Kind::Signal(_) => self.signal_stop_now(id),
+        }
+    }
+
+    // ----- running ------------------------------------------------------------------------
+
+    /// Runs the loop in `mode`. Returns whether the loop is still alive (has active,
+    /// referenced handles, pending callbacks or closing handles).
+    ///
+    /// Calling `run` from inside a callback of the same loop is an error.
+    ///
+    /// A panic in a callback unwinds out of `run` and leaves the loop usable: the callback
+    /// that panicked is dropped, and its handle stays open until closed.
+    pub fn run(&mut self, mode: RunMode) -> io::Result<bool> {
+        if self.running {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "Loop::run called from inside a callback of the same loop",
+            ));
+        }
+        self.running = true;
+        let guard = RunGuard(self);
+        let res = guard.0.run_inner(mode);
+        drop(guard);
+        res
+    }
+
+    fn run_inner(&mut self, mode: RunMode) -> io::Result<bool> {
+        let mut alive = self.is_alive();
+        if !alive {
+            self.refresh_time();
+        }
+        while alive && !self.stop_flag {
+            self.iterations += 1;
+            self.time_stale.set(true);
+            self.run_timers();
+            self.run_pending();
+            self.run_hooks(crate::loop_watcher::Phase::Idle);
+            self.run_hooks(crate::loop_watcher::Phase::Prepare);
+            let timeout = self.poll_timeout(mode);
+            self.poll(timeout)?;
+            self.run_hooks(crate::loop_watcher::Phase::Check);
+            self.run_closing();
+            if mode == RunMode::Once {
+                // ONCE promises progress: timers that came due while we waited run now.
+                self.time_stale.set(true);
+                self.run_timers();
+            }
+            alive = self.is_alive();
+            if mode != RunMode::Default {
+                break;
+            }
+        }
+        self.stop_flag = false;
+        Ok(alive)
+    }
+
+    /// Makes [`run`](Self::run) return after the current iteration (without waiting for I/O
+    /// in it). Called before `run`, the next `run` does one iteration without waiting.
+    pub fn stop(&mut self) {
+        self.stop_flag = true;
+    }
+
+    /// Whether the loop has active, referenced handles, pending callbacks or closing handles.
+    pub fn is_alive(&self) -> bool {
+        self.active_refs > 0 || !self.pending.is_empty() || !self.closing.is_empty()
+    }
+
+    /// How many iterations have run, for statistics and tests.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    fn run_pending(&mut self) {
+        // Callbacks queued while this phase runs wait for the next iteration.
+        for _ in 0..self.pending.len() {
+            let Some(p) = self.pending.pop_front() else { break };
+            match p {
+                Pending::Call(f) => f(self),
+            }
+        }
+    }
+
+    pub(crate) fn defer(&mut self, f: impl FnOnce(&mut Loop) + 'static) {
+        self.pending.push_back(Pending::Call(Box::new(f)));
+    }
+
+    fn run_closing(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.closing);
+        for (id, cb) in batch {
+            let slot = self.slots.remove(id.key as usize);
+            log::trace!("loop {}: closed {} {id:?}", self.id, slot.kind.handle_kind().name());
+            drop(slot);
+            if let Some(cb) = cb {
+                cb(self);
+            }
+        }
+    }
+
+    /// Whether something can run without waiting for I/O: libuv's reasons for a zero poll
+    /// timeout.
+    fn runnable_now(&self) -> bool {
+        self.stop_flag || !self.pending.is_empty() || !self.closing.is_empty() || self.hooks.has_idle()
+    }
+
+    /// The poll phase's timeout: zero when something is runnable now, else until the next
+    /// timer, else forever.
+    fn poll_timeout(&self, mode: RunMode) -> Option<Duration> {
+        if mode == RunMode::NoWait || self.runnable_now() || !self.is_alive() {
+            return Some(Duration::ZERO);
+        }
+        self.timer_timeout()
+    }
+
+    fn timer_timeout(&self) -> Option<Duration> {
+        self.timers.next_deadline().map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now())))
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut events = self.events.take().expect("events buffer is only taken during poll");
+        let res = self.poller.wait(&mut events, timeout);
+        self.time_stale.set(true);
+        if let Err(e) = res {
+            self.events = Some(events);
+            return Err(e);
+        }
+        for ev in events.iter() {
+            self.dispatch(ev);
+        }
+        self.events = Some(events);
+        Ok(())
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev.token {
+            WAKE_TOKEN => self.on_wake(),
+            SIGNAL_TOKEN => self.on_signal_pipe(),
+            token => {
+                let key = (token & 0xffff_ffff) as usize;
+                let gen_ = (token >> 32) as u32;
+                // An event for a handle closed earlier in this batch (or earlier, while the
+                // kernel still held the fd) is stale: drop it.
+                let Some(s) = self.slots.get(key).filter(|s| s.gen_ == gen_) else {
+                    log::trace!("loop {}: dropped stale event for token {token:#x}", self.id);
+                    return;
+                };
+                if s.flags.contains(Flags::CLOSING) {
+                    return;
+                }
+                log::trace!("loop {}: event {:?} for #{key}", self.id, ev.readiness);
+            }
+        }
+    }
+
+    // ----- embedding ----------------------------------------------------------------------
+
+    /// The poller's fd (epoll or kqueue): readable when this loop has events, so an outer
+    /// loop (poll(2), mio, tokio's `AsyncFd`, GTK, another evloop) can wait on it and then
+    /// call [`run(RunMode::NoWait)`](Self::run).
+    ///
+    /// A kqueue inside another kqueue may not report readiness on macOS (libuv's docs say
+    /// the same); there, bound the outer wait with [`backend_timeout`](Self::backend_timeout)
+    /// and a short cap.
+    pub fn backend_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+
+    /// How long an outer loop may wait on [`backend_fd`](Self::backend_fd) before it must
+    /// call [`run(RunMode::NoWait)`](Self::run): `None` means "until the fd is readable",
+    /// `Some(ZERO)` means "run now" (pending callbacks, idle handles, closing handles, or
+    /// interest changes not yet handed to the kernel), anything else is the next timer.
+    pub fn backend_timeout(&self) -> Option<Duration> {
+        // Unlike `run`, an outer loop keeps unreferenced timers going: it decides how long the
+        // nested loop lives.
+        if self.runnable_now() {
+            return Some(Duration::ZERO);
+        }
+        self.timer_timeout()
+    }
+}
+
+impl AsFd for Loop {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.backend_fd()
+    }
+}
+
+/// For embedding APIs that still take a raw fd (tokio's `AsyncFd`, mio's `SourceFd`).
+impl AsRawFd for Loop {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.backend_fd().as_raw_fd()
+    }
+}
+
+struct RunGuard<'a>(&'a mut Loop);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running = false;
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
+        // Handles stop without callbacks: their callbacks are dropped with their slots.
+        let ids: Vec<HandleId> = self
+            .slots
+            .iter()
+            .map(|(k, s)| HandleId { loop_id: self.id, key: k as u32, gen_: s.gen_ })
+            .collect();
+        for id in ids {
+            if !self.slots[id.key as usize].flags.contains(Flags::CLOSING) {
+                self.stop_for_close(id);
+            }
+        }
+        self.pending.clear();
+        self.closing.clear();
+        self.slots.clear();
+        if let Some(sigs) = self.signals.take() {
+            // Out of the poller before the pipe closes (see the poller contract).
+            let _ =
+                self.poller.deregister(sigs.read_end.as_fd(), evloop_platform::poller::Interest::READABLE);
+        }
+    }
+}

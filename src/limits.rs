@@ -1,0 +1,48 @@
+//! Every bound evloop enforces, as a named constant with its unit last.
+//!
+//! Loops over outside input are bounded so that one busy source cannot starve the others:
+//! the loop moves on and level-triggered readiness brings the source back next iteration.
+
+/// The read cap a stream starts with: each `read` asks for at most this many bytes.
+///
+/// 64 KiB is the default pipe capacity on Linux and the largest pipe buffer on macOS, so a
+/// bigger read rarely returns more; larger reads only pay off with enlarged pipes.
+pub const READ_CAP_BYTES_DEFAULT: usize = 64 * 1024;
+
+/// The smallest read cap `set_read_cap` accepts.
+pub const READ_CAP_BYTES_MIN: usize = 1;
+
+/// The largest read cap `set_read_cap` accepts: 64 KiB on macOS, where nonblocking pipe reads
+/// larger than the buffered amount have failed with `EINVAL` (gipc#13, bugs.python.org
+/// issue 15896); 1 MiB elsewhere (Linux's default `pipe-max-size`).
+#[cfg(target_vendor = "apple")]
+pub const READ_CAP_BYTES_MAX: usize = 64 * 1024;
+/// The largest read cap `set_read_cap` accepts: 1 MiB (Linux's default `pipe-max-size`).
+#[cfg(not(target_vendor = "apple"))]
+pub const READ_CAP_BYTES_MAX: usize = 1024 * 1024;
+
+/// Reads per readiness event before the loop moves on to other handles (libuv's 32).
+pub const READS_PER_EVENT_MAX: usize = 32;
+
+/// `write`/`writev` calls per writable event before the loop moves on.
+pub const WRITES_PER_EVENT_MAX: usize = 32;
+
+/// Buffers passed to one `writev` call (`IOV_MAX`).
+pub const WRITEV_BUFFERS_MAX: usize = evloop_platform::fd::IOV_MAX;
+
+/// Events taken from the poller per wait.
+pub const EVENTS_PER_POLL_MAX: usize = 1024;
+
+/// Channel messages delivered per wakeup before the loop moves on.
+pub const MESSAGES_PER_WAKE_MAX: usize = 1024;
+
+/// Stale timer-heap entries tolerated (beyond the live ones) before the heap is compacted.
+pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
+
+/// The highest signal number a loop can watch.
+pub const SIGNAL_NUMBER_MAX: i32 = evloop_platform::signal::SIGNAL_NUMBER_MAX;
+
+const _: () = assert!(READ_CAP_BYTES_MIN <= READ_CAP_BYTES_DEFAULT);
+const _: () = assert!(READ_CAP_BYTES_DEFAULT <= READ_CAP_BYTES_MAX);
+const _: () = assert!(READS_PER_EVENT_MAX > 0 && WRITES_PER_EVENT_MAX > 0);
+const _: () = assert!(WRITEV_BUFFERS_MAX >= 16);

@@ -1,0 +1,223 @@
+//! Signal handles: a callback on the loop thread when the process receives a signal.
+//!
+//! Any number of loops may watch the same signal; each one's callbacks run. Underneath, one
+//! process-wide handler per signal number (in `evloop-platform`) marks the signal pending in
+//! each watching loop's slot and writes a byte to that loop's signal pipe, which the loop
+//! polls. When the last watcher of a signal in the process stops, the disposition that was
+//! there before the first one started comes back: `SIG_IGN` stays ignored, a handler of
+//! another library gets its signal back (libuv restores `SIG_DFL` instead).
+//!
+//! Signals are coalesced, as the kernel coalesces them: several deliveries between two loop
+//! iterations run the callback once.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use evloop_platform::fd;
+use evloop_platform::poller::Interest;
+use evloop_platform::signal::{NotifySlot, check_signal_number};
+
+use crate::event_loop::{Loop, SIGNAL_TOKEN};
+use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+
+type SignalCb = Box<dyn FnMut(&mut Loop, Signal, i32)>;
+
+pub(crate) struct SignalState {
+    /// The watched signal; 0 when stopped.
+    signum: i32,
+    oneshot: bool,
+    cb: Option<SignalCb>,
+}
+
+/// A loop's signal pipe, its slot in the process-wide table, and its started handles.
+pub(crate) struct LoopSignals {
+    pub(crate) read_end: OwnedFd,
+    slot: NotifySlot,
+    watchers: Vec<(i32, HandleId)>,
+    scratch: Vec<HandleId>,
+}
+
+typed_handle!(
+    /// Runs a callback on the loop thread when the process receives a signal (libuv's
+    /// `uv_signal_t`).
+    ///
+    /// ```
+    /// use evloop::{Loop, RunMode, Signal};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let sig = Signal::new(&mut lp);
+    /// sig.start(&mut lp, evloop::signal::SIGUSR1, |lp, sig, signum| {
+    ///     assert_eq!(signum, evloop::signal::SIGUSR1);
+    ///     sig.close(lp).unwrap();
+    /// })?;
+    /// evloop::signal::raise(evloop::signal::SIGUSR1)?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Platform notes
+    ///
+    /// `SIGKILL` and `SIGSTOP` cannot be caught, and the synchronous fault signals
+    /// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`) cannot be handled by returning from a handler,
+    /// so starting a watcher for any of them is an error. Signal numbers run up to
+    /// [`SIGNAL_NUMBER_MAX`](crate::limits::SIGNAL_NUMBER_MAX): 64 on Linux, 31 on macOS, 33 on
+    /// FreeBSD.
+    Signal,
+    HandleKind::Signal
+);
+
+/// Common signal numbers, so callers need not depend on `libc` for them.
+pub use evloop_platform::libc::{
+    SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2, SIGWINCH,
+};
+
+/// Sends `signum` to the calling thread (`raise(3)`). Unless the thread blocks it, the signal
+/// has been handled (and every watching loop notified) when this returns.
+pub fn raise(signum: i32) -> io::Result<()> {
+    evloop_platform::signal::raise(signum)
+}
+
+impl Signal {
+    /// Creates a stopped signal handle.
+    pub fn new(lp: &mut Loop) -> Signal {
+        Signal(lp.insert(Kind::Signal(SignalState { signum: 0, oneshot: false, cb: None })))
+    }
+
+    /// Starts watching `signum`; `cb` runs on the loop thread after each delivery (coalesced
+    /// per iteration). Starting a started handle is an error; so is an out-of-range or
+    /// uncatchable signal number.
+    pub fn start(
+        self,
+        lp: &mut Loop,
+        signum: i32,
+        cb: impl FnMut(&mut Loop, Signal, i32) + 'static,
+    ) -> io::Result<()> {
+        lp.signal_start(self.0, signum, false, Box::new(cb))
+    }
+
+    /// Like [`start`](Self::start), but the handle stops itself before its first callback.
+    pub fn start_oneshot(
+        self,
+        lp: &mut Loop,
+        signum: i32,
+        cb: impl FnMut(&mut Loop, Signal, i32) + 'static,
+    ) -> io::Result<()> {
+        lp.signal_start(self.0, signum, true, Box::new(cb))
+    }
+
+    /// Stops watching. Stopping a stopped handle does nothing.
+    pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
+        lp.slot(self.0, HandleKind::Signal)?;
+        lp.signal_stop_now(self.0);
+        Ok(())
+    }
+
+    /// The signal being watched, or `None` when stopped.
+    pub fn signum(self, lp: &Loop) -> io::Result<Option<i32>> {
+        match &lp.slot(self.0, HandleKind::Signal)?.kind {
+            Kind::Signal(s) => Ok((s.signum != 0).then_some(s.signum)),
+            _ => unreachable!("slot() checked the kind"),
+        }
+    }
+}
+
+impl Loop {
+    fn signals_mut(&mut self) -> io::Result<&mut LoopSignals> {
+        if self.signals.is_none() {
+            let (read_end, write_end) = fd::pipe()?;
+            fd::set_nonblocking(read_end.as_fd(), true)?;
+            fd::set_nonblocking(write_end.as_fd(), true)?;
+            self.poller.update(read_end.as_fd(), SIGNAL_TOKEN, Interest::empty(), Interest::READABLE)?;
+            let slot = match NotifySlot::new(write_end) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    let _ = self.poller.deregister(read_end.as_fd(), Interest::READABLE);
+                    return Err(e);
+                }
+            };
+            self.signals = Some(LoopSignals { read_end, slot, watchers: Vec::new(), scratch: Vec::new() });
+        }
+        Ok(self.signals.as_mut().expect("created above"))
+    }
+
+    fn signal_start(&mut self, id: HandleId, signum: i32, oneshot: bool, cb: SignalCb) -> io::Result<()> {
+        let Kind::Signal(s) = &self.open_slot_mut(id, HandleKind::Signal)?.kind else {
+            unreachable!("checked")
+        };
+        if s.signum != 0 {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
+        }
+        check_signal_number(signum)?;
+        let sigs = self.signals_mut()?;
+        if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
+            sigs.slot.watch(signum)?;
+        }
+        sigs.watchers.push((signum, id));
+        let Kind::Signal(s) = &mut self.slots[id.key as usize].kind else { unreachable!("checked") };
+        s.signum = signum;
+        s.oneshot = oneshot;
+        s.cb = Some(cb);
+        self.set_active(id, true);
+        log::debug!("loop {}: watching signal {signum}", self.id);
+        Ok(())
+    }
+
+    /// Stops the signal handle `id` now (also the first half of its close).
+    pub(crate) fn signal_stop_now(&mut self, id: HandleId) {
+        let Some(Kind::Signal(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        let signum = std::mem::replace(&mut s.signum, 0);
+        self.set_active(id, false);
+        if signum == 0 {
+            return;
+        }
+        let Some(sigs) = self.signals.as_mut() else { return };
+        sigs.watchers.retain(|&(_, h)| h != id);
+        if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
+            if let Err(e) = sigs.slot.unwatch(signum) {
+                log::warn!("restoring the disposition of signal {signum} failed: {e}");
+            }
+        }
+    }
+
+    /// The poller reported the signal pipe: run the callbacks of every caught signal.
+    pub(crate) fn on_signal_pipe(&mut self) {
+        let Some(sigs) = self.signals.as_mut() else { return };
+        let mut buf = [0u8; 64];
+        // Drain before taking the mask: a signal after this read leaves a byte for next time.
+        while matches!(fd::read(sigs.read_end.as_fd(), &mut buf), Ok(n) if n > 0) {}
+        let mask = sigs.slot.take_pending();
+        for signum in 1..=crate::limits::SIGNAL_NUMBER_MAX {
+            if mask & (1u64 << (signum - 1)) != 0 {
+                self.deliver_signal(signum);
+            }
+        }
+    }
+
+    fn deliver_signal(&mut self, signum: i32) {
+        let Some(sigs) = self.signals.as_mut() else { return };
+        let mut batch = std::mem::take(&mut sigs.scratch);
+        batch.clear();
+        batch.extend(sigs.watchers.iter().filter(|&&(n, _)| n == signum).map(|&(_, h)| h));
+        for &id in &batch {
+            let Some(slot) = self.live_slot_mut(id) else { continue };
+            let Kind::Signal(s) = &mut slot.kind else { continue };
+            if s.signum != signum {
+                continue;
+            }
+            let oneshot = s.oneshot;
+            let Some(mut cb) = s.cb.take() else { continue };
+            if oneshot {
+                self.signal_stop_now(id);
+            }
+            cb(self, Signal(id), signum);
+            if let Some(Kind::Signal(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+                if s.cb.is_none() {
+                    s.cb = Some(cb);
+                }
+            }
+        }
+        if let Some(sigs) = self.signals.as_mut() {
+            sigs.scratch = batch;
+        }
+    }
+}

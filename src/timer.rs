@@ -1,0 +1,272 @@
+//! Timers: a binary heap ordered by (deadline, start order), with lazy deletion.
+//!
+//! Stopping a timer does not search the heap: the timer forgets its entry's sequence number,
+//! and the entry is dropped when it reaches the top. Restarting pushes a new entry. When stale
+//! entries outnumber live ones by [`TIMER_STALE_ENTRIES_MAX`], the heap is rebuilt, so memory
+//! stays proportional to the number of armed timers.
+//!
+//! A timer armed while the timers phase runs (a timer re-armed with timeout 0 inside its own
+//! callback) gets a sequence number at or past the one the phase started with, so it waits for
+//! the next iteration: I/O is never starved (libuv 1.44 re-runs such a timer in the same pass).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::time::Duration;
+
+use crate::event_loop::Loop;
+use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::limits::TIMER_STALE_ENTRIES_MAX;
+
+type TimerCb = Box<dyn FnMut(&mut Loop, Timer)>;
+
+pub(crate) struct TimerState {
+    cb: Option<TimerCb>,
+    repeat_ms: u64,
+    /// The sequence number of this timer's live heap entry; 0 when not armed.
+    armed_seq: u64,
+    deadline: u64,
+    started: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    deadline: u64,
+    seq: u64,
+    key: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct TimerHeap {
+    heap: BinaryHeap<Reverse<Entry>>,
+    /// Armed timers; the rest of the heap is stale.
+    live: usize,
+    /// The last sequence number handed out (start order).
+    seq: u64,
+}
+
+impl TimerHeap {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.heap.peek().map(|e| e.0.deadline)
+    }
+}
+
+/// Milliseconds in `d`, rounded up, so a timer never fires early.
+fn ceil_ms(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000).min(u128::from(u64::MAX)) as u64
+}
+
+typed_handle!(
+    /// A timer: runs a callback once after a timeout, then every `repeat` if that is not zero.
+    ///
+    /// Times have millisecond resolution and never fire early. Timers due in the same
+    /// iteration run in (deadline, start order).
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let ticks = Rc::new(Cell::new(0));
+    /// let t = Timer::new(&mut lp);
+    /// let n = ticks.clone();
+    /// t.start(&mut lp, Duration::from_millis(1), Duration::from_millis(1), move |lp, t| {
+    ///     n.set(n.get() + 1);
+    ///     if n.get() == 3 {
+    ///         t.stop(lp).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(ticks.get(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    Timer,
+    HandleKind::Timer
+);
+
+impl Timer {
+    /// Creates a stopped timer.
+    pub fn new(lp: &mut Loop) -> Timer {
+        Timer(lp.insert(Kind::Timer(TimerState {
+            cb: None,
+            repeat_ms: 0,
+            armed_seq: 0,
+            deadline: 0,
+            started: false,
+        })))
+    }
+
+    /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
+    /// every `repeat` if `repeat` is not zero.
+    ///
+    /// Starting a timer that is already active is an error: [`stop`](Self::stop) it first, or
+    /// use [`again`](Self::again).
+    pub fn start(
+        self,
+        lp: &mut Loop,
+        timeout: Duration,
+        repeat: Duration,
+        cb: impl FnMut(&mut Loop, Timer) + 'static,
+    ) -> io::Result<()> {
+        let state = lp.timer_state(self.0)?;
+        if state.armed_seq != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "timer is already active: stop it first, or use Timer::again",
+            ));
+        }
+        state.cb = Some(Box::new(cb));
+        state.started = true;
+        state.repeat_ms = ceil_ms(repeat);
+        lp.timer_arm(self.0, ceil_ms(timeout));
+        Ok(())
+    }
+
+    /// Stops the timer. Its callback is kept for [`again`](Self::again). Stopping a stopped
+    /// timer does nothing.
+    pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
+        lp.slot(self.0, HandleKind::Timer)?;
+        lp.timer_disarm(self.0);
+        Ok(())
+    }
+
+    /// Restarts a repeating timer with its repeat interval as the timeout (libuv's
+    /// `uv_timer_again`). Does nothing if the repeat interval is zero. A timer that was never
+    /// started has no callback: that is an error.
+    pub fn again(self, lp: &mut Loop) -> io::Result<()> {
+        let state = lp.timer_state(self.0)?;
+        if !state.started {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "timer was never started"));
+        }
+        let repeat = state.repeat_ms;
+        if repeat > 0 {
+            lp.timer_disarm(self.0);
+            lp.timer_arm(self.0, repeat);
+        }
+        Ok(())
+    }
+
+    /// Sets the repeat interval. It takes effect the next time the timer fires or is
+    /// restarted with [`again`](Self::again).
+    pub fn set_repeat(self, lp: &mut Loop, repeat: Duration) -> io::Result<()> {
+        lp.timer_state(self.0)?.repeat_ms = ceil_ms(repeat);
+        Ok(())
+    }
+
+    /// The repeat interval.
+    pub fn repeat(self, lp: &Loop) -> io::Result<Duration> {
+        match &lp.slot(self.0, HandleKind::Timer)?.kind {
+            Kind::Timer(t) => Ok(Duration::from_millis(t.repeat_ms)),
+            _ => unreachable!("slot() checked the kind"),
+        }
+    }
+
+    /// How long until the timer fires, from the loop's current time; `None` when stopped.
+    pub fn due_in(self, lp: &Loop) -> io::Result<Option<Duration>> {
+        let now = lp.now();
+        match &lp.slot(self.0, HandleKind::Timer)?.kind {
+            Kind::Timer(t) if t.armed_seq != 0 => {
+                Ok(Some(Duration::from_millis(t.deadline.saturating_sub(now))))
+            }
+            Kind::Timer(_) => Ok(None),
+            _ => unreachable!("slot() checked the kind"),
+        }
+    }
+}
+
+impl Loop {
+    fn timer_state(&mut self, id: HandleId) -> io::Result<&mut TimerState> {
+        match &mut self.open_slot_mut(id, HandleKind::Timer)?.kind {
+            Kind::Timer(t) => Ok(t),
+            _ => unreachable!("open_slot_mut() checked the kind"),
+        }
+    }
+
+    /// Arms the timer `id` (which must be disarmed) to fire `timeout_ms` from now.
+    fn timer_arm(&mut self, id: HandleId, timeout_ms: u64) {
+        let deadline = self.now().saturating_add(timeout_ms);
+        self.timers.seq += 1;
+        let seq = self.timers.seq;
+        let Kind::Timer(t) = &mut self.slots[id.key as usize].kind else { unreachable!("a timer id") };
+        debug_assert_eq!(t.armed_seq, 0);
+        t.armed_seq = seq;
+        t.deadline = deadline;
+        self.timers.heap.push(Reverse(Entry { deadline, seq, key: id.key }));
+        self.timers.live += 1;
+        self.set_active(id, true);
+        if self.timers.heap.len() > 2 * self.timers.live + TIMER_STALE_ENTRIES_MAX {
+            self.timer_compact();
+        }
+    }
+
+    /// Disarms the timer `id`; its heap entry turns stale.
+    pub(crate) fn timer_disarm(&mut self, id: HandleId) {
+        if let Some(slot) = self.live_slot_mut(id) {
+            if let Kind::Timer(t) = &mut slot.kind {
+                if t.armed_seq != 0 {
+                    t.armed_seq = 0;
+                    self.timers.live -= 1;
+                }
+            }
+        }
+        self.set_active(id, false);
+    }
+
+    fn entry_is_live(&self, e: &Entry) -> bool {
+        matches!(self.slots.get(e.key as usize), Some(s) if matches!(&s.kind, Kind::Timer(t) if t.armed_seq == e.seq))
+    }
+
+    fn timer_compact(&mut self) {
+        let heap = std::mem::take(&mut self.timers.heap);
+        let live: Vec<_> = heap.into_vec().into_iter().filter(|e| self.entry_is_live(&e.0)).collect();
+        debug_assert_eq!(live.len(), self.timers.live);
+        self.timers.heap = BinaryHeap::from(live);
+    }
+
+    /// The timers phase.
+    pub(crate) fn run_timers(&mut self) {
+        if self.timers.heap.is_empty() {
+            return;
+        }
+        let now = self.now();
+        // Timers armed from here on (inside callbacks) wait for the next iteration.
+        let pass_end = self.timers.seq + 1;
+        while let Some(&Reverse(e)) = self.timers.heap.peek() {
+            if e.deadline > now || e.seq >= pass_end {
+                break;
+            }
+            self.timers.heap.pop();
+            if self.entry_is_live(&e) {
+                self.fire_timer(e.key as usize);
+            }
+        }
+    }
+
+    fn fire_timer(&mut self, key: usize) {
+        let id = self.id_of_key(key);
+        let Kind::Timer(t) = &mut self.slots[key].kind else {
+            unreachable!("entry_is_live checked the kind")
+        };
+        t.armed_seq = 0;
+        let repeat = t.repeat_ms;
+        let cb = t.cb.take();
+        self.timers.live -= 1;
+        if repeat > 0 {
+            // Re-armed before the callback, as libuv does: the callback may stop it.
+            self.set_active(id, false);
+            self.timer_arm(id, repeat);
+        } else {
+            self.set_active(id, false);
+        }
+        let Some(mut cb) = cb else { return };
+        cb(self, Timer(id));
+        if let Some(slot) = self.live_slot_mut(id) {
+            if let Kind::Timer(t) = &mut slot.kind {
+                // Unless the callback installed a new one with start().
+                if t.cb.is_none() {
+                    t.cb = Some(cb);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+
+use evloop::{Async, Channel, RunMode};
+
+use crate::util::test_loop;
+
+case!(
+    fn wakes_from_many_threads_coalesce() {
+        let mut lp = test_loop();
+        let calls = Rc::new(Cell::new(0u32));
+        let c = calls.clone();
+        let (handle, waker) = Async::new(&mut lp, move |_, _| c.set(c.get() + 1));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let w = waker.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        w.wake().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Every wake happened before this run: one callback covers them all.
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(calls.get(), 1, "4000 wakes before the loop ran coalesce into one callback");
+        // A wake from another thread while the loop waits wakes it.
+        let w = waker.clone();
+        let t = std::thread::spawn(move || w.wake().unwrap());
+        lp.run(RunMode::Once).unwrap();
+        t.join().unwrap();
+        assert_eq!(calls.get(), 2);
+        handle.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(waker.wake().unwrap_err().kind(), io::ErrorKind::NotConnected);
+    }
+);
+
+case!(
+    fn async_keeps_the_loop_alive_until_closed_or_unreferenced() {
+        let mut lp = test_loop();
+        let (handle, waker) = Async::new(&mut lp, |lp, h| h.close(lp).unwrap());
+        assert!(lp.is_alive());
+        std::thread::spawn(move || waker.wake().unwrap());
+        // Runs until the callback closes the handle.
+        assert!(!lp.run(RunMode::Default).unwrap());
+        let (h2, _w2) = Async::new(&mut lp, |_, _| {});
+        h2.set_ref(&mut lp, false).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+        let _ = handle;
+        h2.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn channel_delivers_each_senders_messages_in_order() {
+        let mut lp = test_loop();
+        let got = Rc::new(RefCell::new(vec![Vec::new(); 4]));
+        let g = got.clone();
+        let (_chan, tx) =
+            Channel::new(&mut lp, move |_, _, (sender, seq): (usize, u32)| g.borrow_mut()[sender].push(seq));
+        let threads: Vec<_> = (0..4)
+            .map(|s| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        tx.send((s, i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        // Runs until every sender is gone and the queue is drained.
+        lp.run(RunMode::Default).unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for (s, v) in got.borrow().iter().enumerate() {
+            assert_eq!(v.len(), 20_000, "sender {s}");
+            assert!(v.windows(2).all(|w| w[0] < w[1]), "sender {s} out of order");
+        }
+        // The channel went inactive; closing it is still needed to free it.
+        let list = lp.handles();
+        assert_eq!(list.len(), 1);
+        assert!(!list[0].active);
+        lp.close(list[0].id).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn a_bounded_channel_holds_the_producer_back() {
+        let mut lp = test_loop();
+        let got = Rc::new(Cell::new(0u32));
+        let g = got.clone();
+        let (_chan, tx) = Channel::bounded(&mut lp, 4, move |_, _, n: u32| {
+            assert_eq!(n, g.get());
+            g.set(n + 1);
+        });
+        let t = std::thread::spawn(move || {
+            for i in 0..10_000 {
+                tx.send(i).unwrap();
+            }
+        });
+        lp.run(RunMode::Default).unwrap();
+        t.join().unwrap();
+        assert_eq!(got.get(), 10_000);
+        for h in lp.handles() {
+            lp.close(h.id).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn sending_to_a_closed_channel_gives_the_message_back() {
+        let mut lp = test_loop();
+        let (chan, tx) = Channel::new(&mut lp, |_, _, _: String| panic!("closed before delivery"));
+        chan.close(&mut lp).unwrap();
+        let err = tx.send("hello".to_string()).unwrap_err();
+        assert_eq!(err.0, "hello");
+        lp.run(RunMode::Default).unwrap();
+        assert!(tx.send("again".to_string()).is_err());
+        assert!(matches!(tx.try_send("x".into()), Err(evloop::channel::TrySendError::Disconnected(_))));
+    }
+);

@@ -1,0 +1,127 @@
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use evloop::{Async, Loop, RunMode, Timer};
+
+use crate::util::test_loop;
+
+/// Three timer ticks plus one wake from another thread: the work every embedding test drives.
+fn inner_work(lp: &mut Loop) -> (Rc<Cell<u32>>, Rc<Cell<bool>>) {
+    let ticks = Rc::new(Cell::new(0));
+    let woken = Rc::new(Cell::new(false));
+    let t = Timer::new(lp);
+    let tk = ticks.clone();
+    t.start(lp, Duration::from_millis(5), Duration::from_millis(5), move |lp, t| {
+        tk.set(tk.get() + 1);
+        if tk.get() == 3 {
+            t.close(lp).unwrap();
+        }
+    })
+    .unwrap();
+    let w = woken.clone();
+    let (_h, waker) = Async::new(lp, move |lp, h| {
+        w.set(true);
+        h.close(lp).unwrap();
+    });
+    std::thread::spawn(move || waker.wake().unwrap());
+    (ticks, woken)
+}
+
+case!(
+    fn nested_in_a_plain_poll_loop() {
+        let mut lp = test_loop();
+        let (ticks, woken) = inner_work(&mut lp);
+        let mut outer_iterations = 0;
+        while lp.is_alive() {
+            outer_iterations += 1;
+            evloop_platform::fd::poll_readable(lp.backend_fd(), lp.backend_timeout()).unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        assert_eq!(ticks.get(), 3);
+        assert!(woken.get());
+        assert!(outer_iterations < 1000, "the outer loop slept between events: {outer_iterations}");
+    }
+);
+
+case!(
+    fn nested_in_another_evloop_through_backend_timeout() {
+        // The inner loop's backend fd polled by an outer loop's prepare/check cycle is the
+        // libuv embedding pattern; here the outer loop uses a timer for the timeout.
+        let mut inner = test_loop();
+        let (ticks, woken) = inner_work(&mut inner);
+        let mut outer = test_loop();
+        while inner.is_alive() {
+            let wait = inner.backend_timeout().unwrap_or(Duration::from_millis(50));
+            let t = Timer::new(&mut outer);
+            t.start(&mut outer, wait, Duration::ZERO, |_, _| {}).unwrap();
+            // Wait for either the outer timer or inner readiness.
+            if !evloop_platform::fd::poll_readable(inner.backend_fd(), Some(Duration::ZERO)).unwrap() {
+                outer.run(RunMode::Once).unwrap();
+            }
+            t.close(&mut outer).unwrap();
+            outer.run(RunMode::NoWait).unwrap();
+            inner.run(RunMode::NoWait).unwrap();
+        }
+        assert_eq!(ticks.get(), 3);
+        assert!(woken.get());
+    }
+);
+
+case!(
+    fn nested_in_mio() {
+        let mut lp = test_loop();
+        let (ticks, woken) = inner_work(&mut lp);
+        let mut poll = mio::Poll::new().unwrap();
+        let raw = lp.as_raw_fd();
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        while lp.is_alive() {
+            poll.poll(&mut events, lp.backend_timeout()).unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        poll.registry().deregister(&mut mio::unix::SourceFd(&raw)).unwrap();
+        assert_eq!(ticks.get(), 3);
+        assert!(woken.get());
+    }
+);
+
+case!(
+    fn nested_in_tokio_through_async_fd() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (ticks, woken, tokio_ticks) = rt.block_on(async {
+            let mut lp = test_loop();
+            let (ticks, woken) = inner_work(&mut lp);
+            // A tokio task runs beside the nested loop on the same thread.
+            let tokio_ticks = Rc::new(Cell::new(0));
+            let tt = tokio_ticks.clone();
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    tokio::task::spawn_local(async move {
+                        for _ in 0..3 {
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                            tt.set(tt.get() + 1);
+                        }
+                    });
+                    let mut afd = tokio::io::unix::AsyncFd::new(lp).unwrap();
+                    while afd.get_ref().is_alive() {
+                        let timeout = afd.get_ref().backend_timeout().unwrap_or(Duration::from_secs(3600));
+                        tokio::select! {
+                            guard = afd.readable() => guard.unwrap().clear_ready(),
+                            _ = tokio::time::sleep(timeout) => {}
+                        }
+                        afd.get_mut().run(RunMode::NoWait).unwrap();
+                    }
+                })
+                .await;
+            (ticks, woken, tokio_ticks)
+        });
+        assert_eq!(ticks.get(), 3);
+        assert!(woken.get());
+        assert!(tokio_ticks.get() > 0);
+    }
+);

@@ -1,0 +1,302 @@
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use evloop::{Check, HandleKind, Idle, Loop, Prepare, RunMode, Timer};
+
+use crate::util::test_loop;
+
+case!(
+    fn default_mode_returns_when_nothing_is_alive() {
+        let mut lp = test_loop();
+        assert!(!lp.is_alive());
+        assert!(!lp.run(RunMode::Default).unwrap());
+        // An inactive handle does not keep the loop alive either.
+        let _t = Timer::new(&mut lp);
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+);
+
+case!(
+    fn once_waits_for_the_next_timer_and_nowait_does_not() {
+        let mut lp = test_loop();
+        let fired = Rc::new(Cell::new(false));
+        let t = Timer::new(&mut lp);
+        let f = fired.clone();
+        t.start(&mut lp, Duration::from_millis(30), Duration::ZERO, move |_, _| f.set(true)).unwrap();
+        // NoWait: the timer is not due, nothing blocks.
+        let start = std::time::Instant::now();
+        assert!(lp.run(RunMode::NoWait).unwrap());
+        assert!(!fired.get());
+        assert!(start.elapsed() < Duration::from_millis(25), "NoWait blocked for {:?}", start.elapsed());
+        // Once: waits until the timer is due, runs it, and reports the loop dead.
+        assert!(!lp.run(RunMode::Once).unwrap());
+        assert!(fired.get());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn stop_inside_a_callback_ends_run_after_the_iteration() {
+        let mut lp = test_loop();
+        let idle = Idle::new(&mut lp);
+        let n = Rc::new(Cell::new(0));
+        let c = n.clone();
+        idle.start(&mut lp, move |lp, _| {
+            c.set(c.get() + 1);
+            if c.get() == 3 {
+                lp.stop();
+            }
+        })
+        .unwrap();
+        assert!(lp.run(RunMode::Default).unwrap(), "still alive: the idle handle is active");
+        assert_eq!(n.get(), 3);
+        // stop() before run(): one iteration, no waiting.
+        lp.stop();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(n.get(), 3, "stop before run: due callbacks do not run (libuv semantics)");
+        idle.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+);
+
+case!(
+    fn unreferenced_handles_do_not_keep_the_loop_alive() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_secs(3600), Duration::ZERO, |_, _| panic!("must not fire")).unwrap();
+        assert!(lp.is_alive());
+        t.set_ref(&mut lp, false).unwrap();
+        assert!(!t.has_ref(&lp).unwrap());
+        assert!(!lp.is_alive());
+        assert!(!lp.run(RunMode::Default).unwrap(), "returns at once");
+        assert!(t.is_active(&lp).unwrap(), "still armed");
+        // ref is a flag, not a counter.
+        t.set_ref(&mut lp, false).unwrap();
+        t.set_ref(&mut lp, true).unwrap();
+        assert!(lp.is_alive());
+        t.stop(&mut lp).unwrap();
+        assert!(!lp.is_alive());
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn close_is_deferred_to_the_close_phase_in_call_order() {
+        let mut lp = test_loop();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let a = Timer::new(&mut lp);
+        let b = Idle::new(&mut lp);
+        let c = Check::new(&mut lp);
+        for (name, id) in [("b", b.id()), ("a", a.id()), ("c", c.id())] {
+            let o = order.clone();
+            match lp.handle_kind(id).unwrap() {
+                HandleKind::Timer => a.close_with(&mut lp, move |_| o.borrow_mut().push(name)).unwrap(),
+                HandleKind::Idle => b.close_with(&mut lp, move |_| o.borrow_mut().push(name)).unwrap(),
+                HandleKind::Check => c.close_with(&mut lp, move |_| o.borrow_mut().push(name)).unwrap(),
+                k => unreachable!("{k:?}"),
+            }
+        }
+        assert!(order.borrow().is_empty(), "close callbacks never run synchronously");
+        assert!(a.is_closing(&lp).unwrap());
+        assert!(lp.is_alive(), "closing handles keep the loop alive");
+        assert_eq!(a.close(&mut lp).unwrap_err().kind(), io::ErrorKind::NotConnected, "double close");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*order.borrow(), ["b", "a", "c"]);
+        // After the close callback, the ids are dead.
+        let e = a.is_active(&lp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("stale timer id"), "{e}");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    fn a_handle_can_close_itself_from_its_own_callback() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let closed = Rc::new(Cell::new(false));
+        let c = closed.clone();
+        t.start(&mut lp, Duration::ZERO, Duration::from_millis(1), move |lp, t| {
+            let c = c.clone();
+            t.close_with(lp, move |_| c.set(true)).unwrap();
+            // Operations on a closing handle fail cleanly.
+            assert_eq!(t.again(lp).unwrap_err().kind(), io::ErrorKind::NotConnected);
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(closed.get());
+    }
+);
+
+case!(
+    fn phases_run_in_libuv_order() {
+        let mut lp = test_loop();
+        let log = Rc::new(RefCell::new(Vec::<&'static str>::new()));
+        let t = Timer::new(&mut lp);
+        let l = log.clone();
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| l.borrow_mut().push("timer")).unwrap();
+        // The idle handle keeps the poll phase from waiting; the check callback stops it.
+        let idle = Idle::new(&mut lp);
+        let l = log.clone();
+        idle.start(&mut lp, move |_, _| l.borrow_mut().push("idle")).unwrap();
+        let prep = Prepare::new(&mut lp);
+        let l = log.clone();
+        prep.start(&mut lp, move |lp, p| {
+            l.borrow_mut().push("prepare");
+            p.stop(lp).unwrap();
+        })
+        .unwrap();
+        let check = Check::new(&mut lp);
+        let l = log.clone();
+        let l2 = log.clone();
+        check
+            .start(&mut lp, move |lp, c| {
+                l.borrow_mut().push("check");
+                idle.stop(lp).unwrap();
+                let l2 = l2.clone();
+                c.close_with(lp, move |_| l2.borrow_mut().push("close")).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Once).unwrap();
+        assert_eq!(*log.borrow(), ["timer", "idle", "prepare", "check", "close"]);
+        for h in [t.id(), idle.id(), prep.id()] {
+            lp.close(h).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn stale_and_foreign_ids_give_errors_not_panics() {
+        let mut lp = test_loop();
+        let mut other = Loop::new().unwrap();
+        let t = Timer::new(&mut lp);
+        let foreign = Timer::new(&mut other);
+        let e = foreign.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("another loop"), "{e}");
+        assert!(lp.close(foreign.id()).is_err());
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // The slot is reused by a new handle; the old id must not reach it.
+        let idle = Idle::new(&mut lp);
+        assert_eq!(idle.id().clone(), idle.id());
+        assert!(t.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| {}).is_err());
+        assert!(t.stop(&mut lp).is_err());
+        assert!(t.close(&mut lp).is_err());
+        assert!(lp.close(t.id()).is_err());
+        assert!(lp.handle_kind(t.id()).is_err());
+        assert!(!idle.is_active(&lp).unwrap(), "the new occupant is untouched");
+        idle.close(&mut lp).unwrap();
+        foreign.close(&mut other).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        other.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn handles_lists_live_and_closing_handles() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_secs(60), Duration::ZERO, |_, _| {}).unwrap();
+        t.set_ref(&mut lp, false).unwrap();
+        let i = Idle::new(&mut lp);
+        i.close(&mut lp).unwrap();
+        let list = lp.handles();
+        assert_eq!(list.len(), 2);
+        let ti = list.iter().find(|h| h.id == t.id()).unwrap();
+        assert!(ti.active && !ti.has_ref && !ti.closing && ti.kind == HandleKind::Timer);
+        let ii = list.iter().find(|h| h.id == i.id()).unwrap();
+        assert!(ii.closing && !ii.active);
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn run_inside_a_callback_is_an_error() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let seen = Rc::new(RefCell::new(None));
+        let s = seen.clone();
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |lp, _| {
+            *s.borrow_mut() = Some(lp.run(RunMode::NoWait).map_err(|e| e.to_string()));
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let got = seen.borrow_mut().take().unwrap();
+        assert!(got.unwrap_err().contains("inside a callback"));
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn a_panicking_callback_leaves_the_loop_usable() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| panic!("boom")).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(RunMode::Default)));
+        assert!(r.is_err(), "the panic propagates out of run");
+        // The loop is not stuck in "running": it runs again, and handles still work.
+        let ok = Rc::new(Cell::new(false));
+        let o = ok.clone();
+        let t2 = Timer::new(&mut lp);
+        t2.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| o.set(true)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(ok.get());
+        t.close(&mut lp).unwrap();
+        t2.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn dropping_a_loop_drops_every_callback_once_and_releases_its_fds() {
+        struct Probe(Rc<Cell<u32>>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let drops = Rc::new(Cell::new(0));
+        let fds_before = evloop_platform::fd::open_fds().unwrap();
+        {
+            let mut lp = test_loop();
+            let t = Timer::new(&mut lp);
+            let p = Probe(drops.clone());
+            t.start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| {
+                let _ = &p;
+            })
+            .unwrap();
+            let p = Probe(drops.clone());
+            let (_a, _w) = evloop::Async::new(&mut lp, move |_, _| {
+                let _ = &p;
+            });
+            let s = evloop::Signal::new(&mut lp);
+            let p = Probe(drops.clone());
+            s.start(&mut lp, evloop::signal::SIGUSR2, move |_, _, _| {
+                let _ = &p;
+            })
+            .unwrap();
+            let i = Idle::new(&mut lp);
+            let p = Probe(drops.clone());
+            i.close_with(&mut lp, move |_| {
+                let _ = &p;
+            })
+            .unwrap();
+            assert!(evloop_platform::fd::open_fds().unwrap().len() > fds_before.len());
+        }
+        assert_eq!(drops.get(), 4, "every callback dropped exactly once");
+        assert_eq!(evloop_platform::fd::open_fds().unwrap(), fds_before);
+        assert_eq!(
+            evloop_platform::signal::disposition(evloop::signal::SIGUSR2).unwrap(),
+            evloop_platform::signal::Disposition::Default
+        );
+    }
+);

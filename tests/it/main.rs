@@ -1,0 +1,18 @@
+//! evloop's integration tests: one binary, one module per area.
+//!
+//! Every test runs in a process of its own under a watchdog and checks that it leaked no fd
+//! and no child (see `util`). Regression tests are named after their issue: `issue_<n>_...`.
+
+#[macro_use]
+mod util;
+
+/// Wakers and channels from other threads.
+mod cross_thread;
+/// The loop nested in poll(2), mio and tokio.
+mod embed;
+/// Run modes, stop, ref/unref, close order and deferral, phase order, stale ids, drop.
+mod loop_core;
+/// Signal handles: delivery, several loops, dispositions restored.
+mod signal;
+/// Timer order, repeat, again, the zero-timeout re-arm rule.
+mod timer;

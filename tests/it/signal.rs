@@ -1,0 +1,108 @@
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+
+use evloop::signal::{SIGUSR1, SIGUSR2, SIGWINCH};
+use evloop::{RunMode, Signal};
+use evloop_platform::signal::{Disposition, disposition, set_disposition};
+
+use crate::util::test_loop;
+
+case!(
+    fn a_signal_reaches_its_callback() {
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        let got = Rc::new(Cell::new(0));
+        let g = got.clone();
+        s.start(&mut lp, SIGUSR1, move |lp, s, signum| {
+            g.set(signum);
+            s.close(lp).unwrap();
+        })
+        .unwrap();
+        assert_eq!(s.signum(&lp).unwrap(), Some(SIGUSR1));
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.get(), SIGUSR1);
+    }
+);
+
+case!(
+    fn signals_on_two_loops_reach_both() {
+        let mut a = test_loop();
+        let mut b = test_loop();
+        let hits = Rc::new(Cell::new(0));
+        for lp in [&mut a, &mut b] {
+            let s = Signal::new(lp);
+            let h = hits.clone();
+            s.start_oneshot(lp, SIGUSR2, move |lp, s, _| {
+                h.set(h.get() + 1);
+                assert!(!s.is_active(lp).unwrap(), "oneshot stops before the callback");
+                s.close(lp).unwrap();
+            })
+            .unwrap();
+        }
+        evloop::signal::raise(SIGUSR2).unwrap();
+        a.run(RunMode::Default).unwrap();
+        b.run(RunMode::Default).unwrap();
+        assert_eq!(hits.get(), 2);
+    }
+);
+
+case!(
+    fn the_previous_disposition_comes_back() {
+        // SIG_IGN before: ignored again after the last watcher stops.
+        set_disposition(SIGWINCH, Disposition::Ignore).unwrap();
+        let mut lp = test_loop();
+        let s1 = Signal::new(&mut lp);
+        let s2 = Signal::new(&mut lp);
+        s1.start(&mut lp, SIGWINCH, |_, _, _| {}).unwrap();
+        s2.start(&mut lp, SIGWINCH, |_, _, _| {}).unwrap();
+        assert!(matches!(disposition(SIGWINCH).unwrap(), Disposition::Handler(_)));
+        s1.stop(&mut lp).unwrap();
+        assert!(matches!(disposition(SIGWINCH).unwrap(), Disposition::Handler(_)), "s2 still watches");
+        s2.close(&mut lp).unwrap();
+        assert_eq!(disposition(SIGWINCH).unwrap(), Disposition::Ignore);
+        // SIG_DFL before: default again, also when the loop is dropped while watching.
+        assert_eq!(disposition(SIGUSR1).unwrap(), Disposition::Default);
+        s1.start(&mut lp, SIGUSR1, |_, _, _| {}).unwrap();
+        assert!(matches!(disposition(SIGUSR1).unwrap(), Disposition::Handler(_)));
+        drop(lp);
+        assert_eq!(disposition(SIGUSR1).unwrap(), Disposition::Default);
+    }
+);
+
+case!(
+    fn bad_signal_numbers_are_refused() {
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        for bad in [0, -1, 65, 1000, 9 /* SIGKILL */, 19 /* SIGSTOP */, 11 /* SIGSEGV */] {
+            let e = s.start(&mut lp, bad, |_, _, _| {}).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "signal {bad}: {e}");
+        }
+        assert!(!s.is_active(&lp).unwrap());
+        s.start(&mut lp, SIGUSR1, |_, _, _| {}).unwrap();
+        assert_eq!(s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn signals_arriving_between_iterations_coalesce() {
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        let n = Rc::new(Cell::new(0));
+        let c = n.clone();
+        s.start(&mut lp, SIGUSR1, move |_, _, _| c.set(c.get() + 1)).unwrap();
+        for _ in 0..50 {
+            evloop::signal::raise(SIGUSR1).unwrap();
+        }
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(n.get(), 1);
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(n.get(), 2);
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

@@ -1,0 +1,163 @@
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use evloop::{Check, RunMode, Timer};
+
+use crate::util::test_loop;
+
+case!(
+    fn timers_fire_in_deadline_then_start_order() {
+        let mut lp = test_loop();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        // Same deadline: start order. Earlier deadline first regardless of start order.
+        let specs = [(10u64, "a"), (5, "b"), (10, "c"), (0, "d"), (5, "e"), (10, "f")];
+        let mut timers = Vec::new();
+        for (ms, name) in specs {
+            let t = Timer::new(&mut lp);
+            let o = order.clone();
+            t.start(&mut lp, Duration::from_millis(ms), Duration::ZERO, move |_, _| {
+                o.borrow_mut().push(name)
+            })
+            .unwrap();
+            timers.push(t);
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*order.borrow(), ["d", "b", "e", "a", "c", "f"]);
+        for t in timers {
+            t.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn timers_never_fire_early() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let start = Instant::now();
+        let at = Rc::new(Cell::new(None));
+        let a = at.clone();
+        t.start(&mut lp, Duration::from_micros(20_500), Duration::ZERO, move |_, _| {
+            a.set(Some(start.elapsed()))
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let fired = at.get().unwrap();
+        assert!(fired >= Duration::from_micros(20_500), "fired after {fired:?}");
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn repeat_again_and_stop() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let n = Rc::new(Cell::new(0));
+        let c = n.clone();
+        assert_eq!(t.again(&mut lp).unwrap_err().kind(), io::ErrorKind::InvalidInput, "never started");
+        t.start(&mut lp, Duration::from_millis(1), Duration::from_millis(2), move |lp, t| {
+            c.set(c.get() + 1);
+            assert!(t.is_active(lp).unwrap(), "a repeating timer is re-armed before its callback");
+            if c.get() % 5 == 0 {
+                t.stop(lp).unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(t.repeat(&lp).unwrap(), Duration::from_millis(2));
+        assert!(t.due_in(&lp).unwrap().is_some());
+        let e = t.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "a timer started twice");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(n.get(), 5);
+        assert_eq!(t.due_in(&lp).unwrap(), None);
+        // again() restarts with the repeat interval and keeps the callback.
+        t.set_repeat(&mut lp, Duration::from_millis(1)).unwrap();
+        t.again(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(n.get(), 10);
+        // again() with no repeat interval does nothing.
+        t.set_repeat(&mut lp, Duration::ZERO).unwrap();
+        t.again(&mut lp).unwrap();
+        assert!(!t.is_active(&lp).unwrap());
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// libuv 1.44 re-runs a timer re-armed with timeout 0 in the same pass, starving I/O.
+    fn issue_2_zero_timeout_rearm_runs_next_iteration() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let fired_in = Rc::new(RefCell::new(Vec::new()));
+        let checks = Rc::new(Cell::new(0u64));
+        let c = Check::new(&mut lp);
+        let ch = checks.clone();
+        c.start(&mut lp, move |_, _| ch.set(ch.get() + 1)).unwrap();
+        fn arm(lp: &mut evloop::Loop, t: Timer, log: Rc<RefCell<Vec<u64>>>) {
+            t.start(lp, Duration::ZERO, Duration::ZERO, move |lp, t| {
+                log.borrow_mut().push(lp.iterations());
+                if log.borrow().len() < 100 {
+                    arm(lp, t, log.clone());
+                } else {
+                    lp.stop();
+                }
+            })
+            .unwrap();
+        }
+        arm(&mut lp, t, fired_in.clone());
+        lp.run(RunMode::Default).unwrap();
+        let its = fired_in.borrow();
+        assert_eq!(its.len(), 100);
+        for w in its.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "one firing per iteration: {its:?}");
+        }
+        assert!(checks.get() >= 99, "the loop kept iterating: {} check callbacks", checks.get());
+        t.close(&mut lp).unwrap();
+        c.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn stopping_and_restarting_many_timers_keeps_memory_bounded() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        // A watchdog that is reset 100k times (the common "reset timeout on input" pattern).
+        for _ in 0..100_000 {
+            t.stop(&mut lp).unwrap();
+            t.start(&mut lp, Duration::from_secs(10), Duration::ZERO, |_, _| {}).unwrap();
+        }
+        let fired = Rc::new(Cell::new(0));
+        let f = fired.clone();
+        t.stop(&mut lp).unwrap();
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| f.set(f.get() + 1)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(fired.get(), 1);
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn a_callback_can_restart_its_timer_with_a_new_callback() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |lp, t| {
+            l.borrow_mut().push(1);
+            let l2 = l.clone();
+            t.start(lp, Duration::from_millis(1), Duration::ZERO, move |_, _| l2.borrow_mut().push(2))
+                .unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*log.borrow(), [1, 2]);
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

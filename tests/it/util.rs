@@ -1,0 +1,164 @@
+//! Test support: every test runs in its own child process, under a watchdog, with leak checks.
+//!
+//! `cargo test` runs tests as threads of one process, which makes fd counts, children and
+//! signal dispositions shared and racy. So each test re-executes this binary to run only
+//! itself (`--exact`), in a fresh process:
+//!
+//! - the parent waits for it at most the test's time bound (a watchdog, not a sleep), kills it
+//!   on timeout and fails with its output;
+//! - the child compares its open fds before and after the body, and fails if the body left
+//!   an fd open or a child process (running or zombie) behind.
+//!
+//! Set `EVLOOP_TEST_FORCE_SELECT=1` to build every loop from [`test_loop`] with the select
+//! helper forced on.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use evloop::Loop;
+
+const CHILD_ENV: &str = "EVLOOP_TEST_CHILD";
+
+/// What a test may leave behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Leaks {
+    /// Nothing: no fd, no child.
+    None,
+    /// Children may outlive the body (tests of documented orphan behaviour).
+    AllowChildren,
+}
+
+/// A loop for tests: honours `EVLOOP_TEST_FORCE_SELECT`.
+pub fn test_loop() -> Loop {
+    builder().build().expect("create loop")
+}
+
+/// The builder [`test_loop`] uses, for tests that add options.
+pub fn builder() -> evloop::LoopBuilder {
+    let force = std::env::var_os("EVLOOP_TEST_FORCE_SELECT").is_some_and(|v| v == "1");
+    Loop::builder().force_select_helper(force)
+}
+
+/// Whether this run forces the select helper.
+#[allow(dead_code)]
+pub fn forced_select() -> bool {
+    std::env::var_os("EVLOOP_TEST_FORCE_SELECT").is_some_and(|v| v == "1")
+}
+
+fn children_of_self() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let p = t.path().join("children");
+        if let Ok(s) = std::fs::read_to_string(p) {
+            for pid in s.split_whitespace() {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                out.push(format!("pid {pid}: {}", stat.trim()));
+            }
+        }
+    }
+    out
+}
+
+fn describe_fds(fds: &[i32]) -> String {
+    fds.iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string());
+            format!("{fd} -> {}", target.unwrap_or_else(|e| e.to_string()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `body` as the test `name` (its full path, `module_path!()::fn`), isolated.
+pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnOnce()) {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let before = evloop_platform::fd::open_fds().expect("list fds");
+        body();
+        let after = evloop_platform::fd::open_fds().expect("list fds");
+        let leaked: Vec<i32> = after.iter().copied().filter(|fd| !before.contains(fd)).collect();
+        assert!(leaked.is_empty(), "fds leaked by the test: {}", describe_fds(&leaked));
+        if leaks == Leaks::None {
+            let kids = children_of_self();
+            assert!(kids.is_empty(), "child processes left behind: {kids:?}");
+        }
+        return;
+    }
+    // Strip the crate name: libtest names tests by their path inside the crate.
+    let name = full_name.split_once("::").map_or(full_name, |(_, rest)| rest);
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut child = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, "1")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the test's own process");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let st = child.wait();
+        let _ = tx.send(());
+        st
+    });
+    // The watchdog: wait for the child's exit, at most `timeout`.
+    let timed_out = rx.recv_timeout(timeout).is_err();
+    if timed_out {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    let status = waiter.join().expect("waiter thread").expect("wait for test process");
+    let (out, err) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());
+    if timed_out || !status.success() {
+        panic!(
+            "test {name} {} ({status})\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+            if timed_out { format!("timed out after {timeout:?}") } else { "failed".to_string() }
+        );
+    }
+    if !out.contains("1 passed") && !out.contains("test result: ok. 1 passed") {
+        panic!("test {name} did not run in its child process:\n{out}\n{err}");
+    }
+}
+
+/// Declares isolated tests: `case!(fn name() { ... })`, with an optional time bound in
+/// seconds (`case!(secs = 60, fn name() { ... })`) and leak policy
+/// (`case!(leaks = AllowChildren, fn ...)`).
+#[macro_export]
+macro_rules! case {
+    (secs = $secs:expr, leaks = $leaks:ident, $(#[$m:meta])* fn $name:ident() $body:block) => {
+        #[test]
+        $(#[$m])*
+        fn $name() {
+            $crate::util::isolated(
+                concat!(module_path!(), "::", stringify!($name)),
+                std::time::Duration::from_secs($secs),
+                $crate::util::Leaks::$leaks,
+                || $body,
+            )
+        }
+    };
+    (secs = $secs:expr, $(#[$m:meta])* fn $name:ident() $body:block) => {
+        $crate::case!(secs = $secs, leaks = None, $(#[$m])* fn $name() $body);
+    };
+    (leaks = $leaks:ident, $(#[$m:meta])* fn $name:ident() $body:block) => {
+        $crate::case!(secs = 20, leaks = $leaks, $(#[$m])* fn $name() $body);
+    };
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        $crate::case!(secs = 20, leaks = None, $(#[$m])* fn $name() $body);
+    };
+}
