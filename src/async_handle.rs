@@ -173,5 +173,6 @@ impl Loop {
                 _ => {}
             }
         }
+        self.select_helper_on_wake();
     }
 }

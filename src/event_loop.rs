@@ -81,6 +81,8 @@ impl LoopBuilder {
 /// A deferred callback, run in the pending phase.
 pub(crate) enum Pending {
     Call(Box<dyn FnOnce(&mut Loop)>),
+    /// A write or shutdown finished (or failed): its callback and result.
+    Write(crate::stream::WriteCb, io::Result<()>),
 }
 
 /// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
@@ -128,6 +130,13 @@ pub struct Loop {
     pub(crate) hooks: Hooks,
     pub(crate) wake: Arc<LoopWake>,
     pub(crate) signals: Option<LoopSignals>,
+    pub(crate) select_helper: Option<crate::select_helper::SelectHelper>,
+    /// The one read buffer every stream reads into, sized to the largest read cap in use.
+    pub(crate) read_buf: Vec<u8>,
+    /// Streams whose interest changed since the last flush.
+    pub(crate) io_dirty: Vec<HandleId>,
+    /// Streams in always-ready mode that want something.
+    pub(crate) always_ready: Vec<HandleId>,
     stop_flag: bool,
     running: bool,
     iterations: u64,
@@ -184,6 +193,10 @@ impl Loop {
             hooks: Hooks::default(),
             wake,
             signals: None,
+            select_helper: None,
+            read_buf: Vec::new(),
+            io_dirty: Vec::new(),
+            always_ready: Vec::new(),
             stop_flag: false,
             running: false,
             iterations: 0,
@@ -408,6 +421,7 @@ impl Loop {
             Kind::Async(a) => a.shared.closed.store(true, Ordering::SeqCst),
             Kind::Channel(c) => c.shared.closed.store(true, Ordering::SeqCst),
             Kind::Signal(_) => self.signal_stop_now(id),
+            Kind::Stream(_) => self.stream_stop_for_close(id),
         }
     }
 
@@ -486,6 +500,7 @@ impl Loop {
             let Some(p) = self.pending.pop_front() else { break };
             match p {
                 Pending::Call(f) => f(self),
+                Pending::Write(cb, result) => cb(self, result),
             }
         }
     }
@@ -500,8 +515,11 @@ impl Loop {
         }
         let batch = std::mem::take(&mut self.closing);
         for (id, cb) in batch {
-            let slot = self.slots.remove(id.key as usize);
+            let mut slot = self.slots.remove(id.key as usize);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.kind.handle_kind().name());
+            if let Kind::Stream(s) = &mut slot.kind {
+                self.stream_cancel(s);
+            }
             drop(slot);
             if let Some(cb) = cb {
                 cb(self);
@@ -512,7 +530,12 @@ impl Loop {
     /// Whether something can run without waiting for I/O: libuv's reasons for a zero poll
     /// timeout.
     fn runnable_now(&self) -> bool {
-        self.stop_flag || !self.pending.is_empty() || !self.closing.is_empty() || self.hooks.has_idle()
+        self.stop_flag
+            || !self.pending.is_empty()
+            || !self.closing.is_empty()
+            || self.hooks.has_idle()
+            || !self.io_dirty.is_empty()
+            || !self.always_ready.is_empty()
     }
 
     /// The poll phase's timeout: zero when something is runnable now, else until the next
@@ -529,6 +552,8 @@ impl Loop {
     }
 
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush_io();
+        let timeout = if self.io_dirty.is_empty() { timeout } else { Some(Duration::ZERO) };
         let mut events = self.events.take().expect("events buffer is only taken during poll");
         let res = self.poller.wait(&mut events, timeout);
         self.time_stale.set(true);
@@ -540,6 +565,7 @@ impl Loop {
             self.dispatch(ev);
         }
         self.events = Some(events);
+        self.run_always_ready();
         Ok(())
     }
 
@@ -559,7 +585,16 @@ impl Loop {
                 if s.flags.contains(Flags::CLOSING) {
                     return;
                 }
-                log::trace!("loop {}: event {:?} for #{key}", self.id, ev.readiness);
+                let id = HandleId { loop_id: self.id, key: key as u32, gen_ };
+                log::trace!("loop {}: event {:?} for {id:?}", self.id, ev.readiness);
+                match &s.kind {
+                    Kind::Stream(_) if ev.change_error != 0 => {
+                        let e = io::Error::from_raw_os_error(ev.change_error);
+                        self.stream_io_error(id, e);
+                    }
+                    Kind::Stream(_) => self.stream_event(id, ev.readiness),
+                    _ => {}
+                }
             }
         }
     }
@@ -629,6 +664,8 @@ impl Drop for Loop {
         self.pending.clear();
         self.closing.clear();
         self.slots.clear();
+        // Joins the helper thread, which closes the fds handed to it.
+        self.select_helper = None;
         if let Some(sigs) = self.signals.take() {
             // Out of the poller before the pipe closes (see the poller contract).
             let _ =

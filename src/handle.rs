@@ -118,6 +118,7 @@ pub(crate) enum Kind {
     Async(crate::async_handle::AsyncState),
     Channel(crate::channel::ChannelState),
     Signal(crate::signal::SignalState),
+    Stream(Box<crate::stream::Stream>),
 }
 
 impl Kind {
@@ -128,6 +129,7 @@ impl Kind {
             Kind::Async(_) => HandleKind::Async,
             Kind::Channel(_) => HandleKind::Channel,
             Kind::Signal(_) => HandleKind::Signal,
+            Kind::Stream(s) => s.kind,
         }
     }
 }

@@ -243,6 +243,16 @@ pub fn open_fd_count() -> io::Result<usize> {
     Ok(std::fs::read_dir(dir)?.count().saturating_sub(1))
 }
 
+/// Whether the fd number `fd` is open in this process (`fcntl(F_GETFD)`).
+///
+/// Only inspects the fd table: nothing is borrowed past the call. An answer about a number
+/// another thread may close or reuse at any moment is only a hint.
+pub fn is_open_raw(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd table entry; a closed number gives EBADF.
+    let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    rc != -1
+}
+
 /// The numbers of the fds open in this process, ascending (for leak reports).
 pub fn open_fds() -> io::Result<Vec<RawFd>> {
     let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };
@@ -255,12 +265,7 @@ pub fn open_fds() -> io::Result<Vec<RawFd>> {
     }
     // The listing's own fd is open during the walk; drop any number that is closed now.
     drop(it);
-    v.retain(|&n| {
-        // SAFETY: F_GETFD only inspects the fd table entry; a closed number gives EBADF and
-        // no fd is created, closed or borrowed beyond the call.
-        let rc = unsafe { libc::fcntl(n, libc::F_GETFD) };
-        rc != -1
-    });
+    v.retain(|&n| is_open_raw(n));
     v.sort_unstable();
     Ok(v)
 }
@@ -278,4 +283,47 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The soft and hard `RLIMIT_NOFILE` limits.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rl` is valid for writes of one rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
+    // rlim_t is u64 on Linux and macOS, i64 on FreeBSD (where RLIM_INFINITY is i64::MAX).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((rl.rlim_cur as u64, rl.rlim_max as u64))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` limit (at most the hard limit).
+pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    #[allow(clippy::unnecessary_cast)]
+    let rl = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: `rl` is a valid rlimit for the call.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
+    Ok(())
+}
+
+/// Points `fd` at `/dev/null`, releasing the open file description it referred to at once,
+/// while the fd number stays valid (`dup3(null, fd)`).
+///
+/// The select helper uses this on close: the peer of a pipe sees the close immediately, and
+/// the helper thread, which may be inside `select` with this number, never meets a closed fd.
+pub fn replace_with_devnull(fd: &mut OwnedFd) -> io::Result<()> {
+    let null = open(c"/dev/null", Access::ReadWrite, false)?;
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: both fds are open for the call (`null` is owned here, `fd` is exclusively
+        // borrowed from its owner, so nobody else closes it meanwhile); dup3 atomically
+        // replaces what `fd` refers to, and the number stays owned by `fd`.
+        cvt_r(|| unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) })?;
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: as above, with dup2 (macOS has no dup3); close-on-exec is set right after.
+        cvt_r(|| unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) })?;
+        set_cloexec(std::os::fd::AsFd::as_fd(fd))?;
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@ compile_error!("evloop-platform supports Linux, macOS and FreeBSD");
 mod cvt;
 pub mod fd;
 pub mod poller;
+pub mod select;
 pub mod signal;
 pub mod waker;
 

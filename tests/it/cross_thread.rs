@@ -45,9 +45,10 @@ case!(
         let mut lp = test_loop();
         let (handle, waker) = Async::new(&mut lp, |lp, h| h.close(lp).unwrap());
         assert!(lp.is_alive());
-        std::thread::spawn(move || waker.wake().unwrap());
+        let t = std::thread::spawn(move || waker.wake().unwrap());
         // Runs until the callback closes the handle.
         assert!(!lp.run(RunMode::Default).unwrap());
+        t.join().unwrap();
         let (h2, _w2) = Async::new(&mut lp, |_, _| {});
         h2.set_ref(&mut lp, false).unwrap();
         assert!(!lp.run(RunMode::Default).unwrap());

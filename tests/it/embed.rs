@@ -8,7 +8,8 @@ use evloop::{Async, Loop, RunMode, Timer};
 use crate::util::test_loop;
 
 /// Three timer ticks plus one wake from another thread: the work every embedding test drives.
-fn inner_work(lp: &mut Loop) -> (Rc<Cell<u32>>, Rc<Cell<bool>>) {
+/// The waking thread finishes before the wake lands; callers join it at the end.
+fn inner_work(lp: &mut Loop) -> (Rc<Cell<u32>>, Rc<Cell<bool>>, std::thread::JoinHandle<()>) {
     let ticks = Rc::new(Cell::new(0));
     let woken = Rc::new(Cell::new(false));
     let t = Timer::new(lp);
@@ -25,14 +26,14 @@ fn inner_work(lp: &mut Loop) -> (Rc<Cell<u32>>, Rc<Cell<bool>>) {
         w.set(true);
         h.close(lp).unwrap();
     });
-    std::thread::spawn(move || waker.wake().unwrap());
-    (ticks, woken)
+    let t = std::thread::spawn(move || waker.wake().unwrap());
+    (ticks, woken, t)
 }
 
 case!(
     fn nested_in_a_plain_poll_loop() {
         let mut lp = test_loop();
-        let (ticks, woken) = inner_work(&mut lp);
+        let (ticks, woken, waker_thread) = inner_work(&mut lp);
         let mut outer_iterations = 0;
         while lp.is_alive() {
             outer_iterations += 1;
@@ -41,6 +42,7 @@ case!(
         }
         assert_eq!(ticks.get(), 3);
         assert!(woken.get());
+        waker_thread.join().unwrap();
         assert!(outer_iterations < 1000, "the outer loop slept between events: {outer_iterations}");
     }
 );
@@ -50,7 +52,7 @@ case!(
         // The inner loop's backend fd polled by an outer loop's prepare/check cycle is the
         // libuv embedding pattern; here the outer loop uses a timer for the timeout.
         let mut inner = test_loop();
-        let (ticks, woken) = inner_work(&mut inner);
+        let (ticks, woken, waker_thread) = inner_work(&mut inner);
         let mut outer = test_loop();
         while inner.is_alive() {
             let wait = inner.backend_timeout().unwrap_or(Duration::from_millis(50));
@@ -66,13 +68,14 @@ case!(
         }
         assert_eq!(ticks.get(), 3);
         assert!(woken.get());
+        waker_thread.join().unwrap();
     }
 );
 
 case!(
     fn nested_in_mio() {
         let mut lp = test_loop();
-        let (ticks, woken) = inner_work(&mut lp);
+        let (ticks, woken, waker_thread) = inner_work(&mut lp);
         let mut poll = mio::Poll::new().unwrap();
         let raw = lp.as_raw_fd();
         poll.registry()
@@ -86,15 +89,16 @@ case!(
         poll.registry().deregister(&mut mio::unix::SourceFd(&raw)).unwrap();
         assert_eq!(ticks.get(), 3);
         assert!(woken.get());
+        waker_thread.join().unwrap();
     }
 );
 
 case!(
     fn nested_in_tokio_through_async_fd() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (ticks, woken, tokio_ticks) = rt.block_on(async {
+        let (ticks, woken, tokio_ticks, waker_thread) = rt.block_on(async {
             let mut lp = test_loop();
-            let (ticks, woken) = inner_work(&mut lp);
+            let (ticks, woken, waker_thread) = inner_work(&mut lp);
             // A tokio task runs beside the nested loop on the same thread.
             let tokio_ticks = Rc::new(Cell::new(0));
             let tt = tokio_ticks.clone();
@@ -107,6 +111,9 @@ case!(
                             tt.set(tt.get() + 1);
                         }
                     });
+                    // `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` may not own its fd; a `Loop`
+                    // owns its backend fd for its whole life and never swaps it.
+                    #[allow(deprecated)]
                     let mut afd = tokio::io::unix::AsyncFd::new(lp).unwrap();
                     while afd.get_ref().is_alive() {
                         let timeout = afd.get_ref().backend_timeout().unwrap_or(Duration::from_secs(3600));
@@ -118,10 +125,11 @@ case!(
                     }
                 })
                 .await;
-            (ticks, woken, tokio_ticks)
+            (ticks, woken, tokio_ticks, waker_thread)
         });
         assert_eq!(ticks.get(), 3);
         assert!(woken.get());
+        waker_thread.join().unwrap();
         assert!(tokio_ticks.get() > 0);
     }
 );

@@ -12,6 +12,8 @@ mod cross_thread;
 mod embed;
 /// Run modes, stop, ref/unref, close order and deferral, phase order, stale ids, drop.
 mod loop_core;
+/// Pipes: bounded reads, the write queue, EOF, EPIPE, fairness, always-ready fds, bad input.
+mod pipe;
 /// Signal handles: delivery, several loops, dispositions restored.
 mod signal;
 /// Timer order, repeat, again, the zero-timeout re-arm rule.

@@ -1,0 +1,150 @@
+//! Pipe handles: a pipe pair made by the loop, or any fd opened as a stream.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use evloop_platform::fd::{self, FileType};
+
+use crate::error::context;
+use crate::event_loop::Loop;
+use crate::handle::{HandleKind, typed_handle};
+use crate::io::{Io, IoMode};
+use crate::stream::{Stream, stream_methods};
+
+typed_handle!(
+    /// A pipe: a stream of bytes over an fd, with bounded reads and a write queue.
+    ///
+    /// Make a connected pair with [`Pipe::pair`], open any fd with [`Pipe::open`], or get one
+    /// from a child's stdio. A pipe whose fd the poller refuses still works: regular files and
+    /// `/dev/null` run in an always-ready mode on Linux, and on macOS character devices go to
+    /// the select helper thread.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Loop, Pipe, ReadEvent, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let (rx, tx) = Pipe::pair(&mut lp)?;
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let sink = got.clone();
+    /// rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+    ///     ReadEvent::Data(bytes) => sink.borrow_mut().extend_from_slice(bytes),
+    ///     ReadEvent::Eof => rx.close(lp).unwrap(),
+    ///     ReadEvent::Error(e) => panic!("{e}"),
+    /// })?;
+    /// tx.write(&mut lp, b"hello", |_, res| res.unwrap())?;
+    /// tx.shutdown(&mut lp, |lp, res| res.unwrap())?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(&got.borrow()[..], b"hello");
+    /// # tx.close(&mut lp)?; lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    Pipe,
+    HandleKind::Pipe
+);
+
+stream_methods!(Pipe, HandleKind::Pipe);
+
+/// What an fd refers to, as [`guess_handle`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleType {
+    /// A terminal: open it with [`Tty::open`](crate::Tty::open).
+    Tty,
+    /// A pipe or FIFO.
+    Pipe,
+    /// A regular file, or a character or block device that is not a terminal (`/dev/null`).
+    File,
+    /// A socket.
+    Socket,
+    /// Something else (a directory, an unknown type).
+    Unknown,
+}
+
+/// Guesses what kind of handle suits `fd` (libuv's `uv_guess_handle`).
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let (r, _w) = std::io::pipe()?;
+/// assert_eq!(evloop::guess_handle(r.as_fd())?, evloop::HandleType::Pipe);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn guess_handle(fd: BorrowedFd<'_>) -> io::Result<HandleType> {
+    if fd::isatty(fd) {
+        return Ok(HandleType::Tty);
+    }
+    Ok(match fd::file_type(fd)? {
+        FileType::Fifo => HandleType::Pipe,
+        FileType::Socket => HandleType::Socket,
+        FileType::Regular | FileType::CharDevice | FileType::BlockDevice => HandleType::File,
+        FileType::Directory | FileType::Other => HandleType::Unknown,
+    })
+}
+
+impl Pipe {
+    /// Creates a pipe and opens both ends on the loop: `(read end, write end)`. Both fds are
+    /// close-on-exec and nonblocking (their open file description is private to us).
+    pub fn pair(lp: &mut Loop) -> io::Result<(Pipe, Pipe)> {
+        let (r, w) = fd::pipe()?;
+        fd::set_nonblocking(r.as_fd(), true)?;
+        fd::set_nonblocking(w.as_fd(), true)?;
+        let rx = Pipe::from_private(lp, r, true, false)?;
+        let tx = Pipe::from_private(lp, w, false, true)?;
+        Ok((rx, tx))
+    }
+
+    /// Opens a pipe end we created (nonblocking, private), without probing.
+    pub(crate) fn from_private(
+        lp: &mut Loop,
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<Pipe> {
+        let mode = lp.choose_io_mode(fd.as_fd(), true)?;
+        let stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, readable, writable);
+        Ok(Pipe(lp.stream_insert(stream)))
+    }
+
+    /// Opens an existing fd as a pipe handle; the handle owns it and closes it on close.
+    ///
+    /// The fd may be a pipe, a FIFO, a socket, a terminal, a regular file or a device such as
+    /// `/dev/null`. It is readable and writable as its access mode says. A directory, or an
+    /// fd that is not open, is an error.
+    ///
+    /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
+    /// stdin or stdout inherited from a shell). Where evloop sets it, other holders see it
+    /// too until the handle closes; closing the handle clears it again. Regular files and
+    /// devices that never block are left alone. To keep a shared terminal out of this, use
+    /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
+    pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
+        let raw = fd.as_raw_fd();
+        let flags = match fd::status_flags(fd.as_fd()) {
+            Ok(flags) => flags,
+            Err(e) => {
+                // Not open: dropping the OwnedFd would close a number that may be reused.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                return Err(context(e, format!("cannot open fd {raw} as a pipe: it is not open")));
+            }
+        };
+        let ty =
+            fd::file_type(fd.as_fd()).map_err(|e| context(e, format!("cannot open fd {raw} as a pipe")))?;
+        if ty == FileType::Directory {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot open fd {raw} as a pipe: it is a directory"),
+            ));
+        }
+        let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
+        let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
+        let mut restore_blocking = false;
+        if mode != IoMode::AlwaysReady && !flags.nonblocking {
+            fd::set_nonblocking(fd.as_fd(), true)?;
+            restore_blocking = true;
+        }
+        let tty = fd::isatty(fd.as_fd());
+        let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
+        stream.restore_blocking = restore_blocking;
+        stream.eio_is_eof = tty;
+        log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
+        Ok(Pipe(lp.stream_insert(stream)))
+    }
+}

@@ -1,0 +1,269 @@
+//! The select helper: one thread per loop that watches, with `select(2)`, the fds the poller
+//! rejects (macOS kqueue refuses `/dev/tty`, `/dev/null` and other character devices).
+//!
+//! The raw call and the unlimited fd sets are in `evloop_platform::select`; this is the
+//! policy around them.
+//!
+//! **Lock-step hand-off.** The thread selects on every watched fd plus the read end of an
+//! interrupt pipe. When fds are ready it sends their tokens to the loop over a channel, wakes
+//! the loop, and then waits for the loop's acknowledgement before it selects again. The loop
+//! does its bounded reads and writes for those fds and acknowledges. Without that wait,
+//! level-triggered select would report the same fds again and again while the loop has not
+//! read yet: the thread would spin.
+//!
+//! **Interest changes and shutdown** update a shared table under a mutex and write a byte to
+//! the interrupt pipe, so a thread sitting in select comes back and rebuilds its sets.
+//!
+//! **Closing.** The loop never closes an fd the helper watches: it hands the `OwnedFd` over,
+//! and the thread closes it after it has left select. Select never sees a closed fd, and the
+//! fd is closed exactly once. The interrupt pipe's ends are each owned once (libuv leaks the
+//! real fd and closes its socketpair twice, libuv#5207).
+//!
+//! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back), the thread
+//! finds the culprits, reports an error for each to its stream only, stops watching them and
+//! goes on serving the others.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use evloop_platform::fd;
+use evloop_platform::libc;
+use evloop_platform::poller::{Interest, Readiness};
+use evloop_platform::select::{FdSet, select};
+
+use crate::async_handle::LoopWake;
+use crate::event_loop::Loop;
+use crate::handle::HandleId;
+
+/// One ready fd: its stream's token, what is ready, and an error number if select could not
+/// watch it.
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    token: u64,
+    readiness: Readiness,
+    errno: i32,
+}
+
+struct Watch {
+    fd: RawFd,
+    interest: Interest,
+}
+
+#[derive(Default)]
+struct Table {
+    watches: HashMap<u64, Watch>,
+    /// Fds released by the loop, closed by the thread outside select.
+    to_close: Vec<OwnedFd>,
+    shutdown: bool,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+}
+
+/// The loop's handle on its helper thread.
+pub(crate) struct SelectHelper {
+    shared: Arc<Shared>,
+    interrupt: OwnedFd,
+    ready_rx: Receiver<Vec<Ready>>,
+    ack_tx: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SelectHelper {
+    fn start(loop_id: u32, wake: Arc<LoopWake>) -> io::Result<SelectHelper> {
+        let (int_r, int_w) = fd::pipe()?;
+        fd::set_nonblocking(int_r.as_fd(), true)?;
+        fd::set_nonblocking(int_w.as_fd(), true)?;
+        let shared = Arc::new(Shared { table: Mutex::new(Table::default()) });
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("evloop-select".into())
+            .spawn(move || helper_main(thread_shared, int_r, ready_tx, ack_rx, wake))?;
+        log::debug!("loop {loop_id}: select helper thread started");
+        Ok(SelectHelper { shared, interrupt: int_w, ready_rx, ack_tx, thread: Some(thread) })
+    }
+
+    fn interrupt(&self) {
+        // A full pipe already holds an interrupt; nothing else can fail on our own pipe.
+        let _ = fd::write(self.interrupt.as_fd(), &[1]);
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.shared.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SelectHelper {
+    fn drop(&mut self) {
+        self.table().shutdown = true;
+        self.interrupt();
+        // Unblock a thread waiting for an acknowledgement.
+        let _ = self.ack_tx.try_send(());
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::warn!("the select helper thread panicked");
+            }
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Table> {
+    shared.table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn helper_main(
+    shared: Arc<Shared>,
+    int_r: OwnedFd,
+    ready_tx: Sender<Vec<Ready>>,
+    ack_rx: Receiver<()>,
+    wake: Arc<LoopWake>,
+) {
+    let mut rset = FdSet::new();
+    let mut wset = FdSet::new();
+    let mut watched: Vec<(u64, RawFd, Interest)> = Vec::new();
+    loop {
+        {
+            let mut t = lock(&shared);
+            // Outside select: the released fds can be closed now.
+            t.to_close.clear();
+            if t.shutdown {
+                return;
+            }
+            watched.clear();
+            watched.extend(
+                t.watches.iter().filter(|(_, w)| !w.interest.is_empty()).map(|(&k, w)| (k, w.fd, w.interest)),
+            );
+        }
+        rset.clear();
+        wset.clear();
+        rset.insert(int_r.as_raw_fd());
+        for &(_, fd, interest) in &watched {
+            if interest.contains(Interest::READABLE) {
+                rset.insert(fd);
+            }
+            if interest.contains(Interest::WRITABLE) {
+                wset.insert(fd);
+            }
+        }
+        let mut batch = Vec::new();
+        match select(&mut rset, &mut wset, None) {
+            Ok(_) => {
+                if rset.contains(int_r.as_raw_fd()) {
+                    let mut buf = [0u8; 64];
+                    while matches!(fd::read(int_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
+                }
+                for &(token, fd, _) in &watched {
+                    let mut r = Readiness::empty();
+                    if rset.contains(fd) {
+                        r |= Readiness::READABLE;
+                    }
+                    if wset.contains(fd) {
+                        r |= Readiness::WRITABLE;
+                    }
+                    if !r.is_empty() {
+                        batch.push(Ready { token, readiness: r, errno: 0 });
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Find the fds select refuses; report each to its stream and drop it.
+                let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+                let mut t = lock(&shared);
+                for &(token, fd, _) in &watched {
+                    if code != libc::EBADF || !fd_is_open(fd) {
+                        t.watches.remove(&token);
+                        batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+                    }
+                }
+                if batch.is_empty() {
+                    log::warn!("select helper: select failed with no culprit found: {e}");
+                    return;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if ready_tx.send(batch).is_err() || wake.wake_loop().is_err() {
+            return;
+        }
+        // Lock-step: wait until the loop has read or written.
+        if ack_rx.recv().is_err() {
+            return;
+        }
+    }
+}
+
+fn fd_is_open(fd: RawFd) -> bool {
+    evloop_platform::fd::is_open_raw(fd)
+}
+
+impl Loop {
+    /// Starts the helper thread if it is not running: when the first fd moves to it.
+    pub(crate) fn select_helper_start(&mut self) -> io::Result<()> {
+        self.select_helper()?;
+        Ok(())
+    }
+
+    fn select_helper(&mut self) -> io::Result<&SelectHelper> {
+        if self.select_helper.is_none() {
+            self.select_helper = Some(SelectHelper::start(self.id, Arc::clone(&self.wake))?);
+        }
+        Ok(self.select_helper.as_ref().expect("started above"))
+    }
+
+    /// Tells the helper what stream `id` (whose fd is `fd`) wants now.
+    pub(crate) fn select_helper_update(
+        &mut self,
+        id: HandleId,
+        fd: RawFd,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let helper = self.select_helper()?;
+        let mut t = helper.table();
+        let w = t.watches.entry(id.token()).or_insert(Watch { fd, interest: Interest::empty() });
+        w.interest = interest;
+        drop(t);
+        helper.interrupt();
+        Ok(())
+    }
+
+    /// Stops watching stream `id` and hands its fd (if any is left) to the thread to close.
+    pub(crate) fn select_helper_release(&mut self, id: HandleId, fd: Option<OwnedFd>) {
+        let Some(helper) = self.select_helper.as_ref() else { return };
+        let mut t = helper.table();
+        t.watches.remove(&id.token());
+        t.to_close.extend(fd);
+        drop(t);
+        helper.interrupt();
+    }
+
+    /// Runs the streams the helper reported ready, then lets it select again.
+    pub(crate) fn select_helper_on_wake(&mut self) {
+        let Some(helper) = self.select_helper.as_ref() else { return };
+        let Ok(batch) = helper.ready_rx.try_recv() else { return };
+        for r in batch {
+            let id = HandleId { loop_id: self.id, key: r.token as u32, gen_: (r.token >> 32) as u32 };
+            if r.errno != 0 {
+                let e = crate::error::context(
+                    io::Error::from_raw_os_error(r.errno),
+                    "the select helper cannot watch this fd",
+                );
+                self.stream_io_error(id, e);
+            } else {
+                self.stream_event(id, r.readiness);
+            }
+        }
+        if let Some(helper) = self.select_helper.as_ref() {
+            let _ = helper.ack_tx.try_send(());
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! The machinery pipes and ttys share: bounded reads, the write queue, shutdown, close.
+//!
+//! **Reads.** While a stream is reading, each readiness event gets at most
+//! [`READS_PER_EVENT_MAX`] reads of at most the stream's read cap each, into one buffer the
+//! loop owns and reuses: callbacks see `&[u8]`, and reading allocates nothing in steady
+//! state. A short read ends the round (the fd is most likely drained; level-triggered
+//! readiness brings it back if not). End of file stops reading by itself. A hang-up is read
+//! through, so data still buffered is delivered before end of file; on a terminal, `EIO`
+//! after the other side closed is end of file too. Any other error is reported once and
+//! stops reading.
+//!
+//! **Writes.** [`write`](crate::Pipe::write) tries at once when nothing is queued and queues
+//! only what the kernel did not take. Queued data goes out with `writev` when the fd is
+//! writable, in order. Completion callbacks always run from the pending phase, never inside
+//! `write`. A write error fails the write it hit and every write queued behind it (their bytes
+//! could no longer arrive in order).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, IntoRawFd};
+
+use evloop_platform::fd::{self, FileType};
+use evloop_platform::libc;
+use evloop_platform::poller::{Interest, Readiness};
+
+use crate::error::{cancelled, invalid};
+use crate::event_loop::{Loop, Pending};
+use crate::handle::{Flags, HandleId, HandleKind, Kind};
+use crate::io::{Io, IoMode};
+use crate::limits::{READ_CAP_BYTES_DEFAULT, READ_CAP_BYTES_MAX, READ_CAP_BYTES_MIN};
+use crate::limits::{READS_PER_EVENT_MAX, WRITES_PER_EVENT_MAX, WRITEV_BUFFERS_MAX};
+
+/// What a read callback receives.
+#[derive(Debug)]
+pub enum ReadEvent<'a> {
+    /// Bytes read: never empty, at most the stream's read cap. The slice borrows the loop's
+    /// read buffer, so copy what you keep.
+    Data(&'a [u8]),
+    /// End of file. Reading has stopped.
+    Eof,
+    /// A read failed. Reading has stopped; the error is reported once.
+    Error(io::Error),
+}
+
+pub(crate) type ReadCb = Box<dyn FnMut(&mut Loop, HandleId, ReadEvent<'_>)>;
+pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
+
+/// The data of a write: borrowed (copied only if queued) or owned (moved if queued).
+pub(crate) enum WriteBuf<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl WriteBuf<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            WriteBuf::Borrowed(b) => b,
+            WriteBuf::Owned(v) => v,
+        }
+    }
+}
+
+struct WriteReq {
+    data: Vec<u8>,
+    /// Bytes of `data` already written.
+    offset: usize,
+    cb: WriteCb,
+}
+
+enum Shutdown {
+    None,
+    Pending(WriteCb),
+    Done,
+}
+
+/// The state of a pipe or tty handle.
+pub(crate) struct Stream {
+    pub(crate) io: Io,
+    pub(crate) kind: HandleKind,
+    readable: bool,
+    writable: bool,
+    reading: bool,
+    read_cb: Option<ReadCb>,
+    /// Bumped by every read_start and read_stop: a callback taken out while it runs goes back
+    /// only if neither happened meanwhile.
+    read_epoch: u32,
+    read_cap: usize,
+    queue: VecDeque<WriteReq>,
+    queued_bytes: usize,
+    shutdown: Shutdown,
+    /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
+    pub(crate) restore_blocking: bool,
+    /// `EIO` means the other side of a terminal went away: end of file.
+    pub(crate) eio_is_eof: bool,
+    /// The fd is a tty whose writes must block (no private description to make nonblocking).
+    pub(crate) blocking_writes: bool,
+}
+
+/// Copies an error for delivery to several callbacks (io::Error is not Clone).
+pub(crate) fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(io: Io, kind: HandleKind, readable: bool, writable: bool) -> Stream {
+        Stream {
+            io,
+            kind,
+            readable,
+            writable,
+            reading: false,
+            read_cb: None,
+            read_epoch: 0,
+            read_cap: READ_CAP_BYTES_DEFAULT,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            shutdown: Shutdown::None,
+            restore_blocking: false,
+            eio_is_eof: false,
+            blocking_writes: false,
+        }
+    }
+
+    fn wanted(&self) -> Interest {
+        let mut w = Interest::empty();
+        if self.reading {
+            w |= Interest::READABLE;
+        }
+        if !self.queue.is_empty() {
+            w |= Interest::WRITABLE;
+        }
+        w
+    }
+
+    fn is_busy(&self) -> bool {
+        self.reading || !self.queue.is_empty() || matches!(self.shutdown, Shutdown::Pending(_))
+    }
+}
+
+impl Loop {
+    pub(crate) fn stream_insert(&mut self, stream: Stream) -> HandleId {
+        self.insert(Kind::Stream(Box::new(stream)))
+    }
+
+    /// The stream state of an open (not closing) pipe or tty.
+    pub(crate) fn stream_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Stream> {
+        match &mut self.open_slot_mut(id, kind)?.kind {
+            Kind::Stream(s) => Ok(s),
+            _ => unreachable!("open_slot_mut checked the kind"),
+        }
+    }
+
+    pub(crate) fn stream_ref(&self, id: HandleId, kind: HandleKind) -> io::Result<&Stream> {
+        match &self.slot(id, kind)?.kind {
+            Kind::Stream(s) => Ok(s),
+            _ => unreachable!("slot checked the kind"),
+        }
+    }
+
+    fn live_stream(&mut self, id: HandleId) -> Option<&mut Stream> {
+        match self.live_slot_mut(id) {
+            Some(slot) if !slot.flags.contains(Flags::CLOSING) => match &mut slot.kind {
+                Kind::Stream(s) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Brings the stream's interest and active flag in line with its state.
+    fn stream_sync(&mut self, id: HandleId) {
+        let Some(s) = self.live_stream(id) else { return };
+        let wanted = s.wanted();
+        let busy = s.is_busy();
+        if s.io.want(wanted) {
+            self.io_dirty.push(id);
+        }
+        self.set_active(id, busy);
+    }
+
+    // ----- reading ------------------------------------------------------------------------
+
+    pub(crate) fn read_start(&mut self, id: HandleId, kind: HandleKind, cb: ReadCb) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        if !s.readable {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the {} is not readable (its fd is open for writing only)", kind.name()),
+            ));
+        }
+        if s.reading {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the {} is already reading", kind.name()),
+            ));
+        }
+        s.io.fd()?;
+        s.reading = true;
+        s.read_cb = Some(cb);
+        s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.stream_sync(id);
+        Ok(())
+    }
+
+    pub(crate) fn read_stop(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        s.reading = false;
+        s.read_cb = None;
+        s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.stream_sync(id);
+        Ok(())
+    }
+
+    pub(crate) fn set_read_cap(&mut self, id: HandleId, kind: HandleKind, bytes: usize) -> io::Result<()> {
+        if !(READ_CAP_BYTES_MIN..=READ_CAP_BYTES_MAX).contains(&bytes) {
+            return Err(invalid(format!(
+                "read cap {bytes} is out of range ({READ_CAP_BYTES_MIN}..={READ_CAP_BYTES_MAX} bytes)"
+            )));
+        }
+        self.stream_mut(id, kind)?.read_cap = bytes;
+        Ok(())
+    }
+
+    pub(crate) fn read_cap(&self, id: HandleId, kind: HandleKind) -> io::Result<usize> {
+        Ok(self.stream_ref(id, kind)?.read_cap)
+    }
+
+    /// Calls the read callback of `id` with `ev`, handling a callback that stops, restarts or
+    /// closes the stream.
+    fn deliver_read(&mut self, id: HandleId, ev: ReadEvent<'_>) {
+        let Some(s) = self.live_stream(id) else { return };
+        let Some(mut cb) = s.read_cb.take() else { return };
+        let epoch = s.read_epoch;
+        let last = !matches!(ev, ReadEvent::Data(_));
+        if last {
+            s.reading = false;
+            s.read_epoch = s.read_epoch.wrapping_add(1);
+        }
+        cb(self, id, ev);
+        if last {
+            self.stream_sync(id);
+            return;
+        }
+        if let Some(s) = self.live_stream(id) {
+            if s.read_epoch == epoch && s.read_cb.is_none() {
+                s.read_cb = Some(cb);
+            }
+        }
+    }
+
+    fn stream_read(&mut self, id: HandleId) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        for _ in 0..READS_PER_EVENT_MAX {
+            let Some(s) = self.live_stream(id) else { break };
+            if !s.reading {
+                break;
+            }
+            let cap = s.read_cap;
+            let eio_is_eof = s.eio_is_eof;
+            if buf.len() < cap {
+                buf.resize(cap, 0);
+            }
+            let res = match s.io.fd() {
+                Ok(fd) => fd::read(fd, &mut buf[..cap]),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(0) => {
+                    self.deliver_read(id, ReadEvent::Eof);
+                    break;
+                }
+                Ok(n) => {
+                    self.deliver_read(id, ReadEvent::Data(&buf[..n]));
+                    if n < cap {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                    // The other side of the terminal is gone, and everything it wrote has
+                    // been read (Linux returns EIO only once the buffer is empty).
+                    self.deliver_read(id, ReadEvent::Eof);
+                    break;
+                }
+                Err(e) => {
+                    self.deliver_read(id, ReadEvent::Error(e));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    // ----- writing ------------------------------------------------------------------------
+
+    fn complete_write(&mut self, cb: WriteCb, result: io::Result<()>) {
+        self.pending.push_back(Pending::Write(cb, result));
+    }
+
+    fn check_writable(s: &Stream, kind: HandleKind) -> io::Result<()> {
+        if matches!(s.shutdown, Shutdown::None) && s.writable {
+            return Ok(());
+        }
+        let why = if !matches!(s.shutdown, Shutdown::None) {
+            "it was shut down for writing"
+        } else {
+            "its fd is open for reading only"
+        };
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("cannot write to the {}: {why}", kind.name())))
+    }
+
+    /// Writes `buf`, or queues what the kernel does not take now. An owned buffer moves into
+    /// the queue; a borrowed one is copied, from the first byte not written.
+    pub(crate) fn stream_write(
+        &mut self,
+        id: HandleId,
+        kind: HandleKind,
+        buf: WriteBuf<'_>,
+        cb: WriteCb,
+    ) -> io::Result<()> {
+        let data = buf.as_slice();
+        let s = self.stream_mut(id, kind)?;
+        Self::check_writable(s, kind)?;
+        let mut written = 0;
+        if s.queue.is_empty() {
+            if data.is_empty() {
+                self.complete_write(cb, Ok(()));
+                return Ok(());
+            }
+            let fd = s.io.fd()?;
+            let blocking = s.blocking_writes;
+            let mut failed = None;
+            loop {
+                match fd::write(fd, &data[written..]) {
+                    Ok(n) => {
+                        written += n;
+                        // A blocking tty write finishes the whole buffer, as libuv does.
+                        if written == data.len() || !blocking {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                self.complete_write(cb, Err(e));
+                return Ok(());
+            }
+            if written == data.len() {
+                self.complete_write(cb, Ok(()));
+                return Ok(());
+            }
+        }
+        let (data, offset) = match buf {
+            WriteBuf::Owned(v) => (v, written),
+            WriteBuf::Borrowed(b) => (b[written..].to_vec(), 0),
+        };
+        let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
+        s.queued_bytes += data.len() - offset;
+        s.queue.push_back(WriteReq { data, offset, cb });
+        self.stream_sync(id);
+        Ok(())
+    }
+
+    pub(crate) fn try_write(&mut self, id: HandleId, kind: HandleKind, data: &[u8]) -> io::Result<usize> {
+        let s = self.stream_mut(id, kind)?;
+        Self::check_writable(s, kind)?;
+        if !s.queue.is_empty() {
+            // Writing now would overtake the queued data.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        fd::write(s.io.fd()?, data)
+    }
+
+    pub(crate) fn write_queue_size(&self, id: HandleId, kind: HandleKind) -> io::Result<usize> {
+        Ok(self.stream_ref(id, kind)?.queued_bytes)
+    }
+
+    fn stream_flush(&mut self, id: HandleId) {
+        for _ in 0..WRITES_PER_EVENT_MAX {
+            let Some(s) = self.live_stream(id) else { return };
+            if s.queue.is_empty() {
+                break;
+            }
+            let Ok(fd) = s.io.fd() else { break };
+            let mut iov = [IoSlice::new(&[]); WRITEV_BUFFERS_MAX];
+            let mut n_iov = 0;
+            let mut offered = 0;
+            for req in s.queue.iter().take(WRITEV_BUFFERS_MAX) {
+                iov[n_iov] = IoSlice::new(&req.data[req.offset..]);
+                offered += req.data.len() - req.offset;
+                n_iov += 1;
+            }
+            let res = if n_iov == 1 { fd::write(fd, &iov[0]) } else { fd::writev(fd, &iov[..n_iov]) };
+            match res {
+                Ok(n) => {
+                    self.stream_advance(id, n);
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.stream_fail_writes(id, &e);
+                    break;
+                }
+            }
+        }
+        self.stream_maybe_shutdown(id);
+        self.stream_sync(id);
+    }
+
+    /// `n` bytes of the queue went out: complete the writes they finished.
+    fn stream_advance(&mut self, id: HandleId, mut n: usize) {
+        loop {
+            let Some(s) = self.live_stream(id) else { return };
+            let Some(front) = s.queue.front_mut() else { return };
+            let rest = front.data.len() - front.offset;
+            if rest > n {
+                front.offset += n;
+                s.queued_bytes -= n;
+                return;
+            }
+            n -= rest;
+            s.queued_bytes -= rest;
+            let req = s.queue.pop_front().expect("front exists");
+            self.complete_write(req.cb, Ok(()));
+        }
+    }
+
+    fn stream_fail_writes(&mut self, id: HandleId, e: &io::Error) {
+        let Some(s) = self.live_stream(id) else { return };
+        let failed: Vec<WriteReq> = s.queue.drain(..).collect();
+        s.queued_bytes = 0;
+        for req in failed {
+            self.complete_write(req.cb, Err(clone_error(e)));
+        }
+    }
+
+    // ----- shutdown -----------------------------------------------------------------------
+
+    pub(crate) fn stream_shutdown(&mut self, id: HandleId, kind: HandleKind, cb: WriteCb) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        Self::check_writable(s, kind)?;
+        let fd = s.io.fd()?;
+        if s.readable && fd::file_type(fd)? != FileType::Socket {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("a read-write {} cannot be half-closed; close it instead", kind.name()),
+            ));
+        }
+        s.shutdown = Shutdown::Pending(cb);
+        self.stream_maybe_shutdown(id);
+        self.stream_sync(id);
+        Ok(())
+    }
+
+    /// Shuts the write side once the queue has drained.
+    fn stream_maybe_shutdown(&mut self, id: HandleId) {
+        let Some(s) = self.live_stream(id) else { return };
+        if !s.queue.is_empty() || !matches!(s.shutdown, Shutdown::Pending(_)) {
+            return;
+        }
+        let Shutdown::Pending(cb) = std::mem::replace(&mut s.shutdown, Shutdown::Done) else {
+            unreachable!()
+        };
+        s.writable = false;
+        let res = if s.readable {
+            // A socket: half-close.
+            s.io.fd().and_then(fd::shutdown_write)
+        } else {
+            // A write-only pipe: closing our end is how its reader sees end of file.
+            self.io_release(id);
+            Ok(())
+        };
+        self.complete_write(cb, res);
+    }
+
+    // ----- readiness, flush, close --------------------------------------------------------
+
+    pub(crate) fn stream_event(&mut self, id: HandleId, r: Readiness) {
+        let Some(s) = self.live_stream(id) else { return };
+        let (reading, writing) = (s.reading, !s.queue.is_empty());
+        if reading && r.intersects(Readiness::READABLE | Readiness::HUP | Readiness::ERROR) {
+            self.stream_read(id);
+        }
+        if writing && r.intersects(Readiness::WRITABLE | Readiness::HUP | Readiness::ERROR) {
+            self.stream_flush(id);
+        }
+    }
+
+    /// A registration failed: report it to whoever waits on the stream.
+    pub(crate) fn stream_io_error(&mut self, id: HandleId, e: io::Error) {
+        log::debug!("loop {}: stream {id:?} registration failed: {e}", self.id);
+        self.stream_fail_writes(id, &e);
+        if self.live_stream(id).is_some_and(|s| s.reading) {
+            self.deliver_read(id, ReadEvent::Error(e));
+        }
+        self.stream_sync(id);
+    }
+
+    /// Hands every interest change of this iteration to the backends.
+    pub(crate) fn flush_io(&mut self) {
+        let mut dirty = std::mem::take(&mut self.io_dirty);
+        for &id in &dirty {
+            // Field-level borrows: the slot, the poller and the always-ready list are disjoint.
+            let Some(slot) = self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_) else {
+                continue;
+            };
+            if slot.flags.contains(Flags::CLOSING) {
+                continue;
+            }
+            let Kind::Stream(s) = &mut slot.kind else { continue };
+            s.io.dirty = false;
+            let (old, new) = (s.io.registered, s.io.wanted);
+            if old == new {
+                continue;
+            }
+            let Some(fd) = s.io.fd.as_ref() else { continue };
+            let res = match s.io.mode {
+                IoMode::Poller => self.poller.update(fd.as_fd(), id.token(), old, new),
+                IoMode::AlwaysReady => {
+                    if old.is_empty() {
+                        self.always_ready.push(id);
+                    } else if new.is_empty() {
+                        self.always_ready.retain(|&h| h != id);
+                    }
+                    Ok(())
+                }
+                IoMode::SelectHelper => {
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+                    self.select_helper_update(id, raw, new)
+                }
+            };
+            match res {
+                Ok(()) => {
+                    if let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+                        s.io.registered = new;
+                    }
+                }
+                Err(e) => self.stream_io_error(id, e),
+            }
+        }
+        dirty.clear();
+        // Errors above may have queued more changes; keep them for the next flush.
+        dirty.append(&mut self.io_dirty);
+        self.io_dirty = dirty;
+    }
+
+    /// Runs the streams in always-ready mode as if the poller had reported them.
+    pub(crate) fn run_always_ready(&mut self) {
+        if self.always_ready.is_empty() {
+            return;
+        }
+        let batch = self.always_ready.clone();
+        for id in batch {
+            let Some(s) = self.live_stream(id) else { continue };
+            let mut r = Readiness::empty();
+            if s.io.registered.contains(Interest::READABLE) {
+                r |= Readiness::READABLE;
+            }
+            if s.io.registered.contains(Interest::WRITABLE) {
+                r |= Readiness::WRITABLE;
+            }
+            self.stream_event(id, r);
+        }
+    }
+
+    /// Takes the fd out of its backend and closes it (restoring what we changed on it).
+    pub(crate) fn io_release(&mut self, id: HandleId) {
+        let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        let registered = std::mem::take(&mut s.io.registered);
+        let mode = s.io.mode;
+        let restore_blocking = std::mem::take(&mut s.restore_blocking);
+        let Some(fd) = s.io.fd.take() else { return };
+        match mode {
+            IoMode::Poller => {
+                if let Err(e) = self.poller.deregister(fd.as_fd(), registered) {
+                    log::debug!("loop {}: deregistering {id:?}: {e}", self.id);
+                }
+            }
+            IoMode::AlwaysReady => self.always_ready.retain(|&h| h != id),
+            IoMode::SelectHelper => {}
+        }
+        if restore_blocking {
+            let _ = fd::set_nonblocking(fd.as_fd(), false);
+        }
+        let fd = if fd::status_flags(fd.as_fd()).is_err() {
+            // Closed behind our back: closing again could close someone else's fd.
+            log::warn!("loop {}: the fd of {id:?} was closed behind the loop's back", self.id);
+            let _ = fd.into_raw_fd();
+            None
+        } else {
+            Some(fd)
+        };
+        if mode == IoMode::SelectHelper {
+            // The helper thread may be inside select() with this fd, so it closes it. The
+            // description is released now, so the peer sees the close at once.
+            let fd = fd.and_then(|mut fd| match fd::replace_with_devnull(&mut fd) {
+                Ok(()) => Some(fd),
+                Err(e) => {
+                    log::warn!("loop: releasing a select-helper fd: {e}");
+                    Some(fd)
+                }
+            });
+            self.select_helper_release(id, fd);
+        }
+    }
+
+    /// Stops a stream for close: out of every backend, fd closed, reading stopped. Queued
+    /// writes stay for the close phase, which cancels them.
+    pub(crate) fn stream_stop_for_close(&mut self, id: HandleId) {
+        self.io_release(id);
+        if let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+            s.reading = false;
+            s.read_cb = None;
+        }
+    }
+
+    /// The close phase's part: cancel every queued write and a pending shutdown, in order.
+    pub(crate) fn stream_cancel(&mut self, s: &mut Stream) {
+        for req in s.queue.drain(..) {
+            self.complete_now(req.cb, Err(cancelled()));
+        }
+        s.queued_bytes = 0;
+        if let Shutdown::Pending(cb) = std::mem::replace(&mut s.shutdown, Shutdown::Done) {
+            self.complete_now(cb, Err(cancelled()));
+        }
+    }
+
+    fn complete_now(&mut self, cb: WriteCb, result: io::Result<()>) {
+        cb(self, result);
+    }
+}
+
+/// Generates the stream operations shared by [`Pipe`](crate::Pipe) and [`Tty`](crate::Tty).
+macro_rules! stream_methods {
+    ($name:ident, $kind:expr) => {
+        impl $name {
+            /// Starts reading: `cb` receives data (at most the read cap per call), then end of
+            /// file or an error, after which reading has stopped. Starting twice is an error;
+            /// so is reading an fd open for writing only.
+            pub fn read_start(
+                self,
+                lp: &mut $crate::Loop,
+                mut cb: impl FnMut(&mut $crate::Loop, $name, $crate::ReadEvent<'_>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.read_start(self.0, $kind, Box::new(move |lp, id, ev| cb(lp, $name(id), ev)))
+            }
+
+            /// Stops reading. Data arriving meanwhile stays in the kernel. Stopping twice does
+            /// nothing.
+            pub fn read_stop(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
+                lp.read_stop(self.0, $kind)
+            }
+
+            /// Writes `data`: what the kernel takes now is written at once, the rest is copied
+            /// into the write queue and goes out in order when the fd is writable. `cb` runs
+            /// from the pending phase with the outcome (`EPIPE` when the reader is gone,
+            /// `ECANCELED` if the handle closes first), never inside this call.
+            ///
+            /// Returns an error, and never calls `cb`, for a handle that cannot be written:
+            /// closed, shut down, or open for reading only.
+            pub fn write(
+                self,
+                lp: &mut $crate::Loop,
+                data: &[u8],
+                cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Borrowed(data), Box::new(cb))
+            }
+
+            /// Like [`write`](Self::write), taking ownership of `data` so that a queued
+            /// remainder is not copied: the way to write large buffers.
+            pub fn write_vec(
+                self,
+                lp: &mut $crate::Loop,
+                data: Vec<u8>,
+                cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Owned(data), Box::new(cb))
+            }
+
+            /// Writes what the kernel takes now, without queueing, and returns how many bytes
+            /// that was. Fails with [`WouldBlock`](std::io::ErrorKind::WouldBlock) when the
+            /// kernel takes nothing, or when writes are queued: writing around them would
+            /// reorder the data.
+            pub fn try_write(self, lp: &mut $crate::Loop, data: &[u8]) -> std::io::Result<usize> {
+                lp.try_write(self.0, $kind, data)
+            }
+
+            /// Closes the write side once the write queue has drained; `cb` runs from the
+            /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
+            /// of file; a socket is half-closed. A read-write pipe or tty cannot be
+            /// half-closed: that is an error.
+            pub fn shutdown(
+                self,
+                lp: &mut $crate::Loop,
+                cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.stream_shutdown(self.0, $kind, Box::new(cb))
+            }
+
+            /// Bytes queued and not yet written.
+            pub fn write_queue_size(self, lp: &$crate::Loop) -> std::io::Result<usize> {
+                lp.write_queue_size(self.0, $kind)
+            }
+
+            /// Sets the most bytes one read asks for, between
+            /// [`READ_CAP_BYTES_MIN`](crate::limits::READ_CAP_BYTES_MIN) and
+            /// [`READ_CAP_BYTES_MAX`](crate::limits::READ_CAP_BYTES_MAX). The default is
+            /// [`READ_CAP_BYTES_DEFAULT`](crate::limits::READ_CAP_BYTES_DEFAULT) (64 KiB).
+            pub fn set_read_cap(self, lp: &mut $crate::Loop, bytes: usize) -> std::io::Result<()> {
+                lp.set_read_cap(self.0, $kind, bytes)
+            }
+
+            /// The most bytes one read asks for.
+            pub fn read_cap(self, lp: &$crate::Loop) -> std::io::Result<usize> {
+                lp.read_cap(self.0, $kind)
+            }
+
+            /// The handle's fd, borrowed from the loop (for `fstat`, `F_SETPIPE_SZ`,
+            /// `ioctl`s). Do not close it or change its flags.
+            pub fn fd(self, lp: &$crate::Loop) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
+                lp.stream_ref(self.0, $kind)?.io.fd()
+            }
+        }
+    };
+}
+pub(crate) use stream_methods;

@@ -1,0 +1,567 @@
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use evloop::{HandleType, Idle, Loop, Pipe, ReadEvent, RunMode, Timer};
+
+use crate::util::test_loop;
+
+/// A checksum that notices reordering and loss: FNV-1a over every byte, plus the length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sum {
+    hash: u64,
+    len: u64,
+}
+
+impl Sum {
+    pub fn new() -> Sum {
+        Sum { hash: 0xcbf2_9ce4_8422_2325, len: 0 }
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.len += data.len() as u64;
+    }
+}
+
+/// Deterministic test data: block `i` of `len` bytes.
+pub fn pattern(i: u64, len: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a reader collected.
+#[derive(Default)]
+pub struct Collected {
+    pub data: Vec<u8>,
+    pub eof: bool,
+    pub errors: Vec<io::Error>,
+    pub reads: usize,
+    pub max_read: usize,
+}
+
+/// Starts reading `p`, collecting everything; closes the pipe at end of file or error.
+pub fn collect(lp: &mut Loop, p: Pipe) -> Rc<RefCell<Collected>> {
+    let c = Rc::new(RefCell::new(Collected::default()));
+    let sink = c.clone();
+    p.read_start(lp, move |lp, p, ev| {
+        let mut c = sink.borrow_mut();
+        match ev {
+            ReadEvent::Data(d) => {
+                assert!(!d.is_empty());
+                c.data.extend_from_slice(d);
+                c.reads += 1;
+                c.max_read = c.max_read.max(d.len());
+            }
+            ReadEvent::Eof => {
+                assert!(!c.eof, "EOF reported twice");
+                c.eof = true;
+                p.close(lp).unwrap();
+            }
+            ReadEvent::Error(e) => {
+                c.errors.push(e);
+                p.close(lp).unwrap();
+            }
+        }
+    })
+    .unwrap();
+    c
+}
+
+case!(
+    fn small_transfer_then_eof() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let got = collect(&mut lp, rx);
+        let done = Rc::new(Cell::new(0));
+        for chunk in [&b"hello "[..], b"world", b""] {
+            let d = done.clone();
+            tx.write(&mut lp, chunk, move |_, r| {
+                r.unwrap();
+                d.set(d.get() + 1);
+            })
+            .unwrap();
+        }
+        assert_eq!(done.get(), 0, "completions never run inside write()");
+        tx.shutdown(&mut lp, |lp, r| r.unwrap_or_else(|e| panic!("shutdown: {e} {lp:?}"))).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(done.get(), 3);
+        let got = got.borrow();
+        assert_eq!(got.data, b"hello world");
+        assert!(got.eof && got.errors.is_empty());
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    secs = 120,
+    /// 1 GiB from a writer thread, checksummed on both sides.
+    fn one_gibibyte_with_a_checksum() {
+        const TOTAL: u64 = 1 << 30;
+        const BLOCK: usize = 1 << 20;
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(OwnedFd::from(w));
+            let block = pattern(7, BLOCK);
+            let mut sum = Sum::new();
+            for _ in 0..TOTAL / BLOCK as u64 {
+                w.write_all(&block).unwrap();
+                sum.update(&block);
+            }
+            sum
+        });
+        let sum = Rc::new(RefCell::new(Sum::new()));
+        let s = sum.clone();
+        let max_read = Rc::new(Cell::new(0));
+        let m = max_read.clone();
+        rx.read_start(&mut lp, move |lp, p, ev| match ev {
+            ReadEvent::Data(d) => {
+                s.borrow_mut().update(d);
+                m.set(m.get().max(d.len()));
+            }
+            ReadEvent::Eof => p.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("{e}"),
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let sent = writer.join().unwrap();
+        assert_eq!(*sum.borrow(), sent);
+        assert_eq!(sent.len, TOTAL);
+        assert!(max_read.get() <= evloop::limits::READ_CAP_BYTES_DEFAULT);
+    }
+);
+
+case!(
+    secs = 60,
+    /// The loop writes 256 MiB into a pipe and also reads it back, the reader capped at
+    /// 4 KiB per read: the writer is much faster, the queue absorbs it, order is kept.
+    fn writer_faster_than_reader() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.set_read_cap(&mut lp, 4096).unwrap();
+        let got = Rc::new(RefCell::new(Sum::new()));
+        let g = got.clone();
+        let max = Rc::new(Cell::new(0));
+        let m = max.clone();
+        rx.read_start(&mut lp, move |lp, p, ev| match ev {
+            ReadEvent::Data(d) => {
+                g.borrow_mut().update(d);
+                m.set(m.get().max(d.len()));
+            }
+            ReadEvent::Eof => p.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("{e}"),
+        })
+        .unwrap();
+        let mut sent = Sum::new();
+        let completed = Rc::new(Cell::new(0));
+        for i in 0..64 {
+            let block = pattern(i, 4 << 20);
+            sent.update(&block);
+            let c = completed.clone();
+            tx.write_vec(&mut lp, block, move |_, r| {
+                r.unwrap();
+                c.set(c.get() + 1);
+            })
+            .unwrap();
+        }
+        assert!(tx.write_queue_size(&lp).unwrap() > 200 << 20, "most of it is queued");
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(completed.get(), 64);
+        assert_eq!(*got.borrow(), sent);
+        assert_eq!(max.get(), 4096);
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A timer writes one small piece per tick: the reader is faster and waits each time.
+    fn reader_faster_than_writer() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let got = collect(&mut lp, rx);
+        let t = Timer::new(&mut lp);
+        let n = Rc::new(Cell::new(0u8));
+        t.start(&mut lp, Duration::ZERO, Duration::from_millis(1), move |lp, t| {
+            n.set(n.get() + 1);
+            tx.write(lp, &[n.get()], |_, r| r.unwrap()).unwrap();
+            if n.get() == 50 {
+                t.close(lp).unwrap();
+                tx.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let got = got.borrow();
+        assert_eq!(got.data, (1..=50).collect::<Vec<u8>>());
+        assert!(got.eof);
+        assert!(got.reads >= 25, "the reader saw the bytes as they came: {} reads", got.reads);
+    }
+);
+
+case!(
+    fn partial_writes_queue_the_rest_and_complete_in_order() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let sizes = [10usize, 300_000, 5, 1 << 20, 0, 7];
+        let mut sent = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let block = pattern(i as u64, n);
+            sent.extend_from_slice(&block);
+            let o = order.clone();
+            tx.write(&mut lp, &block, move |_, r| {
+                r.unwrap();
+                o.borrow_mut().push(i);
+            })
+            .unwrap();
+        }
+        // The pipe holds 64 KiB: the rest waits in the queue, and try_write must not jump it.
+        let queued = tx.write_queue_size(&lp).unwrap();
+        assert!(queued > 1 << 20, "{queued}");
+        assert_eq!(tx.try_write(&mut lp, b"x").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let got = collect(&mut lp, rx);
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*order.borrow(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(got.borrow().data, sent);
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn try_write_writes_what_fits() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let big = vec![1u8; 1 << 20];
+        let n = tx.try_write(&mut lp, &big).unwrap();
+        assert!(n > 0 && n < big.len(), "a full pipe takes part: {n}");
+        assert_eq!(tx.try_write(&mut lp, &big).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(tx.try_write(&mut lp, b"").unwrap(), 0);
+        rx.close(&mut lp).unwrap();
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn eof_comes_after_the_data_still_buffered() {
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let mut w = File::from(OwnedFd::from(w));
+        w.write_all(&pattern(1, 50_000)).unwrap();
+        drop(w);
+        // The writer is gone before we even start: HUP with data buffered.
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        let got = got.borrow();
+        assert_eq!(got.data, pattern(1, 50_000));
+        assert!(got.eof);
+    }
+);
+
+case!(
+    fn epipe_reaches_the_write_callback() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let res = Rc::new(RefCell::new(None));
+        let r = res.clone();
+        tx.write(&mut lp, b"nobody listens", move |_, e| *r.borrow_mut() = Some(e)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let e = res.borrow_mut().take().unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EPIPE));
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn epipe_fails_every_queued_write_once() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let results = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..5 {
+            let r = results.clone();
+            tx.write(&mut lp, &[i; 100_000], move |_, e| r.borrow_mut().push((i, e.map_err(|e| e.kind()))))
+                .unwrap();
+        }
+        // The reader goes away with most of the data still queued.
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let results = results.borrow();
+        assert_eq!(results.len(), 5, "each callback exactly once: {results:?}");
+        assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert!(results.iter().skip(1).all(|r| r.1 == Err(io::ErrorKind::BrokenPipe)), "{results:?}");
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn close_cancels_queued_writes_before_the_close_callback() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..3 {
+            let l = log.clone();
+            tx.write(&mut lp, &[0; 200_000], move |_, r| {
+                l.borrow_mut().push(format!("write {i}: {:?}", r.map_err(|e| evloop::os_error_code(&e))))
+            })
+            .unwrap();
+        }
+        let l = log.clone();
+        tx.shutdown(&mut lp, move |_, r| l.borrow_mut().push(format!("shutdown: {:?}", r.is_ok()))).unwrap();
+        let l = log.clone();
+        tx.close_with(&mut lp, move |_| l.borrow_mut().push("closed".into())).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let ecanceled = nix::libc::ECANCELED;
+        assert_eq!(
+            *log.borrow(),
+            [
+                // The first write partly went out; it is still cancelled (the rest never will).
+                format!("write 0: Err(Some({ecanceled}))"),
+                format!("write 1: Err(Some({ecanceled}))"),
+                format!("write 2: Err(Some({ecanceled}))"),
+                "shutdown: false".to_string(),
+                "closed".to_string(),
+            ]
+        );
+    }
+);
+
+case!(
+    fn two_streams_stay_fair() {
+        let mut lp = test_loop();
+        // A flood: a thread writes as fast as it can into pipe A.
+        let (ra, wa) = std::io::pipe().unwrap();
+        let flood = Pipe::open(&mut lp, OwnedFd::from(ra)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let flooder = std::thread::spawn(move || {
+            let mut w = File::from(OwnedFd::from(wa));
+            let block = vec![0u8; 1 << 16];
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if w.write_all(&block).is_err() {
+                    break;
+                }
+            }
+        });
+        let flooded = Rc::new(Cell::new(0usize));
+        let f = flooded.clone();
+        flood
+            .read_start(&mut lp, move |_, _, ev| {
+                if let ReadEvent::Data(d) = ev {
+                    f.set(f.get() + d.len());
+                }
+            })
+            .unwrap();
+        // Pipe B gets one byte every millisecond; each must arrive while A floods.
+        let (rb, tb) = Pipe::pair(&mut lp).unwrap();
+        let seen = Rc::new(Cell::new(0u32));
+        let s = seen.clone();
+        rb.read_start(&mut lp, move |lp, _, ev| {
+            if let ReadEvent::Data(d) = ev {
+                s.set(s.get() + d.len() as u32);
+                if s.get() == 20 {
+                    lp.stop();
+                }
+            }
+        })
+        .unwrap();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_millis(1), Duration::from_millis(1), move |lp, _| {
+            tb.write(lp, b"x", |_, r| r.unwrap()).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(seen.get(), 20);
+        assert!(flooded.get() > 0);
+        flood.close(&mut lp).unwrap();
+        for h in lp.handles() {
+            if !h.closing {
+                lp.close(h.id).unwrap();
+            }
+        }
+        lp.run(RunMode::Default).unwrap();
+        flooder.join().unwrap();
+    }
+);
+
+case!(
+    fn regular_files_and_dev_null_use_always_ready_mode() {
+        let mut lp = test_loop();
+        let dir = std::env::temp_dir().join(format!("evloop-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("input");
+        std::fs::write(&path, pattern(3, 300_000)).unwrap();
+        let file = Pipe::open(&mut lp, OwnedFd::from(File::open(&path).unwrap())).unwrap();
+        let got = collect(&mut lp, file);
+        let null = Pipe::open(&mut lp, OwnedFd::from(File::options().write(true).open("/dev/null").unwrap()))
+            .unwrap();
+        let wrote = Rc::new(Cell::new(false));
+        let w = wrote.clone();
+        null.write(&mut lp, &[7; 100_000], move |lp, r| {
+            r.unwrap();
+            w.set(true);
+            null.close(lp).unwrap();
+        })
+        .unwrap();
+        // A timer keeps running while the file streams: the loop stays fair.
+        let ticks = Rc::new(Cell::new(0));
+        let idle = Idle::new(&mut lp);
+        let tk = ticks.clone();
+        idle.start(&mut lp, move |lp, i| {
+            tk.set(tk.get() + 1);
+            if tk.get() == 3 {
+                i.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, pattern(3, 300_000));
+        assert!(got.borrow().eof);
+        assert!(wrote.get());
+        assert_eq!(ticks.get(), 3);
+        // /dev/null reads give EOF at once.
+        let null = Pipe::open(&mut lp, OwnedFd::from(File::open("/dev/null").unwrap())).unwrap();
+        let got = collect(&mut lp, null);
+        lp.run(RunMode::Default).unwrap();
+        assert!(got.borrow().eof && got.borrow().data.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+);
+
+case!(
+    fn an_fd_closed_behind_the_loops_back_gives_an_error() {
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        nix::unistd::close(raw).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        let got = got.borrow();
+        assert_eq!(got.errors.len(), 1, "reported once");
+        assert_eq!(evloop::os_error_code(&got.errors[0]), Some(nix::libc::EBADF), "{}", got.errors[0]);
+        drop(w);
+    }
+);
+
+case!(
+    fn bad_input_gets_clear_errors() {
+        let mut lp = test_loop();
+        // A closed fd.
+        let (r, _w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        nix::unistd::close(raw).unwrap();
+        let e = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap_err();
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EBADF));
+        assert!(e.to_string().contains(&format!("fd {raw}")), "{e}");
+        // A directory.
+        let dir = File::open("/").unwrap();
+        let e = Pipe::open(&mut lp, OwnedFd::from(dir)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("directory"), "{e}");
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        // Read caps out of range.
+        for bad in [0, evloop::limits::READ_CAP_BYTES_MAX + 1] {
+            let e = rx.set_read_cap(&mut lp, bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        }
+        rx.set_read_cap(&mut lp, evloop::limits::READ_CAP_BYTES_MAX).unwrap();
+        // Wrong directions.
+        let e = rx.write(&mut lp, b"x", |_, _| panic!("never called")).unwrap_err();
+        assert!(e.to_string().contains("reading only"), "{e}");
+        let e = tx.read_start(&mut lp, |_, _, _| panic!("never called")).unwrap_err();
+        assert!(e.to_string().contains("not readable"), "{e}");
+        // A second read_start.
+        rx.read_start(&mut lp, |_, _, _| {}).unwrap();
+        assert_eq!(rx.read_start(&mut lp, |_, _, _| {}).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        // Writing after shutdown.
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        let e = tx.write(&mut lp, b"late", |_, _| panic!("never called")).unwrap_err();
+        assert!(e.to_string().contains("shut down"), "{e}");
+        assert!(tx.shutdown(&mut lp, |_, _| {}).is_err(), "shutdown twice");
+        rx.close(&mut lp).unwrap();
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // Closed ids.
+        assert!(rx.read_start(&mut lp, |_, _, _| {}).is_err());
+        assert!(tx.write(&mut lp, b"x", |_, _| {}).is_err());
+        assert!(rx.write_queue_size(&lp).is_err());
+    }
+);
+
+case!(
+    fn guess_handle_names_what_an_fd_is() {
+        use std::os::fd::AsFd;
+        let (r, _w) = std::io::pipe().unwrap();
+        assert_eq!(evloop::guess_handle(r.as_fd()).unwrap(), HandleType::Pipe);
+        let f = File::open("/proc/self/status").unwrap();
+        assert_eq!(evloop::guess_handle(f.as_fd()).unwrap(), HandleType::File);
+        let n = File::open("/dev/null").unwrap();
+        assert_eq!(evloop::guess_handle(n.as_fd()).unwrap(), HandleType::File);
+        let d = File::open("/").unwrap();
+        assert_eq!(evloop::guess_handle(d.as_fd()).unwrap(), HandleType::Unknown);
+        let (s, _t) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(evloop::guess_handle(s.as_fd()).unwrap(), HandleType::Socket);
+        let pty = nix::pty::openpty(None, None).unwrap();
+        assert_eq!(evloop::guess_handle(pty.slave.as_fd()).unwrap(), HandleType::Tty);
+    }
+);
+
+case!(
+    fn opening_a_shared_fd_restores_its_blocking_mode() {
+        use std::os::fd::AsFd;
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        // A second fd on the same open file description, as a shell's stdin would be.
+        let shared = r.as_fd().try_clone_to_owned().unwrap();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        assert!(evloop_platform::fd::status_flags(shared.as_fd()).unwrap().nonblocking, "while open");
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!evloop_platform::fd::status_flags(shared.as_fd()).unwrap().nonblocking, "restored on close");
+        drop(w);
+    }
+);
+
+case!(
+    fn a_socket_half_closes_on_shutdown() {
+        let mut lp = test_loop();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let pa = Pipe::open(&mut lp, OwnedFd::from(a)).unwrap();
+        let pb = Pipe::open(&mut lp, OwnedFd::from(b)).unwrap();
+        let got = collect(&mut lp, pb);
+        pa.write(&mut lp, b"ping", |_, r| r.unwrap()).unwrap();
+        pa.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"ping");
+        assert!(got.borrow().eof);
+        pa.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
