@@ -27,7 +27,7 @@ use crate::handle::{CloseCb, Flags, HandleId, HandleInfo, HandleKind, Kind, Slot
 use crate::limits::EVENTS_PER_POLL_MAX;
 use crate::loop_watcher::Hooks;
 use crate::signal::LoopSignals;
-use crate::timer::TimerHeap;
+use crate::timer::TimerQueue;
 
 /// How long [`Loop::run`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,6 @@ impl LoopBuilder {
 
 /// A deferred callback, run in the pending phase.
 pub(crate) enum Pending {
-    Call(Box<dyn FnOnce(&mut Loop)>),
     /// A write or shutdown finished (or failed): its callback and result.
     Write(crate::stream::WriteCb, io::Result<()>),
 }
@@ -124,7 +123,7 @@ pub struct Loop {
     epoch: Instant,
     now_ms: Cell<u64>,
     time_stale: Cell<bool>,
-    pub(crate) timers: TimerHeap,
+    pub(crate) timers: TimerQueue,
     pub(crate) pending: VecDeque<Pending>,
     closing: Vec<(HandleId, Option<CloseCb>)>,
     pub(crate) hooks: Hooks,
@@ -187,7 +186,7 @@ impl Loop {
             epoch: Instant::now(),
             now_ms: Cell::new(0),
             time_stale: Cell::new(false),
-            timers: TimerHeap::default(),
+            timers: TimerQueue::default(),
             pending: VecDeque::new(),
             closing: Vec::new(),
             hooks: Hooks::default(),
@@ -499,14 +498,9 @@ impl Loop {
         for _ in 0..self.pending.len() {
             let Some(p) = self.pending.pop_front() else { break };
             match p {
-                Pending::Call(f) => f(self),
                 Pending::Write(cb, result) => cb(self, result),
             }
         }
-    }
-
-    pub(crate) fn defer(&mut self, f: impl FnOnce(&mut Loop) + 'static) {
-        self.pending.push_back(Pending::Call(Box::new(f)));
     }
 
     fn run_closing(&mut self) {

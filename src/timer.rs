@@ -1,16 +1,21 @@
-//! Timers: a binary heap ordered by (deadline, start order), with lazy deletion.
+//! Timers, ordered by (deadline, start order), in buckets per millisecond deadline.
 //!
-//! Stopping a timer does not search the heap: the timer forgets its entry's sequence number,
-//! and the entry is dropped when it reaches the top. Restarting pushes a new entry. When stale
-//! entries outnumber live ones by [`TIMER_STALE_ENTRIES_MAX`], the heap is rebuilt, so memory
+//! Deadlines have millisecond resolution, so timers share deadlines by the thousand when
+//! there are many of them. Each distinct deadline has a bucket (a vector in a `BTreeMap`);
+//! starting a timer appends to its bucket, which keeps every bucket in start order. Running
+//! the due timers walks whole buckets in order: sequential memory instead of a heap pop per
+//! timer.
+//!
+//! Stopping a timer does not search: the timer forgets its entry's sequence number, and the
+//! entry is skipped when its bucket runs. Restarting appends a new entry. When stale entries
+//! outnumber live ones by [`TIMER_STALE_ENTRIES_MAX`], the buckets are compacted, so memory
 //! stays proportional to the number of armed timers.
 //!
 //! A timer armed while the timers phase runs (a timer re-armed with timeout 0 inside its own
 //! callback) gets a sequence number at or past the one the phase started with, so it waits for
 //! the next iteration: I/O is never starved (libuv 1.44 re-runs such a timer in the same pass).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 
@@ -23,37 +28,56 @@ type TimerCb = Box<dyn FnMut(&mut Loop, Timer)>;
 pub(crate) struct TimerState {
     cb: Option<TimerCb>,
     repeat_ms: u64,
-    /// The sequence number of this timer's live heap entry; 0 when not armed.
+    /// The sequence number of this timer's live entry; 0 when not armed.
     armed_seq: u64,
     deadline: u64,
     started: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Entry {
-    deadline: u64,
     seq: u64,
     key: u32,
 }
 
 #[derive(Default)]
-pub(crate) struct TimerHeap {
-    heap: BinaryHeap<Reverse<Entry>>,
-    /// Armed timers; the rest of the heap is stale.
+pub(crate) struct TimerQueue {
+    /// Deadline (ms) to the entries due then, in start order.
+    buckets: BTreeMap<u64, Vec<Entry>>,
+    /// Entries in all buckets, live or stale.
+    entries: usize,
+    /// Armed timers; the other entries are stale.
     live: usize,
     /// The last sequence number handed out (start order).
     seq: u64,
+    /// Emptied bucket vectors, kept to be reused.
+    spare: Vec<Vec<Entry>>,
 }
 
-impl TimerHeap {
+impl TimerQueue {
     pub(crate) fn next_deadline(&self) -> Option<u64> {
-        self.heap.peek().map(|e| e.0.deadline)
+        self.buckets.first_key_value().map(|(&d, _)| d)
+    }
+
+    fn push(&mut self, deadline: u64, e: Entry) {
+        let spare = &mut self.spare;
+        self.buckets.entry(deadline).or_insert_with(|| spare.pop().unwrap_or_default()).push(e);
+        self.entries += 1;
+    }
+
+    fn recycle(&mut self, mut v: Vec<Entry>) {
+        // Keep a few small vectors; let big ones go.
+        if self.spare.len() < 64 && v.capacity() <= 4096 {
+            v.clear();
+            self.spare.push(v);
+        }
     }
 }
 
 /// Milliseconds in `d`, rounded up, so a timer never fires early.
 fn ceil_ms(d: Duration) -> u64 {
-    d.as_nanos().div_ceil(1_000_000).min(u128::from(u64::MAX)) as u64
+    let sub = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
+    d.as_secs().saturating_mul(1000).saturating_add(sub)
 }
 
 typed_handle!(
@@ -191,15 +215,15 @@ impl Loop {
         debug_assert_eq!(t.armed_seq, 0);
         t.armed_seq = seq;
         t.deadline = deadline;
-        self.timers.heap.push(Reverse(Entry { deadline, seq, key: id.key }));
+        self.timers.push(deadline, Entry { seq, key: id.key });
         self.timers.live += 1;
         self.set_active(id, true);
-        if self.timers.heap.len() > 2 * self.timers.live + TIMER_STALE_ENTRIES_MAX {
+        if self.timers.entries > 2 * self.timers.live + TIMER_STALE_ENTRIES_MAX {
             self.timer_compact();
         }
     }
 
-    /// Disarms the timer `id`; its heap entry turns stale.
+    /// Disarms the timer `id`; its queue entry turns stale.
     pub(crate) fn timer_disarm(&mut self, id: HandleId) {
         if let Some(slot) = self.live_slot_mut(id) {
             if let Kind::Timer(t) = &mut slot.kind {
@@ -217,28 +241,50 @@ impl Loop {
     }
 
     fn timer_compact(&mut self) {
-        let heap = std::mem::take(&mut self.timers.heap);
-        let live: Vec<_> = heap.into_vec().into_iter().filter(|e| self.entry_is_live(&e.0)).collect();
-        debug_assert_eq!(live.len(), self.timers.live);
-        self.timers.heap = BinaryHeap::from(live);
+        let mut buckets = std::mem::take(&mut self.timers.buckets);
+        buckets.retain(|_, v| {
+            v.retain(|e| self.entry_is_live(e));
+            !v.is_empty()
+        });
+        self.timers.entries = buckets.values().map(Vec::len).sum();
+        debug_assert_eq!(self.timers.entries, self.timers.live);
+        self.timers.buckets = buckets;
     }
 
     /// The timers phase.
     pub(crate) fn run_timers(&mut self) {
-        if self.timers.heap.is_empty() {
+        if self.timers.buckets.is_empty() {
             return;
         }
         let now = self.now();
-        // Timers armed from here on (inside callbacks) wait for the next iteration.
+        // Timers armed from here on (inside callbacks) wait for the next iteration. They are
+        // due at `now` or later, so they can only sit at the tail of the last due bucket.
         let pass_end = self.timers.seq + 1;
-        while let Some(&Reverse(e)) = self.timers.heap.peek() {
-            if e.deadline > now || e.seq >= pass_end {
+        while let Some(entry) = self.timers.buckets.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            self.timers.heap.pop();
-            if self.entry_is_live(&e) {
-                self.fire_timer(e.key as usize);
+            let deadline = *entry.key();
+            let bucket = entry.remove();
+            self.timers.entries -= bucket.len();
+            // Entries are in start order: the ones armed during this pass are a suffix.
+            let split = bucket.partition_point(|e| e.seq < pass_end);
+            for e in &bucket[..split] {
+                if self.entry_is_live(e) {
+                    self.fire_timer(e.key as usize);
+                }
             }
+            if split < bucket.len() {
+                let later: Vec<Entry> = bucket[split..].to_vec();
+                self.timers.entries += later.len();
+                // Anything appended to this deadline meanwhile is newer still: it goes after.
+                let slot = self.timers.buckets.entry(deadline).or_default();
+                let newer = std::mem::replace(slot, later);
+                slot.extend(newer);
+                self.timers.recycle(bucket);
+                break;
+            }
+            self.timers.recycle(bucket);
         }
     }
 

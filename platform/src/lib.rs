@@ -27,6 +27,7 @@ pub mod fd;
 pub mod poller;
 pub mod select;
 pub mod signal;
+pub mod time;
 pub mod waker;
 
 pub use cvt::errno_name;

@@ -1,0 +1,71 @@
+//! `cat` through the loop: stdin to stdout, with bounded reads and a write queue.
+//!
+//! Works when stdin is a pipe, a file, a terminal or /dev/null:
+//!
+//! ```text
+//! echo hello | cargo run --example cat
+//! cargo run --example cat < Cargo.toml
+//! cargo run --example cat < /dev/null
+//! ```
+//!
+//! Reading stops while the write queue is above a high-water mark, so memory stays bounded
+//! however fast stdin is and however slow stdout is.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use evloop::{Loop, Pipe, ReadEvent, RunMode};
+
+const HIGH_WATER_BYTES: usize = 1 << 20;
+
+fn main() -> io::Result<()> {
+    let mut lp = Loop::new()?;
+    // Duplicates share the open file descriptions of our stdin and stdout; O_NONBLOCK set on
+    // them is cleared again when the handles close.
+    let input = Pipe::open(&mut lp, io::stdin().as_fd().try_clone_to_owned()?)?;
+    let output = Pipe::open(&mut lp, io::stdout().as_fd().try_clone_to_owned()?)?;
+    start_reading(&mut lp, input, output)?;
+    lp.run(RunMode::Default)?;
+    Ok(())
+}
+
+fn start_reading(lp: &mut Loop, input: Pipe, output: Pipe) -> io::Result<()> {
+    input.read_start(lp, move |lp, input, ev| on_read(lp, input, output, ev))
+}
+
+fn on_read(lp: &mut Loop, input: Pipe, output: Pipe, ev: ReadEvent<'_>) {
+    match ev {
+        ReadEvent::Data(bytes) => {
+            output
+                .write(lp, bytes, move |lp, r| on_written(lp, input, output, r))
+                .expect("stdout is writable");
+            // Back-pressure: stop reading while stdout lags behind.
+            if output.write_queue_size(lp).unwrap_or(0) >= HIGH_WATER_BYTES {
+                input.read_stop(lp).expect("input is open");
+            }
+        }
+        ReadEvent::Eof => {
+            input.close(lp).expect("input is open");
+            output
+                .shutdown(lp, move |lp, _| output.close(lp).expect("output is open"))
+                .expect("output is open");
+        }
+        ReadEvent::Error(e) => fail("read", e),
+    }
+}
+
+fn on_written(lp: &mut Loop, input: Pipe, output: Pipe, r: io::Result<()>) {
+    if let Err(e) = r {
+        fail("write", e);
+    }
+    // Resume once the queue has drained below the mark (unless input ended meanwhile).
+    if output.write_queue_size(lp).unwrap_or(0) < HIGH_WATER_BYTES && input.is_active(lp).ok() == Some(false)
+    {
+        let _ = start_reading(lp, input, output);
+    }
+}
+
+fn fail(what: &str, e: io::Error) -> ! {
+    eprintln!("cat: {what}: {e}");
+    std::process::exit(1);
+}

@@ -1,0 +1,111 @@
+//! Pipe throughput: a writer process (this program, re-executed) writes N bytes in blocking
+//! 64 KiB writes; the loop reads them with bounded reads.
+//!
+//! `cargo run --release --example pump -- --bytes 2g [--read-cap 64k] [--pipe-size 1m] [--force-select]`
+//!
+//! Final line:
+//! `pump bytes=<n> secs=<s> gbps=<x> reads=<r> max_read=<m> allocs_per_read=<a>`
+//! `allocs_per_read` counts heap allocations made while reading (after the first read), per
+//! read, with a counting global allocator.
+
+#[path = "support/args.rs"]
+mod args;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use evloop::{Loop, Pipe, ReadEvent, RunMode};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn writer(total: u64) {
+    let block = vec![0x5au8; 64 << 10];
+    let mut out = std::io::stdout().lock();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..n]).expect("writer: write");
+        left -= n as u64;
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let args = args::Args::from_env();
+    let total = args.bytes("--bytes", 1 << 30);
+    if args.flag("--writer") {
+        writer(total);
+        return Ok(());
+    }
+    let read_cap = args.bytes("--read-cap", 64 << 10) as usize;
+    let mut lp = Loop::builder().force_select_helper(args.flag("--force-select")).build()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--writer", "--bytes", &total.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = OwnedFd::from(child.stdout.take().expect("piped"));
+    if let Some(size) = args.value("--pipe-size").and_then(args::parse_bytes) {
+        evloop_platform::fd::set_pipe_size(out.as_fd(), size as usize)?;
+    }
+    let rx = Pipe::open(&mut lp, out)?;
+    rx.set_read_cap(&mut lp, read_cap)?;
+    let (got, reads, max_read) =
+        (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0usize)));
+    let allocs_at_first_read = Rc::new(Cell::new(None::<u64>));
+    let (g, r, m, a) = (got.clone(), reads.clone(), max_read.clone(), allocs_at_first_read.clone());
+    let start = Instant::now();
+    rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+        ReadEvent::Data(d) => {
+            if a.get().is_none() {
+                a.set(Some(ALLOCS.load(Relaxed)));
+            }
+            g.set(g.get() + d.len() as u64);
+            r.set(r.get() + 1);
+            if d.len() > m.get() {
+                m.set(d.len());
+            }
+        }
+        ReadEvent::Eof => rx.close(lp).expect("open"),
+        ReadEvent::Error(e) => panic!("pump: read: {e}"),
+    })?;
+    lp.run(RunMode::Default)?;
+    let secs = start.elapsed().as_secs_f64();
+    let allocs = ALLOCS.load(Relaxed) - allocs_at_first_read.get().unwrap_or(0);
+    child.wait()?;
+    assert_eq!(got.get(), total, "every byte arrived");
+    let reads = reads.get().max(1);
+    println!(
+        "pump bytes={total} secs={secs:.3} gbps={:.3} reads={reads} max_read={} allocs_per_read={:.4}",
+        total as f64 / secs / 1e9,
+        max_read.get(),
+        allocs as f64 / reads as f64
+    );
+    Ok(())
+}

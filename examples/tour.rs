@@ -1,0 +1,126 @@
+//! A tour of evloop: every kind of handle, in one short program.
+//!
+//! Run it with `cargo run --release --example tour`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use evloop::{Async, Channel, Check, Idle, Loop, Pipe, Prepare, ReadEvent, RunMode, Signal, Timer};
+
+fn main() -> std::io::Result<()> {
+    let mut lp = Loop::new()?;
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let say = {
+        let log = log.clone();
+        move |line: String| {
+            println!("{line}");
+            log.borrow_mut().push(line);
+        }
+    };
+
+    // 1. Timers: a one-shot and a repeating one, ordered by (deadline, start order).
+    println!("== timers");
+    let once = Timer::new(&mut lp);
+    let s = say.clone();
+    once.start(&mut lp, Duration::from_millis(5), Duration::ZERO, move |lp, t| {
+        s(format!("one-shot timer fired at {} ms", lp.now()));
+        t.close(lp).unwrap();
+    })?;
+    let tick = Timer::new(&mut lp);
+    let s = say.clone();
+    let mut n = 0;
+    tick.start(&mut lp, Duration::from_millis(1), Duration::from_millis(2), move |lp, t| {
+        n += 1;
+        s(format!("tick {n}"));
+        if n == 3 {
+            t.close(lp).unwrap();
+        }
+    })?;
+    lp.run(RunMode::Default)?;
+
+    // 2. The phases of one iteration: idle, prepare, (poll), check, close.
+    println!("== phases");
+    let idle = Idle::new(&mut lp);
+    let prep = Prepare::new(&mut lp);
+    let check = Check::new(&mut lp);
+    let s = say.clone();
+    idle.start(&mut lp, move |lp, h| {
+        s("idle".into());
+        h.close(lp).unwrap();
+    })?;
+    let s = say.clone();
+    prep.start(&mut lp, move |lp, h| {
+        s("prepare".into());
+        h.close(lp).unwrap();
+    })?;
+    let s = say.clone();
+    check.start(&mut lp, move |lp, h| {
+        s("check".into());
+        let s = s.clone();
+        h.close_with(lp, move |_| s("close callback".into())).unwrap();
+    })?;
+    lp.run(RunMode::Default)?;
+
+    // 3. Other threads: a waker (coalescing) and a typed channel (in order).
+    println!("== threads");
+    let s = say.clone();
+    let (wake_handle, waker) = Async::new(&mut lp, move |lp, h| {
+        s("woken by another thread".into());
+        h.close(lp).unwrap();
+    });
+    let s = say.clone();
+    let (_chan, tx) = Channel::new(&mut lp, move |_, _, msg: String| s(format!("channel: {msg}")));
+    let worker = std::thread::spawn(move || {
+        for i in 1..=3 {
+            tx.send(format!("message {i}")).unwrap();
+        }
+        waker.wake().unwrap();
+    });
+    lp.run(RunMode::Default)?;
+    worker.join().unwrap();
+    let _ = wake_handle;
+
+    // 4. Signals: a handler on the loop thread.
+    println!("== signals");
+    let sig = Signal::new(&mut lp);
+    let s = say.clone();
+    sig.start_oneshot(&mut lp, evloop::signal::SIGUSR1, move |lp, h, signum| {
+        s(format!("caught signal {signum}"));
+        h.close(lp).unwrap();
+    })?;
+    evloop::signal::raise(evloop::signal::SIGUSR1)?;
+    lp.run(RunMode::Default)?;
+
+    // 5. Pipes: bounded reads, a write queue, shutdown and end of file.
+    println!("== pipes");
+    let (rx, tx) = Pipe::pair(&mut lp)?;
+    let s = say.clone();
+    let mut total = 0;
+    rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+        ReadEvent::Data(bytes) => total += bytes.len(),
+        ReadEvent::Eof => {
+            s(format!("read {total} bytes, then end of file"));
+            rx.close(lp).unwrap();
+        }
+        ReadEvent::Error(e) => panic!("read: {e}"),
+    })?;
+    let big = vec![b'x'; 1 << 20];
+    tx.write_vec(&mut lp, big, |_, r| r.unwrap())?;
+    println!("write queue after a 1 MiB write: {} bytes", tx.write_queue_size(&lp)?);
+    let s = say.clone();
+    tx.shutdown(&mut lp, move |lp, r| {
+        r.unwrap();
+        s("write side shut down".into());
+        tx.close(lp).unwrap();
+    })?;
+    lp.run(RunMode::Default)?;
+
+    println!(
+        "== done: {} events, {} iterations, no handles left: {}",
+        log.borrow().len(),
+        lp.iterations(),
+        lp.handles().is_empty()
+    );
+    Ok(())
+}
