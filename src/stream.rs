@@ -606,12 +606,11 @@ impl Loop {
         if mode == IoMode::SelectHelper {
             // The helper thread may be inside select() with this fd, so it closes it. The
             // description is released now, so the peer sees the close at once.
-            let fd = fd.and_then(|mut fd| match fd::replace_with_devnull(&mut fd) {
-                Ok(()) => Some(fd),
-                Err(e) => {
+            let fd = fd.map(|mut fd| {
+                if let Err(e) = fd::replace_with_devnull(&mut fd) {
                     log::warn!("loop: releasing a select-helper fd: {e}");
-                    Some(fd)
                 }
+                fd
             });
             self.select_helper_release(id, fd);
         }

@@ -23,6 +23,7 @@ const CHILD_ENV: &str = "EVLOOP_TEST_CHILD";
 
 /// What a test may leave behind.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // AllowChildren is for the process tests.
 pub enum Leaks {
     /// Nothing: no fd, no child.
     None,
