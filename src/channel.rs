@@ -2,7 +2,7 @@
 //!
 //! Built on crossbeam-channel. Each send wakes the loop through the same coalescing path as a
 //! [`Waker`](crate::Waker); the loop delivers at most
-//! [`MESSAGES_PER_WAKE_MAX`](crate::limits::MESSAGES_PER_WAKE_MAX) messages per wakeup, then
+//! [`crate::limits::MESSAGES_PER_WAKE_MAX`] messages per wakeup, then
 //! moves on and comes back next iteration.
 
 use std::sync::Arc;
