@@ -37,7 +37,7 @@ fn main() -> std::io::Result<()> {
     from_child.read_start(&mut lp, move |lp, from_child, ev| match ev {
         ReadEvent::Data(d) => {
             t.set(t.get() + d.len() as u64);
-            if t.get() % 1024 == 0 && start.elapsed().as_secs_f64() >= secs {
+            if t.get().is_multiple_of(1024) && start.elapsed().as_secs_f64() >= secs {
                 // Closing stdin makes the child exit; its stdout then ends.
                 to_child.close(lp).expect("open");
             } else {

@@ -39,7 +39,7 @@ fn main() -> std::io::Result<()> {
     for i in 0..count {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let timeout = Duration::from_millis((seed >> 33) % max_ms);
-        if i % 256 == 0 {
+        if i.is_multiple_of(256) {
             started = Instant::now();
         }
         let due = started + timeout;

@@ -103,7 +103,7 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// use evloop::{Loop, RunMode, Timer};
 ///
 /// let mut lp = Loop::new()?;
-/// let t = Timer::new(&mut lp)?;
+/// let t = Timer::new(&mut lp);
 /// t.start(&mut lp, Duration::from_millis(1), Duration::ZERO, |lp, t| {
 ///     println!("fired at {} ms", lp.now());
 ///     t.close(lp).unwrap();
@@ -345,7 +345,7 @@ impl Loop {
     ///
     /// ```
     /// let mut lp = evloop::Loop::new()?;
-    /// let t = evloop::Timer::new(&mut lp)?;
+    /// let t = evloop::Timer::new(&mut lp);
     /// let list = lp.handles();
     /// assert_eq!(list.len(), 1);
     /// assert_eq!(list[0].kind, evloop::HandleKind::Timer);

@@ -191,12 +191,21 @@ hook_handle!(
 hook_handle!(
     /// Runs a callback once per iteration, right after the loop polled for I/O.
     ///
+    /// A check handle alone does not make the poll phase return: something must happen (I/O,
+    /// a timer) or the loop must not wait, as with `NoWait` here.
+    ///
     /// ```
+    /// use std::{cell::Cell, rc::Rc};
     /// use evloop::{Check, Loop, RunMode};
     ///
     /// let mut lp = Loop::new()?;
+    /// let ran = Rc::new(Cell::new(0));
     /// let c = Check::new(&mut lp);
-    /// c.start(&mut lp, |lp, c| c.close(lp).unwrap())?;
+    /// let r = ran.clone();
+    /// c.start(&mut lp, move |_, _| r.set(r.get() + 1))?;
+    /// lp.run(RunMode::NoWait)?;
+    /// assert_eq!(ran.get(), 1);
+    /// c.close(&mut lp)?;
     /// lp.run(RunMode::Default)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```

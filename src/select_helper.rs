@@ -14,10 +14,14 @@
 //! **Interest changes and shutdown** update a shared table under a mutex and write a byte to
 //! the interrupt pipe, so a thread sitting in select comes back and rebuilds its sets.
 //!
-//! **Closing.** The loop never closes an fd the helper watches: it hands the `OwnedFd` over,
-//! and the thread closes it after it has left select. Select never sees a closed fd, and the
-//! fd is closed exactly once. The interrupt pipe's ends are each owned once (libuv leaks the
-//! real fd and closes its socketpair twice, libuv#5207).
+//! **Closing.** An fd must not be closed while the thread is inside `select` with it: select
+//! would fail with `EBADF`, or watch whatever reused the number, and on Linux a sleeping
+//! select also holds a reference to the file, so the peer would not see the close. So closing
+//! is a short handshake: the loop removes the fd from the table, and if the thread is inside
+//! select it interrupts it and waits (on a condition variable) until the thread has left.
+//! Then the loop closes the fd itself, exactly once, and the close is visible at once. The
+//! interrupt pipe's ends are each owned once (libuv leaks the real fd and closes its
+//! socketpair twice, libuv#5207).
 //!
 //! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back), the thread
 //! finds the culprits, reports an error for each to its stream only, stops watching them and
@@ -26,7 +30,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -56,13 +60,17 @@ struct Watch {
 #[derive(Default)]
 struct Table {
     watches: HashMap<u64, Watch>,
-    /// Fds released by the loop, closed by the thread outside select.
-    to_close: Vec<OwnedFd>,
+    /// Selects entered, counting the current one: each entry takes a snapshot of `watches`.
+    selects_entered: u64,
+    /// Selects left. The thread is inside select while this is behind `selects_entered`.
+    selects_left: u64,
     shutdown: bool,
 }
 
 struct Shared {
     table: Mutex<Table>,
+    /// Signalled when the thread leaves select.
+    left_select: Condvar,
 }
 
 /// The loop's handle on its helper thread.
@@ -70,7 +78,8 @@ pub(crate) struct SelectHelper {
     shared: Arc<Shared>,
     interrupt: OwnedFd,
     ready_rx: Receiver<Vec<Ready>>,
-    ack_tx: Sender<()>,
+    /// Acknowledgements carry the batch's vector back, so the hand-off allocates nothing.
+    ack_tx: Sender<Vec<Ready>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -79,13 +88,17 @@ impl SelectHelper {
         let (int_r, int_w) = fd::pipe()?;
         fd::set_nonblocking(int_r.as_fd(), true)?;
         fd::set_nonblocking(int_w.as_fd(), true)?;
-        let shared = Arc::new(Shared { table: Mutex::new(Table::default()) });
+        let shared = Arc::new(Shared { table: Mutex::new(Table::default()), left_select: Condvar::new() });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        let (started_tx, started_rx) = crossbeam_channel::bounded(0);
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("evloop-select".into())
-            .spawn(move || helper_main(thread_shared, int_r, ready_tx, ack_rx, wake))?;
+        let thread = std::thread::Builder::new().name("evloop-select".into()).spawn(move || {
+            let _ = started_tx.send(());
+            helper_main(thread_shared, int_r, ready_tx, ack_rx, wake)
+        })?;
+        // Once the thread runs, it exists under its name (for debuggers, tests, `top -H`).
+        let _ = started_rx.recv();
         log::debug!("loop {loop_id}: select helper thread started");
         Ok(SelectHelper { shared, interrupt: int_w, ready_rx, ack_tx, thread: Some(thread) })
     }
@@ -105,7 +118,7 @@ impl Drop for SelectHelper {
         self.table().shutdown = true;
         self.interrupt();
         // Unblock a thread waiting for an acknowledgement.
-        let _ = self.ack_tx.try_send(());
+        let _ = self.ack_tx.try_send(Vec::new());
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::warn!("the select helper thread panicked");
@@ -122,17 +135,16 @@ fn helper_main(
     shared: Arc<Shared>,
     int_r: OwnedFd,
     ready_tx: Sender<Vec<Ready>>,
-    ack_rx: Receiver<()>,
+    ack_rx: Receiver<Vec<Ready>>,
     wake: Arc<LoopWake>,
 ) {
     let mut rset = FdSet::new();
     let mut wset = FdSet::new();
     let mut watched: Vec<(u64, RawFd, Interest)> = Vec::new();
+    let mut batch: Vec<Ready> = Vec::new();
     loop {
         {
             let mut t = lock(&shared);
-            // Outside select: the released fds can be closed now.
-            t.to_close.clear();
             if t.shutdown {
                 return;
             }
@@ -140,6 +152,10 @@ fn helper_main(
             watched.extend(
                 t.watches.iter().filter(|(_, w)| !w.interest.is_empty()).map(|(&k, w)| (k, w.fd, w.interest)),
             );
+            // Counted under the same lock as the snapshot: a close that removed its fd before
+            // this point will never be selected on; one that removed it after waits for this
+            // select to end.
+            t.selects_entered += 1;
         }
         rset.clear();
         wset.clear();
@@ -152,8 +168,14 @@ fn helper_main(
                 wset.insert(fd);
             }
         }
-        let mut batch = Vec::new();
-        match select(&mut rset, &mut wset, None) {
+        batch.clear();
+        let res = select(&mut rset, &mut wset, None);
+        {
+            let mut t = lock(&shared);
+            t.selects_left = t.selects_entered;
+        }
+        shared.left_select.notify_all();
+        match res {
             Ok(_) => {
                 if rset.contains(int_r.as_raw_fd()) {
                     let mut buf = [0u8; 64];
@@ -192,12 +214,13 @@ fn helper_main(
         if batch.is_empty() {
             continue;
         }
-        if ready_tx.send(batch).is_err() || wake.wake_loop().is_err() {
+        if ready_tx.send(std::mem::take(&mut batch)).is_err() || wake.wake_loop().is_err() {
             return;
         }
         // Lock-step: wait until the loop has read or written.
-        if ack_rx.recv().is_err() {
-            return;
+        match ack_rx.recv() {
+            Ok(returned) => batch = returned,
+            Err(_) => return,
         }
     }
 }
@@ -236,21 +259,29 @@ impl Loop {
         Ok(())
     }
 
-    /// Stops watching stream `id` and hands its fd (if any is left) to the thread to close.
+    /// Stops watching stream `id`; once the thread is out of select, closes `fd` (if any).
     pub(crate) fn select_helper_release(&mut self, id: HandleId, fd: Option<OwnedFd>) {
         let Some(helper) = self.select_helper.as_ref() else { return };
         let mut t = helper.table();
         t.watches.remove(&id.token());
-        t.to_close.extend(fd);
+        // Wait for the select that may hold the fd, not for the thread to be idle: it may
+        // well enter a new select (without this fd) before we get the lock back.
+        let current = t.selects_entered;
+        if t.selects_left < current {
+            helper.interrupt();
+            while t.selects_left < current {
+                t = helper.shared.left_select.wait(t).unwrap_or_else(|p| p.into_inner());
+            }
+        }
         drop(t);
-        helper.interrupt();
+        drop(fd);
     }
 
     /// Runs the streams the helper reported ready, then lets it select again.
     pub(crate) fn select_helper_on_wake(&mut self) {
         let Some(helper) = self.select_helper.as_ref() else { return };
-        let Ok(batch) = helper.ready_rx.try_recv() else { return };
-        for r in batch {
+        let Ok(mut batch) = helper.ready_rx.try_recv() else { return };
+        for &r in &batch {
             let id = HandleId { loop_id: self.id, key: r.token as u32, gen_: (r.token >> 32) as u32 };
             if r.errno != 0 {
                 let e = crate::error::context(
@@ -262,8 +293,9 @@ impl Loop {
                 self.stream_event(id, r.readiness);
             }
         }
+        batch.clear();
         if let Some(helper) = self.select_helper.as_ref() {
-            let _ = helper.ack_tx.try_send(());
+            let _ = helper.ack_tx.try_send(batch);
         }
     }
 }

@@ -604,14 +604,8 @@ impl Loop {
             Some(fd)
         };
         if mode == IoMode::SelectHelper {
-            // The helper thread may be inside select() with this fd, so it closes it. The
-            // description is released now, so the peer sees the close at once.
-            let fd = fd.map(|mut fd| {
-                if let Err(e) = fd::replace_with_devnull(&mut fd) {
-                    log::warn!("loop: releasing a select-helper fd: {e}");
-                }
-                fd
-            });
+            // The helper thread may be inside select() with this fd: the release waits until
+            // it has left, then closes the fd.
             self.select_helper_release(id, fd);
         }
     }

@@ -304,26 +304,3 @@ pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
     Ok(())
 }
-
-/// Points `fd` at `/dev/null`, releasing the open file description it referred to at once,
-/// while the fd number stays valid (`dup3(null, fd)`).
-///
-/// The select helper uses this on close: the peer of a pipe sees the close immediately, and
-/// the helper thread, which may be inside `select` with this number, never meets a closed fd.
-pub fn replace_with_devnull(fd: &mut OwnedFd) -> io::Result<()> {
-    let null = open(c"/dev/null", Access::ReadWrite, false)?;
-    #[cfg(not(target_vendor = "apple"))]
-    {
-        // SAFETY: both fds are open for the call (`null` is owned here, `fd` is exclusively
-        // borrowed from its owner, so nobody else closes it meanwhile); dup3 atomically
-        // replaces what `fd` refers to, and the number stays owned by `fd`.
-        cvt_r(|| unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) })?;
-    }
-    #[cfg(target_vendor = "apple")]
-    {
-        // SAFETY: as above, with dup2 (macOS has no dup3); close-on-exec is set right after.
-        cvt_r(|| unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) })?;
-        set_cloexec(std::os::fd::AsFd::as_fd(fd))?;
-    }
-    Ok(())
-}

@@ -1,0 +1,274 @@
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use evloop::{Loop, Pipe, ReadEvent, RunMode, Timer};
+
+use crate::pipe::{Sum, collect, pattern};
+
+fn helper_loop() -> Loop {
+    Loop::builder().force_select_helper(true).build().unwrap()
+}
+
+/// Thread ids of this process whose name is `name`.
+fn threads_named(name: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// User plus system CPU time of thread `tid`, in clock ticks.
+fn thread_cpu_ticks(tid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // Fields after the parenthesised name: state is field 3; utime, stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Moves both ends of a fresh pipe to fd numbers at or above `min`.
+fn high_pipe(min: i32) -> (OwnedFd, OwnedFd) {
+    let (r, w) = std::io::pipe().unwrap();
+    let r = evloop_platform::fd::dup_cloexec(r.as_fd(), min).unwrap();
+    let w = evloop_platform::fd::dup_cloexec(w.as_fd(), min).unwrap();
+    (r, w)
+}
+
+fn transfer_through(lp: &mut Loop, r: OwnedFd, w: OwnedFd, bytes: usize) {
+    let rx = Pipe::open(lp, r).unwrap();
+    let tx = Pipe::open(lp, w).unwrap();
+    let got = collect(lp, rx);
+    let data = pattern(9, bytes);
+    tx.write(lp, &data, |_, r| r.unwrap()).unwrap();
+    tx.shutdown(lp, move |lp, r| {
+        r.unwrap();
+        tx.close(lp).unwrap();
+    })
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(got.borrow().data, data);
+    assert!(got.borrow().eof);
+}
+
+case!(
+    fn fds_above_1024_and_4096_work() {
+        let (soft, hard) = evloop_platform::fd::nofile_limit().unwrap();
+        if soft < 8192 {
+            evloop_platform::fd::set_nofile_soft_limit(8192.min(hard)).unwrap();
+        }
+        let mut lp = helper_loop();
+        for min in [1025, 4097] {
+            let (r, w) = high_pipe(min);
+            assert!(r.as_raw_fd() >= min && w.as_raw_fd() >= min);
+            transfer_through(&mut lp, r, w, 300_000);
+        }
+        drop(lp);
+        evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+    }
+);
+
+case!(
+    fn two_hundred_streams_at_once() {
+        let mut lp = helper_loop();
+        let mut expect = Vec::new();
+        for i in 0..200u64 {
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let got = collect(&mut lp, rx);
+            let data = pattern(i, 1000 + (i as usize * 997) % 100_000);
+            tx.write(&mut lp, &data, |_, r| r.unwrap()).unwrap();
+            tx.shutdown(&mut lp, move |lp, r| {
+                r.unwrap();
+                tx.close(lp).unwrap();
+            })
+            .unwrap();
+            expect.push((got, data));
+        }
+        lp.run(RunMode::Default).unwrap();
+        for (i, (got, data)) in expect.iter().enumerate() {
+            assert_eq!(got.borrow().data, *data, "stream {i}");
+            assert!(got.borrow().eof, "stream {i}");
+        }
+        assert_eq!(threads_named("evloop-select").len(), 1, "one helper thread serves them all");
+    }
+);
+
+case!(
+    fn interest_changes_while_the_helper_sits_in_select() {
+        let mut lp = helper_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let got = Rc::new(RefCell::new(Sum::new()));
+        let on_read = {
+            let got = got.clone();
+            move |lp: &mut Loop, rx: Pipe, ev: ReadEvent<'_>| match ev {
+                ReadEvent::Data(d) => got.borrow_mut().update(d),
+                ReadEvent::Eof => rx.close(lp).unwrap(),
+                ReadEvent::Error(e) => panic!("{e}"),
+            }
+        };
+        rx.read_start(&mut lp, on_read.clone()).unwrap();
+        // Let the helper settle into select with the read interest.
+        lp.run(RunMode::NoWait).unwrap();
+        let mut sent = Sum::new();
+        let step = Rc::new(Cell::new(0));
+        let t = Timer::new(&mut lp);
+        let blocks: Vec<Vec<u8>> = (0..4).map(|i| pattern(i, 200_000)).collect();
+        for b in &blocks {
+            sent.update(b);
+        }
+        t.start(&mut lp, Duration::from_millis(2), Duration::from_millis(2), move |lp, t| {
+            step.set(step.get() + 1);
+            match step.get() {
+                // Stop reading, then write more than the pipe holds: the write interest is
+                // armed while the helper is in select, and nothing can drain it.
+                1 => {
+                    rx.read_stop(lp).unwrap();
+                    tx.write(lp, &blocks[0], |_, r| r.unwrap()).unwrap();
+                    tx.write(lp, &blocks[1], |_, r| r.unwrap()).unwrap();
+                    assert!(tx.write_queue_size(lp).unwrap() > 0);
+                }
+                // Start reading again: the queue drains through the helper's write reports.
+                2 => rx.read_start(lp, on_read.clone()).unwrap(),
+                3 => {
+                    tx.write(lp, &blocks[2], |_, r| r.unwrap()).unwrap();
+                    tx.write(lp, &blocks[3], |_, r| r.unwrap()).unwrap();
+                }
+                _ => {
+                    if tx.write_queue_size(lp).unwrap() == 0 {
+                        tx.close(lp).unwrap();
+                        t.close(lp).unwrap();
+                    }
+                }
+            }
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*got.borrow(), sent);
+    }
+);
+
+case!(
+    fn closing_a_stream_while_the_helper_is_in_select() {
+        let mut lp = helper_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| panic!("nothing is written")).unwrap();
+        let (rx2, tx2) = Pipe::pair(&mut lp).unwrap();
+        let got = collect(&mut lp, rx2);
+        lp.run(RunMode::NoWait).unwrap();
+        let t = Timer::new(&mut lp);
+        let epipe = Rc::new(Cell::new(false));
+        let e = epipe.clone();
+        t.start(&mut lp, Duration::from_millis(5), Duration::ZERO, move |lp, t| {
+            // The helper watches rx inside select right now.
+            rx.close(lp).unwrap();
+            // The peer sees the close at once: a write gets EPIPE.
+            let e = e.clone();
+            tx.write(lp, b"x", move |_, r| e.set(r.is_err())).unwrap();
+            tx2.write(lp, b"still served", |_, r| r.unwrap()).unwrap();
+            tx2.close(lp).unwrap();
+            t.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(epipe.get(), "the reader end was released when closed");
+        assert_eq!(got.borrow().data, b"still served");
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn dropping_the_loop_ends_the_helper_thread() {
+        let before = threads_named("evloop-select").len();
+        {
+            let mut lp = helper_loop();
+            let (rx, _tx) = Pipe::pair(&mut lp).unwrap();
+            rx.read_start(&mut lp, |_, _, _| {}).unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+            assert_eq!(threads_named("evloop-select").len(), before + 1);
+            // Dropped with the stream open and the thread inside select.
+        }
+        assert_eq!(threads_named("evloop-select").len(), before, "joined");
+    }
+);
+
+case!(
+    /// The lock-step hand-off: idle streams cost the helper no CPU, and a ready stream the
+    /// loop has not read yet does not make it spin.
+    fn issue_4_the_helper_does_not_spin() {
+        let mut lp = helper_loop();
+        let mut pipes = Vec::new();
+        for _ in 0..50 {
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            rx.read_start(&mut lp, |_, _, _| {}).unwrap();
+            pipes.push((rx, tx));
+        }
+        lp.run(RunMode::NoWait).unwrap();
+        let tid = threads_named("evloop-select").pop().unwrap();
+        // 1. Idle: the loop waits 300 ms on a timer while the helper watches 50 streams.
+        let before = thread_cpu_ticks(&tid);
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_millis(300), Duration::ZERO, |_, _| {}).unwrap();
+        let iterations = lp.iterations();
+        while t.is_active(&lp).unwrap() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        let idle = thread_cpu_ticks(&tid) - before;
+        assert!(idle <= 2, "helper used {idle} ticks of CPU in 300 ms of idleness");
+        assert!(lp.iterations() - iterations < 20, "the loop slept too");
+        // 2. Ready but not yet read: data waits on a watched stream and the loop does not run
+        // for 300 ms. The helper reported it once and waits for the loop's acknowledgement;
+        // without that wait, level-triggered select would return at once, over and over.
+        let (rx, tx) = pipes[0];
+        tx.write(&mut lp, b"ready", |_, r| r.unwrap()).unwrap();
+        let (quiet, _keep) = std::io::pipe().unwrap();
+        let before = thread_cpu_ticks(&tid);
+        assert!(
+            !evloop_platform::fd::poll_readable(quiet.as_fd(), Some(Duration::from_millis(300))).unwrap()
+        );
+        let waiting = thread_cpu_ticks(&tid) - before;
+        assert!(waiting <= 2, "helper used {waiting} ticks while waiting for the loop");
+        // The loop then reads the data it was told about.
+        rx.read_stop(&mut lp).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::NoWait).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(got.borrow().data, b"ready");
+        for h in lp.handles() {
+            if !h.closing {
+                lp.close(h.id).unwrap();
+            }
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    fn an_fd_select_rejects_fails_only_its_own_stream() {
+        let mut lp = helper_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        let bad = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let bad_got = collect(&mut lp, bad);
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let good = collect(&mut lp, rx);
+        // Closed behind the loop's back before the helper's next select: select refuses it.
+        // (Closed while the thread is already inside select, Linux reports the fd ready on the
+        // next wakeup and the stream's read fails with EBADF instead; the other streams are
+        // unaffected either way.)
+        nix::unistd::close(raw).unwrap();
+        tx.write(&mut lp, b"the others keep working", |_, r| r.unwrap()).unwrap();
+        tx.shutdown(&mut lp, move |lp, _| tx.close(lp).unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let bad_got = bad_got.borrow();
+        assert_eq!(bad_got.errors.len(), 1, "one error, on that stream");
+        let e = &bad_got.errors[0];
+        assert_eq!(evloop::os_error_code(e), Some(nix::libc::EBADF));
+        assert!(e.to_string().contains("select helper"), "the error says why: {e}");
+        assert_eq!(good.borrow().data, b"the others keep working");
+        drop(w);
+    }
+);
