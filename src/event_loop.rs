@@ -25,7 +25,7 @@ use slab::Slab;
 use crate::async_handle::LoopWake;
 use crate::handle::{CloseCb, Flags, HandleId, HandleInfo, HandleKind, Kind, Slot, stale_error};
 use crate::limits::EVENTS_PER_POLL_MAX;
-use crate::loop_watcher::Hooks;
+use crate::loop_watcher::{Hooks, Phase};
 use crate::signal::LoopSignals;
 use crate::timer::TimerQueue;
 
@@ -119,7 +119,7 @@ pub struct Loop {
     /// Active, referenced handles: the loop is alive while this is non-zero.
     active_refs: usize,
     pub(crate) poller: Poller,
-    events: Option<Events>,
+    events: Events,
     epoch: Instant,
     now_ms: Cell<u64>,
     time_stale: Cell<bool>,
@@ -182,7 +182,7 @@ impl Loop {
             gens: Vec::new(),
             active_refs: 0,
             poller,
-            events: Some(Events::with_capacity(EVENTS_PER_POLL_MAX)),
+            events: Events::with_capacity(EVENTS_PER_POLL_MAX),
             epoch: Instant::now(),
             now_ms: Cell::new(0),
             time_stale: Cell::new(false),
@@ -244,51 +244,42 @@ impl Loop {
         }
         let gen_ = self.gens[key].wrapping_add(1).max(1);
         self.gens[key] = gen_;
-        let inserted = self.slots.insert(Slot { gen_, flags: Flags::REF, kind });
+        let tag = kind.handle_kind();
+        let inserted = self.slots.insert(Slot { gen_, flags: Flags::REF, tag, kind });
         debug_assert_eq!(inserted, key);
         HandleId { loop_id: self.id, key: key as u32, gen_ }
     }
 
-    fn check_id(&self, id: HandleId, kind: HandleKind) -> io::Result<()> {
-        if id.loop_id != self.id {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} id {id:?} belongs to another loop (this is loop {})", kind.name(), self.id),
-            ));
-        }
-        Ok(())
-    }
-
     /// The slot of a live handle of `kind`, or a clear error.
+    #[inline]
     pub(crate) fn slot(&self, id: HandleId, kind: HandleKind) -> io::Result<&Slot> {
-        self.check_id(id, kind)?;
         match self.slots.get(id.key as usize) {
-            Some(s) if s.gen_ == id.gen_ && s.kind.handle_kind() == kind => Ok(s),
-            _ => Err(stale_error(kind)),
+            Some(s) if id.loop_id == self.id && s.gen_ == id.gen_ && s.tag == kind => Ok(s),
+            _ => Err(id_error(self.id, id, kind)),
         }
     }
 
+    #[inline]
     pub(crate) fn slot_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Slot> {
-        self.check_id(id, kind)?;
+        let loop_id = self.id;
         match self.slots.get_mut(id.key as usize) {
-            Some(s) if s.gen_ == id.gen_ && s.kind.handle_kind() == kind => Ok(s),
-            _ => Err(stale_error(kind)),
+            Some(s) if id.loop_id == loop_id && s.gen_ == id.gen_ && s.tag == kind => Ok(s),
+            _ => Err(id_error(loop_id, id, kind)),
         }
     }
 
     /// Like [`slot_mut`](Self::slot_mut), and refuses handles that are closing.
+    #[inline]
     pub(crate) fn open_slot_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Slot> {
         let s = self.slot_mut(id, kind)?;
         if s.flags.contains(Flags::CLOSING) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("the {} is closing", kind.name()),
-            ));
+            return Err(closing_error(kind));
         }
         Ok(s)
     }
 
     /// The slot for an event's or a callback's id, if it is still the same handle.
+    #[inline]
     pub(crate) fn live_slot_mut(&mut self, id: HandleId) -> Option<&mut Slot> {
         self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_)
     }
@@ -357,7 +348,7 @@ impl Loop {
             .iter()
             .map(|(key, s)| HandleInfo {
                 id: HandleId { loop_id: self.id, key: key as u32, gen_: s.gen_ },
-                kind: s.kind.handle_kind(),
+                kind: s.tag,
                 active: s.flags.contains(Flags::ACTIVE),
                 has_ref: s.flags.contains(Flags::REF),
                 closing: s.flags.contains(Flags::CLOSING),
@@ -374,7 +365,7 @@ impl Loop {
             ));
         }
         match self.slots.get(id.key as usize) {
-            Some(s) if s.gen_ == id.gen_ => Ok(s.kind.handle_kind()),
+            Some(s) if s.gen_ == id.gen_ => Ok(s.tag),
             _ => Err(io::Error::new(io::ErrorKind::NotFound, format!("stale handle id {id:?}"))),
         }
     }
@@ -455,14 +446,28 @@ impl Loop {
         while alive && !self.stop_flag {
             self.iterations += 1;
             self.time_stale.set(true);
-            self.run_timers();
-            self.run_pending();
-            self.run_hooks(crate::loop_watcher::Phase::Idle);
-            self.run_hooks(crate::loop_watcher::Phase::Prepare);
+            // Each phase is skipped with one test when it has nothing to do: an iteration
+            // with one busy stream should cost little more than the poll itself.
+            if self.timers.is_armed() {
+                self.run_timers();
+            }
+            if !self.pending.is_empty() {
+                self.run_pending();
+            }
+            if self.hooks.has(Phase::Idle) {
+                self.run_hooks(Phase::Idle);
+            }
+            if self.hooks.has(Phase::Prepare) {
+                self.run_hooks(Phase::Prepare);
+            }
             let timeout = self.poll_timeout(mode);
             self.poll(timeout)?;
-            self.run_hooks(crate::loop_watcher::Phase::Check);
-            self.run_closing();
+            if self.hooks.has(Phase::Check) {
+                self.run_hooks(Phase::Check);
+            }
+            if !self.closing.is_empty() {
+                self.run_closing();
+            }
             if mode == RunMode::Once {
                 // ONCE promises progress: timers that came due while we waited run now.
                 self.time_stale.set(true);
@@ -546,20 +551,23 @@ impl Loop {
     }
 
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.flush_io();
-        let timeout = if self.io_dirty.is_empty() { timeout } else { Some(Duration::ZERO) };
-        let mut events = self.events.take().expect("events buffer is only taken during poll");
-        let res = self.poller.wait(&mut events, timeout);
-        self.time_stale.set(true);
-        if let Err(e) = res {
-            self.events = Some(events);
-            return Err(e);
+        let mut timeout = timeout;
+        if !self.io_dirty.is_empty() {
+            self.flush_io();
+            if !self.io_dirty.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
         }
-        for ev in events.iter() {
+        self.poller.wait(&mut self.events, timeout)?;
+        self.time_stale.set(true);
+        // By index: each event is copied out, so callbacks get the loop without a borrow.
+        for i in 0..self.events.len() {
+            let ev = self.events.get(i);
             self.dispatch(ev);
         }
-        self.events = Some(events);
-        self.run_always_ready();
+        if !self.always_ready.is_empty() {
+            self.run_always_ready();
+        }
         Ok(())
     }
 
@@ -631,6 +639,26 @@ impl AsRawFd for Loop {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.backend_fd().as_raw_fd()
     }
+}
+
+/// Why `id` does not name a live handle of `kind` in loop `loop_id`. Kept out of line: the
+/// lookups above are on every hot path.
+#[cold]
+#[inline(never)]
+fn id_error(loop_id: u32, id: HandleId, kind: HandleKind) -> io::Error {
+    if id.loop_id != loop_id {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} id {id:?} belongs to another loop (this is loop {loop_id})", kind.name()),
+        );
+    }
+    stale_error(kind)
+}
+
+#[cold]
+#[inline(never)]
+fn closing_error(kind: HandleKind) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, format!("the {} is closing", kind.name()))
 }
 
 struct RunGuard<'a>(&'a mut Loop);

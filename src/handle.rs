@@ -108,6 +108,8 @@ pub(crate) type CloseCb = Box<dyn FnOnce(&mut Loop)>;
 pub(crate) struct Slot {
     pub(crate) gen_: u32,
     pub(crate) flags: Flags,
+    /// What `kind` holds, kept beside it so that id checks need not look inside.
+    pub(crate) tag: HandleKind,
     pub(crate) kind: Kind,
 }
 

@@ -52,7 +52,12 @@ pub(crate) struct Hooks {
 
 impl Hooks {
     pub(crate) fn has_idle(&self) -> bool {
-        !self.lists[Phase::Idle.index()].is_empty()
+        self.has(Phase::Idle)
+    }
+
+    #[inline]
+    pub(crate) fn has(&self, phase: Phase) -> bool {
+        !self.lists[phase.index()].is_empty()
     }
 
     pub(crate) fn remove(&mut self, phase: Phase, id: HandleId) {

@@ -146,6 +146,7 @@ impl Loop {
     }
 
     /// The stream state of an open (not closing) pipe or tty.
+    #[inline]
     pub(crate) fn stream_mut(&mut self, id: HandleId, kind: HandleKind) -> io::Result<&mut Stream> {
         match &mut self.open_slot_mut(id, kind)?.kind {
             Kind::Stream(s) => Ok(s),
@@ -160,6 +161,7 @@ impl Loop {
         }
     }
 
+    #[inline]
     fn live_stream(&mut self, id: HandleId) -> Option<&mut Stream> {
         match self.live_slot_mut(id) {
             Some(slot) if !slot.flags.contains(Flags::CLOSING) => match &mut slot.kind {
@@ -228,66 +230,74 @@ impl Loop {
         Ok(self.stream_ref(id, kind)?.read_cap)
     }
 
-    /// Calls the read callback of `id` with `ev`, handling a callback that stops, restarts or
-    /// closes the stream.
+    /// Delivers the last event of a read (end of file or an error): reading stops first, and
+    /// the callback is dropped after it ran.
     fn deliver_read(&mut self, id: HandleId, ev: ReadEvent<'_>) {
+        debug_assert!(!matches!(ev, ReadEvent::Data(_)));
+        let Some(s) = self.live_stream(id) else { return };
+        let Some(mut cb) = s.read_cb.take() else { return };
+        s.reading = false;
+        s.read_epoch = s.read_epoch.wrapping_add(1);
+        cb(self, id, ev);
+        self.stream_sync(id);
+    }
+
+    #[inline(never)]
+    fn stream_read(&mut self, id: HandleId) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        // The callback comes out once per event, not once per read.
         let Some(s) = self.live_stream(id) else { return };
         let Some(mut cb) = s.read_cb.take() else { return };
         let epoch = s.read_epoch;
-        let last = !matches!(ev, ReadEvent::Data(_));
-        if last {
-            s.reading = false;
-            s.read_epoch = s.read_epoch.wrapping_add(1);
+        let cap = s.read_cap;
+        let eio_is_eof = s.eio_is_eof;
+        if buf.len() < cap {
+            buf.resize(cap, 0);
         }
-        cb(self, id, ev);
-        if last {
-            self.stream_sync(id);
-            return;
-        }
-        if let Some(s) = self.live_stream(id) {
-            if s.read_epoch == epoch && s.read_cb.is_none() {
-                s.read_cb = Some(cb);
-            }
-        }
-    }
-
-    fn stream_read(&mut self, id: HandleId) {
-        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut last = None;
         for _ in 0..READS_PER_EVENT_MAX {
+            // Still this stream, still reading with this callback (a callback may stop,
+            // restart or close it), and the fd to read.
             let Some(s) = self.live_stream(id) else { break };
-            if !s.reading {
+            if !s.reading || s.read_epoch != epoch {
                 break;
-            }
-            let cap = s.read_cap;
-            let eio_is_eof = s.eio_is_eof;
-            if buf.len() < cap {
-                buf.resize(cap, 0);
             }
             let res = match s.io.fd() {
                 Ok(fd) => fd::read(fd, &mut buf[..cap]),
                 Err(e) => Err(e),
             };
             match res {
-                Ok(0) => {
-                    self.deliver_read(id, ReadEvent::Eof);
-                    break;
-                }
+                Ok(0) => last = Some(ReadEvent::Eof),
                 Ok(n) => {
-                    self.deliver_read(id, ReadEvent::Data(&buf[..n]));
-                    if n < cap {
-                        break;
+                    cb(self, id, ReadEvent::Data(&buf[..n]));
+                    if n == cap {
+                        continue;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
-                    // The other side of the terminal is gone, and everything it wrote has
-                    // been read (Linux returns EIO only once the buffer is empty).
-                    self.deliver_read(id, ReadEvent::Eof);
-                    break;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The other side of the terminal is gone, and everything it wrote has been
+                // read (Linux returns EIO only once the buffer is empty).
+                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => last = Some(ReadEvent::Eof),
+                Err(e) => last = Some(ReadEvent::Error(e)),
+            }
+            break;
+        }
+        match last {
+            // End of file or an error: reading stops first, and the callback is dropped
+            // after its last call.
+            Some(ev) => {
+                if let Some(s) = self.live_stream(id) {
+                    s.reading = false;
+                    s.read_epoch = s.read_epoch.wrapping_add(1);
                 }
-                Err(e) => {
-                    self.deliver_read(id, ReadEvent::Error(e));
-                    break;
+                cb(self, id, ev);
+                self.stream_sync(id);
+            }
+            None => {
+                if let Some(s) = self.live_stream(id) {
+                    if s.read_epoch == epoch && s.read_cb.is_none() {
+                        s.read_cb = Some(cb);
+                    }
                 }
             }
         }
@@ -300,10 +310,16 @@ impl Loop {
         self.pending.push_back(Pending::Write(cb, result));
     }
 
+    #[inline]
     fn check_writable(s: &Stream, kind: HandleKind) -> io::Result<()> {
         if matches!(s.shutdown, Shutdown::None) && s.writable {
             return Ok(());
         }
+        Self::not_writable(s, kind)
+    }
+
+    #[cold]
+    fn not_writable(s: &Stream, kind: HandleKind) -> io::Result<()> {
         let why = if !matches!(s.shutdown, Shutdown::None) {
             "it was shut down for writing"
         } else {
@@ -369,6 +385,7 @@ impl Loop {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn try_write(&mut self, id: HandleId, kind: HandleKind, data: &[u8]) -> io::Result<usize> {
         let s = self.stream_mut(id, kind)?;
         Self::check_writable(s, kind)?;
@@ -386,6 +403,7 @@ impl Loop {
         Ok(self.stream_ref(id, kind)?.queued_bytes)
     }
 
+    #[inline(never)]
     fn stream_flush(&mut self, id: HandleId) {
         for _ in 0..WRITES_PER_EVENT_MAX {
             let Some(s) = self.live_stream(id) else { return };
@@ -488,6 +506,7 @@ impl Loop {
 
     // ----- readiness, flush, close --------------------------------------------------------
 
+    #[inline]
     pub(crate) fn stream_event(&mut self, id: HandleId, r: Readiness) {
         let Some(s) = self.live_stream(id) else { return };
         let (reading, writing) = (s.reading, !s.queue.is_empty());
@@ -643,6 +662,7 @@ macro_rules! stream_methods {
             /// Starts reading: `cb` receives data (at most the read cap per call), then end of
             /// file or an error, after which reading has stopped. Starting twice is an error;
             /// so is reading an fd open for writing only.
+            #[inline]
             pub fn read_start(
                 self,
                 lp: &mut $crate::Loop,
@@ -653,6 +673,7 @@ macro_rules! stream_methods {
 
             /// Stops reading. Data arriving meanwhile stays in the kernel. Stopping twice does
             /// nothing.
+            #[inline]
             pub fn read_stop(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
                 lp.read_stop(self.0, $kind)
             }
@@ -664,6 +685,7 @@ macro_rules! stream_methods {
             ///
             /// Returns an error, and never calls `cb`, for a handle that cannot be written:
             /// closed, shut down, or open for reading only.
+            #[inline]
             pub fn write(
                 self,
                 lp: &mut $crate::Loop,
@@ -675,6 +697,7 @@ macro_rules! stream_methods {
 
             /// Like [`write`](Self::write), taking ownership of `data` so that a queued
             /// remainder is not copied: the way to write large buffers.
+            #[inline]
             pub fn write_vec(
                 self,
                 lp: &mut $crate::Loop,
@@ -688,6 +711,7 @@ macro_rules! stream_methods {
             /// that was. Fails with [`WouldBlock`](std::io::ErrorKind::WouldBlock) when the
             /// kernel takes nothing, or when writes are queued: writing around them would
             /// reorder the data.
+            #[inline]
             pub fn try_write(self, lp: &mut $crate::Loop, data: &[u8]) -> std::io::Result<usize> {
                 lp.try_write(self.0, $kind, data)
             }
@@ -696,6 +720,7 @@ macro_rules! stream_methods {
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
             /// of file; a socket is half-closed. A read-write pipe or tty cannot be
             /// half-closed: that is an error.
+            #[inline]
             pub fn shutdown(
                 self,
                 lp: &mut $crate::Loop,
@@ -705,6 +730,7 @@ macro_rules! stream_methods {
             }
 
             /// Bytes queued and not yet written.
+            #[inline]
             pub fn write_queue_size(self, lp: &$crate::Loop) -> std::io::Result<usize> {
                 lp.write_queue_size(self.0, $kind)
             }
@@ -713,17 +739,20 @@ macro_rules! stream_methods {
             /// [`READ_CAP_BYTES_MIN`](crate::limits::READ_CAP_BYTES_MIN) and
             /// [`READ_CAP_BYTES_MAX`](crate::limits::READ_CAP_BYTES_MAX). The default is
             /// [`READ_CAP_BYTES_DEFAULT`](crate::limits::READ_CAP_BYTES_DEFAULT) (64 KiB).
+            #[inline]
             pub fn set_read_cap(self, lp: &mut $crate::Loop, bytes: usize) -> std::io::Result<()> {
                 lp.set_read_cap(self.0, $kind, bytes)
             }
 
             /// The most bytes one read asks for.
+            #[inline]
             pub fn read_cap(self, lp: &$crate::Loop) -> std::io::Result<usize> {
                 lp.read_cap(self.0, $kind)
             }
 
             /// The handle's fd, borrowed from the loop (for `fstat`, `F_SETPIPE_SZ`,
             /// `ioctl`s). Do not close it or change its flags.
+            #[inline]
             pub fn fd(self, lp: &$crate::Loop) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
                 lp.stream_ref(self.0, $kind)?.io.fd()
             }

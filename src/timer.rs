@@ -55,6 +55,12 @@ pub(crate) struct TimerQueue {
 }
 
 impl TimerQueue {
+    /// Whether any entry (live or stale) is queued: the timers phase has work.
+    #[inline]
+    pub(crate) fn is_armed(&self) -> bool {
+        !self.buckets.is_empty()
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.buckets.first_key_value().map(|(&d, _)| d)
     }

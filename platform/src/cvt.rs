@@ -20,6 +20,7 @@ macro_rules! impl_is_minus_one {
 impl_is_minus_one! { i32 i64 isize }
 
 /// Turns `-1` into the thread's `errno` as an `io::Error`.
+#[inline]
 pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
     if ret.is_minus_one() { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
@@ -29,6 +30,7 @@ pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
 /// Only for calls that are safe to repeat unchanged: reads, writes, `fcntl`, `waitpid`,
 /// `tcsetattr`. A blocking wait with a timeout must not use this (the timeout would restart);
 /// the poller reports `EINTR` as "no events" instead.
+#[inline]
 pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
     loop {
         match cvt(f()) {

@@ -105,6 +105,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
 /// `read(2)`, retrying `EINTR`. Asks for at most [`IO_BYTES_LIMIT`] bytes.
 ///
 /// `Ok(0)` is end of file (or an empty `buf`).
+#[inline]
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let len = buf.len().min(IO_BYTES_LIMIT);
     // SAFETY: `buf` is valid for writes of `len` bytes for the whole call, and `fd` is
@@ -114,6 +115,7 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `write(2)`, retrying `EINTR`. Writes at most [`IO_BYTES_LIMIT`] bytes.
+#[inline]
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let len = buf.len().min(IO_BYTES_LIMIT);
     // SAFETY: `buf` is valid for reads of `len` bytes for the whole call; `fd` is borrowed.
@@ -123,6 +125,7 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 /// `writev(2)`, retrying `EINTR`. Passes at most [`IOV_MAX`] buffers; the caller sees how
 /// many bytes went out and advances its queue.
+#[inline]
 pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
     // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix, the slice is

@@ -44,25 +44,16 @@ impl Events {
 
     /// The events of the last wait.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.buf[..self.len].iter().map(|e| {
-            // epoll_event is packed on x86_64: copy the fields out, never reference them.
-            let bits = e.events;
-            let token = e.u64;
-            let mut r = Readiness::empty();
-            if bits & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
-                r |= Readiness::READABLE;
-            }
-            if bits & libc::EPOLLOUT as u32 != 0 {
-                r |= Readiness::WRITABLE;
-            }
-            if bits & (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0 {
-                r |= Readiness::HUP;
-            }
-            if bits & libc::EPOLLERR as u32 != 0 {
-                r |= Readiness::ERROR;
-            }
-            Event { token, readiness: r, change_error: 0 }
-        })
+        (0..self.len).map(|i| self.get(i))
+    }
+
+    /// Event `i` of the last wait (`i < len()`).
+    #[inline]
+    pub fn get(&self, i: usize) -> Event {
+        // epoll_event is packed on x86_64: copy it out, never reference its fields.
+        let e = self.buf[..self.len][i];
+        // We never ask for EPOLLPRI or EPOLLRDHUP, so epoll's bits are our Readiness bits.
+        Event { token: e.u64, readiness: Readiness::from_bits_truncate(e.events), change_error: 0 }
     }
 }
 
@@ -125,10 +116,12 @@ impl Poller {
     pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => -1,
+            Some(d) if d.is_zero() => 0,
             Some(d) => {
                 // Round up: a 0.3 ms timeout must not become a busy poll of 0 ms.
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(libc::c_int::MAX as u128) as libc::c_int
+                let sub = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
+                let ms = d.as_secs().saturating_mul(1000).saturating_add(sub);
+                ms.min(libc::c_int::MAX as u64) as libc::c_int
             }
         };
         let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;

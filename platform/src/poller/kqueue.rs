@@ -121,36 +121,44 @@ impl Events {
 
     /// The events of the last wait: rejected changes first, then readiness.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.failed.iter().copied().chain(self.buf[..self.len].iter().map(|k| {
-            let token = token_of(k);
-            let flags = k.flags;
-            if flags & libc::EV_ERROR != 0 {
-                return Event { token, readiness: Readiness::empty(), change_error: k.data as i32 };
-            }
-            let eof = flags & libc::EV_EOF != 0;
-            let mut r = Readiness::empty();
-            match k.filter {
-                f if f == libc::EVFILT_READ => {
-                    r |= Readiness::READABLE;
-                    if eof {
-                        r |= Readiness::HUP;
-                        // Sockets put their error in fflags (mio does the same check).
-                        if k.fflags != 0 {
-                            r |= Readiness::ERROR;
-                        }
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Event `i` of the last wait (`i < len()`).
+    #[inline]
+    pub fn get(&self, i: usize) -> Event {
+        if let Some(&failed) = self.failed.get(i) {
+            return failed;
+        }
+        let k = &self.buf[..self.len][i - self.failed.len()];
+        let token = token_of(k);
+        let flags = k.flags;
+        if flags & libc::EV_ERROR != 0 {
+            return Event { token, readiness: Readiness::empty(), change_error: k.data as i32 };
+        }
+        let eof = flags & libc::EV_EOF != 0;
+        let mut r = Readiness::empty();
+        match k.filter {
+            libc::EVFILT_READ => {
+                r |= Readiness::READABLE;
+                if eof {
+                    r |= Readiness::HUP;
+                    // Sockets put their error in fflags (mio does the same check).
+                    if k.fflags != 0 {
+                        r |= Readiness::ERROR;
                     }
                 }
-                f if f == libc::EVFILT_WRITE => {
-                    r |= Readiness::WRITABLE;
-                    if eof {
-                        r |= Readiness::HUP | Readiness::ERROR;
-                    }
-                }
-                // EVFILT_USER (the waker) and EVFILT_PROC (a child exited) read as "readable".
-                _ => r |= Readiness::READABLE,
             }
-            Event { token, readiness: r, change_error: 0 }
-        }))
+            libc::EVFILT_WRITE => {
+                r |= Readiness::WRITABLE;
+                if eof {
+                    r |= Readiness::HUP | Readiness::ERROR;
+                }
+            }
+            // EVFILT_USER (the waker) and EVFILT_PROC (a child exited) read as "readable".
+            _ => r |= Readiness::READABLE,
+        }
+        Event { token, readiness: r, change_error: 0 }
     }
 }
 

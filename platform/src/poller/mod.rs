@@ -25,7 +25,8 @@
 //!   `timeout` (`None` waits forever; sub-millisecond timeouts round up, never down to a
 //!   busy poll). A signal interrupting the wait (`EINTR`) gives an empty batch, not an
 //!   error: the caller recomputes its timeout.
-//! - `Events::with_capacity(n)`, `Events::iter()` yielding [`Event`]s, `Events::len()`.
+//! - `Events::with_capacity(n)`, `Events::len()`, `Events::get(i)` and `Events::iter()`
+//!   yielding [`Event`]s.
 //!
 //! The backend owns no policy: which fds go where, and what an event means for a handle, is
 //! decided by the loop.
@@ -54,20 +55,38 @@ bitflags! {
 }
 
 bitflags! {
-    /// What an event reports.
+    /// What an event reports. On Linux the bits are epoll's own, so an event converts with a
+    /// mask.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-    pub struct Readiness: u8 {
+    pub struct Readiness: u32 {
         /// A read will not block (data, end of file or an error is there).
-        const READABLE = 1;
+        const READABLE = READABLE_BIT;
         /// A write will not block.
-        const WRITABLE = 2;
-        /// The peer is gone: epoll's `EPOLLHUP`/`EPOLLRDHUP`, kqueue's `EV_EOF`. Data may
-        /// still be buffered; the caller drains before it reports end of file.
-        const HUP = 4;
+        const WRITABLE = WRITABLE_BIT;
         /// An error is pending on the fd (`EPOLLERR`; a pipe's write end whose reader closed).
-        const ERROR = 8;
+        const ERROR = ERROR_BIT;
+        /// The peer is gone: epoll's `EPOLLHUP`, kqueue's `EV_EOF`. Data may still be
+        /// buffered; the caller drains before it reports end of file.
+        const HUP = HUP_BIT;
     }
 }
+
+#[cfg(target_os = "linux")]
+const READABLE_BIT: u32 = libc::EPOLLIN as u32;
+#[cfg(target_os = "linux")]
+const WRITABLE_BIT: u32 = libc::EPOLLOUT as u32;
+#[cfg(target_os = "linux")]
+const ERROR_BIT: u32 = libc::EPOLLERR as u32;
+#[cfg(target_os = "linux")]
+const HUP_BIT: u32 = libc::EPOLLHUP as u32;
+#[cfg(not(target_os = "linux"))]
+const READABLE_BIT: u32 = 1;
+#[cfg(not(target_os = "linux"))]
+const WRITABLE_BIT: u32 = 2;
+#[cfg(not(target_os = "linux"))]
+const ERROR_BIT: u32 = 4;
+#[cfg(not(target_os = "linux"))]
+const HUP_BIT: u32 = 8;
 
 /// One event out of a [`Poller::wait`] batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
