@@ -148,8 +148,14 @@ impl Async {
 impl Loop {
     /// The poller reported the wake object: run the callbacks of every woken handle.
     pub(crate) fn on_wake(&mut self) {
-        self.wake.triggered.store(false, SeqCst);
+        // Reset the OS object first, then the flag. The other order loses wakeups: a wake
+        // landing between the two would see the flag clear, trigger the OS object, and have
+        // the trigger consumed by the reset, leaving the flag set with nothing pending, so
+        // every later wake would skip the OS object. In this order a wake between the two
+        // sees the flag still set and skips the trigger; its work is already queued (tokens
+        // and helper batches are queued before the wake), and is drained below.
         self.wake.waker.reset();
+        self.wake.triggered.store(false, SeqCst);
         // Only the handles woken before now: a thread that keeps waking cannot pin us here.
         for _ in 0..self.wake.rx.len() {
             let Ok(token) = self.wake.rx.try_recv() else { break };

@@ -130,3 +130,45 @@ case!(
         assert!(matches!(tx.try_send("x".into()), Err(evloop::channel::TrySendError::Disconnected(_))));
     }
 );
+
+case!(
+    /// A wake racing with the loop's reset of its wake object must not be lost. A thread and
+    /// the loop ping-pong 20,000 times: each round needs exactly the previous wake delivered.
+    fn issue_2_no_wakeup_is_lost() {
+        let mut lp = test_loop();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+        let rounds = Rc::new(Cell::new(0u32));
+        let r = rounds.clone();
+        let (handle, waker) = Async::new(&mut lp, move |lp, h| {
+            r.set(r.get() + 1);
+            back_tx.send(()).unwrap();
+            if r.get() == 20_000 {
+                h.close(lp).unwrap();
+            }
+        });
+        // A second source of wakes on the same loop, so both race for the wake object.
+        let (noise, noise_waker) = Async::new(&mut lp, |_, _| {});
+        noise.set_ref(&mut lp, false).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let noisy = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = noise_waker.wake();
+            }
+        });
+        let pinger = std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                waker.wake().unwrap();
+                back_rx.recv().unwrap();
+            }
+        });
+        lp.run(RunMode::Default).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        pinger.join().unwrap();
+        noisy.join().unwrap();
+        assert_eq!(rounds.get(), 20_000);
+        let _ = handle;
+        noise.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

@@ -12,6 +12,9 @@
 //! Set `EVLOOP_TEST_FORCE_SELECT=1` to build every loop from [`test_loop`] with the select
 //! helper forced on.
 
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;

@@ -1,0 +1,591 @@
+//! A model-checked operation fuzzer for evloop.
+//!
+//! A seed drives a deterministic generator of loop operations: create and close pipes (also
+//! from inside callbacks), start and stop reads, write, try_write and shutdown, start, stop
+//! and re-arm timers, wake async handles from other threads, use stale and foreign ids, and
+//! run the loop a step at a time. A small model of what must be true runs beside it:
+//!
+//! - no panic, anywhere;
+//! - every write and shutdown callback runs exactly once, and every close callback exactly
+//!   once;
+//! - the bytes a reader receives are a prefix of the bytes written to its pipe, in order, and
+//!   all of them when the writer shut down cleanly and the reader read to end of file;
+//! - a stale or foreign id always gives an error;
+//! - a stopped timer never fires, a one-shot timer fires at most once per start;
+//! - once the loop is dropped, no fd is left that it opened.
+//!
+//! `tests/fuzz.rs` runs a fixed set of seeds; `examples/fuzz_soak.rs` runs seeds for as long
+//! as asked and reports how many sequences and operations it tried.
+
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use evloop::{Async, HandleId, Loop, Pipe, ReadEvent, RunMode, Timer, Waker};
+
+/// What a run tried.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub sequences: u64,
+    pub ops: u64,
+    pub bytes_written: u64,
+    pub callbacks: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.sequences += o.sequences;
+        self.ops += o.ops;
+        self.bytes_written += o.bytes_written;
+        self.callbacks += o.callbacks;
+    }
+}
+
+/// xorshift64*: small, fast, deterministic.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Counts calls of one callback; the model checks it ran exactly once.
+#[derive(Clone, Default)]
+struct Once(Rc<Cell<u32>>);
+
+impl Once {
+    fn hit(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn count(&self) -> u32 {
+        self.0.get()
+    }
+}
+
+struct PipeModel {
+    rx: Pipe,
+    tx: Pipe,
+    /// Shared with timer callbacks that may close the end.
+    rx_open: Rc<Cell<bool>>,
+    tx_open: Rc<Cell<bool>>,
+    reading: bool,
+    shut: bool,
+    /// Every byte handed to write/try_write, in order.
+    sent: Vec<u8>,
+    /// Set when any write failed or was cancelled: from then on only a prefix is promised.
+    lossy: Rc<Cell<bool>>,
+    received: Rc<RefCell<Vec<u8>>>,
+    eof: Rc<Cell<bool>>,
+    read_error: Rc<Cell<bool>>,
+}
+
+struct TimerModel {
+    t: Timer,
+    open: bool,
+    /// The model's view: may the callback fire now?
+    armed: Rc<Cell<bool>>,
+    repeating: Rc<Cell<bool>>,
+    fired: Rc<Cell<u32>>,
+}
+
+/// Everything the sequence has to check at the end.
+#[derive(Default)]
+struct Ledger {
+    /// Callbacks that must run exactly once.
+    once: Vec<(String, Once)>,
+    /// Close callbacks registered from inside callbacks: (what, how many were registered,
+    /// how many ran).
+    counted: Vec<(String, Rc<Cell<u32>>, Once)>,
+    stale: Rc<RefCell<Vec<HandleId>>>,
+    callbacks: Rc<Cell<u64>>,
+}
+
+impl Ledger {
+    fn expect_once(&mut self, what: String) -> Once {
+        let o = Once::default();
+        self.once.push((what, o.clone()));
+        o
+    }
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what()) }
+}
+
+fn start_reading(lp: &mut Loop, p: &mut PipeModel, calls: &Rc<Cell<u64>>) -> io::Result<()> {
+    let (received, eof, err, calls) =
+        (p.received.clone(), p.eof.clone(), p.read_error.clone(), calls.clone());
+    // Per read_start: the last event (end of file or an error) comes at most once, and
+    // nothing after it. Restarting after end of file reports end of file again.
+    let ended = Cell::new(false);
+    p.rx.read_start(lp, move |_, _, ev| {
+        calls.set(calls.get() + 1);
+        assert!(!ended.get(), "a read callback ran after its last event");
+        match ev {
+            ReadEvent::Data(d) => {
+                assert!(!eof.get(), "data after end of file");
+                received.borrow_mut().extend_from_slice(d);
+            }
+            ReadEvent::Eof => {
+                eof.set(true);
+                ended.set(true);
+            }
+            ReadEvent::Error(_) => {
+                err.set(true);
+                ended.set(true);
+            }
+        }
+    })
+}
+
+/// Runs one sequence of `ops` operations from `seed`. `Err` describes the first violation.
+pub fn run_sequence(seed: u64, ops: usize, force_select: bool) -> Result<Stats, String> {
+    let fds_before = evloop_platform::fd::open_fds().map_err(|e| e.to_string())?;
+    let stats = {
+        let mut lp = Loop::builder()
+            .force_select_helper(force_select)
+            .build()
+            .map_err(|e| format!("new loop: {e}"))?;
+        let mut foreign = Loop::new().map_err(|e| e.to_string())?;
+        let foreign_timer = Timer::new(&mut foreign);
+        let result = sequence(&mut lp, seed, ops, foreign_timer.id());
+        foreign_timer.close(&mut foreign).map_err(|e| e.to_string())?;
+        foreign.run(RunMode::Default).map_err(|e| e.to_string())?;
+        result?
+    };
+    let fds_after = evloop_platform::fd::open_fds().map_err(|e| e.to_string())?;
+    check(fds_after == fds_before, || {
+        format!("seed {seed}: fds before {fds_before:?}, after {fds_after:?}")
+    })?;
+    Ok(stats)
+}
+
+fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<Stats, String> {
+    let mut rng = Rng::new(seed);
+    let mut ledger = Ledger::default();
+    let calls = ledger.callbacks.clone();
+    let mut pipes: Vec<PipeModel> = Vec::new();
+    let mut timers: Vec<TimerModel> = Vec::new();
+    let mut wakers: Vec<(Async, Waker, Rc<Cell<u32>>)> = Vec::new();
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let stop_threads = Arc::new(AtomicBool::new(false));
+    let mut stats = Stats { sequences: 1, ..Stats::default() };
+    let ctx = |op: usize, what: &str| format!("seed {seed}, op {op} ({what})");
+
+    for op in 0..ops {
+        stats.ops += 1;
+        let pick = rng.below(100);
+        match pick {
+            // Create a pipe, maybe with reading on.
+            0..=7 if pipes.len() < 16 => {
+                let (rx, tx) = Pipe::pair(lp).map_err(|e| format!("{}: {e}", ctx(op, "pair")))?;
+                let mut p = PipeModel {
+                    rx,
+                    tx,
+                    rx_open: Rc::new(Cell::new(true)),
+                    tx_open: Rc::new(Cell::new(true)),
+                    reading: false,
+                    shut: false,
+                    sent: Vec::new(),
+                    lossy: Rc::new(Cell::new(false)),
+                    received: Rc::default(),
+                    eof: Rc::default(),
+                    read_error: Rc::default(),
+                };
+                if rng.chance(70) {
+                    start_reading(lp, &mut p, &calls)
+                        .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
+                    p.reading = true;
+                }
+                pipes.push(p);
+            }
+            // Write (borrowed or owned), or try_write.
+            8..=35 if !pipes.is_empty() => {
+                let i = rng.below(pipes.len() as u64) as usize;
+                let len = match rng.below(10) {
+                    0 => 0,
+                    1..=6 => rng.below(512) as usize + 1,
+                    7 | 8 => rng.below(70_000) as usize + 1,
+                    _ => rng.below(300_000) as usize + 1,
+                };
+                let byte = rng.next() as u8;
+                let data: Vec<u8> = (0..len).map(|k| byte.wrapping_add(k as u8)).collect();
+                let p = &mut pipes[i];
+                let writable = p.tx_open.get() && !p.shut;
+                if rng.chance(20) {
+                    let r = p.tx.try_write(lp, &data);
+                    match r {
+                        Ok(n) => {
+                            check(writable, || {
+                                format!("{}: try_write on a closed pipe", ctx(op, "try_write"))
+                            })?;
+                            p.sent.extend_from_slice(&data[..n]);
+                            stats.bytes_written += n as u64;
+                        }
+                        Err(e) => check(
+                            !writable
+                                || e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::BrokenPipe,
+                            || format!("{}: unexpected {e}", ctx(op, "try_write")),
+                        )?,
+                    }
+                } else {
+                    let once = ledger.expect_once(ctx(op, "write callback"));
+                    let lossy = p.lossy.clone();
+                    let cb = move |_: &mut Loop, r: io::Result<()>| {
+                        once.hit();
+                        if r.is_err() {
+                            lossy.set(true);
+                        }
+                    };
+                    let r = if rng.chance(50) {
+                        p.tx.write(lp, &data, cb)
+                    } else {
+                        p.tx.write_vec(lp, data.clone(), cb)
+                    };
+                    match r {
+                        Ok(()) => {
+                            check(writable, || {
+                                format!("{}: write accepted on a closed pipe", ctx(op, "write"))
+                            })?;
+                            p.sent.extend_from_slice(&data);
+                            stats.bytes_written += len as u64;
+                        }
+                        Err(_) => {
+                            check(!writable, || {
+                                format!("{}: write refused on an open pipe", ctx(op, "write"))
+                            })?;
+                            // Refused writes never call back: take it off the ledger.
+                            ledger.once.pop();
+                        }
+                    }
+                }
+            }
+            // Start or stop reading.
+            36..=45 if !pipes.is_empty() => {
+                let i = rng.below(pipes.len() as u64) as usize;
+                let p = &mut pipes[i];
+                if p.reading {
+                    let r = p.rx.read_stop(lp);
+                    check(r.is_ok() == p.rx_open.get(), || format!("{}: {r:?}", ctx(op, "read_stop")))?;
+                    p.reading = false;
+                } else {
+                    let r = start_reading(lp, p, &calls);
+                    if p.rx_open.get() {
+                        r.map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
+                        p.reading = true;
+                    } else {
+                        check(r.is_err(), || ctx(op, "read_start on a closed pipe succeeded"))?;
+                    }
+                }
+            }
+            // Shut down the write side.
+            46..=49 if !pipes.is_empty() => {
+                let i = rng.below(pipes.len() as u64) as usize;
+                let p = &mut pipes[i];
+                let once = ledger.expect_once(ctx(op, "shutdown callback"));
+                let lossy = p.lossy.clone();
+                let r = p.tx.shutdown(lp, move |_, r| {
+                    once.hit();
+                    if r.is_err() {
+                        lossy.set(true);
+                    }
+                });
+                if p.tx_open.get() && !p.shut {
+                    r.map_err(|e| format!("{}: {e}", ctx(op, "shutdown")))?;
+                    p.shut = true;
+                } else {
+                    check(r.is_err(), || ctx(op, "shutdown twice succeeded"))?;
+                    ledger.once.pop();
+                }
+            }
+            // Close one end, with a close callback.
+            50..=56 if !pipes.is_empty() => {
+                let i = rng.below(pipes.len() as u64) as usize;
+                let p = &mut pipes[i];
+                let (h, open) = if rng.chance(50) { (p.rx, &p.rx_open) } else { (p.tx, &p.tx_open) };
+                let once = ledger.expect_once(ctx(op, "close callback"));
+                let r = h.close_with(lp, move |_| once.hit());
+                if open.get() {
+                    r.map_err(|e| format!("{}: {e}", ctx(op, "close")))?;
+                    open.set(false);
+                    ledger.stale.borrow_mut().push(h.id());
+                    if h == p.tx {
+                        // Queued writes are cancelled: only a prefix is promised now.
+                        p.lossy.set(true);
+                    }
+                } else {
+                    check(r.is_err(), || ctx(op, "closing a closed pipe succeeded"))?;
+                    ledger.once.pop();
+                }
+            }
+            // Start a timer (maybe one that closes a pipe end, or itself, from its callback).
+            57..=68 if timers.len() < 16 => {
+                let t = Timer::new(lp);
+                let armed = Rc::new(Cell::new(true));
+                let repeating = Rc::new(Cell::new(rng.chance(30)));
+                let fired = Rc::new(Cell::new(0));
+                let timeout = Duration::from_millis(rng.below(4));
+                let repeat =
+                    if repeating.get() { Duration::from_millis(rng.below(3) + 1) } else { Duration::ZERO };
+                // A pipe end this timer's callback closes: (handle, its open flag, lossy flag).
+                let victim = if rng.chance(30) && !pipes.is_empty() {
+                    let p = &pipes[rng.below(pipes.len() as u64) as usize];
+                    Some(if rng.chance(50) {
+                        (p.rx, p.rx_open.clone(), None)
+                    } else {
+                        (p.tx, p.tx_open.clone(), Some(p.lossy.clone()))
+                    })
+                } else {
+                    None
+                };
+                let stale = ledger.stale.clone();
+                let close_self = rng.chance(20);
+                let (a, r, f, c) = (armed.clone(), repeating.clone(), fired.clone(), calls.clone());
+                let registered = Rc::new(Cell::new(0u32));
+                let ran = Once::default();
+                ledger.counted.push((ctx(op, "timer self-close callback"), registered.clone(), ran.clone()));
+                t.start(lp, timeout, repeat, move |lp, t| {
+                    c.set(c.get() + 1);
+                    assert!(a.get(), "a stopped timer fired");
+                    f.set(f.get() + 1);
+                    if !r.get() {
+                        a.set(false);
+                    }
+                    if let Some((h, open, lossy)) = &victim {
+                        // The victim may be closed already: then this must be a clean error.
+                        let r = lp.close(*h);
+                        assert_eq!(r.is_ok(), open.get(), "closing a pipe end from a callback: {r:?}");
+                        if r.is_ok() {
+                            open.set(false);
+                            stale.borrow_mut().push(h.id());
+                            if let Some(l) = lossy {
+                                l.set(true);
+                            }
+                        }
+                    }
+                    if close_self {
+                        let o = ran.clone();
+                        if t.close_with(lp, move |_| o.hit()).is_ok() {
+                            registered.set(registered.get() + 1);
+                            a.set(false);
+                        }
+                    }
+                })
+                .map_err(|e| format!("{}: {e}", ctx(op, "timer start")))?;
+                timers.push(TimerModel { t, open: true, armed, repeating, fired });
+            }
+            // Stop, again, or close a timer.
+            69..=76 if !timers.is_empty() => {
+                let i = rng.below(timers.len() as u64) as usize;
+                let tm = &mut timers[i];
+                let open = tm.t.is_active(lp).is_ok() && !tm.t.is_closing(lp).unwrap_or(true);
+                match rng.below(3) {
+                    0 => {
+                        let r = tm.t.stop(lp);
+                        if open {
+                            r.map_err(|e| format!("{}: {e}", ctx(op, "timer stop")))?;
+                            tm.armed.set(false);
+                        }
+                    }
+                    1 => {
+                        let r = tm.t.again(lp);
+                        if open && r.is_ok() && tm.repeating.get() {
+                            tm.armed.set(true);
+                        }
+                    }
+                    _ => {
+                        let once = ledger.expect_once(ctx(op, "timer close callback"));
+                        let r = tm.t.close_with(lp, move |_| once.hit());
+                        if r.is_ok() {
+                            tm.armed.set(false);
+                            tm.open = false;
+                            ledger.stale.borrow_mut().push(tm.t.id());
+                        } else {
+                            ledger.once.pop();
+                        }
+                    }
+                }
+            }
+            // Wake an async handle from another thread.
+            77..=80 => {
+                if wakers.len() < 4 {
+                    let n = Rc::new(Cell::new(0));
+                    let c = n.clone();
+                    let (h, w) = Async::new(lp, move |_, _| c.set(c.get() + 1));
+                    wakers.push((h, w, n));
+                }
+                let i = rng.below(wakers.len() as u64) as usize;
+                let w = wakers[i].1.clone();
+                let times = rng.below(50) + 1;
+                let stop = stop_threads.clone();
+                threads.push(std::thread::spawn(move || {
+                    for _ in 0..times {
+                        if stop.load(Ordering::Relaxed) || w.wake().is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            // Stale and foreign ids must give errors.
+            81..=84 => {
+                let stale = ledger.stale.borrow();
+                let id = if !stale.is_empty() && rng.chance(80) {
+                    stale[rng.below(stale.len() as u64) as usize]
+                } else {
+                    foreign
+                };
+                drop(stale);
+                // A closed handle may still be closing (its id valid until the close phase):
+                // only ids whose close phase has passed must fail.
+                let k = lp.handle_kind(id);
+                if let Ok(kind) = k {
+                    let closing = lp.handles().iter().any(|h| h.id == id && h.closing);
+                    check(closing, || format!("{}: id {id:?} ({kind:?}) still live", ctx(op, "stale id")))?;
+                } else {
+                    check(lp.close(id).is_err(), || ctx(op, "closing a stale id succeeded"))?;
+                }
+            }
+            // Run a step.
+            _ => {
+                let mode = if rng.chance(80) || timers.iter().all(|t| !t.armed.get()) {
+                    RunMode::NoWait
+                } else {
+                    RunMode::Once
+                };
+                if mode == RunMode::Once {
+                    // Once may wait: make sure something will wake it within milliseconds.
+                    let t = Timer::new(lp);
+                    t.start(lp, Duration::from_millis(2), Duration::ZERO, |lp, t| t.close(lp).unwrap())
+                        .map_err(|e| e.to_string())?;
+                }
+                lp.run(mode).map_err(|e| format!("{}: {e}", ctx(op, "run")))?;
+            }
+        }
+    }
+
+    // Wind down: stop the wakers' threads, shut every writer, read every reader to the end.
+    stop_threads.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().map_err(|_| format!("seed {seed}: a waker thread panicked"))?;
+    }
+    for p in &mut pipes {
+        if p.tx_open.get() && !p.shut {
+            let once = ledger.expect_once(format!("seed {seed}: final shutdown"));
+            let lossy = p.lossy.clone();
+            p.tx.shutdown(lp, move |_, r| {
+                once.hit();
+                if r.is_err() {
+                    lossy.set(true);
+                }
+            })
+            .map_err(|e| format!("seed {seed}: final shutdown: {e}"))?;
+            p.shut = true;
+        }
+        if p.rx_open.get() && !p.reading && !p.eof.get() {
+            start_reading(lp, p, &calls).map_err(|e| format!("seed {seed}: final read_start: {e}"))?;
+            p.reading = true;
+        }
+    }
+    for t in &timers {
+        if t.open {
+            let _ = t.t.stop(lp);
+            t.armed.set(false);
+        }
+    }
+    for (h, _, _) in &wakers {
+        let _ = h.close(lp);
+    }
+    // Run until every open reader saw end of file (or its writer vanished). A repeating
+    // timer bounds each wait: the select helper reports from its own thread.
+    let tick = Timer::new(lp);
+    tick.start(lp, Duration::from_millis(1), Duration::from_millis(1), |_, _| {})
+        .map_err(|e| e.to_string())?;
+    for round in 0.. {
+        let done = pipes
+            .iter()
+            .all(|p| !p.rx_open.get() || !p.reading || p.eof.get() || p.read_error.get() || !p.tx_open.get());
+        if done {
+            break;
+        }
+        if round > 10_000 {
+            let stuck: Vec<String> = pipes
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    p.rx_open.get() && p.reading && !p.eof.get() && !p.read_error.get() && p.tx_open.get()
+                })
+                .map(|(i, p)| {
+                    format!(
+                        "pipe {i}: received {} of {} bytes, writer queue {:?}",
+                        p.received.borrow().len(),
+                        p.sent.len(),
+                        p.tx.write_queue_size(lp),
+                    )
+                })
+                .collect();
+            return Err(format!("seed {seed}: readers never reached end of file: {stuck:?}"));
+        }
+        lp.run(RunMode::Once).map_err(|e| format!("seed {seed}: run: {e}"))?;
+    }
+    tick.close(lp).map_err(|e| e.to_string())?;
+    // Data: a prefix always, everything when nothing was lost and the reader saw EOF.
+    for (i, p) in pipes.iter().enumerate() {
+        let got = p.received.borrow();
+        check(got.len() <= p.sent.len() && p.sent[..got.len()] == got[..], || {
+            format!(
+                "seed {seed}: pipe {i}: received {} bytes that are not a prefix of the {} sent",
+                got.len(),
+                p.sent.len()
+            )
+        })?;
+        if p.eof.get() && !p.lossy.get() && p.tx_open.get() {
+            check(got.len() == p.sent.len(), || {
+                format!("seed {seed}: pipe {i}: end of file after {} of {} bytes", got.len(), p.sent.len())
+            })?;
+        }
+    }
+    // Close everything and run to the end: every callback exactly once.
+    for h in lp.handles() {
+        if !h.closing {
+            lp.close(h.id).map_err(|e| format!("seed {seed}: final close: {e}"))?;
+        }
+    }
+    lp.run(RunMode::Default).map_err(|e| format!("seed {seed}: final run: {e}"))?;
+    check(lp.handles().is_empty(), || format!("seed {seed}: handles left: {:?}", lp.handles()))?;
+    for (what, o) in &ledger.once {
+        check(o.count() == 1, || format!("{what}: ran {} times", o.count()))?;
+    }
+    for (what, registered, ran) in &ledger.counted {
+        check(ran.count() == registered.get(), || {
+            format!("{what}: registered {} times, ran {} times", registered.get(), ran.count())
+        })?;
+    }
+    for id in ledger.stale.borrow().iter() {
+        check(lp.handle_kind(*id).is_err() && lp.close(*id).is_err(), || {
+            format!("seed {seed}: stale {id:?} accepted")
+        })?;
+    }
+    stats.callbacks = calls.get() + ledger.once.len() as u64;
+    Ok(stats)
+}
