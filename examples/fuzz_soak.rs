@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example fuzz_soak -- --secs 3600 [--ops 400] [--first-seed 0] [--force-select]
+//! cargo run --release --example fuzz_soak -- --count 100 [--first-seed 0]   # a fixed set
 //! cargo run --release --example fuzz_soak -- --seed 1234 [--force-select]   # replay one seed
 //! ```
 //!
@@ -31,11 +32,17 @@ fn main() {
         return;
     }
     let secs = args.f64("--secs", 10.0);
-    let mut seed = args.u64("--first-seed", 0);
+    let count = args.value("--count").map(|c| c.parse::<u64>().expect("--count takes a number"));
+    let first = args.u64("--first-seed", 0);
+    let mut seed = first;
     let start = Instant::now();
     let mut total = fuzz::Stats::default();
     let mut failures = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
+    let more = |seed: u64, start: &Instant| match count {
+        Some(n) => seed < first + n,
+        None => start.elapsed().as_secs_f64() < secs,
+    };
+    while more(seed, &start) {
         let res = std::panic::catch_unwind(|| fuzz::run_sequence(seed, ops, force));
         match res {
             Ok(Ok(s)) => total += s,
