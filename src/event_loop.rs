@@ -548,7 +548,8 @@ impl Loop {
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.flush_io();
         let timeout = if self.io_dirty.is_empty() { timeout } else { Some(Duration::ZERO) };
-        let mut events = self.events.take().expect("events buffer is only taken during poll");
+        // Missing only if a callback panicked out of the last poll: `run` stays usable.
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(EVENTS_PER_POLL_MAX));
         let res = self.poller.wait(&mut events, timeout);
         self.time_stale.set(true);
         if let Err(e) = res {
