@@ -593,7 +593,8 @@ impl Loop {
         }
     }
 
-    /// Takes the fd out of its backend and closes it (restoring what we changed on it).
+    /// Takes the fd out of its backend and closes it, restoring what we changed on it: a
+    /// tty's settings, then `O_NONBLOCK`.
     pub(crate) fn io_release(&mut self, id: HandleId) {
         let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
         let registered = std::mem::take(&mut s.io.registered);

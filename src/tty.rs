@@ -160,8 +160,10 @@ impl Tty {
     /// It is readable and writable as `fd`'s access mode says.
     ///
     /// An fd that is not open, or not a terminal (a file, a pipe, `/dev/null`), is an error.
-    /// To open the controlling terminal, open `/dev/tty` and pass that: without a
-    /// controlling terminal (daemons, CI jobs, after `setsid`) that open fails with `ENXIO`.
+    /// For stdin or stdout, pass a duplicate (`io::stdin().as_fd().try_clone_to_owned()?`),
+    /// so that the handle's close leaves the process's fd 0 or 1 in place. To open the
+    /// controlling terminal, open `/dev/tty` and pass that: without a controlling terminal
+    /// (daemons, CI jobs, after `setsid`) that open fails with `ENXIO`.
     ///
     /// # Blocking mode, and how this differs from libuv
     ///
@@ -339,8 +341,7 @@ impl Tty {
     /// Whether this handle's writes block until the kernel took all the data: when the
     /// terminal could not be reopened privately (see [`Tty::open`]).
     pub fn writes_block(self, lp: &Loop) -> io::Result<bool> {
-        let s = lp.stream_ref(self.0, HandleKind::Tty)?;
-        Ok(s.blocking && s.io.fd.is_some())
+        Ok(lp.stream_ref(self.0, HandleKind::Tty)?.blocking)
     }
 }
 
@@ -369,6 +370,10 @@ pub fn reset_mode() -> io::Result<()> {
 /// - **Signals**: for each of those signals whose disposition is the default (ending the
 ///   process), a handler resets the terminal, puts the default back and raises the signal
 ///   again, so the process still ends by that signal (its exit status says so).
+///
+/// `SIGTSTP` and `SIGCONT` are left alone: in the raw modes the keyboard does not send
+/// `SIGTSTP`, and a program that wants job control can watch both with [`Signal`] handles and
+/// set the mode around them.
 ///
 /// It coexists with the loop's [`Signal`] handles, in either order. A signal that is
 /// ignored or has a handler already (yours, another library's, or a loop's) keeps it: a
