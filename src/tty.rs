@@ -214,17 +214,12 @@ impl Tty {
         if nonblocking_in_place {
             fd::set_nonblocking(fd.as_fd(), true)?;
         }
-        log::debug!(
-            "loop {}: opened fd {raw} as a tty ({mode:?}, {})",
-            lp.id,
-            if original.is_some() {
-                "reopened"
-            } else if blocking {
-                "blocking writes"
-            } else {
-                "as it is"
-            }
-        );
+        let how = match (original.is_some(), blocking) {
+            (true, _) => "reopened",
+            (false, true) => "blocking writes",
+            (false, false) => "as it is",
+        };
+        log::debug!("loop {}: opened fd {raw} as a tty ({mode:?}, {how})", lp.id);
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
         stream.blocking = blocking;
         stream.restore_blocking = nonblocking_in_place;
