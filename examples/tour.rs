@@ -6,7 +6,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use evloop::{Async, Channel, Check, Idle, Loop, Pipe, Prepare, ReadEvent, RunMode, Signal, Timer};
+use evloop::{
+    Async, Channel, Check, Idle, Loop, Pipe, Prepare, ReadEvent, RunMode, Signal, Timer, Tty, TtyMode,
+    WinSize,
+};
 
 fn main() -> std::io::Result<()> {
     let mut lp = Loop::new()?;
@@ -114,6 +117,39 @@ fn main() -> std::io::Result<()> {
         s("write side shut down".into());
         tx.close(lp).unwrap();
     })?;
+    lp.run(RunMode::Default)?;
+
+    // 6. Ttys, on a pty pair so that this runs without a terminal too: the program's side
+    //    (the slave) in raw mode, driven from the terminal emulator's side (the master).
+    println!("== ttys");
+    let (master, slave) = evloop::tty::openpty()?;
+    let term = Tty::open(&mut lp, slave)?;
+    let emulator = Tty::open(&mut lp, master)?;
+    emulator.set_winsize(&lp, WinSize { rows: 24, cols: 80, ..WinSize::default() })?;
+    let size = term.winsize(&lp)?;
+    say(format!("the terminal is {}x{}", size.cols, size.rows));
+    term.set_mode(&mut lp, TtyMode::Raw)?;
+    let s = say.clone();
+    term.read_start(&mut lp, move |lp, term, ev| {
+        if let ReadEvent::Data(key) = ev {
+            s(format!("raw mode: key {:?} arrived without Enter", String::from_utf8_lossy(key)));
+            term.write(lp, b"bye\n", |_, r| r.unwrap()).unwrap();
+            // Closing puts the terminal back in normal mode; the master then sees the end.
+            term.close(lp).unwrap();
+        }
+    })?;
+    let s = say.clone();
+    let mut screen = Vec::new();
+    emulator.read_start(&mut lp, move |lp, emulator, ev| match ev {
+        ReadEvent::Data(bytes) => screen.extend_from_slice(bytes),
+        ReadEvent::Eof => {
+            let screen = String::from_utf8_lossy(&screen);
+            s(format!("the emulator saw {screen:?} (raw mode keeps \\n -> \\r\\n), then the end"));
+            emulator.close(lp).unwrap();
+        }
+        ReadEvent::Error(e) => panic!("read: {e}"),
+    })?;
+    emulator.write(&mut lp, b"k", |_, r| r.unwrap())?;
     lp.run(RunMode::Default)?;
 
     println!(

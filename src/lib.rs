@@ -15,6 +15,7 @@ mod select_helper;
 pub mod signal;
 mod stream;
 mod timer;
+pub mod tty;
 
 pub use async_handle::{Async, Waker};
 pub use channel::{Channel, Sender};
@@ -26,3 +27,4 @@ pub use pipe::{HandleType, Pipe, guess_handle};
 pub use signal::Signal;
 pub use stream::ReadEvent;
 pub use timer::Timer;
+pub use tty::{Tty, TtyMode, WinSize};

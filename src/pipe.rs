@@ -9,7 +9,7 @@ use crate::error::context;
 use crate::event_loop::Loop;
 use crate::handle::{HandleKind, typed_handle};
 use crate::io::{Io, IoMode};
-use crate::stream::{Stream, stream_methods};
+use crate::stream::{Stream, open_fd_flags, stream_methods};
 
 typed_handle!(
     /// A pipe: a stream of bytes over an fd, with bounded reads and a write queue.
@@ -117,14 +117,7 @@ impl Pipe {
     /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
-        let flags = match fd::status_flags(fd.as_fd()) {
-            Ok(flags) => flags,
-            Err(e) => {
-                // Not open: dropping the OwnedFd would close a number that may be reused.
-                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                return Err(context(e, format!("cannot open fd {raw} as a pipe: it is not open")));
-            }
-        };
+        let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe)?;
         let ty =
             fd::file_type(fd.as_fd()).map_err(|e| context(e, format!("cannot open fd {raw} as a pipe")))?;
         if ty == FileType::Directory {

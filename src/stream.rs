@@ -17,13 +17,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, IntoRawFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 
 use evloop_platform::fd::{self, FileType};
 use evloop_platform::libc;
 use evloop_platform::poller::{Interest, Readiness};
 
-use crate::error::{cancelled, invalid};
+use crate::error::{cancelled, context, invalid};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind};
 use crate::io::{Io, IoMode};
@@ -77,7 +77,7 @@ enum Shutdown {
 pub(crate) struct Stream {
     pub(crate) io: Io,
     pub(crate) kind: HandleKind,
-    readable: bool,
+    pub(crate) readable: bool,
     writable: bool,
     reading: bool,
     read_cb: Option<ReadCb>,
@@ -92,8 +92,23 @@ pub(crate) struct Stream {
     pub(crate) restore_blocking: bool,
     /// `EIO` means the other side of a terminal went away: end of file.
     pub(crate) eio_is_eof: bool,
-    /// The fd is a tty whose writes must block (no private description to make nonblocking).
-    pub(crate) blocking_writes: bool,
+    /// The fd stays blocking: a tty with no private description to make nonblocking. Each
+    /// readiness event gets one read (a second could block), and writes loop until done.
+    pub(crate) blocking: bool,
+    /// The terminal state of a tty handle; `None` for pipes.
+    pub(crate) tty: Option<crate::tty::TtyState>,
+}
+
+/// The status flags of an fd handed to a handle's `open`. An fd that is not open is an
+/// error, and is not closed: its number may belong to someone else by now.
+pub(crate) fn open_fd_flags(fd: OwnedFd, kind: HandleKind) -> io::Result<(OwnedFd, fd::StatusFlags)> {
+    match fd::status_flags(fd.as_fd()) {
+        Ok(flags) => Ok((fd, flags)),
+        Err(e) => {
+            let raw = fd.into_raw_fd();
+            Err(context(e, format!("cannot open fd {raw} as a {}: it is not open", kind.name())))
+        }
+    }
 }
 
 /// Copies an error for delivery to several callbacks (io::Error is not Clone).
@@ -120,7 +135,8 @@ impl Stream {
             shutdown: Shutdown::None,
             restore_blocking: false,
             eio_is_eof: false,
-            blocking_writes: false,
+            blocking: false,
+            tty: None,
         }
     }
 
@@ -251,6 +267,7 @@ impl Loop {
         let epoch = s.read_epoch;
         let cap = s.read_cap;
         let eio_is_eof = s.eio_is_eof;
+        let blocking = s.blocking;
         if buf.len() < cap {
             buf.resize(cap, 0);
         }
@@ -270,7 +287,8 @@ impl Loop {
                 Ok(0) => last = Some(ReadEvent::Eof),
                 Ok(n) => {
                     cb(self, id, ReadEvent::Data(&buf[..n]));
-                    if n == cap {
+                    // A blocking fd reads once per readiness event, so a read never blocks.
+                    if n == cap && !blocking {
                         continue;
                     }
                 }
@@ -347,7 +365,7 @@ impl Loop {
                 return Ok(());
             }
             let fd = s.io.fd()?;
-            let blocking = s.blocking_writes;
+            let blocking = s.blocking;
             let mut failed = None;
             loop {
                 match fd::write(fd, &data[written..]) {
@@ -595,12 +613,14 @@ impl Loop {
         }
     }
 
-    /// Takes the fd out of its backend and closes it (restoring what we changed on it).
+    /// Takes the fd out of its backend and closes it, restoring what we changed on it: a
+    /// tty's settings, then `O_NONBLOCK`.
     pub(crate) fn io_release(&mut self, id: HandleId) {
         let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
         let registered = std::mem::take(&mut s.io.registered);
         let mode = s.io.mode;
         let restore_blocking = std::mem::take(&mut s.restore_blocking);
+        let tty = s.tty.as_mut().map(crate::tty::TtyState::take_for_release);
         let Some(fd) = s.io.fd.take() else { return };
         match mode {
             IoMode::Poller => {
@@ -610,6 +630,9 @@ impl Loop {
             }
             IoMode::AlwaysReady => self.always_ready.retain(|&h| h != id),
             IoMode::SelectHelper => {}
+        }
+        if let Some(tty) = tty {
+            tty.release(self.id, fd.as_fd());
         }
         if restore_blocking {
             let _ = fd::set_nonblocking(fd.as_fd(), false);
@@ -637,6 +660,7 @@ impl Loop {
             s.reading = false;
             s.read_cb = None;
         }
+        self.tty_stop_for_close(id);
     }
 
     /// The close phase's part: cancel every queued write and a pending shutdown, in order.

@@ -11,6 +11,8 @@
 //! - [`waker`]: a cross-thread wakeup registered in the poller (eventfd or `EVFILT_USER`).
 //! - [`fd`]: pipes, `O_NONBLOCK`, capped reads and writes, `writev`, file types.
 //! - [`signal`]: the one process-wide signal handler and its per-loop notification slots.
+//! - [`termios`]: terminal modes, window sizes, ptys, and the saved termios a signal handler
+//!   can restore.
 //!
 //! Conventions:
 //!
@@ -27,6 +29,7 @@ pub mod fd;
 pub mod poller;
 pub mod select;
 pub mod signal;
+pub mod termios;
 pub mod time;
 pub mod waker;
 

@@ -90,13 +90,15 @@ pub fn check_signal_number(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// This thread's `errno`, for code that runs in signal context and must preserve it.
 #[cfg(target_os = "linux")]
-fn errno_location() -> *mut libc::c_int {
+pub(crate) fn errno_location() -> *mut libc::c_int {
     // SAFETY: __errno_location has no preconditions and returns this thread's errno slot.
     unsafe { libc::__errno_location() }
 }
+/// This thread's `errno`, for code that runs in signal context and must preserve it.
 #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-fn errno_location() -> *mut libc::c_int {
+pub(crate) fn errno_location() -> *mut libc::c_int {
     // SAFETY: __error has no preconditions and returns this thread's errno slot.
     unsafe { libc::__error() }
 }
@@ -138,23 +140,34 @@ fn current_action(signo: i32) -> io::Result<libc::sigaction> {
     Ok(unsafe { cur.assume_init() })
 }
 
-fn install(signo: i32) -> io::Result<libc::sigaction> {
+/// A sigaction that runs `handler` with `flags`, every signal blocked while it runs (so it
+/// cannot interrupt itself).
+fn handler_action(handler: extern "C" fn(libc::c_int), flags: libc::c_int) -> libc::sigaction {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, no flags, empty mask); every field we
     // rely on is then set below.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    act.sa_flags = libc::SA_RESTART;
-    if signo == libc::SIGCHLD {
-        act.sa_flags |= libc::SA_NOCLDSTOP;
-    }
-    // SAFETY: `act.sa_mask` is a valid sigset_t to fill; blocking every signal while the
-    // handler runs keeps it from interrupting itself.
+    act.sa_sigaction = handler as libc::sighandler_t;
+    act.sa_flags = flags;
+    // SAFETY: `act.sa_mask` is a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut act.sa_mask) };
+    act
+}
+
+/// Installs `act` for `signo` and returns what was there.
+fn swap_action(signo: i32, act: &libc::sigaction) -> io::Result<libc::sigaction> {
     let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
     // SAFETY: `act` is a fully initialised sigaction and `old` is valid for writes.
-    cvt(unsafe { libc::sigaction(signo, &act, old.as_mut_ptr()) })?;
+    cvt(unsafe { libc::sigaction(signo, act, old.as_mut_ptr()) })?;
     // SAFETY: sigaction succeeded and filled in `old`.
     Ok(unsafe { old.assume_init() })
+}
+
+fn install(signo: i32) -> io::Result<libc::sigaction> {
+    let mut flags = libc::SA_RESTART;
+    if signo == libc::SIGCHLD {
+        flags |= libc::SA_NOCLDSTOP;
+    }
+    swap_action(signo, &handler_action(on_signal, flags))
 }
 
 fn restore(signo: i32, previous: &libc::sigaction) -> io::Result<()> {
@@ -320,4 +333,31 @@ pub fn set_blocked(signos: &[i32], blocked: bool) -> io::Result<()> {
     // SAFETY: `set` is initialised; no old mask is asked for.
     let rc = unsafe { libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut()) };
     crate::cvt::cvt_errno(rc)
+}
+
+/// Installs `handler` as a one-shot (`SA_RESETHAND`) last resort for `signo`, only where the
+/// signal would otherwise take its default action:
+///
+/// - if no loop watches `signo` and its disposition is `SIG_DFL`, `handler` is installed now;
+/// - if loops watch it, the loops' handler stays, and `handler` becomes the disposition they
+///   put back when their last watcher stops, if that would have been `SIG_DFL`;
+/// - any other disposition (`SIG_IGN`, someone else's handler) stays as it is.
+///
+/// The check and the change happen under the lock that serialises the loops' watch and
+/// unwatch, so neither can slip in between.
+pub(crate) fn install_over_default(signo: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    check_signal_number(signo)?;
+    let act = handler_action(handler, libc::SA_RESETHAND);
+    let mut table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    let d = &mut table[signo as usize];
+    if d.watchers > 0 {
+        if let Some(previous) = d.previous.as_mut().filter(|p| p.sa_sigaction == libc::SIG_DFL) {
+            *previous = act;
+        }
+        return Ok(());
+    }
+    if current_action(signo)?.sa_sigaction == libc::SIG_DFL {
+        swap_action(signo, &act)?;
+    }
+    Ok(())
 }

@@ -22,3 +22,6 @@ mod select_helper;
 mod signal;
 /// Timer order, repeat, again, the zero-timeout re-arm rule.
 mod timer;
+/// Ttys on ptys: modes, reset, resize, the reopen, EOF after a hang-up, examples/keys.rs,
+/// terminal safety on panics and signals, bad input.
+mod tty;

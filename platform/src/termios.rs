@@ -1,0 +1,363 @@
+//! Terminals: termios and the two raw modes, window sizes, ptys, reopening a terminal by
+//! name, and the process-wide saved termios that a signal handler can restore.
+//!
+//! **The saved termios.** The first terminal whose mode changes in the process claims a slot
+//! here ([`save_original`]) holding its settings from before the change and a duplicate of
+//! its fd. [`reset_saved`] writes those settings back and is async-signal-safe: it takes one
+//! atomic flag without waiting, calls `tcsetattr` (on POSIX's list of async-signal-safe
+//! functions) and preserves `errno`. If the flag is held, by the code the signal interrupted
+//! or by another thread, it fails with `EBUSY` rather than wait (as libuv's
+//! `uv_tty_reset_mode` does). The slot's writers spin on the flag; they never run in signal
+//! context and hold it only for a copy. The slot keeps its own duplicate of the fd, so a
+//! reset never reaches an fd number that was closed and reused meanwhile; the claim
+//! ([`SavedClaim`]) closes it when it drops.
+//!
+//! **Telling a pty master from the rest.** `TIOCGPTN` (Linux, FreeBSD) and `TIOCPTYGNAME`
+//! (macOS) answer only on a pty *master*, with the number or name of its slave; on a slave,
+//! a console or a serial line they fail with `ENOTTY`. libuv's `uv__tty_is_slave` is that
+//! test negated, so it really asks "is this not a pty master?". That is the question that
+//! matters for reopening: `ttyname` of a master is the cloning `/dev/ptmx` (checked on
+//! Linux), and opening that creates a new pty instead of reaching this one. Every other
+//! terminal can be reopened through its name; [`reopen`] then also checks that the path
+//! still leads to the same file.
+
+use std::cell::UnsafeCell;
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crate::cvt::{cvt, cvt_errno, cvt_r};
+use crate::fd::{self, Access};
+
+/// A terminal's settings (`struct termios`).
+#[derive(Clone, Copy)]
+pub struct Termios(libc::termios);
+
+impl fmt::Debug for Termios {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Termios")
+            .field("iflag", &format_args!("{:#o}", self.0.c_iflag))
+            .field("oflag", &format_args!("{:#o}", self.0.c_oflag))
+            .field("cflag", &format_args!("{:#o}", self.0.c_cflag))
+            .field("lflag", &format_args!("{:#o}", self.0.c_lflag))
+            .field("vmin", &self.0.c_cc[libc::VMIN])
+            .field("vtime", &self.0.c_cc[libc::VTIME])
+            .finish_non_exhaustive()
+    }
+}
+
+impl Termios {
+    /// libuv's raw mode (`UV_TTY_MODE_RAW`): input bytes arrive one at a time, unechoed and
+    /// untranslated, and control keys are bytes, not signals; output processing stays on,
+    /// so `"\n"` still prints as `"\r\n"`.
+    ///
+    /// Clears `BRKINT ICRNL INPCK ISTRIP IXON` in `c_iflag` and `ECHO ICANON IEXTEN ISIG` in
+    /// `c_lflag`, sets `ONLCR` in `c_oflag` (keeping `OPOST`) and `CS8` in `c_cflag`;
+    /// `VMIN` 1, `VTIME` 0.
+    pub fn make_raw(&mut self) {
+        let t = &mut self.0;
+        t.c_iflag &= !(libc::BRKINT | libc::ICRNL | libc::INPCK | libc::ISTRIP | libc::IXON);
+        t.c_oflag |= libc::ONLCR;
+        t.c_cflag |= libc::CS8;
+        t.c_lflag &= !(libc::ECHO | libc::ICANON | libc::IEXTEN | libc::ISIG);
+        t.c_cc[libc::VMIN] = 1;
+        t.c_cc[libc::VTIME] = 0;
+    }
+
+    /// `cfmakeraw`: raw input as in [`make_raw`](Self::make_raw), and no output processing
+    /// either (libuv's `UV_TTY_MODE_IO`). The exact bits are the C library's; BSDs clear a
+    /// few more than glibc.
+    pub fn make_io(&mut self) {
+        // SAFETY: `self.0` is a valid termios, exclusively borrowed for the call.
+        unsafe { libc::cfmakeraw(&mut self.0) };
+    }
+}
+
+/// `tcgetattr(fd)`. A non-terminal gives `ENOTTY`.
+pub fn get(fd: BorrowedFd<'_>) -> io::Result<Termios> {
+    let mut t = MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: `t` is valid for writes of one termios; `fd` is borrowed, so it stays open.
+    cvt_r(|| unsafe { libc::tcgetattr(fd.as_raw_fd(), t.as_mut_ptr()) })?;
+    // SAFETY: tcgetattr succeeded, so it filled in the whole struct.
+    Ok(Termios(unsafe { t.assume_init() }))
+}
+
+/// `tcsetattr(fd, TCSANOW, t)`.
+pub fn set(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<()> {
+    // SAFETY: `t.0` is a valid termios for reads; `fd` is borrowed.
+    cvt_r(|| unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t.0) })?;
+    Ok(())
+}
+
+/// A terminal's window size (`struct winsize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WinSize {
+    /// Rows of characters.
+    pub rows: u16,
+    /// Columns of characters.
+    pub cols: u16,
+    /// Width in pixels, where the terminal reports it (often 0).
+    pub x_pixels: u16,
+    /// Height in pixels, where the terminal reports it (often 0).
+    pub y_pixels: u16,
+}
+
+/// The window size of the terminal `fd` (`TIOCGWINSZ`).
+pub fn winsize(fd: BorrowedFd<'_>) -> io::Result<WinSize> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which is valid for
+    // that; `fd` is borrowed.
+    cvt_r(|| unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) })?;
+    Ok(WinSize { rows: ws.ws_row, cols: ws.ws_col, x_pixels: ws.ws_xpixel, y_pixels: ws.ws_ypixel })
+}
+
+/// Sets the window size of the terminal `fd` (`TIOCSWINSZ`). On a pty master this is how a
+/// terminal emulator tells the program on the slave side; the kernel sends `SIGWINCH` to the
+/// slave's foreground process group, if it has one.
+pub fn set_winsize(fd: BorrowedFd<'_>, size: WinSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: size.x_pixels,
+        ws_ypixel: size.y_pixels,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer, valid for that.
+    cvt_r(|| unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) })?;
+    Ok(())
+}
+
+/// The path of the slave of the pty master `fd`. Fails (`ENOTTY`, or `EINVAL` on some
+/// systems) for anything that is not a pty master, which makes it the master test too.
+pub fn pty_slave_name(fd: BorrowedFd<'_>) -> io::Result<CString> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    {
+        let mut n: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int through the pointer, valid for that.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) })?;
+        Ok(CString::new(format!("/dev/pts/{n}")).expect("no NUL in a formatted number"))
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // TIOCPTYGNAME's size (128) is encoded in the request number.
+        let mut buf = [0u8; 128];
+        // SAFETY: TIOCPTYGNAME writes at most 128 bytes, a NUL-terminated name, into `buf`.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCPTYGNAME as libc::c_ulong, buf.as_mut_ptr()) })?;
+        let name =
+            CStr::from_bytes_until_nul(&buf).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        Ok(name.to_owned())
+    }
+}
+
+/// Whether `fd` is a pty master (see the module docs for the test).
+pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
+    pty_slave_name(fd).is_ok()
+}
+
+/// Creates a pty: `(master, slave)`, both read-write, close-on-exec and blocking. The slave
+/// does not become the caller's controlling terminal (`O_NOCTTY`).
+///
+/// Built from `posix_openpt`, `grantpt`, `unlockpt` and the slave's name, not `openpty(3)`,
+/// so that both fds are born close-on-exec. macOS's `posix_openpt` takes no `O_CLOEXEC`:
+/// there the master gets the flag right after, as [`fd::pipe`] does.
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(not(target_vendor = "apple"))]
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    #[cfg(target_vendor = "apple")]
+    let flags = libc::O_RDWR | libc::O_NOCTTY;
+    // SAFETY: posix_openpt takes no pointers.
+    let raw = cvt_r(|| unsafe { libc::posix_openpt(flags) })?;
+    // SAFETY: posix_openpt returned a fresh fd that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(raw) };
+    #[cfg(target_vendor = "apple")]
+    fd::set_cloexec(master.as_fd())?;
+    // SAFETY: `master` is an open pty master for both calls; neither takes a pointer.
+    cvt(unsafe { libc::grantpt(master.as_raw_fd()) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
+    let name = pty_slave_name(master.as_fd())?;
+    let slave = fd::open(&name, Access::ReadWrite, false)?;
+    Ok((master, slave))
+}
+
+/// The path of the terminal `fd` (`ttyname_r`).
+pub fn ttyname(fd: BorrowedFd<'_>) -> io::Result<CString> {
+    let mut buf = vec![0u8; 128];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length; ttyname_r writes a NUL-terminated
+        // name that fits, or fails with ERANGE.
+        let rc = unsafe { libc::ttyname_r(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match cvt_errno(rc) {
+            Ok(()) => {
+                let name = CStr::from_bytes_until_nul(&buf)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                return Ok(name.to_owned());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 4096 => {
+                buf.resize(buf.len() * 2, 0)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether two fds refer to the same file: the same `(st_dev, st_ino, st_rdev)`.
+fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
+    // The field types differ by platform (u32, i32 or u64); only equality matters.
+    #[allow(clippy::unnecessary_cast)]
+    fn id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, u64)> {
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
+        cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded, so it filled in the whole struct.
+        let st = unsafe { st.assume_init() };
+        Ok((st.st_dev as u64, st.st_ino as u64, st.st_rdev as u64))
+    }
+    Ok(id(a)? == id(b)?)
+}
+
+/// Opens the terminal `fd` refers to again, through its name, as an open file description of
+/// its own: `open(ttyname(fd), access | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)`.
+///
+/// `O_NONBLOCK` is set at open, so a serial line without `CLOCAL` does not wait for carrier.
+/// Fails for a pty master (its name is the cloning `/dev/ptmx`, see the module docs), when
+/// `ttyname` fails (the fd's path is not visible here, as in another mount namespace), when
+/// the open fails, and when the path leads to another file than `fd` by then.
+pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
+    if is_pty_master(fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a pty master cannot be reopened by name (its name is the cloning /dev/ptmx)",
+        ));
+    }
+    let name = ttyname(fd)?;
+    let new = fd::open(&name, access, true)?;
+    if !same_file(fd, new.as_fd())? {
+        return Err(io::Error::other(format!("{} leads to another file now", name.to_string_lossy())));
+    }
+    Ok(new)
+}
+
+// ----- the process-wide saved termios -----------------------------------------------------
+
+/// Held while the slot below is read or written.
+static SAVED_LOCK: AtomicBool = AtomicBool::new(false);
+/// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
+static SAVED_FD: AtomicI32 = AtomicI32::new(-1);
+
+struct SavedCell(UnsafeCell<MaybeUninit<libc::termios>>);
+// SAFETY: the cell is only touched while SAVED_LOCK is held (taken with Acquire, released
+// with Release), so no two accesses overlap and each sees the one before.
+unsafe impl Sync for SavedCell {}
+static SAVED: SavedCell = SavedCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The lock, taken by spinning (never in signal context), released on drop.
+struct SpinGuard;
+
+impl SpinGuard {
+    fn lock() -> SpinGuard {
+        while SAVED_LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::hint::spin_loop();
+        }
+        SpinGuard
+    }
+}
+
+impl Drop for SpinGuard {
+    fn drop(&mut self) {
+        SAVED_LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// A terminal's claim on the process-wide saved termios: while it lives, [`reset_saved`]
+/// restores the settings it saved. Dropping it empties the slot (and closes the slot's
+/// duplicate fd), so the next [`save_original`] wins again.
+#[derive(Debug)]
+pub struct SavedClaim(());
+
+impl Drop for SavedClaim {
+    fn drop(&mut self) {
+        let _guard = SpinGuard::lock();
+        let raw = SAVED_FD.swap(-1, Ordering::Relaxed);
+        if raw >= 0 {
+            // SAFETY: `raw` is the duplicate save_original made and stored; only this claim
+            // (there is one at a time) closes it, under the lock, so no reset uses it after.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+}
+
+/// Saves `t`, the settings of terminal `fd` from before its first mode change, as the ones
+/// [`reset_saved`] restores, unless another terminal's are saved already: the first one
+/// wins. Returns the claim if this call saved them.
+pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<SavedClaim>> {
+    if SAVED_FD.load(Ordering::Relaxed) >= 0 {
+        return Ok(None);
+    }
+    let dup = fd::dup_cloexec(fd, 3)?;
+    let _guard = SpinGuard::lock();
+    if SAVED_FD.load(Ordering::Relaxed) >= 0 {
+        return Ok(None);
+    }
+    // SAFETY: the lock is held, so no other access to the cell overlaps this write.
+    unsafe { (*SAVED.0.get()).write(t.0) };
+    SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    Ok(Some(SavedClaim(())))
+}
+
+/// Restores the settings [`save_original`] saved; does nothing (and succeeds) when none are.
+///
+/// Async-signal-safe, and preserves `errno`: a signal handler may call it. Fails with
+/// `EBUSY` when the slot is being changed at that moment (by the interrupted code or another
+/// thread) instead of waiting for it.
+pub fn reset_saved() -> io::Result<()> {
+    let errno = crate::signal::errno_location();
+    // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
+    let saved_errno = unsafe { *errno };
+    let res = if SAVED_LOCK.swap(true, Ordering::Acquire) {
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
+    } else {
+        let fd: RawFd = SAVED_FD.load(Ordering::Relaxed);
+        let res = if fd < 0 {
+            Ok(())
+        } else {
+            // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote
+            // the cell before storing it.
+            let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
+            // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold;
+            // `t` is a valid termios.
+            cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+        };
+        SAVED_LOCK.store(false, Ordering::Release);
+        res
+    };
+    // SAFETY: as above.
+    unsafe { *errno = saved_errno };
+    res
+}
+
+/// The signals [`install_reset_handlers`] covers: those whose default action ends the
+/// process (`SIGQUIT` with a core dump).
+pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
+/// The handler behind [`install_reset_handlers`]. `SA_RESETHAND` has put `SIG_DFL` back
+/// before it runs, and the signal is blocked while it runs: raised again, it is delivered
+/// with its default action as soon as the handler returns.
+extern "C" fn reset_then_default(signo: libc::c_int) {
+    let _ = reset_saved();
+    let _ = crate::signal::raise(signo);
+}
+
+/// Makes each of [`RESET_SIGNALS`] restore the saved settings ([`reset_saved`]) and then take
+/// its default action (ending the process), where that default action is what the signal
+/// would do: a signal that is ignored or has a handler keeps it. While a loop watches one of
+/// these signals, the loop keeps it, and the reset handler becomes what the loop restores
+/// when it stops watching. Calling this again changes nothing.
+pub fn install_reset_handlers() -> io::Result<()> {
+    for signo in RESET_SIGNALS {
+        crate::signal::install_over_default(signo, reset_then_default)?;
+    }
+    Ok(())
+}

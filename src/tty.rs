@@ -1,0 +1,421 @@
+//! Tty handles: a terminal as a stream, with modes, a window size and resize events; and the
+//! process-wide ways to put a terminal back the way it was.
+//!
+//! A [`Tty`] reads and writes through the same machinery as a [`Pipe`](crate::Pipe):
+//! bounded reads, a write queue, end of file. On top of that it has:
+//!
+//! - modes ([`TtyMode`]): normal, libuv's raw, and `cfmakeraw`'s;
+//! - the window size, and a callback when it changes (`SIGWINCH`);
+//! - restoration: closing a handle puts back the settings it found, [`reset_mode`] puts
+//!   back the settings from before the first change in the process (from a signal handler
+//!   too), and [`install_restore_hooks`] does that on a panic and on the signals that end
+//!   the process.
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use evloop::{Loop, ReadEvent, RunMode, Tty, TtyMode};
+//!
+//! let mut lp = Loop::new()?;
+//! // A pty: the program runs on the slave side, a terminal emulator drives the master.
+//! let (master, slave) = evloop::tty::openpty()?;
+//! let term = Tty::open(&mut lp, slave)?;
+//! let emulator = Tty::open(&mut lp, master)?;
+//! term.set_mode(&mut lp, TtyMode::Raw)?;
+//! // In raw mode each key arrives at once, without waiting for Enter.
+//! emulator.write(&mut lp, b"q", |_, res| res.unwrap())?;
+//! let got = Rc::new(RefCell::new(Vec::new()));
+//! let sink = got.clone();
+//! term.read_start(&mut lp, move |lp, term, ev| {
+//!     if let ReadEvent::Data(keys) = ev {
+//!         sink.borrow_mut().extend_from_slice(keys);
+//!         term.close(lp).unwrap(); // puts the terminal back in normal mode
+//!         emulator.close(lp).unwrap();
+//!     }
+//! })?;
+//! lp.run(RunMode::Default)?;
+//! assert_eq!(&got.borrow()[..], b"q");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use evloop_platform::fd::{self, Access, FileType};
+use evloop_platform::termios::{self, SavedClaim, Termios};
+
+pub use evloop_platform::termios::WinSize;
+
+use crate::error::{context, invalid};
+use crate::event_loop::Loop;
+use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::io::Io;
+use crate::signal::Signal;
+use crate::stream::{Stream, open_fd_flags, stream_methods};
+
+typed_handle!(
+    /// A terminal: a stream over a tty fd, with modes, a window size and resize events
+    /// (libuv's `uv_tty_t`). See the [module docs](crate::tty) for an example.
+    ///
+    /// Open one with [`Tty::open`]: the fd may be stdin or stdout when they are terminals
+    /// ([`guess_handle`](crate::guess_handle) says [`HandleType::Tty`](crate::HandleType::Tty)),
+    /// `/dev/tty`, or either side of a pty from [`openpty`]. Reads, writes, `shutdown` and
+    /// the read cap work as for a [`Pipe`](crate::Pipe). When the other side of a pty goes
+    /// away, Linux reads fail with `EIO`; the handle reports that as
+    /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered.
+    ///
+    /// Closing the handle puts back the settings it found before its first
+    /// [`set_mode`](Tty::set_mode), and stops its resize callback.
+    ///
+    /// # Platform notes
+    ///
+    /// - **macOS**: kqueue rejects `/dev/tty` (the controlling-terminal indirection), so a
+    ///   handle on it is served by the loop's select helper thread; reopening it by name
+    ///   gives `/dev/tty` again. A pty's own path (`/dev/ttys003`) works with kqueue. The pty
+    ///   master test is `TIOCPTYGNAME`.
+    /// - **FreeBSD**: `/dev/tty` resolves to the real terminal, which kqueue accepts. The pty
+    ///   master test is `TIOCGPTN`.
+    /// - **Linux**: epoll accepts every terminal. The pty master test is `TIOCGPTN`.
+    /// - Everywhere, a process in a background process group that changes the mode gets
+    ///   `SIGTTOU` (which stops it by default), as with any `tcsetattr`.
+    Tty,
+    HandleKind::Tty
+);
+
+stream_methods!(Tty, HandleKind::Tty);
+
+/// How the terminal treats input and output; see [`Tty::set_mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TtyMode {
+    /// The settings the handle found: usually line editing, echo, and keys like Ctrl-C as
+    /// signals.
+    #[default]
+    Normal,
+    /// libuv's raw mode: every byte arrives as it is typed, unechoed and untranslated
+    /// (Ctrl-C is byte 3, Enter is `\r`), and no key sends a signal. Output processing
+    /// stays on, so `"\n"` still prints as `"\r\n"`.
+    Raw,
+    /// `cfmakeraw`: raw input, and raw output too (`"\n"` moves down without returning to
+    /// the first column). For programs that drive the terminal byte for byte.
+    Io,
+}
+
+/// A tty handle's terminal state, kept in its [`Stream`].
+pub(crate) struct TtyState {
+    mode: TtyMode,
+    /// The settings found when the handle last left normal mode: what `Normal` and close
+    /// put back.
+    saved: Option<Termios>,
+    /// Held when this handle made the first mode change in the process.
+    claim: Option<SavedClaim>,
+    /// The caller's fd, when the terminal was reopened: kept open, untouched, until close.
+    original: Option<OwnedFd>,
+    /// The internal, unreferenced `SIGWINCH` watcher behind the resize callback.
+    resize: Option<Signal>,
+}
+
+/// What a tty gives back when its fd is released.
+pub(crate) struct TtyRelease {
+    restore: Option<Termios>,
+    claim: Option<SavedClaim>,
+    original: Option<OwnedFd>,
+}
+
+impl TtyState {
+    /// Takes what the release of the fd must restore and close.
+    pub(crate) fn take_for_release(&mut self) -> TtyRelease {
+        let restore = if self.mode == TtyMode::Normal { None } else { self.saved };
+        self.mode = TtyMode::Normal;
+        TtyRelease { restore, claim: self.claim.take(), original: self.original.take() }
+    }
+}
+
+impl TtyRelease {
+    /// Puts the terminal's settings back through `fd`, which is about to be closed.
+    pub(crate) fn release(self, loop_id: u32, fd: BorrowedFd<'_>) {
+        if let Some(t) = self.restore {
+            if let Err(e) = termios::set(fd, &t) {
+                log::warn!("loop {loop_id}: restoring a terminal's settings at close failed: {e}");
+            }
+        }
+        // The claim goes after the restore, so a signal in between still finds the settings.
+        drop(self.claim);
+        drop(self.original);
+    }
+}
+
+fn describe(ty: FileType) -> &'static str {
+    match ty {
+        FileType::Fifo => "a pipe or FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Regular => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Other => "an unknown kind of file",
+    }
+}
+
+impl Tty {
+    /// Opens the terminal `fd` as a tty handle. The handle owns `fd` and closes it on close.
+    /// It is readable and writable as `fd`'s access mode says.
+    ///
+    /// An fd that is not open, or not a terminal (a file, a pipe, `/dev/null`), is an error.
+    /// For stdin or stdout, pass a duplicate (`io::stdin().as_fd().try_clone_to_owned()?`),
+    /// so that the handle's close leaves the process's fd 0 or 1 in place. To open the
+    /// controlling terminal, open `/dev/tty` and pass that: without a controlling terminal
+    /// (daemons, CI jobs, after `setsid`) that open fails with `ENXIO`.
+    ///
+    /// # Blocking mode, and how this differs from libuv
+    ///
+    /// `O_NONBLOCK` belongs to the open file description, which a terminal usually shares
+    /// with the shell and every other process started from it: setting it on an inherited
+    /// stdin or stdout would make their reads and writes fail with `EAGAIN`. So:
+    ///
+    /// - **Reopened**: unless `fd` is a pty master, the terminal is opened again through its
+    ///   name (`ttyname`, with the same access mode, `O_NOCTTY | O_CLOEXEC | O_NONBLOCK`),
+    ///   and the handle does its I/O on that private description. `fd` itself stays open and
+    ///   untouched until close. libuv does the same reopen, then `dup3`s the new description
+    ///   over the caller's fd number (which also marks stdin, stdout or stderr close-on-exec,
+    ///   so children stop inheriting them, libuv#2062); evloop leaves the caller's fd alone.
+    /// - **Not reopened**: a pty master cannot be reopened (its name is the cloning
+    ///   `/dev/ptmx`), and `ttyname` or the open can fail. Then, as in libuv, the
+    ///   description's blocking mode is left alone and a writable handle's writes block
+    ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
+    ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness. A
+    ///   read-only fd is made nonblocking in place instead, and made blocking again at
+    ///   close. An fd that is already nonblocking is used as it is: to drive a pty master
+    ///   you created without blocking writes, set `O_NONBLOCK` on it before opening.
+    pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
+        let raw = fd.as_raw_fd();
+        let (fd, flags) = open_fd_flags(fd, HandleKind::Tty)?;
+        if !fd::isatty(fd.as_fd()) {
+            let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
+            return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));
+        }
+        let access = match (flags.readable, flags.writable) {
+            (true, true) => Access::ReadWrite,
+            (false, true) => Access::Write,
+            _ => Access::Read,
+        };
+        let (fd, original, blocking, nonblocking_in_place) = match termios::reopen(fd.as_fd(), access) {
+            Ok(private) => (private, Some(fd), false, false),
+            Err(e) => {
+                let blocking = flags.writable && !flags.nonblocking;
+                if blocking && !termios::is_pty_master(fd.as_fd()) {
+                    log::warn!(
+                        "loop {}: cannot reopen the terminal on fd {raw} ({e}); writes will block",
+                        lp.id
+                    );
+                }
+                (fd, None, blocking, !flags.writable && !flags.nonblocking)
+            }
+        };
+        let mode = lp.choose_io_mode(fd.as_fd(), false)?;
+        if nonblocking_in_place {
+            fd::set_nonblocking(fd.as_fd(), true)?;
+        }
+        let how = match (original.is_some(), blocking) {
+            (true, _) => "reopened",
+            (false, true) => "blocking writes",
+            (false, false) => "as it is",
+        };
+        log::debug!("loop {}: opened fd {raw} as a tty ({mode:?}, {how})", lp.id);
+        let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
+        stream.blocking = blocking;
+        stream.restore_blocking = nonblocking_in_place;
+        stream.eio_is_eof = true;
+        stream.tty =
+            Some(TtyState { mode: TtyMode::Normal, saved: None, claim: None, original, resize: None });
+        Ok(Tty(lp.stream_insert(stream)))
+    }
+
+    /// Sets the terminal's mode (libuv's `uv_tty_set_mode`), with `tcsetattr(TCSANOW)`.
+    ///
+    /// Leaving [`TtyMode::Normal`] saves the terminal's settings; `Normal` and closing the
+    /// handle put them back. The first change in the process also saves them process-wide,
+    /// for [`reset_mode`]. The handle must be readable (modes are about input): changing the
+    /// mode through a write-only handle is an error, and leaves the terminal as it was.
+    ///
+    /// Several handles on one terminal share its settings: change modes through one of
+    /// them.
+    pub fn set_mode(self, lp: &mut Loop, mode: TtyMode) -> io::Result<()> {
+        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
+        if !s.readable {
+            return Err(invalid(
+                "cannot change the mode of the tty: it is not readable (its fd is open for writing \
+                 only); change it through a handle on the terminal's input",
+            ));
+        }
+        let fd = s.io.fd()?;
+        let tty = s.tty.as_mut().expect("a tty stream has tty state");
+        if tty.mode == mode {
+            return Ok(());
+        }
+        if tty.mode == TtyMode::Normal {
+            let found = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
+            if tty.claim.is_none() {
+                tty.claim = termios::save_original(fd, &found)?;
+            }
+            tty.saved = Some(found);
+        }
+        let mut t = tty.saved.expect("saved when leaving normal mode");
+        match mode {
+            TtyMode::Normal => {}
+            TtyMode::Raw => t.make_raw(),
+            TtyMode::Io => t.make_io(),
+        }
+        termios::set(fd, &t).map_err(|e| context(e, format!("cannot set the terminal to {mode:?} mode")))?;
+        tty.mode = mode;
+        Ok(())
+    }
+
+    /// The mode last set through this handle.
+    pub fn mode(self, lp: &Loop) -> io::Result<TtyMode> {
+        Ok(lp.tty_ref(self.0)?.mode)
+    }
+
+    /// The terminal's window size (`TIOCGWINSZ`).
+    pub fn winsize(self, lp: &Loop) -> io::Result<WinSize> {
+        termios::winsize(self.fd(lp)?)
+    }
+
+    /// Sets the terminal's window size (`TIOCSWINSZ`). On a pty master, this is how a
+    /// terminal emulator tells the program on the slave side about a resize; the kernel
+    /// sends that program's foreground process group `SIGWINCH`.
+    pub fn set_winsize(self, lp: &Loop, size: WinSize) -> io::Result<()> {
+        termios::set_winsize(self.fd(lp)?, size)
+    }
+
+    /// Calls `cb` with the new window size each time the process gets `SIGWINCH`
+    /// (coalesced per loop iteration, as signals are), replacing an earlier callback. The
+    /// kernel sends `SIGWINCH` to the terminal's foreground process group when the window
+    /// changes.
+    ///
+    /// Underneath is an internal [`Signal`] handle, unreferenced so it does not keep
+    /// [`RunMode::Default`](crate::RunMode::Default) running, closed with the tty.
+    pub fn on_resize(
+        self,
+        lp: &mut Loop,
+        mut cb: impl FnMut(&mut Loop, Tty, WinSize) + 'static,
+    ) -> io::Result<()> {
+        let sig = match lp.tty_mut(self.0)?.resize.take() {
+            Some(sig) if sig.is_closing(lp).is_ok_and(|closing| !closing) => {
+                sig.stop(lp)?;
+                sig
+            }
+            _ => {
+                let sig = Signal::new(lp);
+                sig.set_ref(lp, false)?;
+                sig
+            }
+        };
+        let tty = self;
+        let started = sig.start(lp, crate::signal::SIGWINCH, move |lp, sig, _| match tty.winsize(lp) {
+            Ok(size) => cb(lp, tty, size),
+            Err(e) => {
+                log::debug!("loop {}: resize of {:?}: {e}; no more resize callbacks", lp.id, tty.0);
+                let _ = sig.close(lp);
+            }
+        });
+        if let Err(e) = started {
+            let _ = sig.close(lp);
+            return Err(e);
+        }
+        lp.tty_mut(self.0)?.resize = Some(sig);
+        Ok(())
+    }
+
+    /// Stops the resize callback. Stopping when there is none does nothing.
+    pub fn resize_stop(self, lp: &mut Loop) -> io::Result<()> {
+        if let Some(sig) = lp.tty_mut(self.0)?.resize.take() {
+            let _ = sig.close(lp);
+        }
+        Ok(())
+    }
+
+    /// Whether this handle's writes block until the kernel took all the data: when the
+    /// terminal could not be reopened privately (see [`Tty::open`]).
+    pub fn writes_block(self, lp: &Loop) -> io::Result<bool> {
+        Ok(lp.stream_ref(self.0, HandleKind::Tty)?.blocking)
+    }
+}
+
+/// Puts back the terminal settings saved before the first mode change in the process
+/// (libuv's `uv_tty_reset_mode`). Before any change, it does nothing and returns `Ok`.
+///
+/// It is async-signal-safe and preserves `errno`, so a signal handler may call it. It fails
+/// with `EBUSY`, rather than wait, if a handle is changing the saved settings at that very
+/// moment. The settings stay saved until the handle that saved them closes (closing restores
+/// them too); the next mode change after that saves again.
+///
+/// ```
+/// evloop::tty::reset_mode()?; // nothing changed yet: a no-op
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn reset_mode() -> io::Result<()> {
+    termios::reset_saved()
+}
+
+/// Restores the terminal ([`reset_mode`]) when the program panics or is killed by `SIGINT`,
+/// `SIGTERM`, `SIGHUP` or `SIGQUIT`: the one line to call at the start of `main` in a
+/// program that uses raw mode. Calling it again does nothing.
+///
+/// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
+///   before (which prints the message, now on a sane terminal).
+/// - **Signals**: for each of those signals whose disposition is the default (ending the
+///   process), a handler resets the terminal, puts the default back and raises the signal
+///   again, so the process still ends by that signal (its exit status says so).
+///
+/// `SIGTSTP` and `SIGCONT` are left alone: in the raw modes the keyboard does not send
+/// `SIGTSTP`, and a program that wants job control can watch both with [`Signal`] handles and
+/// set the mode around them.
+///
+/// It coexists with the loop's [`Signal`] handles, in either order. A signal that is
+/// ignored or has a handler already (yours, another library's, or a loop's) keeps it: a
+/// program that catches `SIGINT` decides itself what to do. While a loop watches one of
+/// these signals, its callbacks get it; when the last watcher stops, the loop puts back
+/// this handler (instead of the default).
+///
+/// ```
+/// evloop::tty::install_restore_hooks()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn install_restore_hooks() -> io::Result<()> {
+    static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = reset_mode();
+            previous(info);
+        }));
+    });
+    termios::install_reset_handlers()
+}
+
+/// Creates a pty: `(master, slave)`, both read-write, blocking and close-on-exec; the slave
+/// does not become the controlling terminal. A program runs on the slave side (its stdio);
+/// whoever drives it, like a terminal emulator, reads and writes the master.
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    termios::openpty()
+}
+
+impl Loop {
+    fn tty_ref(&self, id: HandleId) -> io::Result<&TtyState> {
+        let s = self.stream_ref(id, HandleKind::Tty)?;
+        Ok(s.tty.as_ref().expect("a tty stream has tty state"))
+    }
+
+    fn tty_mut(&mut self, id: HandleId) -> io::Result<&mut TtyState> {
+        let s = self.stream_mut(id, HandleKind::Tty)?;
+        Ok(s.tty.as_mut().expect("a tty stream has tty state"))
+    }
+
+    /// The tty part of closing a stream: its resize watcher goes too.
+    pub(crate) fn tty_stop_for_close(&mut self, id: HandleId) {
+        let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        if let Some(sig) = s.tty.as_mut().and_then(|t| t.resize.take()) {
+            // Already closed if the user closed every handle: nothing left to do then.
+            let _ = sig.close(self);
+        }
+    }
+}

@@ -1,0 +1,675 @@
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use evloop::{Loop, ReadEvent, RunMode, Signal, Tty, TtyMode, WinSize};
+use evloop_platform::fd::status_flags;
+use nix::sys::termios::{
+    self, ControlFlags, InputFlags, LocalFlags, OutputFlags, SpecialCharacterIndices, Termios,
+};
+
+use crate::pipe::pattern;
+use crate::util::test_loop;
+
+/// The examples/keys.rs program, run by the keys tests in a child process on a pty.
+#[allow(dead_code)]
+#[path = "../../examples/keys.rs"]
+mod keys;
+
+fn attrs(fd: impl AsFd) -> Termios {
+    termios::tcgetattr(fd).expect("tcgetattr")
+}
+
+/// Compares every field the kernel keeps for a terminal, one by one.
+#[track_caller]
+fn assert_same_termios(got: &Termios, want: &Termios, what: &str) {
+    assert_eq!(got.input_flags, want.input_flags, "{what}: c_iflag");
+    assert_eq!(got.output_flags, want.output_flags, "{what}: c_oflag");
+    assert_eq!(got.control_flags, want.control_flags, "{what}: c_cflag");
+    assert_eq!(got.local_flags, want.local_flags, "{what}: c_lflag");
+    assert_eq!(got.control_chars, want.control_chars, "{what}: c_cc");
+}
+
+/// A pty, plus a second fd on its slave to inspect the terminal with.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+    probe: OwnedFd,
+}
+
+fn pty() -> Pty {
+    let (master, slave) = evloop::tty::openpty().expect("openpty");
+    let probe = slave.try_clone().expect("dup the slave");
+    Pty { master, slave, probe }
+}
+
+/// Reads the master until `n` bytes came, within a deadline.
+fn read_master(master: BorrowedFd<'_>, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "only {:?} arrived on the master", String::from_utf8_lossy(&got));
+        if evloop_platform::fd::poll_readable(master, Some(left)).unwrap() {
+            let mut buf = [0u8; 4096];
+            let k = nix::unistd::read(master, &mut buf[..n - got.len()]).unwrap();
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    got
+}
+
+fn write_master(master: BorrowedFd<'_>, bytes: &[u8]) {
+    assert_eq!(nix::unistd::write(master, bytes).unwrap(), bytes.len());
+}
+
+/// Closes every handle that is not closing yet, and runs the loop until they are gone.
+fn close_all(lp: &mut Loop) {
+    for h in lp.handles() {
+        if !h.closing {
+            lp.close(h.id).unwrap();
+        }
+    }
+    lp.run(RunMode::Default).unwrap();
+    assert!(lp.handles().is_empty());
+}
+
+case!(
+    /// Raw and io modes, each bit against what libuv and cfmakeraw define, then back.
+    fn modes_set_exactly_the_documented_bits() {
+        let mut lp = test_loop();
+        let p = pty();
+        let normal = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Normal);
+
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw);
+        let mut want = normal.clone();
+        want.input_flags.remove(
+            InputFlags::BRKINT
+                | InputFlags::ICRNL
+                | InputFlags::INPCK
+                | InputFlags::ISTRIP
+                | InputFlags::IXON,
+        );
+        want.output_flags.insert(OutputFlags::ONLCR);
+        want.control_flags.insert(ControlFlags::CS8);
+        want.local_flags
+            .remove(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::IEXTEN | LocalFlags::ISIG);
+        want.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+        want.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+        let raw = attrs(&p.probe);
+        assert_same_termios(&raw, &want, "raw");
+        assert!(raw.output_flags.contains(OutputFlags::OPOST | OutputFlags::ONLCR), "raw keeps OPOST");
+
+        // Io comes from the saved normal settings, not from raw.
+        tty.set_mode(&mut lp, TtyMode::Io).unwrap();
+        let mut want = normal.clone();
+        termios::cfmakeraw(&mut want);
+        let io_mode = attrs(&p.probe);
+        assert_same_termios(&io_mode, &want, "io");
+        assert!(!io_mode.output_flags.contains(OutputFlags::OPOST), "io clears OPOST");
+        assert!(!io_mode.local_flags.intersects(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG));
+        assert_eq!(io_mode.control_chars[SpecialCharacterIndices::VMIN as usize], 1);
+        assert_eq!(io_mode.control_chars[SpecialCharacterIndices::VTIME as usize], 0);
+
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        assert_same_termios(&attrs(&p.probe), &normal, "normal again");
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &normal, "after close");
+    }
+);
+
+case!(
+    /// reset_mode() puts back exactly what the first change found; the first one wins.
+    fn reset_mode_restores_the_first_saved_settings() {
+        let mut lp = test_loop();
+        let (a, b) = (pty(), pty());
+        // Make a's settings distinctive, so a wrong restore cannot pass by accident.
+        let mut custom = attrs(&a.probe);
+        custom.control_chars[SpecialCharacterIndices::VERASE as usize] = 0x08;
+        custom.local_flags.remove(LocalFlags::ECHOCTL);
+        termios::tcsetattr(&a.probe, termios::SetArg::TCSANOW, &custom).unwrap();
+        let a_before = attrs(&a.probe);
+        let b_before = attrs(&b.probe);
+
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&a.probe), &a_before, "reset before any change is a no-op");
+
+        let ta = Tty::open(&mut lp, a.slave).unwrap();
+        let tb = Tty::open(&mut lp, b.slave).unwrap();
+        ta.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tb.set_mode(&mut lp, TtyMode::Io).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&a.probe), &a_before, "the first terminal is restored exactly");
+        assert!(!attrs(&b.probe).local_flags.contains(LocalFlags::ICANON), "the second keeps its mode");
+
+        // errno survives the call (it may run inside a signal handler).
+        nix::errno::Errno::set_raw(nix::libc::EXDEV);
+        evloop::tty::reset_mode().unwrap();
+        assert_eq!(nix::errno::Errno::last_raw(), nix::libc::EXDEV);
+
+        // Closing the first terminal's handle releases the saved settings: later resets
+        // leave both terminals alone, and closing b restores b.
+        ta.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        termios::tcsetattr(&a.probe, termios::SetArg::TCSANOW, &custom).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert!(!attrs(&b.probe).local_flags.contains(LocalFlags::ICANON));
+        tb.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&b.probe), &b_before, "b restored at close");
+    }
+);
+
+/// What a tty reader collected.
+#[derive(Default)]
+struct Got {
+    data: Vec<u8>,
+    eof: bool,
+}
+
+/// Reads `tty` into a `Got`; at end of file, closes it. Stops the loop once `stop_at` bytes
+/// came (0: never).
+fn collect(lp: &mut Loop, tty: Tty, stop_at: usize) -> Rc<RefCell<Got>> {
+    let got = Rc::new(RefCell::new(Got::default()));
+    let sink = got.clone();
+    tty.read_start(lp, move |lp, tty, ev| match ev {
+        ReadEvent::Data(d) => {
+            let mut g = sink.borrow_mut();
+            g.data.extend_from_slice(d);
+            if g.data.len() == stop_at {
+                lp.stop();
+            }
+        }
+        ReadEvent::Eof => {
+            assert!(!sink.borrow().eof, "EOF twice");
+            sink.borrow_mut().eof = true;
+            tty.close(lp).unwrap();
+        }
+        ReadEvent::Error(e) => panic!("tty read: {e}"),
+    })
+    .unwrap();
+    got
+}
+
+case!(
+    fn keystrokes_on_the_master_reach_the_read_callback() {
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let got = collect(&mut lp, tty, 7);
+        // Enter stays \r (no ICRNL), Ctrl-C is a byte (no ISIG), no line is needed (no ICANON).
+        write_master(p.master.as_fd(), b"ab\r\x03\x1b[A");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"ab\r\x03\x1b[A");
+        // Nothing was echoed back to the master.
+        assert!(!evloop_platform::fd::poll_readable(p.master.as_fd(), Some(Duration::ZERO)).unwrap());
+        close_all(&mut lp);
+    }
+);
+
+case!(
+    /// Raw keeps output processing ("\n" becomes "\r\n"); io mode does not.
+    fn output_through_the_handle_reads_back_on_the_master() {
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        assert!(!tty.writes_block(&lp).unwrap());
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let done = Rc::new(Cell::new(0));
+        let d = done.clone();
+        tty.write(&mut lp, b"one\ntwo\n", move |_, r| {
+            r.unwrap();
+            d.set(d.get() + 1);
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(read_master(p.master.as_fd(), 10), b"one\r\ntwo\r\n");
+        tty.set_mode(&mut lp, TtyMode::Io).unwrap();
+        let d = done.clone();
+        tty.write(&mut lp, b"three\n", move |_, r| {
+            r.unwrap();
+            d.set(d.get() + 1);
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(read_master(p.master.as_fd(), 6), b"three\n");
+        assert_eq!(done.get(), 2);
+        close_all(&mut lp);
+    }
+);
+
+case!(
+    /// TIOCSWINSZ on the master, then SIGWINCH: the callback gets the new size. The
+    /// internal signal handle keeps nothing alive and goes with the tty.
+    fn resize_reaches_the_callback_with_the_new_size() {
+        let mut lp = test_loop();
+        let p = pty();
+        let first = WinSize { rows: 24, cols: 80, x_pixels: 0, y_pixels: 0 };
+        evloop_platform::termios::set_winsize(p.master.as_fd(), first).unwrap();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        assert_eq!(tty.winsize(&lp).unwrap(), first);
+
+        let sizes = Rc::new(RefCell::new(Vec::new()));
+        let s = sizes.clone();
+        tty.on_resize(&mut lp, move |lp, tty, size| {
+            s.borrow_mut().push(size);
+            tty.close(lp).unwrap();
+        })
+        .unwrap();
+        // Unreferenced: a tty with only a resize callback does not keep the loop running.
+        assert!(!lp.run(RunMode::Default).unwrap());
+        assert!(sizes.borrow().is_empty());
+
+        // Reading keeps the loop alive until the resize callback closes the tty.
+        tty.read_start(&mut lp, |_, _, ev| panic!("no input expected: {ev:?}")).unwrap();
+        let second = WinSize { rows: 40, cols: 100, x_pixels: 800, y_pixels: 640 };
+        evloop_platform::termios::set_winsize(p.master.as_fd(), second).unwrap();
+        evloop::signal::raise(evloop::signal::SIGWINCH).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*sizes.borrow(), [second]);
+        assert!(lp.handles().is_empty(), "the internal signal handle closed with the tty");
+    }
+);
+
+case!(
+    /// The reopen keeps O_NONBLOCK off the description the caller shares with others.
+    fn issue_5_reopen_leaves_the_shared_description_blocking() {
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "the original description");
+        assert!(status_flags(tty.fd(&lp).unwrap()).unwrap().nonblocking, "the handle's own");
+        assert!(!tty.writes_block(&lp).unwrap());
+        // Reads and writes work on the private description.
+        let got = collect(&mut lp, tty, 3);
+        write_master(p.master.as_fd(), b"hi\n");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"hi\n");
+        close_all(&mut lp);
+        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "after close");
+    }
+);
+
+case!(
+    /// A pty master cannot be reopened: its blocking mode is left alone and writes block,
+    /// unless it was nonblocking already.
+    fn a_pty_master_keeps_its_blocking_mode() {
+        let mut lp = test_loop();
+        let p = pty();
+        let shared = p.master.try_clone().unwrap();
+        let master = Tty::open(&mut lp, p.master).unwrap();
+        assert!(master.writes_block(&lp).unwrap());
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
+        // Both directions still work: keys in, output back.
+        let slave = Tty::open(&mut lp, p.slave).unwrap();
+        slave.set_mode(&mut lp, TtyMode::Io).unwrap();
+        let got = collect(&mut lp, slave, 5);
+        master.write(&mut lp, b"hello", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"hello");
+        close_all(&mut lp);
+
+        let (master, _slave) = evloop::tty::openpty().unwrap();
+        evloop_platform::fd::set_nonblocking(master.as_fd(), true).unwrap();
+        let master = Tty::open(&mut lp, master).unwrap();
+        assert!(!master.writes_block(&lp).unwrap(), "already nonblocking: used as it is");
+        close_all(&mut lp);
+    }
+);
+
+case!(
+    secs = 60,
+    /// A child writes 64 KiB to the slave and exits: the master delivers every byte, then
+    /// end of file (Linux's EIO), and nothing is lost at the hang-up (libuv#4992, #4997).
+    fn issue_5_a_pty_master_delivers_everything_before_eof() {
+        const TOTAL: usize = 64 * 1024;
+        let mut lp = test_loop();
+        let p = pty();
+        // No output processing: the bytes arrive as written.
+        let mut t = attrs(&p.probe);
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        drop(p.probe);
+        let dir = std::env::temp_dir().join(format!("evloop-tty-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data");
+        let data = pattern(5, TOTAL);
+        File::create(&path).unwrap().write_all(&data).unwrap();
+
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "cat \"$0\"", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(p.slave));
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd); // our copy of the slave: the child now holds the only one
+
+        let master = Tty::open(&mut lp, p.master).unwrap();
+        let got = collect(&mut lp, master, 0);
+        lp.run(RunMode::Default).unwrap();
+        assert!(child.wait().unwrap().success());
+        let got = got.borrow();
+        assert_eq!(got.data.len(), TOTAL);
+        assert!(got.data == data, "the bytes arrived in order");
+        assert!(got.eof, "then end of file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+);
+
+case!(
+    fn bad_input_gets_clear_errors_and_leaves_the_terminal_alone() {
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+
+        // A regular file.
+        let file = File::open("/proc/self/status").unwrap();
+        let e = Tty::open(&mut lp, OwnedFd::from(file)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("a regular file, not a terminal"), "{e}");
+        // A pipe.
+        let (r, _w) = std::io::pipe().unwrap();
+        let e = Tty::open(&mut lp, OwnedFd::from(r)).unwrap_err();
+        assert!(e.to_string().contains("a pipe or FIFO, not a terminal"), "{e}");
+        // /dev/null.
+        let e = Tty::open(&mut lp, OwnedFd::from(File::open("/dev/null").unwrap())).unwrap_err();
+        assert!(e.to_string().contains("a character device, not a terminal"), "{e}");
+        // A closed fd.
+        let (r, _w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        nix::unistd::close(raw).unwrap();
+        let e = Tty::open(&mut lp, OwnedFd::from(r)).unwrap_err();
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EBADF));
+        assert!(e.to_string().contains(&format!("fd {raw} as a tty: it is not open")), "{e}");
+
+        // A mode change through a handle that cannot read.
+        let name = nix::unistd::ttyname(&p.probe).unwrap();
+        let write_only = File::options().write(true).open(&name).unwrap();
+        let out = Tty::open(&mut lp, OwnedFd::from(write_only)).unwrap();
+        let e = out.set_mode(&mut lp, TtyMode::Raw).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("not readable"), "{e}");
+        assert_eq!(out.mode(&lp).unwrap(), TtyMode::Normal);
+        let e = out.read_start(&mut lp, |_, _, _| {}).unwrap_err();
+        assert!(e.to_string().contains("not readable"), "{e}");
+        // Its writes still work.
+        out.write(&mut lp, b"x", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(read_master(p.master.as_fd(), 1), b"x");
+
+        // reset_mode() before any change: a no-op.
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "after every bad input");
+
+        // A closed id.
+        out.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(out.set_mode(&mut lp, TtyMode::Raw).is_err());
+        assert!(out.winsize(&lp).is_err());
+        assert!(out.on_resize(&mut lp, |_, _, _| {}).is_err());
+
+        // /dev/tty without a controlling terminal: the open fails, with ENXIO.
+        nix::unistd::setsid().unwrap();
+        let e = File::options().read(true).write(true).open("/dev/tty").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::ENXIO));
+        assert_same_termios(&attrs(&p.probe), &before, "at the end");
+    }
+);
+
+case!(
+    /// Closing the loop closes its ttys, which restores their modes (also through the
+    /// select helper, which gets the fd only after the restore).
+    fn dropping_the_loop_restores_the_terminal() {
+        let p = pty();
+        let before = attrs(&p.probe);
+        let mut lp = test_loop();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.read_start(&mut lp, |_, _, _| {}).unwrap();
+        tty.on_resize(&mut lp, |_, _, _| {}).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        drop(lp);
+        assert_same_termios(&attrs(&p.probe), &before, "after the loop dropped");
+        // The saved settings went with the handle.
+        evloop::tty::reset_mode().unwrap();
+    }
+);
+
+case!(
+    /// Terminal safety: a callback panics while the terminal is raw; the hook restores it.
+    fn issue_7_a_panic_in_a_callback_restores_the_terminal() {
+        evloop::tty::install_restore_hooks().unwrap();
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.read_start(&mut lp, |_, _, _| panic!("a callback panics (on purpose)")).unwrap();
+        write_master(p.master.as_fd(), b"k");
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(RunMode::Default)));
+        assert!(res.is_err(), "the panic went through run()");
+        assert_same_termios(&attrs(&p.probe), &before, "the hook restored the terminal");
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw, "the handle is still open");
+        close_all(&mut lp);
+    }
+);
+
+case!(
+    /// The hooks and the loop's signal handles share SIGINT and SIGTERM in either order: a
+    /// watched signal goes to its watcher, and the hook comes back when the watcher stops.
+    fn restore_hooks_coexist_with_signal_handles() {
+        use evloop::signal::{SIGINT, SIGTERM, raise};
+        use evloop_platform::signal::{Disposition, disposition};
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let caught = Rc::new(RefCell::new(Vec::new()));
+        let watch = |lp: &mut Loop, signum| {
+            let c = caught.clone();
+            let sig = Signal::new(lp);
+            sig.start_oneshot(lp, signum, move |lp, sig, n| {
+                c.borrow_mut().push(n);
+                sig.close(lp).unwrap();
+            })
+            .unwrap();
+        };
+        // SIGTERM is watched before the hooks arrive, SIGINT after.
+        watch(&mut lp, SIGTERM);
+        evloop::tty::install_restore_hooks().unwrap();
+        let hook = disposition(SIGINT).unwrap();
+        assert!(matches!(hook, Disposition::Handler(_)), "the hook took the default SIGINT");
+        watch(&mut lp, SIGINT);
+        raise(SIGTERM).unwrap();
+        raise(SIGINT).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        caught.borrow_mut().sort();
+        assert_eq!(*caught.borrow(), [SIGINT, SIGTERM], "both went to their watchers");
+        assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ICANON), "and nobody reset the terminal");
+        assert_eq!(disposition(SIGINT).unwrap(), hook, "the hook is back for SIGINT");
+        assert_eq!(disposition(SIGTERM).unwrap(), hook, "and installed for SIGTERM when its watcher stopped");
+        close_all(&mut lp);
+    }
+);
+
+// ----- examples/keys.rs through a pty ---------------------------------------------------------
+
+const KEYS_CHILD_ENV: &str = "EVLOOP_TEST_KEYS_CHILD";
+
+/// Not a test: the entry point of the child process the keys tests start (this binary,
+/// re-executed with `--ignored --exact`), which runs examples/keys.rs on its stdio.
+#[test]
+#[ignore = "runs only as the keys tests' child process"]
+fn keys_example_child() {
+    if std::env::var_os(KEYS_CHILD_ENV).is_some() {
+        std::process::exit(keys::run());
+    }
+}
+
+/// The keys example in a child process, with the pty slave as its stdin, stdout and stderr.
+struct KeysChild {
+    child: Child,
+    master: OwnedFd,
+    transcript: Vec<u8>,
+}
+
+impl KeysChild {
+    fn start(master: OwnedFd, slave: BorrowedFd<'_>) -> KeysChild {
+        let stdio = || Stdio::from(slave.try_clone_to_owned().unwrap());
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "tty::keys_example_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(KEYS_CHILD_ENV, "1")
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .unwrap();
+        KeysChild { child, master, transcript: Vec::new() }
+    }
+
+    /// Reads the master until `needle` shows up after what earlier waits consumed.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(at) = String::from_utf8_lossy(&self.transcript).find(needle) {
+                self.transcript.drain(..at + needle.len());
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no {needle:?} in {:?}", String::from_utf8_lossy(&self.transcript));
+            if evloop_platform::fd::poll_readable(self.master.as_fd(), Some(left)).unwrap() {
+                let mut buf = [0u8; 4096];
+                match nix::unistd::read(&self.master, &mut buf) {
+                    Ok(n) => self.transcript.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!(
+                        "reading the master: {e}; so far {:?}",
+                        String::from_utf8_lossy(&self.transcript)
+                    ),
+                }
+            }
+        }
+    }
+
+    fn send(&self, keys: &[u8]) {
+        write_master(self.master.as_fd(), keys);
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for KeysChild {
+    fn drop(&mut self) {
+        // A failing test must not leave the child behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts keys on a fresh 80x24 pty and waits until it is in raw mode.
+/// The pty stays open (`Pty::master` too) after the child exited, to inspect its settings.
+fn start_keys() -> (KeysChild, Pty, Termios) {
+    let p = pty();
+    let size = WinSize { rows: 24, cols: 80, x_pixels: 0, y_pixels: 0 };
+    evloop_platform::termios::set_winsize(p.master.as_fd(), size).unwrap();
+    let before = attrs(&p.probe);
+    let mut keys = KeysChild::start(p.master.try_clone().unwrap(), p.slave.as_fd());
+    keys.wait_for("window 80x24");
+    keys.wait_for("press q or Ctrl-C to quit");
+    assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ICANON), "keys is in raw mode");
+    (keys, p, before)
+}
+
+case!(
+    secs = 60,
+    /// Keys in, their bytes out, a redraw on resize, `q` quits, the terminal is restored.
+    fn keys_example_through_a_pty() {
+        let (mut keys, pty, before) = start_keys();
+        keys.send(b"a");
+        keys.wait_for("61");
+        keys.send(b"\x1b[A");
+        keys.wait_for("1b 5b 41");
+        keys.wait_for("ESC [ A");
+        let size = WinSize { rows: 40, cols: 100, x_pixels: 0, y_pixels: 0 };
+        evloop_platform::termios::set_winsize(keys.master.as_fd(), size).unwrap();
+        // The child has no controlling terminal, so the kernel's SIGWINCH goes nowhere.
+        nix::sys::signal::kill(keys.pid(), nix::sys::signal::SIGWINCH).unwrap();
+        keys.wait_for("window 100x40");
+        keys.send(b"q");
+        keys.wait_for("bye");
+        let status = keys.wait();
+        assert!(status.success(), "{status}");
+        assert_same_termios(&attrs(&pty.probe), &before, "after keys quit");
+    }
+);
+
+case!(
+    secs = 60,
+    fn keys_example_quits_on_ctrl_c() {
+        let (keys, pty, before) = start_keys();
+        keys.send(b"\x03");
+        let status = keys.wait();
+        assert!(status.success(), "{status}");
+        assert_same_termios(&attrs(&pty.probe), &before, "after Ctrl-C");
+    }
+);
+
+case!(
+    secs = 60,
+    /// Killed by SIGTERM or SIGHUP in raw mode: the hook restores the terminal, and the
+    /// process still dies by that signal.
+    fn keys_example_restores_the_terminal_when_killed() {
+        for signal in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGHUP] {
+            let (keys, pty, before) = start_keys();
+            nix::sys::signal::kill(keys.pid(), signal).unwrap();
+            let status = keys.wait();
+            assert_eq!(status.signal(), Some(signal as i32), "{status}");
+            assert_same_termios(&attrs(&pty.probe), &before, "after the signal");
+        }
+    }
+);
+
+case!(
+    fn keys_example_without_a_terminal_says_so() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "tty::keys_example_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(KEYS_CHILD_ENV, "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("keys: stdin is not a terminal"), "{err}");
+    }
+);
