@@ -50,7 +50,8 @@ BENCH = []
 
 
 def add(group, bid, argv, place, metric, needs_peers=False):
-    BENCH.append(dict(group=group, id=bid, argv=argv, place=place, metric=metric, peers=needs_peers))
+    # Ids are unique across groups: the group is part of them.
+    BENCH.append(dict(group=group, id=f"{group}_{bid}", argv=argv, place=place, metric=metric, peers=needs_peers))
 
 
 TOTAL = os.environ.get("BENCH_BYTES", "2g")
@@ -82,9 +83,9 @@ for place in ["cpu0", "any"]:
 for place in ["cpu0", "any"]:
     echo = peer("echo_child")[0] if PEERS else "cat"
     add("pingpong", f"raw_epoll_{place}", peer("pingpong_raw", "epoll", SECS, echo), place, "rt_per_s", True)
-    add("pingpong", f"evloop_{place}", ex("pingpong", "--secs", SECS, "--child", echo), place, "rt_per_s")
-    add("pingpong", f"evloop_try_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--try-write"), place, "rt_per_s")
-    add("pingpong", f"evloop_select_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--force-select"), place, "rt_per_s")
+    add("pingpong", f"evloop_{place}", ex("pingpong", "--secs", SECS, "--child", echo), place, "rt_per_sec")
+    add("pingpong", f"evloop_try_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--try-write"), place, "rt_per_sec")
+    add("pingpong", f"evloop_select_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--force-select"), place, "rt_per_sec")
     add("pingpong", f"uv_write_{place}", peer("uv_pingpong", "write", SECS, echo), place, "rt_per_s", True)
     add("pingpong", f"uv_trywrite_{place}", peer("uv_pingpong", "trywrite", SECS, echo), place, "rt_per_s", True)
     add("pingpong", f"tokio_{place}", perf_peers("tokio_pingpong", SECS, echo), place, "rt_per_s", True)
@@ -202,6 +203,9 @@ def timed(args):
     print("|---|---|---|---|")
     metric = {b["id"]: b["metric"] for b in benches}
     for label, num, den in RATIOS:
+        # Ratio ids are written without their group, which is the label's first word.
+        group = label.split()[0].rstrip(":")
+        num, den = f"{group}_{num}", f"{group}_{den}"
         if num not in raw or den not in raw:
             continue
         vals = []
@@ -211,7 +215,7 @@ def timed(args):
                 vals.append(x / y)
         if vals:
             print(f"| {label} | {statistics.median(vals):.3f} | {min(vals):.3f} | {max(vals):.3f} |")
-    extra = [b for b in benches if b["id"].startswith("evloop_timers")]
+    extra = [b for b in benches if b["id"] == "timers_evloop_timers"]
     for b in extra:
         lates = [m.get("late_ms_max") for m in raw[b["id"]] if m.get("late_ms_max") is not None]
         if lates:

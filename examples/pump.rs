@@ -13,7 +13,6 @@ mod args;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -46,13 +45,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The other side: blocking 64 KiB writes straight to fd 1 (no `Stdout` line buffering, which
+/// would scan every block for newlines).
 fn writer(total: u64) {
     let block = vec![0x5au8; 64 << 10];
-    let mut out = std::io::stdout().lock();
+    let out = std::io::stdout();
+    let fd = out.as_fd();
     let mut left = total;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
-        out.write_all(&block[..n]).expect("writer: write");
+        let mut done = 0;
+        while done < n {
+            done += evloop_platform::fd::write(fd, &block[done..n]).expect("writer: write");
+        }
         left -= n as u64;
     }
 }
