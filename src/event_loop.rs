@@ -82,6 +82,8 @@ impl LoopBuilder {
 pub(crate) enum Pending {
     /// A write or shutdown finished (or failed): its callback and result.
     Write(crate::stream::WriteCb, io::Result<()>),
+    /// A child whose exit may have been missed by its notification: look at it.
+    Child(crate::process::ChildCheck),
 }
 
 /// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
@@ -140,6 +142,8 @@ pub struct Loop {
     running: bool,
     iterations: u64,
     pub(crate) options: LoopBuilder,
+    /// Every child this loop spawned and has not reaped yet.
+    pub(crate) children: crate::process::Children,
 }
 
 impl fmt::Debug for Loop {
@@ -197,6 +201,7 @@ impl Loop {
             io_dirty: Vec::new(),
             always_ready: Vec::new(),
             stop_flag: false,
+            children: Default::default(),
             running: false,
             iterations: 0,
             options,
@@ -421,6 +426,7 @@ impl Loop {
             Kind::Channel(c) => c.shared.closed.store(true, Ordering::SeqCst),
             Kind::Signal(_) => self.signal_stop_now(id),
             Kind::Stream(_) => self.stream_stop_for_close(id),
+            Kind::Process(_) => self.process_stop_for_close(id),
         }
     }
 
@@ -485,7 +491,10 @@ impl Loop {
 
     /// Whether the loop has active, referenced handles, pending callbacks or closing handles.
     pub fn is_alive(&self) -> bool {
-        self.active_refs > 0 || !self.pending.is_empty() || !self.closing.is_empty()
+        self.active_refs > 0
+            || !self.pending.is_empty()
+            || !self.closing.is_empty()
+            || self.children.keeps_loop_alive()
     }
 
     /// How many iterations have run, for statistics and tests.
@@ -499,6 +508,7 @@ impl Loop {
             let Some(p) = self.pending.pop_front() else { break };
             match p {
                 Pending::Write(cb, result) => cb(self, result),
+                Pending::Child(check) => self.child_check(check),
             }
         }
     }
@@ -567,6 +577,7 @@ impl Loop {
         match ev.token {
             WAKE_TOKEN => self.on_wake(),
             SIGNAL_TOKEN => self.on_signal_pipe(),
+            token if crate::process::is_child_token(token) => self.on_child_event(token),
             token => {
                 let key = (token & 0xffff_ffff) as usize;
                 let gen_ = (token >> 32) as u32;
@@ -655,6 +666,8 @@ impl Drop for Loop {
                 self.stop_for_close(id);
             }
         }
+        // Children whose handles just stopped: reaped, waited for, or left to the orphan list.
+        self.children_drop();
         self.pending.clear();
         self.closing.clear();
         self.slots.clear();

@@ -119,6 +119,7 @@ pub(crate) enum Kind {
     Channel(crate::channel::ChannelState),
     Signal(crate::signal::SignalState),
     Stream(Box<crate::stream::Stream>),
+    Process(Box<crate::process::ProcessState>),
 }
 
 impl Kind {
@@ -130,6 +131,7 @@ impl Kind {
             Kind::Channel(_) => HandleKind::Channel,
             Kind::Signal(_) => HandleKind::Signal,
             Kind::Stream(s) => s.kind,
+            Kind::Process(_) => HandleKind::Process,
         }
     }
 }

@@ -66,6 +66,8 @@ typed_handle!(
     HandleKind::Signal
 );
 
+/// `SIGKILL`, for [`Process::kill`](crate::Process::kill): it cannot be watched.
+pub use evloop_platform::libc::SIGKILL;
 /// Common signal numbers, so callers need not depend on `libc` for them.
 pub use evloop_platform::libc::{
     SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2, SIGWINCH,

@@ -11,6 +11,8 @@
 //! - [`waker`]: a cross-thread wakeup registered in the poller (eventfd or `EVFILT_USER`).
 //! - [`fd`]: pipes, `O_NONBLOCK`, capped reads and writes, `writev`, file types.
 //! - [`signal`]: the one process-wide signal handler and its per-loop notification slots.
+//! - [`spawn`]: starting children (posix_spawn, or fork/exec with nothing allocated between).
+//! - [`process`]: children once started: reaping by pid, signals, Linux pidfds.
 //!
 //! Conventions:
 //!
@@ -25,8 +27,10 @@ compile_error!("evloop-platform supports Linux, macOS and FreeBSD");
 mod cvt;
 pub mod fd;
 pub mod poller;
+pub mod process;
 pub mod select;
 pub mod signal;
+pub mod spawn;
 pub mod time;
 pub mod waker;
 

@@ -14,6 +14,8 @@ mod embed;
 mod loop_core;
 /// Pipes: bounded reads, the write queue, EOF, EPIPE, fairness, always-ready fds, bad input.
 mod pipe;
+/// Child processes: spawn paths, stdio, exit and kill, reaping without zombies, pipelines.
+mod process;
 /// Signal handles: delivery, several loops, dispositions restored.
 mod signal;
 /// Timer order, repeat, again, the zero-timeout re-arm rule.
