@@ -517,8 +517,8 @@ impl Loop {
         if self.closing.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.closing);
-        for (id, cb) in batch {
+        let mut batch = std::mem::take(&mut self.closing);
+        for (id, cb) in batch.drain(..) {
             let mut slot = self.slots.remove(id.key as usize);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.kind.handle_kind().name());
             if let Kind::Stream(s) = &mut slot.kind {
@@ -528,6 +528,11 @@ impl Loop {
             if let Some(cb) = cb {
                 cb(self);
             }
+        }
+        // Handles closed by those callbacks wait for the next close phase; otherwise keep
+        // the vector, so that closing allocates nothing in steady state.
+        if self.closing.is_empty() {
+            self.closing = batch;
         }
     }
 

@@ -119,7 +119,7 @@ pub(crate) enum Kind {
     Channel(crate::channel::ChannelState),
     Signal(crate::signal::SignalState),
     Stream(Box<crate::stream::Stream>),
-    Process(Box<crate::process::ProcessState>),
+    Process(crate::process::ProcessState),
 }
 
 impl Kind {

@@ -70,8 +70,9 @@
 //!
 //! - **Linux**: a pidfd per child, in epoll. Where `pidfd_open` fails with `ENOSYS` (kernels
 //!   before 5.3, some seccomp sandboxes), the loop falls back to `SIGCHLD` through its signal
-//!   machinery (an internal, unreferenced [`Signal`](crate::Signal) handle, started while
-//!   such children exist) and calls `waitpid(pid, WNOHANG)` for each of its own children.
+//!   machinery (an internal, unreferenced [`Signal`] handle, started with the first
+//!   such child and kept until the loop drops, which restores the previous disposition) and
+//!   calls `waitpid(pid, WNOHANG)` for each of its own children.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.
@@ -360,45 +361,42 @@ mod sealed {
 /// `OsString`), which is looked up in `PATH` unless it contains a `/`, or a path (`&Path`,
 /// `PathBuf`), which never is (see [the module docs](self#the-program-path)).
 pub trait IntoProgram: sealed::Sealed {
-    /// The program and whether it was given as a path.
+    /// Calls `f` with the program and whether it was given as a path.
     #[doc(hidden)]
-    fn into_program(self) -> (OsString, bool);
+    fn with_program<R>(self, f: impl FnOnce(&OsStr, bool) -> R) -> R;
 }
 
 macro_rules! program_impls {
     ($is_path:expr => $($t:ty),*) => {$(
         impl sealed::Sealed for $t {}
         impl IntoProgram for $t {
-            fn into_program(self) -> (OsString, bool) {
-                (OsString::from(self), $is_path)
+            fn with_program<R>(self, f: impl FnOnce(&OsStr, bool) -> R) -> R {
+                f(self.as_ref(), $is_path)
             }
         }
     )*};
 }
 program_impls!(false => &str, String, &String, &OsStr, OsString, &OsString);
+program_impls!(true => &Path, PathBuf, &PathBuf);
 
-macro_rules! path_impls {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
-        impl IntoProgram for $t {
-            fn into_program(self) -> (OsString, bool) {
-                (PathBuf::from(self).into_os_string(), true)
-            }
-        }
-    )*};
+/// Whether a relative path needs `./` in front: it does not already start with `.` or `..`
+/// (duct's `dotify_relative_exe_path`).
+fn needs_dot(p: &OsStr) -> bool {
+    matches!(Path::new(p).components().next(), Some(Component::Normal(_)))
 }
-path_impls!(&Path, PathBuf, &PathBuf);
 
-/// `./name` for a relative path that does not already start with `.` or `..` (duct's
-/// `dotify_relative_exe_path`).
-fn dotify(p: OsString) -> OsString {
-    let needs_dot = matches!(Path::new(&p).components().next(), Some(Component::Normal(_)));
-    if !needs_dot {
-        return p;
+/// The program as a C string, in one allocation: `./` in front of a relative [`Path`].
+fn program_cstring(p: &OsStr, is_path: bool) -> Result<CString, &'static str> {
+    let dot = is_path && needs_dot(p);
+    let mut v = Vec::with_capacity(p.len() + 1 + if dot { 2 } else { 0 });
+    if dot {
+        v.extend_from_slice(b"./");
     }
-    let mut out = OsString::from("./");
-    out.push(p);
-    out
+    v.extend_from_slice(p.as_bytes());
+    if v.is_empty() {
+        return Err("the program name is empty");
+    }
+    CString::new(v).map_err(|_| "the program name contains a NUL byte")
 }
 
 // ----- the command --------------------------------------------------------------------------
@@ -458,10 +456,12 @@ fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, ()> {
 impl Command {
     /// A command for `program`; see [`IntoProgram`] for how strings and paths differ.
     pub fn new(program: impl IntoProgram) -> Command {
-        let (program, is_path) = program.into_program();
-        let program = if is_path { dotify(program) } else { program };
-        let mut cmd = Command {
-            program: CString::default(),
+        let (program, invalid) = match program.with_program(program_cstring) {
+            Ok(c) => (c, None),
+            Err(why) => (CString::default(), Some(why.to_string())),
+        };
+        Command {
+            program,
             arg0: None,
             args: Vec::new(),
             env: None,
@@ -472,16 +472,8 @@ impl Command {
             setsid: false,
             stdio: Vec::new(),
             kill_on_drop: false,
-            invalid: None,
-        };
-        if program.is_empty() {
-            cmd.bad("the program name is empty".into());
+            invalid,
         }
-        match cstring(program.into_vec()) {
-            Ok(c) => cmd.program = c,
-            Err(()) => cmd.bad("the program name contains a NUL byte".into()),
-        }
-        cmd
     }
 
     fn bad(&mut self, why: String) {
@@ -796,21 +788,54 @@ typed_handle!(
 
 type ExitCb = Box<dyn FnOnce(&mut Loop, Process, io::Result<ExitStatus>)>;
 
+/// A process handle's state, kept small enough to sit in its slot without a box of its own.
 pub(crate) struct ProcessState {
+    on_exit: Option<ExitCb>,
     pid: Pid,
-    /// The child's entry in the loop's table while it runs.
-    child_key: Option<usize>,
-    /// Set once the child was reaped.
-    reaped: bool,
-    status: Option<ExitStatus>,
-    /// The process group `kill_group` signals, and whether the child leads it.
-    group: Option<Pid>,
-    leads_group: bool,
-    kill_on_drop: bool,
+    /// The child's entry in the loop's table while it runs; `NO_CHILD` afterwards.
+    child_key: u32,
+    /// The process group `kill_group` signals; 0 when the child shares the loop's.
+    group: Pid,
     /// After exit, the pidfd stays here: it can still signal the group the child led.
     #[cfg(target_os = "linux")]
     pidfd: Option<OwnedFd>,
-    on_exit: Option<ExitCb>,
+    /// How the child ended (see `pack_status`), once `reaped` and `status_known`.
+    status: i32,
+    reaped: bool,
+    status_known: bool,
+    leads_group: bool,
+    kill_on_drop: bool,
+}
+
+const _: () = assert!(size_of::<ProcessState>() <= 40, "a bigger ProcessState grows every slot");
+
+const NO_CHILD: u32 = u32::MAX;
+
+fn pack_status(st: ExitStatus) -> i32 {
+    match st {
+        ExitStatus::Exited(code) => code & 0xff,
+        ExitStatus::Signaled { signal, core_dumped } => {
+            0x100 | (i32::from(core_dumped) << 9) | (signal << 10)
+        }
+    }
+}
+
+fn unpack_status(raw: i32) -> ExitStatus {
+    if raw & 0x100 == 0 {
+        ExitStatus::Exited(raw & 0xff)
+    } else {
+        ExitStatus::Signaled { signal: raw >> 10, core_dumped: raw & 0x200 != 0 }
+    }
+}
+
+impl ProcessState {
+    fn status(&self) -> Option<ExitStatus> {
+        (self.reaped && self.status_known).then(|| unpack_status(self.status))
+    }
+
+    fn child_key(&self) -> Option<usize> {
+        (self.child_key != NO_CHILD).then_some(self.child_key as usize)
+    }
 }
 
 impl Process {
@@ -821,7 +846,7 @@ impl Process {
 
     /// How the child ended, once it has been reaped.
     pub fn exit_status(self, lp: &Loop) -> io::Result<Option<ExitStatus>> {
-        Ok(lp.process_ref(self.0)?.status)
+        Ok(lp.process_ref(self.0)?.status())
     }
 
     /// Sends `signal` to the child (0 checks that it still runs). Reaches only this child:
@@ -877,9 +902,9 @@ pub(crate) struct Children {
     entries: Slab<ChildEntry>,
     /// Background children that keep the loop alive.
     keep_alive: usize,
-    /// The internal SIGCHLD watcher, while some child relies on it.
+    /// The internal SIGCHLD watcher: started by the first child that relies on it, kept
+    /// until the loop drops (as libuv does), so spawning does not reinstall it every time.
     sigchld: Option<Signal>,
-    sigchld_users: usize,
     scratch: Vec<usize>,
 }
 
@@ -1038,7 +1063,6 @@ impl Loop {
             Ok(s) => s,
             Err(e) => {
                 self.restore_moved(&prep);
-                self.sigchld_release_if_unused();
                 return Err(cmd.spawn_error(e, &prep.fds));
             }
         };
@@ -1051,31 +1075,28 @@ impl Loop {
         );
         drop(std::mem::take(&mut prep.child_ends));
         let pid = spawned.pid;
-        let (group, leads_group) = if cmd.setsid {
-            (Some(pid), true)
-        } else {
-            match cmd.process_group {
-                Some(0) => (Some(pid), true),
-                Some(g) => (Some(g), false),
-                None => (None, false),
-            }
+        let (group, leads_group) = match (cmd.setsid, cmd.process_group) {
+            (true, _) | (false, Some(0)) => (pid, true),
+            (false, Some(g)) => (g, false),
+            (false, None) => (0, false),
         };
-        let id = self.insert(Kind::Process(Box::new(ProcessState {
+        let id = self.insert(Kind::Process(ProcessState {
+            on_exit: Some(on_exit),
             pid,
-            child_key: None,
-            reaped: false,
-            status: None,
+            child_key: NO_CHILD,
             group,
-            leads_group,
-            kill_on_drop: cmd.kill_on_drop,
             #[cfg(target_os = "linux")]
             pidfd: None,
-            on_exit: Some(on_exit),
-        })));
+            status: 0,
+            reaped: false,
+            status_known: false,
+            leads_group,
+            kill_on_drop: cmd.kill_on_drop,
+        }));
         self.set_active(id, true);
         let key = self.child_watch(id, pid, sigchld_before);
         if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-            st.child_key = Some(key);
+            st.child_key = key as u32;
         }
         let mut child =
             Child { process: Process(id), stdin: None, stdout: None, stderr: None, pipes: Vec::new() };
@@ -1206,7 +1227,14 @@ impl Loop {
 
     /// Starts the internal SIGCHLD watcher if it is not running.
     fn sigchld_watch(&mut self) -> io::Result<()> {
-        if self.children.sigchld.is_some() {
+        // (Someone closing every handle of the loop may have closed it.)
+        let live = self.children.sigchld.is_some_and(|s| {
+            let id = s.id();
+            self.slots
+                .get(id.key as usize)
+                .is_some_and(|slot| slot.gen_ == id.gen_ && !slot.flags.contains(Flags::CLOSING))
+        });
+        if live {
             return Ok(());
         }
         let s = Signal::new(self);
@@ -1221,30 +1249,17 @@ impl Loop {
         Ok(())
     }
 
-    /// Stops the SIGCHLD watcher once no child relies on it (the previous disposition comes
-    /// back).
-    fn sigchld_release_if_unused(&mut self) {
-        if self.children.sigchld_users == 0 {
-            if let Some(s) = self.children.sigchld.take() {
-                let _ = s.close(self);
-            }
-        }
-    }
-
     /// Registers child `pid` of handle `id` for exit notification; returns its entry key.
     fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> usize {
         let key = self.children.entries.vacant_key();
         let watch = self.exit_notification(key, pid);
-        if matches!(watch, Watch::Sigchld) {
-            self.children.sigchld_users += 1;
-            let was_running = sigchld_running && self.children.sigchld.is_some();
+        if matches!(watch, Watch::Sigchld) && !sigchld_running {
+            // An unexpected fallback: the watcher starts only now, and the child may have
+            // exited before it was there to hear it.
             if let Err(e) = self.sigchld_watch() {
                 log::warn!("loop {}: cannot watch SIGCHLD for pid {pid}: {e}", self.id);
             }
-            if !was_running {
-                // It may have exited before the watcher was there to hear it.
-                self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
-            }
+            self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
         }
         let inserted = self.children.entries.insert(ChildEntry {
             pid,
@@ -1365,10 +1380,7 @@ impl Loop {
             }
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
             Watch::Kqueue => {}
-            Watch::Sigchld => {
-                self.children.sigchld_users -= 1;
-                self.sigchld_release_if_unused();
-            }
+            Watch::Sigchld => {}
         }
         if entry.keeps_alive {
             self.children.keep_alive -= 1;
@@ -1385,9 +1397,12 @@ impl Loop {
             return;
         };
         let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
-        st.child_key = None;
+        st.child_key = NO_CHILD;
         st.reaped = true;
-        st.status = res.as_ref().ok().copied();
+        if let Ok(status) = &res {
+            st.status = pack_status(*status);
+            st.status_known = true;
+        }
         #[cfg(target_os = "linux")]
         {
             st.pidfd = pidfd;
@@ -1413,7 +1428,7 @@ impl Loop {
         self.open_slot_mut(id, HandleKind::Process)?;
         // Field borrows: the slot and the children table are disjoint.
         let Kind::Process(st) = &self.slots[id.key as usize].kind else { unreachable!("checked the kind") };
-        let entry = st.child_key.and_then(|k| self.children.entries.get(k));
+        let entry = st.child_key().and_then(|k| self.children.entries.get(k));
         if !group {
             if st.reaped {
                 return Err(os(libc::ESRCH));
@@ -1424,11 +1439,12 @@ impl Loop {
             }
             return sys::kill(st.pid, signal);
         }
-        let Some(pgid) = st.group else {
+        let pgid = st.group;
+        if pgid == 0 {
             return Err(invalid(
                 "kill_group: the child shares the loop's process group; spawn it with process_group(0) or setsid",
             ));
-        };
+        }
         if pgid == sys::process_group() {
             return Err(invalid("kill_group: the child's group is the loop's own process group"));
         }
@@ -1460,7 +1476,8 @@ impl Loop {
         {
             st.pidfd = None;
         }
-        let Some(key) = st.child_key.take() else { return };
+        let Some(key) = st.child_key() else { return };
+        st.child_key = NO_CHILD;
         let kill = st.kill_on_drop;
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
@@ -1499,7 +1516,6 @@ impl Loop {
             }
         }
         self.children.keep_alive = 0;
-        self.children.sigchld_users = 0;
         self.children.sigchld = None;
         reap_orphans();
     }

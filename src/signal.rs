@@ -186,12 +186,14 @@ impl Loop {
         let Some(sigs) = self.signals.as_mut() else { return };
         let mut buf = [0u8; 64];
         // Drain before taking the mask: a signal after this read leaves a byte for next time.
-        while matches!(fd::read(sigs.read_end.as_fd(), &mut buf), Ok(n) if n > 0) {}
-        let mask = sigs.slot.take_pending();
-        for signum in 1..=crate::limits::SIGNAL_NUMBER_MAX {
-            if mask & (1u64 << (signum - 1)) != 0 {
-                self.deliver_signal(signum);
-            }
+        // A short read means the pipe is empty.
+        while matches!(fd::read(sigs.read_end.as_fd(), &mut buf), Ok(n) if n == buf.len()) {}
+        let mut mask = sigs.slot.take_pending();
+        // Lowest signal first, visiting only the bits that are set.
+        while mask != 0 {
+            let signum = mask.trailing_zeros() as i32 + 1;
+            mask &= mask - 1;
+            self.deliver_signal(signum);
         }
     }
 

@@ -677,25 +677,64 @@ fn spawn_actions(req: &Request<'_>, plan: &FdPlan) -> Result<Option<Actions>, Sp
 fn posix_spawn_one(
     path: &CStr,
     use_path: bool,
-    acts: Option<&mut Actions>,
-    attr: &mut Attr,
+    acts: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> Result<Pid, i32> {
     let mut pid: Pid = 0;
-    let acts = acts.map_or(std::ptr::null(), |a| a.ptr() as *const _);
     // SAFETY: `pid` is writable; `path`, `argv` and `envp` are NULL-terminated arrays of
     // valid C strings that outlive the call (argv and envp as posix_spawn declares them, with
     // `*const` cast to the `*mut` of the C prototype, which does not write through them);
-    // `acts` is null or initialised, and so is `attr`.
+    // `acts` is null or initialised, and `attr` is initialised (see `Setup`).
     let rc = unsafe {
         if use_path {
-            libc::posix_spawnp(&mut pid, path.as_ptr(), acts, attr.ptr(), argv.cast(), envp.cast())
+            libc::posix_spawnp(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
         } else {
-            libc::posix_spawn(&mut pid, path.as_ptr(), acts, attr.ptr(), argv.cast(), envp.cast())
+            libc::posix_spawn(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
         }
     };
     if rc == 0 { Ok(pid) } else { Err(rc) }
+}
+
+/// The attributes and file actions of one spawn.
+struct Setup {
+    attr: Attr,
+    acts: Option<Actions>,
+}
+
+// SAFETY: the shared `Setup` (see `common_setup`) is built once and then never changed or
+// destroyed; posix_spawn only reads attributes and file actions, which any number of threads
+// may do at once.
+unsafe impl Sync for Setup {}
+// SAFETY: as above; the objects hold no thread-bound state.
+unsafe impl Send for Setup {}
+
+impl Setup {
+    fn new(req: &Request<'_>, plan: &FdPlan) -> Result<Setup, SpawnError> {
+        Ok(Setup { attr: spawn_attr(req)?, acts: spawn_actions(req, plan)? })
+    }
+
+    fn ptrs(&self) -> (*const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t) {
+        (self.acts.as_ref().map_or(std::ptr::null(), |a| a.0.as_ptr()), self.attr.0.as_ptr())
+    }
+}
+
+/// The commonest request (no group, session, directory or fd moves) needs the same
+/// attributes and file actions every time: build them once and share them.
+fn common_setup(req: &Request<'_>, plan: &FdPlan) -> Option<&'static Setup> {
+    let common = !cfg!(target_vendor = "apple")
+        && req.process_group.is_none()
+        && !req.setsid
+        && req.cwd.is_none()
+        && plan.dups.is_empty()
+        && plan.close.is_empty()
+        && plan.close_from == 3;
+    if !common {
+        return None;
+    }
+    static COMMON: OnceLock<Option<Setup>> = OnceLock::new();
+    COMMON.get_or_init(|| Setup::new(req, plan).ok()).as_ref()
 }
 
 /// `access(path, X_OK)` as a cheap pre-check before a search spends a whole spawn on an
@@ -718,23 +757,27 @@ fn posix_spawn_child(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> Result<Result<Pid, SpawnError>, Unsupported> {
-    let mut attr = match spawn_attr(req) {
-        // An old glibc refused POSIX_SPAWN_SETSID after all: fork handles it.
-        Err(e) if req.setsid && e.error.raw_os_error() == Some(libc::EINVAL) => return Err(Unsupported),
-        Err(e) => return Ok(Err(e)),
-        Ok(a) => a,
+    let own;
+    let setup = match common_setup(req, plan) {
+        Some(shared) => shared,
+        None => {
+            own = match Setup::new(req, plan) {
+                // An old glibc refused POSIX_SPAWN_SETSID after all: fork handles it.
+                Err(e) if req.setsid && e.error.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Unsupported);
+                }
+                Err(e) => return Ok(Err(e)),
+                Ok(s) => s,
+            };
+            &own
+        }
     };
-    let mut acts = match spawn_actions(req, plan) {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (acts, attr) = setup.ptrs();
     let result = match req.program {
-        Program::Path(path) => posix_spawn_one(path, false, acts.as_mut(), &mut attr, argv, envp),
+        Program::Path(path) => posix_spawn_one(path, false, acts, attr, argv, envp),
         // glibc's and FreeBSD's posix_spawnp search this process's PATH in the child.
         #[cfg(not(target_vendor = "apple"))]
-        Program::Search { name, path: None } => {
-            posix_spawn_one(name, true, acts.as_mut(), &mut attr, argv, envp)
-        }
+        Program::Search { name, path: None } => posix_spawn_one(name, true, acts, attr, argv, envp),
         // Another PATH, or macOS (whose posix_spawnp misbehaves, libuv#3583): search here.
         Program::Search { name, path } => {
             let mut eacces = false;
@@ -742,7 +785,7 @@ fn posix_spawn_child(
             for cand in search_candidates(name, path) {
                 let r = match precheck(&cand) {
                     Some(errno) => Err(errno),
-                    None => posix_spawn_one(&cand, false, acts.as_mut(), &mut attr, argv, envp),
+                    None => posix_spawn_one(&cand, false, acts, attr, argv, envp),
                 };
                 match r {
                     Ok(pid) => {

@@ -974,7 +974,6 @@ case!(
 
 /// After a failed spawn: nothing left behind, and the loop still spawns.
 fn still_works(lp: &mut Loop) {
-    // (A SIGCHLD watcher started for the failed spawn closes in the close phase.)
     lp.run(RunMode::Default).unwrap();
     assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     assert!(status_of(lp, &Command::new("true")).unwrap().success());
