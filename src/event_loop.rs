@@ -360,6 +360,7 @@ impl Loop {
     pub fn handles(&self) -> Vec<HandleInfo> {
         self.slots
             .iter()
+            .filter(|(_, s)| !s.flags.contains(Flags::INTERNAL))
             .map(|(key, s)| HandleInfo {
                 id: HandleId { loop_id: self.id, key: key as u32, gen_: s.gen_ },
                 kind: s.kind.handle_kind(),

@@ -99,6 +99,8 @@ bitflags! {
         const ACTIVE = 1;
         const REF = 2;
         const CLOSING = 4;
+        /// The loop's own handle (the SIGCHLD watcher): not listed by `Loop::handles`.
+        const INTERNAL = 8;
     }
 }
 

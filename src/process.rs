@@ -70,8 +70,9 @@
 //!
 //! - **Linux**: a pidfd per child, in epoll. Where `pidfd_open` fails with `ENOSYS` (kernels
 //!   before 5.3, some seccomp sandboxes), the loop falls back to `SIGCHLD` through its signal
-//!   machinery (an internal, unreferenced [`Signal`] handle, started with the first
-//!   such child and kept until the loop drops, which restores the previous disposition) and
+//!   machinery (an internal, unreferenced [`Signal`] handle that [`Loop::handles`] does not
+//!   list, started with the first such child and kept until the loop drops, which restores
+//!   the previous disposition) and
 //!   calls `waitpid(pid, WNOHANG)` for each of its own children.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
@@ -1244,6 +1245,9 @@ impl Loop {
             return Err(e);
         }
         let _ = s.set_ref(self, false);
+        if let Some(slot) = self.live_slot_mut(s.id()) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
         self.children.sigchld = Some(s);
         log::debug!("loop {}: reaping children through SIGCHLD", self.id);
         Ok(())
