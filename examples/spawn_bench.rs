@@ -78,11 +78,12 @@ fn main() -> std::io::Result<()> {
     let count = args.u64("--count", 1000);
     let concurrency = args.u64("--concurrency", 1).max(1);
     let program = args.value("--program").unwrap_or("/bin/true").to_string();
+    // Everything the loop opens (its poller, a SIGCHLD loop's signal pipe) closes with it.
+    let fds_before = evloop_platform::fd::open_fd_count()?;
     let mut lp = Loop::builder()
         .force_fork_spawn(args.flag("--fork"))
         .force_sigchld_reaping(args.flag("--sigchld"))
         .build()?;
-    let fds_before = evloop_platform::fd::open_fd_count()?;
     let reuse = args.flag("--reuse").then(|| Command::new(program.as_str()));
     let bench = Rc::new(RefCell::new(Bench { program, reuse, started: 0, exited: 0, count }));
     let t0 = Instant::now();
@@ -91,10 +92,13 @@ fn main() -> std::io::Result<()> {
     }
     lp.run(RunMode::Default)?;
     let secs = t0.elapsed().as_secs_f64();
+    if std::env::var_os("SPAWN_BENCH_DEBUG").is_some() {
+        eprintln!("iterations: {}", lp.iterations());
+    }
     let exited = bench.borrow().exited;
     assert_eq!(exited, count, "every child exited");
-    let fds_leaked = evloop_platform::fd::open_fd_count()? as i64 - fds_before as i64;
     drop(lp);
+    let fds_leaked = evloop_platform::fd::open_fd_count()? as i64 - fds_before as i64;
     let zombies = children_left();
     println!(
         "spawn_bench count={count} concurrency={concurrency} secs={secs:.3} per_sec={:.0} zombies={zombies} fds_leaked={fds_leaked}",

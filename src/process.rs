@@ -1012,7 +1012,9 @@ impl Loop {
                 cmd.name()
             )));
         }
-        reap_orphans();
+        if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
+            reap_orphans();
+        }
         let mut prep = Prepared::default();
         if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
             self.restore_moved(&prep);
@@ -1038,7 +1040,7 @@ impl Loop {
             child_path = cmd.child_path();
             spawn::Program::Search { name: &cmd.program, path: child_path.as_deref() }
         };
-        let env = cmd.env_block();
+        let env = if cmd.env.is_some() { cmd.env_block() } else { None };
         let req = spawn::Request {
             program,
             argv0: cmd.arg0.as_deref().unwrap_or(&cmd.program),
