@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use evloop::{
-    Async, Channel, Check, Idle, Loop, Pipe, Prepare, ReadEvent, RunMode, Signal, Timer, Tty, TtyMode,
-    WinSize,
+    Async, Channel, Check, Command, Idle, Loop, Pipe, Pipeline, Prepare, ReadEvent, RunMode, Signal, Stdio,
+    Timer, Tty, TtyMode, WinSize,
 };
 
 fn main() -> std::io::Result<()> {
@@ -150,6 +150,40 @@ fn main() -> std::io::Result<()> {
         ReadEvent::Error(e) => panic!("read: {e}"),
     })?;
     emulator.write(&mut lp, b"k", |_, r| r.unwrap())?;
+    lp.run(RunMode::Default)?;
+
+    // 7. Children: a process with its stdout on a pipe, its exit status, and a pipeline
+    //    whose stages talk to each other directly.
+    println!("== children");
+    let child = Command::new("sh")
+        .args(["-c", "echo hello from a child; exit 3"])
+        .stdout(Stdio::Pipe)
+        .spawn(&mut lp, {
+            let s = say.clone();
+            move |lp, p, status| {
+                s(format!("child {}", status.unwrap()));
+                p.close(lp).unwrap();
+            }
+        })?;
+    let s = say.clone();
+    child.stdout.unwrap().read_start(&mut lp, move |lp, out, ev| match ev {
+        ReadEvent::Data(d) => s(format!("child says {:?}", String::from_utf8_lossy(d).trim_end())),
+        _ => out.close(lp).unwrap(),
+    })?;
+    let mut sort = Command::new("sort");
+    sort.stdout(Stdio::Pipe);
+    let mut printf = Command::new("printf");
+    printf.arg("pear\napple\n");
+    let s = say.clone();
+    let stages = Pipeline::new([printf, sort]).spawn(&mut lp, move |_, statuses| {
+        let ok = statuses.iter().filter(|st| st.as_ref().is_ok_and(|st| st.success())).count();
+        s(format!("pipeline: {ok} of {} stages succeeded", statuses.len()));
+    })?;
+    let s = say.clone();
+    stages[1].stdout.unwrap().read_start(&mut lp, move |lp, out, ev| match ev {
+        ReadEvent::Data(d) => s(format!("sorted: {:?}", String::from_utf8_lossy(d))),
+        _ => out.close(lp).unwrap(),
+    })?;
     lp.run(RunMode::Default)?;
 
     println!(

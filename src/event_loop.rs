@@ -82,6 +82,8 @@ impl LoopBuilder {
 pub(crate) enum Pending {
     /// A write or shutdown finished (or failed): its callback and result.
     Write(crate::stream::WriteCb, io::Result<()>),
+    /// A child whose exit may have been missed by its notification: look at it.
+    Child(crate::process::ChildCheck),
 }
 
 /// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
@@ -140,6 +142,8 @@ pub struct Loop {
     running: bool,
     iterations: u64,
     pub(crate) options: LoopBuilder,
+    /// Every child this loop spawned and has not reaped yet.
+    pub(crate) children: crate::process::Children,
 }
 
 impl fmt::Debug for Loop {
@@ -197,6 +201,7 @@ impl Loop {
             io_dirty: Vec::new(),
             always_ready: Vec::new(),
             stop_flag: false,
+            children: Default::default(),
             running: false,
             iterations: 0,
             options,
@@ -346,6 +351,7 @@ impl Loop {
     pub fn handles(&self) -> Vec<HandleInfo> {
         self.slots
             .iter()
+            .filter(|(_, s)| !s.flags.contains(Flags::INTERNAL))
             .map(|(key, s)| HandleInfo {
                 id: HandleId { loop_id: self.id, key: key as u32, gen_: s.gen_ },
                 kind: s.tag,
@@ -412,6 +418,7 @@ impl Loop {
             Kind::Channel(c) => c.shared.closed.store(true, Ordering::SeqCst),
             Kind::Signal(_) => self.signal_stop_now(id),
             Kind::Stream(_) => self.stream_stop_for_close(id),
+            Kind::Process(_) => self.process_stop_for_close(id),
         }
     }
 
@@ -490,7 +497,10 @@ impl Loop {
 
     /// Whether the loop has active, referenced handles, pending callbacks or closing handles.
     pub fn is_alive(&self) -> bool {
-        self.active_refs > 0 || !self.pending.is_empty() || !self.closing.is_empty()
+        self.active_refs > 0
+            || !self.pending.is_empty()
+            || !self.closing.is_empty()
+            || self.children.keeps_loop_alive()
     }
 
     /// How many iterations have run, for statistics and tests.
@@ -504,6 +514,7 @@ impl Loop {
             let Some(p) = self.pending.pop_front() else { break };
             match p {
                 Pending::Write(cb, result) => cb(self, result),
+                Pending::Child(check) => self.child_check(check),
             }
         }
     }
@@ -512,8 +523,8 @@ impl Loop {
         if self.closing.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.closing);
-        for (id, cb) in batch {
+        let mut batch = std::mem::take(&mut self.closing);
+        for (id, cb) in batch.drain(..) {
             let mut slot = self.slots.remove(id.key as usize);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.kind.handle_kind().name());
             if let Kind::Stream(s) = &mut slot.kind {
@@ -523,6 +534,11 @@ impl Loop {
             if let Some(cb) = cb {
                 cb(self);
             }
+        }
+        // Handles closed by those callbacks wait for the next close phase; otherwise keep
+        // the vector, so that closing allocates nothing in steady state.
+        if self.closing.is_empty() {
+            self.closing = batch;
         }
     }
 
@@ -575,6 +591,7 @@ impl Loop {
         match ev.token {
             WAKE_TOKEN => self.on_wake(),
             SIGNAL_TOKEN => self.on_signal_pipe(),
+            token if crate::process::is_child_token(token) => self.on_child_event(token),
             token => {
                 let key = (token & 0xffff_ffff) as usize;
                 let gen_ = (token >> 32) as u32;
@@ -683,6 +700,8 @@ impl Drop for Loop {
                 self.stop_for_close(id);
             }
         }
+        // Children whose handles just stopped: reaped, waited for, or left to the orphan list.
+        self.children_drop();
         self.pending.clear();
         self.closing.clear();
         self.slots.clear();

@@ -99,6 +99,8 @@ bitflags! {
         const ACTIVE = 1;
         const REF = 2;
         const CLOSING = 4;
+        /// The loop's own handle (the SIGCHLD watcher): not listed by `Loop::handles`.
+        const INTERNAL = 8;
     }
 }
 
@@ -121,6 +123,7 @@ pub(crate) enum Kind {
     Channel(crate::channel::ChannelState),
     Signal(crate::signal::SignalState),
     Stream(Box<crate::stream::Stream>),
+    Process(crate::process::ProcessState),
 }
 
 impl Kind {
@@ -132,6 +135,7 @@ impl Kind {
             Kind::Channel(_) => HandleKind::Channel,
             Kind::Signal(_) => HandleKind::Signal,
             Kind::Stream(s) => s.kind,
+            Kind::Process(_) => HandleKind::Process,
         }
     }
 }

@@ -66,6 +66,8 @@ typed_handle!(
     HandleKind::Signal
 );
 
+/// `SIGKILL`, for [`Process::kill`](crate::Process::kill): it cannot be watched.
+pub use evloop_platform::libc::SIGKILL;
 /// Common signal numbers, so callers need not depend on `libc` for them.
 pub use evloop_platform::libc::{
     SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2, SIGWINCH,
@@ -184,12 +186,14 @@ impl Loop {
         let Some(sigs) = self.signals.as_mut() else { return };
         let mut buf = [0u8; 64];
         // Drain before taking the mask: a signal after this read leaves a byte for next time.
-        while matches!(fd::read(sigs.read_end.as_fd(), &mut buf), Ok(n) if n > 0) {}
-        let mask = sigs.slot.take_pending();
-        for signum in 1..=crate::limits::SIGNAL_NUMBER_MAX {
-            if mask & (1u64 << (signum - 1)) != 0 {
-                self.deliver_signal(signum);
-            }
+        // A short read means the pipe is empty.
+        while matches!(fd::read(sigs.read_end.as_fd(), &mut buf), Ok(n) if n == buf.len()) {}
+        let mut mask = sigs.slot.take_pending();
+        // Lowest signal first, visiting only the bits that are set.
+        while mask != 0 {
+            let signum = mask.trailing_zeros() as i32 + 1;
+            mask &= mask - 1;
+            self.deliver_signal(signum);
         }
     }
 

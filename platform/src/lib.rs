@@ -13,6 +13,8 @@
 //! - [`signal`]: the one process-wide signal handler and its per-loop notification slots.
 //! - [`termios`]: terminal modes, window sizes, ptys, and the saved termios a signal handler
 //!   can restore.
+//! - [`spawn`]: starting children (posix_spawn, or fork/exec with nothing allocated between).
+//! - [`process`]: children once started: reaping by pid, signals, Linux pidfds.
 //!
 //! Conventions:
 //!
@@ -27,8 +29,10 @@ compile_error!("evloop-platform supports Linux, macOS and FreeBSD");
 mod cvt;
 pub mod fd;
 pub mod poller;
+pub mod process;
 pub mod select;
 pub mod signal;
+pub mod spawn;
 pub mod termios;
 pub mod time;
 pub mod waker;

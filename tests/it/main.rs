@@ -14,6 +14,8 @@ mod embed;
 mod loop_core;
 /// Pipes: bounded reads, the write queue, EOF, EPIPE, fairness, always-ready fds, bad input.
 mod pipe;
+/// Child processes: spawn paths, stdio, exit and kill, reaping without zombies, pipelines.
+mod process;
 /// Reliability: fd exhaustion, very large and empty writes.
 mod reliability;
 /// The select helper thread: high fds, many streams, interest changes, close, drop, no spin.

@@ -1,0 +1,123 @@
+//! Child processes once they exist: waiting for them, signalling them, and Linux pidfds.
+//!
+//! Reaping is always by pid (`waitpid(pid, ...)`), never `waitpid(-1)`: children that other
+//! code in the process spawned stay theirs to reap. A pid that we have not reaped yet cannot
+//! be reused by the kernel, so signalling an unreaped child by pid reaches that child and no
+//! other process. Linux pidfds remove the last gap: they keep naming the same process even
+//! after it was reaped.
+
+use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::cvt::{cvt, cvt_r};
+
+/// A process id.
+pub type Pid = libc::pid_t;
+
+/// How a child ended, decoded from its wait status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitStatus {
+    /// It called `exit` (or returned from `main`) with this code (0..=255).
+    Exited(i32),
+    /// A signal ended it; `core_dumped` says whether it left a core file.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether a core dump was written.
+        core_dumped: bool,
+    },
+}
+
+impl WaitStatus {
+    fn decode(status: libc::c_int) -> WaitStatus {
+        if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled { signal: libc::WTERMSIG(status), core_dumped: libc::WCOREDUMP(status) }
+        } else {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// Reaps child `pid` if it has exited: `waitpid(pid, WNOHANG)`, retrying `EINTR`.
+///
+/// `Ok(None)` means it is still running. `ECHILD` means it is not (or no longer) our
+/// unreaped child: someone else reaped it, or `SIGCHLD` is ignored.
+pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is valid for writes of one int for the whole call.
+    let got = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((got != 0).then(|| WaitStatus::decode(status)))
+}
+
+/// Waits for child `pid` to exit and reaps it: `waitpid(pid, 0)`, retrying `EINTR`.
+///
+/// Blocks until the child exits. Callers use it only where the child is known to be exiting
+/// (killed with `SIGKILL`, or reported by the kernel as gone).
+pub fn wait(pid: Pid) -> io::Result<WaitStatus> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is valid for writes of one int for the whole call.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(WaitStatus::decode(status))
+}
+
+/// Sends `signal` to process `pid` (`kill(2)`; 0 only checks that it exists).
+pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
+    if pid <= 0 {
+        // kill(0) and kill(-n) signal whole groups: never by accident.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: kill takes no pointers.
+    cvt(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}
+
+/// Sends `signal` to every process in process group `pgid` (`kill(-pgid, signal)`).
+pub fn kill_group(pgid: Pid, signal: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        // 0 is our own group and -1 is "every process we may signal": never by accident.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: kill takes no pointers.
+    cvt(unsafe { libc::kill(-pgid, signal) })?;
+    Ok(())
+}
+
+/// This process's process group id.
+pub fn process_group() -> Pid {
+    // SAFETY: getpgrp takes no arguments and cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+/// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3). The fd is close-on-exec, turns
+/// readable when the process exits, and keeps naming that process after it is reaped.
+///
+/// `ENOSYS` on older kernels (and under seccomp filters that refuse the call).
+#[cfg(target_os = "linux")]
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
+    // SAFETY: the call returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group the pidfd's process
+/// leads.
+#[cfg(target_os = "linux")]
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// Sends `signal` through a pidfd (`pidfd_send_signal(2)`, Linux 5.1): to the process, or
+/// with `group` to the process group it leads (Linux 6.9; older kernels give `EINVAL`).
+///
+/// A pidfd names one process for its whole life, so this cannot reach a process that reused
+/// the number. Once the process (or, with `group`, every member of the group) is gone, the
+/// call fails with `ESRCH`.
+#[cfg(target_os = "linux")]
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io::Result<()> {
+    let flags = if group { PIDFD_SIGNAL_PROCESS_GROUP } else { 0 };
+    let info: *const libc::siginfo_t = std::ptr::null();
+    // SAFETY: the pidfd is borrowed, so it stays open; a null siginfo asks the kernel to
+    // fill one in as kill(2) would.
+    cvt(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, info, flags) })?;
+    Ok(())
+}

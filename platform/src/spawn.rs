@@ -1,0 +1,1134 @@
+//! Starting child processes: `posix_spawn` wherever it can express the request, fork/exec
+//! otherwise.
+//!
+//! # The fast path
+//!
+//! glibc's `posix_spawn` (2.24 and later) runs the child with `clone(CLONE_VM | CLONE_VFORK)`:
+//! no page tables are copied, and exec errors come back as the call's result with the failed
+//! child already reaped. macOS and FreeBSD implement it in the kernel or with `vfork`. It is
+//! used unless the request needs something it cannot say:
+//!
+//! - a uid or gid (posix_spawn has no way to switch ids);
+//! - a working directory where `posix_spawn_file_actions_addchdir_np` is missing (glibc
+//!   before 2.29, macOS before 10.15, FreeBSD before 13.1), or, on macOS, together with a
+//!   relative executable path (that combination reports `ENOENT` although the child ran,
+//!   rust-lang/rust#80537);
+//! - `setsid` where `POSIX_SPAWN_SETSID` is missing (glibc before 2.26, macOS before 10.15,
+//!   FreeBSD).
+//!
+//! Optional functions are looked up with `dlsym` at run time, so the binary runs on the
+//! oldest libc this crate builds for and uses what the running one offers.
+//!
+//! # The fallback
+//!
+//! `fork`, then in the child only async-signal-safe calls on data prepared before the fork:
+//! nothing allocates between `fork` and `exec`. All signals are blocked in the parent around
+//! `fork`, so no handler of the parent's runs in the child. An exec failure (and the failure
+//! of any step before it) travels back through a close-on-exec pipe as the step and its
+//! error number; end of file on that pipe means the exec succeeded. A failed child is reaped
+//! before this returns.
+//!
+//! # What the child gets, on both paths
+//!
+//! - Every signal at its default disposition (`SIG_IGN` included) and an empty signal mask.
+//! - Exactly the fds the request maps, plus 0, 1 and 2 where the request leaves them alone.
+//!   Every other fd is closed: by `POSIX_SPAWN_CLOEXEC_DEFAULT` on macOS, by
+//!   `posix_spawn_file_actions_addclosefrom_np` where it exists (glibc 2.34, FreeBSD 13.1), by
+//!   `close_range` or a close loop on the fork path. Where none of these exists (older glibc
+//!   and FreeBSD on the fast path) only close-on-exec protects the parent's other fds; every
+//!   fd evloop creates is close-on-exec.
+//! - Sources are moved out of the way before any target is written: a source whose number is
+//!   itself a target (the classic "stdout and stderr swapped" case) is first duplicated above
+//!   every target, so the mapping never reads an fd it already overwrote.
+
+use std::ffi::{CStr, CString, OsStr, OsString, c_char, c_int};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
+
+use crate::cvt::{cvt, cvt_errno, cvt_r};
+use crate::process::Pid;
+
+/// What to execute.
+#[derive(Clone, Copy, Debug)]
+pub enum Program<'a> {
+    /// This path, as it is (it contains a `/`; a relative one is relative to the child's
+    /// working directory).
+    Path(&'a CStr),
+    /// A name to look up in the directories of a `PATH` value, as `execvp` does: the first
+    /// entry where the exec succeeds wins, entries where the file is missing are skipped, and
+    /// if none succeeds the error is `EACCES` when some entry was not executable, `ENOENT`
+    /// otherwise. `path: None` searches this process's `PATH`.
+    Search {
+        /// The program name (no `/`).
+        name: &'a CStr,
+        /// The `PATH` value to search; `None` for this process's own.
+        path: Option<&'a OsStr>,
+    },
+}
+
+/// Where a child's fd comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The parent's fd with the same number, as it is.
+    Keep,
+    /// A copy of this parent fd (which stays the parent's).
+    Fd(RawFd),
+}
+
+/// One fd of the child: `target` in the child is `source` from the parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdMapping {
+    /// The fd number in the child.
+    pub target: RawFd,
+    /// Where it comes from.
+    pub source: Source,
+}
+
+/// What to spawn and how.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The executable.
+    pub program: Program<'a>,
+    /// `argv[0]`.
+    pub argv0: &'a CStr,
+    /// `argv[1..]`.
+    pub args: &'a [CString],
+    /// The environment, as `KEY=value` strings; `None` passes this process's environment on
+    /// (`environ`, read at the moment of the spawn).
+    pub env: Option<&'a [CString]>,
+    /// The child's working directory; `None` keeps the parent's.
+    pub cwd: Option<&'a CStr>,
+    /// Switch to this user id before exec.
+    pub uid: Option<u32>,
+    /// Switch to this group id before exec (supplementary groups are dropped when either id
+    /// is set).
+    pub gid: Option<u32>,
+    /// Join process group `n` (0: a new group led by the child).
+    pub process_group: Option<Pid>,
+    /// Start a new session (and process group) led by the child.
+    pub setsid: bool,
+    /// The child's fds. 0, 1 and 2 are kept when not listed; every other fd is closed.
+    /// Targets must be distinct.
+    pub fds: &'a [FdMapping],
+    /// Use fork/exec even where posix_spawn could do it (to test that path).
+    pub force_fork: bool,
+}
+
+/// How a child was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `posix_spawn` or `posix_spawnp`.
+    PosixSpawn,
+    /// `fork` then `execve`.
+    Fork,
+}
+
+/// The step of a spawn that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// In the parent, before the child existed (a pipe, `fork`, the plan for the fds).
+    Setup,
+    /// Somewhere in `posix_spawn`: the call reports one error number for every step.
+    Spawn,
+    /// Setting up the child's fd `n` (its source is not open, or `dup2` failed).
+    Fd(RawFd),
+    /// `setsid`.
+    Session,
+    /// `setpgid`.
+    Group,
+    /// `chdir` to the working directory.
+    Chdir,
+    /// `setgid`.
+    SetGid,
+    /// `setuid`.
+    SetUid,
+    /// `execve`.
+    Exec,
+}
+
+/// A failed spawn: the error and the step it came from. No child is left behind.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// The OS error.
+    pub error: io::Error,
+    /// Where it happened.
+    pub stage: Stage,
+}
+
+impl SpawnError {
+    fn new(stage: Stage, error: io::Error) -> SpawnError {
+        SpawnError { error, stage }
+    }
+    fn os(stage: Stage, errno: i32) -> SpawnError {
+        SpawnError { error: io::Error::from_raw_os_error(errno), stage }
+    }
+}
+
+/// A started child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// Its process id.
+    pub pid: Pid,
+    /// How it was started.
+    pub method: Method,
+}
+
+/// The `PATH` searched when the child's environment has none (glibc's `_CS_PATH`).
+pub const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// Starts a child as `req` says. See the module documentation.
+pub fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
+    let plan = FdPlan::new(req.fds)?;
+    let argv = PtrArray::new(req.argv0, req.args);
+    let env_ptrs = req.env.map(|env| {
+        let mut v: Vec<*const c_char> = env.iter().map(|s| s.as_ptr()).collect();
+        v.push(std::ptr::null());
+        v
+    });
+    let envp = match &env_ptrs {
+        Some(v) => v.as_ptr(),
+        None => environ_block(),
+    };
+    if posix_spawn_can(req) {
+        match posix_spawn_child(req, &plan, argv.as_ptr(), envp) {
+            Err(Unsupported) => {}
+            Ok(res) => return res.map(|pid| Spawned { pid, method: Method::PosixSpawn }),
+        }
+    }
+    fork_exec(req, &plan, argv.as_ptr(), envp).map(|pid| Spawned { pid, method: Method::Fork })
+}
+
+// ----- the parent's plan for the child's fds --------------------------------------------------
+
+struct FdPlan {
+    /// (target, source): every source is above every target.
+    dups: Vec<(RawFd, RawFd)>,
+    /// Targets 0..=2 left as the parent has them.
+    keep: [bool; 3],
+    /// Numbers between the targets that are open in the parent without close-on-exec: the
+    /// child closes them.
+    close: Vec<RawFd>,
+    /// The lowest number above every target: the child closes everything from here on.
+    close_from: RawFd,
+    /// Parent-side copies made to move sources out of the way; closed after the spawn.
+    _moved: Vec<OwnedFd>,
+}
+
+/// `fcntl(F_GETFD)`: `Ok(cloexec)` for an open fd, `EBADF` for a closed number.
+fn fd_flags(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: F_GETFD only reads the fd table entry; a closed number gives EBADF.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
+/// `F_DUPFD_CLOEXEC` of a raw number onto the lowest free number `>= min`.
+fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int; a closed `fd` gives EBADF.
+    let n = cvt_r(|| unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: fcntl returned a fresh fd that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })
+}
+
+impl FdPlan {
+    fn new(fds: &[FdMapping]) -> Result<FdPlan, SpawnError> {
+        let max_target = fds.iter().map(|m| m.target).max().unwrap_or(2).max(2);
+        for m in fds {
+            if m.target < 0 {
+                return Err(SpawnError::new(
+                    Stage::Fd(m.target),
+                    io::Error::new(io::ErrorKind::InvalidInput, "a child fd number cannot be negative"),
+                ));
+            }
+        }
+        if max_target > 2 {
+            let (soft, _) = crate::fd::nofile_limit().map_err(|e| SpawnError::new(Stage::Setup, e))?;
+            if max_target as u64 >= soft {
+                return Err(SpawnError::new(
+                    Stage::Fd(max_target),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("child fd {max_target} is beyond the open-file limit ({soft})"),
+                    ),
+                ));
+            }
+        }
+        let mut plan = FdPlan {
+            dups: Vec::new(),
+            keep: [true; 3],
+            close: Vec::new(),
+            close_from: max_target + 1,
+            _moved: Vec::new(),
+        };
+        for m in fds {
+            let source = match m.source {
+                Source::Keep if m.target < 3 => {
+                    // A standard fd the parent marked close-on-exec would vanish at exec;
+                    // "keep" means the child has it, so copy it in like any other source.
+                    match fd_flags(m.target) {
+                        Ok(true) => m.target,
+                        _ => continue,
+                    }
+                }
+                Source::Keep => m.target,
+                Source::Fd(s) => s,
+            };
+            if m.target < 3 {
+                plan.keep[m.target as usize] = false;
+            }
+            if let Err(e) = fd_flags(source) {
+                // EBADF: the source is not open.
+                return Err(SpawnError::new(Stage::Fd(m.target), e));
+            }
+            let source = if source <= max_target {
+                let moved =
+                    dup_above(source, plan.close_from).map_err(|e| SpawnError::new(Stage::Setup, e))?;
+                let raw = moved.as_raw_fd();
+                plan._moved.push(moved);
+                raw
+            } else {
+                source
+            };
+            plan.dups.push((m.target, source));
+        }
+        for n in 3..plan.close_from {
+            if !fds.iter().any(|m| m.target == n) && matches!(fd_flags(n), Ok(false)) {
+                plan.close.push(n);
+            }
+        }
+        Ok(plan)
+    }
+}
+
+// ----- argv and envp ------------------------------------------------------------------------
+
+/// A NULL-terminated array of C string pointers; on the stack when short.
+enum PtrArray {
+    Stack([*const c_char; 16]),
+    Heap(Vec<*const c_char>),
+}
+
+impl PtrArray {
+    fn new(first: &CStr, rest: &[CString]) -> PtrArray {
+        if rest.len() + 2 <= 16 {
+            let mut a = [std::ptr::null(); 16];
+            a[0] = first.as_ptr();
+            for (slot, s) in a[1..].iter_mut().zip(rest) {
+                *slot = s.as_ptr();
+            }
+            PtrArray::Stack(a)
+        } else {
+            let mut v = Vec::with_capacity(rest.len() + 2);
+            v.push(first.as_ptr());
+            v.extend(rest.iter().map(|s| s.as_ptr()));
+            v.push(std::ptr::null());
+            PtrArray::Heap(v)
+        }
+    }
+
+    fn as_ptr(&self) -> *const *const c_char {
+        match self {
+            PtrArray::Stack(a) => a.as_ptr(),
+            PtrArray::Heap(v) => v.as_ptr(),
+        }
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+unsafe extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// This process's environment block (`environ`), for a child that inherits it.
+///
+/// Like every exec of the inherited environment, this reads `environ` without std's lock:
+/// `std::env::set_var` on another thread at the same time is undefined behaviour (which is
+/// why it is `unsafe` in edition 2024).
+fn environ_block() -> *const *const c_char {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: reading the pointer value of libc's `environ`; see the function docs.
+        unsafe { libc::environ as *const *const c_char }
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: as above.
+        unsafe { environ }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: _NSGetEnviron returns the address of the process's environ pointer, valid for
+        // the life of the process (a plain `environ` is not reachable from dylibs).
+        unsafe { *libc::_NSGetEnviron() as *const *const c_char }
+    }
+}
+
+/// The paths to try for `name` along a `PATH` value. An empty entry means the working
+/// directory, as for `execvp`.
+fn search_candidates(name: &CStr, path: Option<&OsStr>) -> Vec<CString> {
+    let own;
+    let path = match path {
+        Some(p) => p,
+        None => {
+            own = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH));
+            own.as_os_str()
+        }
+    };
+    let name = name.to_bytes();
+    path.as_bytes()
+        .split(|&b| b == b':')
+        .filter_map(|dir| {
+            let mut full = Vec::with_capacity(dir.len() + 1 + name.len());
+            if !dir.is_empty() {
+                full.extend_from_slice(dir);
+                full.push(b'/');
+            }
+            full.extend_from_slice(name);
+            CString::new(full).ok()
+        })
+        .collect()
+}
+
+/// Errors after which `execvp` tries the next `PATH` entry.
+fn search_continues(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOENT
+            | libc::ENOTDIR
+            | libc::ESTALE
+            | libc::ENODEV
+            | libc::ETIMEDOUT
+            | libc::ELOOP
+            | libc::ENAMETOOLONG
+    )
+}
+
+// ----- optional libc functions, looked up at run time --------------------------------------
+
+type ActionPath = unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const c_char) -> c_int;
+type ActionFd = unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, c_int) -> c_int;
+
+fn lookup(name: &CStr) -> *mut libc::c_void {
+    // SAFETY: `name` is a valid C string; RTLD_DEFAULT searches the global symbol scope.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+}
+
+/// `posix_spawn_file_actions_addchdir_np`: glibc 2.29, macOS 10.15, FreeBSD 13.1.
+fn addchdir() -> Option<ActionPath> {
+    static F: OnceLock<Option<ActionPath>> = OnceLock::new();
+    *F.get_or_init(|| {
+        let p = lookup(c"posix_spawn_file_actions_addchdir_np");
+        // SAFETY: every libc that exports this symbol declares it as
+        // `int (posix_spawn_file_actions_t *, const char *)`.
+        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, ActionPath>(p) })
+    })
+}
+
+/// `posix_spawn_file_actions_addclosefrom_np`: glibc 2.34, FreeBSD 13.1.
+#[cfg(not(target_vendor = "apple"))]
+fn addclosefrom() -> Option<ActionFd> {
+    static F: OnceLock<Option<ActionFd>> = OnceLock::new();
+    *F.get_or_init(|| {
+        let p = lookup(c"posix_spawn_file_actions_addclosefrom_np");
+        // SAFETY: declared as `int (posix_spawn_file_actions_t *, int)` wherever it exists.
+        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, ActionFd>(p) })
+    })
+}
+
+/// `posix_spawn_file_actions_addinherit_np` (macOS 10.7): keeps an fd across
+/// `POSIX_SPAWN_CLOEXEC_DEFAULT`.
+#[cfg(target_vendor = "apple")]
+fn addinherit() -> Option<ActionFd> {
+    static F: OnceLock<Option<ActionFd>> = OnceLock::new();
+    *F.get_or_init(|| {
+        let p = lookup(c"posix_spawn_file_actions_addinherit_np");
+        // SAFETY: declared as `int (posix_spawn_file_actions_t *, int)` in <spawn.h>.
+        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, ActionFd>(p) })
+    })
+}
+
+#[cfg(target_os = "linux")]
+const SPAWN_SETSID: c_int = libc::POSIX_SPAWN_SETSID as c_int;
+/// `POSIX_SPAWN_SETSID` (xnu-6153, macOS 10.15); older releases ignore it silently.
+#[cfg(target_vendor = "apple")]
+const SPAWN_SETSID: c_int = 0x0400;
+
+/// Whether `POSIX_SPAWN_SETSID` works here.
+fn setsid_supported() -> bool {
+    static S: OnceLock<bool> = OnceLock::new();
+    *S.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // glibc before 2.26 refuses the unknown flag with EINVAL: ask it.
+            match Attr::new() {
+                Ok(mut attr) => attr.set_flags(SPAWN_SETSID).is_ok(),
+                Err(_) => false,
+            }
+        }
+        #[cfg(target_vendor = "apple")]
+        {
+            // macOS ignores unknown flags, so ask for the kernel release: 19 is 10.15.
+            darwin_major() >= 19
+        }
+        #[cfg(target_os = "freebsd")]
+        {
+            false
+        }
+    })
+}
+
+#[cfg(target_vendor = "apple")]
+fn darwin_major() -> u32 {
+    let mut buf = [0u8; 32];
+    let mut len = buf.len();
+    // SAFETY: `buf` is valid for writes of `len` bytes and `len` is a valid size_t; a null new
+    // value only reads.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"kern.osrelease".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    let s = &buf[..len.min(buf.len())];
+    s.iter().take_while(|b| b.is_ascii_digit()).fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'))
+}
+
+// ----- posix_spawn --------------------------------------------------------------------------
+
+/// posix_spawn turned down a request it cannot express (found out only at run time).
+struct Unsupported;
+
+/// Whether posix_spawn can express `req` (see the module docs).
+fn posix_spawn_can(req: &Request<'_>) -> bool {
+    if req.force_fork || req.uid.is_some() || req.gid.is_some() {
+        return false;
+    }
+    if req.setsid && (req.process_group.is_some() || !setsid_supported()) {
+        return false;
+    }
+    if let Some(_cwd) = req.cwd {
+        if addchdir().is_none() {
+            return false;
+        }
+        #[cfg(target_vendor = "apple")]
+        {
+            // addchdir_np plus a relative executable path misreports ENOENT on macOS.
+            let relative = match req.program {
+                Program::Path(p) => p.to_bytes().first() != Some(&b'/'),
+                Program::Search { name, path } => {
+                    search_candidates(name, path).iter().any(|c| c.to_bytes().first() != Some(&b'/'))
+                }
+            };
+            if relative {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+struct Attr(MaybeUninit<libc::posix_spawnattr_t>);
+
+impl Attr {
+    fn new() -> io::Result<Attr> {
+        let mut a = Attr(MaybeUninit::uninit());
+        // SAFETY: `a.0` is valid for writes of one posix_spawnattr_t.
+        cvt_errno(unsafe { libc::posix_spawnattr_init(a.0.as_mut_ptr()) })?;
+        Ok(a)
+    }
+    fn ptr(&mut self) -> *mut libc::posix_spawnattr_t {
+        self.0.as_mut_ptr()
+    }
+    fn set_flags(&mut self, flags: c_int) -> io::Result<()> {
+        // SAFETY: the attr was initialised by posix_spawnattr_init.
+        cvt_errno(unsafe { libc::posix_spawnattr_setflags(self.ptr(), flags as libc::c_short) })
+    }
+}
+
+impl Drop for Attr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed once, here.
+        unsafe { libc::posix_spawnattr_destroy(self.ptr()) };
+    }
+}
+
+struct Actions(MaybeUninit<libc::posix_spawn_file_actions_t>);
+
+impl Actions {
+    fn new() -> io::Result<Actions> {
+        let mut a = Actions(MaybeUninit::uninit());
+        // SAFETY: `a.0` is valid for writes of one posix_spawn_file_actions_t.
+        cvt_errno(unsafe { libc::posix_spawn_file_actions_init(a.0.as_mut_ptr()) })?;
+        Ok(a)
+    }
+    fn ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
+        self.0.as_mut_ptr()
+    }
+}
+
+impl Drop for Actions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed once, here.
+        unsafe { libc::posix_spawn_file_actions_destroy(self.ptr()) };
+    }
+}
+
+fn sigset(full: bool) -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: both functions initialise the whole set they are given.
+    unsafe {
+        if full {
+            libc::sigfillset(set.as_mut_ptr());
+        } else {
+            libc::sigemptyset(set.as_mut_ptr());
+        }
+        set.assume_init()
+    }
+}
+
+/// The attributes: signals reset, mask emptied, group or session.
+fn spawn_attr(req: &Request<'_>) -> Result<Attr, SpawnError> {
+    let setup = |e| SpawnError::new(Stage::Setup, e);
+    let mut attr = Attr::new().map_err(setup)?;
+    let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+    if let Some(pgid) = req.process_group {
+        flags |= libc::POSIX_SPAWN_SETPGROUP;
+        // SAFETY: the attr is initialised.
+        cvt_errno(unsafe { libc::posix_spawnattr_setpgroup(attr.ptr(), pgid) }).map_err(setup)?;
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    if req.setsid {
+        flags |= SPAWN_SETSID;
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        flags |= libc::POSIX_SPAWN_CLOEXEC_DEFAULT;
+    }
+    attr.set_flags(flags).map_err(setup)?;
+    let (empty, full) = (sigset(false), sigset(true));
+    // SAFETY: the attr is initialised; the sets are initialised and outlive the calls.
+    unsafe {
+        cvt_errno(libc::posix_spawnattr_setsigmask(attr.ptr(), &empty)).map_err(setup)?;
+        cvt_errno(libc::posix_spawnattr_setsigdefault(attr.ptr(), &full)).map_err(setup)?;
+    }
+    Ok(attr)
+}
+
+/// The file actions: fd moves, closes and the working directory. `None` when there is
+/// nothing to do.
+fn spawn_actions(req: &Request<'_>, plan: &FdPlan) -> Result<Option<Actions>, SpawnError> {
+    #[cfg(not(target_vendor = "apple"))]
+    let closefrom = addclosefrom();
+    #[cfg(target_vendor = "apple")]
+    let closefrom: Option<ActionFd> = None;
+    let needed = !plan.dups.is_empty()
+        || !plan.close.is_empty()
+        || req.cwd.is_some()
+        || closefrom.is_some()
+        || cfg!(target_vendor = "apple");
+    if !needed {
+        return Ok(None);
+    }
+    let setup = |e| SpawnError::new(Stage::Setup, e);
+    let mut acts = Actions::new().map_err(setup)?;
+    for &(target, source) in &plan.dups {
+        // SAFETY: the actions are initialised; both numbers are plain ints.
+        cvt_errno(unsafe { libc::posix_spawn_file_actions_adddup2(acts.ptr(), source, target) })
+            .map_err(|e| SpawnError::new(Stage::Fd(target), e))?;
+    }
+    for &n in &plan.close {
+        // SAFETY: as above.
+        cvt_errno(unsafe { libc::posix_spawn_file_actions_addclose(acts.ptr(), n) })
+            .map_err(|e| SpawnError::new(Stage::Fd(n), e))?;
+    }
+    if let Some(add) = closefrom {
+        // SAFETY: `add` is addclosefrom_np (see `addclosefrom`); the actions are initialised.
+        cvt_errno(unsafe { add(acts.ptr(), plan.close_from) }).map_err(setup)?;
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // POSIX_SPAWN_CLOEXEC_DEFAULT closes what no action names: name the kept stdio fds.
+        let inherit = addinherit().ok_or_else(|| SpawnError::os(Stage::Setup, libc::ENOSYS))?;
+        for fd in 0..3 {
+            if plan.keep[fd as usize] && fd_flags(fd).is_ok() {
+                // SAFETY: `inherit` is addinherit_np; the actions are initialised.
+                cvt_errno(unsafe { inherit(acts.ptr(), fd) })
+                    .map_err(|e| SpawnError::new(Stage::Fd(fd), e))?;
+            }
+        }
+    }
+    if let Some(cwd) = req.cwd {
+        let add = addchdir().ok_or_else(|| SpawnError::os(Stage::Chdir, libc::ENOSYS))?;
+        // SAFETY: `add` is addchdir_np (see `addchdir`); `cwd` is a valid C string, which glibc
+        // copies and macOS and FreeBSD copy as well.
+        cvt_errno(unsafe { add(acts.ptr(), cwd.as_ptr()) }).map_err(|e| SpawnError::new(Stage::Chdir, e))?;
+    }
+    Ok(Some(acts))
+}
+
+fn posix_spawn_one(
+    path: &CStr,
+    use_path: bool,
+    acts: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Pid, i32> {
+    let mut pid: Pid = 0;
+    // SAFETY: `pid` is writable; `path`, `argv` and `envp` are NULL-terminated arrays of
+    // valid C strings that outlive the call (argv and envp as posix_spawn declares them, with
+    // `*const` cast to the `*mut` of the C prototype, which does not write through them);
+    // `acts` is null or initialised, and `attr` is initialised (see `Setup`).
+    let rc = unsafe {
+        if use_path {
+            libc::posix_spawnp(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
+        } else {
+            libc::posix_spawn(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
+        }
+    };
+    if rc == 0 { Ok(pid) } else { Err(rc) }
+}
+
+/// The attributes and file actions of one spawn.
+struct Setup {
+    attr: Attr,
+    acts: Option<Actions>,
+}
+
+// SAFETY: the shared `Setup` (see `common_setup`) is built once and then never changed or
+// destroyed; posix_spawn only reads attributes and file actions, which any number of threads
+// may do at once.
+unsafe impl Sync for Setup {}
+// SAFETY: as above; the objects hold no thread-bound state.
+unsafe impl Send for Setup {}
+
+impl Setup {
+    fn new(req: &Request<'_>, plan: &FdPlan) -> Result<Setup, SpawnError> {
+        Ok(Setup { attr: spawn_attr(req)?, acts: spawn_actions(req, plan)? })
+    }
+
+    fn ptrs(&self) -> (*const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t) {
+        (self.acts.as_ref().map_or(std::ptr::null(), |a| a.0.as_ptr()), self.attr.0.as_ptr())
+    }
+}
+
+/// The commonest request (no group, session, directory or fd moves) needs the same
+/// attributes and file actions every time: build them once and share them.
+fn common_setup(req: &Request<'_>, plan: &FdPlan) -> Option<&'static Setup> {
+    let common = !cfg!(target_vendor = "apple")
+        && req.process_group.is_none()
+        && !req.setsid
+        && req.cwd.is_none()
+        && plan.dups.is_empty()
+        && plan.close.is_empty()
+        && plan.close_from == 3;
+    if !common {
+        return None;
+    }
+    static COMMON: OnceLock<Option<Setup>> = OnceLock::new();
+    COMMON.get_or_init(|| Setup::new(req, plan).ok()).as_ref()
+}
+
+/// `access(path, X_OK)` as a cheap pre-check before a search spends a whole spawn on an
+/// entry that cannot work. `None`: worth trying.
+fn precheck(path: &CStr) -> Option<i32> {
+    if path.to_bytes().first() != Some(&b'/') {
+        // Relative to the child's directory, which may differ from ours: just try it.
+        return None;
+    }
+    // SAFETY: `path` is a valid C string.
+    if unsafe { libc::access(path.as_ptr(), libc::X_OK) } == 0 {
+        return None;
+    }
+    Some(io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT))
+}
+
+fn posix_spawn_child(
+    req: &Request<'_>,
+    plan: &FdPlan,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Result<Pid, SpawnError>, Unsupported> {
+    let own;
+    let setup = match common_setup(req, plan) {
+        Some(shared) => shared,
+        None => {
+            own = match Setup::new(req, plan) {
+                // An old glibc refused POSIX_SPAWN_SETSID after all: fork handles it.
+                Err(e) if req.setsid && e.error.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Unsupported);
+                }
+                Err(e) => return Ok(Err(e)),
+                Ok(s) => s,
+            };
+            &own
+        }
+    };
+    let (acts, attr) = setup.ptrs();
+    let result = match req.program {
+        Program::Path(path) => posix_spawn_one(path, false, acts, attr, argv, envp),
+        // glibc's and FreeBSD's posix_spawnp search this process's PATH in the child.
+        #[cfg(not(target_vendor = "apple"))]
+        Program::Search { name, path: None } => posix_spawn_one(name, true, acts, attr, argv, envp),
+        // Another PATH, or macOS (whose posix_spawnp misbehaves, libuv#3583): search here.
+        Program::Search { name, path } => {
+            let mut eacces = false;
+            let mut result = Err(libc::ENOENT);
+            for cand in search_candidates(name, path) {
+                let r = match precheck(&cand) {
+                    Some(errno) => Err(errno),
+                    None => posix_spawn_one(&cand, false, acts, attr, argv, envp),
+                };
+                match r {
+                    Ok(pid) => {
+                        result = Ok(pid);
+                        break;
+                    }
+                    Err(libc::EACCES) => eacces = true,
+                    Err(e) if search_continues(e) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            match result {
+                Err(libc::ENOENT) if eacces => Err(libc::EACCES),
+                other => other,
+            }
+        }
+    };
+    Ok(result.map_err(|errno| SpawnError::os(Stage::Spawn, errno)))
+}
+
+// ----- fork and exec ------------------------------------------------------------------------
+
+/// The highest signal number to reset in the child, plus one.
+#[cfg(target_os = "linux")]
+const SIGNAL_END: c_int = 65;
+#[cfg(target_vendor = "apple")]
+const SIGNAL_END: c_int = 32;
+#[cfg(target_os = "freebsd")]
+const SIGNAL_END: c_int = 129;
+
+/// Everything the child needs, prepared before `fork`: the child only reads it.
+struct ChildPlan<'a> {
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    /// Paths to try, in order.
+    exec: &'a [*const c_char],
+    /// Whether `exec` is a PATH search (execvp's rules) or one path.
+    search: bool,
+    plan: &'a FdPlan,
+    /// fds open in the parent at or above `plan.close_from`, for kernels without close_range.
+    open_above: &'a [RawFd],
+    err_fd: RawFd,
+    cwd: Option<&'a CStr>,
+    uid: Option<libc::uid_t>,
+    gid: Option<libc::gid_t>,
+    process_group: Option<Pid>,
+    setsid: bool,
+}
+
+/// The report a failed child writes to the error pipe: stage, stage argument, errno.
+const REPORT_BYTES: usize = 12;
+
+fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
+    let (code, arg): (i32, i32) = match stage {
+        Stage::Setup => (0, 0),
+        Stage::Spawn => (1, 0),
+        Stage::Fd(n) => (2, n),
+        Stage::Session => (3, 0),
+        Stage::Group => (4, 0),
+        Stage::Chdir => (5, 0),
+        Stage::SetGid => (6, 0),
+        Stage::SetUid => (7, 0),
+        Stage::Exec => (8, 0),
+    };
+    let mut b = [0u8; REPORT_BYTES];
+    b[..4].copy_from_slice(&code.to_ne_bytes());
+    b[4..8].copy_from_slice(&arg.to_ne_bytes());
+    b[8..].copy_from_slice(&errno.to_ne_bytes());
+    b
+}
+
+fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
+    let word = |i: usize| i32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let (code, arg, errno) = (word(0), word(4), word(8));
+    let stage = match code {
+        2 => Stage::Fd(arg),
+        3 => Stage::Session,
+        4 => Stage::Group,
+        5 => Stage::Chdir,
+        6 => Stage::SetGid,
+        7 => Stage::SetUid,
+        8 => Stage::Exec,
+        _ => Stage::Setup,
+    };
+    SpawnError::os(stage, errno)
+}
+
+#[cfg(target_os = "linux")]
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+fn errno() -> i32 {
+    // SAFETY: __error returns this thread's errno slot.
+    unsafe { *libc::__error() }
+}
+
+/// Reports `stage` and `errno` to the parent and exits. Async-signal-safe.
+fn child_fail(err_fd: RawFd, stage: Stage, errno: i32) -> ! {
+    let report = encode(stage, errno);
+    // SAFETY: `report` is valid for REPORT_BYTES bytes; write and _exit are async-signal-safe.
+    // A failed write leaves the parent with end of file and a child that exited 127.
+    unsafe {
+        libc::write(err_fd, report.as_ptr().cast(), REPORT_BYTES);
+        libc::_exit(127)
+    }
+}
+
+/// Closes every fd at or above `from` except `keep`, in the child.
+fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
+    #[cfg(target_os = "linux")]
+    {
+        // Linux 5.11: mark them close-on-exec in one call (the error pipe closes at exec too).
+        // SAFETY: close_range takes plain ints.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                from as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+        // Linux 5.9: close around the error pipe (which is at or above `from`).
+        let low = if keep > from {
+            // SAFETY: as above.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, from as libc::c_uint, (keep - 1) as libc::c_uint, 0)
+            }
+        } else {
+            0
+        };
+        // SAFETY: as above.
+        let high =
+            unsafe { libc::syscall(libc::SYS_close_range, (keep + 1) as libc::c_uint, libc::c_uint::MAX, 0) };
+        if low == 0 && high == 0 {
+            return;
+        }
+    }
+    for &fd in open_above {
+        if fd >= from && fd != keep {
+            // SAFETY: close takes an int; closing a number that is not open is harmless here.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The child side of fork/exec. Only async-signal-safe calls on prepared data.
+fn child_exec(p: &ChildPlan<'_>) -> ! {
+    // SAFETY: we are the only thread of a freshly forked child; every pointer in `p` points
+    // into memory copied from the parent that nobody frees before exec; every call below is
+    // async-signal-safe and allocates nothing; `dfl` and `empty` are fully initialised.
+    unsafe {
+        // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change; the
+        //    libc's internal signals refuse with EINVAL, and exec resets their handlers).
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..SIGNAL_END {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        // 2. Session or group.
+        if p.setsid && libc::setsid() < 0 {
+            child_fail(p.err_fd, Stage::Session, errno());
+        }
+        if let Some(pgid) = p.process_group {
+            if libc::setpgid(0, pgid) < 0 {
+                child_fail(p.err_fd, Stage::Group, errno());
+            }
+        }
+        // 3. fds: every source is above every target, so order does not matter.
+        for &(target, source) in &p.plan.dups {
+            while libc::dup2(source, target) < 0 {
+                let e = errno();
+                if e != libc::EINTR {
+                    child_fail(p.err_fd, Stage::Fd(target), e);
+                }
+            }
+        }
+        for &n in &p.plan.close {
+            libc::close(n);
+        }
+        child_close_above(p.plan.close_from, p.err_fd, p.open_above);
+        // 4. Directory, then ids (the directory may need the old ones).
+        if let Some(cwd) = p.cwd {
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                child_fail(p.err_fd, Stage::Chdir, errno());
+            }
+        }
+        if p.uid.is_some() || p.gid.is_some() {
+            // Drop supplementary groups (only root may; others keep theirs, as libuv does).
+            libc::setgroups(0, std::ptr::null());
+        }
+        if let Some(gid) = p.gid {
+            if libc::setgid(gid) < 0 {
+                child_fail(p.err_fd, Stage::SetGid, errno());
+            }
+        }
+        if let Some(uid) = p.uid {
+            if libc::setuid(uid) < 0 {
+                child_fail(p.err_fd, Stage::SetUid, errno());
+            }
+        }
+        // 5. An empty mask, last: a signal from here on gets its default action.
+        let empty = sigset(false);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // 6. Exec.
+        let mut err = libc::ENOENT;
+        let mut eacces = false;
+        for &path in p.exec {
+            libc::execve(path, p.argv.cast(), p.envp.cast());
+            let e = errno();
+            if !p.search {
+                err = e;
+                break;
+            }
+            if e == libc::EACCES {
+                eacces = true;
+            } else if !search_continues(e) {
+                err = e;
+                break;
+            }
+        }
+        if p.search && err == libc::ENOENT && eacces {
+            err = libc::EACCES;
+        }
+        child_fail(p.err_fd, Stage::Exec, err)
+    }
+}
+
+/// Restores the parent's signal mask when dropped.
+struct MaskGuard(libc::sigset_t);
+
+impl MaskGuard {
+    fn block_all() -> io::Result<MaskGuard> {
+        let full = sigset(true);
+        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `full` is initialised; `old` is valid for writes of one sigset_t.
+        cvt_errno(unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &full, old.as_mut_ptr()) })?;
+        // SAFETY: pthread_sigmask succeeded and filled in `old`.
+        Ok(MaskGuard(unsafe { old.assume_init() }))
+    }
+}
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is the mask saved by `block_all`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+fn fork_exec(
+    req: &Request<'_>,
+    plan: &FdPlan,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Pid, SpawnError> {
+    let setup = |e| SpawnError::new(Stage::Setup, e);
+    let (owned_paths, search) = match req.program {
+        Program::Path(p) => (vec![p.to_owned()], false),
+        Program::Search { name, path } => (search_candidates(name, path), true),
+    };
+    let exec: Vec<*const c_char> = owned_paths.iter().map(|c| c.as_ptr()).collect();
+    let open_above: Vec<RawFd> = if cfg!(target_os = "linux") && close_range_works() {
+        Vec::new()
+    } else {
+        crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
+    };
+    // The error pipe, above every target so the fd moves cannot touch it.
+    let (r, w) = crate::fd::pipe().map_err(setup)?;
+    let (r, w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {
+        (
+            dup_above(r.as_raw_fd(), plan.close_from).map_err(setup)?,
+            dup_above(w.as_raw_fd(), plan.close_from).map_err(setup)?,
+        )
+    } else {
+        (r, w)
+    };
+    let child = ChildPlan {
+        argv,
+        envp,
+        exec: &exec,
+        search,
+        plan,
+        open_above: &open_above,
+        err_fd: w.as_raw_fd(),
+        cwd: req.cwd,
+        uid: req.uid,
+        gid: req.gid,
+        process_group: req.process_group,
+        setsid: req.setsid,
+    };
+    let pid = {
+        // No handler of ours may run in the child before it resets them.
+        let _mask = MaskGuard::block_all().map_err(setup)?;
+        // SAFETY: the child runs only `child_exec`, which is async-signal-safe (see there).
+        let pid = unsafe { libc::fork() };
+        match pid {
+            0 => child_exec(&child),
+            -1 => return Err(setup(io::Error::last_os_error())),
+            pid => pid,
+        }
+    };
+    drop(w);
+    let mut report = [0u8; REPORT_BYTES];
+    let mut got = 0;
+    while got < REPORT_BYTES {
+        match crate::fd::read(r.as_fd(), &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return Ok(pid);
+    }
+    // The child failed and exited: reap it before reporting.
+    let _ = crate::process::wait(pid);
+    if got == REPORT_BYTES { Err(decode(&report)) } else { Err(SpawnError::os(Stage::Setup, libc::EIO)) }
+}
+
+/// Whether `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) or plain `close_range` (5.9) is
+/// available, so the fork path need not list open fds first.
+fn close_range_works() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        static W: OnceLock<bool> = OnceLock::new();
+        *W.get_or_init(|| {
+            // An empty range above any possible fd: succeeds where the call exists.
+            // SAFETY: close_range takes plain ints and closes nothing here.
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, libc::c_uint::MAX, libc::c_uint::MAX, 0) };
+            rc == 0
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}

@@ -1,0 +1,1699 @@
+//! Child processes on the loop: spawn, stdio pipes, exit status, kill, pipelines, and never a
+//! zombie.
+//!
+//! A [`Command`] describes a child: program, arguments, environment, working directory, ids,
+//! process group or session, and what each of its fds is ([`Stdio`]). [`Command::spawn`]
+//! starts it and returns a [`Child`]: the [`Process`] handle and the loop's ends of any pipes.
+//! The exit callback given to `spawn` runs on the loop thread once the child has exited and
+//! been reaped, with its [`ExitStatus`]. A [`Pipeline`] starts `a | b | c` with the stages
+//! wired to each other directly.
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use evloop::{Command, Loop, ReadEvent, RunMode, Stdio};
+//!
+//! let mut lp = Loop::new()?;
+//! let out = Rc::new(RefCell::new(Vec::new()));
+//! let status = Rc::new(RefCell::new(None));
+//! let st = status.clone();
+//! let child = Command::new("sh")
+//!     .args(["-c", "echo hello; exit 3"])
+//!     .stdout(Stdio::Pipe)
+//!     .spawn(&mut lp, move |lp, p, res| {
+//!         *st.borrow_mut() = Some(res.unwrap());
+//!         p.close(lp).unwrap();
+//!     })?;
+//! let sink = out.clone();
+//! child.stdout.unwrap().read_start(&mut lp, move |lp, pipe, ev| match ev {
+//!     ReadEvent::Data(d) => sink.borrow_mut().extend_from_slice(d),
+//!     _ => pipe.close(lp).unwrap(),
+//! })?;
+//! lp.run(RunMode::Default)?;
+//! assert_eq!(&out.borrow()[..], b"hello\n");
+//! assert_eq!(status.borrow().unwrap().code(), Some(3));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # How a child starts
+//!
+//! With `posix_spawn` wherever it can express the request (glibc's runs the child with
+//! `CLONE_VM | CLONE_VFORK`, so nothing is copied), else with fork/exec, with nothing
+//! allocated between the two. Optional libc functions (`addchdir_np`, `addclosefrom_np`,
+//! `POSIX_SPAWN_SETSID`) are looked up at run time, so the binary does not require a newer
+//! glibc or macOS than it was built for. Either way the child starts with every signal at its
+//! default disposition and an empty signal mask, whatever the parent blocks or ignores, and
+//! with only the fds it was given (0, 1 and 2 unless redirected, plus the extra fds asked
+//! for). Every fd evloop creates is close-on-exec.
+//!
+//! # The program path
+//!
+//! Following duct's rules:
+//!
+//! - A program given as a string without a `/` (`Command::new("ls")`) is looked up in `PATH`.
+//!   Which `PATH`: **the child's**. When the command sets or removes `PATH`, or clears the
+//!   environment, that value is searched (`/bin:/usr/bin` when there is none); otherwise the
+//!   parent's. This is what `execvp` in the child would do, and what std and libuv do.
+//! - A program given as a [`Path`] (`Command::new(Path::new("script"))`) is never looked up:
+//!   a relative path gets `./` in front, so `Path::new("echo")` runs `./echo`, never
+//!   `/bin/echo`.
+//! - With [`current_dir`](Command::current_dir), a relative program path (one with a `/`) is
+//!   resolved against the **parent's** working directory, not the child's: adding a working
+//!   directory never breaks a relative program path. evloop joins it with the parent's
+//!   directory instead of canonicalizing it (duct does), so symlinks stay as they are and a
+//!   missing file is reported by the spawn itself. `argv[0]` stays as written.
+//!
+//! # Reaping, and the loop's ownership of its children
+//!
+//! The loop owns every child it spawned and reaps each one itself, by pid: never
+//! `waitpid(-1)`, and `SIGCHLD` is never set to `SIG_IGN`, so children that other code in the
+//! process spawned (`std::process::Command`, another library) stay theirs to reap.
+//!
+//! - **Linux**: a pidfd per child, in epoll. Where `pidfd_open` fails with `ENOSYS` (kernels
+//!   before 5.3, some seccomp sandboxes), the loop falls back to `SIGCHLD` through its signal
+//!   machinery (an internal, unreferenced [`Signal`] handle that [`Loop::handles`] does not
+//!   list, started with the first such child and kept until the loop drops, which restores
+//!   the previous disposition) and
+//!   calls `waitpid(pid, WNOHANG)` for each of its own children.
+//!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
+//!   that path.
+//! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.
+//!
+//! A [`Process`] handle is active, and keeps [`RunMode::Default`](crate::RunMode::Default)
+//! running, until its child exits. Its exit callback runs once, after the handle stopped.
+//! Close the handle afterwards, as with libuv; [`Process::exit_status`] still answers until
+//! then.
+//!
+//! **Closing a handle before its child exits** drops the exit callback, but the child stays
+//! the loop's: it is reaped in the background when it exits. If the handle was referenced,
+//! the loop keeps running until that happens (a child still running is work the loop owns);
+//! call `set_ref(false)` before closing to let the loop end without it. With
+//! [`Command::kill_on_drop`] the child gets `SIGKILL` when its handle closes.
+//!
+//! **Dropping the loop** leaves no zombie that it could have reaped:
+//!
+//! - children that have exited are reaped on the spot;
+//! - children started with [`Command::kill_on_drop`] get `SIGKILL` and are waited for (a
+//!   blocking wait, which `SIGKILL` makes short; only a child stuck in an uninterruptible
+//!   sleep can make it long);
+//! - other children keep running. Their pids go on a process-wide list that is reaped
+//!   without blocking whenever any loop in the process spawns or is dropped, and by
+//!   [`reap_orphans`] (the strategy of duct and CPython). If the process exits first, `init`
+//!   (or the nearest subreaper) reaps them.
+//!
+//! # Signals
+//!
+//! [`Process::kill`] reaches only the loop's own, living child: on Linux through the pidfd
+//! (`pidfd_send_signal`), elsewhere by pid, which cannot have been reused because nobody but
+//! the loop reaps it. After the child was reaped it fails with `ESRCH`.
+//! [`Process::kill_group`] signals the child's process group, for children started with
+//! [`process_group(0)`](Command::process_group) or [`setsid`](Command::setsid): the answer to
+//! "killing grandchild processes". On Linux 6.9 and later the group is named through the
+//! pidfd, which stays race-free even after the group leader was reaped; elsewhere by number.
+//!
+//! # duct's rules, and evloop's answers
+//!
+//! duct's "gotchas" document lists what a child-process library must get right. Each one,
+//! and what evloop does:
+//!
+//! - **Reporting errors by default.** evloop is a callback loop, not a runner: every spawn
+//!   takes an exit callback, which always receives the status, so a status cannot be
+//!   forgotten. It does not turn a non-zero exit into an error by itself (a shell, a test
+//!   runner or a supervisor each decides what failure means); [`ExitStatus::ok`] does that in
+//!   one call, with a message like duct's. A pipeline reports every stage's status, in order.
+//! - **Catching pipe errors when writing to stdin.** A child that exits without reading
+//!   makes the write callback receive `EPIPE` ([`io::ErrorKind::BrokenPipe`]), never a
+//!   `SIGPIPE` death (Rust ignores `SIGPIPE`; embedders that restore it must ignore it
+//!   again). duct swallows the error; evloop reports it and lets the callback ignore it,
+//!   since some callers do need to know that the input was not consumed.
+//! - **Waiting on killed children by default.** Followed, without blocking: `kill` only
+//!   signals (it never blocks), and the loop reaps the child when it dies, whether or not its
+//!   handle is still open. Blocking happens in one place, dropping the loop with
+//!   [`kill_on_drop`](Command::kill_on_drop) children, where duct's priorities (no zombies
+//!   before no blocking) decide.
+//! - **Making kill thread-safe** (the PID-reuse race between `kill` and a reaping thread).
+//!   Solved by construction: one thread reaps and signals, a reaped child is marked so `kill`
+//!   gives `ESRCH`, and on Linux the signal goes through the pidfd. duct's `waitid(WNOWAIT)`
+//!   dance is not needed.
+//! - **Adding `./` to relative program paths.** Followed for [`Path`] programs (see above).
+//! - **Preventing `dir` from affecting relative program paths.** Followed: resolved against
+//!   the parent's directory (joined, not canonicalized).
+//! - **Preventing pipe inheritance races** (a Windows problem in duct's text). The Unix form
+//!   of it is a pipe end leaking into a child spawned by another thread: evloop creates every
+//!   fd close-on-exec atomically where the OS can (`pipe2`), the child closes every fd it was
+//!   not given where the libc can say so (`addclosefrom_np`, `close_range`, and
+//!   `POSIX_SPAWN_CLOEXEC_DEFAULT` on macOS), and a child's end of a pipe is closed in the
+//!   parent right after the spawn.
+//! - **Environment variable case.** Unix names are case-sensitive; evloop keeps them as given.
+//! - **Cleaning up partially started pipelines.** Followed: when a later stage fails to start,
+//!   the started stages get `SIGKILL` and are reaped by the loop without blocking the caller,
+//!   and the original error is returned.
+//! - **Using IO threads to avoid blocking children.** Improved on: no threads at all. The loop
+//!   serves every pipe of every child at once, so a child never blocks on a full pipe while
+//!   the loop runs and its output is being read; memory stays bounded by the read cap.
+//! - **Killing grandchild processes.** [`Process::kill_group`] with a process group or session
+//!   of the child's own; on Linux 6.9+ the group is named by pidfd (race-free).
+//!
+//! # Platform notes
+//!
+//! - Linux: pidfds need 5.3 (older kernels use `SIGCHLD`), group signals by pidfd 6.9.
+//!   glibc 2.29 for `current_dir` on the fast path, 2.26 for `setsid`, 2.34 for closing the
+//!   parent's other fds on the fast path; with an older glibc those requests take the fork
+//!   path, and on the fast path only close-on-exec keeps other fds out of the child.
+//! - macOS: `posix_spawn` with `POSIX_SPAWN_CLOEXEC_DEFAULT`; `current_dir` together with a
+//!   relative executable path takes the fork path (a libc bug reports `ENOENT` for it).
+//! - FreeBSD: `setsid` takes the fork path.
+//! - uid and gid always take the fork path (`posix_spawn` cannot switch ids).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use evloop_platform::fd;
+use evloop_platform::libc;
+use evloop_platform::process::{self as sys, Pid, WaitStatus};
+use evloop_platform::spawn::{self, FdMapping, Source, SpawnError, Stage};
+use slab::Slab;
+
+use crate::error::{context, invalid, os};
+use crate::event_loop::{Loop, Pending};
+use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
+use crate::pipe::Pipe;
+use crate::signal::Signal;
+
+// ----- exit status --------------------------------------------------------------------------
+
+/// How a child ended.
+///
+/// ```
+/// use evloop::ExitStatus;
+/// let ok = ExitStatus::Exited(0);
+/// assert!(ok.success() && ok.ok().is_ok());
+/// let killed = ExitStatus::Signaled { signal: 9, core_dumped: false };
+/// assert_eq!(killed.signal(), Some(9));
+/// assert_eq!(killed.to_string(), "killed by signal 9 (SIGKILL)");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// It exited with this code (0 to 255).
+    Exited(i32),
+    /// A signal ended it.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether it left a core dump.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    /// The exit code, if it exited.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(c),
+            ExitStatus::Signaled { .. } => None,
+        }
+    }
+
+    /// The signal that ended it, if one did.
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled { signal, .. } => Some(signal),
+            ExitStatus::Exited(_) => None,
+        }
+    }
+
+    /// Whether a signal ended it with a core dump.
+    pub fn core_dumped(self) -> bool {
+        matches!(self, ExitStatus::Signaled { core_dumped: true, .. })
+    }
+
+    /// `Ok(())` on success, else an error that says how the child ended ("exited with code
+    /// 3", "killed by signal 9 (SIGKILL)"): duct's "non-zero is an error", on request.
+    pub fn ok(self) -> io::Result<()> {
+        if self.success() { Ok(()) } else { Err(io::Error::other(self.to_string())) }
+    }
+}
+
+impl From<WaitStatus> for ExitStatus {
+    fn from(w: WaitStatus) -> ExitStatus {
+        match w {
+            WaitStatus::Exited(c) => ExitStatus::Exited(c),
+            WaitStatus::Signaled { signal, core_dumped } => ExitStatus::Signaled { signal, core_dumped },
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGSYS => "SIGSYS",
+        _ => "?",
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Signaled { signal, core_dumped } => {
+                write!(f, "killed by signal {signal} ({})", signal_name(signal))?;
+                if core_dumped {
+                    f.write_str(", core dumped")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+// ----- stdio --------------------------------------------------------------------------------
+
+/// What one of a child's fds is.
+///
+/// fds 0, 1 and 2 default to [`Stdio::Inherit`]. Any other fd number the command names is
+/// set up too; every fd the command does not name (above 2) is closed in the child.
+#[derive(Debug)]
+pub enum Stdio {
+    /// The parent's fd with the same number, shared as it is (its blocking mode included).
+    Inherit,
+    /// `/dev/null`, open for reading and writing.
+    Null,
+    /// A new pipe. The child reads it when it is fd 0 and writes it on every other fd; the
+    /// loop's end becomes a [`Pipe`] handle in the [`Child`]. The child's end is blocking: the
+    /// loop's end has a file description of its own, so the child never sees its
+    /// `O_NONBLOCK`.
+    Pipe,
+    /// A new pipe that the child reads, whatever its fd number (for input fds above 2).
+    PipeIn,
+    /// A copy of this fd. The command keeps owning it (each spawn copies it again) and closes
+    /// it when dropped.
+    Fd(OwnedFd),
+    /// A copy of the parent's fd number `n`, which stays the caller's. It must be open at
+    /// the spawn.
+    InheritFrom(RawFd),
+    /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
+    /// is made blocking (the child expects that), and the handle is closed once the child
+    /// has started (queued writes are cancelled, as by `close`). If the spawn fails the
+    /// handle is left as it was.
+    Handle(HandleId),
+}
+
+impl From<OwnedFd> for Stdio {
+    fn from(fd: OwnedFd) -> Stdio {
+        Stdio::Fd(fd)
+    }
+}
+
+impl From<std::fs::File> for Stdio {
+    fn from(f: std::fs::File) -> Stdio {
+        Stdio::Fd(f.into())
+    }
+}
+
+impl From<Pipe> for Stdio {
+    fn from(p: Pipe) -> Stdio {
+        Stdio::Handle(p.id())
+    }
+}
+
+// ----- programs -----------------------------------------------------------------------------
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What [`Command::new`] accepts as a program: a string (`&str`, `String`, `&OsStr`,
+/// `OsString`), which is looked up in `PATH` unless it contains a `/`, or a path (`&Path`,
+/// `PathBuf`), which never is (see [the module docs](self#the-program-path)).
+pub trait IntoProgram: sealed::Sealed {
+    /// Calls `f` with the program and whether it was given as a path.
+    #[doc(hidden)]
+    fn with_program<R>(self, f: impl FnOnce(&OsStr, bool) -> R) -> R;
+}
+
+macro_rules! program_impls {
+    ($is_path:expr => $($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl IntoProgram for $t {
+            fn with_program<R>(self, f: impl FnOnce(&OsStr, bool) -> R) -> R {
+                f(self.as_ref(), $is_path)
+            }
+        }
+    )*};
+}
+program_impls!(false => &str, String, &String, &OsStr, OsString, &OsString);
+program_impls!(true => &Path, PathBuf, &PathBuf);
+
+/// Whether a relative path needs `./` in front: it does not already start with `.` or `..`
+/// (duct's `dotify_relative_exe_path`).
+fn needs_dot(p: &OsStr) -> bool {
+    matches!(Path::new(p).components().next(), Some(Component::Normal(_)))
+}
+
+/// The program as a C string, in one allocation: `./` in front of a relative [`Path`].
+fn program_cstring(p: &OsStr, is_path: bool) -> Result<CString, &'static str> {
+    let dot = is_path && needs_dot(p);
+    let mut v = Vec::with_capacity(p.len() + 1 + if dot { 2 } else { 0 });
+    if dot {
+        v.extend_from_slice(b"./");
+    }
+    v.extend_from_slice(p.as_bytes());
+    if v.is_empty() {
+        return Err("the program name is empty");
+    }
+    CString::new(v).map_err(|_| "the program name contains a NUL byte")
+}
+
+// ----- the command --------------------------------------------------------------------------
+
+/// Edits to the inherited environment.
+#[derive(Clone, Debug, Default)]
+struct EnvEdits {
+    clear: bool,
+    /// `None`: removed.
+    vars: BTreeMap<OsString, Option<OsString>>,
+}
+
+/// A child to spawn: program, arguments, environment, directory, ids, group and fds.
+///
+/// Setters take and return `&mut Command`, as std's do; a command can be spawned any number
+/// of times. Bad input (a NUL byte in any string, an `=` in an environment variable name) is
+/// remembered and reported by [`spawn`](Command::spawn), before anything is started.
+///
+/// ```
+/// use evloop::{Command, Loop, RunMode};
+///
+/// let mut lp = Loop::new()?;
+/// let mut cmd = Command::new("sh");
+/// cmd.args(["-c", "test \"$GREETING\" = hi && test \"$(pwd)\" = /"])
+///     .env("GREETING", "hi")
+///     .current_dir("/");
+/// cmd.spawn(&mut lp, |lp, p, status| {
+///     assert!(status.unwrap().success());
+///     p.close(lp).unwrap();
+/// })?;
+/// lp.run(RunMode::Default)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Command {
+    /// As given, with `./` for relative paths.
+    program: CString,
+    arg0: Option<CString>,
+    args: Vec<CString>,
+    env: Option<EnvEdits>,
+    cwd: Option<(PathBuf, CString)>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    process_group: Option<i32>,
+    setsid: bool,
+    /// Explicit fd entries, at most one per target.
+    stdio: Vec<(RawFd, Stdio)>,
+    kill_on_drop: bool,
+    /// The first bad input, reported at spawn.
+    invalid: Option<String>,
+}
+
+fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, ()> {
+    CString::new(s).map_err(|_| ())
+}
+
+impl Command {
+    /// A command for `program`; see [`IntoProgram`] for how strings and paths differ.
+    pub fn new(program: impl IntoProgram) -> Command {
+        let (program, invalid) = match program.with_program(program_cstring) {
+            Ok(c) => (c, None),
+            Err(why) => (CString::default(), Some(why.to_string())),
+        };
+        Command {
+            program,
+            arg0: None,
+            args: Vec::new(),
+            env: None,
+            cwd: None,
+            uid: None,
+            gid: None,
+            process_group: None,
+            setsid: false,
+            stdio: Vec::new(),
+            kill_on_drop: false,
+            invalid,
+        }
+    }
+
+    fn bad(&mut self, why: String) {
+        self.invalid.get_or_insert(why);
+    }
+
+    fn cstr_or_bad(&mut self, s: &OsStr, what: impl FnOnce() -> String) -> CString {
+        match cstring(s.as_bytes()) {
+            Ok(c) => c,
+            Err(()) => {
+                let why = format!("{} contains a NUL byte", what());
+                self.bad(why);
+                CString::default()
+            }
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Command {
+        let n = self.args.len() + 1;
+        let c = self.cstr_or_bad(arg.as_ref(), || format!("argument {n}"));
+        self.args.push(c);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    /// Sets `argv[0]` (by default the program as given).
+    pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Command {
+        let c = self.cstr_or_bad(arg0.as_ref(), || "argument 0".into());
+        self.arg0 = Some(c);
+        self
+    }
+
+    fn check_var(&mut self, key: &OsStr, value: Option<&OsStr>) {
+        let k = key.as_bytes();
+        if k.is_empty() {
+            self.bad("an environment variable name is empty".into());
+        } else if k.contains(&b'=') {
+            self.bad(format!("environment variable name `{}` contains `=`", key.to_string_lossy()));
+        } else if k.contains(&0) || value.is_some_and(|v| v.as_bytes().contains(&0)) {
+            self.bad(format!("environment variable `{}` contains a NUL byte", key.to_string_lossy()));
+        }
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Command {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.check_var(key, Some(value));
+        self.env.get_or_insert_with(Default::default).vars.insert(key.to_owned(), Some(value.to_owned()));
+        self
+    }
+
+    /// Sets several environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Command
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Command {
+        let key = key.as_ref();
+        self.check_var(key, None);
+        self.env.get_or_insert_with(Default::default).vars.insert(key.to_owned(), None);
+        self
+    }
+
+    /// Starts the child's environment empty (variables set afterwards are still passed).
+    pub fn env_clear(&mut self) -> &mut Command {
+        let env = self.env.get_or_insert_with(Default::default);
+        env.clear = true;
+        env.vars.clear();
+        self
+    }
+
+    /// Sets the child's working directory. A relative program path still resolves against
+    /// the parent's working directory (see [the module docs](self#the-program-path)).
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Command {
+        let dir = dir.as_ref();
+        let c = self.cstr_or_bad(dir.as_os_str(), || "the working directory".into());
+        self.cwd = Some((dir.to_owned(), c));
+        self
+    }
+
+    /// Runs the child as user `uid` (the parent needs the privilege to switch). Takes the
+    /// fork path.
+    pub fn uid(&mut self, uid: u32) -> &mut Command {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Runs the child with group `gid`; supplementary groups are dropped where permitted.
+    /// Takes the fork path.
+    pub fn gid(&mut self, gid: u32) -> &mut Command {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// Puts the child in process group `pgid`; 0 makes a new group that the child leads,
+    /// which [`Process::kill_group`] can then signal as a whole.
+    pub fn process_group(&mut self, pgid: i32) -> &mut Command {
+        self.process_group = Some(pgid);
+        self
+    }
+
+    /// Starts the child in a new session (and a new process group), detached from the
+    /// controlling terminal.
+    pub fn setsid(&mut self, on: bool) -> &mut Command {
+        self.setsid = on;
+        self
+    }
+
+    /// Sets what the child's fd `fd` is. fds 0, 1 and 2 default to [`Stdio::Inherit`]; any
+    /// other number given here is set up as well, and all others are closed in the child.
+    pub fn fd(&mut self, fd: RawFd, stdio: impl Into<Stdio>) -> &mut Command {
+        let stdio = stdio.into();
+        match self.stdio.iter_mut().find(|(t, _)| *t == fd) {
+            Some(entry) => entry.1 = stdio,
+            None => self.stdio.push((fd, stdio)),
+        }
+        self
+    }
+
+    /// Sets the child's stdin (fd 0).
+    pub fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Command {
+        self.fd(0, stdio)
+    }
+
+    /// Sets the child's stdout (fd 1).
+    pub fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Command {
+        self.fd(1, stdio)
+    }
+
+    /// Sets the child's stderr (fd 2).
+    pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Command {
+        self.fd(2, stdio)
+    }
+
+    /// Sends the child `SIGKILL` if its [`Process`] handle is closed, or its loop dropped,
+    /// while it still runs (tokio's `kill_on_drop`). It is reaped either way.
+    pub fn kill_on_drop(&mut self, on: bool) -> &mut Command {
+        self.kill_on_drop = on;
+        self
+    }
+
+    /// The program as given (with `./` added to a relative [`Path`]).
+    pub fn get_program(&self) -> &OsStr {
+        OsStr::from_bytes(self.program.to_bytes())
+    }
+
+    /// Starts the child. `on_exit` runs on the loop thread once the child has exited and
+    /// been reaped, with its status (or the error that kept the loop from learning it: the
+    /// child was reaped by someone else, which happens only when `SIGCHLD` is set to
+    /// `SIG_IGN` or other code calls `waitpid(-1)`).
+    ///
+    /// Returns the [`Process`] handle and the loop's ends of the pipes asked for. A failure
+    /// to start (missing program, no permission, bad directory, an fd that is not open, ...)
+    /// is returned here as an error that names the program; no child, zombie or fd is left
+    /// behind.
+    pub fn spawn(
+        &self,
+        lp: &mut Loop,
+        on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<Child> {
+        lp.spawn_command(self, &[], Box::new(on_exit))
+    }
+
+    fn name(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    /// The `PATH` the child's program is searched in: `None` for the parent's own.
+    fn child_path(&self) -> Option<OsString> {
+        let env = self.env.as_ref()?;
+        match env.vars.get(OsStr::new("PATH")) {
+            Some(Some(p)) => Some(p.clone()),
+            Some(None) => Some(spawn::DEFAULT_PATH.into()),
+            None if env.clear => Some(spawn::DEFAULT_PATH.into()),
+            None => None,
+        }
+    }
+
+    /// The child's environment block, when it differs from the parent's.
+    fn env_block(&self) -> Option<Vec<CString>> {
+        let env = self.env.as_ref()?;
+        let mut block = Vec::new();
+        let mut entry = |k: &OsStr, v: &OsStr| {
+            let mut s = Vec::with_capacity(k.len() + 1 + v.len());
+            s.extend_from_slice(k.as_bytes());
+            s.push(b'=');
+            s.extend_from_slice(v.as_bytes());
+            // Checked by the setters; the parent's own variables cannot hold a NUL.
+            if let Ok(c) = CString::new(s) {
+                block.push(c);
+            }
+        };
+        if !env.clear {
+            for (k, v) in std::env::vars_os() {
+                if !env.vars.contains_key(&k) {
+                    entry(&k, &v);
+                }
+            }
+        }
+        for (k, v) in &env.vars {
+            if let Some(v) = v {
+                entry(k, v);
+            }
+        }
+        Some(block)
+    }
+
+    /// Turns a platform spawn error into one that names the program and the failed step.
+    fn spawn_error(&self, e: SpawnError, fds: &[FdMapping]) -> io::Error {
+        let prog = self.name();
+        let cwd = || self.cwd.as_ref().map(|(p, _)| p.display().to_string()).unwrap_or_default();
+        let why = match e.stage {
+            Stage::Chdir => format!("spawn `{prog}`: cannot enter directory `{}`", cwd()),
+            // posix_spawn reports one number for every step: tell a bad directory apart.
+            Stage::Spawn
+                if self.cwd.as_ref().is_some_and(|(dir, _)| !dir.is_dir())
+                    && matches!(
+                        e.error.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)
+                    ) =>
+            {
+                format!("spawn `{prog}`: cannot enter directory `{}`", cwd())
+            }
+            Stage::SetUid => format!("spawn `{prog}`: cannot switch to user id {}", self.uid.unwrap_or(0)),
+            Stage::SetGid => format!("spawn `{prog}`: cannot switch to group id {}", self.gid.unwrap_or(0)),
+            Stage::Session => format!("spawn `{prog}`: cannot start a session"),
+            Stage::Group => {
+                format!("spawn `{prog}`: cannot join process group {}", self.process_group.unwrap_or(0))
+            }
+            Stage::Fd(n) => match fds.iter().find(|m| m.target == n).map(|m| m.source) {
+                Some(Source::Fd(s)) if s != n => format!("spawn `{prog}`: child fd {n} from parent fd {s}"),
+                _ => format!("spawn `{prog}`: child fd {n} (the parent's fd {n})"),
+            },
+            Stage::Setup | Stage::Spawn | Stage::Exec => format!("spawn `{prog}`"),
+        };
+        context(e.error, why)
+    }
+}
+
+// ----- what spawn returns -------------------------------------------------------------------
+
+/// A started child: its [`Process`] handle and the loop's ends of the pipes it was given.
+#[derive(Debug)]
+pub struct Child {
+    /// The process handle.
+    pub process: Process,
+    /// The loop's end of the child's stdin, for [`Stdio::Pipe`] on fd 0.
+    pub stdin: Option<Pipe>,
+    /// The loop's end of the child's stdout, for [`Stdio::Pipe`] on fd 1.
+    pub stdout: Option<Pipe>,
+    /// The loop's end of the child's stderr, for [`Stdio::Pipe`] on fd 2.
+    pub stderr: Option<Pipe>,
+    /// The loop's ends of pipes on fds above 2, by the child's fd number.
+    pub pipes: Vec<(RawFd, Pipe)>,
+}
+
+impl Child {
+    /// Every pipe handle of this child (stdin, stdout, stderr, then the extra ones).
+    pub fn all_pipes(&self) -> impl Iterator<Item = Pipe> + '_ {
+        self.stdin
+            .iter()
+            .chain(&self.stdout)
+            .chain(&self.stderr)
+            .copied()
+            .chain(self.pipes.iter().map(|p| p.1))
+    }
+}
+
+typed_handle!(
+    /// A child process the loop spawned and will reap (see [the module docs](crate::process)).
+    ///
+    /// It is active, and keeps [`RunMode::Default`](crate::RunMode::Default) running, until
+    /// the child exits; then its exit callback runs. Close it afterwards. Closing it earlier
+    /// drops the exit callback, and the loop still reaps the child.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode, signal::SIGTERM};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("sleep").arg("100").spawn(&mut lp, |lp, p, status| {
+    ///     assert_eq!(status.unwrap().signal(), Some(SIGTERM));
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// child.process.kill(&mut lp, SIGTERM)?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    Process,
+    HandleKind::Process
+);
+
+type ExitCb = Box<dyn FnOnce(&mut Loop, Process, io::Result<ExitStatus>)>;
+
+/// A process handle's state, kept small enough to sit in its slot without a box of its own.
+pub(crate) struct ProcessState {
+    on_exit: Option<ExitCb>,
+    pid: Pid,
+    /// The child's entry in the loop's table while it runs; `NO_CHILD` afterwards.
+    child_key: u32,
+    /// The process group `kill_group` signals; 0 when the child shares the loop's.
+    group: Pid,
+    /// After exit, the pidfd stays here: it can still signal the group the child led.
+    #[cfg(target_os = "linux")]
+    pidfd: Option<OwnedFd>,
+    /// How the child ended (see `pack_status`), once `reaped` and `status_known`.
+    status: i32,
+    reaped: bool,
+    status_known: bool,
+    leads_group: bool,
+    kill_on_drop: bool,
+}
+
+const _: () = assert!(size_of::<ProcessState>() <= 40, "a bigger ProcessState grows every slot");
+
+const NO_CHILD: u32 = u32::MAX;
+
+fn pack_status(st: ExitStatus) -> i32 {
+    match st {
+        ExitStatus::Exited(code) => code & 0xff,
+        ExitStatus::Signaled { signal, core_dumped } => {
+            0x100 | (i32::from(core_dumped) << 9) | (signal << 10)
+        }
+    }
+}
+
+fn unpack_status(raw: i32) -> ExitStatus {
+    if raw & 0x100 == 0 {
+        ExitStatus::Exited(raw & 0xff)
+    } else {
+        ExitStatus::Signaled { signal: raw >> 10, core_dumped: raw & 0x200 != 0 }
+    }
+}
+
+impl ProcessState {
+    fn status(&self) -> Option<ExitStatus> {
+        (self.reaped && self.status_known).then(|| unpack_status(self.status))
+    }
+
+    fn child_key(&self) -> Option<usize> {
+        (self.child_key != NO_CHILD).then_some(self.child_key as usize)
+    }
+}
+
+impl Process {
+    /// The child's process id.
+    pub fn pid(self, lp: &Loop) -> io::Result<u32> {
+        Ok(lp.process_ref(self.0)?.pid as u32)
+    }
+
+    /// How the child ended, once it has been reaped.
+    pub fn exit_status(self, lp: &Loop) -> io::Result<Option<ExitStatus>> {
+        Ok(lp.process_ref(self.0)?.status())
+    }
+
+    /// Sends `signal` to the child (0 checks that it still runs). Reaches only this child:
+    /// through its pidfd on Linux, elsewhere by a pid that nobody but the loop can reap.
+    /// After the child was reaped, fails with `ESRCH`. Does not wait: the exit callback
+    /// follows when the child dies.
+    pub fn kill(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
+        lp.process_kill(self.0, signal, false)
+    }
+
+    /// Sends `signal` to the child's whole process group: the child and every descendant
+    /// that stayed in its group (duct's "grandchildren" problem).
+    ///
+    /// The child must have a group of its own: spawned with
+    /// [`process_group`](Command::process_group) or [`setsid`](Command::setsid); otherwise
+    /// (it shares the loop's group) this is an error. Works after the child itself exited,
+    /// while descendants remain: on Linux 6.9 and later through the pidfd, which names the
+    /// group race-free; elsewhere by number, which, once every member is gone, another
+    /// process could take as its own group id. Fails with `ESRCH` when no member is left.
+    pub fn kill_group(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
+        lp.process_kill(self.0, signal, true)
+    }
+}
+
+// ----- the loop's table of children ---------------------------------------------------------
+
+/// How the loop learns that a child exited.
+enum Watch {
+    /// A pidfd in the poller (Linux).
+    #[cfg(target_os = "linux")]
+    Pidfd(OwnedFd),
+    /// `EVFILT_PROC` in the kqueue.
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    Kqueue,
+    /// `SIGCHLD`, then `waitpid(pid, WNOHANG)`.
+    Sigchld,
+}
+
+struct ChildEntry {
+    pid: Pid,
+    watch: Watch,
+    /// The handle that gets the exit; `None` once it was closed (a background child).
+    owner: Option<HandleId>,
+    /// A background child that keeps `run(Default)` going until it is reaped.
+    keeps_alive: bool,
+    /// It was sent SIGKILL when its handle closed.
+    killed: bool,
+}
+
+/// Every child the loop spawned and has not reaped yet, with or without a handle.
+#[derive(Default)]
+pub(crate) struct Children {
+    entries: Slab<ChildEntry>,
+    /// Background children that keep the loop alive.
+    keep_alive: usize,
+    /// The internal SIGCHLD watcher: started by the first child that relies on it, kept
+    /// until the loop drops (as libuv does), so spawning does not reinstall it every time.
+    sigchld: Option<Signal>,
+    scratch: Vec<usize>,
+}
+
+impl Children {
+    pub(crate) fn keeps_loop_alive(&self) -> bool {
+        self.keep_alive > 0
+    }
+}
+
+/// A deferred look at one child: its exit was (or may have been) missed by the usual
+/// notification. Runs in the pending phase.
+pub(crate) struct ChildCheck {
+    key: usize,
+    pid: Pid,
+    /// The kernel said the child is gone: wait for it (briefly) instead of polling.
+    blocking: bool,
+}
+
+/// `pidfd_open` gave `ENOSYS` once: this kernel has no pidfds.
+#[cfg(target_os = "linux")]
+static PIDFD_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The poller token of child entry `key`: handle tokens always have a non-zero generation in
+/// their high half, so tokens below 2^32 are free for children.
+fn child_token(key: usize) -> u64 {
+    key as u64
+}
+
+/// Whether a poller token names a child entry.
+pub(crate) fn is_child_token(token: u64) -> bool {
+    token >> 32 == 0
+}
+
+// ----- process-wide orphans -----------------------------------------------------------------
+
+/// Children of dropped loops that were still running: reaped by pid, without blocking,
+/// whenever a loop spawns or drops, and by [`reap_orphans`].
+static ORPHANS: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+static ORPHANS_LEFT: AtomicUsize = AtomicUsize::new(0);
+
+fn add_orphan(pid: Pid) {
+    let mut list = ORPHANS.lock().unwrap_or_else(|p| p.into_inner());
+    list.push(pid);
+    ORPHANS_LEFT.store(list.len(), Ordering::Relaxed);
+}
+
+/// Reaps, without blocking, the children of dropped loops that have exited since, and
+/// returns how many are still running.
+///
+/// A loop that is dropped while children it spawned still run leaves them running (unless
+/// they were started with [`Command::kill_on_drop`]); their pids wait on a process-wide
+/// list. evloop calls this whenever a loop spawns or is dropped; call it yourself where the
+/// program has nothing else to do, before exit for instance.
+///
+/// ```
+/// assert_eq!(evloop::process::reap_orphans(), 0);
+/// ```
+pub fn reap_orphans() -> usize {
+    if ORPHANS_LEFT.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let mut list = ORPHANS.lock().unwrap_or_else(|p| p.into_inner());
+    // ECHILD: someone else reaped it after all; either way it is off our hands.
+    list.retain(|&pid| matches!(sys::try_wait(pid), Ok(None)));
+    ORPHANS_LEFT.store(list.len(), Ordering::Relaxed);
+    list.len()
+}
+
+// ----- spawning -----------------------------------------------------------------------------
+
+/// A pipe made for a spawn: the loop's end and where it goes in the `Child`.
+struct NewPipe {
+    target: RawFd,
+    ours: OwnedFd,
+    we_read: bool,
+}
+
+/// Everything a spawn prepared on the parent side that must live until the child started.
+#[derive(Default)]
+struct Prepared {
+    fds: Vec<FdMapping>,
+    pipes: Vec<NewPipe>,
+    /// The child's ends of new pipes, and /dev/null: closed in the parent after the spawn.
+    child_ends: Vec<OwnedFd>,
+    /// Handles whose fds move to the child: (id, kind, was it nonblocking).
+    moved: Vec<(HandleId, HandleKind, bool)>,
+}
+
+impl Loop {
+    /// Spawns `cmd`, with `links` (target, parent fd) taking precedence over the command's own
+    /// entries for those targets (pipeline wiring).
+    fn spawn_command(
+        &mut self,
+        cmd: &Command,
+        links: &[(RawFd, RawFd)],
+        on_exit: ExitCb,
+    ) -> io::Result<Child> {
+        if let Some(why) = &cmd.invalid {
+            return Err(invalid(format!("spawn `{}`: {why}", cmd.name())));
+        }
+        if cmd.setsid && cmd.process_group.is_some() {
+            return Err(invalid(format!(
+                "spawn `{}`: setsid and process_group cannot be combined (a session leader leads its own group)",
+                cmd.name()
+            )));
+        }
+        if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
+            reap_orphans();
+        }
+        let mut prep = Prepared::default();
+        if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
+            self.restore_moved(&prep);
+            return Err(context(e, format!("spawn `{}`", cmd.name())));
+        }
+        let resolved;
+        let child_path;
+        let program = if cmd.program.as_bytes().contains(&b'/') {
+            let relative = cmd.program.as_bytes().first() != Some(&b'/');
+            if relative && cmd.cwd.is_some() {
+                let here = std::env::current_dir().map_err(|e| {
+                    context(e, format!("spawn `{}`: the parent's working directory", cmd.name()))
+                })?;
+                let full = here.join(OsStr::from_bytes(cmd.program.as_bytes()));
+                resolved = CString::new(full.into_os_string().into_vec()).map_err(|_| {
+                    invalid(format!("spawn `{}`: the parent's working directory contains a NUL", cmd.name()))
+                })?;
+                spawn::Program::Path(&resolved)
+            } else {
+                spawn::Program::Path(&cmd.program)
+            }
+        } else {
+            child_path = cmd.child_path();
+            spawn::Program::Search { name: &cmd.program, path: child_path.as_deref() }
+        };
+        let env = if cmd.env.is_some() { cmd.env_block() } else { None };
+        let req = spawn::Request {
+            program,
+            argv0: cmd.arg0.as_deref().unwrap_or(&cmd.program),
+            args: &cmd.args,
+            env: env.as_deref(),
+            cwd: cmd.cwd.as_ref().map(|(_, c)| c.as_c_str()),
+            uid: cmd.uid,
+            gid: cmd.gid,
+            process_group: cmd.process_group,
+            setsid: cmd.setsid,
+            fds: &prep.fds,
+            force_fork: self.options.force_fork_spawn,
+        };
+        // A loop that reaps through SIGCHLD watches it before the child exists.
+        let sigchld_before = self.sigchld_expected();
+        if sigchld_before {
+            if let Err(e) = self.sigchld_watch() {
+                self.restore_moved(&prep);
+                return Err(context(e, format!("spawn `{}`: watching SIGCHLD", cmd.name())));
+            }
+        }
+        let spawned = match spawn::spawn(&req) {
+            Ok(s) => s,
+            Err(e) => {
+                self.restore_moved(&prep);
+                return Err(cmd.spawn_error(e, &prep.fds));
+            }
+        };
+        log::debug!(
+            "loop {}: spawned `{}` as pid {} ({:?})",
+            self.id,
+            cmd.name(),
+            spawned.pid,
+            spawned.method
+        );
+        drop(std::mem::take(&mut prep.child_ends));
+        let pid = spawned.pid;
+        let (group, leads_group) = match (cmd.setsid, cmd.process_group) {
+            (true, _) | (false, Some(0)) => (pid, true),
+            (false, Some(g)) => (g, false),
+            (false, None) => (0, false),
+        };
+        let id = self.insert(Kind::Process(ProcessState {
+            on_exit: Some(on_exit),
+            pid,
+            child_key: NO_CHILD,
+            group,
+            #[cfg(target_os = "linux")]
+            pidfd: None,
+            status: 0,
+            reaped: false,
+            status_known: false,
+            leads_group,
+            kill_on_drop: cmd.kill_on_drop,
+        }));
+        self.set_active(id, true);
+        let key = self.child_watch(id, pid, sigchld_before);
+        if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+            st.child_key = key as u32;
+        }
+        let mut child =
+            Child { process: Process(id), stdin: None, stdout: None, stderr: None, pipes: Vec::new() };
+        for p in std::mem::take(&mut prep.pipes) {
+            let made = fd::set_nonblocking(p.ours.as_fd(), true)
+                .and_then(|_| Pipe::from_private(self, p.ours, p.we_read, !p.we_read));
+            let pipe = match made {
+                Ok(pipe) => pipe,
+                Err(e) => {
+                    // The child runs, but the caller cannot have what it asked for: undo.
+                    self.abandon_child(&child);
+                    return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
+                }
+            };
+            match p.target {
+                0 => child.stdin = Some(pipe),
+                1 => child.stdout = Some(pipe),
+                2 => child.stderr = Some(pipe),
+                n => child.pipes.push((n, pipe)),
+            }
+        }
+        for &(hid, kind, _) in &prep.moved {
+            let _ = self.close_handle(hid, kind, None);
+        }
+        Ok(child)
+    }
+
+    /// Builds the fd mappings: new pipes, /dev/null, moved handles.
+    fn prepare_fds(
+        &mut self,
+        cmd: &Command,
+        links: &[(RawFd, RawFd)],
+        prep: &mut Prepared,
+    ) -> io::Result<()> {
+        let mut null: Option<RawFd> = None;
+        for (target, stdio) in &cmd.stdio {
+            let target = *target;
+            if links.iter().any(|&(t, _)| t == target) {
+                continue;
+            }
+            let source = match stdio {
+                Stdio::Inherit if target < 3 => continue,
+                Stdio::Inherit => Source::Keep,
+                Stdio::Null => match null {
+                    Some(fd) => Source::Fd(fd),
+                    None => {
+                        let dev = fd::open(c"/dev/null", fd::Access::ReadWrite, false)?;
+                        let raw = dev.as_raw_fd();
+                        prep.child_ends.push(dev);
+                        null = Some(raw);
+                        Source::Fd(raw)
+                    }
+                },
+                Stdio::Pipe | Stdio::PipeIn => {
+                    let child_reads = matches!(stdio, Stdio::PipeIn) || target == 0;
+                    let (r, w) = fd::pipe()?;
+                    let (theirs, ours) = if child_reads { (r, w) } else { (w, r) };
+                    let raw = theirs.as_raw_fd();
+                    prep.child_ends.push(theirs);
+                    prep.pipes.push(NewPipe { target, ours, we_read: !child_reads });
+                    Source::Fd(raw)
+                }
+                Stdio::Fd(owned) => Source::Fd(owned.as_raw_fd()),
+                Stdio::InheritFrom(n) => Source::Fd(*n),
+                Stdio::Handle(hid) => {
+                    let kind = self.handle_kind(*hid)?;
+                    if !matches!(kind, HandleKind::Pipe | HandleKind::Tty) {
+                        return Err(invalid(format!(
+                            "child fd {target}: a {} cannot be a child's fd (only a pipe or a tty)",
+                            kind.name()
+                        )));
+                    }
+                    let raw = {
+                        let stream = self.stream_ref(*hid, kind)?;
+                        let fd = stream.io.fd()?;
+                        let was = fd::set_nonblocking(fd, false)?;
+                        prep.moved.push((*hid, kind, was));
+                        fd.as_raw_fd()
+                    };
+                    Source::Fd(raw)
+                }
+            };
+            prep.fds.push(FdMapping { target, source });
+        }
+        for &(target, source) in links {
+            prep.fds.push(FdMapping { target, source: Source::Fd(source) });
+        }
+        Ok(())
+    }
+
+    /// A failed spawn hands moved handles back as they were.
+    fn restore_moved(&mut self, prep: &Prepared) {
+        for &(hid, kind, was_nonblocking) in &prep.moved {
+            if was_nonblocking {
+                if let Ok(fd) = self.stream_ref(hid, kind).and_then(|s| s.io.fd()) {
+                    let _ = fd::set_nonblocking(fd, true);
+                }
+            }
+        }
+    }
+
+    /// Gives up on a started child: SIGKILL, handle and pipes closed; the loop reaps it in
+    /// the background.
+    fn abandon_child(&mut self, child: &Child) {
+        for p in child.all_pipes() {
+            let _ = p.close(self);
+        }
+        if let Some(Kind::Process(st)) = self.live_slot_mut(child.process.0).map(|s| &mut s.kind) {
+            st.kill_on_drop = true;
+        }
+        // Closing sends the SIGKILL; the loop reaps the child when it dies.
+        let _ = child.process.close(self);
+    }
+
+    // ----- reaping ------------------------------------------------------------------------
+
+    /// Whether this loop's next child will be reaped through SIGCHLD.
+    fn sigchld_expected(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.options.force_sigchld_reaping || PIDFD_MISSING.load(Ordering::Relaxed)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Starts the internal SIGCHLD watcher if it is not running.
+    fn sigchld_watch(&mut self) -> io::Result<()> {
+        // (Someone closing every handle of the loop may have closed it.)
+        let live = self.children.sigchld.is_some_and(|s| {
+            let id = s.id();
+            self.slots
+                .get(id.key as usize)
+                .is_some_and(|slot| slot.gen_ == id.gen_ && !slot.flags.contains(Flags::CLOSING))
+        });
+        if live {
+            return Ok(());
+        }
+        let s = Signal::new(self);
+        let started = s.start(self, libc::SIGCHLD, |lp, _, _| lp.children_sweep());
+        if let Err(e) = started {
+            let _ = s.close(self);
+            return Err(e);
+        }
+        let _ = s.set_ref(self, false);
+        if let Some(slot) = self.live_slot_mut(s.id()) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
+        self.children.sigchld = Some(s);
+        log::debug!("loop {}: reaping children through SIGCHLD", self.id);
+        Ok(())
+    }
+
+    /// Registers child `pid` of handle `id` for exit notification; returns its entry key.
+    fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> usize {
+        let key = self.children.entries.vacant_key();
+        let watch = self.exit_notification(key, pid);
+        if matches!(watch, Watch::Sigchld) && !sigchld_running {
+            // An unexpected fallback: the watcher starts only now, and the child may have
+            // exited before it was there to hear it.
+            if let Err(e) = self.sigchld_watch() {
+                log::warn!("loop {}: cannot watch SIGCHLD for pid {pid}: {e}", self.id);
+            }
+            self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
+        }
+        let inserted = self.children.entries.insert(ChildEntry {
+            pid,
+            watch,
+            owner: Some(id),
+            keeps_alive: false,
+            killed: false,
+        });
+        debug_assert_eq!(inserted, key);
+        key
+    }
+
+    /// The best way this platform offers to hear of `pid`'s exit.
+    fn exit_notification(&mut self, key: usize, pid: Pid) -> Watch {
+        #[cfg(target_os = "linux")]
+        if !self.sigchld_expected() {
+            use evloop_platform::poller::Interest;
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => match self.poller.update(
+                    pidfd.as_fd(),
+                    child_token(key),
+                    Interest::empty(),
+                    Interest::READABLE,
+                ) {
+                    Ok(()) => return Watch::Pidfd(pidfd),
+                    Err(e) => {
+                        log::warn!("loop {}: epoll refused the pidfd of {pid} ({e}); using SIGCHLD", self.id)
+                    }
+                },
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    PIDFD_MISSING.store(true, Ordering::Relaxed);
+                    log::warn!("loop {}: no pidfd_open (ENOSYS); reaping children through SIGCHLD", self.id);
+                }
+                Err(e) => log::warn!("loop {}: pidfd_open({pid}) failed ({e}); using SIGCHLD", self.id),
+            }
+        }
+        #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+        match self.poller.watch_exit(pid, child_token(key)) {
+            Ok(true) => return Watch::Kqueue,
+            Ok(false) => {
+                // ESRCH: it already exited. Reap it in the pending phase.
+                self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: true }));
+                return Watch::Kqueue;
+            }
+            Err(e) => log::warn!("loop {}: EVFILT_PROC for {pid} failed ({e}); using SIGCHLD", self.id),
+        }
+        let _ = (key, pid);
+        Watch::Sigchld
+    }
+
+    /// The poller reported child entry `key` (its pidfd or its `EVFILT_PROC`).
+    pub(crate) fn on_child_event(&mut self, token: u64) {
+        let key = token as usize;
+        let Some(entry) = self.children.entries.get(key) else { return };
+        let pid = entry.pid;
+        let res = match entry.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(_) => sys::try_wait(pid),
+            // NOTE_EXIT fired: the child is gone, so this wait returns at once.
+            #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+            Watch::Kqueue => sys::wait(pid).map(Some),
+            Watch::Sigchld => return,
+        };
+        match res {
+            Ok(None) => {}
+            Ok(Some(st)) => self.child_finish(key, Ok(st)),
+            Err(e) => self.child_finish(key, Err(e)),
+        }
+    }
+
+    /// The pending phase's look at a child whose exit may have been missed.
+    pub(crate) fn child_check(&mut self, c: ChildCheck) {
+        match self.children.entries.get(c.key) {
+            Some(e) if e.pid == c.pid => {}
+            _ => return,
+        }
+        let res = if c.blocking { sys::wait(c.pid).map(Some) } else { sys::try_wait(c.pid) };
+        match res {
+            Ok(None) => {}
+            Ok(Some(st)) => self.child_finish(c.key, Ok(st)),
+            Err(e) => self.child_finish(c.key, Err(e)),
+        }
+    }
+
+    /// SIGCHLD arrived: `waitpid(pid, WNOHANG)` for each of our children that relies on it.
+    fn children_sweep(&mut self) {
+        let mut keys = std::mem::take(&mut self.children.scratch);
+        keys.clear();
+        keys.extend(
+            self.children.entries.iter().filter(|(_, e)| matches!(e.watch, Watch::Sigchld)).map(|(k, _)| k),
+        );
+        for &key in &keys {
+            let Some(pid) = self.children.entries.get(key).map(|e| e.pid) else { continue };
+            match sys::try_wait(pid) {
+                Ok(None) => {}
+                Ok(Some(st)) => self.child_finish(key, Ok(st)),
+                Err(e) => self.child_finish(key, Err(e)),
+            }
+        }
+        self.children.scratch = keys;
+    }
+
+    /// Child entry `key` was reaped (or cannot be): release its notification and tell its
+    /// handle, if it still has one.
+    fn child_finish(&mut self, key: usize, res: io::Result<WaitStatus>) {
+        let entry = self.children.entries.remove(key);
+        #[cfg(target_os = "linux")]
+        let mut pidfd = None;
+        match entry.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => {
+                use evloop_platform::poller::Interest;
+                // Out of epoll now: an exited child's pidfd stays readable.
+                if let Err(e) = self.poller.deregister(fd.as_fd(), Interest::READABLE) {
+                    log::debug!("loop {}: deregistering the pidfd of {}: {e}", self.id, entry.pid);
+                }
+                pidfd = Some(fd);
+            }
+            #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+            Watch::Kqueue => {}
+            Watch::Sigchld => {}
+        }
+        if entry.keeps_alive {
+            self.children.keep_alive -= 1;
+        }
+        let res = res.map(ExitStatus::from).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                context(e, format!("child {} was reaped by someone else (is SIGCHLD ignored?)", entry.pid))
+            } else {
+                context(e, format!("waiting for child {}", entry.pid))
+            }
+        });
+        let Some(id) = entry.owner else {
+            log::debug!("loop {}: reaped background child {}: {res:?}", self.id, entry.pid);
+            return;
+        };
+        let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        st.child_key = NO_CHILD;
+        st.reaped = true;
+        if let Ok(status) = &res {
+            st.status = pack_status(*status);
+            st.status_known = true;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            st.pidfd = pidfd;
+        }
+        let cb = st.on_exit.take();
+        self.set_active(id, false);
+        log::debug!("loop {}: child {} {res:?}", self.id, entry.pid);
+        if let Some(cb) = cb {
+            cb(self, Process(id), res);
+        }
+    }
+
+    // ----- handle operations --------------------------------------------------------------
+
+    fn process_ref(&self, id: HandleId) -> io::Result<&ProcessState> {
+        match &self.slot(id, HandleKind::Process)?.kind {
+            Kind::Process(st) => Ok(st),
+            _ => unreachable!("slot() checked the kind"),
+        }
+    }
+
+    fn process_kill(&mut self, id: HandleId, signal: i32, group: bool) -> io::Result<()> {
+        self.open_slot_mut(id, HandleKind::Process)?;
+        // Field borrows: the slot and the children table are disjoint.
+        let Kind::Process(st) = &self.slots[id.key as usize].kind else { unreachable!("checked the kind") };
+        let entry = st.child_key().and_then(|k| self.children.entries.get(k));
+        if !group {
+            if st.reaped {
+                return Err(os(libc::ESRCH));
+            }
+            #[cfg(target_os = "linux")]
+            if let Some(ChildEntry { watch: Watch::Pidfd(fd), .. }) = entry {
+                return sys::pidfd_send_signal(fd.as_fd(), signal, false);
+            }
+            return sys::kill(st.pid, signal);
+        }
+        let pgid = st.group;
+        if pgid == 0 {
+            return Err(invalid(
+                "kill_group: the child shares the loop's process group; spawn it with process_group(0) or setsid",
+            ));
+        }
+        if pgid == sys::process_group() {
+            return Err(invalid("kill_group: the child's group is the loop's own process group"));
+        }
+        #[cfg(target_os = "linux")]
+        if st.leads_group {
+            let pidfd = match entry {
+                Some(ChildEntry { watch: Watch::Pidfd(fd), .. }) => Some(fd),
+                _ => st.pidfd.as_ref(),
+            };
+            if let Some(fd) = pidfd {
+                match sys::pidfd_send_signal(fd.as_fd(), signal, true) {
+                    // Before Linux 6.9 the kernel does not know the flag: by number below.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    other => return other,
+                }
+            }
+        }
+        let _ = (entry, st.leads_group);
+        sys::kill_group(pgid, signal)
+    }
+
+    /// `close` of a process handle: drop the callback; a running child stays the loop's.
+    pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
+        let Some(slot) = self.live_slot_mut(id) else { return };
+        let referenced = slot.flags.contains(Flags::REF);
+        let Kind::Process(st) = &mut slot.kind else { return };
+        st.on_exit = None;
+        #[cfg(target_os = "linux")]
+        {
+            st.pidfd = None;
+        }
+        let Some(key) = st.child_key() else { return };
+        st.child_key = NO_CHILD;
+        let kill = st.kill_on_drop;
+        let Some(entry) = self.children.entries.get_mut(key) else { return };
+        entry.owner = None;
+        if kill {
+            let res = match &entry.watch {
+                #[cfg(target_os = "linux")]
+                Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
+                _ => sys::kill(entry.pid, libc::SIGKILL),
+            };
+            if let Err(e) = res {
+                log::debug!("loop {}: SIGKILL to {} on close: {e}", self.id, entry.pid);
+            }
+            entry.killed = true;
+        }
+        if referenced {
+            entry.keeps_alive = true;
+            self.children.keep_alive += 1;
+        }
+        log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
+    }
+
+    /// The loop is being dropped (every process handle was already stopped): reap what can be
+    /// reaped, wait for the children that were killed, and leave the rest to the process-wide
+    /// orphan list.
+    pub(crate) fn children_drop(&mut self) {
+        for (_, entry) in std::mem::take(&mut self.children.entries) {
+            #[cfg(target_os = "linux")]
+            if let Watch::Pidfd(fd) = &entry.watch {
+                let _ = self.poller.deregister(fd.as_fd(), evloop_platform::poller::Interest::READABLE);
+            }
+            if entry.killed {
+                let _ = sys::wait(entry.pid);
+            } else if matches!(sys::try_wait(entry.pid), Ok(None)) {
+                log::debug!("loop {}: child {} outlives the loop", self.id, entry.pid);
+                add_orphan(entry.pid);
+            }
+        }
+        self.children.keep_alive = 0;
+        self.children.sigchld = None;
+        reap_orphans();
+    }
+}
+
+// ----- pipelines ----------------------------------------------------------------------------
+
+type PipelineCb = Box<dyn FnOnce(&mut Loop, Vec<io::Result<ExitStatus>>)>;
+
+struct PipelineState {
+    statuses: Vec<Option<io::Result<ExitStatus>>>,
+    left: usize,
+    processes: Vec<Process>,
+    cb: Option<PipelineCb>,
+}
+
+/// `a | b | c`: commands whose stdout feeds the next one's stdin, child to child, with the
+/// loop out of the data path.
+///
+/// The first stage's stdin and the last stage's stdout are what those commands say (a
+/// [`Stdio::Pipe`] there gives the loop a pipe handle); every stage's stderr and extra fds
+/// too. The links in between belong to the pipeline: a stage that sets its own stdin (all but
+/// the first) or stdout (all but the last) is an error.
+///
+/// One callback receives every stage's status, in order, once all have exited; the stages'
+/// [`Process`] handles close themselves just before it runs. (Closing one earlier means the
+/// callback never runs.) If a stage fails to start, the stages already started get `SIGKILL`
+/// and are reaped by the loop in the background, without blocking, and `spawn` returns the
+/// failed stage's error.
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use evloop::{Command, Loop, Pipeline, ReadEvent, RunMode, Stdio};
+///
+/// let mut lp = Loop::new()?;
+/// let mut sort = Command::new("sort");
+/// sort.stdout(Stdio::Pipe);
+/// let mut printf = Command::new("printf");
+/// printf.arg("b\\na\\n");
+/// let statuses = Rc::new(RefCell::new(Vec::new()));
+/// let st = statuses.clone();
+/// let children = Pipeline::new([printf, sort]).spawn(&mut lp, move |_, all| {
+///     st.borrow_mut().extend(all.into_iter().map(|s| s.unwrap().success()));
+/// })?;
+/// let out = Rc::new(RefCell::new(Vec::new()));
+/// let sink = out.clone();
+/// children[1].stdout.unwrap().read_start(&mut lp, move |lp, p, ev| match ev {
+///     ReadEvent::Data(d) => sink.borrow_mut().extend_from_slice(d),
+///     _ => p.close(lp).unwrap(),
+/// })?;
+/// lp.run(RunMode::Default)?;
+/// assert_eq!(&out.borrow()[..], b"a\nb\n");
+/// assert_eq!(*statuses.borrow(), [true, true]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Pipeline {
+    stages: Vec<Command>,
+}
+
+impl Pipeline {
+    /// A pipeline of `stages`, first to last.
+    pub fn new(stages: impl IntoIterator<Item = Command>) -> Pipeline {
+        Pipeline { stages: stages.into_iter().collect() }
+    }
+
+    /// Appends a stage.
+    pub fn push(&mut self, stage: Command) -> &mut Pipeline {
+        self.stages.push(stage);
+        self
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &[Command] {
+        &self.stages
+    }
+
+    /// Starts every stage, first to last, and returns their [`Child`]ren in order. `on_exit`
+    /// receives every stage's status, in order, once all have exited.
+    pub fn spawn(
+        &self,
+        lp: &mut Loop,
+        on_exit: impl FnOnce(&mut Loop, Vec<io::Result<ExitStatus>>) + 'static,
+    ) -> io::Result<Vec<Child>> {
+        let n = self.stages.len();
+        if n == 0 {
+            return Err(invalid("a pipeline needs at least one stage"));
+        }
+        for (i, cmd) in self.stages.iter().enumerate() {
+            for (target, _) in &cmd.stdio {
+                let linked = (*target == 0 && i > 0) || (*target == 1 && i + 1 < n);
+                if linked {
+                    let which = if *target == 0 { "stdin" } else { "stdout" };
+                    return Err(invalid(format!(
+                        "pipeline stage {} (`{}`): its {which} is wired by the pipeline; leave it unset",
+                        i + 1,
+                        cmd.name()
+                    )));
+                }
+            }
+        }
+        let state = Rc::new(RefCell::new(PipelineState {
+            statuses: (0..n).map(|_| None).collect(),
+            left: n,
+            processes: Vec::with_capacity(n),
+            cb: Some(Box::new(on_exit)),
+        }));
+        let mut children: Vec<Child> = Vec::with_capacity(n);
+        let mut upstream: Option<OwnedFd> = None;
+        for (i, cmd) in self.stages.iter().enumerate() {
+            let (next_read, write) = if i + 1 < n {
+                match fd::pipe() {
+                    Ok((r, w)) => (Some(r), Some(w)),
+                    Err(e) => {
+                        abandon_stages(lp, &children);
+                        return Err(context(e, "pipeline: making a pipe"));
+                    }
+                }
+            } else {
+                (None, None)
+            };
+            let mut links = Vec::with_capacity(2);
+            if let Some(r) = &upstream {
+                links.push((0, r.as_raw_fd()));
+            }
+            if let Some(w) = &write {
+                links.push((1, w.as_raw_fd()));
+            }
+            let st = state.clone();
+            let on_stage_exit: ExitCb = Box::new(move |lp, _, res| {
+                let done = {
+                    let mut s = st.borrow_mut();
+                    s.statuses[i] = Some(res);
+                    s.left -= 1;
+                    s.left == 0
+                };
+                if done {
+                    let (procs, cb, statuses) = {
+                        let mut s = st.borrow_mut();
+                        let statuses =
+                            s.statuses.iter_mut().map(|x| x.take().expect("every stage reported")).collect();
+                        (std::mem::take(&mut s.processes), s.cb.take(), statuses)
+                    };
+                    for p in procs {
+                        let _ = p.close(lp);
+                    }
+                    if let Some(cb) = cb {
+                        cb(lp, statuses);
+                    }
+                }
+            });
+            match lp.spawn_command(cmd, &links, on_stage_exit) {
+                Ok(child) => {
+                    state.borrow_mut().processes.push(child.process);
+                    children.push(child);
+                }
+                Err(e) => {
+                    abandon_stages(lp, &children);
+                    return Err(e);
+                }
+            }
+            // The parent's copies of the links close now: the stages hold the only ones.
+            drop(write);
+            upstream = next_read;
+        }
+        Ok(children)
+    }
+}
+
+/// A later stage failed to start: kill the started ones and let the loop reap them.
+fn abandon_stages(lp: &mut Loop, started: &[Child]) {
+    for child in started {
+        lp.abandon_child(child);
+    }
+}

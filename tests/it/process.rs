@@ -1,0 +1,1123 @@
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use evloop::signal::{SIGINT, SIGKILL, SIGTERM};
+use evloop::{
+    Child, Command, ExitStatus, Loop, LoopBuilder, Pipe, Pipeline, Process, ReadEvent, RunMode, Stdio,
+    os_error_code,
+};
+use evloop_platform::libc;
+
+use crate::pipe::{Collected, Sum, collect, pattern};
+use crate::util::builder;
+
+// ----- helpers ------------------------------------------------------------------------------
+
+/// The ways a loop can spawn and reap: default (posix_spawn + pidfd), fork forced, SIGCHLD
+/// forced, both forced.
+fn flavours() -> [(&'static str, LoopBuilder); 4] {
+    [
+        ("default", builder()),
+        ("fork", builder().force_fork_spawn(true)),
+        ("sigchld", builder().force_sigchld_reaping(true)),
+        ("fork+sigchld", builder().force_fork_spawn(true).force_sigchld_reaping(true)),
+    ]
+}
+
+/// Spawns `cmd`, runs the loop until the child exits, closes the handle; returns the status.
+fn status_of(lp: &mut Loop, cmd: &Command) -> io::Result<ExitStatus> {
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    cmd.spawn(lp, move |lp, p, res| {
+        *g.borrow_mut() = Some(res);
+        p.close(lp).unwrap();
+    })?;
+    lp.run(RunMode::Default).unwrap();
+    got.borrow_mut().take().expect("the exit callback ran")
+}
+
+/// What a child printed and how it ended.
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Spawns `cmd` with stdout and stderr on pipes and collects everything.
+fn output_of(lp: &mut Loop, cmd: &mut Command) -> Output {
+    cmd.stdout(Stdio::Pipe).stderr(Stdio::Pipe);
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    let child = cmd
+        .spawn(lp, move |lp, p, res| {
+            *g.borrow_mut() = Some(res.unwrap());
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    let out = collect(lp, child.stdout.unwrap());
+    let err = collect(lp, child.stderr.unwrap());
+    lp.run(RunMode::Default).unwrap();
+    let take = |c: Rc<RefCell<Collected>>| {
+        let c = c.borrow();
+        assert!(c.eof && c.errors.is_empty());
+        c.data.clone()
+    };
+    Output { status: got.borrow_mut().take().expect("exited"), stdout: take(out), stderr: take(err) }
+}
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]);
+    c
+}
+
+/// A scratch directory for this test process, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("evloop-proc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes an executable file.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The fd numbers process `pid` has open.
+fn fds_of(pid: u32) -> BTreeSet<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Reads `/proc/<pid>/status` field `name` (a hex signal mask) as a number.
+fn sigmask_field(status: &str, name: &str) -> u64 {
+    let line =
+        status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {status}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+/// Whether process `pid` no longer exists (not even as a zombie).
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+// ----- exit status --------------------------------------------------------------------------
+
+case!(
+    fn exit_codes_and_signals() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            assert_eq!(status_of(&mut lp, &Command::new("true")).unwrap(), ExitStatus::Exited(0), "{name}");
+            let st = status_of(&mut lp, &Command::new("false")).unwrap();
+            assert_eq!(st.code(), Some(1), "{name}");
+            assert!(!st.success() && st.ok().is_err());
+            assert_eq!(status_of(&mut lp, &sh("exit 7")).unwrap().code(), Some(7), "{name}");
+            assert_eq!(status_of(&mut lp, &sh("exit 255")).unwrap().code(), Some(255), "{name}");
+            let st = status_of(&mut lp, &sh("kill -TERM $$")).unwrap();
+            assert_eq!(st, ExitStatus::Signaled { signal: SIGTERM, core_dumped: false }, "{name}");
+            assert_eq!(st.to_string(), "killed by signal 15 (SIGTERM)");
+            assert_eq!(st.ok().unwrap_err().to_string(), "killed by signal 15 (SIGTERM)");
+            let st = status_of(&mut lp, &sh("kill -KILL $$")).unwrap();
+            assert_eq!(st.signal(), Some(SIGKILL), "{name}");
+            assert!(lp.handles().iter().all(|h| h.closing) || lp.handles().is_empty());
+        }
+    }
+);
+
+case!(
+    fn exit_status_and_pid_stay_readable_until_close() {
+        let mut lp = builder().build().unwrap();
+        let seen = Rc::new(Cell::new(None));
+        let s = seen.clone();
+        let child = sh("exit 4")
+            .spawn(&mut lp, move |lp, p, res| {
+                assert!(!p.is_active(lp).unwrap(), "the handle stopped before its exit callback");
+                s.set(Some(res.unwrap()));
+            })
+            .unwrap();
+        let p = child.process;
+        assert!(p.is_active(&lp).unwrap());
+        assert_eq!(p.exit_status(&lp).unwrap(), None);
+        let pid = p.pid(&lp).unwrap();
+        assert!(pid > 1);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(seen.get(), Some(ExitStatus::Exited(4)));
+        assert_eq!(p.exit_status(&lp).unwrap(), Some(ExitStatus::Exited(4)));
+        assert_eq!(p.pid(&lp).unwrap(), pid);
+        assert!(gone(pid), "reaped");
+        p.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(p.pid(&lp).is_err(), "a closed handle's id is dead");
+    }
+);
+
+// ----- stdio --------------------------------------------------------------------------------
+
+case!(
+    fn stdin_stdout_stderr_pipes_together() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("cat; echo to-stderr >&2; exit 3");
+            cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe).stderr(Stdio::Pipe);
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, res| {
+                    s.set(Some(res.unwrap()));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let out = collect(&mut lp, child.stdout.unwrap());
+            let err = collect(&mut lp, child.stderr.unwrap());
+            let stdin = child.stdin.unwrap();
+            stdin.write(&mut lp, b"hello ", |_, r| r.unwrap()).unwrap();
+            stdin.write(&mut lp, b"child", |_, r| r.unwrap()).unwrap();
+            stdin
+                .shutdown(&mut lp, move |lp, r| {
+                    r.unwrap();
+                    stdin.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(out.borrow().data, b"hello child", "{name}");
+            assert_eq!(err.borrow().data, b"to-stderr\n", "{name}");
+            assert_eq!(status.get(), Some(ExitStatus::Exited(3)), "{name}");
+        }
+    }
+);
+
+case!(
+    fn pipes_one_at_a_time() {
+        let mut lp = builder().build().unwrap();
+        // Only stdout.
+        let mut cmd = Command::new("echo");
+        cmd.arg("only stdout").stdin(Stdio::Null).stderr(Stdio::Null);
+        let o = output_of(&mut lp, &mut cmd);
+        assert_eq!(o.stdout, b"only stdout\n");
+        // Only stderr (stdout to /dev/null).
+        let mut cmd = sh("echo gone; echo kept >&2");
+        cmd.stdout(Stdio::Null).stderr(Stdio::Pipe);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let child = cmd.spawn(&mut lp, move |lp, p, _| p.close(lp).unwrap()).unwrap();
+        assert!(child.stdout.is_none() && child.stdin.is_none());
+        let err = collect(&mut lp, child.stderr.unwrap());
+        lp.run(RunMode::Default).unwrap();
+        *g.borrow_mut() = Some(err.borrow().data.clone());
+        assert_eq!(got.borrow().as_deref(), Some(&b"kept\n"[..]));
+        // Only stdin: the child reads what we write and answers with its exit code.
+        let mut cmd = sh("read line; test \"$line\" = ping");
+        cmd.stdin(Stdio::Pipe);
+        let st = Rc::new(Cell::new(None));
+        let s = st.clone();
+        let child = cmd
+            .spawn(&mut lp, move |lp, p, r| {
+                s.set(Some(r.unwrap()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let stdin = child.stdin.unwrap();
+        stdin
+            .write(&mut lp, b"ping\n", move |lp, r| {
+                r.unwrap();
+                stdin.close(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(st.get(), Some(ExitStatus::Exited(0)));
+    }
+);
+
+case!(
+    secs = 120,
+    /// 100 MiB through `cat`: written and read at the same time by one thread, no deadlock.
+    fn issue_6_hundred_mebibytes_through_cat() {
+        const TOTAL: usize = 100 << 20;
+        const BLOCK: usize = 1 << 20;
+        let mut lp = builder().build().unwrap();
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+        let status = Rc::new(Cell::new(None));
+        let s = status.clone();
+        let child = cmd
+            .spawn(&mut lp, move |lp, p, r| {
+                s.set(Some(r.unwrap()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let mut sent = Sum::new();
+        let stdin = child.stdin.unwrap();
+        for i in 0..(TOTAL / BLOCK) as u64 {
+            let block = pattern(i, BLOCK);
+            sent.update(&block);
+            // All of it queued at once: the loop must read while it writes.
+            stdin.write_vec(&mut lp, block, |_, r| r.unwrap()).unwrap();
+        }
+        assert!(stdin.write_queue_size(&lp).unwrap() > TOTAL / 2);
+        stdin
+            .shutdown(&mut lp, move |lp, r| {
+                r.unwrap();
+                stdin.close(lp).unwrap();
+            })
+            .unwrap();
+        let got = Rc::new(RefCell::new(Sum::new()));
+        let g = got.clone();
+        child
+            .stdout
+            .unwrap()
+            .read_start(&mut lp, move |lp, p, ev| match ev {
+                ReadEvent::Data(d) => g.borrow_mut().update(d),
+                ReadEvent::Eof => p.close(lp).unwrap(),
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*got.borrow(), sent);
+        assert_eq!(status.get(), Some(ExitStatus::Exited(0)));
+    }
+);
+
+case!(
+    fn issue_6_a_child_that_does_not_read_its_stdin_gives_epipe() {
+        let mut lp = builder().build().unwrap();
+        let mut cmd = Command::new("true");
+        cmd.stdin(Stdio::Pipe);
+        let result = Rc::new(RefCell::new(None));
+        let child = cmd
+            .spawn(&mut lp, {
+                let result = result.clone();
+                move |lp, p, st| {
+                    assert!(st.unwrap().success());
+                    p.close(lp).unwrap();
+                    let _ = (lp, &result);
+                }
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // The child is gone, and so is the read end: 1 MiB cannot go anywhere.
+        let stdin = child.stdin.unwrap();
+        let r = result.clone();
+        stdin
+            .write_vec(&mut lp, vec![7u8; 1 << 20], move |lp, res| {
+                *r.borrow_mut() = Some(res);
+                stdin.close(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let res = result.borrow_mut().take().expect("the write callback ran");
+        let e = res.expect_err("writing to a reader that exited fails");
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(os_error_code(&e), Some(libc::EPIPE));
+    }
+);
+
+case!(
+    fn a_child_sees_only_the_fds_it_was_given() {
+        // A stray fd without close-on-exec in the parent: the child must not get it.
+        let stray = nix::unistd::dup(std::io::stdin()).unwrap();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            for extra in [false, true] {
+                let mut cmd = sh("echo ready; read x; exit 0");
+                cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+                let file = File::open("/dev/null").unwrap();
+                if extra {
+                    cmd.fd(3, file);
+                }
+                let child = cmd
+                    .spawn(&mut lp, |lp, p, r| {
+                        assert!(r.unwrap().success());
+                        p.close(lp).unwrap();
+                    })
+                    .unwrap();
+                let pid = child.process.pid(&lp).unwrap();
+                let stdin = child.stdin.unwrap();
+                let fds = Rc::new(RefCell::new(BTreeSet::new()));
+                let f = fds.clone();
+                child
+                    .stdout
+                    .unwrap()
+                    .read_start(&mut lp, move |lp, p, ev| match ev {
+                        ReadEvent::Data(d) => {
+                            assert_eq!(d, b"ready\n");
+                            // The shell now waits in `read`: list its fds, then let it go.
+                            *f.borrow_mut() = fds_of(pid);
+                            stdin.close(lp).unwrap();
+                        }
+                        _ => p.close(lp).unwrap(),
+                    })
+                    .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let want: BTreeSet<i32> = if extra { [0, 1, 2, 3].into() } else { [0, 1, 2].into() };
+                assert_eq!(*fds.borrow(), want, "{name}, extra fd: {extra}");
+            }
+        }
+        drop(stray);
+    }
+);
+
+case!(
+    /// libuv's "spawn_stdout_and_stderr_to_file_swap": each source is the other's target.
+    fn swapped_fds_land_where_asked() {
+        use std::os::fd::AsFd;
+        let dir = TempDir::new("swap");
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        for (name, builder) in flavours() {
+            // Files a and b on two single-digit fds (what `sh` redirects), then child fd x is
+            // the parent's y and the other way round.
+            let fa = File::create(&a).unwrap();
+            let fb = File::create(&b).unwrap();
+            let x = evloop_platform::fd::dup_cloexec(fa.as_fd(), 7).unwrap();
+            let y = evloop_platform::fd::dup_cloexec(fb.as_fd(), x.as_raw_fd() + 1).unwrap();
+            let (xn, yn) = (x.as_raw_fd(), y.as_raw_fd());
+            assert!(yn <= 9, "{xn} {yn}");
+            let mut lp = builder.build().unwrap();
+            let mut cmd = sh(&format!("echo to-{xn} >&{xn}; echo to-{yn} >&{yn}"));
+            cmd.fd(xn, Stdio::InheritFrom(yn)).fd(yn, Stdio::InheritFrom(xn));
+            assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name}");
+            drop((x, y, fa, fb, lp));
+            // Child fd x was the parent's y (file b), and the other way round.
+            assert_eq!(std::fs::read_to_string(&b).unwrap(), format!("to-{xn}\n"), "{name}");
+            assert_eq!(std::fs::read_to_string(&a).unwrap(), format!("to-{yn}\n"), "{name}");
+        }
+    }
+);
+
+// ----- environment, directory, program paths ------------------------------------------------
+
+case!(
+    fn env_and_cwd() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // SAFETY-free: the variable is set by the child's command, not in this process.
+            let mut cmd = sh("echo \"$EVLOOP_A|${EVLOOP_B-unset}|${HOME-nohome}\"; pwd");
+            cmd.env("EVLOOP_A", "one").env("EVLOOP_B", "two").env_remove("EVLOOP_B").current_dir("/tmp");
+            let o = output_of(&mut lp, &mut cmd);
+            let home = std::env::var("HOME").unwrap_or_else(|_| "nohome".into());
+            assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("one|unset|{home}\n/tmp\n"), "{name}");
+            assert!(o.status.success());
+            // A cleared environment has only what is set afterwards.
+            let mut cmd = Command::new("/usr/bin/env");
+            cmd.env_clear().env("ONLY", "this");
+            let o = output_of(&mut lp, &mut cmd);
+            assert_eq!(o.stdout, b"ONLY=this\n", "{name}");
+        }
+    }
+);
+
+case!(
+    fn relative_program_paths_follow_ducts_rules() {
+        let dir = TempDir::new("paths");
+        dir.script("prog", "#!/bin/sh\necho \"prog in $(pwd)\"\n");
+        dir.script("sub/tool", "#!/bin/sh\necho \"tool in $(pwd)\"\n");
+        std::env::set_current_dir(&dir.0).unwrap();
+        let here = dir.0.display().to_string();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let run =
+                |lp: &mut Loop, mut cmd: Command| String::from_utf8(output_of(lp, &mut cmd).stdout).unwrap();
+            // A Path gets ./ in front: the file here, not a PATH search.
+            assert_eq!(run(&mut lp, Command::new(Path::new("prog"))), format!("prog in {here}\n"), "{name}");
+            assert_eq!(Command::new(Path::new("prog")).get_program(), OsStr::new("./prog"));
+            // A plain string is looked up in PATH, which does not hold it.
+            let e = status_of(&mut lp, &Command::new("prog")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
+            assert!(e.to_string().contains("spawn `prog`"), "{e}");
+            // With a working directory, relative paths still start from the parent's.
+            let mut cmd = Command::new(Path::new("prog"));
+            cmd.current_dir("/");
+            assert_eq!(run(&mut lp, cmd), "prog in /\n", "{name}");
+            let mut cmd = Command::new("sub/tool");
+            cmd.current_dir("/tmp");
+            assert_eq!(run(&mut lp, cmd), "tool in /tmp\n", "{name}");
+            // The child's PATH is the one searched when the command sets it.
+            let mut cmd = Command::new("prog");
+            cmd.env("PATH", &dir.0);
+            assert_eq!(run(&mut lp, cmd), format!("prog in {here}\n"), "{name}");
+            let mut cmd = Command::new("prog");
+            cmd.env("PATH", format!("/nonexistent:{}", dir.0.display())).current_dir("/");
+            assert_eq!(run(&mut lp, cmd), "prog in /\n", "{name}");
+            // No PATH at all: the default (/bin:/usr/bin).
+            let mut cmd = Command::new("true");
+            cmd.env_remove("PATH");
+            assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name}");
+            let mut cmd = Command::new("prog");
+            cmd.env_clear();
+            assert_eq!(status_of(&mut lp, &cmd).unwrap_err().kind(), io::ErrorKind::NotFound, "{name}");
+        }
+        std::env::set_current_dir("/").unwrap();
+    }
+);
+
+case!(
+    fn arg0_is_what_the_child_sees() {
+        let mut lp = builder().build().unwrap();
+        let mut cmd = sh("echo \"$0 $1\"");
+        cmd.arg("-x").arg0("renamed");
+        // sh -c takes $0 from the argument after the script.
+        let mut cmd2 = Command::new("sh");
+        cmd2.args(["-c", "echo \"$0\"", "zero"]);
+        assert_eq!(output_of(&mut lp, &mut cmd2).stdout, b"zero\n");
+        let o = output_of(&mut lp, &mut cmd);
+        assert_eq!(o.stdout, b"-x \n");
+        let mut ps = Command::new("sh");
+        ps.arg0("not-sh").args(["-c", "cat /proc/$$/cmdline"]);
+        let o = output_of(&mut lp, &mut ps);
+        assert!(o.stdout.starts_with(b"not-sh\0-c\0"), "{:?}", String::from_utf8_lossy(&o.stdout));
+    }
+);
+
+// ----- signals in the child -----------------------------------------------------------------
+
+case!(
+    fn the_child_gets_default_signals_whatever_the_parent_blocks_or_ignores() {
+        evloop_platform::signal::set_blocked(&[SIGTERM], true).unwrap();
+        evloop_platform::signal::set_disposition(SIGINT, evloop_platform::signal::Disposition::Ignore)
+            .unwrap();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let o = output_of(&mut lp, Command::new("cat").arg("/proc/self/status"));
+            let status = String::from_utf8(o.stdout).unwrap();
+            assert_eq!(sigmask_field(&status, "SigBlk:"), 0, "{name}: the mask is empty");
+            // glibc's posix_spawn leaves its two internal signals (32 and 33, below SIGRTMIN)
+            // ignored in the child; every glibc program sets them up again at start.
+            let ign = sigmask_field(&status, "SigIgn:") & !(bit(32) | bit(33));
+            assert_eq!(ign & bit(SIGINT), 0, "{name}: SIGINT is back to default");
+            assert_eq!(ign & bit(libc::SIGPIPE), 0, "{name}: SIGPIPE (ignored by Rust) is back to default");
+            assert_eq!(ign, 0, "{name}");
+            // And the parent still has what it set.
+            let me = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            assert_ne!(sigmask_field(&me, "SigBlk:") & bit(SIGTERM), 0);
+            assert_ne!(sigmask_field(&me, "SigIgn:") & bit(SIGINT), 0);
+            // A child killed by the signal the parent blocks.
+            assert_eq!(status_of(&mut lp, &sh("kill -TERM $$")).unwrap().signal(), Some(SIGTERM), "{name}");
+        }
+        evloop_platform::signal::set_blocked(&[SIGTERM], false).unwrap();
+    }
+);
+
+// ----- kill ---------------------------------------------------------------------------------
+
+case!(
+    fn kill_reaches_the_child_and_gives_esrch_after_exit() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let got = Rc::new(Cell::new(None));
+            let g = got.clone();
+            let child = Command::new("sleep")
+                .arg("100")
+                .spawn(&mut lp, move |lp, p, r| {
+                    g.set(Some(r.unwrap()));
+                    // Reaped: the pid may be anyone's now.
+                    let e = p.kill(lp, SIGTERM).unwrap_err();
+                    assert_eq!(os_error_code(&e), Some(libc::ESRCH));
+                })
+                .unwrap();
+            let p = child.process;
+            p.kill(&mut lp, 0).unwrap();
+            p.kill(&mut lp, SIGTERM).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(got.get().unwrap().signal(), Some(SIGTERM), "{name}");
+            assert_eq!(os_error_code(&p.kill(&mut lp, SIGKILL).unwrap_err()), Some(libc::ESRCH), "{name}");
+            p.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(p.kill(&mut lp, SIGKILL).unwrap_err().kind(), io::ErrorKind::NotFound, "stale id");
+        }
+    }
+);
+
+/// Makes this (isolated) test process the subreaper of its descendants, so grandchildren
+/// orphaned by a killed shell come back to it and their end can be observed.
+fn become_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+/// Waits for a (reparented) grandchild and returns how it ended.
+fn wait_grandchild(pid: i32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
+}
+
+/// The processes whose process group is `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so count from the last ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        if rest.split_whitespace().nth(2).and_then(|g| g.parse().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Reaps every descendant that was reparented to this (subreaper) process, by pid; returns
+/// how each ended. Only for tests whose loop has no child left.
+fn reap_adopted() -> Vec<nix::sys::wait::WaitStatus> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let list = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+        for pid in list.split_whitespace() {
+            out.push(wait_grandchild(pid.parse().unwrap()));
+        }
+    }
+    out
+}
+
+case!(
+    fn issue_6_kill_group_ends_the_whole_group() {
+        become_subreaper();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("sleep 100 & echo $!; sleep 100");
+            cmd.process_group(0).stdout(Stdio::Pipe);
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, r| {
+                    s.set(Some(r.unwrap()));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let bg = Rc::new(Cell::new(0));
+            let b2 = bg.clone();
+            let p = child.process;
+            let pid = Cell::new(p.pid(&lp).unwrap() as i32);
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, pipe, ev| match ev {
+                    ReadEvent::Data(d) => {
+                        b2.set(std::str::from_utf8(d).unwrap().trim().parse().unwrap());
+                        p.kill_group(lp, SIGTERM).unwrap();
+                    }
+                    _ => pipe.close(lp).unwrap(),
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().signal(), Some(SIGTERM), "{name}: the shell");
+            // The shell's children (the background sleep and the foreground one) came to us,
+            // unless the shell reaped one before it died.
+            let leader = pid.get();
+            let adopted = reap_adopted();
+            assert!(gone(bg.get() as u32), "{name}: the background sleep is gone");
+            assert_eq!(group_members(leader), Vec::<i32>::new(), "{name}: nothing left in the group");
+            assert!(
+                adopted.iter().all(|s| matches!(
+                    s,
+                    nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::SIGTERM, _)
+                )),
+                "{name}: {adopted:?}"
+            );
+        }
+    }
+);
+
+case!(
+    fn kill_group_reaches_descendants_after_the_leader_exited() {
+        become_subreaper();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("sleep 100 & echo $!");
+            cmd.setsid(true).stdout(Stdio::Pipe);
+            let bg = Rc::new(Cell::new(0));
+            let b2 = bg.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, r| {
+                    assert!(r.unwrap().success());
+                    // The shell is gone; its background sleep is not.
+                    p.kill_group(lp, SIGKILL).unwrap();
+                    let _ = b2;
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let out = collect(&mut lp, child.stdout.unwrap());
+            lp.run(RunMode::Default).unwrap();
+            bg.set(String::from_utf8(out.borrow().data.clone()).unwrap().trim().parse().unwrap());
+            let adopted = reap_adopted();
+            let bg_pid = nix::unistd::Pid::from_raw(bg.get());
+            assert_eq!(
+                adopted,
+                [nix::sys::wait::WaitStatus::Signaled(bg_pid, nix::sys::signal::SIGKILL, false)],
+                "{name}"
+            );
+        }
+    }
+);
+
+case!(
+    fn kill_group_needs_a_group_of_the_childs_own() {
+        let mut lp = builder().build().unwrap();
+        let child = Command::new("sleep").arg("100").spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let e = child.process.kill_group(&mut lp, SIGTERM).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("process_group(0)"), "{e}");
+        child.process.kill(&mut lp, SIGKILL).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+// ----- no zombies ---------------------------------------------------------------------------
+
+case!(
+    fn issue_6_closing_a_handle_before_exit_still_reaps() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("read x");
+            cmd.stdin(Stdio::Pipe);
+            let child =
+                cmd.spawn(&mut lp, |_, _, _| panic!("a closed handle's callback never runs")).unwrap();
+            let pid = child.process.pid(&lp).unwrap();
+            child.process.close(&mut lp).unwrap();
+            // Let the child go once the handle is closed.
+            let stdin = child.stdin.unwrap();
+            stdin.close(&mut lp).unwrap();
+            // The loop runs until the background child is reaped.
+            lp.run(RunMode::Default).unwrap();
+            assert!(gone(pid), "{name}: reaped in the background");
+            assert!(lp.handles().is_empty(), "{name}");
+        }
+    }
+);
+
+case!(
+    fn an_unreferenced_closed_child_does_not_hold_the_loop() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("read x");
+            cmd.stdin(Stdio::Pipe);
+            let child = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap();
+            let pid = child.process.pid(&lp).unwrap();
+            child.process.set_ref(&mut lp, false).unwrap();
+            child.process.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(!gone(pid), "{name}: still running: the loop did not wait for it");
+            // Let it go and wait (without reaping) until it exited: whenever the loop runs
+            // next, it reaps it on the side.
+            child.stdin.unwrap().close(&mut lp).unwrap();
+            wait_exited_unreaped(pid);
+            assert!(!gone(pid), "{name}: a zombie until the loop runs");
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+            assert!(gone(pid), "{name}: reaped while the loop ran for another child");
+        }
+    }
+);
+
+/// Blocks until child `pid` has exited, without reaping it (`waitid(WNOWAIT)`).
+fn wait_exited_unreaped(pid: u32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    waitid(Id::Pid(nix::unistd::Pid::from_raw(pid as i32)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        .unwrap();
+}
+
+case!(
+    fn kill_on_drop_kills_when_the_handle_closes() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let child = Command::new("sleep")
+                .arg("100")
+                .kill_on_drop(true)
+                .spawn(&mut lp, |_, _, _| unreachable!())
+                .unwrap();
+            let pid = child.process.pid(&lp).unwrap();
+            child.process.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(gone(pid), "{name}");
+        }
+    }
+);
+
+case!(
+    fn dropping_the_loop_leaves_no_zombie() {
+        for (name, b) in flavours() {
+            // Exited but not yet reaped when the loop drops: reaped by the drop.
+            let mut lp = b.clone().build().unwrap();
+            let child = Command::new("true").spawn(&mut lp, |_, _, _| unreachable!()).unwrap();
+            let quick = child.process.pid(&lp).unwrap();
+            wait_exited_unreaped(quick);
+            // kill_on_drop: killed and waited for by the drop.
+            let child =
+                Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {}).unwrap();
+            let killed = child.process.pid(&lp).unwrap();
+            // Neither: left running, on the orphan list. Its stdin is a pipe this test holds.
+            let (r, w) = std::io::pipe().unwrap();
+            let mut cmd = sh("read x");
+            cmd.stdin(OwnedFd::from(r));
+            let child = cmd.spawn(&mut lp, |_, _, _| {}).unwrap();
+            let runs_on = child.process.pid(&lp).unwrap();
+            drop(lp);
+            assert!(gone(quick), "{name}: reaped at drop");
+            assert!(gone(killed), "{name}: killed and reaped at drop");
+            assert!(!gone(runs_on), "{name}: still running");
+            assert_eq!(evloop::process::reap_orphans(), 1, "{name}");
+            // Let it go; once it exited the orphan list reaps it.
+            drop(w);
+            wait_exited_unreaped(runs_on);
+            assert_eq!(evloop::process::reap_orphans(), 0, "{name}");
+            assert!(gone(runs_on), "{name}");
+        }
+    }
+);
+
+case!(
+    fn children_of_others_stay_theirs() {
+        for (name, b) in flavours() {
+            // A child of std's, exiting while the loop reaps its own.
+            let mut theirs = std::process::Command::new("sh").args(["-c", "exit 9"]).spawn().unwrap();
+            let mut lp = b.build().unwrap();
+            let mut statuses = Vec::new();
+            for _ in 0..20 {
+                statuses.push(status_of(&mut lp, &sh("exit 5")).unwrap());
+            }
+            assert!(statuses.iter().all(|s| s.code() == Some(5)), "{name}");
+            // std still gets its child's status: nobody reaped it behind its back.
+            assert_eq!(theirs.wait().unwrap().code(), Some(9), "{name}");
+            drop(lp);
+            // SIGCHLD is back to what it was.
+            assert_eq!(
+                evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(),
+                evloop_platform::signal::Disposition::Default,
+                "{name}"
+            );
+        }
+    }
+);
+
+// ----- many children ------------------------------------------------------------------------
+
+/// Runs `total` spawns of /bin/true with `in_flight` children at a time on `lp`.
+fn spawn_many(lp: &mut Loop, total: usize, in_flight: usize) {
+    struct State {
+        started: usize,
+        exited: usize,
+        total: usize,
+    }
+    fn start(lp: &mut Loop, cmd: &Rc<Command>, st: &Rc<RefCell<State>>) {
+        st.borrow_mut().started += 1;
+        let (c, s) = (cmd.clone(), st.clone());
+        cmd.spawn(lp, move |lp, p, r| {
+            assert!(r.unwrap().success());
+            p.close(lp).unwrap();
+            let more = {
+                let mut s = s.borrow_mut();
+                s.exited += 1;
+                s.started < s.total
+            };
+            if more {
+                start(lp, &c, &s);
+            }
+        })
+        .unwrap();
+    }
+    let cmd = Rc::new(Command::new("/bin/true"));
+    let st = Rc::new(RefCell::new(State { started: 0, exited: 0, total }));
+    for _ in 0..in_flight.min(total) {
+        start(lp, &cmd, &st);
+    }
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(st.borrow().exited, total);
+}
+
+case!(
+    secs = 240,
+    fn issue_6_ten_thousand_sequential_spawns_leave_nothing_behind() {
+        let mut lp = builder().build().unwrap();
+        spawn_many(&mut lp, 100, 1);
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        spawn_many(&mut lp, 10_000, 1);
+        assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds, "no fd growth");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    secs = 120,
+    fn issue_6_a_thousand_spawns_with_a_hundred_in_flight() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            spawn_many(&mut lp, 100, 100);
+            let fds = evloop_platform::fd::open_fd_count().unwrap();
+            spawn_many(&mut lp, 1000, 100);
+            assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds, "{name}: no fd growth");
+        }
+    }
+);
+
+// ----- pipelines ----------------------------------------------------------------------------
+
+/// Runs `p` with the last stage's stdout on a pipe; returns the output and every status.
+fn pipeline_output(lp: &mut Loop, p: &Pipeline) -> (Vec<u8>, Vec<io::Result<ExitStatus>>) {
+    let statuses = Rc::new(RefCell::new(None));
+    let s = statuses.clone();
+    let children: Vec<Child> = p.spawn(lp, move |_, all| *s.borrow_mut() = Some(all)).unwrap();
+    let out = collect(lp, children.last().unwrap().stdout.unwrap());
+    lp.run(RunMode::Default).unwrap();
+    let data = out.borrow().data.clone();
+    (data, statuses.borrow_mut().take().expect("the pipeline callback ran"))
+}
+
+case!(
+    fn issue_6_pipelines_wire_child_to_child() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut last = Command::new("tr");
+            last.args(["a-z", "A-Z"]).stdout(Stdio::Pipe);
+            let p = Pipeline::new([sh("printf 'b\\na\\nc\\n'"), Command::new("sort"), last]);
+            let (out, st) = pipeline_output(&mut lp, &p);
+            assert_eq!(out, b"A\nB\nC\n", "{name}");
+            assert!(st.iter().all(|s| s.as_ref().unwrap().success()), "{name}");
+            assert!(lp.handles().is_empty(), "{name}: the stages' handles closed themselves");
+            // A failing middle stage: every status is reported, in order.
+            let mut last = Command::new("cat");
+            last.stdout(Stdio::Pipe);
+            let p = Pipeline::new([sh("echo data; exit 2"), sh("cat >/dev/null; exit 3"), last]);
+            let (out, st) = pipeline_output(&mut lp, &p);
+            assert_eq!(out, b"", "{name}");
+            let codes: Vec<_> = st.iter().map(|s| s.as_ref().unwrap().code()).collect();
+            assert_eq!(codes, [Some(2), Some(3), Some(0)], "{name}");
+        }
+    }
+);
+
+case!(
+    fn issue_6_a_pipeline_stage_that_cannot_start_takes_the_started_ones_down() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // Warm up: the loop's own fds (a SIGCHLD loop's signal pipe) are there from now on.
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+            let before = evloop_platform::fd::open_fd_count().unwrap();
+            let mut first = Command::new("sleep");
+            first.arg("100");
+            let mut last = Command::new("cat");
+            last.stdout(Stdio::Pipe);
+            let p = Pipeline::new([first, Command::new("/nonexistent/stage"), last]);
+            let e = p
+                .spawn(&mut lp, |_, _| unreachable!("no pipeline callback after a failed start"))
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
+            assert!(e.to_string().contains("/nonexistent/stage"), "{e}");
+            assert_eq!(os_error_code(&e), Some(libc::ENOENT));
+            // The sleep was killed; the loop reaps it, and then has nothing left to do.
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}");
+            assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), before, "{name}");
+            // And the loop still works.
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+        }
+    }
+);
+
+case!(
+    fn a_pipeline_refuses_links_set_by_its_stages() {
+        let mut lp = builder().build().unwrap();
+        let mut second = Command::new("cat");
+        second.stdin(Stdio::Null);
+        let e = Pipeline::new([Command::new("true"), second]).spawn(&mut lp, |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("stdin is wired by the pipeline"), "{e}");
+        assert!(Pipeline::new([]).spawn(&mut lp, |_, _| {}).is_err());
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    fn a_pipe_handle_moves_into_a_child() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            // The child writes into our pipe's write end, which it takes over.
+            let mut cmd = Command::new("echo");
+            cmd.arg("through a moved handle").stdout(tx);
+            let child = cmd.spawn(&mut lp, |lp, p, r| {
+                assert!(r.unwrap().success());
+                p.close(lp).unwrap();
+            });
+            let _: Process = child.unwrap().process;
+            assert!(tx.is_closing(&lp).unwrap(), "{name}: the moved handle closes");
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(got.borrow().data, b"through a moved handle\n", "{name}");
+        }
+    }
+);
+
+// ----- bad input ----------------------------------------------------------------------------
+
+/// After a failed spawn: nothing left behind, and the loop still spawns.
+fn still_works(lp: &mut Loop) {
+    lp.run(RunMode::Default).unwrap();
+    assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    assert!(status_of(lp, &Command::new("true")).unwrap().success());
+}
+
+case!(
+    fn bad_input_gets_clear_errors() {
+        let dir = TempDir::new("bad");
+        let not_exec = dir.0.join("not-executable");
+        std::fs::write(&not_exec, "#!/bin/sh\necho hi\n").unwrap();
+        let garbage = dir.script("garbage", "\u{7f}ELF but not really\n");
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            still_works(&mut lp);
+            let fds = evloop_platform::fd::open_fd_count().unwrap();
+            let check = |lp: &mut Loop, cmd: &Command, errno: i32, text: &str| {
+                let e = status_of(lp, cmd).unwrap_err();
+                assert_eq!(os_error_code(&e), Some(errno), "{name}: {e}");
+                assert!(e.to_string().contains(text), "{name}: `{e}` lacks `{text}`");
+                still_works(lp);
+            };
+            check(
+                &mut lp,
+                &Command::new("evloop-no-such-program"),
+                libc::ENOENT,
+                "spawn `evloop-no-such-program`",
+            );
+            check(&mut lp, &Command::new("/no/such/program"), libc::ENOENT, "spawn `/no/such/program`");
+            check(&mut lp, &Command::new("/tmp"), libc::EACCES, "spawn `/tmp`");
+            check(&mut lp, &Command::new(&not_exec), libc::EACCES, "not-executable");
+            check(&mut lp, &Command::new(&garbage), libc::ENOEXEC, "garbage");
+            let mut cmd = Command::new("true");
+            cmd.current_dir("/no/such/dir");
+            check(&mut lp, &cmd, libc::ENOENT, "cannot enter directory `/no/such/dir`");
+            let mut cmd = Command::new("true");
+            cmd.fd(5, Stdio::InheritFrom(977));
+            check(&mut lp, &cmd, libc::EBADF, "child fd 5 from parent fd 977");
+            let mut cmd = Command::new("true");
+            cmd.fd(4, Stdio::Inherit);
+            if !evloop_platform::fd::is_open_raw(4) {
+                check(&mut lp, &cmd, libc::EBADF, "child fd 4");
+            }
+            // Caught before anything is spawned.
+            for (cmd, text) in [
+                (sh("echo").arg("nul\0byte").to_owned_cmd(), "argument 3 contains a NUL byte"),
+                (Command::new("tr\0ue"), "program name contains a NUL byte"),
+                (Command::new(""), "program name is empty"),
+                (Command::new("true").env("A=B", "c").to_owned_cmd(), "contains `=`"),
+                (Command::new("true").env("A", "b\0c").to_owned_cmd(), "NUL"),
+                (
+                    Command::new("true").current_dir("/t\0mp").to_owned_cmd(),
+                    "working directory contains a NUL",
+                ),
+                (Command::new("true").setsid(true).process_group(0).to_owned_cmd(), "cannot be combined"),
+                (Command::new("true").fd(-1, Stdio::Null).to_owned_cmd(), "negative"),
+                (Command::new("true").fd(1 << 30, Stdio::Null).to_owned_cmd(), "open-file limit"),
+            ] {
+                let e = status_of(&mut lp, &cmd).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}: {e}");
+                assert!(e.to_string().contains(text), "{name}: `{e}` lacks `{text}`");
+                still_works(&mut lp);
+            }
+            assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds, "{name}: no fd leaked");
+        }
+    }
+);
+
+/// `Command` setters return `&mut Command`; tests want an owned one in a list.
+trait ToOwnedCmd {
+    fn to_owned_cmd(&mut self) -> Command;
+}
+
+impl ToOwnedCmd for Command {
+    fn to_owned_cmd(&mut self) -> Command {
+        std::mem::replace(self, Command::new("unused"))
+    }
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+const UNPRIVILEGED_ENV: &str = "EVLOOP_TEST_UNPRIVILEGED";
+
+case!(
+    secs = 60,
+    fn a_uid_we_cannot_switch_to_is_eperm() {
+        if is_root() && std::env::var_os(UNPRIVILEGED_ENV).is_none() {
+            // Root may switch to anyone. So run this very test again in a child that evloop
+            // starts as nobody (its own uid switch, on the fork path), from a copy of the test
+            // binary that nobody can read, and check that it passed there.
+            let dir = TempDir::new("nobody");
+            std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let exe = dir.0.join("it");
+            std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let mut lp = builder().build().unwrap();
+            let mut cmd = Command::new(&exe);
+            cmd.args([
+                "process::a_uid_we_cannot_switch_to_is_eperm",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(UNPRIVILEGED_ENV, "1")
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534);
+            let o = output_of(&mut lp, &mut cmd);
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success() && text.contains("1 passed"), "as nobody: {}\n{text}", o.status);
+            return;
+        }
+        assert!(!is_root());
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = Command::new("true");
+            cmd.uid(0);
+            let e = status_of(&mut lp, &cmd).unwrap_err();
+            assert_eq!(os_error_code(&e), Some(libc::EPERM), "{name}: {e}");
+            assert!(e.to_string().contains("cannot switch to user id 0"), "{e}");
+            still_works(&mut lp);
+            let mut cmd = Command::new("true");
+            cmd.gid(0);
+            let e = status_of(&mut lp, &cmd).unwrap_err();
+            assert_eq!(os_error_code(&e), Some(libc::EPERM), "{name}: {e}");
+            assert!(e.to_string().contains("cannot switch to group id 0"), "{e}");
+            still_works(&mut lp);
+        }
+    }
+);
+
+case!(
+    fn switching_ids_works_for_root() {
+        if !is_root() {
+            return;
+        }
+        let mut lp = builder().build().unwrap();
+        let mut cmd = sh("echo $(id -u) $(id -g) $(id -G)");
+        cmd.uid(65534).gid(65534);
+        let o = output_of(&mut lp, &mut cmd);
+        assert_eq!(o.stdout, b"65534 65534 65534\n", "supplementary groups dropped");
+    }
+);
