@@ -1,9 +1,75 @@
-//! evloop: a single-threaded, callback-driven event loop in the spirit of libuv.
+//! evloop: a single-threaded, callback-driven event loop in the spirit of libuv. It drives
+//! pipes and terminals, spawns child processes with their stdio wired to pipes, and offers
+//! timers, signals and wakeups from other threads, on epoll (Linux) and kqueue (macOS,
+//! FreeBSD).
+//!
+//! Spawn a child, read its output, wait for its exit:
+//!
+//! ```
+//! use evloop::{Command, Loop, ReadEvent, RunMode, Stdio};
+//!
+//! let mut lp = Loop::new()?;
+//! let child = Command::new("echo").arg("hello").stdout(Stdio::Pipe).spawn(&mut lp, |_, _, st| {
+//!     assert!(st.unwrap().success());
+//! })?;
+//! child.stdout.unwrap().read_start(&mut lp, |lp, out, ev| match ev {
+//!     ReadEvent::Data(bytes) => print!("{}", String::from_utf8_lossy(bytes)),
+//!     _ => out.close(lp).unwrap(),
+//! })?;
+//! lp.run(RunMode::Default)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # The handle types
+//!
+//! | handle | what it is | libuv |
+//! |---|---|---|
+//! | [`Timer`] | a callback after a timeout, optionally repeating | `uv_timer_t` |
+//! | [`Idle`], [`Prepare`], [`Check`] | callbacks at fixed points of every iteration | `uv_idle_t`... |
+//! | [`Async`] + [`Waker`] | a callback woken from any thread | `uv_async_t` |
+//! | [`Channel`] + [`Sender`] | typed messages from any thread, in order | none |
+//! | [`Signal`] | a callback when the process receives a signal | `uv_signal_t` |
+//! | [`Pipe`] | a stream over an fd: bounded reads, a write queue | `uv_pipe_t` |
+//! | [`Tty`] | a terminal stream: modes, window size, resize, restore | `uv_tty_t` |
+//! | [`Process`] (from [`Command`], [`Pipeline`]) | a child process, reaped by the loop | `uv_process_t` |
+//!
+//! Every handle is a small `Copy` id. Operations take the loop (`&mut Loop`) and return
+//! `io::Result`: an id whose handle closed, or that belongs to another loop, gives an error
+//! and never reaches another handle. Callbacks receive `&mut Loop` and run on the loop's
+//! thread; user state lives in the closures.
+//!
+//! # How a loop runs
+//!
+//! Each iteration runs timers, pending callbacks (write completions), idle and prepare
+//! handles, polls for I/O, then check handles and close callbacks, as libuv does. See
+//! [`Loop::run`] and [`RunMode`]. A loop nests inside another event loop through
+//! [`Loop::backend_fd`] and [`Loop::backend_timeout`].
+//!
+//! # Errors
+//!
+//! Everything returns `std::io::Error`. OS errors that need no context (a write's `EPIPE`, a
+//! kill's `ESRCH`) come through unchanged; errors that need context ("spawn `foo`: No such
+//! file or directory") keep their [`std::io::ErrorKind`], and [`os_error_code`] recovers the
+//! error number from either.
+//!
+//! # `SIGPIPE`
+//!
+//! Rust programs start with `SIGPIPE` ignored, so a write to a pipe whose reader is gone
+//! fails with `EPIPE`, which reaches the write's callback. A program that restores the
+//! default action (some do, to die quietly in `cmd | head`) must ignore `SIGPIPE` again
+//! before it writes to pipes through evloop, or it is killed instead. Children always start
+//! with default dispositions.
+//!
+//! # Guides
+//!
+//! - [`guide::from_libuv`]: each libuv call and its evloop counterpart, and what differs.
+//! - [`guide::from_tokio_and_duct`]: when to pick evloop, and the same tasks in each.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod async_handle;
 pub mod channel;
+pub mod guide;
 mod error;
 mod event_loop;
 mod handle;
