@@ -1,0 +1,89 @@
+//! An evloop inside a tokio current-thread runtime, through `AsyncFd` on `backend_fd()`.
+//!
+//! `cargo run --release --example embed_tokio`
+//!
+//! A tokio task produces lines (with tokio timers between them) and sends them through an
+//! evloop [`Channel`] to the loop, which writes them to a `cat` child spawned on the loop. The
+//! loop reads `cat`'s output and forwards it over a tokio channel to a second tokio task,
+//! which collects it. Both sides run on one thread: tokio awaits the loop's backend fd and
+//! calls `run(NoWait)` whenever it is readable or the loop's next timer is due.
+
+use std::time::Duration;
+
+use evloop::{Channel, Command, Loop, ReadEvent, RunMode, Stdio};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+fn main() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let lines = local.block_on(&rt, async {
+        let mut lp = Loop::new()?;
+        let (to_tokio, mut from_loop) = mpsc::unbounded_channel::<String>();
+
+        // The child, on the loop: every line written to its stdin comes back on its stdout.
+        let child = Command::new("cat").stdin(Stdio::Pipe).stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, status| {
+            println!("loop: cat {}", status.expect("reaped"));
+            p.close(lp).expect("open");
+        })?;
+        let (stdin, stdout) = (child.stdin.expect("piped"), child.stdout.expect("piped"));
+        let mut partial = Vec::new();
+        stdout.read_start(&mut lp, move |lp, out, ev| match ev {
+            ReadEvent::Data(bytes) => {
+                partial.extend_from_slice(bytes);
+                while let Some(n) = partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=n).collect();
+                    let _ = to_tokio.send(String::from_utf8_lossy(&line).trim_end().to_string());
+                }
+            }
+            _ => out.close(lp).expect("open"),
+        })?;
+
+        // Messages from tokio tasks reach the loop thread through a channel handle; when the
+        // producer is done (its sender dropped), stdin is shut and cat ends.
+        let (chan, to_loop) = Channel::new(&mut lp, move |lp, _, line: Option<String>| match line {
+            Some(line) => stdin.write(lp, format!("{line}\n").as_bytes(), |_, r| r.expect("write")).expect("open"),
+            None => stdin.shutdown(lp, move |lp, _| stdin.close(lp).expect("open")).expect("open"),
+        });
+        chan.set_ref(&mut lp, false)?;
+
+        // Producer: a tokio task with tokio timers.
+        tokio::task::spawn_local(async move {
+            for i in 1..=5 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                to_loop.send(Some(format!("line {i} from a tokio task"))).expect("loop alive");
+            }
+            to_loop.send(None).expect("loop alive");
+        });
+        // Consumer: another tokio task.
+        let consumer = tokio::task::spawn_local(async move {
+            let mut got = Vec::new();
+            while let Some(line) = from_loop.recv().await {
+                println!("tokio: got {line:?}");
+                got.push(line);
+            }
+            got
+        });
+
+        // The loop itself, driven by tokio. `AsyncFd::new` is deprecated because an arbitrary
+        // `AsRawFd` may not own its fd; a `Loop` owns its backend fd for its whole life.
+        #[allow(deprecated)]
+        let mut afd = AsyncFd::new(lp)?;
+        while afd.get_ref().is_alive() {
+            let timeout = afd.get_ref().backend_timeout().unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                guard = afd.readable() => guard?.clear_ready(),
+                _ = tokio::time::sleep(timeout) => {}
+            }
+            afd.get_mut().run(RunMode::NoWait)?;
+        }
+        let mut lp = afd.into_inner();
+        chan.close(&mut lp)?;
+        lp.run(RunMode::Default)?;
+        drop(lp); // the loop's channel end is gone: the consumer's stream ends
+        Ok::<_, std::io::Error>(consumer.await.expect("consumer task"))
+    })?;
+    assert_eq!(lines.len(), 5, "every line made the round trip");
+    println!("embed_tokio: {} lines through cat, tokio and evloop on one thread", lines.len());
+    Ok(())
+}
