@@ -22,10 +22,11 @@ fn main() -> std::io::Result<()> {
         let (to_tokio, mut from_loop) = mpsc::unbounded_channel::<String>();
 
         // The child, on the loop: every line written to its stdin comes back on its stdout.
-        let child = Command::new("cat").stdin(Stdio::Pipe).stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, status| {
-            println!("loop: cat {}", status.expect("reaped"));
-            p.close(lp).expect("open");
-        })?;
+        let child =
+            Command::new("cat").stdin(Stdio::Pipe).stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, status| {
+                println!("loop: cat {}", status.expect("reaped"));
+                p.close(lp).expect("open");
+            })?;
         let (stdin, stdout) = (child.stdin.expect("piped"), child.stdout.expect("piped"));
         let mut partial = Vec::new();
         stdout.read_start(&mut lp, move |lp, out, ev| match ev {
@@ -42,7 +43,9 @@ fn main() -> std::io::Result<()> {
         // Messages from tokio tasks reach the loop thread through a channel handle; when the
         // producer is done (its sender dropped), stdin is shut and cat ends.
         let (chan, to_loop) = Channel::new(&mut lp, move |lp, _, line: Option<String>| match line {
-            Some(line) => stdin.write(lp, format!("{line}\n").as_bytes(), |_, r| r.expect("write")).expect("open"),
+            Some(line) => {
+                stdin.write(lp, format!("{line}\n").as_bytes(), |_, r| r.expect("write")).expect("open")
+            }
             None => stdin.shutdown(lp, move |lp, _| stdin.close(lp).expect("open")).expect("open"),
         });
         chan.set_ref(&mut lp, false)?;

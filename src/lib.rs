@@ -69,9 +69,9 @@
 
 mod async_handle;
 pub mod channel;
-pub mod guide;
 mod error;
 mod event_loop;
+pub mod guide;
 mod handle;
 mod io;
 pub mod limits;

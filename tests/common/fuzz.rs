@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use evloop::{Async, HandleId, Loop, Pipe, ReadEvent, RunMode, Timer, Waker};
+use evloop::{Async, Command, HandleId, Loop, Pipe, Process, ReadEvent, RunMode, Stdio, Timer, Waker};
 
 /// What a run tried.
 #[derive(Clone, Copy, Debug, Default)]
@@ -97,6 +97,15 @@ struct PipeModel {
     received: Rc<RefCell<Vec<u8>>>,
     eof: Rc<Cell<bool>>,
     read_error: Rc<Cell<bool>>,
+}
+
+struct ProcModel {
+    p: Process,
+    open: bool,
+    /// Exit callbacks run: at most one, and exactly one unless the handle closed first.
+    exits: Rc<Cell<u32>>,
+    /// The lossy flag of the pipe model wired to its stdin/stdout (a `cat`), if any.
+    lossy: Option<Rc<Cell<bool>>>,
 }
 
 struct TimerModel {
@@ -186,6 +195,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
     let calls = ledger.callbacks.clone();
     let mut pipes: Vec<PipeModel> = Vec::new();
     let mut timers: Vec<TimerModel> = Vec::new();
+    let mut procs: Vec<ProcModel> = Vec::new();
     let mut wakers: Vec<(Async, Waker, Rc<Cell<u32>>)> = Vec::new();
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let stop_threads = Arc::new(AtomicBool::new(false));
@@ -466,6 +476,88 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     check(lp.close(id).is_err(), || ctx(op, "closing a stale id succeeded"))?;
                 }
             }
+            // Spawn a child: true, false, a short sleep, or a cat wired to a pipe model.
+            85..=89 if procs.len() < 8 => {
+                let exits = Rc::new(Cell::new(0u32));
+                let e = exits.clone();
+                let on_exit = move |_: &mut Loop, _: Process, status: io::Result<evloop::ExitStatus>| {
+                    e.set(e.get() + 1);
+                    assert!(status.is_ok(), "a child of ours was not reaped by us: {status:?}");
+                };
+                let mut cmd;
+                let kind = rng.below(4);
+                match kind {
+                    0 => cmd = Command::new("true"),
+                    1 => cmd = Command::new("false"),
+                    2 => {
+                        cmd = Command::new("sleep");
+                        cmd.arg("0.01");
+                    }
+                    _ => {
+                        cmd = Command::new("cat");
+                        cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+                    }
+                }
+                cmd.kill_on_drop(true);
+                let child = cmd.spawn(lp, on_exit).map_err(|e| format!("{}: {e}", ctx(op, "spawn")))?;
+                let mut lossy = None;
+                if let (Some(tx), Some(rx)) = (child.stdin, child.stdout) {
+                    let mut p = PipeModel {
+                        rx,
+                        tx,
+                        rx_open: Rc::new(Cell::new(true)),
+                        tx_open: Rc::new(Cell::new(true)),
+                        reading: false,
+                        shut: false,
+                        sent: Vec::new(),
+                        lossy: Rc::new(Cell::new(false)),
+                        received: Rc::default(),
+                        eof: Rc::default(),
+                        read_error: Rc::default(),
+                    };
+                    start_reading(lp, &mut p, &calls)
+                        .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
+                    p.reading = true;
+                    lossy = Some(p.lossy.clone());
+                    pipes.push(p);
+                }
+                procs.push(ProcModel { p: child.process, open: true, exits, lossy });
+            }
+            // Kill a child (it may have exited: then ESRCH), or close its handle.
+            90..=92 if !procs.is_empty() => {
+                let i = rng.below(procs.len() as u64) as usize;
+                let pm = &mut procs[i];
+                if rng.chance(70) {
+                    let r = pm.p.kill(lp, evloop::signal::SIGTERM);
+                    match r {
+                        Ok(()) => {
+                            if let Some(l) = &pm.lossy {
+                                l.set(true);
+                            }
+                        }
+                        Err(e) => {
+                            check(!pm.open || evloop::os_error_code(&e) == Some(nix::libc::ESRCH), || {
+                                format!("{}: {e}", ctx(op, "kill"))
+                            })?
+                        }
+                    }
+                } else {
+                    let once = ledger.expect_once(ctx(op, "process close callback"));
+                    let r = pm.p.close_with(lp, move |_| once.hit());
+                    if pm.open {
+                        r.map_err(|e| format!("{}: {e}", ctx(op, "process close")))?;
+                        pm.open = false;
+                        ledger.stale.borrow_mut().push(pm.p.id());
+                        if let Some(l) = &pm.lossy {
+                            // kill_on_drop: closing a running child's handle kills it.
+                            l.set(true);
+                        }
+                    } else {
+                        check(r.is_err(), || ctx(op, "closing a closed process succeeded"))?;
+                        ledger.once.pop();
+                    }
+                }
+            }
             // Run a step.
             _ => {
                 let mode = if rng.chance(80) || timers.iter().all(|t| !t.armed.get()) {
@@ -564,6 +656,21 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 format!("seed {seed}: pipe {i}: end of file after {} of {} bytes", got.len(), p.sent.len())
             })?;
         }
+    }
+    // Children whose handle is still open: each exits (their stdin was shut above) and its
+    // exit callback runs exactly once.
+    for round in 0.. {
+        if procs.iter().all(|p| !p.open || p.exits.get() > 0) {
+            break;
+        }
+        if round > 10_000 {
+            return Err(format!("seed {seed}: a child never exited"));
+        }
+        lp.run(RunMode::Once).map_err(|e| format!("seed {seed}: run: {e}"))?;
+    }
+    for (i, p) in procs.iter().enumerate() {
+        check(p.exits.get() <= 1, || format!("seed {seed}: child {i}: {} exit callbacks", p.exits.get()))?;
+        check(!p.open || p.exits.get() == 1, || format!("seed {seed}: child {i}: no exit callback"))?;
     }
     // Close everything and run to the end: every callback exactly once.
     for h in lp.handles() {
