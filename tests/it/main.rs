@@ -16,7 +16,7 @@ mod loop_core;
 mod pipe;
 /// Child processes: spawn paths, stdio, exit and kill, reaping without zombies, pipelines.
 mod process;
-/// Reliability: fd exhaustion, very large and empty writes.
+/// Reliability: a signal storm, fd exhaustion, misbehaving children, huge and empty writes.
 mod reliability;
 /// The select helper thread: high fds, many streams, interest changes, close, drop, no spin.
 mod select_helper;

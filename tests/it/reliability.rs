@@ -3,6 +3,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use evloop::{Pipe, ReadEvent, RunMode};
 
@@ -117,5 +121,274 @@ case!(
         rx.close(&mut lp).unwrap();
         tx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
+    }
+);
+
+/// Sends `signals` to this process, `per_sec` of them a second, until `stop` is set. Returns
+/// how many were sent. The pacing wait is a load generator's rate limit, not a way to
+/// synchronize with the code under test.
+fn storm(
+    signals: &'static [nix::sys::signal::Signal],
+    per_sec: u32,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let period = Duration::from_secs(1) / per_sec;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let sig = signals[sent as usize % signals.len()];
+            nix::sys::signal::kill(nix::unistd::Pid::this(), sig).unwrap();
+            sent += 1;
+            let due = start + period * sent as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::park_timeout(wait);
+            }
+        }
+        sent
+    })
+}
+
+case!(
+    secs = 120,
+    /// Signals at 10k/s while the loop pumps 1 GiB through a pipe and spawns 1,000 children:
+    /// the data arrives intact, no EINTR reaches a callback, every child is reaped.
+    fn issue_7_signal_storm() {
+        use nix::sys::signal::Signal as Sig;
+        const TOTAL: u64 = 1 << 30;
+        const CHILDREN: u32 = 1000;
+        let mut lp = test_loop();
+        let caught = Rc::new(Cell::new(0u64));
+        let mut watchers = Vec::new();
+        for signum in [evloop::signal::SIGUSR1, evloop::signal::SIGWINCH] {
+            let s = evloop::Signal::new(&mut lp);
+            let c = caught.clone();
+            s.start(&mut lp, signum, move |_, _, _| c.set(c.get() + 1)).unwrap();
+            s.set_ref(&mut lp, false).unwrap();
+            watchers.push(s);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = storm(&[Sig::SIGUSR1, Sig::SIGWINCH], 10_000, stop.clone());
+
+        // The pump: a writer thread, the loop reading with a checksum.
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(OwnedFd::from(w));
+            let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+            let mut sum = Sum::new();
+            for _ in 0..TOTAL >> 20 {
+                std::io::Write::write_all(&mut w, &block).unwrap();
+                sum.update(&block);
+            }
+            sum
+        });
+        let got = Rc::new(RefCell::new(Sum::new()));
+        let g = got.clone();
+        rx.read_start(&mut lp, move |lp, p, ev| match ev {
+            ReadEvent::Data(d) => g.borrow_mut().update(d),
+            ReadEvent::Eof => p.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("read error during the storm: {e}"),
+        })
+        .unwrap();
+
+        // 1,000 children, 20 in flight.
+        let exited = Rc::new(Cell::new(0u32));
+        fn spawn_one(lp: &mut evloop::Loop, left: Rc<Cell<u32>>, exited: Rc<Cell<u32>>) {
+            if left.get() == 0 {
+                return;
+            }
+            left.set(left.get() - 1);
+            evloop::Command::new("true")
+                .spawn(lp, move |lp, p, status| {
+                    let status = status.expect("reaped by the loop");
+                    assert!(status.success(), "{status}");
+                    exited.set(exited.get() + 1);
+                    p.close(lp).unwrap();
+                    spawn_one(lp, left.clone(), exited.clone());
+                })
+                .unwrap_or_else(|e| panic!("spawn during the storm: {e}"));
+        }
+        let left = Rc::new(Cell::new(CHILDREN));
+        for _ in 0..20 {
+            spawn_one(&mut lp, left.clone(), exited.clone());
+        }
+        lp.run(RunMode::Default).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let sent = sender.join().unwrap();
+        assert_eq!(*got.borrow(), writer.join().unwrap(), "the checksum matches");
+        assert_eq!(exited.get(), CHILDREN, "every child reaped");
+        assert!(caught.get() > 0, "signals reached their callbacks");
+        eprintln!(
+            "storm: {sent} signals sent, {} callbacks (coalesced), {CHILDREN} children spawned and reaped, 1 GiB checksummed",
+            caught.get()
+        );
+        for s in watchers {
+            s.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A child that closes its stdout early: the reader sees end of file while the child
+    /// still runs; the exit comes later, on its own.
+    fn issue_7_child_closes_stdout_early() {
+        let mut lp = test_loop();
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let e = events.clone();
+        let child = evloop::Command::new("sh")
+            .args(["-c", "echo before; exec 1>&-; read line; exit 4"])
+            .stdin(evloop::Stdio::Pipe)
+            .stdout(evloop::Stdio::Pipe)
+            .spawn(&mut lp, move |lp, p, st| {
+                e.borrow_mut().push(format!("exit {:?}", st.unwrap().code()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let stdin = child.stdin.unwrap();
+        let e = events.clone();
+        child
+            .stdout
+            .unwrap()
+            .read_start(&mut lp, move |lp, out, ev| match ev {
+                ReadEvent::Data(d) => e.borrow_mut().push(String::from_utf8_lossy(d).trim().to_string()),
+                ReadEvent::Eof => {
+                    e.borrow_mut().push("eof".into());
+                    out.close(lp).unwrap();
+                    // Only now let the child go on: the EOF did not wait for its exit.
+                    stdin.write(lp, b"go\n", |_, r| r.unwrap()).unwrap();
+                    stdin.close(lp).unwrap();
+                }
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*events.borrow(), ["before", "eof", "exit Some(4)"]);
+    }
+);
+
+case!(
+    /// A child that never reads its stdin: the queue holds exactly what the caller queued
+    /// beyond the pipe's capacity, write_queue_size says so, and closing frees it (the writes
+    /// are cancelled, once each).
+    fn issue_7_child_never_reads_stdin() {
+        let mut lp = test_loop();
+        let child = evloop::Command::new("sleep")
+            .arg("100")
+            .stdin(evloop::Stdio::Pipe)
+            .kill_on_drop(true)
+            .spawn(&mut lp, |lp, p, st| {
+                assert_eq!(st.unwrap().signal(), Some(evloop::signal::SIGKILL));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let stdin = child.stdin.unwrap();
+        let capacity =
+            nix::fcntl::fcntl(stdin.fd(&lp).unwrap(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+        let cancelled = Rc::new(Cell::new(0));
+        let total = 4 << 20;
+        for _ in 0..4 {
+            let c = cancelled.clone();
+            stdin
+                .write_vec(&mut lp, vec![7u8; 1 << 20], move |_, r| {
+                    assert_eq!(evloop::os_error_code(&r.unwrap_err()), Some(nix::libc::ECANCELED));
+                    c.set(c.get() + 1);
+                })
+                .unwrap();
+        }
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(
+            stdin.write_queue_size(&lp).unwrap(),
+            total - capacity,
+            "queued = written - what the pipe holds"
+        );
+        stdin.close(&mut lp).unwrap();
+        child.process.kill(&mut lp, evloop::signal::SIGKILL).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // The first write partly went into the pipe; all four still report cancelled once.
+        assert_eq!(cancelled.get(), 4);
+    }
+);
+
+case!(
+    /// A child killed in the middle of writing: the reader gets what was written, then end
+    /// of file; the status says which signal.
+    fn issue_7_child_killed_mid_write() {
+        let mut lp = test_loop();
+        let status = Rc::new(Cell::new(None));
+        let s = status.clone();
+        let child = evloop::Command::new("yes")
+            .stdout(evloop::Stdio::Pipe)
+            .spawn(&mut lp, move |lp, p, st| {
+                s.set(st.unwrap().signal());
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let process = child.process;
+        let bytes = Rc::new(Cell::new(0usize));
+        let b = bytes.clone();
+        let eof = Rc::new(Cell::new(false));
+        let e = eof.clone();
+        let mut killed = false;
+        child
+            .stdout
+            .unwrap()
+            .read_start(&mut lp, move |lp, out, ev| match ev {
+                ReadEvent::Data(d) => {
+                    assert!(d.chunks(2).all(|c| c[0] == b'y'), "whole lines of y");
+                    b.set(b.get() + d.len());
+                    if b.get() > 1 << 20 && !killed {
+                        process.kill(lp, evloop::signal::SIGKILL).unwrap();
+                        killed = true;
+                    }
+                }
+                ReadEvent::Eof => {
+                    e.set(true);
+                    out.close(lp).unwrap();
+                }
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(eof.get() && bytes.get() > 1 << 20);
+        assert_eq!(status.get(), Some(evloop::signal::SIGKILL));
+    }
+);
+
+case!(
+    /// A child that forks a grandchild holding the pipe open: the child's exit comes at once,
+    /// the pipe's end of file only when the grandchild goes, which kill_group arranges.
+    fn issue_7_grandchild_holds_the_pipe() {
+        let mut lp = test_loop();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        let child = evloop::Command::new("sh")
+            .args(["-c", "sleep 100 & echo started"])
+            .stdout(evloop::Stdio::Pipe)
+            .process_group(0)
+            .spawn(&mut lp, move |lp, p, st| {
+                l.borrow_mut().push(format!("child exit {:?}", st.unwrap().code()));
+                // The grandchild still holds stdout: end the whole group. The child is gone
+                // but its group lives on in the grandchild.
+                p.kill_group(lp, evloop::signal::SIGTERM).unwrap();
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let l = log.clone();
+        child
+            .stdout
+            .unwrap()
+            .read_start(&mut lp, move |lp, out, ev| match ev {
+                ReadEvent::Data(d) => l.borrow_mut().push(String::from_utf8_lossy(d).trim().to_string()),
+                ReadEvent::Eof => {
+                    l.borrow_mut().push("eof".into());
+                    out.close(lp).unwrap();
+                }
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*log.borrow(), ["started", "child exit Some(0)", "eof"]);
     }
 );
