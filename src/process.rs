@@ -1015,11 +1015,6 @@ impl Loop {
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
         }
-        let mut prep = Prepared::default();
-        if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
-            self.restore_moved(&prep);
-            return Err(context(e, format!("spawn `{}`", cmd.name())));
-        }
         let resolved;
         let child_path;
         let program = if cmd.program.as_bytes().contains(&b'/') {
@@ -1040,6 +1035,11 @@ impl Loop {
             child_path = cmd.child_path();
             spawn::Program::Search { name: &cmd.program, path: child_path.as_deref() }
         };
+        let mut prep = Prepared::default();
+        if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
+            self.restore_moved(&prep);
+            return Err(context(e, format!("spawn `{}`", cmd.name())));
+        }
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
         let req = spawn::Request {
             program,
@@ -1111,6 +1111,7 @@ impl Loop {
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child);
+                    self.restore_moved(&prep);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
             };

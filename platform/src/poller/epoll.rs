@@ -112,7 +112,7 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// Waits for events; see the contract. `EINTR` gives an empty batch.
+    /// Waits for events; see the contract. After `EINTR`, collects what is ready at once.
     pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => -1,
@@ -129,7 +129,11 @@ impl Poller {
         let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, ms) };
         events.len = match cvt(n) {
             Ok(n) => n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                // SAFETY: as above; a zero timeout does not wait.
+                let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, 0) };
+                cvt(n).map_or(0, |n| n as usize)
+            }
             Err(e) => {
                 events.len = 0;
                 return Err(e);

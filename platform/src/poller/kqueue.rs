@@ -296,8 +296,14 @@ impl Poller {
         let ts = timeout.map(to_timespec);
         match cvt(kevent_raw(self.kq.as_fd(), &[], &mut events.buf, ts.as_ref())) {
             Ok(n) => events.len = n as usize,
-            // A signal ends the wait early; the caller recomputes its timeout.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A signal ends the wait early: collect what it made ready, without waiting; the
+            // caller recomputes its timeout.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                let zero = to_timespec(Duration::ZERO);
+                if let Ok(n) = cvt(kevent_raw(self.kq.as_fd(), &[], &mut events.buf, Some(&zero))) {
+                    events.len = n as usize;
+                }
+            }
             Err(e) => return Err(e),
         }
         Ok(())

@@ -23,8 +23,10 @@
 //!   `EINVAL`, FreeBSD with `ENODEV`.
 //! - `Poller::wait(&mut self, events, timeout) -> io::Result<()>`: waits until an event, or
 //!   `timeout` (`None` waits forever; sub-millisecond timeouts round up, never down to a
-//!   busy poll). A signal interrupting the wait (`EINTR`) gives an empty batch, not an
-//!   error: the caller recomputes its timeout.
+//!   busy poll). A signal interrupting the wait (`EINTR`) is not an error: the batch holds
+//!   what is ready just after it, collected without waiting again (the handler has usually
+//!   just written to the loop's signal pipe; libuv re-polls too), possibly nothing. The caller
+//!   recomputes its timeout.
 //! - `Events::with_capacity(n)`, `Events::len()`, `Events::get(i)` and `Events::iter()`
 //!   yielding [`Event`]s.
 //!
