@@ -292,7 +292,7 @@ impl Loop {
                         continue;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if fd::would_block(&e) => {}
                 // The other side of the terminal is gone, and everything it wrote has been
                 // read (Linux returns EIO only once the buffer is empty).
                 Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => last = Some(ReadEvent::Eof),
@@ -376,7 +376,7 @@ impl Loop {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if fd::would_block(&e) => break,
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -445,7 +445,7 @@ impl Loop {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if fd::would_block(&e) => break,
                 Err(e) => {
                     self.stream_fail_writes(id, &e);
                     break;

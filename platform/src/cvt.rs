@@ -34,7 +34,9 @@ pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
 pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
     loop {
         match cvt(f()) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Compare the number, not the kind: decoding a kind costs a table lookup on every
+            // error, and EAGAIN is the common one on nonblocking fds.
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other,
         }
     }

@@ -102,6 +102,16 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
     Ok(was)
 }
 
+/// Whether `e` says "try again later" (`EAGAIN`/`EWOULDBLOCK`): by number, which is cheaper
+/// than decoding its kind, as nonblocking I/O asks this after nearly every drained fd.
+#[inline]
+pub fn would_block(e: &io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(n) => n == libc::EAGAIN || n == libc::EWOULDBLOCK,
+        None => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
 /// `read(2)`, retrying `EINTR`. Asks for at most [`IO_BYTES_LIMIT`] bytes.
 ///
 /// `Ok(0)` is end of file (or an empty `buf`).
