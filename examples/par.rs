@@ -53,8 +53,8 @@
 //!   xargs, which exits at once and leaves the running commands behind, it waits for them.
 //!
 //! When a spawn fails for lack of processes or fds while other commands run, par waits for
-//! one of them to finish and tries again. Every child is reaped by the loop: par leaves no
-//! zombie and no orphan behind.
+//! one of them to finish and tries again. The loop reaps every command: par leaves no zombie,
+//! and it returns only once every command has ended.
 //!
 //! The integration tests compile this file into the test binary and compare its output with
 //! `xargs -P`'s (`tests/it/par.rs`).
@@ -98,8 +98,9 @@ pub const LOW_WATER_BYTES: usize = HIGH_WATER_BYTES / 4;
 /// The longest output line written whole; longer ones are cut into lines of this size, so a
 /// command that never writes a newline cannot make par buffer without bound.
 pub const LINE_BYTES_MAX: usize = 64 << 10;
-/// The longest command line: Linux refuses longer single arguments (`MAX_ARG_STRLEN`).
-pub const COMMAND_BYTES_MAX: usize = 128 << 10;
+/// The longest command line: Linux refuses longer single arguments (`MAX_ARG_STRLEN`, which
+/// counts the terminating NUL).
+pub const COMMAND_BYTES_MAX: usize = (128 << 10) - 1;
 /// Commands read ahead of those running; reading stdin pauses beyond this.
 pub const QUEUED_COMMANDS_MAX: usize = 1024;
 /// How often the progress line is redrawn.
@@ -120,7 +121,9 @@ const OUT: usize = 0;
 const ERR: usize = 1;
 
 fn main() {
-    std::process::exit(run(std::env::args().skip(1), Loop::builder()));
+    // Arguments that are not UTF-8 cannot be a valid -j value: lossy is good enough to say so.
+    let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned());
+    std::process::exit(run(args, Loop::builder()));
 }
 
 /// Runs par with these arguments on this process's stdio, with a loop from `builder`, and
@@ -255,8 +258,13 @@ enum StdStream {
 }
 
 impl StdStream {
-    /// Opens a duplicate of `fd`, so that closing the handle leaves fds 0, 1 and 2 in place.
-    fn open(lp: &mut Loop, fd: impl AsFd) -> io::Result<StdStream> {
+    /// Opens a duplicate of `fd` (par's `name`), so that closing the handle leaves fds 0, 1
+    /// and 2 in place.
+    fn open(lp: &mut Loop, fd: impl AsFd, name: &str) -> io::Result<StdStream> {
+        StdStream::open_dup(lp, fd).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))
+    }
+
+    fn open_dup(lp: &mut Loop, fd: impl AsFd) -> io::Result<StdStream> {
         let fd = fd.as_fd().try_clone_to_owned()?;
         if guess_handle(fd.as_fd())? == HandleType::Tty {
             Ok(StdStream::Tty(Tty::open(lp, fd)?))
@@ -417,14 +425,14 @@ impl Par {
     fn start(lp: &mut Loop, jobs_max: usize) -> io::Result<Rc<RefCell<Par>>> {
         let (stdout, stderr) = (io::stdout(), io::stderr());
         let err_is_tty = guess_handle(stderr.as_fd())? == HandleType::Tty;
-        let mut sinks = vec![Sink { stream: StdStream::open(lp, &stdout)?, broken: false }];
+        let mut sinks = vec![Sink { stream: StdStream::open(lp, &stdout, "stdout")?, broken: false }];
         let route = if same_file(&stdout, &stderr)? {
             [0, 0]
         } else {
-            sinks.push(Sink { stream: StdStream::open(lp, &stderr)?, broken: false });
+            sinks.push(Sink { stream: StdStream::open(lp, &stderr, "stderr")?, broken: false });
             [0, 1]
         };
-        let input = StdStream::open(lp, io::stdin())?;
+        let input = StdStream::open(lp, io::stdin(), "stdin")?;
         let sigint = Signal::new(lp);
         let state = Rc::new_cyclic(|me| {
             RefCell::new(Par {
@@ -494,34 +502,9 @@ impl Par {
     }
 
     fn on_input(&mut self, lp: &mut Loop, ev: ReadEvent<'_>) {
-        match ev {
-            ReadEvent::Data(bytes) => {
-                let (lines, queue, count) = (&mut self.input_lines, &mut self.queue, &mut self.lines_read);
-                lines.push(bytes, |line| {
-                    *count += 1;
-                    queue_command(queue, *count, line);
-                });
-                if self.input_lines.pending() > COMMAND_BYTES_MAX {
-                    let line = self.lines_read + 1;
-                    self.say(lp, format!("line {line} is longer than {COMMAND_BYTES_MAX} bytes"));
-                    self.note(EXIT_ERROR);
-                    self.stop(lp);
-                    return;
-                }
-                // Back-pressure on stdin: commands wait in memory, so read no further ahead
-                // than this. `start_more` reads again once the queue has room.
-                if self.queue.len() >= QUEUED_COMMANDS_MAX {
-                    if let Some(input) = self.input {
-                        let _ = input.read_stop(lp);
-                    }
-                    self.input_paused = true;
-                }
-            }
+        match &ev {
+            ReadEvent::Data(bytes) => self.add_input(lp, bytes),
             ReadEvent::Eof | ReadEvent::Error(_) => {
-                if let ReadEvent::Error(e) = ev {
-                    self.say(lp, format!("reading stdin: {e}"));
-                    self.note(EXIT_ERROR);
-                }
                 if let Some(last) = self.input_lines.finish() {
                     self.lines_read += 1;
                     queue_command(&mut self.queue, self.lines_read, &last);
@@ -531,7 +514,39 @@ impl Par {
                 }
             }
         }
+        if let ReadEvent::Error(e) = ev {
+            self.say(lp, format!("reading stdin: {e}"));
+            self.note(EXIT_ERROR);
+        }
         self.start_more(lp);
+    }
+
+    /// Queues the commands that `bytes` completes.
+    fn add_input(&mut self, lp: &mut Loop, bytes: &[u8]) {
+        let (lines, queue, count) = (&mut self.input_lines, &mut self.queue, &mut self.lines_read);
+        let mut too_long = None;
+        lines.push(bytes, |line| {
+            *count += 1;
+            if line.len() > COMMAND_BYTES_MAX {
+                too_long = too_long.or(Some(*count));
+            } else if too_long.is_none() {
+                queue_command(queue, *count, line);
+            }
+        });
+        // An unfinished line that is already too long need not wait for its end.
+        let too_long = too_long.or((lines.pending() > COMMAND_BYTES_MAX).then_some(*count + 1));
+        if let Some(line) = too_long {
+            self.say(lp, format!("line {line} is longer than {COMMAND_BYTES_MAX} bytes"));
+            self.note(EXIT_ERROR);
+            self.stop(lp);
+        } else if self.queue.len() >= QUEUED_COMMANDS_MAX {
+            // Back-pressure on stdin: queued commands take memory, so read no further ahead.
+            // `start_more` reads again once the queue has room.
+            if let Some(input) = self.input {
+                let _ = input.read_stop(lp);
+            }
+            self.input_paused = true;
+        }
     }
 
     // ----- running commands -----------------------------------------------------------------
@@ -617,13 +632,10 @@ impl Par {
             text.extend_from_slice(line);
             text.push(b'\n');
         };
-        let mut error = None;
-        match ev {
+        match &ev {
             ReadEvent::Data(bytes) => job.lines[k].push(bytes, add_line),
+            // The end of this stream: out with its last line, and close the pipe.
             ReadEvent::Eof | ReadEvent::Error(_) => {
-                if let ReadEvent::Error(e) = ev {
-                    error = Some(format!("reading the output of command {index}: {e}"));
-                }
                 if let Some(last) = job.lines[k].finish() {
                     add_line(&last);
                 }
@@ -633,8 +645,8 @@ impl Par {
             }
         }
         self.emit(lp, k, text);
-        if let Some(why) = error {
-            self.say(lp, why);
+        if let ReadEvent::Error(e) = ev {
+            self.say(lp, format!("reading the output of command {index}: {e}"));
             self.note(EXIT_ERROR);
         }
         self.finish_if_done(lp, index);

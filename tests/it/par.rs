@@ -266,6 +266,58 @@ case!(
     }
 );
 
+case!(
+    secs = 120,
+    fn thousands_of_commands_pass_through_the_input_queue() {
+        // More than QUEUED_COMMANDS_MAX, so reading stdin pauses and resumes.
+        let n = tool::QUEUED_COMMANDS_MAX * 2 + 100;
+        let input: String = (1..=n).map(|i| format!("echo c{i}\n")).collect();
+        let (status, out) = run_par(&["-j", "16"], input);
+        assert_eq!(status.code(), Some(0));
+        let mut lines = parse(&out).lines;
+        lines.sort();
+        let want: Vec<(usize, String)> = (1..=n).map(|i| (i, format!("c{i}"))).collect();
+        assert!(lines == want, "{} lines, want {n}", lines.len());
+    }
+);
+
+case!(
+    fn a_closed_stdout_ends_par_and_its_commands() {
+        // `par | head -1`: once the reader is gone, par stops its commands (`yes` would run
+        // forever) and exits 1, without an error message for the broken pipe.
+        let (mut out_r, out_w) = io::pipe().unwrap();
+        let (err_r, err_w) = io::pipe().unwrap();
+        let mut par = ParChild::start(&["-j", "2"], out_w, err_w);
+        let feeder = par.feed("yes\nyes\nsleep 30\n".to_string());
+        let mut out = String::new();
+        read_until(&mut out_r, &mut out, |s| s.contains(START) && after_start(s).contains("1: y\n"));
+        drop(out_r);
+        let started = Instant::now();
+        let err = read_all(err_r);
+        feeder.join().unwrap();
+        assert_eq!(par.wait().code(), Some(1), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "par took {:?} to stop", started.elapsed());
+        let messages = parse(after_start(&err)).messages;
+        assert!(messages.iter().all(|m| !m.contains("writing")), "{messages:?}");
+        assert!(messages.iter().all(|m| !m.contains("sleep")), "command 3 started: {messages:?}");
+    }
+);
+
+case!(
+    fn a_command_line_too_long_is_an_error() {
+        // The longest line runs (`:` does nothing); one byte more is an error.
+        let longest = format!(": {}", "x".repeat(tool::COMMAND_BYTES_MAX - 2));
+        let (status, out) = run_par(&["-j", "1"], format!("echo first\n{longest}\n"));
+        assert_eq!(status.code(), Some(0), "{out:.200}");
+        let too_long = format!("{longest}x");
+        let (status, out) = run_par(&["-j", "1"], format!("echo first\n{too_long}\necho never\n"));
+        assert_eq!(status.code(), Some(1), "{out:.200}");
+        let parsed = parse(&out);
+        assert_eq!(parsed.lines, [(1, "first".to_string())]);
+        assert_eq!(parsed.messages, [format!("line 2 is longer than {} bytes", tool::COMMAND_BYTES_MAX)]);
+    }
+);
+
 // ----- exit status -------------------------------------------------------------------------------
 
 case!(
