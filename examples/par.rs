@@ -37,7 +37,9 @@
 //! - **Ctrl-C** (`SIGINT`). par forwards it to the process group of every running command,
 //!   starts no new command, and waits for the running ones to finish or die. A second Ctrl-C
 //!   sends them `SIGKILL`. When the last one is gone, par kills itself with `SIGINT`, so that
-//!   a calling shell or script knows it was interrupted (a shell shows status 130).
+//!   a calling shell or script knows it was interrupted (a shell shows status 130). `SIGTERM`
+//!   and `SIGHUP` are handled the same way, so that killing par does not leave its commands
+//!   running unseen.
 //! - **Exit status**, following GNU xargs:
 //!   - 0: every command succeeded;
 //!   - 123: a command exited with a status from 1 to 254 (xargs documents 1 to 125, but maps a
@@ -71,7 +73,7 @@ use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use evloop::signal::{SIGINT, SIGKILL, SIGTERM};
+use evloop::signal::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use evloop::{
     Command, ExitStatus, HandleType, Loop, LoopBuilder, Pipe, Process, ReadEvent, RunMode, Signal, Stdio,
     Timer, Tty, guess_handle,
@@ -127,7 +129,8 @@ fn main() {
 }
 
 /// Runs par with these arguments on this process's stdio, with a loop from `builder`, and
-/// returns the exit status. After Ctrl-C it kills the process with `SIGINT` instead.
+/// returns the exit status. After Ctrl-C (or `SIGTERM`, `SIGHUP`) it kills the process with
+/// that signal instead.
 pub fn run(args: impl IntoIterator<Item = String>, builder: LoopBuilder) -> i32 {
     let jobs = match parse_args(args) {
         Ok(Some(jobs)) => jobs,
@@ -183,11 +186,11 @@ fn par(jobs: usize, builder: LoopBuilder) -> io::Result<i32> {
     state.borrow_mut().close(&mut lp);
     lp.run(RunMode::Default)?;
     let par = state.borrow();
-    if par.interrupts > 0 {
-        // The SIGINT watcher is closed, so the disposition is back to what it was (the
-        // default, unless SIGINT was ignored when par started).
-        let _ = evloop::signal::raise(SIGINT);
-        return Ok(128 + SIGINT);
+    if let Some(signal) = par.interrupted_by {
+        // The watchers are closed, so the disposition is back to what it was: the default,
+        // unless the signal was ignored when par started (then the shell's code for it).
+        let _ = evloop::signal::raise(signal);
+        return Ok(128 + signal);
     }
     Ok(par.status)
 }
@@ -374,7 +377,8 @@ struct Par {
     progress: Option<usize>,
     /// Reading commands' output is paused: too much is waiting to be written.
     output_paused: bool,
-    sigint: Signal,
+    /// The watchers of `SIGINT`, `SIGTERM` and `SIGHUP`.
+    signals: Vec<Signal>,
     timer: Option<Timer>,
     started: Instant,
     done: usize,
@@ -383,7 +387,8 @@ struct Par {
     status: i32,
     /// No more commands start: after Ctrl-C, a fatal status, or an error.
     stopping: bool,
-    interrupts: u32,
+    /// The first of those signals that came, if one did.
+    interrupted_by: Option<i32>,
 }
 
 /// How bad an exit status is, for "the worst status wins".
@@ -420,7 +425,7 @@ fn with(me: &Weak<RefCell<Par>>, f: impl FnOnce(&mut Par)) {
 }
 
 impl Par {
-    /// Opens stdio, starts reading commands, watching `SIGINT` and, on a terminal, drawing
+    /// Opens stdio, starts reading commands, watching signals and, on a terminal, drawing
     /// progress.
     fn start(lp: &mut Loop, jobs_max: usize) -> io::Result<Rc<RefCell<Par>>> {
         let (stdout, stderr) = (io::stdout(), io::stderr());
@@ -433,7 +438,6 @@ impl Par {
             [0, 1]
         };
         let input = StdStream::open(lp, io::stdin(), "stdin")?;
-        let sigint = Signal::new(lp);
         let state = Rc::new_cyclic(|me| {
             RefCell::new(Par {
                 me: me.clone(),
@@ -448,22 +452,27 @@ impl Par {
                 route,
                 progress: err_is_tty.then_some(route[ERR]),
                 output_paused: false,
-                sigint,
+                signals: Vec::new(),
                 timer: None,
                 started: Instant::now(),
                 done: 0,
                 failed: 0,
                 status: 0,
                 stopping: false,
-                interrupts: 0,
+                interrupted_by: None,
             })
         });
         let mut par = state.borrow_mut();
         par.read_input(lp)?;
-        let me = par.me.clone();
-        sigint.start(lp, SIGINT, move |lp, _, _| with(&me, |par| par.interrupt(lp)))?;
-        // Neither keeps the loop running: it ends when the commands and the output are done.
-        sigint.set_ref(lp, false)?;
+        for signum in [SIGINT, SIGTERM, SIGHUP] {
+            let signal = Signal::new(lp);
+            par.signals.push(signal);
+            let me = par.me.clone();
+            signal.start(lp, signum, move |lp, _, signum| with(&me, |par| par.interrupt(lp, signum)))?;
+            // Watchers (and the timer below) keep the loop running no longer than the
+            // commands and the output do.
+            signal.set_ref(lp, false)?;
+        }
         if par.progress.is_some() {
             let timer = Timer::new(lp);
             let me = par.me.clone();
@@ -675,7 +684,7 @@ impl Par {
             self.failed += 1;
             let how = match &exit {
                 Ok(st) => st.to_string(),
-                Err(e) => e.to_string(),
+                Err(e) => format!("could not be waited for ({e})"),
             };
             self.say(lp, format!("command {index} {how}: {}", String::from_utf8_lossy(&command)));
         }
@@ -779,13 +788,20 @@ impl Par {
 
     // ----- Ctrl-C ---------------------------------------------------------------------------
 
-    fn interrupt(&mut self, lp: &mut Loop) {
-        self.interrupts += 1;
+    /// Ctrl-C, `SIGTERM` or `SIGHUP`: the first is passed on to the commands, the next kills
+    /// them.
+    fn interrupt(&mut self, lp: &mut Loop, signum: i32) {
         let n = self.running.len();
-        if self.interrupts == 1 {
+        if self.interrupted_by.is_none() {
+            self.interrupted_by = Some(signum);
             self.stop(lp);
-            self.say(lp, format!("interrupted: waiting for {n} running (Ctrl-C again kills them)"));
-            self.signal_all(lp, SIGINT);
+            let name = match signum {
+                SIGINT => "Ctrl-C",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            self.say(lp, format!("interrupted ({name}): waiting for {n} running (Ctrl-C again kills them)"));
+            self.signal_all(lp, signum);
         } else {
             self.say(lp, format!("interrupted again: killing {n} running"));
             self.signal_all(lp, SIGKILL);
@@ -836,7 +852,9 @@ impl Par {
         for sink in &self.sinks {
             sink.stream.close(lp);
         }
-        let _ = self.sigint.close(lp);
+        for signal in self.signals.drain(..) {
+            let _ = signal.close(lp);
+        }
         if let Some(timer) = self.timer.take() {
             let _ = timer.close(lp);
         }

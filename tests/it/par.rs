@@ -595,6 +595,29 @@ case!(
     }
 );
 
+case!(
+    fn sigterm_is_passed_on_too() {
+        let (mut r, out, err) = combined();
+        let mut par = ParChild::start(&["-j", "2"], out, err);
+        let feeder = par.feed("echo ready $$; exec sleep 30\n".repeat(3));
+        let mut got = String::new();
+        read_until(&mut r, &mut got, |s| s.contains(START) && ready_pids(after_start(s)).len() == 2);
+        kill(par.pid(), NixSignal::SIGTERM).unwrap();
+        got.push_str(&read_all(r));
+        feeder.join().unwrap();
+        assert_eq!(par.wait().signal(), Some(libc::SIGTERM));
+        let out = after_start(&got);
+        assert!(ready_pids(out).iter().all(|&p| gone(p)), "a command survived: {out}");
+        let messages = parse(out).messages;
+        assert!(messages[0].starts_with("interrupted (SIGTERM)"), "{messages:?}");
+        assert_eq!(
+            messages.iter().filter(|m| m.contains("(SIGTERM): echo ready")).count(),
+            2,
+            "{messages:?}"
+        );
+    }
+);
+
 // ----- the progress line --------------------------------------------------------------------------
 
 case!(
