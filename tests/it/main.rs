@@ -12,6 +12,8 @@ mod cross_thread;
 mod embed;
 /// Run modes, stop, ref/unref, close order and deferral, phase order, stale ids, drop.
 mod loop_core;
+/// examples/par.rs, a small `xargs -P`: output compared with xargs', status, Ctrl-C, progress.
+mod par;
 /// Pipes: bounded reads, the write queue, EOF, EPIPE, fairness, always-ready fds, bad input.
 mod pipe;
 /// Child processes: spawn paths, stdio, exit and kill, reaping without zombies, pipelines.
