@@ -396,6 +396,9 @@ case!(
         let log = log.borrow();
         assert_eq!(log.len(), 3, "{log:?}");
         assert_eq!(log[2], "eof", "{log:?}");
-        assert!(log.contains(&"started".to_string()) && log.contains(&"child exit Some(0)".to_string()), "{log:?}");
+        assert!(
+            log.contains(&"started".to_string()) && log.contains(&"child exit Some(0)".to_string()),
+            "{log:?}"
+        );
     }
 );
