@@ -127,13 +127,14 @@ impl Channel {
 
     /// Creates a channel that holds at most `capacity` messages: [`Sender::send`] blocks the
     /// sending thread while it is full, which is how a fast producer is held back.
-    /// A capacity of 0 makes every send wait for the loop to take the message.
+    /// A capacity of 0 is taken as 1: the loop takes messages when it wakes, so it cannot
+    /// meet a sender in a rendezvous.
     pub fn bounded<T: Send + 'static>(
         lp: &mut Loop,
         capacity: usize,
         cb: impl FnMut(&mut Loop, Channel, T) + 'static,
     ) -> (Channel, Sender<T>) {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         Channel::with(lp, tx, rx, cb)
     }
 

@@ -138,8 +138,11 @@ pub struct Loop {
     pub(crate) io_dirty: Vec<HandleId>,
     /// Streams in always-ready mode that want something.
     pub(crate) always_ready: Vec<HandleId>,
+    pub(crate) always_ready_scratch: Vec<HandleId>,
     stop_flag: bool,
     running: bool,
+    /// A callback panicked out of `run`: see [`Loop::run`].
+    poisoned: bool,
     iterations: u64,
     pub(crate) options: LoopBuilder,
     /// Every child this loop spawned and has not reaped yet.
@@ -200,9 +203,11 @@ impl Loop {
             read_buf: Vec::new(),
             io_dirty: Vec::new(),
             always_ready: Vec::new(),
+            always_ready_scratch: Vec::new(),
             stop_flag: false,
             children: Default::default(),
             running: false,
+            poisoned: false,
             iterations: 0,
             options,
         })
@@ -429,9 +434,22 @@ impl Loop {
     ///
     /// Calling `run` from inside a callback of the same loop is an error.
     ///
-    /// A panic in a callback unwinds out of `run` and leaves the loop usable: the callback
-    /// that panicked is dropped, and its handle stays open until closed.
+    /// # Panics in callbacks
+    ///
+    /// A panic in a callback unwinds out of `run`, and **poisons** the loop, as a panic
+    /// poisons a `std::sync::Mutex`: the phase that was running stopped halfway (a batch of
+    /// events, timers or close callbacks partly done), so later calls to `run` return an
+    /// error instead of running on a state nobody can reason about. The one thing to do
+    /// with a poisoned loop is to drop it, which releases everything it owns, as always:
+    /// every fd, the select helper thread, and its children (reaped, killed with
+    /// `kill_on_drop`, or handed to the orphan list). A program that wants to survive a
+    /// panicking callback catches the panic inside the callback.
     pub fn run(&mut self, mode: RunMode) -> io::Result<bool> {
+        if self.poisoned {
+            return Err(io::Error::other(
+                "a callback panicked during an earlier Loop::run: the loop is poisoned, drop it",
+            ));
+        }
         if self.running {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -683,6 +701,9 @@ struct RunGuard<'a>(&'a mut Loop);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.running = false;
+        if std::thread::panicking() {
+            self.0.poisoned = true;
+        }
     }
 }
 

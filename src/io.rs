@@ -75,6 +75,12 @@ impl Loop {
         if known_pollable {
             return Ok(IoMode::Poller);
         }
+        // A regular file never blocks. kqueue accepts one, but reports it readable only while
+        // unread bytes remain, so the end of file would never be reported; epoll refuses it.
+        // Either way the always-ready mode is the right one.
+        if fd::file_type(fd)? == FileType::Regular {
+            return Ok(IoMode::AlwaysReady);
+        }
         match self.poller.probe(fd) {
             Ok(()) => Ok(IoMode::Poller),
             // epoll: regular files, directories, /dev/null, /dev/zero. They never block.

@@ -929,14 +929,15 @@ pub(crate) struct ChildCheck {
 static PIDFD_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The poller token of child entry `key`: handle tokens always have a non-zero generation in
-/// their high half, so tokens below 2^32 are free for children.
+/// their high half, so tokens below 2^32 are free for children. Zero stays unused, so that a
+/// null token (an event whose kernel data was cleared) never names a child.
 fn child_token(key: usize) -> u64 {
-    key as u64
+    key as u64 + 1
 }
 
 /// Whether a poller token names a child entry.
 pub(crate) fn is_child_token(token: u64) -> bool {
-    token >> 32 == 0
+    token != 0 && token >> 32 == 0
 }
 
 // ----- process-wide orphans -----------------------------------------------------------------
@@ -1319,15 +1320,16 @@ impl Loop {
 
     /// The poller reported child entry `key` (its pidfd or its `EVFILT_PROC`).
     pub(crate) fn on_child_event(&mut self, token: u64) {
-        let key = token as usize;
+        let key = token as usize - 1;
         let Some(entry) = self.children.entries.get(key) else { return };
         let pid = entry.pid;
         let res = match entry.watch {
             #[cfg(target_os = "linux")]
             Watch::Pidfd(_) => sys::try_wait(pid),
-            // NOTE_EXIT fired: the child is gone, so this wait returns at once.
+            // NOTE_EXIT fired, so the child is a zombie and this finds it. Not a blocking
+            // wait: if the entry was reused within this batch, the pid is another child's.
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-            Watch::Kqueue => sys::wait(pid).map(Some),
+            Watch::Kqueue => sys::try_wait(pid),
             Watch::Sigchld => return,
         };
         match res {
@@ -1494,10 +1496,12 @@ impl Loop {
                 Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
                 _ => sys::kill(entry.pid, libc::SIGKILL),
             };
-            if let Err(e) = res {
+            if let Err(e) = &res {
                 log::debug!("loop {}: SIGKILL to {} on close: {e}", self.id, entry.pid);
             }
-            entry.killed = true;
+            // Only a child we could kill is waited for when the loop drops; one we could not
+            // (EPERM: a setuid child) goes to the orphan list like any running child.
+            entry.killed = res.is_ok();
         }
         if referenced {
             entry.keeps_alive = true;

@@ -599,8 +599,12 @@ impl Loop {
         if self.always_ready.is_empty() {
             return;
         }
-        let batch = self.always_ready.clone();
-        for id in batch {
+        // A copy, since callbacks may change the list; kept between calls so that an idle
+        // always-ready stream costs no allocation per iteration.
+        let mut batch = std::mem::take(&mut self.always_ready_scratch);
+        batch.clear();
+        batch.extend_from_slice(&self.always_ready);
+        for &id in &batch {
             let Some(s) = self.live_stream(id) else { continue };
             let mut r = Readiness::empty();
             if s.io.registered.contains(Interest::READABLE) {
@@ -611,6 +615,7 @@ impl Loop {
             }
             self.stream_event(id, r);
         }
+        self.always_ready_scratch = batch;
     }
 
     /// Takes the fd out of its backend and closes it, restoring what we changed on it: a

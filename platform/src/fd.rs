@@ -26,7 +26,9 @@ pub const IOV_MAX: usize = 1024;
 ///
 /// Uses `pipe2(O_CLOEXEC)` where it exists. macOS has no `pipe2`: there the flag is set with
 /// `fcntl` right after `pipe`, and a `fork` on another thread in between can leak the two fds
-/// into that child (rust-lang/rust#95584). evloop's own spawns do not fork on macOS.
+/// into that child (rust-lang/rust#95584). The loop itself is single-threaded, so only
+/// another thread of the program that forks (evloop's fork path included, from another
+/// loop) can hit that window.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
     #[cfg(not(target_vendor = "apple"))]

@@ -192,7 +192,8 @@ pub struct NotifySlot {
 impl NotifySlot {
     /// Claims a slot whose handler writes go to `write_end` (a nonblocking pipe write end).
     ///
-    /// Fails with `ENOSPC` when [`NOTIFY_SLOTS_MAX`] loops already watch signals.
+    /// Fails (with [`io::ErrorKind::OutOfMemory`], and no OS error number) when
+    /// [`NOTIFY_SLOTS_MAX`] loops already watch signals.
     pub fn new(write_end: OwnedFd) -> io::Result<NotifySlot> {
         for (index, slot) in SLOTS.iter().enumerate() {
             if slot.claimed.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {

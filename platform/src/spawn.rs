@@ -1064,10 +1064,14 @@ fn fork_exec(
     // The error pipe, above every target so the fd moves cannot touch it.
     let (r, w) = crate::fd::pipe().map_err(setup)?;
     let (r, w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {
-        (
+        let moved = (
             dup_above(r.as_raw_fd(), plan.close_from).map_err(setup)?,
             dup_above(w.as_raw_fd(), plan.close_from).map_err(setup)?,
-        )
+        );
+        // The originals must go now: a write end left open here would keep the read below
+        // from ever seeing end of file once the exec succeeds.
+        drop((r, w));
+        moved
     } else {
         (r, w)
     };

@@ -1121,3 +1121,30 @@ case!(
         assert_eq!(o.stdout, b"65534 65534 65534\n", "supplementary groups dropped");
     }
 );
+
+case!(
+    /// The fork path's exec-error pipe must not keep a stray copy of its write end: with an
+    /// extra fd high above the next free number, the pipe is moved above the targets, and the
+    /// originals used to stay open, so the parent waited forever for the end of the report.
+    fn issue_6_fork_path_with_a_high_extra_fd_returns() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = Command::new("true");
+            cmd.fd(40, evloop::Stdio::Pipe);
+            let status = Rc::new(RefCell::new(None));
+            let s = status.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, st| {
+                    *s.borrow_mut() = Some(st.unwrap());
+                    p.close(lp).unwrap();
+                })
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            for p in child.all_pipes() {
+                p.close(&mut lp).unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert!(status.borrow().unwrap().success(), "{name}");
+            still_works(&mut lp);
+        }
+    }
+);

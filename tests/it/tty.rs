@@ -418,10 +418,34 @@ case!(
         assert!(out.winsize(&lp).is_err());
         assert!(out.on_resize(&mut lp, |_, _, _| {}).is_err());
 
-        // /dev/tty without a controlling terminal: the open fails, with ENXIO.
-        nix::unistd::setsid().unwrap();
-        let e = File::options().read(true).write(true).open("/dev/tty").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(nix::libc::ENXIO));
+        // /dev/tty without a controlling terminal: the open fails, with ENXIO. A new session
+        // has none; this test process leads its own process group (the harness's doing), so
+        // it cannot start one itself: a child does.
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        let child = evloop::Command::new("sh")
+            .args(["-c", "exec 3<>/dev/tty"])
+            .setsid(true)
+            .stderr(evloop::Stdio::Pipe)
+            .spawn(&mut lp, move |lp, p, s| {
+                st.set(Some(s.unwrap().code()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let msg = Rc::new(RefCell::new(Vec::new()));
+        let m = msg.clone();
+        child
+            .stderr
+            .unwrap()
+            .read_start(&mut lp, move |lp, err, ev| match ev {
+                ReadEvent::Data(d) => m.borrow_mut().extend_from_slice(d),
+                _ => err.close(lp).unwrap(),
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_ne!(status.get(), Some(Some(0)), "opening /dev/tty in a new session succeeded");
+        let msg = String::from_utf8_lossy(&msg.borrow()).into_owned();
+        assert!(msg.contains("No such device or address"), "ENXIO expected: {msg}");
         assert_same_termios(&attrs(&p.probe), &before, "at the end");
     }
 );
@@ -460,7 +484,8 @@ case!(
         assert!(res.is_err(), "the panic went through run()");
         assert_same_termios(&attrs(&p.probe), &before, "the hook restored the terminal");
         assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw, "the handle is still open");
-        close_all(&mut lp);
+        // The panic poisoned the loop: dropping it is what is left to do.
+        drop(lp);
     }
 );
 

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -93,7 +94,9 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
     // Strip the crate name: libtest names tests by their path inside the crate.
     let name = full_name.split_once("::").map_or(full_name, |(_, rest)| rest);
     let exe = std::env::current_exe().expect("current_exe");
+    // A process group of its own, so the watchdog can end the test's children with it.
     let mut child = Command::new(exe)
+        .process_group(0)
         .args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(CHILD_ENV, "1")
         .env("RUST_BACKTRACE", "1")
@@ -124,7 +127,7 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
     // The watchdog: wait for the child's exit, at most `timeout`.
     let timed_out = rx.recv_timeout(timeout).is_err();
     if timed_out {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
     }
     let status = waiter.join().expect("waiter thread").expect("wait for test process");
     let (out, err) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());

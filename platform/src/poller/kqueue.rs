@@ -258,14 +258,27 @@ impl Poller {
         self.receipts.clear();
         self.receipts.resize(n, kev(0, 0, 0, 0, 0));
         let got = kevent_now(self.kq.as_fd(), &self.changes, &mut self.receipts);
-        self.changes.clear();
-        let got = got?;
-        for r in &self.receipts[..got] {
+        let got = match got {
+            Ok(n) => n,
+            Err(e) => {
+                self.changes.clear();
+                return Err(e);
+            }
+        };
+        for (i, r) in self.receipts[..got].iter().enumerate() {
             let err = r.data as i32;
             if err == 0 {
                 continue;
             }
-            let deleting = r.flags & libc::EV_DELETE != 0;
+            // What the change asked for comes from the change itself: FreeBSD replaces a
+            // receipt's flags with EV_ERROR, so EV_DELETE cannot be read back from it.
+            // Receipts come in changelist order; look further only if that ever fails.
+            let same = |c: &libc::kevent| c.ident == r.ident && c.filter == r.filter;
+            let change = match self.changes.get(i) {
+                Some(c) if same(c) => Some(c),
+                _ => self.changes.iter().find(|c| same(c)),
+            };
+            let deleting = change.is_some_and(|c| c.flags & libc::EV_DELETE != 0);
             let writing = r.filter == libc::EVFILT_WRITE;
             if deleting && err == libc::ENOENT {
                 continue;
@@ -282,6 +295,7 @@ impl Poller {
             }
             failed.push(Event { token: token_of(r), readiness: Readiness::empty(), change_error: err });
         }
+        self.changes.clear();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use crate::poller::kqueue::{WAKER_IDENT, kev, kevent_now};
 #[derive(Debug)]
 pub struct Waker {
     kq: Arc<OwnedFd>,
+    token: u64,
 }
 
 impl Waker {
@@ -24,12 +25,14 @@ impl Waker {
         if let Some(r) = out[..got].first().filter(|r| r.data != 0) {
             return Err(io::Error::from_raw_os_error(r.data as i32));
         }
-        Ok(Waker { kq })
+        Ok(Waker { kq, token })
     }
 
     /// Triggers the user event.
     pub fn wake(&self) -> io::Result<()> {
-        let change = [kev(WAKER_IDENT, libc::EVFILT_USER, 0, libc::NOTE_TRIGGER, 0)];
+        // The trigger carries the token again: both kernels copy a change's udata into the
+        // knote (FreeBSD always, xnu whenever it differs), so a null udata would erase it.
+        let change = [kev(WAKER_IDENT, libc::EVFILT_USER, 0, libc::NOTE_TRIGGER, self.token)];
         // kevent_now retries EINTR, so a signal cannot lose a wakeup (smol-rs/polling#265).
         kevent_now(self.kq.as_fd(), &change, &mut [])?;
         Ok(())
