@@ -73,7 +73,10 @@
 //!   machinery (an internal, unreferenced [`Signal`] handle that [`Loop::handles`] does not
 //!   list, started with the first such child and kept until the loop drops, which restores
 //!   the previous disposition) and
-//!   calls `waitpid(pid, WNOHANG)` for each of its own children.
+//!   calls `waitpid(pid, WNOHANG)` for each of its own children. While it watches `SIGCHLD`
+//!   this way, a `SIGCHLD` handler that another library installed earlier is not called
+//!   (it comes back when the loop drops): the fallback's one cost to coexistence, which the
+//!   pidfd path (and kqueue's) does not have.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.
