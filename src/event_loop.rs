@@ -526,6 +526,8 @@ impl Loop {
         self.iterations
     }
 
+    // Out of line: keeps the common iteration (nothing of this kind to do) small.
+    #[inline(never)]
     fn run_pending(&mut self) {
         // Callbacks queued while this phase runs wait for the next iteration.
         for _ in 0..self.pending.len() {
@@ -537,6 +539,8 @@ impl Loop {
         }
     }
 
+    // Out of line: keeps the common iteration (nothing of this kind to do) small.
+    #[inline(never)]
     fn run_closing(&mut self) {
         if self.closing.is_empty() {
             return;

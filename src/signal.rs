@@ -182,6 +182,8 @@ impl Loop {
     }
 
     /// The poller reported the signal pipe: run the callbacks of every caught signal.
+    // Out of line: keeps the common iteration (nothing of this kind to do) small.
+    #[inline(never)]
     pub(crate) fn on_signal_pipe(&mut self) {
         let Some(sigs) = self.signals.as_mut() else { return };
         let mut buf = [0u8; 64];

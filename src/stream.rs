@@ -547,6 +547,8 @@ impl Loop {
     }
 
     /// Hands every interest change of this iteration to the backends.
+    // Out of line: keeps the common iteration (nothing of this kind to do) small.
+    #[inline(never)]
     pub(crate) fn flush_io(&mut self) {
         let mut dirty = std::mem::take(&mut self.io_dirty);
         for &id in &dirty {
@@ -595,6 +597,8 @@ impl Loop {
     }
 
     /// Runs the streams in always-ready mode as if the poller had reported them.
+    // Out of line: keeps the common iteration (nothing of this kind to do) small.
+    #[inline(never)]
     pub(crate) fn run_always_ready(&mut self) {
         if self.always_ready.is_empty() {
             return;

@@ -113,34 +113,47 @@ impl Poller {
     }
 
     /// Waits for events; see the contract. After `EINTR`, collects what is ready at once.
+    #[inline]
     pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => -1,
             Some(d) if d.is_zero() => 0,
-            Some(d) => {
-                // Round up: a 0.3 ms timeout must not become a busy poll of 0 ms.
-                let sub = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
-                let ms = d.as_secs().saturating_mul(1000).saturating_add(sub);
-                ms.min(libc::c_int::MAX as u64) as libc::c_int
-            }
+            Some(d) => timeout_ms(d),
         };
+        let n = self.epoll_wait(events, ms);
+        if n >= 0 {
+            events.len = n as usize;
+            return Ok(());
+        }
+        self.wait_failed(events)
+    }
+
+    #[inline]
+    fn epoll_wait(&self, events: &mut Events, ms: libc::c_int) -> libc::c_int {
         let cap = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
         // SAFETY: `events.buf` is valid for writes of `cap` entries; `epfd` is owned by self.
-        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, ms) };
-        events.len = match cvt(n) {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                // SAFETY: as above; a zero timeout does not wait.
-                let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, 0) };
-                cvt(n).map_or(0, |n| n as usize)
-            }
-            Err(e) => {
-                events.len = 0;
-                return Err(e);
-            }
-        };
+        unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.buf.as_mut_ptr(), cap, ms) }
+    }
+
+    /// The wait failed: `EINTR` collects what is ready just after it without waiting again;
+    /// anything else is an error.
+    #[cold]
+    fn wait_failed(&mut self, events: &mut Events) -> io::Result<()> {
+        let e = io::Error::last_os_error();
+        events.len = 0;
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+        events.len = cvt(self.epoll_wait(events, 0)).map_or(0, |n| n as usize);
         Ok(())
     }
+}
+
+/// Milliseconds for epoll, rounded up: a 0.3 ms timeout must not become a busy poll of 0 ms.
+fn timeout_ms(d: Duration) -> libc::c_int {
+    let sub = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
+    let ms = d.as_secs().saturating_mul(1000).saturating_add(sub);
+    ms.min(libc::c_int::MAX as u64) as libc::c_int
 }
 
 impl AsFd for Poller {
