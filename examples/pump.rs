@@ -11,39 +11,16 @@
 #[path = "support/args.rs"]
 mod args;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use evloop::{Loop, Pipe, ReadEvent, RunMode};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: evloop_platform::alloc::CountingAlloc = evloop_platform::alloc::CountingAlloc;
 
 /// The other side: blocking 64 KiB writes straight to fd 1 (no `Stdout` line buffering, which
 /// would scan every block for newlines).
@@ -89,7 +66,7 @@ fn main() -> std::io::Result<()> {
     rx.read_start(&mut lp, move |lp, rx, ev| match ev {
         ReadEvent::Data(d) => {
             if a.get().is_none() {
-                a.set(Some(ALLOCS.load(Relaxed)));
+                a.set(Some(evloop_platform::alloc::CountingAlloc::count()));
             }
             g.set(g.get() + d.len() as u64);
             r.set(r.get() + 1);
@@ -102,7 +79,7 @@ fn main() -> std::io::Result<()> {
     })?;
     lp.run(RunMode::Default)?;
     let secs = start.elapsed().as_secs_f64();
-    let allocs = ALLOCS.load(Relaxed) - allocs_at_first_read.get().unwrap_or(0);
+    let allocs = evloop_platform::alloc::CountingAlloc::count() - allocs_at_first_read.get().unwrap_or(0);
     child.wait()?;
     assert_eq!(got.get(), total, "every byte arrived");
     let reads = reads.get().max(1);

@@ -6,39 +6,16 @@
 #[path = "it/util.rs"]
 mod util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use evloop::{Pipe, ReadEvent, RunMode};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: evloop_platform::alloc::CountingAlloc = evloop_platform::alloc::CountingAlloc;
 
 case!(
     secs = 60,
@@ -65,7 +42,7 @@ case!(
                 rd.set(rd.get() + 1);
                 by.set(by.get() + d.len());
                 if rd.get() == 100 {
-                    base.set(ALLOCS.load(Relaxed));
+                    base.set(evloop_platform::alloc::CountingAlloc::count());
                 }
             }
             ReadEvent::Eof => p.close(lp).unwrap(),
@@ -73,7 +50,7 @@ case!(
         })
         .unwrap();
         lp.run(RunMode::Default).unwrap();
-        let during = ALLOCS.load(Relaxed) - baseline.get();
+        let during = evloop_platform::alloc::CountingAlloc::count() - baseline.get();
         writer.join().unwrap();
         assert_eq!(bytes.get(), TOTAL);
         assert!(reads.get() >= 4096, "{} reads", reads.get());

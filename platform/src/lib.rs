@@ -26,6 +26,7 @@
 #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
 compile_error!("evloop-platform supports Linux, macOS and FreeBSD");
 
+pub mod alloc;
 mod cvt;
 pub mod fd;
 pub mod poller;

@@ -108,6 +108,24 @@ struct ProcModel {
     lossy: Option<Rc<Cell<bool>>>,
 }
 
+impl PipeModel {
+    fn new(rx: Pipe, tx: Pipe) -> PipeModel {
+        PipeModel {
+            rx,
+            tx,
+            rx_open: Rc::new(Cell::new(true)),
+            tx_open: Rc::new(Cell::new(true)),
+            reading: false,
+            shut: false,
+            sent: Vec::new(),
+            lossy: Rc::new(Cell::new(false)),
+            received: Rc::default(),
+            eof: Rc::default(),
+            read_error: Rc::default(),
+        }
+    }
+}
+
 struct TimerModel {
     t: Timer,
     open: bool,
@@ -209,19 +227,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
             // Create a pipe, maybe with reading on.
             0..=7 if pipes.len() < 16 => {
                 let (rx, tx) = Pipe::pair(lp).map_err(|e| format!("{}: {e}", ctx(op, "pair")))?;
-                let mut p = PipeModel {
-                    rx,
-                    tx,
-                    rx_open: Rc::new(Cell::new(true)),
-                    tx_open: Rc::new(Cell::new(true)),
-                    reading: false,
-                    shut: false,
-                    sent: Vec::new(),
-                    lossy: Rc::new(Cell::new(false)),
-                    received: Rc::default(),
-                    eof: Rc::default(),
-                    read_error: Rc::default(),
-                };
+                let mut p = PipeModel::new(rx, tx);
                 if rng.chance(70) {
                     start_reading(lp, &mut p, &calls)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
@@ -502,19 +508,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 let child = cmd.spawn(lp, on_exit).map_err(|e| format!("{}: {e}", ctx(op, "spawn")))?;
                 let mut lossy = None;
                 if let (Some(tx), Some(rx)) = (child.stdin, child.stdout) {
-                    let mut p = PipeModel {
-                        rx,
-                        tx,
-                        rx_open: Rc::new(Cell::new(true)),
-                        tx_open: Rc::new(Cell::new(true)),
-                        reading: false,
-                        shut: false,
-                        sent: Vec::new(),
-                        lossy: Rc::new(Cell::new(false)),
-                        received: Rc::default(),
-                        eof: Rc::default(),
-                        read_error: Rc::default(),
-                    };
+                    let mut p = PipeModel::new(rx, tx);
                     start_reading(lp, &mut p, &calls)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                     p.reading = true;
