@@ -5,8 +5,8 @@
 //!
 //! Final line:
 //! `pump bytes=<n> secs=<s> gbps=<x> reads=<r> max_read=<m> allocs_per_read=<a>`
-//! `allocs_per_read` counts heap allocations made while reading (after the first read), per
-//! read, with a counting global allocator.
+//! `allocs_per_read` counts heap allocations made while reading (from the first read to end of
+//! file), per read, with a counting global allocator.
 
 #[path = "support/args.rs"]
 mod args;
@@ -60,8 +60,10 @@ fn main() -> std::io::Result<()> {
     rx.set_read_cap(&mut lp, read_cap)?;
     let (got, reads, max_read) =
         (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0usize)));
-    let allocs_at_first_read = Rc::new(Cell::new(None::<u64>));
-    let (g, r, m, a) = (got.clone(), reads.clone(), max_read.clone(), allocs_at_first_read.clone());
+    // Allocations counted from the first read to end of file: the steady state.
+    let (allocs_at_first_read, allocs_at_eof) = (Rc::new(Cell::new(None::<u64>)), Rc::new(Cell::new(0u64)));
+    let (g, r, m, a, e) =
+        (got.clone(), reads.clone(), max_read.clone(), allocs_at_first_read.clone(), allocs_at_eof.clone());
     let start = Instant::now();
     rx.read_start(&mut lp, move |lp, rx, ev| match ev {
         ReadEvent::Data(d) => {
@@ -74,12 +76,15 @@ fn main() -> std::io::Result<()> {
                 m.set(d.len());
             }
         }
-        ReadEvent::Eof => rx.close(lp).expect("open"),
+        ReadEvent::Eof => {
+            e.set(evloop_platform::alloc::CountingAlloc::count());
+            rx.close(lp).expect("open");
+        }
         ReadEvent::Error(e) => panic!("pump: read: {e}"),
     })?;
     lp.run(RunMode::Default)?;
     let secs = start.elapsed().as_secs_f64();
-    let allocs = evloop_platform::alloc::CountingAlloc::count() - allocs_at_first_read.get().unwrap_or(0);
+    let allocs = allocs_at_eof.get() - allocs_at_first_read.get().unwrap_or(0);
     child.wait()?;
     assert_eq!(got.get(), total, "every byte arrived");
     let reads = reads.get().max(1);

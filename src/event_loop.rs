@@ -610,33 +610,41 @@ impl Loop {
     }
 
     fn dispatch(&mut self, ev: Event) {
-        match ev.token {
-            WAKE_TOKEN => self.on_wake(),
-            SIGNAL_TOKEN => self.on_signal_pipe(),
-            token if crate::process::is_child_token(token) => self.on_child_event(token),
-            token => {
-                let key = (token & 0xffff_ffff) as usize;
-                let gen_ = (token >> 32) as u32;
-                // An event for a handle closed earlier in this batch (or earlier, while the
-                // kernel still held the fd) is stale: drop it.
-                let Some(s) = self.slots.get(key).filter(|s| s.gen_ == gen_) else {
-                    log::trace!("loop {}: dropped stale event for token {token:#x}", self.id);
-                    return;
-                };
-                if s.flags.contains(Flags::CLOSING) {
-                    return;
-                }
-                let id = HandleId { loop_id: self.id, key: key as u32, gen_ };
-                log::trace!("loop {}: event {:?} for {id:?}", self.id, ev.readiness);
-                match &s.kind {
-                    Kind::Stream(_) if ev.change_error != 0 => {
-                        let e = io::Error::from_raw_os_error(ev.change_error);
-                        self.stream_io_error(id, e);
-                    }
-                    Kind::Stream(_) => self.stream_event(id, ev.readiness),
-                    _ => {}
-                }
+        let token = ev.token;
+        let key = (token & 0xffff_ffff) as usize;
+        let gen_ = (token >> 32) as u32;
+        // Handle tokens carry a generation of at least 1; the loop's own tokens and child
+        // tokens do not (see `process::is_child_token`). Handles first: the common case.
+        if gen_ == 0 || token >= SIGNAL_TOKEN {
+            match token {
+                WAKE_TOKEN => self.on_wake(),
+                SIGNAL_TOKEN => self.on_signal_pipe(),
+                token if crate::process::is_child_token(token) => self.on_child_event(token),
+                _ => log::trace!("loop {}: dropped an event with the null token", self.id),
             }
+            return;
+        }
+        // An event for a handle closed earlier in this batch (or earlier, while the kernel
+        // still held the fd) is stale: drop it.
+        let Some(s) = self.slots.get(key).filter(|s| s.gen_ == gen_) else {
+            log::trace!("loop {}: dropped stale event for token {token:#x}", self.id);
+            return;
+        };
+        if s.flags.contains(Flags::CLOSING) {
+            return;
+        }
+        let id = HandleId { loop_id: self.id, key: key as u32, gen_ };
+        log::trace!("loop {}: event {:?} for {id:?}", self.id, ev.readiness);
+        match &s.kind {
+            Kind::Stream(_) if ev.change_error != 0 => {
+                let e = io::Error::from_raw_os_error(ev.change_error);
+                self.stream_io_error(id, e);
+            }
+            Kind::Stream(st) => {
+                let interest = st.interest();
+                self.stream_event(id, ev.readiness, interest);
+            }
+            _ => {}
         }
     }
 

@@ -59,8 +59,17 @@ impl Io {
         false
     }
 
+    #[inline]
     pub(crate) fn fd(&self) -> io::Result<BorrowedFd<'_>> {
-        self.fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+        match &self.fd {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(Self::no_fd()),
+        }
+    }
+
+    #[cold]
+    fn no_fd() -> io::Error {
+        io::Error::from_raw_os_error(libc::EBADF)
     }
 }
 

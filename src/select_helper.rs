@@ -290,7 +290,7 @@ impl Loop {
                 );
                 self.stream_io_error(id, e);
             } else {
-                self.stream_event(id, r.readiness);
+                self.stream_event_for(id, r.readiness);
             }
         }
         batch.clear();

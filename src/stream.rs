@@ -120,6 +120,12 @@ pub(crate) fn clone_error(e: &io::Error) -> io::Error {
 }
 
 impl Stream {
+    /// Whether an event should read, and whether it should flush writes.
+    #[inline]
+    pub(crate) fn interest(&self) -> (bool, bool) {
+        (self.reading, !self.queue.is_empty())
+    }
+
     pub(crate) fn new(io: Io, kind: HandleKind, readable: bool, writable: bool) -> Stream {
         Stream {
             io,
@@ -262,37 +268,39 @@ impl Loop {
     fn stream_read(&mut self, id: HandleId) {
         let mut buf = std::mem::take(&mut self.read_buf);
         // The callback comes out once per event, not once per read.
-        let Some(s) = self.live_stream(id) else { return };
+        let Some(mut s) = self.live_stream(id) else { return };
         let Some(mut cb) = s.read_cb.take() else { return };
-        let epoch = s.read_epoch;
-        let cap = s.read_cap;
-        let eio_is_eof = s.eio_is_eof;
-        let blocking = s.blocking;
+        let (epoch, cap, eio_is_eof, blocking) = (s.read_epoch, s.read_cap, s.eio_is_eof, s.blocking);
         if buf.len() < cap {
             buf.resize(cap, 0);
         }
         let mut last = None;
-        for _ in 0..READS_PER_EVENT_MAX {
-            // Still this stream, still reading with this callback (a callback may stop,
-            // restart or close it), and the fd to read.
-            let Some(s) = self.live_stream(id) else { break };
-            if !s.reading || s.read_epoch != epoch {
-                break;
-            }
+        let mut reads = 0;
+        loop {
             let res = match s.io.fd() {
-                Ok(fd) => fd::read(fd, &mut buf[..cap]),
+                Ok(fd) => fd::read_nonblocking(fd, &mut buf[..cap]),
                 Err(e) => Err(e),
             };
+            reads += 1;
             match res {
-                Ok(0) => last = Some(ReadEvent::Eof),
-                Ok(n) => {
+                Ok(Some(0)) => last = Some(ReadEvent::Eof),
+                Ok(Some(n)) => {
                     cb(self, id, ReadEvent::Data(&buf[..n]));
-                    // A blocking fd reads once per readiness event, so a read never blocks.
-                    if n == cap && !blocking {
-                        continue;
+                    // A full read may have left more behind. A blocking fd reads once per
+                    // readiness event, so a read never blocks.
+                    if n == cap && !blocking && reads < READS_PER_EVENT_MAX {
+                        // Still this stream, still reading with this callback? (The callback
+                        // may have stopped, restarted or closed it.)
+                        match self.live_stream(id) {
+                            Some(next) if next.reading && next.read_epoch == epoch => {
+                                s = next;
+                                continue;
+                            }
+                            _ => {}
+                        }
                     }
                 }
-                Err(e) if fd::would_block(&e) => {}
+                Ok(None) => {}
                 // The other side of the terminal is gone, and everything it wrote has been
                 // read (Linux returns EIO only once the buffer is empty).
                 Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => last = Some(ReadEvent::Eof),
@@ -524,10 +532,17 @@ impl Loop {
 
     // ----- readiness, flush, close --------------------------------------------------------
 
-    #[inline]
-    pub(crate) fn stream_event(&mut self, id: HandleId, r: Readiness) {
+    /// Serves one readiness event for a stream known by its id.
+    pub(crate) fn stream_event_for(&mut self, id: HandleId, r: Readiness) {
         let Some(s) = self.live_stream(id) else { return };
-        let (reading, writing) = (s.reading, !s.queue.is_empty());
+        let interest = s.interest();
+        self.stream_event(id, r, interest);
+    }
+
+    /// Serves one readiness event. `interest` is [`Stream::interest`], read by the caller
+    /// from the slot it already looked up.
+    #[inline]
+    pub(crate) fn stream_event(&mut self, id: HandleId, r: Readiness, (reading, writing): (bool, bool)) {
         if reading && r.intersects(Readiness::READABLE | Readiness::HUP | Readiness::ERROR) {
             self.stream_read(id);
         }
@@ -617,7 +632,8 @@ impl Loop {
             if s.io.registered.contains(Interest::WRITABLE) {
                 r |= Readiness::WRITABLE;
             }
-            self.stream_event(id, r);
+            let interest = s.interest();
+            self.stream_event(id, r, interest);
         }
         self.always_ready_scratch = batch;
     }

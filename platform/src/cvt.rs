@@ -42,6 +42,44 @@ pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
     }
 }
 
+/// Like [`cvt_r`], but "would block" (`EAGAIN`, which is `EWOULDBLOCK` on every supported
+/// system) is `Ok(None)`: the usual end of a round of reads or writes on a nonblocking fd,
+/// so no `io::Error` is built and dropped for it.
+#[inline]
+pub(crate) fn cvt_r_nb<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<Option<T>> {
+    loop {
+        let ret = f();
+        if !ret.is_minus_one() {
+            return Ok(Some(ret));
+        }
+        match errno() {
+            libc::EINTR => continue,
+            libc::EAGAIN => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// This thread's `errno` slot: for code that runs in signal context and must preserve it.
+#[cfg(target_os = "linux")]
+pub(crate) fn errno_location() -> *mut libc::c_int {
+    // SAFETY: __errno_location has no preconditions and returns this thread's errno slot.
+    unsafe { libc::__errno_location() }
+}
+/// This thread's `errno` slot: for code that runs in signal context and must preserve it.
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+pub(crate) fn errno_location() -> *mut libc::c_int {
+    // SAFETY: __error has no preconditions and returns this thread's errno slot.
+    unsafe { libc::__error() }
+}
+
+/// This thread's `errno`. Async-signal-safe.
+#[inline]
+pub(crate) fn errno() -> i32 {
+    // SAFETY: the slot is this thread's errno, valid for the thread's lifetime.
+    unsafe { *errno_location() }
+}
+
 /// For the functions that return an error number instead of setting `errno`
 /// (`posix_spawn`, the `pthread_*` family).
 #[allow(dead_code)]

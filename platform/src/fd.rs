@@ -7,7 +7,7 @@ use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::cvt::{cvt, cvt_r};
+use crate::cvt::{cvt, cvt_r, cvt_r_nb};
 
 /// The most bytes one `read` or `write` call asks for.
 ///
@@ -124,6 +124,28 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // borrowed, so it stays open.
     let n = cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) })?;
     Ok(n as usize)
+}
+
+/// [`read`] for a nonblocking fd: "would block" is `Ok(None)`, not an error, since it ends
+/// nearly every round of reads.
+///
+/// ```
+/// use std::os::fd::AsFd;
+///
+/// let (r, w) = evloop_platform::fd::pipe()?;
+/// evloop_platform::fd::set_nonblocking(r.as_fd(), true)?;
+/// let mut buf = [0u8; 8];
+/// assert_eq!(evloop_platform::fd::read_nonblocking(r.as_fd(), &mut buf)?, None);
+/// evloop_platform::fd::write(w.as_fd(), b"hi")?;
+/// assert_eq!(evloop_platform::fd::read_nonblocking(r.as_fd(), &mut buf)?, Some(2));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[inline]
+pub fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let len = buf.len().min(IO_BYTES_LIMIT);
+    // SAFETY: as in `read`.
+    let n = cvt_r_nb(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) })?;
+    Ok(n.map(|n| n as usize))
 }
 
 /// `write(2)`, retrying `EINTR`. Writes at most [`IO_BYTES_LIMIT`] bytes.

@@ -90,21 +90,8 @@ pub fn check_signal_number(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// This thread's `errno`, for code that runs in signal context and must preserve it.
-#[cfg(target_os = "linux")]
-pub(crate) fn errno_location() -> *mut libc::c_int {
-    // SAFETY: __errno_location has no preconditions and returns this thread's errno slot.
-    unsafe { libc::__errno_location() }
-}
-/// This thread's `errno`, for code that runs in signal context and must preserve it.
-#[cfg(any(target_os = "macos", target_os = "freebsd"))]
-pub(crate) fn errno_location() -> *mut libc::c_int {
-    // SAFETY: __error has no preconditions and returns this thread's errno slot.
-    unsafe { libc::__error() }
-}
-
 extern "C" fn on_signal(signo: libc::c_int) {
-    let errno = errno_location();
+    let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
     let saved = unsafe { *errno };
     if (1..=SIGNAL_NUMBER_MAX).contains(&signo) {

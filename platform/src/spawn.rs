@@ -48,7 +48,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use crate::cvt::{cvt, cvt_errno, cvt_r};
+use crate::cvt::{cvt, cvt_errno, cvt_r, errno};
 use crate::process::Pid;
 
 /// What to execute.
@@ -874,17 +874,6 @@ fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)
-}
-
-#[cfg(target_os = "linux")]
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
-fn errno() -> i32 {
-    // SAFETY: __error returns this thread's errno slot.
-    unsafe { *libc::__error() }
 }
 
 /// Reports `stage` and `errno` to the parent and exits. Async-signal-safe.

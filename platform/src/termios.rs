@@ -313,7 +313,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
 /// `EBUSY` when the slot is being changed at that moment (by the interrupted code or another
 /// thread) instead of waiting for it.
 pub fn reset_saved() -> io::Result<()> {
-    let errno = crate::signal::errno_location();
+    let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
     let saved_errno = unsafe { *errno };
     let res = if SAVED_LOCK.swap(true, Ordering::Acquire) {
