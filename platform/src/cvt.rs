@@ -31,20 +31,20 @@ pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
 /// `tcsetattr`. A blocking wait with a timeout must not use this (the timeout would restart);
 /// the poller reports `EINTR` as "no events" instead.
 #[inline]
-pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
-    loop {
-        match cvt(f()) {
-            // Compare the number, not the kind: decoding a kind costs a table lookup on every
-            // error, and EAGAIN is the common one on nonblocking fds.
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => return other,
-        }
+pub(crate) fn cvt_r<T: IsMinusOne>(f: impl FnMut() -> T) -> io::Result<T> {
+    match cvt_r_nb(f) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+        Err(e) => Err(e),
     }
 }
 
+// `cvt_r_nb` tests one number for "would block".
+const _: () = assert!(libc::EAGAIN == libc::EWOULDBLOCK);
+
 /// Like [`cvt_r`], but "would block" (`EAGAIN`, which is `EWOULDBLOCK` on every supported
 /// system) is `Ok(None)`: the usual end of a round of reads or writes on a nonblocking fd,
-/// so no `io::Error` is built and dropped for it.
+/// so no `io::Error` is built and dropped for it. The one place where `EINTR` is retried.
 #[inline]
 pub(crate) fn cvt_r_nb<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<Option<T>> {
     loop {
@@ -52,6 +52,7 @@ pub(crate) fn cvt_r_nb<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<Op
         if !ret.is_minus_one() {
             return Ok(Some(ret));
         }
+        // Compare numbers, not kinds: decoding a kind costs a table lookup on every error.
         match errno() {
             libc::EINTR => continue,
             libc::EAGAIN => return Ok(None),

@@ -159,6 +159,7 @@ case!(
         use nix::sys::signal::Signal as Sig;
         const TOTAL: u64 = 1 << 30;
         const CHILDREN: u32 = 1000;
+        let fds_before = evloop_platform::fd::open_fds().unwrap().len();
         let mut lp = test_loop();
         let caught = Rc::new(Cell::new(0u64));
         let mut watchers = Vec::new();
@@ -221,14 +222,18 @@ case!(
         assert_eq!(*got.borrow(), writer.join().unwrap(), "the checksum matches");
         assert_eq!(exited.get(), CHILDREN, "every child reaped");
         assert!(caught.get() > 0, "signals reached their callbacks");
-        eprintln!(
-            "storm: {sent} signals sent, {} callbacks (coalesced), {CHILDREN} children spawned and reaped, 1 GiB checksummed",
-            caught.get()
-        );
         for s in watchers {
             s.close(&mut lp).unwrap();
         }
         lp.run(RunMode::Default).unwrap();
+        drop(lp);
+        let fds_after = evloop_platform::fd::open_fds().unwrap().len();
+        assert_eq!(fds_after, fds_before, "fds before and after the storm");
+        eprintln!(
+            "storm: {sent} signals sent, {} callbacks (coalesced), {CHILDREN} children spawned and reaped, \
+             1 GiB checksummed, open fds {fds_before} before and {fds_after} after",
+            caught.get()
+        );
     }
 );
 

@@ -140,6 +140,8 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
     if !out.contains("1 passed") && !out.contains("test result: ok. 1 passed") {
         panic!("test {name} did not run in its child process:\n{out}\n{err}");
     }
+    // What the test reported (figures, for one): shown with `--nocapture`.
+    eprint!("{err}");
 }
 
 /// Declares isolated tests: `case!(fn name() { ... })`, with an optional time bound in
