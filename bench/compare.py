@@ -69,12 +69,13 @@ add("timers", "evloop_timers", ex("timers_bench", "--count", NTIMERS), "cpu0", "
 add("timers", "uv_timers", peer("uv_timers", NTIMERS, "1000"), "cpu0", "cpu_ms", True)
 add("timers", "tokio_timers", perf_peers("tokio_timers", NTIMERS, "1000"), "cpu0", "cpu_ms", True)
 
-# Pipe throughput, 64 KiB reads.
+# Pipe throughput, 64 KiB reads (the same writer child for everyone when PEERS is set).
 for place in ["cpu0", "any"]:
-    add("pump", f"raw_proc_{place}", peer("pipe_bench", "proc", "64k", "64k", TOTAL, "0", "none"), place, "gbps", True)
-    add("pump", f"evloop_{place}", ex("pump", "--bytes", TOTAL), place, "gbps")
-    add("pump", f"evloop_select_{place}", ex("pump", "--bytes", TOTAL, "--force-select"), place, "gbps")
     wc = peer("writer_child")[0]
+    writer = ["--child", wc] if PEERS else []
+    add("pump", f"raw_proc_{place}", peer("pipe_bench", "proc", "64k", "64k", TOTAL, "0", "none"), place, "gbps", True)
+    add("pump", f"evloop_{place}", ex("pump", "--bytes", TOTAL, *writer), place, "gbps")
+    add("pump", f"evloop_select_{place}", ex("pump", "--bytes", TOTAL, "--force-select", *writer), place, "gbps")
     add("pump", f"uv_{place}", peer("uv_pump", TOTAL, "64k", "0", "64k", wc), place, "gbps", True)
     add("pump", f"tokio_{place}", perf_peers("tokio_pump", TOTAL, "64k", "0", "64k", wc), place, "gbps", True)
     add("pump", f"mio_{place}", perf_peers("mio_pump", TOTAL, "64k", "0", "64k", wc), place, "gbps", True)

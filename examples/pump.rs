@@ -1,7 +1,7 @@
 //! Pipe throughput: a writer process (this program, re-executed) writes N bytes in blocking
 //! 64 KiB writes; the loop reads them with bounded reads.
 //!
-//! `cargo run --release --example pump -- --bytes 2g [--read-cap 64k] [--pipe-size 1m] [--force-select]`
+//! `cargo run --release --example pump -- --bytes 2g [--read-cap 64k] [--pipe-size 1m] [--force-select] [--child PROGRAM]`
 //!
 //! Final line:
 //! `pump bytes=<n> secs=<s> gbps=<x> reads=<r> max_read=<m> allocs_per_read=<a>`
@@ -48,10 +48,21 @@ fn main() -> std::io::Result<()> {
     }
     let read_cap = args.bytes("--read-cap", 64 << 10) as usize;
     let mut lp = Loop::builder().force_select_helper(args.flag("--force-select")).build()?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--writer", "--bytes", &total.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    // The writer: this program again, or `--child PROGRAM`, run as `PROGRAM TOTAL 65536` (the
+    // peers' writer, for a comparison with the same other side).
+    let mut writer = match args.value("--child") {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args([total.to_string(), (64 << 10).to_string()]);
+            c
+        }
+        None => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["--writer", "--bytes", &total.to_string()]);
+            c
+        }
+    };
+    let mut child = writer.stdout(Stdio::piped()).spawn()?;
     let out = OwnedFd::from(child.stdout.take().expect("piped"));
     if let Some(size) = args.value("--pipe-size").and_then(args::parse_bytes) {
         evloop_platform::fd::set_pipe_size(out.as_fd(), size as usize)?;

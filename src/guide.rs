@@ -6,3 +6,8 @@ pub mod from_libuv {}
 
 #[doc = include_str!("../docs/from-tokio-and-duct.md")]
 pub mod from_tokio_and_duct {}
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub mod readme {}
