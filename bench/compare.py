@@ -244,8 +244,9 @@ def callgrind(args):
     rows = []
     # Pump: 256 MiB vs 1280 MiB, i.e. 16384 more 64 KiB reads. How many wakeups and
     # empty reads a run takes depends on timing, so a large difference averages it out.
-    a, _ = ir(ex("pump", "--bytes", "256m"))
-    b, _ = ir(ex("pump", "--bytes", "1280m"))
+    writer = ["--child", peer("writer_child")[0]] if PEERS else []
+    a, _ = ir(ex("pump", "--bytes", "256m", *writer))
+    b, _ = ir(ex("pump", "--bytes", "1280m", *writer))
     rows.append(("evloop pump (per 64 KiB read)", (b - a) / 16384))
     if PEERS:
         wc = peer("writer_child")[0]
@@ -272,11 +273,22 @@ def callgrind(args):
     a, ma = ir(ex("loop_bench", "--secs", "0.5"))
     b, mb = ir(ex("loop_bench", "--secs", "1.5"))
     rows.append(("evloop loop iteration", (b - a) / (mb["iters"] - ma["iters"])))
-    # Spawns: 100 vs 300.
-    if os.path.exists(ex("spawn_bench")[0]):
-        a, _ = ir(ex("spawn_bench", "--count", "100", "--concurrency", "1"))
-        b, _ = ir(ex("spawn_bench", "--count", "300", "--concurrency", "1"))
-        rows.append(("evloop spawn (parent only)", (b - a) / 200))
+    if PEERS:
+        for name, cmd in [("libuv loop iteration (idle pipe)", lambda s: peer("uv_loop", "idle_pipe", s)),
+                          ("mio loop iteration (poll 0)", lambda s: perf_peers("mio_loop", s))]:
+            a, ma = ir(cmd("0.5"))
+            b, mb = ir(cmd("1.5"))
+            rows.append((name, (b - a) / (mb["iters_per_s"] * 1.5 - ma["iters_per_s"] * 0.5)))
+    # Spawns: 100 vs 300, parent only.
+    spawns = [("evloop spawn", lambda n: ex("spawn_bench", "--count", n, "--concurrency", "1"))]
+    if PEERS:
+        spawns += [("libuv uv_spawn", lambda n: peer("uv_spawn", n, "1")),
+                   ("std Command::status", lambda n: perf_peers("std_spawn", n)),
+                   ("raw posix_spawn", lambda n: peer("spawn_raw", "pspawn", n, "1"))]
+    for name, cmd in spawns:
+        a, _ = ir(cmd("100"))
+        b, _ = ir(cmd("300"))
+        rows.append((f"{name} (per spawn, parent only)", (b - a) / 200))
     for name, v in rows:
         print(f"| {name} | {v:.0f} |")
 

@@ -14,8 +14,9 @@ use crate::pipe::{Sum, collect};
 use crate::util::test_loop;
 
 case!(
-    /// With RLIMIT_NOFILE lowered, making pipes fails with a clear EMFILE, and the loop keeps
-    /// serving the handles it has; with the limit raised again, everything works.
+    /// With RLIMIT_NOFILE lowered, making pipes and spawning children with pipes fail with a
+    /// clear EMFILE, and the loop keeps serving the handles it has; with the limit raised
+    /// again, everything works.
     fn issue_7_fd_exhaustion() {
         let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
         let mut lp = test_loop();
@@ -32,6 +33,12 @@ case!(
             assert!(made.len() < 100, "the limit is not enforced");
         };
         assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        // Spawning a child with a stdout pipe fails the same way, naming the program.
+        let mut cmd = evloop::Command::new("true");
+        cmd.stdout(evloop::Stdio::Pipe);
+        let err = cmd.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("true"), "{err}");
         // The existing pipe still works at the limit.
         tx.write(&mut lp, b"still served", |_, r| r.unwrap()).unwrap();
         // Once waits for the data (through the select helper it comes from another thread).
@@ -50,8 +57,21 @@ case!(
             r.close(&mut lp).unwrap();
             t.close(&mut lp).unwrap();
         }
+        // And children spawn again.
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        cmd.spawn(&mut lp, move |lp, p, s| {
+            st.set(Some(s.unwrap().success()));
+            p.close(lp).unwrap();
+        })
+        .unwrap()
+        .stdout
+        .unwrap()
+        .close(&mut lp)
+        .unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(got2.borrow().data, b"and new ones too");
+        assert_eq!(status.get(), Some(true));
     }
 );
 
