@@ -33,7 +33,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use evloop_platform::fd;
 use evloop_platform::libc;
 use evloop_platform::poller::{Interest, Readiness};
@@ -64,6 +64,9 @@ struct Table {
     selects_entered: u64,
     /// Selects left. The thread is inside select while this is behind `selects_entered`.
     selects_left: u64,
+    /// Closes waiting on `left_select`: the thread signals only when someone waits, since a
+    /// signal costs a syscall even with nobody to wake.
+    waiting_closers: u32,
     shutdown: bool,
 }
 
@@ -108,6 +111,14 @@ impl SelectHelper {
         let _ = fd::write(self.interrupt.as_fd(), &[1]);
     }
 
+    /// Lets a thread that reported ready fds select again; `batch` goes back for reuse.
+    fn acknowledge(&self, batch: Vec<Ready>) {
+        let _ = self.ack_tx.try_send(batch);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.shared.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -118,7 +129,7 @@ impl Drop for SelectHelper {
         self.table().shutdown = true;
         self.interrupt();
         // Unblock a thread waiting for an acknowledgement.
-        let _ = self.ack_tx.try_send(Vec::new());
+        self.acknowledge(Vec::new());
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::warn!("the select helper thread panicked");
@@ -170,11 +181,14 @@ fn helper_main(
         }
         batch.clear();
         let res = select(&mut rset, &mut wset, None);
-        {
+        let closers = {
             let mut t = lock(&shared);
             t.selects_left = t.selects_entered;
+            t.waiting_closers
+        };
+        if closers > 0 {
+            shared.left_select.notify_all();
         }
-        shared.left_select.notify_all();
         match res {
             Ok(_) => {
                 if rset.contains(int_r.as_raw_fd()) {
@@ -217,11 +231,15 @@ fn helper_main(
         if ready_tx.send(std::mem::take(&mut batch)).is_err() || wake.wake_loop().is_err() {
             return;
         }
-        // Lock-step: wait until the loop has read or written.
-        match ack_rx.recv() {
-            Ok(returned) => batch = returned,
-            Err(_) => return,
-        }
+        // Lock-step: wait until the loop has read or written. Parked, not spinning: a spin
+        // or yield costs the loop its CPU when both share one, and the loop unparks us.
+        batch = loop {
+            match ack_rx.try_recv() {
+                Ok(returned) => break returned,
+                Err(TryRecvError::Empty) => std::thread::park(),
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
     }
 }
 
@@ -269,9 +287,12 @@ impl Loop {
         let current = t.selects_entered;
         if t.selects_left < current {
             helper.interrupt();
+            // Counted under the lock the thread reads it under, so its signal is not lost.
+            t.waiting_closers += 1;
             while t.selects_left < current {
                 t = helper.shared.left_select.wait(t).unwrap_or_else(|p| p.into_inner());
             }
+            t.waiting_closers -= 1;
         }
         drop(t);
         drop(fd);
@@ -295,7 +316,7 @@ impl Loop {
         }
         batch.clear();
         if let Some(helper) = self.select_helper.as_ref() {
-            let _ = helper.ack_tx.try_send(batch);
+            helper.acknowledge(batch);
         }
     }
 }

@@ -85,6 +85,13 @@ impl Poller {
         Ok(())
     }
 
+    /// Adds `fd` for reading, edge-triggered: each time it becomes readable again (for an
+    /// eventfd, each write) is one event, and nothing needs to be read to quiet it. Only for
+    /// the waker; every stream is level-triggered.
+    pub(crate) fn add_edge_readable(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLET as u32, token)
+    }
+
     /// Moves `fd` from interest `old` to `new` (ADD, MOD or DEL), at once.
     pub fn update(&mut self, fd: BorrowedFd<'_>, token: u64, old: Interest, new: Interest) -> io::Result<()> {
         let op = match (old.is_empty(), new.is_empty()) {

@@ -6,13 +6,15 @@
 //!   the poller reports a readable event with `token`.
 //! - `Waker::wake(&self)` may be called from any thread, any number of times. Wakes that
 //!   arrive before the loop notices coalesce into one event.
-//! - `Waker::reset(&self)` is called by the loop after it saw the event, so the
-//!   level-triggered poller stops reporting it.
+//! - `Waker::reset(&self)` is called by the loop after it saw the event, before it looks for
+//!   the work the wake announced; afterwards the poller does not report that wake again.
 //! - `Waker` is `Send + Sync`, and waking after the loop is gone is harmless: the kernel
 //!   object lives as long as the last `Waker`.
 //!
-//! Linux uses an eventfd; macOS and FreeBSD use `EVFILT_USER` with `EV_CLEAR`, so a trigger is
-//! consumed when it is reported and `reset` has nothing to do.
+//! Linux uses an eventfd registered edge-triggered (each write is one event); macOS and
+//! FreeBSD use `EVFILT_USER` with `EV_CLEAR`. Either way a trigger is consumed when it is
+//! reported, and `reset` has nothing to do; it stays in the contract for a backend that
+//! needs it (a pipe).
 
 #[cfg(target_os = "linux")]
 mod eventfd;
