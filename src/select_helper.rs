@@ -6,10 +6,12 @@
 //!
 //! **Lock-step hand-off.** The thread selects on every watched fd plus the read end of an
 //! interrupt pipe. When fds are ready it sends their tokens to the loop over a channel, wakes
-//! the loop, and then waits for the loop's acknowledgement before it selects again. The loop
-//! does its bounded reads and writes for those fds and acknowledges. Without that wait,
-//! level-triggered select would report the same fds again and again while the loop has not
-//! read yet: the thread would spin.
+//! the loop, and then parks until the loop's acknowledgement before it selects again. The
+//! loop does its bounded reads and writes for those fds, and acknowledges by sending the
+//! batch's vector back and unparking the thread. Without that wait, level-triggered select
+//! would report the same fds again and again while the loop has not read yet: the thread
+//! would spin. It parks rather than spinning or yielding first (as a channel's blocking
+//! receive does): on one CPU, each yield hands the CPU around without progress.
 //!
 //! **Interest changes and shutdown** update a shared table under a mutex and write a byte to
 //! the interrupt pipe, so a thread sitting in select comes back and rebuilds its sets.
