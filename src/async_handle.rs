@@ -150,12 +150,14 @@ impl Loop {
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]
     pub(crate) fn on_wake(&mut self) {
-        // Reset the OS object first, then the flag. The other order loses wakeups: a wake
-        // landing between the two would see the flag clear, trigger the OS object, and have
-        // the trigger consumed by the reset, leaving the flag set with nothing pending, so
-        // every later wake would skip the OS object. In this order a wake between the two
-        // sees the flag still set and skips the trigger; its work is already queued (tokens
-        // and helper batches are queued before the wake), and is drained below.
+        // Reset the OS object first (a no-op for today's backends, whose trigger is consumed
+        // when reported), then the flag. For a backend that needs the reset, the other order
+        // loses wakeups: a wake landing between the two would see the flag clear, trigger
+        // the OS object, and have the trigger consumed by the reset, leaving the flag set
+        // with nothing pending, so every later wake would skip the OS object. In this order
+        // a wake between the two sees the flag still set and skips the trigger; its work is
+        // already queued (tokens and helper batches are queued before the wake), and is
+        // drained below. A wake after the flag is cleared triggers a new event.
         self.wake.waker.reset();
         self.wake.triggered.store(false, SeqCst);
         // Only the handles woken before now: a thread that keeps waking cannot pin us here.

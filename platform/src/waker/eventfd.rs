@@ -48,3 +48,26 @@ impl Waker {
         let _ = crate::fd::read(self.fd.as_fd(), &mut buf);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Waker;
+    use crate::poller::{Events, Poller};
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    /// A counter at its maximum refuses the write; the waker empties it and still makes an
+    /// event.
+    #[test]
+    fn a_full_counter_still_wakes() {
+        let mut poller = Poller::new().unwrap();
+        let waker = Waker::new(&mut poller, 9).unwrap();
+        let mut events = Events::with_capacity(4);
+        crate::fd::write(waker.fd.as_fd(), &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.len(), 1);
+        waker.wake().unwrap();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().map(|e| e.token).collect::<Vec<_>>(), [9]);
+    }
+}

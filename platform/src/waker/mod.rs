@@ -33,7 +33,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn wakes_coalesce_and_reset_clears() {
+    fn wakes_coalesce_and_each_is_reported_once() {
         let mut poller = Poller::new().unwrap();
         let waker = Waker::new(&mut poller, 7).unwrap();
         let mut events = Events::with_capacity(8);
@@ -59,6 +59,13 @@ mod tests {
         assert_eq!(got[0].token, 7);
         w.reset();
         poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty(), "reset clears the wakeup");
+        assert!(events.is_empty(), "a reported wakeup is not reported again");
+        // A wake after the event was taken is a new event.
+        w.wake().unwrap();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().map(|e| e.token).collect::<Vec<_>>(), [7], "the next wake is seen");
+        w.reset();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
     }
 }
