@@ -124,7 +124,7 @@ pub struct Loop {
     events: Events,
     epoch: Instant,
     now_ms: Cell<u64>,
-    time_stale: Cell<bool>,
+    pub(crate) time_stale: Cell<bool>,
     pub(crate) timers: TimerQueue,
     pub(crate) pending: VecDeque<Pending>,
     closing: Vec<(HandleId, Option<CloseCb>)>,
@@ -459,6 +459,7 @@ impl Loop {
         self.running = true;
         let guard = RunGuard(self);
         let res = guard.0.run_inner(mode);
+        guard.0.select_helper_hand_back();
         drop(guard);
         res
     }
@@ -596,15 +597,25 @@ impl Loop {
                 timeout = Some(Duration::ZERO);
             }
         }
+        if self.select_helper.is_some() && self.select_helper_holds() {
+            self.select_helper_poll(timeout)?;
+        } else {
+            self.poll_events(timeout)?;
+        }
+        if !self.always_ready.is_empty() {
+            self.run_always_ready();
+        }
+        Ok(())
+    }
+
+    /// Waits for the poller's events, at most `timeout`, and dispatches them.
+    pub(crate) fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.poller.wait(&mut self.events, timeout)?;
         self.time_stale.set(true);
         // By index: each event is copied out, so callbacks get the loop without a borrow.
         for i in 0..self.events.len() {
             let ev = self.events.get(i);
             self.dispatch(ev);
-        }
-        if !self.always_ready.is_empty() {
-            self.run_always_ready();
         }
         Ok(())
     }

@@ -13,6 +13,15 @@
 //! would spin. It parks rather than spinning or yielding first (as a channel's blocking
 //! receive does): on one CPU, each yield hands the CPU around without progress.
 //!
+//! **The loop selects in place of the thread while it runs.** Once the loop has served a
+//! batch, it keeps the thread parked and, for as long as `run` goes on, waits with one
+//! `select` over the watched fds plus the poller's own fd (which is readable when the
+//! poller has events) instead of waiting on the poller. A ready fd is then served without
+//! any thread hand-off. When `run` returns, the loop acknowledges and the thread takes over
+//! again, so an embedder waiting on `backend_fd` between runs still hears of these fds.
+//! This needs a poller fd that `select` can watch: an epoll fd always is, a kqueue fd is
+//! checked once per process (`poller_is_selectable`).
+//!
 //! **Interest changes and shutdown** update a shared table under a mutex and write a byte to
 //! the interrupt pipe, so a thread sitting in select comes back and rebuilds its sets.
 //!
@@ -32,8 +41,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use evloop_platform::fd;
@@ -85,6 +96,14 @@ pub(crate) struct SelectHelper {
     ready_rx: Receiver<Vec<Ready>>,
     /// Acknowledgements carry the batch's vector back, so the hand-off allocates nothing.
     ack_tx: Sender<Vec<Ready>>,
+    /// The batch the loop served and has not acknowledged: while it is here, the thread is
+    /// parked and the loop selects itself (see the module docs).
+    held: Option<Vec<Ready>>,
+    /// Whether the loop may select itself: its poller's fd works with `select`.
+    may_hold: bool,
+    /// The loop's own select: its sets and a batch, kept between polls.
+    selector: Selector,
+    inline_batch: Vec<Ready>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -105,7 +124,17 @@ impl SelectHelper {
         // Once the thread runs, it exists under its name (for debuggers, tests, `top -H`).
         let _ = started_rx.recv();
         log::debug!("loop {loop_id}: select helper thread started");
-        Ok(SelectHelper { shared, interrupt: int_w, ready_rx, ack_tx, thread: Some(thread) })
+        Ok(SelectHelper {
+            shared,
+            interrupt: int_w,
+            ready_rx,
+            ack_tx,
+            held: None,
+            may_hold: poller_is_selectable(),
+            selector: Selector::new(),
+            inline_batch: Vec::new(),
+            thread: Some(thread),
+        })
     }
 
     fn interrupt(&self) {
@@ -144,6 +173,86 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Table> {
     shared.table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One `select` over the table's watches plus one more fd to read (the thread's interrupt
+/// pipe, or the loop's poller): the sets and the snapshot, kept between rounds.
+struct Selector {
+    rset: FdSet,
+    wset: FdSet,
+    watched: Vec<(u64, RawFd, Interest)>,
+}
+
+impl Selector {
+    fn new() -> Selector {
+        Selector { rset: FdSet::new(), wset: FdSet::new(), watched: Vec::new() }
+    }
+
+    /// Takes the watches with interest (the caller holds the table's lock).
+    fn snapshot(&mut self, t: &Table) {
+        self.watched.clear();
+        self.watched.extend(
+            t.watches.iter().filter(|(_, w)| !w.interest.is_empty()).map(|(&k, w)| (k, w.fd, w.interest)),
+        );
+    }
+
+    /// Selects on the snapshot plus `extra` (for reading), at most `timeout`.
+    fn wait(&mut self, extra: RawFd, timeout: Option<Duration>) -> io::Result<usize> {
+        self.rset.clear();
+        self.wset.clear();
+        self.rset.insert(extra);
+        for &(_, fd, interest) in &self.watched {
+            if interest.contains(Interest::READABLE) {
+                self.rset.insert(fd);
+            }
+            if interest.contains(Interest::WRITABLE) {
+                self.wset.insert(fd);
+            }
+        }
+        select(&mut self.rset, &mut self.wset, timeout)
+    }
+
+    /// Turns the result of `wait` into `batch`: the ready fds, or, when select refused the
+    /// sets, the fds it refuses with the error (they leave the table). Returns whether
+    /// `extra` is readable; an error only when select failed and no watched fd explains it.
+    fn results(
+        &self,
+        res: io::Result<usize>,
+        shared: &Shared,
+        extra: RawFd,
+        batch: &mut Vec<Ready>,
+    ) -> io::Result<bool> {
+        match res {
+            Ok(_) => {
+                for &(token, fd, _) in &self.watched {
+                    let mut r = Readiness::empty();
+                    if self.rset.contains(fd) {
+                        r |= Readiness::READABLE;
+                    }
+                    if self.wset.contains(fd) {
+                        r |= Readiness::WRITABLE;
+                    }
+                    if !r.is_empty() {
+                        batch.push(Ready { token, readiness: r, errno: 0 });
+                    }
+                }
+                Ok(self.rset.contains(extra))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => {
+                // Find the fds select refuses; report each to its stream and drop it.
+                let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+                let mut t = lock(shared);
+                for &(token, fd, _) in &self.watched {
+                    if code != libc::EBADF || !fd_is_open(fd) {
+                        t.watches.remove(&token);
+                        batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+                    }
+                }
+                if batch.is_empty() { Err(e) } else { Ok(false) }
+            }
+        }
+    }
+}
+
 fn helper_main(
     shared: Arc<Shared>,
     int_r: OwnedFd,
@@ -151,9 +260,7 @@ fn helper_main(
     ack_rx: Receiver<Vec<Ready>>,
     wake: Arc<LoopWake>,
 ) {
-    let mut rset = FdSet::new();
-    let mut wset = FdSet::new();
-    let mut watched: Vec<(u64, RawFd, Interest)> = Vec::new();
+    let mut sel = Selector::new();
     let mut batch: Vec<Ready> = Vec::new();
     loop {
         {
@@ -161,28 +268,13 @@ fn helper_main(
             if t.shutdown {
                 return;
             }
-            watched.clear();
-            watched.extend(
-                t.watches.iter().filter(|(_, w)| !w.interest.is_empty()).map(|(&k, w)| (k, w.fd, w.interest)),
-            );
+            sel.snapshot(&t);
             // Counted under the same lock as the snapshot: a close that removed its fd before
             // this point will never be selected on; one that removed it after waits for this
             // select to end.
             t.selects_entered += 1;
         }
-        rset.clear();
-        wset.clear();
-        rset.insert(int_r.as_raw_fd());
-        for &(_, fd, interest) in &watched {
-            if interest.contains(Interest::READABLE) {
-                rset.insert(fd);
-            }
-            if interest.contains(Interest::WRITABLE) {
-                wset.insert(fd);
-            }
-        }
-        batch.clear();
-        let res = select(&mut rset, &mut wset, None);
+        let res = sel.wait(int_r.as_raw_fd(), None);
         let closers = {
             let mut t = lock(&shared);
             t.selects_left = t.selects_entered;
@@ -191,40 +283,16 @@ fn helper_main(
         if closers > 0 {
             shared.left_select.notify_all();
         }
-        match res {
-            Ok(_) => {
-                if rset.contains(int_r.as_raw_fd()) {
-                    let mut buf = [0u8; 64];
-                    while matches!(fd::read(int_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
-                }
-                for &(token, fd, _) in &watched {
-                    let mut r = Readiness::empty();
-                    if rset.contains(fd) {
-                        r |= Readiness::READABLE;
-                    }
-                    if wset.contains(fd) {
-                        r |= Readiness::WRITABLE;
-                    }
-                    if !r.is_empty() {
-                        batch.push(Ready { token, readiness: r, errno: 0 });
-                    }
-                }
+        batch.clear();
+        match sel.results(res, &shared, int_r.as_raw_fd(), &mut batch) {
+            Ok(true) => {
+                let mut buf = [0u8; 64];
+                while matches!(fd::read(int_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(false) => {}
             Err(e) => {
-                // Find the fds select refuses; report each to its stream and drop it.
-                let code = e.raw_os_error().unwrap_or(libc::EINVAL);
-                let mut t = lock(&shared);
-                for &(token, fd, _) in &watched {
-                    if code != libc::EBADF || !fd_is_open(fd) {
-                        t.watches.remove(&token);
-                        batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
-                    }
-                }
-                if batch.is_empty() {
-                    log::warn!("select helper: select failed with no culprit found: {e}");
-                    return;
-                }
+                log::warn!("select helper: select failed with no culprit found: {e}");
+                return;
             }
         }
         if batch.is_empty() {
@@ -243,6 +311,48 @@ fn helper_main(
             }
         };
     }
+}
+
+/// Whether `select` sees a poller's fd become readable when the poller has an event. Always
+/// so for epoll; checked once for kqueue, whose fd supports select on macOS and FreeBSD, so
+/// that a system where it does not falls back to the thread alone. The check covers a
+/// readable fd and the cross-thread waker (`EVFILT_USER` on kqueue).
+fn poller_is_selectable() -> bool {
+    static SELECTABLE: OnceLock<bool> = OnceLock::new();
+    *SELECTABLE.get_or_init(|| {
+        fn sees(poller: &evloop_platform::poller::Poller) -> io::Result<bool> {
+            let (mut rset, mut wset) = (FdSet::new(), FdSet::new());
+            rset.insert(poller.as_fd().as_raw_fd());
+            select(&mut rset, &mut wset, Some(Duration::ZERO))?;
+            Ok(rset.contains(poller.as_fd().as_raw_fd()))
+        }
+        let probe = || -> io::Result<bool> {
+            let mut poller = evloop_platform::poller::Poller::new()?;
+            let waker = evloop_platform::waker::Waker::new(&mut poller, 2)?;
+            waker.wake()?;
+            let (r, w) = fd::pipe()?;
+            fd::write(w.as_fd(), b"x")?;
+            poller.update(r.as_fd(), 1, Interest::empty(), Interest::READABLE)?;
+            if !sees(&poller)? {
+                return Ok(false);
+            }
+            // Each alone: first the waker's event, then the pipe's.
+            let mut events = evloop_platform::poller::Events::with_capacity(4);
+            poller.update(r.as_fd(), 1, Interest::READABLE, Interest::empty())?;
+            if !sees(&poller)? {
+                return Ok(false);
+            }
+            poller.wait(&mut events, Some(Duration::ZERO))?;
+            waker.reset();
+            poller.update(r.as_fd(), 1, Interest::empty(), Interest::READABLE)?;
+            sees(&poller)
+        };
+        let ok = probe().unwrap_or(false);
+        if !ok {
+            log::debug!("select does not see the poller's fd: the select helper thread serves alone");
+        }
+        ok
+    })
 }
 
 fn fd_is_open(fd: RawFd) -> bool {
@@ -275,7 +385,10 @@ impl Loop {
         let w = t.watches.entry(id.token()).or_insert(Watch { fd, interest: Interest::empty() });
         w.interest = interest;
         drop(t);
-        helper.interrupt();
+        // A parked thread rebuilds its sets when it resumes; only one in select needs waking.
+        if helper.held.is_none() {
+            helper.interrupt();
+        }
         Ok(())
     }
 
@@ -300,11 +413,24 @@ impl Loop {
         drop(fd);
     }
 
-    /// Runs the streams the helper reported ready, then lets it select again.
+    /// Runs the streams the helper reported ready. Then the loop holds the watches (the
+    /// thread stays parked) if it can select itself, or lets the thread select again.
     pub(crate) fn select_helper_on_wake(&mut self) {
         let Some(helper) = self.select_helper.as_ref() else { return };
         let Ok(mut batch) = helper.ready_rx.try_recv() else { return };
-        for &r in &batch {
+        self.select_helper_serve(&batch);
+        batch.clear();
+        if let Some(helper) = self.select_helper.as_mut() {
+            if helper.may_hold && helper.held.is_none() {
+                helper.held = Some(batch);
+            } else {
+                helper.acknowledge(batch);
+            }
+        }
+    }
+
+    fn select_helper_serve(&mut self, batch: &[Ready]) {
+        for &r in batch {
             let id = HandleId { loop_id: self.id, key: r.token as u32, gen_: (r.token >> 32) as u32 };
             if r.errno != 0 {
                 let e = crate::error::context(
@@ -316,9 +442,62 @@ impl Loop {
                 self.stream_event_for(id, r.readiness);
             }
         }
-        batch.clear();
-        if let Some(helper) = self.select_helper.as_ref() {
-            helper.acknowledge(batch);
+    }
+
+    /// Whether the loop holds the helper's watches, and so waits with its own select.
+    pub(crate) fn select_helper_holds(&self) -> bool {
+        self.select_helper.as_ref().is_some_and(|h| h.held.is_some())
+    }
+
+    /// Gives the watches back to the thread, at the end of `run`: an embedder may wait on
+    /// `backend_fd` before the next `run`, and only the thread can wake it for these fds.
+    pub(crate) fn select_helper_hand_back(&mut self) {
+        if let Some(helper) = self.select_helper.as_mut() {
+            if let Some(batch) = helper.held.take() {
+                helper.acknowledge(batch);
+            }
         }
+    }
+
+    /// The poll phase while the loop holds the watches: one select over them plus the
+    /// poller's fd, at most `timeout`; then the poller's events (without waiting) and the
+    /// ready watched fds.
+    pub(crate) fn select_helper_poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let Some(helper) = self.select_helper.as_mut() else { return Ok(()) };
+        let mut sel = std::mem::replace(&mut helper.selector, Selector::new());
+        let mut batch = std::mem::take(&mut helper.inline_batch);
+        sel.snapshot(&helper.table());
+        let poller_fd = self.poller.as_fd().as_raw_fd();
+        let res = sel.wait(poller_fd, timeout);
+        self.time_stale.set(true);
+        batch.clear();
+        let shared = Arc::clone(&helper.shared);
+        let polled = sel.results(res, &shared, poller_fd, &mut batch);
+        if let Some(helper) = self.select_helper.as_mut() {
+            helper.selector = sel;
+        }
+        let res = match polled {
+            Ok(true) => self.poll_events(Some(Duration::ZERO)),
+            Ok(false) => Ok(()),
+            Err(e) => Err(crate::error::context(e, "select over the select helper's fds failed")),
+        };
+        if res.is_ok() {
+            self.select_helper_serve(&batch);
+        }
+        batch.clear();
+        if let Some(helper) = self.select_helper.as_mut() {
+            helper.inline_batch = batch;
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Linux's epoll fd works with select, so the loop can hold the helper's watches.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_epoll_fd_is_selectable() {
+        assert!(super::poller_is_selectable());
     }
 }

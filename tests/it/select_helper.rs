@@ -272,3 +272,41 @@ case!(
         drop(w);
     }
 );
+
+case!(
+    /// While `run` goes on, the loop selects on the helper's fds itself; when `run` returns,
+    /// the thread takes them back, so an embedder waiting on `backend_fd` hears of new data.
+    fn issue_4_the_thread_takes_the_fds_back_when_run_returns() {
+        let mut lp = helper_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let mut w = std::fs::File::from(OwnedFd::from(w));
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let got = collect(&mut lp, rx);
+        // Interest changes reach the helper in the next poll phase.
+        lp.run(RunMode::NoWait).unwrap();
+        for (i, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+            std::io::Write::write_all(&mut w, msg).unwrap();
+            // Only the thread can make the backend fd readable here: the loop is not running.
+            assert!(
+                evloop_platform::fd::poll_readable(lp.backend_fd(), Some(Duration::from_secs(10))).unwrap(),
+                "message {i}: the backend fd never became readable"
+            );
+            let want = got.borrow().data.len() + msg.len();
+            while got.borrow().data.len() < want {
+                lp.run(RunMode::NoWait).unwrap();
+            }
+        }
+        assert_eq!(got.borrow().data, b"onetwothree");
+        // And inside one run: a message from a timer callback, read by the loop itself.
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_millis(1), Duration::ZERO, move |lp, t| {
+            std::io::Write::write_all(&mut w, b"four").unwrap();
+            drop(std::mem::replace(&mut w, std::fs::File::open("/dev/null").unwrap()));
+            t.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"onetwothreefour");
+        assert!(got.borrow().eof);
+    }
+);
