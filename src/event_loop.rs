@@ -121,7 +121,7 @@ pub struct Loop {
     /// Active, referenced handles: the loop is alive while this is non-zero.
     active_refs: usize,
     pub(crate) poller: Poller,
-    events: Events,
+    pub(crate) events: Events,
     epoch: Instant,
     now_ms: Cell<u64>,
     pub(crate) time_stale: Cell<bool>,
@@ -459,7 +459,9 @@ impl Loop {
         self.running = true;
         let guard = RunGuard(self);
         let res = guard.0.run_inner(mode);
-        guard.0.select_helper_hand_back();
+        if guard.0.select_helper.is_some() {
+            guard.0.select_helper_hand_back();
+        }
         drop(guard);
         res
     }
@@ -600,7 +602,9 @@ impl Loop {
         if self.select_helper.is_some() && self.select_helper_holds() {
             self.select_helper_poll(timeout)?;
         } else {
-            self.poll_events(timeout)?;
+            self.poller.wait(&mut self.events, timeout)?;
+            self.time_stale.set(true);
+            self.dispatch_events();
         }
         if !self.always_ready.is_empty() {
             self.run_always_ready();
@@ -608,16 +612,14 @@ impl Loop {
         Ok(())
     }
 
-    /// Waits for the poller's events, at most `timeout`, and dispatches them.
-    pub(crate) fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.poller.wait(&mut self.events, timeout)?;
-        self.time_stale.set(true);
+    /// Dispatches the events of the poller's last wait.
+    #[inline]
+    pub(crate) fn dispatch_events(&mut self) {
         // By index: each event is copied out, so callbacks get the loop without a borrow.
         for i in 0..self.events.len() {
             let ev = self.events.get(i);
             self.dispatch(ev);
         }
-        Ok(())
     }
 
     fn dispatch(&mut self, ev: Event) {

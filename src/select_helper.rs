@@ -477,7 +477,9 @@ impl Loop {
             helper.selector = sel;
         }
         let res = match polled {
-            Ok(true) => self.poll_events(Some(Duration::ZERO)),
+            Ok(true) => {
+                self.poller.wait(&mut self.events, Some(Duration::ZERO)).map(|()| self.dispatch_events())
+            }
             Ok(false) => Ok(()),
             Err(e) => Err(crate::error::context(e, "select over the select helper's fds failed")),
         };
