@@ -622,6 +622,9 @@ impl Loop {
         }
     }
 
+    // Inlined: a call per event costs the busiest path (one event per iteration) about 15
+    // instructions.
+    #[inline(always)]
     fn dispatch(&mut self, ev: Event) {
         let token = ev.token;
         let key = (token & 0xffff_ffff) as usize;
