@@ -459,9 +459,6 @@ impl Loop {
         self.running = true;
         let guard = RunGuard(self);
         let res = guard.0.run_inner(mode);
-        if guard.0.select_helper.is_some() {
-            guard.0.select_helper_hand_back();
-        }
         drop(guard);
         res
     }
@@ -729,6 +726,11 @@ struct RunGuard<'a>(&'a mut Loop);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.running = false;
+        // However `run` ends, the helper thread gets its fds back: an embedder may wait on
+        // the backend fd before the next `run`, and only the thread can wake it for them.
+        if self.0.select_helper.is_some() {
+            self.0.select_helper_hand_back();
+        }
         if std::thread::panicking() {
             self.0.poisoned = true;
         }

@@ -319,40 +319,51 @@ fn helper_main(
 /// readable fd and the cross-thread waker (`EVFILT_USER` on kqueue).
 fn poller_is_selectable() -> bool {
     static SELECTABLE: OnceLock<bool> = OnceLock::new();
-    *SELECTABLE.get_or_init(|| {
-        fn sees(poller: &evloop_platform::poller::Poller) -> io::Result<bool> {
-            let (mut rset, mut wset) = (FdSet::new(), FdSet::new());
-            rset.insert(poller.as_fd().as_raw_fd());
-            select(&mut rset, &mut wset, Some(Duration::ZERO))?;
-            Ok(rset.contains(poller.as_fd().as_raw_fd()))
+    if let Some(&ok) = SELECTABLE.get() {
+        return ok;
+    }
+    fn sees(poller: &evloop_platform::poller::Poller) -> io::Result<bool> {
+        let (mut rset, mut wset) = (FdSet::new(), FdSet::new());
+        rset.insert(poller.as_fd().as_raw_fd());
+        select(&mut rset, &mut wset, Some(Duration::ZERO))?;
+        Ok(rset.contains(poller.as_fd().as_raw_fd()))
+    }
+    let probe = || -> io::Result<bool> {
+        let mut poller = evloop_platform::poller::Poller::new()?;
+        let mut events = evloop_platform::poller::Events::with_capacity(4);
+        // The waker's event alone.
+        let waker = evloop_platform::waker::Waker::new(&mut poller, 2)?;
+        waker.wake()?;
+        if !sees(&poller)? {
+            return Ok(false);
         }
-        let probe = || -> io::Result<bool> {
-            let mut poller = evloop_platform::poller::Poller::new()?;
-            let waker = evloop_platform::waker::Waker::new(&mut poller, 2)?;
-            waker.wake()?;
-            let (r, w) = fd::pipe()?;
-            fd::write(w.as_fd(), b"x")?;
-            poller.update(r.as_fd(), 1, Interest::empty(), Interest::READABLE)?;
-            if !sees(&poller)? {
-                return Ok(false);
-            }
-            // Each alone: first the waker's event, then the pipe's.
-            let mut events = evloop_platform::poller::Events::with_capacity(4);
-            poller.update(r.as_fd(), 1, Interest::READABLE, Interest::empty())?;
-            if !sees(&poller)? {
-                return Ok(false);
-            }
-            poller.wait(&mut events, Some(Duration::ZERO))?;
-            waker.reset();
-            poller.update(r.as_fd(), 1, Interest::empty(), Interest::READABLE)?;
-            sees(&poller)
-        };
-        let ok = probe().unwrap_or(false);
-        if !ok {
-            log::debug!("select does not see the poller's fd: the select helper thread serves alone");
+        poller.wait(&mut events, Some(Duration::ZERO))?;
+        waker.reset();
+        // A readable fd alone (kqueue applies the change in its next wait; the fd stays
+        // ready, level-triggered, after that wait reports it).
+        let (r, w) = fd::pipe()?;
+        fd::write(w.as_fd(), b"x")?;
+        poller.update(r.as_fd(), 1, Interest::empty(), Interest::READABLE)?;
+        poller.wait(&mut events, Some(Duration::ZERO))?;
+        if events.is_empty() {
+            return Ok(false);
         }
-        ok
-    })
+        sees(&poller)
+    };
+    match probe() {
+        Ok(ok) => {
+            if !ok {
+                log::debug!("select does not see the poller's fd: the select helper thread serves alone");
+            }
+            let _ = SELECTABLE.set(ok);
+            ok
+        }
+        // Out of fds, say: no answer, so no fast path for this helper; the next one asks again.
+        Err(e) => {
+            log::debug!("cannot check whether select sees the poller's fd: {e}");
+            false
+        }
+    }
 }
 
 fn fd_is_open(fd: RawFd) -> bool {
@@ -463,6 +474,17 @@ impl Loop {
     /// poller's fd, at most `timeout`; then the poller's events (without waiting) and the
     /// ready watched fds.
     pub(crate) fn select_helper_poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut timeout = timeout;
+        // kqueue applies interest changes (and reports rejected ones) only in its next wait:
+        // without one now, the select below would not see them and might wait forever.
+        if self.poller.has_queued_changes() {
+            self.poller.wait(&mut self.events, Some(Duration::ZERO))?;
+            self.time_stale.set(true);
+            if !self.events.is_empty() {
+                self.dispatch_events();
+                timeout = Some(Duration::ZERO);
+            }
+        }
         let Some(helper) = self.select_helper.as_mut() else { return Ok(()) };
         let mut sel = std::mem::replace(&mut helper.selector, Selector::new());
         let mut batch = std::mem::take(&mut helper.inline_batch);

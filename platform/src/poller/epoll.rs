@@ -104,6 +104,11 @@ impl Poller {
         self.ctl(op, fd, epoll_bits(new), token)
     }
 
+    /// Always false: epoll applies every change at once.
+    pub fn has_queued_changes(&self) -> bool {
+        false
+    }
+
     /// Removes `fd` now (`EPOLL_CTL_DEL`). Does nothing when `old` is empty.
     pub fn deregister(&mut self, fd: BorrowedFd<'_>, old: Interest) -> io::Result<()> {
         if old.is_empty() {

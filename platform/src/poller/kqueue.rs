@@ -299,6 +299,11 @@ impl Poller {
         Ok(())
     }
 
+    /// Whether the next `wait` has changes to submit or rejections to report.
+    pub fn has_queued_changes(&self) -> bool {
+        !self.changes.is_empty() || !self.parked.is_empty()
+    }
+
     /// Submits queued changes, then waits; see the contract.
     pub fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.len = 0;

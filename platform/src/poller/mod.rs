@@ -27,6 +27,10 @@
 //!   what is ready just after it, collected without waiting again (the handler has usually
 //!   just written to the loop's signal pipe; libuv re-polls too), possibly nothing. The caller
 //!   recomputes its timeout.
+//! - `Poller::has_queued_changes(&self) -> bool`: whether the next `wait` has changes to
+//!   submit or rejections to report (always false for epoll). Someone who waits on the
+//!   poller's fd instead of calling `wait` (the loop's own `select`, see the select helper)
+//!   calls `wait` with a zero timeout first, or the kernel would not know the changes.
 //! - `Events::with_capacity(n)`, `Events::len()`, `Events::get(i)` and `Events::iter()`
 //!   yielding [`Event`]s.
 //!
