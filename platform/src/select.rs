@@ -119,10 +119,11 @@ pub fn select(read: &mut FdSet, write: &mut FdSet, timeout: Option<Duration>) ->
         tv_usec: d.subsec_micros() as _,
     });
     let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
-    // SAFETY: both sets were grown above to at least `nfds` bits (in whole words of the size
-    // the kernel reads), so the kernel reads and writes only memory we own; `tv_ptr` is null
-    // or points at `tv`, alive for the call. Fds named in the sets need not be open (the
-    // kernel answers EBADF); no memory depends on them.
+    // Fds named in the sets need not be open: the kernel answers EBADF, and no memory
+    // depends on them.
+    // SAFETY: both sets were grown above to at least `nfds` bits, in whole kernel words, so
+    // the kernel reads and writes only memory we own; `tv_ptr` is null or points at `tv`,
+    // alive for the call.
     let n = unsafe {
         select_unlimited(
             nfds_c,

@@ -683,10 +683,11 @@ fn posix_spawn_one(
     envp: *const *const c_char,
 ) -> Result<Pid, i32> {
     let mut pid: Pid = 0;
-    // SAFETY: `pid` is writable; `path`, `argv` and `envp` are NULL-terminated arrays of
-    // valid C strings that outlive the call (argv and envp as posix_spawn declares them, with
-    // `*const` cast to the `*mut` of the C prototype, which does not write through them);
-    // `acts` is null or initialised, and `attr` is initialised (see `Setup`).
+    // The C prototype takes argv and envp as `*mut`, but posix_spawn does not write
+    // through them, so the `*const` arrays are cast.
+    // SAFETY: `pid` is writable; `path`, `argv`, `envp` are valid NUL-terminated C strings and
+    // NULL-terminated arrays that outlive the call; `acts` is null or initialised, `attr` is
+    // initialised (`Setup` upholds both).
     let rc = unsafe {
         if use_path {
             libc::posix_spawnp(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())

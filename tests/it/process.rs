@@ -31,6 +31,19 @@ fn flavours() -> [(&'static str, LoopBuilder); 4] {
     ]
 }
 
+/// Spawns `cmd`; when it exits, the returned cell gets its status and the handle closes.
+fn spawn_recording(lp: &mut Loop, cmd: &Command) -> (Child, Rc<Cell<Option<ExitStatus>>>) {
+    let status = Rc::new(Cell::new(None));
+    let s = status.clone();
+    let child = cmd
+        .spawn(lp, move |lp, p, r| {
+            s.set(Some(r.unwrap()));
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    (child, status)
+}
+
 /// Spawns `cmd`, runs the loop until the child exits, closes the handle; returns the status.
 fn status_of(lp: &mut Loop, cmd: &Command) -> io::Result<ExitStatus> {
     let got = Rc::new(RefCell::new(None));
@@ -187,14 +200,7 @@ case!(
             let mut lp = b.build().unwrap();
             let mut cmd = sh("cat; echo to-stderr >&2; exit 3");
             cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe).stderr(Stdio::Pipe);
-            let status = Rc::new(Cell::new(None));
-            let s = status.clone();
-            let child = cmd
-                .spawn(&mut lp, move |lp, p, res| {
-                    s.set(Some(res.unwrap()));
-                    p.close(lp).unwrap();
-                })
-                .unwrap();
+            let (child, status) = spawn_recording(&mut lp, &cmd);
             let out = collect(&mut lp, child.stdout.unwrap());
             let err = collect(&mut lp, child.stderr.unwrap());
             let stdin = child.stdin.unwrap();
@@ -236,14 +242,7 @@ case!(
         // Only stdin: the child reads what we write and answers with its exit code.
         let mut cmd = sh("read line; test \"$line\" = ping");
         cmd.stdin(Stdio::Pipe);
-        let st = Rc::new(Cell::new(None));
-        let s = st.clone();
-        let child = cmd
-            .spawn(&mut lp, move |lp, p, r| {
-                s.set(Some(r.unwrap()));
-                p.close(lp).unwrap();
-            })
-            .unwrap();
+        let (child, st) = spawn_recording(&mut lp, &cmd);
         let stdin = child.stdin.unwrap();
         stdin
             .write(&mut lp, b"ping\n", move |lp, r| {
@@ -265,14 +264,7 @@ case!(
         let mut lp = builder().build().unwrap();
         let mut cmd = Command::new("cat");
         cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
-        let status = Rc::new(Cell::new(None));
-        let s = status.clone();
-        let child = cmd
-            .spawn(&mut lp, move |lp, p, r| {
-                s.set(Some(r.unwrap()));
-                p.close(lp).unwrap();
-            })
-            .unwrap();
+        let (child, status) = spawn_recording(&mut lp, &cmd);
         let mut sent = Sum::new();
         let stdin = child.stdin.unwrap();
         for i in 0..(TOTAL / BLOCK) as u64 {
@@ -600,14 +592,7 @@ case!(
             let mut lp = b.build().unwrap();
             let mut cmd = sh("sleep 100 & echo $!; sleep 100");
             cmd.process_group(0).stdout(Stdio::Pipe);
-            let status = Rc::new(Cell::new(None));
-            let s = status.clone();
-            let child = cmd
-                .spawn(&mut lp, move |lp, p, r| {
-                    s.set(Some(r.unwrap()));
-                    p.close(lp).unwrap();
-                })
-                .unwrap();
+            let (child, status) = spawn_recording(&mut lp, &cmd);
             let bg = Rc::new(Cell::new(0));
             let b2 = bg.clone();
             let p = child.process;
