@@ -169,7 +169,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -389,18 +389,57 @@ fn needs_dot(p: &OsStr) -> bool {
     matches!(Path::new(p).components().next(), Some(Component::Normal(_)))
 }
 
-/// The program as a C string, in one allocation: `./` in front of a relative [`Path`].
-fn program_cstring(p: &OsStr, is_path: bool) -> Result<CString, &'static str> {
-    let dot = is_path && needs_dot(p);
-    let mut v = Vec::with_capacity(p.len() + 1 + if dot { 2 } else { 0 });
-    if dot {
-        v.extend_from_slice(b"./");
+/// The longest program name, with `./` and its NUL, kept inside the [`Command`]; a longer
+/// one goes to the heap.
+const PROGRAM_INLINE_BYTES: usize = 40;
+
+/// The program as a C string, with `./` in front of a relative [`Path`]. Short names (most
+/// are: `/bin/true`, `cargo`) live inside the `Command`, so building one allocates nothing.
+enum ProgramName {
+    /// `bytes[..len]` is the name, `bytes[len]` its NUL.
+    Inline {
+        len: u8,
+        bytes: [u8; PROGRAM_INLINE_BYTES],
+    },
+    Heap(CString),
+}
+
+impl ProgramName {
+    fn new(p: &OsStr, is_path: bool) -> Result<ProgramName, &'static str> {
+        let name = p.as_bytes();
+        if name.is_empty() {
+            return Err("the program name is empty");
+        }
+        if name.contains(&0) {
+            return Err("the program name contains a NUL byte");
+        }
+        let dot: &[u8] = if is_path && needs_dot(p) { b"./" } else { b"" };
+        let len = dot.len() + name.len();
+        if len < PROGRAM_INLINE_BYTES {
+            let mut bytes = [0; PROGRAM_INLINE_BYTES];
+            bytes[..dot.len()].copy_from_slice(dot);
+            bytes[dot.len()..len].copy_from_slice(name);
+            return Ok(ProgramName::Inline { len: len as u8, bytes });
+        }
+        let mut v = Vec::with_capacity(len + 1);
+        v.extend_from_slice(dot);
+        v.extend_from_slice(name);
+        CString::new(v).map(ProgramName::Heap).map_err(|_| "the program name contains a NUL byte")
     }
-    v.extend_from_slice(p.as_bytes());
-    if v.is_empty() {
-        return Err("the program name is empty");
+
+    fn as_c_str(&self) -> &CStr {
+        match self {
+            ProgramName::Inline { len, bytes } => CStr::from_bytes_with_nul(&bytes[..=*len as usize])
+                .expect("an inline name has no NUL before its end (checked in new)"),
+            ProgramName::Heap(c) => c,
+        }
     }
-    CString::new(v).map_err(|_| "the program name contains a NUL byte")
+}
+
+impl fmt::Debug for ProgramName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_c_str().fmt(f)
+    }
 }
 
 // ----- the command --------------------------------------------------------------------------
@@ -437,7 +476,7 @@ struct EnvEdits {
 #[derive(Debug)]
 pub struct Command {
     /// As given, with `./` for relative paths.
-    program: CString,
+    program: ProgramName,
     arg0: Option<CString>,
     args: Vec<CString>,
     env: Option<EnvEdits>,
@@ -460,9 +499,9 @@ fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, ()> {
 impl Command {
     /// A command for `program`; see [`IntoProgram`] for how strings and paths differ.
     pub fn new(program: impl IntoProgram) -> Command {
-        let (program, invalid) = match program.with_program(program_cstring) {
+        let (program, invalid) = match program.with_program(ProgramName::new) {
             Ok(c) => (c, None),
-            Err(why) => (CString::default(), Some(why.to_string())),
+            Err(why) => (ProgramName::Heap(CString::default()), Some(why.to_string())),
         };
         Command {
             program,
@@ -642,7 +681,7 @@ impl Command {
 
     /// The program as given (with `./` added to a relative [`Path`]).
     pub fn get_program(&self) -> &OsStr {
-        OsStr::from_bytes(self.program.to_bytes())
+        OsStr::from_bytes(self.program.as_c_str().to_bytes())
     }
 
     /// Starts the child. `on_exit` runs on the loop thread once the child has exited and
@@ -663,7 +702,7 @@ impl Command {
     }
 
     fn name(&self) -> String {
-        self.program.to_string_lossy().into_owned()
+        self.program.as_c_str().to_string_lossy().into_owned()
     }
 
     /// The `PATH` the child's program is searched in: `None` for the parent's own.
@@ -1021,23 +1060,24 @@ impl Loop {
         }
         let resolved;
         let child_path;
-        let program = if cmd.program.as_bytes().contains(&b'/') {
-            let relative = cmd.program.as_bytes().first() != Some(&b'/');
+        let name = cmd.program.as_c_str();
+        let program = if name.to_bytes().contains(&b'/') {
+            let relative = name.to_bytes().first() != Some(&b'/');
             if relative && cmd.cwd.is_some() {
                 let here = std::env::current_dir().map_err(|e| {
                     context(e, format!("spawn `{}`: the parent's working directory", cmd.name()))
                 })?;
-                let full = here.join(OsStr::from_bytes(cmd.program.as_bytes()));
+                let full = here.join(OsStr::from_bytes(name.to_bytes()));
                 resolved = CString::new(full.into_os_string().into_vec()).map_err(|_| {
                     invalid(format!("spawn `{}`: the parent's working directory contains a NUL", cmd.name()))
                 })?;
                 spawn::Program::Path(&resolved)
             } else {
-                spawn::Program::Path(&cmd.program)
+                spawn::Program::Path(name)
             }
         } else {
             child_path = cmd.child_path();
-            spawn::Program::Search { name: &cmd.program, path: child_path.as_deref() }
+            spawn::Program::Search { name, path: child_path.as_deref() }
         };
         let mut prep = Prepared::default();
         if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
@@ -1047,7 +1087,7 @@ impl Loop {
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
         let req = spawn::Request {
             program,
-            argv0: cmd.arg0.as_deref().unwrap_or(&cmd.program),
+            argv0: cmd.arg0.as_deref().unwrap_or(name),
             args: &cmd.args,
             env: env.as_deref(),
             cwd: cmd.cwd.as_ref().map(|(_, c)| c.as_c_str()),
