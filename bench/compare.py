@@ -255,6 +255,18 @@ def callgrind(args):
             a, _ = ir(cmd("256m"))
             b, _ = ir(cmd("1280m"))
             rows.append((f"{name} (per 64 KiB read)", (b - a) / 16384))
+    # The same with a 1 MiB pipe: the reader finds it full at each wakeup and reads up to 16
+    # times, so this is the marginal cost of a read, with the wakeup's share small. The row
+    # above depends on how often a wakeup finds more than one read's worth (timing).
+    a, _ = ir(ex("pump", "--bytes", "256m", "--pipe-size", "1m", *writer))
+    b, _ = ir(ex("pump", "--bytes", "768m", "--pipe-size", "1m", *writer))
+    rows.append(("evloop pump, 1 MiB pipe (per 64 KiB read)", (b - a) / 8192))
+    if PEERS:
+        for name, cmd in [("libuv pump", lambda n: peer("uv_pump", n, "64k", "1m", "64k", wc)),
+                          ("mio pump", lambda n: perf_peers("mio_pump", n, "64k", "1m", "64k", wc))]:
+            a, _ = ir(cmd("256m"))
+            b, _ = ir(cmd("768m"))
+            rows.append((f"{name}, 1 MiB pipe (per 64 KiB read)", (b - a) / 8192))
     # Ping-pong: round trips are time-bounded, so divide by the reported counts.
     echo = peer("echo_child")[0] if PEERS else "cat"
     progs = [("evloop pingpong write", lambda s: ex("pingpong", "--secs", s, "--child", echo), "round_trips"),
