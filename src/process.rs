@@ -909,6 +909,12 @@ impl Process {
     /// while descendants remain: on Linux 6.9 and later through the pidfd, which names the
     /// group race-free; elsewhere by number, which, once every member is gone, another
     /// process could take as its own group id. Fails with `ESRCH` when no member is left.
+    ///
+    /// The signal reaches the members the group has at that moment. A member that is about
+    /// to fork with signals blocked (shells block them around the fork of a foreground
+    /// command) holds the signal pending, and its new child starts without it: a group that
+    /// may still be growing should be signalled again, or killed with `SIGKILL` after a
+    /// grace period.
     pub fn kill_group(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
         lp.process_kill(self.0, signal, true)
     }

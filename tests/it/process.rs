@@ -612,7 +612,12 @@ case!(
         become_subreaper();
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
-            let mut cmd = sh("sleep 100 & echo $!; sleep 100");
+            // Both children start before the pid is printed, and the shell forks nothing after
+            // it (`wait` is a builtin): a member forking when the signal comes could make a
+            // child that misses it. dash blocks every signal around the vfork of a foreground
+            // command, so a SIGTERM landing there stays pending in the shell alone and the new
+            // `sleep` keeps the pipe open: no end of file, a hung loop.
+            let mut cmd = sh("sleep 100 & sleep 100 & echo $!; wait");
             cmd.process_group(0).stdout(Stdio::Pipe);
             let (child, status) = spawn_recording(&mut lp, &cmd);
             let bg = Rc::new(Cell::new(0));
@@ -632,8 +637,8 @@ case!(
                 .unwrap();
             lp.run(RunMode::Default).unwrap();
             assert_eq!(status.get().unwrap().signal(), Some(SIGTERM), "{name}: the shell");
-            // The shell's children (the background sleep and the foreground one) came to us,
-            // unless the shell reaped one before it died.
+            // The shell's children (the two sleeps) came to us, unless the shell reaped one
+            // before it died.
             let leader = pid.get();
             let adopted = reap_adopted();
             assert!(gone(bg.get() as u32), "{name}: the background sleep is gone");
