@@ -73,10 +73,10 @@
 //!   machinery (an internal, unreferenced [`Signal`] handle that [`Loop::handles`] does not
 //!   list, started with the first such child and kept until the loop drops, which restores
 //!   the previous disposition) and
-//!   calls `waitpid(pid, WNOHANG)` for each of its own children. While it watches `SIGCHLD`
-//!   this way, a `SIGCHLD` handler that another library installed earlier is not called
-//!   (it comes back when the loop drops): the fallback's one cost to coexistence, which the
-//!   pidfd path (and kqueue's) does not have.
+//!   calls `waitpid(pid, WNOHANG)` for each of its own children. A `SIGCHLD` handler that
+//!   another library installed earlier keeps being called, after the loop's (signal-hook
+//!   chains the same way), and is the disposition again when the loop drops. Stopped and
+//!   continued children wake the loop only if that earlier handler asked for them.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.

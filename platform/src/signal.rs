@@ -10,11 +10,18 @@
 //! takes: the first slot that watches a signal installs the handler and saves what was there;
 //! when the last one stops, the saved disposition comes back (libuv restores `SIG_DFL`). If
 //! someone replaced our handler in between, theirs is left in place.
+//!
+//! `SIGCHLD` is chained: a handler that was there before ours is called after ours, with the
+//! kernel's arguments, so code that reaps its own children when `SIGCHLD` arrives (another
+//! library, an older event loop) keeps hearing of them while a loop watches the signal. Other
+//! signals are not chained: a loop watching `SIGINT` means the loop handles it.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+use libc::{c_int, c_void, siginfo_t};
 
 use crate::cvt::cvt;
 
@@ -65,6 +72,12 @@ unsafe impl Send for Installed {}
 static INSTALLED: Mutex<[Installed; SIGNAL_NUMBER_MAX as usize + 1]> =
     Mutex::new([const { Installed { watchers: 0, previous: None } }; SIGNAL_NUMBER_MAX as usize + 1]);
 
+/// The `SIGCHLD` handler that was in place when ours went in (0: none, or `SIG_DFL`/`SIG_IGN`),
+/// and whether it takes `SA_SIGINFO` arguments. Written under the `INSTALLED` lock; read by
+/// the handler.
+static SIGCHLD_CHAINED: AtomicUsize = AtomicUsize::new(0);
+static SIGCHLD_CHAINED_SIGINFO: AtomicBool = AtomicBool::new(false);
+
 fn bit(signo: i32) -> u64 {
     1u64 << (signo - 1)
 }
@@ -90,7 +103,7 @@ pub fn check_signal_number(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
-extern "C" fn on_signal(signo: libc::c_int) {
+extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
     let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
     let saved = unsafe { *errno };
@@ -115,8 +128,46 @@ extern "C" fn on_signal(signo: libc::c_int) {
             slot.busy.fetch_sub(1, SeqCst);
         }
     }
+    if signo == libc::SIGCHLD {
+        call_chained_sigchld(signo, info, context);
+    }
     // SAFETY: as above.
     unsafe { *errno = saved };
+}
+
+/// Calls the `SIGCHLD` handler that was there before ours, if there was one.
+fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
+    let addr = SIGCHLD_CHAINED.load(SeqCst);
+    if addr == 0 {
+        return;
+    }
+    if SIGCHLD_CHAINED_SIGINFO.load(SeqCst) {
+        // SAFETY: `addr` is the handler the kernel held for SIGCHLD with SA_SIGINFO set, so it
+        // has the three-argument signature, and it gets the kernel's own arguments to ours.
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { std::mem::transmute(addr) };
+        f(signo, info, context);
+    } else {
+        // SAFETY: `addr` is the handler the kernel held for SIGCHLD without SA_SIGINFO, so it
+        // has the one-argument signature.
+        let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(addr) };
+        f(signo);
+    }
+}
+
+/// Whether `act` runs a function (not `SIG_DFL` or `SIG_IGN`).
+fn is_function(act: &libc::sigaction) -> bool {
+    act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN
+}
+
+/// Makes `previous` the handler ours chains to (none when it is not a function).
+fn set_chained_sigchld(previous: Option<&libc::sigaction>) {
+    match previous.filter(|p| is_function(p)) {
+        Some(p) => {
+            SIGCHLD_CHAINED_SIGINFO.store(p.sa_flags & libc::SA_SIGINFO != 0, SeqCst);
+            SIGCHLD_CHAINED.store(p.sa_sigaction, SeqCst);
+        }
+        None => SIGCHLD_CHAINED.store(0, SeqCst),
+    }
 }
 
 fn current_action(signo: i32) -> io::Result<libc::sigaction> {
@@ -127,13 +178,13 @@ fn current_action(signo: i32) -> io::Result<libc::sigaction> {
     Ok(unsafe { cur.assume_init() })
 }
 
-/// A sigaction that runs `handler` with `flags`, every signal blocked while it runs (so it
-/// cannot interrupt itself).
-fn handler_action(handler: extern "C" fn(libc::c_int), flags: libc::c_int) -> libc::sigaction {
+/// A sigaction that runs the handler at `handler` with `flags`, every signal blocked while it
+/// runs (so it cannot interrupt itself).
+fn handler_action(handler: libc::sighandler_t, flags: c_int) -> libc::sigaction {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, no flags, empty mask); every field we
     // rely on is then set below.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = handler as libc::sighandler_t;
+    act.sa_sigaction = handler;
     act.sa_flags = flags;
     // SAFETY: `act.sa_mask` is a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut act.sa_mask) };
@@ -149,22 +200,40 @@ fn swap_action(signo: i32, act: &libc::sigaction) -> io::Result<libc::sigaction>
     Ok(unsafe { old.assume_init() })
 }
 
+fn on_signal_address() -> libc::sighandler_t {
+    on_signal as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as libc::sighandler_t
+}
+
 fn install(signo: i32) -> io::Result<libc::sigaction> {
-    let mut flags = libc::SA_RESTART;
+    let mut flags = libc::SA_RESTART | libc::SA_SIGINFO;
     if signo == libc::SIGCHLD {
-        flags |= libc::SA_NOCLDSTOP;
+        // The handler we chain to is in place before ours is, so no SIGCHLD falls between.
+        let before = current_action(signo)?;
+        set_chained_sigchld(Some(&before));
+        // Stopped and continued children wake the loop for nothing; skip them, unless the
+        // chained handler asked for them.
+        if !is_function(&before) || before.sa_flags & libc::SA_NOCLDSTOP != 0 {
+            flags |= libc::SA_NOCLDSTOP;
+        }
     }
-    swap_action(signo, &handler_action(on_signal, flags))
+    let previous = swap_action(signo, &handler_action(on_signal_address(), flags));
+    if signo == libc::SIGCHLD {
+        // (Changed in between by code that does not take our lock? Chain to what was there.)
+        set_chained_sigchld(previous.as_ref().ok());
+    }
+    previous
 }
 
 fn restore(signo: i32, previous: &libc::sigaction) -> io::Result<()> {
     let cur = current_action(signo)?;
-    if cur.sa_sigaction != on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t {
-        // Someone replaced our handler after we installed it; theirs stays.
-        return Ok(());
+    if cur.sa_sigaction == on_signal_address() {
+        // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
+        cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
     }
-    // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
-    cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
+    // Someone who replaced our handler keeps theirs; either way, ours chains no more.
+    if signo == libc::SIGCHLD {
+        set_chained_sigchld(None);
+    }
     Ok(())
 }
 
@@ -335,7 +404,7 @@ pub fn set_blocked(signos: &[i32], blocked: bool) -> io::Result<()> {
 /// unwatch, so neither can slip in between.
 pub(crate) fn install_over_default(signo: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     check_signal_number(signo)?;
-    let act = handler_action(handler, libc::SA_RESETHAND);
+    let act = handler_action(handler as libc::sighandler_t, libc::SA_RESETHAND);
     let mut table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
     let d = &mut table[signo as usize];
     if d.watchers > 0 {

@@ -824,6 +824,42 @@ case!(
     }
 );
 
+case!(
+    fn issue_6_a_sigchld_handler_installed_earlier_keeps_being_called() {
+        // Another library (signal-hook here, as tokio uses it) reaps its children when SIGCHLD
+        // arrives. A loop on the SIGCHLD path must not silence it while it watches the signal.
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let heard = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGCHLD, heard.clone()).unwrap();
+        let theirs = evloop_platform::signal::disposition(libc::SIGCHLD).unwrap();
+        assert!(matches!(theirs, evloop_platform::signal::Disposition::Handler(_)));
+        // The handler may run on another thread of this process (the watchdog's), so it may
+        // finish a moment after the loop or `wait` saw the exit.
+        let heard_soon = |heard: &AtomicBool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !heard.load(SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            heard.load(SeqCst)
+        };
+        for (name, b) in flavours().into_iter().filter(|(name, _)| name.contains("sigchld")) {
+            let mut lp = b.build().unwrap();
+            heard.store(false, SeqCst);
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success(), "{name}");
+            // The loop heard the exit through its own handler; the earlier one heard it too.
+            assert!(heard_soon(&heard), "{name}: the earlier SIGCHLD handler was not called");
+            // A child of the other library's, while the loop still watches SIGCHLD.
+            heard.store(false, SeqCst);
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            assert!(child.wait().unwrap().success());
+            assert!(heard_soon(&heard), "{name}: the earlier handler missed a child of its own");
+            drop(lp);
+            assert_eq!(evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(), theirs, "{name}");
+        }
+    }
+);
+
 // ----- many children ------------------------------------------------------------------------
 
 /// Runs `total` spawns of /bin/true with `in_flight` children at a time on `lp`.
