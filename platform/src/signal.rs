@@ -19,7 +19,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use libc::{c_int, c_void, siginfo_t};
 
@@ -77,6 +77,10 @@ static INSTALLED: Mutex<[Installed; SIGNAL_NUMBER_MAX as usize + 1]> =
 /// the handler.
 static SIGCHLD_CHAINED: AtomicUsize = AtomicUsize::new(0);
 static SIGCHLD_CHAINED_SIGINFO: AtomicBool = AtomicBool::new(false);
+/// The `siginfo` of the chained call in progress. A handler that chains back to ours (one
+/// installed over ours, which we later went back on top of) calls ours again with the same
+/// `siginfo`, which lives on the signalled thread's stack: seeing it here ends the cycle.
+static SIGCHLD_CHAINING: AtomicPtr<siginfo_t> = AtomicPtr::new(std::ptr::null_mut());
 
 fn bit(signo: i32) -> u64 {
     1u64 << (signo - 1)
@@ -138,9 +142,11 @@ extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void
 /// Calls the `SIGCHLD` handler that was there before ours, if there was one.
 fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
     let addr = SIGCHLD_CHAINED.load(SeqCst);
-    if addr == 0 {
+    if addr == 0 || SIGCHLD_CHAINING.load(SeqCst) == info {
         return;
     }
+    // Handlers on other threads may interleave here; at worst one of them chains once more.
+    let outer = SIGCHLD_CHAINING.swap(info, SeqCst);
     if SIGCHLD_CHAINED_SIGINFO.load(SeqCst) {
         // SAFETY: `addr` is the handler the kernel held for SIGCHLD with SA_SIGINFO set, so it
         // has the three-argument signature, and it gets the kernel's own arguments to ours.
@@ -152,6 +158,7 @@ fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void
         let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(addr) };
         f(signo);
     }
+    SIGCHLD_CHAINING.store(outer, SeqCst);
 }
 
 /// Whether `act` runs a function (not `SIG_DFL` or `SIG_IGN`).

@@ -860,6 +860,29 @@ case!(
     }
 );
 
+case!(
+    fn a_sigchld_handler_that_chains_back_to_the_loops_does_not_loop_forever() {
+        // signal-hook goes in over the loop's handler and chains to it; the loop lets it be
+        // when it stops watching, and later goes back on top of it, chaining to it in turn.
+        // A SIGCHLD then runs ours, signal-hook's, ours again: that must end there.
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let mut first = builder().force_sigchld_reaping(true).build().unwrap();
+        assert!(status_of(&mut first, &Command::new("true")).unwrap().success());
+        let heard = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGCHLD, heard.clone()).unwrap();
+        let theirs = evloop_platform::signal::disposition(libc::SIGCHLD).unwrap();
+        drop(first);
+        assert_eq!(evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(), theirs);
+        let mut lp = builder().force_sigchld_reaping(true).build().unwrap();
+        for _ in 0..20 {
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+        }
+        drop(lp);
+        assert_eq!(evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(), theirs);
+    }
+);
+
 // ----- many children ------------------------------------------------------------------------
 
 /// Runs `total` spawns of /bin/true with `in_flight` children at a time on `lp`.
