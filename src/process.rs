@@ -74,9 +74,11 @@
 //!   list, started with the first such child and kept until the loop drops, which restores
 //!   the previous disposition) and
 //!   calls `waitpid(pid, WNOHANG)` for each of its own children. A `SIGCHLD` handler that
-//!   another library installed earlier keeps being called, after the loop's (signal-hook
-//!   chains the same way), and is the disposition again when the loop drops. Stopped and
-//!   continued children wake the loop only if that earlier handler asked for them.
+//!   another library installed earlier keeps being called, after the loop's, and is the
+//!   disposition again when the loop drops; one installed later that calls the handler it
+//!   replaced (as signal-hook's does) reaches the loop's, and through it the earlier one.
+//!   Stopped and continued children wake the loop only if that earlier handler asked for
+//!   them.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.

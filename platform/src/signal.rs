@@ -15,11 +15,19 @@
 //! kernel's arguments, so code that reaps its own children when `SIGCHLD` arrives (another
 //! library, an older event loop) keeps hearing of them while a loop watches the signal. Other
 //! signals are not chained: a loop watching `SIGINT` means the loop handles it.
+//!
+//! The chain says what ours calls. It changes only when ours goes on top of another handler
+//! (what was below becomes the first level) and when ours comes off the top (the chain goes
+//! back to what it was). When another handler went on top of ours, ours stays reachable
+//! through it, so it keeps its chain. If ours later goes on top of that handler, which calls
+//! ours again, the second call goes one level further down, to the handler that was below
+//! ours at first: ours, theirs, ours, the first one; then it stops. Deeper stacks than that
+//! lose their lowest handler.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use libc::{c_int, c_void, siginfo_t};
 
@@ -64,23 +72,46 @@ static SLOTS_HIGH: AtomicUsize = AtomicUsize::new(0);
 struct Installed {
     watchers: usize,
     previous: Option<libc::sigaction>,
+    /// `SIGCHLD`: the chain before ours went on top, put back when it comes off.
+    chain_before: Chain,
 }
 // SAFETY: `libc::sigaction` is plain data (a handler address, flags and a signal set); the
 // raw handler address it may hold is never dereferenced by us, only handed back to the kernel.
 unsafe impl Send for Installed {}
 
-static INSTALLED: Mutex<[Installed; SIGNAL_NUMBER_MAX as usize + 1]> =
-    Mutex::new([const { Installed { watchers: 0, previous: None } }; SIGNAL_NUMBER_MAX as usize + 1]);
+static INSTALLED: Mutex<[Installed; SIGNAL_NUMBER_MAX as usize + 1]> = Mutex::new(
+    [const { Installed { watchers: 0, previous: None, chain_before: [None; CHAIN_LEVELS] } };
+        SIGNAL_NUMBER_MAX as usize + 1],
+);
 
-/// The `SIGCHLD` handler that was in place when ours went in (0: none, or `SIG_DFL`/`SIG_IGN`),
-/// and whether it takes `SA_SIGINFO` arguments. Written under the `INSTALLED` lock; read by
-/// the handler.
-static SIGCHLD_CHAINED: AtomicUsize = AtomicUsize::new(0);
-static SIGCHLD_CHAINED_SIGINFO: AtomicBool = AtomicBool::new(false);
-/// The `siginfo` of the chained call in progress. A handler that chains back to ours (one
-/// installed over ours, which we later went back on top of) calls ours again with the same
-/// `siginfo`, which lives on the signalled thread's stack: seeing it here ends the cycle.
-static SIGCHLD_CHAINING: AtomicPtr<siginfo_t> = AtomicPtr::new(std::ptr::null_mut());
+// ----- SIGCHLD chaining (see the module docs) ------------------------------------------------
+
+/// How deep the chain goes: the handler below ours, and the one below that when a handler
+/// that calls ours sits in between.
+const CHAIN_LEVELS: usize = 2;
+
+/// A handler in the chain: its address, and whether it takes `SA_SIGINFO` arguments.
+type Link = Option<(usize, bool)>;
+type Chain = [Link; CHAIN_LEVELS];
+
+/// One level of the chain, as the handler reads it: at most one of the two addresses is
+/// non-zero, and a change zeroes both before it sets one, so the handler never pairs an
+/// address with the other signature.
+struct Level {
+    siginfo: AtomicUsize,
+    plain: AtomicUsize,
+}
+
+static SIGCHLD_CHAIN: [Level; CHAIN_LEVELS] =
+    [const { Level { siginfo: AtomicUsize::new(0), plain: AtomicUsize::new(0) } }; CHAIN_LEVELS];
+
+/// Threads inside a chained call (by `pthread_self`), and the level each one is calling. A
+/// handler that calls ours again arrives on the same thread, inside the call.
+const CHAINING_THREADS_MAX: usize = 64;
+static CHAINING_THREAD: [AtomicUsize; CHAINING_THREADS_MAX] =
+    [const { AtomicUsize::new(0) }; CHAINING_THREADS_MAX];
+static CHAINING_LEVEL: [AtomicUsize; CHAINING_THREADS_MAX] =
+    [const { AtomicUsize::new(0) }; CHAINING_THREADS_MAX];
 
 fn bit(signo: i32) -> u64 {
     1u64 << (signo - 1)
@@ -139,41 +170,89 @@ extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void
     unsafe { *errno = saved };
 }
 
-/// Calls the `SIGCHLD` handler that was there before ours, if there was one.
+/// Calls the handlers below ours (see the module docs). Runs in signal context.
 fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
-    let addr = SIGCHLD_CHAINED.load(SeqCst);
-    if addr == 0 || SIGCHLD_CHAINING.load(SeqCst) == info {
+    let level0 = &SIGCHLD_CHAIN[0];
+    if level0.siginfo.load(SeqCst) == 0 && level0.plain.load(SeqCst) == 0 {
         return;
     }
-    // Handlers on other threads may interleave here; at worst one of them chains once more.
-    let outer = SIGCHLD_CHAINING.swap(info, SeqCst);
-    if SIGCHLD_CHAINED_SIGINFO.load(SeqCst) {
-        // SAFETY: `addr` is the handler the kernel held for SIGCHLD with SA_SIGINFO set, so it
-        // has the three-argument signature, and it gets the kernel's own arguments to ours.
-        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { std::mem::transmute(addr) };
+    // SAFETY: pthread_self takes no arguments and only reads the calling thread's id.
+    let me = unsafe { libc::pthread_self() } as usize;
+    for (thread, level) in CHAINING_THREAD.iter().zip(&CHAINING_LEVEL) {
+        if thread.load(SeqCst) == me {
+            // Ours again, from a handler we called: one level further down, if there is one.
+            let next = level.load(SeqCst) + 1;
+            if next < CHAIN_LEVELS {
+                level.store(next, SeqCst);
+                call_chain_level(next, signo, info, context);
+                level.store(next - 1, SeqCst);
+            }
+            return;
+        }
+    }
+    for (thread, level) in CHAINING_THREAD.iter().zip(&CHAINING_LEVEL) {
+        if thread.compare_exchange(0, me, SeqCst, SeqCst).is_ok() {
+            level.store(0, SeqCst);
+            call_chain_level(0, signo, info, context);
+            thread.store(0, SeqCst);
+            return;
+        }
+    }
+    // More threads in chained calls at once than slots: skipping beats an unguarded cycle.
+}
+
+fn call_chain_level(level: usize, signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
+    let link = &SIGCHLD_CHAIN[level];
+    let addr = link.siginfo.load(SeqCst);
+    if addr != 0 {
+        // SAFETY: `addr` was a SIGCHLD handler installed with SA_SIGINFO (see `Level`), so it
+        // has the three-argument signature, and its code stays mapped (the program installed
+        // it). It gets the kernel's own arguments to ours, and runs under our mask and flags.
+        let f = unsafe {
+            std::mem::transmute::<*const (), extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(
+                addr as *const (),
+            )
+        };
         f(signo, info, context);
-    } else {
-        // SAFETY: `addr` is the handler the kernel held for SIGCHLD without SA_SIGINFO, so it
-        // has the one-argument signature.
-        let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(addr) };
+        return;
+    }
+    let addr = link.plain.load(SeqCst);
+    if addr != 0 {
+        // SAFETY: as above, for a handler installed without SA_SIGINFO: one argument.
+        let f = unsafe { std::mem::transmute::<*const (), extern "C" fn(c_int)>(addr as *const ()) };
         f(signo);
     }
-    SIGCHLD_CHAINING.store(outer, SeqCst);
 }
 
-/// Whether `act` runs a function (not `SIG_DFL` or `SIG_IGN`).
-fn is_function(act: &libc::sigaction) -> bool {
-    act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN
+/// The link for `act`: none for `SIG_DFL`, `SIG_IGN` and ours.
+fn link_of(act: &libc::sigaction) -> Link {
+    let addr = act.sa_sigaction;
+    if addr == libc::SIG_DFL || addr == libc::SIG_IGN || addr == on_signal_address() {
+        return None;
+    }
+    Some((addr, act.sa_flags & libc::SA_SIGINFO != 0))
 }
 
-/// Makes `previous` the handler ours chains to (none when it is not a function).
-fn set_chained_sigchld(previous: Option<&libc::sigaction>) {
-    match previous.filter(|p| is_function(p)) {
-        Some(p) => {
-            SIGCHLD_CHAINED_SIGINFO.store(p.sa_flags & libc::SA_SIGINFO != 0, SeqCst);
-            SIGCHLD_CHAINED.store(p.sa_sigaction, SeqCst);
+fn chain_get() -> Chain {
+    std::array::from_fn(|i| {
+        let level = &SIGCHLD_CHAIN[i];
+        match (level.siginfo.load(SeqCst), level.plain.load(SeqCst)) {
+            (0, 0) => None,
+            (0, plain) => Some((plain, false)),
+            (siginfo, _) => Some((siginfo, true)),
         }
-        None => SIGCHLD_CHAINED.store(0, SeqCst),
+    })
+}
+
+fn chain_set(chain: Chain) {
+    for (level, link) in SIGCHLD_CHAIN.iter().zip(chain) {
+        level.siginfo.store(0, SeqCst);
+        level.plain.store(0, SeqCst);
+        match link {
+            Some((addr, true)) => level.siginfo.store(addr, SeqCst),
+            Some((addr, false)) => level.plain.store(addr, SeqCst),
+            None => {}
+        }
     }
 }
 
@@ -211,35 +290,68 @@ fn on_signal_address() -> libc::sighandler_t {
     on_signal as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as libc::sighandler_t
 }
 
-fn install(signo: i32) -> io::Result<libc::sigaction> {
+/// Installs our handler for `signo`; returns what was there, and the `SIGCHLD` chain before.
+fn install(signo: i32) -> io::Result<(libc::sigaction, Chain)> {
+    let chain_before = chain_get();
     let mut flags = libc::SA_RESTART | libc::SA_SIGINFO;
-    if signo == libc::SIGCHLD {
-        // The handler we chain to is in place before ours is, so no SIGCHLD falls between.
+    let before = if signo == libc::SIGCHLD {
+        // The chain is in place before ours is, so no SIGCHLD falls between.
         let before = current_action(signo)?;
-        set_chained_sigchld(Some(&before));
-        // Stopped and continued children wake the loop for nothing; skip them, unless the
-        // chained handler asked for them.
-        if !is_function(&before) || before.sa_flags & libc::SA_NOCLDSTOP != 0 {
-            flags |= libc::SA_NOCLDSTOP;
+        flags |= sigchld_flags(&before);
+        chain_set(chain_on_top_of(&before, chain_before));
+        Some(before)
+    } else {
+        None
+    };
+    let previous = match swap_action(signo, &handler_action(on_signal_address(), flags)) {
+        Ok(p) => p,
+        Err(e) => {
+            chain_set(chain_before);
+            return Err(e);
         }
+    };
+    if before.is_some_and(|b| b.sa_sigaction != previous.sa_sigaction) {
+        // Changed in between by code that does not take our lock: chain to what was there.
+        chain_set(chain_on_top_of(&previous, chain_before));
     }
-    let previous = swap_action(signo, &handler_action(on_signal_address(), flags));
-    if signo == libc::SIGCHLD {
-        // (Changed in between by code that does not take our lock? Chain to what was there.)
-        set_chained_sigchld(previous.as_ref().ok());
-    }
-    previous
+    Ok((previous, chain_before))
 }
 
-fn restore(signo: i32, previous: &libc::sigaction) -> io::Result<()> {
-    let cur = current_action(signo)?;
-    if cur.sa_sigaction == on_signal_address() {
-        // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
-        cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
+/// The chain once ours goes on top of `below`: ours calls `below`, and a call back from it
+/// goes to what ours called before. On top of itself, ours keeps its chain.
+fn chain_on_top_of(below: &libc::sigaction, chain: Chain) -> Chain {
+    if below.sa_sigaction == on_signal_address() {
+        return chain;
     }
-    // Someone who replaced our handler keeps theirs; either way, ours chains no more.
+    let mut on_top = [None; CHAIN_LEVELS];
+    if let Some(link) = link_of(below) {
+        on_top[0] = Some(link);
+        on_top[1..].copy_from_slice(&chain[..CHAIN_LEVELS - 1]);
+    }
+    on_top
+}
+
+/// Our `SIGCHLD` flags over `below`. Stopped and continued children wake the loop for
+/// nothing: skip them, unless the handler below asked for them. And run where it expects to
+/// run (Go's runtime, for one, insists on the alternate signal stack).
+fn sigchld_flags(below: &libc::sigaction) -> c_int {
+    if link_of(below).is_none() {
+        return libc::SA_NOCLDSTOP;
+    }
+    below.sa_flags & (libc::SA_NOCLDSTOP | libc::SA_ONSTACK)
+}
+
+/// Puts `previous` back for `signo` if ours is still the handler, and the `SIGCHLD` chain with
+/// it. If someone installed theirs over ours, theirs stays, and ours, which theirs may call,
+/// keeps its chain.
+fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::Result<()> {
+    if current_action(signo)?.sa_sigaction != on_signal_address() {
+        return Ok(());
+    }
+    // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
+    cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
     if signo == libc::SIGCHLD {
-        set_chained_sigchld(None);
+        chain_set(chain_before);
     }
     Ok(())
 }
@@ -288,7 +400,9 @@ impl NotifySlot {
         let mut table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
         let d = &mut table[signo as usize];
         if d.watchers == 0 {
-            d.previous = Some(install(signo)?);
+            let (previous, chain_before) = install(signo)?;
+            d.previous = Some(previous);
+            d.chain_before = chain_before;
         }
         d.watchers += 1;
         slot.mask.fetch_or(bit(signo), SeqCst);
@@ -308,7 +422,7 @@ impl NotifySlot {
         d.watchers -= 1;
         if d.watchers == 0 {
             if let Some(prev) = d.previous.take() {
-                restore(signo, &prev)?;
+                restore(signo, &prev, d.chain_before)?;
             }
         }
         Ok(())
@@ -424,4 +538,133 @@ pub(crate) fn install_over_default(signo: i32, handler: extern "C" fn(libc::c_in
         swap_action(signo, &act)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Two foreign SIGCHLD handlers: `below` was there first (SA_SIGINFO style); `over` goes
+    // on top of the loops' handler and, as chaining libraries do, calls what it replaced.
+    static BELOW_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static OVER_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static OVER_REPLACED: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn below(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
+        BELOW_CALLS.fetch_add(1, SeqCst);
+    }
+
+    extern "C" fn over(signo: c_int) {
+        OVER_CALLS.fetch_add(1, SeqCst);
+        // SAFETY: OVER_REPLACED holds the loops' handler, which takes SA_SIGINFO arguments
+        // (null ones are fine: it passes them on, and `below` ignores them).
+        let ours = unsafe {
+            std::mem::transmute::<*const (), extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(
+                OVER_REPLACED.load(SeqCst) as *const (),
+            )
+        };
+        ours(signo, std::ptr::null_mut(), std::ptr::null_mut());
+    }
+
+    /// Raises SIGCHLD on this thread (every handler has run when it returns) and returns
+    /// (below's calls, over's calls, whether the slot saw it) since the last look.
+    fn raise_and_count(slot: &NotifySlot) -> (usize, usize, bool) {
+        raise(libc::SIGCHLD).unwrap();
+        let seen = slot.take_pending() & bit(libc::SIGCHLD) != 0;
+        (BELOW_CALLS.swap(0, SeqCst), OVER_CALLS.swap(0, SeqCst), seen)
+    }
+
+    /// The SIGCHLD tests change process-wide state: one at a time.
+    static SIGCHLD_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn sigchld_chains_to_the_handlers_below_and_never_in_a_cycle() {
+        let _one_at_a_time = SIGCHLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_read_end, write_end) = crate::fd::pipe().unwrap();
+        crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true).unwrap();
+        let slot = NotifySlot::new(write_end).unwrap();
+        swap_action(
+            libc::SIGCHLD,
+            &handler_action(below as *const () as libc::sighandler_t, libc::SA_SIGINFO),
+        )
+        .unwrap();
+        assert_eq!(raise_and_count(&slot), (1, 0, false), "only `below` so far");
+
+        slot.watch(libc::SIGCHLD).unwrap();
+        assert_eq!(raise_and_count(&slot), (1, 0, true), "ours, then `below`");
+
+        let replaced =
+            swap_action(libc::SIGCHLD, &handler_action(over as *const () as libc::sighandler_t, 0)).unwrap();
+        OVER_REPLACED.store(replaced.sa_sigaction, SeqCst);
+        assert_eq!(raise_and_count(&slot), (1, 1, true), "`over`, ours, `below`");
+
+        // Ours is under `over` now: stopping leaves `over` in place, and ours, which `over`
+        // still calls, still calls `below`.
+        slot.unwatch(libc::SIGCHLD).unwrap();
+        assert_eq!(
+            disposition(libc::SIGCHLD).unwrap(),
+            Disposition::Handler(over as *const () as libc::sighandler_t)
+        );
+        assert_eq!(raise_and_count(&slot), (1, 1, false), "`over`, ours (not watching), `below`");
+
+        // Ours on top of `over` again: ours, `over`, ours again, `below`; and no further.
+        slot.watch(libc::SIGCHLD).unwrap();
+        assert_eq!(raise_and_count(&slot), (1, 1, true), "ours, `over`, ours, `below`");
+
+        // Off the top: `over` is back, and the chain is what it was.
+        slot.unwatch(libc::SIGCHLD).unwrap();
+        assert_eq!(
+            disposition(libc::SIGCHLD).unwrap(),
+            Disposition::Handler(over as *const () as libc::sighandler_t)
+        );
+        assert_eq!(raise_and_count(&slot), (1, 1, false), "`over`, ours, `below`");
+
+        set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
+    }
+
+    static MEETING_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static MEETING_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+    static MEETING_ON: AtomicBool = AtomicBool::new(false);
+    static MEETING_MET: AtomicUsize = AtomicUsize::new(0);
+
+    /// A handler below ours that, while MEETING_ON, waits for a second thread to be in it too
+    /// (at most five seconds), so that two chained calls overlap.
+    extern "C" fn meeting(_: c_int) {
+        MEETING_CALLS.fetch_add(1, SeqCst);
+        if MEETING_ON.load(SeqCst) {
+            MEETING_ARRIVED.fetch_add(1, SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while MEETING_ARRIVED.load(SeqCst) < 2 && std::time::Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            if MEETING_ARRIVED.load(SeqCst) >= 2 {
+                MEETING_MET.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_chained_calls_on_two_threads_leave_the_chain_working() {
+        let _one_at_a_time = SIGCHLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_read_end, write_end) = crate::fd::pipe().unwrap();
+        crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true).unwrap();
+        let slot = NotifySlot::new(write_end).unwrap();
+        swap_action(libc::SIGCHLD, &handler_action(meeting as *const () as libc::sighandler_t, 0)).unwrap();
+        slot.watch(libc::SIGCHLD).unwrap();
+        MEETING_ON.store(true, SeqCst);
+        let other = std::thread::spawn(|| raise(libc::SIGCHLD).unwrap());
+        raise(libc::SIGCHLD).unwrap();
+        other.join().unwrap();
+        MEETING_ON.store(false, SeqCst);
+        assert_eq!(MEETING_MET.load(SeqCst), 2, "both threads were in the chained call at once");
+        assert_eq!(MEETING_CALLS.swap(0, SeqCst), 2);
+        // Afterwards every SIGCHLD, on either thread, still reaches the handler below.
+        for _ in 0..3 {
+            raise(libc::SIGCHLD).unwrap();
+            std::thread::spawn(|| raise(libc::SIGCHLD).unwrap()).join().unwrap();
+        }
+        assert_eq!(MEETING_CALLS.swap(0, SeqCst), 6);
+        slot.unwatch(libc::SIGCHLD).unwrap();
+        set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
+    }
 }

@@ -824,6 +824,18 @@ case!(
     }
 );
 
+/// Waits (at most five seconds) for a signal handler to set `heard`: the signal may land on
+/// any thread of the process, so the handler may finish a moment after the loop or `wait`
+/// saw the exit.
+fn heard_soon(heard: &std::sync::atomic::AtomicBool) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !heard.load(SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    heard.load(SeqCst)
+}
+
 case!(
     fn issue_6_a_sigchld_handler_installed_earlier_keeps_being_called() {
         // Another library (signal-hook here, as tokio uses it) reaps its children when SIGCHLD
@@ -834,19 +846,15 @@ case!(
         signal_hook::flag::register(libc::SIGCHLD, heard.clone()).unwrap();
         let theirs = evloop_platform::signal::disposition(libc::SIGCHLD).unwrap();
         assert!(matches!(theirs, evloop_platform::signal::Disposition::Handler(_)));
-        // The handler may run on another thread of this process (the watchdog's), so it may
-        // finish a moment after the loop or `wait` saw the exit.
-        let heard_soon = |heard: &AtomicBool| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !heard.load(SeqCst) && std::time::Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            heard.load(SeqCst)
-        };
         for (name, b) in flavours().into_iter().filter(|(name, _)| name.contains("sigchld")) {
             let mut lp = b.build().unwrap();
             heard.store(false, SeqCst);
             assert!(status_of(&mut lp, &Command::new("true")).unwrap().success(), "{name}");
+            assert_ne!(
+                evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(),
+                theirs,
+                "{name}: ours on top"
+            );
             // The loop heard the exit through its own handler; the earlier one heard it too.
             assert!(heard_soon(&heard), "{name}: the earlier SIGCHLD handler was not called");
             // A child of the other library's, while the loop still watches SIGCHLD.
@@ -866,7 +874,7 @@ case!(
         // when it stops watching, and later goes back on top of it, chaining to it in turn.
         // A SIGCHLD then runs ours, signal-hook's, ours again: that must end there.
         use std::sync::Arc;
-        use std::sync::atomic::AtomicBool;
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         let mut first = builder().force_sigchld_reaping(true).build().unwrap();
         assert!(status_of(&mut first, &Command::new("true")).unwrap().success());
         let heard = Arc::new(AtomicBool::new(false));
@@ -876,7 +884,9 @@ case!(
         assert_eq!(evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(), theirs);
         let mut lp = builder().force_sigchld_reaping(true).build().unwrap();
         for _ in 0..20 {
+            heard.store(false, SeqCst);
             assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+            assert!(heard_soon(&heard), "signal-hook's handler, between ours, still runs");
         }
         drop(lp);
         assert_eq!(evloop_platform::signal::disposition(libc::SIGCHLD).unwrap(), theirs);
