@@ -23,11 +23,20 @@
 //! ours again, the second call goes one level further down, to the handler that was below
 //! ours at first: ours, theirs, ours, the first one; then it stops. Deeper stacks than that
 //! lose their lowest handler.
+//!
+//! The handler reads the chain once per signal, through one pointer to a chain that never
+//! changes after it is published, so a chain changing meanwhile gives it the old view or the
+//! new one, never half of each. Near such a change a signal may reach a handler in between
+//! twice (theirs, ours, theirs, ours, the first one); `SIGCHLD` handlers take coalesced and
+//! extra signals in their stride anyway. Limits: the handlers below run under our signal
+//! mask and flags (only `SA_NOCLDSTOP` and `SA_ONSTACK` follow theirs); one that leaves by
+//! `siglongjmp` or ends its thread is not supported; and when more than
+//! `CHAINING_THREADS_MAX` threads are in chained calls at once, the others skip the chain.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use libc::{c_int, c_void, siginfo_t};
 
@@ -94,22 +103,27 @@ const CHAIN_LEVELS: usize = 2;
 type Link = Option<(usize, bool)>;
 type Chain = [Link; CHAIN_LEVELS];
 
-/// One level of the chain, as the handler reads it: at most one of the two addresses is
-/// non-zero, and a change zeroes both before it sets one, so the handler never pairs an
-/// address with the other signature.
-struct Level {
-    siginfo: AtomicUsize,
-    plain: AtomicUsize,
+/// The chain ours calls, as the handler reads it: null, or a `Chain` that is never changed or
+/// freed once published (each distinct chain is leaked once, and there are few of them). A
+/// handler that read it keeps one consistent view, however the chain changes meanwhile.
+static SIGCHLD_CHAIN: AtomicPtr<Chain> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The chain as the model has it (see the module docs), and every chain ever published.
+/// Changed only in `install` and `restore`, under the `INSTALLED` lock.
+struct ChainState {
+    current: Chain,
+    published: Vec<&'static Chain>,
 }
+static CHAIN_STATE: Mutex<ChainState> =
+    Mutex::new(ChainState { current: [None; CHAIN_LEVELS], published: Vec::new() });
 
-static SIGCHLD_CHAIN: [Level; CHAIN_LEVELS] =
-    [const { Level { siginfo: AtomicUsize::new(0), plain: AtomicUsize::new(0) } }; CHAIN_LEVELS];
-
-/// Threads inside a chained call (by `pthread_self`), and the level each one is calling. A
-/// handler that calls ours again arrives on the same thread, inside the call.
+/// Threads inside a chained call (by `pthread_self`), the chain each one read, and the level
+/// it is calling. A handler that calls ours again arrives on the same thread, inside the call.
 const CHAINING_THREADS_MAX: usize = 64;
 static CHAINING_THREAD: [AtomicUsize; CHAINING_THREADS_MAX] =
     [const { AtomicUsize::new(0) }; CHAINING_THREADS_MAX];
+static CHAINING_CHAIN: [AtomicPtr<Chain>; CHAINING_THREADS_MAX] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; CHAINING_THREADS_MAX];
 static CHAINING_LEVEL: [AtomicUsize; CHAINING_THREADS_MAX] =
     [const { AtomicUsize::new(0) }; CHAINING_THREADS_MAX];
 
@@ -172,28 +186,32 @@ extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void
 
 /// Calls the handlers below ours (see the module docs). Runs in signal context.
 fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
-    let level0 = &SIGCHLD_CHAIN[0];
-    if level0.siginfo.load(SeqCst) == 0 && level0.plain.load(SeqCst) == 0 {
+    if SIGCHLD_CHAIN.load(SeqCst).is_null() {
         return;
     }
     // SAFETY: pthread_self takes no arguments and only reads the calling thread's id.
     let me = unsafe { libc::pthread_self() } as usize;
-    for (thread, level) in CHAINING_THREAD.iter().zip(&CHAINING_LEVEL) {
+    for ((thread, chain), level) in CHAINING_THREAD.iter().zip(&CHAINING_CHAIN).zip(&CHAINING_LEVEL) {
         if thread.load(SeqCst) == me {
-            // Ours again, from a handler we called: one level further down, if there is one.
+            // Ours again, from a handler we called: one level further down the chain this
+            // call began with, if there is one.
             let next = level.load(SeqCst) + 1;
-            if next < CHAIN_LEVELS {
+            if let Some(chain) = published(chain.load(SeqCst)).filter(|_| next < CHAIN_LEVELS) {
                 level.store(next, SeqCst);
-                call_chain_level(next, signo, info, context);
+                call_link(chain[next], signo, info, context);
                 level.store(next - 1, SeqCst);
             }
             return;
         }
     }
-    for (thread, level) in CHAINING_THREAD.iter().zip(&CHAINING_LEVEL) {
+    for ((thread, chain), level) in CHAINING_THREAD.iter().zip(&CHAINING_CHAIN).zip(&CHAINING_LEVEL) {
         if thread.compare_exchange(0, me, SeqCst, SeqCst).is_ok() {
+            let current = SIGCHLD_CHAIN.load(SeqCst);
+            chain.store(current, SeqCst);
             level.store(0, SeqCst);
-            call_chain_level(0, signo, info, context);
+            if let Some(c) = published(current) {
+                call_link(c[0], signo, info, context);
+            }
             thread.store(0, SeqCst);
             return;
         }
@@ -201,26 +219,33 @@ fn call_chained_sigchld(signo: c_int, info: *mut siginfo_t, context: *mut c_void
     // More threads in chained calls at once than slots: skipping beats an unguarded cycle.
 }
 
-fn call_chain_level(level: usize, signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
-    let link = &SIGCHLD_CHAIN[level];
-    let addr = link.siginfo.load(SeqCst);
-    if addr != 0 {
-        // SAFETY: `addr` was a SIGCHLD handler installed with SA_SIGINFO (see `Level`), so it
-        // has the three-argument signature, and its code stays mapped (the program installed
-        // it). It gets the kernel's own arguments to ours, and runs under our mask and flags.
-        let f = unsafe {
-            std::mem::transmute::<*const (), extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(
-                addr as *const (),
-            )
-        };
-        f(signo, info, context);
-        return;
-    }
-    let addr = link.plain.load(SeqCst);
-    if addr != 0 {
-        // SAFETY: as above, for a handler installed without SA_SIGINFO: one argument.
-        let f = unsafe { std::mem::transmute::<*const (), extern "C" fn(c_int)>(addr as *const ()) };
-        f(signo);
+/// The chain `p` points to, if any.
+fn published(p: *mut Chain) -> Option<&'static Chain> {
+    // SAFETY: every non-null pointer in SIGCHLD_CHAIN or CHAINING_CHAIN comes from `publish`,
+    // which leaks it: it is never freed, and never written after it was published.
+    unsafe { p.as_ref() }
+}
+
+fn call_link(link: Link, signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
+    match link {
+        Some((addr, true)) => {
+            // SAFETY: `addr` was a SIGCHLD handler installed with SA_SIGINFO (`link_of`), so it
+            // has the three-argument signature, and its code stays mapped (the program
+            // installed it). It gets the kernel's own arguments to ours, and runs under our
+            // mask and flags, not its own.
+            let f = unsafe {
+                std::mem::transmute::<*const (), extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(
+                    addr as *const (),
+                )
+            };
+            f(signo, info, context);
+        }
+        Some((addr, false)) => {
+            // SAFETY: as above, for a handler installed without SA_SIGINFO: one argument.
+            let f = unsafe { std::mem::transmute::<*const (), extern "C" fn(c_int)>(addr as *const ()) };
+            f(signo);
+        }
+        None => {}
     }
 }
 
@@ -233,27 +258,22 @@ fn link_of(act: &libc::sigaction) -> Link {
     Some((addr, act.sa_flags & libc::SA_SIGINFO != 0))
 }
 
-fn chain_get() -> Chain {
-    std::array::from_fn(|i| {
-        let level = &SIGCHLD_CHAIN[i];
-        match (level.siginfo.load(SeqCst), level.plain.load(SeqCst)) {
-            (0, 0) => None,
-            (0, plain) => Some((plain, false)),
-            (siginfo, _) => Some((siginfo, true)),
-        }
-    })
-}
-
-fn chain_set(chain: Chain) {
-    for (level, link) in SIGCHLD_CHAIN.iter().zip(chain) {
-        level.siginfo.store(0, SeqCst);
-        level.plain.store(0, SeqCst);
-        match link {
-            Some((addr, true)) => level.siginfo.store(addr, SeqCst),
-            Some((addr, false)) => level.plain.store(addr, SeqCst),
-            None => {}
-        }
-    }
+/// Makes `chain` the one handlers read (not in signal context: it may allocate).
+fn publish(state: &mut ChainState, chain: Chain) {
+    let p = if chain == [None; CHAIN_LEVELS] {
+        std::ptr::null_mut()
+    } else {
+        let leaked = match state.published.iter().find(|c| ***c == chain) {
+            Some(c) => *c,
+            None => {
+                let c: &'static Chain = Box::leak(Box::new(chain));
+                state.published.push(c);
+                c
+            }
+        };
+        (leaked as *const Chain).cast_mut()
+    };
+    SIGCHLD_CHAIN.store(p, SeqCst);
 }
 
 fn current_action(signo: i32) -> io::Result<libc::sigaction> {
@@ -292,27 +312,32 @@ fn on_signal_address() -> libc::sighandler_t {
 
 /// Installs our handler for `signo`; returns what was there, and the `SIGCHLD` chain before.
 fn install(signo: i32) -> io::Result<(libc::sigaction, Chain)> {
-    let chain_before = chain_get();
     let mut flags = libc::SA_RESTART | libc::SA_SIGINFO;
-    let before = if signo == libc::SIGCHLD {
-        // The chain is in place before ours is, so no SIGCHLD falls between.
-        let before = current_action(signo)?;
-        flags |= sigchld_flags(&before);
-        chain_set(chain_on_top_of(&before, chain_before));
-        Some(before)
-    } else {
-        None
-    };
+    if signo != libc::SIGCHLD {
+        let previous = swap_action(signo, &handler_action(on_signal_address(), flags))?;
+        return Ok((previous, [None; CHAIN_LEVELS]));
+    }
+    let mut state = CHAIN_STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let chain_before = state.current;
+    // The chain is in place before ours is, so no SIGCHLD falls between.
+    let before = current_action(signo)?;
+    flags |= sigchld_flags(&before);
+    let on_top = chain_on_top_of(&before, chain_before);
+    state.current = on_top;
+    publish(&mut state, on_top);
     let previous = match swap_action(signo, &handler_action(on_signal_address(), flags)) {
         Ok(p) => p,
         Err(e) => {
-            chain_set(chain_before);
+            state.current = chain_before;
+            publish(&mut state, chain_before);
             return Err(e);
         }
     };
-    if before.is_some_and(|b| b.sa_sigaction != previous.sa_sigaction) {
+    if previous.sa_sigaction != before.sa_sigaction || link_of(&previous) != link_of(&before) {
         // Changed in between by code that does not take our lock: chain to what was there.
-        chain_set(chain_on_top_of(&previous, chain_before));
+        let on_top = chain_on_top_of(&previous, chain_before);
+        state.current = on_top;
+        publish(&mut state, on_top);
     }
     Ok((previous, chain_before))
 }
@@ -351,7 +376,13 @@ fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::R
     // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
     cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
     if signo == libc::SIGCHLD {
-        chain_set(chain_before);
+        let mut state = CHAIN_STATE.lock().unwrap_or_else(|p| p.into_inner());
+        state.current = chain_before;
+        // Nothing calls ours now but a SIGCHLD the kernel gave it a moment ago: when the
+        // chain before was empty, leave the published one for that signal.
+        if chain_before != [None; CHAIN_LEVELS] {
+            publish(&mut state, chain_before);
+        }
     }
     Ok(())
 }
@@ -549,13 +580,27 @@ mod tests {
     static BELOW_CALLS: AtomicUsize = AtomicUsize::new(0);
     static OVER_CALLS: AtomicUsize = AtomicUsize::new(0);
     static OVER_REPLACED: AtomicUsize = AtomicUsize::new(0);
+    /// The thread whose signals `below` and `over` count (others' SIGCHLDs, if any, are not
+    /// the test's).
+    static COUNTING_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+    fn this_thread() -> usize {
+        // SAFETY: pthread_self takes no arguments and only reads the calling thread's id.
+        unsafe { libc::pthread_self() as usize }
+    }
+
+    fn count(calls: &AtomicUsize) {
+        if COUNTING_THREAD.load(SeqCst) == this_thread() {
+            calls.fetch_add(1, SeqCst);
+        }
+    }
 
     extern "C" fn below(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
-        BELOW_CALLS.fetch_add(1, SeqCst);
+        count(&BELOW_CALLS);
     }
 
     extern "C" fn over(signo: c_int) {
-        OVER_CALLS.fetch_add(1, SeqCst);
+        count(&OVER_CALLS);
         // SAFETY: OVER_REPLACED holds the loops' handler, which takes SA_SIGINFO arguments
         // (null ones are fine: it passes them on, and `below` ignores them).
         let ours = unsafe {
@@ -580,6 +625,9 @@ mod tests {
     #[test]
     fn sigchld_chains_to_the_handlers_below_and_never_in_a_cycle() {
         let _one_at_a_time = SIGCHLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        COUNTING_THREAD.store(this_thread(), SeqCst);
+        BELOW_CALLS.store(0, SeqCst);
+        OVER_CALLS.store(0, SeqCst);
         let (_read_end, write_end) = crate::fd::pipe().unwrap();
         crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true).unwrap();
         let slot = NotifySlot::new(write_end).unwrap();
@@ -665,6 +713,63 @@ mod tests {
         }
         assert_eq!(MEETING_CALLS.swap(0, SeqCst), 6);
         slot.unwatch(libc::SIGCHLD).unwrap();
+        set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
+    }
+
+    #[test]
+    fn the_chain_holds_while_loops_come_and_go_under_a_handler_on_top() {
+        // `over` sits on top of ours and calls it; a loop starting and stopping puts ours on
+        // top of `over` and takes it off again, changing the chain each time. Every SIGCHLD
+        // meanwhile must still reach `below`.
+        let _one_at_a_time = SIGCHLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        COUNTING_THREAD.store(this_thread(), SeqCst);
+        let new_slot = || {
+            let (read_end, write_end) = crate::fd::pipe().unwrap();
+            crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true).unwrap();
+            (read_end, NotifySlot::new(write_end).unwrap())
+        };
+        swap_action(
+            libc::SIGCHLD,
+            &handler_action(below as *const () as libc::sighandler_t, libc::SA_SIGINFO),
+        )
+        .unwrap();
+        let (_first_read_end, first) = new_slot();
+        first.watch(libc::SIGCHLD).unwrap();
+        let replaced =
+            swap_action(libc::SIGCHLD, &handler_action(over as *const () as libc::sighandler_t, 0)).unwrap();
+        OVER_REPLACED.store(replaced.sa_sigaction, SeqCst);
+        first.unwatch(libc::SIGCHLD).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let toggler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (_read_end, slot) = new_slot();
+                let mut toggles = 0;
+                while !stop.load(SeqCst) {
+                    slot.watch(libc::SIGCHLD).unwrap();
+                    slot.unwatch(libc::SIGCHLD).unwrap();
+                    toggles += 1;
+                    // (Under valgrind, which runs one thread at a time, let the raiser run.)
+                    std::thread::yield_now();
+                }
+                toggles
+            })
+        };
+        // 5000 signals, or one second's worth where the machine is slow (valgrind).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let (mut raised, mut missed) = (0, 0);
+        while raised < 5000 && std::time::Instant::now() < deadline {
+            let before = BELOW_CALLS.load(SeqCst);
+            raise(libc::SIGCHLD).unwrap();
+            raised += 1;
+            if BELOW_CALLS.load(SeqCst) == before {
+                missed += 1;
+            }
+        }
+        stop.store(true, SeqCst);
+        let toggles = toggler.join().unwrap();
+        assert!(toggles > 0, "the chain changed while signals arrived");
+        assert_eq!(missed, 0, "of {raised} SIGCHLDs, these did not reach the handler below");
         set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
     }
 }
