@@ -226,13 +226,12 @@ fn published(p: *mut Chain) -> Option<&'static Chain> {
     unsafe { p.as_ref() }
 }
 
+/// Calls the handler `link` names with the kernel's own arguments to ours. Its code stays
+/// mapped (the program installed it); it runs under our signal mask and flags, not its own.
 fn call_link(link: Link, signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
     match link {
         Some((addr, true)) => {
-            // SAFETY: `addr` was a SIGCHLD handler installed with SA_SIGINFO (`link_of`), so it
-            // has the three-argument signature, and its code stays mapped (the program
-            // installed it). It gets the kernel's own arguments to ours, and runs under our
-            // mask and flags, not its own.
+            // SAFETY: `addr` is a handler installed with SA_SIGINFO (`link_of`): three arguments.
             let f = unsafe {
                 std::mem::transmute::<*const (), extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(
                     addr as *const (),
@@ -241,7 +240,7 @@ fn call_link(link: Link, signo: c_int, info: *mut siginfo_t, context: *mut c_voi
             f(signo, info, context);
         }
         Some((addr, false)) => {
-            // SAFETY: as above, for a handler installed without SA_SIGINFO: one argument.
+            // SAFETY: `addr` is a handler installed without SA_SIGINFO (`link_of`): one argument.
             let f = unsafe { std::mem::transmute::<*const (), extern "C" fn(c_int)>(addr as *const ()) };
             f(signo);
         }
@@ -611,6 +610,13 @@ mod tests {
         ours(signo, std::ptr::null_mut(), std::ptr::null_mut());
     }
 
+    fn assert_over_is_the_handler() {
+        assert_eq!(
+            disposition(libc::SIGCHLD).unwrap(),
+            Disposition::Handler(over as *const () as libc::sighandler_t)
+        );
+    }
+
     /// Raises SIGCHLD on this thread (every handler has run when it returns) and returns
     /// (below's calls, over's calls, whether the slot saw it) since the last look.
     fn raise_and_count(slot: &NotifySlot) -> (usize, usize, bool) {
@@ -649,10 +655,7 @@ mod tests {
         // Ours is under `over` now: stopping leaves `over` in place, and ours, which `over`
         // still calls, still calls `below`.
         slot.unwatch(libc::SIGCHLD).unwrap();
-        assert_eq!(
-            disposition(libc::SIGCHLD).unwrap(),
-            Disposition::Handler(over as *const () as libc::sighandler_t)
-        );
+        assert_over_is_the_handler();
         assert_eq!(raise_and_count(&slot), (1, 1, false), "`over`, ours (not watching), `below`");
 
         // Ours on top of `over` again: ours, `over`, ours again, `below`; and no further.
@@ -661,10 +664,7 @@ mod tests {
 
         // Off the top: `over` is back, and the chain is what it was.
         slot.unwatch(libc::SIGCHLD).unwrap();
-        assert_eq!(
-            disposition(libc::SIGCHLD).unwrap(),
-            Disposition::Handler(over as *const () as libc::sighandler_t)
-        );
+        assert_over_is_the_handler();
         assert_eq!(raise_and_count(&slot), (1, 1, false), "`over`, ours, `below`");
 
         set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
