@@ -243,7 +243,7 @@ impl Loop {
     /// id (tokens) before they exist.
     pub(crate) fn next_id(&self) -> HandleId {
         let key = self.slots.vacant_key();
-        let gen_ = self.gens.get(key).copied().unwrap_or(0).wrapping_add(1).max(1);
+        let gen_ = self.gens.get(key).copied().unwrap_or(0) + 1;
         HandleId { loop_id: self.id, key: key as u32, gen_ }
     }
 
@@ -252,7 +252,9 @@ impl Loop {
         if key >= self.gens.len() {
             self.gens.resize(key + 1, 0);
         }
-        let gen_ = self.gens[key].wrapping_add(1).max(1);
+        // Never wraps: a key whose generation reached u32::MAX is retired when that handle
+        // closes (`run_closing`).
+        let gen_ = self.gens[key] + 1;
         self.gens[key] = gen_;
         let tag = kind.handle_kind();
         let inserted = self.slots.insert(Slot { gen_, flags: Flags::REF, tag, kind });
@@ -424,6 +426,7 @@ impl Loop {
             Kind::Signal(_) => self.signal_stop_now(id),
             Kind::Stream(_) => self.stream_stop_for_close(id),
             Kind::Process(_) => self.process_stop_for_close(id),
+            Kind::Retired => {}
         }
     }
 
@@ -547,8 +550,15 @@ impl Loop {
         }
         let mut batch = std::mem::take(&mut self.closing);
         for (id, cb) in batch.drain(..) {
-            let mut slot = self.slots.remove(id.key as usize);
-            log::trace!("loop {}: closed {} {id:?}", self.id, slot.kind.handle_kind().name());
+            let key = id.key as usize;
+            let mut slot = if self.gens[key] == u32::MAX {
+                // The key's generations ran out: it stays occupied for good, so that no id can
+                // ever name two handles.
+                std::mem::replace(&mut self.slots[key], Slot::retired())
+            } else {
+                self.slots.remove(key)
+            };
+            log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
             if let Kind::Stream(s) = &mut slot.kind {
                 self.stream_cancel(s);
             }
@@ -763,5 +773,38 @@ impl Drop for Loop {
             let _ =
                 self.poller.deregister(sigs.read_end.as_fd(), evloop_platform::poller::Interest::READABLE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Loop, RunMode, Timer};
+
+    #[test]
+    fn a_key_whose_generations_ran_out_is_never_reused() {
+        let mut lp = Loop::new().unwrap();
+        let first = Timer::new(&mut lp);
+        first.close(&mut lp).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        // Skip ahead four billion closes of that key: the next handle there has the last
+        // generation.
+        let key = first.id().key as usize;
+        lp.gens[key] = u32::MAX - 1;
+        let last = Timer::new(&mut lp);
+        assert_eq!((last.id().key as usize, last.id().gen_), (key, u32::MAX));
+        last.close(&mut lp).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        // A wrapped generation would give the next handle there `first`'s id back.
+        let next = Timer::new(&mut lp);
+        assert_ne!(next.id().key as usize, key, "the key is retired");
+        for stale in [first, last] {
+            assert!(stale.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| {}).is_err());
+            assert!(stale.close(&mut lp).is_err());
+        }
+        assert_eq!(lp.handles().len(), 1, "the retired slot is not listed");
+        next.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
     }
 }

@@ -124,6 +124,16 @@ pub(crate) enum Kind {
     Signal(crate::signal::SignalState),
     Stream(Box<crate::stream::Stream>),
     Process(crate::process::ProcessState),
+    /// A slot whose generation ran out: kept occupied so that its key is never reused.
+    Retired,
+}
+
+impl Slot {
+    /// The slot a key keeps once its generation ran out: occupied for good, matching no id
+    /// (ids have a generation of at least 1), listed nowhere, stopped by nothing.
+    pub(crate) fn retired() -> Slot {
+        Slot { gen_: 0, flags: Flags::CLOSING | Flags::INTERNAL, tag: HandleKind::Timer, kind: Kind::Retired }
+    }
 }
 
 impl Kind {
@@ -136,6 +146,8 @@ impl Kind {
             Kind::Signal(_) => HandleKind::Signal,
             Kind::Stream(s) => s.kind,
             Kind::Process(_) => HandleKind::Process,
+            // Never asked: a retired slot is made in place, not inserted, and matches no id.
+            Kind::Retired => HandleKind::Timer,
         }
     }
 }
