@@ -153,7 +153,7 @@ impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loop")
             .field("id", &self.id)
-            .field("handles", &self.slots.len())
+            .field("slots", &self.slots.len())
             .field("active_refs", &self.active_refs)
             .field("pending", &self.pending.len())
             .field("closing", &self.closing.len())
@@ -551,7 +551,7 @@ impl Loop {
         let mut batch = std::mem::take(&mut self.closing);
         for (id, cb) in batch.drain(..) {
             let key = id.key as usize;
-            let mut slot = if self.gens[key] == u32::MAX {
+            let mut slot = if id.gen_ == u32::MAX {
                 // The key's generations ran out: it stays occupied for good, so that no id can
                 // ever name two handles.
                 std::mem::replace(&mut self.slots[key], Slot::retired())

@@ -59,3 +59,18 @@ case!(
         assert!(during < 16, "{during} allocations during {} reads", reads.get() - 100);
     }
 );
+
+case!(
+    fn building_a_command_for_a_short_program_allocates_nothing() {
+        // Short names live inside the Command; a long one needs the heap.
+        let before = evloop_platform::alloc::CountingAlloc::count();
+        let cmd = std::hint::black_box(evloop::Command::new("/bin/true"));
+        assert_eq!(evloop_platform::alloc::CountingAlloc::count() - before, 0);
+        drop(cmd);
+        let long = "/".repeat(64);
+        let before = evloop_platform::alloc::CountingAlloc::count();
+        let cmd = std::hint::black_box(evloop::Command::new(long.as_str()));
+        assert_eq!(evloop_platform::alloc::CountingAlloc::count() - before, 1);
+        drop(cmd);
+    }
+);
