@@ -42,7 +42,22 @@ pub enum ReadEvent<'a> {
     Error(io::Error),
 }
 
-pub(crate) type ReadCb = Box<dyn FnMut(&mut Loop, HandleId, ReadEvent<'_>)>;
+/// A read callback, boxed as the user gave it. One variant per stream handle type, so a
+/// read calls the user's closure directly, with no adapter closure in between.
+pub(crate) enum ReadCb {
+    Pipe(Box<dyn FnMut(&mut Loop, crate::Pipe, ReadEvent<'_>)>),
+    Tty(Box<dyn FnMut(&mut Loop, crate::Tty, ReadEvent<'_>)>),
+}
+
+impl ReadCb {
+    #[inline]
+    fn call(&mut self, lp: &mut Loop, id: HandleId, ev: ReadEvent<'_>) {
+        match self {
+            ReadCb::Pipe(cb) => cb(lp, crate::Pipe(id), ev),
+            ReadCb::Tty(cb) => cb(lp, crate::Tty(id), ev),
+        }
+    }
+}
 pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
 
 /// The data of a write: borrowed (copied only if queued) or owned (moved if queued).
@@ -260,7 +275,7 @@ impl Loop {
         let Some(mut cb) = s.read_cb.take() else { return };
         s.reading = false;
         s.read_epoch = s.read_epoch.wrapping_add(1);
-        cb(self, id, ev);
+        cb.call(self, id, ev);
         self.stream_sync(id);
     }
 
@@ -285,7 +300,7 @@ impl Loop {
             match res {
                 Ok(Some(0)) => last = Some(ReadEvent::Eof),
                 Ok(Some(n)) => {
-                    cb(self, id, ReadEvent::Data(&buf[..n]));
+                    cb.call(self, id, ReadEvent::Data(&buf[..n]));
                     // A full read may have left more behind. A blocking fd reads once per
                     // readiness event, so a read never blocks.
                     if n == cap && !blocking && reads < READS_PER_EVENT_MAX {
@@ -316,7 +331,7 @@ impl Loop {
                     s.reading = false;
                     s.read_epoch = s.read_epoch.wrapping_add(1);
                 }
-                cb(self, id, ev);
+                cb.call(self, id, ev);
                 self.stream_sync(id);
             }
             None => {
@@ -715,9 +730,9 @@ macro_rules! stream_methods {
             pub fn read_start(
                 self,
                 lp: &mut $crate::Loop,
-                mut cb: impl FnMut(&mut $crate::Loop, $name, $crate::ReadEvent<'_>) + 'static,
+                cb: impl FnMut(&mut $crate::Loop, $name, $crate::ReadEvent<'_>) + 'static,
             ) -> std::io::Result<()> {
-                lp.read_start(self.0, $kind, Box::new(move |lp, id, ev| cb(lp, $name(id), ev)))
+                lp.read_start(self.0, $kind, $crate::stream::ReadCb::$name(Box::new(cb)))
             }
 
             /// Stops reading. Data arriving meanwhile stays in the kernel. Stopping twice does
