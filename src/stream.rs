@@ -45,9 +45,11 @@ pub enum ReadEvent<'a> {
 /// A read callback, boxed as the user gave it. One variant per stream handle type, so a
 /// read calls the user's closure directly, with no adapter closure in between.
 pub(crate) enum ReadCb {
-    Pipe(Box<dyn FnMut(&mut Loop, crate::Pipe, ReadEvent<'_>)>),
-    Tty(Box<dyn FnMut(&mut Loop, crate::Tty, ReadEvent<'_>)>),
+    Pipe(TypedReadCb<crate::Pipe>),
+    Tty(TypedReadCb<crate::Tty>),
 }
+
+pub(crate) type TypedReadCb<H> = Box<dyn FnMut(&mut Loop, H, ReadEvent<'_>)>;
 
 impl ReadCb {
     #[inline]
