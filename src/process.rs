@@ -407,13 +407,14 @@ enum ProgramName {
 }
 
 impl ProgramName {
+    /// Copies the name. A NUL byte inside a short name is found by [`as_c_str`], which scans
+    /// it anyway, so building a command reads the name once.
+    ///
+    /// [`as_c_str`]: ProgramName::as_c_str
     fn new(p: &OsStr, is_path: bool) -> Result<ProgramName, &'static str> {
         let name = p.as_bytes();
         if name.is_empty() {
             return Err("the program name is empty");
-        }
-        if name.contains(&0) {
-            return Err("the program name contains a NUL byte");
         }
         let dot: &[u8] = if is_path && needs_dot(p) { b"./" } else { b"" };
         let len = dot.len() + name.len();
@@ -426,21 +427,33 @@ impl ProgramName {
         let mut v = Vec::with_capacity(len + 1);
         v.extend_from_slice(dot);
         v.extend_from_slice(name);
-        CString::new(v).map(ProgramName::Heap).map_err(|_| "the program name contains a NUL byte")
+        CString::new(v).map(ProgramName::Heap).map_err(|_| PROGRAM_NUL)
     }
 
-    fn as_c_str(&self) -> &CStr {
+    /// The name's bytes, without the NUL.
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            ProgramName::Inline { len, bytes } => CStr::from_bytes_with_nul(&bytes[..=*len as usize])
-                .expect("an inline name has no NUL before its end (checked in new)"),
-            ProgramName::Heap(c) => c,
+            ProgramName::Inline { len, bytes } => &bytes[..*len as usize],
+            ProgramName::Heap(c) => c.to_bytes(),
+        }
+    }
+
+    /// The name for the C side: an error if it holds a NUL byte.
+    fn as_c_str(&self) -> Result<&CStr, &'static str> {
+        match self {
+            ProgramName::Inline { len, bytes } => {
+                CStr::from_bytes_with_nul(&bytes[..=*len as usize]).map_err(|_| PROGRAM_NUL)
+            }
+            ProgramName::Heap(c) => Ok(c),
         }
     }
 }
 
+const PROGRAM_NUL: &str = "the program name contains a NUL byte";
+
 impl fmt::Debug for ProgramName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_c_str().fmt(f)
+        fmt::Debug::fmt(OsStr::from_bytes(self.as_bytes()), f)
     }
 }
 
@@ -683,7 +696,7 @@ impl Command {
 
     /// The program as given (with `./` added to a relative [`Path`]).
     pub fn get_program(&self) -> &OsStr {
-        OsStr::from_bytes(self.program.as_c_str().to_bytes())
+        OsStr::from_bytes(self.program.as_bytes())
     }
 
     /// Starts the child. `on_exit` runs on the loop thread once the child has exited and
@@ -704,7 +717,7 @@ impl Command {
     }
 
     fn name(&self) -> String {
-        self.program.as_c_str().to_string_lossy().into_owned()
+        String::from_utf8_lossy(self.program.as_bytes()).into_owned()
     }
 
     /// The `PATH` the child's program is searched in: `None` for the parent's own.
@@ -1068,7 +1081,7 @@ impl Loop {
         }
         let resolved;
         let child_path;
-        let name = cmd.program.as_c_str();
+        let name = cmd.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", cmd.name())))?;
         let program = if name.to_bytes().contains(&b'/') {
             let relative = name.to_bytes().first() != Some(&b'/');
             if relative && cmd.cwd.is_some() {
