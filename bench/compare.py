@@ -19,6 +19,9 @@ cost without cross-CPU wakeups; "any" lets the scheduler place the processes.
 
 --callgrind counts user-space instructions per unit of work with valgrind (noise-free):
 each program runs at two sizes and the difference is divided by the difference in units.
+VALGRIND names the valgrind to use (default: the one on PATH). valgrind 3.19 (Debian 12's)
+does not know pidfd_open, so under it evloop (and tokio) reap through SIGCHLD, not the pidfd
+path that Linux 5.3 and later take; 3.24 and later know it. The header says which ran.
 """
 import argparse
 import os
@@ -223,11 +226,14 @@ def timed(args):
             print(f"\nevloop timers: largest lateness, median over rounds: {statistics.median(lates):.1f} ms")
 
 
+VALGRIND = os.environ.get("VALGRIND", "valgrind")
+
+
 def ir(argv):
     """User-space instructions of the parent process under callgrind."""
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "cg.%p")
-        cp = subprocess.run(["valgrind", "--tool=callgrind", "--trace-children=no",
+        cp = subprocess.run([VALGRIND, "--tool=callgrind", "--trace-children=no",
                              f"--callgrind-out-file={out}"] + argv, capture_output=True, text=True)
         # The parent's own lines: the first pid valgrind names (a forked child reports too).
         first = re.search(r"==(\d+)==", cp.stderr)
@@ -238,7 +244,8 @@ def ir(argv):
 
 
 def callgrind(args):
-    print("## User-space instructions per unit (callgrind, ΔIr / Δunits)\n")
+    version = subprocess.run([VALGRIND, "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"## User-space instructions per unit (callgrind, ΔIr / Δunits; {version})\n")
     print("| what | Ir per unit |")
     print("|---|---|")
     rows = []
