@@ -60,6 +60,7 @@ impl ReadCb {
         }
     }
 }
+
 pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
 
 /// The data of a write: borrowed (copied only if queued) or owned (moved if queued).
