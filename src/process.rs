@@ -335,7 +335,8 @@ pub enum Stdio {
     /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
     /// is made blocking (the child expects that), and the handle is closed once the child
     /// has started (queued writes are cancelled, as by `close`). If the spawn fails the
-    /// handle is left as it was.
+    /// handle is left as it was. The same handle may fill several fds of one child: give it
+    /// as both stdout and stderr for a shell's `2>&1`.
     Handle(HandleId),
 }
 
@@ -470,8 +471,10 @@ struct EnvEdits {
 /// A child to spawn: program, arguments, environment, directory, ids, group and fds.
 ///
 /// Setters take and return `&mut Command`, as std's do; a command can be spawned any number
-/// of times. Bad input (a NUL byte in any string, an `=` in an environment variable name) is
-/// remembered and reported by [`spawn`](Command::spawn), before anything is started.
+/// of times, except that a [`Stdio::Handle`] moves its handle to the first child, so later
+/// spawns of the same command fail with an error that names the handle. Bad input (a NUL
+/// byte in any string, an `=` in an environment variable name) is remembered and reported by
+/// [`spawn`](Command::spawn), before anything is started.
 ///
 /// ```
 /// use evloop::{Command, Loop, RunMode};
@@ -505,6 +508,21 @@ pub struct Command {
     kill_on_drop: bool,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
+}
+
+/// `bytes` for an error message: invalid UTF-8 replaced, control characters (a NUL, say)
+/// escaped, so that the message stays one line of text.
+fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, ()> {
@@ -581,9 +599,9 @@ impl Command {
         if k.is_empty() {
             self.bad("an environment variable name is empty".into());
         } else if k.contains(&b'=') {
-            self.bad(format!("environment variable name `{}` contains `=`", key.to_string_lossy()));
+            self.bad(format!("environment variable name `{}` contains `=`", printable(key.as_bytes())));
         } else if k.contains(&0) || value.is_some_and(|v| v.as_bytes().contains(&0)) {
-            self.bad(format!("environment variable `{}` contains a NUL byte", key.to_string_lossy()));
+            self.bad(format!("environment variable `{}` contains a NUL byte", printable(key.as_bytes())));
         }
     }
 
@@ -717,7 +735,7 @@ impl Command {
     }
 
     fn name(&self) -> String {
-        String::from_utf8_lossy(self.program.as_bytes()).into_owned()
+        printable(self.program.as_bytes())
     }
 
     /// The `PATH` the child's program is searched in: `None` for the parent's own.
@@ -1231,20 +1249,25 @@ impl Loop {
                 Stdio::Fd(owned) => Source::Fd(owned.as_raw_fd()),
                 Stdio::InheritFrom(n) => Source::Fd(*n),
                 Stdio::Handle(hid) => {
-                    let kind = self.handle_kind(*hid)?;
+                    let hid = *hid;
+                    let kind = self.handle_kind(hid).map_err(|e| context(e, format!("child fd {target}")))?;
                     if !matches!(kind, HandleKind::Pipe | HandleKind::Tty) {
                         return Err(invalid(format!(
                             "child fd {target}: a {} cannot be a child's fd (only a pipe or a tty)",
                             kind.name()
                         )));
                     }
-                    let raw = {
-                        let stream = self.stream_ref(*hid, kind)?;
+                    // A closing handle (one an earlier spawn moved to its child, say) is
+                    // refused with its name, not with the EBADF of its missing fd.
+                    let moved = self.stream_mut(hid, kind).and_then(|stream| {
                         let fd = stream.io.fd()?;
                         let was = fd::set_nonblocking(fd, false)?;
-                        prep.moved.push((*hid, kind, was));
-                        fd.as_raw_fd()
-                    };
+                        Ok((fd.as_raw_fd(), was))
+                    });
+                    let (raw, was) = moved.map_err(|e| {
+                        context(e, format!("child fd {target} from the {} {hid:?}", kind.name()))
+                    })?;
+                    prep.moved.push((hid, kind, was));
                     Source::Fd(raw)
                 }
             };

@@ -1052,6 +1052,45 @@ case!(
     }
 );
 
+case!(
+    fn one_handle_as_stdout_and_stderr_merges_them() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            // A shell's `2>&1`: both fds get the same pipe, in the order the child writes.
+            let mut cmd = sh("echo out; echo err >&2; echo out again");
+            cmd.stdout(tx).stderr(tx);
+            let (_child, status) = spawn_recording(&mut lp, &cmd);
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert!(status.get().unwrap().success(), "{name}");
+            assert_eq!(got.borrow().data, b"out\nerr\nout again\n", "{name}");
+            assert!(lp.handles().is_empty(), "{name}");
+        }
+    }
+);
+
+case!(
+    fn a_command_whose_handle_moved_says_so_when_spawned_again() {
+        let mut lp = Loop::new().unwrap();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let mut cmd = Command::new("true");
+        cmd.stdout(tx);
+        let (_child, status) = spawn_recording(&mut lp, &cmd);
+        // Before the close phase the handle is closing; after it, its id is stale. Either
+        // way the error names the fd and the handle, not a bare EBADF.
+        let e = cmd.spawn(&mut lp, |_, _, _| unreachable!("not spawned")).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("child fd 1") && text.contains("closing"), "{text}");
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(status.get().unwrap().success());
+        let e = cmd.spawn(&mut lp, |_, _, _| unreachable!("not spawned")).unwrap_err();
+        assert!(e.to_string().contains("child fd 1") && e.to_string().contains("stale"), "{e}");
+        still_works(&mut lp);
+    }
+);
+
 // ----- bad input ----------------------------------------------------------------------------
 
 /// After a failed spawn: nothing left behind, and the loop still spawns.
@@ -1101,7 +1140,8 @@ case!(
             // Caught before anything is spawned.
             for (cmd, text) in [
                 (sh("echo").arg("nul\0byte").to_owned_cmd(), "argument 3 contains a NUL byte"),
-                (Command::new("tr\0ue"), "program name contains a NUL byte"),
+                // The name is escaped in the message, which stays plain text.
+                (Command::new("tr\0ue"), "spawn `tr\\u{0}ue`: the program name contains a NUL byte"),
                 (Command::new(""), "program name is empty"),
                 (Command::new("true").env("A=B", "c").to_owned_cmd(), "contains `=`"),
                 (Command::new("true").env("A", "b\0c").to_owned_cmd(), "NUL"),
