@@ -73,14 +73,13 @@ fn main() -> std::io::Result<()> {
         h.close(lp).unwrap();
     });
     let s = say.clone();
-    let mut received = 0;
-    let (_, tx) = Channel::new(&mut lp, move |lp, chan, msg: String| {
-        s(format!("channel: {msg}"));
-        received += 1;
-        if received == 3 {
-            chan.close(lp).unwrap();
-        }
-    });
+    let (chan, tx) = Channel::new(&mut lp, move |_, _, msg: String| s(format!("channel: {msg}")));
+    // Once the worker's sender is gone and its messages are in, the channel closes itself.
+    let s = say.clone();
+    chan.on_disconnect(&mut lp, move |lp, chan| {
+        s("channel: the sender is gone".into());
+        chan.close(lp).unwrap();
+    })?;
     let worker = std::thread::spawn(move || {
         for i in 1..=3 {
             tx.send(format!("message {i}")).unwrap();

@@ -23,19 +23,23 @@ enum Drained {
 }
 
 type DrainFn = Box<dyn FnMut(&mut Loop, Channel) -> Drained>;
+type DisconnectFn = Box<dyn FnOnce(&mut Loop, Channel)>;
 
 pub(crate) struct ChannelState {
     pub(crate) shared: Arc<AsyncShared>,
     drain: Option<DrainFn>,
+    on_disconnect: Option<DisconnectFn>,
 }
 
 typed_handle!(
     /// The loop side of a channel: its callback receives, on the loop thread and in order,
-    /// every message sent through the matching [`Sender`].
+    /// every message sent through the matching [`Sender`] while the channel is open. Closing
+    /// it drops the messages still queued, and sends fail from then on.
     ///
-    /// The channel is active while any `Sender` is alive or messages are queued, so a loop
-    /// whose only handle is a channel runs until every sender is dropped and the queue is
-    /// drained.
+    /// The channel is active while any `Sender` is alive, messages are queued or an
+    /// `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
+    /// every sender is dropped and the queue is drained. [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop
+    /// that has other handles to close then.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -162,9 +166,57 @@ impl Channel {
             Drained::More
         });
         let shared = Arc::new(AsyncShared::new(lp.next_id(), Arc::clone(&lp.wake)));
-        let id = lp.insert(Kind::Channel(ChannelState { shared: Arc::clone(&shared), drain: Some(drain) }));
+        let id = lp.insert(Kind::Channel(ChannelState {
+            shared: Arc::clone(&shared),
+            drain: Some(drain),
+            on_disconnect: None,
+        }));
         lp.set_active(id, true);
         (Channel(id), Sender { tx: Some(tx), shared })
+    }
+}
+
+impl Channel {
+    /// Runs `cb` once, on the loop thread, when every [`Sender`] is gone and every message
+    /// has been delivered: the moment the channel stops keeping the loop alive. Use it to
+    /// close what belongs with the producers (a progress timer, say). A second call replaces
+    /// the callback; closing the channel first means it never runs. When the senders are
+    /// already gone, `cb` runs in the next iteration, never inside this call.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Channel, Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let got = Rc::new(Cell::new(0));
+    /// let g = got.clone();
+    /// let (chan, tx) = Channel::new(&mut lp, move |_lp, _chan, n: u32| g.set(g.get() + n));
+    /// // A progress timer that would keep the loop alive forever on its own.
+    /// let progress = Timer::new(&mut lp);
+    /// progress.start(&mut lp, Duration::from_millis(5), Duration::from_millis(5), |_, _| {})?;
+    /// chan.on_disconnect(&mut lp, move |lp, chan| {
+    ///     progress.close(lp).unwrap();
+    ///     chan.close(lp).unwrap();
+    /// })?;
+    /// std::thread::spawn(move || (1..=100).for_each(|n| tx.send(n).unwrap()));
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(got.get(), 5050);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn on_disconnect(
+        self,
+        lp: &mut Loop,
+        cb: impl FnOnce(&mut Loop, Channel) + 'static,
+    ) -> std::io::Result<()> {
+        let Kind::Channel(c) = &mut lp.open_slot_mut(self.0, HandleKind::Channel)?.kind else {
+            unreachable!("open_slot_mut checked the kind")
+        };
+        c.on_disconnect = Some(Box::new(cb));
+        // A drain pass finds out whether the senders are already gone; until it has run, the
+        // callback is work to do, so the channel is active (it may have stopped being).
+        let _ = c.shared.wake();
+        lp.set_active(self.0, true);
+        Ok(())
     }
 }
 
@@ -182,7 +234,19 @@ impl Loop {
             Drained::More => {
                 let _ = shared.wake();
             }
-            Drained::Disconnected => self.set_active(id, false),
+            Drained::Disconnected => {
+                self.set_active(id, false);
+                let cb = match self.live_slot_mut(id) {
+                    Some(s) if !s.flags.contains(crate::handle::Flags::CLOSING) => match &mut s.kind {
+                        Kind::Channel(c) => c.on_disconnect.take(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(cb) = cb {
+                    cb(self, Channel(id));
+                }
+            }
             Drained::Empty => {}
         }
     }

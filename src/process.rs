@@ -1772,7 +1772,8 @@ impl Pipeline {
                 }
                 Err(e) => {
                     abandon_stages(lp, &children);
-                    return Err(e);
+                    // The error as spawn gave it (kind and OS error code kept), with the stage.
+                    return Err(context(e, format!("pipeline stage {}", i + 1)));
                 }
             }
             // The parent's copies of the links close now: the stages hold the only ones.

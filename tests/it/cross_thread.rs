@@ -119,6 +119,68 @@ case!(
 );
 
 case!(
+    fn on_disconnect_runs_once_after_the_last_message() {
+        let mut lp = test_loop();
+        let got = Rc::new(Cell::new(0u32));
+        let ended_after = Rc::new(Cell::new(None));
+        let g = got.clone();
+        let (chan, tx) = Channel::new(&mut lp, move |_, _, n: u32| {
+            assert_eq!(n, g.get(), "in order");
+            g.set(n + 1);
+        });
+        // A handle that keeps the loop alive until the disconnect callback closes it.
+        let (keeper, _keeper_waker) = Async::new(&mut lp, |_, _| {});
+        let (g, e) = (got.clone(), ended_after.clone());
+        chan.on_disconnect(&mut lp, move |lp, chan| {
+            assert!(e.replace(Some(g.get())).is_none(), "runs once");
+            keeper.close(lp).unwrap();
+            chan.close(lp).unwrap();
+        })
+        .unwrap();
+        let senders: Vec<_> = (0..3).map(|_| tx.clone()).collect();
+        drop(tx);
+        let t = std::thread::spawn(move || {
+            // More than one wakeup's worth, from a sender that is dropped last.
+            for i in 0..5_000 {
+                senders[0].send(i).unwrap();
+            }
+        });
+        lp.run(RunMode::Default).unwrap();
+        t.join().unwrap();
+        assert_eq!(ended_after.get(), Some(5_000), "after every message, and only then");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    fn on_disconnect_set_after_the_senders_left_still_runs_but_not_inside_the_call() {
+        let mut lp = test_loop();
+        let (chan, tx) = Channel::new(&mut lp, |_, _, _: u8| {});
+        drop(tx);
+        lp.run(RunMode::NoWait).unwrap();
+        assert!(!chan.is_active(&lp).unwrap(), "inactive once the senders are gone");
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        chan.on_disconnect(&mut lp, move |lp, chan| {
+            r.set(true);
+            chan.close(lp).unwrap();
+        })
+        .unwrap();
+        assert!(!ran.get(), "never inside on_disconnect");
+        lp.run(RunMode::Default).unwrap();
+        assert!(ran.get());
+        assert!(lp.handles().is_empty());
+        // A closed channel refuses a callback, and a closed-first one never runs it.
+        assert!(chan.on_disconnect(&mut lp, |_, _| {}).is_err());
+        let (chan, tx) = Channel::new(&mut lp, |_, _, _: u8| {});
+        chan.on_disconnect(&mut lp, |_, _| panic!("the channel closed first")).unwrap();
+        chan.close(&mut lp).unwrap();
+        drop(tx);
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     fn sending_to_a_closed_channel_gives_the_message_back() {
         let mut lp = test_loop();
         let (chan, tx) = Channel::new(&mut lp, |_, _, _: String| panic!("closed before delivery"));

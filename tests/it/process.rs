@@ -1006,7 +1006,7 @@ case!(
                 .spawn(&mut lp, |_, _| unreachable!("no pipeline callback after a failed start"))
                 .unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
-            assert!(e.to_string().contains("/nonexistent/stage"), "{e}");
+            assert!(e.to_string().contains("pipeline stage 2: spawn `/nonexistent/stage`"), "{e}");
             assert_eq!(os_error_code(&e), Some(libc::ENOENT));
             // The sleep was killed; the loop reaps it, and then has nothing left to do.
             lp.run(RunMode::Default).unwrap();
