@@ -9,8 +9,9 @@
 //! use evloop::{Command, Loop, ReadEvent, RunMode, Stdio};
 //!
 //! let mut lp = Loop::new()?;
-//! let child = Command::new("echo").arg("hello").stdout(Stdio::Pipe).spawn(&mut lp, |_, _, st| {
+//! let child = Command::new("echo").arg("hello").stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, st| {
 //!     assert!(st.unwrap().success());
+//!     p.close(lp).unwrap(); // the process handle, once its status is in
 //! })?;
 //! child.stdout.unwrap().read_start(&mut lp, |lp, out, ev| match ev {
 //!     ReadEvent::Data(bytes) => print!("{}", String::from_utf8_lossy(bytes)),
@@ -51,6 +52,16 @@
 //! kill's `ESRCH`) come through unchanged; errors that need context ("spawn `foo`: No such
 //! file or directory") keep their [`std::io::ErrorKind`], and [`os_error_code`] recovers the
 //! error number from either.
+//!
+//! A handle's own errors have fixed kinds, so code can match on them:
+//!
+//! | situation | kind |
+//! |---|---|
+//! | the handle is closing (`close` was called; its close callback has not run) | `NotConnected` |
+//! | the id is stale (the handle is gone) | `NotFound` |
+//! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
+//! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
+//! | starting what is already started (a second `read_start`) | `AlreadyExists` |
 //!
 //! # `SIGPIPE`
 //!
