@@ -192,6 +192,7 @@ use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::pipe::Pipe;
 use crate::signal::Signal;
+use crate::stream::ReadEvent;
 
 // ----- exit status --------------------------------------------------------------------------
 
@@ -734,6 +735,40 @@ impl Command {
         lp.spawn_command(self, &[], Box::new(on_exit))
     }
 
+    /// Starts the child with its stdout and stderr captured, as std's `output` does, and
+    /// calls `cb` once: when the child has exited and both streams have reached end of file.
+    /// Its stdin is `/dev/null` unless the command sets one; the command's own stdout and
+    /// stderr settings are overridden.
+    ///
+    /// The returned [`Process`] handle can kill the child meanwhile; it closes itself when the
+    /// child exits. Errors to start come back here, as from [`spawn`](Command::spawn), and
+    /// `cb` then never runs. The output is kept in memory: for a child that prints without
+    /// bound, read its pipes yourself. Like std, this waits for end of file, so a background
+    /// grandchild that keeps the streams open delays `cb` until it exits (kill the group with
+    /// [`Process::kill_group`] to end that).
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]).output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert_eq!(out.status.code(), Some(3));
+    ///     assert_eq!(out.stdout, b"out\n");
+    ///     assert_eq!(out.stderr, b"err\n");
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(lp.handles().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output(
+        &self,
+        lp: &mut Loop,
+        cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
+    ) -> io::Result<Process> {
+        lp.command_output(self, Box::new(cb))
+    }
+
     fn name(&self) -> String {
         printable(self.program.as_bytes())
     }
@@ -950,6 +985,57 @@ impl Process {
     /// grace period.
     pub fn kill_group(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
         lp.process_kill(self.0, signal, true)
+    }
+}
+
+/// What a finished child printed and how it ended: the result of [`Command::output`].
+#[derive(Debug)]
+pub struct Output {
+    /// How the child ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
+
+/// [`Command::output`]'s progress: the exit and the two ends of file it waits for.
+struct Capture {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<ExitStatus>,
+    /// The first failure (a read error, or the exit status lost); it is what `cb` gets.
+    error: Option<io::Error>,
+    left: u8,
+    cb: Option<OutputCb>,
+}
+
+impl Capture {
+    /// One of the three events happened; the last one delivers the result.
+    fn one_done(state: &RefCell<Capture>, lp: &mut Loop, note: impl FnOnce(&mut Capture)) {
+        let (cb, result) = {
+            let mut c = state.borrow_mut();
+            note(&mut c);
+            c.left -= 1;
+            if c.left > 0 {
+                return;
+            }
+            let result = match (c.error.take(), c.status) {
+                (Some(e), _) => Err(e),
+                (None, Some(status)) => Ok(Output {
+                    status,
+                    stdout: std::mem::take(&mut c.stdout),
+                    stderr: std::mem::take(&mut c.stderr),
+                }),
+                (None, None) => unreachable!("the exit noted a status or an error"),
+            };
+            (c.cb.take(), result)
+        };
+        if let Some(cb) = cb {
+            cb(lp, result);
+        }
     }
 }
 
@@ -1616,6 +1702,102 @@ impl Loop {
         self.children.keep_alive = 0;
         self.children.sigchld = None;
         reap_orphans();
+    }
+}
+
+// ----- captured output ----------------------------------------------------------------------
+
+impl Loop {
+    fn command_output(&mut self, cmd: &Command, cb: OutputCb) -> io::Result<Process> {
+        // Pipes other than the captured ones would have no owner: refuse them up front.
+        if let Some((target, _)) =
+            cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
+        {
+            return Err(invalid(format!(
+                "spawn `{}`: output() captures stdout and stderr only; child fd {target} cannot be a new pipe \
+                 (use spawn for that)",
+                cmd.name()
+            )));
+        }
+        let state = Rc::new(RefCell::new(Capture {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            status: None,
+            error: None,
+            left: 3,
+            cb: Some(cb),
+        }));
+        // The loop's ends exist before the child does, so a failure after the spawn has
+        // nothing left to undo.
+        let mut ours = Vec::with_capacity(2);
+        let mut links = Vec::with_capacity(3);
+        let mut child_ends = Vec::with_capacity(3);
+        let opened = (|| -> io::Result<()> {
+            for target in [1, 2] {
+                let (r, w) = fd::pipe()?;
+                fd::set_nonblocking(r.as_fd(), true)?;
+                ours.push(Pipe::from_private(self, r, true, false)?);
+                links.push((target, w.as_raw_fd()));
+                child_ends.push(w);
+            }
+            if !cmd.stdio.iter().any(|(target, _)| *target == 0) {
+                let null = fd::open(c"/dev/null", fd::Access::ReadWrite, false)?;
+                links.push((0, null.as_raw_fd()));
+                child_ends.push(null);
+            }
+            Ok(())
+        })();
+        let st = state.clone();
+        let on_exit: ExitCb = Box::new(move |lp, p, res| {
+            let _ = p.close(lp);
+            Capture::one_done(&st, lp, |c| match res {
+                Ok(status) => c.status = Some(status),
+                Err(e) => {
+                    c.error.get_or_insert(e);
+                }
+            });
+        });
+        let spawned = opened
+            .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
+            .and_then(|()| self.spawn_command(cmd, &links, on_exit));
+        // The child holds its ends now (or there is no child): the parent's copies go.
+        drop(child_ends);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                for p in ours {
+                    let _ = p.close(self);
+                }
+                return Err(e);
+            }
+        };
+        for (i, pipe) in ours.into_iter().enumerate() {
+            let st = state.clone();
+            let started = pipe.read_start(self, move |lp, p, ev| match ev {
+                ReadEvent::Data(d) => {
+                    let mut c = st.borrow_mut();
+                    if i == 0 { &mut c.stdout } else { &mut c.stderr }.extend_from_slice(d);
+                }
+                ReadEvent::Eof => {
+                    let _ = p.close(lp);
+                    Capture::one_done(&st, lp, |_| {});
+                }
+                ReadEvent::Error(e) => {
+                    let _ = p.close(lp);
+                    let which = if i == 0 { "stdout" } else { "stderr" };
+                    Capture::one_done(&st, lp, |c| {
+                        c.error.get_or_insert(context(e, format!("reading the child's {which}")));
+                    });
+                }
+            });
+            if let Err(e) = started {
+                let _ = pipe.close(self);
+                Capture::one_done(&state, self, |c| {
+                    c.error.get_or_insert(e);
+                });
+            }
+        }
+        Ok(child.process)
     }
 }
 

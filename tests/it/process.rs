@@ -1091,6 +1091,91 @@ case!(
     }
 );
 
+case!(
+    fn output_captures_both_streams_and_the_status() {
+        // This test process's stdin becomes a pipe, so a child that inherited it would say
+        // `pipe:[...]` where output()'s children say /dev/null.
+        let (r, _w) = std::io::pipe().unwrap();
+        nix::unistd::dup2_stdin(&r).unwrap();
+        drop(r);
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let results = Rc::new(RefCell::new(Vec::new()));
+            // More than a pipe holds on stdout, interleaved with stderr, and stdin is
+            // /dev/null unless the command says otherwise.
+            let script = "head -c 1000000 /dev/zero; echo err >&2; readlink /proc/self/fd/0 >&2; exit 3";
+            let r = results.clone();
+            sh(script).output(&mut lp, move |_, out| r.borrow_mut().push(out.unwrap())).unwrap();
+            // Many at once, each with its own exit code.
+            for i in 0..20 {
+                let r = results.clone();
+                sh(&format!("echo {i}; exit {}", i % 3))
+                    .output(&mut lp, move |_, out| r.borrow_mut().push(out.unwrap()))
+                    .unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+            let mut results = results.take();
+            let big = results.iter().position(|o| o.stdout.len() == 1_000_000).expect("the big one");
+            let big = results.remove(big);
+            assert_eq!(big.status.code(), Some(3), "{name}");
+            assert!(big.stdout.iter().all(|&b| b == 0), "{name}");
+            assert_eq!(big.stderr, b"err\n/dev/null\n", "{name}");
+            let mut small: Vec<_> = results
+                .iter()
+                .map(|o| (String::from_utf8(o.stdout.clone()).unwrap(), o.status.code(), o.stderr.len()))
+                .collect();
+            small.sort_by_key(|(s, _, _)| s.trim().parse::<u32>().unwrap());
+            let want: Vec<_> = (0..20).map(|i| (format!("{i}\n"), Some(i % 3), 0)).collect();
+            assert_eq!(small, want, "{name}");
+        }
+    }
+);
+
+case!(
+    fn output_can_be_killed_and_refuses_what_it_cannot_do() {
+        let mut lp = Loop::new().unwrap();
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        // The returned handle kills the child; the callback still gets the status.
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let p = Command::new("sleep")
+            .arg("100")
+            .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out))
+            .unwrap();
+        p.kill(&mut lp, SIGTERM).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.take().unwrap().unwrap();
+        assert_eq!(out.status.signal(), Some(SIGTERM));
+        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+        assert!(p.kill(&mut lp, SIGTERM).is_err(), "the handle closed itself after the exit");
+        // A start error comes back at once; the callback never runs and nothing is left.
+        let e = Command::new("/nonexistent/program").output(&mut lp, |_, _| unreachable!()).unwrap_err();
+        assert_eq!(os_error_code(&e), Some(libc::ENOENT), "{e}");
+        assert!(e.to_string().contains("/nonexistent/program"), "{e}");
+        // A pipe on another fd would have no owner.
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::Pipe);
+        let e = cmd.output(&mut lp, |_, _| unreachable!()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("child fd 0 cannot be a new pipe"), "{e}");
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+        assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds);
+        // A stdin the command sets is kept: here, data from a pipe handle.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        tx.write(&mut lp, b"fed in\n", |_, r| r.unwrap()).unwrap();
+        tx.close(&mut lp).unwrap();
+        let mut cat = Command::new("cat");
+        cat.stdin(rx);
+        let g = got.clone();
+        cat.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.take().unwrap().unwrap().stdout, b"fed in\n");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
 // ----- bad input ----------------------------------------------------------------------------
 
 /// After a failed spawn: nothing left behind, and the loop still spawns.
