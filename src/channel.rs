@@ -181,7 +181,8 @@ impl Channel {
     /// has been delivered: the moment the channel stops keeping the loop alive. Use it to
     /// close what belongs with the producers (a progress timer, say). A second call replaces
     /// the callback; closing the channel first means it never runs. When the senders are
-    /// already gone, `cb` runs in the next iteration, never inside this call.
+    /// already gone, `cb` runs in the next iteration, never inside this call (given the loop
+    /// iterates: an unref'd channel alone does not keep `run` going).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};

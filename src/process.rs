@@ -401,16 +401,14 @@ const PROGRAM_INLINE_BYTES: usize = 40;
 /// are: `/bin/true`, `cargo`) live inside the `Command`, so building one allocates nothing.
 enum ProgramName {
     /// `bytes[..len]` is the name, `bytes[len]` its NUL.
-    Inline {
-        len: u8,
-        bytes: [u8; PROGRAM_INLINE_BYTES],
-    },
-    Heap(CString),
+    Inline { len: u8, bytes: [u8; PROGRAM_INLINE_BYTES] },
+    /// The name and its NUL.
+    Heap(Vec<u8>),
 }
 
 impl ProgramName {
-    /// Copies the name. A NUL byte inside a short name is found by [`as_c_str`], which scans
-    /// it anyway, so building a command reads the name once.
+    /// Copies the name. A NUL byte inside it is found by [`as_c_str`], which scans it anyway,
+    /// so building a command reads the name once, and a bad name is still shown in messages.
     ///
     /// [`as_c_str`]: ProgramName::as_c_str
     fn new(p: &OsStr, is_path: bool) -> Result<ProgramName, &'static str> {
@@ -429,25 +427,25 @@ impl ProgramName {
         let mut v = Vec::with_capacity(len + 1);
         v.extend_from_slice(dot);
         v.extend_from_slice(name);
-        CString::new(v).map(ProgramName::Heap).map_err(|_| PROGRAM_NUL)
+        v.push(0);
+        Ok(ProgramName::Heap(v))
     }
 
     /// The name's bytes, without the NUL.
     fn as_bytes(&self) -> &[u8] {
         match self {
             ProgramName::Inline { len, bytes } => &bytes[..*len as usize],
-            ProgramName::Heap(c) => c.to_bytes(),
+            ProgramName::Heap(v) => &v[..v.len() - 1],
         }
     }
 
     /// The name for the C side: an error if it holds a NUL byte.
     fn as_c_str(&self) -> Result<&CStr, &'static str> {
-        match self {
-            ProgramName::Inline { len, bytes } => {
-                CStr::from_bytes_with_nul(&bytes[..=*len as usize]).map_err(|_| PROGRAM_NUL)
-            }
-            ProgramName::Heap(c) => Ok(c),
-        }
+        let with_nul = match self {
+            ProgramName::Inline { len, bytes } => &bytes[..=*len as usize],
+            ProgramName::Heap(v) => v,
+        };
+        CStr::from_bytes_with_nul(with_nul).map_err(|_| PROGRAM_NUL)
     }
 }
 
@@ -535,7 +533,7 @@ impl Command {
     pub fn new(program: impl IntoProgram) -> Command {
         let (program, invalid) = match program.with_program(ProgramName::new) {
             Ok(c) => (c, None),
-            Err(why) => (ProgramName::Heap(CString::default()), Some(why.to_string())),
+            Err(why) => (ProgramName::Heap(vec![0]), Some(why.to_string())),
         };
         Command {
             program,
@@ -740,12 +738,21 @@ impl Command {
     /// Its stdin is `/dev/null` unless the command sets one; the command's own stdout and
     /// stderr settings are overridden.
     ///
-    /// The returned [`Process`] handle can kill the child meanwhile; it closes itself when the
-    /// child exits. Errors to start come back here, as from [`spawn`](Command::spawn), and
-    /// `cb` then never runs. The output is kept in memory: for a child that prints without
-    /// bound, read its pipes yourself. Like std, this waits for end of file, so a background
-    /// grandchild that keeps the streams open delays `cb` until it exits (kill the group with
-    /// [`Process::kill_group`] to end that).
+    /// The returned [`Process`] handle can kill the child meanwhile, and closes itself just
+    /// before `cb` runs; leave closing it to the capture. Closed before the child exits, it
+    /// takes `cb` with it, uncalled (the child is still reaped, and the streams are read to
+    /// their end and closed).
+    /// Errors to start come back here, as from [`spawn`](Command::spawn), and `cb` then never
+    /// runs. A read error (rare: the streams are pipes) is what `cb` receives, in place of the
+    /// output.
+    ///
+    /// A [`Stdio::Handle`] the command gives as stdout or stderr is left alone (it stays
+    /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
+    /// [`set_ref`](Process::set_ref). The output is kept in memory: for a child that prints
+    /// without bound, read its pipes yourself. Like std, this waits for end of file, so a
+    /// background grandchild that keeps the streams open delays `cb` until it exits; give the
+    /// command a process group ([`process_group(0)`](Command::process_group)) and end the
+    /// group with [`Process::kill_group`].
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -771,6 +778,21 @@ impl Command {
 
     fn name(&self) -> String {
         printable(self.program.as_bytes())
+    }
+
+    /// The bad input found in this command, if any, as spawn reports it; else the program
+    /// as a C string.
+    fn check_input(&self) -> io::Result<&CStr> {
+        if let Some(why) = &self.invalid {
+            return Err(invalid(format!("spawn `{}`: {why}", self.name())));
+        }
+        if self.setsid && self.process_group.is_some() {
+            return Err(invalid(format!(
+                "spawn `{}`: setsid and process_group cannot be combined (a session leader leads its own group)",
+                self.name()
+            )));
+        }
+        self.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", self.name())))
     }
 
     /// The `PATH` the child's program is searched in: `None` for the parent's own.
@@ -1010,6 +1032,9 @@ struct Capture {
     error: Option<io::Error>,
     left: u8,
     cb: Option<OutputCb>,
+    /// Closed after the last event, not at the exit: a grandchild holding the streams open
+    /// can still be reached through `kill_group` meanwhile.
+    process: Option<Process>,
 }
 
 impl Capture {
@@ -1031,6 +1056,10 @@ impl Capture {
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
+            if let Some(p) = c.process.take() {
+                // Already closed by its owner? Then `cb` was cancelled and is gone too.
+                let _ = p.close(lp);
+            }
             (c.cb.take(), result)
         };
         if let Some(cb) = cb {
@@ -1171,21 +1200,12 @@ impl Loop {
         links: &[(RawFd, RawFd)],
         on_exit: ExitCb,
     ) -> io::Result<Child> {
-        if let Some(why) = &cmd.invalid {
-            return Err(invalid(format!("spawn `{}`: {why}", cmd.name())));
-        }
-        if cmd.setsid && cmd.process_group.is_some() {
-            return Err(invalid(format!(
-                "spawn `{}`: setsid and process_group cannot be combined (a session leader leads its own group)",
-                cmd.name()
-            )));
-        }
+        let name = cmd.check_input()?;
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
         }
         let resolved;
         let child_path;
-        let name = cmd.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", cmd.name())))?;
         let program = if name.to_bytes().contains(&b'/') {
             let relative = name.to_bytes().first() != Some(&b'/');
             if relative && cmd.cwd.is_some() {
@@ -1726,6 +1746,7 @@ impl Loop {
             error: None,
             left: 3,
             cb: Some(cb),
+            process: None,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
@@ -1748,8 +1769,7 @@ impl Loop {
             Ok(())
         })();
         let st = state.clone();
-        let on_exit: ExitCb = Box::new(move |lp, p, res| {
-            let _ = p.close(lp);
+        let on_exit: ExitCb = Box::new(move |lp, _, res| {
             Capture::one_done(&st, lp, |c| match res {
                 Ok(status) => c.status = Some(status),
                 Err(e) => {
@@ -1771,6 +1791,7 @@ impl Loop {
                 return Err(e);
             }
         };
+        state.borrow_mut().process = Some(child.process);
         for (i, pipe) in ours.into_iter().enumerate() {
             let st = state.clone();
             let started = pipe.read_start(self, move |lp, p, ev| match ev {
@@ -1885,6 +1906,8 @@ impl Pipeline {
             return Err(invalid("a pipeline needs at least one stage"));
         }
         for (i, cmd) in self.stages.iter().enumerate() {
+            // Bad input in any stage is reported before the first one starts.
+            cmd.check_input().map_err(|e| context(e, format!("pipeline stage {}", i + 1)))?;
             for (target, _) in &cmd.stdio {
                 let linked = (*target == 0 && i > 0) || (*target == 1 && i + 1 < n);
                 if linked {

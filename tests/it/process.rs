@@ -1027,7 +1027,15 @@ case!(
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("stdin is wired by the pipeline"), "{e}");
         assert!(Pipeline::new([]).spawn(&mut lp, |_, _| {}).is_err());
-        assert!(lp.handles().is_empty());
+        // Bad input in a later stage is found before the first stage starts: no child at
+        // all (the first would never exit if started).
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("100");
+        let mut bad = Command::new("cat");
+        bad.arg("a\0b");
+        let e = Pipeline::new([sleeper, bad]).spawn(&mut lp, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("pipeline stage 2: spawn `cat`: argument 1 contains a NUL"), "{e}");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
 );
 
@@ -1072,7 +1080,7 @@ case!(
 
 case!(
     fn a_command_whose_handle_moved_says_so_when_spawned_again() {
-        let mut lp = Loop::new().unwrap();
+        let mut lp = crate::util::test_loop();
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         let mut cmd = Command::new("true");
         cmd.stdout(tx);
@@ -1134,8 +1142,7 @@ case!(
 
 case!(
     fn output_can_be_killed_and_refuses_what_it_cannot_do() {
-        let mut lp = Loop::new().unwrap();
-        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        let mut lp = crate::util::test_loop();
         // The returned handle kills the child; the callback still gets the status.
         let got = Rc::new(RefCell::new(None));
         let g = got.clone();
@@ -1149,6 +1156,8 @@ case!(
         assert_eq!(out.status.signal(), Some(SIGTERM));
         assert!(out.stdout.is_empty() && out.stderr.is_empty());
         assert!(p.kill(&mut lp, SIGTERM).is_err(), "the handle closed itself after the exit");
+        // From here on the loop's own fds (a select helper's, when forced) are all there.
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
         // A start error comes back at once; the callback never runs and nothing is left.
         let e = Command::new("/nonexistent/program").output(&mut lp, |_, _| unreachable!()).unwrap_err();
         assert_eq!(os_error_code(&e), Some(libc::ENOENT), "{e}");
@@ -1172,6 +1181,64 @@ case!(
         cat.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out)).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(got.take().unwrap().unwrap().stdout, b"fed in\n");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
+    fn output_keeps_its_process_until_the_end_so_a_lingering_group_can_be_killed() {
+        let mut lp = crate::util::test_loop();
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        // The shell exits at once; its background sleep keeps stdout and stderr open.
+        let mut cmd = sh("sleep 100 & echo started");
+        cmd.process_group(0);
+        let p = cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out)).unwrap();
+        // Once the shell is reaped, end the group that still holds the streams.
+        let check = evloop::Check::new(&mut lp);
+        check
+            .start(&mut lp, move |lp, check| {
+                if p.exit_status(lp).unwrap().is_some() {
+                    p.kill_group(lp, SIGTERM).expect("the handle is still open after the exit");
+                    check.close(lp).unwrap();
+                }
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.take().unwrap().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"started\n");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
+    fn output_cancelled_by_closing_its_process_leaves_nothing_behind() {
+        let mut lp = crate::util::test_loop();
+        // Warm up: the loop's own fds (a select helper's, when forced) are there from now on.
+        sh("true").output(&mut lp, |_, out| assert!(out.unwrap().status.success())).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        let p = sh("echo never seen").output(&mut lp, |_, _| panic!("cancelled")).unwrap();
+        p.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+        assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds);
+        // A handle the command gives as stdout is left alone, and stays usable.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let mut cmd = sh("echo captured");
+        cmd.stdout(tx);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.take().unwrap().unwrap().stdout, b"captured\n");
+        assert!(!tx.is_closing(&lp).unwrap(), "still the caller's");
+        tx.write(&mut lp, b"still mine\n", |_, r| r.unwrap()).unwrap();
+        tx.close(&mut lp).unwrap();
+        let mine = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(mine.borrow().data, b"still mine\n");
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
 );
@@ -1227,6 +1294,10 @@ case!(
                 (sh("echo").arg("nul\0byte").to_owned_cmd(), "argument 3 contains a NUL byte"),
                 // The name is escaped in the message, which stays plain text.
                 (Command::new("tr\0ue"), "spawn `tr\\u{0}ue`: the program name contains a NUL byte"),
+                (
+                    Command::new(format!("/a/name/longer/than/the/inline/space/{}\0x", "y".repeat(40))),
+                    "\\u{0}x`: the program name contains a NUL byte",
+                ),
                 (Command::new(""), "program name is empty"),
                 (Command::new("true").env("A=B", "c").to_owned_cmd(), "contains `=`"),
                 (Command::new("true").env("A", "b\0c").to_owned_cmd(), "NUL"),
