@@ -38,6 +38,9 @@ pub enum RunMode {
     Once,
     /// One iteration whose poll phase does not wait. This is how an outer loop drives a nested
     /// one: poll [`Loop::backend_fd`] with [`Loop::backend_timeout`], then `run(NoWait)`.
+    /// Unlike the other modes (and libuv's), it makes its pass even when nothing referenced
+    /// keeps the loop alive: an outer loop that was told the fd is readable, or that an
+    /// unreferenced timer is due, gets that served.
     NoWait,
 }
 
@@ -471,7 +474,11 @@ impl Loop {
         if !alive {
             self.refresh_time();
         }
-        while alive && !self.stop_flag {
+        // NoWait always makes its one pass: it is how an outer loop hands over events
+        // (a signal for an unreferenced watcher, an unreferenced timer) whatever keeps this
+        // loop alive.
+        let mut pass = alive || mode == RunMode::NoWait;
+        while pass && !self.stop_flag {
             self.iterations += 1;
             self.time_stale.set(true);
             // Each phase is skipped with one test when it has nothing to do: an iteration
@@ -505,6 +512,7 @@ impl Loop {
             if mode != RunMode::Default {
                 break;
             }
+            pass = alive;
         }
         self.stop_flag = false;
         Ok(alive)
@@ -727,7 +735,7 @@ fn id_error(loop_id: u32, id: HandleId, kind: HandleKind) -> io::Error {
 
 #[cold]
 #[inline(never)]
-fn closing_error(kind: HandleKind) -> io::Error {
+pub(crate) fn closing_error(kind: HandleKind) -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, format!("the {} is closing", kind.name()))
 }
 

@@ -359,6 +359,16 @@ impl From<Pipe> for Stdio {
     }
 }
 
+/// The tty handle moves to the child, as [`Stdio::Handle`] says: the handle closes (and its
+/// terminal mode is restored) once the child starts. To share the terminal with a child
+/// and keep the handle, give the child [`Stdio::Inherit`] or a copy of the fd
+/// ([`Stdio::Fd`]).
+impl From<crate::Tty> for Stdio {
+    fn from(t: crate::Tty) -> Stdio {
+        Stdio::Handle(t.id())
+    }
+}
+
 // ----- programs -----------------------------------------------------------------------------
 
 mod sealed {

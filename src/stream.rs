@@ -194,6 +194,18 @@ impl Loop {
         }
     }
 
+    /// Like `stream_ref`, refusing a closing handle: its fd is already gone.
+    pub(crate) fn open_stream_ref(&self, id: HandleId, kind: HandleKind) -> io::Result<&Stream> {
+        let slot = self.slot(id, kind)?;
+        if slot.flags.contains(Flags::CLOSING) {
+            return Err(crate::event_loop::closing_error(kind));
+        }
+        match &slot.kind {
+            Kind::Stream(s) => Ok(s),
+            _ => unreachable!("slot checked the kind"),
+        }
+    }
+
     pub(crate) fn stream_ref(&self, id: HandleId, kind: HandleKind) -> io::Result<&Stream> {
         match &self.slot(id, kind)?.kind {
             Kind::Stream(s) => Ok(s),
@@ -752,6 +764,10 @@ macro_rules! stream_methods {
             ///
             /// Returns an error, and never calls `cb`, for a handle that cannot be written:
             /// closed, shut down, or open for reading only.
+            ///
+            /// Closing a handle cancels what is still queued. To close once everything is
+            /// out (a terminal program's last escape sequences, say), close from the callback
+            /// of the last write: callbacks run in write order.
             #[inline]
             pub fn write(
                 self,
@@ -821,7 +837,7 @@ macro_rules! stream_methods {
             /// `ioctl`s). Do not close it or change its flags.
             #[inline]
             pub fn fd(self, lp: &$crate::Loop) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
-                lp.stream_ref(self.0, $kind)?.io.fd()
+                lp.open_stream_ref(self.0, $kind)?.io.fd()
             }
         }
     };

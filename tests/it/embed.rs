@@ -48,6 +48,46 @@ case!(
 );
 
 case!(
+    /// An embedded loop whose handles are all unreferenced (a resize watcher, a background
+    /// timer) still gets them served: the outer loop owns the lifetime, so run(NoWait) makes
+    /// its pass and backend_timeout counts the unreferenced timer. Before, run(NoWait) did
+    /// nothing once no referenced handle was left, and the outer loop spun on a due timer.
+    fn nested_loop_with_only_unreferenced_handles_still_runs_them() {
+        let mut lp = test_loop();
+        let fired = Rc::new(Cell::new(0u32));
+        let f = fired.clone();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_millis(2), Duration::from_millis(2), move |lp, t| {
+            f.set(f.get() + 1);
+            if f.get() == 3 {
+                t.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+        t.set_ref(&mut lp, false).unwrap();
+        // A wake for an unreferenced Async: it must arrive through the backend fd.
+        let woken = Rc::new(Cell::new(false));
+        let w = woken.clone();
+        let (a, waker) = Async::new(&mut lp, move |lp, h| {
+            w.set(true);
+            h.close(lp).unwrap();
+        });
+        a.set_ref(&mut lp, false).unwrap();
+        assert!(!lp.is_alive(), "nothing referenced");
+        waker.wake().unwrap();
+        let mut outer_iterations = 0;
+        while !lp.handles().is_empty() {
+            outer_iterations += 1;
+            assert!(outer_iterations < 1000, "the outer loop spins: the nested one serves nothing");
+            evloop_platform::fd::poll_readable(lp.backend_fd(), lp.backend_timeout()).unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        assert_eq!(fired.get(), 3);
+        assert!(woken.get());
+    }
+);
+
+case!(
     fn nested_in_another_evloop_through_backend_timeout() {
         // The inner loop's backend fd polled by an outer loop's prepare/check cycle is the
         // libuv embedding pattern; here the outer loop uses a timer for the timeout.

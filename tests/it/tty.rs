@@ -367,6 +367,35 @@ case!(
 );
 
 case!(
+    fn a_tty_handle_moves_into_a_child_and_its_mode_comes_back() {
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        // `From<Tty> for Stdio`: the child writes on the terminal; the handle closes, and
+        // closing restores the mode it had changed.
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        evloop::Command::new("printf")
+            .arg("from the child\n")
+            .stdout(tty)
+            .spawn(&mut lp, move |lp, proc_, s| {
+                st.set(Some(s.unwrap()));
+                proc_.close(lp).unwrap();
+            })
+            .unwrap();
+        assert!(tty.is_closing(&lp).unwrap(), "moved to the child");
+        lp.run(RunMode::Default).unwrap();
+        assert!(status.get().unwrap().success());
+        // Raw keeps OPOST, so the newline arrives as CR LF.
+        assert_eq!(read_master(p.master.as_fd(), 16), b"from the child\r\n");
+        assert_same_termios(&attrs(&p.probe), &before, "after the move");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
     fn bad_input_gets_clear_errors_and_leaves_the_terminal_alone() {
         let mut lp = test_loop();
         let p = pty();
@@ -411,8 +440,13 @@ case!(
         evloop::tty::reset_mode().unwrap();
         assert_same_termios(&attrs(&p.probe), &before, "after every bad input");
 
-        // A closed id.
+        // A closing handle: the kind the crate docs give for it, not its missing fd's EBADF.
         out.close(&mut lp).unwrap();
+        for e in [out.winsize(&lp).unwrap_err(), out.fd(&lp).unwrap_err()] {
+            assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+            assert!(e.to_string().contains("the tty is closing"), "{e}");
+        }
+        // A closed id.
         lp.run(RunMode::Default).unwrap();
         assert!(out.set_mode(&mut lp, TtyMode::Raw).is_err());
         assert!(out.winsize(&lp).is_err());
