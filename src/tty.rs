@@ -183,7 +183,9 @@ impl Tty {
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
     ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness. A
     ///   read-only fd is made nonblocking in place instead, and made blocking again at
-    ///   close. An fd that is already nonblocking is used as it is: to drive a pty master
+    ///   close, or when the loop is dropped (a process killed by a signal leaves it
+    ///   nonblocking: [`install_restore_hooks`] restores the termios only). An fd that is
+    ///   already nonblocking is used as it is: to drive a pty master
     ///   you created without blocking writes, set `O_NONBLOCK` on it before opening.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();
