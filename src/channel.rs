@@ -38,8 +38,9 @@ typed_handle!(
     ///
     /// The channel is active while any `Sender` is alive, messages are queued or an
     /// `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
-    /// every sender is dropped and the queue is drained. [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop
-    /// that has other handles to close then.
+    /// every sender is dropped and the queue is drained.
+    /// [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop that
+    /// has other handles to close then.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};

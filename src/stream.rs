@@ -196,14 +196,10 @@ impl Loop {
 
     /// Like `stream_ref`, refusing a closing handle: its fd is already gone.
     pub(crate) fn open_stream_ref(&self, id: HandleId, kind: HandleKind) -> io::Result<&Stream> {
-        let slot = self.slot(id, kind)?;
-        if slot.flags.contains(Flags::CLOSING) {
+        if self.slot(id, kind)?.flags.contains(Flags::CLOSING) {
             return Err(crate::event_loop::closing_error(kind));
         }
-        match &slot.kind {
-            Kind::Stream(s) => Ok(s),
-            _ => unreachable!("slot checked the kind"),
-        }
+        self.stream_ref(id, kind)
     }
 
     pub(crate) fn stream_ref(&self, id: HandleId, kind: HandleKind) -> io::Result<&Stream> {
