@@ -137,6 +137,10 @@ pub struct Loop {
     pub(crate) select_helper: Option<crate::select_helper::SelectHelper>,
     /// The one read buffer every stream reads into, sized to the largest read cap in use.
     pub(crate) read_buf: Vec<u8>,
+    /// Bumped whenever any stream starts or stops reading or begins closing. A round of reads
+    /// that finds it unchanged after a callback knows its stream is untouched, and skips the
+    /// full re-check of the slot (see `stream_read`).
+    pub(crate) read_changes: u32,
     /// Streams whose interest changed since the last flush.
     pub(crate) io_dirty: Vec<HandleId>,
     /// Streams in always-ready mode that want something.
@@ -204,6 +208,7 @@ impl Loop {
             signals: None,
             select_helper: None,
             read_buf: Vec::new(),
+            read_changes: 0,
             io_dirty: Vec::new(),
             always_ready: Vec::new(),
             always_ready_scratch: Vec::new(),

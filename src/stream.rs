@@ -251,6 +251,7 @@ impl Loop {
         s.reading = true;
         s.read_cb = Some(cb);
         s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.read_changed();
         self.stream_sync(id);
         Ok(())
     }
@@ -260,6 +261,7 @@ impl Loop {
         s.reading = false;
         s.read_cb = None;
         s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.read_changed();
         self.stream_sync(id);
         Ok(())
     }
@@ -278,6 +280,30 @@ impl Loop {
         Ok(self.stream_ref(id, kind)?.read_cap)
     }
 
+    /// Records that a stream started or stopped reading or began closing: a round of reads
+    /// in progress then re-checks its stream in full.
+    #[inline]
+    fn read_changed(&mut self) {
+        self.read_changes = self.read_changes.wrapping_add(1);
+    }
+
+    /// The stream a round of reads is serving, found again after a callback ran: still the
+    /// same stream, not closing, still reading with the callback the round holds (none of
+    /// which a callback can change without bumping `read_changes`).
+    #[inline]
+    fn reading_stream(&mut self, id: HandleId, changes: u32, epoch: u32) -> Option<&mut Stream> {
+        if self.read_changes == changes {
+            debug_assert!(self.live_stream(id).is_some_and(|s| s.reading && s.read_epoch == epoch));
+            // Unchanged since the round began: the slot still holds this stream (a slot is
+            // freed only in the close phase, after close bumped the counter).
+            return match self.slots.get_mut(id.key as usize).map(|slot| &mut slot.kind) {
+                Some(Kind::Stream(s)) => Some(s),
+                _ => None,
+            };
+        }
+        self.live_stream(id).filter(|s| s.reading && s.read_epoch == epoch)
+    }
+
     /// Delivers the last event of a read (end of file or an error): reading stops first, and
     /// the callback is dropped after it ran.
     fn deliver_read(&mut self, id: HandleId, ev: ReadEvent<'_>) {
@@ -286,6 +312,7 @@ impl Loop {
         let Some(mut cb) = s.read_cb.take() else { return };
         s.reading = false;
         s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.read_changed();
         cb.call(self, id, ev);
         self.stream_sync(id);
     }
@@ -293,36 +320,42 @@ impl Loop {
     #[inline(never)]
     fn stream_read(&mut self, id: HandleId) {
         let mut buf = std::mem::take(&mut self.read_buf);
+        let changes = self.read_changes;
         // The callback comes out once per event, not once per read.
-        let Some(mut s) = self.live_stream(id) else { return };
-        let Some(mut cb) = s.read_cb.take() else { return };
-        let (epoch, cap, eio_is_eof, blocking) = (s.read_epoch, s.read_cap, s.eio_is_eof, s.blocking);
+        let Some(mut s) = self.live_stream(id) else {
+            self.read_buf = buf;
+            return;
+        };
+        let Some(mut cb) = s.read_cb.take() else {
+            self.read_buf = buf;
+            return;
+        };
+        let (epoch, cap, eio_is_eof) = (s.read_epoch, s.read_cap, s.eio_is_eof);
+        // A blocking fd reads once per readiness event, so a read never blocks.
+        let reads_max = if s.blocking { 1 } else { READS_PER_EVENT_MAX };
         if buf.len() < cap {
             buf.resize(cap, 0);
         }
+        let capped = &mut buf[..cap];
         let mut last = None;
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
-                Ok(fd) => fd::read_nonblocking(fd, &mut buf[..cap]),
+                Ok(fd) => fd::read_nonblocking(fd, capped),
                 Err(e) => Err(e),
             };
             reads += 1;
             match res {
                 Ok(Some(0)) => last = Some(ReadEvent::Eof),
                 Ok(Some(n)) => {
-                    cb.call(self, id, ReadEvent::Data(&buf[..n]));
-                    // A full read may have left more behind. A blocking fd reads once per
-                    // readiness event, so a read never blocks.
-                    if n == cap && !blocking && reads < READS_PER_EVENT_MAX {
-                        // Still this stream, still reading with this callback? (The callback
-                        // may have stopped, restarted or closed it.)
-                        match self.live_stream(id) {
-                            Some(next) if next.reading && next.read_epoch == epoch => {
-                                s = next;
-                                continue;
-                            }
-                            _ => {}
+                    cb.call(self, id, ReadEvent::Data(&capped[..n]));
+                    // A full read may have left more behind, if the stream is still reading
+                    // with this callback (the callback may have stopped, restarted or
+                    // closed it).
+                    if n == cap && reads < reads_max {
+                        if let Some(next) = self.reading_stream(id, changes, epoch) {
+                            s = next;
+                            continue;
                         }
                     }
                 }
@@ -342,12 +375,13 @@ impl Loop {
                     s.reading = false;
                     s.read_epoch = s.read_epoch.wrapping_add(1);
                 }
+                self.read_changed();
                 cb.call(self, id, ev);
                 self.stream_sync(id);
             }
             None => {
-                if let Some(s) = self.live_stream(id) {
-                    if s.read_epoch == epoch && s.read_cb.is_none() {
+                if let Some(s) = self.reading_stream(id, changes, epoch) {
+                    if s.read_cb.is_none() {
                         s.read_cb = Some(cb);
                     }
                 }
@@ -711,6 +745,7 @@ impl Loop {
             s.reading = false;
             s.read_cb = None;
         }
+        self.read_changed();
         self.tty_stop_for_close(id);
     }
 

@@ -411,6 +411,80 @@ case!(
 );
 
 case!(
+    /// A round of reads (one readiness event, many full reads) ends at once when its callback
+    /// stops, restarts or closes the stream; changing another stream's reading does not end
+    /// it. Either way every byte arrives once, in order, at the callback current at the time.
+    fn a_read_callback_can_change_reading_in_the_middle_of_a_round() {
+        type Log = Rc<RefCell<Vec<(char, Vec<u8>)>>>;
+        fn logger(log: &Log, who: char) -> impl FnMut(&mut Loop, Pipe, ReadEvent<'_>) + 'static {
+            let log = log.clone();
+            move |_, _, ev| match ev {
+                ReadEvent::Data(d) => log.borrow_mut().push((who, d.to_vec())),
+                ev => panic!("unexpected {ev:?}"),
+            }
+        }
+        let data: Vec<u8> = (0..64).collect();
+        for action in ["stop", "restart", "close", "other"] {
+            let mut lp = test_loop();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let (other, other_tx) = Pipe::pair(&mut lp).unwrap();
+            // 64 bytes waiting and a 4-byte cap: one readiness event serves 16 full reads.
+            rx.set_read_cap(&mut lp, 4).unwrap();
+            assert_eq!(tx.try_write(&mut lp, &data).unwrap(), 64);
+            let log: Log = Rc::default();
+            let mut b = Some(logger(&log, 'b'));
+            let mut a = logger(&log, 'a');
+            let first = Cell::new(true);
+            rx.read_start(&mut lp, move |lp, p, ev| {
+                a(lp, p, ev);
+                if first.replace(false) {
+                    match action {
+                        "stop" => p.read_stop(lp).unwrap(),
+                        "restart" => {
+                            p.read_stop(lp).unwrap();
+                            p.read_start(lp, b.take().unwrap()).unwrap();
+                        }
+                        "close" => p.close(lp).unwrap(),
+                        _ => {
+                            other.read_start(lp, |_, _, _| panic!("nothing is written")).unwrap();
+                            other.read_stop(lp).unwrap();
+                        }
+                    }
+                }
+            })
+            .unwrap();
+            // The first pass that sees the pipe readable runs the round.
+            while log.borrow().is_empty() {
+                lp.run(RunMode::Once).unwrap();
+            }
+            let calls = log.borrow().len();
+            match action {
+                "other" => assert_eq!(calls, 16, "{action}: the round goes on"),
+                _ => assert_eq!(calls, 1, "{action}: the round ends at the first read"),
+            }
+            match action {
+                "stop" => rx.read_start(&mut lp, logger(&log, 'b')).unwrap(),
+                "close" => assert!(rx.read_stop(&mut lp).is_err(), "closed"),
+                _ => {}
+            }
+            // Everything else arrives, in order, at the callback current at the time.
+            while action != "close" && log.borrow().iter().map(|(_, d)| d.len()).sum::<usize>() < 64 {
+                lp.run(RunMode::Once).unwrap();
+            }
+            let log = log.borrow();
+            let all: Vec<u8> = log.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+            assert_eq!(all, if action == "close" { &data[..4] } else { &data[..] }, "{action}");
+            let late = if action == "other" { 'a' } else { 'b' };
+            assert!(log[1..].iter().all(|(who, _)| *who == late), "{action}: {log:?}");
+            for p in [rx, tx, other, other_tx] {
+                let _ = p.close(&mut lp);
+            }
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
     fn regular_files_and_dev_null_use_always_ready_mode() {
         let mut lp = test_loop();
         let dir = std::env::temp_dir().join(format!("evloop-test-{}", std::process::id()));
