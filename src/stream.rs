@@ -273,6 +273,8 @@ impl Loop {
             )));
         }
         self.stream_mut(id, kind)?.read_cap = bytes;
+        // A round of reads in progress ends, so that the next read already asks for the new cap.
+        self.read_changed();
         Ok(())
     }
 
@@ -280,8 +282,8 @@ impl Loop {
         Ok(self.stream_ref(id, kind)?.read_cap)
     }
 
-    /// Records that a stream started or stopped reading or began closing: a round of reads
-    /// in progress then re-checks its stream in full.
+    /// Records that a stream started or stopped reading, changed its read cap, or began
+    /// closing: a round of reads in progress then re-checks its stream in full.
     #[inline]
     fn read_changed(&mut self) {
         self.read_changes = self.read_changes.wrapping_add(1);
@@ -292,8 +294,9 @@ impl Loop {
     /// which a callback can change without bumping `read_changes`).
     #[inline]
     fn reading_stream(&mut self, id: HandleId, changes: u32, epoch: u32) -> Option<&mut Stream> {
+        let same = |s: &&mut Stream| s.reading && s.read_epoch == epoch;
         if self.read_changes == changes {
-            debug_assert!(self.live_stream(id).is_some_and(|s| s.reading && s.read_epoch == epoch));
+            debug_assert!(self.live_stream(id).is_some_and(|s| same(&s)));
             // Unchanged since the round began: the slot still holds this stream (a slot is
             // freed only in the close phase, after close bumped the counter).
             return match self.slots.get_mut(id.key as usize).map(|slot| &mut slot.kind) {
@@ -301,7 +304,7 @@ impl Loop {
                 _ => None,
             };
         }
-        self.live_stream(id).filter(|s| s.reading && s.read_epoch == epoch)
+        self.live_stream(id).filter(same)
     }
 
     /// Delivers the last event of a read (end of file or an error): reading stops first, and
@@ -350,12 +353,15 @@ impl Loop {
                 Ok(Some(n)) => {
                     cb.call(self, id, ReadEvent::Data(&capped[..n]));
                     // A full read may have left more behind, if the stream is still reading
-                    // with this callback (the callback may have stopped, restarted or
-                    // closed it).
+                    // with this callback and this cap (the callback may have stopped,
+                    // restarted or closed it, or changed the cap: then the round ends, and
+                    // level-triggered readiness brings the stream back).
                     if n == cap && reads < reads_max {
                         if let Some(next) = self.reading_stream(id, changes, epoch) {
-                            s = next;
-                            continue;
+                            if next.read_cap == cap {
+                                s = next;
+                                continue;
+                            }
                         }
                     }
                 }
@@ -853,6 +859,8 @@ macro_rules! stream_methods {
             /// [`READ_CAP_BYTES_MIN`](crate::limits::READ_CAP_BYTES_MIN) and
             /// [`READ_CAP_BYTES_MAX`](crate::limits::READ_CAP_BYTES_MAX). The default is
             /// [`READ_CAP_BYTES_DEFAULT`](crate::limits::READ_CAP_BYTES_DEFAULT) (64 KiB).
+            /// The next read asks for the new cap, also when this is called from the
+            /// stream's own read callback.
             #[inline]
             pub fn set_read_cap(self, lp: &mut $crate::Loop, bytes: usize) -> std::io::Result<()> {
                 lp.set_read_cap(self.0, $kind, bytes)

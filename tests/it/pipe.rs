@@ -412,8 +412,9 @@ case!(
 
 case!(
     /// A round of reads (one readiness event, many full reads) ends at once when its callback
-    /// stops, restarts or closes the stream; changing another stream's reading does not end
-    /// it. Either way every byte arrives once, in order, at the callback current at the time.
+    /// stops, restarts or closes the stream, or changes its read cap; changing another
+    /// stream's reading does not end it. Either way every byte arrives once, in order, at the
+    /// callback current at the time, in reads no larger than the cap current at the time.
     fn a_read_callback_can_change_reading_in_the_middle_of_a_round() {
         type Log = Rc<RefCell<Vec<(char, Vec<u8>)>>>;
         fn logger(log: &Log, who: char) -> impl FnMut(&mut Loop, Pipe, ReadEvent<'_>) + 'static {
@@ -424,7 +425,7 @@ case!(
             }
         }
         let data: Vec<u8> = (0..64).collect();
-        for action in ["stop", "restart", "close", "other"] {
+        for action in ["stop", "restart", "close", "cap", "other"] {
             let mut lp = test_loop();
             let (rx, tx) = Pipe::pair(&mut lp).unwrap();
             let (other, other_tx) = Pipe::pair(&mut lp).unwrap();
@@ -445,6 +446,7 @@ case!(
                             p.read_start(lp, b.take().unwrap()).unwrap();
                         }
                         "close" => p.close(lp).unwrap(),
+                        "cap" => p.set_read_cap(lp, 8).unwrap(),
                         _ => {
                             other.read_start(lp, |_, _, _| panic!("nothing is written")).unwrap();
                             other.read_stop(lp).unwrap();
@@ -474,8 +476,12 @@ case!(
             let log = log.borrow();
             let all: Vec<u8> = log.iter().flat_map(|(_, d)| d.iter().copied()).collect();
             assert_eq!(all, if action == "close" { &data[..4] } else { &data[..] }, "{action}");
-            let late = if action == "other" { 'a' } else { 'b' };
+            let late = if matches!(action, "other" | "cap") { 'a' } else { 'b' };
             assert!(log[1..].iter().all(|(who, _)| *who == late), "{action}: {log:?}");
+            if action == "cap" {
+                assert_eq!(log[1].1.len(), 8, "the next read asks for the new cap");
+                assert!(log.iter().all(|(_, d)| d.len() <= 8), "{log:?}");
+            }
             for p in [rx, tx, other, other_tx] {
                 let _ = p.close(&mut lp);
             }
