@@ -130,7 +130,7 @@ pub struct Loop {
     pub(crate) time_stale: Cell<bool>,
     pub(crate) timers: TimerQueue,
     pub(crate) pending: VecDeque<Pending>,
-    closing: Vec<(HandleId, Option<CloseCb>)>,
+    closing: VecDeque<(HandleId, Option<CloseCb>)>,
     pub(crate) hooks: Hooks,
     pub(crate) wake: Arc<LoopWake>,
     pub(crate) signals: Option<LoopSignals>,
@@ -202,7 +202,7 @@ impl Loop {
             time_stale: Cell::new(false),
             timers: TimerQueue::default(),
             pending: VecDeque::new(),
-            closing: Vec::new(),
+            closing: VecDeque::new(),
             hooks: Hooks::default(),
             wake,
             signals: None,
@@ -415,7 +415,7 @@ impl Loop {
         s.flags.insert(Flags::CLOSING);
         self.stop_for_close(id);
         self.set_active(id, false);
-        self.closing.push((id, cb));
+        self.closing.push_back((id, cb));
         log::trace!("loop {}: closing {} {id:?}", self.id, kind.name());
         Ok(())
     }
@@ -561,8 +561,9 @@ impl Loop {
         if self.closing.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.closing);
-        for (id, cb) in batch.drain(..) {
+        // Handles closed by the callbacks below wait for the next close phase.
+        for _ in 0..self.closing.len() {
+            let Some((id, cb)) = self.closing.pop_front() else { break };
             let key = id.key as usize;
             let mut slot = if id.gen_ == u32::MAX {
                 // The key's generations ran out: it stays occupied for good, so that no id can
@@ -579,11 +580,6 @@ impl Loop {
             if let Some(cb) = cb {
                 cb(self);
             }
-        }
-        // Handles closed by those callbacks wait for the next close phase; otherwise keep
-        // the vector, so that closing allocates nothing in steady state.
-        if self.closing.is_empty() {
-            self.closing = batch;
         }
     }
 

@@ -455,7 +455,7 @@ impl ProgramName {
             ProgramName::Inline { len, bytes } => &bytes[..=*len as usize],
             ProgramName::Heap(v) => v,
         };
-        CStr::from_bytes_with_nul(with_nul).map_err(|_| PROGRAM_NUL)
+        spawn::c_str_with_nul(with_nul).ok_or(PROGRAM_NUL)
     }
 }
 

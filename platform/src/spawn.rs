@@ -179,6 +179,28 @@ pub struct Spawned {
 /// The `PATH` searched when the child's environment has none (glibc's `_CS_PATH`).
 pub const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
+/// `bytes` as a C string, if its one NUL byte is its last. The scan is the C library's
+/// `strlen`, which is vectorised: cheaper than a byte loop even for a short program name.
+///
+/// ```
+/// use evloop_platform::spawn::c_str_with_nul;
+/// assert_eq!(c_str_with_nul(b"/bin/true\0").unwrap().to_bytes(), b"/bin/true");
+/// assert!(c_str_with_nul(b"/bin/\0true\0").is_none()); // a NUL inside
+/// assert!(c_str_with_nul(b"/bin/true").is_none()); // no NUL at the end
+/// ```
+pub fn c_str_with_nul(bytes: &[u8]) -> Option<&CStr> {
+    if bytes.last() != Some(&0) {
+        return None;
+    }
+    // SAFETY: `bytes` ends with a NUL byte, so strlen stops inside the slice.
+    let len = unsafe { libc::strlen(bytes.as_ptr().cast()) };
+    if len + 1 != bytes.len() {
+        return None;
+    }
+    // SAFETY: the last byte is a NUL and the first NUL (strlen's stop) is that same byte.
+    Some(unsafe { CStr::from_bytes_with_nul_unchecked(bytes) })
+}
+
 /// Starts a child as `req` says. See the module documentation.
 pub fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     let plan = FdPlan::new(req.fds)?;
