@@ -10,8 +10,11 @@ libuv: loop_raw, pipe_bench, writer_child, echo_child, pingpong_raw, spawn_raw, 
 uv_timers, uv_pump, uv_pingpong, uv_spawn; and perf-peers, one Rust binary with the tokio,
 mio and std programs). Without PEERS only evloop's own programs run.
 
-Every round runs every benchmark once, related ones next to each other, so per-round ratios
-(numerator and denominator measured seconds apart) cancel most of a noisy machine's drift.
+Every round runs every benchmark once, so per-round ratios (numerator and denominator
+measured seconds apart) cancel most of a noisy machine's drift. Within each placement of a
+group the order is shuffled every round (seeded by the round number, so runs repeat): on
+this kind of VM a benchmark's place in the sequence moves its unpinned result by a tenth
+or more, and a fixed order would charge that to whoever always runs in the same place.
 The tables give medians over rounds, [min-max], and the median of same-round ratios.
 
 Placement: "cpu0" pins the whole process tree to CPU 0 (taskset -c 0), which measures CPU
@@ -25,6 +28,7 @@ path that Linux 5.3 and later take; 3.24 and later know it. The header says whic
 """
 import argparse
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -183,13 +187,26 @@ def fmt(v):
     return f"{v:.3g}"
 
 
+def shuffled_within_blocks(benches, rng):
+    """`benches` with each run of the same group and placement shuffled in place."""
+    out, block = [], []
+    for b in benches + [None]:
+        if block and (b is None or (b["group"], b["place"]) != (block[0]["group"], block[0]["place"])):
+            rng.shuffle(block)
+            out += block
+            block = []
+        if b is not None:
+            block.append(b)
+    return out
+
+
 def timed(args):
     benches = [b for b in BENCH if (PEERS or not b["peers"]) and (not args.only or args.only == b["group"])]
     if not any(b["group"] == "spawn" and not b["peers"] for b in benches):
         pass
     raw = {b["id"]: [] for b in benches}
     for r in range(args.reps):
-        for b in benches:
+        for b in shuffled_within_blocks(benches, random.Random(r)):
             raw[b["id"]].append(run(b))
         print(f"round {r + 1}/{args.reps} done", file=sys.stderr)
     print(f"## Timings ({args.reps} interleaved rounds; median [min-max])\n")
