@@ -140,7 +140,7 @@ pub struct Loop {
     /// Bumped whenever any stream starts or stops reading or begins closing. A round of reads
     /// that finds it unchanged after a callback knows its stream is untouched, and skips the
     /// full re-check of the slot (see `stream_read`).
-    pub(crate) read_changes: u32,
+    pub(crate) read_changes: u64,
     /// Streams whose interest changed since the last flush.
     pub(crate) io_dirty: Vec<HandleId>,
     /// Streams in always-ready mode that want something.

@@ -293,7 +293,7 @@ impl Loop {
     /// same stream, not closing, still reading with the callback the round holds (none of
     /// which a callback can change without bumping `read_changes`).
     #[inline]
-    fn reading_stream(&mut self, id: HandleId, changes: u32, epoch: u32) -> Option<&mut Stream> {
+    fn reading_stream(&mut self, id: HandleId, changes: u64, epoch: u32) -> Option<&mut Stream> {
         let same = |s: &&mut Stream| s.reading && s.read_epoch == epoch;
         if self.read_changes == changes {
             debug_assert!(self.live_stream(id).is_some_and(|s| same(&s)));
