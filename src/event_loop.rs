@@ -137,7 +137,8 @@ pub struct Loop {
     pub(crate) select_helper: Option<crate::select_helper::SelectHelper>,
     /// The one read buffer every stream reads into, sized to the largest read cap in use.
     pub(crate) read_buf: Vec<u8>,
-    /// Bumped whenever any stream starts or stops reading or begins closing. A round of reads
+    /// Bumped whenever any stream starts or stops reading, changes its read cap, or begins
+    /// closing. A round of reads
     /// that finds it unchanged after a callback knows its stream is untouched, and skips the
     /// full re-check of the slot (see `stream_read`).
     pub(crate) read_changes: u64,
