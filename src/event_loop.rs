@@ -138,9 +138,8 @@ pub struct Loop {
     /// The one read buffer every stream reads into, sized to the largest read cap in use.
     pub(crate) read_buf: Vec<u8>,
     /// Bumped whenever any stream starts or stops reading, changes its read cap, or begins
-    /// closing. A round of reads
-    /// that finds it unchanged after a callback knows its stream is untouched, and skips the
-    /// full re-check of the slot (see `stream_read`).
+    /// closing. A round of reads that finds it unchanged after a callback knows its stream is
+    /// untouched, and skips the full re-check of the slot (see `stream_read`).
     pub(crate) read_changes: u64,
     /// Streams whose interest changed since the last flush.
     pub(crate) io_dirty: Vec<HandleId>,
