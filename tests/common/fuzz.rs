@@ -97,6 +97,10 @@ struct PipeModel {
     received: Rc<RefCell<Vec<u8>>>,
     eof: Rc<Cell<bool>>,
     read_error: Rc<Cell<bool>>,
+    /// The read end's read cap, which read callbacks change now and then.
+    read_cap: Rc<Cell<usize>>,
+    /// The read callbacks' random state.
+    cap_rng: Rc<Cell<u64>>,
 }
 
 struct ProcModel {
@@ -109,7 +113,7 @@ struct ProcModel {
 }
 
 impl PipeModel {
-    fn new(rx: Pipe, tx: Pipe) -> PipeModel {
+    fn new(rx: Pipe, tx: Pipe, seed: u64) -> PipeModel {
         PipeModel {
             rx,
             tx,
@@ -122,6 +126,8 @@ impl PipeModel {
             received: Rc::default(),
             eof: Rc::default(),
             read_error: Rc::default(),
+            read_cap: Rc::new(Cell::new(evloop::limits::READ_CAP_BYTES_DEFAULT)),
+            cap_rng: Rc::new(Cell::new(seed)),
         }
     }
 }
@@ -162,16 +168,30 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 fn start_reading(lp: &mut Loop, p: &mut PipeModel, calls: &Rc<Cell<u64>>) -> io::Result<()> {
     let (received, eof, err, calls) =
         (p.received.clone(), p.eof.clone(), p.read_error.clone(), calls.clone());
+    let (cap, cap_rng) = (p.read_cap.clone(), p.cap_rng.clone());
     // Per read_start: the last event (end of file or an error) comes at most once, and
     // nothing after it. Restarting after end of file reports end of file again.
     let ended = Cell::new(false);
-    p.rx.read_start(lp, move |_, _, ev| {
+    p.rx.read_start(lp, move |lp, rx, ev| {
         calls.set(calls.get() + 1);
         assert!(!ended.get(), "a read callback ran after its last event");
         match ev {
             ReadEvent::Data(d) => {
                 assert!(!eof.get(), "data after end of file");
+                assert!(d.len() <= cap.get(), "a read of {} bytes with the cap at {}", d.len(), cap.get());
                 received.borrow_mut().extend_from_slice(d);
+                // One read in eight, the callback changes its stream's read cap, often in the
+                // middle of a round of reads: the very next read must ask for the new cap.
+                let x = cap_rng
+                    .get()
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                cap_rng.set(x);
+                if x >> 61 == 0 {
+                    let new = [512, 4096, 65536][(x >> 32) as usize % 3];
+                    rx.set_read_cap(lp, new).expect("set_read_cap from a read callback");
+                    cap.set(new);
+                }
             }
             ReadEvent::Eof => {
                 eof.set(true);
@@ -227,7 +247,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
             // Create a pipe, maybe with reading on.
             0..=7 if pipes.len() < 16 => {
                 let (rx, tx) = Pipe::pair(lp).map_err(|e| format!("{}: {e}", ctx(op, "pair")))?;
-                let mut p = PipeModel::new(rx, tx);
+                let mut p = PipeModel::new(rx, tx, rng.next());
                 if rng.chance(70) {
                     start_reading(lp, &mut p, &calls)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
@@ -508,7 +528,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 let child = cmd.spawn(lp, on_exit).map_err(|e| format!("{}: {e}", ctx(op, "spawn")))?;
                 let mut lossy = None;
                 if let (Some(tx), Some(rx)) = (child.stdin, child.stdout) {
-                    let mut p = PipeModel::new(rx, tx);
+                    let mut p = PipeModel::new(rx, tx, rng.next());
                     start_reading(lp, &mut p, &calls)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                     p.reading = true;
