@@ -165,10 +165,16 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what()) }
 }
 
-fn start_reading(lp: &mut Loop, p: &mut PipeModel, calls: &Rc<Cell<u64>>) -> io::Result<()> {
+fn start_reading(
+    lp: &mut Loop,
+    p: &mut PipeModel,
+    calls: &Rc<Cell<u64>>,
+    stale: &Rc<RefCell<Vec<HandleId>>>,
+) -> io::Result<()> {
     let (received, eof, err, calls) =
         (p.received.clone(), p.eof.clone(), p.read_error.clone(), calls.clone());
     let (cap, cap_rng) = (p.read_cap.clone(), p.cap_rng.clone());
+    let (rx_open, stale) = (p.rx_open.clone(), stale.clone());
     // Per read_start: the last event (end of file or an error) comes at most once, and
     // nothing after it. Restarting after end of file reports end of file again.
     let ended = Cell::new(false);
@@ -191,6 +197,14 @@ fn start_reading(lp: &mut Loop, p: &mut PipeModel, calls: &Rc<Cell<u64>>) -> io:
                     let new = [512, 4096, 65536][(x >> 32) as usize % 3];
                     rx.set_read_cap(lp, new).expect("set_read_cap from a read callback");
                     cap.set(new);
+                }
+                // One read in 64, it closes its stream: no call may follow, even if the read
+                // was full and more is waiting.
+                if (x >> 16) & 63 == 0 {
+                    rx.close(lp).expect("close from a read callback");
+                    rx_open.set(false);
+                    stale.borrow_mut().push(rx.id());
+                    ended.set(true);
                 }
             }
             ReadEvent::Eof => {
@@ -249,7 +263,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 let (rx, tx) = Pipe::pair(lp).map_err(|e| format!("{}: {e}", ctx(op, "pair")))?;
                 let mut p = PipeModel::new(rx, tx, rng.next());
                 if rng.chance(70) {
-                    start_reading(lp, &mut p, &calls)
+                    start_reading(lp, &mut p, &calls, &ledger.stale)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                     p.reading = true;
                 }
@@ -326,7 +340,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     check(r.is_ok() == p.rx_open.get(), || format!("{}: {r:?}", ctx(op, "read_stop")))?;
                     p.reading = false;
                 } else {
-                    let r = start_reading(lp, p, &calls);
+                    let r = start_reading(lp, p, &calls, &ledger.stale);
                     if p.rx_open.get() {
                         r.map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                         p.reading = true;
@@ -529,7 +543,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 let mut lossy = None;
                 if let (Some(tx), Some(rx)) = (child.stdin, child.stdout) {
                     let mut p = PipeModel::new(rx, tx, rng.next());
-                    start_reading(lp, &mut p, &calls)
+                    start_reading(lp, &mut p, &calls, &ledger.stale)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                     p.reading = true;
                     lossy = Some(p.lossy.clone());
@@ -609,7 +623,8 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
             p.shut = true;
         }
         if p.rx_open.get() && !p.reading && !p.eof.get() {
-            start_reading(lp, p, &calls).map_err(|e| format!("seed {seed}: final read_start: {e}"))?;
+            start_reading(lp, p, &calls, &ledger.stale)
+                .map_err(|e| format!("seed {seed}: final read_start: {e}"))?;
             p.reading = true;
         }
     }
