@@ -335,9 +335,11 @@ pub enum Stdio {
     InheritFrom(RawFd),
     /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
     /// is made blocking (the child expects that), and the handle is closed once the child
-    /// has started (queued writes are cancelled, as by `close`). If the spawn fails the
-    /// handle is left as it was. The same handle may fill several fds of one child: give it
-    /// as both stdout and stderr for a shell's `2>&1`.
+    /// has started (queued writes are cancelled, as by `close`); in a [`Pipeline`], once
+    /// every stage has started. If the spawn fails the handle is left as it was. The same
+    /// handle may fill several fds of one child (give it as both stdout and stderr for a
+    /// shell's `2>&1`) and several stages of one pipeline (every stage's stderr into one
+    /// pipe, say).
     Handle(HandleId),
 }
 
@@ -740,7 +742,7 @@ impl Command {
         lp: &mut Loop,
         on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Child> {
-        lp.spawn_command(self, &[], Box::new(on_exit))
+        lp.spawn_command(self, &[], Box::new(on_exit), None)
     }
 
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
@@ -1196,18 +1198,23 @@ struct Prepared {
     pipes: Vec<NewPipe>,
     /// The child's ends of new pipes, and /dev/null: closed in the parent after the spawn.
     child_ends: Vec<OwnedFd>,
-    /// Handles whose fds move to the child: (id, kind, was it nonblocking).
-    moved: Vec<(HandleId, HandleKind, bool)>,
+    /// Handles whose fds move to the child.
+    moved: Vec<Moved>,
 }
+
+/// A handle whose fd moves to a child: (id, kind, was its description nonblocking).
+type Moved = (HandleId, HandleKind, bool);
 
 impl Loop {
     /// Spawns `cmd`, with `links` (target, parent fd) taking precedence over the command's own
-    /// entries for those targets (pipeline wiring).
+    /// entries for those targets (pipeline wiring). Handles moved to the child close once it
+    /// started, or, with `hold_moved`, are added there for the caller to close or hand back.
     fn spawn_command(
         &mut self,
         cmd: &Command,
         links: &[(RawFd, RawFd)],
         on_exit: ExitCb,
+        hold_moved: Option<&mut Vec<Moved>>,
     ) -> io::Result<Child> {
         let name = cmd.check_input()?;
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
@@ -1235,7 +1242,7 @@ impl Loop {
         };
         let mut prep = Prepared::default();
         if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
-            self.restore_moved(&prep);
+            self.restore_moved(&prep.moved);
             return Err(context(e, format!("spawn `{}`", cmd.name())));
         }
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
@@ -1256,14 +1263,14 @@ impl Loop {
         let sigchld_before = self.sigchld_expected();
         if sigchld_before {
             if let Err(e) = self.sigchld_watch() {
-                self.restore_moved(&prep);
+                self.restore_moved(&prep.moved);
                 return Err(context(e, format!("spawn `{}`: watching SIGCHLD", cmd.name())));
             }
         }
         let spawned = match spawn::spawn(&req) {
             Ok(s) => s,
             Err(e) => {
-                self.restore_moved(&prep);
+                self.restore_moved(&prep.moved);
                 return Err(cmd.spawn_error(e, &prep.fds));
             }
         };
@@ -1309,7 +1316,7 @@ impl Loop {
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child);
-                    self.restore_moved(&prep);
+                    self.restore_moved(&prep.moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
             };
@@ -1320,8 +1327,9 @@ impl Loop {
                 n => child.pipes.push((n, pipe)),
             }
         }
-        for &(hid, kind, _) in &prep.moved {
-            let _ = self.close_handle(hid, kind, None);
+        match hold_moved {
+            Some(held) => held.extend_from_slice(&prep.moved),
+            None => self.close_moved(&prep.moved),
         }
         Ok(child)
     }
@@ -1394,9 +1402,17 @@ impl Loop {
         Ok(())
     }
 
+    /// Closes handles whose fds moved to children that started.
+    fn close_moved(&mut self, moved: &[Moved]) {
+        for &(hid, kind, _) in moved {
+            // (A handle a pipeline gave to several stages is closing after the first.)
+            let _ = self.close_handle(hid, kind, None);
+        }
+    }
+
     /// A failed spawn hands moved handles back as they were.
-    fn restore_moved(&mut self, prep: &Prepared) {
-        for &(hid, kind, was_nonblocking) in &prep.moved {
+    fn restore_moved(&mut self, moved: &[Moved]) {
+        for &(hid, kind, was_nonblocking) in moved {
             if was_nonblocking {
                 if let Ok(fd) = self.stream_ref(hid, kind).and_then(|s| s.io.fd()) {
                     let _ = fd::set_nonblocking(fd, true);
@@ -1788,7 +1804,7 @@ impl Loop {
         });
         let spawned = opened
             .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
-            .and_then(|()| self.spawn_command(cmd, &links, on_exit));
+            .and_then(|()| self.spawn_command(cmd, &links, on_exit, None));
         // The child holds its ends now (or there is no child): the parent's copies go.
         drop(child_ends);
         let child = match spawned {
@@ -1905,6 +1921,11 @@ impl Pipeline {
 
     /// Starts every stage, first to last, and returns their [`Child`]ren in order. `on_exit`
     /// receives every stage's status, in order, once all have exited.
+    ///
+    /// If a stage cannot start, the stages already started are killed and reaped in the
+    /// background, and the error names the stage. Handles given to stages as
+    /// [`Stdio::Handle`] are then left open as they were, as with a single failed spawn (a
+    /// stage that had started may have used them before it was killed).
     pub fn spawn(
         &self,
         lp: &mut Loop,
@@ -1937,12 +1958,16 @@ impl Pipeline {
         }));
         let mut children: Vec<Child> = Vec::with_capacity(n);
         let mut upstream: Option<OwnedFd> = None;
+        // Handles moved to stages stay open until every stage has started, so that a failure
+        // hands them back as they were.
+        let mut moved: Vec<Moved> = Vec::new();
         for (i, cmd) in self.stages.iter().enumerate() {
             let (next_read, write) = if i + 1 < n {
                 match fd::pipe() {
                     Ok((r, w)) => (Some(r), Some(w)),
                     Err(e) => {
                         abandon_stages(lp, &children);
+                        lp.restore_moved(&moved);
                         return Err(context(e, "pipeline: making a pipe"));
                     }
                 }
@@ -1979,13 +2004,14 @@ impl Pipeline {
                     }
                 }
             });
-            match lp.spawn_command(cmd, &links, on_stage_exit) {
+            match lp.spawn_command(cmd, &links, on_stage_exit, Some(&mut moved)) {
                 Ok(child) => {
                     state.borrow_mut().processes.push(child.process);
                     children.push(child);
                 }
                 Err(e) => {
                     abandon_stages(lp, &children);
+                    lp.restore_moved(&moved);
                     // The error as spawn gave it (kind and OS error code kept), with the stage.
                     return Err(context(e, format!("pipeline stage {}", i + 1)));
                 }
@@ -1994,6 +2020,7 @@ impl Pipeline {
             drop(write);
             upstream = next_read;
         }
+        lp.close_moved(&moved);
         Ok(children)
     }
 }

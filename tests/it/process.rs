@@ -1019,6 +1019,48 @@ case!(
 );
 
 case!(
+    /// A handle moved into a stage stays the caller's when a later stage fails to start,
+    /// as it does when a single spawn fails; one handle can serve several stages.
+    fn issue_6_a_failed_pipeline_leaves_moved_handles_as_they_were() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let nonblocking = |lp: &Loop| evloop_platform::fd::status_flags(rx.fd(lp).unwrap()).unwrap();
+            let flags_before = nonblocking(&lp);
+            let mut first = Command::new("sleep");
+            first.arg("100").stdin(rx);
+            let p = Pipeline::new([first, Command::new("/nonexistent/stage")]);
+            let e = p.spawn(&mut lp, |_, _| unreachable!("no callback after a failed start")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
+            assert!(!rx.is_closing(&lp).unwrap(), "{name}: the handle is still open");
+            assert_eq!(nonblocking(&lp), flags_before, "{name}: its O_NONBLOCK is back");
+            // And it still works: what goes into the pipe comes out of it.
+            tx.write(&mut lp, b"still ours", |_, r| r.unwrap()).unwrap();
+            tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(got.borrow().data, b"still ours", "{name}");
+            tx.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+
+            // One handle as every stage's stderr: it closes once all have started.
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let mut a = sh("echo one >&2; echo data");
+            a.stderr(tx);
+            let mut z = sh("cat >/dev/null; echo two >&2");
+            z.stderr(tx).stdout(Stdio::Pipe);
+            let (out, st) = pipeline_output(&mut lp, &Pipeline::new([a, z]));
+            assert!(st.iter().all(|s| s.as_ref().unwrap().success()), "{name}: {st:?}");
+            assert_eq!(out, b"", "{name}");
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(got.borrow().data, b"one\ntwo\n", "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     fn a_pipeline_refuses_links_set_by_its_stages() {
         let mut lp = builder().build().unwrap();
         let mut second = Command::new("cat");
