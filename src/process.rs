@@ -339,7 +339,9 @@ pub enum Stdio {
     /// every stage has started. If the spawn fails the handle is left as it was. The same
     /// handle may fill several fds of one child (give it as both stdout and stderr for a
     /// shell's `2>&1`) and several stages of one pipeline (every stage's stderr into one
-    /// pipe, say).
+    /// pipe, say). As stdin it must be open for reading, as stdout or stderr for writing
+    /// (the read end of a pipe as stdout is refused at the spawn, not left to fail in the
+    /// child).
     Handle(HandleId),
 }
 
@@ -694,6 +696,10 @@ impl Command {
     /// other number given here is set up as well, and all others are closed in the child.
     pub fn fd(&mut self, fd: RawFd, stdio: impl Into<Stdio>) -> &mut Command {
         let stdio = stdio.into();
+        if fd < 0 {
+            self.bad(format!("child fd {fd}: a child fd number cannot be negative"));
+            return self;
+        }
         match self.stdio.iter_mut().find(|(t, _)| *t == fd) {
             Some(entry) => entry.1 = stdio,
             None => self.stdio.push((fd, stdio)),
@@ -1383,6 +1389,19 @@ impl Loop {
                     // A closing handle (one an earlier spawn moved to its child, say) is
                     // refused with its name, not with the EBADF of its missing fd.
                     let moved = self.stream_mut(hid, kind).and_then(|stream| {
+                        // A child reads its stdin and writes its stdout and stderr: an end
+                        // open the other way would fail in the child (EBADF), so refuse it.
+                        let (wrong_way, needs) = match target {
+                            0 => (!stream.readable, "reading"),
+                            1 | 2 => (!stream.writable, "writing"),
+                            _ => (false, ""),
+                        };
+                        if wrong_way {
+                            return Err(invalid(format!(
+                                "the handle is not open for {needs}, which the child's {} needs",
+                                ["stdin", "stdout", "stderr"][target as usize]
+                            )));
+                        }
                         let fd = stream.io.fd()?;
                         let was = fd::set_nonblocking(fd, false)?;
                         Ok((fd.as_raw_fd(), was))

@@ -96,7 +96,7 @@ pub(crate) struct Stream {
     pub(crate) io: Io,
     pub(crate) kind: HandleKind,
     pub(crate) readable: bool,
-    writable: bool,
+    pub(crate) writable: bool,
     reading: bool,
     read_cb: Option<ReadCb>,
     /// Bumped by every read_start and read_stop: a callback taken out while it runs goes back

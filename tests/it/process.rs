@@ -1082,6 +1082,42 @@ case!(
 );
 
 case!(
+    /// A pipe end open the wrong way for a child's stdin, stdout or stderr is refused at
+    /// the spawn, naming the fd, and stays the caller's.
+    fn a_handle_open_the_wrong_way_for_a_child_stdio_is_refused() {
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        let mut lp = builder().build().unwrap();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        for (target, handle, text) in [
+            (1, rx, "child fd 1 from the pipe"),
+            (2, rx, "not open for writing, which the child's stderr needs"),
+            (0, tx, "not open for reading, which the child's stdin needs"),
+        ] {
+            let mut cmd = Command::new("true");
+            cmd.fd(target, handle);
+            let e = cmd.spawn(&mut lp, |_, _, _| unreachable!("nothing started")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains(text), "`{e}` lacks `{text}`");
+            assert!(!handle.is_closing(&lp).unwrap(), "the handle stays the caller's");
+        }
+        // The right way round still works, and an extra fd is not checked.
+        let mut cmd = sh("echo right >&3");
+        cmd.fd(3, tx);
+        cmd.spawn(&mut lp, |lp, p, r| {
+            assert!(r.unwrap().success());
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"right\n");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+        drop(lp);
+        assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds);
+    }
+);
+
+case!(
     fn a_pipe_handle_moves_into_a_child() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
@@ -1348,7 +1384,11 @@ case!(
                     "working directory contains a NUL",
                 ),
                 (Command::new("true").setsid(true).process_group(0).to_owned_cmd(), "cannot be combined"),
-                (Command::new("true").fd(-1, Stdio::Null).to_owned_cmd(), "negative"),
+                // The message names only what the caller gave (no internal /dev/null fd).
+                (
+                    Command::new("true").fd(-1, Stdio::Null).to_owned_cmd(),
+                    "`true`: child fd -1: a child fd number cannot be negative",
+                ),
                 (Command::new("true").fd(1 << 30, Stdio::Null).to_owned_cmd(), "open-file limit"),
             ] {
                 let e = status_of(&mut lp, &cmd).unwrap_err();
