@@ -199,7 +199,7 @@ impl Loop {
             events: Events::with_capacity(EVENTS_PER_POLL_MAX),
             epoch: Instant::now(),
             now_ms: Cell::new(0),
-            time_stale: Cell::new(false),
+            time_stale: Cell::new(true),
             timers: TimerQueue::default(),
             pending: VecDeque::new(),
             closing: VecDeque::new(),
@@ -226,8 +226,11 @@ impl Loop {
     /// The loop's time in milliseconds, from an arbitrary start (the loop's creation).
     ///
     /// The value is cached: it is read from the monotonic clock once per iteration, when
-    /// first needed, and by [`update_time`](Self::update_time). Callbacks that run long
-    /// should call `update_time` before they start timers.
+    /// first needed, and by [`update_time`](Self::update_time). Outside [`run`](Self::run)
+    /// (after the loop was created, or after a run returned) the first use reads the clock
+    /// too, so a timer started there counts from the moment it starts. Inside a callback the
+    /// time is the iteration's, as in libuv: callbacks that run long should call
+    /// `update_time` before they start timers.
     pub fn now(&self) -> u64 {
         if self.time_stale.get() {
             self.refresh_time();
@@ -745,6 +748,8 @@ struct RunGuard<'a>(&'a mut Loop);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.running = false;
+        // The caller may take any time before the next run: the next `now` reads the clock.
+        self.0.time_stale.set(true);
         // However `run` ends, the helper thread gets its fds back: an embedder may wait on
         // the backend fd before the next `run`, and only the thread can wake it for them.
         if self.0.select_helper.is_some() {

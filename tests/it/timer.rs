@@ -161,3 +161,36 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Time that passes outside `run` (after the loop was made, between runs) counts: a timer
+    /// started there waits its whole timeout from the moment it starts (found in a user trial,
+    /// where a 300 ms timer started after 500 ms of work fired at once).
+    fn a_timer_started_outside_run_counts_from_its_start() {
+        // The work before the timer starts: the clock has to move, so this spins (it is not
+        // waiting for anything).
+        let work = |d: Duration| {
+            let t = Instant::now();
+            while t.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        };
+        let timeout = Duration::from_millis(40);
+        let mut lp = test_loop();
+        for round in 0..2 {
+            work(Duration::from_millis(60));
+            let started = Instant::now();
+            let fired = Rc::new(Cell::new(None));
+            let f = fired.clone();
+            Timer::new(&mut lp)
+                .start(&mut lp, timeout, Duration::ZERO, move |lp, t| {
+                    f.set(Some(started.elapsed()));
+                    t.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let after = fired.get().expect("the timer fired");
+            assert!(after >= timeout, "round {round}: fired after {after:?}, not {timeout:?}");
+        }
+    }
+);
