@@ -208,7 +208,8 @@ impl Loop {
             signals: None,
             select_helper: None,
             read_buf: Vec::new(),
-            read_changes: 0,
+            // Each loop counts in a range of its own (see `stream::reading_stream`).
+            read_changes: u64::from(id) << 32,
             io_dirty: Vec::new(),
             always_ready: Vec::new(),
             always_ready_scratch: Vec::new(),

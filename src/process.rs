@@ -339,9 +339,8 @@ pub enum Stdio {
     /// every stage has started. If the spawn fails the handle is left as it was. The same
     /// handle may fill several fds of one child (give it as both stdout and stderr for a
     /// shell's `2>&1`) and several stages of one pipeline (every stage's stderr into one
-    /// pipe, say). As stdin it must be open for reading, as stdout or stderr for writing
-    /// (the read end of a pipe as stdout is refused at the spawn, not left to fail in the
-    /// child).
+    /// pipe, say). A pipe end as stdin must be the read end, as stdout or stderr the write
+    /// end: the wrong one is refused at the spawn, not left to fail in the child.
     Handle(HandleId),
 }
 
@@ -1389,9 +1388,12 @@ impl Loop {
                     // A closing handle (one an earlier spawn moved to its child, say) is
                     // refused with its name, not with the EBADF of its missing fd.
                     let moved = self.stream_mut(hid, kind).and_then(|stream| {
-                        // A child reads its stdin and writes its stdout and stderr: an end
-                        // open the other way would fail in the child (EBADF), so refuse it.
+                        // A child reads its stdin and writes its stdout and stderr: a pipe end
+                        // that goes the other way can only be a mistake (the child would get
+                        // EBADF), so refuse it. (A tty is left alone: a child may only ioctl
+                        // it.)
                         let (wrong_way, needs) = match target {
+                            _ if kind != HandleKind::Pipe => (false, ""),
                             0 => (!stream.readable, "reading"),
                             1 | 2 => (!stream.writable, "writing"),
                             _ => (false, ""),
@@ -1434,7 +1436,9 @@ impl Loop {
         for &(hid, kind, was_nonblocking) in moved {
             if was_nonblocking {
                 if let Ok(fd) = self.stream_ref(hid, kind).and_then(|s| s.io.fd()) {
-                    let _ = fd::set_nonblocking(fd, true);
+                    if let Err(e) = fd::set_nonblocking(fd, true) {
+                        log::warn!("loop {}: {hid:?} stays blocking after a failed spawn: {e}", self.id);
+                    }
                 }
             }
         }

@@ -298,11 +298,16 @@ impl Loop {
         if self.read_changes == changes {
             debug_assert!(self.live_stream(id).is_some_and(|s| same(&s)));
             // Unchanged since the round began: the slot still holds this stream (a slot is
-            // freed only in the close phase, after close bumped the counter).
+            // freed only in the close phase, after close bumped the counter). Each loop
+            // counts from its own id shifted up 32 bits, so a callback that swapped this loop
+            // with another one (`mem::swap` on the `&mut Loop`) lands on the full check.
             return match self.slots.get_mut(id.key as usize).map(|slot| &mut slot.kind) {
                 Some(Kind::Stream(s)) => Some(s),
                 _ => None,
             };
+        }
+        if id.loop_id != self.id {
+            return None;
         }
         self.live_stream(id).filter(same)
     }
