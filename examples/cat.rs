@@ -19,9 +19,12 @@ use evloop::{Loop, Pipe, ReadEvent, RunMode};
 const HIGH_WATER_BYTES: usize = 1 << 20;
 
 fn main() -> io::Result<()> {
+    // Ctrl-C or a kill must not leave the shell's stdin or stdout nonblocking (nor a
+    // terminal in a changed mode): the hooks put both back before the process ends.
+    evloop::tty::install_restore_hooks()?;
     let mut lp = Loop::new()?;
     // Duplicates share the open file descriptions of our stdin and stdout; O_NONBLOCK set on
-    // them is cleared again when the handles close.
+    // them is cleared again when the handles close (or by the hooks, or at exit).
     let input = Pipe::open(&mut lp, io::stdin().as_fd().try_clone_to_owned()?)?;
     let output = Pipe::open(&mut lp, io::stdout().as_fd().try_clone_to_owned()?)?;
     start_reading(&mut lp, input, output)?;

@@ -60,6 +60,50 @@ pub enum HandleType {
     Unknown,
 }
 
+/// Clears `O_NONBLOCK` on every shared open file description that evloop made nonblocking
+/// in place and has not put back yet: an inherited blocking pipe or FIFO given to
+/// [`Pipe::open`], or a terminal that [`Tty::open`](crate::Tty::open) could not reopen
+/// privately (a read-only one). It is for a program that is about to end with those handles
+/// still open, so that the shell or the other processes sharing them do not inherit
+/// `EAGAIN`s.
+///
+/// Closing a handle, or dropping its loop, puts its description back anyway, and `exit`
+/// calls this for what is still open then. A process killed by a signal runs neither:
+/// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes `SIGINT`, `SIGTERM`,
+/// `SIGHUP` and `SIGQUIT` call this (and restore the terminal) before the process ends; a
+/// program with its own handler for a fatal signal calls it there. Handles still open
+/// afterwards may block the loop, so it is for the very end only.
+///
+/// It is async-signal-safe and preserves `errno`. It fails with `EBUSY`, rather than wait,
+/// if a handle is being opened or closed on another thread at that moment. Up to
+/// [`SHARED_NONBLOCKING_MAX`](evloop_platform::fd::SHARED_NONBLOCKING_MAX) descriptions are
+/// tracked at once; beyond that, only their close puts them back.
+///
+/// ```
+/// use std::os::fd::{AsFd, OwnedFd};
+/// use nix::fcntl::{FcntlArg, OFlag, fcntl};
+/// use evloop::{Loop, Pipe};
+///
+/// let nonblocking = |fd: &OwnedFd| {
+///     let fl = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).unwrap());
+///     fl.contains(OFlag::O_NONBLOCK)
+/// };
+/// let (_reader, writer) = std::io::pipe()?;
+/// let writer = OwnedFd::from(writer);
+/// // Another holder of the same description, as a parent shell would be.
+/// let shared = writer.try_clone()?;
+/// let mut lp = Loop::new()?;
+/// let pipe = Pipe::open(&mut lp, writer)?;
+/// assert!(nonblocking(&shared));
+/// evloop::restore_shared_blocking()?; // what a fatal signal's handler would do
+/// assert!(!nonblocking(&shared));
+/// # pipe.close(&mut lp)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn restore_shared_blocking() -> io::Result<()> {
+    fd::restore_shared_blocking()
+}
+
 /// Guesses what kind of handle suits `fd` (libuv's `uv_guess_handle`).
 ///
 /// ```
@@ -112,8 +156,11 @@ impl Pipe {
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell). Where evloop sets it, other holders see it
-    /// too until the handle closes; closing the handle clears it again. Regular files and
-    /// devices that never block are left alone. To keep a shared terminal out of this, use
+    /// too until the handle closes; closing the handle (or dropping its loop) clears it
+    /// again, and so do `exit` and [`restore_shared_blocking`] for a program that ends with
+    /// the handle open: [`install_restore_hooks`](crate::tty::install_restore_hooks) makes
+    /// `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
+    /// never block are left alone. To keep a shared terminal out of this, use
     /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
@@ -128,10 +175,9 @@ impl Pipe {
         }
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
-        let mut restore_blocking = false;
+        let mut restore_blocking = None;
         if mode != IoMode::AlwaysReady && !flags.nonblocking {
-            fd::set_nonblocking(fd.as_fd(), true)?;
-            restore_blocking = true;
+            restore_blocking = Some(fd::set_shared_nonblocking(fd.as_fd())?);
         }
         let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);

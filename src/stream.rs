@@ -107,7 +107,7 @@ pub(crate) struct Stream {
     queued_bytes: usize,
     shutdown: Shutdown,
     /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
-    pub(crate) restore_blocking: bool,
+    pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
     /// `EIO` means the other side of a terminal went away: end of file.
     pub(crate) eio_is_eof: bool,
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
@@ -157,7 +157,7 @@ impl Stream {
             queue: VecDeque::new(),
             queued_bytes: 0,
             shutdown: Shutdown::None,
-            restore_blocking: false,
+            restore_blocking: None,
             eio_is_eof: false,
             blocking: false,
             tty: None,
@@ -715,7 +715,7 @@ impl Loop {
         let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
         let registered = std::mem::take(&mut s.io.registered);
         let mode = s.io.mode;
-        let restore_blocking = std::mem::take(&mut s.restore_blocking);
+        let restore_blocking = s.restore_blocking.take();
         let tty = s.tty.as_mut().map(crate::tty::TtyState::take_for_release);
         let Some(fd) = s.io.fd.take() else { return };
         match mode {
@@ -730,8 +730,8 @@ impl Loop {
         if let Some(tty) = tty {
             tty.release(self.id, fd.as_fd());
         }
-        if restore_blocking {
-            let _ = fd::set_nonblocking(fd.as_fd(), false);
+        if let Some(nb) = restore_blocking {
+            let _ = nb.restore(fd.as_fd());
         }
         let fd = if fd::status_flags(fd.as_fd()).is_err() {
             // Closed behind our back: closing again could close someone else's fd.

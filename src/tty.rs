@@ -9,7 +9,8 @@
 //! - restoration: closing a handle puts back the settings it found, [`reset_mode`] puts
 //!   back the settings from before the first change in the process (from a signal handler
 //!   too), and [`install_restore_hooks`] does that on a panic and on the signals that end
-//!   the process.
+//!   the process (which also put back the blocking mode of shared descriptions,
+//!   [`restore_shared_blocking`](crate::restore_shared_blocking)).
 //!
 //! ```
 //! use std::{cell::RefCell, rc::Rc};
@@ -183,10 +184,11 @@ impl Tty {
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
     ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness. A
     ///   read-only fd is made nonblocking in place instead, and made blocking again at
-    ///   close, or when the loop is dropped (a process killed by a signal leaves it
-    ///   nonblocking: [`install_restore_hooks`] restores the termios only). An fd that is
-    ///   already nonblocking is used as it is: to drive a pty master
-    ///   you created without blocking writes, set `O_NONBLOCK` on it before opening.
+    ///   close, when the loop is dropped, at `exit`, and by
+    ///   [`restore_shared_blocking`](crate::restore_shared_blocking), which
+    ///   [`install_restore_hooks`] makes the fatal signals call. An fd that is already
+    ///   nonblocking is used as it is: to drive a pty master you created without blocking
+    ///   writes, set `O_NONBLOCK` on it before opening.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Tty)?;
@@ -213,9 +215,8 @@ impl Tty {
             }
         };
         let mode = lp.choose_io_mode(fd.as_fd(), false)?;
-        if nonblocking_in_place {
-            fd::set_nonblocking(fd.as_fd(), true)?;
-        }
+        let restore_blocking =
+            if nonblocking_in_place { Some(fd::set_shared_nonblocking(fd.as_fd())?) } else { None };
         let how = match (original.is_some(), blocking) {
             (true, _) => "reopened",
             (false, true) => "blocking writes",
@@ -224,7 +225,7 @@ impl Tty {
         log::debug!("loop {}: opened fd {raw} as a tty ({mode:?}, {how})", lp.id);
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
         stream.blocking = blocking;
-        stream.restore_blocking = nonblocking_in_place;
+        stream.restore_blocking = restore_blocking;
         stream.eio_is_eof = true;
         stream.tty =
             Some(TtyState { mode: TtyMode::Normal, saved: None, claim: None, original, resize: None });
@@ -360,13 +361,18 @@ pub fn reset_mode() -> io::Result<()> {
 
 /// Restores the terminal ([`reset_mode`]) when the program panics or is killed by `SIGINT`,
 /// `SIGTERM`, `SIGHUP` or `SIGQUIT`: the one line to call at the start of `main` in a
-/// program that uses raw mode. Calling it again does nothing.
+/// program that uses raw mode, or that opens its inherited stdio as handles. Calling it
+/// again does nothing.
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
 ///   before (which prints the message, now on a sane terminal).
 /// - **Signals**: for each of those signals whose disposition is the default (ending the
-///   process), a handler resets the terminal, puts the default back and raises the signal
-///   again, so the process still ends by that signal (its exit status says so).
+///   process), a handler resets the terminal, clears the `O_NONBLOCK` that handles set on
+///   shared descriptions ([`restore_shared_blocking`](crate::restore_shared_blocking)),
+///   puts the default back and raises the signal again, so the process still ends by that
+///   signal (its exit status says so). The panic hook leaves `O_NONBLOCK` alone: a panic may
+///   be caught, and the loop go on; one that unwinds out of `main` drops the loop, which
+///   restores it.
 ///
 /// `SIGTSTP` and `SIGCONT` are left alone: in the raw modes the keyboard does not send
 /// `SIGTSTP`, and a program that wants job control can watch both with [`Signal`] handles and

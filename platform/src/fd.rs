@@ -6,6 +6,7 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::cvt::{cvt, cvt_r, cvt_r_nb};
 
@@ -102,6 +103,145 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
         cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
     }
     Ok(was)
+}
+
+// ----- O_NONBLOCK on shared descriptions -----------------------------------------------------
+
+/// How many shared descriptions [`set_shared_nonblocking`] registers for
+/// [`restore_shared_blocking`]; more still work, and are restored at release only.
+pub const SHARED_NONBLOCKING_MAX: usize = 32;
+
+/// The registry: a duplicate of each registered description's fd, or -1. Kept as duplicates,
+/// so that a restore never reaches an fd number that was closed and reused meanwhile; each
+/// is closed (under the lock) when its registration ends.
+static SHARED_FDS: [AtomicI32; SHARED_NONBLOCKING_MAX] =
+    [const { AtomicI32::new(-1) }; SHARED_NONBLOCKING_MAX];
+/// Held while the registry changes or is restored. Writers spin (briefly, never in signal
+/// context); [`restore_shared_blocking`] tries once and fails with `EBUSY` rather than wait.
+static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Holds [`SHARED_LOCK`] until dropped.
+struct SharedGuard;
+
+impl SharedGuard {
+    fn lock() -> SharedGuard {
+        while SHARED_LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::hint::spin_loop();
+        }
+        SharedGuard
+    }
+}
+
+impl Drop for SharedGuard {
+    fn drop(&mut self) {
+        SHARED_LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// `O_NONBLOCK` that [`set_shared_nonblocking`] set on an open file description other
+/// processes may share (an inherited stdin, say). [`restore`](SharedNonblocking::restore)
+/// clears it again; until then [`restore_shared_blocking`] can clear it from a signal handler
+/// or at `exit`. Dropping it without `restore` only ends the registration.
+#[derive(Debug)]
+pub struct SharedNonblocking {
+    /// The registry slot, or `None` when the registry was full.
+    slot: Option<u8>,
+}
+
+/// Sets `O_NONBLOCK` on `fd`'s open file description, which was blocking and may be shared,
+/// and registers it (through a close-on-exec duplicate of `fd`) for
+/// [`restore_shared_blocking`]. The first registration also makes `exit` restore what is
+/// still registered then (`atexit`), for a program that exits with handles open.
+///
+/// With [`SHARED_NONBLOCKING_MAX`] descriptions registered already, the flag is still set,
+/// and only [`SharedNonblocking::restore`] clears it.
+pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblocking> {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: `restore_at_exit` is an `extern "C" fn()` that never unwinds; atexit only
+        // stores the pointer. Its failure (no room) leaves exit without the restore, which
+        // is all it can cost.
+        let _ = unsafe { libc::atexit(restore_at_exit) };
+    });
+    let dup = dup_cloexec(fd, 3)?;
+    set_nonblocking(fd, true)?;
+    let _guard = SharedGuard::lock();
+    let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
+        return Ok(SharedNonblocking { slot: None });
+    };
+    SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    Ok(SharedNonblocking { slot: Some(slot as u8) })
+}
+
+impl SharedNonblocking {
+    /// Clears `O_NONBLOCK` again, then ends the registration. It goes through the registry's
+    /// duplicate when there is one, which reaches the right description even if `fd` (the fd
+    /// it was set through) was closed behind the caller's back; else through `fd`.
+    pub fn restore(self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some(slot) = self.slot {
+            let _guard = SharedGuard::lock();
+            let raw = SHARED_FDS[usize::from(slot)].load(Ordering::Relaxed);
+            if raw >= 0 {
+                // SAFETY: `raw` is this registration's duplicate; only its drop (after this
+                // guard, since `self` outlives the body's locals) closes it.
+                return set_nonblocking(unsafe { BorrowedFd::borrow_raw(raw) }, false).map(drop);
+            }
+        }
+        set_nonblocking(fd, false).map(drop)
+    }
+}
+
+impl Drop for SharedNonblocking {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else { return };
+        let _guard = SharedGuard::lock();
+        let raw = SHARED_FDS[usize::from(slot)].swap(-1, Ordering::Relaxed);
+        if raw >= 0 {
+            // SAFETY: `raw` is the duplicate set_shared_nonblocking stored in this slot; only
+            // this registration (one per slot) takes it out, under the lock, so no restore
+            // uses it after this close.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+}
+
+/// Clears `O_NONBLOCK` on every description [`set_shared_nonblocking`] registered and that is
+/// still registered: for a program about to end without closing its handles (a signal
+/// handler, `exit`). Live handles on those descriptions would then block, so this is for the
+/// end only.
+///
+/// Async-signal-safe (`fcntl` only), and preserves `errno`. Fails with `EBUSY`, rather than
+/// wait, when the registry is being changed at that moment (by the interrupted code or
+/// another thread).
+pub fn restore_shared_blocking() -> io::Result<()> {
+    let errno = crate::cvt::errno_location();
+    // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
+    let saved_errno = unsafe { *errno };
+    let res = if SHARED_LOCK.swap(true, Ordering::Acquire) {
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
+    } else {
+        let mut res = Ok(());
+        for slot in &SHARED_FDS {
+            let raw = slot.load(Ordering::Relaxed);
+            if raw < 0 {
+                continue;
+            }
+            // SAFETY: `raw` is a registry duplicate, closed only under the lock we hold.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            if let Err(e) = set_nonblocking(fd, false) {
+                res = Err(e);
+            }
+        }
+        SHARED_LOCK.store(false, Ordering::Release);
+        res
+    };
+    // SAFETY: as above.
+    unsafe { *errno = saved_errno };
+    res
+}
+
+extern "C" fn restore_at_exit() {
+    let _ = restore_shared_blocking();
 }
 
 /// Whether `e` says "try again later" (`EAGAIN`/`EWOULDBLOCK`): by number, which is cheaper
@@ -340,4 +480,61 @@ pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
     // SAFETY: `rl` is a valid rlimit for the call.
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn nonblocking(fd: &OwnedFd) -> bool {
+        status_flags(fd.as_fd()).unwrap().nonblocking
+    }
+
+    /// The registry's whole life: registration past its capacity, the signal-time restore,
+    /// the restore at release (through the duplicate, whatever fd the caller passes), and
+    /// the duplicates closed. The only test in this crate that registers anything, so the
+    /// process-wide restore below cannot reach another test's descriptions.
+    #[test]
+    fn shared_nonblocking_registry() {
+        let fds_before = open_fd_count().unwrap();
+        // (our fd, another holder's fd, the write end) per description; one more than fits.
+        let pipes: Vec<(OwnedFd, OwnedFd, OwnedFd)> = (0..=SHARED_NONBLOCKING_MAX)
+            .map(|_| {
+                let (r, w) = pipe().unwrap();
+                let other = dup_cloexec(r.as_fd(), 0).unwrap();
+                (r, other, w)
+            })
+            .collect();
+        let claims: Vec<SharedNonblocking> =
+            pipes.iter().map(|(r, _, _)| set_shared_nonblocking(r.as_fd()).unwrap()).collect();
+        assert!(pipes.iter().all(|(_, other, _)| nonblocking(other)), "set on the shared description");
+        assert!(claims[..SHARED_NONBLOCKING_MAX].iter().all(|c| c.slot.is_some()));
+        assert!(claims[SHARED_NONBLOCKING_MAX].slot.is_none(), "the registry is full");
+
+        restore_shared_blocking().unwrap();
+        for (i, (_, other, _)) in pipes.iter().enumerate() {
+            assert_eq!(nonblocking(other), i == SHARED_NONBLOCKING_MAX, "description {i} after the restore");
+        }
+
+        // Set again; then release each. The first is given the wrong fd (as after its own was
+        // closed behind its back and the number reused): the duplicate still finds its own.
+        for (r, _, _) in &pipes {
+            set_nonblocking(r.as_fd(), true).unwrap();
+        }
+        let mut claims = claims.into_iter();
+        let (_, first_other, first_w) = &pipes[0];
+        set_nonblocking(first_w.as_fd(), true).unwrap();
+        claims.next().unwrap().restore(first_w.as_fd()).unwrap();
+        assert!(!nonblocking(first_other), "restored through the registry's duplicate");
+        assert!(nonblocking(first_w), "and not through the fd passed");
+        for (claim, (r, other, _)) in claims.zip(&pipes[1..]) {
+            claim.restore(r.as_fd()).unwrap();
+            assert!(!nonblocking(other));
+        }
+        drop(pipes);
+        assert_eq!(open_fd_count().unwrap(), fds_before, "every duplicate closed with its registration");
+        restore_shared_blocking().unwrap();
+    }
 }

@@ -347,10 +347,13 @@ pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, 
 /// with its default action as soon as the handler returns.
 extern "C" fn reset_then_default(signo: libc::c_int) {
     let _ = reset_saved();
+    let _ = crate::fd::restore_shared_blocking();
     let _ = crate::signal::raise(signo);
 }
 
-/// Makes each of [`RESET_SIGNALS`] restore the saved settings ([`reset_saved`]) and then take
+/// Makes each of [`RESET_SIGNALS`] restore the saved settings ([`reset_saved`]) and the
+/// blocking mode of registered shared descriptions
+/// ([`restore_shared_blocking`](crate::fd::restore_shared_blocking)), and then take
 /// its default action (ending the process), where that default action is what the signal
 /// would do: a signal that is ignored or has a handler keeps it. While a loop watches one of
 /// these signals, the loop keeps it, and the reset handler becomes what the loop restores

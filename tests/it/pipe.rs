@@ -645,3 +645,104 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+// ----- O_NONBLOCK on a shared description when the process ends -------------------------------
+
+const SHARED_CHILD_ENV: &str = "EVLOOP_TEST_SHARED_CHILD";
+
+/// Not a test: the entry point of the child process that
+/// `issue_3_a_shared_description_is_blocking_again_when_the_process_ends` starts. It opens its
+/// stdin (a blocking pipe the test shares) as a pipe handle, echoes `got <data>` for each read,
+/// and exits with the handle open on `exit`; the test kills it otherwise. `$SHARED_CHILD_ENV`
+/// says whether to install the restore hooks first.
+#[test]
+#[ignore = "runs only as a child process of the shared-description test"]
+fn shared_description_child() {
+    use std::os::fd::AsFd;
+    let Ok(how) = std::env::var(SHARED_CHILD_ENV) else { return };
+    if how == "hooks" || how == "exit" {
+        evloop::tty::install_restore_hooks().unwrap();
+    }
+    let mut lp = test_loop();
+    let stdin = Pipe::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    stdin
+        .read_start(&mut lp, |_, _, ev| {
+            let ReadEvent::Data(d) = ev else { panic!("unexpected {ev:?}") };
+            let mut out = io::stdout().lock();
+            writeln!(out, "got {}", String::from_utf8_lossy(d)).unwrap();
+            out.flush().unwrap();
+            if d == b"exit" {
+                // Ends the process with the handle open: only `exit`'s restore runs.
+                std::process::exit(0);
+            }
+        })
+        .unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// A process that ends with a pipe handle open on a shared, blocking description (its
+    /// stdin, inherited from a shell) must not leave `O_NONBLOCK` behind for the shell:
+    /// killed by `SIGTERM` with the restore hooks installed, or by `exit`, it is cleared.
+    /// Without the hooks a signal death leaves it set (the control: what the hooks fix).
+    fn issue_3_a_shared_description_is_blocking_again_when_the_process_ends() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        use std::os::unix::process::ExitStatusExt;
+        use std::time::Instant;
+        let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
+        for how in ["hooks", "exit", "none"] {
+            let (r, mut w) = io::pipe().unwrap();
+            // The test's own fd on the child's stdin description, as the shell's would be.
+            let shared = OwnedFd::from(r.try_clone().unwrap());
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["pipe::shared_description_child", "--exact", "--ignored", "--nocapture", "-q"])
+                .env(SHARED_CHILD_ENV, how)
+                .stdin(r)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = child.stdout.take().unwrap();
+            let mut seen = Vec::new();
+            let mut wait_for = |needle: &str| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !String::from_utf8_lossy(&seen).contains(needle) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    assert!(!left.is_zero(), "{how}: no {needle:?} in {:?}", String::from_utf8_lossy(&seen));
+                    if evloop_platform::fd::poll_readable(out.as_fd(), Some(left)).unwrap() {
+                        let mut buf = [0u8; 256];
+                        let n = out.read(&mut buf).unwrap();
+                        assert!(
+                            n > 0,
+                            "{how}: the child's stdout ended: {:?}",
+                            String::from_utf8_lossy(&seen)
+                        );
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                }
+            };
+            w.write_all(b"ping").unwrap();
+            wait_for("got ping");
+            assert!(
+                nonblocking(&shared),
+                "{how}: the child's handle made the shared description nonblocking"
+            );
+            let status = if how == "exit" {
+                w.write_all(b"exit").unwrap();
+                wait_for("got exit");
+                child.wait().unwrap()
+            } else {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::SIGTERM,
+                )
+                .unwrap();
+                let status = child.wait().unwrap();
+                assert_eq!(status.signal(), Some(libc::SIGTERM), "{how}: still dies by the signal");
+                status
+            };
+            assert!(how != "exit" || status.success(), "{how}: {status}");
+            assert_eq!(nonblocking(&shared), how == "none", "{how}: O_NONBLOCK after the child ended");
+        }
+    }
+);
