@@ -8,11 +8,16 @@
 //! The stages are wired to each other directly (the loop is not in the data path); the last
 //! stage writes to this program's stdout. Exits 0 when every stage succeeded, 1 otherwise
 //! (like a shell with `pipefail`), 2 when the pipeline could not start.
+//!
+//! As a shell runs a job, the stages share one process group of their own, and `SIGINT`
+//! (Ctrl-C) or `SIGTERM` sent to this program goes on to the whole group: the stages and
+//! whatever they started.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use evloop::{Command, Loop, Pipeline, RunMode};
+use evloop::signal::{SIGINT, SIGTERM};
+use evloop::{Command, Loop, Pipeline, RunMode, Signal};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,11 +27,12 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     }
     let names: Vec<String> = stages.iter().map(|s| s.join(" ")).collect();
-    let pipeline = Pipeline::new(stages.iter().map(|s| {
+    let mut pipeline = Pipeline::new(stages.iter().map(|s| {
         let mut cmd = Command::new(s[0].as_str());
         cmd.args(&s[1..]);
         cmd
     }));
+    pipeline.process_group(true);
 
     let mut lp = Loop::new()?;
     let failed = Rc::new(RefCell::new(None));
@@ -47,9 +53,23 @@ fn main() -> std::io::Result<()> {
         }
         *f.borrow_mut() = Some(any_failed);
     });
-    if let Err(e) = started {
-        eprintln!("pipeline: {e}");
-        std::process::exit(2);
+    let children = match started {
+        Ok(children) => children,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            std::process::exit(2);
+        }
+    };
+    // The job's group is not the terminal's foreground group, so pass the signals on. The
+    // watchers are unreferenced: the loop ends when the stages have.
+    let leader = children[0].process;
+    for signum in [SIGINT, SIGTERM] {
+        let sig = Signal::new(&mut lp);
+        sig.start(&mut lp, signum, move |lp, _, signum| {
+            // The group may be gone already (every stage exited): nothing to pass on then.
+            let _ = leader.kill_group(lp, signum);
+        })?;
+        sig.set_ref(&mut lp, false)?;
     }
     lp.run(RunMode::Default)?;
     let any_failed = failed.borrow().expect("every stage exited");

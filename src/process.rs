@@ -733,6 +733,45 @@ impl Command {
         OsStr::from_bytes(self.program.as_bytes())
     }
 
+    /// The arguments after the program, in order (`argv[0]` is not among them). One that
+    /// held a NUL byte, which [`spawn`](Command::spawn) refuses, shows as empty.
+    ///
+    /// ```
+    /// use std::ffi::OsStr;
+    /// use std::path::Path;
+    /// use evloop::Command;
+    ///
+    /// let mut cmd = Command::new("cc");
+    /// cmd.args(["-c", "main.c"]).env("LANG", "C").env_remove("CFLAGS").current_dir("/tmp");
+    /// // A build tool logs what it is about to run.
+    /// let line: Vec<&OsStr> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).collect();
+    /// assert_eq!(line, ["cc", "-c", "main.c"]);
+    /// let envs: Vec<_> = cmd.get_envs().collect();
+    /// assert_eq!(envs, [(OsStr::new("CFLAGS"), None), (OsStr::new("LANG"), Some(OsStr::new("C")))]);
+    /// assert!(!cmd.get_env_clear());
+    /// assert_eq!(cmd.get_current_dir(), Some(Path::new("/tmp")));
+    /// ```
+    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> + '_ {
+        self.args.iter().map(|a| OsStr::from_bytes(a.to_bytes()))
+    }
+
+    /// The changes to the inherited environment, by name in byte order: `(name, Some(value))`
+    /// for one set, `(name, None)` for one removed. After [`env_clear`](Command::env_clear),
+    /// only the variables set since.
+    pub fn get_envs(&self) -> impl Iterator<Item = (&OsStr, Option<&OsStr>)> + '_ {
+        self.env.iter().flat_map(|e| e.vars.iter().map(|(k, v)| (k.as_os_str(), v.as_deref())))
+    }
+
+    /// Whether the child's environment starts empty ([`env_clear`](Command::env_clear)).
+    pub fn get_env_clear(&self) -> bool {
+        self.env.as_ref().is_some_and(|e| e.clear)
+    }
+
+    /// The child's working directory, if set.
+    pub fn get_current_dir(&self) -> Option<&Path> {
+        self.cwd.as_ref().map(|(p, _)| p.as_path())
+    }
+
     /// Starts the child. `on_exit` runs on the loop thread once the child has exited and
     /// been reaped, with its status (or the error that kept the loop from learning it: the
     /// child was reaped by someone else, which happens only when `SIGCHLD` is set to
@@ -747,7 +786,7 @@ impl Command {
         lp: &mut Loop,
         on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Child> {
-        lp.spawn_command(self, &[], Box::new(on_exit), None)
+        lp.spawn_command(self, Wiring::default(), Box::new(on_exit))
     }
 
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
@@ -1210,17 +1249,25 @@ struct Prepared {
 /// A handle whose fd moves to a child: (id, kind, was its description nonblocking).
 type Moved = (HandleId, HandleKind, bool);
 
+/// What a pipeline (or `output`) sets for one child on top of its command; the default is
+/// a lone command's.
+#[derive(Default)]
+struct Wiring<'a> {
+    /// (target, parent fd) pairs that take precedence over the command's own entries for
+    /// those targets.
+    links: &'a [(RawFd, RawFd)],
+    /// Where handles moved to the child wait, for the caller to close or hand back; without
+    /// it they close once the child started.
+    hold_moved: Option<&'a mut Vec<Moved>>,
+    /// The process group to join (0: a new one), over the command's own setting.
+    process_group: Option<i32>,
+}
+
 impl Loop {
-    /// Spawns `cmd`, with `links` (target, parent fd) taking precedence over the command's own
-    /// entries for those targets (pipeline wiring). Handles moved to the child close once it
-    /// started, or, with `hold_moved`, are added there for the caller to close or hand back.
-    fn spawn_command(
-        &mut self,
-        cmd: &Command,
-        links: &[(RawFd, RawFd)],
-        on_exit: ExitCb,
-        hold_moved: Option<&mut Vec<Moved>>,
-    ) -> io::Result<Child> {
+    /// Spawns `cmd` as `wiring` adjusts it.
+    fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
+        let Wiring { links, hold_moved, process_group } = wiring;
+        let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
@@ -1259,7 +1306,7 @@ impl Loop {
             cwd: cmd.cwd.as_ref().map(|(_, c)| c.as_c_str()),
             uid: cmd.uid,
             gid: cmd.gid,
-            process_group: cmd.process_group,
+            process_group,
             setsid: cmd.setsid,
             fds: &prep.fds,
             force_fork: self.options.force_fork_spawn,
@@ -1288,7 +1335,7 @@ impl Loop {
         );
         drop(std::mem::take(&mut prep.child_ends));
         let pid = spawned.pid;
-        let (group, leads_group) = match (cmd.setsid, cmd.process_group) {
+        let (group, leads_group) = match (cmd.setsid, process_group) {
             (true, _) | (false, Some(0)) => (pid, true),
             (false, Some(g)) => (g, false),
             (false, None) => (0, false),
@@ -1827,7 +1874,7 @@ impl Loop {
         });
         let spawned = opened
             .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
-            .and_then(|()| self.spawn_command(cmd, &links, on_exit, None));
+            .and_then(|()| self.spawn_command(cmd, Wiring { links: &links, ..Wiring::default() }, on_exit));
         // The child holds its ends now (or there is no child): the parent's copies go.
         drop(child_ends);
         let child = match spawned {
@@ -1923,12 +1970,49 @@ struct PipelineState {
 #[derive(Debug)]
 pub struct Pipeline {
     stages: Vec<Command>,
+    process_group: bool,
 }
 
 impl Pipeline {
     /// A pipeline of `stages`, first to last.
     pub fn new(stages: impl IntoIterator<Item = Command>) -> Pipeline {
-        Pipeline { stages: stages.into_iter().collect() }
+        Pipeline { stages: stages.into_iter().collect(), process_group: false }
+    }
+
+    /// Runs every stage in one new process group, led by the first stage, as a shell runs a
+    /// job: [`kill_group`](Process::kill_group) on any stage's [`Process`] then signals the
+    /// whole pipeline, with whatever its stages started. Off by default (the stages stay in
+    /// the loop's group, or in the groups their commands ask for).
+    ///
+    /// With it on, a stage may not set [`process_group`](Command::process_group) or
+    /// [`setsid`](Command::setsid) itself: [`spawn`](Pipeline::spawn) refuses that. The
+    /// group's id is the first stage's pid; after every member is gone, another process
+    /// could take it, so signal the group while some stage is still running (on Linux 6.9
+    /// and later, the first stage's `kill_group` goes through its pidfd, which cannot reach
+    /// another group).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, Pipeline, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut job = Pipeline::new([Command::new("sleep"), Command::new("sleep")]);
+    /// job.stages_mut().iter_mut().for_each(|c| { c.arg("100"); });
+    /// job.process_group(true);
+    /// let ended = Rc::new(RefCell::new(Vec::new()));
+    /// let e = ended.clone();
+    /// let children = job.spawn(&mut lp, move |_, all| {
+    ///     e.borrow_mut().extend(all.into_iter().map(|s| s.unwrap().signal()));
+    /// })?;
+    /// // One signal, through the last stage, ends both.
+    /// children[1].process.kill_group(&mut lp, evloop::signal::SIGTERM)?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(*ended.borrow(), [Some(evloop::signal::SIGTERM); 2]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn process_group(&mut self, on: bool) -> &mut Pipeline {
+        self.process_group = on;
+        self
     }
 
     /// Appends a stage.
@@ -1940,6 +2024,11 @@ impl Pipeline {
     /// The stages.
     pub fn stages(&self) -> &[Command] {
         &self.stages
+    }
+
+    /// The stages, to change them after the pipeline was built.
+    pub fn stages_mut(&mut self) -> &mut [Command] {
+        &mut self.stages
     }
 
     /// Starts every stage, first to last, and returns their [`Child`]ren in order. `on_exit`
@@ -1961,6 +2050,13 @@ impl Pipeline {
         for (i, cmd) in self.stages.iter().enumerate() {
             // Bad input in any stage is reported before the first one starts.
             cmd.check_input().map_err(|e| context(e, format!("pipeline stage {}", i + 1)))?;
+            if self.process_group && (cmd.setsid || cmd.process_group.is_some()) {
+                return Err(invalid(format!(
+                    "pipeline stage {} (`{}`): its process group is the pipeline's (Pipeline::process_group); leave process_group and setsid unset",
+                    i + 1,
+                    cmd.name()
+                )));
+            }
             for (target, _) in &cmd.stdio {
                 let linked = (*target == 0 && i > 0) || (*target == 1 && i + 1 < n);
                 if linked {
@@ -1984,6 +2080,7 @@ impl Pipeline {
         // Handles moved to stages stay open until every stage has started, so that a failure
         // hands them back as they were.
         let mut moved: Vec<Moved> = Vec::new();
+        let mut leader: Option<i32> = None;
         for (i, cmd) in self.stages.iter().enumerate() {
             let (next_read, write) = if i + 1 < n {
                 match fd::pipe() {
@@ -2027,8 +2124,14 @@ impl Pipeline {
                     }
                 }
             });
-            match lp.spawn_command(cmd, &links, on_stage_exit, Some(&mut moved)) {
+            // The first stage leads the group; the others join it.
+            let process_group = self.process_group.then_some(leader.unwrap_or(0));
+            let wiring = Wiring { links: &links, hold_moved: Some(&mut moved), process_group };
+            match lp.spawn_command(cmd, wiring, on_stage_exit) {
                 Ok(child) => {
+                    if leader.is_none() {
+                        leader = lp.process_ref(child.process.0).ok().map(|st| st.pid);
+                    }
                     state.borrow_mut().processes.push(child.process);
                     children.push(child);
                 }

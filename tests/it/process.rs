@@ -1508,3 +1508,79 @@ case!(
         }
     }
 );
+
+case!(
+    /// A pipeline as a shell's job: every stage in one process group led by the first, so one
+    /// `kill_group`, through the last stage, ends every stage and what they started.
+    fn issue_6_a_pipeline_in_one_process_group_ends_with_one_signal() {
+        become_subreaper();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut last = Command::new("cat");
+            last.stdout(Stdio::Pipe);
+            // As in issue_6_kill_group_ends_the_whole_group: nothing forks after the echo.
+            let mut job = Pipeline::new([sh("sleep 100 & echo $!; wait"), Command::new("cat"), last]);
+            job.process_group(true);
+            let statuses = Rc::new(RefCell::new(Vec::new()));
+            let st = statuses.clone();
+            let children = job
+                .spawn(&mut lp, move |_, all| st.borrow_mut().extend(all.into_iter().map(|r| r.unwrap())))
+                .unwrap();
+            let pids: Vec<i32> = children.iter().map(|c| c.process.pid(&lp).unwrap() as i32).collect();
+            for &pid in &pids {
+                let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
+                assert_eq!(pgid.as_raw(), pids[0], "{name}: stage {pid} is in the first stage's group");
+            }
+            let last = children[2].process;
+            let line = Rc::new(RefCell::new(String::new()));
+            let l2 = line.clone();
+            children[2]
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, pipe, ev| match ev {
+                    ReadEvent::Data(d) => {
+                        l2.borrow_mut().push_str(std::str::from_utf8(d).unwrap());
+                        if l2.borrow().ends_with('\n') {
+                            last.kill_group(lp, SIGTERM).unwrap();
+                        }
+                    }
+                    _ => pipe.close(lp).unwrap(),
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let signals: Vec<Option<i32>> = statuses.borrow().iter().map(|s| s.signal()).collect();
+            assert_eq!(signals, [Some(SIGTERM); 3], "{name}: every stage ended by the one signal");
+            let bg: u32 = line.borrow().trim().parse().unwrap();
+            let adopted = reap_adopted();
+            assert!(gone(bg), "{name}: the first stage's background sleep is gone");
+            assert_eq!(group_members(pids[0]), Vec::<i32>::new(), "{name}: nothing left in the group");
+            assert!(
+                adopted.iter().all(|s| matches!(
+                    s,
+                    nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::SIGTERM, _)
+                )),
+                "{name}: {adopted:?}"
+            );
+        }
+        // A stage that asks for a group of its own contradicts the pipeline's: refused
+        // before anything starts.
+        let mut lp = builder().build().unwrap();
+        for own in [0, 1] {
+            let mut stage = Command::new("true");
+            if own == 0 {
+                stage.process_group(0);
+            } else {
+                stage.setsid(true);
+            }
+            let mut job = Pipeline::new([Command::new("true"), stage]);
+            job.process_group(true);
+            let e = job.spawn(&mut lp, |_, _| panic!("nothing starts")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(
+                e.to_string().contains("pipeline stage 2 (`true`): its process group is the pipeline's"),
+                "{e}"
+            );
+        }
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+);
