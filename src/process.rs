@@ -828,7 +828,47 @@ impl Command {
         lp: &mut Loop,
         cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
     ) -> io::Result<Process> {
-        lp.command_output(self, Box::new(cb))
+        lp.command_output(self, None, Box::new(cb))
+    }
+
+    /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
+    /// pipe, which then closes, so the child reads end of file after it (duct's
+    /// `stdin_bytes`). `cb` runs once the child has exited, both output streams have ended
+    /// and the input is written or refused.
+    ///
+    /// A child that exits, or closes its stdin, without reading all of `input` is not an
+    /// error (as `yes | head` is not in a shell): the result reports its status. Any other
+    /// failure to write is the result's error. The command must leave its stdin unset.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let result = Rc::new(RefCell::new(None));
+    /// let r = result.clone();
+    /// Command::new("sort").output_with_input(&mut lp, b"pear\napple\n".to_vec(), move |_, out| {
+    ///     *r.borrow_mut() = Some(out);
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// let out = result.take().unwrap()?;
+    /// assert!(out.status.success());
+    /// assert_eq!(out.stdout, b"apple\npear\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_with_input(
+        &self,
+        lp: &mut Loop,
+        input: Vec<u8>,
+        cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
+    ) -> io::Result<Process> {
+        if self.stdio.iter().any(|(target, _)| *target == 0) {
+            return Err(invalid(format!(
+                "spawn `{}`: output_with_input feeds the child's stdin; leave it unset",
+                self.name()
+            )));
+        }
+        lp.command_output(self, Some(input), Box::new(cb))
     }
 
     fn name(&self) -> String {
@@ -1078,7 +1118,8 @@ pub struct Output {
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
 
-/// [`Command::output`]'s progress: the exit and the two ends of file it waits for.
+/// [`Command::output`]'s progress: the exit and the two ends of file it waits for, and with
+/// [`Command::output_with_input`] the end of the input's write.
 struct Capture {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -1093,7 +1134,32 @@ struct Capture {
 }
 
 impl Capture {
-    /// One of the three events happened; the last one delivers the result.
+    /// Writes `input` to the child's stdin, then closes it; the write's end is one of the
+    /// events the capture waits for. The child not reading it all (`EPIPE`) is no error.
+    fn feed(state: &Rc<RefCell<Capture>>, lp: &mut Loop, stdin: Pipe, input: Vec<u8>) {
+        let st = state.clone();
+        let done = move |lp: &mut Loop, res: io::Result<()>| {
+            let _ = stdin.close(lp);
+            Capture::one_done(&st, lp, |c| match res {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    c.error.get_or_insert(context(e, "writing the child's stdin"));
+                }
+                _ => {}
+            });
+        };
+        if input.is_empty() {
+            // Nothing to write: the child reads end of file at once.
+            done(lp, Ok(()));
+        } else if let Err(e) = stdin.write_vec(lp, input, done) {
+            // Only a closed handle refuses a write, and this one was just made: report it.
+            let _ = stdin.close(lp);
+            Capture::one_done(state, lp, |c| {
+                c.error.get_or_insert(context(e, "writing the child's stdin"));
+            });
+        }
+    }
+
+    /// One of the events happened; the last one delivers the result.
     fn one_done(state: &RefCell<Capture>, lp: &mut Loop, note: impl FnOnce(&mut Capture)) {
         let (cb, result) = {
             let mut c = state.borrow_mut();
@@ -1823,7 +1889,7 @@ impl Loop {
 // ----- captured output ----------------------------------------------------------------------
 
 impl Loop {
-    fn command_output(&mut self, cmd: &Command, cb: OutputCb) -> io::Result<Process> {
+    fn command_output(&mut self, cmd: &Command, input: Option<Vec<u8>>, cb: OutputCb) -> io::Result<Process> {
         // Pipes other than the captured ones would have no owner: refuse them up front.
         if let Some((target, _)) =
             cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
@@ -1839,13 +1905,13 @@ impl Loop {
             stderr: Vec::new(),
             status: None,
             error: None,
-            left: 3,
+            left: if input.is_some() { 4 } else { 3 },
             cb: Some(cb),
             process: None,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
-        let mut ours = Vec::with_capacity(2);
+        let mut ours = Vec::with_capacity(3);
         let mut links = Vec::with_capacity(3);
         let mut child_ends = Vec::with_capacity(3);
         let opened = (|| -> io::Result<()> {
@@ -1856,7 +1922,13 @@ impl Loop {
                 links.push((target, w.as_raw_fd()));
                 child_ends.push(w);
             }
-            if !cmd.stdio.iter().any(|(target, _)| *target == 0) {
+            if input.is_some() {
+                let (r, w) = fd::pipe()?;
+                fd::set_nonblocking(w.as_fd(), true)?;
+                ours.push(Pipe::from_private(self, w, false, true)?);
+                links.push((0, r.as_raw_fd()));
+                child_ends.push(r);
+            } else if !cmd.stdio.iter().any(|(target, _)| *target == 0) {
                 let null = fd::open(c"/dev/null", fd::Access::ReadWrite, false)?;
                 links.push((0, null.as_raw_fd()));
                 child_ends.push(null);
@@ -1887,6 +1959,10 @@ impl Loop {
             }
         };
         state.borrow_mut().process = Some(child.process);
+        if let Some(input) = input {
+            let stdin = ours.pop().expect("the input pipe");
+            Capture::feed(&state, self, stdin, input);
+        }
         for (i, pipe) in ours.into_iter().enumerate() {
             let st = state.clone();
             let started = pipe.read_start(self, move |lp, p, ev| match ev {

@@ -1584,3 +1584,50 @@ case!(
         assert!(!lp.run(RunMode::Default).unwrap());
     }
 );
+
+case!(
+    /// `output_with_input`: the input reaches the child whole and in order, end of file
+    /// follows it, and a child that does not read it all is no error.
+    fn output_with_input_feeds_stdin_then_closes_it() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let results = Rc::new(RefCell::new(Vec::new()));
+            let output = |lp: &mut Loop, cmd: &Command, input: Vec<u8>| {
+                let r = results.clone();
+                cmd.output_with_input(lp, input, move |_, out| r.borrow_mut().push(out)).unwrap();
+            };
+            // Much more than a pipe holds, through cat and back, with a checksum.
+            let big = pattern(1, 8 << 20);
+            output(&mut lp, &Command::new("cat"), big.clone());
+            // Empty input: end of file at once.
+            output(&mut lp, &sh("wc -c"), Vec::new());
+            // A child that never reads its stdin, and one that reads a little and exits: the
+            // write fails with EPIPE (or fits in the pipe first), which is not an error.
+            output(&mut lp, &sh("exit 4"), pattern(2, 1 << 20));
+            output(&mut lp, &sh("head -c 10 >/dev/null; echo read"), pattern(3, 1 << 20));
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+            let results: Vec<evloop::Output> = results.take().into_iter().map(|r| r.unwrap()).collect();
+            assert_eq!(results.len(), 4, "{name}");
+            let find = |f: &dyn Fn(&evloop::Output) -> bool| results.iter().find(|o| f(o)).expect(name);
+            let echoed = find(&|o| o.stdout.len() > 1000);
+            assert!(echoed.status.success(), "{name}");
+            assert!(
+                echoed.stdout == big,
+                "{name}: the input, whole and in order ({} bytes)",
+                echoed.stdout.len()
+            );
+            assert_eq!(find(&|o| o.stdout.starts_with(b"0")).stdout, b"0\n", "{name}: empty input");
+            assert_eq!(find(&|o| o.status.code() == Some(4)).stdout, b"", "{name}");
+            assert!(find(&|o| o.stdout == b"read\n").status.success(), "{name}");
+        }
+        // A stdin of the command's own contradicts the input.
+        let mut lp = builder().build().unwrap();
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::Null);
+        let e = cmd.output_with_input(&mut lp, b"x".to_vec(), |_, _| unreachable!()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("output_with_input feeds the child's stdin"), "{e}");
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+);
