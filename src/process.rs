@@ -92,14 +92,16 @@
 //! the loop's: it is reaped in the background when it exits. If the handle was referenced,
 //! the loop keeps running until that happens (a child still running is work the loop owns);
 //! call `set_ref(false)` before closing to let the loop end without it. With
-//! [`Command::kill_on_drop`] the child gets `SIGKILL` when its handle closes.
+//! [`Command::kill_on_drop`] the child gets `SIGKILL` when its handle closes; with
+//! [`Command::kill_group_on_drop`], its whole process group does.
 //!
 //! **Dropping the loop** leaves no zombie that it could have reaped:
 //!
 //! - children that have exited are reaped on the spot;
-//! - children started with [`Command::kill_on_drop`] get `SIGKILL` and are waited for (a
-//!   blocking wait, which `SIGKILL` makes short; only a child stuck in an uninterruptible
-//!   sleep can make it long);
+//! - children started with [`Command::kill_on_drop`] get `SIGKILL` (with
+//!   [`kill_group_on_drop`](Command::kill_group_on_drop), their groups too) and are waited
+//!   for (a blocking wait, which `SIGKILL` makes short; only a child stuck in an
+//!   uninterruptible sleep can make it long);
 //! - other children keep running. Their pids go on a process-wide list that is reaped
 //!   without blocking whenever any loop in the process spawns or is dropped, and by
 //!   [`reap_orphans`] (the strategy of duct and CPython). If the process exits first, `init`
@@ -130,6 +132,8 @@
 //!   `SIGPIPE` death (Rust ignores `SIGPIPE`; embedders that restore it must ignore it
 //!   again). duct swallows the error; evloop reports it and lets the callback ignore it,
 //!   since some callers do need to know that the input was not consumed.
+//!   [`Command::output_with_input`], duct's `stdin_bytes`, swallows it as duct does: there
+//!   the status is what answers.
 //! - **Waiting on killed children by default.** Followed, without blocking: `kill` only
 //!   signals (it never blocks), and the loop reaps the child when it dies, whether or not its
 //!   handle is still open. Blocking happens in one place, dropping the loop with
@@ -517,7 +521,7 @@ pub struct Command {
     setsid: bool,
     /// Explicit fd entries, at most one per target.
     stdio: Vec<(RawFd, Stdio)>,
-    kill_on_drop: bool,
+    on_drop: OnDrop,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
 }
@@ -559,7 +563,7 @@ impl Command {
             process_group: None,
             setsid: false,
             stdio: Vec::new(),
-            kill_on_drop: false,
+            on_drop: OnDrop::Nothing,
             invalid,
         }
     }
@@ -722,9 +726,36 @@ impl Command {
     }
 
     /// Sends the child `SIGKILL` if its [`Process`] handle is closed, or its loop dropped,
-    /// while it still runs (tokio's `kill_on_drop`). It is reaped either way.
+    /// while it still runs (tokio's `kill_on_drop`). It is reaped either way. Replaces
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop).
     pub fn kill_on_drop(&mut self, on: bool) -> &mut Command {
-        self.kill_on_drop = on;
+        self.on_drop = if on { OnDrop::KillChild } else { OnDrop::Nothing };
+        self
+    }
+
+    /// Like [`kill_on_drop`](Command::kill_on_drop), for the child's whole process group:
+    /// `SIGKILL` to the group ([`Process::kill_group`]) and to the child, so that what the
+    /// child started goes with it (a build tool's compiler and its subprocesses, a test and
+    /// the servers it forked). The child must have a group of its own
+    /// ([`process_group`](Command::process_group), [`setsid`](Command::setsid), or a
+    /// [`Pipeline::process_group`]), else the spawn fails. The child is reaped and waited
+    /// for as with `kill_on_drop`; its descendants are not the loop's to reap. Once the
+    /// child itself was reaped, closing its handle kills nothing. Replaces `kill_on_drop`.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "sleep 100 & sleep 100"]).process_group(0).kill_group_on_drop(true);
+    /// let child = cmd.spawn(&mut lp, |_, _, _| {})?;
+    /// // Both sleeps and the shell are killed; the shell is reaped.
+    /// child.process.close(&mut lp)?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn kill_group_on_drop(&mut self, on: bool) -> &mut Command {
+        self.on_drop = if on { OnDrop::KillGroup } else { OnDrop::Nothing };
         self
     }
 
@@ -1032,7 +1063,15 @@ pub(crate) struct ProcessState {
     reaped: bool,
     status_known: bool,
     leads_group: bool,
-    kill_on_drop: bool,
+    on_drop: OnDrop,
+}
+
+/// What closing a [`Process`] handle (or dropping its loop) does to a child still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnDrop {
+    Nothing,
+    KillChild,
+    KillGroup,
 }
 
 const _: () = assert!(size_of::<ProcessState>() <= 40, "a bigger ProcessState grows every slot");
@@ -1335,6 +1374,15 @@ impl Loop {
         let Wiring { links, hold_moved, process_group } = wiring;
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
+        if cmd.on_drop == OnDrop::KillGroup
+            && !cmd.setsid
+            && process_group.is_none_or(|g| g != 0 && g == sys::process_group())
+        {
+            return Err(invalid(format!(
+                "spawn `{}`: kill_group_on_drop needs a process group of the child's own (process_group, setsid or Pipeline::process_group), not the loop's",
+                cmd.name()
+            )));
+        }
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
         }
@@ -1417,7 +1465,7 @@ impl Loop {
             reaped: false,
             status_known: false,
             leads_group,
-            kill_on_drop: cmd.kill_on_drop,
+            on_drop: cmd.on_drop,
         }));
         self.set_active(id, true);
         let key = self.child_watch(id, pid, sigchld_before);
@@ -1564,7 +1612,7 @@ impl Loop {
             let _ = p.close(self);
         }
         if let Some(Kind::Process(st)) = self.live_slot_mut(child.process.0).map(|s| &mut s.kind) {
-            st.kill_on_drop = true;
+            st.on_drop = OnDrop::KillChild;
         }
         // Closing sends the SIGKILL; the loop reaps the child when it dies.
         let _ = child.process.close(self);
@@ -1789,8 +1837,13 @@ impl Loop {
 
     fn process_kill(&mut self, id: HandleId, signal: i32, group: bool) -> io::Result<()> {
         self.open_slot_mut(id, HandleKind::Process)?;
+        self.process_signal(id.key as usize, signal, group)
+    }
+
+    /// `kill` or `kill_group` for the process handle in slot `key`, which was checked.
+    fn process_signal(&self, key: usize, signal: i32, group: bool) -> io::Result<()> {
         // Field borrows: the slot and the children table are disjoint.
-        let Kind::Process(st) = &self.slots[id.key as usize].kind else { unreachable!("checked the kind") };
+        let Kind::Process(st) = &self.slots[key].kind else { unreachable!("checked the kind") };
         let entry = st.child_key().and_then(|k| self.children.entries.get(k));
         if !group {
             if st.reaped {
@@ -1831,6 +1884,14 @@ impl Loop {
 
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
+        let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &s.kind) else { return };
+        if st.on_drop == OnDrop::KillGroup && st.child_key().is_some() {
+            // Before the state below goes: it names the group (through the pidfd, where the
+            // kernel can). The child itself is signalled below too, in case it left the group.
+            if let Err(e) = self.process_signal(id.key as usize, libc::SIGKILL, true) {
+                log::debug!("loop {}: SIGKILL to the group of {id:?} on close: {e}", self.id);
+            }
+        }
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
@@ -1841,10 +1902,10 @@ impl Loop {
         }
         let Some(key) = st.child_key() else { return };
         st.child_key = NO_CHILD;
-        let kill = st.kill_on_drop;
+        let on_drop = st.on_drop;
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
-        if kill {
+        if on_drop != OnDrop::Nothing {
             let res = match &entry.watch {
                 #[cfg(target_os = "linux")]
                 Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),

@@ -1631,3 +1631,81 @@ case!(
         assert!(!lp.run(RunMode::Default).unwrap());
     }
 );
+
+case!(
+    /// `kill_group_on_drop`: closing the handle, or dropping the loop, kills what the child
+    /// started too; the child is reaped, the rest is gone.
+    fn kill_group_on_drop_takes_the_descendants_along() {
+        become_subreaper();
+        for (name, b) in flavours() {
+            for drop_loop in [false, true] {
+                let mut lp = b.clone().build().unwrap();
+                let mut cmd = sh("sleep 100 & echo $!; wait");
+                cmd.process_group(0).kill_group_on_drop(true).stdout(Stdio::Pipe);
+                let child = cmd.spawn(&mut lp, |_, _, _| unreachable!("closed before the exit")).unwrap();
+                let shell = child.process.pid(&lp).unwrap();
+                let line = Rc::new(RefCell::new(String::new()));
+                let l2 = line.clone();
+                let p = child.process;
+                child
+                    .stdout
+                    .unwrap()
+                    .read_start(&mut lp, move |lp, pipe, ev| match ev {
+                        ReadEvent::Data(d) => {
+                            l2.borrow_mut().push_str(std::str::from_utf8(d).unwrap());
+                            if l2.borrow().ends_with('\n') {
+                                pipe.close(lp).unwrap();
+                                if drop_loop {
+                                    lp.stop();
+                                } else {
+                                    p.close(lp).unwrap();
+                                }
+                            }
+                        }
+                        _ => pipe.close(lp).unwrap(),
+                    })
+                    .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                drop(lp);
+                let bg: u32 = line.borrow().trim().parse().unwrap();
+                assert!(gone(shell), "{name}, drop_loop {drop_loop}: the child was reaped");
+                let adopted = reap_adopted();
+                assert!(gone(bg), "{name}, drop_loop {drop_loop}: its background sleep is gone");
+                assert_eq!(
+                    adopted,
+                    [nix::sys::wait::WaitStatus::Signaled(
+                        nix::unistd::Pid::from_raw(bg as i32),
+                        nix::sys::signal::SIGKILL,
+                        false
+                    )],
+                    "{name}, drop_loop {drop_loop}"
+                );
+                assert_eq!(
+                    group_members(shell as i32),
+                    Vec::<i32>::new(),
+                    "{name}: nothing left in the group"
+                );
+            }
+        }
+        // Without a group of its own, the child's group would be the loop's: refused.
+        let mut lp = builder().build().unwrap();
+        let mut cmd = Command::new("true");
+        cmd.kill_group_on_drop(true);
+        let e = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("kill_group_on_drop needs a process group of the child's own"), "{e}");
+        cmd.process_group(nix::unistd::getpgrp().as_raw());
+        let e = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap_err();
+        assert!(e.to_string().contains("not the loop's"), "{e}");
+        // A pipeline's group counts as the child's own.
+        let mut stage = Command::new("true");
+        stage.kill_group_on_drop(true);
+        let mut job = Pipeline::new([Command::new("true"), stage]);
+        job.process_group(true);
+        let ok = Rc::new(Cell::new(false));
+        let o = ok.clone();
+        job.spawn(&mut lp, move |_, all| o.set(all.into_iter().all(|s| s.unwrap().success()))).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+        assert!(ok.get(), "both stages ran");
+    }
+);
