@@ -178,7 +178,7 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
@@ -812,6 +812,7 @@ impl Command {
     /// to start (missing program, no permission, bad directory, an fd that is not open, ...)
     /// is returned here as an error that names the program; no child, zombie or fd is left
     /// behind.
+    #[inline]
     pub fn spawn(
         &self,
         lp: &mut Loop,
@@ -1064,6 +1065,31 @@ pub(crate) struct ProcessState {
     status_known: bool,
     leads_group: bool,
     on_drop: OnDrop,
+}
+
+/// Sends `signal` to process group `pgid`, which a child of ours leads (`leads_group`) or
+/// joined: through the child's pidfd where it leads and the kernel knows the flag (Linux
+/// 6.9), else by number. Refuses the loop's own group (0 stands for it too).
+#[cold]
+fn signal_group(pgid: Pid, leads_group: bool, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
+    if pgid == 0 {
+        return Err(invalid(
+            "kill_group: the child shares the loop's process group; spawn it with process_group(0) or setsid",
+        ));
+    }
+    if pgid == sys::process_group() {
+        return Err(invalid("kill_group: the child's group is the loop's own process group"));
+    }
+    #[cfg(target_os = "linux")]
+    if let (true, Some(fd)) = (leads_group, pidfd) {
+        match sys::pidfd_send_signal(fd, signal, true) {
+            // Before Linux 6.9 the kernel does not know the flag: by number below.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            other => return other,
+        }
+    }
+    let _ = (leads_group, pidfd);
+    sys::kill_group(pgid, signal)
 }
 
 /// What closing a [`Process`] handle (or dropping its loop) does to a child still running.
@@ -1855,43 +1881,18 @@ impl Loop {
             }
             return sys::kill(st.pid, signal);
         }
-        let pgid = st.group;
-        if pgid == 0 {
-            return Err(invalid(
-                "kill_group: the child shares the loop's process group; spawn it with process_group(0) or setsid",
-            ));
-        }
-        if pgid == sys::process_group() {
-            return Err(invalid("kill_group: the child's group is the loop's own process group"));
-        }
         #[cfg(target_os = "linux")]
-        if st.leads_group {
-            let pidfd = match entry {
-                Some(ChildEntry { watch: Watch::Pidfd(fd), .. }) => Some(fd),
-                _ => st.pidfd.as_ref(),
-            };
-            if let Some(fd) = pidfd {
-                match sys::pidfd_send_signal(fd.as_fd(), signal, true) {
-                    // Before Linux 6.9 the kernel does not know the flag: by number below.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                    other => return other,
-                }
-            }
-        }
-        let _ = (entry, st.leads_group);
-        sys::kill_group(pgid, signal)
+        let pidfd = match entry {
+            Some(ChildEntry { watch: Watch::Pidfd(fd), .. }) => Some(fd.as_fd()),
+            _ => st.pidfd.as_ref().map(|fd| fd.as_fd()),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let pidfd = None;
+        signal_group(st.group, st.leads_group, pidfd, signal)
     }
 
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
-        let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &s.kind) else { return };
-        if st.on_drop == OnDrop::KillGroup && st.child_key().is_some() {
-            // Before the state below goes: it names the group (through the pidfd, where the
-            // kernel can). The child itself is signalled below too, in case it left the group.
-            if let Err(e) = self.process_signal(id.key as usize, libc::SIGKILL, true) {
-                log::debug!("loop {}: SIGKILL to the group of {id:?} on close: {e}", self.id);
-            }
-        }
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
@@ -1903,8 +1904,21 @@ impl Loop {
         let Some(key) = st.child_key() else { return };
         st.child_key = NO_CHILD;
         let on_drop = st.on_drop;
+        let group = (st.group, st.leads_group);
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
+        if on_drop == OnDrop::KillGroup {
+            // The group first, through the pidfd where the kernel can; then the child itself
+            // (below), in case it left the group.
+            let pidfd = match &entry.watch {
+                #[cfg(target_os = "linux")]
+                Watch::Pidfd(fd) => Some(fd.as_fd()),
+                _ => None,
+            };
+            if let Err(e) = signal_group(group.0, group.1, pidfd, libc::SIGKILL) {
+                log::debug!("loop {}: SIGKILL to the group of {} on close: {e}", self.id, entry.pid);
+            }
+        }
         if on_drop != OnDrop::Nothing {
             let res = match &entry.watch {
                 #[cfg(target_os = "linux")]
