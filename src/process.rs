@@ -1887,7 +1887,11 @@ impl Loop {
             _ => st.pidfd.as_ref().map(|fd| fd.as_fd()),
         };
         #[cfg(not(target_os = "linux"))]
-        let pidfd = None;
+        let pidfd = {
+            // kqueue systems name a group by number only.
+            let _ = entry;
+            None
+        };
         signal_group(st.group, st.leads_group, pidfd, signal)
     }
 
