@@ -119,6 +119,21 @@ static SHARED_FDS: [AtomicI32; SHARED_NONBLOCKING_MAX] =
 /// Held while the registry changes or is restored. Writers spin (briefly, never in signal
 /// context); [`restore_shared_blocking`] tries once and fails with `EBUSY` rather than wait.
 static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
+/// The process the registry belongs to (0 before the first registration). A child forked
+/// without exec inherits a copy of the statics, the duplicates and maybe a held lock: it
+/// must neither restore its parent's descriptions (at its `exit`, say) nor wait for a lock
+/// whose holder did not come along, so everything here checks it first.
+static SHARED_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the registry is this process's own, claiming it if nobody has yet.
+fn registry_is_ours() -> bool {
+    // SAFETY: getpid has no preconditions and cannot fail; it is async-signal-safe.
+    let me = unsafe { libc::getpid() };
+    match SHARED_PID.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => true,
+        Err(owner) => owner == me,
+    }
+}
 
 /// Holds [`SHARED_LOCK`] until dropped.
 struct SharedGuard;
@@ -153,8 +168,12 @@ pub struct SharedNonblocking {
 /// [`restore_shared_blocking`]. The first registration also makes `exit` restore what is
 /// still registered then (`atexit`), for a program that exits with handles open.
 ///
-/// With [`SHARED_NONBLOCKING_MAX`] descriptions registered already, the flag is still set,
-/// and only [`SharedNonblocking::restore`] clears it.
+/// With [`SHARED_NONBLOCKING_MAX`] descriptions registered already, or in a child forked
+/// from the process that made the first registration (the registry is the parent's), the
+/// flag is still set, and only [`SharedNonblocking::restore`] clears it.
+///
+/// The description is registered before the flag is set, so a signal in between finds it
+/// (and clears a flag not yet set: harmless).
 pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblocking> {
     static AT_EXIT: std::sync::Once = std::sync::Once::new();
     AT_EXIT.call_once(|| {
@@ -163,14 +182,22 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
         // is all it can cost.
         let _ = unsafe { libc::atexit(restore_at_exit) };
     });
-    let dup = dup_cloexec(fd, 3)?;
+    let claim =
+        if registry_is_ours() { register(dup_cloexec(fd, 3)?) } else { SharedNonblocking { slot: None } };
+    // On failure the claim drops, which ends the registration.
     set_nonblocking(fd, true)?;
+    Ok(claim)
+}
+
+/// Puts `dup` in a free slot of the registry (which is this process's), or closes it when
+/// there is none.
+fn register(dup: OwnedFd) -> SharedNonblocking {
     let _guard = SharedGuard::lock();
     let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
-        return Ok(SharedNonblocking { slot: None });
+        return SharedNonblocking { slot: None };
     };
     SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
-    Ok(SharedNonblocking { slot: Some(slot as u8) })
+    SharedNonblocking { slot: Some(slot as u8) }
 }
 
 impl SharedNonblocking {
@@ -178,7 +205,7 @@ impl SharedNonblocking {
     /// duplicate when there is one, which reaches the right description even if `fd` (the fd
     /// it was set through) was closed behind the caller's back; else through `fd`.
     pub fn restore(self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        if let Some(slot) = self.slot {
+        if let Some(slot) = self.slot.filter(|_| registry_is_ours()) {
             let _guard = SharedGuard::lock();
             let raw = SHARED_FDS[usize::from(slot)].load(Ordering::Relaxed);
             if raw >= 0 {
@@ -193,7 +220,8 @@ impl SharedNonblocking {
 
 impl Drop for SharedNonblocking {
     fn drop(&mut self) {
-        let Some(slot) = self.slot else { return };
+        // In a forked child the slot (and its duplicate) are the parent's.
+        let Some(slot) = self.slot.filter(|_| registry_is_ours()) else { return };
         let _guard = SharedGuard::lock();
         let raw = SHARED_FDS[usize::from(slot)].swap(-1, Ordering::Relaxed);
         if raw >= 0 {
@@ -210,14 +238,18 @@ impl Drop for SharedNonblocking {
 /// handler, `exit`). Live handles on those descriptions would then block, so this is for the
 /// end only.
 ///
-/// Async-signal-safe (`fcntl` only), and preserves `errno`. Fails with `EBUSY`, rather than
-/// wait, when the registry is being changed at that moment (by the interrupted code or
-/// another thread).
+/// Async-signal-safe (`getpid` and `fcntl` only), and preserves `errno`. Fails with `EBUSY`,
+/// rather than wait, when the registry is being changed at that moment (by the interrupted
+/// code or another thread); a handler must not retry in a loop, since on its own thread the
+/// holder cannot go on. In a child forked without exec it does nothing: the registry is the
+/// parent's.
 pub fn restore_shared_blocking() -> io::Result<()> {
     let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
     let saved_errno = unsafe { *errno };
-    let res = if SHARED_LOCK.swap(true, Ordering::Acquire) {
+    let res = if !registry_is_ours() {
+        Ok(())
+    } else if SHARED_LOCK.swap(true, Ordering::Acquire) {
         Err(io::Error::from_raw_os_error(libc::EBUSY))
     } else {
         let mut res = Ok(());
@@ -493,12 +525,11 @@ mod tests {
     }
 
     /// The registry's whole life: registration past its capacity, the signal-time restore,
-    /// the restore at release (through the duplicate, whatever fd the caller passes), and
-    /// the duplicates closed. The only test in this crate that registers anything, so the
+    /// the restore at release (through the duplicate, whatever fd the caller passes), every
+    /// slot free again, and a forked child that leaves the parent's registrations alone. The only test in this crate that registers anything, so the
     /// process-wide restore below cannot reach another test's descriptions.
     #[test]
     fn shared_nonblocking_registry() {
-        let fds_before = open_fd_count().unwrap();
         // (our fd, another holder's fd, the write end) per description; one more than fits.
         let pipes: Vec<(OwnedFd, OwnedFd, OwnedFd)> = (0..=SHARED_NONBLOCKING_MAX)
             .map(|_| {
@@ -534,7 +565,34 @@ mod tests {
             assert!(!nonblocking(other));
         }
         drop(pipes);
-        assert_eq!(open_fd_count().unwrap(), fds_before, "every duplicate closed with its registration");
+        // (Other tests open fds in parallel threads, so the registry itself is checked.)
+        assert!(SHARED_FDS.iter().all(|s| s.load(Ordering::Relaxed) < 0), "every registration ended");
         restore_shared_blocking().unwrap();
+
+        // A child forked without exec (whose exit or fatal signal would run the restore)
+        // leaves its parent's descriptions alone.
+        let _no_sigchld_tests = crate::signal::tests::SIGCHLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, _w) = pipe().unwrap();
+        let other = dup_cloexec(r.as_fd(), 0).unwrap();
+        let claim = set_shared_nonblocking(r.as_fd()).unwrap();
+        assert!(claim.slot.is_some());
+        // SAFETY: the child calls only async-signal-safe functions (getpid, fcntl, _exit).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match restore_shared_blocking() {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child at once, running no exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork: {}", io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) }).unwrap();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+        assert!(nonblocking(&other), "a forked child cleared its parent's O_NONBLOCK");
+        claim.restore(r.as_fd()).unwrap();
+        assert!(!nonblocking(&other));
     }
 }

@@ -571,7 +571,7 @@ pub(crate) fn install_over_default(signo: i32, handler: extern "C" fn(libc::c_in
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Two foreign SIGCHLD handlers: `below` was there first (SA_SIGINFO style); `over` goes
@@ -625,8 +625,10 @@ mod tests {
         (BELOW_CALLS.swap(0, SeqCst), OVER_CALLS.swap(0, SeqCst), seen)
     }
 
-    /// The SIGCHLD tests change process-wide state: one at a time.
-    static SIGCHLD_TESTS: Mutex<()> = Mutex::new(());
+    /// The SIGCHLD tests change process-wide state, and count the SIGCHLDs they raise: they
+    /// run one at a time, and a test elsewhere that starts a child (whose exit raises one)
+    /// takes this too.
+    pub(crate) static SIGCHLD_TESTS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn sigchld_chains_to_the_handlers_below_and_never_in_a_cycle() {
