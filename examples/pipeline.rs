@@ -9,11 +9,15 @@
 //! stage writes to this program's stdout. Exits 0 when every stage succeeded, 1 otherwise
 //! (like a shell with `pipefail`), 2 when the pipeline could not start.
 //!
-//! As a shell runs a job, the stages share one process group of their own, and `SIGINT`
-//! (Ctrl-C) or `SIGTERM` sent to this program goes on to the whole group: the stages and
-//! whatever they started.
+//! Away from a terminal (a build tool's or a CI job's case), the stages share one process
+//! group of their own, and `SIGINT` or `SIGTERM` sent to this program goes on to the whole
+//! group: the stages and whatever they started. At a terminal they stay in this program's
+//! group: a group of their own would be a background job there, stopped by the terminal as
+//! soon as a stage reads it (an interactive shell hands the terminal over with `tcsetpgrp`
+//! instead), while Ctrl-C reaches every stage of the foreground group anyway.
 
 use std::cell::RefCell;
+use std::io::IsTerminal;
 use std::rc::Rc;
 
 use evloop::signal::{SIGINT, SIGTERM};
@@ -32,7 +36,9 @@ fn main() -> std::io::Result<()> {
         cmd.args(&s[1..]);
         cmd
     }));
-    pipeline.process_group(true);
+    let on_terminal =
+        std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal();
+    pipeline.process_group(!on_terminal);
 
     let mut lp = Loop::new()?;
     let failed = Rc::new(RefCell::new(None));
@@ -60,14 +66,21 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    // The job's group is not the terminal's foreground group, so pass the signals on. The
-    // watchers are unreferenced: the loop ends when the stages have.
-    let leader = children[0].process;
+    // Pass the signals on: to the job's group, or to each stage. The watchers are
+    // unreferenced: the loop ends when the stages have.
+    let processes: Vec<_> = children.iter().map(|c| c.process).collect();
     for signum in [SIGINT, SIGTERM] {
         let sig = Signal::new(&mut lp);
+        let processes = processes.clone();
         sig.start(&mut lp, signum, move |lp, _, signum| {
-            // The group may be gone already (every stage exited): nothing to pass on then.
-            let _ = leader.kill_group(lp, signum);
+            // A stage (or the whole group) may be gone already: nothing to pass on then.
+            if on_terminal {
+                for p in &processes {
+                    let _ = p.kill(lp, signum);
+                }
+            } else {
+                let _ = processes[0].kill_group(lp, signum);
+            }
         })?;
         sig.set_ref(&mut lp, false)?;
     }

@@ -75,7 +75,9 @@ pub enum HandleType {
 /// afterwards may block the loop, so it is for the very end only.
 ///
 /// It is async-signal-safe and preserves `errno`. It fails with `EBUSY`, rather than wait,
-/// if a handle is being opened or closed on another thread at that moment. Up to
+/// if a handle is being opened or closed at that moment, on another thread or by the code
+/// the signal interrupted: never retry it in a loop. In a child forked without exec it does
+/// nothing (the descriptions are the parent's to restore). Up to
 /// [`SHARED_NONBLOCKING_MAX`](evloop_platform::fd::SHARED_NONBLOCKING_MAX) descriptions are
 /// tracked at once; beyond that, only their close puts them back.
 ///

@@ -736,9 +736,10 @@ impl Command {
     /// Like [`kill_on_drop`](Command::kill_on_drop), for the child's whole process group:
     /// `SIGKILL` to the group ([`Process::kill_group`]) and to the child, so that what the
     /// child started goes with it (a build tool's compiler and its subprocesses, a test and
-    /// the servers it forked). The child must have a group of its own
-    /// ([`process_group`](Command::process_group), [`setsid`](Command::setsid), or a
-    /// [`Pipeline::process_group`]), else the spawn fails. The child is reaped and waited
+    /// the servers it forked). The child must be in a process group other than the loop's,
+    /// else the spawn fails: its own ([`process_group(0)`](Command::process_group),
+    /// [`setsid`](Command::setsid), a [`Pipeline::process_group`]), or one it joined with
+    /// `process_group(pgid)`, which is then the group killed. The child is reaped and waited
     /// for as with `kill_on_drop`; its descendants are not the loop's to reap. Once the
     /// child itself was reaped, closing its handle kills nothing. Replaces `kill_on_drop`.
     ///
@@ -920,6 +921,22 @@ impl Command {
             )));
         }
         self.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", self.name())))
+    }
+
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop) must not reach the loop's own group:
+    /// `group` is the one the spawn puts the child in.
+    #[inline]
+    fn check_group_kill(&self, group: Option<i32>) -> io::Result<()> {
+        if self.on_drop == OnDrop::KillGroup
+            && !self.setsid
+            && group.is_none_or(|g| g != 0 && g == sys::process_group())
+        {
+            return Err(invalid(format!(
+                "spawn `{}`: kill_group_on_drop needs a process group other than the loop's (process_group, setsid or Pipeline::process_group)",
+                self.name()
+            )));
+        }
+        Ok(())
     }
 
     /// The `PATH` the child's program is searched in: `None` for the parent's own.
@@ -1400,15 +1417,7 @@ impl Loop {
         let Wiring { links, hold_moved, process_group } = wiring;
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
-        if cmd.on_drop == OnDrop::KillGroup
-            && !cmd.setsid
-            && process_group.is_none_or(|g| g != 0 && g == sys::process_group())
-        {
-            return Err(invalid(format!(
-                "spawn `{}`: kill_group_on_drop needs a process group of the child's own (process_group, setsid or Pipeline::process_group), not the loop's",
-                cmd.name()
-            )));
-        }
+        cmd.check_group_kill(process_group)?;
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
         }
@@ -1507,7 +1516,7 @@ impl Loop {
                 Ok(pipe) => pipe,
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
-                    self.abandon_child(&child);
+                    self.abandon_child(&child, false);
                     self.restore_moved(&prep.moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
@@ -1633,12 +1642,17 @@ impl Loop {
 
     /// Gives up on a started child: SIGKILL, handle and pipes closed; the loop reaps it in
     /// the background.
-    fn abandon_child(&mut self, child: &Child) {
+    /// With `group`, what it started in its group goes too (a pipeline's own group).
+    fn abandon_child(&mut self, child: &Child, group: bool) {
         for p in child.all_pipes() {
             let _ = p.close(self);
         }
         if let Some(Kind::Process(st)) = self.live_slot_mut(child.process.0).map(|s| &mut s.kind) {
-            st.on_drop = OnDrop::KillChild;
+            if group {
+                st.on_drop = OnDrop::KillGroup;
+            } else if st.on_drop == OnDrop::Nothing {
+                st.on_drop = OnDrop::KillChild;
+            }
         }
         // Closing sends the SIGKILL; the loop reaps the child when it dies.
         let _ = child.process.close(self);
@@ -2139,6 +2153,12 @@ impl Pipeline {
     /// whole pipeline, with whatever its stages started. Off by default (the stages stay in
     /// the loop's group, or in the groups their commands ask for).
     ///
+    /// At a terminal, a group other than the terminal's foreground group is a background
+    /// job: a stage that reads the terminal is stopped (`SIGTTIN`), and so is one that changes
+    /// its settings or, with `stty tostop`, writes to it (`SIGTTOU`). An interactive shell
+    /// gives the terminal to the job (`tcsetpgrp`) while it runs; evloop does not. A job that
+    /// talks to the terminal stays in the loop's group, where Ctrl-C reaches every stage.
+    ///
     /// With it on, a stage may not set [`process_group`](Command::process_group) or
     /// [`setsid`](Command::setsid) itself: [`spawn`](Pipeline::spawn) refuses that. The
     /// group's id is the first stage's pid; after every member is gone, another process
@@ -2204,7 +2224,10 @@ impl Pipeline {
         }
         for (i, cmd) in self.stages.iter().enumerate() {
             // Bad input in any stage is reported before the first one starts.
-            cmd.check_input().map_err(|e| context(e, format!("pipeline stage {}", i + 1)))?;
+            let group = if self.process_group { Some(0) } else { cmd.process_group };
+            cmd.check_input()
+                .and_then(|_| cmd.check_group_kill(group))
+                .map_err(|e| context(e, format!("pipeline stage {}", i + 1)))?;
             if self.process_group && (cmd.setsid || cmd.process_group.is_some()) {
                 return Err(invalid(format!(
                     "pipeline stage {} (`{}`): its process group is the pipeline's (Pipeline::process_group); leave process_group and setsid unset",
@@ -2241,7 +2264,7 @@ impl Pipeline {
                 match fd::pipe() {
                     Ok((r, w)) => (Some(r), Some(w)),
                     Err(e) => {
-                        abandon_stages(lp, &children);
+                        abandon_stages(lp, &children, self.process_group);
                         lp.restore_moved(&moved);
                         return Err(context(e, "pipeline: making a pipe"));
                     }
@@ -2291,7 +2314,7 @@ impl Pipeline {
                     children.push(child);
                 }
                 Err(e) => {
-                    abandon_stages(lp, &children);
+                    abandon_stages(lp, &children, self.process_group);
                     lp.restore_moved(&moved);
                     // The error as spawn gave it (kind and OS error code kept), with the stage.
                     return Err(context(e, format!("pipeline stage {}", i + 1)));
@@ -2307,8 +2330,8 @@ impl Pipeline {
 }
 
 /// A later stage failed to start: kill the started ones and let the loop reap them.
-fn abandon_stages(lp: &mut Loop, started: &[Child]) {
+fn abandon_stages(lp: &mut Loop, started: &[Child], group: bool) {
     for child in started {
-        lp.abandon_child(child);
+        lp.abandon_child(child, group);
     }
 }

@@ -1693,10 +1693,20 @@ case!(
         cmd.kill_group_on_drop(true);
         let e = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-        assert!(e.to_string().contains("kill_group_on_drop needs a process group of the child's own"), "{e}");
+        assert!(
+            e.to_string().contains("kill_group_on_drop needs a process group other than the loop's"),
+            "{e}"
+        );
         cmd.process_group(nix::unistd::getpgrp().as_raw());
         let e = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap_err();
-        assert!(e.to_string().contains("not the loop's"), "{e}");
+        assert!(e.to_string().contains("other than the loop's"), "{e}");
+        // In a pipeline without a group of its own, the stage is refused before any starts.
+        let mut stage = Command::new("true");
+        stage.kill_group_on_drop(true);
+        let job = Pipeline::new([sh("echo started >&2"), stage]);
+        let e = job.spawn(&mut lp, |_, _| unreachable!()).unwrap_err();
+        assert!(e.to_string().contains("pipeline stage 2"), "{e}");
+        assert!(lp.handles().is_empty(), "nothing started: {:?}", lp.handles());
         // A pipeline's group counts as the child's own.
         let mut stage = Command::new("true");
         stage.kill_group_on_drop(true);
