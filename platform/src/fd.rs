@@ -576,15 +576,23 @@ mod tests {
         let other = dup_cloexec(r.as_fd(), 0).unwrap();
         let claim = set_shared_nonblocking(r.as_fd()).unwrap();
         assert!(claim.slot.is_some());
-        // SAFETY: the child calls only async-signal-safe functions (getpid, fcntl, _exit).
+        // The child reports through an exec of `sh -c 'exit N'` rather than `_exit`: under
+        // valgrind a forked child's own exit would run a leak check over the threads that
+        // did not come along. Everything it uses is built before the fork.
+        let argv =
+            |code: &'static std::ffi::CStr| [c"sh".as_ptr(), c"-c".as_ptr(), code.as_ptr(), std::ptr::null()];
+        let (ok, failed) = (argv(c"exit 0"), argv(c"exit 1"));
+        // SAFETY: the child calls only async-signal-safe functions (getpid, fcntl, execv,
+        // _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let code = match restore_shared_blocking() {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            // SAFETY: ends the child at once, running no exit handlers.
-            unsafe { libc::_exit(code) };
+            let argv = if restore_shared_blocking().is_ok() { &ok } else { &failed };
+            // SAFETY: `argv` is a NULL-terminated array of NUL-terminated strings that live
+            // to the end of the test; `_exit` ends the child if the exec fails.
+            unsafe {
+                libc::execv(c"/bin/sh".as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
         }
         assert!(pid > 0, "fork: {}", io::Error::last_os_error());
         let mut status = 0;
