@@ -1352,6 +1352,16 @@ fn add_orphan(pid: Pid) {
     ORPHANS_LEFT.store(list.len(), Ordering::Relaxed);
 }
 
+/// The process group of the calling process (`getpgrp`): what a shell gives the terminal
+/// back to after a job ([`Tty::set_foreground_group`](crate::Tty::set_foreground_group)).
+///
+/// ```
+/// assert!(evloop::process::current_process_group() > 0);
+/// ```
+pub fn current_process_group() -> i32 {
+    sys::process_group()
+}
+
 /// Reaps, without blocking, the children of dropped loops that have exited since, and
 /// returns how many are still running.
 ///
@@ -2156,8 +2166,10 @@ impl Pipeline {
     /// At a terminal, a group other than the terminal's foreground group is a background
     /// job: a stage that reads the terminal is stopped (`SIGTTIN`), and so is one that changes
     /// its settings or, with `stty tostop`, writes to it (`SIGTTOU`). An interactive shell
-    /// gives the terminal to the job (`tcsetpgrp`) while it runs; evloop does not. A job that
-    /// talks to the terminal stays in the loop's group, where Ctrl-C reaches every stage.
+    /// gives the terminal to the job while it runs:
+    /// [`Tty::set_foreground_group`](crate::Tty::set_foreground_group) shows how. Otherwise a
+    /// job that talks to the terminal stays in the loop's group, where Ctrl-C reaches every
+    /// stage.
     ///
     /// With it on, a stage may not set [`process_group`](Command::process_group) or
     /// [`setsid`](Command::setsid) itself: [`spawn`](Pipeline::spawn) refuses that. The

@@ -336,6 +336,52 @@ impl Tty {
         Ok(())
     }
 
+    /// The terminal's foreground process group (`tcgetpgrp`): the group whose reads it serves
+    /// and to which it sends Ctrl-C. The terminal must be the process's controlling terminal
+    /// (`ENOTTY` otherwise).
+    pub fn foreground_group(self, lp: &Loop) -> io::Result<i32> {
+        termios::foreground_group(self.fd(lp)?)
+            .map_err(|e| context(e, "tcgetpgrp: the tty must be this process's controlling terminal"))
+    }
+
+    /// Gives the terminal to process group `pgid` of this session (`tcsetpgrp`): job control,
+    /// for a shell. The terminal must be the process's controlling terminal. Works from a
+    /// background group too (`SIGTTOU` is blocked meanwhile), which is how the terminal comes
+    /// back after a job.
+    ///
+    /// A shell runs a job in the foreground like this: start it in a group of its own
+    /// ([`Pipeline::process_group`](crate::Pipeline::process_group), or
+    /// [`process_group(0)`](crate::Command::process_group)), give it the terminal, and send
+    /// its group `SIGCONT` ([`Process::kill_group`](crate::Process::kill_group)), since a stage
+    /// that read the terminal before it had it was stopped by `SIGTTIN`. When the job ends (or
+    /// stops), take the terminal back with
+    /// [`current_process_group`](crate::process::current_process_group).
+    ///
+    /// ```no_run
+    /// use evloop::{Command, Loop, RunMode, Tty};
+    /// use evloop::process::current_process_group;
+    /// use evloop::signal::SIGCONT;
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let tty = Tty::open(&mut lp, std::fs::File::open("/dev/tty")?.into())?;
+    /// let mut vi = Command::new("vi");
+    /// vi.process_group(0);
+    /// let child = vi.spawn(&mut lp, move |lp, p, _status| {
+    ///     tty.set_foreground_group(lp, current_process_group()).unwrap();
+    ///     p.close(lp).unwrap();
+    ///     tty.close(lp).unwrap();
+    /// })?;
+    /// let job = child.process.pid(&lp)? as i32; // its group, which it leads
+    /// tty.set_foreground_group(&lp, job)?;
+    /// child.process.kill_group(&mut lp, SIGCONT)?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_foreground_group(self, lp: &Loop, pgid: i32) -> io::Result<()> {
+        termios::set_foreground_group(self.fd(lp)?, pgid)
+            .map_err(|e| context(e, format!("tcsetpgrp to process group {pgid}")))
+    }
+
     /// Whether this handle's writes block until the kernel took all the data: when the
     /// terminal could not be reopened privately (see [`Tty::open`]).
     pub fn writes_block(self, lp: &Loop) -> io::Result<bool> {

@@ -129,6 +129,36 @@ pub fn set_winsize(fd: BorrowedFd<'_>, size: WinSize) -> io::Result<()> {
     Ok(())
 }
 
+/// The foreground process group of terminal `fd` (`tcgetpgrp`), which must be the calling
+/// process's controlling terminal (`ENOTTY` otherwise).
+pub fn foreground_group(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: `fd` is borrowed; tcgetpgrp takes no pointer.
+    cvt(unsafe { libc::tcgetpgrp(fd.as_raw_fd()) })
+}
+
+/// Makes process group `pgid`, of the caller's session, the foreground group of terminal `fd`,
+/// the caller's controlling terminal (`tcsetpgrp`). `SIGTTOU` is blocked on the calling
+/// thread meanwhile: a process in a background group may then do it too (a shell taking the
+/// terminal back after a job), instead of being stopped. Blocked is as good as ignored here
+/// (POSIX), so no `SIGTTOU` is sent.
+pub fn set_foreground_group(fd: BorrowedFd<'_>, pgid: i32) -> io::Result<()> {
+    let mut ttou = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `ttou` is valid for writes of one sigset_t; sigemptyset initialises it and
+    // sigaddset then changes the initialised set.
+    unsafe {
+        libc::sigemptyset(ttou.as_mut_ptr());
+        libc::sigaddset(ttou.as_mut_ptr(), libc::SIGTTOU);
+    }
+    // SAFETY: `ttou` is initialised; `old` is valid for writes of one sigset_t.
+    cvt_errno(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, ttou.as_ptr(), old.as_mut_ptr()) })?;
+    // SAFETY: `fd` is borrowed; tcsetpgrp takes no pointer.
+    let res = cvt_r(|| unsafe { libc::tcsetpgrp(fd.as_raw_fd(), pgid) }).map(drop);
+    // SAFETY: pthread_sigmask succeeded above and filled in `old`, the mask to put back.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    res
+}
+
 /// The path of the slave of the pty master `fd`. Fails (`ENOTTY`, or `EINVAL` on some
 /// systems) for anything that is not a pty master, which makes it the master test too.
 pub fn pty_slave_name(fd: BorrowedFd<'_>) -> io::Result<CString> {

@@ -732,3 +732,98 @@ case!(
         assert!(err.contains("keys: stdin is not a terminal"), "{err}");
     }
 );
+
+// ----- job control ----------------------------------------------------------------------------
+
+const JOB_CHILD_ENV: &str = "EVLOOP_TEST_JOB_CHILD";
+
+/// Not a test: the child process of `a_shell_gives_the_terminal_to_a_job_and_takes_it_back`.
+/// A session leader (spawned with `setsid`) whose controlling terminal is the pty slave named
+/// in `$JOB_CHILD_ENV`, it runs a job that reads the terminal in a process group of its own,
+/// as a shell runs a foreground job.
+#[test]
+#[ignore = "runs only as the job-control test's child process"]
+fn job_control_child() {
+    use evloop::process::current_process_group;
+    let Ok(slave) = std::env::var(JOB_CHILD_ENV) else { return };
+    // A session leader without a controlling terminal that opens a terminal without
+    // O_NOCTTY makes it its controlling terminal (Linux).
+    let ctty = std::fs::OpenOptions::new().read(true).write(true).open(&slave).unwrap();
+    let mut lp = test_loop();
+    let tty = Tty::open(&mut lp, ctty.into()).unwrap();
+    let own = current_process_group();
+    assert_eq!(tty.foreground_group(&lp).unwrap(), own, "the session leader's group is in front");
+    // Only the foreground group may read the terminal: in the background, `read` stops the job.
+    let mut job = evloop::Command::new("sh");
+    job.args(["-c", "echo job ready; read line; echo \"job read $line\""]).process_group(0);
+    let child = job
+        .spawn(&mut lp, move |lp, p, status| {
+            assert!(status.unwrap().success());
+            // From the background now: SIGTTOU must not stop us.
+            tty.set_foreground_group(lp, own).unwrap();
+            assert_eq!(tty.foreground_group(lp).unwrap(), own);
+            println!("back in front");
+            p.close(lp).unwrap();
+            tty.close(lp).unwrap();
+        })
+        .unwrap();
+    let pgid = child.process.pid(&lp).unwrap() as i32;
+    tty.set_foreground_group(&lp, pgid).unwrap();
+    assert_eq!(tty.foreground_group(&lp).unwrap(), pgid);
+    // The job may have tried to read before it had the terminal, and been stopped.
+    child.process.kill_group(&mut lp, evloop::signal::SIGCONT).unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// Job control: the terminal goes to a job's process group, which then reads it, and
+    /// comes back to the shell's group (from the background) when the job ends. Without the
+    /// hand-over the job's `read` is stopped by SIGTTIN, and the test times out.
+    fn a_shell_gives_the_terminal_to_a_job_and_takes_it_back() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = pty();
+        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
+        let mut lp = test_loop();
+        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
+        shell
+            .args(["tty::job_control_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env(JOB_CHILD_ENV, std::ffi::OsStr::from_bytes(slave.to_bytes()))
+            .setsid(true)
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap());
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        let child = shell
+            .spawn(&mut lp, move |lp, proc_, res| {
+                st.set(Some(res.unwrap()));
+                proc_.close(lp).unwrap();
+            })
+            .unwrap();
+        drop(child);
+        let mut seen = Vec::new();
+        let mut wait_for = |needle: &str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !String::from_utf8_lossy(&seen).contains(needle) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "no {needle:?} in {:?}", String::from_utf8_lossy(&seen));
+                if evloop_platform::fd::poll_readable(p.master.as_fd(), Some(left)).unwrap() {
+                    let mut buf = [0u8; 4096];
+                    match nix::unistd::read(&p.master, &mut buf) {
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        Err(e) => {
+                            panic!("reading the master: {e}; so far {:?}", String::from_utf8_lossy(&seen))
+                        }
+                    }
+                }
+            }
+        };
+        wait_for("job ready");
+        write_master(p.master.as_fd(), b"hi\n");
+        wait_for("job read hi");
+        wait_for("back in front");
+        lp.run(RunMode::Default).unwrap();
+        let status = status.get().unwrap();
+        assert!(status.success(), "{status}; the child said {:?}", String::from_utf8_lossy(&seen));
+    }
+);
