@@ -125,10 +125,14 @@ static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
 /// whose holder did not come along, so everything here checks it first.
 static SHARED_PID: AtomicI32 = AtomicI32::new(0);
 
-/// Whether the registry is this process's own, claiming it if nobody has yet.
-fn registry_is_ours() -> bool {
+/// Whether the registry is this process's own, claiming it if nobody has yet (`claim`);
+/// without `claim`, an unclaimed registry is nobody's (and empty).
+fn registry_is_ours(claim: bool) -> bool {
     // SAFETY: getpid has no preconditions and cannot fail; it is async-signal-safe.
     let me = unsafe { libc::getpid() };
+    if !claim {
+        return SHARED_PID.load(Ordering::Relaxed) == me;
+    }
     match SHARED_PID.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => true,
         Err(owner) => owner == me,
@@ -183,7 +187,7 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
         let _ = unsafe { libc::atexit(restore_at_exit) };
     });
     let claim =
-        if registry_is_ours() { register(dup_cloexec(fd, 3)?) } else { SharedNonblocking { slot: None } };
+        if registry_is_ours(true) { register(dup_cloexec(fd, 3)?) } else { SharedNonblocking { slot: None } };
     // On failure the claim drops, which ends the registration.
     set_nonblocking(fd, true)?;
     Ok(claim)
@@ -205,7 +209,7 @@ impl SharedNonblocking {
     /// duplicate when there is one, which reaches the right description even if `fd` (the fd
     /// it was set through) was closed behind the caller's back; else through `fd`.
     pub fn restore(self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        if let Some(slot) = self.slot.filter(|_| registry_is_ours()) {
+        if let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) {
             let _guard = SharedGuard::lock();
             let raw = SHARED_FDS[usize::from(slot)].load(Ordering::Relaxed);
             if raw >= 0 {
@@ -221,7 +225,7 @@ impl SharedNonblocking {
 impl Drop for SharedNonblocking {
     fn drop(&mut self) {
         // In a forked child the slot (and its duplicate) are the parent's.
-        let Some(slot) = self.slot.filter(|_| registry_is_ours()) else { return };
+        let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) else { return };
         let _guard = SharedGuard::lock();
         let raw = SHARED_FDS[usize::from(slot)].swap(-1, Ordering::Relaxed);
         if raw >= 0 {
@@ -247,7 +251,7 @@ pub fn restore_shared_blocking() -> io::Result<()> {
     let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
     let saved_errno = unsafe { *errno };
-    let res = if !registry_is_ours() {
+    let res = if !registry_is_ours(false) {
         Ok(())
     } else if SHARED_LOCK.swap(true, Ordering::Acquire) {
         Err(io::Error::from_raw_os_error(libc::EBUSY))
