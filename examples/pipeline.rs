@@ -9,15 +9,16 @@
 //! stage writes to this program's stdout. Exits 0 when every stage succeeded, 1 otherwise
 //! (like a shell with `pipefail`), 2 when the pipeline could not start.
 //!
-//! Away from a terminal (a build tool's or a CI job's case), the stages share one process
-//! group of their own, and `SIGINT` or `SIGTERM` sent to this program goes on to the whole
-//! group: the stages and whatever they started. At a terminal they stay in this program's
+//! Without a controlling terminal (a build tool's or a CI job's case), the stages share one
+//! process group of their own, and `SIGINT` or `SIGTERM` sent to this program goes on to the
+//! whole group: the stages and whatever they started. With one they stay in this program's
 //! group: a group of their own would be a background job there, stopped by the terminal as
-//! soon as a stage reads it (an interactive shell hands the terminal over with `tcsetpgrp`
-//! instead), while Ctrl-C reaches every stage of the foreground group anyway.
+//! soon as a stage reads it (a password prompt on `/dev/tty`, say; an interactive shell
+//! hands the terminal over instead, see `Tty::set_foreground_group`), while Ctrl-C reaches
+//! every stage of the foreground group anyway. Then only `SIGTERM` is passed on, to each
+//! stage.
 
 use std::cell::RefCell;
-use std::io::IsTerminal;
 use std::rc::Rc;
 
 use evloop::signal::{SIGINT, SIGTERM};
@@ -36,8 +37,9 @@ fn main() -> std::io::Result<()> {
         cmd.args(&s[1..]);
         cmd
     }));
-    let on_terminal =
-        std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal();
+    // Whether there is a controlling terminal, which a stage could read even with its stdio
+    // redirected.
+    let on_terminal = std::fs::File::open("/dev/tty").is_ok();
     pipeline.process_group(!on_terminal);
 
     let mut lp = Loop::new()?;
@@ -66,10 +68,12 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    // Pass the signals on: to the job's group, or to each stage. The watchers are
-    // unreferenced: the loop ends when the stages have.
+    // Pass the signals on: to the job's group, or (SIGTERM only: the terminal's Ctrl-C
+    // reaches them itself) to each stage. The watchers are unreferenced: the loop ends when
+    // the stages have.
     let processes: Vec<_> = children.iter().map(|c| c.process).collect();
-    for signum in [SIGINT, SIGTERM] {
+    let forwarded: &[i32] = if on_terminal { &[SIGTERM] } else { &[SIGINT, SIGTERM] };
+    for &signum in forwarded {
         let sig = Signal::new(&mut lp);
         let processes = processes.clone();
         sig.start(&mut lp, signum, move |lp, _, signum| {

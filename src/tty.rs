@@ -353,9 +353,11 @@ impl Tty {
     /// ([`Pipeline::process_group`](crate::Pipeline::process_group), or
     /// [`process_group(0)`](crate::Command::process_group)), give it the terminal, and send
     /// its group `SIGCONT` ([`Process::kill_group`](crate::Process::kill_group)), since a stage
-    /// that read the terminal before it had it was stopped by `SIGTTIN`. When the job ends (or
-    /// stops), take the terminal back with
-    /// [`current_process_group`](crate::process::current_process_group).
+    /// that read the terminal before it had it was stopped by `SIGTTIN`, and one that changed
+    /// its settings by `SIGTTOU`. When the job ends, take the terminal back with
+    /// [`current_process_group`](crate::process::current_process_group). (The loop reports
+    /// exits, not stops: a job stopped by Ctrl-Z keeps the terminal until the program notices
+    /// otherwise, from a `SIGCHLD` [`Signal`](crate::Signal) watcher and the job's state.)
     ///
     /// ```no_run
     /// use evloop::{Command, Loop, RunMode, Tty};

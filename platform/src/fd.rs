@@ -122,7 +122,9 @@ static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
 /// The process the registry belongs to (0 before the first registration). A child forked
 /// without exec inherits a copy of the statics, the duplicates and maybe a held lock: it
 /// must neither restore its parent's descriptions (at its `exit`, say) nor wait for a lock
-/// whose holder did not come along, so everything here checks it first.
+/// whose holder did not come along, so everything here checks it first. (A descendant that
+/// gets its ancestor's pid back, after the pid space wrapped or in a new pid namespace, would
+/// pass the check; that needs two forks without exec and a reused pid, and is left alone.)
 static SHARED_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Whether the registry is this process's own, claiming it if nobody has yet (`claim`);
@@ -179,15 +181,18 @@ pub struct SharedNonblocking {
 /// The description is registered before the flag is set, so a signal in between finds it
 /// (and clears a flag not yet set: harmless).
 pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblocking> {
-    static AT_EXIT: std::sync::Once = std::sync::Once::new();
-    AT_EXIT.call_once(|| {
-        // SAFETY: `restore_at_exit` is an `extern "C" fn()` that never unwinds; atexit only
-        // stores the pointer. Its failure (no room) leaves exit without the restore, which
-        // is all it can cost.
-        let _ = unsafe { libc::atexit(restore_at_exit) };
-    });
-    let claim =
-        if registry_is_ours(true) { register(dup_cloexec(fd, 3)?) } else { SharedNonblocking { slot: None } };
+    let claim = if registry_is_ours(true) {
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| {
+            // SAFETY: `restore_at_exit` is an `extern "C" fn()` that never unwinds; atexit
+            // only stores the pointer. Its failure (no room) leaves exit without the restore,
+            // which is all it can cost.
+            let _ = unsafe { libc::atexit(restore_at_exit) };
+        });
+        register(dup_cloexec(fd, 3)?)
+    } else {
+        SharedNonblocking { slot: None }
+    };
     // On failure the claim drops, which ends the registration.
     set_nonblocking(fd, true)?;
     Ok(claim)

@@ -737,70 +737,110 @@ case!(
 
 const JOB_CHILD_ENV: &str = "EVLOOP_TEST_JOB_CHILD";
 
-/// Not a test: the child process of `a_shell_gives_the_terminal_to_a_job_and_takes_it_back`.
-/// A session leader (spawned with `setsid`) whose controlling terminal is the pty slave named
-/// in `$JOB_CHILD_ENV`, it runs a job that reads the terminal in a process group of its own,
-/// as a shell runs a foreground job.
+/// Not a test: the two child processes of
+/// `a_shell_gives_the_terminal_to_a_job_and_takes_it_back`, by `$JOB_CHILD_ENV`:
+///
+/// - `leader <slave path>`: a session leader (spawned with `setsid`) that makes the pty slave
+///   its controlling terminal, then starts the shell below in a group of its own and gives
+///   it the terminal, as a login would.
+/// - `shell`: runs a job that reads the terminal in a group of its own, as a shell runs a
+///   foreground job, and takes the terminal back afterwards, from the background. Its group
+///   is not orphaned (its parent is in another group of the session), so there, as in a real
+///   shell, a `SIGTTOU` would stop it.
 #[test]
-#[ignore = "runs only as the job-control test's child process"]
+#[ignore = "runs only as a child process of the job-control test"]
 fn job_control_child() {
     use evloop::process::current_process_group;
-    let Ok(slave) = std::env::var(JOB_CHILD_ENV) else { return };
-    // A session leader without a controlling terminal that opens a terminal without
-    // O_NOCTTY makes it its controlling terminal (Linux).
-    let ctty = std::fs::OpenOptions::new().read(true).write(true).open(&slave).unwrap();
+    let Ok(mode) = std::env::var(JOB_CHILD_ENV) else { return };
     let mut lp = test_loop();
-    let tty = Tty::open(&mut lp, ctty.into()).unwrap();
     let own = current_process_group();
-    assert_eq!(tty.foreground_group(&lp).unwrap(), own, "the session leader's group is in front");
-    // Only the foreground group may read the terminal: in the background, `read` stops the job.
-    let mut job = evloop::Command::new("sh");
-    job.args(["-c", "echo job ready; read line; echo \"job read $line\""]).process_group(0);
-    let child = job
-        .spawn(&mut lp, move |lp, p, status| {
-            assert!(status.unwrap().success());
-            // From the background now: SIGTTOU must not stop us.
-            tty.set_foreground_group(lp, own).unwrap();
-            assert_eq!(tty.foreground_group(lp).unwrap(), own);
-            println!("back in front");
-            p.close(lp).unwrap();
-            tty.close(lp).unwrap();
-        })
-        .unwrap();
-    let pgid = child.process.pid(&lp).unwrap() as i32;
-    tty.set_foreground_group(&lp, pgid).unwrap();
-    assert_eq!(tty.foreground_group(&lp).unwrap(), pgid);
-    // The job may have tried to read before it had the terminal, and been stopped.
-    child.process.kill_group(&mut lp, evloop::signal::SIGCONT).unwrap();
+    if let Some(slave) = mode.strip_prefix("leader ") {
+        // A session leader without a controlling terminal that opens a terminal without
+        // O_NOCTTY makes it its controlling terminal (Linux).
+        let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
+        let tty = Tty::open(&mut lp, ctty.into()).unwrap();
+        assert_eq!(tty.foreground_group(&lp).unwrap(), own, "the session leader's group is in front");
+        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
+        shell
+            .args(["tty::job_control_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env(JOB_CHILD_ENV, "shell")
+            .process_group(0);
+        let child = shell
+            .spawn(&mut lp, move |lp, p, status| {
+                assert!(status.unwrap().success(), "the shell failed");
+                tty.set_foreground_group(lp, own).unwrap();
+                println!("leader done");
+                p.close(lp).unwrap();
+                tty.close(lp).unwrap();
+            })
+            .unwrap();
+        tty.set_foreground_group(&lp, child.process.pid(&lp).unwrap() as i32).unwrap();
+        child.process.kill_group(&mut lp, evloop::signal::SIGCONT).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        return;
+    }
+    assert_eq!(mode, "shell");
+    let tty = Tty::open(&mut lp, File::open("/dev/tty").unwrap().into()).unwrap();
+    println!("shell ready");
+    // The line the test types once it saw that: by the time it is read, the leader has given
+    // the shell the terminal (a read before that stops the shell until its SIGCONT).
+    tty.read_start(&mut lp, move |lp, tty, ev| {
+        let ReadEvent::Data(_) = ev else { panic!("unexpected {ev:?}") };
+        tty.read_stop(lp).unwrap();
+        assert_eq!(tty.foreground_group(lp).unwrap(), own, "the shell's group is in front");
+        // Only the foreground group may read the terminal: in the background, `read` stops
+        // the job.
+        let mut job = evloop::Command::new("sh");
+        job.args(["-c", "echo job ready; read line; echo \"job read $line\""]).process_group(0);
+        let child = job
+            .spawn(lp, move |lp, p, status| {
+                assert!(status.unwrap().success());
+                // From the background now: SIGTTOU must not stop the shell.
+                tty.set_foreground_group(lp, own).unwrap();
+                assert_eq!(tty.foreground_group(lp).unwrap(), own);
+                println!("back in front");
+                p.close(lp).unwrap();
+                tty.close(lp).unwrap();
+            })
+            .unwrap();
+        let pgid = child.process.pid(lp).unwrap() as i32;
+        tty.set_foreground_group(lp, pgid).unwrap();
+        assert_eq!(tty.foreground_group(lp).unwrap(), pgid);
+        // The job may have tried to read before it had the terminal, and been stopped.
+        child.process.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+    })
+    .unwrap();
     lp.run(RunMode::Default).unwrap();
 }
 
 case!(
-    /// Job control: the terminal goes to a job's process group, which then reads it, and
-    /// comes back to the shell's group (from the background) when the job ends. Without the
-    /// hand-over the job's `read` is stopped by SIGTTIN, and the test times out.
+    /// Job control: a shell gives the terminal to a job's process group, which then reads
+    /// it, and takes it back from the background when the job ends. Without the hand-over
+    /// the job's `read` is stopped by `SIGTTIN`; without `SIGTTOU` blocked, taking the
+    /// terminal back stops the shell. Either way the test times out.
     fn a_shell_gives_the_terminal_to_a_job_and_takes_it_back() {
         use std::os::unix::ffi::OsStrExt;
         let p = pty();
         let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
         let mut lp = test_loop();
-        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
-        shell
+        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
+        let mut mode = std::ffi::OsString::from("leader ");
+        mode.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
+        leader
             .args(["tty::job_control_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(JOB_CHILD_ENV, std::ffi::OsStr::from_bytes(slave.to_bytes()))
+            .env(JOB_CHILD_ENV, mode)
             .setsid(true)
             .stdin(p.slave.try_clone().unwrap())
             .stdout(p.slave.try_clone().unwrap())
             .stderr(p.slave.try_clone().unwrap());
         let status = Rc::new(Cell::new(None));
         let st = status.clone();
-        let child = shell
+        leader
             .spawn(&mut lp, move |lp, proc_, res| {
                 st.set(Some(res.unwrap()));
                 proc_.close(lp).unwrap();
             })
             .unwrap();
-        drop(child);
         let mut seen = Vec::new();
         let mut wait_for = |needle: &str| {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -818,12 +858,15 @@ case!(
                 }
             }
         };
+        wait_for("shell ready");
+        write_master(p.master.as_fd(), b"go\n");
         wait_for("job ready");
         write_master(p.master.as_fd(), b"hi\n");
         wait_for("job read hi");
         wait_for("back in front");
+        wait_for("leader done");
         lp.run(RunMode::Default).unwrap();
         let status = status.get().unwrap();
-        assert!(status.success(), "{status}; the child said {:?}", String::from_utf8_lossy(&seen));
+        assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
     }
 );
