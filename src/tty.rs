@@ -357,7 +357,7 @@ impl Tty {
     /// its settings by `SIGTTOU`. When the job ends, take the terminal back with
     /// [`current_process_group`](crate::process::current_process_group). (The loop reports
     /// exits, not stops: a job stopped by Ctrl-Z keeps the terminal until the program notices
-    /// otherwise, from a `SIGCHLD` [`Signal`](crate::Signal) watcher and the job's state.)
+    /// otherwise, from a `SIGCHLD` [`Signal`] watcher and the job's state.)
     ///
     /// ```no_run
     /// use evloop::{Command, Loop, RunMode, Tty};
