@@ -74,6 +74,18 @@ pub(crate) fn errno_location() -> *mut libc::c_int {
     unsafe { libc::__error() }
 }
 
+/// Runs `f` and puts `errno` back as it was: for code that signal handlers call, which must
+/// not change the `errno` of the code they interrupted.
+pub(crate) fn preserving_errno<T>(f: impl FnOnce() -> T) -> T {
+    let errno = errno_location();
+    // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
+    let saved = unsafe { *errno };
+    let res = f();
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+    res
+}
+
 /// This thread's `errno`. Async-signal-safe.
 #[inline]
 pub(crate) fn errno() -> i32 {

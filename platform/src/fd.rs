@@ -6,9 +6,10 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cvt::{cvt, cvt_r, cvt_r_nb};
+use crate::signal_lock::SignalLock;
 
 /// The most bytes one `read` or `write` call asks for.
 ///
@@ -116,9 +117,9 @@ pub const SHARED_NONBLOCKING_MAX: usize = 32;
 /// is closed (under the lock) when its registration ends.
 static SHARED_FDS: [AtomicI32; SHARED_NONBLOCKING_MAX] =
     [const { AtomicI32::new(-1) }; SHARED_NONBLOCKING_MAX];
-/// Held while the registry changes or is restored. Writers spin (briefly, never in signal
-/// context); [`restore_shared_blocking`] tries once and fails with `EBUSY` rather than wait.
-static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
+/// Held while the registry changes or is restored. Writers spin; [`restore_shared_blocking`]
+/// tries once and fails with `EBUSY` rather than wait.
+static SHARED_LOCK: SignalLock = SignalLock::new();
 /// The process the registry belongs to (0 before the first registration). A child forked
 /// without exec inherits a copy of the statics, the duplicates and maybe a held lock: it
 /// must neither restore its parent's descriptions (at its `exit`, say) nor wait for a lock
@@ -138,24 +139,6 @@ fn registry_is_ours(claim: bool) -> bool {
     match SHARED_PID.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => true,
         Err(owner) => owner == me,
-    }
-}
-
-/// Holds [`SHARED_LOCK`] until dropped.
-struct SharedGuard;
-
-impl SharedGuard {
-    fn lock() -> SharedGuard {
-        while SHARED_LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            std::hint::spin_loop();
-        }
-        SharedGuard
-    }
-}
-
-impl Drop for SharedGuard {
-    fn drop(&mut self) {
-        SHARED_LOCK.store(false, Ordering::Release);
     }
 }
 
@@ -201,7 +184,7 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
 /// Puts `dup` in a free slot of the registry (which is this process's), or closes it when
 /// there is none.
 fn register(dup: OwnedFd) -> SharedNonblocking {
-    let _guard = SharedGuard::lock();
+    let _guard = SHARED_LOCK.lock();
     let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
         return SharedNonblocking { slot: None };
     };
@@ -215,7 +198,7 @@ impl SharedNonblocking {
     /// it was set through) was closed behind the caller's back; else through `fd`.
     pub fn restore(self, fd: BorrowedFd<'_>) -> io::Result<()> {
         if let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) {
-            let _guard = SharedGuard::lock();
+            let _guard = SHARED_LOCK.lock();
             let raw = SHARED_FDS[usize::from(slot)].load(Ordering::Relaxed);
             if raw >= 0 {
                 // SAFETY: `raw` is this registration's duplicate; only its drop (after this
@@ -231,7 +214,7 @@ impl Drop for SharedNonblocking {
     fn drop(&mut self) {
         // In a forked child the slot (and its duplicate) are the parent's.
         let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) else { return };
-        let _guard = SharedGuard::lock();
+        let _guard = SHARED_LOCK.lock();
         let raw = SHARED_FDS[usize::from(slot)].swap(-1, Ordering::Relaxed);
         if raw >= 0 {
             // SAFETY: `raw` is the duplicate set_shared_nonblocking stored in this slot; only
@@ -253,14 +236,13 @@ impl Drop for SharedNonblocking {
 /// holder cannot go on. In a child forked without exec it does nothing: the registry is the
 /// parent's.
 pub fn restore_shared_blocking() -> io::Result<()> {
-    let errno = crate::cvt::errno_location();
-    // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
-    let saved_errno = unsafe { *errno };
-    let res = if !registry_is_ours(false) {
-        Ok(())
-    } else if SHARED_LOCK.swap(true, Ordering::Acquire) {
-        Err(io::Error::from_raw_os_error(libc::EBUSY))
-    } else {
+    crate::cvt::preserving_errno(|| {
+        if !registry_is_ours(false) {
+            return Ok(());
+        }
+        let Some(_guard) = SHARED_LOCK.try_lock() else {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        };
         let mut res = Ok(());
         for slot in &SHARED_FDS {
             let raw = slot.load(Ordering::Relaxed);
@@ -273,12 +255,8 @@ pub fn restore_shared_blocking() -> io::Result<()> {
                 res = Err(e);
             }
         }
-        SHARED_LOCK.store(false, Ordering::Release);
         res
-    };
-    // SAFETY: as above.
-    unsafe { *errno = saved_errno };
-    res
+    })
 }
 
 extern "C" fn restore_at_exit() {

@@ -33,6 +33,7 @@ pub mod poller;
 pub mod process;
 pub mod select;
 pub mod signal;
+mod signal_lock;
 pub mod spawn;
 pub mod termios;
 pub mod time;

@@ -27,10 +27,11 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cvt::{cvt, cvt_errno, cvt_r};
 use crate::fd::{self, Access};
+use crate::signal_lock::SignalLock;
 
 /// A terminal's settings (`struct termios`).
 #[derive(Clone, Copy)]
@@ -273,7 +274,7 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
 // ----- the process-wide saved termios -----------------------------------------------------
 
 /// Held while the slot below is read or written.
-static SAVED_LOCK: AtomicBool = AtomicBool::new(false);
+static SAVED_LOCK: SignalLock = SignalLock::new();
 /// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
 static SAVED_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -283,24 +284,6 @@ struct SavedCell(UnsafeCell<MaybeUninit<libc::termios>>);
 unsafe impl Sync for SavedCell {}
 static SAVED: SavedCell = SavedCell(UnsafeCell::new(MaybeUninit::uninit()));
 
-/// The lock, taken by spinning (never in signal context), released on drop.
-struct SpinGuard;
-
-impl SpinGuard {
-    fn lock() -> SpinGuard {
-        while SAVED_LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            std::hint::spin_loop();
-        }
-        SpinGuard
-    }
-}
-
-impl Drop for SpinGuard {
-    fn drop(&mut self) {
-        SAVED_LOCK.store(false, Ordering::Release);
-    }
-}
-
 /// A terminal's claim on the process-wide saved termios: while it lives, [`reset_saved`]
 /// restores the settings it saved. Dropping it empties the slot (and closes the slot's
 /// duplicate fd), so the next [`save_original`] wins again.
@@ -309,7 +292,7 @@ pub struct SavedClaim(());
 
 impl Drop for SavedClaim {
     fn drop(&mut self) {
-        let _guard = SpinGuard::lock();
+        let _guard = SAVED_LOCK.lock();
         let raw = SAVED_FD.swap(-1, Ordering::Relaxed);
         if raw >= 0 {
             // SAFETY: `raw` is the duplicate save_original made and stored; only this claim
@@ -327,7 +310,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
         return Ok(None);
     }
     let dup = fd::dup_cloexec(fd, 3)?;
-    let _guard = SpinGuard::lock();
+    let _guard = SAVED_LOCK.lock();
     if SAVED_FD.load(Ordering::Relaxed) >= 0 {
         return Ok(None);
     }
@@ -343,29 +326,21 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
 /// `EBUSY` when the slot is being changed at that moment (by the interrupted code or another
 /// thread) instead of waiting for it.
 pub fn reset_saved() -> io::Result<()> {
-    let errno = crate::cvt::errno_location();
-    // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
-    let saved_errno = unsafe { *errno };
-    let res = if SAVED_LOCK.swap(true, Ordering::Acquire) {
-        Err(io::Error::from_raw_os_error(libc::EBUSY))
-    } else {
-        let fd: RawFd = SAVED_FD.load(Ordering::Relaxed);
-        let res = if fd < 0 {
-            Ok(())
-        } else {
-            // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote
-            // the cell before storing it.
-            let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
-            // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold;
-            // `t` is a valid termios.
-            cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+    crate::cvt::preserving_errno(|| {
+        let Some(_guard) = SAVED_LOCK.try_lock() else {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
         };
-        SAVED_LOCK.store(false, Ordering::Release);
-        res
-    };
-    // SAFETY: as above.
-    unsafe { *errno = saved_errno };
-    res
+        let fd: RawFd = SAVED_FD.load(Ordering::Relaxed);
+        if fd < 0 {
+            return Ok(());
+        }
+        // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
+        // cell before storing it.
+        let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
+        // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold; `t`
+        // is a valid termios.
+        cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+    })
 }
 
 /// The signals [`install_reset_handlers`] covers: those whose default action ends the

@@ -686,10 +686,8 @@ case!(
     /// killed by `SIGTERM` with the restore hooks installed, or by `exit`, it is cleared.
     /// Without the hooks a signal death leaves it set (the control: what the hooks fix).
     fn issue_3_a_shared_description_is_blocking_again_when_the_process_ends() {
-        use std::io::Read;
         use std::os::fd::AsFd;
         use std::os::unix::process::ExitStatusExt;
-        use std::time::Instant;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for how in ["hooks", "exit", "none"] {
             let (r, mut w) = io::pipe().unwrap();
@@ -702,25 +700,9 @@ case!(
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut out = child.stdout.take().unwrap();
+            let out = child.stdout.take().unwrap();
             let mut seen = Vec::new();
-            let mut wait_for = |needle: &str| {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !String::from_utf8_lossy(&seen).contains(needle) {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    assert!(!left.is_zero(), "{how}: no {needle:?} in {:?}", String::from_utf8_lossy(&seen));
-                    if evloop_platform::fd::poll_readable(out.as_fd(), Some(left)).unwrap() {
-                        let mut buf = [0u8; 256];
-                        let n = out.read(&mut buf).unwrap();
-                        assert!(
-                            n > 0,
-                            "{how}: the child's stdout ended: {:?}",
-                            String::from_utf8_lossy(&seen)
-                        );
-                        seen.extend_from_slice(&buf[..n]);
-                    }
-                }
-            };
+            let mut wait_for = |needle: &str| crate::util::read_until(out.as_fd(), &mut seen, needle);
             w.write_all(b"ping").unwrap();
             wait_for("got ping");
             assert!(

@@ -595,6 +595,31 @@ fn group_members(pgid: i32) -> Vec<i32> {
     out
 }
 
+/// Reads `pipe` as text and calls `on_line` once its first line is complete; closes the pipe
+/// at its end. Returns the text read.
+fn on_first_line(
+    lp: &mut Loop,
+    pipe: Pipe,
+    on_line: impl FnOnce(&mut Loop, Pipe) + 'static,
+) -> Rc<RefCell<String>> {
+    let text = Rc::new(RefCell::new(String::new()));
+    let t = text.clone();
+    let mut on_line = Some(on_line);
+    pipe.read_start(lp, move |lp, pipe, ev| match ev {
+        ReadEvent::Data(d) => {
+            t.borrow_mut().push_str(std::str::from_utf8(d).unwrap());
+            if t.borrow().contains('\n') {
+                if let Some(f) = on_line.take() {
+                    f(lp, pipe);
+                }
+            }
+        }
+        _ => pipe.close(lp).unwrap(),
+    })
+    .unwrap();
+    text
+}
+
 /// Reaps every descendant that was reparented to this (subreaper) process, by pid; returns
 /// how each ended. Only for tests whose loop has no child left.
 fn reap_adopted() -> Vec<nix::sys::wait::WaitStatus> {
@@ -1532,21 +1557,9 @@ case!(
                 assert_eq!(pgid.as_raw(), pids[0], "{name}: stage {pid} is in the first stage's group");
             }
             let last = children[2].process;
-            let line = Rc::new(RefCell::new(String::new()));
-            let l2 = line.clone();
-            children[2]
-                .stdout
-                .unwrap()
-                .read_start(&mut lp, move |lp, pipe, ev| match ev {
-                    ReadEvent::Data(d) => {
-                        l2.borrow_mut().push_str(std::str::from_utf8(d).unwrap());
-                        if l2.borrow().ends_with('\n') {
-                            last.kill_group(lp, SIGTERM).unwrap();
-                        }
-                    }
-                    _ => pipe.close(lp).unwrap(),
-                })
-                .unwrap();
+            let line = on_first_line(&mut lp, children[2].stdout.unwrap(), move |lp, _| {
+                last.kill_group(lp, SIGTERM).unwrap();
+            });
             lp.run(RunMode::Default).unwrap();
             let signals: Vec<Option<i32>> = statuses.borrow().iter().map(|s| s.signal()).collect();
             assert_eq!(signals, [Some(SIGTERM); 3], "{name}: every stage ended by the one signal");
@@ -1644,27 +1657,15 @@ case!(
                 cmd.process_group(0).kill_group_on_drop(true).stdout(Stdio::Pipe);
                 let child = cmd.spawn(&mut lp, |_, _, _| unreachable!("closed before the exit")).unwrap();
                 let shell = child.process.pid(&lp).unwrap();
-                let line = Rc::new(RefCell::new(String::new()));
-                let l2 = line.clone();
                 let p = child.process;
-                child
-                    .stdout
-                    .unwrap()
-                    .read_start(&mut lp, move |lp, pipe, ev| match ev {
-                        ReadEvent::Data(d) => {
-                            l2.borrow_mut().push_str(std::str::from_utf8(d).unwrap());
-                            if l2.borrow().ends_with('\n') {
-                                pipe.close(lp).unwrap();
-                                if drop_loop {
-                                    lp.stop();
-                                } else {
-                                    p.close(lp).unwrap();
-                                }
-                            }
-                        }
-                        _ => pipe.close(lp).unwrap(),
-                    })
-                    .unwrap();
+                let line = on_first_line(&mut lp, child.stdout.unwrap(), move |lp, pipe| {
+                    pipe.close(lp).unwrap();
+                    if drop_loop {
+                        lp.stop();
+                    } else {
+                        p.close(lp).unwrap();
+                    }
+                });
                 lp.run(RunMode::Default).unwrap();
                 drop(lp);
                 let bg: u32 = line.borrow().trim().parse().unwrap();

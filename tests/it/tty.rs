@@ -842,22 +842,7 @@ case!(
             })
             .unwrap();
         let mut seen = Vec::new();
-        let mut wait_for = |needle: &str| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !String::from_utf8_lossy(&seen).contains(needle) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(!left.is_zero(), "no {needle:?} in {:?}", String::from_utf8_lossy(&seen));
-                if evloop_platform::fd::poll_readable(p.master.as_fd(), Some(left)).unwrap() {
-                    let mut buf = [0u8; 4096];
-                    match nix::unistd::read(&p.master, &mut buf) {
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        Err(e) => {
-                            panic!("reading the master: {e}; so far {:?}", String::from_utf8_lossy(&seen))
-                        }
-                    }
-                }
-            }
-        };
+        let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
         wait_for("shell ready");
         write_master(p.master.as_fd(), b"go\n");
         wait_for("job ready");

@@ -171,3 +171,21 @@ macro_rules! case {
         $crate::case!(secs = 20, leaks = None, $(#[$m])* fn $name() $body);
     };
 }
+
+/// Reads `fd` (a child's output, a pty master) into `seen` until `needle` shows up there,
+/// within 10 s: a deadline for a test that fails, not a sleep.
+#[allow(dead_code)]
+pub fn read_until(fd: std::os::fd::BorrowedFd<'_>, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no {needle:?} in {:?}", String::from_utf8_lossy(seen));
+        if evloop_platform::fd::poll_readable(fd, Some(left)).unwrap() {
+            let mut buf = [0u8; 4096];
+            let n = nix::unistd::read(fd, &mut buf)
+                .unwrap_or_else(|e| panic!("reading: {e}; so far {:?}", String::from_utf8_lossy(seen)));
+            assert!(n > 0, "end of file before {needle:?}; so far {:?}", String::from_utf8_lossy(seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}
