@@ -513,8 +513,9 @@ mod tests {
 
     /// The registry's whole life: registration past its capacity, the signal-time restore,
     /// the restore at release (through the duplicate, whatever fd the caller passes), every
-    /// slot free again, and a forked child that leaves the parent's registrations alone. The only test in this crate that registers anything, so the
-    /// process-wide restore below cannot reach another test's descriptions.
+    /// slot free again, and a forked child that leaves the parent's registrations alone. The
+    /// only test in this crate that registers anything, so the process-wide restore below
+    /// cannot reach another test's descriptions.
     #[test]
     fn shared_nonblocking_registry() {
         // (our fd, another holder's fd, the write end) per description; one more than fits.
