@@ -87,6 +87,8 @@ pub(crate) enum Pending {
     Write(crate::stream::WriteCb, io::Result<()>),
     /// A child whose exit may have been missed by its notification: look at it.
     Child(crate::process::ChildCheck),
+    /// A child whose stops are newly watched: it may have stopped already.
+    Stops(crate::process::ChildCheck),
 }
 
 /// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
@@ -555,6 +557,7 @@ impl Loop {
             match p {
                 Pending::Write(cb, result) => cb(self, result),
                 Pending::Child(check) => self.child_check(check),
+                Pending::Stops(check) => self.child_stop_check(check),
             }
         }
     }

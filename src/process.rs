@@ -77,8 +77,8 @@
 //!   another library installed earlier keeps being called, after the loop's, and is the
 //!   disposition again when the loop drops; one installed later that calls the handler it
 //!   replaced (as signal-hook's does) reaches the loop's, and through it the earlier one.
-//!   Stopped and continued children wake the loop only if that earlier handler asked for
-//!   them.
+//!   A handler below that was installed with `SA_NOCLDSTOP` is not called for children
+//!   that stop or continue.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.
@@ -106,6 +106,15 @@
 //!   without blocking whenever any loop in the process spawns or is dropped, and by
 //!   [`reap_orphans`] (the strategy of duct and CPython). If the process exits first, `init`
 //!   (or the nearest subreaper) reaps them.
+//!
+//! # Stopped and continued children
+//!
+//! The exit callback reports exits only. [`Process::watch_stops`] reports a child stopping
+//! (Ctrl-Z, `SIGSTOP`, `SIGTTIN`) and continuing, which a shell doing job control needs, and
+//! which libuv, tokio and std leave to a `SIGCHLD` handler of the caller's own. It watches
+//! `SIGCHLD` and asks `waitid(WSTOPPED | WCONTINUED)` for each watched child by pid; it never
+//! reaps and never looks at another library's children. See
+//! [`Tty::set_foreground_group`](crate::Tty::set_foreground_group) for the terminal's side.
 //!
 //! # Signals
 //!
@@ -1185,6 +1194,66 @@ impl Process {
     pub fn kill_group(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
         lp.process_kill(self.0, signal, true)
     }
+
+    /// Calls `cb` each time the child stops or continues: what a shell needs to notice a job
+    /// suspended with Ctrl-Z (`SIGTSTP`), or stopped by `SIGTTIN` reading a terminal it does
+    /// not own, and resumed by `SIGCONT`.
+    ///
+    /// A stop that happened before the call is reported too, in the next pending phase.
+    /// Replaces an earlier callback; [`unwatch_stops`](Self::unwatch_stops) or closing the
+    /// handle ends the watch. A child that exits gets its exit callback only: a stop it did
+    /// not live to have reported is not reported after it. Fails with `ESRCH` after the child
+    /// was reaped.
+    ///
+    /// How: the loop watches `SIGCHLD` (an internal, unreferenced watcher, as on the fallback
+    /// reaping path) and asks `waitid(P_PID, pid, WSTOPPED | WCONTINUED | WNOHANG)` for each
+    /// watched child, which never reaps and never looks at another library's children.
+    /// Nothing is watched unless asked: pidfds and `EVFILT_PROC` do not report stops.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, RunMode, StopEvent};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("sh")
+    ///     .args(["-c", "kill -STOP $$; exit 7"])
+    ///     .spawn(&mut lp, |lp, p, res| {
+    ///         assert_eq!(res.unwrap().code(), Some(7));
+    ///         p.close(lp).unwrap();
+    ///     })?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let log = seen.clone();
+    /// child.process.watch_stops(&mut lp, move |lp, p, ev| {
+    ///     log.borrow_mut().push(ev);
+    ///     if ev == StopEvent::Stopped(libc::SIGSTOP) {
+    ///         p.kill(lp, libc::SIGCONT).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(seen.borrow()[0], StopEvent::Stopped(libc::SIGSTOP));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn watch_stops<F>(self, lp: &mut Loop, cb: F) -> io::Result<()>
+    where
+        F: FnMut(&mut Loop, Process, StopEvent) + 'static,
+    {
+        lp.process_watch_stops(self.0, Some(Box::new(cb)))
+    }
+
+    /// Ends [`watch_stops`](Self::watch_stops); a no-op when nothing is watched.
+    pub fn unwatch_stops(self, lp: &mut Loop) -> io::Result<()> {
+        lp.process_watch_stops(self.0, None)
+    }
+}
+
+/// A living child stopped or continued: what [`Process::watch_stops`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopEvent {
+    /// This signal stopped it: `SIGTSTP` (Ctrl-Z at its terminal), `SIGSTOP`, `SIGTTIN` or
+    /// `SIGTTOU`.
+    Stopped(i32),
+    /// `SIGCONT` resumed it.
+    Continued,
 }
 
 /// What a finished child printed and how it ended: the result of [`Command::output`].
@@ -1294,7 +1363,15 @@ struct ChildEntry {
     keeps_alive: bool,
     /// It was sent SIGKILL when its handle closed.
     killed: bool,
+    /// `Process::watch_stops`: the callback (out of the entry while it runs), and an epoch
+    /// that every watch, unwatch and close moves on, so a callback that ran is put back only
+    /// if nothing replaced it meanwhile.
+    on_stop: Option<StopCb>,
+    watching_stops: bool,
+    stop_epoch: u32,
 }
+
+type StopCb = Box<dyn FnMut(&mut Loop, Process, StopEvent)>;
 
 /// Every child the loop spawned and has not reaped yet, with or without a handle.
 #[derive(Default)]
@@ -1305,7 +1382,7 @@ pub(crate) struct Children {
     /// The internal SIGCHLD watcher: started by the first child that relies on it, kept
     /// until the loop drops (as libuv does), so spawning does not reinstall it every time.
     sigchld: Option<Signal>,
-    scratch: Vec<usize>,
+    scratch: Vec<(usize, Pid)>,
 }
 
 impl Children {
@@ -1705,7 +1782,7 @@ impl Loop {
             slot.flags.insert(Flags::INTERNAL);
         }
         self.children.sigchld = Some(s);
-        log::debug!("loop {}: reaping children through SIGCHLD", self.id);
+        log::debug!("loop {}: watching SIGCHLD", self.id);
         Ok(())
     }
 
@@ -1727,6 +1804,9 @@ impl Loop {
             owner: Some(id),
             keeps_alive: false,
             killed: false,
+            on_stop: None,
+            watching_stops: false,
+            stop_epoch: 0,
         });
         debug_assert_eq!(inserted, key);
         key
@@ -1805,15 +1885,61 @@ impl Loop {
         }
     }
 
-    /// SIGCHLD arrived: `waitpid(pid, WNOHANG)` for each of our children that relies on it.
+    /// Reports what child entry `c.key` did since the last look, if it still is `c.pid` and
+    /// watched: stopped, continued, or both (then in that order).
+    pub(crate) fn child_stop_check(&mut self, c: ChildCheck) {
+        // A stop and a continue at most: the kernel keeps one of each.
+        for _ in 0..2 {
+            let Some(entry) = self.children.entries.get_mut(c.key) else { return };
+            if entry.pid != c.pid || !entry.watching_stops {
+                return;
+            }
+            let (Some(owner), Some(mut cb)) = (entry.owner, entry.on_stop.take()) else { return };
+            let event = match sys::try_wait_run_change(c.pid) {
+                Ok(Some(sys::RunChange::Stopped(signal))) => StopEvent::Stopped(signal),
+                Ok(Some(sys::RunChange::Continued)) => StopEvent::Continued,
+                Ok(None) => {
+                    entry.on_stop = Some(cb);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("loop {}: waitid(WSTOPPED) for {}: {e}", self.id, c.pid);
+                    entry.on_stop = Some(cb);
+                    return;
+                }
+            };
+            let epoch = entry.stop_epoch;
+            log::trace!("loop {}: child {} {event:?}", self.id, c.pid);
+            cb(self, Process(owner), event);
+            match self.children.entries.get_mut(c.key) {
+                Some(e) if e.pid == c.pid && e.stop_epoch == epoch => e.on_stop = Some(cb),
+                _ => return,
+            }
+        }
+    }
+
+    /// SIGCHLD arrived: report the watched children that stopped or continued, then
+    /// `waitpid(pid, WNOHANG)` for each of our children that relies on SIGCHLD for its exit.
     fn children_sweep(&mut self) {
         let mut keys = std::mem::take(&mut self.children.scratch);
         keys.clear();
+        keys.extend(self.children.entries.iter().filter(|(_, e)| e.watching_stops).map(|(k, e)| (k, e.pid)));
+        for &(key, pid) in &keys {
+            self.child_stop_check(ChildCheck { key, pid, blocking: false });
+        }
+        keys.clear();
         keys.extend(
-            self.children.entries.iter().filter(|(_, e)| matches!(e.watch, Watch::Sigchld)).map(|(k, _)| k),
+            self.children
+                .entries
+                .iter()
+                .filter(|(_, e)| matches!(e.watch, Watch::Sigchld))
+                .map(|(k, e)| (k, e.pid)),
         );
-        for &key in &keys {
-            let Some(pid) = self.children.entries.get(key).map(|e| e.pid) else { continue };
+        for &(key, pid) in &keys {
+            match self.children.entries.get(key) {
+                Some(e) if e.pid == pid => {}
+                _ => continue,
+            }
             match sys::try_wait(pid) {
                 Ok(None) => {}
                 Ok(Some(st)) => self.child_finish(key, Ok(st)),
@@ -1885,6 +2011,31 @@ impl Loop {
         }
     }
 
+    fn process_watch_stops(&mut self, id: HandleId, cb: Option<StopCb>) -> io::Result<()> {
+        let st = self.open_slot_mut(id, HandleKind::Process)?;
+        let Kind::Process(st) = &st.kind else { unreachable!("checked the kind") };
+        let Some(key) = st.child_key() else {
+            if cb.is_none() {
+                return Ok(());
+            }
+            return Err(context(os(libc::ESRCH), format!("watch_stops: child {} has exited", st.pid)));
+        };
+        if cb.is_some() {
+            // Before the first look below: a stop after that look raises SIGCHLD.
+            self.sigchld_watch().map_err(|e| context(e, "watch_stops: watching SIGCHLD"))?;
+        }
+        let entry = &mut self.children.entries[key];
+        entry.stop_epoch = entry.stop_epoch.wrapping_add(1);
+        entry.watching_stops = cb.is_some();
+        entry.on_stop = cb;
+        if entry.watching_stops {
+            // It may have stopped already, before anything listened.
+            let pid = entry.pid;
+            self.pending.push_back(Pending::Stops(ChildCheck { key, pid, blocking: false }));
+        }
+        Ok(())
+    }
+
     fn process_kill(&mut self, id: HandleId, signal: i32, group: bool) -> io::Result<()> {
         self.open_slot_mut(id, HandleKind::Process)?;
         self.process_signal(id.key as usize, signal, group)
@@ -1935,6 +2086,9 @@ impl Loop {
         let group = (st.group, st.leads_group);
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
+        entry.on_stop = None;
+        entry.watching_stops = false;
+        entry.stop_epoch = entry.stop_epoch.wrapping_add(1);
         if on_drop == OnDrop::KillGroup {
             // The group first, through the pidfd where the kernel can; then the child itself
             // (below), in case it left the group.

@@ -355,9 +355,9 @@ impl Tty {
     /// its group `SIGCONT` ([`Process::kill_group`](crate::Process::kill_group)), since a stage
     /// that read the terminal before it had it was stopped by `SIGTTIN`, and one that changed
     /// its settings by `SIGTTOU`. When the job ends, take the terminal back with
-    /// [`current_process_group`](crate::process::current_process_group). (The loop reports
-    /// exits, not stops: a job stopped by Ctrl-Z keeps the terminal until the program notices
-    /// otherwise, from a `SIGCHLD` [`Signal`] watcher and the job's state.)
+    /// [`current_process_group`](crate::process::current_process_group), and likewise when
+    /// the job stops (Ctrl-Z sends its group `SIGTSTP`), which
+    /// [`Process::watch_stops`](crate::Process::watch_stops) reports.
     ///
     /// ```no_run
     /// use evloop::{Command, Loop, RunMode, Tty};

@@ -50,6 +50,41 @@ pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
     Ok((got != 0).then(|| WaitStatus::decode(status)))
 }
 
+/// A living child stopped or continued (job control).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunChange {
+    /// A signal stopped it (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`, `SIGTTOU`).
+    Stopped(i32),
+    /// `SIGCONT` resumed it.
+    Continued,
+}
+
+/// Whether child `pid` stopped or continued since this was last asked:
+/// `waitid(P_PID, pid, WSTOPPED | WCONTINUED | WNOHANG)`, retrying `EINTR`.
+///
+/// Never reaps: without `WEXITED` an exited child stays for [`try_wait`]. Each change is
+/// reported once; of a stop and a continue that both happened since the last call, the
+/// stop is reported first (the kernel keeps only the latest of each).
+pub fn try_wait_run_change(pid: Pid) -> io::Result<Option<RunChange>> {
+    // SAFETY: all-zero is a valid siginfo_t; zeroing matters, as macOS may leave it untouched
+    // when nothing is to be reported.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG;
+    // SAFETY: `info` is valid for writes of one siginfo_t for the whole call.
+    cvt_r(|| unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) })?;
+    // SAFETY: waitid filled `info` in for a child (SIGCHLD layout) or left it zeroed; both
+    // make si_pid and si_status readable.
+    let (got, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if got == 0 {
+        return Ok(None);
+    }
+    Ok(match info.si_code {
+        libc::CLD_STOPPED | libc::CLD_TRAPPED => Some(RunChange::Stopped(status)),
+        libc::CLD_CONTINUED => Some(RunChange::Continued),
+        _ => None,
+    })
+}
+
 /// Waits for child `pid` to exit and reaps it: `waitpid(pid, 0)`, retrying `EINTR`.
 ///
 /// Blocks until the child exits. Callers use it only where the child is known to be exiting

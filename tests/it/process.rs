@@ -1720,3 +1720,109 @@ case!(
         assert!(ok.get(), "both stages ran");
     }
 );
+
+// ----- stopped and continued children -------------------------------------------------------
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`T` when stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name, which is in parentheses and may hold anything.
+    stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
+}
+
+/// Spins (yielding) until `pid` is stopped; the test's watchdog bounds it.
+fn wait_until_stopped(pid: u32) {
+    while proc_state(pid) != 'T' {
+        std::thread::yield_now();
+    }
+}
+
+case!(
+    fn stops_and_continues_are_reported() {
+        use evloop::StopEvent::{Continued, Stopped};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // Beside ours, a child of std's that stops too: not ours to report or to reap.
+            let mut theirs =
+                std::process::Command::new("sh").args(["-c", "kill -STOP $$; exit 5"]).spawn().unwrap();
+            // Each step waits for a line, so the test sees every stop and every continue.
+            let mut cmd = sh("kill -STOP $$; read a; kill -TSTP $$; read b; exit 3");
+            cmd.stdin(Stdio::Pipe);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let stdin = child.stdin.unwrap();
+            let events = Rc::new(RefCell::new(Vec::new()));
+            let ev = events.clone();
+            child
+                .process
+                .watch_stops(&mut lp, move |lp, p, e| {
+                    ev.borrow_mut().push(e);
+                    match e {
+                        Stopped(_) => p.kill(lp, libc::SIGCONT).unwrap(),
+                        Continued => stdin.write(lp, b"go\n", |_, r| r.unwrap()).unwrap(),
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(3), "{name}");
+            assert_eq!(
+                *events.borrow(),
+                [Stopped(libc::SIGSTOP), Continued, Stopped(libc::SIGTSTP), Continued],
+                "{name}"
+            );
+            stdin.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            // std's child kept its stop and is still std's to reap.
+            wait_until_stopped(theirs.id());
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(theirs.id() as i32), nix::sys::signal::SIGCONT)
+                .unwrap();
+            assert_eq!(theirs.wait().unwrap().code(), Some(5), "{name}");
+        }
+    }
+);
+
+case!(
+    fn a_stop_before_the_watch_is_reported_and_unwatch_ends_it() {
+        use evloop::StopEvent::Stopped;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            let child = sh("kill -STOP $$; kill -STOP $$; exit 4")
+                .spawn(&mut lp, move |_, _, r| s.set(Some(r.unwrap())))
+                .unwrap();
+            let p = child.process;
+            let pid = p.pid(&lp).unwrap();
+            // Stopped before anything listens (and before a SIGCHLD handler exists).
+            wait_until_stopped(pid);
+            let events = Rc::new(RefCell::new(Vec::new()));
+            let ev = events.clone();
+            p.watch_stops(&mut lp, move |lp, p, e| {
+                ev.borrow_mut().push(e);
+                if let Stopped(_) = e {
+                    // Unwatched from its own callback: the second stop is not reported.
+                    p.unwatch_stops(lp).unwrap();
+                    p.kill(lp, libc::SIGCONT).unwrap();
+                }
+            })
+            .unwrap();
+            // One loop iteration at a time until the first report.
+            while events.borrow().is_empty() {
+                lp.run(RunMode::Once).unwrap();
+            }
+            wait_until_stopped(pid);
+            p.kill(&mut lp, libc::SIGCONT).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(4), "{name}");
+            assert_eq!(*events.borrow(), [Stopped(libc::SIGSTOP)], "{name}");
+            // After the exit: nothing to watch, and unwatching is a no-op.
+            let e = p.watch_stops(&mut lp, |_, _, _| unreachable!()).unwrap_err();
+            assert_eq!(os_error_code(&e), Some(libc::ESRCH), "{name}: {e}");
+            assert!(e.to_string().contains("has exited"), "{name}: {e}");
+            p.unwatch_stops(&mut lp).unwrap();
+            p.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let e = p.watch_stops(&mut lp, |_, _, _| unreachable!()).unwrap_err();
+            assert!(p.unwatch_stops(&mut lp).is_err(), "{name}: the handle is closed: {e}");
+        }
+    }
+);
