@@ -228,14 +228,14 @@ impl Loop {
 
     /// The loop's time in milliseconds, from an arbitrary start (the loop's creation).
     ///
-    /// The value is cached: it is read from the monotonic clock once per iteration, when
-    /// first needed, and by [`update_time`](Self::update_time). Outside [`run`](Self::run)
-    /// (after the loop was created, or after a run returned) the first use reads the clock
-    /// too, so a timer started there counts from the moment it starts. Inside a callback the
-    /// time is the iteration's, as in libuv: callbacks that run long should call
-    /// `update_time` before they start timers.
+    /// Inside [`run`](Self::run) the value is cached: it is read from the monotonic clock
+    /// once per iteration, when first needed, and by [`update_time`](Self::update_time), so
+    /// inside a callback the time is the iteration's, as in libuv: callbacks that run long
+    /// should call `update_time` before they start timers. Outside `run` (after the loop was
+    /// created, or after a run returned) every use reads the clock, so each timer started
+    /// there counts from the moment it starts.
     pub fn now(&self) -> u64 {
-        if self.time_stale.get() {
+        if self.time_stale.get() || !self.running {
             self.refresh_time();
         }
         self.now_ms.get()

@@ -178,19 +178,28 @@ case!(
         let timeout = Duration::from_millis(40);
         let mut lp = test_loop();
         for round in 0..2 {
-            work(Duration::from_millis(60));
-            let started = Instant::now();
-            let fired = Rc::new(Cell::new(None));
-            let f = fired.clone();
-            Timer::new(&mut lp)
-                .start(&mut lp, timeout, Duration::ZERO, move |lp, t| {
-                    f.set(Some(started.elapsed()));
-                    t.close(lp).unwrap();
+            // Two timers, with work before each: the second counts from its own start, not
+            // from the first one's (a cached time did that once).
+            let fired: Vec<_> = (0..2)
+                .map(|_| {
+                    work(Duration::from_millis(60));
+                    let started = Instant::now();
+                    let fired = Rc::new(Cell::new(None));
+                    let f = fired.clone();
+                    Timer::new(&mut lp)
+                        .start(&mut lp, timeout, Duration::ZERO, move |lp, t| {
+                            f.set(Some(started.elapsed()));
+                            t.close(lp).unwrap();
+                        })
+                        .unwrap();
+                    fired
                 })
-                .unwrap();
+                .collect();
             lp.run(RunMode::Default).unwrap();
-            let after = fired.get().expect("the timer fired");
-            assert!(after >= timeout, "round {round}: fired after {after:?}, not {timeout:?}");
+            for (i, f) in fired.iter().enumerate() {
+                let after = f.get().expect("the timer fired");
+                assert!(after >= timeout, "round {round}, timer {i}: fired after {after:?}, not {timeout:?}");
+            }
         }
     }
 );
