@@ -61,7 +61,7 @@
 //! | the id is stale (the handle is gone) | `NotFound` |
 //! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
-//! | starting what is already started (a second `read_start`) | `AlreadyExists` |
+//! | starting what is already started (a second `read_start`, a second `shutdown`) | `AlreadyExists` |
 //!
 //! # `SIGPIPE`
 //!

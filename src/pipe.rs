@@ -164,6 +164,11 @@ impl Pipe {
     /// `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
     /// never block are left alone. To keep a shared terminal out of this, use
     /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
+    ///
+    /// One of those other holders is often the program itself: with `2>&1`, stdout and
+    /// stderr are one description, so after `Pipe::open` of stdout a `println!` or
+    /// `eprintln!` can fail with `EAGAIN` (and `print!` panics on it) while the reader is
+    /// slow. Write such output through the handle instead while it is open.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe)?;

@@ -1023,6 +1023,11 @@ impl Command {
 // ----- what spawn returns -------------------------------------------------------------------
 
 /// A started child: its [`Process`] handle and the loop's ends of the pipes it was given.
+///
+/// The pipe handles are ids, not owners: dropping a `Child` closes nothing. A pipe that is
+/// neither read nor closed stays open, and a child that fills it (64 KiB on Linux) blocks
+/// there for good, which keeps the loop running. Read each pipe, or close it (a child
+/// writing to a closed pipe gets `EPIPE`), or ask for [`Stdio::Null`] instead.
 #[derive(Debug)]
 pub struct Child {
     /// The process handle.

@@ -566,6 +566,12 @@ impl Loop {
 
     pub(crate) fn stream_shutdown(&mut self, id: HandleId, kind: HandleKind, cb: WriteCb) -> io::Result<()> {
         let s = self.stream_mut(id, kind)?;
+        if !matches!(s.shutdown, Shutdown::None) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the {} was already shut down for writing", kind.name()),
+            ));
+        }
         Self::check_writable(s, kind)?;
         let fd = s.io.fd()?;
         if s.readable && fd::file_type(fd)? != FileType::Socket {
@@ -844,7 +850,8 @@ macro_rules! stream_methods {
             /// Closes the write side once the write queue has drained; `cb` runs from the
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
             /// of file; a socket is half-closed. A read-write pipe or tty cannot be
-            /// half-closed: that is an error.
+            /// half-closed: that is an error. The handle itself stays: close it as usual once
+            /// done with it.
             #[inline]
             pub fn shutdown(
                 self,

@@ -584,7 +584,9 @@ case!(
         tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
         let e = tx.write(&mut lp, b"late", |_, _| panic!("never called")).unwrap_err();
         assert!(e.to_string().contains("shut down"), "{e}");
-        assert!(tx.shutdown(&mut lp, |_, _| {}).is_err(), "shutdown twice");
+        let e = tx.shutdown(&mut lp, |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "shutdown twice: {e}");
+        assert!(e.to_string().contains("already shut down"), "{e}");
         rx.close(&mut lp).unwrap();
         tx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
