@@ -791,7 +791,8 @@ fn job_control_child() {
         // Only the foreground group may read the terminal: in the background, `read` stops
         // the job.
         let mut job = evloop::Command::new("sh");
-        job.args(["-c", "echo job ready; read line; echo \"job read $line\""]).process_group(0);
+        job.args(["-c", "echo job ready; read a; echo \"job read $a\"; read b; echo \"job read $b\""])
+            .process_group(0);
         let child = job
             .spawn(lp, move |lp, p, status| {
                 assert!(status.unwrap().success());
@@ -806,6 +807,23 @@ fn job_control_child() {
         let pgid = child.process.pid(lp).unwrap() as i32;
         tty.set_foreground_group(lp, pgid).unwrap();
         assert_eq!(tty.foreground_group(lp).unwrap(), pgid);
+        // Ctrl-Z stops the job: the shell takes the terminal back, then resumes the job in
+        // the foreground, as `fg` does.
+        child
+            .process
+            .watch_stops(lp, move |lp, p, ev| match ev {
+                evloop::StopEvent::Stopped(signal) => {
+                    // (`SIGTTIN`: a read before the hand-over above; resumed all the same.)
+                    if signal == evloop::signal::SIGTSTP {
+                        tty.set_foreground_group(lp, own).unwrap();
+                        println!("job stopped");
+                        tty.set_foreground_group(lp, pgid).unwrap();
+                    }
+                    p.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+                }
+                evloop::StopEvent::Continued => println!("job continued"),
+            })
+            .unwrap();
         // The job may have tried to read before it had the terminal, and been stopped.
         child.process.kill_group(lp, evloop::signal::SIGCONT).unwrap();
     })
@@ -815,9 +833,11 @@ fn job_control_child() {
 
 case!(
     /// Job control: a shell gives the terminal to a job's process group, which then reads
-    /// it, and takes it back from the background when the job ends. Without the hand-over
-    /// the job's `read` is stopped by `SIGTTIN`; without `SIGTTOU` blocked, taking the
-    /// terminal back stops the shell. Either way the test times out.
+    /// it; Ctrl-Z stops the job, and the shell, told by `watch_stops`, takes the terminal
+    /// back and resumes the job in front; the shell takes it back from the background when
+    /// the job ends. Without the hand-over the job's `read` is stopped by `SIGTTIN`; without
+    /// `SIGTTOU` blocked, taking the terminal back stops the shell; without the stop report
+    /// the shell never hears of Ctrl-Z. Each way the test times out.
     fn a_shell_gives_the_terminal_to_a_job_and_takes_it_back() {
         use std::os::unix::ffi::OsStrExt;
         let p = pty();
@@ -848,6 +868,12 @@ case!(
         wait_for("job ready");
         write_master(p.master.as_fd(), b"hi\n");
         wait_for("job read hi");
+        // Ctrl-Z: the terminal sends the foreground group SIGTSTP.
+        write_master(p.master.as_fd(), b"\x1a");
+        wait_for("job stopped");
+        wait_for("job continued");
+        write_master(p.master.as_fd(), b"more\n");
+        wait_for("job read more");
         wait_for("back in front");
         wait_for("leader done");
         lp.run(RunMode::Default).unwrap();
