@@ -7,8 +7,8 @@
 //! handles that were actually woken.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 use evloop_platform::poller::Poller;
@@ -18,7 +18,8 @@ use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
 
 /// The loop's wake object and queue of woken handles, shared with every waker.
 pub(crate) struct LoopWake {
-    waker: evloop_platform::waker::Waker,
+    /// Taken out when the loop drops, so its fd closes then, however long wakers live.
+    waker: RwLock<Option<evloop_platform::waker::Waker>>,
     /// Set while an OS wakeup is outstanding, so a burst triggers the OS object once.
     triggered: AtomicBool,
     tx: Sender<u64>,
@@ -29,15 +30,25 @@ impl LoopWake {
     pub(crate) fn new(poller: &mut Poller, token: u64) -> io::Result<LoopWake> {
         let waker = evloop_platform::waker::Waker::new(poller, token)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        Ok(LoopWake { waker, triggered: AtomicBool::new(false), tx, rx })
+        Ok(LoopWake { waker: RwLock::new(Some(waker)), triggered: AtomicBool::new(false), tx, rx })
     }
 
     /// Wakes the loop without naming a handle (the select helper uses this).
     pub(crate) fn wake_loop(&self) -> io::Result<()> {
         if !self.triggered.swap(true, SeqCst) {
-            self.waker.wake()?;
+            // (A poisoned lock still holds a usable waker: nothing panics while holding it.)
+            let waker = self.waker.read().unwrap_or_else(|p| p.into_inner());
+            match &*waker {
+                Some(w) => w.wake()?,
+                None => return Err(io::Error::new(io::ErrorKind::NotConnected, "the loop was dropped")),
+            }
         }
         Ok(())
+    }
+
+    /// The loop is dropping: its wake object goes now (a wake in progress finishes first).
+    pub(crate) fn close(&self) {
+        self.waker.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn notify(&self, token: u64) -> io::Result<()> {
@@ -158,7 +169,9 @@ impl Loop {
         // a wake between the two sees the flag still set and skips the trigger; its work is
         // already queued (tokens and helper batches are queued before the wake), and is
         // drained below. A wake after the flag is cleared triggers a new event.
-        self.wake.waker.reset();
+        if let Some(w) = &*self.wake.waker.read().unwrap_or_else(|p| p.into_inner()) {
+            w.reset();
+        }
         self.wake.triggered.store(false, SeqCst);
         // Only the handles woken before now: a thread that keeps waking cannot pin us here.
         for _ in 0..self.wake.rx.len() {

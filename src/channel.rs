@@ -31,6 +31,16 @@ pub(crate) struct ChannelState {
     on_disconnect: Option<DisconnectFn>,
 }
 
+impl ChannelState {
+    /// `close`: sends fail from now on, and the receiver (with the messages still queued) is
+    /// dropped at once, which also releases a sender blocked on a full bounded channel.
+    pub(crate) fn stop_for_close(&mut self) {
+        self.shared.closed.store(true, SeqCst);
+        self.drain = None;
+        self.on_disconnect = None;
+    }
+}
+
 typed_handle!(
     /// The loop side of a channel: its callback receives, on the loop thread and in order,
     /// every message sent through the matching [`Sender`] while the channel is open. Closing
@@ -229,8 +239,15 @@ impl Loop {
         let shared = Arc::clone(&c.shared);
         let Some(mut drain) = c.drain.take() else { return };
         let outcome = drain(self, Channel(id));
-        if let Some(Kind::Channel(c)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-            c.drain = Some(drain);
+        match self.live_slot_mut(id) {
+            // Closed by the callback: the receiver goes now (see `stop_for_close`).
+            Some(s) if s.flags.contains(crate::handle::Flags::CLOSING) => drop(drain),
+            Some(s) => {
+                if let Kind::Channel(c) = &mut s.kind {
+                    c.drain = Some(drain);
+                }
+            }
+            None => {}
         }
         match outcome {
             Drained::More => {

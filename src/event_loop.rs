@@ -432,11 +432,13 @@ impl Loop {
         match &mut self.slots[key].kind {
             Kind::Timer(_) => self.timer_disarm(id),
             Kind::Hook(h) => {
+                // Not started any more: a phase running now skips it too.
+                h.stop_for_close();
                 let phase = h.phase;
                 self.hooks.remove(phase, id);
             }
             Kind::Async(a) => a.shared.closed.store(true, Ordering::SeqCst),
-            Kind::Channel(c) => c.shared.closed.store(true, Ordering::SeqCst),
+            Kind::Channel(c) => c.stop_for_close(),
             Kind::Signal(_) => self.signal_stop_now(id),
             Kind::Stream(_) => self.stream_stop_for_close(id),
             Kind::Process(_) => self.process_stop_for_close(id),
@@ -530,7 +532,8 @@ impl Loop {
     }
 
     /// Makes [`run`](Self::run) return after the current iteration (without waiting for I/O
-    /// in it). Called before `run`, the next `run` does one iteration without waiting.
+    /// in it). Called outside `run`, it makes the next `run` return at once, without an
+    /// iteration (as libuv's `uv_stop` does); either way the request is then used up.
     pub fn stop(&mut self) {
         self.stop_flag = true;
     }
@@ -791,6 +794,8 @@ impl Drop for Loop {
             let _ =
                 self.poller.deregister(sigs.read_end.as_fd(), evloop_platform::poller::Interest::READABLE);
         }
+        // Wakers and senders may outlive the loop; its wake object does not.
+        self.wake.close();
     }
 }
 

@@ -40,6 +40,16 @@ pub(crate) struct HookState {
     pub(crate) phase: Phase,
     cb: Option<HookCb>,
     started: bool,
+    /// `Hooks::runs` when it was last started: a phase run with that number (the one in
+    /// progress then) skips it, so it first runs in the next one.
+    started_at: u64,
+}
+
+impl HookState {
+    pub(crate) fn stop_for_close(&mut self) {
+        self.started = false;
+        self.cb = None;
+    }
 }
 
 /// The started handles of each phase, in start order.
@@ -48,6 +58,8 @@ pub(crate) struct Hooks {
     lists: [Vec<HandleId>; 3],
     /// A reusable copy of one list, so callbacks can start and stop handles while it runs.
     scratch: Vec<HandleId>,
+    /// How many phase runs have begun.
+    runs: u64,
 }
 
 impl Hooks {
@@ -67,10 +79,11 @@ impl Hooks {
 
 impl Loop {
     fn hook_new(&mut self, phase: Phase) -> HandleId {
-        self.insert(Kind::Hook(HookState { phase, cb: None, started: false }))
+        self.insert(Kind::Hook(HookState { phase, cb: None, started: false, started_at: 0 }))
     }
 
     fn hook_start(&mut self, id: HandleId, phase: Phase, cb: HookCb) -> io::Result<()> {
+        let runs = self.hooks.runs;
         let Kind::Hook(h) = &mut self.open_slot_mut(id, phase.kind())?.kind else {
             unreachable!("checked kind")
         };
@@ -81,6 +94,7 @@ impl Loop {
             ));
         }
         h.started = true;
+        h.started_at = runs;
         h.cb = Some(cb);
         self.hooks.lists[phase.index()].push(id);
         self.set_active(id, true);
@@ -102,14 +116,17 @@ impl Loop {
         if self.hooks.lists[phase.index()].is_empty() {
             return;
         }
+        self.hooks.runs += 1;
+        let this_run = self.hooks.runs;
         let mut batch = std::mem::take(&mut self.hooks.scratch);
         batch.clear();
         batch.extend_from_slice(&self.hooks.lists[phase.index()]);
         for &id in &batch {
             let Some(slot) = self.live_slot_mut(id) else { continue };
             let Kind::Hook(h) = &mut slot.kind else { continue };
-            // Stopped by an earlier callback of this batch.
-            if !h.started {
+            // Stopped or closed by an earlier callback of this run, or stopped and started
+            // again by one (it waits for the next run, as a newly started handle does).
+            if !h.started || h.started_at == this_run {
                 continue;
             }
             let Some(mut cb) = h.cb.take() else { continue };

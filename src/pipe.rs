@@ -159,7 +159,7 @@ impl Pipe {
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell). Where evloop sets it, other holders see it
     /// too until the handle closes; closing the handle (or dropping its loop) clears it
-    /// again, and so do `exit` and [`restore_shared_blocking`] for a program that ends with
+    /// again (after the last of several handles on one description), and so do `exit` and [`restore_shared_blocking`] for a program that ends with
     /// the handle open: [`install_restore_hooks`](crate::tty::install_restore_hooks) makes
     /// `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
     /// never block are left alone. To keep a shared terminal out of this, use
@@ -182,10 +182,13 @@ impl Pipe {
         }
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
-        let mut restore_blocking = None;
-        if mode != IoMode::AlwaysReady && !flags.nonblocking {
-            restore_blocking = Some(fd::set_shared_nonblocking(fd.as_fd())?);
-        }
+        let restore_blocking = match (mode, flags.nonblocking) {
+            (IoMode::AlwaysReady, _) => None,
+            (_, false) => Some(fd::set_shared_nonblocking(fd.as_fd())?),
+            // Nonblocking already, maybe by another handle on this description (stdout and
+            // stderr after `2>&1`): hold that too, so closing one keeps it for the other.
+            (_, true) => fd::join_shared_nonblocking(fd.as_fd())?,
+        };
         let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;

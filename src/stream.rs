@@ -632,6 +632,13 @@ impl Loop {
     pub(crate) fn stream_io_error(&mut self, id: HandleId, e: io::Error) {
         log::debug!("loop {}: stream {id:?} registration failed: {e}", self.id);
         self.stream_fail_writes(id, &e);
+        // A shutdown waiting for those writes fails with them: the fd will not drain.
+        if let Some(s) = self.live_stream(id) {
+            if let Shutdown::Pending(cb) = std::mem::replace(&mut s.shutdown, Shutdown::Done) {
+                s.writable = false;
+                self.complete_write(cb, Err(clone_error(&e)));
+            }
+        }
         if self.live_stream(id).is_some_and(|s| s.reading) {
             self.deliver_read(id, ReadEvent::Error(e));
         }

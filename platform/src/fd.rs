@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use crate::cvt::{cvt, cvt_r, cvt_r_nb};
 use crate::signal_lock::SignalLock;
@@ -117,6 +117,10 @@ pub const SHARED_NONBLOCKING_MAX: usize = 32;
 /// is closed (under the lock) when its registration ends.
 static SHARED_FDS: [AtomicI32; SHARED_NONBLOCKING_MAX] =
     [const { AtomicI32::new(-1) }; SHARED_NONBLOCKING_MAX];
+/// How many [`SharedNonblocking`]s hold each registration: the one that set the flag, and
+/// each [`join_shared_nonblocking`] on the same description. Changed under the lock.
+static SHARED_HOLDERS: [AtomicU32; SHARED_NONBLOCKING_MAX] =
+    [const { AtomicU32::new(0) }; SHARED_NONBLOCKING_MAX];
 /// Held while the registry changes or is restored. Writers spin; [`restore_shared_blocking`]
 /// tries once and fails with `EBUSY` rather than wait.
 static SHARED_LOCK: SignalLock = SignalLock::new();
@@ -144,8 +148,9 @@ fn registry_is_ours(claim: bool) -> bool {
 
 /// `O_NONBLOCK` that [`set_shared_nonblocking`] set on an open file description other
 /// processes may share (an inherited stdin, say). [`restore`](SharedNonblocking::restore)
-/// clears it again; until then [`restore_shared_blocking`] can clear it from a signal handler
-/// or at `exit`. Dropping it without `restore` only ends the registration.
+/// clears it again, once no other holder ([`join_shared_nonblocking`]) relies on it; until
+/// then [`restore_shared_blocking`] can clear it from a signal handler or at `exit`.
+/// Dropping it without `restore` only gives up this hold on the registration.
 #[derive(Debug)]
 pub struct SharedNonblocking {
     /// The registry slot, or `None` when the registry was full.
@@ -189,22 +194,80 @@ fn register(dup: OwnedFd) -> SharedNonblocking {
         return SharedNonblocking { slot: None };
     };
     SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    SHARED_HOLDERS[slot].store(1, Ordering::Relaxed);
     SharedNonblocking { slot: Some(slot as u8) }
 }
 
+/// What names a description well enough to find its registration: the file (device and
+/// inode) and the access mode. Two fds that share a description agree on all three; two
+/// descriptions of one file with one access mode (a FIFO opened twice) agree too, and are
+/// then taken as one, which can only delay a restore, never make one early.
+fn description_key(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, libc::c_int)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
+    cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled in the whole struct.
+    let st = unsafe { st.assume_init() };
+    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
+    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    #[allow(clippy::unnecessary_cast)] // the widths differ by platform
+    Ok((st.st_dev as u64, st.st_ino as u64, fl & libc::O_ACCMODE))
+}
+
+/// For an fd whose description is nonblocking already: if that is because of a registration
+/// of ours (another handle set it), holds that registration too, so the flag stays until
+/// both let go. `None` when no registration matches (someone else set the flag: it is theirs
+/// and stays).
+pub fn join_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNonblocking>> {
+    if !registry_is_ours(false) {
+        return Ok(None);
+    }
+    let key = description_key(fd)?;
+    let _guard = SHARED_LOCK.lock();
+    for (slot, raw) in SHARED_FDS.iter().enumerate() {
+        let raw = raw.load(Ordering::Relaxed);
+        if raw < 0 {
+            continue;
+        }
+        // SAFETY: `raw` is a registry duplicate, closed only under the lock we hold.
+        let dup = unsafe { BorrowedFd::borrow_raw(raw) };
+        if description_key(dup).is_ok_and(|k| k == key) {
+            SHARED_HOLDERS[slot].fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(SharedNonblocking { slot: Some(slot as u8) }));
+        }
+    }
+    Ok(None)
+}
+
+/// Gives up one hold on registration `slot` (the lock is held). The last one out closes the
+/// duplicate, first clearing `O_NONBLOCK` through it when `restore`; `Ok(false)` when other
+/// holders remain (or the duplicate is gone), so nothing was restored.
+fn release(slot: usize, restore: bool) -> io::Result<bool> {
+    if SHARED_HOLDERS[slot].fetch_sub(1, Ordering::Relaxed) > 1 {
+        return Ok(false);
+    }
+    let raw = SHARED_FDS[slot].swap(-1, Ordering::Relaxed);
+    if raw < 0 {
+        return Ok(false);
+    }
+    // SAFETY: `raw` is the duplicate `register` stored in this slot; the last holder takes it
+    // out, under the lock, so no restore uses it after this close.
+    let dup = unsafe { OwnedFd::from_raw_fd(raw) };
+    if restore {
+        set_nonblocking(std::os::fd::AsFd::as_fd(&dup), false)?;
+    }
+    Ok(true)
+}
+
 impl SharedNonblocking {
-    /// Clears `O_NONBLOCK` again, then ends the registration. It goes through the registry's
-    /// duplicate when there is one, which reaches the right description even if `fd` (the fd
-    /// it was set through) was closed behind the caller's back; else through `fd`.
-    pub fn restore(self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        if let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) {
+    /// Gives up this hold and, if it was the last, clears `O_NONBLOCK` again. That goes
+    /// through the registry's duplicate, which reaches the right description even if `fd`
+    /// (the fd it was set through) was closed behind the caller's back; without a
+    /// registration (the registry was full), through `fd`.
+    pub fn restore(mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some(slot) = self.slot.take().filter(|_| registry_is_ours(false)) {
             let _guard = SHARED_LOCK.lock();
-            let raw = SHARED_FDS[usize::from(slot)].load(Ordering::Relaxed);
-            if raw >= 0 {
-                // SAFETY: `raw` is this registration's duplicate; only its drop (after this
-                // guard, since `self` outlives the body's locals) closes it.
-                return set_nonblocking(unsafe { BorrowedFd::borrow_raw(raw) }, false).map(drop);
-            }
+            return release(usize::from(slot), true).map(drop);
         }
         set_nonblocking(fd, false).map(drop)
     }
@@ -215,13 +278,7 @@ impl Drop for SharedNonblocking {
         // In a forked child the slot (and its duplicate) are the parent's.
         let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) else { return };
         let _guard = SHARED_LOCK.lock();
-        let raw = SHARED_FDS[usize::from(slot)].swap(-1, Ordering::Relaxed);
-        if raw >= 0 {
-            // SAFETY: `raw` is the duplicate set_shared_nonblocking stored in this slot; only
-            // this registration (one per slot) takes it out, under the lock, so no restore
-            // uses it after this close.
-            drop(unsafe { OwnedFd::from_raw_fd(raw) });
-        }
+        let _ = release(usize::from(slot), false);
     }
 }
 

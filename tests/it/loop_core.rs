@@ -302,3 +302,88 @@ case!(
         );
     }
 );
+
+case!(
+    /// `close` stops a handle at once, also when an earlier handle of the same phase closes
+    /// it while the phase runs: its callback does not run after that.
+    fn a_hook_closed_by_an_earlier_hook_of_its_phase_does_not_run() {
+        let mut lp = test_loop();
+        let ran_after_close = Rc::new(RefCell::new(Vec::new()));
+        let (i1, i2) = (Idle::new(&mut lp), Idle::new(&mut lp));
+        let (p1, p2) = (Prepare::new(&mut lp), Prepare::new(&mut lp));
+        let (c1, c2) = (Check::new(&mut lp), Check::new(&mut lp));
+        i1.start(&mut lp, move |lp, i1| {
+            i2.close(lp).unwrap();
+            i1.close(lp).unwrap();
+        })
+        .unwrap();
+        p1.start(&mut lp, move |lp, p1| {
+            p2.close(lp).unwrap();
+            p1.close(lp).unwrap();
+        })
+        .unwrap();
+        c1.start(&mut lp, move |lp, c1| {
+            c2.close(lp).unwrap();
+            c1.close(lp).unwrap();
+        })
+        .unwrap();
+        let r = ran_after_close.clone();
+        i2.start(&mut lp, move |_, _| r.borrow_mut().push("idle")).unwrap();
+        let r = ran_after_close.clone();
+        p2.start(&mut lp, move |_, _| r.borrow_mut().push("prepare")).unwrap();
+        let r = ran_after_close.clone();
+        c2.start(&mut lp, move |_, _| r.borrow_mut().push("check")).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+        assert!(ran_after_close.borrow().is_empty(), "ran after close: {:?}", ran_after_close.borrow());
+    }
+);
+
+case!(
+    /// A handle started during its own phase first runs in the next iteration: also one that
+    /// an earlier handle of the phase stopped and started again.
+    fn a_hook_restarted_by_an_earlier_hook_of_its_phase_waits_for_the_next_iteration() {
+        let mut lp = test_loop();
+        let (a, b) = (Idle::new(&mut lp), Idle::new(&mut lp));
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        a.start(&mut lp, move |lp, a| {
+            b.stop(lp).unwrap();
+            let l = l.clone();
+            b.start(lp, move |lp, b| {
+                l.borrow_mut().push(lp.iterations());
+                b.close(lp).unwrap();
+            })
+            .unwrap();
+            a.close(lp).unwrap();
+        })
+        .unwrap();
+        b.start(&mut lp, |_, _| unreachable!("stopped before its turn")).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        let restarted_in = lp.iterations();
+        assert!(log.borrow().is_empty(), "ran in the iteration that restarted it");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*log.borrow(), [restarted_in + 1]);
+    }
+);
+
+case!(
+    /// `stop` outside `run` makes the next `run` return without an iteration, as libuv's.
+    fn stop_before_run_makes_it_return_at_once() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |lp, t| {
+            f.set(true);
+            t.close(lp).unwrap();
+        })
+        .unwrap();
+        let before = lp.iterations();
+        lp.stop();
+        assert!(lp.run(RunMode::Default).unwrap(), "the timer still keeps it alive");
+        assert_eq!((lp.iterations(), fired.get()), (before, false));
+        // The request was used up.
+        assert!(!lp.run(RunMode::Default).unwrap());
+        assert!(fired.get());
+    }
+);

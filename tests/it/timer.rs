@@ -3,7 +3,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{Check, RunMode, Timer};
+use evloop::{Check, Loop, RunMode, Timer};
 
 use crate::util::test_loop;
 
@@ -201,5 +201,45 @@ case!(
                 assert!(after >= timeout, "round {round}, timer {i}: fired after {after:?}, not {timeout:?}");
             }
         }
+    }
+);
+
+case!(
+    /// A callback of the timers phase that restarts a timer many times (which compacts the
+    /// queue) while another timer of the same deadline is still to fire.
+    fn many_restarts_inside_a_timer_callback_with_another_timer_due() {
+        let mut lp = test_loop();
+        let churn = Timer::new(&mut lp);
+        let (a, b, first) = (Timer::new(&mut lp), Timer::new(&mut lp), Timer::new(&mut lp));
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let on_fire = |name: &'static str| {
+            let f = fired.clone();
+            move |lp: &mut Loop, t: Timer| {
+                if name == "a" {
+                    for _ in 0..3000 {
+                        churn.stop(lp).unwrap();
+                        churn
+                            .start(lp, Duration::from_secs(60), Duration::ZERO, |_, _| unreachable!())
+                            .unwrap();
+                    }
+                    churn.close(lp).unwrap();
+                }
+                f.borrow_mut().push(name);
+                t.close(lp).unwrap();
+            }
+        };
+        let (fire_a, fire_b) = (on_fire("a"), on_fire("b"));
+        // Started from one callback, so both have the iteration's time: one deadline.
+        let mut start = Some((fire_a, fire_b));
+        first
+            .start(&mut lp, Duration::ZERO, Duration::ZERO, move |lp, first| {
+                let (fire_a, fire_b) = start.take().unwrap();
+                a.start(lp, Duration::from_millis(1), Duration::ZERO, fire_a).unwrap();
+                b.start(lp, Duration::from_millis(1), Duration::ZERO, fire_b).unwrap();
+                first.close(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*fired.borrow(), ["a", "b"]);
     }
 );
