@@ -34,6 +34,18 @@ pub(crate) fn context(source: io::Error, context: impl Into<String>) -> io::Erro
     io::Error::new(source.kind(), Context { context: context.into(), source })
 }
 
+/// A copy of `e` for each of several callbacks that fail for one reason: the same kind, OS
+/// error number and context.
+pub(crate) fn clone_error(e: &io::Error) -> io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Context>()) {
+        Some(c) => context(clone_error(&c.source), c.context.clone()),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// The OS error number behind `err`, whether it is a plain OS error or one evloop wrapped
 /// with context.
 ///

@@ -23,7 +23,7 @@ use evloop_platform::fd::{self, FileType};
 use evloop_platform::libc;
 use evloop_platform::poller::{Interest, Readiness};
 
-use crate::error::{cancelled, context, invalid};
+use crate::error::{cancelled, clone_error, context, invalid};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind};
 use crate::io::{Io, IoMode};
@@ -126,14 +126,6 @@ pub(crate) fn open_fd_flags(fd: OwnedFd, kind: HandleKind) -> io::Result<(OwnedF
             let raw = fd.into_raw_fd();
             Err(context(e, format!("cannot open fd {raw} as a {}: it is not open", kind.name())))
         }
-    }
-}
-
-/// Copies an error for delivery to several callbacks (io::Error is not Clone).
-pub(crate) fn clone_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -610,6 +610,24 @@ mod tests {
             assert!(!nonblocking(other));
         }
         drop(pipes);
+
+        // Two holders of one description (the second found it nonblocking already): the
+        // flag stays until both let go, and a description nobody registered is not joined.
+        let (r, w) = pipe().unwrap();
+        let (second, other) = (dup_cloexec(r.as_fd(), 0).unwrap(), dup_cloexec(r.as_fd(), 0).unwrap());
+        let first = set_shared_nonblocking(r.as_fd()).unwrap();
+        let joined = join_shared_nonblocking(second.as_fd()).unwrap().expect("the same description");
+        assert!(
+            join_shared_nonblocking(w.as_fd()).unwrap().is_none(),
+            "the write end is another description"
+        );
+        first.restore(r.as_fd()).unwrap();
+        assert!(nonblocking(&other), "kept for the second holder");
+        joined.restore(second.as_fd()).unwrap();
+        assert!(!nonblocking(&other), "cleared by the last");
+        assert!(join_shared_nonblocking(second.as_fd()).unwrap().is_none(), "nothing registered now");
+        drop((r, w, second, other));
+
         // (Other tests open fds in parallel threads, so the registry itself is checked.)
         assert!(SHARED_FDS.iter().all(|s| s.load(Ordering::Relaxed) < 0), "every registration ended");
         restore_shared_blocking().unwrap();

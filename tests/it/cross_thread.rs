@@ -234,3 +234,40 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// `close` releases a sender blocked on a full bounded channel at once: its send fails,
+    /// even if the loop never runs again (a program that closes the channel, then joins the
+    /// producer, would deadlock otherwise).
+    fn closing_a_bounded_channel_releases_a_blocked_sender() {
+        let mut lp = test_loop();
+        let (chan, tx) = Channel::bounded(&mut lp, 1, |_, _, _: u32| unreachable!("never delivered"));
+        tx.send(1).unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let producer = std::thread::spawn(move || {
+            ready_tx.send(()).unwrap();
+            // Blocks on the full channel (or, if the close came first, fails at once).
+            tx.send(2).map_err(|e| e.into_inner())
+        });
+        ready_rx.recv().unwrap();
+        chan.close(&mut lp).unwrap();
+        assert_eq!(producer.join().unwrap(), Err(2), "the message came back");
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A dropped loop closes its wake object (an eventfd, or on kqueue the kqueue itself),
+    /// however long its wakers and senders live.
+    fn a_dropped_loop_closes_its_wake_object_while_wakers_live() {
+        let fds = || evloop_platform::fd::open_fds().unwrap();
+        let before = fds();
+        let mut lp = test_loop();
+        let (_handle, waker) = Async::new(&mut lp, |_, _| {});
+        let (_chan, tx) = Channel::new(&mut lp, |_, _, _: u8| {});
+        drop(lp);
+        assert_eq!(fds(), before, "the loop's fds are all closed");
+        assert_eq!(waker.wake().unwrap_err().kind(), io::ErrorKind::NotConnected);
+        assert!(tx.send(1).is_err());
+    }
+);

@@ -551,6 +551,35 @@ case!(
 );
 
 case!(
+    /// A shutdown waiting behind queued writes fails with them when the fd turns out to be
+    /// closed behind the loop's back; the handle goes inactive (a hang before).
+    fn a_shutdown_behind_writes_fails_with_them_on_a_closed_fd() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        while tx.try_write(&mut lp, &[0; 65536]).is_ok() {}
+        let results = Rc::new(RefCell::new(Vec::new()));
+        let r = results.clone();
+        tx.write(&mut lp, b"queued", move |_, res| {
+            r.borrow_mut().push(("write", res.map_err(|e| evloop::os_error_code(&e))))
+        })
+        .unwrap();
+        let r = results.clone();
+        tx.shutdown(&mut lp, move |_, res| {
+            r.borrow_mut().push(("shutdown", res.map_err(|e| evloop::os_error_code(&e))))
+        })
+        .unwrap();
+        nix::unistd::close(tx.fd(&lp).unwrap().as_raw_fd()).unwrap();
+        rx.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+        let failed = Err(Some(nix::libc::EBADF));
+        assert_eq!(*results.borrow(), [("write", failed), ("shutdown", failed)]);
+        assert!(!tx.is_active(&lp).unwrap());
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     fn bad_input_gets_clear_errors() {
         let mut lp = test_loop();
         // A closed fd.
@@ -628,6 +657,44 @@ case!(
         lp.run(RunMode::Default).unwrap();
         assert!(!evloop_platform::fd::status_flags(shared.as_fd()).unwrap().nonblocking, "restored on close");
         drop(w);
+    }
+);
+
+case!(
+    /// Two handles on one shared description (stdout and stderr after `2>&1`): the first
+    /// sets `O_NONBLOCK`, and closing it must not clear the flag under the second, whose
+    /// writes would then block the loop.
+    fn two_handles_on_one_description_keep_it_nonblocking_until_the_last_closes() {
+        use std::os::fd::AsFd;
+        let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
+        for close_first_opened_first in [true, false] {
+            let mut lp = test_loop();
+            let (r, w) = std::io::pipe().unwrap();
+            let w = OwnedFd::from(w);
+            let stderr = w.try_clone().unwrap();
+            let watch = w.try_clone().unwrap();
+            let out = Pipe::open(&mut lp, w).unwrap();
+            let err = Pipe::open(&mut lp, stderr).unwrap();
+            assert!(nonblocking(&watch));
+            let (first, second) = if close_first_opened_first { (out, err) } else { (err, out) };
+            first.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(nonblocking(&watch), "still nonblocking under the other handle");
+            // So a write bigger than the pipe is queued, not blocking.
+            second.write_vec(&mut lp, vec![7; 1 << 20], |_, r| r.unwrap()).unwrap();
+            assert!(second.write_queue_size(&lp).unwrap() > 0);
+            // (`watch` keeps the write side open: read the bytes, not to end of file.)
+            let reader = std::thread::spawn(move || {
+                let mut all = vec![0; 1 << 20];
+                std::io::Read::read_exact(&mut File::from(OwnedFd::from(r)), &mut all).unwrap();
+                all.iter().all(|&b| b == 7)
+            });
+            lp.run(RunMode::Default).unwrap();
+            assert!(reader.join().unwrap());
+            second.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(!nonblocking(&watch), "blocking again after the last close");
+        }
     }
 );
 
