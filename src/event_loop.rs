@@ -307,6 +307,11 @@ impl Loop {
     /// The slot for an event's or a callback's id, if it is still the same handle.
     #[inline]
     pub(crate) fn live_slot_mut(&mut self, id: HandleId) -> Option<&mut Slot> {
+        // The loop too: a callback may have swapped this loop with another (`mem::swap` on its
+        // `&mut Loop`), whose slots would otherwise answer for ids of this one.
+        if id.loop_id != self.id {
+            return None;
+        }
         self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_)
     }
 

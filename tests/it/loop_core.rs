@@ -387,3 +387,29 @@ case!(
         assert!(fired.get());
     }
 );
+
+case!(
+    /// A callback that swaps its `&mut Loop` with another loop: the rest of the phase looks
+    /// its ids up in the other loop's slots, and must find nothing there (their keys and
+    /// generations match, the loop does not).
+    fn a_loop_swapped_inside_a_callback_never_runs_the_other_loops_handles() {
+        let other = Rc::new(RefCell::new(test_loop()));
+        let foreign_runs = Rc::new(Cell::new(0));
+        for _ in 0..2 {
+            let b = &mut *other.borrow_mut();
+            let f = foreign_runs.clone();
+            Idle::new(b).start(b, move |_, _| f.set(f.get() + 1)).unwrap();
+        }
+        let mut lp = test_loop();
+        let (a0, a1) = (Idle::new(&mut lp), Idle::new(&mut lp));
+        let o = other.clone();
+        a0.start(&mut lp, move |lp, _| {
+            std::mem::swap(lp, &mut *o.borrow_mut());
+            lp.stop();
+        })
+        .unwrap();
+        a1.start(&mut lp, |_, _| {}).unwrap();
+        let _ = lp.run(RunMode::NoWait);
+        assert_eq!(foreign_runs.get(), 0, "the other loop's idle callbacks ran in this one's phase");
+    }
+);
