@@ -126,6 +126,42 @@ impl Timer {
         })))
     }
 
+    /// A one-shot timeout: `cb` runs once, `timeout` from the loop's current time, and the
+    /// timer closes itself after it. Closing the returned timer before then cancels it (the
+    /// callback is dropped without running).
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let fired = Rc::new(Cell::new(false));
+    /// let f = fired.clone();
+    /// Timer::once(&mut lp, Duration::from_millis(1), move |_lp| f.set(true))?;
+    /// let cancelled = Timer::once(&mut lp, Duration::from_secs(60), |_lp| unreachable!())?;
+    /// cancelled.close(&mut lp)?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(fired.get());
+    /// assert!(lp.handles().is_empty(), "both closed themselves or were closed");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn once(lp: &mut Loop, timeout: Duration, cb: impl FnOnce(&mut Loop) + 'static) -> io::Result<Timer> {
+        let t = Timer::new(lp);
+        let mut cb = Some(cb);
+        let started = t.start(lp, timeout, Duration::ZERO, move |lp, t| {
+            // Closed first: the timer is done whatever the callback does.
+            let _ = t.close(lp);
+            if let Some(cb) = cb.take() {
+                cb(lp);
+            }
+        });
+        if let Err(e) = started {
+            let _ = t.close(lp);
+            return Err(e);
+        }
+        Ok(t)
+    }
+
     /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
     /// every `repeat` if `repeat` is not zero.
     ///

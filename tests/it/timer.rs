@@ -243,3 +243,28 @@ case!(
         assert_eq!(*fired.borrow(), ["a", "b"]);
     }
 );
+
+case!(
+    fn once_fires_one_time_and_closes_itself() {
+        let mut lp = test_loop();
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let f = fired.clone();
+        let started = Instant::now();
+        let t = Timer::once(&mut lp, Duration::from_millis(20), move |lp| {
+            f.borrow_mut().push(started.elapsed());
+            // A timeout that starts another, as retry loops do.
+            let f = f.clone();
+            Timer::once(lp, Duration::ZERO, move |_| f.borrow_mut().push(Duration::ZERO)).unwrap();
+        })
+        .unwrap();
+        let cancelled =
+            Timer::once(&mut lp, Duration::from_millis(1), |_| unreachable!("cancelled")).unwrap();
+        cancelled.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+        let fired = fired.borrow();
+        assert_eq!(fired.len(), 2);
+        assert!(fired[0] >= Duration::from_millis(20), "{:?}", fired[0]);
+        assert!(lp.handles().is_empty());
+        assert!(t.is_active(&lp).is_err(), "closed itself");
+    }
+);
