@@ -75,8 +75,8 @@ use std::time::{Duration, Instant};
 
 use evloop::signal::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use evloop::{
-    Command, ExitStatus, HandleType, Loop, LoopBuilder, Pipe, Process, ReadEvent, RunMode, Signal, Stdio,
-    Timer, Tty, guess_handle,
+    AnyStream, Command, ExitStatus, HandleType, Loop, LoopBuilder, Pipe, Process, ReadEvent, RunMode, Signal,
+    Stdio, Timer, guess_handle,
 };
 
 const USAGE: &str = "\
@@ -251,75 +251,12 @@ impl Lines {
 
 // ----- par's stdio --------------------------------------------------------------------------
 
-/// One of par's own stdin, stdout and stderr: a terminal as a [`Tty`] handle, which reopens
-/// it privately so that `O_NONBLOCK` never reaches the shell sharing it, and anything else as
-/// a [`Pipe`] handle.
-#[derive(Clone, Copy, Debug)]
-enum StdStream {
-    Pipe(Pipe),
-    Tty(Tty),
-}
-
-impl StdStream {
-    /// Opens a duplicate of `fd` (par's `name`), so that closing the handle leaves fds 0, 1
-    /// and 2 in place.
-    fn open(lp: &mut Loop, fd: impl AsFd, name: &str) -> io::Result<StdStream> {
-        StdStream::open_dup(lp, fd).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))
-    }
-
-    fn open_dup(lp: &mut Loop, fd: impl AsFd) -> io::Result<StdStream> {
-        let fd = fd.as_fd().try_clone_to_owned()?;
-        if guess_handle(fd.as_fd())? == HandleType::Tty {
-            Ok(StdStream::Tty(Tty::open(lp, fd)?))
-        } else {
-            Ok(StdStream::Pipe(Pipe::open(lp, fd)?))
-        }
-    }
-
-    fn read_start(
-        self,
-        lp: &mut Loop,
-        mut cb: impl FnMut(&mut Loop, ReadEvent<'_>) + 'static,
-    ) -> io::Result<()> {
-        match self {
-            StdStream::Pipe(p) => p.read_start(lp, move |lp, _, ev| cb(lp, ev)),
-            StdStream::Tty(t) => t.read_start(lp, move |lp, _, ev| cb(lp, ev)),
-        }
-    }
-
-    fn read_stop(self, lp: &mut Loop) -> io::Result<()> {
-        match self {
-            StdStream::Pipe(p) => p.read_stop(lp),
-            StdStream::Tty(t) => t.read_stop(lp),
-        }
-    }
-
-    fn write_vec(
-        self,
-        lp: &mut Loop,
-        data: Vec<u8>,
-        cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
-    ) -> io::Result<()> {
-        match self {
-            StdStream::Pipe(p) => p.write_vec(lp, data, cb),
-            StdStream::Tty(t) => t.write_vec(lp, data, cb),
-        }
-    }
-
-    fn queued(self, lp: &Loop) -> usize {
-        match self {
-            StdStream::Pipe(p) => p.write_queue_size(lp),
-            StdStream::Tty(t) => t.write_queue_size(lp),
-        }
-        .unwrap_or(0)
-    }
-
-    fn close(self, lp: &mut Loop) {
-        let _ = match self {
-            StdStream::Pipe(p) => p.close(lp),
-            StdStream::Tty(t) => t.close(lp),
-        };
-    }
+/// Opens a duplicate of `fd` (par's `name`), so that closing the handle leaves fds 0, 1 and
+/// 2 in place: a terminal as a `Tty` handle, which reopens it privately so that `O_NONBLOCK`
+/// never reaches the shell sharing it, and anything else as a `Pipe` handle.
+fn open_std(lp: &mut Loop, fd: impl AsFd, name: &str) -> io::Result<AnyStream> {
+    let dup = fd.as_fd().try_clone_to_owned()?;
+    AnyStream::open(lp, dup).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))
 }
 
 /// Whether two fds are the same file (`2>&1`, or one terminal).
@@ -331,7 +268,7 @@ fn same_file(a: impl AsFd, b: impl AsFd) -> io::Result<bool> {
 /// Where output goes: stdout or stderr, or one sink for both.
 #[derive(Debug)]
 struct Sink {
-    stream: StdStream,
+    stream: AnyStream,
     /// A write failed: later output is dropped.
     broken: bool,
 }
@@ -363,7 +300,7 @@ struct Par {
     me: Weak<RefCell<Par>>,
     jobs_max: usize,
     /// stdin, until it ends or par stops taking commands.
-    input: Option<StdStream>,
+    input: Option<AnyStream>,
     input_paused: bool,
     input_lines: Lines,
     lines_read: usize,
@@ -430,14 +367,14 @@ impl Par {
     fn start(lp: &mut Loop, jobs_max: usize) -> io::Result<Rc<RefCell<Par>>> {
         let (stdout, stderr) = (io::stdout(), io::stderr());
         let err_is_tty = guess_handle(stderr.as_fd())? == HandleType::Tty;
-        let mut sinks = vec![Sink { stream: StdStream::open(lp, &stdout, "stdout")?, broken: false }];
+        let mut sinks = vec![Sink { stream: open_std(lp, &stdout, "stdout")?, broken: false }];
         let route = if same_file(&stdout, &stderr)? {
             [0, 0]
         } else {
-            sinks.push(Sink { stream: StdStream::open(lp, &stderr, "stderr")?, broken: false });
+            sinks.push(Sink { stream: open_std(lp, &stderr, "stderr")?, broken: false });
             [0, 1]
         };
-        let input = StdStream::open(lp, io::stdin(), "stdin")?;
+        let input = open_std(lp, io::stdin(), "stdin")?;
         let state = Rc::new_cyclic(|me| {
             RefCell::new(Par {
                 me: me.clone(),
@@ -498,7 +435,7 @@ impl Par {
         self.stopping = true;
         self.queue.clear();
         if let Some(input) = self.input.take() {
-            input.close(lp);
+            let _ = input.close(lp);
         }
     }
 
@@ -507,7 +444,7 @@ impl Par {
     fn read_input(&mut self, lp: &mut Loop) -> io::Result<()> {
         let Some(input) = self.input else { return Ok(()) };
         let me = self.me.clone();
-        input.read_start(lp, move |lp, ev| with(&me, |par| par.on_input(lp, ev)))
+        input.read_start(lp, move |lp, _, ev| with(&me, |par| par.on_input(lp, ev)))
     }
 
     fn on_input(&mut self, lp: &mut Loop, ev: ReadEvent<'_>) {
@@ -519,7 +456,7 @@ impl Par {
                     queue_command(&mut self.queue, self.lines_read, &last);
                 }
                 if let Some(input) = self.input.take() {
-                    input.close(lp);
+                    let _ = input.close(lp);
                 }
             }
         }
@@ -765,7 +702,7 @@ impl Par {
     /// Stops reading the commands' output while too much waits to be written, and reads again
     /// once enough of it was.
     fn update_back_pressure(&mut self, lp: &mut Loop) {
-        let queued = self.sinks.iter().map(|s| s.stream.queued(lp)).max().unwrap_or(0);
+        let queued = self.sinks.iter().map(|s| s.stream.write_queue_size(lp).unwrap_or(0)).max().unwrap_or(0);
         if !self.output_paused && queued > HIGH_WATER_BYTES {
             self.output_paused = true;
             for job in self.running.values() {
@@ -828,7 +765,7 @@ impl Par {
     /// (redrawing then would only pile up more).
     fn draw_progress(&mut self, lp: &mut Loop) {
         let Some(sink) = self.progress else { return };
-        if self.sinks[sink].stream.queued(lp) == 0 {
+        if self.sinks[sink].stream.write_queue_size(lp).unwrap_or(0) == 0 {
             let mut line = CLEAR_LINE.to_vec();
             line.extend_from_slice(self.progress_line().as_bytes());
             self.write(lp, sink, line);
@@ -847,10 +784,10 @@ impl Par {
     /// Closes every handle left: stdio, the signal watcher and the timer.
     fn close(&mut self, lp: &mut Loop) {
         if let Some(input) = self.input.take() {
-            input.close(lp);
+            let _ = input.close(lp);
         }
         for sink in &self.sinks {
-            sink.stream.close(lp);
+            let _ = sink.stream.close(lp);
         }
         for signal in self.signals.drain(..) {
             let _ = signal.close(lp);

@@ -32,6 +32,7 @@
 //! | [`Signal`] | a callback when the process receives a signal | `uv_signal_t` |
 //! | [`Pipe`] | a stream over an fd: bounded reads, a write queue | `uv_pipe_t` |
 //! | [`Tty`] | a terminal stream: modes, window size, resize, restore | `uv_tty_t` |
+//! | [`AnyStream`] | a `Pipe` or a `Tty`: stdin or stdout, whichever it is | `uv_stream_t` |
 //! | [`Process`] (from [`Command`], [`Pipeline`]) | a child process, reaped by the loop | `uv_process_t` |
 //!
 //! Every handle is a small `Copy` id. Operations take the loop (`&mut Loop`) and return
@@ -78,6 +79,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod any_stream;
 mod async_handle;
 pub mod channel;
 mod error;
@@ -95,6 +97,7 @@ mod stream;
 mod timer;
 pub mod tty;
 
+pub use any_stream::AnyStream;
 pub use async_handle::{Async, Waker};
 pub use channel::{Channel, Sender};
 pub use error::os_error_code;

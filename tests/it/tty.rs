@@ -881,3 +881,56 @@ case!(
         assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
     }
 );
+
+case!(
+    /// `AnyStream::open` takes a terminal as a `Tty` and anything else as a `Pipe`, and its
+    /// methods reach whichever it is.
+    fn any_stream_opens_a_terminal_as_a_tty_and_the_rest_as_pipes() {
+        use evloop::AnyStream;
+        let mut lp = test_loop();
+        let p = pty();
+        let term = AnyStream::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+        assert!(term.as_tty().is_some() && term.as_pipe().is_none());
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = AnyStream::open(&mut lp, OwnedFd::from(r)).unwrap();
+        assert!(matches!(rx, AnyStream::Pipe(_)));
+        let null = AnyStream::open(&mut lp, File::open("/dev/null").unwrap().into()).unwrap();
+        assert!(null.as_pipe().is_some());
+        // The terminal's input reaches the callback, with the stream it came from.
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        term.read_start(&mut lp, move |lp, s, ev| {
+            assert_eq!(s, term);
+            if let ReadEvent::Data(d) = ev {
+                g.borrow_mut().extend_from_slice(d);
+                s.read_stop(lp).unwrap();
+            }
+        })
+        .unwrap();
+        write_master(p.master.as_fd(), b"typed\n");
+        while got.borrow().is_empty() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(&got.borrow()[..], b"typed\n");
+        // Its output reaches the master (after the echo of the input).
+        term.write(&mut lp, b"shown", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        crate::util::read_until(p.master.as_fd(), &mut Vec::new(), "shown");
+        assert_eq!(term.write_queue_size(&lp).unwrap(), 0);
+        // A pipe's end of file, through the same methods.
+        drop(w);
+        let eof = Rc::new(Cell::new(false));
+        let e = eof.clone();
+        rx.read_start(&mut lp, move |lp, s, ev| {
+            assert!(matches!(ev, ReadEvent::Eof));
+            e.set(true);
+            s.close(lp).unwrap();
+        })
+        .unwrap();
+        null.close(&mut lp).unwrap();
+        term.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(eof.get());
+        assert!(term.is_active(&lp).is_err(), "closed");
+    }
+);

@@ -1,0 +1,199 @@
+//! [`AnyStream`]: a pipe or a terminal, for code that takes whatever its stdin or stdout is.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use evloop_platform::fd;
+
+use crate::event_loop::Loop;
+use crate::handle::HandleId;
+use crate::pipe::Pipe;
+use crate::stream::ReadEvent;
+use crate::tty::Tty;
+
+/// A stream that is either a [`Pipe`] or a [`Tty`], with the operations they share.
+///
+/// A program's stdin and stdout are a terminal at one time and a pipe, a file or
+/// `/dev/null` at another. [`AnyStream::open`] opens a terminal as a [`Tty`] (so it is
+/// reopened privately and its settings restored) and anything else as a [`Pipe`]; the
+/// methods below forward to whichever it is. Match on the variants for what only one has
+/// (a terminal's mode and window size).
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use evloop::{AnyStream, Loop, ReadEvent, RunMode};
+///
+/// let mut lp = Loop::new()?;
+/// let (r, mut w) = std::io::pipe()?;
+/// std::io::Write::write_all(&mut w, b"hello")?;
+/// drop(w);
+/// let input = AnyStream::open(&mut lp, r.into())?;
+/// assert!(matches!(input, AnyStream::Pipe(_)));
+/// let got = Rc::new(RefCell::new(Vec::new()));
+/// let sink = got.clone();
+/// input.read_start(&mut lp, move |lp, s, ev| match ev {
+///     ReadEvent::Data(d) => sink.borrow_mut().extend_from_slice(d),
+///     _ => s.close(lp).unwrap(),
+/// })?;
+/// lp.run(RunMode::Default)?;
+/// assert_eq!(&got.borrow()[..], b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum AnyStream {
+    /// A pipe, FIFO, socket, file or device.
+    Pipe(Pipe),
+    /// A terminal.
+    Tty(Tty),
+}
+
+impl From<Pipe> for AnyStream {
+    fn from(p: Pipe) -> AnyStream {
+        AnyStream::Pipe(p)
+    }
+}
+
+impl From<Tty> for AnyStream {
+    fn from(t: Tty) -> AnyStream {
+        AnyStream::Tty(t)
+    }
+}
+
+/// Calls the same method on whichever handle `$s` is.
+macro_rules! forward {
+    ($s:expr, $h:ident => $call:expr) => {
+        match $s {
+            AnyStream::Pipe($h) => $call,
+            AnyStream::Tty($h) => $call,
+        }
+    };
+}
+
+impl AnyStream {
+    /// Opens `fd` as a [`Tty`] if it is a terminal, else as a [`Pipe`]; the handle owns it.
+    /// See [`Tty::open`] and [`Pipe::open`] for what each does to the fd.
+    pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
+        if fd::isatty(fd.as_fd()) {
+            Tty::open(lp, fd).map(AnyStream::Tty)
+        } else {
+            Pipe::open(lp, fd).map(AnyStream::Pipe)
+        }
+    }
+
+    /// The pipe, if it is one.
+    pub fn as_pipe(self) -> Option<Pipe> {
+        match self {
+            AnyStream::Pipe(p) => Some(p),
+            AnyStream::Tty(_) => None,
+        }
+    }
+
+    /// The terminal, if it is one.
+    pub fn as_tty(self) -> Option<Tty> {
+        match self {
+            AnyStream::Tty(t) => Some(t),
+            AnyStream::Pipe(_) => None,
+        }
+    }
+
+    /// The untyped id.
+    pub fn id(self) -> HandleId {
+        forward!(self, h => h.id())
+    }
+
+    /// As [`Pipe::read_start`]; the callback gets this `AnyStream` back.
+    pub fn read_start(
+        self,
+        lp: &mut Loop,
+        mut cb: impl FnMut(&mut Loop, AnyStream, ReadEvent<'_>) + 'static,
+    ) -> io::Result<()> {
+        match self {
+            AnyStream::Pipe(p) => p.read_start(lp, move |lp, p, ev| cb(lp, AnyStream::Pipe(p), ev)),
+            AnyStream::Tty(t) => t.read_start(lp, move |lp, t, ev| cb(lp, AnyStream::Tty(t), ev)),
+        }
+    }
+
+    /// As [`Pipe::read_stop`].
+    pub fn read_stop(self, lp: &mut Loop) -> io::Result<()> {
+        forward!(self, h => h.read_stop(lp))
+    }
+
+    /// As [`Pipe::write`].
+    pub fn write(
+        self,
+        lp: &mut Loop,
+        data: &[u8],
+        cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
+    ) -> io::Result<()> {
+        forward!(self, h => h.write(lp, data, cb))
+    }
+
+    /// As [`Pipe::write_vec`].
+    pub fn write_vec(
+        self,
+        lp: &mut Loop,
+        data: Vec<u8>,
+        cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
+    ) -> io::Result<()> {
+        forward!(self, h => h.write_vec(lp, data, cb))
+    }
+
+    /// As [`Pipe::try_write`].
+    pub fn try_write(self, lp: &mut Loop, data: &[u8]) -> io::Result<usize> {
+        forward!(self, h => h.try_write(lp, data))
+    }
+
+    /// As [`Pipe::shutdown`].
+    pub fn shutdown(
+        self,
+        lp: &mut Loop,
+        cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
+    ) -> io::Result<()> {
+        forward!(self, h => h.shutdown(lp, cb))
+    }
+
+    /// As [`Pipe::write_queue_size`].
+    pub fn write_queue_size(self, lp: &Loop) -> io::Result<usize> {
+        forward!(self, h => h.write_queue_size(lp))
+    }
+
+    /// As [`Pipe::set_read_cap`].
+    pub fn set_read_cap(self, lp: &mut Loop, bytes: usize) -> io::Result<()> {
+        forward!(self, h => h.set_read_cap(lp, bytes))
+    }
+
+    /// As [`Pipe::read_cap`].
+    pub fn read_cap(self, lp: &Loop) -> io::Result<usize> {
+        forward!(self, h => h.read_cap(lp))
+    }
+
+    /// As [`Pipe::fd`].
+    pub fn fd(self, lp: &Loop) -> io::Result<BorrowedFd<'_>> {
+        forward!(self, h => h.fd(lp))
+    }
+
+    /// As [`Pipe::close`].
+    pub fn close(self, lp: &mut Loop) -> io::Result<()> {
+        forward!(self, h => h.close(lp))
+    }
+
+    /// As [`Pipe::close_with`].
+    pub fn close_with(self, lp: &mut Loop, cb: impl FnOnce(&mut Loop) + 'static) -> io::Result<()> {
+        forward!(self, h => h.close_with(lp, cb))
+    }
+
+    /// As [`Pipe::set_ref`].
+    pub fn set_ref(self, lp: &mut Loop, referenced: bool) -> io::Result<()> {
+        forward!(self, h => h.set_ref(lp, referenced))
+    }
+
+    /// As [`Pipe::is_active`].
+    pub fn is_active(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.is_active(lp))
+    }
+
+    /// As [`Pipe::is_closing`].
+    pub fn is_closing(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.is_closing(lp))
+    }
+}
