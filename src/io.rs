@@ -69,7 +69,10 @@ impl Io {
 
     #[cold]
     fn no_fd() -> io::Error {
-        io::Error::from_raw_os_error(libc::EBADF)
+        crate::error::context(
+            io::Error::from_raw_os_error(libc::EBADF),
+            "the handle's fd is released (its write side was shut down)",
+        )
     }
 }
 
