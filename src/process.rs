@@ -1697,7 +1697,14 @@ impl Loop {
                         Ok((fd.as_raw_fd(), was))
                     });
                     let (raw, was) = moved.map_err(|e| {
-                        context(e, format!("child fd {target} from the {} {hid:?}", kind.name()))
+                        // Closing or gone: most likely moved to a child by an earlier spawn.
+                        let hint = match e.kind() {
+                            io::ErrorKind::NotConnected | io::ErrorKind::NotFound => {
+                                " (a Stdio::Handle moves its handle into the child: was it given to an earlier spawn?)"
+                            }
+                            _ => "",
+                        };
+                        context(e, format!("child fd {target} from the {} {hid:?}{hint}", kind.name()))
                     })?;
                     prep.moved.push((hid, kind, was));
                     Source::Fd(raw)

@@ -1193,11 +1193,13 @@ case!(
         let e = cmd.spawn(&mut lp, |_, _, _| unreachable!("not spawned")).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("child fd 1") && text.contains("closing"), "{text}");
+        assert!(text.contains("given to an earlier spawn"), "{text}");
         rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert!(status.get().unwrap().success());
         let e = cmd.spawn(&mut lp, |_, _, _| unreachable!("not spawned")).unwrap_err();
         assert!(e.to_string().contains("child fd 1") && e.to_string().contains("stale"), "{e}");
+        assert!(e.to_string().contains("given to an earlier spawn"), "{e}");
         still_works(&mut lp);
     }
 );
