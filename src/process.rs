@@ -1098,6 +1098,17 @@ pub(crate) struct ProcessState {
     on_drop: OnDrop,
 }
 
+/// What to add to the error for a `Stdio::Handle` that is closing or gone: most likely an
+/// earlier spawn moved it into its child.
+fn moved_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotConnected | io::ErrorKind::NotFound => {
+            " (a Stdio::Handle moves its handle into the child: was it given to an earlier spawn?)"
+        }
+        _ => "",
+    }
+}
+
 /// Sends `signal` to process group `pgid`, which a child of ours leads (`leads_group`) or
 /// joined: through the child's pidfd where it leads and the kernel knows the flag (Linux
 /// 6.9), else by number. Refuses the loop's own group (0 stands for it too).
@@ -1666,7 +1677,9 @@ impl Loop {
                 Stdio::InheritFrom(n) => Source::Fd(*n),
                 Stdio::Handle(hid) => {
                     let hid = *hid;
-                    let kind = self.handle_kind(hid).map_err(|e| context(e, format!("child fd {target}")))?;
+                    let kind = self
+                        .handle_kind(hid)
+                        .map_err(|e| context(e, format!("child fd {target}{}", moved_hint(&e))))?;
                     if !matches!(kind, HandleKind::Pipe | HandleKind::Tty) {
                         return Err(invalid(format!(
                             "child fd {target}: a {} cannot be a child's fd (only a pipe or a tty)",
@@ -1697,13 +1710,7 @@ impl Loop {
                         Ok((fd.as_raw_fd(), was))
                     });
                     let (raw, was) = moved.map_err(|e| {
-                        // Closing or gone: most likely moved to a child by an earlier spawn.
-                        let hint = match e.kind() {
-                            io::ErrorKind::NotConnected | io::ErrorKind::NotFound => {
-                                " (a Stdio::Handle moves its handle into the child: was it given to an earlier spawn?)"
-                            }
-                            _ => "",
-                        };
+                        let hint = moved_hint(&e);
                         context(e, format!("child fd {target} from the {} {hid:?}{hint}", kind.name()))
                     })?;
                     prep.moved.push((hid, kind, was));
