@@ -1677,9 +1677,10 @@ impl Loop {
                 Stdio::InheritFrom(n) => Source::Fd(*n),
                 Stdio::Handle(hid) => {
                     let hid = *hid;
-                    let kind = self
-                        .handle_kind(hid)
-                        .map_err(|e| context(e, format!("child fd {target}{}", moved_hint(&e))))?;
+                    let kind = self.handle_kind(hid).map_err(|e| {
+                        let hint = moved_hint(&e);
+                        context(e, format!("child fd {target}{hint}"))
+                    })?;
                     if !matches!(kind, HandleKind::Pipe | HandleKind::Tty) {
                         return Err(invalid(format!(
                             "child fd {target}: a {} cannot be a child's fd (only a pipe or a tty)",
