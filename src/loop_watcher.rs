@@ -11,7 +11,7 @@
 use std::io;
 
 use crate::event_loop::Loop;
-use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 
 type HookCb = Box<dyn FnMut(&mut Loop, HandleId)>;
 
@@ -131,7 +131,8 @@ impl Loop {
             }
             let Some(mut cb) = h.cb.take() else { continue };
             cb(self, id);
-            if let Some(slot) = self.live_slot_mut(id) {
+            // Back in its slot, unless the callback closed the handle or started it anew.
+            if let Some(slot) = self.live_slot_mut(id).filter(|s| !s.flags.contains(Flags::CLOSING)) {
                 if let Kind::Hook(h) = &mut slot.kind {
                     if h.cb.is_none() {
                         h.cb = Some(cb);

@@ -159,9 +159,10 @@ impl Pipe {
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell). Where evloop sets it, other holders see it
     /// too until the handle closes; closing the handle (or dropping its loop) clears it
-    /// again (after the last of several handles on one description), and so do `exit` and [`restore_shared_blocking`] for a program that ends with
-    /// the handle open: [`install_restore_hooks`](crate::tty::install_restore_hooks) makes
-    /// `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
+    /// again (after the last of several handles on one description), and so do `exit` and
+    /// [`restore_shared_blocking`] for a program that ends with the handle open:
+    /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes `SIGINT`,
+    /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
     /// never block are left alone. To keep a shared terminal out of this, use
     /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
     ///

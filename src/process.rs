@@ -77,8 +77,9 @@
 //!   another library installed earlier keeps being called, after the loop's, and is the
 //!   disposition again when the loop drops; one installed later that calls the handler it
 //!   replaced (as signal-hook's does) reaches the loop's, and through it the earlier one.
-//!   A handler below that was installed with `SA_NOCLDSTOP` is not called for children
-//!   that stop or continue.
+//!   The loop's handler asks for stopped and continued children too (for
+//!   [`Process::watch_stops`]); a handler below it is called for those as well, since one
+//!   `SIGCHLD` may stand for several children.
 //!   [`LoopBuilder::force_sigchld_reaping`](crate::LoopBuilder::force_sigchld_reaping) forces
 //!   that path.
 //! - **macOS, FreeBSD**: `EVFILT_PROC`/`NOTE_EXIT` per child in the kqueue.
@@ -1211,20 +1212,27 @@ impl Process {
         lp.process_kill(self.0, signal, true)
     }
 
-    /// Calls `cb` each time the child stops or continues: what a shell needs to notice a job
+    /// Calls `cb` when the child stops or continues: what a shell needs to notice a job
     /// suspended with Ctrl-Z (`SIGTSTP`), or stopped by `SIGTTIN` reading a terminal it does
     /// not own, and resumed by `SIGCONT`.
     ///
-    /// A stop that happened before the call is reported too, in the next pending phase.
-    /// Replaces an earlier callback; [`unwatch_stops`](Self::unwatch_stops) or closing the
-    /// handle ends the watch. A child that exits gets its exit callback only: a stop it did
-    /// not live to have reported is not reported after it. Fails with `ESRCH` after the child
-    /// was reaped.
+    /// What is reported is the child's latest change, as the kernel keeps it: a stop that a
+    /// continue followed before the loop looked is reported as the continue alone. A stop
+    /// that happened before this call is reported too, in the next pending phase. Replaces
+    /// an earlier callback; [`unwatch_stops`](Self::unwatch_stops) or closing the handle ends
+    /// the watch. A child that exits gets its exit callback only: a stop it did not live to
+    /// have reported is not reported after it. Fails with `ESRCH` after the child was reaped.
     ///
     /// How: the loop watches `SIGCHLD` (an internal, unreferenced watcher, as on the fallback
     /// reaping path) and asks `waitid(P_PID, pid, WSTOPPED | WCONTINUED | WNOHANG)` for each
     /// watched child, which never reaps and never looks at another library's children.
     /// Nothing is watched unless asked: pidfds and `EVFILT_PROC` do not report stops.
+    ///
+    /// Platform notes: macOS sends no `SIGCHLD` when a child continues. A continue that
+    /// this loop caused ([`kill`](Self::kill) or [`kill_group`](Self::kill_group) with
+    /// `SIGCONT`) is looked for right after, on every platform; one caused by another
+    /// process is, on macOS, not reported. And a `SIGCHLD` handler that other code installs
+    /// over the loop's with `SA_NOCLDSTOP` stops the kernel from announcing stops at all.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -1908,7 +1916,7 @@ impl Loop {
     /// Reports what child entry `c.key` did since the last look, if it still is `c.pid` and
     /// watched: stopped, continued, or both (then in that order).
     pub(crate) fn child_stop_check(&mut self, c: ChildCheck) {
-        // A stop and a continue at most: the kernel keeps one of each.
+        // Twice at most: a change, and one that came while its callback ran.
         for _ in 0..2 {
             let Some(entry) = self.children.entries.get_mut(c.key) else { return };
             if entry.pid != c.pid || !entry.watching_stops {
@@ -2058,7 +2066,16 @@ impl Loop {
 
     fn process_kill(&mut self, id: HandleId, signal: i32, group: bool) -> io::Result<()> {
         self.open_slot_mut(id, HandleKind::Process)?;
-        self.process_signal(id.key as usize, signal, group)
+        self.process_signal(id.key as usize, signal, group)?;
+        if signal == libc::SIGCONT {
+            // macOS announces no continue with SIGCHLD: look at the watched children now
+            // (the state is set before kill returns). Elsewhere this finds what the SIGCHLD
+            // would have, once: each change is reported once.
+            for (key, e) in self.children.entries.iter().filter(|(_, e)| e.watching_stops) {
+                self.pending.push_back(Pending::Stops(ChildCheck { key, pid: e.pid, blocking: false }));
+            }
+        }
+        Ok(())
     }
 
     /// `kill` or `kill_group` for the process handle in slot `key`, which was checked.

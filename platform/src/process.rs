@@ -63,8 +63,8 @@ pub enum RunChange {
 /// `waitid(P_PID, pid, WSTOPPED | WCONTINUED | WNOHANG)`, retrying `EINTR`.
 ///
 /// Never reaps: without `WEXITED` an exited child stays for [`try_wait`]. Each change is
-/// reported once; of a stop and a continue that both happened since the last call, the
-/// stop is reported first (the kernel keeps only the latest of each).
+/// reported once, and the kernel keeps only the latest: a stop and then a continue since
+/// the last call are reported as the continue.
 pub fn try_wait_run_change(pid: Pid) -> io::Result<Option<RunChange>> {
     // SAFETY: all-zero is a valid siginfo_t; zeroing matters, as macOS may leave it untouched
     // when nothing is to be reported.
@@ -72,12 +72,13 @@ pub fn try_wait_run_change(pid: Pid) -> io::Result<Option<RunChange>> {
     let flags = libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG;
     // SAFETY: `info` is valid for writes of one siginfo_t for the whole call.
     cvt_r(|| unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) })?;
-    // SAFETY: waitid filled `info` in for a child (SIGCHLD layout) or left it zeroed; both
-    // make si_pid and si_status readable.
-    let (got, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if got == 0 {
+    // Nothing to report leaves it zeroed (Linux writes a zero si_signo). si_signo rather than
+    // si_pid: xnu fills a continued child's si_pid with whoever sent the SIGCONT.
+    if info.si_signo == 0 {
         return Ok(None);
     }
+    // SAFETY: waitid filled `info` in for a child, in the SIGCHLD layout, which has si_status.
+    let status = unsafe { info.si_status() };
     Ok(match info.si_code {
         libc::CLD_STOPPED | libc::CLD_TRAPPED => Some(RunChange::Stopped(status)),
         libc::CLD_CONTINUED => Some(RunChange::Continued),

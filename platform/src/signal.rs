@@ -18,7 +18,9 @@
 //!
 //! Ours is installed for `SIGCHLD` without `SA_NOCLDSTOP`, so a loop hears of children that
 //! stop and continue (job control needs them). A handler below that was installed with
-//! `SA_NOCLDSTOP` asked not to hear of those, and is not called for them.
+//! `SA_NOCLDSTOP` is called for those too: `SIGCHLD` does not queue, so the one signal that
+//! arrives may say a child stopped while another child's exit, which that handler waits
+//! for, was folded into it. A `SIGCHLD` handler takes an extra call in its stride.
 //!
 //! The chain says what ours calls. It changes only when ours goes on top of another handler
 //! (what was below becomes the first level) and when ours comes off the top (the chain goes
@@ -33,7 +35,7 @@
 //! new one, never half of each. Near such a change a signal may reach a handler in between
 //! twice (theirs, ours, theirs, ours, the first one); `SIGCHLD` handlers take coalesced and
 //! extra signals in their stride anyway. Limits: the handlers below run under our signal
-//! mask and flags (only `SA_ONSTACK` follows theirs, and `SA_NOCLDSTOP` is honoured as above); one that leaves by
+//! mask and flags (only `SA_ONSTACK` follows theirs); one that leaves by
 //! `siglongjmp` or ends its thread is not supported; and when more than
 //! `CHAINING_THREADS_MAX` threads are in chained calls at once, the others skip the chain.
 
@@ -103,16 +105,8 @@ static INSTALLED: Mutex<[Installed; SIGNAL_NUMBER_MAX as usize + 1]> = Mutex::ne
 /// that calls ours sits in between.
 const CHAIN_LEVELS: usize = 2;
 
-/// A handler in the chain.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Handler {
-    addr: usize,
-    /// It takes `SA_SIGINFO` arguments.
-    siginfo: bool,
-    /// It was installed with `SA_NOCLDSTOP`: children that stop or continue are not for it.
-    exits_only: bool,
-}
-type Link = Option<Handler>;
+/// A handler in the chain: its address, and whether it takes `SA_SIGINFO` arguments.
+type Link = Option<(usize, bool)>;
 type Chain = [Link; CHAIN_LEVELS];
 
 /// The chain ours calls, as the handler reads it: null, or a `Chain` that is never changed or
@@ -241,10 +235,7 @@ fn published(p: *mut Chain) -> Option<&'static Chain> {
 /// Calls the handler `link` names with the kernel's own arguments to ours. Its code stays
 /// mapped (the program installed it); it runs under our signal mask and flags, not its own.
 fn call_link(link: Link, signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
-    let Some(Handler { addr, siginfo, exits_only }) = link else { return };
-    if exits_only && is_stop_or_continue(info) {
-        return;
-    }
+    let Some((addr, siginfo)) = link else { return };
     if siginfo {
         // SAFETY: `addr` is a handler installed with SA_SIGINFO (`link_of`): three arguments.
         let f = unsafe {
@@ -260,25 +251,13 @@ fn call_link(link: Link, signo: c_int, info: *mut siginfo_t, context: *mut c_voi
     }
 }
 
-/// Whether the `SIGCHLD` that `info` describes is a child stopping or continuing.
-fn is_stop_or_continue(info: *const siginfo_t) -> bool {
-    // SAFETY: the kernel passes our SA_SIGINFO handler a valid siginfo (or, defensively, null,
-    // which `as_ref` turns into None); it stays valid while the handler runs.
-    let code = unsafe { info.as_ref() }.map_or(0, |i| i.si_code);
-    code == libc::CLD_STOPPED || code == libc::CLD_CONTINUED
-}
-
 /// The link for `act`: none for `SIG_DFL`, `SIG_IGN` and ours.
 fn link_of(act: &libc::sigaction) -> Link {
     let addr = act.sa_sigaction;
     if addr == libc::SIG_DFL || addr == libc::SIG_IGN || addr == on_signal_address() {
         return None;
     }
-    Some(Handler {
-        addr,
-        siginfo: act.sa_flags & libc::SA_SIGINFO != 0,
-        exits_only: act.sa_flags & libc::SA_NOCLDSTOP != 0,
-    })
+    Some((addr, act.sa_flags & libc::SA_SIGINFO != 0))
 }
 
 /// Makes `chain` the one handlers read (not in signal context: it may allocate).
@@ -696,34 +675,12 @@ pub(crate) mod tests {
         set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
     }
 
-    static EXITS_ONLY_CALLS: AtomicUsize = AtomicUsize::new(0);
-
-    extern "C" fn exits_only(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
-        EXITS_ONLY_CALLS.fetch_add(1, SeqCst);
-    }
-
     #[test]
-    fn a_handler_below_that_asked_for_sa_nocldstop_hears_no_stops() {
-        let calls_for = |flags: c_int, code: c_int| {
-            let link = link_of(&handler_action(exits_only as *const () as libc::sighandler_t, flags));
-            // SAFETY: all-zero is a valid siginfo_t.
-            let mut info: siginfo_t = unsafe { std::mem::zeroed() };
-            info.si_code = code;
-            let before = EXITS_ONLY_CALLS.load(SeqCst);
-            call_link(link, libc::SIGCHLD, &mut info, std::ptr::null_mut());
-            EXITS_ONLY_CALLS.load(SeqCst) - before
-        };
-        let asked = libc::SA_SIGINFO | libc::SA_NOCLDSTOP;
-        for code in [libc::CLD_STOPPED, libc::CLD_CONTINUED] {
-            assert_eq!(calls_for(asked, code), 0, "si_code {code}: SA_NOCLDSTOP asked not to hear it");
-            assert_eq!(calls_for(libc::SA_SIGINFO, code), 1, "si_code {code}");
-        }
-        for code in [libc::CLD_EXITED, libc::CLD_KILLED, libc::CLD_DUMPED] {
-            assert_eq!(calls_for(asked, code), 1, "si_code {code}");
-        }
-        // Ours never asks for SA_NOCLDSTOP, and runs on the alternate stack if the one below
-        // expects to.
-        let below = handler_action(exits_only as *const () as libc::sighandler_t, asked | libc::SA_ONSTACK);
+    fn ours_never_asks_for_sa_nocldstop_and_follows_sa_onstack() {
+        let below = handler_action(
+            below as *const () as libc::sighandler_t,
+            libc::SA_SIGINFO | libc::SA_NOCLDSTOP | libc::SA_ONSTACK,
+        );
         assert_eq!(sigchld_flags(&below), libc::SA_ONSTACK);
         assert_eq!(sigchld_flags(&handler_action(libc::SIG_DFL, libc::SA_NOCLDSTOP)), 0);
     }

@@ -245,11 +245,17 @@ case!(
         tx.send(1).unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let producer = std::thread::spawn(move || {
-            ready_tx.send(()).unwrap();
-            // Blocks on the full channel (or, if the close came first, fails at once).
+            ready_tx.send(nix::unistd::gettid()).unwrap();
+            // Blocks on the full channel.
             tx.send(2).map_err(|e| e.into_inner())
         });
-        ready_rx.recv().unwrap();
+        // Until the producer sleeps in that send (the test's watchdog bounds the spin).
+        let tid = ready_rx.recv().unwrap();
+        let stat = format!("/proc/self/task/{tid}/stat");
+        while std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.chars().next() != Some('S')
+        {
+            std::thread::yield_now();
+        }
         chan.close(&mut lp).unwrap();
         assert_eq!(producer.join().unwrap(), Err(2), "the message came back");
         lp.run(RunMode::Default).unwrap();
