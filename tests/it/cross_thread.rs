@@ -252,8 +252,7 @@ case!(
         // Until the producer sleeps in that send (the test's watchdog bounds the spin).
         let tid = ready_rx.recv().unwrap();
         let stat = format!("/proc/self/task/{tid}/stat");
-        while std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.chars().next() != Some('S')
-        {
+        while !std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.starts_with('S') {
             std::thread::yield_now();
         }
         chan.close(&mut lp).unwrap();
