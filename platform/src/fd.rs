@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use crate::cvt::{cvt, cvt_r, cvt_r_nb};
 use crate::signal_lock::SignalLock;
@@ -118,9 +118,18 @@ pub const SHARED_NONBLOCKING_MAX: usize = 32;
 static SHARED_FDS: [AtomicI32; SHARED_NONBLOCKING_MAX] =
     [const { AtomicI32::new(-1) }; SHARED_NONBLOCKING_MAX];
 /// How many [`SharedNonblocking`]s hold each registration: the one that set the flag, and
-/// each [`join_shared_nonblocking`] on the same description. Changed under the lock.
+/// each [`join_shared_nonblocking`] that matched it. Changed under the lock.
 static SHARED_HOLDERS: [AtomicU32; SHARED_NONBLOCKING_MAX] =
     [const { AtomicU32::new(0) }; SHARED_NONBLOCKING_MAX];
+/// Each registration's `description_key` (device, inode, access mode), stored with it so
+/// that a join compares without system calls under the lock.
+static SHARED_DEV: [AtomicU64; SHARED_NONBLOCKING_MAX] =
+    [const { AtomicU64::new(0) }; SHARED_NONBLOCKING_MAX];
+static SHARED_INO: [AtomicU64; SHARED_NONBLOCKING_MAX] =
+    [const { AtomicU64::new(0) }; SHARED_NONBLOCKING_MAX];
+static SHARED_MODE: [AtomicI32; SHARED_NONBLOCKING_MAX] =
+    [const { AtomicI32::new(0) }; SHARED_NONBLOCKING_MAX];
+const _: () = assert!(SHARED_NONBLOCKING_MAX <= 32, "a holder's slots are a 32-bit mask");
 /// Held while the registry changes or is restored. Writers spin; [`restore_shared_blocking`]
 /// tries once and fails with `EBUSY` rather than wait.
 static SHARED_LOCK: SignalLock = SignalLock::new();
@@ -153,8 +162,9 @@ fn registry_is_ours(claim: bool) -> bool {
 /// Dropping it without `restore` only gives up this hold on the registration.
 #[derive(Debug)]
 pub struct SharedNonblocking {
-    /// The registry slot, or `None` when the registry was full.
-    slot: Option<u8>,
+    /// The registry slots held, one bit each: the registration made, or every one a join
+    /// matched. Empty when the registry was full (or is a parent's).
+    slots: u32,
 }
 
 /// Sets `O_NONBLOCK` on `fd`'s open file description, which was blocking and may be shared,
@@ -177,9 +187,9 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
             // which is all it can cost.
             let _ = unsafe { libc::atexit(restore_at_exit) };
         });
-        register(dup_cloexec(fd, 3)?)
+        register(dup_cloexec(fd, 3)?, description_key(fd)?)
     } else {
-        SharedNonblocking { slot: None }
+        SharedNonblocking { slots: 0 }
     };
     // On failure the claim drops, which ends the registration.
     set_nonblocking(fd, true)?;
@@ -188,21 +198,27 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
 
 /// Puts `dup` in a free slot of the registry (which is this process's), or closes it when
 /// there is none.
-fn register(dup: OwnedFd) -> SharedNonblocking {
+fn register(dup: OwnedFd, (dev, ino, mode): DescriptionKey) -> SharedNonblocking {
     let _guard = SHARED_LOCK.lock();
     let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
-        return SharedNonblocking { slot: None };
+        return SharedNonblocking { slots: 0 };
     };
     SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
     SHARED_HOLDERS[slot].store(1, Ordering::Relaxed);
-    SharedNonblocking { slot: Some(slot as u8) }
+    SHARED_DEV[slot].store(dev, Ordering::Relaxed);
+    SHARED_INO[slot].store(ino, Ordering::Relaxed);
+    SHARED_MODE[slot].store(mode, Ordering::Relaxed);
+    SharedNonblocking { slots: 1 << slot }
 }
 
+type DescriptionKey = (u64, u64, libc::c_int);
+
 /// What names a description well enough to find its registration: the file (device and
-/// inode) and the access mode. Two fds that share a description agree on all three; two
-/// descriptions of one file with one access mode (a FIFO opened twice) agree too, and are
-/// then taken as one, which can only delay a restore, never make one early.
-fn description_key(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, libc::c_int)> {
+/// inode) and the access mode. Two fds that share a description agree on all three. So do
+/// some that do not: two opens of one FIFO or of `/dev/tty`, every pty master. A join
+/// therefore holds every registration that matches, which can only make a restore late,
+/// never early.
+fn description_key(fd: BorrowedFd<'_>) -> io::Result<DescriptionKey> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
     cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
@@ -214,29 +230,36 @@ fn description_key(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, libc::c_int)> {
     Ok((st.st_dev as u64, st.st_ino as u64, fl & libc::O_ACCMODE))
 }
 
-/// For an fd whose description is nonblocking already: if that is because of a registration
-/// of ours (another handle set it), holds that registration too, so the flag stays until
-/// both let go. `None` when no registration matches (someone else set the flag: it is theirs
-/// and stays).
+/// For an fd whose description is nonblocking already: if that may be because of a
+/// registration of ours (another handle set it), holds that registration too, so the flag
+/// stays until both let go. `None` when no registration matches (someone else set the flag:
+/// it is theirs and stays).
+///
+/// Matching goes by file and access mode (see `description_key`), so a join may hold a
+/// registration of another description of the same file as well: it holds every match.
 pub fn join_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNonblocking>> {
     if !registry_is_ours(false) {
         return Ok(None);
     }
-    let key = description_key(fd)?;
+    let (dev, ino, mode) = description_key(fd)?;
     let _guard = SHARED_LOCK.lock();
-    for (slot, raw) in SHARED_FDS.iter().enumerate() {
-        let raw = raw.load(Ordering::Relaxed);
-        if raw < 0 {
-            continue;
-        }
-        // SAFETY: `raw` is a registry duplicate, closed only under the lock we hold.
-        let dup = unsafe { BorrowedFd::borrow_raw(raw) };
-        if description_key(dup).is_ok_and(|k| k == key) {
+    let mut slots = 0;
+    for slot in 0..SHARED_NONBLOCKING_MAX {
+        let matches = SHARED_FDS[slot].load(Ordering::Relaxed) >= 0
+            && SHARED_DEV[slot].load(Ordering::Relaxed) == dev
+            && SHARED_INO[slot].load(Ordering::Relaxed) == ino
+            && SHARED_MODE[slot].load(Ordering::Relaxed) == mode;
+        if matches {
             SHARED_HOLDERS[slot].fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(SharedNonblocking { slot: Some(slot as u8) }));
+            slots |= 1 << slot;
         }
     }
-    Ok(None)
+    Ok((slots != 0).then_some(SharedNonblocking { slots }))
+}
+
+/// The slot numbers in a holder's mask.
+fn slots_of(mask: u32) -> impl Iterator<Item = usize> {
+    (0..SHARED_NONBLOCKING_MAX).filter(move |&slot| mask & (1 << slot) != 0)
 }
 
 /// Gives up one hold on registration `slot` (the lock is held). The last one out closes the
@@ -260,25 +283,36 @@ fn release(slot: usize, restore: bool) -> io::Result<bool> {
 }
 
 impl SharedNonblocking {
-    /// Gives up this hold and, if it was the last, clears `O_NONBLOCK` again. That goes
-    /// through the registry's duplicate, which reaches the right description even if `fd`
-    /// (the fd it was set through) was closed behind the caller's back; without a
-    /// registration (the registry was full), through `fd`.
+    /// Gives up this hold and, for each registration it was the last to hold, clears
+    /// `O_NONBLOCK` again. That goes through the registry's duplicate, which reaches the
+    /// right description even if `fd` (the fd it was set through) was closed behind the
+    /// caller's back; without a registration (the registry was full), through `fd`.
     pub fn restore(mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        if let Some(slot) = self.slot.take().filter(|_| registry_is_ours(false)) {
-            let _guard = SHARED_LOCK.lock();
-            return release(usize::from(slot), true).map(drop);
+        let slots = std::mem::take(&mut self.slots);
+        if slots == 0 || !registry_is_ours(false) {
+            return set_nonblocking(fd, false).map(drop);
         }
-        set_nonblocking(fd, false).map(drop)
+        let _guard = SHARED_LOCK.lock();
+        let mut res = Ok(());
+        for slot in slots_of(slots) {
+            if let Err(e) = release(slot, true) {
+                res = Err(e);
+            }
+        }
+        res
     }
 }
 
 impl Drop for SharedNonblocking {
     fn drop(&mut self) {
         // In a forked child the slot (and its duplicate) are the parent's.
-        let Some(slot) = self.slot.filter(|_| registry_is_ours(false)) else { return };
+        if self.slots == 0 || !registry_is_ours(false) {
+            return;
+        }
         let _guard = SHARED_LOCK.lock();
-        let _ = release(usize::from(slot), false);
+        for slot in slots_of(self.slots) {
+            let _ = release(slot, false);
+        }
     }
 }
 
@@ -586,8 +620,8 @@ mod tests {
         let claims: Vec<SharedNonblocking> =
             pipes.iter().map(|(r, _, _)| set_shared_nonblocking(r.as_fd()).unwrap()).collect();
         assert!(pipes.iter().all(|(_, other, _)| nonblocking(other)), "set on the shared description");
-        assert!(claims[..SHARED_NONBLOCKING_MAX].iter().all(|c| c.slot.is_some()));
-        assert!(claims[SHARED_NONBLOCKING_MAX].slot.is_none(), "the registry is full");
+        assert!(claims[..SHARED_NONBLOCKING_MAX].iter().all(|c| c.slots != 0));
+        assert_eq!(claims[SHARED_NONBLOCKING_MAX].slots, 0, "the registry is full");
 
         restore_shared_blocking().unwrap();
         for (i, (_, other, _)) in pipes.iter().enumerate() {
@@ -628,6 +662,23 @@ mod tests {
         assert!(join_shared_nonblocking(second.as_fd()).unwrap().is_none(), "nothing registered now");
         drop((r, w, second, other));
 
+        // Every pty master is one file (the cloning device), so a join cannot tell their
+        // descriptions apart: it holds both, and neither is restored early.
+        let (m1, _s1) = crate::termios::openpty().unwrap();
+        let (m2, _s2) = crate::termios::openpty().unwrap();
+        let (m2_again, watch2) = (dup_cloexec(m2.as_fd(), 0).unwrap(), dup_cloexec(m2.as_fd(), 0).unwrap());
+        let watch1 = dup_cloexec(m1.as_fd(), 0).unwrap();
+        let first = set_shared_nonblocking(m1.as_fd()).unwrap();
+        let second = set_shared_nonblocking(m2.as_fd()).unwrap();
+        let joined = join_shared_nonblocking(m2_again.as_fd()).unwrap().unwrap();
+        assert_eq!(joined.slots, first.slots | second.slots, "both masters' registrations");
+        second.restore(m2.as_fd()).unwrap();
+        assert!(nonblocking(&watch2), "not early: the joined handle may be on this one");
+        first.restore(m1.as_fd()).unwrap();
+        assert!(nonblocking(&watch1), "late: the joined handle holds it too");
+        joined.restore(m2_again.as_fd()).unwrap();
+        assert!(!nonblocking(&watch1) && !nonblocking(&watch2), "both cleared by the last holder");
+
         // (Other tests open fds in parallel threads, so the registry itself is checked.)
         assert!(SHARED_FDS.iter().all(|s| s.load(Ordering::Relaxed) < 0), "every registration ended");
         restore_shared_blocking().unwrap();
@@ -638,7 +689,7 @@ mod tests {
         let (r, _w) = pipe().unwrap();
         let other = dup_cloexec(r.as_fd(), 0).unwrap();
         let claim = set_shared_nonblocking(r.as_fd()).unwrap();
-        assert!(claim.slot.is_some());
+        assert_ne!(claim.slots, 0);
         // The child reports through an exec of `sh -c 'exit N'` rather than `_exit`: under
         // valgrind a forked child's own exit would run a leak check over the threads that
         // did not come along. Everything it uses is built before the fork.
