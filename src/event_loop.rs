@@ -647,7 +647,13 @@ impl Loop {
     #[inline]
     pub(crate) fn dispatch_events(&mut self) {
         // By index: each event is copied out, so callbacks get the loop without a borrow.
+        // A callback that swapped this loop for another (`mem::swap` on its `&mut Loop`) ends
+        // the batch: the rest is this loop's, and the events buffer is now the other's.
+        let me = self.id;
         for i in 0..self.events.len() {
+            if self.id != me {
+                return;
+            }
             let ev = self.events.get(i);
             self.dispatch(ev);
         }

@@ -1387,15 +1387,20 @@ struct ChildEntry {
     keeps_alive: bool,
     /// It was sent SIGKILL when its handle closed.
     killed: bool,
-    /// `Process::watch_stops`: the callback (out of the entry while it runs), and an epoch
-    /// that every watch, unwatch and close moves on, so a callback that ran is put back only
-    /// if nothing replaced it meanwhile.
-    on_stop: Option<StopCb>,
-    watching_stops: bool,
-    stop_epoch: u32,
 }
 
 type StopCb = Box<dyn FnMut(&mut Loop, Process, StopEvent)>;
+
+/// A child's `Process::watch_stops`, kept apart from its `ChildEntry` so that the entries,
+/// and the reaping path that every child takes, stay as small as before.
+struct StopWatch {
+    key: usize,
+    pid: Pid,
+    /// Out while it runs.
+    cb: Option<StopCb>,
+    /// Each watch gets a new one, so a callback that ran is put back only into its own.
+    epoch: u32,
+}
 
 /// Every child the loop spawned and has not reaped yet, with or without a handle.
 #[derive(Default)]
@@ -1407,9 +1412,19 @@ pub(crate) struct Children {
     /// until the loop drops (as libuv does), so spawning does not reinstall it every time.
     sigchld: Option<Signal>,
     scratch: Vec<(usize, Pid)>,
+    /// The children whose stops are watched (usually none).
+    stops: Vec<StopWatch>,
+    stop_epoch: u32,
 }
 
 impl Children {
+    // Out of line and cold: watched stops are rare, and every reaped child passes here.
+    #[cold]
+    #[inline(never)]
+    fn unwatch_stops(&mut self, key: usize) {
+        self.stops.retain(|w| w.key != key);
+    }
+
     pub(crate) fn keeps_loop_alive(&self) -> bool {
         self.keep_alive > 0
     }
@@ -1832,9 +1847,6 @@ impl Loop {
             owner: Some(id),
             keeps_alive: false,
             killed: false,
-            on_stop: None,
-            watching_stops: false,
-            stop_epoch: 0,
         });
         debug_assert_eq!(inserted, key);
         key
@@ -1918,31 +1930,40 @@ impl Loop {
     pub(crate) fn child_stop_check(&mut self, c: ChildCheck) {
         // Twice at most: a change, and one that came while its callback ran.
         for _ in 0..2 {
-            let Some(entry) = self.children.entries.get_mut(c.key) else { return };
-            if entry.pid != c.pid || !entry.watching_stops {
+            let owner = self.children.entries.get(c.key).filter(|e| e.pid == c.pid).and_then(|e| e.owner);
+            let Some(owner) = owner else { return };
+            let Some(w) = self.children.stops.iter_mut().find(|w| w.key == c.key && w.pid == c.pid) else {
                 return;
-            }
-            let (Some(owner), Some(mut cb)) = (entry.owner, entry.on_stop.take()) else { return };
+            };
+            let Some(mut cb) = w.cb.take() else { return };
             let event = match sys::try_wait_run_change(c.pid) {
                 Ok(Some(sys::RunChange::Stopped(signal))) => StopEvent::Stopped(signal),
                 Ok(Some(sys::RunChange::Continued)) => StopEvent::Continued,
                 Ok(None) => {
-                    entry.on_stop = Some(cb);
+                    w.cb = Some(cb);
                     return;
                 }
                 Err(e) => {
+                    w.cb = Some(cb);
                     log::debug!("loop {}: waitid(WSTOPPED) for {}: {e}", self.id, c.pid);
-                    entry.on_stop = Some(cb);
                     return;
                 }
             };
-            let epoch = entry.stop_epoch;
+            let epoch = w.epoch;
             log::trace!("loop {}: child {} {event:?}", self.id, c.pid);
             cb(self, Process(owner), event);
-            match self.children.entries.get_mut(c.key) {
-                Some(e) if e.pid == c.pid && e.stop_epoch == epoch => e.on_stop = Some(cb),
-                _ => return,
+            match self.children.stops.iter_mut().find(|w| w.key == c.key && w.epoch == epoch) {
+                Some(w) => w.cb = Some(cb),
+                None => return,
             }
+        }
+    }
+
+    /// Ends the stop watch of child entry `key`, if it has one.
+    #[inline]
+    fn child_unwatch_stops(&mut self, key: usize) {
+        if !self.children.stops.is_empty() {
+            self.children.unwatch_stops(key);
         }
     }
 
@@ -1951,7 +1972,7 @@ impl Loop {
     fn children_sweep(&mut self) {
         let mut keys = std::mem::take(&mut self.children.scratch);
         keys.clear();
-        keys.extend(self.children.entries.iter().filter(|(_, e)| e.watching_stops).map(|(k, e)| (k, e.pid)));
+        keys.extend(self.children.stops.iter().map(|w| (w.key, w.pid)));
         for &(key, pid) in &keys {
             self.child_stop_check(ChildCheck { key, pid, blocking: false });
         }
@@ -1964,9 +1985,8 @@ impl Loop {
                 .map(|(k, e)| (k, e.pid)),
         );
         for &(key, pid) in &keys {
-            match self.children.entries.get(key) {
-                Some(e) if e.pid == pid => {}
-                _ => continue,
+            if !self.children.entries.get(key).is_some_and(|e| e.pid == pid) {
+                continue;
             }
             match sys::try_wait(pid) {
                 Ok(None) => {}
@@ -1981,6 +2001,7 @@ impl Loop {
     /// handle, if it still has one.
     fn child_finish(&mut self, key: usize, res: io::Result<WaitStatus>) {
         let entry = self.children.entries.remove(key);
+        self.child_unwatch_stops(key);
         #[cfg(target_os = "linux")]
         let mut pidfd = None;
         match entry.watch {
@@ -2052,13 +2073,13 @@ impl Loop {
             // Before the first look below: a stop after that look raises SIGCHLD.
             self.sigchld_watch().map_err(|e| context(e, "watch_stops: watching SIGCHLD"))?;
         }
-        let entry = &mut self.children.entries[key];
-        entry.stop_epoch = entry.stop_epoch.wrapping_add(1);
-        entry.watching_stops = cb.is_some();
-        entry.on_stop = cb;
-        if entry.watching_stops {
+        self.child_unwatch_stops(key);
+        if let Some(cb) = cb {
+            let pid = self.children.entries[key].pid;
+            self.children.stop_epoch = self.children.stop_epoch.wrapping_add(1);
+            let epoch = self.children.stop_epoch;
+            self.children.stops.push(StopWatch { key, pid, cb: Some(cb), epoch });
             // It may have stopped already, before anything listened.
-            let pid = entry.pid;
             self.pending.push_back(Pending::Stops(ChildCheck { key, pid, blocking: false }));
         }
         Ok(())
@@ -2071,8 +2092,12 @@ impl Loop {
             // macOS announces no continue with SIGCHLD: look at the watched children now
             // (the state is set before kill returns). Elsewhere this finds what the SIGCHLD
             // would have, once: each change is reported once.
-            for (key, e) in self.children.entries.iter().filter(|(_, e)| e.watching_stops) {
-                self.pending.push_back(Pending::Stops(ChildCheck { key, pid: e.pid, blocking: false }));
+            for w in &self.children.stops {
+                self.pending.push_back(Pending::Stops(ChildCheck {
+                    key: w.key,
+                    pid: w.pid,
+                    blocking: false,
+                }));
             }
         }
         Ok(())
@@ -2121,11 +2146,9 @@ impl Loop {
         st.child_key = NO_CHILD;
         let on_drop = st.on_drop;
         let group = (st.group, st.leads_group);
+        self.child_unwatch_stops(key);
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
-        entry.on_stop = None;
-        entry.watching_stops = false;
-        entry.stop_epoch = entry.stop_epoch.wrapping_add(1);
         if on_drop == OnDrop::KillGroup {
             // The group first, through the pidfd where the kernel can; then the child itself
             // (below), in case it left the group.
@@ -2162,6 +2185,7 @@ impl Loop {
     /// reaped, wait for the children that were killed, and leave the rest to the process-wide
     /// orphan list.
     pub(crate) fn children_drop(&mut self) {
+        self.children.stops.clear();
         for (_, entry) in std::mem::take(&mut self.children.entries) {
             #[cfg(target_os = "linux")]
             if let Watch::Pidfd(fd) = &entry.watch {

@@ -411,5 +411,38 @@ case!(
         a1.start(&mut lp, |_, _| {}).unwrap();
         let _ = lp.run(RunMode::NoWait);
         assert_eq!(foreign_runs.get(), 0, "the other loop's idle callbacks ran in this one's phase");
+        // The first loop's callbacks hold the cell it now sits in: break the cycle.
+        drop(other.replace(test_loop()));
+    }
+);
+
+case!(
+    /// The same from a read callback with more events in the batch: the batch ends (the
+    /// events buffer is the other loop's now, and may be shorter), without a panic.
+    fn a_loop_swapped_inside_a_read_callback_ends_the_event_batch() {
+        use evloop::{Pipe, ReadEvent};
+        let other = Rc::new(RefCell::new(test_loop()));
+        let mut lp = test_loop();
+        let reads = Rc::new(Cell::new(0));
+        let mut writers = Vec::new();
+        for _ in 0..4 {
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            tx.try_write(&mut lp, b"x").unwrap();
+            writers.push(tx);
+            let (o, r) = (other.clone(), reads.clone());
+            rx.read_start(&mut lp, move |lp, _, ev| {
+                assert!(matches!(ev, ReadEvent::Data(_)));
+                r.set(r.get() + 1);
+                std::mem::swap(lp, &mut *o.borrow_mut());
+            })
+            .unwrap();
+        }
+        let _ = lp.run(RunMode::NoWait);
+        assert_eq!(reads.get(), 1, "the batch ended at the swap");
+        // The first loop's callbacks hold the cell it now sits in: break the cycle.
+        drop(other.replace(test_loop()));
+        for tx in writers {
+            let _ = tx.close(&mut lp);
+        }
     }
 );
