@@ -441,7 +441,13 @@ impl Loop {
     }
 
     fn select_helper_serve(&mut self, batch: &[Ready]) {
+        // (A callback that swapped this loop for another ends the batch, as in
+        // `dispatch_events`.)
+        let me = self.id;
         for &r in batch {
+            if self.id != me {
+                return;
+            }
             let id = HandleId { loop_id: self.id, key: r.token as u32, gen_: (r.token >> 32) as u32 };
             if r.errno != 0 {
                 let e = crate::error::context(

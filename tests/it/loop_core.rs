@@ -437,7 +437,10 @@ case!(
             })
             .unwrap();
         }
-        let _ = lp.run(RunMode::NoWait);
+        // (Once: through the select helper, readiness comes from its thread.)
+        while reads.get() == 0 {
+            let _ = lp.run(RunMode::Once);
+        }
         assert_eq!(reads.get(), 1, "the batch ended at the swap");
         // The first loop's callbacks hold the cell it now sits in: break the cycle.
         drop(other.replace(test_loop()));
