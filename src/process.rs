@@ -1999,6 +1999,9 @@ impl Loop {
 
     /// Child entry `key` was reaped (or cannot be): release its notification and tell its
     /// handle, if it still has one.
+    // Out of line: its exit callback call then stays inline in it, and the event dispatch
+    // that reaches it stays small.
+    #[inline(never)]
     fn child_finish(&mut self, key: usize, res: io::Result<WaitStatus>) {
         let entry = self.children.entries.remove(key);
         self.child_unwatch_stops(key);
@@ -2032,7 +2035,8 @@ impl Loop {
             log::debug!("loop {}: reaped background child {}: {res:?}", self.id, entry.pid);
             return;
         };
-        let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        // (The owner comes from this loop's child table.)
+        let Some(Kind::Process(st)) = self.own_slot_mut(id).map(|s| &mut s.kind) else { return };
         st.child_key = NO_CHILD;
         st.reaped = true;
         if let Ok(status) = &res {
