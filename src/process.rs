@@ -1985,7 +1985,7 @@ impl Loop {
                 .map(|(k, e)| (k, e.pid)),
         );
         for &(key, pid) in &keys {
-            if !self.children.entries.get(key).is_some_and(|e| e.pid == pid) {
+            if self.children.entries.get(key).is_none_or(|e| e.pid != pid) {
                 continue;
             }
             match sys::try_wait(pid) {
