@@ -105,6 +105,12 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// handle. A loop is not `Send`: it and its callbacks stay on the thread that made it. Other
 /// threads reach it through a [`Waker`](crate::Waker) or a [`Channel`](crate::Channel).
 ///
+/// A callback must not put another loop in the place of the one it was given
+/// (`mem::swap` or `mem::replace` on its `&mut Loop`). That is memory-safe, and the loop
+/// guards against the worst of it (ids are checked against the loop they belong to, and an
+/// event batch ends at the swap), but what the interrupted run does afterwards is
+/// unspecified, and the loop that was swapped out cannot run again.
+///
 /// ```
 /// use std::time::Duration;
 /// use evloop::{Loop, RunMode, Timer};

@@ -1925,8 +1925,8 @@ impl Loop {
         }
     }
 
-    /// Reports what child entry `c.key` did since the last look, if it still is `c.pid` and
-    /// watched: stopped, continued, or both (then in that order).
+    /// Reports the latest change of child entry `c.key` since the last look (stopped or
+    /// continued), if it still is `c.pid` and watched.
     pub(crate) fn child_stop_check(&mut self, c: ChildCheck) {
         // Twice at most: a change, and one that came while its callback ran.
         for _ in 0..2 {
@@ -1952,7 +1952,8 @@ impl Loop {
             let epoch = w.epoch;
             log::trace!("loop {}: child {} {event:?}", self.id, c.pid);
             cb(self, Process(owner), event);
-            match self.children.stops.iter_mut().find(|w| w.key == c.key && w.epoch == epoch) {
+            let own = |w: &&mut StopWatch| w.key == c.key && w.pid == c.pid && w.epoch == epoch;
+            match self.children.stops.iter_mut().find(own) {
                 Some(w) => w.cb = Some(cb),
                 None => return,
             }

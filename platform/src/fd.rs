@@ -289,8 +289,13 @@ impl SharedNonblocking {
     /// caller's back; without a registration (the registry was full), through `fd`.
     pub fn restore(mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let slots = std::mem::take(&mut self.slots);
-        if slots == 0 || !registry_is_ours(false) {
+        if slots == 0 {
             return set_nonblocking(fd, false).map(drop);
+        }
+        if !registry_is_ours(false) {
+            // A child forked without exec, letting go of its copy of the parent's stream:
+            // the description is the parent's, and the parent's loop still uses it.
+            return Ok(());
         }
         let _guard = SHARED_LOCK.lock();
         let mut res = Ok(());
