@@ -183,13 +183,10 @@ impl Pipe {
         }
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
-        let restore_blocking = match (mode, flags.nonblocking) {
-            (IoMode::AlwaysReady, _) => None,
-            (_, false) => Some(fd::set_shared_nonblocking(fd.as_fd())?),
-            // Nonblocking already, maybe by another handle on this description (stdout and
-            // stderr after `2>&1`): hold that too, so closing one keeps it for the other.
-            (_, true) => fd::join_shared_nonblocking(fd.as_fd())?,
-        };
+        // Set here, or by another handle on this description (stdout and stderr after
+        // `2>&1`): held either way, so closing one handle keeps it for the other.
+        let restore_blocking =
+            if mode == IoMode::AlwaysReady { None } else { fd::hold_shared_nonblocking(fd.as_fd())? };
         let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;

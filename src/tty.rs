@@ -215,11 +215,10 @@ impl Tty {
             }
         };
         let mode = lp.choose_io_mode(fd.as_fd(), false)?;
-        let restore_blocking = if nonblocking_in_place {
-            Some(fd::set_shared_nonblocking(fd.as_fd())?)
-        } else if original.is_none() && flags.nonblocking {
-            // Nonblocking already, maybe by another handle on this description: hold it too.
-            fd::join_shared_nonblocking(fd.as_fd())?
+        // Set here, or nonblocking already (maybe by another handle on this description):
+        // held either way.
+        let restore_blocking = if nonblocking_in_place || (original.is_none() && flags.nonblocking) {
+            fd::hold_shared_nonblocking(fd.as_fd())?
         } else {
             None
         };

@@ -180,14 +180,14 @@ pub struct SharedNonblocking {
 /// (and clears a flag not yet set: harmless).
 pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblocking> {
     let claim = if registry_is_ours(true) {
-        static AT_EXIT: std::sync::Once = std::sync::Once::new();
-        AT_EXIT.call_once(|| {
-            // SAFETY: `restore_at_exit` is an `extern "C" fn()` that never unwinds; atexit
-            // only stores the pointer. Its failure (no room) leaves exit without the restore,
-            // which is all it can cost.
-            let _ = unsafe { libc::atexit(restore_at_exit) };
-        });
-        register(dup_cloexec(fd, 3)?, description_key(fd)?)
+        restore_at_exit_once();
+        let (key, mut dup) = (description_key(fd)?, Some(dup_cloexec(fd, 3)?));
+        let claim = {
+            let _guard = SHARED_LOCK.lock();
+            register_locked(&mut dup, key)
+        };
+        drop(dup);
+        claim
     } else {
         SharedNonblocking { slots: 0 }
     };
@@ -196,13 +196,67 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
     Ok(claim)
 }
 
-/// Puts `dup` in a free slot of the registry (which is this process's), or closes it when
-/// there is none.
-fn register(dup: OwnedFd, (dev, ino, mode): DescriptionKey) -> SharedNonblocking {
-    let _guard = SHARED_LOCK.lock();
+/// What a handle that relies on `O_NONBLOCK` calls on a description that others may share
+/// (other processes, other handles): if it is blocking, sets the flag and registers it, as
+/// [`set_shared_nonblocking`]; if it is nonblocking already, joins the registrations that
+/// may have set it, as [`join_shared_nonblocking`] (`None` when none did: the flag is
+/// someone else's). The look and what follows happen under the registry's lock, so two
+/// threads opening one description cannot both register it, nor can one join a
+/// registration that the other is restoring.
+pub fn hold_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNonblocking>> {
+    if !registry_is_ours(true) {
+        // A forked child's handle: no registry here (it is the parent's).
+        return if status_flags(fd)?.nonblocking { Ok(None) } else { set_shared_nonblocking(fd).map(Some) };
+    }
+    restore_at_exit_once();
+    let (key, mut dup) = (description_key(fd)?, Some(dup_cloexec(fd, 3)?));
+    let held = {
+        let _guard = SHARED_LOCK.lock();
+        hold_locked(fd, key, &mut dup)
+    };
+    // An unused duplicate is closed outside the lock.
+    drop(dup);
+    held
+}
+
+/// [`hold_shared_nonblocking`] with the lock held. It drops no `SharedNonblocking`: that
+/// would take the lock again.
+fn hold_locked(
+    fd: BorrowedFd<'_>,
+    key: DescriptionKey,
+    dup: &mut Option<OwnedFd>,
+) -> io::Result<Option<SharedNonblocking>> {
+    if status_flags(fd)?.nonblocking {
+        return Ok(join_locked(key));
+    }
+    let mut claim = register_locked(dup, key);
+    if let Err(e) = set_nonblocking(fd, true) {
+        for slot in slots_of(std::mem::take(&mut claim.slots)) {
+            let _ = release(slot, false);
+        }
+        return Err(e);
+    }
+    Ok(Some(claim))
+}
+
+/// The first registration makes `exit` restore what is still registered then.
+fn restore_at_exit_once() {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: `restore_at_exit` is an `extern "C" fn()` that never unwinds; atexit only
+        // stores the pointer. Its failure (no room) leaves exit without the restore, which is
+        // all it can cost.
+        let _ = unsafe { libc::atexit(restore_at_exit) };
+    });
+}
+
+/// Takes `dup` into a free slot of the registry (which is this process's; the lock is
+/// held), or leaves it when there is none.
+fn register_locked(dup: &mut Option<OwnedFd>, (dev, ino, mode): DescriptionKey) -> SharedNonblocking {
     let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
         return SharedNonblocking { slots: 0 };
     };
+    let Some(dup) = dup.take() else { return SharedNonblocking { slots: 0 } };
     SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
     SHARED_HOLDERS[slot].store(1, Ordering::Relaxed);
     SHARED_DEV[slot].store(dev, Ordering::Relaxed);
@@ -241,8 +295,13 @@ pub fn join_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
     if !registry_is_ours(false) {
         return Ok(None);
     }
-    let (dev, ino, mode) = description_key(fd)?;
+    let key = description_key(fd)?;
     let _guard = SHARED_LOCK.lock();
+    Ok(join_locked(key))
+}
+
+/// [`join_shared_nonblocking`] with the lock held.
+fn join_locked((dev, ino, mode): DescriptionKey) -> Option<SharedNonblocking> {
     let mut slots = 0;
     for slot in 0..SHARED_NONBLOCKING_MAX {
         let matches = SHARED_FDS[slot].load(Ordering::Relaxed) >= 0
@@ -254,7 +313,7 @@ pub fn join_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
             slots |= 1 << slot;
         }
     }
-    Ok((slots != 0).then_some(SharedNonblocking { slots }))
+    (slots != 0).then_some(SharedNonblocking { slots })
 }
 
 /// The slot numbers in a holder's mask.
@@ -666,6 +725,22 @@ mod tests {
         assert!(!nonblocking(&other), "cleared by the last");
         assert!(join_shared_nonblocking(second.as_fd()).unwrap().is_none(), "nothing registered now");
         drop((r, w, second, other));
+
+        // hold: sets and registers a blocking description, joins a nonblocking one of ours,
+        // and leaves alone one somebody else made nonblocking.
+        let (r, w) = pipe().unwrap();
+        let again = dup_cloexec(r.as_fd(), 0).unwrap();
+        let first = hold_shared_nonblocking(r.as_fd()).unwrap().expect("set here");
+        assert!(nonblocking(&again));
+        let second = hold_shared_nonblocking(again.as_fd()).unwrap().expect("joined");
+        assert_eq!(first.slots, second.slots);
+        set_nonblocking(w.as_fd(), true).unwrap();
+        assert!(hold_shared_nonblocking(w.as_fd()).unwrap().is_none(), "not ours");
+        first.restore(r.as_fd()).unwrap();
+        assert!(nonblocking(&again));
+        second.restore(again.as_fd()).unwrap();
+        assert!(!nonblocking(&again));
+        drop((r, w, again));
 
         // Every pty master is one file (the cloning device), so a join cannot tell their
         // descriptions apart: it holds both, and neither is restored early.
