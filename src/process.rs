@@ -1418,13 +1418,6 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    // Out of line and cold: watched stops are rare, and every reaped child passes here.
-    #[cold]
-    #[inline(never)]
-    fn unwatch_stops(&mut self, key: usize) {
-        self.stops.retain(|w| w.key != key);
-    }
-
     pub(crate) fn keeps_loop_alive(&self) -> bool {
         self.keep_alive > 0
     }
@@ -1961,10 +1954,9 @@ impl Loop {
     }
 
     /// Ends the stop watch of child entry `key`, if it has one.
-    #[inline]
     fn child_unwatch_stops(&mut self, key: usize) {
         if !self.children.stops.is_empty() {
-            self.children.unwatch_stops(key);
+            self.children.stops.retain(|w| w.key != key);
         }
     }
 

@@ -80,8 +80,7 @@ pub struct StatusFlags {
 ///
 /// An fd that is not open gives `EBADF`.
 pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<StatusFlags> {
-    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
-    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let fl = getfl(fd)?;
     let acc = fl & libc::O_ACCMODE;
     Ok(StatusFlags {
         readable: acc == libc::O_RDONLY || acc == libc::O_RDWR,
@@ -90,17 +89,31 @@ pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<StatusFlags> {
     })
 }
 
+/// `fcntl(F_GETFL)`: the description's status flags and access mode (async-signal-safe).
+fn getfl(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
+    cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
+/// `fstat(fd)`.
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
+    cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled in the whole struct.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// Sets or clears `O_NONBLOCK` and returns the previous state.
 ///
 /// The flag lives on the open file description: every fd and every process sharing that
 /// description sees the change. Does no `F_SETFL` when the flag already has the asked value.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
-    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
-    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let fl = getfl(fd)?;
     let was = fl & libc::O_NONBLOCK != 0;
     if was != on {
         let new = if on { fl | libc::O_NONBLOCK } else { fl & !libc::O_NONBLOCK };
-        // SAFETY: as above; F_SETFL takes an int argument.
+        // SAFETY: `fd` is borrowed; F_SETFL takes an int argument.
         cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
     }
     Ok(was)
@@ -273,13 +286,7 @@ type DescriptionKey = (u64, u64, libc::c_int);
 /// therefore holds every registration that matches, which can only make a restore late,
 /// never early.
 fn description_key(fd: BorrowedFd<'_>) -> io::Result<DescriptionKey> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
-    cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded, so it filled in the whole struct.
-    let st = unsafe { st.assume_init() };
-    // SAFETY: `fd` is borrowed; F_GETFL takes no pointer argument.
-    let fl = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let (st, fl) = (fstat(fd)?, getfl(fd)?);
     #[allow(clippy::unnecessary_cast)] // the widths differ by platform
     Ok((st.st_dev as u64, st.st_ino as u64, fl & libc::O_ACCMODE))
 }
@@ -503,11 +510,7 @@ pub enum FileType {
 
 /// `fstat(fd)` reduced to the file type.
 pub fn file_type(fd: BorrowedFd<'_>) -> io::Result<FileType> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
-    cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded, so it filled in the whole struct.
-    let mode = unsafe { st.assume_init() }.st_mode;
+    let mode = fstat(fd)?.st_mode;
     Ok(match mode & libc::S_IFMT {
         libc::S_IFIFO => FileType::Fifo,
         libc::S_IFSOCK => FileType::Socket,

@@ -239,11 +239,7 @@ fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
     // The field types differ by platform (u32, i32 or u64); only equality matters.
     #[allow(clippy::unnecessary_cast)]
     fn id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, u64)> {
-        let mut st = MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is valid for writes of one `stat`; `fd` is borrowed.
-        cvt_r(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-        // SAFETY: fstat succeeded, so it filled in the whole struct.
-        let st = unsafe { st.assume_init() };
+        let st = crate::fd::fstat(fd)?;
         Ok((st.st_dev as u64, st.st_ino as u64, st.st_rdev as u64))
     }
     Ok(id(a)? == id(b)?)

@@ -251,10 +251,7 @@ case!(
         });
         // Until the producer sleeps in that send (the test's watchdog bounds the spin).
         let tid = ready_rx.recv().unwrap();
-        let stat = format!("/proc/self/task/{tid}/stat");
-        while !std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.starts_with('S') {
-            std::thread::yield_now();
-        }
+        crate::util::wait_for_state(&format!("/proc/self/task/{tid}/stat"), 'S');
         chan.close(&mut lp).unwrap();
         assert_eq!(producer.join().unwrap(), Err(2), "the message came back");
         lp.run(RunMode::Default).unwrap();

@@ -1725,18 +1725,9 @@ case!(
 
 // ----- stopped and continued children -------------------------------------------------------
 
-/// The state letter of process `pid` in `/proc/<pid>/stat` (`T` when stopped).
-fn proc_state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name, which is in parentheses and may hold anything.
-    stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
-}
-
 /// Spins (yielding) until `pid` is stopped; the test's watchdog bounds it.
 fn wait_until_stopped(pid: u32) {
-    while proc_state(pid) != 'T' {
-        std::thread::yield_now();
-    }
+    crate::util::wait_for_state(&format!("/proc/{pid}/stat"), 'T');
 }
 
 case!(

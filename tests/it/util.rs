@@ -172,6 +172,17 @@ macro_rules! case {
     };
 }
 
+/// Spins (yielding) until the process or thread whose `/proc/.../stat` is `stat` is in
+/// `state` (`T` stopped, `S` sleeping); the test's watchdog bounds it.
+#[allow(dead_code)]
+pub fn wait_for_state(stat: &str, state: char) {
+    // The state follows the command name, which is in parentheses and may hold anything.
+    let now = || std::fs::read_to_string(stat).unwrap().rsplit_once(") ").unwrap().1.chars().next();
+    while now() != Some(state) {
+        std::thread::yield_now();
+    }
+}
+
 /// Reads `fd` (a child's output, a pty master) into `seen` until `needle` shows up there,
 /// within 10 s: a deadline for a test that fails, not a sleep.
 #[allow(dead_code)]
