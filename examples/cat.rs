@@ -27,13 +27,9 @@ fn main() -> io::Result<()> {
     // them is cleared again when the handles close (or by the hooks, or at exit).
     let input = Pipe::open(&mut lp, io::stdin().as_fd().try_clone_to_owned()?)?;
     let output = Pipe::open(&mut lp, io::stdout().as_fd().try_clone_to_owned()?)?;
-    start_reading(&mut lp, input, output)?;
+    input.read_start(&mut lp, move |lp, input, ev| on_read(lp, input, output, ev))?;
     lp.run(RunMode::Default)?;
     Ok(())
-}
-
-fn start_reading(lp: &mut Loop, input: Pipe, output: Pipe) -> io::Result<()> {
-    input.read_start(lp, move |lp, input, ev| on_read(lp, input, output, ev))
 }
 
 fn on_read(lp: &mut Loop, input: Pipe, output: Pipe, ev: ReadEvent<'_>) {
@@ -42,9 +38,9 @@ fn on_read(lp: &mut Loop, input: Pipe, output: Pipe, ev: ReadEvent<'_>) {
             output
                 .write(lp, bytes, move |lp, r| on_written(lp, input, output, r))
                 .expect("stdout is writable");
-            // Back-pressure: stop reading while stdout lags behind.
+            // Back-pressure: pause reading while stdout lags behind.
             if output.write_queue_size(lp).unwrap_or(0) >= HIGH_WATER_BYTES {
-                input.read_stop(lp).expect("input is open");
+                input.read_pause(lp).expect("input is open");
             }
         }
         ReadEvent::Eof => {
@@ -61,10 +57,10 @@ fn on_written(lp: &mut Loop, input: Pipe, output: Pipe, r: io::Result<()>) {
     if let Err(e) = r {
         fail("write", e);
     }
-    // Resume once the queue has drained below the mark (unless input ended meanwhile).
-    if output.write_queue_size(lp).unwrap_or(0) < HIGH_WATER_BYTES && input.is_active(lp).ok() == Some(false)
-    {
-        let _ = start_reading(lp, input, output);
+    // Resume once the queue has drained below the mark. Resuming a stream that is reading
+    // does nothing; one that ended (and was closed) gives an error, which is fine here.
+    if output.write_queue_size(lp).unwrap_or(0) < HIGH_WATER_BYTES {
+        let _ = input.read_resume(lp);
     }
 }
 

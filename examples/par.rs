@@ -489,7 +489,7 @@ impl Par {
             // Back-pressure on stdin: queued commands take memory, so read no further ahead.
             // `start_more` reads again once the queue has room.
             if let Some(input) = self.input {
-                let _ = input.read_stop(lp);
+                let _ = input.read_pause(lp);
             }
             self.input_paused = true;
         }
@@ -517,7 +517,7 @@ impl Par {
         }
         if self.input_paused && self.queue.len() < QUEUED_COMMANDS_MAX / 2 {
             self.input_paused = false;
-            if let Err(e) = self.read_input(lp) {
+            if let Err(e) = self.input.map_or(Ok(()), |input| input.read_resume(lp)) {
                 self.say(lp, format!("reading stdin: {e}"));
                 self.note(EXIT_ERROR);
                 self.stop(lp);
@@ -550,10 +550,11 @@ impl Par {
                 lines: [Lines::new(LINE_BYTES_MAX), Lines::new(LINE_BYTES_MAX)],
             },
         );
-        if !self.output_paused {
-            for (k, pipe) in pipes.into_iter().enumerate() {
-                if let Some(pipe) = pipe {
-                    self.read_output(lp, index, k, pipe);
+        for (k, pipe) in pipes.into_iter().enumerate() {
+            if let Some(pipe) = pipe {
+                self.read_output(lp, index, k, pipe);
+                if self.output_paused {
+                    let _ = pipe.read_pause(lp);
                 }
             }
         }
@@ -699,27 +700,20 @@ impl Par {
         self.signal_all(lp, SIGTERM);
     }
 
-    /// Stops reading the commands' output while too much waits to be written, and reads again
+    /// Pauses reading the commands' output while too much waits to be written, and resumes
     /// once enough of it was.
     fn update_back_pressure(&mut self, lp: &mut Loop) {
         let queued = self.sinks.iter().map(|s| s.stream.write_queue_size(lp).unwrap_or(0)).max().unwrap_or(0);
-        if !self.output_paused && queued > HIGH_WATER_BYTES {
-            self.output_paused = true;
-            for job in self.running.values() {
-                for pipe in job.pipes.iter().flatten() {
-                    let _ = pipe.read_stop(lp);
-                }
-            }
+        let pause = if !self.output_paused && queued > HIGH_WATER_BYTES {
+            true
         } else if self.output_paused && queued <= LOW_WATER_BYTES {
-            self.output_paused = false;
-            let pipes: Vec<(usize, usize, Pipe)> = (self.running.iter())
-                .flat_map(|(&index, job)| {
-                    job.pipes.iter().enumerate().filter_map(move |(k, p)| p.map(|p| (index, k, p)))
-                })
-                .collect();
-            for (index, k, pipe) in pipes {
-                self.read_output(lp, index, k, pipe);
-            }
+            false
+        } else {
+            return;
+        };
+        self.output_paused = pause;
+        for pipe in self.running.values().flat_map(|job| job.pipes.iter().flatten()) {
+            let _ = if pause { pipe.read_pause(lp) } else { pipe.read_resume(lp) };
         }
     }
 

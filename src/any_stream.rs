@@ -118,6 +118,16 @@ impl AnyStream {
         forward!(self, h => h.read_stop(lp))
     }
 
+    /// As [`Pipe::read_pause`].
+    pub fn read_pause(self, lp: &mut Loop) -> io::Result<()> {
+        forward!(self, h => h.read_pause(lp))
+    }
+
+    /// As [`Pipe::read_resume`].
+    pub fn read_resume(self, lp: &mut Loop) -> io::Result<()> {
+        forward!(self, h => h.read_resume(lp))
+    }
+
     /// As [`Pipe::write`].
     pub fn write(
         self,

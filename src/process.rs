@@ -750,8 +750,10 @@ impl Command {
     /// else the spawn fails: its own ([`process_group(0)`](Command::process_group),
     /// [`setsid`](Command::setsid), a [`Pipeline::process_group`]), or one it joined with
     /// `process_group(pgid)`, which is then the group killed. The child is reaped and waited
-    /// for as with `kill_on_drop`; its descendants are not the loop's to reap. Once the
-    /// child itself was reaped, closing its handle kills nothing. Replaces `kill_on_drop`.
+    /// for as with `kill_on_drop`; its descendants are not the loop's to reap. The group is
+    /// killed also when the child itself has exited already (it forked a server and
+    /// returned, say), as [`Process::kill_group`] would, with the caveat given there for
+    /// systems where a group is named by number. Replaces `kill_on_drop`.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1216,9 +1218,12 @@ impl Process {
     /// suspended with Ctrl-Z (`SIGTSTP`), or stopped by `SIGTTIN` reading a terminal it does
     /// not own, and resumed by `SIGCONT`.
     ///
-    /// What is reported is the child's latest change, as the kernel keeps it: a stop that a
-    /// continue followed before the loop looked is reported as the continue alone. A stop
-    /// that happened before this call is reported too, in the next pending phase. Replaces
+    /// What is reported is the child's latest change, as the kernel keeps it, and a continue
+    /// only after a stop was reported: the events go stopped, continued, stopped, and so on
+    /// (two stops in a row when a continue and the next stop came before the loop looked).
+    /// A stop that a continue followed before the loop looked is not reported at all: the
+    /// child runs, as it did when last reported. A stop that happened before this call is
+    /// reported too, in the next pending phase. Replaces
     /// an earlier callback; [`unwatch_stops`](Self::unwatch_stops) or closing the handle ends
     /// the watch. A child that exits gets its exit callback only: a stop it did not live to
     /// have reported is not reported after it. Fails with `ESRCH` after the child was reaped.
@@ -1400,6 +1405,9 @@ struct StopWatch {
     cb: Option<StopCb>,
     /// Each watch gets a new one, so a callback that ran is put back only into its own.
     epoch: u32,
+    /// The last change reported was a stop: only then is a continue reported (xnu may note
+    /// a `SIGCONT` to a child that was running as a continue).
+    stopped: bool,
 }
 
 /// Every child the loop spawned and has not reaped yet, with or without a handle.
@@ -1891,10 +1899,13 @@ impl Loop {
         let res = match entry.watch {
             #[cfg(target_os = "linux")]
             Watch::Pidfd(_) => sys::try_wait(pid),
-            // NOTE_EXIT fired, so the child is a zombie and this finds it. Not a blocking
-            // wait: if the entry was reused within this batch, the pid is another child's.
+            // NOTE_EXIT fired, so the child has exited; but xnu posts it before the child is
+            // a zombie that `waitpid(WNOHANG)` finds, and the one-shot event comes only once:
+            // wait, as libuv does (a moment at most). The pid is this event's: a kqueue-watched
+            // entry is freed only by this reap, or when its registration found it gone
+            // already, which left no event behind.
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-            Watch::Kqueue => sys::try_wait(pid),
+            Watch::Kqueue => sys::wait(pid).map(Some),
             Watch::Sigchld => return,
         };
         match res {
@@ -1931,8 +1942,8 @@ impl Loop {
             let Some(mut cb) = w.cb.take() else { return };
             let event = match sys::try_wait_run_change(c.pid) {
                 Ok(Some(sys::RunChange::Stopped(signal))) => StopEvent::Stopped(signal),
-                Ok(Some(sys::RunChange::Continued)) => StopEvent::Continued,
-                Ok(None) => {
+                Ok(Some(sys::RunChange::Continued)) if w.stopped => StopEvent::Continued,
+                Ok(Some(sys::RunChange::Continued)) | Ok(None) => {
                     w.cb = Some(cb);
                     return;
                 }
@@ -1943,6 +1954,7 @@ impl Loop {
                 }
             };
             let epoch = w.epoch;
+            w.stopped = matches!(event, StopEvent::Stopped(_));
             log::trace!("loop {}: child {} {event:?}", self.id, c.pid);
             cb(self, Process(owner), event);
             let own = |w: &&mut StopWatch| w.key == c.key && w.pid == c.pid && w.epoch == epoch;
@@ -2070,12 +2082,14 @@ impl Loop {
             // Before the first look below: a stop after that look raises SIGCHLD.
             self.sigchld_watch().map_err(|e| context(e, "watch_stops: watching SIGCHLD"))?;
         }
+        // A new callback takes over from the old one, stopped or not.
+        let stopped = self.children.stops.iter().any(|w| w.key == key && w.stopped);
         self.child_unwatch_stops(key);
         if let Some(cb) = cb {
             let pid = self.children.entries[key].pid;
             self.children.stop_epoch = self.children.stop_epoch.wrapping_add(1);
             let epoch = self.children.stop_epoch;
-            self.children.stops.push(StopWatch { key, pid, cb: Some(cb), epoch });
+            self.children.stops.push(StopWatch { key, pid, cb: Some(cb), epoch, stopped });
             // It may have stopped already, before anything listened.
             self.pending.push_back(Pending::Stops(ChildCheck { key, pid, blocking: false }));
         }
@@ -2131,15 +2145,29 @@ impl Loop {
 
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
+        let loop_id = self.id;
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
         st.on_exit = None;
         #[cfg(target_os = "linux")]
-        {
-            st.pidfd = None;
-        }
-        let Some(key) = st.child_key() else { return };
+        let pidfd = st.pidfd.take();
+        let Some(key) = st.child_key() else {
+            // Reaped already; what it started may still run in its group, which goes too.
+            if st.on_drop == OnDrop::KillGroup {
+                #[cfg(target_os = "linux")]
+                let pidfd = pidfd.as_ref().map(|fd| fd.as_fd());
+                #[cfg(not(target_os = "linux"))]
+                let pidfd = None;
+                match signal_group(st.group, st.leads_group, pidfd, libc::SIGKILL) {
+                    Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                        log::debug!("loop {loop_id}: SIGKILL to the group of {} on close: {e}", st.pid);
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        };
         st.child_key = NO_CHILD;
         let on_drop = st.on_drop;
         let group = (st.group, st.leads_group);

@@ -98,9 +98,12 @@ pub(crate) struct Stream {
     pub(crate) readable: bool,
     pub(crate) writable: bool,
     reading: bool,
+    /// Reading is paused with its callback kept, for `read_resume` (never with `reading`).
+    paused: bool,
     read_cb: Option<ReadCb>,
-    /// Bumped by every read_start and read_stop: a callback taken out while it runs goes back
-    /// only if neither happened meanwhile.
+    /// Bumped by every read_start and read_stop, and when reading ends: a callback taken out
+    /// while it runs goes back only if none of these happened meanwhile. Pausing and resuming
+    /// keep the callback, and the epoch.
     read_epoch: u32,
     read_cap: usize,
     queue: VecDeque<WriteReq>,
@@ -143,6 +146,7 @@ impl Stream {
             readable,
             writable,
             reading: false,
+            paused: false,
             read_cb: None,
             read_epoch: 0,
             read_cap: READ_CAP_BYTES_DEFAULT,
@@ -241,6 +245,7 @@ impl Loop {
         }
         s.io.fd()?;
         s.reading = true;
+        s.paused = false;
         s.read_cb = Some(cb);
         s.read_epoch = s.read_epoch.wrapping_add(1);
         self.read_changed();
@@ -251,8 +256,42 @@ impl Loop {
     pub(crate) fn read_stop(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
         let s = self.stream_mut(id, kind)?;
         s.reading = false;
+        s.paused = false;
         s.read_cb = None;
         s.read_epoch = s.read_epoch.wrapping_add(1);
+        self.read_changed();
+        self.stream_sync(id);
+        Ok(())
+    }
+
+    pub(crate) fn read_pause(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        if s.reading {
+            s.reading = false;
+            s.paused = true;
+            self.read_changed();
+            self.stream_sync(id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_resume(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        if s.reading {
+            return Ok(());
+        }
+        if !s.paused {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!(
+                    "the {} has no paused reading to resume (never started, stopped with read_stop, or ended at end of file or an error)",
+                    kind.name()
+                ),
+            ));
+        }
+        s.io.fd()?;
+        s.reading = true;
+        s.paused = false;
         self.read_changed();
         self.stream_sync(id);
         Ok(())
@@ -282,11 +321,18 @@ impl Loop {
     }
 
     /// The stream a round of reads is serving, found again after a callback ran: still the
-    /// same stream, not closing, still reading with the callback the round holds (none of
-    /// which a callback can change without bumping `read_changes`).
-    #[inline]
-    fn reading_stream(&mut self, id: HandleId, changes: u64, epoch: u32) -> Option<&mut Stream> {
-        let same = |s: &&mut Stream| s.reading && s.read_epoch == epoch;
+    /// same stream, not closing, still reading (or, without `need_reading`, paused) with the
+    /// callback the round holds (none of which a callback can change without bumping
+    /// `read_changes`).
+    #[inline(always)]
+    fn reading_stream(
+        &mut self,
+        id: HandleId,
+        changes: u64,
+        epoch: u32,
+        need_reading: bool,
+    ) -> Option<&mut Stream> {
+        let same = |s: &&mut Stream| (s.reading || !need_reading) && s.read_epoch == epoch;
         if self.read_changes == changes {
             debug_assert!(self.live_stream(id).is_some_and(|s| same(&s)));
             // Unchanged since the round began: the slot still holds this stream (a slot is
@@ -311,6 +357,7 @@ impl Loop {
         let Some(s) = self.live_stream(id) else { return };
         let Some(mut cb) = s.read_cb.take() else { return };
         s.reading = false;
+        s.paused = false;
         s.read_epoch = s.read_epoch.wrapping_add(1);
         self.read_changed();
         cb.call(self, id, ev);
@@ -354,7 +401,7 @@ impl Loop {
                     // restarted or closed it, or changed the cap: then the round ends, and
                     // level-triggered readiness brings the stream back).
                     if n == cap && reads < reads_max {
-                        if let Some(next) = self.reading_stream(id, changes, epoch) {
+                        if let Some(next) = self.reading_stream(id, changes, epoch, true) {
                             if next.read_cap == cap {
                                 s = next;
                                 continue;
@@ -376,14 +423,16 @@ impl Loop {
             Some(ev) => {
                 if let Some(s) = self.live_stream(id) {
                     s.reading = false;
+                    s.paused = false;
                     s.read_epoch = s.read_epoch.wrapping_add(1);
                 }
                 self.read_changed();
                 cb.call(self, id, ev);
                 self.stream_sync(id);
             }
+            // The callback goes back to a stream still reading with it, or paused with it.
             None => {
-                if let Some(s) = self.reading_stream(id, changes, epoch) {
+                if let Some(s) = self.reading_stream(id, changes, epoch, false) {
                     if s.read_cb.is_none() {
                         s.read_cb = Some(cb);
                     }
@@ -759,6 +808,7 @@ impl Loop {
         self.io_release(id);
         if let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
             s.reading = false;
+            s.paused = false;
             s.read_cb = None;
         }
         self.read_changed();
@@ -797,11 +847,67 @@ macro_rules! stream_methods {
                 lp.read_start(self.0, $kind, $crate::stream::ReadCb::$name(Box::new(cb)))
             }
 
-            /// Stops reading. Data arriving meanwhile stays in the kernel. Stopping twice does
-            /// nothing.
+            /// Stops reading and drops the callback. Data arriving meanwhile stays in the
+            /// kernel. Stopping twice does nothing. To stop for a while and go on with the same
+            /// callback, use [`read_pause`](Self::read_pause).
             #[inline]
             pub fn read_stop(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
                 lp.read_stop(self.0, $kind)
+            }
+
+            /// Stops reading, keeping the callback for [`read_resume`](Self::read_resume): the
+            /// way to apply back-pressure (stop reading while the other side lags behind)
+            /// without building the callback again. Data arriving meanwhile stays in the
+            /// kernel, and nothing is lost. Like a stopped stream, a paused one does not keep
+            /// the loop alive.
+            ///
+            /// It may be called from the read callback itself: no further data is delivered
+            /// in that round. Pausing a stream that is not reading does nothing. A later
+            /// [`read_start`](Self::read_start) replaces the kept callback, and
+            /// [`read_stop`](Self::read_stop) or closing drops it.
+            ///
+            /// With a pipe (a tty works the same way):
+            ///
+            /// ```
+            /// use std::{cell::RefCell, rc::Rc};
+            /// use evloop::{Loop, Pipe, ReadEvent, RunMode};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let (rx, tx) = Pipe::pair(&mut lp)?;
+            /// let got = Rc::new(RefCell::new(Vec::new()));
+            /// let sink = got.clone();
+            /// rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+            ///     ReadEvent::Data(bytes) => {
+            ///         sink.borrow_mut().push(bytes.to_vec());
+            ///         rx.read_pause(lp).unwrap(); // one chunk, then wait for the consumer
+            ///     }
+            ///     ReadEvent::Eof => rx.close(lp).unwrap(),
+            ///     ReadEvent::Error(e) => panic!("{e}"),
+            /// })?;
+            /// tx.write(&mut lp, b"hello", |_, res| res.unwrap())?;
+            /// lp.run(RunMode::Default)?; // returns once paused: nothing else keeps it alive
+            /// assert_eq!(got.borrow().len(), 1);
+            /// tx.write(&mut lp, b"world", |_, res| res.unwrap())?;
+            /// tx.close(&mut lp)?;
+            /// // The consumer caught up: resume until end of file closes `rx`.
+            /// while rx.read_resume(&mut lp).is_ok() {
+            ///     lp.run(RunMode::Default)?;
+            /// }
+            /// assert_eq!(got.borrow().concat(), b"helloworld");
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            #[inline]
+            pub fn read_pause(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
+                lp.read_pause(self.0, $kind)
+            }
+
+            /// Resumes reading paused with [`read_pause`](Self::read_pause), with the kept
+            /// callback. Resuming a stream that is reading does nothing. A stream with nothing
+            /// paused (never started, stopped with [`read_stop`](Self::read_stop), or ended by
+            /// end of file or an error) gives a `NotConnected` error.
+            #[inline]
+            pub fn read_resume(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
+                lp.read_resume(self.0, $kind)
             }
 
             /// Writes `data`: what the kernel takes now is written at once, the rest is copied

@@ -114,10 +114,8 @@ pub fn select(read: &mut FdSet, write: &mut FdSet, timeout: Option<Duration>) ->
     read.cover(nfds);
     write.cover(nfds);
     let nfds_c = libc::c_int::try_from(nfds).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut tv = timeout.map(|d| libc::timeval {
-        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_usec: d.subsec_micros() as _,
-    });
+    let mut tv =
+        timeout.map(|d| libc::timeval { tv_sec: crate::time::wait_secs(d), tv_usec: d.subsec_micros() as _ });
     let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
     // Fds named in the sets need not be open: the kernel answers EBADF, and no memory
     // depends on them.

@@ -34,7 +34,8 @@
 //! - Exactly the fds the request maps, plus 0, 1 and 2 where the request leaves them alone.
 //!   Every other fd is closed: by `POSIX_SPAWN_CLOEXEC_DEFAULT` on macOS, by
 //!   `posix_spawn_file_actions_addclosefrom_np` where it exists (glibc 2.34, FreeBSD 13.1), by
-//!   `close_range` or a close loop on the fork path. Where none of these exists (older glibc
+//!   `close_range` (Linux), `closefrom` (FreeBSD, whose `/dev/fd` may list only 0 to 2) or a
+//!   close loop over the listed fds on the fork path. Where none of these exists (older glibc
 //!   and FreeBSD on the fast path) only close-on-exec protects the parent's other fds; every
 //!   fd evloop creates is close-on-exec.
 //! - Sources are moved out of the way before any target is written: a source whose number is
@@ -852,7 +853,8 @@ struct ChildPlan<'a> {
     /// Whether `exec` is a PATH search (execvp's rules) or one path.
     search: bool,
     plan: &'a FdPlan,
-    /// fds open in the parent at or above `plan.close_from`, for kernels without close_range.
+    /// fds open in the parent at or above `plan.close_from`, where the child has no way to
+    /// close them without a list (Linux without close_range, macOS).
     open_above: &'a [RawFd],
     err_fd: RawFd,
     cwd: Option<&'a CStr>,
@@ -944,10 +946,26 @@ fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
             return;
         }
     }
-    for &fd in open_above {
-        if fd >= from && fd != keep {
+    #[cfg(target_os = "freebsd")]
+    {
+        // /dev/fd lists only 0, 1 and 2 without fdescfs, so the parent could not list what is
+        // open: close every number up to the error pipe (the numbers below it were taken when
+        // the pipe was made), then the rest with closefrom (FreeBSD 8), which cannot fail.
+        let _ = open_above;
+        for fd in from..keep {
             // SAFETY: close takes an int; closing a number that is not open is harmless here.
             unsafe { libc::close(fd) };
+        }
+        // SAFETY: closefrom takes an int and closes only this (forked) process's fds.
+        unsafe { libc::closefrom(keep + 1) };
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        for &fd in open_above {
+            if fd >= from && fd != keep {
+                // SAFETY: close takes an int; closing a number that is not open is harmless here.
+                unsafe { libc::close(fd) };
+            }
         }
     }
 }
@@ -1069,11 +1087,13 @@ fn fork_exec(
         Program::Search { name, path } => (search_candidates(name, path), true),
     };
     let exec: Vec<*const c_char> = owned_paths.iter().map(|c| c.as_ptr()).collect();
-    let open_above: Vec<RawFd> = if cfg!(target_os = "linux") && close_range_works() {
-        Vec::new()
-    } else {
-        crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
-    };
+    // Linux with close_range, and FreeBSD (closefrom), close without a list.
+    let open_above: Vec<RawFd> =
+        if cfg!(target_os = "freebsd") || cfg!(target_os = "linux") && close_range_works() {
+            Vec::new()
+        } else {
+            crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
+        };
     // The error pipe, above every target so the fd moves cannot touch it.
     let (r, w) = crate::fd::pipe().map_err(setup)?;
     let (r, w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {

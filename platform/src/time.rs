@@ -1,4 +1,5 @@
-//! CPU time, for benchmarks and the tests that prove a thread does not spin.
+//! CPU time, for benchmarks and the tests that prove a thread does not spin; the longest
+//! timeout a wait passes to the kernel.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -19,4 +20,25 @@ fn rusage(who: libc::c_int) -> io::Result<Duration> {
 /// User plus system CPU time of the whole process so far (`getrusage(RUSAGE_SELF)`).
 pub fn process_cpu_time() -> io::Result<Duration> {
     rusage(libc::RUSAGE_SELF)
+}
+
+/// The longest timeout, in seconds, that a wait (`kevent`, `select`) hands to the kernel:
+/// xnu refuses one above 10^8 seconds (about three years) with `EINVAL`. A longer wait is
+/// cut to this; the loop computes its timeout again when the wait returns.
+pub(crate) const WAIT_SECS_MAX: u64 = 100_000_000;
+
+/// `d`'s whole seconds, cut to [`WAIT_SECS_MAX`].
+pub(crate) fn wait_secs(d: Duration) -> libc::time_t {
+    d.as_secs().min(WAIT_SECS_MAX) as libc::time_t
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_wait_of_any_length_is_cut_to_what_xnu_accepts() {
+        assert_eq!(super::wait_secs(Duration::MAX), 100_000_000);
+        assert_eq!(super::wait_secs(Duration::from_millis(2500)), 2);
+    }
 }

@@ -797,3 +797,149 @@ case!(
         }
     }
 );
+
+/// Sets its flag when dropped: tells whether a callback that owns it still exists.
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+case!(
+    secs = 60,
+    /// Back-pressure with `read_pause`: the reader pauses after every chunk, and an idle
+    /// handle resumes it on the next iteration. The one callback sees every byte in order.
+    fn read_pause_and_resume_keep_the_callback_and_lose_nothing() {
+        const TOTAL: usize = 4 << 20;
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.set_read_cap(&mut lp, 4096).unwrap();
+        let sent = pattern(3, TOTAL);
+        tx.write(&mut lp, &sent, |_, r| r.unwrap()).unwrap();
+        tx.shutdown(&mut lp, move |lp, r| {
+            r.unwrap();
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let (pauses, eof) = (Rc::new(Cell::new(0usize)), Rc::new(Cell::new(false)));
+        let dropped = Rc::new(Cell::new(false));
+        let flag = DropFlag(dropped.clone());
+        let (sink, p, e) = (got.clone(), pauses.clone(), eof.clone());
+        rx.read_start(&mut lp, move |lp, rx, ev| {
+            let _owned = &flag;
+            match ev {
+                ReadEvent::Data(d) => {
+                    sink.borrow_mut().extend_from_slice(d);
+                    rx.read_pause(lp).unwrap();
+                    assert!(!rx.is_active(lp).unwrap(), "a paused stream is not active");
+                    p.set(p.get() + 1);
+                }
+                ReadEvent::Eof => {
+                    e.set(true);
+                    rx.close(lp).unwrap();
+                }
+                ReadEvent::Error(e) => panic!("read: {e}"),
+            }
+        })
+        .unwrap();
+        let resumer = Idle::new(&mut lp);
+        let (e, d) = (eof.clone(), dropped.clone());
+        resumer
+            .start(&mut lp, move |lp, idle| {
+                if e.get() {
+                    idle.close(lp).unwrap();
+                    return;
+                }
+                assert!(!d.get(), "the paused callback was dropped");
+                // Paused after the last chunk, or still reading (the write side is slower).
+                rx.read_resume(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(eof.get());
+        assert!(dropped.get(), "the callback is dropped after end of file");
+        assert_eq!(got.borrow().len(), TOTAL);
+        assert!(*got.borrow() == sent, "the data arrived in order");
+        assert!(pauses.get() >= TOTAL / 4096, "one chunk per pause: {} pauses", pauses.get());
+    }
+);
+
+case!(
+    /// What pausing and resuming do around `read_start`, `read_stop`, end of file and close.
+    fn read_pause_and_resume_rules() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let not_connected = |r: io::Result<()>| r.unwrap_err().kind() == io::ErrorKind::NotConnected;
+
+        // Nothing to pause or resume before read_start.
+        rx.read_pause(&mut lp).unwrap();
+        assert!(not_connected(rx.read_resume(&mut lp)));
+
+        // A reader that counts its calls and tells when it is dropped.
+        let start = |lp: &mut Loop, calls: &Rc<Cell<usize>>| {
+            let dropped = Rc::new(Cell::new(false));
+            let flag = DropFlag(dropped.clone());
+            let calls = calls.clone();
+            rx.read_start(lp, move |lp, rx, ev| {
+                let _owned = &flag;
+                calls.set(calls.get() + 1);
+                if let ReadEvent::Data(_) = ev {
+                    // Pause and resume inside the callback: reading goes on.
+                    rx.read_pause(lp).unwrap();
+                    rx.read_resume(lp).unwrap();
+                    rx.read_pause(lp).unwrap();
+                }
+            })
+            .unwrap();
+            dropped
+        };
+        let calls = Rc::new(Cell::new(0));
+        let first = start(&mut lp, &calls);
+        tx.write(&mut lp, b"a", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(calls.get(), 1, "paused from the callback: the run ended");
+        assert!(!first.get(), "kept while paused");
+        rx.read_resume(&mut lp).unwrap();
+        rx.read_resume(&mut lp).unwrap(); // resuming a reading stream does nothing
+        assert!(rx.is_active(&lp).unwrap());
+        rx.read_pause(&mut lp).unwrap();
+        rx.read_pause(&mut lp).unwrap(); // twice does nothing
+
+        // read_start while paused replaces the kept callback.
+        let second = start(&mut lp, &calls);
+        assert!(first.get(), "replaced, so dropped");
+        // read_stop while paused drops it, and leaves nothing to resume.
+        rx.read_pause(&mut lp).unwrap();
+        rx.read_stop(&mut lp).unwrap();
+        assert!(second.get());
+        assert!(not_connected(rx.read_resume(&mut lp)));
+
+        // Closing a paused stream drops the callback.
+        let third = start(&mut lp, &calls);
+        rx.read_pause(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        assert!(third.get());
+        assert!(rx.read_resume(&mut lp).is_err());
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+
+        // After end of file there is nothing to resume.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        tx.close(&mut lp).unwrap();
+        let ended = Rc::new(Cell::new(false));
+        let e = ended.clone();
+        rx.read_start(&mut lp, move |_, _, ev| {
+            assert!(matches!(ev, ReadEvent::Eof));
+            e.set(true);
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(ended.get());
+        assert!(not_connected(rx.read_resume(&mut lp)));
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

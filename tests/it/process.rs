@@ -634,6 +634,51 @@ fn reap_adopted() -> Vec<nix::sys::wait::WaitStatus> {
 }
 
 case!(
+    /// `kill_group_on_drop` when the child exited first, leaving what it started in its
+    /// group (a test that forked a server and returned): closing the handle from the exit
+    /// callback, or dropping the loop with the handle open, still kills the group.
+    fn kill_group_on_drop_after_the_child_exited() {
+        become_subreaper();
+        for (name, b) in flavours() {
+            for drop_loop in [false, true] {
+                let mut lp = b.clone().build().unwrap();
+                let mut cmd = sh("sleep 100 & echo $!");
+                cmd.process_group(0).kill_group_on_drop(true).stdout(Stdio::Pipe);
+                let status = Rc::new(RefCell::new(None));
+                let st = status.clone();
+                let child = cmd
+                    .spawn(&mut lp, move |lp, p, res| {
+                        *st.borrow_mut() = Some(res.unwrap());
+                        if !drop_loop {
+                            p.close(lp).unwrap();
+                        }
+                    })
+                    .unwrap();
+                let shell = child.process.pid(&lp).unwrap();
+                // The sleep holds the pipe open: no end of file, so stop at the first line.
+                let line = on_first_line(&mut lp, child.stdout.unwrap(), |lp, pipe| pipe.close(lp).unwrap());
+                lp.run(RunMode::Default).unwrap();
+                assert!(status.borrow().is_some_and(|s| s.success()), "{name}: the shell exited first");
+                let bg: u32 = line.borrow().trim().parse().unwrap();
+                assert!(!gone(bg), "{name}, drop_loop {drop_loop}: the sleep runs on until the close");
+                drop(lp);
+                assert!(gone(shell), "{name}, drop_loop {drop_loop}: the child was reaped");
+                let adopted = reap_adopted();
+                assert_eq!(
+                    adopted,
+                    [nix::sys::wait::WaitStatus::Signaled(
+                        nix::unistd::Pid::from_raw(bg as i32),
+                        nix::sys::signal::SIGKILL,
+                        false
+                    )],
+                    "{name}, drop_loop {drop_loop}: the sleep was killed"
+                );
+            }
+        }
+    }
+);
+
+case!(
     fn issue_6_kill_group_ends_the_whole_group() {
         become_subreaper();
         for (name, b) in flavours() {
@@ -1769,6 +1814,43 @@ case!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(theirs.id() as i32), nix::sys::signal::SIGCONT)
                 .unwrap();
             assert_eq!(theirs.wait().unwrap().code(), Some(5), "{name}");
+        }
+    }
+);
+
+case!(
+    /// A continue is reported only after its stop was: a child stopped and continued before
+    /// anyone looked reports nothing, and the next stop and continue are reported in order.
+    fn a_continue_is_reported_only_after_its_stop() {
+        use evloop::StopEvent::{Continued, Stopped};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("kill -STOP $$; read a; kill -STOP $$; read b; exit 2");
+            cmd.stdin(Stdio::Pipe);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let (p, stdin) = (child.process, child.stdin.unwrap());
+            wait_until_stopped(p.pid(&lp).unwrap());
+            // Continued before the watch: the kernel keeps "continued" for the first look.
+            p.kill(&mut lp, libc::SIGCONT).unwrap();
+            let events = Rc::new(RefCell::new(Vec::new()));
+            let ev = events.clone();
+            p.watch_stops(&mut lp, move |lp, p, e| {
+                ev.borrow_mut().push(e);
+                match e {
+                    Stopped(_) => p.kill(lp, libc::SIGCONT).unwrap(),
+                    Continued => stdin.write(lp, b"b\n", |_, r| r.unwrap()).unwrap(),
+                }
+            })
+            .unwrap();
+            // The first look (the pending phase) finds the continue, with no stop before it.
+            lp.run(RunMode::NoWait).unwrap();
+            assert_eq!(*events.borrow(), [], "{name}: nothing to report");
+            stdin.write(&mut lp, b"a\n", |_, r| r.unwrap()).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(2), "{name}");
+            assert_eq!(*events.borrow(), [Stopped(libc::SIGSTOP), Continued], "{name}");
+            stdin.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
         }
     }
 );

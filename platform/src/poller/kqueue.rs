@@ -64,10 +64,7 @@ fn token_of(k: &libc::kevent) -> u64 {
 }
 
 fn to_timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as _,
-    }
+    libc::timespec { tv_sec: crate::time::wait_secs(d), tv_nsec: d.subsec_nanos() as _ }
 }
 
 fn kevent_raw(
