@@ -23,8 +23,9 @@ fn main() -> io::Result<()> {
     // terminal in a changed mode): the hooks put both back before the process ends.
     evloop::tty::install_restore_hooks()?;
     let mut lp = Loop::new()?;
-    // Duplicates share the open file descriptions of our stdin and stdout; O_NONBLOCK set on
-    // them is cleared again when the handles close (or by the hooks, or at exit).
+    // Pipes are opened again as descriptions of their own (Linux); where a handle must set
+    // O_NONBLOCK on the description it shares with the shell, it is cleared again when the
+    // handles close (or by the hooks, or at exit).
     let input = Pipe::open(&mut lp, io::stdin().as_fd().try_clone_to_owned()?)?;
     let output = Pipe::open(&mut lp, io::stdout().as_fd().try_clone_to_owned()?)?;
     input.read_start(&mut lp, move |lp, input, ev| on_read(lp, input, output, ev))?;

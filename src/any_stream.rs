@@ -71,7 +71,8 @@ macro_rules! forward {
 
 impl AnyStream {
     /// Opens `fd` as a [`Tty`] if it is a terminal, else as a [`Pipe`]; the handle owns it.
-    /// See [`Tty::open`] and [`Pipe::open`] for what each does to the fd.
+    /// See [`Tty::open`] and [`Pipe::open`] for what each does to the fd, and to the open
+    /// file description it may share with the shell and with children that inherit it.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
         if fd::isatty(fd.as_fd()) {
             Tty::open(lp, fd).map(AnyStream::Tty)

@@ -61,9 +61,10 @@ pub enum HandleType {
 }
 
 /// Clears `O_NONBLOCK` on every shared open file description that evloop made nonblocking
-/// in place and has not put back yet: an inherited blocking pipe or FIFO given to
-/// [`Pipe::open`], or a terminal that [`Tty::open`](crate::Tty::open) could not reopen
-/// privately (a read-only one). It is for a program that is about to end with those handles
+/// in place and has not put back yet: an inherited blocking socket, or pipe or FIFO that
+/// could not be opened again privately (on macOS and FreeBSD, say), given to [`Pipe::open`],
+/// or a terminal that [`Tty::open`](crate::Tty::open) could not reopen privately (a
+/// read-only one). It is for a program that is about to end with those handles
 /// still open, so that the shell or the other processes sharing them do not inherit
 /// `EAGAIN`s.
 ///
@@ -90,7 +91,7 @@ pub enum HandleType {
 ///     let fl = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).unwrap());
 ///     fl.contains(OFlag::O_NONBLOCK)
 /// };
-/// let (_reader, writer) = std::io::pipe()?;
+/// let (writer, _reader) = std::os::unix::net::UnixStream::pair()?;
 /// let writer = OwnedFd::from(writer);
 /// // Another holder of the same description, as a parent shell would be.
 /// let shared = writer.try_clone()?;
@@ -157,19 +158,24 @@ impl Pipe {
     /// fd that is not open, is an error.
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
-    /// stdin or stdout inherited from a shell). Where evloop sets it, other holders see it
-    /// too until the handle closes; closing the handle (or dropping its loop) clears it
+    /// stdin or stdout inherited from a shell, and passed on to the program's children).
+    /// So, on Linux, a blocking pipe or FIFO is opened again through `/proc/self/fd` as a
+    /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
+    /// terminal), and `fd` is closed: the flag then touches nobody else. Where that cannot
+    /// be done (macOS and FreeBSD; a socket; a pipe another user made; a write side whose
+    /// reader is gone; no `/proc`), the flag is set on the shared description, and other
+    /// holders see it too until the handle closes: a child that inherits such a stdout may
+    /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
     /// again (after the last of several handles on one description), and so do `exit` and
     /// [`restore_shared_blocking`] for a program that ends with the handle open:
     /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes `SIGINT`,
-    /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that
-    /// never block are left alone. To keep a shared terminal out of this, use
-    /// [`Tty::open`](crate::Tty::open), which reopens the terminal privately.
+    /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that never block
+    /// are left alone.
     ///
     /// One of those other holders is often the program itself: with `2>&1`, stdout and
-    /// stderr are one description, so after `Pipe::open` of stdout a `println!` or
-    /// `eprintln!` can fail with `EAGAIN` (and `print!` panics on it) while the reader is
-    /// slow. Write such output through the handle instead while it is open.
+    /// stderr are one description, so after `Pipe::open` of a shared stdout a `println!`
+    /// or `eprintln!` can fail with `EAGAIN` (and `print!` panics on it) while the reader
+    /// is slow. Write such output through the handle instead while it is open.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe)?;
@@ -181,12 +187,34 @@ impl Pipe {
                 format!("cannot open fd {raw} as a pipe: it is a directory"),
             ));
         }
+        // A blocking pipe (a stdin or stdout shared with a shell, and with the children that
+        // inherit it) gets a description of its own where the system can open one, so that
+        // its O_NONBLOCK touches nobody else.
+        let (fd, private) = if ty == FileType::Fifo && !flags.nonblocking {
+            let access = match (flags.readable, flags.writable) {
+                (true, true) => fd::Access::ReadWrite,
+                (true, false) => fd::Access::Read,
+                _ => fd::Access::Write,
+            };
+            match fd::reopen_fifo(fd.as_fd(), access) {
+                Ok(own) => (own, true),
+                Err(e) => {
+                    log::debug!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
+                    (fd, false)
+                }
+            }
+        } else {
+            (fd, false)
+        };
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
         // Set here, or by another handle on this description (stdout and stderr after
         // `2>&1`): held either way, so closing one handle keeps it for the other.
-        let restore_blocking =
-            if mode == IoMode::AlwaysReady { None } else { fd::hold_shared_nonblocking(fd.as_fd())? };
+        let restore_blocking = if private || mode == IoMode::AlwaysReady {
+            None
+        } else {
+            fd::hold_shared_nonblocking(fd.as_fd())?
+        };
         let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;

@@ -564,6 +564,35 @@ pub fn open(path: &CStr, access: Access, nonblocking: bool) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// Opens the pipe or FIFO `fd` refers to again, as an open file description of its own:
+/// `open("/proc/self/fd/N", access | O_NONBLOCK | O_CLOEXEC)`, checked to lead to the same
+/// pipe. `O_NONBLOCK` on the new description touches nobody who shares `fd`'s.
+///
+/// Linux only: elsewhere (`/dev/fd/N` duplicates the fd instead) this is `Unsupported`.
+/// Fails, among other cases, for a pipe another user made (`EACCES`), for a write side
+/// with no reader left (`ENXIO`), and without `/proc`.
+pub fn reopen_fifo(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
+    #[cfg(target_os = "linux")]
+    {
+        let path =
+            std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("a number has no NUL");
+        let new = open(&path, access, true)?;
+        let (a, b) = (fstat(fd)?, fstat(std::os::fd::AsFd::as_fd(&new))?);
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) || a.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(io::Error::other("the fd led to another file when opened again"));
+        }
+        Ok(new)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, access);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only Linux opens a pipe again as its own description",
+        ))
+    }
+}
+
 /// `shutdown(fd, SHUT_WR)`: half-closes a socket. Other fds give `ENOTSOCK`.
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `fd` is borrowed; shutdown takes no pointer.

@@ -1,11 +1,11 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use evloop::{HandleType, Idle, Loop, Pipe, ReadEvent, RunMode, Timer};
+use evloop::{Command, HandleType, Idle, Loop, Pipe, ReadEvent, RunMode, Stdio, Timer};
 
 use crate::util::test_loop;
 
@@ -538,9 +538,8 @@ case!(
     fn an_fd_closed_behind_the_loops_back_gives_an_error() {
         let mut lp = test_loop();
         let (r, w) = std::io::pipe().unwrap();
-        let raw = r.as_raw_fd();
         let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
-        nix::unistd::close(raw).unwrap();
+        nix::unistd::close(rx.fd(&lp).unwrap().as_raw_fd()).unwrap();
         let got = collect(&mut lp, rx);
         lp.run(RunMode::Default).unwrap();
         let got = got.borrow();
@@ -645,10 +644,11 @@ case!(
 );
 
 case!(
+    /// (A socket: a pipe is opened again as a description of its own on Linux.)
     fn opening_a_shared_fd_restores_its_blocking_mode() {
         use std::os::fd::AsFd;
         let mut lp = test_loop();
-        let (r, w) = std::io::pipe().unwrap();
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
         // A second fd on the same open file description, as a shell's stdin would be.
         let shared = r.as_fd().try_clone_to_owned().unwrap();
         let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
@@ -663,13 +663,14 @@ case!(
 case!(
     /// Two handles on one shared description (stdout and stderr after `2>&1`): the first
     /// sets `O_NONBLOCK`, and closing it must not clear the flag under the second, whose
-    /// writes would then block the loop.
+    /// writes would then block the loop. (A socket: a pipe is opened again as a description
+    /// of its own on Linux.)
     fn two_handles_on_one_description_keep_it_nonblocking_until_the_last_closes() {
         use std::os::fd::AsFd;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for close_first_opened_first in [true, false] {
             let mut lp = test_loop();
-            let (r, w) = std::io::pipe().unwrap();
+            let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
             let w = OwnedFd::from(w);
             let stderr = w.try_clone().unwrap();
             let watch = w.try_clone().unwrap();
@@ -699,6 +700,53 @@ case!(
 );
 
 case!(
+    /// A program opens its stdout (a pipe it shares with the shell and with the children
+    /// that inherit it) as a pipe handle: on Linux the handle gets a description of its own,
+    /// so a child writing to the shared one while the reader lags blocks as it expects,
+    /// instead of failing with EAGAIN.
+    fn issue_3_an_opened_pipe_leaves_the_shared_description_blocking() {
+        use std::os::fd::AsFd;
+        let nonblocking = |fd: BorrowedFd<'_>| evloop_platform::fd::status_flags(fd).unwrap().nonblocking;
+        const OURS: usize = 1 << 20;
+        const THEIRS: usize = 3_000_000;
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let shared = OwnedFd::from(w.try_clone().unwrap());
+        let out = Pipe::open(&mut lp, OwnedFd::from(w)).unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(!nonblocking(shared.as_fd()), "the shared description stays blocking");
+        }
+        assert!(nonblocking(out.fd(&lp).unwrap()), "the handle's own is nonblocking");
+        // The pipe fills up, and nobody reads yet.
+        out.write_vec(&mut lp, vec![b'a'; OURS], move |lp, r| {
+            r.unwrap();
+            out.close(lp).unwrap();
+        })
+        .unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("head -c {THEIRS} /dev/zero")]).stdout(Stdio::Fd(shared));
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        cmd.spawn(&mut lp, move |lp, p, r| {
+            st.set(Some(r.unwrap()));
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+        drop(cmd); // Its copy of the shared fd: the reader's end of file needs every one closed.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut File::from(OwnedFd::from(r)), &mut all).unwrap();
+            all.len()
+        });
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(reader.join().unwrap(), OURS + THEIRS, "every byte of both writers");
+        if cfg!(target_os = "linux") {
+            assert!(status.get().unwrap().success(), "the child's writes blocked, not failed");
+        }
+    }
+);
+
+case!(
     fn a_socket_half_closes_on_shutdown() {
         let mut lp = test_loop();
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -721,7 +769,7 @@ const SHARED_CHILD_ENV: &str = "EVLOOP_TEST_SHARED_CHILD";
 
 /// Not a test: the entry point of the child process that
 /// `issue_3_a_shared_description_is_blocking_again_when_the_process_ends` starts. It opens its
-/// stdin (a blocking pipe the test shares) as a pipe handle, echoes `got <data>` for each read,
+/// stdin (a blocking socket the test shares) as a pipe handle, echoes `got <data>` for each read,
 /// and exits with the handle open on `exit`; the test kills it otherwise. `$SHARED_CHILD_ENV`
 /// says whether to install the restore hooks first.
 #[test]
@@ -759,13 +807,14 @@ case!(
         use std::os::unix::process::ExitStatusExt;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for how in ["hooks", "exit", "none"] {
-            let (r, mut w) = io::pipe().unwrap();
+            // A socket: a pipe would be opened again as a description of its own on Linux.
+            let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
             // The test's own fd on the child's stdin description, as the shell's would be.
             let shared = OwnedFd::from(r.try_clone().unwrap());
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["pipe::shared_description_child", "--exact", "--ignored", "--nocapture", "-q"])
                 .env(SHARED_CHILD_ENV, how)
-                .stdin(r)
+                .stdin(OwnedFd::from(r))
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();

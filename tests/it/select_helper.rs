@@ -250,8 +250,8 @@ case!(
     fn an_fd_select_rejects_fails_only_its_own_stream() {
         let mut lp = helper_loop();
         let (r, w) = std::io::pipe().unwrap();
-        let raw = r.as_raw_fd();
         let bad = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let raw = bad.fd(&lp).unwrap().as_raw_fd();
         let bad_got = collect(&mut lp, bad);
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         let good = collect(&mut lp, rx);
