@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use evloop_platform::fd::{self, FileType};
 use evloop_platform::libc;
 use evloop_platform::poller::{Interest, Readiness};
+use evloop_platform::termios;
 
 use crate::error::{cancelled, clone_error, context, invalid};
 use crate::event_loop::{Loop, Pending};
@@ -111,7 +112,8 @@ pub(crate) struct Stream {
     shutdown: Shutdown,
     /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
     pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
-    /// `EIO` means the other side of a terminal went away: end of file.
+    /// `EIO` means the other side of a terminal went away: end of file (unless the read came
+    /// from the background: see `terminal_eio`).
     pub(crate) eio_is_eof: bool,
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
     /// readiness event gets one read (a second could block), and writes loop until done.
@@ -411,8 +413,11 @@ impl Loop {
                 }
                 Ok(None) => {}
                 // The other side of the terminal is gone, and everything it wrote has been
-                // read (Linux returns EIO only once the buffer is empty).
-                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => last = Some(ReadEvent::Eof),
+                // read (Linux returns EIO only once the buffer is empty); or a read from the
+                // background.
+                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                    last = Some(terminal_eio(s, e))
+                }
                 Err(e) => last = Some(ReadEvent::Error(e)),
             }
             break;
@@ -829,6 +834,33 @@ impl Loop {
     fn complete_now(&mut self, cb: WriteCb, result: io::Result<()>) {
         cb(self, result);
     }
+}
+
+/// What `EIO` from a terminal read means: end of file when the terminal hung up (the other
+/// side of a pty closed, a modem line dropped); an error when this process group reads its
+/// controlling terminal from the background, where `SIGTTIN` is ignored or blocked or the
+/// group is orphaned: the terminal is still there, in another group's hands.
+#[cold]
+fn terminal_eio(s: &Stream, e: io::Error) -> ReadEvent<'static> {
+    // A hung-up terminal answers tcgetpgrp with EIO, one that is not the controlling
+    // terminal with ENOTTY; a pty master names its slave's foreground group, which does not
+    // make its reader a background one.
+    if let Ok(fd) = s.io.fd() {
+        if !termios::is_pty_master(fd) {
+            if let Ok(front) = termios::foreground_group(fd) {
+                let own = evloop_platform::process::process_group();
+                if front != own {
+                    return ReadEvent::Error(context(
+                        e,
+                        format!(
+                            "read from the terminal in the background: process group {own} is not the foreground group ({front})"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    ReadEvent::Eof
 }
 
 /// Generates the stream operations shared by [`Pipe`](crate::Pipe) and [`Tty`](crate::Tty).

@@ -62,7 +62,11 @@ typed_handle!(
     /// `/dev/tty`, or either side of a pty from [`openpty`]. Reads, writes, `shutdown` and
     /// the read cap work as for a [`Pipe`](crate::Pipe). When the other side of a pty goes
     /// away, Linux reads fail with `EIO`; the handle reports that as
-    /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered.
+    /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered. A read
+    /// of the controlling terminal from a background process group that ignores or blocks
+    /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
+    /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is
+    /// still there, and reading may start again once the group is in front.
     ///
     /// Closing the handle puts back the settings it found before its first
     /// [`set_mode`](Tty::set_mode), and stops its resize callback.

@@ -882,6 +882,94 @@ case!(
     }
 );
 
+const BG_READ_ENV: &str = "EVLOOP_TEST_BG_READ";
+
+/// Not a test: the child process of `a_read_from_the_background_is_an_error_not_eof`. A
+/// session leader that makes the pty slave (`$BG_READ_ENV`) its controlling terminal, puts
+/// a `sleep` in front, blocks `SIGTTIN`, and reads the terminal from the background.
+#[test]
+#[ignore = "runs only as a child process of the background-read test"]
+fn background_read_child() {
+    use nix::sys::signal::{SigSet, Signal as NixSignal};
+    let Ok(slave) = std::env::var(BG_READ_ENV) else { return };
+    let mut lp = test_loop();
+    let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
+    let tty = Tty::open(&mut lp, ctty.into()).unwrap();
+    let mut front = evloop::Command::new("sleep");
+    front.arg("100").process_group(0).kill_on_drop(true);
+    let child = front.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+    let pgid = child.process.pid(&lp).unwrap() as i32;
+    // SIGTTOU blocked while a background group takes the terminal is the loop's business;
+    // here the leader is still in front.
+    tty.set_foreground_group(&lp, pgid).unwrap();
+    // Blocked, SIGTTIN does not stop a background reader: its read fails with EIO.
+    let mut ttin = SigSet::empty();
+    ttin.add(NixSignal::SIGTTIN);
+    ttin.thread_block().unwrap();
+    let p = child.process;
+    tty.read_start(&mut lp, move |lp, tty, ev| {
+        let what = match ev {
+            ReadEvent::Data(d) => format!("data {:?}", String::from_utf8_lossy(d)),
+            ReadEvent::Eof => "eof".to_string(),
+            ReadEvent::Error(e) => format!("error {:?}: {e}", evloop::os_error_code(&e)),
+        };
+        println!("bg read: {what}.");
+        if let Err(e) = tty.read_stop(lp) {
+            println!("read_stop: {e}");
+        }
+        p.kill(lp, evloop::signal::SIGKILL).unwrap();
+        tty.close(lp).unwrap();
+    })
+    .unwrap();
+    println!("reader ready");
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// A read of the controlling terminal from a background group with `SIGTTIN` blocked
+    /// fails with `EIO` although the terminal is there: reported as an error, not as end of
+    /// file (which would tell the program that the terminal hung up).
+    fn a_read_from_the_background_is_an_error_not_eof() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = pty();
+        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
+        let mut lp = test_loop();
+        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
+        leader
+            .args([
+                "tty::background_read_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(BG_READ_ENV, std::ffi::OsStr::from_bytes(slave.to_bytes()))
+            .setsid(true)
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap());
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        leader
+            .spawn(&mut lp, move |lp, proc_, res| {
+                st.set(Some(res.unwrap()));
+                proc_.close(lp).unwrap();
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
+        wait_for("reader ready");
+        write_master(p.master.as_fd(), b"x\n");
+        wait_for("bg read: ");
+        wait_for(".");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("bg read: error Some(5): read from the terminal in the background"), "{text}");
+    }
+);
+
 case!(
     /// `AnyStream::open` takes a terminal as a `Tty` and anything else as a `Pipe`, and its
     /// methods reach whichever it is.
