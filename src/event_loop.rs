@@ -83,8 +83,9 @@ impl LoopBuilder {
 
 /// A deferred callback, run in the pending phase.
 pub(crate) enum Pending {
-    /// A write or shutdown finished (or failed): its callback and result.
-    Write(crate::stream::WriteCb, io::Result<()>),
+    /// A write or shutdown of the stream in slot `.0` finished (or failed): its callback
+    /// and result.
+    Write(u32, crate::stream::WriteCb, io::Result<()>),
     /// A child whose exit may have been missed by its notification: look at it.
     Child(crate::process::ChildCheck),
     /// A child whose stops are newly watched: it may have stopped already.
@@ -577,7 +578,7 @@ impl Loop {
         for _ in 0..self.pending.len() {
             let Some(p) = self.pending.pop_front() else { break };
             match p {
-                Pending::Write(cb, result) => cb(self, result),
+                Pending::Write(_, cb, result) => cb(self, result),
                 Pending::Child(check) => self.child_check(check),
                 Pending::Stops(check) => self.child_stop_check(check),
             }
@@ -603,6 +604,8 @@ impl Loop {
             };
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
             if let Kind::Stream(s) = &mut slot.kind {
+                // Callbacks in write order: those of finished writes, then the cancelled.
+                self.stream_run_completed(id.key);
                 self.stream_cancel(s);
             }
             drop(slot);

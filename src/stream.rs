@@ -449,8 +449,33 @@ impl Loop {
 
     // ----- writing ------------------------------------------------------------------------
 
-    fn complete_write(&mut self, cb: WriteCb, result: io::Result<()>) {
-        self.pending.push_back(Pending::Write(cb, result));
+    fn complete_write(&mut self, id: HandleId, cb: WriteCb, result: io::Result<()>) {
+        self.pending.push_back(Pending::Write(id.key, cb, result));
+    }
+
+    /// The close phase's first part for stream `key`: the callbacks of its finished writes
+    /// (and shutdown) still waiting for the pending phase run now, in order, before the
+    /// cancelled ones and the close callback. A stream's entries all leave the queue here at
+    /// the latest, so while one waits, its key names that stream.
+    pub(crate) fn stream_run_completed(&mut self, key: u32) {
+        let mine = |p: &Pending| matches!(p, Pending::Write(k, ..) if *k == key);
+        if !self.pending.iter().any(mine) {
+            return;
+        }
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if mine(&self.pending[i]) {
+                done.extend(self.pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for p in done {
+            if let Pending::Write(_, cb, result) = p {
+                cb(self, result);
+            }
+        }
     }
 
     #[inline]
@@ -486,7 +511,7 @@ impl Loop {
         let mut written = 0;
         if s.queue.is_empty() {
             if data.is_empty() {
-                self.complete_write(cb, Ok(()));
+                self.complete_write(id, cb, Ok(()));
                 return Ok(());
             }
             let fd = s.io.fd()?;
@@ -509,11 +534,11 @@ impl Loop {
                 }
             }
             if let Some(e) = failed {
-                self.complete_write(cb, Err(e));
+                self.complete_write(id, cb, Err(e));
                 return Ok(());
             }
             if written == data.len() {
-                self.complete_write(cb, Ok(()));
+                self.complete_write(id, cb, Ok(()));
                 return Ok(());
             }
         }
@@ -595,7 +620,7 @@ impl Loop {
             n -= rest;
             s.queued_bytes -= rest;
             let req = s.queue.pop_front().expect("front exists");
-            self.complete_write(req.cb, Ok(()));
+            self.complete_write(id, req.cb, Ok(()));
         }
     }
 
@@ -604,7 +629,7 @@ impl Loop {
         let failed: Vec<WriteReq> = s.queue.drain(..).collect();
         s.queued_bytes = 0;
         for req in failed {
-            self.complete_write(req.cb, Err(clone_error(e)));
+            self.complete_write(id, req.cb, Err(clone_error(e)));
         }
     }
 
@@ -650,7 +675,7 @@ impl Loop {
             self.io_release(id);
             Ok(())
         };
-        self.complete_write(cb, res);
+        self.complete_write(id, cb, res);
     }
 
     // ----- readiness, flush, close --------------------------------------------------------
@@ -682,7 +707,7 @@ impl Loop {
         if let Some(s) = self.live_stream(id) {
             if let Shutdown::Pending(cb) = std::mem::replace(&mut s.shutdown, Shutdown::Done) {
                 s.writable = false;
-                self.complete_write(cb, Err(clone_error(&e)));
+                self.complete_write(id, cb, Err(clone_error(&e)));
             }
         }
         if self.live_stream(id).is_some_and(|s| s.reading) {

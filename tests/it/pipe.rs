@@ -847,6 +847,78 @@ case!(
     }
 );
 
+case!(
+    /// A write the kernel takes at once, one that has to queue, then close: the callbacks
+    /// come in write order (done, cancelled), all before the close callback, whichever
+    /// phase closes: poll (a read callback, as an echo server would), pending (a write
+    /// callback) or check. The first one's callback used to come last, an iteration late.
+    fn issue_3_callbacks_keep_write_order_when_a_stream_closes() {
+        for phase in ["poll", "pending", "check"] {
+            let mut lp = test_loop();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let log = Rc::new(RefCell::new(Vec::<String>::new()));
+            let l = log.clone();
+            let burst = move |lp: &mut Loop| {
+                let l1 = l.clone();
+                tx.write(lp, b"small", move |_, r| l1.borrow_mut().push(format!("small {}", r.is_ok())))
+                    .unwrap();
+                let l2 = l.clone();
+                tx.write_vec(lp, vec![7; 1 << 20], move |_, r| {
+                    l2.borrow_mut().push(format!("big {}", r.is_ok()))
+                })
+                .unwrap();
+                assert!(tx.write_queue_size(lp).unwrap() > 0, "the big one waits in the queue");
+                let l3 = l.clone();
+                tx.close_with(lp, move |_| l3.borrow_mut().push("close".into())).unwrap();
+            };
+            let (in_rx, in_tx) = Pipe::pair(&mut lp).unwrap();
+            match phase {
+                "poll" => {
+                    let mut burst = Some(burst);
+                    in_rx
+                        .read_start(&mut lp, move |lp, in_rx, _| {
+                            if let Some(b) = burst.take() {
+                                b(lp);
+                            }
+                            in_rx.close(lp).unwrap();
+                        })
+                        .unwrap();
+                    in_tx.write(&mut lp, b"ping", |_, r| r.unwrap()).unwrap();
+                }
+                "pending" => {
+                    in_rx.close(&mut lp).unwrap();
+                    in_tx
+                        .write(&mut lp, b"", move |lp, r| {
+                            r.unwrap();
+                            burst(lp);
+                        })
+                        .unwrap();
+                }
+                _ => {
+                    in_rx.close(&mut lp).unwrap();
+                    let check = evloop::Check::new(&mut lp);
+                    let mut burst = Some(burst);
+                    check
+                        .start(&mut lp, move |lp, check| {
+                            check.close(lp).unwrap();
+                            if let Some(b) = burst.take() {
+                                b(lp);
+                            }
+                        })
+                        .unwrap();
+                    // Something for the iteration to wait on before the check phase.
+                    Timer::once(&mut lp, Duration::ZERO, |_| {}).unwrap();
+                }
+            }
+            in_tx.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            rx.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*log.borrow(), ["small true", "big false", "close"], "closed in the {phase} phase");
+        }
+    }
+);
+
 /// Sets its flag when dropped: tells whether a callback that owns it still exists.
 struct DropFlag(Rc<Cell<bool>>);
 
