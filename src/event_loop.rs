@@ -136,6 +136,8 @@ pub struct Loop {
     pub(crate) events: Events,
     epoch: Instant,
     now_ms: Cell<u64>,
+    /// The clock was past `now_ms` by a fraction of a millisecond when it was read.
+    now_fraction: Cell<bool>,
     pub(crate) time_stale: Cell<bool>,
     pub(crate) timers: TimerQueue,
     pub(crate) pending: VecDeque<Pending>,
@@ -208,6 +210,7 @@ impl Loop {
             events: Events::with_capacity(EVENTS_PER_POLL_MAX),
             epoch: Instant::now(),
             now_ms: Cell::new(0),
+            now_fraction: Cell::new(false),
             time_stale: Cell::new(true),
             timers: TimerQueue::default(),
             pending: VecDeque::new(),
@@ -254,8 +257,17 @@ impl Loop {
     }
 
     fn refresh_time(&self) {
-        self.now_ms.set(self.epoch.elapsed().as_millis() as u64);
+        let t = self.epoch.elapsed();
+        self.now_ms.set(t.as_secs() * 1000 + u64::from(t.subsec_nanos() / 1_000_000));
+        self.now_fraction.set(t.subsec_nanos() % 1_000_000 != 0);
         self.time_stale.set(false);
+    }
+
+    /// [`now`](Self::now) rounded up to the next whole millisecond: what a timeout starts
+    /// from, so that it never ends early.
+    pub(crate) fn now_rounded_up(&self) -> u64 {
+        let now = self.now();
+        now + u64::from(self.now_fraction.get())
     }
 
     // ----- slots and ids ------------------------------------------------------------------

@@ -86,11 +86,25 @@ fn ceil_ms(d: Duration) -> u64 {
     d.as_secs().saturating_mul(1000).saturating_add(sub)
 }
 
+/// What a timer's timeout counts from.
+#[derive(Clone, Copy)]
+enum Start {
+    /// The loop's time, rounded up to the next millisecond: a started timer never fires
+    /// before its timeout has passed (the cached time may be a fraction behind the clock).
+    Now,
+    /// The loop's time as cached: a repeating timer's next period, counted from the
+    /// iteration it fired in, as libuv does (rounding up would stretch every period).
+    Iteration,
+}
+
 typed_handle!(
     /// A timer: runs a callback once after a timeout, then every `repeat` if that is not zero.
     ///
-    /// Times have millisecond resolution and never fire early. Timers due in the same
-    /// iteration run in (deadline, start order).
+    /// Times have millisecond resolution, and a timer never fires before its timeout has
+    /// passed since it was started: counted from the loop's time, which inside a callback is
+    /// the iteration's (see [`Loop::now`]), rounded up to the next millisecond. A repeating
+    /// timer's next period counts from the iteration it fired in, as in libuv. Timers due in
+    /// the same iteration run in (deadline, start order).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};
@@ -184,7 +198,7 @@ impl Timer {
         state.cb = Some(Box::new(cb));
         state.started = true;
         state.repeat_ms = ceil_ms(repeat);
-        lp.timer_arm(self.0, ceil_ms(timeout));
+        lp.timer_arm(self.0, ceil_ms(timeout), Start::Now);
         Ok(())
     }
 
@@ -207,7 +221,7 @@ impl Timer {
         let repeat = state.repeat_ms;
         if repeat > 0 {
             lp.timer_disarm(self.0);
-            lp.timer_arm(self.0, repeat);
+            lp.timer_arm(self.0, repeat, Start::Now);
         }
         Ok(())
     }
@@ -249,8 +263,13 @@ impl Loop {
     }
 
     /// Arms the timer `id` (which must be disarmed) to fire `timeout_ms` from now.
-    fn timer_arm(&mut self, id: HandleId, timeout_ms: u64) {
-        let deadline = self.now().saturating_add(timeout_ms);
+    fn timer_arm(&mut self, id: HandleId, timeout_ms: u64, start: Start) {
+        let from = match start {
+            // Zero means the next iteration, whatever the fraction.
+            Start::Now if timeout_ms > 0 => self.now_rounded_up(),
+            _ => self.now(),
+        };
+        let deadline = from.saturating_add(timeout_ms);
         self.timers.seq += 1;
         let seq = self.timers.seq;
         let Kind::Timer(t) = &mut self.slots[id.key as usize].kind else { unreachable!("a timer id") };
@@ -344,7 +363,7 @@ impl Loop {
         if repeat > 0 {
             // Re-armed before the callback, as libuv does: the callback may stop it.
             self.set_active(id, false);
-            self.timer_arm(id, repeat);
+            self.timer_arm(id, repeat, Start::Iteration);
         } else {
             self.set_active(id, false);
         }

@@ -3,7 +3,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{Check, Loop, RunMode, Timer};
+use evloop::{Check, Idle, Loop, RunMode, Timer};
 
 use crate::util::test_loop;
 
@@ -48,6 +48,38 @@ case!(
         assert!(fired >= Duration::from_micros(20_500), "fired after {fired:?}");
         t.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A timer started outside `run` late in a millisecond of the loop's clock, while the
+    /// loop keeps iterating (an idle handle here; busy I/O does the same), waits its whole
+    /// timeout: the cached time, a fraction behind the clock, is rounded up. It fired up to
+    /// 1 ms early. (The spins only place the start late in a millisecond.)
+    fn issue_2_a_timer_started_late_in_a_millisecond_never_fires_early() {
+        let mut lp = test_loop();
+        let mut earliest = Duration::MAX;
+        for _ in 0..5 {
+            let t0 = lp.now();
+            while lp.now() == t0 {}
+            let tick = Instant::now();
+            while tick.elapsed() < Duration::from_micros(900) {}
+            let start = Instant::now();
+            let fired = Rc::new(Cell::new(None));
+            let f = fired.clone();
+            Timer::once(&mut lp, Duration::from_millis(5), move |_| f.set(Some(start.elapsed()))).unwrap();
+            let idle = Idle::new(&mut lp);
+            let f = fired.clone();
+            idle.start(&mut lp, move |lp, idle| {
+                if f.get().is_some() {
+                    idle.close(lp).unwrap();
+                }
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            earliest = earliest.min(fired.get().unwrap());
+        }
+        assert!(earliest >= Duration::from_millis(5), "a 5 ms timer fired after {earliest:?}");
     }
 );
 
