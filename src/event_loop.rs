@@ -258,8 +258,8 @@ impl Loop {
 
     fn refresh_time(&self) {
         let t = self.epoch.elapsed();
-        self.now_ms.set(t.as_secs() * 1000 + u64::from(t.subsec_nanos() / 1_000_000));
-        self.now_fraction.set(t.subsec_nanos() % 1_000_000 != 0);
+        self.now_ms.set(t.as_secs() * 1000 + u64::from(t.subsec_millis()));
+        self.now_fraction.set(!t.subsec_nanos().is_multiple_of(1_000_000));
         self.time_stale.set(false);
     }
 
