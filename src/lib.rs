@@ -63,6 +63,8 @@
 //! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
 //! | starting what is already started (a second `read_start`, a second `shutdown`) | `AlreadyExists` |
+//! | resuming a stream with nothing paused (`read_resume`) | `NotConnected` |
+//! | [`Loop::run`] called from inside one of the same loop's callbacks | `WouldBlock` (nothing ran: the loop is running already) |
 //!
 //! # `SIGPIPE`
 //!

@@ -583,9 +583,15 @@ impl Loop {
             let mut n_iov = 0;
             let mut offered = 0;
             for req in s.queue.iter().take(WRITEV_BUFFERS_MAX) {
-                iov[n_iov] = IoSlice::new(&req.data[req.offset..]);
-                offered += req.data.len() - req.offset;
+                // At most IO_BYTES_LIMIT in all: macOS refuses a writev of more than INT_MAX.
+                let rest = &req.data[req.offset..];
+                let take = rest.len().min(fd::IO_BYTES_LIMIT - offered);
+                iov[n_iov] = IoSlice::new(&rest[..take]);
+                offered += take;
                 n_iov += 1;
+                if offered == fd::IO_BYTES_LIMIT {
+                    break;
+                }
             }
             let res = if n_iov == 1 { fd::write(fd, &iov[0]) } else { fd::writev(fd, &iov[..n_iov]) };
             match res {

@@ -142,7 +142,8 @@ impl Timer {
 
     /// A one-shot timeout: `cb` runs once, `timeout` from the loop's current time, and the
     /// timer closes itself after it. Closing the returned timer before then cancels it (the
-    /// callback is dropped without running).
+    /// callback is dropped without running). Cancel with `close`, not
+    /// [`stop`](Self::stop): a stopped one-shot timer stays open, inactive, until closed.
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};

@@ -406,7 +406,9 @@ impl Tty {
 /// It is async-signal-safe and preserves `errno`, so a signal handler may call it. It fails
 /// with `EBUSY`, rather than wait, if a handle is changing the saved settings at that very
 /// moment. The settings stay saved until the handle that saved them closes (closing restores
-/// them too); the next mode change after that saves again.
+/// them too); the next mode change after that saves again. `exit` (`std::process::exit`, or
+/// returning from `main`) calls it for settings still saved then; a child forked without
+/// exec does not.
 ///
 /// ```
 /// evloop::tty::reset_mode()?; // nothing changed yet: a no-op

@@ -479,7 +479,8 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// `writev(2)`, retrying `EINTR`. Passes at most [`IOV_MAX`] buffers; the caller sees how
-/// many bytes went out and advances its queue.
+/// many bytes went out and advances its queue. The caller keeps the total within
+/// [`IO_BYTES_LIMIT`]: macOS refuses more with `EINVAL`.
 #[inline]
 pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let cnt = bufs.len().min(IOV_MAX) as libc::c_int;

@@ -668,7 +668,10 @@ fn spawn_actions(req: &Request<'_>, plan: &FdPlan) -> Result<Option<Actions>, Sp
         cvt_errno(unsafe { libc::posix_spawn_file_actions_adddup2(acts.ptr(), source, target) })
             .map_err(|e| SpawnError::new(Stage::Fd(target), e))?;
     }
-    for &n in &plan.close {
+    // Under POSIX_SPAWN_CLOEXEC_DEFAULT (macOS) what no action names is closed anyway, and a
+    // close action on a number another thread closed meanwhile would fail the spawn.
+    let close = if cfg!(target_vendor = "apple") { &[][..] } else { &plan.close[..] };
+    for &n in close {
         // SAFETY: as above.
         cvt_errno(unsafe { libc::posix_spawn_file_actions_addclose(acts.ptr(), n) })
             .map_err(|e| SpawnError::new(Stage::Fd(n), e))?;

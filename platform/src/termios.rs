@@ -313,7 +313,33 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     // SAFETY: the lock is held, so no other access to the cell overlaps this write.
     unsafe { (*SAVED.0.get()).write(t.0) };
     SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    reset_at_exit_once();
     Ok(Some(SavedClaim(())))
+}
+
+/// The first save makes `exit` restore what is still saved then: a program that calls
+/// `std::process::exit` with a terminal in raw mode leaves a usable shell behind.
+fn reset_at_exit_once() {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: getpid has no preconditions and cannot fail.
+        RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+        // SAFETY: `reset_at_exit` is an `extern "C" fn()` that never unwinds; atexit only
+        // stores the pointer. Its failure (no room) leaves exit without the reset, which is
+        // all it can cost.
+        let _ = unsafe { libc::atexit(reset_at_exit) };
+    });
+}
+
+/// The process whose `exit` resets the terminal: a child forked without exec inherits the
+/// `atexit` handler, and its `exit` must leave the parent's terminal alone.
+static RESET_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn reset_at_exit() {
+    // SAFETY: as above.
+    if unsafe { libc::getpid() } == RESET_PID.load(Ordering::Relaxed) {
+        let _ = reset_saved();
+    }
 }
 
 /// Restores the settings [`save_original`] saved; does nothing (and succeeds) when none are.

@@ -882,6 +882,64 @@ case!(
     }
 );
 
+const EXIT_RAW_ENV: &str = "EVLOOP_TEST_EXIT_RAW";
+
+/// Not a test: the child process of `exit_restores_a_terminal_left_in_raw_mode`. Puts its
+/// stdin (a pty slave) in raw mode and calls `exit` with the handle open, without the
+/// restore hooks. With `$EXIT_RAW_ENV` = `fork`, a child forked without exec calls `exit`
+/// first: that must leave the terminal alone.
+#[test]
+#[ignore = "runs only as a child process of the exit test"]
+fn exit_raw_child() {
+    let Ok(how) = std::env::var(EXIT_RAW_ENV) else { return };
+    let mut lp = test_loop();
+    let tty = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let raw = !attrs(io::stdin()).local_flags.contains(LocalFlags::ICANON);
+    if how == "fork" {
+        // SAFETY: the child only calls exit, and the process has one thread here.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => std::process::exit(0),
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+    }
+    let still_raw = !attrs(io::stdin()).local_flags.contains(LocalFlags::ICANON);
+    println!("raw {raw}, after the fork's exit {still_raw}");
+    std::process::exit(0);
+}
+
+case!(
+    /// A program that calls `exit` with a terminal in raw mode leaves it as it found it
+    /// (without the restore hooks); a child it forked, calling `exit`, does not touch it.
+    fn exit_restores_a_terminal_left_in_raw_mode() {
+        for how in ["plain", "fork"] {
+            let p = pty();
+            let before = attrs(p.probe.as_fd());
+            assert!(before.local_flags.contains(LocalFlags::ICANON));
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "tty::exit_raw_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ])
+                .env(EXIT_RAW_ENV, how)
+                .stdin(p.slave.try_clone().unwrap())
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{how}: {text}");
+            assert!(text.contains("raw true, after the fork's exit true"), "{how}: {text}");
+            assert_same_termios(&attrs(p.probe.as_fd()), &before, "restored at exit");
+        }
+    }
+);
+
 const BG_READ_ENV: &str = "EVLOOP_TEST_BG_READ";
 
 /// Not a test: the child process of `a_read_from_the_background_is_an_error_not_eof`. A
