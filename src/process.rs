@@ -873,7 +873,7 @@ impl Command {
         lp: &mut Loop,
         cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
     ) -> io::Result<Process> {
-        lp.command_output(self, None, Box::new(cb))
+        lp.command_output(self, None, None, Box::new(cb))
     }
 
     /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
@@ -913,7 +913,51 @@ impl Command {
                 self.name()
             )));
         }
-        lp.command_output(self, Some(input), Box::new(cb))
+        lp.command_output(self, Some(input), None, Box::new(cb))
+    }
+
+    /// Like [`output`](Command::output), handing the output to `on_data` as it comes
+    /// instead of keeping it: memory stays bounded by the read cap however much the child
+    /// prints. `on_data` gets each piece with the stream it came from, in order per stream;
+    /// `on_done` runs once, when the child has exited and both streams have ended, with its
+    /// status (or the first error). A child's stdin is `/dev/null` unless the command sets
+    /// one.
+    ///
+    /// What goes for `output` goes here: the returned handle can kill the child and closes
+    /// itself before `on_done` runs; closed early, it takes `on_done` with it. Both callbacks
+    /// may use the loop freely. For back-pressure (stop reading while the output cannot go
+    /// anywhere), spawn with [`Stdio::Pipe`] and use [`Pipe::read_pause`].
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, OutputStream, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let lines = Rc::new(RefCell::new(String::new()));
+    /// let l = lines.clone();
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo building; echo warning >&2; exit 0"]);
+    /// cmd.stream_output(
+    ///     &mut lp,
+    ///     move |_, which, bytes| {
+    ///         let tag = if which == OutputStream::Stdout { "out" } else { "err" };
+    ///         l.borrow_mut().push_str(&format!("{tag}: {}", String::from_utf8_lossy(bytes)));
+    ///     },
+    ///     |_, status| assert!(status.unwrap().success()),
+    /// )?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(lines.borrow().contains("out: building\n"));
+    /// assert!(lines.borrow().contains("err: warning\n"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stream_output(
+        &self,
+        lp: &mut Loop,
+        on_data: impl FnMut(&mut Loop, OutputStream, &[u8]) + 'static,
+        on_done: impl FnOnce(&mut Loop, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<Process> {
+        let done: OutputCb = Box::new(move |lp, out| on_done(lp, out.map(|o| o.status)));
+        lp.command_output(self, None, Some(Box::new(on_data)), done)
     }
 
     fn name(&self) -> String {
@@ -1298,6 +1342,17 @@ pub struct Output {
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
 
+/// Which of a child's output streams some bytes came from, in [`Command::stream_output`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// The child's stdout (fd 1).
+    Stdout,
+    /// The child's stderr (fd 2).
+    Stderr,
+}
+
+type OutputSink = Box<dyn FnMut(&mut Loop, OutputStream, &[u8])>;
+
 /// [`Command::output`]'s progress: the exit and the two ends of file it waits for, and with
 /// [`Command::output_with_input`] the end of the input's write.
 struct Capture {
@@ -1308,6 +1363,9 @@ struct Capture {
     error: Option<io::Error>,
     left: u8,
     cb: Option<OutputCb>,
+    /// Where the output goes as it comes, instead of into `stdout` and `stderr`: out while
+    /// it runs.
+    sink: Option<OutputSink>,
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
@@ -2232,7 +2290,13 @@ impl Loop {
 // ----- captured output ----------------------------------------------------------------------
 
 impl Loop {
-    fn command_output(&mut self, cmd: &Command, input: Option<Vec<u8>>, cb: OutputCb) -> io::Result<Process> {
+    fn command_output(
+        &mut self,
+        cmd: &Command,
+        input: Option<Vec<u8>>,
+        sink: Option<OutputSink>,
+        cb: OutputCb,
+    ) -> io::Result<Process> {
         // Pipes other than the captured ones would have no owner: refuse them up front.
         if let Some((target, _)) =
             cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
@@ -2250,6 +2314,7 @@ impl Loop {
             error: None,
             left: if input.is_some() { 4 } else { 3 },
             cb: Some(cb),
+            sink,
             process: None,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
@@ -2311,7 +2376,16 @@ impl Loop {
             let started = pipe.read_start(self, move |lp, p, ev| match ev {
                 ReadEvent::Data(d) => {
                     let mut c = st.borrow_mut();
-                    if i == 0 { &mut c.stdout } else { &mut c.stderr }.extend_from_slice(d);
+                    match c.sink.take() {
+                        Some(mut sink) => {
+                            // Out of the state while it runs: it may use the loop freely.
+                            drop(c);
+                            let which = if i == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
+                            sink(lp, which, d);
+                            st.borrow_mut().sink.get_or_insert(sink);
+                        }
+                        None => if i == 0 { &mut c.stdout } else { &mut c.stderr }.extend_from_slice(d),
+                    }
                 }
                 ReadEvent::Eof => {
                     let _ = p.close(lp);

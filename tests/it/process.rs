@@ -1291,6 +1291,57 @@ case!(
 );
 
 case!(
+    /// `stream_output`: a child printing far more than the read cap on both streams; every
+    /// byte reaches `on_data` in order per stream, in pieces no bigger than the cap, and
+    /// `on_done` comes once, after both streams ended, with the status. Closing the handle
+    /// early takes `on_done` with it.
+    fn stream_output_hands_over_the_output_as_it_comes() {
+        use evloop::OutputStream;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let got = Rc::new(RefCell::new((Vec::new(), Vec::new(), 0usize)));
+            let done = Rc::new(RefCell::new(Vec::new()));
+            let (g, d) = (got.clone(), done.clone());
+            sh("seq 1 200000; seq 1 50000 >&2; exit 7")
+                .stream_output(
+                    &mut lp,
+                    move |_, which, bytes| {
+                        let mut g = g.borrow_mut();
+                        assert!(d.borrow().is_empty(), "no data after on_done");
+                        g.2 = g.2.max(bytes.len());
+                        match which {
+                            OutputStream::Stdout => g.0.extend_from_slice(bytes),
+                            OutputStream::Stderr => g.1.extend_from_slice(bytes),
+                        }
+                    },
+                    {
+                        let d = done.clone();
+                        move |_, status| d.borrow_mut().push(status.unwrap())
+                    },
+                )
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let seq = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>().into_bytes();
+            let got = got.borrow();
+            assert!(got.0 == seq(200000), "{name}: stdout in order, all of it");
+            assert!(got.1 == seq(50000), "{name}: stderr in order, all of it");
+            assert!(got.2 <= 64 * 1024, "{name}: pieces of at most the read cap: {}", got.2);
+            assert_eq!(done.borrow().len(), 1, "{name}");
+            assert_eq!(done.borrow()[0].code(), Some(7), "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // Closed early: the child is killed and reaped, on_done never runs.
+            let mut cmd = Command::new("sleep");
+            cmd.arg("100").kill_on_drop(true);
+            let p = cmd.stream_output(&mut lp, |_, _, _| {}, |_, _| unreachable!("closed before")).unwrap();
+            p.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     fn output_can_be_killed_and_refuses_what_it_cannot_do() {
         let mut lp = crate::util::test_loop();
         // The returned handle kills the child; the callback still gets the status.
