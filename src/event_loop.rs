@@ -474,6 +474,7 @@ impl Loop {
             Kind::Signal(_) => self.signal_stop_now(id),
             Kind::Stream(_) => self.stream_stop_for_close(id),
             Kind::Process(_) => self.process_stop_for_close(id),
+            Kind::FdWatch(_) => self.watch_stop_for_close(id),
             Kind::Retired => {}
         }
     }
@@ -728,6 +729,11 @@ impl Loop {
                 let interest = st.interest();
                 self.stream_event(id, ev.readiness, interest);
             }
+            Kind::FdWatch(_) if ev.change_error != 0 => {
+                let e = io::Error::from_raw_os_error(ev.change_error);
+                self.watch_error(id, e);
+            }
+            Kind::FdWatch(_) => self.watch_event(id, ev.readiness),
             _ => {}
         }
     }

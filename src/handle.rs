@@ -59,6 +59,8 @@ pub enum HandleKind {
     Tty,
     /// A [`Process`](crate::Process).
     Process,
+    /// An [`FdWatch`](crate::FdWatch).
+    FdWatch,
 }
 
 impl HandleKind {
@@ -74,6 +76,7 @@ impl HandleKind {
             HandleKind::Pipe => "pipe",
             HandleKind::Tty => "tty",
             HandleKind::Process => "process",
+            HandleKind::FdWatch => "watch",
         }
     }
 }
@@ -124,6 +127,7 @@ pub(crate) enum Kind {
     Signal(crate::signal::SignalState),
     Stream(Box<crate::stream::Stream>),
     Process(crate::process::ProcessState),
+    FdWatch(Box<crate::fd_watch::WatchState>),
     /// A slot whose generation ran out: kept occupied so that its key is never reused.
     Retired,
 }
@@ -137,6 +141,16 @@ impl Slot {
 }
 
 impl Kind {
+    /// The fd and registration of a handle that has one (a stream, an fd watch).
+    #[inline]
+    pub(crate) fn io_mut(&mut self) -> Option<&mut crate::io::Io> {
+        match self {
+            Kind::Stream(s) => Some(&mut s.io),
+            Kind::FdWatch(w) => Some(&mut w.io),
+            _ => None,
+        }
+    }
+
     pub(crate) fn handle_kind(&self) -> HandleKind {
         match self {
             Kind::Timer(_) => HandleKind::Timer,
@@ -146,6 +160,7 @@ impl Kind {
             Kind::Signal(_) => HandleKind::Signal,
             Kind::Stream(s) => s.kind,
             Kind::Process(_) => HandleKind::Process,
+            Kind::FdWatch(_) => HandleKind::FdWatch,
             // Never asked: a retired slot is made in place, not inserted, and matches no id.
             Kind::Retired => HandleKind::Timer,
         }

@@ -454,9 +454,9 @@ impl Loop {
                     io::Error::from_raw_os_error(r.errno),
                     "the select helper cannot watch this fd",
                 );
-                self.stream_io_error(id, e);
+                self.io_error(id, e);
             } else {
-                self.stream_event_for(id, r.readiness);
+                self.io_event(id, r.readiness);
             }
         }
     }

@@ -687,10 +687,25 @@ impl Loop {
     // ----- readiness, flush, close --------------------------------------------------------
 
     /// Serves one readiness event for a stream known by its id.
-    pub(crate) fn stream_event_for(&mut self, id: HandleId, r: Readiness) {
-        let Some(s) = self.live_stream(id) else { return };
-        let interest = s.interest();
-        self.stream_event(id, r, interest);
+    /// Readiness for handle `id` (a stream or an fd watch) from the always-ready list or the
+    /// select helper.
+    pub(crate) fn io_event(&mut self, id: HandleId, r: Readiness) {
+        match self.live_slot_mut(id).map(|s| &mut s.kind) {
+            Some(Kind::Stream(s)) => {
+                let interest = s.interest();
+                self.stream_event(id, r, interest);
+            }
+            Some(Kind::FdWatch(_)) => self.watch_event(id, r),
+            _ => {}
+        }
+    }
+
+    /// A backend cannot watch handle `id` (a stream or an fd watch) any more.
+    pub(crate) fn io_error(&mut self, id: HandleId, e: io::Error) {
+        match self.live_slot_mut(id).map(|s| &s.kind) {
+            Some(Kind::FdWatch(_)) => self.watch_error(id, e),
+            _ => self.stream_io_error(id, e),
+        }
     }
 
     /// Serves one readiness event. `interest` is [`Stream::interest`], read by the caller
@@ -735,14 +750,14 @@ impl Loop {
             if slot.flags.contains(Flags::CLOSING) {
                 continue;
             }
-            let Kind::Stream(s) = &mut slot.kind else { continue };
-            s.io.dirty = false;
-            let (old, new) = (s.io.registered, s.io.wanted);
+            let Some(io) = slot.kind.io_mut() else { continue };
+            io.dirty = false;
+            let (old, new) = (io.registered, io.wanted);
             if old == new {
                 continue;
             }
-            let Some(fd) = s.io.fd.as_ref() else { continue };
-            let res = match s.io.mode {
+            let Some(fd) = io.fd.as_ref() else { continue };
+            let res = match io.mode {
                 IoMode::Poller => self.poller.update(fd.as_fd(), id.token(), old, new),
                 IoMode::AlwaysReady => {
                     if old.is_empty() {
@@ -759,11 +774,11 @@ impl Loop {
             };
             match res {
                 Ok(()) => {
-                    if let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-                        s.io.registered = new;
+                    if let Some(io) = self.live_slot_mut(id).and_then(|s| s.kind.io_mut()) {
+                        io.registered = new;
                     }
                 }
-                Err(e) => self.stream_io_error(id, e),
+                Err(e) => self.io_error(id, e),
             }
         }
         dirty.clear();
@@ -785,16 +800,16 @@ impl Loop {
         batch.clear();
         batch.extend_from_slice(&self.always_ready);
         for &id in &batch {
-            let Some(s) = self.live_stream(id) else { continue };
+            let Some(slot) = self.live_slot_mut(id) else { continue };
+            let Some(io) = slot.kind.io_mut() else { continue };
             let mut r = Readiness::empty();
-            if s.io.registered.contains(Interest::READABLE) {
+            if io.registered.contains(Interest::READABLE) {
                 r |= Readiness::READABLE;
             }
-            if s.io.registered.contains(Interest::WRITABLE) {
+            if io.registered.contains(Interest::WRITABLE) {
                 r |= Readiness::WRITABLE;
             }
-            let interest = s.interest();
-            self.stream_event(id, r, interest);
+            self.io_event(id, r);
         }
         self.always_ready_scratch = batch;
     }
@@ -802,12 +817,17 @@ impl Loop {
     /// Takes the fd out of its backend and closes it, restoring what we changed on it: a
     /// tty's settings, then `O_NONBLOCK`.
     pub(crate) fn io_release(&mut self, id: HandleId) {
-        let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
-        let registered = std::mem::take(&mut s.io.registered);
-        let mode = s.io.mode;
-        let restore_blocking = s.restore_blocking.take();
-        let tty = s.tty.as_mut().map(crate::tty::TtyState::take_for_release);
-        let Some(fd) = s.io.fd.take() else { return };
+        let Some(slot) = self.live_slot_mut(id) else { return };
+        let (restore_blocking, tty) = match &mut slot.kind {
+            Kind::Stream(s) => {
+                (s.restore_blocking.take(), s.tty.as_mut().map(crate::tty::TtyState::take_for_release))
+            }
+            _ => (None, None),
+        };
+        let Some(io) = slot.kind.io_mut() else { return };
+        let registered = std::mem::take(&mut io.registered);
+        let mode = io.mode;
+        let Some(fd) = io.fd.take() else { return };
         match mode {
             IoMode::Poller => {
                 if let Err(e) = self.poller.deregister(fd.as_fd(), registered) {

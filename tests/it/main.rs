@@ -10,6 +10,8 @@ mod util;
 mod cross_thread;
 /// The loop nested in poll(2), mio and tokio.
 mod embed;
+/// Fd watches: readiness of fds the program reads and writes itself.
+mod fd_watch;
 /// Run modes, stop, ref/unref, close order and deferral, phase order, stale ids, drop.
 mod loop_core;
 /// examples/par.rs, a small `xargs -P`: output compared with xargs', status, Ctrl-C, progress.

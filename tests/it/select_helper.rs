@@ -274,6 +274,41 @@ case!(
 );
 
 case!(
+    /// An fd watch behind the helper whose fd was closed behind the loop's back: its
+    /// callback gets the error once, and the watch stops; a stream beside it keeps working.
+    fn an_fd_watch_the_helper_cannot_watch_gets_the_error_once() {
+        use evloop::FdWatch;
+        use evloop::fd_watch::Interest;
+        let mut lp = helper_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let watch = FdWatch::new(&mut lp, OwnedFd::from(r)).unwrap();
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let e = errors.clone();
+        watch
+            .start(&mut lp, Interest::READABLE, move |_, _, ready| {
+                e.borrow_mut().push(ready.map_err(|e| (evloop::os_error_code(&e), e.to_string())));
+            })
+            .unwrap();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let good = collect(&mut lp, rx);
+        nix::unistd::close(watch.fd(&lp).unwrap().as_raw_fd()).unwrap();
+        tx.write(&mut lp, b"the others keep working", |_, r| r.unwrap()).unwrap();
+        tx.shutdown(&mut lp, move |lp, _| tx.close(lp).unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let errors = errors.borrow();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let (code, text) = errors[0].clone().unwrap_err();
+        assert_eq!(code, Some(nix::libc::EBADF));
+        assert!(text.contains("select helper"), "{text}");
+        assert!(!watch.is_active(&lp).unwrap(), "stopped");
+        assert_eq!(good.borrow().data, b"the others keep working");
+        watch.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        drop(w);
+    }
+);
+
+case!(
     /// While `run` goes on, the loop selects on the helper's fds itself; when `run` returns,
     /// the thread takes them back, so an embedder waiting on `backend_fd` hears of new data.
     fn issue_4_the_thread_takes_the_fds_back_when_run_returns() {

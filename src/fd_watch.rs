@@ -1,0 +1,242 @@
+//! Watching an fd that the loop does not read or write itself (libuv's `uv_poll_t`): an
+//! inotify or signalfd instance, a netlink or foreign socket, a library's own fd.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use evloop_platform::fd::{self, FileType};
+use evloop_platform::poller::{Interest as IoInterest, Readiness as IoReadiness};
+
+use crate::error::context;
+use crate::event_loop::Loop;
+use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::io::Io;
+
+bitflags::bitflags! {
+    /// What an [`FdWatch`] waits for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Interest: u8 {
+        /// A read would not block: data, end of file, or an error to collect.
+        const READABLE = 1;
+        /// A write would not block.
+        const WRITABLE = 2;
+    }
+}
+
+bitflags::bitflags! {
+    /// What an [`FdWatch`] found: what it waits for, and a hang-up or an error, which are
+    /// reported whatever it waits for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Readiness: u8 {
+        /// A read would not block.
+        const READABLE = 1;
+        /// A write would not block.
+        const WRITABLE = 2;
+        /// The other side is gone (epoll's `EPOLLHUP`, kqueue's `EV_EOF`); data may still be
+        /// there to read. An fd behind the select helper reports it as readable only, as
+        /// select(2) does.
+        const HANGUP = 4;
+        /// An error is pending on the fd (`EPOLLERR`): a read or write collects it.
+        const ERROR = 8;
+    }
+}
+
+type WatchCb = Box<dyn FnMut(&mut Loop, FdWatch, io::Result<Readiness>)>;
+
+/// The state of an [`FdWatch`].
+pub(crate) struct WatchState {
+    pub(crate) io: Io,
+    interest: Interest,
+    cb: Option<WatchCb>,
+    /// Bumped by every start and stop: a callback taken out while it runs goes back only if
+    /// neither happened meanwhile.
+    epoch: u32,
+}
+
+typed_handle!(
+    /// Tells when an fd is readable or writable, for fds that the program reads and writes
+    /// itself: an inotify instance, a netlink or D-Bus socket, the fd of a library with its
+    /// own I/O (libuv's `uv_poll_t`). The handle owns the fd and closes it on close; keep a
+    /// duplicate (`try_clone`) to do the I/O with, or borrow it with [`fd`](Self::fd).
+    ///
+    /// Readiness is level-triggered, as everywhere in the loop: the callback runs in every
+    /// iteration while the fd stays ready, so it should read or write until `EAGAIN` (set
+    /// `O_NONBLOCK` on the fd: the handle leaves its flags alone), or stop the watch. A
+    /// regular file never blocks: it is reported ready in every iteration, without polling.
+    /// On macOS, a character device that kqueue refuses goes to the select helper thread,
+    /// as a stream's would.
+    ///
+    /// ```
+    /// use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};
+    /// use evloop::fd_watch::{Interest, Readiness};
+    /// use evloop::{FdWatch, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// let watch = FdWatch::new(&mut lp, OwnedFd::from(ours))?;
+    /// let seen = Rc::new(Cell::new(Readiness::empty()));
+    /// let s = seen.clone();
+    /// watch.start(&mut lp, Interest::READABLE, move |lp, w, ready| {
+    ///     s.set(ready.unwrap());
+    ///     w.close(lp).unwrap(); // (a real program reads until EAGAIN instead)
+    /// })?;
+    /// std::io::Write::write_all(&mut &theirs, b"ping")?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(seen.get().contains(Readiness::READABLE));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    FdWatch,
+    HandleKind::FdWatch
+);
+
+impl FdWatch {
+    /// A watch on `fd`, which it owns from now on; it waits for nothing until
+    /// [`start`](Self::start). An fd that is not open, or a directory, is an error (and an fd
+    /// that is not open is not closed: its number may be someone else's by now).
+    pub fn new(lp: &mut Loop, fd: OwnedFd) -> io::Result<FdWatch> {
+        let (fd, _) = crate::stream::open_fd_flags(fd, HandleKind::FdWatch)?;
+        let ty = fd::file_type(fd.as_fd()).map_err(|e| context(e, "cannot watch the fd"))?;
+        if ty == FileType::Directory {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
+        }
+        let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket))?;
+        let state = WatchState { io: Io::new(fd, mode), interest: Interest::empty(), cb: None, epoch: 0 };
+        Ok(FdWatch(lp.insert(Kind::FdWatch(Box::new(state)))))
+    }
+
+    /// Waits for `interest`, and calls `cb` in every iteration in which the fd is ready for
+    /// it (or hung up, or in error), with what it is ready for. Starting again replaces the
+    /// interest and the callback. An empty interest is an error.
+    ///
+    /// If the loop can no longer watch the fd (it was closed behind the loop's back, or the
+    /// backend refused it), `cb` gets the error once, and the watch stops.
+    pub fn start(
+        self,
+        lp: &mut Loop,
+        interest: Interest,
+        cb: impl FnMut(&mut Loop, FdWatch, io::Result<Readiness>) + 'static,
+    ) -> io::Result<()> {
+        if interest.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an fd watch needs an interest"));
+        }
+        let w = lp.watch_mut(self.0)?;
+        w.interest = interest;
+        w.cb = Some(Box::new(cb));
+        w.epoch = w.epoch.wrapping_add(1);
+        lp.watch_sync(self.0);
+        Ok(())
+    }
+
+    /// Stops waiting, and drops the callback. Stopping twice does nothing.
+    pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
+        let w = lp.watch_mut(self.0)?;
+        w.interest = Interest::empty();
+        w.cb = None;
+        w.epoch = w.epoch.wrapping_add(1);
+        lp.watch_sync(self.0);
+        Ok(())
+    }
+
+    /// The fd, to read or write it (from the callback, say).
+    pub fn fd(self, lp: &Loop) -> io::Result<BorrowedFd<'_>> {
+        let slot = lp.slot(self.0, HandleKind::FdWatch)?;
+        if slot.flags.contains(crate::handle::Flags::CLOSING) {
+            return Err(crate::event_loop::closing_error(HandleKind::FdWatch));
+        }
+        match &slot.kind {
+            Kind::FdWatch(w) => w.io.fd(),
+            _ => unreachable!("slot checked the kind"),
+        }
+    }
+}
+
+fn io_interest(i: Interest) -> IoInterest {
+    let mut out = IoInterest::empty();
+    if i.contains(Interest::READABLE) {
+        out |= IoInterest::READABLE;
+    }
+    if i.contains(Interest::WRITABLE) {
+        out |= IoInterest::WRITABLE;
+    }
+    out
+}
+
+impl Loop {
+    fn watch_mut(&mut self, id: HandleId) -> io::Result<&mut WatchState> {
+        match &mut self.open_slot_mut(id, HandleKind::FdWatch)?.kind {
+            Kind::FdWatch(w) => Ok(w),
+            _ => unreachable!("open_slot_mut checked the kind"),
+        }
+    }
+
+    fn live_watch(&mut self, id: HandleId) -> Option<&mut WatchState> {
+        match self.live_slot_mut(id) {
+            Some(slot) if !slot.flags.contains(crate::handle::Flags::CLOSING) => match &mut slot.kind {
+                Kind::FdWatch(w) => Some(w),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Brings the watch's registration and active flag in line with its interest.
+    fn watch_sync(&mut self, id: HandleId) {
+        let Some(w) = self.live_watch(id) else { return };
+        let active = w.cb.is_some();
+        if w.io.want(io_interest(w.interest)) {
+            self.io_dirty.push(id);
+        }
+        self.set_active(id, active);
+    }
+
+    /// Readiness for watch `id`, from the poller, the always-ready list or the select helper.
+    pub(crate) fn watch_event(&mut self, id: HandleId, r: IoReadiness) {
+        let Some(w) = self.live_watch(id) else { return };
+        let mut ready = Readiness::empty();
+        if r.contains(IoReadiness::READABLE) && w.interest.contains(Interest::READABLE) {
+            ready |= Readiness::READABLE;
+        }
+        if r.contains(IoReadiness::WRITABLE) && w.interest.contains(Interest::WRITABLE) {
+            ready |= Readiness::WRITABLE;
+        }
+        if r.contains(IoReadiness::HUP) {
+            ready |= Readiness::HANGUP;
+        }
+        if r.contains(IoReadiness::ERROR) {
+            ready |= Readiness::ERROR;
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let Some(mut cb) = w.cb.take() else { return };
+        let epoch = w.epoch;
+        cb(self, FdWatch(id), Ok(ready));
+        if let Some(w) = self.live_watch(id) {
+            if w.epoch == epoch && w.cb.is_none() {
+                w.cb = Some(cb);
+            }
+        }
+    }
+
+    /// The loop cannot watch the fd any more: the watch stops, and its callback hears why.
+    pub(crate) fn watch_error(&mut self, id: HandleId, e: io::Error) {
+        log::debug!("loop {}: fd watch {id:?} failed: {e}", self.id);
+        let Some(w) = self.live_watch(id) else { return };
+        let cb = w.cb.take();
+        w.interest = Interest::empty();
+        w.epoch = w.epoch.wrapping_add(1);
+        self.watch_sync(id);
+        if let Some(mut cb) = cb {
+            cb(self, FdWatch(id), Err(e));
+        }
+    }
+
+    /// Close's part: out of the backend, fd closed, callback dropped.
+    pub(crate) fn watch_stop_for_close(&mut self, id: HandleId) {
+        self.io_release(id);
+        if let Some(Kind::FdWatch(w)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+            w.cb = None;
+            w.interest = Interest::empty();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+use evloop::fd_watch::{Interest, Readiness};
+use evloop::{FdWatch, RunMode};
+
+use crate::util::test_loop;
+
+/// A socket pair: the watched end (nonblocking, as a program using a watch sets it) and a
+/// duplicate of it to do the I/O with, plus the peer.
+fn pair() -> (OwnedFd, UnixStream, UnixStream) {
+    let (ours, peer) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let io = ours.try_clone().unwrap();
+    (OwnedFd::from(ours), io, peer)
+}
+
+case!(
+    /// Level-triggered readiness: the callback runs while data waits, and stops running
+    /// once the program read it all; a new interest replaces the old; stop makes the watch
+    /// inactive, so the loop ends.
+    fn a_watch_reports_readiness_until_the_program_drains_the_fd() {
+        let mut lp = test_loop();
+        let (fd, mut io, mut peer) = pair();
+        let w = FdWatch::new(&mut lp, fd).unwrap();
+        assert!(!w.is_active(&lp).unwrap(), "inactive until started");
+        peer.write_all(&[7; 50_000]).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let calls = Rc::new(Cell::new(0));
+        let (g, c) = (got.clone(), calls.clone());
+        w.start(&mut lp, Interest::READABLE, move |lp, w, ready| {
+            let ready = ready.unwrap();
+            assert_eq!(ready, Readiness::READABLE);
+            c.set(c.get() + 1);
+            // One small read per call: level triggering brings it back while data waits.
+            let mut buf = [0; 4096];
+            match io.read(&mut buf) {
+                Ok(n) => g.borrow_mut().extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            if g.borrow().len() == 50_000 {
+                w.stop(lp).unwrap();
+            }
+        })
+        .unwrap();
+        assert!(w.is_active(&lp).unwrap());
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().len(), 50_000);
+        assert!(calls.get() >= 50_000 / 4096, "one read per call: {} calls", calls.get());
+        assert!(!w.is_active(&lp).unwrap());
+
+        // Writable at once; then a hang-up once the peer is gone.
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        w.start(&mut lp, Interest::WRITABLE, move |lp, w, ready| {
+            s.borrow_mut().push(ready.unwrap());
+            w.stop(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*seen.borrow(), [Readiness::WRITABLE]);
+        drop(peer);
+        let s = seen.clone();
+        w.start(&mut lp, Interest::READABLE, move |lp, w, ready| {
+            s.borrow_mut().push(ready.unwrap());
+            w.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let last = seen.borrow()[1];
+        // (select(2), behind the select helper, tells readable only.)
+        let want = if crate::util::forced_select() {
+            Readiness::READABLE
+        } else {
+            Readiness::READABLE | Readiness::HANGUP
+        };
+        assert_eq!(last, want);
+        assert!(w.fd(&lp).is_err(), "closed with its handle");
+    }
+);
+
+case!(
+    /// Starting again from inside the callback replaces it (the old one is dropped once it
+    /// returns); closing from inside it ends the watch; the handle owns and closes the fd.
+    fn a_watch_callback_may_replace_itself_and_close() {
+        let mut lp = test_loop();
+        let (fd, _io, peer) = pair();
+        let raw = fd.as_raw_fd();
+        let w = FdWatch::new(&mut lp, fd).unwrap();
+        (&peer).write_all(b"x").unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        w.start(&mut lp, Interest::READABLE, move |lp, w, _| {
+            l.borrow_mut().push("first");
+            let l2 = l.clone();
+            w.start(lp, Interest::READABLE, move |lp, w, _| {
+                l2.borrow_mut().push("second");
+                w.close(lp).unwrap();
+            })
+            .unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*log.borrow(), ["first", "second"]);
+        assert!(!evloop_platform::fd::is_open_raw(raw), "the fd closed with the handle");
+        assert!(w.start(&mut lp, Interest::READABLE, |_, _, _| {}).is_err(), "a stale id");
+    }
+);
+
+case!(
+    /// A regular file never blocks: ready in every iteration, without polling it.
+    fn a_regular_file_is_always_ready() {
+        let mut lp = test_loop();
+        let file = File::open("/proc/self/exe").unwrap_or_else(|_| File::open("/bin/sh").unwrap());
+        let w = FdWatch::new(&mut lp, file.into()).unwrap();
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        w.start(&mut lp, Interest::READABLE | Interest::WRITABLE, move |lp, w, ready| {
+            // Opened for reading only; ready for what was asked all the same, as poll says.
+            assert!(ready.unwrap().contains(Readiness::READABLE));
+            c.set(c.get() + 1);
+            if c.get() == 3 {
+                w.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+        let before = lp.iterations();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(calls.get(), 3);
+        assert!(lp.iterations() - before <= 4, "once per iteration");
+    }
+);
+
+case!(
+    /// Bad input: an fd that is not open (refused, and not closed again), a directory, an
+    /// empty interest. An unreferenced watch does not keep the loop running.
+    fn fd_watch_bad_input_and_unref() {
+        let mut lp = test_loop();
+        let (r, _w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        nix::unistd::close(raw).unwrap();
+        let e = FdWatch::new(&mut lp, OwnedFd::from(r)).unwrap_err();
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EBADF), "{e}");
+        assert!(e.to_string().contains(&format!("fd {raw} as a watch: it is not open")), "{e}");
+        let dir = File::open("/").unwrap();
+        let e = FdWatch::new(&mut lp, dir.into()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("directory"), "{e}");
+        let (r, _w) = std::io::pipe().unwrap();
+        let watch = FdWatch::new(&mut lp, OwnedFd::from(r)).unwrap();
+        let e = watch.start(&mut lp, Interest::empty(), |_, _, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        watch.start(&mut lp, Interest::READABLE, |_, _, _| unreachable!("nothing is written")).unwrap();
+        watch.set_ref(&mut lp, false).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap(), "an unreferenced watch keeps nothing alive");
+        assert!(watch.fd(&lp).is_ok());
+        watch.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
