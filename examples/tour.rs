@@ -6,9 +6,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use evloop::fd_watch::Interest;
 use evloop::{
-    Async, Channel, Check, Command, Idle, Loop, Pipe, Pipeline, Prepare, ReadEvent, RunMode, Signal, Stdio,
-    Timer, Tty, TtyMode, WinSize,
+    Async, Channel, Check, Command, FdWatch, Idle, Loop, Pipe, Pipeline, Prepare, ReadEvent, RunMode, Signal,
+    Stdio, Timer, Tty, TtyMode, WinSize,
 };
 
 fn main() -> std::io::Result<()> {
@@ -123,6 +124,22 @@ fn main() -> std::io::Result<()> {
         s("write side shut down".into());
         tx.close(lp).unwrap();
     })?;
+    lp.run(RunMode::Default)?;
+
+    // 5b. An fd the program reads itself (a library's socket, say): readiness only.
+    println!("== fd watches");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let mut reader = ours.try_clone()?;
+    let watch = FdWatch::new(&mut lp, ours.into())?;
+    let s = say.clone();
+    watch.start(&mut lp, Interest::READABLE, move |lp, watch, ready| {
+        let mut buf = [0; 64];
+        let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
+        s(format!("{:?}: read {:?} myself", ready.unwrap(), String::from_utf8_lossy(&buf[..n])));
+        watch.close(lp).unwrap();
+    })?;
+    std::io::Write::write_all(&mut &theirs, b"ping")?;
     lp.run(RunMode::Default)?;
 
     // 6. Ttys, on a pty pair so that this runs without a terminal too: the program's side
