@@ -1249,6 +1249,12 @@ impl Process {
     /// group race-free; elsewhere by number, which, once every member is gone, another
     /// process could take as its own group id. Fails with `ESRCH` when no member is left.
     ///
+    /// Descendants that left the group (with `setsid` or `setpgid`, as daemons do) are out
+    /// of its reach. On Linux a supervisor can make itself a subreaper
+    /// (`prctl(PR_SET_CHILD_SUBREAPER)`), so that such orphans are reparented to it instead
+    /// of `init`; it must then reap them itself, since the loop only waits for the children
+    /// it spawned.
+    ///
     /// The signal reaches the members the group has at that moment. A member that is about
     /// to fork with signals blocked (shells block them around the fork of a foreground
     /// command) holds the signal pending, and its new child starts without it: a group that
