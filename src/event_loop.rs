@@ -34,7 +34,10 @@ use crate::timer::TimerQueue;
 pub enum RunMode {
     /// Until no active, referenced handle is left (or [`Loop::stop`]).
     Default,
-    /// One iteration. The poll phase waits for I/O if nothing else is runnable.
+    /// One iteration. The poll phase waits for I/O only if the iteration had nothing else
+    /// to run: no pending callbacks (write completions, a child's state) when it began, and
+    /// no idle handle (as libuv's `UV_RUN_ONCE`). So a callback that ran is progress enough,
+    /// and `run(Once)` returns after it.
     Once,
     /// One iteration whose poll phase does not wait. This is how an outer loop drives a nested
     /// one: poll [`Loop::backend_fd`] with [`Loop::backend_timeout`], then `run(NoWait)`.
@@ -532,7 +535,9 @@ impl Loop {
             if self.timers.is_armed() {
                 self.run_timers();
             }
-            if !self.pending.is_empty() {
+            // Pending callbacks are progress: ONCE then does not wait for I/O.
+            let ran_pending = !self.pending.is_empty();
+            if ran_pending {
                 self.run_pending();
             }
             if self.hooks.has(Phase::Idle) {
@@ -541,7 +546,11 @@ impl Loop {
             if self.hooks.has(Phase::Prepare) {
                 self.run_hooks(Phase::Prepare);
             }
-            let timeout = self.poll_timeout(mode);
+            let timeout = if ran_pending && mode == RunMode::Once {
+                Some(Duration::ZERO)
+            } else {
+                self.poll_timeout(mode)
+            };
             self.poll(timeout)?;
             if self.hooks.has(Phase::Check) {
                 self.run_hooks(Phase::Check);

@@ -159,11 +159,12 @@ impl Pipe {
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
-    /// So, on Linux, a blocking pipe or FIFO is opened again through `/proc/self/fd` as a
+    /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
-    /// terminal), and `fd` is closed: the flag then touches nobody else. Where that cannot
-    /// be done (macOS and FreeBSD; a socket; a pipe another user made; a write side whose
-    /// reader is gone; no `/proc`), the flag is set on the shared description, and other
+    /// terminal): the flag then touches nobody else. `fd` itself stays open, untouched,
+    /// until the handle closes, so its number is not reused meanwhile. Where that cannot be
+    /// done (macOS and FreeBSD; a socket; a named FIFO; a pipe another user made; no
+    /// `/proc`), the flag is set on the shared description, and other
     /// holders see it too until the handle closes: a child that inherits such a stdout may
     /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
     /// again (after the last of several handles on one description), and so do `exit` and
@@ -189,23 +190,25 @@ impl Pipe {
         }
         // A blocking pipe (a stdin or stdout shared with a shell, and with the children that
         // inherit it) gets a description of its own where the system can open one, so that
-        // its O_NONBLOCK touches nobody else.
-        let (fd, private) = if ty == FileType::Fifo && !flags.nonblocking {
+        // its O_NONBLOCK touches nobody else. The caller's fd stays open, untouched, until the
+        // handle is released: its number (1, say) must not go to the next fd the loop makes.
+        let (fd, original) = if ty == FileType::Fifo && !flags.nonblocking {
             let access = match (flags.readable, flags.writable) {
                 (true, true) => fd::Access::ReadWrite,
                 (true, false) => fd::Access::Read,
                 _ => fd::Access::Write,
             };
-            match fd::reopen_fifo(fd.as_fd(), access) {
-                Ok(own) => (own, true),
+            match fd::reopen_pipe(fd.as_fd(), access) {
+                Ok(own) => (own, Some(fd)),
                 Err(e) => {
                     log::debug!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
-                    (fd, false)
+                    (fd, None)
                 }
             }
         } else {
-            (fd, false)
+            (fd, None)
         };
+        let private = original.is_some();
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
         // Set here, or by another handle on this description (stdout and stderr after
@@ -218,6 +221,7 @@ impl Pipe {
         let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;
+        stream.original = original;
         stream.eio_is_eof = tty;
         log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
         Ok(Pipe(lp.stream_insert(stream)))

@@ -750,10 +750,15 @@ impl Command {
     /// else the spawn fails: its own ([`process_group(0)`](Command::process_group),
     /// [`setsid`](Command::setsid), a [`Pipeline::process_group`]), or one it joined with
     /// `process_group(pgid)`, which is then the group killed. The child is reaped and waited
-    /// for as with `kill_on_drop`; its descendants are not the loop's to reap. The group is
-    /// killed also when the child itself has exited already (it forked a server and
-    /// returned, say), as [`Process::kill_group`] would, with the caveat given there for
-    /// systems where a group is named by number. Replaces `kill_on_drop`.
+    /// for as with `kill_on_drop`; its descendants are not the loop's to reap.
+    ///
+    /// When the child itself has exited already (it forked a server and returned, say), the
+    /// group is killed too where it can be named race-free: on Linux 6.9 and later, through
+    /// the pidfd of a child that leads its group. Elsewhere (macOS, FreeBSD, older kernels,
+    /// the `SIGCHLD` reaping path, a child that joined another group) closing the handle of
+    /// a reaped child kills nothing, since by then an emptied group's number could be
+    /// another's: call [`Process::kill_group`] from the exit callback instead. Replaces
+    /// `kill_on_drop`.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1456,6 +1461,10 @@ struct ChildEntry {
     keeps_alive: bool,
     /// It was sent SIGKILL when its handle closed.
     killed: bool,
+    /// The last change a stop watch reported was a stop: only then is a continue reported
+    /// (xnu may note a `SIGCONT` to a child that was running as a continue). Kept here, not
+    /// with the watch, so that it outlives an unwatch and a new watch.
+    stopped: bool,
 }
 
 type StopCb = Box<dyn FnMut(&mut Loop, Process, StopEvent)>;
@@ -1469,9 +1478,6 @@ struct StopWatch {
     cb: Option<StopCb>,
     /// Each watch gets a new one, so a callback that ran is put back only into its own.
     epoch: u32,
-    /// The last change reported was a stop: only then is a continue reported (xnu may note
-    /// a `SIGCONT` to a child that was running as a continue).
-    stopped: bool,
 }
 
 /// Every child the loop spawned and has not reaped yet, with or without a handle.
@@ -1912,6 +1918,7 @@ impl Loop {
             owner: Some(id),
             keeps_alive: false,
             killed: false,
+            stopped: false,
         });
         debug_assert_eq!(inserted, key);
         key
@@ -1998,15 +2005,15 @@ impl Loop {
     pub(crate) fn child_stop_check(&mut self, c: ChildCheck) {
         // Twice at most: a change, and one that came while its callback ran.
         for _ in 0..2 {
-            let owner = self.children.entries.get(c.key).filter(|e| e.pid == c.pid).and_then(|e| e.owner);
-            let Some(owner) = owner else { return };
+            let entry = self.children.entries.get(c.key).filter(|e| e.pid == c.pid);
+            let Some((owner, stopped)) = entry.and_then(|e| Some((e.owner?, e.stopped))) else { return };
             let Some(w) = self.children.stops.iter_mut().find(|w| w.key == c.key && w.pid == c.pid) else {
                 return;
             };
             let Some(mut cb) = w.cb.take() else { return };
             let event = match sys::try_wait_run_change(c.pid) {
                 Ok(Some(sys::RunChange::Stopped(signal))) => StopEvent::Stopped(signal),
-                Ok(Some(sys::RunChange::Continued)) if w.stopped => StopEvent::Continued,
+                Ok(Some(sys::RunChange::Continued)) if stopped => StopEvent::Continued,
                 Ok(Some(sys::RunChange::Continued)) | Ok(None) => {
                     w.cb = Some(cb);
                     return;
@@ -2018,7 +2025,7 @@ impl Loop {
                 }
             };
             let epoch = w.epoch;
-            w.stopped = matches!(event, StopEvent::Stopped(_));
+            self.children.entries[c.key].stopped = matches!(event, StopEvent::Stopped(_));
             log::trace!("loop {}: child {} {event:?}", self.id, c.pid);
             cb(self, Process(owner), event);
             let own = |w: &&mut StopWatch| w.key == c.key && w.pid == c.pid && w.epoch == epoch;
@@ -2146,14 +2153,12 @@ impl Loop {
             // Before the first look below: a stop after that look raises SIGCHLD.
             self.sigchld_watch().map_err(|e| context(e, "watch_stops: watching SIGCHLD"))?;
         }
-        // A new callback takes over from the old one, stopped or not.
-        let stopped = self.children.stops.iter().any(|w| w.key == key && w.stopped);
         self.child_unwatch_stops(key);
         if let Some(cb) = cb {
             let pid = self.children.entries[key].pid;
             self.children.stop_epoch = self.children.stop_epoch.wrapping_add(1);
             let epoch = self.children.stop_epoch;
-            self.children.stops.push(StopWatch { key, pid, cb: Some(cb), epoch, stopped });
+            self.children.stops.push(StopWatch { key, pid, cb: Some(cb), epoch });
             // It may have stopped already, before anything listened.
             self.pending.push_back(Pending::Stops(ChildCheck { key, pid, blocking: false }));
         }
@@ -2217,19 +2222,19 @@ impl Loop {
         #[cfg(target_os = "linux")]
         let pidfd = st.pidfd.take();
         let Some(key) = st.child_key() else {
-            // Reaped already; what it started may still run in its group, which goes too.
-            if st.on_drop == OnDrop::KillGroup {
-                #[cfg(target_os = "linux")]
-                let pidfd = pidfd.as_ref().map(|fd| fd.as_fd());
-                #[cfg(not(target_os = "linux"))]
-                let pidfd = None;
-                match signal_group(st.group, st.leads_group, pidfd, libc::SIGKILL) {
-                    Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+            // Reaped already; what it started may still run in its group, which goes too, if
+            // the group can be named race-free: through the leader's pidfd (Linux 6.9). By
+            // number, an emptied group's id could be a stranger's by now.
+            #[cfg(target_os = "linux")]
+            if let (OnDrop::KillGroup, true, Some(fd)) = (st.on_drop, st.leads_group, &pidfd) {
+                match sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, true) {
+                    Err(e) if !matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => {
                         log::debug!("loop {loop_id}: SIGKILL to the group of {} on close: {e}", st.pid);
                     }
                     _ => {}
                 }
             }
+            let _ = loop_id;
             return;
         };
         st.child_key = NO_CHILD;

@@ -112,6 +112,9 @@ pub(crate) struct Stream {
     shutdown: Shutdown,
     /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
     pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
+    /// The caller's fd when `Pipe::open` reopened its pipe privately: kept open, untouched,
+    /// until the release, so that its number is not reused meanwhile.
+    pub(crate) original: Option<OwnedFd>,
     /// `EIO` means the other side of a terminal went away: end of file (unless the read came
     /// from the background: see `terminal_eio`).
     pub(crate) eio_is_eof: bool,
@@ -156,6 +159,7 @@ impl Stream {
             queued_bytes: 0,
             shutdown: Shutdown::None,
             restore_blocking: None,
+            original: None,
             eio_is_eof: false,
             blocking: false,
             tty: None,
@@ -818,11 +822,13 @@ impl Loop {
     /// tty's settings, then `O_NONBLOCK`.
     pub(crate) fn io_release(&mut self, id: HandleId) {
         let Some(slot) = self.live_slot_mut(id) else { return };
-        let (restore_blocking, tty) = match &mut slot.kind {
-            Kind::Stream(s) => {
-                (s.restore_blocking.take(), s.tty.as_mut().map(crate::tty::TtyState::take_for_release))
-            }
-            _ => (None, None),
+        let (restore_blocking, tty, original) = match &mut slot.kind {
+            Kind::Stream(s) => (
+                s.restore_blocking.take(),
+                s.tty.as_mut().map(crate::tty::TtyState::take_for_release),
+                s.original.take(),
+            ),
+            _ => (None, None, None),
         };
         let Some(io) = slot.kind.io_mut() else { return };
         let registered = std::mem::take(&mut io.registered);
@@ -855,6 +861,14 @@ impl Loop {
             // The helper thread may be inside select() with this fd: the release waits until
             // it has left, then closes the fd.
             self.select_helper_release(id, fd);
+        } else {
+            drop(fd);
+        }
+        // The caller's own fd goes last, under the same rule.
+        if let Some(original) = original {
+            if fd::status_flags(original.as_fd()).is_err() {
+                let _ = original.into_raw_fd();
+            }
         }
     }
 

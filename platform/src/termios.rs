@@ -313,6 +313,8 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     // SAFETY: the lock is held, so no other access to the cell overlaps this write.
     unsafe { (*SAVED.0.get()).write(t.0) };
     SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    // SAFETY: getpid has no preconditions and cannot fail.
+    RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     reset_at_exit_once();
     Ok(Some(SavedClaim(())))
 }
@@ -322,8 +324,6 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
 fn reset_at_exit_once() {
     static AT_EXIT: std::sync::Once = std::sync::Once::new();
     AT_EXIT.call_once(|| {
-        // SAFETY: getpid has no preconditions and cannot fail.
-        RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
         // SAFETY: `reset_at_exit` is an `extern "C" fn()` that never unwinds; atexit only
         // stores the pointer. Its failure (no room) leaves exit without the reset, which is
         // all it can cost.
@@ -331,14 +331,15 @@ fn reset_at_exit_once() {
     });
 }
 
-/// The process whose `exit` resets the terminal: a child forked without exec inherits the
-/// `atexit` handler, and its `exit` must leave the parent's terminal alone.
+/// The process that saved the settings, whose `exit` resets the terminal: a child forked
+/// without exec inherits the `atexit` handler, and its `exit` must leave the parent's
+/// terminal alone.
 static RESET_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn reset_at_exit() {
     // SAFETY: as above.
     if unsafe { libc::getpid() } == RESET_PID.load(Ordering::Relaxed) {
-        let _ = reset_saved();
+        let _ = reset_saved_when(true);
     }
 }
 
@@ -348,6 +349,13 @@ extern "C" fn reset_at_exit() {
 /// `EBUSY` when the slot is being changed at that moment (by the interrupted code or another
 /// thread) instead of waiting for it.
 pub fn reset_saved() -> io::Result<()> {
+    reset_saved_when(false)
+}
+
+/// [`reset_saved`]; with `in_front`, only while this process group owns the terminal (at
+/// `exit`: from the background the settings are the foreground job's, and writing them
+/// could stop the process with `SIGTTOU`).
+fn reset_saved_when(in_front: bool) -> io::Result<()> {
     crate::cvt::preserving_errno(|| {
         let Some(_guard) = SAVED_LOCK.try_lock() else {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
@@ -355,6 +363,14 @@ pub fn reset_saved() -> io::Result<()> {
         let fd: RawFd = SAVED_FD.load(Ordering::Relaxed);
         if fd < 0 {
             return Ok(());
+        }
+        if in_front {
+            // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock; tcgetpgrp
+            // and getpgrp take no pointers.
+            let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
+            if front >= 0 && front != own {
+                return Ok(());
+            }
         }
         // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
         // cell before storing it.

@@ -40,6 +40,31 @@ case!(
 );
 
 case!(
+    /// `run(Once)` whose pending phase ran a callback (a write's completion, a child's stop
+    /// report) returns without waiting for I/O, as libuv's `UV_RUN_ONCE` does: a program
+    /// that runs Once until its callback ran must not hang when nothing else happens. A
+    /// reading pipe with no writer keeps the loop alive meanwhile.
+    fn issue_2_once_does_not_wait_after_a_pending_callback() {
+        let mut lp = test_loop();
+        let (rx, tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| unreachable!("nothing is written to it")).unwrap();
+        let (other_rx, other_tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        // Interest changes reach the poller first, so that nothing else makes Once runnable.
+        lp.run(RunMode::NoWait).unwrap();
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        other_tx.write(&mut lp, b"x", move |_, r| d.set(r.is_ok())).unwrap();
+        // The write went out at once; its callback waits for the pending phase.
+        assert!(lp.run(RunMode::Once).unwrap(), "still alive: rx is reading");
+        assert!(done.get(), "the completion ran, and Once returned after it");
+        for p in [rx, tx, other_rx, other_tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     fn stop_inside_a_callback_ends_run_after_the_iteration() {
         let mut lp = test_loop();
         let idle = Idle::new(&mut lp);

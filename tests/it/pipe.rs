@@ -747,6 +747,53 @@ case!(
 );
 
 case!(
+    /// The fd given to `Pipe::open` keeps its number while the handle is open, even where
+    /// the pipe is reopened privately: a program's stdout (fd 1) must not be handed to the
+    /// next fd the loop makes (its children would write into the loop's own pipes).
+    fn issue_3_an_opened_fd_keeps_its_number_until_close() {
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        assert!(evloop_platform::fd::is_open_raw(raw), "still open");
+        let (a, b) = Pipe::pair(&mut lp).unwrap();
+        let taken = [a.fd(&lp).unwrap().as_raw_fd(), b.fd(&lp).unwrap().as_raw_fd()];
+        assert!(!taken.contains(&raw), "fd {raw} went to a new pipe: {taken:?}");
+        for h in [rx, a, b] {
+            h.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert!(!evloop_platform::fd::is_open_raw(raw), "closed with the handle");
+        drop(w);
+    }
+);
+
+case!(
+    /// A named FIFO whose writer finished before the program opened its read side (as in
+    /// `echo hi > fifo & prog < fifo`): the data, then end of file. A FIFO reopened for
+    /// reading would wait for a new writer before reporting the hang-up.
+    fn issue_3_a_fifo_whose_writer_left_reaches_end_of_file() {
+        let dir = std::env::temp_dir().join(format!("evloop-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let p2 = path.clone();
+        let writer = std::thread::spawn(move || {
+            std::fs::OpenOptions::new().write(true).open(p2).unwrap().write_all(b"hi\n").unwrap();
+        });
+        let r = File::open(&path).unwrap(); // blocking, as a shell's `< fifo`
+        writer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut lp = test_loop();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"hi\n");
+        assert!(got.borrow().eof);
+    }
+);
+
+case!(
     fn a_socket_half_closes_on_shutdown() {
         let mut lp = test_loop();
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();

@@ -633,12 +633,24 @@ fn reap_adopted() -> Vec<nix::sys::wait::WaitStatus> {
     out
 }
 
+/// Whether this kernel signals a process group through its leader's pidfd (Linux 6.9's
+/// `PIDFD_SIGNAL_PROCESS_GROUP`): asked of the test's own group, which it leads.
+fn pidfd_names_groups() -> bool {
+    let me = nix::unistd::getpid().as_raw();
+    assert_eq!(nix::unistd::getpgrp().as_raw(), me, "isolated tests lead their group");
+    let fd = evloop_platform::process::pidfd_open(me).unwrap();
+    evloop_platform::process::pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), 0, true).is_ok()
+}
+
 case!(
     /// `kill_group_on_drop` when the child exited first, leaving what it started in its
     /// group (a test that forked a server and returned): closing the handle from the exit
-    /// callback, or dropping the loop with the handle open, still kills the group.
+    /// callback, or dropping the loop with the handle open, still kills the group where it
+    /// is named race-free (a pidfd, Linux 6.9), and kills nothing where only its number is
+    /// left (the SIGCHLD path, older kernels).
     fn kill_group_on_drop_after_the_child_exited() {
         become_subreaper();
+        let race_free = pidfd_names_groups();
         for (name, b) in flavours() {
             for drop_loop in [false, true] {
                 let mut lp = b.clone().build().unwrap();
@@ -663,15 +675,21 @@ case!(
                 assert!(!gone(bg), "{name}, drop_loop {drop_loop}: the sleep runs on until the close");
                 drop(lp);
                 assert!(gone(shell), "{name}, drop_loop {drop_loop}: the child was reaped");
+                let killed = race_free && !name.contains("sigchld");
+                if !killed {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bg as i32), nix::sys::signal::SIGTERM)
+                        .expect("the sleep was left alone: by number, the group could be a stranger's");
+                }
                 let adopted = reap_adopted();
+                let signal = if killed { nix::sys::signal::SIGKILL } else { nix::sys::signal::SIGTERM };
                 assert_eq!(
                     adopted,
                     [nix::sys::wait::WaitStatus::Signaled(
                         nix::unistd::Pid::from_raw(bg as i32),
-                        nix::sys::signal::SIGKILL,
+                        signal,
                         false
                     )],
-                    "{name}, drop_loop {drop_loop}: the sleep was killed"
+                    "{name}, drop_loop {drop_loop}, race-free {race_free}"
                 );
             }
         }
@@ -1902,6 +1920,45 @@ case!(
             assert_eq!(*events.borrow(), [Stopped(libc::SIGSTOP), Continued], "{name}");
             stdin.close(&mut lp).unwrap();
             lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
+    /// A shell that watches a job only while it is in the background: it hears the stop,
+    /// unwatches, watches again, and still hears the continue (the reported stop is the
+    /// child's, not the watch's).
+    fn a_continue_is_reported_after_an_unwatch_and_a_new_watch() {
+        use evloop::StopEvent::{Continued, Stopped};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("kill -STOP $$; read a; exit 0");
+            cmd.stdin(Stdio::Pipe);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let (p, stdin) = (child.process, child.stdin.unwrap());
+            let events = Rc::new(RefCell::new(Vec::new()));
+            let ev = events.clone();
+            p.watch_stops(&mut lp, move |_, _, e| ev.borrow_mut().push(e)).unwrap();
+            while events.borrow().is_empty() {
+                lp.run(RunMode::Once).unwrap();
+            }
+            p.unwatch_stops(&mut lp).unwrap();
+            let ev = events.clone();
+            p.watch_stops(&mut lp, move |lp, p, e| {
+                ev.borrow_mut().push(e);
+                p.unwatch_stops(lp).unwrap();
+                stdin
+                    .write(lp, b"a\n", move |lp, r| {
+                        r.unwrap();
+                        stdin.close(lp).unwrap();
+                    })
+                    .unwrap();
+            })
+            .unwrap();
+            p.kill(&mut lp, libc::SIGCONT).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(0), "{name}");
+            assert_eq!(*events.borrow(), [Stopped(libc::SIGSTOP), Continued], "{name}");
         }
     }
 );

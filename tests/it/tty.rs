@@ -940,6 +940,118 @@ case!(
     }
 );
 
+const EXIT_BG_ENV: &str = "EVLOOP_TEST_EXIT_BG";
+
+/// Not a test: the child processes of `exit_in_the_background_leaves_the_terminal_alone`, by
+/// `$EXIT_BG_ENV`:
+///
+/// - `leader <slave path>`: a session leader that makes the pty slave its controlling
+///   terminal and runs the shell below in a group of its own, in front.
+/// - `shell`: puts the terminal in raw mode, hands it to a `sleep` in a group of its own (a
+///   job in front), and calls `exit` with the handle open. Its group is not orphaned (its
+///   parent is in another group of the session), so a `tcsetattr` from there would stop it
+///   with `SIGTTOU`.
+#[test]
+#[ignore = "runs only as a child process of the exit-in-the-background test"]
+fn exit_in_the_background_child() {
+    use evloop::process::current_process_group;
+    let Ok(mode) = std::env::var(EXIT_BG_ENV) else { return };
+    let mut lp = test_loop();
+    if let Some(slave) = mode.strip_prefix("leader ") {
+        let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
+        let tty = Tty::open(&mut lp, ctty.into()).unwrap();
+        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
+        shell
+            .args([
+                "tty::exit_in_the_background_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(EXIT_BG_ENV, "shell")
+            .process_group(0);
+        let child = shell
+            .spawn(&mut lp, move |lp, p, status| {
+                println!("shell {}", status.unwrap());
+                p.close(lp).unwrap();
+                tty.close(lp).unwrap();
+            })
+            .unwrap();
+        tty.set_foreground_group(&lp, child.process.pid(&lp).unwrap() as i32).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        return;
+    }
+    let own = current_process_group();
+    let tty =
+        Tty::open(&mut lp, File::options().read(true).write(true).open("/dev/tty").unwrap().into()).unwrap();
+    // Wait to be in front (the leader hands over after the spawn).
+    while tty.foreground_group(&lp).unwrap() != own {
+        std::thread::yield_now();
+    }
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let mut job = evloop::Command::new("sleep");
+    job.arg("100").process_group(0);
+    let child = job.spawn(&mut lp, |_, _, _| {}).unwrap();
+    let pid = child.process.pid(&lp).unwrap();
+    tty.set_foreground_group(&lp, pid as i32).unwrap();
+    println!("job {pid} in front");
+    std::process::exit(0);
+}
+
+case!(
+    /// A program that exits while a job holds the terminal leaves the settings alone: they
+    /// are the job's now, and writing them from the background would stop the program with
+    /// `SIGTTOU` (the test would time out) or overwrite the job's.
+    fn exit_in_the_background_leaves_the_terminal_alone() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = pty();
+        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
+        let mut lp = test_loop();
+        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
+        leader
+            .args([
+                "tty::exit_in_the_background_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(EXIT_BG_ENV, {
+                let mut mode = std::ffi::OsString::from("leader ");
+                mode.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
+                mode
+            })
+            .setsid(true)
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap());
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        leader
+            .spawn(&mut lp, move |lp, proc_, res| {
+                st.set(Some(res.unwrap()));
+                proc_.close(lp).unwrap();
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        crate::util::read_until(p.master.as_fd(), &mut seen, "in front");
+        crate::util::read_until(p.master.as_fd(), &mut seen, "shell exited with code 0");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(!attrs(p.probe.as_fd()).local_flags.contains(LocalFlags::ICANON), "the job's raw mode stays");
+        // The job got SIGHUP when its session leader exited; in case it did not:
+        if let Some(pid) =
+            text.split_whitespace().skip_while(|w| *w != "job").nth(1).and_then(|w| w.parse().ok())
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+);
+
 const BG_READ_ENV: &str = "EVLOOP_TEST_BG_READ";
 
 /// Not a test: the child process of `a_read_from_the_background_is_an_error_not_eof`. A
