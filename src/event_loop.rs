@@ -535,10 +535,15 @@ impl Loop {
             if self.timers.is_armed() {
                 self.run_timers();
             }
-            // Pending callbacks are progress: ONCE then does not wait for I/O.
-            let ran_pending = !self.pending.is_empty();
-            if ran_pending {
+            if !self.pending.is_empty() {
                 self.run_pending();
+                if mode == RunMode::Once {
+                    // Pending callbacks are progress: ONCE then does not wait for I/O. Its
+                    // pass ends after this iteration anyway, so the stop flag (which makes the
+                    // poll not wait, and is cleared when `run` returns) says just that, at no
+                    // cost to the common iteration.
+                    self.stop_flag = true;
+                }
             }
             if self.hooks.has(Phase::Idle) {
                 self.run_hooks(Phase::Idle);
@@ -546,11 +551,7 @@ impl Loop {
             if self.hooks.has(Phase::Prepare) {
                 self.run_hooks(Phase::Prepare);
             }
-            let timeout = if ran_pending && mode == RunMode::Once {
-                Some(Duration::ZERO)
-            } else {
-                self.poll_timeout(mode)
-            };
+            let timeout = self.poll_timeout(mode);
             self.poll(timeout)?;
             if self.hooks.has(Phase::Check) {
                 self.run_hooks(Phase::Check);
@@ -569,7 +570,6 @@ impl Loop {
             }
             pass = alive;
         }
-        self.stop_flag = false;
         Ok(alive)
     }
 
@@ -812,6 +812,8 @@ struct RunGuard<'a>(&'a mut Loop);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.running = false;
+        // A stop request is used up by the run it ended (or by one that failed).
+        self.0.stop_flag = false;
         // The caller may take any time before the next run: the next `now` reads the clock.
         self.0.time_stale.set(true);
         // However `run` ends, the helper thread gets its fds back: an embedder may wait on
