@@ -730,17 +730,13 @@ impl Loop {
         let id = HandleId { loop_id: self.id, key: key as u32, gen_ };
         log::trace!("loop {}: event {:?} for {id:?}", self.id, ev.readiness);
         match &s.kind {
-            Kind::Stream(_) if ev.change_error != 0 => {
+            Kind::Stream(_) | Kind::FdWatch(_) if ev.change_error != 0 => {
                 let e = io::Error::from_raw_os_error(ev.change_error);
-                self.stream_io_error(id, e);
+                self.io_error(id, e);
             }
             Kind::Stream(st) => {
                 let interest = st.interest();
                 self.stream_event(id, ev.readiness, interest);
-            }
-            Kind::FdWatch(_) if ev.change_error != 0 => {
-                let e = io::Error::from_raw_os_error(ev.change_error);
-                self.watch_error(id, e);
             }
             Kind::FdWatch(_) => self.watch_event(id, ev.readiness),
             _ => {}

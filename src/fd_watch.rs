@@ -61,10 +61,11 @@ typed_handle!(
     ///
     /// Readiness is level-triggered, as everywhere in the loop: the callback runs in every
     /// iteration while the fd stays ready, so it should read or write until `EAGAIN` (set
-    /// `O_NONBLOCK` on the fd: the handle leaves its flags alone), or stop the watch. A
-    /// regular file never blocks: it is reported ready in every iteration, without polling.
-    /// On macOS, a character device that kqueue refuses goes to the select helper thread,
-    /// as a stream's would.
+    /// `O_NONBLOCK` on the fd: the handle leaves its flags alone), or stop the watch. The
+    /// poller is asked first; an fd it refuses because it never blocks (a regular file on
+    /// Linux) is reported ready in every iteration, without polling, as poll(2) would. On
+    /// macOS, a character device that kqueue refuses goes to the select helper thread, as a
+    /// stream's would.
     ///
     /// ```
     /// use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};
@@ -99,7 +100,7 @@ impl FdWatch {
         if ty == FileType::Directory {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
         }
-        let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket))?;
+        let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket), false)?;
         let state = WatchState { io: Io::new(fd, mode), interest: Interest::empty(), cb: None, epoch: 0 };
         Ok(FdWatch(lp.insert(Kind::FdWatch(Box::new(state)))))
     }

@@ -79,7 +79,17 @@ impl Io {
 impl Loop {
     /// Decides how `fd` will be watched: the one place where fds the poller rejects are
     /// routed (see the module docs).
-    pub(crate) fn choose_io_mode(&mut self, fd: BorrowedFd<'_>, known_pollable: bool) -> io::Result<IoMode> {
+    ///
+    /// `for_stream`: the fd will be read and written as a stream. A regular file then goes
+    /// straight to the always-ready mode. An fd watch asks the poller first: some fds that
+    /// `fstat` calls regular files can be polled (a pidfd, on Linux 6.9's pidfs; procfs and
+    /// sysfs files), and only the poller knows.
+    pub(crate) fn choose_io_mode(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        known_pollable: bool,
+        for_stream: bool,
+    ) -> io::Result<IoMode> {
         if self.options.force_select_helper {
             self.select_helper_start()?;
             return Ok(IoMode::SelectHelper);
@@ -90,7 +100,7 @@ impl Loop {
         // A regular file never blocks. kqueue accepts one, but reports it readable only while
         // unread bytes remain, so the end of file would never be reported; epoll refuses it.
         // Either way the always-ready mode is the right one.
-        if fd::file_type(fd)? == FileType::Regular {
+        if for_stream && fd::file_type(fd)? == FileType::Regular {
             return Ok(IoMode::AlwaysReady);
         }
         match self.poller.probe(fd) {

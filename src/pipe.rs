@@ -146,7 +146,7 @@ impl Pipe {
         readable: bool,
         writable: bool,
     ) -> io::Result<Pipe> {
-        let mode = lp.choose_io_mode(fd.as_fd(), true)?;
+        let mode = lp.choose_io_mode(fd.as_fd(), true, true)?;
         let stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, readable, writable);
         Ok(Pipe(lp.stream_insert(stream)))
     }
@@ -210,7 +210,7 @@ impl Pipe {
         };
         let private = original.is_some();
         let known_pollable = matches!(ty, FileType::Fifo | FileType::Socket);
-        let mode = lp.choose_io_mode(fd.as_fd(), known_pollable)?;
+        let mode = lp.choose_io_mode(fd.as_fd(), known_pollable, true)?;
         // Set here, or by another handle on this description (stdout and stderr after
         // `2>&1`): held either way, so closing one handle keeps it for the other.
         let restore_blocking = if private || mode == IoMode::AlwaysReady {

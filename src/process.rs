@@ -929,8 +929,9 @@ impl Command {
     /// one.
     ///
     /// What goes for `output` goes here: the returned handle can kill the child and closes
-    /// itself before `on_done` runs; closed early, it takes `on_done` with it. Both callbacks
-    /// may use the loop freely. For back-pressure (stop reading while the output cannot go
+    /// itself before `on_done` runs; closed early, it takes `on_done` with it, and `on_data`
+    /// too: `on_data` is not called again, and each output pipe closes at its next read (a
+    /// child still writing then gets `EPIPE`). Both callbacks may use the loop freely. For back-pressure (stop reading while the output cannot go
     /// anywhere), spawn with [`Stdio::Pipe`] and use [`Pipe::read_pause`].
     ///
     /// ```
@@ -1377,6 +1378,8 @@ struct Capture {
     /// Where the output goes as it comes, instead of into `stdout` and `stderr`: out while
     /// it runs.
     sink: Option<OutputSink>,
+    /// The process handle of a streaming capture was closed early: the pipes close.
+    streaming_cancelled: bool,
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
@@ -2326,6 +2329,7 @@ impl Loop {
             left: if input.is_some() { 4 } else { 3 },
             cb: Some(cb),
             sink,
+            streaming_cancelled: false,
             process: None,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
@@ -2387,6 +2391,18 @@ impl Loop {
             let started = pipe.read_start(self, move |lp, p, ev| match ev {
                 ReadEvent::Data(d) => {
                     let mut c = st.borrow_mut();
+                    // Streaming ends with the process handle: closed early, it takes the
+                    // sink along, and each pipe closes at its next read.
+                    if c.sink.is_some() && c.process.is_some_and(|p| !matches!(p.is_closing(lp), Ok(false))) {
+                        c.sink = None;
+                        c.streaming_cancelled = true;
+                    }
+                    if c.streaming_cancelled {
+                        drop(c);
+                        let _ = p.close(lp);
+                        Capture::one_done(&st, lp, |_| {});
+                        return;
+                    }
                     match c.sink.take() {
                         Some(mut sink) => {
                             // Out of the state while it runs: it may use the loop freely.

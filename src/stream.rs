@@ -704,10 +704,17 @@ impl Loop {
         }
     }
 
-    /// A backend cannot watch handle `id` (a stream or an fd watch) any more.
+    /// A backend cannot watch handle `id` (a stream or an fd watch) any more: a change it
+    /// refused (at the flush, or later as a kqueue receipt), or the select helper's error.
+    /// The registration counts as gone, so that the handle's next interest starts afresh
+    /// instead of retrying a change that fails in every iteration.
     pub(crate) fn io_error(&mut self, id: HandleId, e: io::Error) {
-        match self.live_slot_mut(id).map(|s| &s.kind) {
-            Some(Kind::FdWatch(_)) => self.watch_error(id, e),
+        let Some(slot) = self.live_slot_mut(id) else { return };
+        if let Some(io) = slot.kind.io_mut() {
+            io.registered = Interest::empty();
+        }
+        match &slot.kind {
+            Kind::FdWatch(_) => self.watch_error(id, e),
             _ => self.stream_io_error(id, e),
         }
     }

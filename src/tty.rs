@@ -218,7 +218,7 @@ impl Tty {
                 (fd, None, blocking, !flags.writable && !flags.nonblocking)
             }
         };
-        let mode = lp.choose_io_mode(fd.as_fd(), false)?;
+        let mode = lp.choose_io_mode(fd.as_fd(), false, true)?;
         // Set here, or nonblocking already (maybe by another handle on this description):
         // held either way.
         let restore_blocking = if nonblocking_in_place || (original.is_none() && flags.nonblocking) {

@@ -163,3 +163,64 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// A pidfd is polled, not taken for an always-ready file: readable only once its process
+    /// exits. (Some kernels' pidfs has `fstat` call a pidfd a regular file; a watch asks the
+    /// poller before it believes that. This kernel's pidfds have no file type, so here the
+    /// test shows the behaviour rather than that rule.)
+    fn a_watch_on_a_pidfd_waits_for_the_exit() {
+        let mut lp = test_loop();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read a; true"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pidfd = evloop_platform::process::pidfd_open(child.id() as i32).unwrap();
+        let w = FdWatch::new(&mut lp, pidfd).unwrap();
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        w.start(&mut lp, Interest::READABLE, move |lp, w, ready| {
+            assert!(ready.unwrap().contains(Readiness::READABLE));
+            c.set(c.get() + 1);
+            w.close(lp).unwrap();
+        })
+        .unwrap();
+        // Running: nothing to report, and the loop waits instead of spinning.
+        let before = lp.iterations();
+        for _ in 0..3 {
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        assert_eq!(calls.get(), 0, "not readable while the process runs");
+        assert_eq!(lp.iterations() - before, 3);
+        drop(child.stdin.take()); // `read` ends: the child exits
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(calls.get(), 1);
+        assert!(child.wait().unwrap().success());
+    }
+);
+
+case!(
+    /// A watch whose fd was closed behind the loop's back, then stopped: the failed removal
+    /// counts the registration as gone, instead of being retried (and the poll not waiting)
+    /// in every iteration.
+    fn a_failed_deregistration_is_not_retried_forever() {
+        let mut lp = test_loop();
+        let (fd, _io, _peer) = pair();
+        let raw = fd.as_raw_fd();
+        let w = FdWatch::new(&mut lp, fd).unwrap();
+        w.start(&mut lp, Interest::READABLE, |_, _, _| {}).unwrap();
+        lp.run(RunMode::NoWait).unwrap(); // registered now
+        drop(_io); // (the duplicate goes, so the description closes with the number)
+        nix::unistd::close(raw).unwrap();
+        w.stop(&mut lp).unwrap();
+        let t = evloop::Timer::once(&mut lp, std::time::Duration::from_millis(50), |_| {}).unwrap();
+        let before = lp.iterations();
+        lp.run(RunMode::Default).unwrap();
+        let iterations = lp.iterations() - before;
+        assert!(iterations < 20, "the loop spun: {iterations} iterations in 50 ms");
+        let _ = t;
+        w.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

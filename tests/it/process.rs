@@ -1348,6 +1348,29 @@ case!(
             assert_eq!(done.borrow()[0].code(), Some(7), "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
 
+            // Closed from the sink: no more data, the pipes close, the child (`yes`) gets
+            // EPIPE and dies, and is reaped in the background; on_done never runs.
+            let calls = Rc::new(Cell::new(0));
+            let c = calls.clone();
+            let p = Rc::new(Cell::new(None::<evloop::Process>));
+            let p2 = p.clone();
+            let started = Command::new("yes")
+                .stream_output(
+                    &mut lp,
+                    move |lp, _, _| {
+                        c.set(c.get() + 1);
+                        if let Some(p) = p2.take() {
+                            p.close(lp).unwrap();
+                        }
+                    },
+                    |_, _| unreachable!("closed before"),
+                )
+                .unwrap();
+            p.set(Some(started));
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(calls.get(), 1, "{name}: nothing after the close");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
             // Closed early: the child is killed and reaped, on_done never runs.
             let mut cmd = Command::new("sleep");
             cmd.arg("100").kill_on_drop(true);

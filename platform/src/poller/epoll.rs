@@ -101,7 +101,17 @@ impl Poller {
             (false, false) => libc::EPOLL_CTL_MOD,
             (false, true) => libc::EPOLL_CTL_DEL,
         };
-        self.ctl(op, fd, epoll_bits(new), token)
+        // The caller's idea of the registration can be wrong after an error (it then counts
+        // it as gone): an ADD that finds one modifies it, a MOD that finds none adds one.
+        match self.ctl(op, fd, epoll_bits(new), token) {
+            Err(e) if op == libc::EPOLL_CTL_ADD && e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ctl(libc::EPOLL_CTL_MOD, fd, epoll_bits(new), token)
+            }
+            Err(e) if op == libc::EPOLL_CTL_MOD && e.raw_os_error() == Some(libc::ENOENT) => {
+                self.ctl(libc::EPOLL_CTL_ADD, fd, epoll_bits(new), token)
+            }
+            res => res,
+        }
     }
 
     /// Always false: epoll applies every change at once.
