@@ -101,16 +101,28 @@ impl Poller {
             (false, false) => libc::EPOLL_CTL_MOD,
             (false, true) => libc::EPOLL_CTL_DEL,
         };
-        // The caller's idea of the registration can be wrong after an error (it then counts
-        // it as gone): an ADD that finds one modifies it, a MOD that finds none adds one.
         match self.ctl(op, fd, epoll_bits(new), token) {
-            Err(e) if op == libc::EPOLL_CTL_ADD && e.raw_os_error() == Some(libc::EEXIST) => {
-                self.ctl(libc::EPOLL_CTL_MOD, fd, epoll_bits(new), token)
-            }
-            Err(e) if op == libc::EPOLL_CTL_MOD && e.raw_os_error() == Some(libc::ENOENT) => {
-                self.ctl(libc::EPOLL_CTL_ADD, fd, epoll_bits(new), token)
-            }
-            res => res,
+            Ok(()) => Ok(()),
+            Err(e) => self.update_again(op, e, fd, epoll_bits(new), token),
+        }
+    }
+
+    /// The caller's idea of the registration can be wrong after an error (it then counts it
+    /// as gone): an ADD that finds one modifies it, a MOD that finds none adds one.
+    #[cold]
+    #[inline(never)]
+    fn update_again(
+        &self,
+        op: libc::c_int,
+        e: io::Error,
+        fd: BorrowedFd<'_>,
+        bits: u32,
+        token: u64,
+    ) -> io::Result<()> {
+        match (op, e.raw_os_error()) {
+            (libc::EPOLL_CTL_ADD, Some(libc::EEXIST)) => self.ctl(libc::EPOLL_CTL_MOD, fd, bits, token),
+            (libc::EPOLL_CTL_MOD, Some(libc::ENOENT)) => self.ctl(libc::EPOLL_CTL_ADD, fd, bits, token),
+            _ => Err(e),
         }
     }
 
