@@ -68,6 +68,39 @@ fn write_master(master: BorrowedFd<'_>, bytes: &[u8]) {
     assert_eq!(nix::unistd::write(master, bytes).unwrap(), bytes.len());
 }
 
+/// Starts this test binary's ignored test `entry` as a session leader on the pty's slave
+/// (its stdin, stdout and stderr), with `$env` set to `prefix` followed by the slave's path;
+/// the returned cell gets the leader's exit status, and its handle closes.
+fn spawn_session_leader(
+    lp: &mut Loop,
+    p: &Pty,
+    entry: &str,
+    env: &str,
+    prefix: &str,
+) -> Rc<Cell<Option<evloop::ExitStatus>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
+    let mut value = std::ffi::OsString::from(prefix);
+    value.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
+    let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
+    leader
+        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(env, value)
+        .setsid(true)
+        .stdin(p.slave.try_clone().unwrap())
+        .stdout(p.slave.try_clone().unwrap())
+        .stderr(p.slave.try_clone().unwrap());
+    let status = Rc::new(Cell::new(None));
+    let st = status.clone();
+    leader
+        .spawn(lp, move |lp, proc_, res| {
+            st.set(Some(res.unwrap()));
+            proc_.close(lp).unwrap();
+        })
+        .unwrap();
+    status
+}
+
 /// Closes every handle that is not closing yet, and runs the loop until they are gone.
 fn close_all(lp: &mut Loop) {
     for h in lp.handles() {
@@ -839,28 +872,9 @@ case!(
     /// `SIGTTOU` blocked, taking the terminal back stops the shell; without the stop report
     /// the shell never hears of Ctrl-Z. Each way the test times out.
     fn a_shell_gives_the_terminal_to_a_job_and_takes_it_back() {
-        use std::os::unix::ffi::OsStrExt;
         let p = pty();
-        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
         let mut lp = test_loop();
-        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
-        let mut mode = std::ffi::OsString::from("leader ");
-        mode.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
-        leader
-            .args(["tty::job_control_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(JOB_CHILD_ENV, mode)
-            .setsid(true)
-            .stdin(p.slave.try_clone().unwrap())
-            .stdout(p.slave.try_clone().unwrap())
-            .stderr(p.slave.try_clone().unwrap());
-        let status = Rc::new(Cell::new(None));
-        let st = status.clone();
-        leader
-            .spawn(&mut lp, move |lp, proc_, res| {
-                st.set(Some(res.unwrap()));
-                proc_.close(lp).unwrap();
-            })
-            .unwrap();
+        let status = spawn_session_leader(&mut lp, &p, "tty::job_control_child", JOB_CHILD_ENV, "leader ");
         let mut seen = Vec::new();
         let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
         wait_for("shell ready");
@@ -1005,37 +1019,10 @@ case!(
     /// are the job's now, and writing them from the background would stop the program with
     /// `SIGTTOU` (the test would time out) or overwrite the job's.
     fn exit_in_the_background_leaves_the_terminal_alone() {
-        use std::os::unix::ffi::OsStrExt;
         let p = pty();
-        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
         let mut lp = test_loop();
-        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
-        leader
-            .args([
-                "tty::exit_in_the_background_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(EXIT_BG_ENV, {
-                let mut mode = std::ffi::OsString::from("leader ");
-                mode.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
-                mode
-            })
-            .setsid(true)
-            .stdin(p.slave.try_clone().unwrap())
-            .stdout(p.slave.try_clone().unwrap())
-            .stderr(p.slave.try_clone().unwrap());
-        let status = Rc::new(Cell::new(None));
-        let st = status.clone();
-        leader
-            .spawn(&mut lp, move |lp, proc_, res| {
-                st.set(Some(res.unwrap()));
-                proc_.close(lp).unwrap();
-            })
-            .unwrap();
+        let status =
+            spawn_session_leader(&mut lp, &p, "tty::exit_in_the_background_child", EXIT_BG_ENV, "leader ");
         let mut seen = Vec::new();
         crate::util::read_until(p.master.as_fd(), &mut seen, "in front");
         crate::util::read_until(p.master.as_fd(), &mut seen, "shell exited with code 0");
@@ -1100,33 +1087,9 @@ case!(
     /// fails with `EIO` although the terminal is there: reported as an error, not as end of
     /// file (which would tell the program that the terminal hung up).
     fn a_read_from_the_background_is_an_error_not_eof() {
-        use std::os::unix::ffi::OsStrExt;
         let p = pty();
-        let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
         let mut lp = test_loop();
-        let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
-        leader
-            .args([
-                "tty::background_read_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(BG_READ_ENV, std::ffi::OsStr::from_bytes(slave.to_bytes()))
-            .setsid(true)
-            .stdin(p.slave.try_clone().unwrap())
-            .stdout(p.slave.try_clone().unwrap())
-            .stderr(p.slave.try_clone().unwrap());
-        let status = Rc::new(Cell::new(None));
-        let st = status.clone();
-        leader
-            .spawn(&mut lp, move |lp, proc_, res| {
-                st.set(Some(res.unwrap()));
-                proc_.close(lp).unwrap();
-            })
-            .unwrap();
+        let status = spawn_session_leader(&mut lp, &p, "tty::background_read_child", BG_READ_ENV, "");
         let mut seen = Vec::new();
         let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
         wait_for("reader ready");
