@@ -101,6 +101,39 @@ fn spawn_session_leader(
     status
 }
 
+/// The `leader` half of a job-control test's children: makes the pty slave at `slave` the
+/// controlling terminal of this session (a session leader without one that opens a terminal
+/// without `O_NOCTTY` makes it its own, on Linux), starts this binary's `entry` with
+/// `$env=shell` in a group of its own, gives it the terminal (and a `SIGCONT`, in case it read
+/// before it had it), and runs until it exits: `done` gets its status, then the handles close.
+fn lead_session(
+    lp: &mut Loop,
+    slave: &str,
+    entry: &str,
+    env: &str,
+    done: impl FnOnce(&mut Loop, Tty, evloop::ExitStatus) + 'static,
+) {
+    let own = evloop::process::current_process_group();
+    let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
+    let tty = Tty::open(lp, ctty.into()).unwrap();
+    assert_eq!(tty.foreground_group(lp).unwrap(), own, "the session leader's group is in front");
+    let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
+    shell
+        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(env, "shell")
+        .process_group(0);
+    let child = shell
+        .spawn(lp, move |lp, p, status| {
+            done(lp, tty, status.unwrap());
+            p.close(lp).unwrap();
+            tty.close(lp).unwrap();
+        })
+        .unwrap();
+    tty.set_foreground_group(lp, child.process.pid(lp).unwrap() as i32).unwrap();
+    child.process.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
 /// Closes every handle that is not closing yet, and runs the loop until they are gone.
 fn close_all(lp: &mut Loop) {
     for h in lp.handles() {
@@ -788,28 +821,11 @@ fn job_control_child() {
     let mut lp = test_loop();
     let own = current_process_group();
     if let Some(slave) = mode.strip_prefix("leader ") {
-        // A session leader without a controlling terminal that opens a terminal without
-        // O_NOCTTY makes it its controlling terminal (Linux).
-        let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
-        let tty = Tty::open(&mut lp, ctty.into()).unwrap();
-        assert_eq!(tty.foreground_group(&lp).unwrap(), own, "the session leader's group is in front");
-        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
-        shell
-            .args(["tty::job_control_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(JOB_CHILD_ENV, "shell")
-            .process_group(0);
-        let child = shell
-            .spawn(&mut lp, move |lp, p, status| {
-                assert!(status.unwrap().success(), "the shell failed");
-                tty.set_foreground_group(lp, own).unwrap();
-                println!("leader done");
-                p.close(lp).unwrap();
-                tty.close(lp).unwrap();
-            })
-            .unwrap();
-        tty.set_foreground_group(&lp, child.process.pid(&lp).unwrap() as i32).unwrap();
-        child.process.kill_group(&mut lp, evloop::signal::SIGCONT).unwrap();
-        lp.run(RunMode::Default).unwrap();
+        lead_session(&mut lp, slave, "tty::job_control_child", JOB_CHILD_ENV, move |lp, tty, status| {
+            assert!(status.success(), "the shell failed");
+            tty.set_foreground_group(lp, own).unwrap();
+            println!("leader done");
+        });
         return;
     }
     assert_eq!(mode, "shell");
@@ -972,29 +988,9 @@ fn exit_in_the_background_child() {
     let Ok(mode) = std::env::var(EXIT_BG_ENV) else { return };
     let mut lp = test_loop();
     if let Some(slave) = mode.strip_prefix("leader ") {
-        let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
-        let tty = Tty::open(&mut lp, ctty.into()).unwrap();
-        let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
-        shell
-            .args([
-                "tty::exit_in_the_background_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(EXIT_BG_ENV, "shell")
-            .process_group(0);
-        let child = shell
-            .spawn(&mut lp, move |lp, p, status| {
-                println!("shell {}", status.unwrap());
-                p.close(lp).unwrap();
-                tty.close(lp).unwrap();
-            })
-            .unwrap();
-        tty.set_foreground_group(&lp, child.process.pid(&lp).unwrap() as i32).unwrap();
-        lp.run(RunMode::Default).unwrap();
+        lead_session(&mut lp, slave, "tty::exit_in_the_background_child", EXIT_BG_ENV, |_, _, status| {
+            println!("shell {status}");
+        });
         return;
     }
     let own = current_process_group();
