@@ -931,8 +931,9 @@ impl Command {
     /// What goes for `output` goes here: the returned handle can kill the child and closes
     /// itself before `on_done` runs; closed early, it takes `on_done` with it, and `on_data`
     /// too: `on_data` is not called again, and each output pipe closes at its next read (a
-    /// child still writing then gets `EPIPE`). Both callbacks may use the loop freely. For back-pressure (stop reading while the output cannot go
-    /// anywhere), spawn with [`Stdio::Pipe`] and use [`Pipe::read_pause`].
+    /// child still writing then gets `EPIPE`). Both callbacks may use the loop freely. For
+    /// back-pressure (stop reading while the output cannot go anywhere), spawn with
+    /// [`Stdio::Pipe`] and use [`Pipe::read_pause`].
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
