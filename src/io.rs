@@ -82,7 +82,7 @@ impl Loop {
     ///
     /// `for_stream`: the fd will be read and written as a stream. A regular file then goes
     /// straight to the always-ready mode. An fd watch asks the poller first: some fds that
-    /// `fstat` calls regular files can be polled (a pidfd, on Linux 6.9's pidfs; procfs and
+    /// `fstat` calls regular files can be polled (a pidfd on some kernels' pidfs; procfs and
     /// sysfs files), and only the poller knows.
     pub(crate) fn choose_io_mode(
         &mut self,
