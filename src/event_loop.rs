@@ -150,7 +150,7 @@ pub struct Loop {
     pub(crate) signals: Option<LoopSignals>,
     pub(crate) select_helper: Option<crate::select_helper::SelectHelper>,
     /// The one read buffer every stream reads into, sized to the largest read cap in use.
-    pub(crate) read_buf: Vec<u8>,
+    pub(crate) read_buf: Box<[u8]>,
     /// Bumped whenever any stream starts or stops reading, changes its read cap, or begins
     /// closing. A round of reads that finds it unchanged after a callback knows its stream is
     /// untouched, and skips the full re-check of the slot (see `stream_read`).
@@ -222,7 +222,7 @@ impl Loop {
             wake,
             signals: None,
             select_helper: None,
-            read_buf: Vec::new(),
+            read_buf: Box::default(),
             // Each loop counts in a range of its own (see `stream::reading_stream`).
             read_changes: u64::from(id) << 32,
             io_dirty: Vec::new(),
@@ -657,7 +657,12 @@ impl Loop {
         self.timer_timeout()
     }
 
+    #[inline]
     fn timer_timeout(&self) -> Option<Duration> {
+        // The empty case inline: the deadline lookup is a call.
+        if !self.timers.is_armed() {
+            return None;
+        }
         self.timers.next_deadline().map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now())))
     }
 

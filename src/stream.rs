@@ -387,7 +387,7 @@ impl Loop {
         // A blocking fd reads once per readiness event, so a read never blocks.
         let reads_max = if s.blocking { 1 } else { READS_PER_EVENT_MAX };
         if buf.len() < cap {
-            buf.resize(cap, 0);
+            buf = vec![0; cap].into_boxed_slice();
         }
         let capped = &mut buf[..cap];
         let mut last = None;
