@@ -162,9 +162,11 @@ impl Pipe {
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
     /// terminal): the flag then touches nobody else. `fd` itself stays open, untouched,
-    /// until the handle closes, so its number is not reused meanwhile. Where that cannot be
-    /// done (macOS and FreeBSD; a socket; a named FIFO; a pipe another user made; no
-    /// `/proc`), the flag is set on the shared description, and other
+    /// until the handle closes, so its number is not reused meanwhile. A blocking socket (the
+    /// stdout a service manager such as systemd hands its services) is left blocking
+    /// everywhere: the handle reads and writes it with `MSG_DONTWAIT`, one call at a time.
+    /// Where neither can be done (a pipe on macOS and FreeBSD; a named FIFO; a pipe another
+    /// user made; no `/proc`), the flag is set on the shared description, and other
     /// holders see it too until the handle closes: a child that inherits such a stdout may
     /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
     /// again (after the last of several handles on one description), and so do `exit` and
@@ -213,7 +215,9 @@ impl Pipe {
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable, true)?;
         // Set here, or by another handle on this description (stdout and stderr after
         // `2>&1`): held either way, so closing one handle keeps it for the other.
-        let restore_blocking = if private || mode == IoMode::AlwaysReady {
+        // A blocking socket stays blocking: the handle passes MSG_DONTWAIT to each call.
+        let dontwait = ty == FileType::Socket && !flags.nonblocking && mode != IoMode::AlwaysReady;
+        let restore_blocking = if private || dontwait || mode == IoMode::AlwaysReady {
             None
         } else {
             fd::hold_shared_nonblocking(fd.as_fd())?
@@ -223,6 +227,7 @@ impl Pipe {
         stream.restore_blocking = restore_blocking;
         stream.original = original;
         stream.eio_is_eof = tty;
+        stream.dontwait = dontwait;
         log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
         Ok(Pipe(lp.stream_insert(stream)))
     }

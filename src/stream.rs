@@ -121,6 +121,9 @@ pub(crate) struct Stream {
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
     /// readiness event gets one read (a second could block), and writes loop until done.
     pub(crate) blocking: bool,
+    /// A socket whose description stays blocking (it may be shared: a stdout under a
+    /// service manager): read and written with `MSG_DONTWAIT` instead of `O_NONBLOCK`.
+    pub(crate) dontwait: bool,
     /// The terminal state of a tty handle; `None` for pipes.
     pub(crate) tty: Option<crate::tty::TtyState>,
 }
@@ -162,6 +165,7 @@ impl Stream {
             original: None,
             eio_is_eof: false,
             blocking: false,
+            dontwait: false,
             tty: None,
         }
     }
@@ -383,7 +387,7 @@ impl Loop {
             self.read_buf = buf;
             return;
         };
-        let (epoch, cap, eio_is_eof) = (s.read_epoch, s.read_cap, s.eio_is_eof);
+        let (epoch, cap, eio_is_eof, dontwait) = (s.read_epoch, s.read_cap, s.eio_is_eof, s.dontwait);
         // A blocking fd reads once per readiness event, so a read never blocks.
         let reads_max = if s.blocking { 1 } else { READS_PER_EVENT_MAX };
         if buf.len() < cap {
@@ -394,6 +398,7 @@ impl Loop {
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
+                Ok(fd) if dontwait => fd::recv_dontwait(fd, capped),
                 Ok(fd) => fd::read_nonblocking(fd, capped),
                 Err(e) => Err(e),
             };
@@ -519,10 +524,10 @@ impl Loop {
                 return Ok(());
             }
             let fd = s.io.fd()?;
-            let blocking = s.blocking;
+            let (blocking, dontwait) = (s.blocking, s.dontwait);
             let mut failed = None;
             loop {
-                match fd::write(fd, &data[written..]) {
+                match write_some(fd, dontwait, &data[written..]) {
                     Ok(n) => {
                         written += n;
                         // A blocking tty write finishes the whole buffer, as libuv does.
@@ -568,7 +573,7 @@ impl Loop {
         if data.is_empty() {
             return Ok(0);
         }
-        fd::write(s.io.fd()?, data)
+        write_some(s.io.fd()?, s.dontwait, data)
     }
 
     pub(crate) fn write_queue_size(&self, id: HandleId, kind: HandleKind) -> io::Result<usize> {
@@ -597,7 +602,11 @@ impl Loop {
                     break;
                 }
             }
-            let res = if n_iov == 1 { fd::write(fd, &iov[0]) } else { fd::writev(fd, &iov[..n_iov]) };
+            let res = match (n_iov, s.dontwait) {
+                (1, dontwait) => write_some(fd, dontwait, &iov[0]),
+                (_, false) => fd::writev(fd, &iov[..n_iov]),
+                (_, true) => fd::sendmsg_dontwait(fd, &iov[..n_iov]),
+            };
             match res {
                 Ok(n) => {
                     self.stream_advance(id, n);
@@ -906,6 +915,12 @@ impl Loop {
     fn complete_now(&mut self, cb: WriteCb, result: io::Result<()>) {
         cb(self, result);
     }
+}
+
+/// One write to a stream's fd: `send` with `MSG_DONTWAIT` for a socket that stays blocking.
+#[inline]
+fn write_some(fd: std::os::fd::BorrowedFd<'_>, dontwait: bool, data: &[u8]) -> io::Result<usize> {
+    if dontwait { fd::send_dontwait(fd, data) } else { fd::write(fd, data) }
 }
 
 /// What `EIO` from a terminal read means: end of file when the terminal hung up (the other

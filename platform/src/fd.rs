@@ -490,6 +490,54 @@ pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Flags for the socket calls below: nonblocking for this one call, so the socket's open
+/// file description (which other processes may share) stays blocking; and, where the
+/// system has it, no `SIGPIPE` when the peer has gone (macOS has no such flag: there a
+/// program that has not ignored `SIGPIPE`, as Rust programs do, can die of it).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+/// `recv(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`read_nonblocking`] for a socket that
+/// stays blocking. `Ok(None)` means nothing to read now.
+#[inline]
+pub fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let len = buf.len().min(IO_BYTES_LIMIT);
+    // SAFETY: `buf` is valid for writes of `len` bytes for the whole call; `fd` is borrowed.
+    let n =
+        cvt_r_nb(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) })?;
+    Ok(n.map(|n| n as usize))
+}
+
+/// `send(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`write`] for a socket that stays
+/// blocking. Nothing to send now is a [`would_block`] error, as from [`write`].
+#[inline]
+pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let len = buf.len().min(IO_BYTES_LIMIT);
+    // SAFETY: `buf` is valid for reads of `len` bytes for the whole call; `fd` is borrowed.
+    let n = cvt_r(|| unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), len, SEND_FLAGS) })?;
+    Ok(n as usize)
+}
+
+/// `sendmsg(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`writev`] for a socket that stays
+/// blocking, with the same limits.
+#[inline]
+pub fn sendmsg_dontwait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid: no name, no control data, no buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    #[allow(clippy::unnecessary_cast)] // msg_iovlen's type differs between libcs.
+    {
+        msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    }
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `msg` points at
+    // `msg_iovlen` of them, each borrowing memory that outlives the call, and sendmsg only
+    // reads through them; `fd` is borrowed.
+    let n = cvt_r(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) })?;
+    Ok(n as usize)
+}
+
 /// What kind of file an fd refers to, from `fstat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {

@@ -644,14 +644,14 @@ case!(
 );
 
 case!(
-    /// (A socket: a pipe is opened again as a description of its own on Linux.)
+    /// (A named FIFO: see `fifo_pair`.)
     fn opening_a_shared_fd_restores_its_blocking_mode() {
         use std::os::fd::AsFd;
         let mut lp = test_loop();
-        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (r, w) = crate::util::fifo_pair();
         // A second fd on the same open file description, as a shell's stdin would be.
         let shared = r.as_fd().try_clone_to_owned().unwrap();
-        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let rx = Pipe::open(&mut lp, r).unwrap();
         assert!(evloop_platform::fd::status_flags(shared.as_fd()).unwrap().nonblocking, "while open");
         rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
@@ -663,15 +663,13 @@ case!(
 case!(
     /// Two handles on one shared description (stdout and stderr after `2>&1`): the first
     /// sets `O_NONBLOCK`, and closing it must not clear the flag under the second, whose
-    /// writes would then block the loop. (A socket: a pipe is opened again as a description
-    /// of its own on Linux.)
+    /// writes would then block the loop. (A named FIFO: see `fifo_pair`.)
     fn two_handles_on_one_description_keep_it_nonblocking_until_the_last_closes() {
         use std::os::fd::AsFd;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for close_first_opened_first in [true, false] {
             let mut lp = test_loop();
-            let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
-            let w = OwnedFd::from(w);
+            let (r, w) = crate::util::fifo_pair();
             let stderr = w.try_clone().unwrap();
             let watch = w.try_clone().unwrap();
             let out = Pipe::open(&mut lp, w).unwrap();
@@ -687,7 +685,7 @@ case!(
             // (`watch` keeps the write side open: read the bytes, not to end of file.)
             let reader = std::thread::spawn(move || {
                 let mut all = vec![0; 1 << 20];
-                std::io::Read::read_exact(&mut File::from(OwnedFd::from(r)), &mut all).unwrap();
+                std::io::Read::read_exact(&mut File::from(r), &mut all).unwrap();
                 all.iter().all(|&b| b == 7)
             });
             lp.run(RunMode::Default).unwrap();
@@ -699,50 +697,69 @@ case!(
     }
 );
 
+/// A program opens its stdout (shared with the shell, and with the children that inherit
+/// it) as a pipe handle and writes through it while a child writes to the shared description
+/// and nobody reads yet: the child's writes must block, as it expects, not fail with
+/// `EAGAIN`; and every byte of both arrives. `r` and `w` are the two ends of a blocking pipe
+/// or socket; returns whether the handle's own fd is nonblocking.
+fn write_beside_a_child_on_a_shared_stdout(r: OwnedFd, w: OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let nonblocking = |fd: BorrowedFd<'_>| evloop_platform::fd::status_flags(fd).unwrap().nonblocking;
+    const OURS: usize = 1 << 20;
+    const THEIRS: usize = 3_000_000;
+    let mut lp = test_loop();
+    let shared = w.try_clone().unwrap();
+    let out = Pipe::open(&mut lp, w).unwrap();
+    assert!(!nonblocking(shared.as_fd()), "the shared description stays blocking");
+    let own_nonblocking = nonblocking(out.fd(&lp).unwrap());
+    // The pipe fills up, and nobody reads yet. (Two writes: the queue is flushed with one
+    // call for both, `writev` or `sendmsg`.)
+    out.write_vec(&mut lp, vec![b'a'; OURS / 2], |_, r| r.unwrap()).unwrap();
+    out.write_vec(&mut lp, vec![b'a'; OURS / 2], move |lp, r| {
+        r.unwrap();
+        out.close(lp).unwrap();
+    })
+    .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &format!("head -c {THEIRS} /dev/zero")]).stdout(Stdio::Fd(shared));
+    let status = Rc::new(Cell::new(None));
+    let st = status.clone();
+    cmd.spawn(&mut lp, move |lp, p, r| {
+        st.set(Some(r.unwrap()));
+        p.close(lp).unwrap();
+    })
+    .unwrap();
+    drop(cmd); // Its copy of the shared fd: the reader's end of file needs every one closed.
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut File::from(r), &mut all).unwrap();
+        all.len()
+    });
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(reader.join().unwrap(), OURS + THEIRS, "every byte of both writers");
+    assert!(status.get().unwrap().success(), "the child's writes blocked, not failed");
+    own_nonblocking
+}
+
 case!(
-    /// A program opens its stdout (a pipe it shares with the shell and with the children
-    /// that inherit it) as a pipe handle: on Linux the handle gets a description of its own,
-    /// so a child writing to the shared one while the reader lags blocks as it expects,
-    /// instead of failing with EAGAIN.
+    /// A pipe gets a description of its own on Linux, through `/proc/self/fd`.
+    #[cfg(target_os = "linux")]
     fn issue_3_an_opened_pipe_leaves_the_shared_description_blocking() {
-        use std::os::fd::AsFd;
-        let nonblocking = |fd: BorrowedFd<'_>| evloop_platform::fd::status_flags(fd).unwrap().nonblocking;
-        const OURS: usize = 1 << 20;
-        const THEIRS: usize = 3_000_000;
-        let mut lp = test_loop();
         let (r, w) = std::io::pipe().unwrap();
-        let shared = OwnedFd::from(w.try_clone().unwrap());
-        let out = Pipe::open(&mut lp, OwnedFd::from(w)).unwrap();
-        if cfg!(target_os = "linux") {
-            assert!(!nonblocking(shared.as_fd()), "the shared description stays blocking");
-        }
-        assert!(nonblocking(out.fd(&lp).unwrap()), "the handle's own is nonblocking");
-        // The pipe fills up, and nobody reads yet.
-        out.write_vec(&mut lp, vec![b'a'; OURS], move |lp, r| {
-            r.unwrap();
-            out.close(lp).unwrap();
-        })
-        .unwrap();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("head -c {THEIRS} /dev/zero")]).stdout(Stdio::Fd(shared));
-        let status = Rc::new(Cell::new(None));
-        let st = status.clone();
-        cmd.spawn(&mut lp, move |lp, p, r| {
-            st.set(Some(r.unwrap()));
-            p.close(lp).unwrap();
-        })
-        .unwrap();
-        drop(cmd); // Its copy of the shared fd: the reader's end of file needs every one closed.
-        let reader = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            std::io::Read::read_to_end(&mut File::from(OwnedFd::from(r)), &mut all).unwrap();
-            all.len()
-        });
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(reader.join().unwrap(), OURS + THEIRS, "every byte of both writers");
-        if cfg!(target_os = "linux") {
-            assert!(status.get().unwrap().success(), "the child's writes blocked, not failed");
-        }
+        assert!(
+            write_beside_a_child_on_a_shared_stdout(r.into(), w.into()),
+            "the handle's own is nonblocking"
+        );
+    }
+);
+
+case!(
+    /// A socket (a service manager's stdout) stays blocking everywhere: the handle reads and
+    /// writes it with `MSG_DONTWAIT`. It used to get `O_NONBLOCK`, and a child writing to the
+    /// same stdout lost its output to `EAGAIN`.
+    fn issue_3_an_opened_socket_leaves_the_shared_description_blocking() {
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!write_beside_a_child_on_a_shared_stdout(r.into(), w.into()), "one description, blocking");
     }
 );
 
@@ -854,14 +871,15 @@ case!(
         use std::os::unix::process::ExitStatusExt;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for how in ["hooks", "exit", "none"] {
-            // A socket: a pipe would be opened again as a description of its own on Linux.
-            let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
+            // A named FIFO: see `fifo_pair`.
+            let (r, w) = crate::util::fifo_pair();
+            let mut w = File::from(w);
             // The test's own fd on the child's stdin description, as the shell's would be.
-            let shared = OwnedFd::from(r.try_clone().unwrap());
+            let shared = r.try_clone().unwrap();
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["pipe::shared_description_child", "--exact", "--ignored", "--nocapture", "-q"])
                 .env(SHARED_CHILD_ENV, how)
-                .stdin(OwnedFd::from(r))
+                .stdin(r)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();

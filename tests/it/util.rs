@@ -200,3 +200,24 @@ pub fn read_until(fd: std::os::fd::BorrowedFd<'_>, seen: &mut Vec<u8>, needle: &
         }
     }
 }
+
+/// A named FIFO's read and write ends, both blocking, with the FIFO's name already gone.
+/// Unlike an anonymous pipe (which `Pipe::open` opens again as a description of its own on
+/// Linux) or a socket (read and written with `MSG_DONTWAIT`), a named FIFO gets `O_NONBLOCK`
+/// on its shared description: the case the restore machinery exists for.
+pub fn fifo_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("evloop-fifo-pair-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("fifo");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // Read-write first, so that neither one-way open below waits for the other side.
+    let both = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open fifo");
+    let r = std::fs::File::open(&path).expect("open fifo for reading");
+    let w = std::fs::OpenOptions::new().write(true).open(&path).expect("open fifo for writing");
+    drop(both);
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    (r.into(), w.into())
+}
