@@ -115,6 +115,15 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// event batch ends at the swap), but what the interrupted run does afterwards is
 /// unspecified, and the loop that was swapped out cannot run again.
 ///
+/// # Dropping the loop
+///
+/// Dropping a loop releases everything it owns, without running any callback: handles stop
+/// and their fds close, queued writes are discarded and their callbacks dropped uncalled
+/// (as are pending completions and close callbacks), the select helper thread is joined,
+/// and children are reaped, killed (`kill_on_drop`) or handed to the orphan list (see
+/// [`Process`](crate::Process)). To hear every callback, close the handles and run the loop
+/// until [`run`](Self::run) returns `false` before dropping it.
+///
 /// ```
 /// use std::time::Duration;
 /// use evloop::{Loop, RunMode, Timer};

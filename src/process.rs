@@ -693,6 +693,11 @@ impl Command {
 
     /// Puts the child in process group `pgid`; 0 makes a new group that the child leads,
     /// which [`Process::kill_group`] can then signal as a whole.
+    ///
+    /// A group of its own is a background group of the terminal (unless it is handed the
+    /// terminal, see [`Tty::set_foreground_group`](crate::Tty::set_foreground_group)): a
+    /// child in it that reads the terminal (a password prompt) is stopped by `SIGTTIN`
+    /// until it is. [`Process::watch_stops`] tells.
     pub fn process_group(&mut self, pgid: i32) -> &mut Command {
         self.process_group = Some(pgid);
         self

@@ -41,6 +41,10 @@ typed_handle!(
     /// Runs a callback on the loop thread when the process receives a signal (libuv's
     /// `uv_signal_t`).
     ///
+    /// A started watcher keeps [`run`](Loop::run) going, as any active handle does. A
+    /// program that watches `SIGINT` for as long as it does other work, and should end when
+    /// that work ends, unreferences it ([`set_ref(false)`](Signal::set_ref)).
+    ///
     /// ```
     /// use evloop::{Loop, RunMode, Signal};
     ///

@@ -1075,7 +1075,9 @@ macro_rules! stream_methods {
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
             /// of file; a socket is half-closed. A read-write pipe or tty cannot be
             /// half-closed: that is an error. The handle itself stays: close it as usual once
-            /// done with it.
+            /// done with it. `Ok` says the write side was closed; it does not say the reader
+            /// got everything: a write that failed before (with `EPIPE`, say) told its own
+            /// callback.
             #[inline]
             pub fn shutdown(
                 self,

@@ -141,7 +141,10 @@ impl Timer {
     }
 
     /// A one-shot timeout: `cb` runs once, `timeout` from the loop's current time, and the
-    /// timer closes itself after it. Closing the returned timer before then cancels it (the
+    /// timer closes itself after it. The loop's time is cached once per iteration: a
+    /// callback that spent a while working before it starts a timer calls
+    /// [`Loop::update_time`] first, or the timeout counts from before that work (as in
+    /// libuv). Closing the returned timer before then cancels it (the
     /// callback is dropped without running). Cancel with `close`, not
     /// [`stop`](Self::stop): a stopped one-shot timer stays open, inactive, until closed.
     ///
@@ -178,7 +181,8 @@ impl Timer {
     }
 
     /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
-    /// every `repeat` if `repeat` is not zero.
+    /// every `repeat` if `repeat` is not zero. That time is cached once per iteration: after
+    /// slow work in the same callback, [`Loop::update_time`] first.
     ///
     /// Starting a timer that is already active is an error: [`stop`](Self::stop) it first, or
     /// use [`again`](Self::again).
