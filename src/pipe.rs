@@ -171,8 +171,8 @@ impl Pipe {
     /// until the handle closes, so its number is not reused meanwhile. A blocking socket (the
     /// stdout a service manager such as systemd hands its services) is left blocking
     /// everywhere: the handle reads and writes it with `MSG_DONTWAIT`, one call at a time.
-    /// Where neither can be done (a pipe on macOS and FreeBSD; a named FIFO; a pipe another
-    /// user made; no `/proc`), the flag is set on the shared description, and other
+    /// Where neither can be done (a pipe on macOS and FreeBSD; a named FIFO open for reading;
+    /// a pipe another user made; no `/proc`), the flag is set on the shared description, and other
     /// holders see it too until the handle closes: a child that inherits such a stdout may
     /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
     /// again (after the last of several handles on one description), and so do `exit` and

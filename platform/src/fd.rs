@@ -613,15 +613,15 @@ pub fn open(path: &CStr, access: Access, nonblocking: bool) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-/// Opens the anonymous pipe `fd` refers to again, as an open file description of its own:
+/// Opens the pipe `fd` refers to again, as an open file description of its own:
 /// `open("/proc/self/fd/N", access | O_NONBLOCK | O_CLOEXEC)`, checked to lead to the same
 /// pipe. `O_NONBLOCK` on the new description touches nobody who shares `fd`'s.
 ///
 /// Linux only: elsewhere (`/dev/fd/N` duplicates the fd instead) this is `Unsupported`.
-/// A named FIFO is `Unsupported` too: opened again for reading after its writers left, it
-/// would not report the hang-up (Linux waits for a new writer first), so its reader would
-/// never see end of file. Fails, among other cases, for a pipe another user made (`EACCES`)
-/// and without `/proc`.
+/// A named FIFO is opened again only for writing (with no reader left, that fails with
+/// `ENXIO`): opened again for reading after its writers left, it would not report the
+/// hang-up (Linux waits for a new writer first), so its reader would never see end of file.
+/// Fails, among other cases, for a pipe another user made (`EACCES`) and without `/proc`.
 pub fn reopen_pipe(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
@@ -632,8 +632,11 @@ pub fn reopen_pipe(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
         // SAFETY: fstatfs succeeded and filled in `fs`.
         let fs = unsafe { fs.assume_init() };
         #[allow(clippy::unnecessary_cast)] // f_type's type differs between libcs.
-        if fs.f_type as libc::c_long != PIPEFS_MAGIC {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "a named FIFO keeps its description"));
+        if fs.f_type as libc::c_long != PIPEFS_MAGIC && access != Access::Write {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a named FIFO open for reading keeps its description",
+            ));
         }
         let path =
             std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("a number has no NUL");

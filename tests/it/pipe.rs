@@ -648,7 +648,7 @@ case!(
     fn opening_a_shared_fd_restores_its_blocking_mode() {
         use std::os::fd::AsFd;
         let mut lp = test_loop();
-        let (r, w) = crate::util::fifo_pair();
+        let (r, w) = crate::util::fifo_pair(true);
         // A second fd on the same open file description, as a shell's stdin would be.
         let shared = r.as_fd().try_clone_to_owned().unwrap();
         let rx = Pipe::open(&mut lp, r).unwrap();
@@ -669,7 +669,7 @@ case!(
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for close_first_opened_first in [true, false] {
             let mut lp = test_loop();
-            let (r, w) = crate::util::fifo_pair();
+            let (r, w) = crate::util::fifo_pair(false);
             let stderr = w.try_clone().unwrap();
             let watch = w.try_clone().unwrap();
             let out = Pipe::open(&mut lp, w).unwrap();
@@ -750,6 +750,15 @@ case!(
             write_beside_a_child_on_a_shared_stdout(r.into(), w.into()),
             "the handle's own is nonblocking"
         );
+    }
+);
+
+case!(
+    /// A named FIFO's write end (`prog > fifo`) gets a description of its own on Linux too.
+    #[cfg(target_os = "linux")]
+    fn issue_3_an_opened_fifo_writer_leaves_the_shared_description_blocking() {
+        let (r, w) = crate::util::fifo_pair(true);
+        assert!(write_beside_a_child_on_a_shared_stdout(r, w), "the handle's own is nonblocking");
     }
 );
 
@@ -872,7 +881,7 @@ case!(
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for how in ["hooks", "exit", "none"] {
             // A named FIFO: see `fifo_pair`.
-            let (r, w) = crate::util::fifo_pair();
+            let (r, w) = crate::util::fifo_pair(true);
             let mut w = File::from(w);
             // The test's own fd on the child's stdin description, as the shell's would be.
             let shared = r.try_clone().unwrap();
