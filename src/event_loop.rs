@@ -35,9 +35,11 @@ pub enum RunMode {
     /// Until no active, referenced handle is left (or [`Loop::stop`]).
     Default,
     /// One iteration. The poll phase waits for I/O only if the iteration had nothing else
-    /// to run: no pending callbacks (write completions, a child's state) when it began, and
-    /// no idle handle (as libuv's `UV_RUN_ONCE`). So a callback that ran is progress enough,
-    /// and `run(Once)` returns after it.
+    /// to run: no pending callbacks (write completions, a child's state) when it began, no
+    /// idle handle and no timer due (as libuv's `UV_RUN_ONCE`). So a callback that ran is
+    /// progress enough, and `run(Once)` returns after it. As in libuv (1.45 and later), its
+    /// timers phase comes after the poll, not before the pending phase: a timer due when
+    /// `run(Once)` begins makes the poll not wait, and runs after it.
     Once,
     /// One iteration whose poll phase does not wait. This is how an outer loop drives a nested
     /// one: poll [`Loop::backend_fd`] with [`Loop::backend_timeout`], then `run(NoWait)`.
@@ -540,8 +542,9 @@ impl Loop {
             self.iterations += 1;
             self.time_stale.set(true);
             // Each phase is skipped with one test when it has nothing to do: an iteration
-            // with one busy stream should cost little more than the poll itself.
-            if self.timers.is_armed() {
+            // with one busy stream should cost little more than the poll itself. ONCE runs
+            // its timers after the poll instead, whose timeout then counts them.
+            if self.timers.is_armed() && mode != RunMode::Once {
                 self.run_timers();
             }
             if !self.pending.is_empty() {
@@ -560,6 +563,11 @@ impl Loop {
             if self.hooks.has(Phase::Prepare) {
                 self.run_hooks(Phase::Prepare);
             }
+            // Interest changes reach the kernel before the timeout is chosen: they may move a
+            // stream to the always-ready list, or fail and queue its callbacks.
+            if !self.io_dirty.is_empty() {
+                self.flush_io();
+            }
             let timeout = self.poll_timeout(mode);
             self.poll(timeout)?;
             if self.hooks.has(Phase::Check) {
@@ -569,7 +577,8 @@ impl Loop {
                 self.run_closing();
             }
             if mode == RunMode::Once {
-                // ONCE promises progress: timers that came due while we waited run now.
+                // ONCE's timers phase: those due when it began, and those that came due while
+                // it waited.
                 self.time_stale.set(true);
                 self.run_timers();
             }
@@ -675,14 +684,9 @@ impl Loop {
         self.timers.next_deadline().map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now())))
     }
 
+    /// The poll phase, after `flush_io` (a change still unflushed makes the timeout zero:
+    /// see `runnable_now`).
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut timeout = timeout;
-        if !self.io_dirty.is_empty() {
-            self.flush_io();
-            if !self.io_dirty.is_empty() {
-                timeout = Some(Duration::ZERO);
-            }
-        }
         if self.select_helper.is_some() && self.select_helper_holds() {
             self.select_helper_poll(timeout)?;
         } else {

@@ -61,8 +61,9 @@ pub enum HandleType {
 }
 
 /// Clears `O_NONBLOCK` on every shared open file description that evloop made nonblocking
-/// in place and has not put back yet: an inherited blocking socket, or pipe or FIFO that
-/// could not be opened again privately (on macOS and FreeBSD, say), given to [`Pipe::open`],
+/// in place and has not put back yet: an inherited blocking pipe or FIFO that could not be
+/// opened again privately (on macOS and FreeBSD, say), or a blocking socket on macOS, given
+/// to [`Pipe::open`],
 /// or a terminal that [`Tty::open`](crate::Tty::open) could not reopen privately (a
 /// read-only one). It is for a program that is about to end with those handles
 /// still open, so that the shell or the other processes sharing them do not inherit
@@ -168,11 +169,12 @@ impl Pipe {
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
     /// terminal): the flag then touches nobody else. `fd` itself stays open, untouched,
-    /// until the handle closes, so its number is not reused meanwhile. A blocking socket (the
-    /// stdout a service manager such as systemd hands its services) is left blocking
-    /// everywhere: the handle reads and writes it with `MSG_DONTWAIT`, one call at a time.
-    /// Where neither can be done (a pipe on macOS and FreeBSD; a named FIFO open for reading;
-    /// a pipe another user made; no `/proc`), the flag is set on the shared description, and other
+    /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD a
+    /// blocking socket (the stdout a service manager such as systemd hands its services) is
+    /// left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
+    /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS, whose
+    /// `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode pipe; a
+    /// pipe another user made; no `/proc`), the flag is set on the shared description, and other
     /// holders see it too until the handle closes: a child that inherits such a stdout may
     /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
     /// again (after the last of several handles on one description), and so do `exit` and
@@ -221,8 +223,8 @@ impl Pipe {
         let mode = lp.choose_io_mode(fd.as_fd(), known_pollable, true)?;
         // Set here, or by another handle on this description (stdout and stderr after
         // `2>&1`): held either way, so closing one handle keeps it for the other.
-        // A blocking socket stays blocking: the handle passes MSG_DONTWAIT to each call.
-        let dontwait = ty == FileType::Socket && !flags.nonblocking && mode != IoMode::AlwaysReady;
+        // A blocking socket stays blocking where the handle can pass MSG_DONTWAIT to each call.
+        let dontwait = ty == FileType::Socket && !flags.nonblocking && fd::SEND_DONTWAIT_WORKS;
         let restore_blocking = if private || dontwait || mode == IoMode::AlwaysReady {
             None
         } else {

@@ -1466,7 +1466,9 @@ struct ChildEntry {
     watch: Watch,
     /// The handle that gets the exit; `None` once it was closed (a background child).
     owner: Option<HandleId>,
-    /// A background child that keeps `run(Default)` going until it is reaped.
+    /// A child that keeps `run(Default)` going until it is reaped, whatever its handle's
+    /// `set_ref`: a background child (its handle closed while referenced), or a captured
+    /// one (`Command::output`).
     keeps_alive: bool,
     /// It was sent SIGKILL when its handle closed.
     killed: bool,
@@ -2140,6 +2142,19 @@ impl Loop {
         }
     }
 
+    /// Makes the child of process `id`, if not reaped yet, keep `run(Default)` going until
+    /// it is, whatever the handle's `set_ref`.
+    fn child_keeps_loop_alive(&mut self, id: HandleId) {
+        let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        let Some(key) = st.child_key() else { return };
+        if let Some(entry) = self.children.entries.get_mut(key) {
+            if !entry.keeps_alive {
+                entry.keeps_alive = true;
+                self.children.keep_alive += 1;
+            }
+        }
+    }
+
     // ----- handle operations --------------------------------------------------------------
 
     fn process_ref(&self, id: HandleId) -> io::Result<&ProcessState> {
@@ -2277,7 +2292,7 @@ impl Loop {
             // (EPERM: a setuid child) goes to the orphan list like any running child.
             entry.killed = res.is_ok();
         }
-        if referenced {
+        if referenced && !entry.keeps_alive {
             entry.keeps_alive = true;
             self.children.keep_alive += 1;
         }
@@ -2388,6 +2403,9 @@ impl Loop {
             }
         };
         state.borrow_mut().process = Some(child.process);
+        // The child keeps the loop going until it is reaped, whatever the handle's `set_ref`
+        // (the pipes, the capture's own, keep it going until the streams end).
+        self.child_keeps_loop_alive(child.process.0);
         if let Some(input) = input {
             let stdin = ours.pop().expect("the input pipe");
             Capture::feed(&state, self, stdin, input);

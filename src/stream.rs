@@ -1073,7 +1073,8 @@ macro_rules! stream_methods {
 
             /// Closes the write side once the write queue has drained; `cb` runs from the
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
-            /// of file; a socket is half-closed. A read-write pipe or tty cannot be
+            /// of file; a socket is half-closed, for every process that shares it (a child
+            /// given the same stdout socket can write to it no more). A read-write pipe or tty cannot be
             /// half-closed: that is an error. The handle itself stays: close it as usual once
             /// done with it. `Ok` says the write side was closed; it does not say the reader
             /// got everything: a write that failed before (with `EPIPE`, say) told its own

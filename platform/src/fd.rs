@@ -490,14 +490,16 @@ pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Whether `send` and `sendmsg` honour `MSG_DONTWAIT` on a blocking socket. Linux and
+/// FreeBSD do; macOS does not (xnu's `sosend` waits for room unless the socket itself is
+/// nonblocking: the flag only affects taking the buffer's lock), so there a blocking socket
+/// must get `O_NONBLOCK` instead. Receiving honours it everywhere.
+pub const SEND_DONTWAIT_WORKS: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
+
 /// Flags for the socket calls below: nonblocking for this one call, so the socket's open
-/// file description (which other processes may share) stays blocking; and, where the
-/// system has it, no `SIGPIPE` when the peer has gone (macOS has no such flag: there a
-/// program that has not ignored `SIGPIPE`, as Rust programs do, can die of it).
-#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+/// file description (which other processes may share) stays blocking (see
+/// [`SEND_DONTWAIT_WORKS`]); and no `SIGPIPE` when the peer has gone.
 const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// `recv(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`read_nonblocking`] for a socket that
 /// stays blocking. `Ok(None)` means nothing to read now.
@@ -510,8 +512,9 @@ pub fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<us
     Ok(n.map(|n| n as usize))
 }
 
-/// `send(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`write`] for a socket that stays
-/// blocking. Nothing to send now is a [`would_block`] error, as from [`write`].
+/// `send(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`write()`] for a socket that stays
+/// blocking. Nothing to send now is a [`would_block`] error, as from [`write()`]. Where
+/// [`SEND_DONTWAIT_WORKS`] is false, it may block.
 #[inline]
 pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let len = buf.len().min(IO_BYTES_LIMIT);
@@ -521,9 +524,13 @@ pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// `sendmsg(2)` with `MSG_DONTWAIT`, retrying `EINTR`: [`writev`] for a socket that stays
-/// blocking, with the same limits.
+/// blocking, with the same limits. Where [`SEND_DONTWAIT_WORKS`] is false, it may block.
 #[inline]
 pub fn sendmsg_dontwait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if bufs.is_empty() {
+        // macOS refuses an empty message with EMSGSIZE; writev takes it.
+        return Ok(0);
+    }
     // SAFETY: an all-zero msghdr is valid: no name, no control data, no buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = bufs.as_ptr().cast_mut().cast();
@@ -636,6 +643,15 @@ pub fn reopen_pipe(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "a named FIFO open for reading keeps its description",
+            ));
+        }
+        // SAFETY: `fd` is borrowed; F_GETFL takes no argument.
+        let status = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+        if status & libc::O_DIRECT != 0 {
+            // Packet mode lives on the description, and a new one would not have it.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a packet-mode pipe keeps its description",
             ));
         }
         let path =

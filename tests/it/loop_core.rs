@@ -40,6 +40,57 @@ case!(
 );
 
 case!(
+    secs = 10,
+    /// `run(Once)` with a timer due: the poll does not wait, and the timer runs after it, as
+    /// in libuv 1.45 and later. The timer used to run first, and the poll then waited for
+    /// I/O that never came (a reading pipe keeps the loop alive): the watchdog ends it.
+    fn issue_2_once_runs_a_due_timer_without_waiting() {
+        let mut lp = test_loop();
+        let (rx, tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| unreachable!("nothing is written to it")).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        // (Not `Timer::once`: its close after the callback would make the poll not wait.)
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| f.set(true)).unwrap();
+        // Due for sure when Once begins: a timeout counts from the loop's time rounded up to
+        // the next millisecond.
+        let due = lp.now() + 2;
+        while lp.now() < due {
+            lp.update_time();
+        }
+        assert!(lp.run(RunMode::Once).unwrap(), "still alive: rx is reading");
+        assert!(fired.get(), "the timer ran, and Once returned after it");
+        t.close(&mut lp).unwrap();
+        for p in [rx, tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// `run(Once)` just after an interest change (a stream started reading) still waits for
+    /// the next timer and runs it. The unflushed change used to count as something to run,
+    /// so Once returned at once, having done nothing.
+    fn issue_2_once_after_an_interest_change_waits_for_the_timer() {
+        let mut lp = test_loop();
+        let (rx, tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| unreachable!("nothing is written to it")).unwrap();
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        Timer::once(&mut lp, Duration::from_millis(20), move |_| f.set(true)).unwrap();
+        assert!(lp.run(RunMode::Once).unwrap(), "still alive: rx is reading");
+        assert!(fired.get(), "Once waited for the timer and ran it");
+        for p in [rx, tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// `run(Once)` whose pending phase ran a callback (a write's completion, a child's stop
     /// report) returns without waiting for I/O, as libuv's `UV_RUN_ONCE` does: a program
     /// that runs Once until its callback ran must not hang when nothing else happens. A
@@ -158,41 +209,56 @@ case!(
     }
 );
 
-case!(
-    fn phases_run_in_libuv_order() {
-        let mut lp = test_loop();
-        let log = Rc::new(RefCell::new(Vec::<&'static str>::new()));
-        let t = Timer::new(&mut lp);
-        let l = log.clone();
-        t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| l.borrow_mut().push("timer")).unwrap();
-        // The idle handle keeps the poll phase from waiting; the check callback stops it.
-        let idle = Idle::new(&mut lp);
-        let l = log.clone();
-        idle.start(&mut lp, move |_, _| l.borrow_mut().push("idle")).unwrap();
-        let prep = Prepare::new(&mut lp);
-        let l = log.clone();
-        prep.start(&mut lp, move |lp, p| {
-            l.borrow_mut().push("prepare");
-            p.stop(lp).unwrap();
+/// One iteration of `run(mode)` over a due timer, an idle, a prepare and a check handle
+/// (which closes itself): the callbacks' order.
+fn phase_order(mode: RunMode) -> Vec<&'static str> {
+    let mut lp = test_loop();
+    let log = Rc::new(RefCell::new(Vec::<&'static str>::new()));
+    let t = Timer::new(&mut lp);
+    let l = log.clone();
+    t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |_, _| l.borrow_mut().push("timer")).unwrap();
+    // Due for sure when the run begins: a timeout counts from the loop's time rounded up to
+    // the next millisecond.
+    let due = lp.now() + 2;
+    while lp.now() < due {
+        lp.update_time();
+    }
+    // The idle handle keeps the poll phase from waiting; the check callback stops it.
+    let idle = Idle::new(&mut lp);
+    let l = log.clone();
+    idle.start(&mut lp, move |_, _| l.borrow_mut().push("idle")).unwrap();
+    let prep = Prepare::new(&mut lp);
+    let l = log.clone();
+    prep.start(&mut lp, move |lp, p| {
+        l.borrow_mut().push("prepare");
+        p.stop(lp).unwrap();
+    })
+    .unwrap();
+    let check = Check::new(&mut lp);
+    let l = log.clone();
+    let l2 = log.clone();
+    check
+        .start(&mut lp, move |lp, c| {
+            l.borrow_mut().push("check");
+            idle.stop(lp).unwrap();
+            let l2 = l2.clone();
+            c.close_with(lp, move |_| l2.borrow_mut().push("close")).unwrap();
         })
         .unwrap();
-        let check = Check::new(&mut lp);
-        let l = log.clone();
-        let l2 = log.clone();
-        check
-            .start(&mut lp, move |lp, c| {
-                l.borrow_mut().push("check");
-                idle.stop(lp).unwrap();
-                let l2 = l2.clone();
-                c.close_with(lp, move |_| l2.borrow_mut().push("close")).unwrap();
-            })
-            .unwrap();
-        lp.run(RunMode::Once).unwrap();
-        assert_eq!(*log.borrow(), ["timer", "idle", "prepare", "check", "close"]);
-        for h in [t.id(), idle.id(), prep.id()] {
-            lp.close(h).unwrap();
-        }
-        lp.run(RunMode::Default).unwrap();
+    lp.run(mode).unwrap();
+    for h in [t.id(), idle.id(), prep.id()] {
+        lp.close(h).unwrap();
+    }
+    lp.run(RunMode::Default).unwrap();
+    log.take()
+}
+
+case!(
+    /// libuv's order; `Once` runs its timers last, as libuv's `UV_RUN_ONCE` does since 1.45.
+    fn phases_run_in_libuv_order() {
+        assert_eq!(phase_order(RunMode::Default), ["timer", "idle", "prepare", "check", "close"]);
+        assert_eq!(phase_order(RunMode::NoWait), ["timer", "idle", "prepare", "check", "close"]);
+        assert_eq!(phase_order(RunMode::Once), ["idle", "prepare", "check", "close", "timer"]);
     }
 );
 

@@ -763,12 +763,90 @@ case!(
 );
 
 case!(
-    /// A socket (a service manager's stdout) stays blocking everywhere: the handle reads and
-    /// writes it with `MSG_DONTWAIT`. It used to get `O_NONBLOCK`, and a child writing to the
+    /// A socket (a service manager's stdout) stays blocking on Linux and FreeBSD: the handle
+    /// reads and writes it with `MSG_DONTWAIT`. It used to get `O_NONBLOCK`, and a child writing to the
     /// same stdout lost its output to `EAGAIN`.
     fn issue_3_an_opened_socket_leaves_the_shared_description_blocking() {
         let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
         assert!(!write_beside_a_child_on_a_shared_stdout(r.into(), w.into()), "one description, blocking");
+    }
+);
+
+case!(
+    /// A blocking socket read and written with `MSG_DONTWAIT` (Linux, FreeBSD): no call may
+    /// block the loop while the other side is not reading. A read that fills the cap is
+    /// followed by one that finds nothing; `try_write` stops at `WouldBlock`; a flush of two
+    /// queued writes (one `sendmsg`) sends what fits and returns. Any of them blocking would
+    /// hang the test until its watchdog ends it.
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    fn issue_3_a_blocking_socket_never_blocks_the_loop() {
+        use std::io::Read;
+        const CAP: usize = 4096;
+        const QUEUED: usize = 1 << 20;
+        let mut lp = test_loop();
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let h = Pipe::open(&mut lp, ours.into()).unwrap();
+        h.set_read_cap(&mut lp, CAP).unwrap();
+        peer.write_all(&[1; CAP]).unwrap();
+        let got = Rc::new(Cell::new(0));
+        let g = got.clone();
+        h.read_start(&mut lp, move |_, _, ev| {
+            if let ReadEvent::Data(d) = ev {
+                g.set(g.get() + d.len());
+            }
+        })
+        .unwrap();
+        while got.get() < CAP {
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        let mut sent = 0;
+        loop {
+            match h.try_write(&mut lp, &[2; CAP]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("try_write: {e}"),
+            }
+        }
+        let done = Rc::new(Cell::new(0));
+        for _ in 0..2 {
+            let d = done.clone();
+            h.write_vec(&mut lp, vec![3; QUEUED], move |_, r| {
+                r.unwrap();
+                d.set(d.get() + 1);
+            })
+            .unwrap();
+        }
+        // The peer takes what try_write sent and a little of the queue, then stops reading
+        // until told: the flush that follows finds room for part of the two writes only.
+        let (partial_tx, partial_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0; sent + 2 * QUEUED];
+            let first = sent + CAP;
+            peer.read_exact(&mut all[..first]).unwrap();
+            partial_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            peer.read_exact(&mut all[first..]).unwrap();
+            all[..sent].iter().all(|&b| b == 2) && all[sent..].iter().all(|&b| b == 3)
+        });
+        while partial_rx.try_recv().is_err() {
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        // With the peer stalled, the loop still serves a timer.
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        Timer::once(&mut lp, Duration::ZERO, move |_| f.set(true)).unwrap();
+        while !fired.get() {
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        assert!(done.get() < 2, "the queue cannot have gone out yet");
+        go_tx.send(()).unwrap();
+        while done.get() < 2 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert!(reader.join().unwrap(), "every byte, in order");
+        h.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
     }
 );
 
@@ -842,7 +920,7 @@ const SHARED_CHILD_ENV: &str = "EVLOOP_TEST_SHARED_CHILD";
 
 /// Not a test: the entry point of the child process that
 /// `issue_3_a_shared_description_is_blocking_again_when_the_process_ends` starts. It opens its
-/// stdin (a blocking socket the test shares) as a pipe handle, echoes `got <data>` for each read,
+/// stdin (a named FIFO the test shares) as a pipe handle, echoes `got <data>` for each read,
 /// and exits with the handle open on `exit`; the test kills it otherwise. `$SHARED_CHILD_ENV`
 /// says whether to install the restore hooks first.
 #[test]

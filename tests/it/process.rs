@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use evloop::signal::{SIGINT, SIGKILL, SIGTERM};
 use evloop::{
-    Child, Command, ExitStatus, Loop, LoopBuilder, Pipe, Pipeline, Process, ReadEvent, RunMode, Stdio,
-    os_error_code,
+    Child, Command, ExitStatus, HandleKind, Idle, Loop, LoopBuilder, Pipe, Pipeline, Process, ReadEvent,
+    RunMode, Stdio, os_error_code,
 };
 use evloop_platform::libc;
 
@@ -1378,6 +1378,46 @@ case!(
             p.close(&mut lp).unwrap();
             lp.run(RunMode::Default).unwrap();
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// `output` keeps `run` going until its callback has run, whatever the handle's
+    /// `set_ref`, also when the streams end before the child exits (here it closes them,
+    /// then waits for its stdin). `run(Default)` used to return once the capture's pipes had
+    /// closed, with the child still running and the callback not run.
+    fn issue_6_output_keeps_run_going_with_its_handle_unreferenced() {
+        for sigchld in [false, true] {
+            let mut lp = crate::util::builder().force_sigchld_reaping(sigchld).build().unwrap();
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let mut cmd = sh("echo hi; exec >&- 2>&-; read x; exit 2");
+            cmd.stdin(Stdio::Handle(rx.into()));
+            let p = cmd
+                .output(&mut lp, move |_, out| {
+                    let out = out.unwrap();
+                    *g.borrow_mut() = Some((out.status.code(), out.stdout));
+                })
+                .unwrap();
+            p.set_ref(&mut lp, false).unwrap();
+            // Once the capture's pipes are gone (both streams ended), end the child's stdin.
+            // Unreferenced, and it keeps the poll from waiting: it is not what keeps `run`
+            // going.
+            let idle = Idle::new(&mut lp);
+            idle.set_ref(&mut lp, false).unwrap();
+            idle.start(&mut lp, move |lp, idle| {
+                let pipes = lp.handles().iter().filter(|h| h.kind == HandleKind::Pipe).count();
+                if pipes == 1 {
+                    tx.close(lp).unwrap();
+                    idle.close(lp).unwrap();
+                }
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*got.borrow(), Some((Some(2), b"hi\n".to_vec())), "sigchld {sigchld}");
+            assert!(lp.handles().is_empty(), "{:?}", lp.handles());
         }
     }
 );
