@@ -145,6 +145,8 @@ pub struct Loop {
     /// The generation each slab key had last; bumped on every insert.
     gens: Vec<u32>,
     /// Active, referenced handles: the loop is alive while this is non-zero.
+    /// Handles that keep `run(Default)` going: active and referenced, or active and writing
+    /// (`Flags::keeps_alive`).
     active_refs: usize,
     pub(crate) poller: Poller,
     pub(crate) events: Events,
@@ -364,21 +366,25 @@ impl Loop {
         Ok(self.slot(id, kind)?.flags)
     }
 
-    /// Marks a handle active or inactive, keeping the count of active, referenced handles.
+    /// Marks a handle active or inactive, keeping the count of handles that keep the loop
+    /// alive.
     pub(crate) fn set_active(&mut self, id: HandleId, active: bool) {
+        self.set_flags(id, Flags::ACTIVE, active);
+    }
+
+    /// Sets or clears `which` on handle `id`, keeping `active_refs` (the handles whose
+    /// flags say they keep the loop alive) in step.
+    #[inline]
+    pub(crate) fn set_flags(&mut self, id: HandleId, which: Flags, on: bool) {
         let Some(s) = self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_) else {
             return;
         };
-        if s.flags.contains(Flags::ACTIVE) == active {
-            return;
-        }
-        s.flags.set(Flags::ACTIVE, active);
-        if s.flags.contains(Flags::REF) {
-            if active {
-                self.active_refs += 1;
-            } else {
-                self.active_refs -= 1;
-            }
+        let before = s.flags;
+        s.flags.set(which, on);
+        match (before.keeps_alive(), s.flags.keeps_alive()) {
+            (false, true) => self.active_refs += 1,
+            (true, false) => self.active_refs -= 1,
+            _ => {}
         }
     }
 
@@ -388,18 +394,8 @@ impl Loop {
         kind: HandleKind,
         referenced: bool,
     ) -> io::Result<()> {
-        let s = self.slot_mut(id, kind)?;
-        if s.flags.contains(Flags::REF) == referenced {
-            return Ok(());
-        }
-        s.flags.set(Flags::REF, referenced);
-        if s.flags.contains(Flags::ACTIVE) {
-            if referenced {
-                self.active_refs += 1;
-            } else {
-                self.active_refs -= 1;
-            }
-        }
+        self.slot_mut(id, kind)?;
+        self.set_flags(id, Flags::REF, referenced);
         Ok(())
     }
 
@@ -598,7 +594,8 @@ impl Loop {
         self.stop_flag = true;
     }
 
-    /// Whether the loop has active, referenced handles, pending callbacks or closing handles.
+    /// Whether the loop has active, referenced handles (or streams with writes queued),
+    /// pending callbacks or closing handles.
     pub fn is_alive(&self) -> bool {
         self.active_refs > 0
             || !self.pending.is_empty()

@@ -104,6 +104,18 @@ bitflags! {
         const CLOSING = 4;
         /// The loop's own handle (the SIGCHLD watcher): not listed by `Loop::handles`.
         const INTERNAL = 8;
+        /// A stream with writes queued or a shutdown waiting: while active, it keeps the loop
+        /// alive even unreferenced, as libuv's write requests do, so that nothing queued is
+        /// dropped by a loop that ends.
+        const WRITING = 16;
+    }
+}
+
+impl Flags {
+    /// Whether a handle with these flags keeps `run(Default)` going.
+    #[inline]
+    pub(crate) fn keeps_alive(self) -> bool {
+        self.contains(Flags::ACTIVE) && self.intersects(Flags::REF | Flags::WRITING)
     }
 }
 
@@ -204,7 +216,9 @@ macro_rules! typed_handle {
 
             /// Sets whether this handle, while active, keeps
             /// [`RunMode::Default`](crate::RunMode::Default) running (libuv's `uv_ref` and
-            /// `uv_unref`). Handles start referenced.
+            /// `uv_unref`). Handles start referenced. A stream with writes queued (or a
+            /// shutdown waiting) keeps it running until they are done, even unreferenced, as
+            /// libuv's write requests do: nothing queued is lost to a loop that ends.
             pub fn set_ref(self, lp: &mut $crate::Loop, referenced: bool) -> std::io::Result<()> {
                 lp.set_handle_ref(self.0, $kind, referenced)
             }

@@ -231,9 +231,11 @@ impl Loop {
         let Some(s) = self.live_stream(id) else { return };
         let wanted = s.wanted();
         let busy = s.is_busy();
+        let writing = !s.queue.is_empty() || matches!(s.shutdown, Shutdown::Pending(_));
         if s.io.want(wanted) {
             self.io_dirty.push(id);
         }
+        self.set_flags(id, Flags::WRITING, writing);
         self.set_active(id, busy);
     }
 

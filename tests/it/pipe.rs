@@ -851,6 +851,36 @@ case!(
 );
 
 case!(
+    /// Writes queued on an unreferenced stream keep `run(Default)` going until they are
+    /// done, as libuv's write requests do: a program that unreferences its stdout handle
+    /// (so that the loop ends with its real work) must not lose its last lines. `run` used
+    /// to return with the queue full, its callbacks never run.
+    fn issue_3_queued_writes_keep_run_going_on_an_unreferenced_stream() {
+        const TOTAL: usize = 1 << 20;
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let out = Pipe::open(&mut lp, w.into()).unwrap();
+        out.set_ref(&mut lp, false).unwrap();
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        out.write_vec(&mut lp, vec![5; TOTAL], move |_, r| d.set(r.is_ok())).unwrap();
+        assert!(out.write_queue_size(&lp).unwrap() > 0, "more than the pipe holds");
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0; TOTAL];
+            std::io::Read::read_exact(&mut File::from(OwnedFd::from(r)), &mut all).unwrap();
+            all.iter().all(|&b| b == 5)
+        });
+        assert!(lp.is_alive(), "the queue keeps the loop alive");
+        lp.run(RunMode::Default).unwrap();
+        assert!(done.get(), "run returned after the write finished");
+        assert!(reader.join().unwrap());
+        assert!(!lp.is_alive(), "and not after it");
+        out.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// The fd given to `Pipe::open` keeps its number while the handle is open, even where
     /// the pipe is reopened privately: a program's stdout (fd 1) must not be handed to the
     /// next fd the loop makes (its children would write into the loop's own pipes).
