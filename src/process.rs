@@ -1436,7 +1436,8 @@ impl Capture {
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
             if let Some(p) = c.process.take() {
-                // Already closed by its owner? Then `cb` was cancelled and is gone too.
+                // Closed by its owner already? Before the exit, that dropped `cb` with the exit
+                // callback, and the count never got here; after it, `cb` still runs.
                 let _ = p.close(lp);
             }
             (c.cb.take(), result)

@@ -48,7 +48,7 @@ pub use evloop_platform::termios::WinSize;
 
 use crate::error::{context, invalid};
 use crate::event_loop::Loop;
-use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::io::Io;
 use crate::signal::Signal;
 use crate::stream::{Stream, open_fd_flags, stream_methods};
@@ -318,6 +318,10 @@ impl Tty {
             _ => {
                 let sig = Signal::new(lp);
                 sig.set_ref(lp, false)?;
+                // Not the program's handle: `Loop::handles` does not list it.
+                if let Some(slot) = lp.live_slot_mut(sig.id()) {
+                    slot.flags.insert(Flags::INTERNAL);
+                }
                 sig
             }
         };

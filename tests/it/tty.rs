@@ -333,6 +333,8 @@ case!(
             tty.close(lp).unwrap();
         })
         .unwrap();
+        let listed: Vec<_> = lp.handles().iter().map(|h| h.kind).collect();
+        assert_eq!(listed, [evloop::HandleKind::Tty], "the internal signal handle is not listed");
         // Unreferenced: a tty with only a resize callback does not keep the loop running.
         assert!(!lp.run(RunMode::Default).unwrap());
         assert!(sizes.borrow().is_empty());
