@@ -144,7 +144,6 @@ pub struct Loop {
     pub(crate) slots: Slab<Slot>,
     /// The generation each slab key had last; bumped on every insert.
     gens: Vec<u32>,
-    /// Active, referenced handles: the loop is alive while this is non-zero.
     /// Handles that keep `run(Default)` going: active and referenced, or active and writing
     /// (`Flags::keeps_alive`).
     active_refs: usize,

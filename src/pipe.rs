@@ -63,11 +63,10 @@ pub enum HandleType {
 /// Clears `O_NONBLOCK` on every shared open file description that evloop made nonblocking
 /// in place and has not put back yet: an inherited blocking pipe or FIFO that could not be
 /// opened again privately (on macOS and FreeBSD, say), or a blocking socket on macOS, given
-/// to [`Pipe::open`],
-/// or a terminal that [`Tty::open`](crate::Tty::open) could not reopen privately (a
-/// read-only one). It is for a program that is about to end with those handles
-/// still open, so that the shell or the other processes sharing them do not inherit
-/// `EAGAIN`s.
+/// to [`Pipe::open`], or a terminal that [`Tty::open`](crate::Tty::open) could not reopen
+/// privately (a read-only one). It is for a program that is about to end with those
+/// handles still open, so that the shell or the other processes sharing them do not
+/// inherit `EAGAIN`s.
 ///
 /// Closing a handle, or dropping its loop, puts its description back anyway, and `exit`
 /// calls this for what is still open then. A process killed by a signal runs neither:
@@ -169,15 +168,16 @@ impl Pipe {
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
     /// terminal): the flag then touches nobody else. `fd` itself stays open, untouched,
-    /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD a
-    /// blocking socket (the stdout a service manager such as systemd hands its services) is
-    /// left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
-    /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS, whose
-    /// `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode pipe; a
-    /// pipe another user made; no `/proc`), the flag is set on the shared description, and other
-    /// holders see it too until the handle closes: a child that inherits such a stdout may
-    /// fail its writes with `EAGAIN`. Closing the handle (or dropping its loop) clears it
-    /// again (after the last of several handles on one description), and so do `exit` and
+    /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD
+    /// a blocking socket (the stdout a service manager such as systemd hands its services)
+    /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
+    /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS,
+    /// whose `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode
+    /// pipe; a pipe another user made; no `/proc`), the flag is set on the shared
+    /// description, and other holders see it too until the handle closes: a child that
+    /// inherits such a stdout may fail its writes with `EAGAIN`. Closing the handle (or
+    /// dropping its loop) clears it again (after the last of several handles on one
+    /// description), and so do `exit` and
     /// [`restore_shared_blocking`] for a program that ends with the handle open:
     /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes `SIGINT`,
     /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that never block
