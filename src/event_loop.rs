@@ -9,6 +9,9 @@
 //!    something is already runnable) and runs I/O callbacks.
 //! 5. **check** handles.
 //! 6. **close**: callbacks of handles closed since the last close phase.
+//!
+//! `RunMode::Once` runs its timers phase last, after the close phase, as libuv does since
+//! 1.45.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -32,7 +35,7 @@ use crate::timer::TimerQueue;
 /// How long [`Loop::run`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
-    /// Until no active, referenced handle is left (or [`Loop::stop`]).
+    /// Until nothing keeps the loop alive (see [`Loop::is_alive`]), or [`Loop::stop`].
     Default,
     /// One iteration. The poll phase waits for I/O only if the iteration had nothing else
     /// to run: no pending callbacks (write completions, a child's state) when it began, no
@@ -490,8 +493,8 @@ impl Loop {
 
     // ----- running ------------------------------------------------------------------------
 
-    /// Runs the loop in `mode`. Returns whether the loop is still alive (has active,
-    /// referenced handles, pending callbacks or closing handles).
+    /// Runs the loop in `mode`. Returns whether the loop is still alive (see
+    /// [`is_alive`](Self::is_alive)).
     ///
     /// Calling `run` from inside a callback of the same loop is an error.
     ///
@@ -560,8 +563,14 @@ impl Loop {
             }
             // Interest changes reach the kernel before the timeout is chosen: they may move a
             // stream to the always-ready list, or fail and queue its callbacks.
-            if !self.io_dirty.is_empty() {
-                self.flush_io();
+            if !self.io_dirty.is_empty() && self.flush_io() && mode == RunMode::Once {
+                // A refused change ran callbacks: progress, as a pending callback is.
+                self.stop_flag = true;
+            }
+            // Stopped timers leave their entries queued: the timeout must not count them (a
+            // wakeup for nothing, and a ONCE that returns having run nothing).
+            if self.timers.is_armed() {
+                self.timer_drop_stale_heads();
             }
             let timeout = self.poll_timeout(mode);
             self.poll(timeout)?;
@@ -594,7 +603,8 @@ impl Loop {
     }
 
     /// Whether the loop has active, referenced handles (or streams with writes queued),
-    /// pending callbacks or closing handles.
+    /// pending callbacks, closing handles, or children it must still reap (of handles closed
+    /// while referenced, or of a running [`Command::output`](crate::Command::output)).
     pub fn is_alive(&self) -> bool {
         self.active_refs > 0
             || !self.pending.is_empty()

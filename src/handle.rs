@@ -91,6 +91,7 @@ pub struct HandleInfo {
     /// Whether it is active (started, reading, writing, running).
     pub active: bool,
     /// Whether it keeps [`RunMode::Default`](crate::RunMode::Default) running while active.
+    /// (A stream with writes queued keeps it running even when this is false.)
     pub has_ref: bool,
     /// Whether it is closing: its close callback has not run yet.
     pub closing: bool,
@@ -102,7 +103,8 @@ bitflags! {
         const ACTIVE = 1;
         const REF = 2;
         const CLOSING = 4;
-        /// The loop's own handle (the SIGCHLD watcher): not listed by `Loop::handles`.
+        /// The loop's own handle (the SIGCHLD watcher, a tty's resize watcher): not listed by
+        /// `Loop::handles`.
         const INTERNAL = 8;
         /// A stream with writes queued or a shutdown waiting: while active, it keeps the loop
         /// alive even unreferenced, as libuv's write requests do, so that nothing queued is

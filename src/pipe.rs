@@ -159,9 +159,10 @@ impl Pipe {
 
     /// Opens an existing fd as a pipe handle; the handle owns it and closes it on close.
     ///
-    /// The fd may be a pipe, a FIFO, a socket, a terminal, a regular file or a device such as
-    /// `/dev/null`. It is readable and writable as its access mode says. A directory, or an
-    /// fd that is not open, is an error.
+    /// The fd may be a pipe, a FIFO, a stream socket, a terminal, a regular file or a device
+    /// such as `/dev/null`. It is readable and writable as its access mode says. A
+    /// directory, a datagram or packet socket (a stream would merge or cut its messages: an
+    /// [`FdWatch`](crate::FdWatch) suits it), or an fd that is not open, is an error.
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
@@ -196,6 +197,18 @@ impl Pipe {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot open fd {raw} as a pipe: it is a directory"),
+            ));
+        }
+        if ty == FileType::Socket
+            && !fd::is_stream_socket(fd.as_fd())
+                .map_err(|e| context(e, format!("cannot open fd {raw} as a pipe")))?
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot open fd {raw} as a pipe: it is a datagram or packet socket, whose messages a byte \
+                     stream would merge or cut (watch it with an FdWatch instead)"
+                ),
             ));
         }
         // A blocking pipe (a stdin or stdout shared with a shell, and with the children that

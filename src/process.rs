@@ -2293,9 +2293,15 @@ impl Loop {
             // (EPERM: a setuid child) goes to the orphan list like any running child.
             entry.killed = res.is_ok();
         }
-        if referenced && !entry.keeps_alive {
-            entry.keeps_alive = true;
-            self.children.keep_alive += 1;
+        // Closed before the exit, the capture's callback is gone with the handle: what keeps
+        // the loop going now is the handle's own ref, as for any background child.
+        if entry.keeps_alive != referenced {
+            entry.keeps_alive = referenced;
+            if referenced {
+                self.children.keep_alive += 1;
+            } else {
+                self.children.keep_alive -= 1;
+            }
         }
         log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
     }

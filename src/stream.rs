@@ -762,7 +762,8 @@ impl Loop {
     /// Hands every interest change of this iteration to the backends.
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]
-    pub(crate) fn flush_io(&mut self) {
+    pub(crate) fn flush_io(&mut self) -> bool {
+        let mut failed = false;
         let mut dirty = std::mem::take(&mut self.io_dirty);
         for &id in &dirty {
             // Field-level borrows: the slot, the poller and the always-ready list are disjoint.
@@ -800,13 +801,17 @@ impl Loop {
                         io.registered = new;
                     }
                 }
-                Err(e) => self.io_error(id, e),
+                Err(e) => {
+                    failed = true;
+                    self.io_error(id, e)
+                }
             }
         }
         dirty.clear();
         // Errors above may have queued more changes; keep them for the next flush.
         dirty.append(&mut self.io_dirty);
         self.io_dirty = dirty;
+        failed
     }
 
     /// Runs the streams in always-ready mode as if the poller had reported them.
@@ -980,7 +985,7 @@ macro_rules! stream_methods {
             /// way to apply back-pressure (stop reading while the other side lags behind)
             /// without building the callback again. Data arriving meanwhile stays in the
             /// kernel, and nothing is lost. Like a stopped stream, a paused one does not keep
-            /// the loop alive.
+            /// the loop alive (unless writes are queued on it).
             ///
             /// It may be called from the read callback itself: no further data is delivered
             /// in that round. Pausing a stream that is not reading does nothing. A later

@@ -356,6 +356,19 @@ impl Loop {
         }
     }
 
+    /// Drops leading buckets that hold only stopped timers' entries, so that the poll
+    /// timeout counts live timers only.
+    pub(crate) fn timer_drop_stale_heads(&mut self) {
+        while let Some((&d, v)) = self.timers.buckets.first_key_value() {
+            if v.iter().any(|e| self.entry_is_live(e)) {
+                break;
+            }
+            let bucket = self.timers.buckets.remove(&d).expect("first");
+            self.timers.entries -= bucket.len();
+            self.timers.recycle(bucket);
+        }
+    }
+
     fn fire_timer(&mut self, key: usize) {
         let id = self.id_of_key(key);
         let Kind::Timer(t) = &mut self.slots[key].kind else {

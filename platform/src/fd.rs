@@ -545,6 +545,19 @@ pub fn sendmsg_dontwait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<
     Ok(n as usize)
 }
 
+/// Whether socket `fd` carries a byte stream (`SO_TYPE` is `SOCK_STREAM`), as opposed to
+/// datagrams or sequenced packets, whose boundaries a stream would merge or cut.
+pub fn is_stream_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid for writes, and `len` holds `ty`'s size; `fd` is
+    // borrowed.
+    cvt(unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len)
+    })?;
+    Ok(ty == libc::SOCK_STREAM)
+}
+
 /// What kind of file an fd refers to, from `fstat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {

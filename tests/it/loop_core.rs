@@ -71,6 +71,60 @@ case!(
 );
 
 case!(
+    secs = 10,
+    /// `run(Once)` whose flush of interest changes ran a callback (the kernel refused a
+    /// registration: the fd was closed behind the loop's back) returns after it, instead of
+    /// waiting for the next timer, here far away.
+    fn issue_2_once_returns_after_a_refused_registration_reported_an_error() {
+        use std::os::fd::AsRawFd;
+        let mut lp = test_loop();
+        let (rx, tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        let far = Timer::new(&mut lp);
+        far.start(&mut lp, Duration::from_secs(60), Duration::ZERO, |_, _| {}).unwrap();
+        nix::unistd::close(rx.fd(&lp).unwrap().as_raw_fd()).unwrap();
+        let got = Rc::new(Cell::new(false));
+        let g = got.clone();
+        rx.read_start(&mut lp, move |_, _, ev| g.set(matches!(ev, evloop::ReadEvent::Error(_)))).unwrap();
+        while !got.get() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        for h in [far.id(), rx.id(), tx.id()] {
+            lp.close(h).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// `run(Once)` with a stopped timer's entry already due (stopping leaves it queued) and
+    /// a live timer later: it waits for the live one, which the stale entry must not hide.
+    /// It used to return at once, having run nothing.
+    fn issue_2_once_is_not_fooled_by_a_stopped_timer() {
+        let mut lp = test_loop();
+        let (rx, tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| unreachable!("nothing is written to it")).unwrap();
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        let live = Timer::new(&mut lp);
+        live.start(&mut lp, Duration::from_millis(30), Duration::ZERO, move |_, _| f.set(true)).unwrap();
+        let stopped = Timer::new(&mut lp);
+        stopped.start(&mut lp, Duration::from_millis(1), Duration::ZERO, |_, _| unreachable!()).unwrap();
+        // Past the stopped timer's deadline, before anything ran it.
+        let due = lp.now() + 3;
+        while lp.now() < due {
+            lp.update_time();
+        }
+        stopped.stop(&mut lp).unwrap();
+        assert!(lp.run(RunMode::Once).unwrap(), "still alive: rx is reading");
+        assert!(fired.get(), "Once waited for the live timer and ran it");
+        for h in [live.id(), stopped.id(), rx.id(), tx.id()] {
+            lp.close(h).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// `run(Once)` just after an interest change (a stream started reading) still waits for
     /// the next timer and runs it. The unflushed change used to count as something to run,
     /// so Once returned at once, having done nothing.

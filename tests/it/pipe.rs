@@ -593,6 +593,20 @@ case!(
         let e = Pipe::open(&mut lp, OwnedFd::from(dir)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("directory"), "{e}");
+        // Datagram and packet sockets (issue 3): a byte stream would merge queued writes into
+        // one message and cut messages longer than the read cap, so they are refused.
+        for ty in [nix::sys::socket::SockType::Datagram, nix::sys::socket::SockType::SeqPacket] {
+            let (a, _b) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                ty,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            let e = Pipe::open(&mut lp, a).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{ty:?}: {e}");
+            assert!(e.to_string().contains("packet socket"), "{e}");
+        }
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         // Read caps out of range.
         for bad in [0, evloop::limits::READ_CAP_BYTES_MAX + 1] {

@@ -1423,6 +1423,34 @@ case!(
 );
 
 case!(
+    secs = 10,
+    /// An `output` whose handle is unreferenced and then closed before the exit (which drops
+    /// its callback) lets the loop end, as the module docs promise for any child: the
+    /// capture's hold on the loop goes with its callback. It used to keep `run` going until
+    /// the child exited (here: never, it waits for its stdin).
+    fn issue_6_a_cancelled_unreferenced_output_lets_the_loop_end() {
+        let mut lp = crate::util::test_loop();
+        // The child's stdin: a plain pipe, outside the loop, so that only the child can keep
+        // the loop going.
+        let (stdin, feed) = std::io::pipe().unwrap();
+        let mut cmd = sh("exec >&- 2>&-; read x");
+        cmd.stdin(Stdio::Fd(stdin.into()));
+        let p = cmd.output(&mut lp, |_, _| unreachable!("cancelled by the close")).unwrap();
+        drop(cmd);
+        p.set_ref(&mut lp, false).unwrap();
+        p.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // The child still runs: end it, and reap it once the dropped loop has left it to
+        // the orphan list.
+        drop(feed);
+        drop(lp);
+        while evloop::process::reap_orphans() > 0 {
+            std::thread::yield_now();
+        }
+    }
+);
+
+case!(
     fn output_can_be_killed_and_refuses_what_it_cannot_do() {
         let mut lp = crate::util::test_loop();
         // The returned handle kills the child; the callback still gets the status.
