@@ -852,9 +852,10 @@ impl Command {
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself just
     /// before `cb` runs; leave closing it to the capture. Closed before the child exits, it
     /// takes `cb` with it, uncalled (the child is still reaped, and the streams are read to
-    /// their end and closed); closed after, it changes nothing, and `cb` still runs. Errors to start come back here, as from
-    /// [`spawn`](Command::spawn), and `cb` then never runs. A read error (rare: the streams
-    /// are pipes) is what `cb` receives, in place of the output.
+    /// their end and closed); closed after, it changes nothing, and `cb` still runs. Errors
+    /// to start come back here, as from [`spawn`](Command::spawn), and `cb` then never runs.
+    /// A read error (rare: the streams are pipes) is what `cb` receives, in place of the
+    /// output.
     ///
     /// A [`Stdio::Handle`] the command gives as stdout or stderr is left alone (it stays
     /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
