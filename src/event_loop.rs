@@ -790,7 +790,9 @@ impl Loop {
         if self.runnable_now() {
             return Some(Duration::ZERO);
         }
-        self.timer_timeout()
+        // Stopped timers' entries do not count: an outer loop would wake for nothing.
+        self.timer_next_live_deadline()
+            .map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now())))
     }
 }
 

@@ -356,6 +356,13 @@ impl Loop {
         }
     }
 
+    /// The earliest deadline of a live timer, past the entries stopped timers left queued
+    /// (which the poll phase drops first; an embedder's `backend_timeout` only looks).
+    pub(crate) fn timer_next_live_deadline(&self) -> Option<u64> {
+        let live = |v: &Vec<Entry>| v.iter().any(|e| self.entry_is_live(e));
+        self.timers.buckets.iter().find(|(_, v)| live(v)).map(|(&d, _)| d)
+    }
+
     /// Drops leading buckets that hold only stopped timers' entries, so that the poll
     /// timeout counts live timers only.
     pub(crate) fn timer_drop_stale_heads(&mut self) {

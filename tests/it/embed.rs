@@ -173,3 +173,24 @@ case!(
         assert!(tokio_ticks.get() > 0);
     }
 );
+
+case!(
+    /// `backend_timeout` counts live timers only: a stopped timer leaves its entry queued,
+    /// and an outer loop told to wake for it would wake for nothing. It used to name the
+    /// stopped timer's deadline.
+    fn issue_2_backend_timeout_ignores_stopped_timers() {
+        let mut lp = test_loop();
+        let stopped = Timer::new(&mut lp);
+        stopped.start(&mut lp, Duration::from_millis(10), Duration::ZERO, |_, _| unreachable!()).unwrap();
+        stopped.stop(&mut lp).unwrap();
+        assert_eq!(lp.backend_timeout(), None, "nothing to wake for");
+        let live = Timer::new(&mut lp);
+        live.start(&mut lp, Duration::from_secs(60), Duration::ZERO, |_, _| unreachable!()).unwrap();
+        let wait = lp.backend_timeout().expect("the live timer");
+        assert!(wait > Duration::from_secs(50), "the live timer's deadline, not the stopped one's: {wait:?}");
+        for t in [stopped, live] {
+            t.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
