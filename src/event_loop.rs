@@ -371,18 +371,18 @@ impl Loop {
     /// Marks a handle active or inactive, keeping the count of handles that keep the loop
     /// alive.
     pub(crate) fn set_active(&mut self, id: HandleId, active: bool) {
-        self.set_flags(id, Flags::ACTIVE, active);
+        self.set_flags(id, Flags::ACTIVE, if active { Flags::ACTIVE } else { Flags::empty() });
     }
 
-    /// Sets or clears `which` on handle `id`, keeping `active_refs` (the handles whose
-    /// flags say they keep the loop alive) in step.
+    /// Sets the flags in `mask` on handle `id` to those in `values`, keeping `active_refs`
+    /// (the handles whose flags say they keep the loop alive) in step.
     #[inline]
-    pub(crate) fn set_flags(&mut self, id: HandleId, which: Flags, on: bool) {
+    pub(crate) fn set_flags(&mut self, id: HandleId, mask: Flags, values: Flags) {
         let Some(s) = self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_) else {
             return;
         };
         let before = s.flags;
-        s.flags.set(which, on);
+        s.flags = (s.flags - mask) | (values & mask);
         match (before.keeps_alive(), s.flags.keeps_alive()) {
             (false, true) => self.active_refs += 1,
             (true, false) => self.active_refs -= 1,
@@ -397,7 +397,7 @@ impl Loop {
         referenced: bool,
     ) -> io::Result<()> {
         self.slot_mut(id, kind)?;
-        self.set_flags(id, Flags::REF, referenced);
+        self.set_flags(id, Flags::REF, if referenced { Flags::REF } else { Flags::empty() });
         Ok(())
     }
 

@@ -230,13 +230,18 @@ impl Loop {
     fn stream_sync(&mut self, id: HandleId) {
         let Some(s) = self.live_stream(id) else { return };
         let wanted = s.wanted();
-        let busy = s.is_busy();
-        let writing = !s.queue.is_empty() || matches!(s.shutdown, Shutdown::Pending(_));
+        let mut flags = Flags::empty();
+        if s.is_busy() {
+            flags |= Flags::ACTIVE;
+        }
+        if !s.queue.is_empty() || matches!(s.shutdown, Shutdown::Pending(_)) {
+            flags |= Flags::WRITING;
+        }
         if s.io.want(wanted) {
             self.io_dirty.push(id);
         }
-        self.set_flags(id, Flags::WRITING, writing);
-        self.set_active(id, busy);
+        // One lookup for both: the stream is busy while it writes.
+        self.set_flags(id, Flags::ACTIVE | Flags::WRITING, flags);
     }
 
     // ----- reading ------------------------------------------------------------------------

@@ -359,15 +359,19 @@ impl Loop {
     /// The earliest deadline of a live timer, past the entries stopped timers left queued
     /// (which the poll phase drops first; an embedder's `backend_timeout` only looks).
     pub(crate) fn timer_next_live_deadline(&self) -> Option<u64> {
-        let live = |v: &Vec<Entry>| v.iter().any(|e| self.entry_is_live(e));
-        self.timers.buckets.iter().find(|(_, v)| live(v)).map(|(&d, _)| d)
+        self.timers.buckets.iter().find(|(_, v)| self.bucket_is_live(v)).map(|(&d, _)| d)
+    }
+
+    /// Whether a bucket holds an entry of a timer still armed for it.
+    fn bucket_is_live(&self, bucket: &[Entry]) -> bool {
+        bucket.iter().any(|e| self.entry_is_live(e))
     }
 
     /// Drops leading buckets that hold only stopped timers' entries, so that the poll
     /// timeout counts live timers only.
     pub(crate) fn timer_drop_stale_heads(&mut self) {
         while let Some((&d, v)) = self.timers.buckets.first_key_value() {
-            if v.iter().any(|e| self.entry_is_live(e)) {
+            if self.bucket_is_live(v) {
                 break;
             }
             let bucket = self.timers.buckets.remove(&d).expect("first");
