@@ -637,6 +637,7 @@ impl Loop {
         if self.closing.is_empty() {
             return;
         }
+        let mut completed = self.stream_take_completed();
         // Handles closed by the callbacks below wait for the next close phase.
         for _ in 0..self.closing.len() {
             let Some((id, cb)) = self.closing.pop_front() else { break };
@@ -651,7 +652,7 @@ impl Loop {
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
             if let Kind::Stream(s) = &mut slot.kind {
                 // Callbacks in write order: those of finished writes, then the cancelled.
-                self.stream_run_completed(id.key);
+                self.stream_run_completed(&mut completed, id.key);
                 self.stream_cancel(s);
             }
             drop(slot);

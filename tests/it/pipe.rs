@@ -1115,6 +1115,64 @@ case!(
     }
 );
 
+case!(
+    /// Many streams with finished writes, every other one closed in the same callback: each
+    /// closed stream's callbacks keep their order (done, cancelled, close), and the open
+    /// ones' finished writes still complete in the pending phase, in write order. The close
+    /// phase used to scan the pending queue once per closing stream, which made closing n
+    /// streams at once cost O(n²).
+    fn issue_3_closing_many_streams_at_once_keeps_each_ones_order() {
+        const STREAMS: usize = 600;
+        let mut lp = test_loop();
+        let log = Rc::new(RefCell::new(Vec::<(usize, &'static str)>::new()));
+        let pairs = Rc::new(RefCell::new(Vec::new()));
+        for _ in 0..STREAMS {
+            pairs.borrow_mut().push(Pipe::pair(&mut lp).unwrap());
+        }
+        // From the idle phase, after this iteration's pending phase: the finished writes
+        // wait in the queue when the close phase comes.
+        let idle = Idle::new(&mut lp);
+        let (l, p) = (log.clone(), pairs.clone());
+        idle.start(&mut lp, move |lp, idle| {
+            idle.close(lp).unwrap();
+            for (i, &(_, tx)) in p.borrow().iter().enumerate() {
+                let l1 = l.clone();
+                tx.write(lp, b"small", move |_, r| {
+                    l1.borrow_mut().push((i, if r.is_ok() { "small" } else { "small failed" }))
+                })
+                .unwrap();
+                if i % 2 == 0 {
+                    let l2 = l.clone();
+                    // More than the pipe holds: the rest waits in the queue, and is cancelled.
+                    tx.write_vec(lp, vec![0; 1 << 17], move |_, r| {
+                        l2.borrow_mut().push((i, if r.is_ok() { "big" } else { "big cancelled" }))
+                    })
+                    .unwrap();
+                    let l3 = l.clone();
+                    tx.close_with(lp, move |_| l3.borrow_mut().push((i, "close"))).unwrap();
+                }
+            }
+        })
+        .unwrap();
+        lp.run(RunMode::Once).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        let mut want = Vec::new();
+        for i in (0..STREAMS).step_by(2) {
+            want.extend([(i, "small"), (i, "big cancelled"), (i, "close")]);
+        }
+        // The open streams' writes complete in the next pending phase, in write order.
+        want.extend((1..STREAMS).step_by(2).map(|i| (i, "small")));
+        assert_eq!(*log.borrow(), want);
+        for (i, (rx, tx)) in pairs.take().into_iter().enumerate() {
+            rx.close(&mut lp).unwrap();
+            if i % 2 == 1 {
+                tx.close(&mut lp).unwrap();
+            }
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
 /// Sets its flag when dropped: tells whether a callback that owns it still exists.
 struct DropFlag(Rc<Cell<bool>>);
 
