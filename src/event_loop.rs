@@ -27,7 +27,7 @@ use slab::Slab;
 
 use crate::async_handle::LoopWake;
 use crate::handle::{CloseCb, Flags, HandleId, HandleInfo, HandleKind, Kind, Slot, stale_error};
-use crate::limits::EVENTS_PER_POLL_MAX;
+use crate::limits::{EVENTS_PER_POLL_MAX, PENDING_ROUNDS_AFTER_POLL_MAX};
 use crate::loop_watcher::{Hooks, Phase};
 use crate::signal::LoopSignals;
 use crate::timer::TimerQueue;
@@ -574,6 +574,13 @@ impl Loop {
             }
             let timeout = self.poll_timeout(mode);
             self.poll(timeout)?;
+            // The pending phase again, a bounded number of rounds: completions of this
+            // poll's writes run in this iteration.
+            let mut rounds = 0;
+            while !self.pending.is_empty() && rounds < PENDING_ROUNDS_AFTER_POLL_MAX {
+                self.run_pending();
+                rounds += 1;
+            }
             if self.hooks.has(Phase::Check) {
                 self.run_hooks(Phase::Check);
             }
@@ -620,7 +627,7 @@ impl Loop {
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]
     fn run_pending(&mut self) {
-        // Callbacks queued while this phase runs wait for the next iteration.
+        // Callbacks queued while this round runs wait for the next round.
         for _ in 0..self.pending.len() {
             let Some(p) = self.pending.pop_front() else { break };
             match p {

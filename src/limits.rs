@@ -27,6 +27,12 @@ pub const READS_PER_EVENT_MAX: usize = 32;
 /// `write`/`writev` calls per writable event before the loop moves on.
 pub const WRITES_PER_EVENT_MAX: usize = 32;
 
+/// Extra rounds of the pending phase right after the poll phase, as libuv (since 1.45) runs:
+/// a write finished by an I/O callback completes in the same iteration, and a chain of
+/// writes issued from write callbacks needs no iteration per link. The bound keeps an
+/// endless chain from starving the check and close phases.
+pub const PENDING_ROUNDS_AFTER_POLL_MAX: usize = 8;
+
 /// Buffers passed to one `writev` call (`IOV_MAX`).
 pub const WRITEV_BUFFERS_MAX: usize = evloop_platform::fd::IOV_MAX;
 

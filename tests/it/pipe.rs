@@ -1129,31 +1129,36 @@ case!(
         for _ in 0..STREAMS {
             pairs.borrow_mut().push(Pipe::pair(&mut lp).unwrap());
         }
-        // From the idle phase, after this iteration's pending phase: the finished writes
+        // From the check phase, after this iteration's pending rounds: the finished writes
         // wait in the queue when the close phase comes.
+        let check = evloop::Check::new(&mut lp);
+        // The idle handle keeps the poll phase from waiting.
         let idle = Idle::new(&mut lp);
+        idle.start(&mut lp, |_, _| {}).unwrap();
         let (l, p) = (log.clone(), pairs.clone());
-        idle.start(&mut lp, move |lp, idle| {
-            idle.close(lp).unwrap();
-            for (i, &(_, tx)) in p.borrow().iter().enumerate() {
-                let l1 = l.clone();
-                tx.write(lp, b"small", move |_, r| {
-                    l1.borrow_mut().push((i, if r.is_ok() { "small" } else { "small failed" }))
-                })
-                .unwrap();
-                if i % 2 == 0 {
-                    let l2 = l.clone();
-                    // More than the pipe holds: the rest waits in the queue, and is cancelled.
-                    tx.write_vec(lp, vec![0; 1 << 17], move |_, r| {
-                        l2.borrow_mut().push((i, if r.is_ok() { "big" } else { "big cancelled" }))
+        check
+            .start(&mut lp, move |lp, check| {
+                check.close(lp).unwrap();
+                idle.close(lp).unwrap();
+                for (i, &(_, tx)) in p.borrow().iter().enumerate() {
+                    let l1 = l.clone();
+                    tx.write(lp, b"small", move |_, r| {
+                        l1.borrow_mut().push((i, if r.is_ok() { "small" } else { "small failed" }))
                     })
                     .unwrap();
-                    let l3 = l.clone();
-                    tx.close_with(lp, move |_| l3.borrow_mut().push((i, "close"))).unwrap();
+                    if i % 2 == 0 {
+                        let l2 = l.clone();
+                        // More than the pipe holds: the rest waits in the queue, and is cancelled.
+                        tx.write_vec(lp, vec![0; 1 << 17], move |_, r| {
+                            l2.borrow_mut().push((i, if r.is_ok() { "big" } else { "big cancelled" }))
+                        })
+                        .unwrap();
+                        let l3 = l.clone();
+                        tx.close_with(lp, move |_| l3.borrow_mut().push((i, "close"))).unwrap();
+                    }
                 }
-            }
-        })
-        .unwrap();
+            })
+            .unwrap();
         lp.run(RunMode::Once).unwrap();
         lp.run(RunMode::NoWait).unwrap();
         let mut want = Vec::new();
@@ -1169,6 +1174,72 @@ case!(
                 tx.close(&mut lp).unwrap();
             }
         }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A write made by an I/O callback completes in the same iteration, before the check
+    /// phase, as in libuv since 1.45 (a few more pending rounds after the poll); and a chain
+    /// of writes, each issued by the last one's callback, takes an iteration per nine links
+    /// rather than one per link, while the check phase still runs every iteration.
+    fn issue_3_a_write_completes_in_the_iteration_that_made_it() {
+        const LINKS: usize = 90;
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let (in_rx, in_tx) = Pipe::pair(&mut lp).unwrap();
+        let log = Rc::new(RefCell::new(Vec::<&'static str>::new()));
+        let checks = Rc::new(Cell::new(0));
+        let check = evloop::Check::new(&mut lp);
+        let (l, c) = (log.clone(), checks.clone());
+        check
+            .start(&mut lp, move |_, _| {
+                l.borrow_mut().push("check");
+                c.set(c.get() + 1);
+            })
+            .unwrap();
+        fn link(lp: &mut Loop, tx: Pipe, left: usize, done: Rc<Cell<Option<u64>>>) {
+            tx.write(lp, b"x", move |lp, r| {
+                r.unwrap();
+                if left == 0 {
+                    done.set(Some(lp.iterations()));
+                } else {
+                    link(lp, tx, left - 1, done);
+                }
+            })
+            .unwrap();
+        }
+        let done = Rc::new(Cell::new(None));
+        let started = Rc::new(Cell::new(0));
+        let (l, d, st) = (log.clone(), done.clone(), started.clone());
+        in_rx
+            .read_start(&mut lp, move |lp, in_rx, _| {
+                l.borrow_mut().push("read");
+                let l = l.clone();
+                tx.write(lp, b"first", move |_, r| {
+                    r.unwrap();
+                    l.borrow_mut().push("write done");
+                })
+                .unwrap();
+                st.set(lp.iterations());
+                link(lp, tx, LINKS - 1, d.clone());
+                in_rx.close(lp).unwrap();
+            })
+            .unwrap();
+        in_tx.write(&mut lp, b"ping", |_, r| r.unwrap()).unwrap();
+        while done.get().is_none() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        let log = log.take();
+        let read = log.iter().position(|&e| e == "read").unwrap();
+        assert_eq!(log[read..read + 3], ["read", "write done", "check"], "{log:?}");
+        let iterations = done.get().unwrap() - started.get() + 1;
+        assert!(iterations as usize <= LINKS / 9 + 1, "{LINKS} links took {iterations} iterations");
+        assert!(checks.get() as u64 >= iterations, "the check phase ran in every iteration");
+        check.close(&mut lp).unwrap();
+        in_tx.close(&mut lp).unwrap();
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
     }
 );
