@@ -1712,8 +1712,27 @@ impl Loop {
             leads_group,
             on_drop: cmd.on_drop,
         }));
+        let key = match self.child_watch(id, pid, sigchld_before) {
+            Ok(key) => key,
+            Err(e) => {
+                // Nothing would ever hear of its exit (no pidfd, and no SIGCHLD watcher: the
+                // fd limit, say): end it and reap it now, SIGKILL taking effect at once,
+                // rather than leave a child that nobody reaps.
+                self.slots.remove(id.key as usize);
+                let _ = if leads_group {
+                    sys::kill_group(pid, libc::SIGKILL)
+                } else {
+                    sys::kill(pid, libc::SIGKILL)
+                };
+                let _ = sys::wait(pid);
+                self.restore_moved(&prep.moved);
+                return Err(context(
+                    e,
+                    format!("spawn `{}`: cannot watch the child for its exit", cmd.name()),
+                ));
+            }
+        };
         self.set_active(id, true);
-        let key = self.child_watch(id, pid, sigchld_before);
         if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
             st.child_key = key as u32;
         }
@@ -1913,16 +1932,15 @@ impl Loop {
         Ok(())
     }
 
-    /// Registers child `pid` of handle `id` for exit notification; returns its entry key.
-    fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> usize {
+    /// Registers child `pid` of handle `id` for exit notification; returns its entry key. An
+    /// error means nothing would hear of the child's exit, and nothing was registered.
+    fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> io::Result<usize> {
         let key = self.children.entries.vacant_key();
         let watch = self.exit_notification(key, pid);
         if matches!(watch, Watch::Sigchld) && !sigchld_running {
             // An unexpected fallback: the watcher starts only now, and the child may have
             // exited before it was there to hear it.
-            if let Err(e) = self.sigchld_watch() {
-                log::warn!("loop {}: cannot watch SIGCHLD for pid {pid}: {e}", self.id);
-            }
+            self.sigchld_watch()?;
             self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
         }
         let inserted = self.children.entries.insert(ChildEntry {
@@ -1934,7 +1952,7 @@ impl Loop {
             stopped: false,
         });
         debug_assert_eq!(inserted, key);
-        key
+        Ok(key)
     }
 
     /// The best way this platform offers to hear of `pid`'s exit.

@@ -427,3 +427,42 @@ case!(
         );
     }
 );
+
+case!(
+    /// At the fd limit, `posix_spawn` needs no fd, but watching the child does (its pidfd,
+    /// or else the loop's signal pipe for SIGCHLD). A spawn that cannot watch its child
+    /// used to return `Ok` with a child nobody would reap, and `run` never returned. Now it
+    /// fails naming the program, the child is ended and reaped, and with fds free again
+    /// the loop spawns and reaps as before.
+    fn issue_6_a_child_the_loop_cannot_watch_is_not_left_unreaped() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        let mut lp = test_loop();
+        let open_now = evloop_platform::fd::open_fds().unwrap().len() as u64;
+        evloop_platform::fd::set_nofile_soft_limit(open_now + 8).unwrap();
+        let mut filler = Vec::new();
+        while let Ok(f) = File::open("/dev/null") {
+            filler.push(f);
+            assert!(filler.len() < 100, "the limit is not enforced");
+        }
+        let mut cmd = evloop::Command::new("sleep");
+        cmd.arg("0.2");
+        let err = cmd.spawn(&mut lp, |_, _, _| panic!("an exit callback for a failed spawn")).unwrap_err();
+        drop(filler);
+        evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+        assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("`sleep`"), "{err}");
+        // Nothing to wait for: `run` returns (the harness checks that no child is left).
+        lp.run(RunMode::Default).unwrap();
+        // Fds again: spawn and reap as usual.
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        evloop::Command::new("true")
+            .spawn(&mut lp, move |lp, p, s| {
+                st.set(Some(s.unwrap().success()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(status.get(), Some(true));
+    }
+);
