@@ -67,6 +67,11 @@
 //! The loop owns every child it spawned and reaps each one itself, by pid: never
 //! `waitpid(-1)`, and `SIGCHLD` is never set to `SIG_IGN`, so children that other code in the
 //! process spawned (`std::process::Command`, another library) stay theirs to reap.
+//! Conversely, a program that set `SIGCHLD` to `SIG_IGN` (or installed its handler with
+//! `SA_NOCLDWAIT`) has the kernel reap every child, and a loop does not take that away by
+//! installing a handler: where it would need `SIGCHLD` (the fallback below, and
+//! [`Process::watch_stops`]), the call fails with [`io::ErrorKind::Unsupported`]. With pidfds
+//! children still spawn, and each exit callback gets the `ECHILD` error.
 //!
 //! - **Linux**: a pidfd per child, in epoll. Where `pidfd_open` fails with `ENOSYS` (kernels
 //!   before 5.3, some seccomp sandboxes), the loop falls back to `SIGCHLD` through its signal
@@ -1916,6 +1921,15 @@ impl Loop {
         });
         if live {
             return Ok(());
+        }
+        if evloop_platform::signal::children_reaped_by_kernel()? {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SIGCHLD is ignored in this process (SIG_IGN or SA_NOCLDWAIT): the kernel reaps \
+                 every child by itself, so SIGCHLD cannot tell of a child's exit or stop, and \
+                 evloop will not take that behaviour from the rest of the program; set SIGCHLD \
+                 back to SIG_DFL first",
+            ));
         }
         let s = Signal::new(self);
         let started = s.start(self, libc::SIGCHLD, |lp, _, _| lp.children_sweep());

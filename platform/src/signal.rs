@@ -517,6 +517,15 @@ pub fn disposition(signo: i32) -> io::Result<Disposition> {
     })
 }
 
+/// Whether the kernel reaps this process's children by itself: `SIGCHLD` set to `SIG_IGN`,
+/// or its handler installed with `SA_NOCLDWAIT`. Waiting for a child then fails with
+/// `ECHILD`, and `SIG_IGN` also means that no `SIGCHLD` arrives. Installing a handler of
+/// our own would end that for the whole program: other code's children would stay zombies.
+pub fn children_reaped_by_kernel() -> io::Result<bool> {
+    let cur = current_action(libc::SIGCHLD)?;
+    Ok(cur.sa_sigaction == libc::SIG_IGN || cur.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
+
 /// Sets `signo` to `SIG_DFL` or `SIG_IGN` (a handler address is refused with `EINVAL`).
 pub fn set_disposition(signo: i32, to: Disposition) -> io::Result<()> {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, no flags, empty mask).

@@ -958,6 +958,46 @@ case!(
 );
 
 case!(
+    /// A program that set SIGCHLD to SIG_IGN has the kernel reap its children. A loop that
+    /// needed SIGCHLD (the fallback, `watch_stops`) used to install its handler over that,
+    /// and every child of other code became a zombie for good. Now such calls fail with
+    /// `Unsupported` and the disposition stays; with pidfds, spawning still works and the
+    /// exit callback reports the `ECHILD`.
+    fn issue_6_a_loop_leaves_sigchld_ignored_as_the_program_set_it() {
+        use evloop_platform::signal::{Disposition, disposition, set_disposition};
+        set_disposition(libc::SIGCHLD, Disposition::Ignore).unwrap();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let sigchld_path = name.contains("sigchld");
+            let res = status_of(&mut lp, Command::new("sleep").arg("0.05"));
+            if sigchld_path {
+                let err = res.unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{name}: {err}");
+                assert!(err.to_string().contains("SIG_IGN"), "{name}: {err}");
+            } else {
+                let err = res.unwrap_err();
+                assert_eq!(os_error_code(&err), Some(libc::ECHILD), "{name}: {err}");
+                // watch_stops needs SIGCHLD.
+                let child = Command::new("sleep").arg("5").spawn(&mut lp, |_, _, _| {}).unwrap();
+                let err = child.process.watch_stops(&mut lp, |_, _, _| {}).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{name}: {err}");
+                child.process.kill(&mut lp, SIGKILL).unwrap();
+                child.process.close(&mut lp).unwrap();
+                lp.run(RunMode::Default).unwrap();
+            }
+            assert_eq!(disposition(libc::SIGCHLD).unwrap(), Disposition::Ignore, "{name}");
+            // Another library's child, fire and forget: the kernel reaps it.
+            let pid = std::process::Command::new("true").spawn().unwrap().id();
+            let stat = format!("/proc/{pid}/stat");
+            while std::fs::metadata(&stat).is_ok() {
+                std::thread::yield_now();
+            }
+        }
+        set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
+    }
+);
+
+case!(
     fn a_sigchld_handler_that_chains_back_to_the_loops_does_not_loop_forever() {
         // signal-hook goes in over the loop's handler and chains to it; the loop lets it be
         // when it stops watching, and later goes back on top of it, chaining to it in turn.
