@@ -618,6 +618,30 @@ fn sigset(full: bool) -> libc::sigset_t {
     }
 }
 
+/// The set of signals `posix_spawn` resets to `SIG_DFL`: all of them. glibc's `sigfillset`
+/// leaves out its two internal signals (32 and 33, below `SIGRTMIN`), and its `posix_spawn`
+/// then sets those to `SIG_IGN` in the child, which keeps them ignored across the exec; with
+/// their bits set they get `SIG_DFL`, as on the fork path.
+fn every_signal() -> libc::sigset_t {
+    #[allow(unused_mut)] // Only glibc needs the extra bits.
+    let mut set = sigset(true);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+        const _: () = assert!(size_of::<libc::sigset_t>() >= 2 * size_of::<libc::c_ulong>());
+        // SAFETY: glibc's sigset_t is an array of `unsigned long` words (1024 bits), signal n
+        // at bit n - 1 (its `__sigword`/`__sigmask`), so it is aligned for c_ulong and at
+        // least two words long (checked above); `sigaddset` refuses these two signals, which
+        // is why the bits are set here.
+        let words = unsafe { &mut *(&raw mut set).cast::<[libc::c_ulong; 2]>() };
+        for signo in [32, 33] {
+            let bit = signo - 1;
+            words[bit / WORD_BITS] |= 1 << (bit % WORD_BITS);
+        }
+    }
+    set
+}
+
 /// The attributes: signals reset, mask emptied, group or session.
 fn spawn_attr(req: &Request<'_>) -> Result<Attr, SpawnError> {
     let setup = |e| SpawnError::new(Stage::Setup, e);
@@ -637,7 +661,7 @@ fn spawn_attr(req: &Request<'_>) -> Result<Attr, SpawnError> {
         flags |= libc::POSIX_SPAWN_CLOEXEC_DEFAULT;
     }
     attr.set_flags(flags).map_err(setup)?;
-    let (empty, full) = (sigset(false), sigset(true));
+    let (empty, full) = (sigset(false), every_signal());
     // SAFETY: the attr is initialised; the sets are initialised and outlive the calls.
     unsafe {
         cvt_errno(libc::posix_spawnattr_setsigmask(attr.ptr(), &empty)).map_err(setup)?;
@@ -847,6 +871,11 @@ const SIGNAL_END: c_int = 32;
 #[cfg(target_os = "freebsd")]
 const SIGNAL_END: c_int = 129;
 
+/// The size of the kernel's signal set, which `rt_sigaction` takes: 64 signals, 128 on MIPS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const KERNEL_SIGSET_BYTES: usize =
+    if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 16 } else { 8 };
+
 /// Everything the child needs, prepared before `fork`: the child only reads it.
 struct ChildPlan<'a> {
     argv: *const *const c_char,
@@ -979,13 +1008,28 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
     // into memory copied from the parent that nobody frees before exec; every call below is
     // async-signal-safe and allocates nothing; `dfl` and `empty` are fully initialised.
     unsafe {
-        // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change; the
-        //    libc's internal signals refuse with EINVAL, and exec resets their handlers).
+        // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change).
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         for sig in 1..SIGNAL_END {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        // glibc's sigaction refuses its two internal signals, which a parent started by
+        // posix_spawn may have ignored (exec keeps that): the kernel's call takes them. All
+        // zeros is the kernel's sigaction for SIG_DFL, no flags, an empty mask.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let kernel_dfl = [0u64; 8];
+            for sig in [32, 33] {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    kernel_dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    KERNEL_SIGSET_BYTES,
+                );
             }
         }
         // 2. Session or group.
