@@ -167,8 +167,10 @@ impl Pipe {
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
-    /// description of the handle's own (as [`Tty::open`](crate::Tty::open) does for a
-    /// terminal): the flag then touches nobody else. `fd` itself stays open, untouched,
+    /// description of the handle's own: the flag then touches nobody else. A terminal is
+    /// treated as [`Tty::open`](crate::Tty::open) treats it (on every system): opened again
+    /// through its name, or else left blocking, its writes then blocking the loop until the
+    /// terminal takes them. `fd` itself stays open, untouched,
     /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD
     /// a blocking socket (the stdout a service manager such as systemd hands its services)
     /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
@@ -211,6 +213,18 @@ impl Pipe {
                 ),
             ));
         }
+        if fd::isatty(fd.as_fd()) {
+            // A terminal gets what a tty handle gets: a private description where it can be
+            // reopened, blocking writes where not.
+            let crate::tty::TerminalIo { fd, original, blocking, mode, restore_blocking } =
+                crate::tty::open_terminal(lp, fd, flags, HandleKind::Pipe)?;
+            let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
+            stream.blocking = blocking;
+            stream.restore_blocking = restore_blocking;
+            stream.original = original;
+            stream.eio_is_eof = true;
+            return Ok(Pipe(lp.stream_insert(stream)));
+        }
         // A blocking pipe (a stdin or stdout shared with a shell, and with the children that
         // inherit it) gets a description of its own where the system can open one, so that
         // its O_NONBLOCK touches nobody else. The caller's fd stays open, untouched, until the
@@ -243,11 +257,9 @@ impl Pipe {
         } else {
             fd::hold_shared_nonblocking(fd.as_fd())?
         };
-        let tty = fd::isatty(fd.as_fd());
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;
         stream.original = original;
-        stream.eio_is_eof = tty;
         stream.dontwait = dontwait;
         log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
         Ok(Pipe(lp.stream_insert(stream)))

@@ -49,7 +49,7 @@ pub use evloop_platform::termios::WinSize;
 use crate::error::{context, invalid};
 use crate::event_loop::Loop;
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
-use crate::io::Io;
+use crate::io::{Io, IoMode};
 use crate::signal::Signal;
 use crate::stream::{Stream, open_fd_flags, stream_methods};
 
@@ -160,6 +160,60 @@ fn describe(ty: FileType) -> &'static str {
     }
 }
 
+/// How a stream does its I/O on a terminal: chosen once, the same way for `Tty::open` and for
+/// `Pipe::open` of a terminal.
+pub(crate) struct TerminalIo {
+    pub(crate) fd: OwnedFd,
+    /// The caller's fd, kept open and untouched, when `fd` is a private reopen of it.
+    pub(crate) original: Option<OwnedFd>,
+    /// Writes block: the description is shared and left blocking.
+    pub(crate) blocking: bool,
+    pub(crate) mode: IoMode,
+    pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
+}
+
+/// Reopens the terminal `fd` privately where it can; otherwise leaves a writable
+/// description blocking (writes block) and makes a read-only one nonblocking in place (see
+/// `Tty::open`'s docs).
+pub(crate) fn open_terminal(
+    lp: &mut Loop,
+    fd: OwnedFd,
+    flags: fd::StatusFlags,
+    kind: HandleKind,
+) -> io::Result<TerminalIo> {
+    let raw = fd.as_raw_fd();
+    let access = match (flags.readable, flags.writable) {
+        (true, true) => Access::ReadWrite,
+        (false, true) => Access::Write,
+        _ => Access::Read,
+    };
+    let (fd, original, blocking, nonblocking_in_place) = match termios::reopen(fd.as_fd(), access) {
+        Ok(private) => (private, Some(fd), false, false),
+        Err(e) => {
+            let blocking = flags.writable && !flags.nonblocking;
+            if blocking && !termios::is_pty_master(fd.as_fd()) {
+                log::warn!("loop {}: cannot reopen the terminal on fd {raw} ({e}); writes will block", lp.id);
+            }
+            (fd, None, blocking, !flags.writable && !flags.nonblocking)
+        }
+    };
+    let mode = lp.choose_io_mode(fd.as_fd(), false, true)?;
+    // Set here, or nonblocking already (maybe by another handle on this description): held
+    // either way.
+    let restore_blocking = if nonblocking_in_place || (original.is_none() && flags.nonblocking) {
+        fd::hold_shared_nonblocking(fd.as_fd())?
+    } else {
+        None
+    };
+    let how = match (original.is_some(), blocking) {
+        (true, _) => "reopened",
+        (false, true) => "blocking writes",
+        (false, false) => "as it is",
+    };
+    log::debug!("loop {}: opened fd {raw} as a {} on a terminal ({mode:?}, {how})", lp.id, kind.name());
+    Ok(TerminalIo { fd, original, blocking, mode, restore_blocking })
+}
+
 impl Tty {
     /// Opens the terminal `fd` as a tty handle. The handle owns `fd` and closes it on close.
     /// It is readable and writable as `fd`'s access mode says.
@@ -200,38 +254,8 @@ impl Tty {
             let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
             return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));
         }
-        let access = match (flags.readable, flags.writable) {
-            (true, true) => Access::ReadWrite,
-            (false, true) => Access::Write,
-            _ => Access::Read,
-        };
-        let (fd, original, blocking, nonblocking_in_place) = match termios::reopen(fd.as_fd(), access) {
-            Ok(private) => (private, Some(fd), false, false),
-            Err(e) => {
-                let blocking = flags.writable && !flags.nonblocking;
-                if blocking && !termios::is_pty_master(fd.as_fd()) {
-                    log::warn!(
-                        "loop {}: cannot reopen the terminal on fd {raw} ({e}); writes will block",
-                        lp.id
-                    );
-                }
-                (fd, None, blocking, !flags.writable && !flags.nonblocking)
-            }
-        };
-        let mode = lp.choose_io_mode(fd.as_fd(), false, true)?;
-        // Set here, or nonblocking already (maybe by another handle on this description):
-        // held either way.
-        let restore_blocking = if nonblocking_in_place || (original.is_none() && flags.nonblocking) {
-            fd::hold_shared_nonblocking(fd.as_fd())?
-        } else {
-            None
-        };
-        let how = match (original.is_some(), blocking) {
-            (true, _) => "reopened",
-            (false, true) => "blocking writes",
-            (false, false) => "as it is",
-        };
-        log::debug!("loop {}: opened fd {raw} as a tty ({mode:?}, {how})", lp.id);
+        let TerminalIo { fd, original, blocking, mode, restore_blocking } =
+            open_terminal(lp, fd, flags, HandleKind::Tty)?;
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
         stream.blocking = blocking;
         stream.restore_blocking = restore_blocking;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{Loop, ReadEvent, RunMode, Signal, Tty, TtyMode, WinSize};
+use evloop::{Loop, Pipe, ReadEvent, RunMode, Signal, Tty, TtyMode, WinSize};
 use evloop_platform::fd::status_flags;
 use nix::sys::termios::{
     self, ControlFlags, InputFlags, LocalFlags, OutputFlags, SpecialCharacterIndices, Termios,
@@ -365,6 +365,46 @@ case!(
         lp.run(RunMode::Default).unwrap();
         assert_eq!(got.borrow().data, b"hi\n");
         close_all(&mut lp);
+        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "after close");
+    }
+);
+
+case!(
+    /// `Pipe::open` of a terminal (a stdout that is one, opened by a program that expects a
+    /// pipe) used to set O_NONBLOCK on the description the terminal's other users share, and
+    /// a child writing to the same terminal failed with EAGAIN. It now gets what a tty handle
+    /// gets: a private reopen, or, for a pty master, blocking writes on the shared one.
+    fn issue_3_pipe_open_of_a_terminal_leaves_the_shared_description_blocking() {
+        let mut lp = test_loop();
+        let p = pty();
+        let pipe = Pipe::open(&mut lp, p.slave).unwrap();
+        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "the shared description");
+        assert!(status_flags(pipe.fd(&lp).unwrap()).unwrap().nonblocking, "the handle's own");
+        pipe.write(&mut lp, b"out\n", |_, r| r.unwrap()).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        pipe.read_start(&mut lp, move |lp, pipe, ev| {
+            if let ReadEvent::Data(d) = ev {
+                g.borrow_mut().extend_from_slice(d);
+                pipe.read_stop(lp).unwrap();
+            }
+        })
+        .unwrap();
+        write_master(p.master.as_fd(), b"in\n");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*got.borrow(), b"in\n");
+        // Our line, and the terminal's echo of the input.
+        let seen = read_master(p.master.as_fd(), 9);
+        assert!(seen.windows(5).any(|w| w == b"out\r\n"), "{:?}", String::from_utf8_lossy(&seen));
+        pipe.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // A pty master cannot be reopened: it stays blocking, and writes block.
+        let shared = p.master.try_clone().unwrap();
+        let master = Pipe::open(&mut lp, p.master).unwrap();
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
+        master.write(&mut lp, b"x", |_, r| r.unwrap()).unwrap();
+        master.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
         assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "after close");
     }
 );
