@@ -1079,6 +1079,19 @@ impl Command {
                 Some(Source::Fd(s)) if s != n => format!("spawn `{prog}`: child fd {n} from parent fd {s}"),
                 _ => format!("spawn `{prog}`: child fd {n} (the parent's fd {n})"),
             },
+            Stage::FdRoom(n) => format!(
+                "spawn `{prog}`: child fd {n}: its source must first move above fd {}, the highest \
+                 child fd, and no number there is free (raise the open-file limit, or use lower child \
+                 fd numbers)",
+                fds.iter().map(|m| m.target).max().unwrap_or(n)
+            ),
+            // posix_spawn's setpgid is the likely one to refuse a group of someone else's.
+            Stage::Spawn
+                if self.process_group.is_some_and(|g| g != 0)
+                    && matches!(e.error.raw_os_error(), Some(libc::EPERM | libc::ESRCH)) =>
+            {
+                format!("spawn `{prog}`: cannot join process group {}", self.process_group.unwrap_or(0))
+            }
             Stage::Setup | Stage::Spawn | Stage::Exec => format!("spawn `{prog}`"),
         };
         context(e.error, why)
@@ -2683,7 +2696,16 @@ impl Pipeline {
                     Err(e) => {
                         abandon_stages(lp, &children, self.process_group);
                         lp.restore_moved(&moved);
-                        return Err(context(e, "pipeline: making a pipe"));
+                        return Err(context(
+                            e,
+                            format!(
+                                "pipeline: making the pipe from stage {} (`{}`) to stage {} (`{}`)",
+                                i + 1,
+                                cmd.name(),
+                                i + 2,
+                                self.stages[i + 1].name()
+                            ),
+                        ));
                     }
                 }
             } else {

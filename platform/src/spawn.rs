@@ -136,6 +136,9 @@ pub enum Stage {
     Spawn,
     /// Setting up the child's fd `n` (its source is not open, or `dup2` failed).
     Fd(RawFd),
+    /// Moving the source of the child's fd `n` above every child fd number, out of the way
+    /// of the others: no free number there (the open-file limit).
+    FdRoom(RawFd),
     /// `setsid`.
     Session,
     /// `setpgid`.
@@ -307,8 +310,8 @@ impl FdPlan {
                 return Err(SpawnError::new(Stage::Fd(m.target), e));
             }
             let source = if source <= max_target {
-                let moved =
-                    dup_above(source, plan.close_from).map_err(|e| SpawnError::new(Stage::Setup, e))?;
+                let moved = dup_above(source, plan.close_from)
+                    .map_err(|e| SpawnError::new(Stage::FdRoom(m.target), e))?;
                 let raw = moved.as_raw_fd();
                 plan._moved.push(moved);
                 raw
@@ -910,6 +913,7 @@ fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
         Stage::SetGid => (6, 0),
         Stage::SetUid => (7, 0),
         Stage::Exec => (8, 0),
+        Stage::FdRoom(n) => (9, n),
     };
     let mut b = [0u8; REPORT_BYTES];
     b[..4].copy_from_slice(&code.to_ne_bytes());
@@ -929,6 +933,7 @@ fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
         6 => Stage::SetGid,
         7 => Stage::SetUid,
         8 => Stage::Exec,
+        9 => Stage::FdRoom(arg),
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)

@@ -466,3 +466,48 @@ case!(
         assert_eq!(status.get(), Some(true));
     }
 );
+
+case!(
+    /// Spawn errors name the step that failed: a child fd whose source cannot move above
+    /// the child's fd numbers (the open-file limit) used to say only "Invalid argument", a
+    /// process group that cannot be joined only "Operation not permitted" on the
+    /// `posix_spawn` path, and a pipe between pipeline stages named no stage.
+    fn issue_6_spawn_errors_name_the_step_that_failed() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        let mut lp = test_loop();
+        for b in [crate::util::builder(), crate::util::builder().force_fork_spawn(true)] {
+            let mut lp = b.build().unwrap();
+            // Room for the loop's own fds and /dev/null, but not above fd 63.
+            evloop_platform::fd::set_nofile_soft_limit(64).unwrap();
+            let mut cmd = evloop::Command::new("true");
+            cmd.fd(63, evloop::Stdio::Null);
+            let err = cmd.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+            evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+            let msg = err.to_string();
+            assert!(msg.contains("child fd 63") && msg.contains("open-file limit"), "{msg}");
+            assert!(evloop::os_error_code(&err).is_some(), "the OS error is kept: {err:?}");
+        }
+        // Process group 1 (init's) is another session's: setpgid refuses it.
+        for b in [crate::util::builder(), crate::util::builder().force_fork_spawn(true)] {
+            let mut lp = b.build().unwrap();
+            let mut cmd = evloop::Command::new("true");
+            cmd.process_group(1);
+            let err = cmd.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+            assert!(err.to_string().contains("cannot join process group 1"), "{err}");
+        }
+        // The pipe between two stages, at the fd limit.
+        let open_now = evloop_platform::fd::open_fds().unwrap().len() as u64;
+        evloop_platform::fd::set_nofile_soft_limit(open_now + 2).unwrap();
+        let mut filler = Vec::new();
+        while let Ok(f) = File::open("/dev/null") {
+            filler.push(f);
+        }
+        let p = evloop::Pipeline::new([evloop::Command::new("true"), evloop::Command::new("cat")]);
+        let err = p.spawn(&mut lp, |_, _| panic!("never spawned")).unwrap_err();
+        drop(filler);
+        evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("stage 1 (`true`) to stage 2 (`cat`)"), "{msg}");
+        lp.run(RunMode::Default).unwrap();
+    }
+);
