@@ -73,6 +73,9 @@ impl AnyStream {
     /// Opens `fd` as a [`Tty`] if it is a terminal, else as a [`Pipe`]; the handle owns it.
     /// See [`Tty::open`] and [`Pipe::open`] for what each does to the fd, and to the open
     /// file description it may share with the shell and with children that inherit it.
+    ///
+    /// For stdin or stdout, pass a duplicate (`io::stdout().as_fd().try_clone_to_owned()?`):
+    /// the handle closes the fd it owns, and the process's fd 1 should stay in place.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
         if fd::isatty(fd.as_fd()) {
             Tty::open(lp, fd).map(AnyStream::Tty)

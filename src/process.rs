@@ -1284,7 +1284,12 @@ impl Process {
     /// of its reach. On Linux a supervisor can make itself a subreaper
     /// (`prctl(PR_SET_CHILD_SUBREAPER)`), so that such orphans are reparented to it instead
     /// of `init`; it must then reap them itself, since the loop only waits for the children
-    /// it spawned.
+    /// it spawned, and by pid: `waitpid(-1)` would take the loop's own children too, whose
+    /// exit callbacks would then get `ECHILD`.
+    ///
+    /// Stopped members (Ctrl-Z, `SIGTTIN`) do not act on `SIGTERM` until they are continued:
+    /// send `SIGCONT` after it, as shells do, or end with `SIGKILL`, which ends them stopped
+    /// or not.
     ///
     /// The signal reaches the members the group has at that moment. A member that is about
     /// to fork with signals blocked (shells block them around the fork of a foreground

@@ -240,7 +240,13 @@ impl Tty {
     ///   `/dev/ptmx`), and `ttyname` or the open can fail. Then, as in libuv, the
     ///   description's blocking mode is left alone and a writable handle's writes block
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
-    ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness. A
+    ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness.
+    ///   The loop waits with such a write: timers, signals and other handles are served
+    ///   only once the terminal took it, so a terminal nobody drains (a stopped `less`, a
+    ///   paused `ssh`, Ctrl-S) stalls the whole loop, and
+    ///   [`write_queue_size`](Tty::write_queue_size) stays 0, which leaves back-pressure
+    ///   nothing to see. A terminal of another user's (after
+    ///   `su` or `sudo -u`), whose name this process may not open, is one such case. A
     ///   read-only fd is made nonblocking in place instead, and made blocking again at
     ///   close, when the loop is dropped, at `exit`, and by
     ///   [`restore_shared_blocking`](crate::restore_shared_blocking), which
