@@ -52,6 +52,11 @@ pub enum RunMode {
     NoWait,
 }
 
+/// [`RunMode`]s as const parameters of `Loop::run_inner`.
+const MODE_DEFAULT: u8 = 0;
+const MODE_ONCE: u8 = 1;
+const MODE_NOWAIT: u8 = 2;
+
 /// Options for a new loop; see [`Loop::builder`].
 #[derive(Clone, Debug, Default)]
 pub struct LoopBuilder {
@@ -522,12 +527,22 @@ impl Loop {
         }
         self.running = true;
         let guard = RunGuard(self);
-        let res = guard.0.run_inner(mode);
+        // One copy of the loop per mode: the mode's tests fold away.
+        let res = match mode {
+            RunMode::Default => guard.0.run_inner::<MODE_DEFAULT>(),
+            RunMode::Once => guard.0.run_inner::<MODE_ONCE>(),
+            RunMode::NoWait => guard.0.run_inner::<MODE_NOWAIT>(),
+        };
         drop(guard);
         res
     }
 
-    fn run_inner(&mut self, mode: RunMode) -> io::Result<bool> {
+    fn run_inner<const MODE: u8>(&mut self) -> io::Result<bool> {
+        let mode = match MODE {
+            MODE_DEFAULT => RunMode::Default,
+            MODE_ONCE => RunMode::Once,
+            _ => RunMode::NoWait,
+        };
         let mut alive = self.is_alive();
         if !alive {
             self.refresh_time();
@@ -682,6 +697,7 @@ impl Loop {
 
     /// The poll phase's timeout: zero when something is runnable now, else until the next
     /// timer, else forever.
+    #[inline(always)]
     fn poll_timeout(&self, mode: RunMode) -> Option<Duration> {
         if mode == RunMode::NoWait || self.runnable_now() || !self.is_alive() {
             return Some(Duration::ZERO);
@@ -700,6 +716,7 @@ impl Loop {
 
     /// The poll phase, after `flush_io` (a change still unflushed makes the timeout zero:
     /// see `runnable_now`).
+    #[inline(always)]
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if self.select_helper.is_some() && self.select_helper_holds() {
             self.select_helper_poll(timeout)?;
