@@ -4,6 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use evloop_platform::fd::{self, FileType};
+use evloop_platform::termios;
 
 use crate::error::context;
 use crate::event_loop::Loop;
@@ -168,15 +169,16 @@ impl Pipe {
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own: the flag then touches nobody else. A terminal is
-    /// treated as [`Tty::open`](crate::Tty::open) treats it (on every system): opened again
-    /// through its name, or else left blocking, its writes then blocking the loop until the
-    /// terminal takes them. `fd` itself stays open, untouched,
+    /// opened again through its name, on every system, as [`Tty::open`](crate::Tty::open)
+    /// does; a pty master cannot be (its name is the cloning `/dev/ptmx`), and takes the
+    /// flag itself, as below. `fd` itself stays open, untouched,
     /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD
     /// a blocking socket (the stdout a service manager such as systemd hands its services)
     /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
     /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS,
     /// whose `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode
-    /// pipe; a pipe another user made; no `/proc`), the flag is set on the shared
+    /// pipe; a pipe another user made; no `/proc`; a pty master; a terminal whose name
+    /// cannot be opened), the flag is set on the shared
     /// description, and other holders see it too until the handle closes: a child that
     /// inherits such a stdout may fail its writes with `EAGAIN`. Closing the handle (or
     /// dropping its loop) clears it again (after the last of several handles on one
@@ -213,29 +215,22 @@ impl Pipe {
                 ),
             ));
         }
-        if fd::isatty(fd.as_fd()) {
-            // A terminal gets what a tty handle gets: a private description where it can be
-            // reopened, blocking writes where not.
-            let crate::tty::TerminalIo { fd, original, blocking, mode, restore_blocking } =
-                crate::tty::open_terminal(lp, fd, flags, HandleKind::Pipe)?;
-            let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
-            stream.blocking = blocking;
-            stream.restore_blocking = restore_blocking;
-            stream.original = original;
-            stream.eio_is_eof = true;
-            return Ok(Pipe(lp.stream_insert(stream)));
-        }
-        // A blocking pipe (a stdin or stdout shared with a shell, and with the children that
-        // inherit it) gets a description of its own where the system can open one, so that
-        // its O_NONBLOCK touches nobody else. The caller's fd stays open, untouched, until the
-        // handle is released: its number (1, say) must not go to the next fd the loop makes.
-        let (fd, original) = if ty == FileType::Fifo && !flags.nonblocking {
-            let access = match (flags.readable, flags.writable) {
-                (true, true) => fd::Access::ReadWrite,
-                (true, false) => fd::Access::Read,
-                _ => fd::Access::Write,
-            };
-            match fd::reopen_pipe(fd.as_fd(), access) {
+        // A blocking pipe or terminal (a stdin or stdout shared with a shell, and with the
+        // children that inherit it) gets a description of its own where the system can open
+        // one, so that its O_NONBLOCK touches nobody else: a pipe through /proc/self/fd, a
+        // terminal through its name (not a pty master: its name is the cloning /dev/ptmx).
+        // The caller's fd stays open, untouched, until the handle is released: its number (1,
+        // say) must not go to the next fd the loop makes.
+        let tty = fd::isatty(fd.as_fd());
+        let access = match (flags.readable, flags.writable) {
+            (true, true) => fd::Access::ReadWrite,
+            (true, false) => fd::Access::Read,
+            _ => fd::Access::Write,
+        };
+        let (fd, original) = if (ty == FileType::Fifo || tty) && !flags.nonblocking {
+            let reopened =
+                if tty { termios::reopen(fd.as_fd(), access) } else { fd::reopen_pipe(fd.as_fd(), access) };
+            match reopened {
                 Ok(own) => (own, Some(fd)),
                 Err(e) => {
                     log::debug!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
@@ -261,6 +256,7 @@ impl Pipe {
         stream.restore_blocking = restore_blocking;
         stream.original = original;
         stream.dontwait = dontwait;
+        stream.eio_is_eof = tty;
         log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
         Ok(Pipe(lp.stream_insert(stream)))
     }

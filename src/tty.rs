@@ -160,22 +160,21 @@ fn describe(ty: FileType) -> &'static str {
     }
 }
 
-/// How a stream does its I/O on a terminal: chosen once, the same way for `Tty::open` and for
-/// `Pipe::open` of a terminal.
-pub(crate) struct TerminalIo {
-    pub(crate) fd: OwnedFd,
+/// How a tty handle does its I/O on its terminal, chosen by `Tty::open`.
+struct TerminalIo {
+    fd: OwnedFd,
     /// The caller's fd, kept open and untouched, when `fd` is a private reopen of it.
-    pub(crate) original: Option<OwnedFd>,
+    original: Option<OwnedFd>,
     /// Writes block: the description is shared and left blocking.
-    pub(crate) blocking: bool,
-    pub(crate) mode: IoMode,
-    pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
+    blocking: bool,
+    mode: IoMode,
+    restore_blocking: Option<fd::SharedNonblocking>,
 }
 
 /// Reopens the terminal `fd` privately where it can; otherwise leaves a writable
 /// description blocking (writes block) and makes a read-only one nonblocking in place (see
 /// `Tty::open`'s docs).
-pub(crate) fn open_terminal(
+fn open_terminal(
     lp: &mut Loop,
     fd: OwnedFd,
     flags: fd::StatusFlags,

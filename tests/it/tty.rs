@@ -398,14 +398,66 @@ case!(
         assert!(seen.windows(5).any(|w| w == b"out\r\n"), "{:?}", String::from_utf8_lossy(&seen));
         pipe.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        // A pty master cannot be reopened: it stays blocking, and writes block.
+        // A pty master cannot be reopened: it takes O_NONBLOCK itself (it is the program's
+        // own, as a rule), and gives it back at close.
         let shared = p.master.try_clone().unwrap();
         let master = Pipe::open(&mut lp, p.master).unwrap();
-        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
-        master.write(&mut lp, b"x", |_, r| r.unwrap()).unwrap();
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
         master.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "after close");
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
+        assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "the slave's, after close");
+    }
+);
+
+case!(
+    secs = 30,
+    /// The classic way to drive a child through a terminal: `cat` on a pty's slave, the
+    /// master opened with `Pipe::open`, more written than the terminal holds. The write
+    /// queues what the master does not take and the echo comes back; with the master left
+    /// blocking (as a first fix for terminals did) the loop sat in `write` while `cat` sat
+    /// writing its echo to the master nobody read.
+    fn issue_3_a_child_driven_through_a_pty_master_pipe_does_not_deadlock() {
+        const TOTAL: usize = 256 * 1024;
+        let mut lp = test_loop();
+        let p = pty();
+        let mut t = attrs(&p.probe);
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        let mut cmd = evloop::Command::new("cat");
+        cmd.stdin(evloop::Stdio::Fd(p.slave.try_clone().unwrap()))
+            .stdout(evloop::Stdio::Fd(p.slave.try_clone().unwrap()));
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        let child = cmd
+            .spawn(&mut lp, move |lp, proc_, s| {
+                st.set(Some(s.unwrap()));
+                proc_.close(lp).unwrap();
+            })
+            .unwrap();
+        drop((p.slave, p.probe));
+        let master = Pipe::open(&mut lp, p.master).unwrap();
+        let data = pattern(3, TOTAL);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        master
+            .read_start(&mut lp, move |lp, m, ev| match ev {
+                ReadEvent::Data(d) => {
+                    g.borrow_mut().extend_from_slice(d);
+                    if g.borrow().len() == TOTAL {
+                        child.process.kill(lp, evloop::signal::SIGKILL).unwrap();
+                        m.close(lp).unwrap();
+                    }
+                }
+                ReadEvent::Eof => m.close(lp).unwrap(),
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        master.write_vec(&mut lp, data.clone(), |_, r| r.unwrap()).unwrap();
+        assert!(master.write_queue_size(&lp).unwrap() > 0, "the rest waits in the queue");
+        lp.run(RunMode::Default).unwrap();
+        assert!(*got.borrow() == data, "{} of {TOTAL} bytes echoed", got.borrow().len());
+        assert!(status.get().is_some(), "cat reaped");
     }
 );
 
