@@ -682,6 +682,7 @@ impl Loop {
                 cb(self);
             }
         }
+        debug_assert!(completed.is_empty(), "finished writes of a stream not in the close batch");
     }
 
     /// Whether something can run without waiting for I/O: libuv's reasons for a zero poll

@@ -1950,15 +1950,16 @@ impl Loop {
             ));
         }
         let s = Signal::new(self);
+        // Internal from the start: not listed by `handles`, even while a failed start closes.
+        if let Some(slot) = self.live_slot_mut(s.id()) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
         let started = s.start(self, libc::SIGCHLD, |lp, _, _| lp.children_sweep());
         if let Err(e) = started {
             let _ = s.close(self);
             return Err(e);
         }
         let _ = s.set_ref(self, false);
-        if let Some(slot) = self.live_slot_mut(s.id()) {
-            slot.flags.insert(Flags::INTERNAL);
-        }
         self.children.sigchld = Some(s);
         log::debug!("loop {}: watching SIGCHLD", self.id);
         Ok(())

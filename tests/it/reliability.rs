@@ -451,6 +451,8 @@ case!(
         evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
         assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
         assert!(err.to_string().contains("`sleep`"), "{err}");
+        // The internal SIGCHLD watcher that failed to start is not listed.
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
         // Nothing to wait for: `run` returns (the harness checks that no child is left).
         lp.run(RunMode::Default).unwrap();
         // Fds again: spawn and reap as usual.
