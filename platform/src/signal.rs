@@ -526,6 +526,15 @@ pub fn children_reaped_by_kernel() -> io::Result<bool> {
     Ok(cur.sa_sigaction == libc::SIG_IGN || cur.sa_flags & libc::SA_NOCLDWAIT != 0)
 }
 
+/// Whether the job-control stop signals (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) are caught or
+/// ignored rather than stopping this process: a shell's, or an editor's that restores the
+/// terminal on Ctrl-Z. Errors count as yes.
+pub fn stop_signals_handled() -> bool {
+    [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU]
+        .into_iter()
+        .any(|sig| current_action(sig).map_or(true, |a| a.sa_sigaction != libc::SIG_DFL))
+}
+
 /// Sets `signo` to `SIG_DFL` or `SIG_IGN` (a handler address is refused with `EINVAL`).
 pub fn set_disposition(signo: i32, to: Disposition) -> io::Result<()> {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, no flags, empty mask).

@@ -538,6 +538,16 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     if req.force_fork || req.uid.is_some() || req.gid.is_some() {
         return false;
     }
+    // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and reset
+    // every signal and the mask in the child with nothing between: a stop signal that came
+    // for the caller's group meanwhile stops the child before its exec, and the caller with
+    // it, for good, unless the caller would have stopped too (SIG_DFL: a SIGCONT then frees
+    // both). The fork path discards such signals first. (macOS's posix_spawn is one system
+    // call that returns with the new program running.)
+    #[cfg(not(target_vendor = "apple"))]
+    if crate::signal::stop_signals_handled() {
+        return false;
+    }
     if req.setsid && (req.process_group.is_some() || !setsid_supported()) {
         return false;
     }
@@ -1011,7 +1021,7 @@ fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
 fn child_exec(p: &ChildPlan<'_>) -> ! {
     // SAFETY: we are the only thread of a freshly forked child; every pointer in `p` points
     // into memory copied from the parent that nobody frees before exec; every call below is
-    // async-signal-safe and allocates nothing; `dfl` and `empty` are fully initialised.
+    // async-signal-safe and allocates nothing; `dfl`, `ign` and `empty` are fully initialised.
     unsafe {
         // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change).
         let mut dfl: libc::sigaction = std::mem::zeroed();
@@ -1045,6 +1055,16 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             if libc::setpgid(0, pgid) < 0 {
                 child_fail(p.err_fd, Stage::Group, errno());
             }
+        }
+        // A stop signal sent to the parent's group (Ctrl-Z at a shell) while the child still
+        // belonged to it waits here, blocked; at SIG_DFL and unmasked it would stop the child
+        // before its exec, with the parent waiting for that exec for good. SIG_IGN discards
+        // it; the child then has the default back.
+        let mut ign: libc::sigaction = std::mem::zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            libc::sigaction(sig, &ign, std::ptr::null_mut());
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
         // 3. fds: every source is above every target, so order does not matter.
         for &(target, source) in &p.plan.dups {

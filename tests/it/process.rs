@@ -998,6 +998,51 @@ case!(
 );
 
 case!(
+    secs = 60,
+    /// A shell catches SIGTSTP, and Ctrl-Z sends it to the shell's group while a job is
+    /// being spawned into a group of its own. The signal reached the child while it still
+    /// belonged to the shell's group, waited there blocked, and stopped it before its exec
+    /// (every signal back at SIG_DFL), with the shell waiting for that exec for good
+    /// (`posix_spawn` suspends its caller; the fork path reads the exec-error pipe). Now the
+    /// child discards such signals before its exec, and a caller that catches or ignores them
+    /// spawns through that path.
+    fn issue_6_a_stop_signal_for_the_parents_group_never_stops_a_child_before_exec() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        let group = evloop::process::current_process_group();
+        assert_eq!(group as u32, std::process::id(), "the test runs in a group of its own");
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The shell's SIGTSTP watcher: the loop hears it, the process does not stop.
+            let tstp = evloop::Signal::new(&mut lp);
+            tstp.start(&mut lp, libc::SIGTSTP, |_, _, _| {}).unwrap();
+            tstp.set_ref(&mut lp, false).unwrap();
+            let done = Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            let sender = std::thread::spawn(move || {
+                while !d.load(Relaxed) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(group),
+                        nix::sys::signal::Signal::SIGTSTP,
+                    );
+                    std::thread::yield_now();
+                }
+            });
+            let mut cmd = Command::new("true");
+            cmd.process_group(0);
+            for _ in 0..300 {
+                let st = status_of(&mut lp, &cmd).unwrap();
+                assert!(st.success(), "{name}: {st}");
+            }
+            done.store(true, Relaxed);
+            sender.join().unwrap();
+            tstp.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
     fn a_sigchld_handler_that_chains_back_to_the_loops_does_not_loop_forever() {
         // signal-hook goes in over the loop's handler and chains to it; the loop lets it be
         // when it stops watching, and later goes back on top of it, chaining to it in turn.
