@@ -107,8 +107,8 @@ pub enum TtyMode {
 /// A tty handle's terminal state, kept in its [`Stream`].
 pub(crate) struct TtyState {
     mode: TtyMode,
-    /// The settings found when the handle last left normal mode: what `Normal` and close
-    /// put back.
+    /// The settings found when the handle first left normal mode: what `Normal` and close
+    /// put back, and the base of the other modes.
     saved: Option<Termios>,
     /// Held when this handle made the first mode change in the process.
     claim: Option<SavedClaim>,
@@ -272,8 +272,11 @@ impl Tty {
 
     /// Sets the terminal's mode (libuv's `uv_tty_set_mode`), with `tcsetattr(TCSANOW)`.
     ///
-    /// Leaving [`TtyMode::Normal`] saves the terminal's settings; `Normal` and closing the
-    /// handle put them back. The first change in the process also saves them process-wide,
+    /// Leaving [`TtyMode::Normal`] the first time saves the terminal's settings; `Normal`
+    /// and closing the handle put them back, and the other modes are made from them. So a
+    /// program that ran in between and left the terminal changed (a job killed in raw mode)
+    /// does not change what this handle's `Normal` is. (libuv saves them again each time
+    /// its handle leaves normal mode.) The first change in the process also saves them process-wide,
     /// for [`reset_mode`]. The handle must be readable (modes are about input): changing the
     /// mode through a write-only handle is an error, and leaves the terminal as it was.
     ///
@@ -292,7 +295,10 @@ impl Tty {
         if tty.mode == mode {
             return Ok(());
         }
-        if tty.mode == TtyMode::Normal {
+        // The settings found before the first change are Normal mode's, and the base of the
+        // others, for good: a job that left the terminal raw (killed before it could restore
+        // it) must not make raw the handle's normal, nor what its close puts back.
+        if tty.saved.is_none() {
             let found = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
             if tty.claim.is_none() {
                 tty.claim = termios::save_original(fd, &found)?;

@@ -462,6 +462,36 @@ case!(
 );
 
 case!(
+    /// A shell goes raw at its prompt, back to normal for a job, and raw again after it.
+    /// A job killed while it had the terminal raw leaves it raw; that used to become what
+    /// the handle's `Normal` and its close put back (the settings were saved again at each
+    /// leave of normal mode), so every later job, and the user after the shell, got a raw
+    /// terminal. The settings found first are what `Normal` and close restore.
+    fn issue_5_a_job_that_left_the_terminal_raw_does_not_change_normal() {
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "normal, for the job");
+        // The job: `stty raw -echo`, then killed.
+        let mut t = attrs(&p.probe);
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let raw = attrs(&p.probe);
+        assert!(raw.output_flags.contains(termios::OutputFlags::OPOST), "Raw keeps output processing");
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "normal, for the next job");
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "after close");
+    }
+);
+
+case!(
     /// A pty master cannot be reopened: its blocking mode is left alone and writes block,
     /// unless it was nonblocking already.
     fn a_pty_master_keeps_its_blocking_mode() {
