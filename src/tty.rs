@@ -69,7 +69,9 @@ typed_handle!(
     /// still there, and reading may start again once the group is in front.
     ///
     /// Closing the handle puts back the settings it found before its first
-    /// [`set_mode`](Tty::set_mode), and stops its resize callback.
+    /// [`set_mode`](Tty::set_mode), and stops its resize callback. While a job in another
+    /// process group has the terminal (the program is a shell, in the background), the
+    /// settings are the job's, and stay as they are.
     ///
     /// # Platform notes
     ///
@@ -137,7 +139,15 @@ impl TtyState {
 impl TtyRelease {
     /// Puts the terminal's settings back through `fd`, which is about to be closed.
     pub(crate) fn release(self, loop_id: u32, fd: BorrowedFd<'_>) {
-        if let Some(t) = self.restore {
+        // From the background the settings are the foreground job's (a shell that closes
+        // its handle, or panics, while a job has the terminal), and writing them could stop
+        // the process with SIGTTOU. (A pty master names its slave's group: not ours.)
+        let in_background = !termios::is_pty_master(fd)
+            && termios::foreground_group(fd)
+                .is_ok_and(|front| front != evloop_platform::process::process_group());
+        if in_background {
+            log::debug!("loop {loop_id}: a job has the terminal: its settings stay as they are");
+        } else if let Some(t) = self.restore {
             if let Err(e) = termios::set(fd, &t) {
                 log::warn!("loop {loop_id}: restoring a terminal's settings at close failed: {e}");
             }
@@ -449,6 +459,10 @@ impl Tty {
 /// returning from `main`) calls it for settings still saved then; a child forked without
 /// exec does not.
 ///
+/// Called from a background process group, it writes the terminal of the foreground job
+/// (or, where `SIGTTOU` stops it, stops the process). `exit` and the hooks of
+/// [`install_restore_hooks`] reset only while the process's group is in front.
+///
 /// ```
 /// evloop::tty::reset_mode()?; // nothing changed yet: a no-op
 /// # Ok::<(), std::io::Error>(())
@@ -461,6 +475,10 @@ pub fn reset_mode() -> io::Result<()> {
 /// `SIGTERM`, `SIGHUP` or `SIGQUIT`: the one line to call at the start of `main` in a
 /// program that uses raw mode, or that opens its inherited stdio as handles. Calling it
 /// again does nothing.
+///
+/// Each resets only while the process's group is the terminal's foreground group (or the
+/// terminal has none): from the background, as a shell is while a job has the terminal, the
+/// settings are the job's to keep, and writing them could stop the process with `SIGTTOU`.
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
 ///   before (which prints the message, now on a sane terminal).
@@ -491,7 +509,7 @@ pub fn install_restore_hooks() -> io::Result<()> {
     PANIC_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = reset_mode();
+            let _ = termios::reset_saved_in_front();
             previous(info);
         }));
     });

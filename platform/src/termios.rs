@@ -352,9 +352,16 @@ pub fn reset_saved() -> io::Result<()> {
     reset_saved_when(false)
 }
 
-/// [`reset_saved`]; with `in_front`, only while this process group owns the terminal (at
-/// `exit`: from the background the settings are the foreground job's, and writing them
-/// could stop the process with `SIGTTOU`).
+/// [`reset_saved`], but only while this process group owns the terminal (or nobody does):
+/// from the background the settings are the foreground job's, and writing them would change
+/// that job's terminal under it, or stop the process with `SIGTTOU`. For the hooks that run
+/// at `exit`, on a panic and on fatal signals. Async-signal-safe, as `reset_saved`.
+pub fn reset_saved_in_front() -> io::Result<()> {
+    reset_saved_when(true)
+}
+
+/// [`reset_saved`]; with `in_front`, only while this process group owns the terminal (see
+/// [`reset_saved_in_front`]).
 fn reset_saved_when(in_front: bool) -> io::Result<()> {
     crate::cvt::preserving_errno(|| {
         let Some(_guard) = SAVED_LOCK.try_lock() else {
@@ -389,12 +396,12 @@ pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, 
 /// before it runs, and the signal is blocked while it runs: raised again, it is delivered
 /// with its default action as soon as the handler returns.
 extern "C" fn reset_then_default(signo: libc::c_int) {
-    let _ = reset_saved();
+    let _ = reset_saved_in_front();
     let _ = crate::fd::restore_shared_blocking();
     let _ = crate::signal::raise(signo);
 }
 
-/// Makes each of [`RESET_SIGNALS`] restore the saved settings ([`reset_saved`]) and the
+/// Makes each of [`RESET_SIGNALS`] restore the saved settings ([`reset_saved_in_front`]) and the
 /// blocking mode of registered shared descriptions
 /// ([`restore_shared_blocking`](crate::fd::restore_shared_blocking)), and then take
 /// its default action (ending the process), where that default action is what the signal

@@ -104,13 +104,13 @@ fn spawn_session_leader(
 /// The `leader` half of a job-control test's children: makes the pty slave at `slave` the
 /// controlling terminal of this session (a session leader without one that opens a terminal
 /// without `O_NOCTTY` makes it its own, on Linux), starts this binary's `entry` with
-/// `$env=shell` in a group of its own, gives it the terminal (and a `SIGCONT`, in case it read
+/// `$env=value` in a group of its own, gives it the terminal (and a `SIGCONT`, in case it read
 /// before it had it), and runs until it exits: `done` gets its status, then the handles close.
 fn lead_session(
     lp: &mut Loop,
     slave: &str,
     entry: &str,
-    env: &str,
+    (env, value): (&str, &str),
     done: impl FnOnce(&mut Loop, Tty, evloop::ExitStatus) + 'static,
 ) {
     let own = evloop::process::current_process_group();
@@ -120,7 +120,7 @@ fn lead_session(
     let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
     shell
         .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(env, "shell")
+        .env(env, value)
         .process_group(0);
     let child = shell
         .spawn(lp, move |lp, p, status| {
@@ -945,11 +945,17 @@ fn job_control_child() {
     let mut lp = test_loop();
     let own = current_process_group();
     if let Some(slave) = mode.strip_prefix("leader ") {
-        lead_session(&mut lp, slave, "tty::job_control_child", JOB_CHILD_ENV, move |lp, tty, status| {
-            assert!(status.success(), "the shell failed");
-            tty.set_foreground_group(lp, own).unwrap();
-            println!("leader done");
-        });
+        lead_session(
+            &mut lp,
+            slave,
+            "tty::job_control_child",
+            (JOB_CHILD_ENV, "shell"),
+            move |lp, tty, status| {
+                assert!(status.success(), "the shell failed");
+                tty.set_foreground_group(lp, own).unwrap();
+                println!("leader done");
+            },
+        );
         return;
     }
     assert_eq!(mode, "shell");
@@ -1111,11 +1117,23 @@ fn exit_in_the_background_child() {
     use evloop::process::current_process_group;
     let Ok(mode) = std::env::var(EXIT_BG_ENV) else { return };
     let mut lp = test_loop();
-    if let Some(slave) = mode.strip_prefix("leader ") {
-        lead_session(&mut lp, slave, "tty::exit_in_the_background_child", EXIT_BG_ENV, |_, _, status| {
-            println!("shell {status}");
-        });
+    if let Some(rest) = mode.strip_prefix("leader ") {
+        let (how, slave) = rest.split_once(' ').unwrap();
+        let value = format!("shell {how}");
+        lead_session(
+            &mut lp,
+            slave,
+            "tty::exit_in_the_background_child",
+            (EXIT_BG_ENV, &value),
+            |_, _, status| {
+                println!("shell {status}");
+            },
+        );
         return;
+    }
+    let how = mode.strip_prefix("shell ").unwrap();
+    if how != "exit" {
+        evloop::tty::install_restore_hooks().unwrap();
     }
     let own = current_process_group();
     let tty =
@@ -1131,30 +1149,54 @@ fn exit_in_the_background_child() {
     let pid = child.process.pid(&lp).unwrap();
     tty.set_foreground_group(&lp, pid as i32).unwrap();
     println!("job {pid} in front");
-    std::process::exit(0);
+    match how {
+        "panic" => panic!("a panic in the background"),
+        "term" => {
+            nix::sys::signal::raise(nix::sys::signal::SIGTERM).unwrap();
+            unreachable!("SIGTERM ends the process");
+        }
+        _ => std::process::exit(0),
+    }
 }
 
 case!(
-    /// A program that exits while a job holds the terminal leaves the settings alone: they
+    /// A program that ends while a job holds the terminal leaves the settings alone: they
     /// are the job's now, and writing them from the background would stop the program with
-    /// `SIGTTOU` (the test would time out) or overwrite the job's.
+    /// `SIGTTOU` (the test would time out) or overwrite the job's. So does `exit`, and so
+    /// do the restore hooks on a panic and on `SIGTERM`: the panic hook used to stop the
+    /// program with `SIGTTOU`, and the signal handler (which blocks `SIGTTOU`) to put the
+    /// shell's settings over the job's raw mode.
     fn exit_in_the_background_leaves_the_terminal_alone() {
-        let p = pty();
-        let mut lp = test_loop();
-        let status =
-            spawn_session_leader(&mut lp, &p, "tty::exit_in_the_background_child", EXIT_BG_ENV, "leader ");
-        let mut seen = Vec::new();
-        crate::util::read_until(p.master.as_fd(), &mut seen, "in front");
-        crate::util::read_until(p.master.as_fd(), &mut seen, "shell exited with code 0");
-        lp.run(RunMode::Default).unwrap();
-        let text = String::from_utf8_lossy(&seen).into_owned();
-        assert!(status.get().unwrap().success(), "{text}");
-        assert!(!attrs(p.probe.as_fd()).local_flags.contains(LocalFlags::ICANON), "the job's raw mode stays");
-        // The job got SIGHUP when its session leader exited; in case it did not:
-        if let Some(pid) =
-            text.split_whitespace().skip_while(|w| *w != "job").nth(1).and_then(|w| w.parse().ok())
-        {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        for (how, ends) in [
+            ("exit", "exited with code 0"),
+            ("panic", "exited with code 101"),
+            ("term", "killed by signal 15"),
+        ] {
+            let p = pty();
+            let mut lp = test_loop();
+            let status = spawn_session_leader(
+                &mut lp,
+                &p,
+                "tty::exit_in_the_background_child",
+                EXIT_BG_ENV,
+                &format!("leader {how} "),
+            );
+            let mut seen = Vec::new();
+            crate::util::read_until(p.master.as_fd(), &mut seen, "in front");
+            crate::util::read_until(p.master.as_fd(), &mut seen, &format!("shell {ends}"));
+            lp.run(RunMode::Default).unwrap();
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            assert!(status.get().unwrap().success(), "{how}: {text}");
+            assert!(
+                !attrs(p.probe.as_fd()).local_flags.contains(LocalFlags::ICANON),
+                "{how}: the job's raw mode stays"
+            );
+            // The job got SIGHUP when its session leader exited; in case it did not:
+            if let Some(pid) =
+                text.split_whitespace().skip_while(|w| *w != "job").nth(1).and_then(|w| w.parse().ok())
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
         }
     }
 );
