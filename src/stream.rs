@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::time::Duration;
 
 use evloop_platform::fd::{self, FileType};
 use evloop_platform::libc;
@@ -397,9 +398,12 @@ impl Loop {
             self.read_buf = buf;
             return;
         };
-        let (epoch, cap, eio_is_eof, dontwait) = (s.read_epoch, s.read_cap, s.eio_is_eof, s.dontwait);
-        // A blocking fd reads once per readiness event, so a read never blocks.
-        let reads_max = if s.blocking { 1 } else { READS_PER_EVENT_MAX };
+        let (epoch, cap, eio_is_eof, dontwait, blocking) =
+            (s.read_epoch, s.read_cap, s.eio_is_eof, s.dontwait, s.blocking);
+        // A blocking fd reads once per readiness event, and only while it is still readable
+        // (another handle on its description may have drained it since the event), so a read
+        // never blocks.
+        let reads_max = if blocking { 1 } else { READS_PER_EVENT_MAX };
         if buf.len() < cap {
             buf = vec![0; cap].into_boxed_slice();
         }
@@ -409,6 +413,9 @@ impl Loop {
         loop {
             let res = match s.io.fd() {
                 Ok(fd) if dontwait => fd::recv_dontwait(fd, capped),
+                Ok(fd) if blocking && !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) => {
+                    Ok(None)
+                }
                 Ok(fd) => fd::read_nonblocking(fd, capped),
                 Err(e) => Err(e),
             };

@@ -747,15 +747,19 @@ pub fn open_fds() -> io::Result<Vec<RawFd>> {
 }
 
 /// Waits until `fd` is readable or `timeout` passes (`poll(2)` on one fd); `None` waits
-/// forever. Returns whether it is readable. For embedders and tests that drive a loop from a
-/// plain `poll` loop; `EINTR` counts as "not readable yet".
+/// forever. Returns whether it is readable: a read would not block (data, end of file, a
+/// hang-up, an error, an fd that is not open). For embedders and tests that drive a loop
+/// from a plain `poll` loop, and for a blocking stream's reads; `EINTR` counts as "not
+/// readable yet".
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> io::Result<bool> {
     let ms =
         timeout.map_or(-1, |d| d.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int);
     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: `pfd` is one valid pollfd for the call; `fd` is borrowed, so it stays open.
     match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-        Ok(n) => Ok(n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0),
+        Ok(n) => {
+            Ok(n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
     }

@@ -492,6 +492,44 @@ case!(
 );
 
 case!(
+    /// Two handles on one blocking terminal description (a pty master: it cannot be
+    /// reopened), both reading: the poller reports both ready, the first drains the line,
+    /// and the second used to block in `read` for good. A blocking stream now reads only
+    /// while the fd is still readable.
+    fn issue_3_a_blocking_terminal_read_by_two_handles_does_not_block_the_loop() {
+        let mut lp = test_loop();
+        let p = pty();
+        let dup = p.master.try_clone().unwrap();
+        let a = Tty::open(&mut lp, p.master).unwrap();
+        let b = Tty::open(&mut lp, dup).unwrap();
+        assert!(a.writes_block(&lp).unwrap() && b.writes_block(&lp).unwrap());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        for h in [a, b] {
+            let g = got.clone();
+            h.read_start(&mut lp, move |lp, _, ev| {
+                if let ReadEvent::Data(d) = ev {
+                    g.borrow_mut().extend_from_slice(d);
+                    // Both close from the next iteration: the other one's event of this
+                    // batch must not block.
+                    evloop::Timer::once(lp, Duration::ZERO, move |lp| {
+                        for h in [a, b] {
+                            if !h.is_closing(lp).unwrap_or(true) {
+                                h.close(lp).unwrap();
+                            }
+                        }
+                    })
+                    .unwrap();
+                }
+            })
+            .unwrap();
+        }
+        assert_eq!(nix::unistd::write(&p.slave, b"hello\n").unwrap(), 6);
+        lp.run(RunMode::Default).unwrap();
+        assert!(got.borrow().ends_with(b"hello\r\n"), "{:?}", String::from_utf8_lossy(&got.borrow()));
+    }
+);
+
+case!(
     /// A pty master cannot be reopened: its blocking mode is left alone and writes block,
     /// unless it was nonblocking already.
     fn a_pty_master_keeps_its_blocking_mode() {
