@@ -70,12 +70,15 @@ typed_handle!(
     HandleKind::Signal
 );
 
-/// `SIGKILL`, for [`Process::kill`](crate::Process::kill): it cannot be watched.
-pub use evloop_platform::libc::SIGKILL;
-/// Common signal numbers, so callers need not depend on `libc` for them.
+/// Common signal numbers, so callers need not depend on `libc` for them (`SIGTTIN` and
+/// `SIGTTOU` are the stops a job gets for reading or writing a terminal from the background).
 pub use evloop_platform::libc::{
-    SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2, SIGWINCH,
+    SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1,
+    SIGUSR2, SIGWINCH,
 };
+/// `SIGKILL` and `SIGSTOP`, for [`Process::kill`](crate::Process::kill) and
+/// [`StopEvent`](crate::StopEvent): they cannot be watched.
+pub use evloop_platform::libc::{SIGKILL, SIGSTOP};
 
 /// Sends `signum` to the calling thread (`raise(3)`). Unless the thread blocks it, the signal
 /// has been handled (and every watching loop notified) when this returns.
