@@ -682,7 +682,10 @@ impl Loop {
                 cb(self);
             }
         }
-        debug_assert!(completed.is_empty(), "finished writes of a stream not in the close batch");
+        debug_assert!(
+            completed.is_none_or(|c| c.is_empty()),
+            "finished writes of a stream not in the close batch"
+        );
     }
 
     /// Whether something can run without waiting for I/O: libuv's reasons for a zero poll

@@ -485,13 +485,13 @@ impl Loop {
     /// streams at once quadratic). Every slot flagged `CLOSING` is in the batch: a handle
     /// closed by a close callback has its flag set only after this. A stream's entries all
     /// leave the queue here at the latest, so while one waits, its key names that stream.
-    pub(crate) fn stream_take_completed(&mut self) -> Completed {
+    pub(crate) fn stream_take_completed(&mut self) -> Option<Completed> {
         let slots = &self.slots;
         let closing = |key: u32| slots.get(key as usize).is_some_and(|s| s.flags.contains(Flags::CLOSING));
         if !self.pending.iter().any(|p| matches!(p, Pending::Write(k, ..) if closing(*k))) {
-            return Completed::default();
+            return None;
         }
-        let mut taken: Completed = Completed::default();
+        let mut taken = Completed::default();
         let mut kept = VecDeque::with_capacity(self.pending.len());
         for p in self.pending.drain(..) {
             match p {
@@ -500,14 +500,15 @@ impl Loop {
             }
         }
         self.pending = kept;
-        taken
+        Some(taken)
     }
 
     /// Runs the callbacks of stream `key`'s finished writes, taken out by
     /// [`stream_take_completed`](Self::stream_take_completed), in order: before the cancelled
     /// ones and the close callback.
-    pub(crate) fn stream_run_completed(&mut self, completed: &mut Completed, key: u32) {
-        for (cb, result) in completed.remove(&key).unwrap_or_default() {
+    pub(crate) fn stream_run_completed(&mut self, completed: &mut Option<Completed>, key: u32) {
+        let Some(done) = completed.as_mut().and_then(|c| c.remove(&key)) else { return };
+        for (cb, result) in done {
             cb(self, result);
         }
     }
