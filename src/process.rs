@@ -534,6 +534,8 @@ pub struct Command {
     gid: Option<u32>,
     process_group: Option<i32>,
     setsid: bool,
+    /// A tty handle whose terminal the child takes for its group before its exec.
+    foreground: Option<HandleId>,
     /// Explicit fd entries, at most one per target.
     stdio: Vec<(RawFd, Stdio)>,
     on_drop: OnDrop,
@@ -577,6 +579,7 @@ impl Command {
             gid: None,
             process_group: None,
             setsid: false,
+            foreground: None,
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
             invalid,
@@ -705,6 +708,20 @@ impl Command {
     /// until it is. [`Process::watch_stops`] tells.
     pub fn process_group(&mut self, pgid: i32) -> &mut Command {
         self.process_group = Some(pgid);
+        self
+    }
+
+    /// Makes the child's process group the foreground group of `tty`'s terminal, from the
+    /// child itself, after it joined its group and before its exec: what shells do in the
+    /// child as well as in the parent ([`Tty::set_foreground_group`](crate::Tty::set_foreground_group)),
+    /// so that a job never starts in the background. Without it, a program that looks at
+    /// once whether it is in front (an interactive shell, some full-screen programs) can find
+    /// it is not yet, and stop itself with `SIGTTIN`. Needs a group of the child's own
+    /// ([`process_group`](Self::process_group); in a [`Pipeline`], on the first stage, with
+    /// [`Pipeline::process_group`]), and the terminal must be the caller's controlling
+    /// terminal. Such a child is started with fork and exec rather than `posix_spawn`.
+    pub fn foreground(&mut self, tty: crate::Tty) -> &mut Command {
+        self.foreground = Some(tty.id());
         self
     }
 
@@ -1072,6 +1089,9 @@ impl Command {
             Stage::SetUid => format!("spawn `{prog}`: cannot switch to user id {}", self.uid.unwrap_or(0)),
             Stage::SetGid => format!("spawn `{prog}`: cannot switch to group id {}", self.gid.unwrap_or(0)),
             Stage::Session => format!("spawn `{prog}`: cannot start a session"),
+            Stage::Foreground => {
+                format!("spawn `{prog}`: cannot give the terminal to the child's process group")
+            }
             Stage::Group => {
                 format!("spawn `{prog}`: cannot join process group {}", self.process_group.unwrap_or(0))
             }
@@ -1680,6 +1700,16 @@ impl Loop {
             return Err(context(e, format!("spawn `{}`", cmd.name())));
         }
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
+        let foreground = match cmd.foreground {
+            None => None,
+            Some(tty) => match self.foreground_fd(tty, process_group) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    self.restore_moved(&prep.moved);
+                    return Err(context(e, format!("spawn `{}`: foreground", cmd.name())));
+                }
+            },
+        };
         let req = spawn::Request {
             program,
             argv0: cmd.arg0.as_deref().unwrap_or(name),
@@ -1692,6 +1722,7 @@ impl Loop {
             setsid: cmd.setsid,
             fds: &prep.fds,
             force_fork: self.options.force_fork_spawn,
+            foreground,
         };
         // A loop that reaps through SIGCHLD watches it before the child exists.
         let sigchld_before = self.sigchld_expected();
@@ -1785,6 +1816,16 @@ impl Loop {
             None => self.close_moved(&prep.moved),
         }
         Ok(child)
+    }
+
+    /// The fd of tty handle `tty`, for a child that takes its terminal for its own group.
+    fn foreground_fd(&self, tty: HandleId, process_group: Option<i32>) -> io::Result<RawFd> {
+        if process_group.is_none() {
+            return Err(invalid(
+                "the child needs a process group of its own (Command::process_group) to take the terminal for",
+            ));
+        }
+        Ok(self.stream_ref(tty, HandleKind::Tty)?.io.fd()?.as_raw_fd())
     }
 
     /// Builds the fd mappings: new pipes, /dev/null, moved handles.

@@ -415,7 +415,10 @@ impl Tty {
     /// its settings by `SIGTTOU`. When the job ends, take the terminal back with
     /// [`current_process_group`](crate::process::current_process_group), and likewise when
     /// the job stops (Ctrl-Z sends its group `SIGTSTP`), which
-    /// [`Process::watch_stops`](crate::Process::watch_stops) reports.
+    /// [`Process::watch_stops`](crate::Process::watch_stops) reports. With
+    /// [`Command::foreground`](crate::Command::foreground) the job takes the terminal itself
+    /// before its exec, as shells have their children do too, so that it never starts in the
+    /// background (the parent's hand-over comes after the spawn).
     ///
     /// ```no_run
     /// use evloop::{Command, Loop, RunMode, Tty};
@@ -425,7 +428,7 @@ impl Tty {
     /// let mut lp = Loop::new()?;
     /// let tty = Tty::open(&mut lp, std::fs::File::open("/dev/tty")?.into())?;
     /// let mut vi = Command::new("vi");
-    /// vi.process_group(0);
+    /// vi.process_group(0).foreground(tty);
     /// let child = vi.spawn(&mut lp, move |lp, p, _status| {
     ///     tty.set_foreground_group(lp, current_process_group()).unwrap();
     ///     p.close(lp).unwrap();

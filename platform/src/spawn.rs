@@ -116,6 +116,10 @@ pub struct Request<'a> {
     pub fds: &'a [FdMapping],
     /// Use fork/exec even where posix_spawn could do it (to test that path).
     pub force_fork: bool,
+    /// A terminal whose foreground process group the child makes its own, after joining
+    /// its group and before its exec (`tcsetpgrp`), so it never starts in the background:
+    /// shells do it in the child as well as in the parent. Fork path only.
+    pub foreground: Option<RawFd>,
 }
 
 /// How a child was started.
@@ -143,6 +147,8 @@ pub enum Stage {
     Session,
     /// `setpgid`.
     Group,
+    /// `tcsetpgrp`: taking the terminal for the child's group.
+    Foreground,
     /// `chdir` to the working directory.
     Chdir,
     /// `setgid`.
@@ -535,7 +541,7 @@ struct Unsupported;
 
 /// Whether posix_spawn can express `req` (see the module docs).
 fn posix_spawn_can(req: &Request<'_>) -> bool {
-    if req.force_fork || req.uid.is_some() || req.gid.is_some() {
+    if req.force_fork || req.uid.is_some() || req.gid.is_some() || req.foreground.is_some() {
         return false;
     }
     // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and reset
@@ -907,6 +913,7 @@ struct ChildPlan<'a> {
     gid: Option<libc::gid_t>,
     process_group: Option<Pid>,
     setsid: bool,
+    foreground: Option<RawFd>,
 }
 
 /// The report a failed child writes to the error pipe: stage, stage argument, errno.
@@ -924,6 +931,7 @@ fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
         Stage::SetUid => (7, 0),
         Stage::Exec => (8, 0),
         Stage::FdRoom(n) => (9, n),
+        Stage::Foreground => (10, 0),
     };
     let mut b = [0u8; REPORT_BYTES];
     b[..4].copy_from_slice(&code.to_ne_bytes());
@@ -944,6 +952,7 @@ fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
         7 => Stage::SetUid,
         8 => Stage::Exec,
         9 => Stage::FdRoom(arg),
+        10 => Stage::Foreground,
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)
@@ -1054,6 +1063,13 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         if let Some(pgid) = p.process_group {
             if libc::setpgid(0, pgid) < 0 {
                 child_fail(p.err_fd, Stage::Group, errno());
+            }
+        }
+        // Every signal is blocked here, so the background group's tcsetpgrp raises no
+        // SIGTTOU.
+        if let Some(tty) = p.foreground {
+            if libc::tcsetpgrp(tty, libc::getpgrp()) < 0 {
+                child_fail(p.err_fd, Stage::Foreground, errno());
             }
         }
         // A stop signal sent to the parent's group (Ctrl-Z at a shell) while the child still
@@ -1193,6 +1209,7 @@ fn fork_exec(
         gid: req.gid,
         process_group: req.process_group,
         setsid: req.setsid,
+        foreground: req.foreground,
     };
     let pid = {
         // No handler of ours may run in the child before it resets them.

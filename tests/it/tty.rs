@@ -1355,3 +1355,70 @@ case!(
         assert!(term.is_active(&lp).is_err(), "closed");
     }
 );
+
+const FOREGROUND_ENV: &str = "EVLOOP_TEST_FOREGROUND";
+
+/// Not a test: the child processes of `issue_6_a_job_takes_the_terminal_before_its_exec`,
+/// by `$FOREGROUND_ENV`: `leader <slave path>` leads the session; `shell` waits to be in
+/// front, then starts `job` with `Command::foreground` and never hands the terminal over
+/// itself; `job` says whether its group is in front when it starts.
+#[test]
+#[ignore = "runs only as a child process of the foreground test"]
+fn foreground_child() {
+    use evloop::process::current_process_group;
+    let Ok(mode) = std::env::var(FOREGROUND_ENV) else { return };
+    if mode == "job" {
+        let front = nix::unistd::tcgetpgrp(std::io::stdin()).unwrap();
+        let own = nix::unistd::getpgrp();
+        println!("job {}", if front == own { "in front" } else { "in the background" });
+        return;
+    }
+    let mut lp = test_loop();
+    if let Some(slave) = mode.strip_prefix("leader ") {
+        lead_session(&mut lp, slave, "tty::foreground_child", (FOREGROUND_ENV, "shell"), |_, _, status| {
+            println!("shell {status}");
+        });
+        return;
+    }
+    let own = current_process_group();
+    let tty =
+        Tty::open(&mut lp, File::options().read(true).write(true).open("/dev/tty").unwrap().into()).unwrap();
+    while tty.foreground_group(&lp).unwrap() != own {
+        std::thread::yield_now();
+    }
+    // A group of its own is needed.
+    let err = evloop::Command::new("true").foreground(tty).spawn(&mut lp, |_, _, _| {}).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    let mut job = evloop::Command::new(std::env::current_exe().unwrap());
+    job.args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(FOREGROUND_ENV, "job")
+        .process_group(0)
+        .foreground(tty);
+    job.spawn(&mut lp, move |lp, p, status| {
+        assert!(status.unwrap().success());
+        tty.set_foreground_group(lp, own).unwrap();
+        p.close(lp).unwrap();
+        tty.close(lp).unwrap();
+    })
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// A shell starts a job with `Command::foreground`: the job's group has the terminal
+    /// from its first instruction, without the shell handing it over. Handed over by the
+    /// parent only (after the spawn), a program that looked at once found itself in the
+    /// background now and then, and stopped itself with `SIGTTIN`.
+    fn issue_6_a_job_takes_the_terminal_before_its_exec() {
+        let p = pty();
+        let mut lp = test_loop();
+        let status = spawn_session_leader(&mut lp, &p, "tty::foreground_child", FOREGROUND_ENV, "leader ");
+        let mut seen = Vec::new();
+        crate::util::read_until(p.master.as_fd(), &mut seen, "shell exited");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("job in front"), "{text}");
+        assert!(text.contains("shell exited with code 0"), "{text}");
+    }
+);
