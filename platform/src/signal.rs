@@ -526,61 +526,6 @@ pub fn children_reaped_by_kernel() -> io::Result<bool> {
     Ok(cur.sa_sigaction == libc::SIG_IGN || cur.sa_flags & libc::SA_NOCLDWAIT != 0)
 }
 
-/// Whether the job-control stop signals (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) are caught or
-/// ignored rather than stopping this process: a shell's, or an editor's that restores the
-/// terminal on Ctrl-Z. Errors count as yes.
-pub fn stop_signals_handled() -> bool {
-    [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].into_iter().any(|sig| !is_default(sig).unwrap_or(false))
-}
-
-/// Whether `signo`'s disposition is `SIG_DFL`. Where the kernel's `struct sigaction` starts
-/// with the handler, through `rt_sigaction` itself: glibc's `sigaction` converts between the
-/// kernel's structure and its own (a 128-byte mask, copied each way), three times the cost
-/// of the call, and a spawn asks three times.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-fn is_default(signo: c_int) -> io::Result<bool> {
-    // Handler, flags, restorer (not on riscv64) and a 64-signal mask: at most 5 words.
-    let mut old = [0usize; 8];
-    const KERNEL_SIGSET_BYTES: usize = 8;
-    // SAFETY: a null new action only queries; on these architectures the kernel writes its
-    // `struct sigaction` (the handler first, then at most four more words) into `old`, which
-    // is 8 words long; the set size is the kernel's for them.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            signo,
-            std::ptr::null::<usize>(),
-            old.as_mut_ptr(),
-            KERNEL_SIGSET_BYTES,
-        )
-    })?;
-    Ok(old[0] == libc::SIG_DFL)
-}
-
-/// Whether `signo`'s disposition is `SIG_DFL`.
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-fn is_default(signo: c_int) -> io::Result<bool> {
-    Ok(current_action(signo)?.sa_sigaction == libc::SIG_DFL)
-}
-
 /// Sets `signo` to `SIG_DFL` or `SIG_IGN` (a handler address is refused with `EINVAL`).
 pub fn set_disposition(signo: i32, to: Disposition) -> io::Result<()> {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, no flags, empty mask).
@@ -737,23 +682,6 @@ pub(crate) mod tests {
         assert_eq!(raise_and_count(&slot), (1, 1, false), "`over`, ours, `below`");
 
         set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
-    }
-
-    #[test]
-    fn is_default_agrees_with_sigaction() {
-        // SIGTTOU: this test binary's other tests leave it alone.
-        let sig = libc::SIGTTOU;
-        let was = disposition(sig).unwrap();
-        for to in [Disposition::Ignore, Disposition::Default] {
-            set_disposition(sig, to).unwrap();
-            assert_eq!(is_default(sig).unwrap(), to == Disposition::Default, "{to:?}");
-            if to == Disposition::Ignore {
-                assert!(stop_signals_handled());
-            }
-        }
-        if let Disposition::Ignore = was {
-            set_disposition(sig, was).unwrap();
-        }
     }
 
     #[test]

@@ -544,14 +544,17 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     if req.force_fork || req.uid.is_some() || req.gid.is_some() || req.foreground.is_some() {
         return false;
     }
-    // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and reset
-    // every signal and the mask in the child with nothing between: a stop signal that came
-    // for the caller's group meanwhile stops the child before its exec, and the caller with
-    // it, for good, unless the caller would have stopped too (SIG_DFL: a SIGCONT then frees
-    // both). The fork path discards such signals first. (macOS's posix_spawn is one system
-    // call that returns with the new program running.)
+    // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and
+    // reset the child's signals and mask with nothing between: a stop signal sent to the
+    // caller's group meanwhile (Ctrl-Z) stops the child before its exec, and the caller stays
+    // suspended for good (std's Command has the same hazard). The fork path's child discards
+    // such signals after joining its group, and its parent continues a child that stopped
+    // before its exec all the same. So it takes the children that join a new group or
+    // session (a shell's jobs), and every child of a caller whose group is in front of a
+    // terminal on its stdin, stdout or stderr, where a Ctrl-Z comes from. (macOS's
+    // posix_spawn is one system call that returns with the new program running.)
     #[cfg(not(target_vendor = "apple"))]
-    if crate::signal::stop_signals_handled() {
+    if req.process_group.is_some() || req.setsid || crate::termios::stdio_in_front() {
         return false;
     }
     if req.setsid && (req.process_group.is_some() || !setsid_supported()) {
@@ -916,6 +919,10 @@ struct ChildPlan<'a> {
     foreground: Option<RawFd>,
 }
 
+/// How long the fork path waits for its child's exec before it looks whether a stop signal
+/// stopped the child first.
+const STOPPED_BEFORE_EXEC_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The report a failed child writes to the error pipe: stage, stage argument, errno.
 const REPORT_BYTES: usize = 12;
 
@@ -1049,7 +1056,7 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             for sig in [32, 33] {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
-                    sig,
+                    sig as libc::c_long,
                     kernel_dfl.as_ptr(),
                     std::ptr::null_mut::<u64>(),
                     KERNEL_SIGSET_BYTES,
@@ -1223,6 +1230,15 @@ fn fork_exec(
         }
     };
     drop(w);
+    // A stop signal that reaches the child before its exec (Ctrl-Z for the caller's group,
+    // after the child discarded the earlier ones) would hold the read below for good, since
+    // the caller, if it was stopped too, is continued without it: while nothing comes, look
+    // now and then whether the child stopped, and continue it.
+    while !crate::fd::poll_readable(r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true) {
+        if let Ok(Some(crate::process::RunChange::Stopped(_))) = crate::process::try_wait_run_change(pid) {
+            let _ = crate::process::kill(pid, libc::SIGCONT);
+        }
+    }
     let mut report = [0u8; REPORT_BYTES];
     let mut got = 0;
     while got < REPORT_BYTES {

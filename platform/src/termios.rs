@@ -343,6 +343,18 @@ extern "C" fn reset_at_exit() {
     }
 }
 
+/// Whether this process's group is the foreground group of a terminal on its stdin, stdout
+/// or stderr: where a Ctrl-Z sends it `SIGTSTP`.
+pub fn stdio_in_front() -> bool {
+    // SAFETY: getpgrp takes no arguments.
+    let own = unsafe { libc::getpgrp() };
+    (0..3).any(|fd| {
+        // SAFETY: tcgetpgrp takes no pointers; on an fd that is not open or not a terminal
+        // it fails (-1), which counts as no.
+        unsafe { libc::tcgetpgrp(fd) == own }
+    })
+}
+
 /// Restores the settings [`save_original`] saved; does nothing (and succeeds) when none are.
 ///
 /// Async-signal-safe, and preserves `errno`: a signal handler may call it. Fails with
