@@ -663,14 +663,7 @@ impl Loop {
         // Handles closed by the callbacks below wait for the next close phase.
         for _ in 0..self.closing.len() {
             let Some((id, cb)) = self.closing.pop_front() else { break };
-            let key = id.key as usize;
-            let mut slot = if id.gen_ == u32::MAX {
-                // The key's generations ran out: it stays occupied for good, so that no id can
-                // ever name two handles.
-                std::mem::replace(&mut self.slots[key], Slot::retired())
-            } else {
-                self.slots.remove(key)
-            };
+            let mut slot = self.slot_release(id);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
             if let Kind::Stream(s) = &mut slot.kind {
                 // Callbacks in write order: those of finished writes, then the cancelled.
@@ -686,6 +679,17 @@ impl Loop {
             completed.is_none_or(|c| c.is_empty()),
             "finished writes of a stream not in the close batch"
         );
+    }
+
+    /// Takes handle `id`'s slot out: its key is free again, unless the key's generations ran
+    /// out, which keeps it occupied for good, so that no id can ever name two handles.
+    pub(crate) fn slot_release(&mut self, id: HandleId) -> Slot {
+        let key = id.key as usize;
+        if id.gen_ == u32::MAX {
+            std::mem::replace(&mut self.slots[key], Slot::retired())
+        } else {
+            self.slots.remove(key)
+        }
     }
 
     /// Whether something can run without waiting for I/O: libuv's reasons for a zero poll

@@ -1071,7 +1071,7 @@ impl Command {
     }
 
     /// Turns a platform spawn error into one that names the program and the failed step.
-    fn spawn_error(&self, e: SpawnError, fds: &[FdMapping]) -> io::Error {
+    fn spawn_error(&self, e: SpawnError, fds: &[FdMapping], group: Option<i32>) -> io::Error {
         let prog = self.name();
         let cwd = || self.cwd.as_ref().map(|(p, _)| p.display().to_string()).unwrap_or_default();
         let why = match e.stage {
@@ -1092,9 +1092,7 @@ impl Command {
             Stage::Foreground => {
                 format!("spawn `{prog}`: cannot give the terminal to the child's process group")
             }
-            Stage::Group => {
-                format!("spawn `{prog}`: cannot join process group {}", self.process_group.unwrap_or(0))
-            }
+            Stage::Group => format!("spawn `{prog}`: cannot join process group {}", group.unwrap_or(0)),
             Stage::Fd(n) => match fds.iter().find(|m| m.target == n).map(|m| m.source) {
                 Some(Source::Fd(s)) if s != n => format!("spawn `{prog}`: child fd {n} from parent fd {s}"),
                 _ => format!("spawn `{prog}`: child fd {n} (the parent's fd {n})"),
@@ -1105,12 +1103,13 @@ impl Command {
                  fd numbers)",
                 fds.iter().map(|m| m.target).max().unwrap_or(n)
             ),
-            // posix_spawn's setpgid is the likely one to refuse a group of someone else's.
+            // posix_spawn reports its setpgid's refusal (a group of another session's) as it
+            // does an exec's: name the group, the likely cause.
             Stage::Spawn
-                if self.process_group.is_some_and(|g| g != 0)
+                if group.is_some_and(|g| g != 0)
                     && matches!(e.error.raw_os_error(), Some(libc::EPERM | libc::ESRCH)) =>
             {
-                format!("spawn `{prog}`: cannot join process group {}", self.process_group.unwrap_or(0))
+                format!("spawn `{prog}` into process group {}", group.unwrap_or(0))
             }
             Stage::Setup | Stage::Spawn | Stage::Exec => format!("spawn `{prog}`"),
         };
@@ -1736,7 +1735,7 @@ impl Loop {
             Ok(s) => s,
             Err(e) => {
                 self.restore_moved(&prep.moved);
-                return Err(cmd.spawn_error(e, &prep.fds));
+                return Err(cmd.spawn_error(e, &prep.fds, process_group));
             }
         };
         log::debug!(
@@ -1772,7 +1771,7 @@ impl Loop {
                 // Nothing would ever hear of its exit (no pidfd, and no SIGCHLD watcher: the
                 // fd limit, say): end it and reap it now, SIGKILL taking effect at once,
                 // rather than leave a child that nobody reaps.
-                self.slots.remove(id.key as usize);
+                drop(self.slot_release(id));
                 let _ = if leads_group {
                     sys::kill_group(pid, libc::SIGKILL)
                 } else {

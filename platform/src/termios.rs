@@ -182,9 +182,21 @@ pub fn pty_slave_name(fd: BorrowedFd<'_>) -> io::Result<CString> {
     }
 }
 
-/// Whether `fd` is a pty master (see the module docs for the test).
+/// Whether `fd` is a pty master (see the module docs for the test). Async-signal-safe: one
+/// `ioctl`, nothing allocated.
 pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
-    pty_slave_name(fd).is_ok()
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    {
+        let mut n: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int through the pointer, valid for that.
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) == 0 }
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let mut buf = [0u8; 128];
+        // SAFETY: TIOCPTYGNAME writes at most 128 bytes (its size is in the request number).
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCPTYGNAME as libc::c_ulong, buf.as_mut_ptr()) == 0 }
+    }
 }
 
 /// Creates a pty: `(master, slave)`, both read-write, close-on-exec and blocking. The slave
@@ -383,9 +395,10 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         if fd < 0 {
             return Ok(());
         }
-        if in_front {
-            // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock; tcgetpgrp
-            // and getpgrp take no pointers.
+        // (A pty master names its slave's foreground group, never ours: no test for it.)
+        // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock.
+        if in_front && !is_pty_master(unsafe { BorrowedFd::borrow_raw(fd) }) {
+            // SAFETY: as above; tcgetpgrp and getpgrp take no pointers.
             let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
             if front >= 0 && front != own {
                 return Ok(());
