@@ -109,8 +109,8 @@ pub enum TtyMode {
 /// A tty handle's terminal state, kept in its [`Stream`].
 pub(crate) struct TtyState {
     mode: TtyMode,
-    /// The settings found when the handle first left normal mode: what `Normal` and close
-    /// put back, and the base of the other modes.
+    /// The settings found when the handle first left normal mode (or taken by
+    /// `save_settings`): what `Normal` and close put back, and the base of the other modes.
     saved: Option<Termios>,
     /// Held when this handle made the first mode change in the process.
     claim: Option<SavedClaim>,
@@ -285,8 +285,9 @@ impl Tty {
     /// Leaving [`TtyMode::Normal`] the first time saves the terminal's settings; `Normal`
     /// and closing the handle put them back, and the other modes are made from them. So a
     /// program that ran in between and left the terminal changed (a job killed in raw mode)
-    /// does not change what this handle's `Normal` is. (libuv saves them again each time
-    /// its handle leaves normal mode.) The first change in the process also saves them process-wide,
+    /// does not change what this handle's `Normal` is, unless
+    /// [`save_settings`](Tty::save_settings) says so. (libuv saves them again each time its
+    /// handle leaves normal mode.) The first change in the process also saves them process-wide,
     /// for [`reset_mode`]. The handle must be readable (modes are about input): changing the
     /// mode through a write-only handle is an error, and leaves the terminal as it was.
     ///
@@ -310,12 +311,12 @@ impl Tty {
         // it) must not make raw the handle's normal, nor what its close puts back.
         if tty.saved.is_none() {
             let found = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
-            if tty.claim.is_none() {
-                tty.claim = termios::save_original(fd, &found)?;
-            }
             tty.saved = Some(found);
         }
         let mut t = tty.saved.expect("saved when leaving normal mode");
+        if tty.mode == TtyMode::Normal && tty.claim.is_none() {
+            tty.claim = termios::save_original(fd, &t)?;
+        }
         match mode {
             TtyMode::Normal => {}
             TtyMode::Raw => t.make_raw(),
@@ -323,6 +324,37 @@ impl Tty {
         }
         termios::set(fd, &t).map_err(|e| context(e, format!("cannot set the terminal to {mode:?} mode")))?;
         tty.mode = mode;
+        Ok(())
+    }
+
+    /// Takes the terminal's settings as they are now as this handle's normal ones: what
+    /// [`TtyMode::Normal`] and closing put back from now on, and what the other modes are
+    /// made from. The handle must be in normal mode.
+    ///
+    /// A shell calls it after a job that exited normally, so that settings the user changed
+    /// with `stty` stay (bash does the same), and not after one that a signal ended, which
+    /// may have left the terminal raw. What [`reset_mode`] puts back stays the settings
+    /// found first.
+    ///
+    /// ```
+    /// # let mut lp = evloop::Loop::new()?;
+    /// # let (_master, slave) = evloop::tty::openpty()?;
+    /// let tty = evloop::Tty::open(&mut lp, slave)?;
+    /// // ... a job ran `stty erase ^H`, and exited with status 0:
+    /// tty.save_settings(&mut lp)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn save_settings(self, lp: &mut Loop) -> io::Result<()> {
+        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
+        let fd = s.io.fd()?;
+        let tty = s.tty.as_mut().expect("a tty stream has tty state");
+        if tty.mode != TtyMode::Normal {
+            return Err(invalid(format!(
+                "cannot save the terminal's settings as normal ones: the tty is in {:?} mode",
+                tty.mode
+            )));
+        }
+        tty.saved = Some(termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?);
         Ok(())
     }
 

@@ -484,10 +484,25 @@ case!(
         assert!(raw.output_flags.contains(termios::OutputFlags::OPOST), "Raw keeps output processing");
         tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
         assert_same_termios(&attrs(&p.probe), &before, "normal, for the next job");
+        // A job that exited normally after `stty -echo`: the shell keeps that as normal.
+        let mut quiet = attrs(&p.probe);
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &quiet).unwrap();
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        assert!(tty.save_settings(&mut lp).unwrap_err().to_string().contains("Raw"), "only in normal mode");
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &quiet).unwrap();
+        tty.save_settings(&mut lp).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        assert_same_termios(&attrs(&p.probe), &quiet, "normal, as saved");
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        // The process-wide settings stay the first ones.
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "reset_mode");
         tty.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert_same_termios(&attrs(&p.probe), &before, "after close");
+        assert_same_termios(&attrs(&p.probe), &quiet, "after close");
     }
 );
 
