@@ -1772,6 +1772,7 @@ impl Loop {
                 // fd limit, say): end it and reap it now, SIGKILL taking effect at once,
                 // rather than leave a child that nobody reaps.
                 drop(self.slot_release(id));
+                self.take_terminal_back(cmd);
                 let _ = if leads_group {
                     sys::kill_group(pid, libc::SIGKILL)
                 } else {
@@ -1799,6 +1800,7 @@ impl Loop {
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child, false);
+                    self.take_terminal_back(cmd);
                     self.restore_moved(&prep.moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
@@ -1815,6 +1817,16 @@ impl Loop {
             None => self.close_moved(&prep.moved),
         }
         Ok(child)
+    }
+
+    /// After a failed spawn whose child took the terminal (`Command::foreground`) and was
+    /// then killed: the caller's group takes it back, rather than leave it to a dead group.
+    fn take_terminal_back(&self, cmd: &Command) {
+        if let Some(tty) = cmd.foreground {
+            if let Err(e) = crate::Tty(tty).set_foreground_group(self, sys::process_group()) {
+                log::warn!("loop {}: taking the terminal back after a failed spawn: {e}", self.id);
+            }
+        }
     }
 
     /// The fd of tty handle `tty`, for a child that takes its terminal for its own group.
