@@ -361,9 +361,11 @@ pub fn stdio_in_front() -> bool {
     // SAFETY: getpgrp takes no arguments.
     let own = unsafe { libc::getpgrp() };
     (0..3).any(|fd| {
-        // SAFETY: tcgetpgrp takes no pointers; on an fd that is not open or not a terminal
-        // it fails (-1), which counts as no.
-        unsafe { libc::tcgetpgrp(fd) == own }
+        // (tcgetpgrp's own ioctl, without its wrapper: this runs for every spawn.)
+        let mut front: libc::pid_t = -1;
+        // SAFETY: TIOCGPGRP writes one pid_t through the pointer, valid for that; on an fd
+        // that is not open or not a terminal it fails and writes nothing, which counts as no.
+        unsafe { libc::ioctl(fd, libc::TIOCGPGRP as _, &mut front) == 0 && front == own }
     })
 }
 
