@@ -649,13 +649,12 @@ fn every_signal() -> libc::sigset_t {
     let mut set = sigset(true);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        // `sigaddset` refuses these two signals: their bits are set by hand.
         const WORD_BITS: usize = libc::c_ulong::BITS as usize;
         const _: () = assert!(size_of::<libc::sigset_t>() >= 2 * size_of::<libc::c_ulong>());
         const _: () = assert!(align_of::<libc::sigset_t>() >= align_of::<libc::c_ulong>());
-        // SAFETY: glibc's sigset_t is an array of `unsigned long` words (1024 bits), signal n
-        // at bit n - 1 (its `__sigword`/`__sigmask`), so it is aligned for c_ulong and at
-        // least two words long (both checked above); `sigaddset` refuses these two signals, which
-        // is why the bits are set here.
+        // SAFETY: glibc's sigset_t is an array of `unsigned long`, signal n at bit n - 1 (its
+        // `__sigword`/`__sigmask`): aligned for c_ulong, two words long at least (see above).
         let words = unsafe { &mut *(&raw mut set).cast::<[libc::c_ulong; 2]>() };
         for signo in [32, 33] {
             let bit = signo - 1;
