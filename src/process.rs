@@ -1734,6 +1734,9 @@ impl Loop {
         let spawned = match spawn::spawn(&req) {
             Ok(s) => s,
             Err(e) => {
+                // (The child, if it ran, is reaped: one that took the terminal left it to a
+                // group with no member.)
+                self.take_terminal_back(cmd, None);
                 self.restore_moved(&prep.moved);
                 return Err(cmd.spawn_error(e, &prep.fds, process_group));
             }
@@ -1772,13 +1775,13 @@ impl Loop {
                 // fd limit, say): end it and reap it now, SIGKILL taking effect at once,
                 // rather than leave a child that nobody reaps.
                 drop(self.slot_release(id));
-                self.take_terminal_back(cmd);
                 let _ = if leads_group {
                     sys::kill_group(pid, libc::SIGKILL)
                 } else {
                     sys::kill(pid, libc::SIGKILL)
                 };
                 let _ = sys::wait(pid);
+                self.take_terminal_back(cmd, None);
                 self.restore_moved(&prep.moved);
                 return Err(context(
                     e,
@@ -1800,7 +1803,7 @@ impl Loop {
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child, false);
-                    self.take_terminal_back(cmd);
+                    self.take_terminal_back(cmd, leads_group.then_some(pid));
                     self.restore_moved(&prep.moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
@@ -1819,11 +1822,16 @@ impl Loop {
         Ok(child)
     }
 
-    /// After a failed spawn whose child took the terminal (`Command::foreground`) and was
-    /// then killed: the caller's group takes it back, rather than leave it to a dead group.
-    fn take_terminal_back(&self, cmd: &Command) {
-        if let Some(tty) = cmd.foreground {
-            if let Err(e) = crate::Tty(tty).set_foreground_group(self, sys::process_group()) {
+    /// After a failed spawn whose child (or a pipeline's stage) may have taken the terminal
+    /// (`Command::foreground`): the caller's group takes it back from `dying` (the group of
+    /// children killed but not reaped yet), or from a group with no member left, rather
+    /// than leave it to a dead group. A live group that had it stays in front.
+    fn take_terminal_back(&self, cmd: &Command, dying: Option<i32>) {
+        let Some(tty) = cmd.foreground.map(crate::Tty) else { return };
+        let own = sys::process_group();
+        let Ok(front) = tty.foreground_group(self) else { return };
+        if front != own && (Some(front) == dying || !evloop_platform::termios::group_alive(front)) {
+            if let Err(e) = tty.set_foreground_group(self, own) {
                 log::warn!("loop {}: taking the terminal back after a failed spawn: {e}", self.id);
             }
         }
@@ -2753,6 +2761,7 @@ impl Pipeline {
                     Ok((r, w)) => (Some(r), Some(w)),
                     Err(e) => {
                         abandon_stages(lp, &children, self.process_group);
+                        self.take_terminal_back(lp, leader);
                         lp.restore_moved(&moved);
                         return Err(context(
                             e,
@@ -2812,6 +2821,7 @@ impl Pipeline {
                 }
                 Err(e) => {
                     abandon_stages(lp, &children, self.process_group);
+                    self.take_terminal_back(lp, leader);
                     lp.restore_moved(&moved);
                     // The error as spawn gave it (kind and OS error code kept), with the stage.
                     return Err(context(e, format!("pipeline stage {}", i + 1)));
@@ -2823,6 +2833,16 @@ impl Pipeline {
         }
         lp.close_moved(&moved);
         Ok(children)
+    }
+}
+
+impl Pipeline {
+    /// A stage failed to start: the terminal an earlier stage took (`Command::foreground`)
+    /// goes back to the caller's group, from the started stages' group `leader`.
+    fn take_terminal_back(&self, lp: &Loop, leader: Option<i32>) {
+        for cmd in &self.stages {
+            lp.take_terminal_back(cmd, leader);
+        }
     }
 }
 

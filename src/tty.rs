@@ -71,7 +71,8 @@ typed_handle!(
     /// Closing the handle puts back the settings it found before its first
     /// [`set_mode`](Tty::set_mode), and stops its resize callback. While a job in another
     /// process group has the terminal (the program is a shell, in the background), the
-    /// settings are the job's, and stay as they are.
+    /// settings are the job's, and stay as they are (once the job is gone, they are put
+    /// back).
     ///
     /// # Platform notes
     ///
@@ -143,12 +144,14 @@ impl TtyRelease {
         // its handle, or panics, while a job has the terminal), and writing them could stop
         // the process with SIGTTOU. (A pty master names its slave's group: not ours.)
         let in_background = !termios::is_pty_master(fd)
-            && termios::foreground_group(fd)
-                .is_ok_and(|front| front != evloop_platform::process::process_group());
+            && termios::foreground_group(fd).is_ok_and(|front| {
+                front != evloop_platform::process::process_group() && termios::group_alive(front)
+            });
         if in_background {
             log::debug!("loop {loop_id}: a job has the terminal: its settings stay as they are");
         } else if let Some(t) = self.restore {
-            if let Err(e) = termios::set(fd, &t) {
+            // (From the background when the foreground group has no member left.)
+            if let Err(e) = termios::set_from_background(fd, &t) {
                 log::warn!("loop {loop_id}: restoring a terminal's settings at close failed: {e}");
             }
         }
@@ -512,7 +515,7 @@ pub fn reset_mode() -> io::Result<()> {
 /// again does nothing.
 ///
 /// Each resets only while the process's group is the terminal's foreground group (or the
-/// terminal has none): from the background, as a shell is while a job has the terminal, the
+/// terminal has none, or the group in front has no member left): from the background, as a shell is while a job has the terminal, the
 /// settings are the job's to keep, and writing them could stop the process with `SIGTTOU`.
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed

@@ -143,6 +143,20 @@ pub fn foreground_group(fd: BorrowedFd<'_>) -> io::Result<i32> {
 /// terminal back after a job), instead of being stopped. Blocked is as good as ignored here
 /// (POSIX), so no `SIGTTOU` is sent.
 pub fn set_foreground_group(fd: BorrowedFd<'_>, pgid: i32) -> io::Result<()> {
+    // SAFETY: `fd` is borrowed; tcsetpgrp takes no pointer.
+    with_sigttou_blocked(|| cvt_r(|| unsafe { libc::tcsetpgrp(fd.as_raw_fd(), pgid) }).map(drop))?
+}
+
+/// [`set`], with `SIGTTOU` blocked: from a background group too (a terminal whose foreground
+/// group has no member left, after a job ended, say), instead of being stopped.
+pub fn set_from_background(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<()> {
+    with_sigttou_blocked(|| set(fd, t))?
+}
+
+/// Runs `f` with `SIGTTOU` blocked on the calling thread (blocked is as good as ignored for
+/// a background group's terminal calls, POSIX says, and no `SIGTTOU` is sent).
+/// Async-signal-safe, as long as `f` is.
+fn with_sigttou_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
     let mut ttou = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: `ttou` is valid for writes of one sigset_t; sigemptyset initialises it and
@@ -153,11 +167,10 @@ pub fn set_foreground_group(fd: BorrowedFd<'_>, pgid: i32) -> io::Result<()> {
     }
     // SAFETY: `ttou` is initialised; `old` is valid for writes of one sigset_t.
     cvt_errno(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, ttou.as_ptr(), old.as_mut_ptr()) })?;
-    // SAFETY: `fd` is borrowed; tcsetpgrp takes no pointer.
-    let res = cvt_r(|| unsafe { libc::tcsetpgrp(fd.as_raw_fd(), pgid) }).map(drop);
+    let res = f();
     // SAFETY: pthread_sigmask succeeded above and filled in `old`, the mask to put back.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
-    res
+    Ok(res)
 }
 
 /// The path of the slave of the pty master `fd`. Fails (`ENOTTY`, or `EINVAL` on some
@@ -355,6 +368,15 @@ extern "C" fn reset_at_exit() {
     }
 }
 
+/// Whether process group `pgid` has a member left (zombies count). Linux keeps naming a
+/// terminal's foreground group after its last member is gone: such a group owns nothing.
+/// Async-signal-safe.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing and takes no pointers.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Whether this process's group is the foreground group of a terminal on its stdin, stdout
 /// or stderr: where a Ctrl-Z sends it `SIGTSTP`.
 pub fn stdio_in_front() -> bool {
@@ -378,7 +400,8 @@ pub fn reset_saved() -> io::Result<()> {
     reset_saved_when(false)
 }
 
-/// [`reset_saved`], but only while this process group owns the terminal (or nobody does):
+/// [`reset_saved`], but only while this process group owns the terminal (or nobody does: no
+/// foreground group, or one whose members are all gone):
 /// from the background the settings are the foreground job's, and writing them would change
 /// that job's terminal under it, or stop the process with `SIGTTOU`. For the hooks that run
 /// at `exit`, on a panic and on fatal signals. Async-signal-safe, as `reset_saved`.
@@ -402,7 +425,7 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         if in_front && !is_pty_master(unsafe { BorrowedFd::borrow_raw(fd) }) {
             // SAFETY: as above; tcgetpgrp and getpgrp take no pointers.
             let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
-            if front >= 0 && front != own {
+            if front > 0 && front != own && group_alive(front) {
                 return Ok(());
             }
         }
@@ -411,7 +434,14 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
         // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold; `t`
         // is a valid termios.
-        cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+        let set = || cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop);
+        if in_front {
+            // In front, or the foreground group has no member left: SIGTTOU blocked for the
+            // latter, which would stop the process instead.
+            with_sigttou_blocked(set)?
+        } else {
+            set()
+        }
     })
 }
 

@@ -1202,6 +1202,13 @@ fn exit_in_the_background_child() {
     let pid = child.process.pid(&lp).unwrap();
     tty.set_foreground_group(&lp, pid as i32).unwrap();
     println!("job {pid} in front");
+    if how == "gone" {
+        // The job ends, and is reaped, without the shell taking the terminal back: its group
+        // stays named as the foreground one, with nobody in it.
+        child.process.kill(&mut lp, evloop::signal::SIGKILL).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        println!("job gone");
+    }
     match how {
         "panic" => panic!("a panic in the background"),
         "term" => {
@@ -1224,6 +1231,7 @@ case!(
             ("exit", "exited with code 0"),
             ("panic", "exited with code 101"),
             ("term", "killed by signal 15"),
+            ("gone", "exited with code 0"),
         ] {
             let p = pty();
             let mut lp = test_loop();
@@ -1240,10 +1248,10 @@ case!(
             lp.run(RunMode::Default).unwrap();
             let text = String::from_utf8_lossy(&seen).into_owned();
             assert!(status.get().unwrap().success(), "{how}: {text}");
-            assert!(
-                !attrs(p.probe.as_fd()).local_flags.contains(LocalFlags::ICANON),
-                "{how}: the job's raw mode stays"
-            );
+            // A job still there keeps its settings; once it is gone (its group is still the
+            // terminal's foreground one, with nobody in it), `exit` puts the shell's back.
+            let icanon = attrs(p.probe.as_fd()).local_flags.contains(LocalFlags::ICANON);
+            assert_eq!(icanon, how == "gone", "{how}: the terminal's mode");
             // The job got SIGHUP when its session leader exited; in case it did not:
             if let Some(pid) =
                 text.split_whitespace().skip_while(|w| *w != "job").nth(1).and_then(|w| w.parse().ok())
@@ -1404,6 +1412,19 @@ fn foreground_child() {
     // A group of its own is needed.
     let err = evloop::Command::new("true").foreground(tty).spawn(&mut lp, |_, _, _| {}).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    // A child that took the terminal and then failed its exec: the terminal comes back.
+    let mut missing = evloop::Command::new("/nonexistent/program");
+    missing.process_group(0).foreground(tty);
+    missing.spawn(&mut lp, |_, _, _| {}).unwrap_err();
+    assert_eq!(tty.foreground_group(&lp).unwrap(), own, "back in front after a failed exec");
+    // So does one a pipeline's first stage took, when a later stage fails.
+    let mut first = evloop::Command::new("sleep");
+    first.arg("100").foreground(tty);
+    let mut pipeline = evloop::Pipeline::new([first, evloop::Command::new("/nonexistent/program")]);
+    pipeline.process_group(true);
+    pipeline.spawn(&mut lp, |_, _| {}).unwrap_err();
+    assert_eq!(tty.foreground_group(&lp).unwrap(), own, "back in front after a failed pipeline");
+    lp.run(RunMode::Default).unwrap();
     let mut job = evloop::Command::new(std::env::current_exe().unwrap());
     job.args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
         .env(FOREGROUND_ENV, "job")
