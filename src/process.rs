@@ -1844,7 +1844,7 @@ impl Loop {
                 "the child needs a process group of its own (Command::process_group) to take the terminal for",
             ));
         }
-        Ok(self.stream_ref(tty, HandleKind::Tty)?.io.fd()?.as_raw_fd())
+        Ok(self.open_stream_ref(tty, HandleKind::Tty)?.io.fd()?.as_raw_fd())
     }
 
     /// Builds the fd mappings: new pipes, /dev/null, moved handles.

@@ -1409,9 +1409,16 @@ fn foreground_child() {
     while tty.foreground_group(&lp).unwrap() != own {
         std::thread::yield_now();
     }
-    // A group of its own is needed.
+    // A group of its own is needed, and an open tty.
     let err = evloop::Command::new("true").foreground(tty).spawn(&mut lp, |_, _, _| {}).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    let other =
+        Tty::open(&mut lp, File::options().read(true).write(true).open("/dev/tty").unwrap().into()).unwrap();
+    other.close(&mut lp).unwrap();
+    let mut closing = evloop::Command::new("true");
+    closing.process_group(0).foreground(other);
+    let err = closing.spawn(&mut lp, |_, _, _| {}).unwrap_err();
+    assert!(err.to_string().contains("closing"), "{err}");
     // A child that took the terminal and then failed its exec: the terminal comes back.
     let mut missing = evloop::Command::new("/nonexistent/program");
     missing.process_group(0).foreground(tty);
