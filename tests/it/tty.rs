@@ -25,6 +25,13 @@ fn attrs(fd: impl AsFd) -> Termios {
     termios::tcgetattr(fd).expect("tcgetattr")
 }
 
+/// Puts the terminal in raw mode (`cfmakeraw`, as `stty raw -echo`): bytes pass as written.
+fn make_raw(fd: impl AsFd) {
+    let mut t = attrs(&fd);
+    termios::cfmakeraw(&mut t);
+    termios::tcsetattr(fd, termios::SetArg::TCSANOW, &t).unwrap();
+}
+
 /// Compares every field the kernel keeps for a terminal, one by one.
 #[track_caller]
 fn assert_same_termios(got: &Termios, want: &Termios, what: &str) {
@@ -421,9 +428,7 @@ case!(
         const TOTAL: usize = 256 * 1024;
         let mut lp = test_loop();
         let p = pty();
-        let mut t = attrs(&p.probe);
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        make_raw(&p.probe);
         let mut cmd = evloop::Command::new("cat");
         cmd.stdin(evloop::Stdio::Fd(p.slave.try_clone().unwrap()))
             .stdout(evloop::Stdio::Fd(p.slave.try_clone().unwrap()));
@@ -476,9 +481,7 @@ case!(
         tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
         assert_same_termios(&attrs(&p.probe), &before, "normal, for the job");
         // The job: `stty raw -echo`, then killed.
-        let mut t = attrs(&p.probe);
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        make_raw(&p.probe);
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
         let raw = attrs(&p.probe);
         assert!(raw.output_flags.contains(termios::OutputFlags::OPOST), "Raw keeps output processing");
@@ -580,9 +583,7 @@ case!(
         let mut lp = test_loop();
         let p = pty();
         // No output processing: the bytes arrive as written.
-        let mut t = attrs(&p.probe);
-        termios::cfmakeraw(&mut t);
-        termios::tcsetattr(&p.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        make_raw(&p.probe);
         drop(p.probe);
         let dir = std::env::temp_dir().join(format!("evloop-tty-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
