@@ -751,12 +751,19 @@ pub fn open_fds() -> io::Result<Vec<RawFd>> {
 /// hang-up, an error, an fd that is not open). For embedders and tests that drive a loop
 /// from a plain `poll` loop, and for a blocking stream's reads; `EINTR` counts as "not
 /// readable yet".
+///
+/// macOS builds `poll` from a kqueue, which refuses terminals other than pty slaves and
+/// other character devices: poll answers `POLLNVAL` for them though they are open. Such an
+/// fd is asked again with `select(2)`, which works for them.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> io::Result<bool> {
     let ms =
         timeout.map_or(-1, |d| d.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int);
     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: `pfd` is one valid pollfd for the call; `fd` is borrowed, so it stays open.
     match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        Ok(n) if n > 0 && pfd.revents & libc::POLLNVAL != 0 && is_open_raw(pfd.fd) => {
+            crate::select::readable(fd, timeout)
+        }
         Ok(n) => {
             Ok(n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
         }

@@ -11,7 +11,7 @@
 //! FreeBSD kernels take any `nfds` within the fd table.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use crate::cvt::cvt;
@@ -113,23 +113,55 @@ pub fn select(read: &mut FdSet, write: &mut FdSet, timeout: Option<Duration>) ->
     let nfds = read.nfds.max(write.nfds);
     read.cover(nfds);
     write.cover(nfds);
+    select_words(nfds, &mut read.words, Some(&mut write.words), timeout)
+}
+
+/// Waits until `fd` is readable or `timeout` passes (`None`: forever), with `select(2)` on
+/// that one fd; `EINTR` counts as "not readable yet". For the devices `poll(2)` cannot wait
+/// on: on macOS, poll answers `POLLNVAL` for a terminal that is not a pty slave, and for
+/// other character devices, where select works. An fd below 1024 needs no allocation.
+pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    const STACK_FDS: usize = 1024;
+    let raw = fd.as_raw_fd();
+    let nfds = raw as usize + 1;
+    let (w, bit) = FdSet::index(raw);
+    let mut stack = [0 as Word; STACK_FDS / WORD_BITS];
+    let mut heap = Vec::new();
+    let words: &mut [Word] = if nfds <= STACK_FDS {
+        &mut stack
+    } else {
+        heap.resize(w + 1, 0);
+        &mut heap
+    };
+    words[w] = bit;
+    match select_words(nfds, words, None, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The call itself, over word arrays that cover `nfds` bits (checked).
+fn select_words(
+    nfds: usize,
+    read: &mut [Word],
+    write: Option<&mut [Word]>,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let words = nfds.div_ceil(WORD_BITS);
+    assert!(read.len() >= words && write.as_ref().is_none_or(|w| w.len() >= words), "fd sets too small");
     let nfds_c = libc::c_int::try_from(nfds).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut tv =
         timeout.map(|d| libc::timeval { tv_sec: crate::time::wait_secs(d), tv_usec: d.subsec_micros() as _ });
     let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
+    let write_ptr = write.map_or(std::ptr::null_mut(), |w| w.as_mut_ptr().cast());
     // Fds named in the sets need not be open: the kernel answers EBADF, and no memory
     // depends on them.
-    // SAFETY: both sets were grown above to at least `nfds` bits, in whole kernel words, so
-    // the kernel reads and writes only memory we own; `tv_ptr` is null or points at `tv`,
-    // alive for the call.
+    // SAFETY: both sets (the write set may be null) cover at least `nfds` bits in whole
+    // kernel words, as asserted above, so the kernel reads and writes only memory we own;
+    // `tv_ptr` is null or points at `tv`, alive for the call.
     let n = unsafe {
-        select_unlimited(
-            nfds_c,
-            read.words.as_mut_ptr().cast(),
-            write.words.as_mut_ptr().cast(),
-            std::ptr::null_mut(),
-            tv_ptr,
-        )
+        select_unlimited(nfds_c, read.as_mut_ptr().cast(), write_ptr, std::ptr::null_mut(), tv_ptr)
     };
     Ok(cvt(n)? as usize)
 }
@@ -184,5 +216,30 @@ mod tests {
         rs.insert(r.as_raw_fd());
         assert_eq!(select(&mut rs, &mut ws, Some(Duration::from_secs(5))).unwrap(), 1);
         assert!(rs.contains(r.as_raw_fd()));
+    }
+
+    #[test]
+    fn readable_waits_for_one_fd_below_and_above_the_stack_set() {
+        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+        let (r, w) = crate::fd::pipe().unwrap();
+        assert!(!readable(r.as_fd(), Some(Duration::ZERO)).unwrap());
+        crate::fd::write(w.as_fd(), b"x").unwrap();
+        assert!(readable(r.as_fd(), Some(Duration::from_secs(5))).unwrap());
+        // A number above 1024 (the heap-backed set), where the fd limit allows one.
+        let (soft, hard) = crate::fd::nofile_limit().unwrap();
+        if hard > 1300 {
+            crate::fd::set_nofile_soft_limit(soft.max(1300)).unwrap();
+            // SAFETY: fcntl F_DUPFD_CLOEXEC returns a new fd that nothing else owns.
+            let high = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1200) };
+            assert!(high >= 1200, "{}", io::Error::last_os_error());
+            // SAFETY: `high` was just created above and is owned here alone.
+            let high = unsafe { OwnedFd::from_raw_fd(high) };
+            assert!(readable(high.as_fd(), Some(Duration::ZERO)).unwrap());
+            let mut buf = [0u8; 1];
+            crate::fd::read(high.as_fd(), &mut buf).unwrap();
+            assert!(!readable(high.as_fd(), Some(Duration::ZERO)).unwrap());
+            drop(high);
+            crate::fd::set_nofile_soft_limit(soft).unwrap();
+        }
     }
 }
