@@ -189,7 +189,7 @@
 //! - uid and gid always take the fork path (`posix_spawn` cannot switch ids).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
@@ -872,10 +872,11 @@ impl Command {
     /// stderr settings are overridden.
     ///
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself just
-    /// before `cb` runs; leave closing it to the capture. Closed before the child exits, it
-    /// takes `cb` with it, uncalled (the child is still reaped, and the streams are read to
-    /// their end and closed); closed after, it changes nothing, and `cb` still runs. Errors
-    /// to start come back here, as from [`spawn`](Command::spawn), and `cb` then never runs.
+    /// before `cb` runs. Closing it yourself before then abandons the capture: `cb` never
+    /// runs, the capture's pipes close at once (a child still writing to them gets `EPIPE`),
+    /// and the child is still reaped, killed first if the command says
+    /// [`kill_on_drop`](Command::kill_on_drop). Errors to start come back here, as from
+    /// [`spawn`](Command::spawn), and `cb` then never runs.
     /// A read error (rare: the streams are pipes) is what `cb` receives, in place of the
     /// output.
     ///
@@ -883,9 +884,11 @@ impl Command {
     /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
     /// [`set_ref`](Process::set_ref). The output is kept in memory: for a child that prints
     /// without bound, read its pipes yourself. Like std, this waits for end of file, so a
-    /// background grandchild that keeps the streams open delays `cb` until it exits; give the
+    /// background grandchild that keeps the streams open delays `cb` until it exits: give the
     /// command a process group ([`process_group(0)`](Command::process_group)) and end the
-    /// group with [`Process::kill_group`].
+    /// group with [`Process::kill_group`] once [`Process::exit_status`] has a status, or
+    /// give up on the capture by closing the handle (a grandchild that started a session of
+    /// its own is out of the group's reach).
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -957,9 +960,10 @@ impl Command {
     /// one.
     ///
     /// What goes for `output` goes here: the returned handle can kill the child and closes
-    /// itself before `on_done` runs; closed early, it takes `on_done` with it, and `on_data`
-    /// too: `on_data` is not called again, and each output pipe closes at its next read (a
-    /// child still writing then gets `EPIPE`). Both callbacks may use the loop freely. For
+    /// itself before `on_done` runs; closed early (from `on_data` too), it abandons the
+    /// capture: `on_data` is not called again, `on_done` never runs, and the output pipes
+    /// close at once (a child still writing then gets `EPIPE`). Both callbacks may use the
+    /// loop freely. For
     /// back-pressure (stop reading while the output cannot go anywhere), spawn with
     /// [`Stdio::Pipe`] and use [`Pipe::read_pause`].
     ///
@@ -1195,6 +1199,8 @@ pub(crate) struct ProcessState {
     on_drop: OnDrop,
 }
 
+type CloseHook = Box<dyn FnOnce(&mut Loop)>;
+
 /// What to add to the error for a `Stdio::Handle` that is closing or gone: most likely an
 /// earlier spawn moved it into its child.
 fn moved_hint(e: &io::Error) -> &'static str {
@@ -1427,11 +1433,13 @@ struct Capture {
     /// Where the output goes as it comes, instead of into `stdout` and `stderr`: out while
     /// it runs.
     sink: Option<OutputSink>,
-    /// The process handle of a streaming capture was closed early: the pipes close.
-    streaming_cancelled: bool,
+    /// The process handle was closed before `cb` ran: the capture is abandoned.
+    cancelled: bool,
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
+    /// The capture's own pipes (the output's and the input's), closed when it is abandoned.
+    pipes: Vec<Pipe>,
 }
 
 impl Capture {
@@ -1462,7 +1470,7 @@ impl Capture {
 
     /// One of the events happened; the last one delivers the result.
     fn one_done(state: &RefCell<Capture>, lp: &mut Loop, note: impl FnOnce(&mut Capture)) {
-        let (cb, result) = {
+        let (cb, result, process) = {
             let mut c = state.borrow_mut();
             note(&mut c);
             c.left -= 1;
@@ -1478,13 +1486,13 @@ impl Capture {
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
-            if let Some(p) = c.process.take() {
-                // Closed by its owner already? Before the exit, that dropped `cb` with the exit
-                // callback, and the count never got here; after it, `cb` still runs.
-                let _ = p.close(lp);
-            }
-            (c.cb.take(), result)
+            (c.cb.take(), result, c.process.take())
         };
+        // The handle's close hook finds `cb` gone, and abandons nothing. (Closed by its
+        // owner already, the capture was abandoned, and the count never got here.)
+        if let Some(p) = process {
+            let _ = p.close(lp);
+        }
         if let Some(cb) = cb {
             cb(lp, result);
         }
@@ -1548,6 +1556,10 @@ pub(crate) struct Children {
     /// The children whose stops are watched (usually none).
     stops: Vec<StopWatch>,
     stop_epoch: u32,
+    /// What closing a process handle ends besides its child's watch, by slot key: a
+    /// capture's pipes (`Command::output`). Usually empty; kept out of `ProcessState`,
+    /// which every slot pays for.
+    close_hooks: HashMap<u32, CloseHook>,
 }
 
 impl Children {
@@ -2255,6 +2267,13 @@ impl Loop {
         }
     }
 
+    /// Sets what closing process handle `id` (open) ends besides the child's watch (see
+    /// `Children::close_hooks`). Its close takes the hook out before the slot goes.
+    fn process_on_close(&mut self, id: HandleId, hook: CloseHook) {
+        debug_assert!(self.live_slot_mut(id).is_some());
+        self.children.close_hooks.insert(id.key, hook);
+    }
+
     /// Makes the child of process `id`, if not reaped yet, keep `run(Default)` going until
     /// it is, whatever the handle's `set_ref`.
     fn child_keeps_loop_alive(&mut self, id: HandleId) {
@@ -2351,6 +2370,19 @@ impl Loop {
 
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
+        let hook = if self.children.close_hooks.is_empty() {
+            None
+        } else {
+            self.children.close_hooks.remove(&id.key)
+        };
+        self.process_unwatch_for_close(id);
+        if let Some(hook) = hook {
+            hook(self);
+        }
+    }
+
+    /// The child's part of a close: what happens to a child whose handle goes.
+    fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
@@ -2469,8 +2501,9 @@ impl Loop {
             left: if input.is_some() { 4 } else { 3 },
             cb: Some(cb),
             sink,
-            streaming_cancelled: false,
+            cancelled: false,
             process: None,
+            pipes: Vec::new(),
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
@@ -2521,7 +2554,35 @@ impl Loop {
                 return Err(e);
             }
         };
-        state.borrow_mut().process = Some(child.process);
+        {
+            let mut c = state.borrow_mut();
+            c.process = Some(child.process);
+            c.pipes.extend_from_slice(&ours);
+        }
+        // Closed before `cb` runs, the handle abandons the capture: `cb` and the sink go
+        // uncalled, and the pipes close now; a silent grandchild holding the streams open
+        // then holds up nothing.
+        let st = state.clone();
+        self.process_on_close(
+            child.process.0,
+            Box::new(move |lp| {
+                let pipes = {
+                    let mut c = st.borrow_mut();
+                    if c.cb.is_none() {
+                        return;
+                    }
+                    c.cancelled = true;
+                    c.cb = None;
+                    c.sink = None;
+                    c.process = None;
+                    std::mem::take(&mut c.pipes)
+                };
+                for p in pipes {
+                    // (One that ended already is closing or gone: nothing to do.)
+                    let _ = p.close(lp);
+                }
+            }),
+        );
         // The child keeps the loop going until it is reaped, whatever the handle's `set_ref`
         // (the pipes, the capture's own, keep it going until the streams end).
         self.child_keeps_loop_alive(child.process.0);
@@ -2534,25 +2595,17 @@ impl Loop {
             let started = pipe.read_start(self, move |lp, p, ev| match ev {
                 ReadEvent::Data(d) => {
                     let mut c = st.borrow_mut();
-                    // Streaming ends with the process handle: closed early, it takes the
-                    // sink along, and each pipe closes at its next read.
-                    if c.sink.is_some() && c.process.is_some_and(|p| !matches!(p.is_closing(lp), Ok(false))) {
-                        c.sink = None;
-                        c.streaming_cancelled = true;
-                    }
-                    if c.streaming_cancelled {
-                        drop(c);
-                        let _ = p.close(lp);
-                        Capture::one_done(&st, lp, |_| {});
-                        return;
-                    }
                     match c.sink.take() {
                         Some(mut sink) => {
-                            // Out of the state while it runs: it may use the loop freely.
+                            // Out of the state while it runs: it may use the loop freely, and
+                            // close the process handle, which abandons the capture.
                             drop(c);
                             let which = if i == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
                             sink(lp, which, d);
-                            st.borrow_mut().sink.get_or_insert(sink);
+                            let mut c = st.borrow_mut();
+                            if !c.cancelled {
+                                c.sink.get_or_insert(sink);
+                            }
                         }
                         None => if i == 0 { &mut c.stdout } else { &mut c.stderr }.extend_from_slice(d),
                     }

@@ -1677,6 +1677,82 @@ case!(
     }
 );
 
+case!(
+    secs = 10,
+    /// Closing a capture's handle abandons the capture: its pipes close at once. A
+    /// grandchild holding the streams open and printing nothing (here `cat`, waiting for a
+    /// stdin only the test can end; a daemon in a session of its own is out of any group
+    /// kill's reach) used to keep `run` going, on pipes the caller had no handle to, both
+    /// when the handle closed before the exit and after it.
+    fn issue_6_closing_a_capture_handle_abandons_it_while_a_grandchild_holds_the_streams() {
+        use evloop::Check;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            sh("true").output(&mut lp, |_, out| assert!(out.unwrap().status.success())).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let fds = evloop_platform::fd::open_fd_count().unwrap();
+            let (stdin, feed) = std::io::pipe().unwrap();
+            let stdin = OwnedFd::from(stdin);
+            let lingering = || {
+                // (A background list's stdin is /dev/null: the pipe comes as fd 3.)
+                let mut cmd = sh("cat <&3 3<&- & exec 3<&-; echo started");
+                cmd.fd(3, Stdio::Fd(stdin.try_clone().unwrap()));
+                cmd
+            };
+
+            // Closed before the exit.
+            let p = lingering().output(&mut lp, |_, _| panic!("abandoned")).unwrap();
+            p.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // Closed after the exit, with the grandchild still holding the streams.
+            let p = lingering().output(&mut lp, |_, _| panic!("abandoned")).unwrap();
+            let check = Check::new(&mut lp);
+            check
+                .start(&mut lp, move |lp, check| {
+                    if p.exit_status(lp).unwrap().is_some() {
+                        p.close(lp).unwrap();
+                        check.close(lp).unwrap();
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // Streaming, closed from `on_data` once the output began.
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            let p = Rc::new(Cell::new(None::<evloop::Process>));
+            let p2 = p.clone();
+            let started = lingering()
+                .stream_output(
+                    &mut lp,
+                    move |lp, _, bytes| {
+                        s.borrow_mut().extend_from_slice(bytes);
+                        if let Some(p) = p2.take() {
+                            p.close(lp).unwrap();
+                        }
+                    },
+                    |_, _| panic!("abandoned"),
+                )
+                .unwrap();
+            p.set(Some(started));
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*seen.borrow(), b"started\n", "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            assert_eq!(
+                evloop_platform::fd::open_fd_count().unwrap(),
+                fds + 2,
+                "{name}: only the test's pipe"
+            );
+            // The grandchildren read end of file and go.
+            drop(feed);
+        }
+    }
+);
+
 // ----- bad input ----------------------------------------------------------------------------
 
 /// After a failed spawn: nothing left behind, and the loop still spawns.
