@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use evloop_platform::fd;
 use evloop_platform::poller::{Event, Events, Poller};
 use slab::Slab;
 
@@ -815,12 +816,23 @@ impl Loop {
 
     /// How long an outer loop may wait on [`backend_fd`](Self::backend_fd) before it must
     /// call [`run(RunMode::NoWait)`](Self::run): `None` means "until the fd is readable",
-    /// `Some(ZERO)` means "run now" (pending callbacks, idle handles, closing handles, or
-    /// interest changes not yet handed to the kernel), anything else is the next timer.
+    /// `Some(ZERO)` means "run now" (pending callbacks, idle handles, closing handles,
+    /// interest changes not yet handed to the kernel, or events the poller holds already),
+    /// anything else is the next timer.
+    ///
+    /// Ask again before each wait. An outer poller that watches the fd edge-triggered (mio,
+    /// tokio's `AsyncFd`) hears only of new readiness, while a run leaves some ready on
+    /// purpose: a stream's reads per event are bounded, so a stream with more to read stays
+    /// ready, and makes no new edge. This says "run now" for it.
     pub fn backend_timeout(&self) -> Option<Duration> {
         // Unlike `run`, an outer loop keeps unreferenced timers going: it decides how long the
         // nested loop lives.
         if self.runnable_now() {
+            return Some(Duration::ZERO);
+        }
+        // Level-triggered, the poller still holds what a bounded round left: asked, its fd
+        // says so (an error says nothing, and the outer wait decides).
+        if fd::poll_readable(self.backend_fd(), Some(Duration::ZERO)).unwrap_or(false) {
             return Some(Duration::ZERO);
         }
         // Stopped timers' entries do not count: an outer loop would wake for nothing.

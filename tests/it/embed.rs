@@ -3,7 +3,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use evloop::{Async, Loop, RunMode, Timer};
+use evloop::{Async, Loop, Pipe, ReadEvent, RunMode, Timer};
 
 use crate::util::test_loop;
 
@@ -192,5 +192,90 @@ case!(
             t.close(&mut lp).unwrap();
         }
         lp.run(RunMode::Default).unwrap();
+    }
+);
+
+/// A pipe holding `n` bytes, read one byte at a time: more than one event's bounded reads
+/// take, so each run leaves the pipe ready. Returns the count read so far.
+fn slow_reader(lp: &mut Loop, n: usize) -> (Rc<Cell<usize>>, Pipe, Pipe) {
+    let (rx, tx) = Pipe::pair(lp).unwrap();
+    rx.set_read_cap(lp, 1).unwrap();
+    let got = Rc::new(Cell::new(0));
+    let g = got.clone();
+    rx.read_start(lp, move |_, _, ev| {
+        if let ReadEvent::Data(d) = ev {
+            g.set(g.get() + d.len())
+        }
+    })
+    .unwrap();
+    tx.write(lp, &vec![b'x'; n], |_, r| r.unwrap()).unwrap();
+    (got, rx, tx)
+}
+
+case!(
+    secs = 30,
+    /// Nested in mio, which watches the loop's fd edge-triggered: a run that stops at the
+    /// bound on reads per event leaves the pipe ready in the loop's level-triggered poller,
+    /// which makes no new edge for the outer one. `backend_timeout` said "wait for the fd",
+    /// and the outer loop waited for good with bytes unread; it now says "run now".
+    fn issue_3_nested_in_mio_a_bounded_read_round_does_not_stall_the_outer_loop() {
+        let mut lp = test_loop();
+        let (got, rx, tx) = slow_reader(&mut lp, 100);
+        let mut poll = mio::Poll::new().unwrap();
+        let raw = lp.as_raw_fd();
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        while got.get() < 100 {
+            let timeout = lp.backend_timeout();
+            // Two seconds tell a wait for good (the test's watchdog would tell too, later).
+            poll.poll(&mut events, Some(timeout.unwrap_or(Duration::from_secs(2)))).unwrap();
+            assert!(
+                timeout.is_some() || !events.is_empty(),
+                "the outer loop would wait for good with {} of 100 bytes read",
+                got.get()
+            );
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        poll.registry().deregister(&mut mio::unix::SourceFd(&raw)).unwrap();
+        for p in [rx, tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(lp.backend_timeout(), None, "nothing left");
+    }
+);
+
+case!(
+    secs = 30,
+    /// The same, nested in tokio through `AsyncFd` (edge-triggered too), as
+    /// examples/embed_tokio.rs does it.
+    fn issue_3_nested_in_tokio_a_bounded_read_round_does_not_stall_the_outer_loop() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut lp = test_loop();
+            let (got, rx, tx) = slow_reader(&mut lp, 100);
+            #[allow(deprecated)]
+            let mut afd = tokio::io::unix::AsyncFd::new(lp).unwrap();
+            while got.get() < 100 {
+                let timeout = afd.get_ref().backend_timeout();
+                let woke = tokio::select! {
+                    guard = afd.readable() => { guard.unwrap().clear_ready(); true }
+                    _ = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(2))) => false,
+                };
+                assert!(
+                    timeout.is_some() || woke,
+                    "the outer loop would wait for good with {} of 100 bytes read",
+                    got.get()
+                );
+                afd.get_mut().run(RunMode::NoWait).unwrap();
+            }
+            let mut lp = afd.into_inner();
+            for p in [rx, tx] {
+                p.close(&mut lp).unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+        });
     }
 );
