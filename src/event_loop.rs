@@ -915,11 +915,7 @@ impl Drop for Loop {
         self.slots.clear();
         // Joins the helper thread, which closes the fds handed to it.
         self.select_helper = None;
-        if let Some(sigs) = self.signals.take() {
-            // Out of the poller before the pipe closes (see the poller contract).
-            let _ =
-                self.poller.deregister(sigs.read_end.as_fd(), evloop_platform::poller::Interest::READABLE);
-        }
+        self.signals_release();
         // Wakers and senders may outlive the loop; its wake object does not.
         self.wake.close();
     }

@@ -29,10 +29,12 @@ pub(crate) struct SignalState {
     cb: Option<SignalCb>,
 }
 
-/// A loop's signal pipe, its slot in the process-wide table, and its started handles.
+/// A loop's signal pipe, its slot in the process-wide table, and its started handles: there
+/// while a handle watches a signal. (The slot is declared first, so it drops first: the
+/// handler can no longer write to the pipe once its read end closes.)
 pub(crate) struct LoopSignals {
-    pub(crate) read_end: OwnedFd,
     slot: NotifySlot,
+    pub(crate) read_end: OwnedFd,
     watchers: Vec<(i32, HandleId)>,
     scratch: Vec<HandleId>,
 }
@@ -186,6 +188,21 @@ impl Loop {
                 log::warn!("restoring the disposition of signal {signum} failed: {e}");
             }
         }
+        if sigs.watchers.is_empty() {
+            self.signals_release();
+        }
+    }
+
+    /// Gives back the signal pipe and the slot in the process-wide table (there are
+    /// `NOTIFY_SLOTS_MAX`) once no handle watches a signal: a loop that watched one once
+    /// holds neither for the rest of its life.
+    pub(crate) fn signals_release(&mut self) {
+        let Some(sigs) = self.signals.take() else { return };
+        // Out of the poller before the pipe closes (see the poller contract).
+        if let Err(e) = self.poller.deregister(sigs.read_end.as_fd(), Interest::READABLE) {
+            log::debug!("loop {}: deregistering the signal pipe: {e}", self.id);
+        }
+        log::debug!("loop {}: no signal watched; signal pipe released", self.id);
     }
 
     /// The poller reported the signal pipe: run the callbacks of every caught signal.

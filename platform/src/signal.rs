@@ -9,7 +9,10 @@
 //! Dispositions are reference-counted across slots under a mutex that the handler never
 //! takes: the first slot that watches a signal installs the handler and saves what was there;
 //! when the last one stops, the saved disposition comes back (libuv restores `SIG_DFL`). If
-//! someone replaced our handler in between, theirs is left in place.
+//! someone replaced our handler in between, theirs is left in place, and the saved
+//! disposition is kept: should that code put ours back later (as code that saves and
+//! restores what it found does), ours catches the signal for no loop until a loop watches it
+//! again, and when that loop stops, the disposition from before ours comes back.
 //!
 //! `SIGCHLD` is chained: a handler that was there before ours is called after ours, with the
 //! kernel's arguments, so code that reaps its own children when `SIGCHLD` arrives (another
@@ -369,11 +372,11 @@ fn sigchld_flags(below: &libc::sigaction) -> c_int {
 }
 
 /// Puts `previous` back for `signo` if ours is still the handler, and the `SIGCHLD` chain with
-/// it. If someone installed theirs over ours, theirs stays, and ours, which theirs may call,
-/// keeps its chain.
-fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::Result<()> {
+/// it; returns whether it did. If someone installed theirs over ours, theirs stays, and ours,
+/// which theirs may call, keeps its chain.
+fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::Result<bool> {
     if current_action(signo)?.sa_sigaction != on_signal_address() {
-        return Ok(());
+        return Ok(false);
     }
     // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
     cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
@@ -386,7 +389,7 @@ fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::R
             publish(&mut state, chain_before);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A loop's slot in the process-wide signal table. It owns the write end of the loop's
@@ -434,8 +437,14 @@ impl NotifySlot {
         let d = &mut table[signo as usize];
         if d.watchers == 0 {
             let (previous, chain_before) = install(signo)?;
-            d.previous = Some(previous);
-            d.chain_before = chain_before;
+            // Ours found on top, with a disposition kept from before (see `unwatch`): code
+            // that had put its handler over ours put ours back since. What was there before
+            // ours is still the one to restore.
+            let stranded = previous.sa_sigaction == on_signal_address() && d.previous.is_some();
+            if !stranded {
+                d.previous = Some(previous);
+                d.chain_before = chain_before;
+            }
         }
         d.watchers += 1;
         slot.mask.fetch_or(bit(signo), SeqCst);
@@ -454,8 +463,14 @@ impl NotifySlot {
         let d = &mut table[signo as usize];
         d.watchers -= 1;
         if d.watchers == 0 {
-            if let Some(prev) = d.previous.take() {
-                restore(signo, &prev, d.chain_before)?;
+            if let Some(prev) = d.previous {
+                // With someone else's handler on top, ours stays below it, and the
+                // disposition from before ours is kept: a library that put its handler over
+                // ours may put ours back later, and the next watcher then restores the right
+                // one when it stops.
+                if restore(signo, &prev, d.chain_before)? {
+                    d.previous = None;
+                }
             }
         }
         Ok(())
@@ -641,6 +656,39 @@ pub(crate) mod tests {
     /// run one at a time, and a test elsewhere that starts a child (whose exit raises one)
     /// takes this too.
     pub(crate) static SIGCHLD_TESTS: Mutex<()> = Mutex::new(());
+
+    extern "C" fn foreign(_: c_int) {}
+
+    #[test]
+    fn issue_2_ours_put_back_by_a_library_gives_way_to_the_first_disposition_at_the_next_stop() {
+        // A library saves what it finds (ours, while a loop watches) and puts its handler
+        // on top; the last watcher stops, leaving theirs; the library puts back what it
+        // saved: ours, with no loop watching. The disposition from before ours used to be
+        // dropped at that stop, so every later watcher restored ours, for good.
+        let signo = libc::SIGPROF;
+        set_disposition(signo, Disposition::Default).unwrap();
+        let (_read_end, write_end) = crate::fd::pipe().unwrap();
+        crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true).unwrap();
+        let slot = NotifySlot::new(write_end).unwrap();
+        slot.watch(signo).unwrap();
+        let saved =
+            swap_action(signo, &handler_action(foreign as *const () as libc::sighandler_t, 0)).unwrap();
+        assert_eq!(saved.sa_sigaction, on_signal_address());
+        slot.unwatch(signo).unwrap();
+        assert_eq!(
+            disposition(signo).unwrap(),
+            Disposition::Handler(foreign as *const () as usize),
+            "theirs stays"
+        );
+        swap_action(signo, &saved).unwrap();
+        slot.watch(signo).unwrap();
+        slot.unwatch(signo).unwrap();
+        assert_eq!(disposition(signo).unwrap(), Disposition::Default);
+        // And the next cycle restores it again.
+        slot.watch(signo).unwrap();
+        slot.unwatch(signo).unwrap();
+        assert_eq!(disposition(signo).unwrap(), Disposition::Default);
+    }
 
     #[test]
     fn sigchld_chains_to_the_handlers_below_and_never_in_a_cycle() {

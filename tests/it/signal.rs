@@ -106,3 +106,51 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// A loop gives back its signal pipe and its slot in the process-wide table (there are
+    /// `NOTIFY_SLOTS_MAX`) when its last watcher stops. It kept both for the rest of its
+    /// life: that many loops that had once watched a signal (a tty's `SIGWINCH`, a spawn's
+    /// `SIGCHLD`) locked every other loop out of signals, with an error saying that many
+    /// loops were watching.
+    fn issue_2_a_loop_that_stopped_watching_signals_gives_back_its_slot() {
+        let max = evloop_platform::signal::NOTIFY_SLOTS_MAX;
+        let mut idle_loops = Vec::new();
+        for i in 0..=max {
+            let mut lp = test_loop();
+            let fds = evloop_platform::fd::open_fd_count().unwrap();
+            let s = Signal::new(&mut lp);
+            s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap_or_else(|e| panic!("loop {i}: {e}"));
+            s.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(
+                evloop_platform::fd::open_fd_count().unwrap(),
+                fds,
+                "loop {i}: the signal pipe is closed"
+            );
+            idle_loops.push(lp);
+        }
+        // A loop whose watcher stops from its own callback, and starts another one there.
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        let heard = Rc::new(Cell::new(0));
+        let h = heard.clone();
+        s.start_oneshot(&mut lp, SIGUSR2, move |lp, s, _| {
+            s.close(lp).unwrap();
+            let again = Signal::new(lp);
+            let h = h.clone();
+            again
+                .start_oneshot(lp, SIGUSR1, move |lp, again, _| {
+                    h.set(h.get() + 1);
+                    again.close(lp).unwrap()
+                })
+                .unwrap();
+            evloop::signal::raise(SIGUSR1).unwrap();
+        })
+        .unwrap();
+        evloop::signal::raise(SIGUSR2).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(heard.get(), 1, "the watcher started from the callback hears its signal");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
