@@ -144,6 +144,10 @@ impl Channel {
     /// sending thread while it is full, which is how a fast producer is held back.
     /// A capacity of 0 is taken as 1: the loop takes messages when it wakes, so it cannot
     /// meet a sender in a rendezvous.
+    ///
+    /// Only other threads may block this way: a `send` on the loop's own thread (from a
+    /// callback, say) into a full channel waits for the loop, which cannot run, for good.
+    /// There, use [`Sender::try_send`].
     pub fn bounded<T: Send + 'static>(
         lp: &mut Loop,
         capacity: usize,

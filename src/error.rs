@@ -63,6 +63,29 @@ pub fn os_error_code(err: &io::Error) -> Option<i32> {
     err.get_ref()?.downcast_ref::<Context>().and_then(|c| os_error_code(&c.source))
 }
 
+/// Whether `err` says a write or a shutdown was cancelled: its stream closed while it was
+/// still queued (`ECANCELED`). `std::io::ErrorKind` has no kind for it.
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use evloop::{Loop, Pipe, RunMode};
+///
+/// let mut lp = Loop::new()?;
+/// let (rx, tx) = Pipe::pair(&mut lp)?;
+/// let cancelled = Rc::new(Cell::new(false));
+/// let c = cancelled.clone();
+/// // Nobody reads: the pipe fills, and the rest of the write waits in the queue.
+/// tx.write(&mut lp, &vec![0; 4 << 20], move |_, res| c.set(res.is_err_and(|e| evloop::is_cancelled(&e))))?;
+/// tx.close(&mut lp)?;
+/// rx.close(&mut lp)?;
+/// lp.run(RunMode::Default)?;
+/// assert!(cancelled.get());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn is_cancelled(err: &io::Error) -> bool {
+    os_error_code(err) == Some(libc::ECANCELED)
+}
+
 pub(crate) fn os(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }

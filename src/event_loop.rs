@@ -522,7 +522,7 @@ impl Loop {
         }
         if self.running {
             return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
+                io::ErrorKind::ResourceBusy,
                 "Loop::run called from inside a callback of the same loop",
             ));
         }

@@ -130,6 +130,10 @@ impl FdWatch {
 
     /// Stops waiting, and drops the callback. Stopping twice does nothing.
     pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
+        // A closing watch is stopped already: no error, as for every handle's `stop`.
+        if lp.slot(self.0, HandleKind::FdWatch)?.flags.contains(crate::handle::Flags::CLOSING) {
+            return Ok(());
+        }
         let w = lp.watch_mut(self.0)?;
         w.interest = Interest::empty();
         w.cb = None;

@@ -43,9 +43,14 @@
 //! # How a loop runs
 //!
 //! Each iteration runs timers, pending callbacks (write completions), idle and prepare
-//! handles, polls for I/O, then check handles and close callbacks, as libuv does. See
-//! [`Loop::run`] and [`RunMode`]. A loop nests inside another event loop through
-//! [`Loop::backend_fd`] and [`Loop::backend_timeout`].
+//! handles, polls for I/O, runs the pending callbacks that I/O made (up to 8 more rounds,
+//! as libuv 1.45 does), then check handles and close callbacks. See [`Loop::run`] and
+//! [`RunMode`]. A loop nests inside another event loop through [`Loop::backend_fd`] and
+//! [`Loop::backend_timeout`].
+//!
+//! Callbacks run only inside [`Loop::run`]: no other call (a write, a close, a spawn, a
+//! stop) runs one before it returns. A `RefCell` borrow of the program's state may be held
+//! across those calls, but not across `run`.
 //!
 //! # Errors
 //!
@@ -58,13 +63,14 @@
 //!
 //! | situation | kind |
 //! |---|---|
-//! | the handle is closing (`close` was called; its close callback has not run) | `NotConnected` |
+//! | the handle is closing (`close` was called; its close callback has not run) | `NotConnected`; stopping it (`stop`, `read_stop`, `read_pause`, `set_ref`) succeeds and does nothing |
 //! | the id is stale (the handle is gone) | `NotFound` |
 //! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
 //! | starting what is already started (a second `read_start`, a second `shutdown`) | `AlreadyExists` |
 //! | resuming a stream with nothing paused (`read_resume`) | `NotConnected` |
-//! | [`Loop::run`] called from inside one of the same loop's callbacks | `WouldBlock` (nothing ran: the loop is running already) |
+//! | a write or shutdown still queued when its stream closed | `Uncategorized` (`ECANCELED`): see [`is_cancelled`] |
+//! | [`Loop::run`] called from inside one of the same loop's callbacks | `ResourceBusy` (nothing ran: the loop is running already) |
 //!
 //! # `SIGPIPE`
 //!
@@ -103,7 +109,7 @@ pub mod tty;
 pub use any_stream::AnyStream;
 pub use async_handle::{Async, Waker};
 pub use channel::{Channel, Sender};
-pub use error::os_error_code;
+pub use error::{is_cancelled, os_error_code};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use fd_watch::FdWatch;
 pub use handle::{HandleId, HandleInfo, HandleKind};

@@ -275,6 +275,11 @@ impl Loop {
     }
 
     pub(crate) fn read_stop(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        // A closing stream is stopped already; stopping it again is no error (as for every
+        // handle's `stop`).
+        if self.slot(id, kind)?.flags.contains(Flags::CLOSING) {
+            return Ok(());
+        }
         let s = self.stream_mut(id, kind)?;
         s.reading = false;
         s.paused = false;
@@ -286,6 +291,9 @@ impl Loop {
     }
 
     pub(crate) fn read_pause(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
+        if self.slot(id, kind)?.flags.contains(Flags::CLOSING) {
+            return Ok(());
+        }
         let s = self.stream_mut(id, kind)?;
         if s.reading {
             s.reading = false;

@@ -594,3 +594,45 @@ case!(
         }
     }
 );
+
+case!(
+    /// Stopping a closing handle succeeds and does nothing, for every kind: `read_stop`,
+    /// `read_pause` and `FdWatch::stop` said `NotConnected` where the timers' and hooks'
+    /// `stop` said nothing. And `run` re-entered from a callback is `ResourceBusy`, not
+    /// `WouldBlock`, which retry loops take for "try again".
+    fn issue_2_stopping_a_closing_handle_is_no_error_and_reentering_run_is_resource_busy() {
+        use evloop::fd_watch::Interest;
+        use evloop::{FdWatch, Pipe};
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.read_start(&mut lp, |_, _, _| {}).unwrap();
+        let (r, _w) = std::io::pipe().unwrap();
+        let watch = FdWatch::new(&mut lp, r.into()).unwrap();
+        watch.start(&mut lp, Interest::READABLE, |_, _, _| {}).unwrap();
+        let t = Timer::new(&mut lp);
+        t.start(&mut lp, Duration::from_secs(60), Duration::ZERO, |_, _| {}).unwrap();
+        for id in [rx.id(), tx.id(), watch.id(), t.id()] {
+            lp.close(id).unwrap();
+        }
+        rx.read_stop(&mut lp).unwrap();
+        rx.read_pause(&mut lp).unwrap();
+        watch.stop(&mut lp).unwrap();
+        t.stop(&mut lp).unwrap();
+        rx.set_ref(&mut lp, false).unwrap();
+        // What uses a closing handle still says so.
+        assert_eq!(rx.read_resume(&mut lp).unwrap_err().kind(), io::ErrorKind::NotConnected);
+        assert_eq!(tx.write(&mut lp, b"x", |_, _| {}).unwrap_err().kind(), io::ErrorKind::NotConnected);
+
+        let kind = Rc::new(Cell::new(None));
+        let k = kind.clone();
+        let idle = Idle::new(&mut lp);
+        idle.start(&mut lp, move |lp, idle| {
+            k.set(Some(lp.run(RunMode::NoWait).unwrap_err().kind()));
+            idle.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(kind.get(), Some(io::ErrorKind::ResourceBusy));
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
