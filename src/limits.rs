@@ -42,6 +42,11 @@ pub const EVENTS_PER_POLL_MAX: usize = 1024;
 /// Channel messages delivered per wakeup before the loop moves on.
 pub const MESSAGES_PER_WAKE_MAX: usize = 1024;
 
+/// Callbacks per signal handle per iteration for a signal caught several times since the
+/// last one (each catch calls the callback once, as libuv's do); catches beyond this fold
+/// into the last call. The loop's own `SIGCHLD` watcher runs once per iteration.
+pub const SIGNAL_CALLS_PER_ITERATION_MAX: u32 = 64;
+
 /// Stale timer-heap entries tolerated (beyond the live ones) before the heap is compacted.
 pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
 

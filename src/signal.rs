@@ -7,8 +7,11 @@
 //! there before the first one started comes back: `SIG_IGN` stays ignored, a handler of
 //! another library gets its signal back (libuv restores `SIG_DFL` instead).
 //!
-//! Signals are coalesced, as the kernel coalesces them: several deliveries between two loop
-//! iterations run the callback once.
+//! Each time the handler catches a signal, the callback runs once, as in libuv, up to
+//! [`SIGNAL_CALLS_PER_ITERATION_MAX`](crate::limits::SIGNAL_CALLS_PER_ITERATION_MAX) times
+//! per iteration: two quick Ctrl-Cs are two calls. The kernel itself folds a standard
+//! signal sent while the same one is pending (waiting for the handler), so a burst of
+//! `kill`s may make fewer calls; real-time signals queue.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,7 +21,8 @@ use evloop_platform::poller::Interest;
 use evloop_platform::signal::{NotifySlot, check_signal_number};
 
 use crate::event_loop::{Loop, SIGNAL_TOKEN};
-use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
+use crate::limits::SIGNAL_CALLS_PER_ITERATION_MAX;
 
 type SignalCb = Box<dyn FnMut(&mut Loop, Signal, i32)>;
 
@@ -94,8 +98,8 @@ impl Signal {
         Signal(lp.insert(Kind::Signal(SignalState { signum: 0, oneshot: false, cb: None })))
     }
 
-    /// Starts watching `signum`; `cb` runs on the loop thread after each delivery (coalesced
-    /// per iteration). Starting a started handle is an error; so is an out-of-range or
+    /// Starts watching `signum`; `cb` runs on the loop thread once per delivery (see the
+    /// module docs for the bound per iteration). Starting a started handle is an error; so is an out-of-range or
     /// uncatchable signal number.
     pub fn start(
         self,
@@ -219,30 +223,43 @@ impl Loop {
         while mask != 0 {
             let signum = mask.trailing_zeros() as i32 + 1;
             mask &= mask - 1;
-            self.deliver_signal(signum);
+            let Some(sigs) = self.signals.as_ref() else { return };
+            let caught = sigs.slot.take_count(signum);
+            if caught > 0 {
+                self.deliver_signal(signum, caught.min(SIGNAL_CALLS_PER_ITERATION_MAX));
+            }
         }
     }
 
-    fn deliver_signal(&mut self, signum: i32) {
+    /// Runs the callbacks of `signum`'s watchers, `calls` times each (the loop's own
+    /// watchers once), while they still watch it.
+    fn deliver_signal(&mut self, signum: i32, calls: u32) {
         let Some(sigs) = self.signals.as_mut() else { return };
         let mut batch = std::mem::take(&mut sigs.scratch);
         batch.clear();
         batch.extend(sigs.watchers.iter().filter(|&&(n, _)| n == signum).map(|&(_, h)| h));
         for &id in &batch {
-            let Some(slot) = self.live_slot_mut(id) else { continue };
-            let Kind::Signal(s) = &mut slot.kind else { continue };
-            if s.signum != signum {
-                continue;
-            }
-            let oneshot = s.oneshot;
-            let Some(mut cb) = s.cb.take() else { continue };
-            if oneshot {
-                self.signal_stop_now(id);
-            }
-            cb(self, Signal(id), signum);
-            if let Some(Kind::Signal(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-                if s.cb.is_none() {
-                    s.cb = Some(cb);
+            for _ in 0..calls {
+                let Some(slot) = self.live_slot_mut(id) else { break };
+                let internal = slot.flags.contains(Flags::INTERNAL);
+                let Kind::Signal(s) = &mut slot.kind else { break };
+                if s.signum != signum {
+                    break;
+                }
+                let oneshot = s.oneshot;
+                let Some(mut cb) = s.cb.take() else { break };
+                if oneshot {
+                    self.signal_stop_now(id);
+                }
+                cb(self, Signal(id), signum);
+                if let Some(Kind::Signal(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+                    if s.cb.is_none() {
+                        s.cb = Some(cb);
+                    }
+                }
+                // (The SIGCHLD reaper looks at every child each time: once is enough.)
+                if internal {
+                    break;
                 }
             }
         }

@@ -379,7 +379,7 @@ impl Tty {
     }
 
     /// Calls `cb` with the new window size each time the process gets `SIGWINCH`
-    /// (coalesced per loop iteration, as signals are), replacing an earlier callback. The
+    /// (at most once per loop iteration), replacing an earlier callback. The
     /// kernel sends `SIGWINCH` to the terminal's foreground process group when the window
     /// changes.
     ///

@@ -45,7 +45,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst,
+};
 
 use libc::{c_int, c_void, siginfo_t};
 
@@ -72,6 +74,8 @@ struct Slot {
     fd: AtomicI32,
     mask: AtomicU64,
     pending: AtomicU64,
+    /// How many times the handler ran for each signal number since the loop last looked.
+    counts: [AtomicU32; SIGNAL_NUMBER_MAX as usize + 1],
     busy: AtomicUsize,
 }
 
@@ -81,6 +85,7 @@ const SLOT_INIT: Slot = Slot {
     fd: AtomicI32::new(-1),
     mask: AtomicU64::new(0),
     pending: AtomicU64::new(0),
+    counts: [const { AtomicU32::new(0) }; SIGNAL_NUMBER_MAX as usize + 1],
     busy: AtomicUsize::new(0),
 };
 static SLOTS: [Slot; NOTIFY_SLOTS_MAX] = [SLOT_INIT; NOTIFY_SLOTS_MAX];
@@ -176,6 +181,10 @@ extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void
             slot.busy.fetch_add(1, SeqCst);
             let fd = slot.fd.load(SeqCst);
             if fd >= 0 && slot.mask.load(SeqCst) & b != 0 {
+                // The count before the mask: a loop that sees the bit finds the count.
+                if let Some(count) = slot.counts.get(signo as usize) {
+                    count.fetch_add(1, SeqCst);
+                }
                 slot.pending.fetch_or(b, SeqCst);
                 let byte = signo as u8;
                 // SAFETY: `fd` is the slot's pipe write end, kept open until `busy` drops to
@@ -410,6 +419,9 @@ impl NotifySlot {
             if slot.claimed.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {
                 slot.mask.store(0, SeqCst);
                 slot.pending.store(0, SeqCst);
+                for count in &slot.counts {
+                    count.store(0, SeqCst);
+                }
                 slot.fd.store(write_end.as_raw_fd(), SeqCst);
                 SLOTS_HIGH.fetch_max(index + 1, SeqCst);
                 return Ok(NotifySlot { index, write_end: Some(write_end) });
@@ -479,6 +491,18 @@ impl NotifySlot {
     /// The signals caught since the last call, as a mask (bit `n - 1` for signal `n`).
     pub fn take_pending(&self) -> u64 {
         self.slot().pending.swap(0, SeqCst)
+    }
+
+    /// How many times `signo` was caught since the last call for it: after its bit in
+    /// [`take_pending`](Self::take_pending), at least once, unless an earlier call took the
+    /// count of a delivery whose bit came later (then 0). The kernel folds a standard signal
+    /// that arrives while the same one is pending, so this counts the handler's runs, not
+    /// the `kill`s.
+    pub fn take_count(&self, signo: i32) -> u32 {
+        match self.slot().counts.get(signo as usize) {
+            Some(count) => count.swap(0, SeqCst),
+            None => 0,
+        }
     }
 }
 

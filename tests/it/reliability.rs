@@ -250,7 +250,7 @@ case!(
         let fds_after = evloop_platform::fd::open_fds().unwrap().len();
         assert_eq!(fds_after, fds_before, "fds before and after the storm");
         eprintln!(
-            "storm: {sent} signals sent, {} callbacks (coalesced), {CHILDREN} children spawned and reaped, \
+            "storm: {sent} signals sent, {} callbacks (the kernel folds a signal sent while one is pending), {CHILDREN} children spawned and reaped, \
              1 GiB checksummed, open fds {fds_before} before and {fds_after} after",
             caught.get()
         );
