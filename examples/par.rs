@@ -75,8 +75,8 @@ use std::time::{Duration, Instant};
 
 use evloop::signal::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use evloop::{
-    AnyStream, Command, ExitStatus, HandleType, Loop, LoopBuilder, Pipe, Process, ReadEvent, RunMode, Signal,
-    Stdio, Timer, guess_handle,
+    AnyStream, Command, ExitStatus, HandleType, Lines, Loop, LoopBuilder, Pipe, Process, ReadEvent, RunMode,
+    Signal, Stdio, Timer, guess_handle,
 };
 
 const USAGE: &str = "\
@@ -193,60 +193,6 @@ fn par(jobs: usize, builder: LoopBuilder) -> io::Result<i32> {
         return Ok(128 + signal);
     }
     Ok(par.status)
-}
-
-// ----- lines ----------------------------------------------------------------------------------
-
-/// Cuts a byte stream into lines, whatever the read boundaries: the unfinished end of one
-/// chunk waits for the next. Lines longer than the maximum are cut at it.
-#[derive(Debug)]
-pub struct Lines {
-    partial: Vec<u8>,
-    max: usize,
-}
-
-impl Lines {
-    /// Lines of at most `max` bytes (at least 1), newline excluded.
-    pub fn new(max: usize) -> Lines {
-        assert!(max >= 1, "lines hold at least one byte");
-        Lines { partial: Vec::new(), max }
-    }
-
-    /// Calls `each` with every line that `data` completes, without its newline, and keeps
-    /// the unfinished rest.
-    pub fn push(&mut self, mut data: &[u8], mut each: impl FnMut(&[u8])) {
-        while !data.is_empty() {
-            let room = self.max - self.partial.len();
-            // How much of `data` goes into the next line, and whether a newline ends it.
-            let (take, newline) = match data.iter().position(|&b| b == b'\n') {
-                Some(i) if i <= room => (i, 1),
-                Some(_) => (room, 0),
-                None if data.len() > room => (room, 0),
-                None => {
-                    self.partial.extend_from_slice(data);
-                    return;
-                }
-            };
-            if self.partial.is_empty() {
-                each(&data[..take]);
-            } else {
-                self.partial.extend_from_slice(&data[..take]);
-                each(&self.partial);
-                self.partial.clear();
-            }
-            data = &data[take + newline..];
-        }
-    }
-
-    /// The last line, if the stream ended without a newline.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
-    }
-
-    /// Bytes of the unfinished line.
-    pub fn pending(&self) -> usize {
-        self.partial.len()
-    }
 }
 
 // ----- par's stdio --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 #[path = "../../examples/par.rs"]
 mod tool;
 
-use tool::Lines;
+use evloop::Lines;
 
 /// Carries par's arguments (joined by `\x1f`) to the child process.
 const CHILD_ENV: &str = "EVLOOP_TEST_PAR_ARGS";

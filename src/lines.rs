@@ -1,0 +1,76 @@
+//! `Lines`: a byte stream cut into lines, whatever the read boundaries.
+
+/// Cuts a byte stream (a stream's reads) into lines, whatever the read boundaries: the
+/// unfinished end of one read waits for the next. A line longer than the maximum is cut at
+/// it, so memory stays bounded by the maximum, as a stream's reads are by its read cap.
+///
+/// Lines end at `\n`, which they are handed without; a `\r` before it stays.
+///
+/// ```
+/// use evloop::{Command, Lines, Loop, Pipe, ReadEvent, RunMode, Stdio};
+///
+/// let mut lp = Loop::new()?;
+/// let mut cmd = Command::new("sh");
+/// cmd.args(["-c", "printf 'one\\ntw'; printf 'o\\nthree'"]).stdout(Stdio::Pipe);
+/// let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())?;
+/// let mut lines = Lines::new(1024);
+/// let mut got = Vec::new();
+/// child.stdout.unwrap().read_start(&mut lp, move |lp, out, ev| match ev {
+///     ReadEvent::Data(d) => lines.push(d, |line| got.push(String::from_utf8_lossy(line).into_owned())),
+///     _ => {
+///         got.extend(lines.finish().map(|l| String::from_utf8_lossy(&l).into_owned()));
+///         assert_eq!(got, ["one", "two", "three"]);
+///         out.close(lp).unwrap();
+///     }
+/// })?;
+/// lp.run(RunMode::Default)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Lines {
+    partial: Vec<u8>,
+    max: usize,
+}
+
+impl Lines {
+    /// Lines of at most `max` bytes, newline excluded (at least 1: 0 is taken as 1).
+    pub fn new(max: usize) -> Lines {
+        Lines { partial: Vec::new(), max: max.max(1) }
+    }
+
+    /// Calls `each` with every line that `data` completes, without its newline, and keeps
+    /// the unfinished rest for the next call.
+    pub fn push(&mut self, mut data: &[u8], mut each: impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            let room = self.max - self.partial.len();
+            // How much of `data` goes into the next line, and whether a newline ends it.
+            let (take, newline) = match data.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= room => (i, 1),
+                Some(_) => (room, 0),
+                None if data.len() > room => (room, 0),
+                None => {
+                    self.partial.extend_from_slice(data);
+                    return;
+                }
+            };
+            if self.partial.is_empty() {
+                each(&data[..take]);
+            } else {
+                self.partial.extend_from_slice(&data[..take]);
+                each(&self.partial);
+                self.partial.clear();
+            }
+            data = &data[take + newline..];
+        }
+    }
+
+    /// The last line, if the stream ended without a newline after it.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
+    }
+
+    /// Bytes of the unfinished line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
