@@ -152,6 +152,16 @@ impl AnyStream {
         forward!(self, h => h.write_vec(lp, data, cb))
     }
 
+    /// As [`Pipe::write_shared`].
+    pub fn write_shared(
+        self,
+        lp: &mut Loop,
+        data: impl AsRef<[u8]> + 'static,
+        cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
+    ) -> io::Result<()> {
+        forward!(self, h => h.write_shared(lp, data, cb))
+    }
+
     /// As [`Pipe::try_write`].
     pub fn try_write(self, lp: &mut Loop, data: &[u8]) -> io::Result<usize> {
         forward!(self, h => h.try_write(lp, data))

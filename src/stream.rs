@@ -68,10 +68,12 @@ pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
 /// Finished writes of closing streams, by slot key: see `stream_take_completed`.
 pub(crate) type Completed = std::collections::HashMap<u32, Vec<(WriteCb, io::Result<()>)>>;
 
-/// The data of a write: borrowed (copied only if queued) or owned (moved if queued).
+/// The data of a write: borrowed (copied only if queued) or owned (moved if queued), by the
+/// writer alone or shared with others (one buffer fed to many children, say).
 pub(crate) enum WriteBuf<'a> {
     Borrowed(&'a [u8]),
     Owned(Vec<u8>),
+    Shared(Box<dyn AsRef<[u8]>>),
 }
 
 impl WriteBuf<'_> {
@@ -79,12 +81,29 @@ impl WriteBuf<'_> {
         match self {
             WriteBuf::Borrowed(b) => b,
             WriteBuf::Owned(v) => v,
+            WriteBuf::Shared(b) => (**b).as_ref(),
+        }
+    }
+}
+
+/// A queued write's data.
+enum Queued {
+    Owned(Vec<u8>),
+    Shared(Box<dyn AsRef<[u8]>>),
+}
+
+impl Queued {
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Queued::Owned(v) => v,
+            Queued::Shared(b) => (**b).as_ref(),
         }
     }
 }
 
 struct WriteReq {
-    data: Vec<u8>,
+    data: Queued,
     /// Bytes of `data` already written.
     offset: usize,
     cb: WriteCb,
@@ -586,11 +605,12 @@ impl Loop {
             }
         }
         let (data, offset) = match buf {
-            WriteBuf::Owned(v) => (v, written),
-            WriteBuf::Borrowed(b) => (b[written..].to_vec(), 0),
+            WriteBuf::Owned(v) => (Queued::Owned(v), written),
+            WriteBuf::Shared(b) => (Queued::Shared(b), written),
+            WriteBuf::Borrowed(b) => (Queued::Owned(b[written..].to_vec()), 0),
         };
         let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
-        s.queued_bytes += data.len() - offset;
+        s.queued_bytes += data.as_slice().len() - offset;
         s.queue.push_back(WriteReq { data, offset, cb });
         self.stream_sync(id);
         Ok(())
@@ -627,7 +647,7 @@ impl Loop {
             let mut offered = 0;
             for req in s.queue.iter().take(WRITEV_BUFFERS_MAX) {
                 // At most IO_BYTES_LIMIT in all: macOS refuses a writev of more than INT_MAX.
-                let rest = &req.data[req.offset..];
+                let rest = &req.data.as_slice()[req.offset..];
                 let take = rest.len().min(fd::IO_BYTES_LIMIT - offered);
                 iov[n_iov] = IoSlice::new(&rest[..take]);
                 offered += take;
@@ -664,7 +684,7 @@ impl Loop {
         loop {
             let Some(s) = self.live_stream(id) else { return };
             let Some(front) = s.queue.front_mut() else { return };
-            let rest = front.data.len() - front.offset;
+            let rest = front.data.as_slice().len() - front.offset;
             if rest > n {
                 front.offset += n;
                 s.queued_bytes -= n;
@@ -1099,6 +1119,43 @@ macro_rules! stream_methods {
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
                 lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Owned(data), Box::new(cb))
+            }
+
+            /// Like [`write_vec`](Self::write_vec), with data that others may share: an
+            /// `Rc<[u8]>`, an `Arc<[u8]>`, a `&'static [u8]`, a `String`, anything that is
+            /// bytes. The same buffer fed to many streams is never copied; each queue holds
+            /// it until its write finishes.
+            ///
+            /// ```
+            /// use std::rc::Rc;
+            /// use evloop::{Loop, Pipe, RunMode};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let input: Rc<[u8]> = vec![7u8; 1 << 20].into();
+            /// for _ in 0..3 {
+            ///     let (rx, tx) = Pipe::pair(&mut lp)?;
+            ///     tx.write_shared(&mut lp, input.clone(), move |lp, res| {
+            ///         res.unwrap();
+            ///         tx.close(lp).unwrap();
+            ///     })?;
+            ///     rx.read_start(&mut lp, |lp, rx, ev| {
+            ///         if !matches!(ev, evloop::ReadEvent::Data(_)) {
+            ///             rx.close(lp).unwrap();
+            ///         }
+            ///     })?;
+            /// }
+            /// lp.run(RunMode::Default)?;
+            /// assert_eq!(Rc::strong_count(&input), 1, "every queue let go of it");
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            #[inline]
+            pub fn write_shared(
+                self,
+                lp: &mut $crate::Loop,
+                data: impl AsRef<[u8]> + 'static,
+                cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Shared(Box::new(data)), Box::new(cb))
             }
 
             /// Writes what the kernel takes now, without queueing, and returns how many bytes

@@ -1389,3 +1389,56 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// One buffer fed to several streams through `write_shared` is never copied: each queue
+    /// holds the same `Rc` until its write finishes (or is cancelled), and every reader gets
+    /// all of it, in order. Feeding one input to N children used to take N copies.
+    fn issue_3_write_shared_feeds_one_buffer_to_many_streams() {
+        let mut lp = test_loop();
+        let input: Rc<[u8]> = pattern(1, 3 << 20).into();
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            tx.write_shared(&mut lp, input.clone(), move |lp, res| {
+                res.unwrap();
+                tx.close(lp).unwrap();
+            })
+            .unwrap();
+            readers.push(collect(&mut lp, rx));
+        }
+        // More than a pipe holds: every queue keeps the buffer, none copied it.
+        assert_eq!(Rc::strong_count(&input), 4);
+        lp.run(RunMode::Default).unwrap();
+        for r in &readers {
+            let r = r.borrow();
+            assert!(r.eof && r.errors.is_empty());
+            assert!(r.data[..] == input[..], "all of it, in order");
+        }
+        assert_eq!(Rc::strong_count(&input), 1, "every queue let go of it");
+
+        // Cancelled by a close: the queue lets go of it too, and the callback says so.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let cancelled = Rc::new(Cell::new(false));
+        let c = cancelled.clone();
+        tx.write_shared(&mut lp, input.clone(), move |_, res| {
+            c.set(res.is_err_and(|e| evloop::is_cancelled(&e)))
+        })
+        .unwrap();
+        assert_eq!(Rc::strong_count(&input), 2);
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(cancelled.get());
+        assert_eq!(Rc::strong_count(&input), 1);
+        // Anything that is bytes: a static slice, a String.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        tx.write_shared(&mut lp, &b"static "[..], |_, r| r.unwrap()).unwrap();
+        tx.write_shared(&mut lp, String::from("string"), |_, r| r.unwrap()).unwrap();
+        tx.close(&mut lp).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"static string");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
