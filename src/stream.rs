@@ -69,25 +69,47 @@ pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
 pub(crate) type Completed = std::collections::HashMap<u32, Vec<(WriteCb, io::Result<()>)>>;
 
 /// The data of a write: borrowed (copied only if queued) or owned (moved if queued), by the
-/// writer alone or shared with others (one buffer fed to many children, say).
-pub(crate) enum WriteBuf<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Vec<u8>),
-    Shared(Box<dyn AsRef<[u8]>>),
+/// writer alone or shared with others (one buffer fed to many children, say). A trait, not
+/// an enum: each kind gets its own copy of `stream_write`, and the borrowed one, the most
+/// common, carries nothing of the others.
+pub(crate) trait WriteBuf {
+    fn as_slice(&self) -> &[u8];
+    /// The queue's entry for what is left after `written` bytes, and its offset.
+    fn into_queued(self, written: usize) -> (Queued, usize);
 }
 
-impl WriteBuf<'_> {
+impl WriteBuf for &[u8] {
+    #[inline]
     fn as_slice(&self) -> &[u8] {
-        match self {
-            WriteBuf::Borrowed(b) => b,
-            WriteBuf::Owned(v) => v,
-            WriteBuf::Shared(b) => (**b).as_ref(),
-        }
+        self
+    }
+    fn into_queued(self, written: usize) -> (Queued, usize) {
+        (Queued::Owned(self[written..].to_vec()), 0)
+    }
+}
+
+impl WriteBuf for Vec<u8> {
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+    fn into_queued(self, written: usize) -> (Queued, usize) {
+        (Queued::Owned(self), written)
+    }
+}
+
+impl WriteBuf for Box<dyn AsRef<[u8]>> {
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        (**self).as_ref()
+    }
+    fn into_queued(self, written: usize) -> (Queued, usize) {
+        (Queued::Shared(self), written)
     }
 }
 
 /// A queued write's data.
-enum Queued {
+pub(crate) enum Queued {
     Owned(Vec<u8>),
     Shared(Box<dyn AsRef<[u8]>>),
 }
@@ -564,7 +586,7 @@ impl Loop {
         &mut self,
         id: HandleId,
         kind: HandleKind,
-        buf: WriteBuf<'_>,
+        buf: impl WriteBuf,
         cb: WriteCb,
     ) -> io::Result<()> {
         let data = buf.as_slice();
@@ -604,11 +626,7 @@ impl Loop {
                 return Ok(());
             }
         }
-        let (data, offset) = match buf {
-            WriteBuf::Owned(v) => (Queued::Owned(v), written),
-            WriteBuf::Shared(b) => (Queued::Shared(b), written),
-            WriteBuf::Borrowed(b) => (Queued::Owned(b[written..].to_vec()), 0),
-        };
+        let (data, offset) = buf.into_queued(written);
         let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
         s.queued_bytes += data.as_slice().len() - offset;
         s.queue.push_back(WriteReq { data, offset, cb });
@@ -1106,7 +1124,7 @@ macro_rules! stream_methods {
                 data: &[u8],
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
-                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Borrowed(data), Box::new(cb))
+                lp.stream_write(self.0, $kind, data, Box::new(cb))
             }
 
             /// Like [`write`](Self::write), taking ownership of `data` so that a queued
@@ -1118,7 +1136,7 @@ macro_rules! stream_methods {
                 data: Vec<u8>,
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
-                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Owned(data), Box::new(cb))
+                lp.stream_write(self.0, $kind, data, Box::new(cb))
             }
 
             /// Like [`write_vec`](Self::write_vec), with data that others may share: an
@@ -1155,7 +1173,8 @@ macro_rules! stream_methods {
                 data: impl AsRef<[u8]> + 'static,
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
-                lp.stream_write(self.0, $kind, $crate::stream::WriteBuf::Shared(Box::new(data)), Box::new(cb))
+                let data: Box<dyn AsRef<[u8]>> = Box::new(data);
+                lp.stream_write(self.0, $kind, data, Box::new(cb))
             }
 
             /// Writes what the kernel takes now, without queueing, and returns how many bytes
