@@ -2370,13 +2370,16 @@ impl Loop {
 
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
-        let hook = if self.children.close_hooks.is_empty() {
-            None
-        } else {
-            self.children.close_hooks.remove(&id.key)
-        };
         self.process_unwatch_for_close(id);
-        if let Some(hook) = hook {
+        if !self.children.close_hooks.is_empty() {
+            self.process_run_close_hook(id);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn process_run_close_hook(&mut self, id: HandleId) {
+        if let Some(hook) = self.children.close_hooks.remove(&id.key) {
             hook(self);
         }
     }
