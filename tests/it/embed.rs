@@ -112,15 +112,19 @@ case!(
     }
 );
 
+/// A mio `Poll` watching the loop's fd (edge-triggered, as mio does), and that fd.
+fn mio_poll_on(lp: &Loop) -> (mio::Poll, std::os::fd::RawFd) {
+    let poll = mio::Poll::new().unwrap();
+    let raw = lp.as_raw_fd();
+    poll.registry().register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE).unwrap();
+    (poll, raw)
+}
+
 case!(
     fn nested_in_mio() {
         let mut lp = test_loop();
         let (ticks, woken, waker_thread) = inner_work(&mut lp);
-        let mut poll = mio::Poll::new().unwrap();
-        let raw = lp.as_raw_fd();
-        poll.registry()
-            .register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE)
-            .unwrap();
+        let (mut poll, raw) = mio_poll_on(&lp);
         let mut events = mio::Events::with_capacity(8);
         while lp.is_alive() {
             poll.poll(&mut events, lp.backend_timeout()).unwrap();
@@ -221,11 +225,7 @@ case!(
     fn issue_3_nested_in_mio_a_bounded_read_round_does_not_stall_the_outer_loop() {
         let mut lp = test_loop();
         let (got, rx, tx) = slow_reader(&mut lp, 100);
-        let mut poll = mio::Poll::new().unwrap();
-        let raw = lp.as_raw_fd();
-        poll.registry()
-            .register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE)
-            .unwrap();
+        let (mut poll, raw) = mio_poll_on(&lp);
         let mut events = mio::Events::with_capacity(8);
         while got.get() < 100 {
             let timeout = lp.backend_timeout();
