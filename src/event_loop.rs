@@ -169,6 +169,9 @@ pub struct Loop {
     pub(crate) hooks: Hooks,
     pub(crate) wake: Arc<LoopWake>,
     pub(crate) signals: Option<LoopSignals>,
+    /// The last signal watcher stopped in this iteration: release the pipe and slot at its
+    /// end, unless one started again.
+    pub(crate) signals_idle: bool,
     pub(crate) select_helper: Option<crate::select_helper::SelectHelper>,
     /// The one read buffer every stream reads into, sized to the largest read cap in use.
     pub(crate) read_buf: Box<[u8]>,
@@ -242,6 +245,7 @@ impl Loop {
             hooks: Hooks::default(),
             wake,
             signals: None,
+            signals_idle: false,
             select_helper: None,
             read_buf: Box::default(),
             // Each loop counts in a range of its own (see `stream::reading_stream`).
@@ -608,6 +612,9 @@ impl Loop {
                 // it waited.
                 self.time_stale.set(true);
                 self.run_timers();
+            }
+            if self.signals_idle {
+                self.signals_release_if_idle();
             }
             alive = self.is_alive();
             if mode != RunMode::Default {

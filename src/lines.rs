@@ -44,7 +44,10 @@ impl Lines {
         while !data.is_empty() {
             let room = self.max - self.partial.len();
             // How much of `data` goes into the next line, and whether a newline ends it.
-            let (take, newline) = match data.iter().position(|&b| b == b'\n') {
+            // (Looking no further than the line can reach: a long read of short lines is
+            // scanned once, not once per line.)
+            let reach = data.len().min(room.saturating_add(1));
+            let (take, newline) = match data[..reach].iter().position(|&b| b == b'\n') {
                 Some(i) if i <= room => (i, 1),
                 Some(_) => (room, 0),
                 None if data.len() > room => (room, 0),

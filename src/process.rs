@@ -873,10 +873,11 @@ impl Command {
     ///
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself just
     /// before `cb` runs. Closing it yourself before then abandons the capture: `cb` never
-    /// runs, the capture's pipes close at once (a child still writing to them gets `EPIPE`),
-    /// and the child is still reaped, killed first if the command says
-    /// [`kill_on_drop`](Command::kill_on_drop). Errors to start come back here, as from
-    /// [`spawn`](Command::spawn), and `cb` then never runs.
+    /// runs, the capture's pipes close at once (a child still writing to them gets
+    /// `SIGPIPE`, which ends it, or `EPIPE` where it ignores that), and the child is still
+    /// reaped, killed first if the command says [`kill_on_drop`](Command::kill_on_drop).
+    /// Errors to start come back here, as from [`spawn`](Command::spawn), and `cb` then
+    /// never runs.
     /// A read error (rare: the streams are pipes) is what `cb` receives, in place of the
     /// output.
     ///
@@ -962,7 +963,7 @@ impl Command {
     /// What goes for `output` goes here: the returned handle can kill the child and closes
     /// itself before `on_done` runs; closed early (from `on_data` too), it abandons the
     /// capture: `on_data` is not called again, `on_done` never runs, and the output pipes
-    /// close at once (a child still writing then gets `EPIPE`). Both callbacks may use the
+    /// close at once (a child still writing then gets `SIGPIPE`, or `EPIPE`). Both callbacks may use the
     /// loop freely. For
     /// back-pressure (stop reading while the output cannot go anywhere), spawn with
     /// [`Stdio::Pipe`] and use [`Pipe::read_pause`].
@@ -1128,7 +1129,8 @@ impl Command {
 /// The pipe handles are ids, not owners: dropping a `Child` closes nothing. A pipe that is
 /// neither read nor closed stays open, and a child that fills it (64 KiB on Linux) blocks
 /// there for good, which keeps the loop running. Read each pipe, or close it (a child
-/// writing to a closed pipe gets `EPIPE`), or ask for [`Stdio::Null`] instead.
+/// writing to a closed pipe gets `SIGPIPE`, or `EPIPE` where it ignores that), or ask for
+/// [`Stdio::Null`] instead.
 #[derive(Debug)]
 pub struct Child {
     /// The process handle.
@@ -1382,6 +1384,10 @@ impl Process {
 
     /// Ends [`watch_stops`](Self::watch_stops); a no-op when nothing is watched.
     pub fn unwatch_stops(self, lp: &mut Loop) -> io::Result<()> {
+        // A closing handle watches nothing any more: stopping is no error.
+        if lp.slot(self.0, HandleKind::Process)?.flags.contains(Flags::CLOSING) {
+            return Ok(());
+        }
         lp.process_watch_stops(self.0, None)
     }
 }

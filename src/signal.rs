@@ -165,7 +165,13 @@ impl Loop {
         check_signal_number(signum)?;
         let sigs = self.signals_mut()?;
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
-            sigs.slot.watch(signum)?;
+            if let Err(e) = sigs.slot.watch(signum) {
+                // Made for this start: they go with it.
+                if sigs.watchers.is_empty() {
+                    self.signals_release();
+                }
+                return Err(e);
+            }
         }
         sigs.watchers.push((signum, id));
         let Kind::Signal(s) = &mut self.slots[id.key as usize].kind else { unreachable!("checked") };
@@ -193,6 +199,19 @@ impl Loop {
             }
         }
         if sigs.watchers.is_empty() {
+            // At the end of the iteration, not now: a watcher stopped and started again
+            // meanwhile (a callback replaced, a resize callback set again) keeps the slot,
+            // and with it a signal caught before the stop and not delivered yet.
+            self.signals_idle = true;
+        }
+    }
+
+    /// The end of an iteration after the last watcher stopped: releases the pipe and slot
+    /// if no handle watches a signal still.
+    #[cold]
+    pub(crate) fn signals_release_if_idle(&mut self) {
+        self.signals_idle = false;
+        if self.signals.as_ref().is_some_and(|s| s.watchers.is_empty()) {
             self.signals_release();
         }
     }

@@ -1142,7 +1142,9 @@ macro_rules! stream_methods {
             /// Like [`write_vec`](Self::write_vec), with data that others may share: an
             /// `Rc<[u8]>`, an `Arc<[u8]>`, a `&'static [u8]`, a `String`, anything that is
             /// bytes. The same buffer fed to many streams is never copied; each queue holds
-            /// it until its write finishes.
+            /// it until its write finishes. Its bytes must not change meanwhile (`as_ref`
+            /// gives the same slice each time). For a one-off borrowed buffer,
+            /// [`write`](Self::write) saves the box this takes.
             ///
             /// ```
             /// use std::rc::Rc;

@@ -163,6 +163,14 @@ pub fn check_signal_number(signo: i32) -> io::Result<()> {
             format!("signal {signo} cannot be watched by a loop"),
         ));
     }
+    // glibc's threads use the first real-time signals itself, and its sigaction refuses them.
+    #[cfg(target_os = "linux")]
+    if signo > 31 && signo < libc::SIGRTMIN() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("signal {signo} is the C library's own; real-time signals start at {}", libc::SIGRTMIN()),
+        ));
+    }
     Ok(())
 }
 

@@ -619,6 +619,14 @@ case!(
         watch.stop(&mut lp).unwrap();
         t.stop(&mut lp).unwrap();
         rx.set_ref(&mut lp, false).unwrap();
+        let child = evloop::Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
+        child.process.close(&mut lp).unwrap();
+        child.process.unwatch_stops(&mut lp).unwrap();
+        let (_master, slave) = evloop::tty::openpty().unwrap();
+        let tty = evloop::Tty::open(&mut lp, slave).unwrap();
+        tty.on_resize(&mut lp, |_, _, _| {}).unwrap();
+        tty.close(&mut lp).unwrap();
+        tty.resize_stop(&mut lp).unwrap();
         // What uses a closing handle still says so.
         assert_eq!(rx.read_resume(&mut lp).unwrap_err().kind(), io::ErrorKind::NotConnected);
         assert_eq!(tx.write(&mut lp, b"x", |_, _| {}).unwrap_err().kind(), io::ErrorKind::NotConnected);
