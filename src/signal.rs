@@ -8,10 +8,9 @@
 //! another library gets its signal back (libuv restores `SIG_DFL` instead).
 //!
 //! Each time the handler catches a signal, the callback runs once, as in libuv, up to
-//! [`SIGNAL_CALLS_PER_ITERATION_MAX`](crate::limits::SIGNAL_CALLS_PER_ITERATION_MAX) times
-//! per iteration: two quick Ctrl-Cs are two calls. The kernel itself folds a standard
-//! signal sent while the same one is pending (waiting for the handler), so a burst of
-//! `kill`s may make fewer calls; real-time signals queue.
+//! [`SIGNAL_CALLS_PER_ITERATION_MAX`] times per iteration: two quick Ctrl-Cs are two calls.
+//! The kernel itself folds a standard signal sent while the same one is pending (waiting for
+//! the handler), so a burst of `kill`s may make fewer calls; real-time signals queue.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
