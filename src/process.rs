@@ -963,10 +963,9 @@ impl Command {
     /// What goes for `output` goes here: the returned handle can kill the child and closes
     /// itself before `on_done` runs; closed early (from `on_data` too), it abandons the
     /// capture: `on_data` is not called again, `on_done` never runs, and the output pipes
-    /// close at once (a child still writing then gets `SIGPIPE`, or `EPIPE`). Both callbacks may use the
-    /// loop freely. For
-    /// back-pressure (stop reading while the output cannot go anywhere), spawn with
-    /// [`Stdio::Pipe`] and use [`Pipe::read_pause`].
+    /// close at once (a child still writing then gets `SIGPIPE`, or `EPIPE`). Both callbacks
+    /// may use the loop freely. For back-pressure (stop reading while the output cannot go
+    /// anywhere), spawn with [`Stdio::Pipe`] and use [`Pipe::read_pause`].
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
