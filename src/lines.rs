@@ -77,3 +77,28 @@ impl Lines {
         self.partial.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn long_reads_cut_at_the_limit_and_at_newlines() {
+        // One 64 KiB read with no newline, cut into lines of 1 byte (it used to be scanned
+        // to its end for each of them).
+        let mut lines = Lines::new(1);
+        let mut n = 0;
+        lines.push(&[b'x'; 64 * 1024], |l| {
+            assert_eq!(l, b"x");
+            n += 1;
+        });
+        assert_eq!((n, lines.pending()), (64 * 1024, 0));
+        // The largest limit: nothing is cut, and the rest waits.
+        let mut lines = Lines::new(usize::MAX);
+        let mut got = Vec::new();
+        lines.push(b"a\nbb\nccc", |l| got.push(l.to_vec()));
+        assert_eq!(got, [b"a".to_vec(), b"bb".to_vec()]);
+        assert_eq!(lines.finish(), Some(b"ccc".to_vec()));
+        assert_eq!(lines.finish(), None);
+    }
+}
