@@ -827,10 +827,17 @@ impl Loop {
     /// interest changes not yet handed to the kernel, or events the poller holds already),
     /// anything else is the next timer.
     ///
-    /// Ask again before each wait. An outer poller that watches the fd edge-triggered (mio,
-    /// tokio's `AsyncFd`) hears only of new readiness, while a run leaves some ready on
-    /// purpose: a stream's reads per event are bounded, so a stream with more to read stays
-    /// ready, and makes no new edge. This says "run now" for it.
+    /// Ask again before each wait, and wake the outer wait after anything outside it used
+    /// the loop (a task that started a timer or queued a write: the wait still runs on the
+    /// timeout it read before). Keeping the loop inside the driver and sending it work over
+    /// a [`Channel`](crate::Channel) does that by itself. An outer poller that watches the fd
+    /// edge-triggered (mio, tokio's `AsyncFd`) hears only of new readiness, while a run
+    /// leaves some ready on purpose: a stream's reads per event are bounded, so a stream
+    /// with more to read stays ready, and makes no new edge. This says "run now" for it.
+    ///
+    /// Nested in another evloop, read it in a [`Prepare`](crate::Prepare) handle, which runs
+    /// before the outer loop's poll (a `Check` handle runs after it, too late for the
+    /// wait), and watch `backend_fd` with an [`FdWatch`](crate::FdWatch) on a duplicate.
     pub fn backend_timeout(&self) -> Option<Duration> {
         // Unlike `run`, an outer loop keeps unreferenced timers going: it decides how long the
         // nested loop lives.

@@ -7,6 +7,12 @@
 //! there before the first one started comes back: `SIG_IGN` stays ignored, a handler of
 //! another library gets its signal back (libuv restores `SIG_DFL` instead).
 //!
+//! While a loop watches a signal, the loop has it: a handler another library installed
+//! before is not called (only `SIGCHLD` is chained; see `evloop-platform`'s `signal`
+//! module), so tokio's `ctrl_c`, say, goes quiet until the last watcher stops. A handler
+//! installed after ours that calls the one it replaced, as tokio's does, keeps both working:
+//! start evloop's watchers first.
+//!
 //! Each time the handler catches a signal, the callback runs once, as in libuv, up to
 //! [`SIGNAL_CALLS_PER_ITERATION_MAX`] times per iteration: two quick Ctrl-Cs are two calls.
 //! The kernel itself folds a standard signal sent while the same one is pending (waiting for

@@ -279,3 +279,53 @@ case!(
         });
     }
 );
+
+case!(
+    /// The pattern `backend_timeout`'s docs give for a loop nested in another evloop: an
+    /// `FdWatch` on a duplicate of the inner loop's fd, and a `Prepare` handle (before the
+    /// outer poll) that arms an outer timer for the inner loop's next timeout.
+    fn nested_in_another_evloop_through_prepare_and_fd_watch() {
+        use evloop::fd_watch::Interest;
+        use evloop::{FdWatch, Prepare};
+        let inner = Rc::new(std::cell::RefCell::new(test_loop()));
+        let (ticks, woken, waker_thread) = inner_work(&mut inner.borrow_mut());
+        let mut outer = test_loop();
+        let dup = inner.borrow().backend_fd().try_clone_to_owned().unwrap();
+        let watch = FdWatch::new(&mut outer, dup).unwrap();
+        let i = inner.clone();
+        watch
+            .start(&mut outer, Interest::READABLE, move |_, _, _| {
+                i.borrow_mut().run(RunMode::NoWait).unwrap();
+            })
+            .unwrap();
+        let timer = Timer::new(&mut outer);
+        let prepare = Prepare::new(&mut outer);
+        let i = inner.clone();
+        prepare
+            .start(&mut outer, move |lp, prepare| {
+                let mut inner = i.borrow_mut();
+                if !inner.is_alive() {
+                    for id in [watch.id(), timer.id(), prepare.id()] {
+                        lp.close(id).unwrap();
+                    }
+                    return;
+                }
+                let _ = timer.stop(lp);
+                if let Some(wait) = inner.backend_timeout() {
+                    let i = i.clone();
+                    timer
+                        .start(lp, wait, Duration::ZERO, move |_, _| {
+                            i.borrow_mut().run(RunMode::NoWait).unwrap();
+                        })
+                        .unwrap();
+                }
+                drop(inner);
+            })
+            .unwrap();
+        outer.run(RunMode::Default).unwrap();
+        assert_eq!(ticks.get(), 3);
+        assert!(woken.get());
+        waker_thread.join().unwrap();
+        assert!(outer.handles().is_empty(), "{:?}", outer.handles());
+    }
+);
