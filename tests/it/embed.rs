@@ -303,7 +303,7 @@ case!(
         let i = inner.clone();
         prepare
             .start(&mut outer, move |lp, prepare| {
-                let mut inner = i.borrow_mut();
+                let inner = i.borrow();
                 if !inner.is_alive() {
                     for id in [watch.id(), timer.id(), prepare.id()] {
                         lp.close(id).unwrap();
