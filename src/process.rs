@@ -199,6 +199,7 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use evloop_platform::fd;
 use evloop_platform::libc;
@@ -1294,6 +1295,47 @@ impl Process {
     /// follows when the child dies.
     pub fn kill(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
         lp.process_kill(self.0, signal, false)
+    }
+
+    /// Ends the child gently: `SIGTERM` now (with `SIGCONT`, so that a stopped child acts on
+    /// it), then `SIGKILL` after `grace` if it has not exited by then, as service managers
+    /// do. Both reach only this child, as [`kill`](Self::kill) does; fails with `ESRCH` after
+    /// the child was reaped. The exit callback follows when the child dies.
+    ///
+    /// The escalation waits in an internal timer that does not keep the loop alive (the
+    /// child does, while its handle is referenced), and happens only while the handle is
+    /// open: closing it first leaves the child to [`kill_on_drop`](Command::kill_on_drop).
+    /// For a whole group, send `SIGTERM` with [`kill_group`](Self::kill_group) and `SIGKILL`
+    /// after your own timer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode, signal::SIGTERM};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("sleep").arg("100").spawn(&mut lp, |lp, p, status| {
+    ///     // It heeded SIGTERM: no SIGKILL came.
+    ///     assert_eq!(status.unwrap().signal(), Some(SIGTERM));
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// child.process.terminate(&mut lp, Duration::from_secs(5))?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn terminate(self, lp: &mut Loop, grace: Duration) -> io::Result<()> {
+        self.kill(lp, libc::SIGTERM)?;
+        let _ = self.kill(lp, libc::SIGCONT);
+        let escalation = crate::Timer::once(lp, grace, move |lp| {
+            // Not after the close (the id is dead) nor after the exit (reaped).
+            if let Ok(None) = self.exit_status(lp) {
+                if let Err(e) = self.kill(lp, libc::SIGKILL) {
+                    log::debug!("terminate: SIGKILL after the grace period: {e}");
+                }
+            }
+        })?;
+        escalation.set_ref(lp, false)?;
+        lp.slot_mut(escalation.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        Ok(())
     }
 
     /// Sends `signal` to the child's whole process group: the child and every descendant

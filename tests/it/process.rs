@@ -2300,3 +2300,61 @@ case!(
         }
     }
 );
+
+case!(
+    /// `terminate`: SIGTERM (with SIGCONT) now, SIGKILL after the grace period for a child
+    /// that is still there: one that ignores SIGTERM is killed, one that heeds it or is
+    /// stopped ends by SIGTERM alone, and a reaped one is ESRCH. Every runner and supervisor
+    /// wrote this by hand.
+    fn issue_6_terminate_sends_sigterm_then_sigkill_after_the_grace_period() {
+        use std::time::Duration;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let statuses = Rc::new(RefCell::new(Vec::new()));
+            let on_exit = |statuses: &Rc<RefCell<Vec<ExitStatus>>>| {
+                let s = statuses.clone();
+                move |lp: &mut Loop, p: evloop::Process, st: io::Result<ExitStatus>| {
+                    s.borrow_mut().push(st.unwrap());
+                    p.close(lp).unwrap();
+                }
+            };
+            // Ignores SIGTERM (once it says so): killed after the grace period.
+            let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
+            cmd.stdout(Stdio::Pipe);
+            let child = cmd.spawn(&mut lp, on_exit(&statuses)).unwrap();
+            let p = child.process;
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, out, ev| {
+                    if let ReadEvent::Data(_) = ev {
+                        p.terminate(lp, Duration::from_millis(50)).unwrap();
+                    }
+                    out.close(lp).unwrap();
+                })
+                .unwrap();
+            // Heeds it.
+            let heeds = Command::new("sleep").arg("100").spawn(&mut lp, on_exit(&statuses)).unwrap();
+            heeds.process.terminate(&mut lp, Duration::from_secs(60)).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            // Stopped: SIGCONT lets it act on SIGTERM.
+            let stopped = Command::new("sleep").arg("100").spawn(&mut lp, on_exit(&statuses)).unwrap();
+            let pid = stopped.process.pid(&lp).unwrap();
+            stopped.process.kill(&mut lp, libc::SIGSTOP).unwrap();
+            crate::util::wait_for_state(&format!("/proc/{pid}/stat"), 'T');
+            stopped.process.terminate(&mut lp, Duration::from_secs(60)).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let mut got: Vec<_> = statuses.borrow().iter().map(|s| s.signal()).collect();
+            got.sort();
+            assert_eq!(got, [Some(SIGKILL), Some(SIGTERM), Some(SIGTERM)], "{name}");
+            // Reaped: nothing to end.
+            let done = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let e = done.process.terminate(&mut lp, Duration::ZERO).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{name}: {e}");
+            done.process.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
