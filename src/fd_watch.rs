@@ -131,7 +131,7 @@ impl FdWatch {
     /// Stops waiting, and drops the callback. Stopping twice does nothing.
     pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
         // A closing watch is stopped already: no error, as for every handle's `stop`.
-        if lp.slot(self.0, HandleKind::FdWatch)?.flags.contains(crate::handle::Flags::CLOSING) {
+        if self.is_closing(lp)? {
             return Ok(());
         }
         let w = lp.watch_mut(self.0)?;

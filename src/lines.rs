@@ -48,8 +48,7 @@ impl Lines {
             // scanned once, not once per line.)
             let reach = data.len().min(room.saturating_add(1));
             let (take, newline) = match data[..reach].iter().position(|&b| b == b'\n') {
-                Some(i) if i <= room => (i, 1),
-                Some(_) => (room, 0),
+                Some(i) => (i, 1),
                 None if data.len() > room => (room, 0),
                 None => {
                     self.partial.extend_from_slice(data);

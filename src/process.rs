@@ -1426,7 +1426,7 @@ impl Process {
     /// Ends [`watch_stops`](Self::watch_stops); a no-op when nothing is watched.
     pub fn unwatch_stops(self, lp: &mut Loop) -> io::Result<()> {
         // A closing handle watches nothing any more: stopping is no error.
-        if lp.slot(self.0, HandleKind::Process)?.flags.contains(Flags::CLOSING) {
+        if self.is_closing(lp)? {
             return Ok(());
         }
         lp.process_watch_stops(self.0, None)

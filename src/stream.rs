@@ -318,7 +318,7 @@ impl Loop {
     pub(crate) fn read_stop(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
         // A closing stream is stopped already; stopping it again is no error (as for every
         // handle's `stop`).
-        if self.slot(id, kind)?.flags.contains(Flags::CLOSING) {
+        if self.handle_flags(id, kind)?.contains(Flags::CLOSING) {
             return Ok(());
         }
         let s = self.stream_mut(id, kind)?;
@@ -332,7 +332,7 @@ impl Loop {
     }
 
     pub(crate) fn read_pause(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
-        if self.slot(id, kind)?.flags.contains(Flags::CLOSING) {
+        if self.handle_flags(id, kind)?.contains(Flags::CLOSING) {
             return Ok(());
         }
         let s = self.stream_mut(id, kind)?;

@@ -424,7 +424,7 @@ impl Tty {
     /// Stops the resize callback. Stopping when there is none does nothing.
     pub fn resize_stop(self, lp: &mut Loop) -> io::Result<()> {
         // A closing tty's resize watcher closed with it: stopping is no error.
-        if lp.slot(self.0, HandleKind::Tty)?.flags.contains(crate::handle::Flags::CLOSING) {
+        if self.is_closing(lp)? {
             return Ok(());
         }
         if let Some(sig) = lp.tty_mut(self.0)?.resize.take() {
