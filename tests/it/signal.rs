@@ -87,6 +87,14 @@ case!(
     }
 );
 
+/// Raises `signum` `n` times on this thread: `raise` runs the handler before it returns, so
+/// each one is a catch.
+fn raise_times(signum: i32, n: u32) {
+    for _ in 0..n {
+        evloop::signal::raise(signum).unwrap();
+    }
+}
+
 case!(
     /// Each catch of a signal calls the callback once, as libuv's do: two quick Ctrl-Cs
     /// between two iterations are two calls ("press again to quit" needs them). They used to
@@ -98,15 +106,10 @@ case!(
         let n = Rc::new(Cell::new(0u32));
         let c = n.clone();
         s.start(&mut lp, SIGUSR1, move |_, _, _| c.set(c.get() + 1)).unwrap();
-        // raise runs the handler before it returns: each one is a catch.
-        for _ in 0..2 {
-            evloop::signal::raise(SIGUSR1).unwrap();
-        }
+        raise_times(SIGUSR1, 2);
         lp.run(RunMode::NoWait).unwrap();
         assert_eq!(n.get(), 2);
-        for _ in 0..SIGNAL_CALLS_PER_ITERATION_MAX + 50 {
-            evloop::signal::raise(SIGUSR1).unwrap();
-        }
+        raise_times(SIGUSR1, SIGNAL_CALLS_PER_ITERATION_MAX + 50);
         lp.run(RunMode::NoWait).unwrap();
         assert_eq!(n.get(), 2 + SIGNAL_CALLS_PER_ITERATION_MAX);
         lp.run(RunMode::NoWait).unwrap();
@@ -120,18 +123,14 @@ case!(
             s2.stop(lp).unwrap();
         })
         .unwrap();
-        for _ in 0..3 {
-            evloop::signal::raise(SIGUSR2).unwrap();
-        }
+        raise_times(SIGUSR2, 3);
         lp.run(RunMode::NoWait).unwrap();
         assert_eq!(m.get(), 1);
         let once = Signal::new(&mut lp);
         let o = Rc::new(Cell::new(0));
         let c = o.clone();
         once.start_oneshot(&mut lp, SIGUSR2, move |_, _, _| c.set(c.get() + 1)).unwrap();
-        for _ in 0..3 {
-            evloop::signal::raise(SIGUSR2).unwrap();
-        }
+        raise_times(SIGUSR2, 3);
         lp.run(RunMode::NoWait).unwrap();
         assert_eq!(o.get(), 1);
         for h in [s, s2, once] {
