@@ -36,7 +36,10 @@
 //!
 //! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back), the thread
 //! finds the culprits, reports an error for each to its stream only, stops watching them and
-//! goes on serving the others.
+//! goes on serving the others. If it finds no culprit (the number may have been reused in
+//! the meantime), it tries once more; a second unexplained failure in a row reports the
+//! error to every watched stream, so none waits in silence. Select refusing the interrupt
+//! pipe alone stops the thread, and the loop starts a new one when an fd next needs it.
 
 use std::collections::HashMap;
 use std::io;
@@ -104,6 +107,8 @@ pub(crate) struct SelectHelper {
     /// The loop's own select: its sets and a batch, kept between polls.
     selector: Selector,
     inline_batch: Vec<Ready>,
+    /// Whether the loop's own last select failed with no culprit found (see `helper_main`).
+    unexplained: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -133,6 +138,7 @@ impl SelectHelper {
             may_hold: poller_is_selectable(),
             selector: Selector::new(),
             inline_batch: Vec::new(),
+            unexplained: false,
             thread: Some(thread),
         })
     }
@@ -251,6 +257,18 @@ impl Selector {
             }
         }
     }
+
+    /// Select refused the sets and no watched fd explains it, again: every watched fd leaves
+    /// the table with the error, so that no stream waits in silence for events that will
+    /// never come.
+    fn fail_all(&self, shared: &Shared, e: &io::Error, batch: &mut Vec<Ready>) {
+        let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+        let mut t = lock(shared);
+        for &(token, ..) in &self.watched {
+            t.watches.remove(&token);
+            batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+        }
+    }
 }
 
 fn helper_main(
@@ -262,6 +280,9 @@ fn helper_main(
 ) {
     let mut sel = Selector::new();
     let mut batch: Vec<Ready> = Vec::new();
+    // Whether the last select failed with no culprit found. Once may be a race (an fd closed
+    // behind the loop's back, its number reused before the search), so the thread retries.
+    let mut unexplained = false;
     loop {
         {
             let mut t = lock(&shared);
@@ -290,11 +311,27 @@ fn helper_main(
                 while matches!(fd::read(int_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
             }
             Ok(false) => {}
+            Err(e) if !unexplained => {
+                log::debug!("select helper: select failed with no culprit found: {e}; retrying");
+                unexplained = true;
+                continue;
+            }
             Err(e) => {
-                log::warn!("select helper: select failed with no culprit found: {e}");
-                return;
+                sel.fail_all(&shared, &e, &mut batch);
+                if batch.is_empty() {
+                    // Nothing watched, so the interrupt pipe is what select refuses: the
+                    // thread cannot go on. The loop starts a new one when it next needs one.
+                    log::warn!(
+                        "select helper: select fails on the interrupt pipe alone ({e}); the thread stops"
+                    );
+                    return;
+                }
+                log::warn!(
+                    "select helper: select fails with no culprit found ({e}); every watched fd gets the error"
+                );
             }
         }
+        unexplained = false;
         if batch.is_empty() {
             continue;
         }
@@ -378,6 +415,11 @@ impl Loop {
     }
 
     fn select_helper(&mut self) -> io::Result<&SelectHelper> {
+        if self.select_helper.as_ref().is_some_and(|h| h.thread.as_ref().is_none_or(|t| t.is_finished())) {
+            // It stopped because select refused its interrupt pipe (see `helper_main`).
+            log::warn!("loop {}: the select helper thread had stopped; starting a new one", self.id);
+            self.select_helper = None;
+        }
         if self.select_helper.is_none() {
             self.select_helper = Some(SelectHelper::start(self.id, Arc::clone(&self.wake))?);
         }
@@ -501,16 +543,34 @@ impl Loop {
         batch.clear();
         let shared = Arc::clone(&helper.shared);
         let polled = sel.results(res, &shared, poller_fd, &mut batch);
-        if let Some(helper) = self.select_helper.as_mut() {
-            helper.selector = sel;
-        }
+        let failed_before = std::mem::replace(&mut helper.unexplained, polled.is_err());
         let res = match polled {
             Ok(true) => {
                 self.poller.wait(&mut self.events, Some(Duration::ZERO)).map(|()| self.dispatch_events())
             }
             Ok(false) => Ok(()),
-            Err(e) => Err(crate::error::context(e, "select over the select helper's fds failed")),
+            // As in the thread: once may be a race, and the next iteration retries.
+            Err(_) if !failed_before => Ok(()),
+            Err(e) => {
+                sel.fail_all(&shared, &e, &mut batch);
+                if batch.is_empty() {
+                    // Nothing watched: select refuses the poller's own fd.
+                    Err(crate::error::context(e, "select over the poller's fd failed"))
+                } else {
+                    log::warn!(
+                        "loop {}: select fails with no culprit found ({e}); every watched fd gets the error",
+                        self.id
+                    );
+                    if let Some(helper) = self.select_helper.as_mut() {
+                        helper.unexplained = false;
+                    }
+                    Ok(())
+                }
+            }
         };
+        if let Some(helper) = self.select_helper.as_mut() {
+            helper.selector = sel;
+        }
         if res.is_ok() {
             self.select_helper_serve(&batch);
         }
@@ -524,10 +584,39 @@ impl Loop {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Select failing with every watched fd open has no culprit: the first time the thread
+    /// retries; the second, every watched fd leaves the table with the error.
+    #[test]
+    fn an_unexplained_select_failure_reaches_every_watched_stream() {
+        let (r, w) = fd::pipe().unwrap();
+        let shared = Shared { table: Mutex::new(Table::default()), left_select: Condvar::new() };
+        {
+            let mut t = lock(&shared);
+            t.watches.insert(7, Watch { fd: r.as_raw_fd(), interest: Interest::READABLE });
+            t.watches.insert(9, Watch { fd: w.as_raw_fd(), interest: Interest::WRITABLE });
+            t.watches.insert(11, Watch { fd: w.as_raw_fd(), interest: Interest::empty() });
+        }
+        let mut sel = Selector::new();
+        sel.snapshot(&lock(&shared));
+        let mut batch = Vec::new();
+        let ebadf = || Err(io::Error::from_raw_os_error(libc::EBADF));
+        assert!(sel.results(ebadf(), &shared, r.as_raw_fd(), &mut batch).is_err());
+        assert!(batch.is_empty());
+        sel.fail_all(&shared, &io::Error::from_raw_os_error(libc::EBADF), &mut batch);
+        let mut tokens: Vec<u64> = batch.iter().map(|r| r.token).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, [7, 9]);
+        assert!(batch.iter().all(|r| r.errno == libc::EBADF && r.readiness == Readiness::ERROR));
+        // The watch with no interest was not selected on, and stays.
+        assert_eq!(lock(&shared).watches.keys().copied().collect::<Vec<_>>(), [11]);
+    }
+
     /// Linux's epoll fd works with select, so the loop can hold the helper's watches.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_epoll_fd_is_selectable() {
-        assert!(super::poller_is_selectable());
+        assert!(poller_is_selectable());
     }
 }
