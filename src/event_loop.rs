@@ -776,6 +776,15 @@ impl Loop {
         // tokens do not (see `process::is_child_token`). Handles first: the common case.
         if gen_ == 0 || token >= SIGNAL_TOKEN {
             match token {
+                // The loop's own registrations (its waker, the signal pipe) are of pipes and
+                // eventfds, which every poller accepts; a refusal cannot be served, only told.
+                WAKE_TOKEN | SIGNAL_TOKEN if ev.change_error != 0 => {
+                    let e = io::Error::from_raw_os_error(ev.change_error);
+                    log::warn!(
+                        "loop {}: the poller refused the loop's own fd (token {token:#x}): {e}",
+                        self.id
+                    );
+                }
                 WAKE_TOKEN => self.on_wake(),
                 SIGNAL_TOKEN => self.on_signal_pipe(),
                 token if crate::process::is_child_token(token) => self.on_child_event(token),
@@ -841,7 +850,9 @@ impl Loop {
     pub fn backend_timeout(&self) -> Option<Duration> {
         // Unlike `run`, an outer loop keeps unreferenced timers going: it decides how long the
         // nested loop lives.
-        if self.runnable_now() {
+        // (kqueue registers the changes queued since the last wait, such as a signal
+        // watcher's pipe, only in the next wait.)
+        if self.runnable_now() || self.poller.has_queued_changes() {
             return Some(Duration::ZERO);
         }
         // Level-triggered, the poller still holds what a bounded round left: asked, its fd

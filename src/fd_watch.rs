@@ -65,7 +65,10 @@ typed_handle!(
     /// poller is asked first; an fd it refuses because it never blocks (a regular file on
     /// Linux) is reported ready in every iteration, without polling, as poll(2) would. On
     /// macOS, a character device that kqueue refuses goes to the select helper thread, as a
-    /// stream's would.
+    /// stream's would. kqueue accepts a regular file, and reports it readable only while the
+    /// file offset is before its end: at the end of the file a watch waits for the file to
+    /// grow, where on Linux it is ready at once (a stream on a regular file is always ready
+    /// on every system).
     ///
     /// ```
     /// use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};

@@ -37,8 +37,9 @@
 //! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back), the thread
 //! finds the culprits, reports an error for each to its stream only, stops watching them and
 //! goes on serving the others. If it finds no culprit (the number may have been reused in
-//! the meantime), it tries once more; a second unexplained failure in a row reports the
-//! error to every watched stream, so none waits in silence. Select refusing the interrupt
+//! the meantime), or select fails otherwise (`EINVAL`, `ENOMEM`, or the `EAGAIN` that macOS
+//! documents as temporary), it tries once more; a second unexplained failure in a row
+//! reports the error to every watched stream, so none waits in silence. Select refusing the interrupt
 //! pipe alone stops the thread, and the loop starts a new one when an fd next needs it.
 
 use std::collections::HashMap;
@@ -217,8 +218,9 @@ impl Selector {
     }
 
     /// Turns the result of `wait` into `batch`: the ready fds, or, when select refused the
-    /// sets, the fds it refuses with the error (they leave the table). Returns whether
-    /// `extra` is readable; an error only when select failed and no watched fd explains it.
+    /// sets with `EBADF`, the watched fds that are closed, with the error (they leave the
+    /// table). Returns whether `extra` is readable; an error when select failed and no
+    /// watched fd explains it.
     fn results(
         &self,
         res: io::Result<usize>,
@@ -243,18 +245,20 @@ impl Selector {
                 Ok(self.rset.contains(extra))
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            Err(e) => {
-                // Find the fds select refuses; report each to its stream and drop it.
-                let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+            // EBADF: find the fds closed behind the loop's back; report each to its stream
+            // and drop it. Other errors (EINVAL, ENOMEM, macOS's temporary EAGAIN) blame no
+            // fd: the caller retries, and fails them all only if it happens again.
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
                 let mut t = lock(shared);
                 for &(token, fd, _) in &self.watched {
-                    if code != libc::EBADF || !fd_is_open(fd) {
+                    if !fd_is_open(fd) {
                         t.watches.remove(&token);
-                        batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+                        batch.push(Ready { token, readiness: Readiness::ERROR, errno: libc::EBADF });
                     }
                 }
                 if batch.is_empty() { Err(e) } else { Ok(false) }
             }
+            Err(e) => Err(e),
         }
     }
 

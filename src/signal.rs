@@ -75,8 +75,9 @@ typed_handle!(
     /// `SIGKILL` and `SIGSTOP` cannot be caught, and the synchronous fault signals
     /// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`) cannot be handled by returning from a handler,
     /// so starting a watcher for any of them is an error. Signal numbers run up to
-    /// [`SIGNAL_NUMBER_MAX`](crate::limits::SIGNAL_NUMBER_MAX): 64 on Linux, 31 on macOS, 33 on
-    /// FreeBSD.
+    /// [`SIGNAL_NUMBER_MAX`](crate::limits::SIGNAL_NUMBER_MAX): 64 on Linux, 31 on macOS and
+    /// FreeBSD. Those the C library keeps for itself are refused: 32 and 33 on Linux (glibc's
+    /// threads) and on FreeBSD (`SIGTHR`, `SIGLIBRT`).
     Signal,
     HandleKind::Signal
 );

@@ -782,6 +782,18 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     Ok((rl.rlim_cur as u64, rl.rlim_max as u64))
 }
 
+/// One more than the highest fd number this process can have (what `dup2` accepts as a
+/// target): the soft `RLIMIT_NOFILE` limit, bounded by the system's own limit where the soft
+/// one is unlimited (FreeBSD's `kern.maxfilesperproc`, which `_SC_OPEN_MAX` reports), and
+/// by the largest fd number (`i32::MAX`).
+pub fn fd_table_size() -> io::Result<u64> {
+    let (soft, _) = nofile_limit()?;
+    // SAFETY: sysconf takes an int and no pointer.
+    let open_max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let size = if open_max > 0 { soft.min(open_max as u64) } else { soft };
+    Ok(size.min(i32::MAX as u64))
+}
+
 /// Sets the soft `RLIMIT_NOFILE` limit (at most the hard limit).
 pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
     let (_, hard) = nofile_limit()?;
@@ -797,6 +809,23 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
+
+    /// The table size bounds a child fd target: at most the soft limit, and small enough that
+    /// one past the highest fd still fits an fd number.
+    #[test]
+    fn fd_table_size_is_the_soft_limit_bounded_by_the_fd_range() {
+        let size = fd_table_size().unwrap();
+        let (soft, _) = nofile_limit().unwrap();
+        assert!(size > 2 && size <= soft && size <= i32::MAX as u64, "{size} (soft limit {soft})");
+        // The highest fd number below it can be a dup2 target.
+        let (r, _w) = pipe().unwrap();
+        let top = (size - 1) as RawFd;
+        // SAFETY: dup2 onto a number this test does not use otherwise; closed right below.
+        let fd = unsafe { libc::dup2(r.as_raw_fd(), top) };
+        assert_eq!(fd, top, "{}", io::Error::last_os_error());
+        // SAFETY: `top` is the fd just made, owned by nothing else.
+        unsafe { libc::close(top) };
+    }
 
     fn nonblocking(fd: &OwnedFd) -> bool {
         status_flags(fd.as_fd()).unwrap().nonblocking

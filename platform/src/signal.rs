@@ -59,10 +59,11 @@ pub const SIGNAL_NUMBER_MAX: i32 = 64;
 /// The highest signal number a loop can watch (`NSIG - 1` on macOS).
 #[cfg(target_os = "macos")]
 pub const SIGNAL_NUMBER_MAX: i32 = 31;
-/// The highest signal number a loop can watch (`SIGLIBRT`; FreeBSD's real-time signals start
-/// at 65 and are not supported).
+/// The highest signal number a loop can watch on FreeBSD: 32 and 33 are the C library's own
+/// (`SIGTHR`, which libthr's `sigaction` refuses, and `SIGLIBRT`, which librt's
+/// notifications use), and real-time signals, from 65, are not supported.
 #[cfg(target_os = "freebsd")]
-pub const SIGNAL_NUMBER_MAX: i32 = 33;
+pub const SIGNAL_NUMBER_MAX: i32 = 31;
 
 /// How many loops can watch signals at the same time.
 pub const NOTIFY_SLOTS_MAX: usize = 128;

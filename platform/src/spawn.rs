@@ -277,13 +277,14 @@ impl FdPlan {
             }
         }
         if max_target > 2 {
-            let (soft, _) = crate::fd::nofile_limit().map_err(|e| SpawnError::new(Stage::Setup, e))?;
-            if max_target as u64 >= soft {
+            // (Below it, `max_target + 1` cannot overflow.)
+            let limit = crate::fd::fd_table_size().map_err(|e| SpawnError::new(Stage::Setup, e))?;
+            if max_target as u64 >= limit {
                 return Err(SpawnError::new(
                     Stage::Fd(max_target),
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("child fd {max_target} is beyond the open-file limit ({soft})"),
+                        format!("child fd {max_target} is beyond the open-file limit ({limit})"),
                     ),
                 ));
             }
@@ -585,10 +586,13 @@ struct Attr(MaybeUninit<libc::posix_spawnattr_t>);
 
 impl Attr {
     fn new() -> io::Result<Attr> {
-        let mut a = Attr(MaybeUninit::uninit());
-        // SAFETY: `a.0` is valid for writes of one posix_spawnattr_t.
-        cvt_errno(unsafe { libc::posix_spawnattr_init(a.0.as_mut_ptr()) })?;
-        Ok(a)
+        let mut a = MaybeUninit::uninit();
+        // SAFETY: `a` is valid for writes of one posix_spawnattr_t.
+        cvt_errno(unsafe { libc::posix_spawnattr_init(a.as_mut_ptr()) })?;
+        // Wrapped (so that `drop` destroys it) only once initialised: on macOS and FreeBSD
+        // the attribute is a pointer that init allocates, and init can fail (ENOMEM).
+        // Moving it is fine: glibc's is a plain struct, the BSDs' a pointer.
+        Ok(Attr(a))
     }
     fn ptr(&mut self) -> *mut libc::posix_spawnattr_t {
         self.0.as_mut_ptr()
@@ -601,7 +605,7 @@ impl Attr {
 
 impl Drop for Attr {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new` and destroyed once, here.
+        // SAFETY: an `Attr` exists only once `new` initialised it, and is destroyed once, here.
         unsafe { libc::posix_spawnattr_destroy(self.ptr()) };
     }
 }
@@ -610,10 +614,11 @@ struct Actions(MaybeUninit<libc::posix_spawn_file_actions_t>);
 
 impl Actions {
     fn new() -> io::Result<Actions> {
-        let mut a = Actions(MaybeUninit::uninit());
-        // SAFETY: `a.0` is valid for writes of one posix_spawn_file_actions_t.
-        cvt_errno(unsafe { libc::posix_spawn_file_actions_init(a.0.as_mut_ptr()) })?;
-        Ok(a)
+        let mut a = MaybeUninit::uninit();
+        // SAFETY: `a` is valid for writes of one posix_spawn_file_actions_t.
+        cvt_errno(unsafe { libc::posix_spawn_file_actions_init(a.as_mut_ptr()) })?;
+        // Wrapped only once initialised, as in `Attr::new`.
+        Ok(Actions(a))
     }
     fn ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
         self.0.as_mut_ptr()
@@ -622,7 +627,8 @@ impl Actions {
 
 impl Drop for Actions {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new` and destroyed once, here.
+        // SAFETY: an `Actions` exists only once `new` initialised it, and is destroyed once,
+        // here.
         unsafe { libc::posix_spawn_file_actions_destroy(self.ptr()) };
     }
 }

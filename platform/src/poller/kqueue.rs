@@ -3,8 +3,9 @@
 //! Level-triggered filters (no `EV_CLEAR`), as libuv uses them: with bounded reads, a stream
 //! that was only partly drained is simply reported again. Interest changes are queued in a
 //! changelist and submitted in one `kevent` call with `EV_RECEIPT` before the wait, so every
-//! change gets its own result and one rejected change cannot hide the others (a changelist
-//! without receipts stops at the first error, xnu `kevent_internal`).
+//! change gets its own result, in a buffer of its own: without receipts, a failed change
+//! comes back as an `EV_ERROR` entry among the pending events, and once the event list is
+//! full the call stops at the next failure (kqueue(2)).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -230,19 +231,35 @@ impl Poller {
         Ok(())
     }
 
-    /// Adds and deletes a read filter for `fd` to learn whether kqueue accepts it
-    /// (libuv's `uv__stream_try_select` probe).
+    /// Adds and deletes the filters for `fd`'s access mode (read, write, or both) to learn
+    /// whether kqueue accepts it (libuv's `uv__stream_try_select` probe, which tries the
+    /// read filter only: a device whose driver has a read filter and no write filter, such
+    /// as FreeBSD's `/dev/random`, would pass it and then fail at its first write).
     pub fn probe(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let ident = fd.as_raw_fd() as usize;
-        let changes = [
-            kev(ident, libc::EVFILT_READ, libc::EV_ADD | libc::EV_RECEIPT, 0, 0),
-            kev(ident, libc::EVFILT_READ, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0),
-        ];
-        let mut out = [kev(0, 0, 0, 0, 0); 2];
-        let got = kevent_now(self.kq.as_fd(), &changes, &mut out)?;
-        match out[..got].first() {
-            Some(r) if r.data != 0 => Err(io::Error::from_raw_os_error(r.data as i32)),
-            _ => Ok(()),
+        let mode = crate::fd::status_flags(fd)?;
+        // (An fd open for neither, as `O_EXEC` on FreeBSD, is asked about reading.)
+        let filters =
+            [(mode.readable || !mode.writable, libc::EVFILT_READ), (mode.writable, libc::EVFILT_WRITE)];
+        let mut changes = [kev(0, 0, 0, 0, 0); 4];
+        let mut n = 0;
+        for action in [libc::EV_ADD, libc::EV_DELETE] {
+            for &(wanted, filter) in &filters {
+                if wanted {
+                    changes[n] = kev(ident, filter, action | libc::EV_RECEIPT, 0, 0);
+                    n += 1;
+                }
+            }
+        }
+        let mut out = [kev(0, 0, 0, 0, 0); 4];
+        let got = kevent_now(self.kq.as_fd(), &changes[..n], &mut out[..n])?;
+        // The first failed add is the answer; the deletes then meet ENOENT, which says nothing.
+        let adds = n / 2;
+        match out[..got].iter().take(adds).find(|r| r.data != 0) {
+            // (With receipts every change is applied: an add that went through before a
+            // refused one is deleted by its own delete.)
+            Some(r) => Err(io::Error::from_raw_os_error(r.data as i32)),
+            None => Ok(()),
         }
     }
 
@@ -262,6 +279,7 @@ impl Poller {
                 return Err(e);
             }
         };
+        let mut rejected_adds = Vec::new();
         for (i, r) in self.receipts[..got].iter().enumerate() {
             let err = r.data as i32;
             if err == 0 {
@@ -291,8 +309,23 @@ impl Poller {
                 continue;
             }
             failed.push(Event { token: token_of(r), readiness: Readiness::empty(), change_error: err });
+            if !deleting {
+                rejected_adds.push(r.ident);
+            }
         }
         self.changes.clear();
+        // The loop takes a rejection as "nothing registered" for the fd: a sibling filter
+        // the kernel accepted (the read side of a device that refuses the write filter)
+        // must go too, or, level-triggered and never deleted, it would wake every wait.
+        for ident in rejected_adds {
+            let dels = [
+                kev(ident, libc::EVFILT_READ, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0),
+                kev(ident, libc::EVFILT_WRITE, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0),
+            ];
+            let mut out = [kev(0, 0, 0, 0, 0); 2];
+            // ENOENT (nothing there) is the expected answer for the refused filter.
+            let _ = kevent_now(self.kq.as_fd(), &dels, &mut out);
+        }
         Ok(())
     }
 

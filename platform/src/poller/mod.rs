@@ -17,10 +17,12 @@
 //!   drops any queued change that names it. Call it before closing `fd`: epoll keys
 //!   registrations on the open file description, so a closed fd whose description lives on
 //!   in a child keeps producing events (libuv#4323).
-//! - `Poller::probe(&mut self, fd) -> io::Result<()>`: registers and removes `fd` at once, to
-//!   learn whether this poller accepts it: epoll refuses regular files and `/dev/null` with
-//!   `EPERM`; macOS kqueue refuses `/dev/tty`, `/dev/null` and other character devices with
-//!   `EINVAL`, FreeBSD with `ENODEV`.
+//! - `Poller::probe(&mut self, fd) -> io::Result<()>`: registers and removes `fd` at once, for
+//!   each direction its access mode allows, to learn whether this poller accepts it: epoll
+//!   refuses regular files and `/dev/null` with `EPERM`; macOS kqueue refuses `/dev/tty`,
+//!   `/dev/null` and other character devices with `EINVAL`; FreeBSD kqueue refuses, with
+//!   `ENODEV`, devices whose driver has no filter for the direction (its `/dev/tty` names
+//!   the real terminal, which kqueue accepts).
 //! - `Poller::wait(&mut self, events, timeout) -> io::Result<()>`: waits until an event, or
 //!   `timeout` (`None` waits forever; sub-millisecond timeouts round up, never down to a
 //!   busy poll). A signal interrupting the wait (`EINTR`) is not an error: the batch holds
