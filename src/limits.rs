@@ -50,6 +50,10 @@ pub const SIGNAL_CALLS_PER_ITERATION_MAX: u32 = 64;
 /// Stale timer-heap entries tolerated (beyond the live ones) before the heap is compacted.
 pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
 
+/// How often [`Process::terminate_group`](crate::Process::terminate_group) checks whether the
+/// group it ends has members left, during its grace period.
+pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
+
 /// The highest signal number a loop can watch.
 pub const SIGNAL_NUMBER_MAX: i32 = evloop_platform::signal::SIGNAL_NUMBER_MAX;
 

@@ -1239,6 +1239,26 @@ fn signal_group(pgid: Pid, leads_group: bool, pidfd: Option<BorrowedFd<'_>>, sig
     sys::kill_group(pgid, signal)
 }
 
+/// A process group named for later, independently of the handle of the child that led it
+/// ([`Process::terminate_group`]): its number, and on Linux a duplicate of the leader's
+/// pidfd, which names the group race-free on 6.9 and later.
+struct GroupTarget {
+    pgid: Pid,
+    leads_group: bool,
+    #[cfg(target_os = "linux")]
+    pidfd: Option<OwnedFd>,
+}
+
+impl GroupTarget {
+    fn signal(&self, signal: i32) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        let pidfd = self.pidfd.as_ref().map(|fd| fd.as_fd());
+        #[cfg(not(target_os = "linux"))]
+        let pidfd = None;
+        signal_group(self.pgid, self.leads_group, pidfd, signal)
+    }
+}
+
 /// What closing a [`Process`] handle (or dropping its loop) does to a child still running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OnDrop {
@@ -1303,10 +1323,11 @@ impl Process {
     /// the child was reaped. The exit callback follows when the child dies.
     ///
     /// The escalation waits in an internal timer that does not keep the loop alive (the
-    /// child does, while its handle is referenced), and happens only while the handle is
-    /// open: closing it first leaves the child to [`kill_on_drop`](Command::kill_on_drop).
-    /// For a whole group, send `SIGTERM` with [`kill_group`](Self::kill_group) and `SIGKILL`
-    /// after your own timer.
+    /// child does, while its handle is referenced), and goes as soon as the child is reaped
+    /// or the handle closes: closing it first leaves the child to
+    /// [`kill_on_drop`](Command::kill_on_drop). Calling `terminate` again sends `SIGTERM`
+    /// again and keeps the first deadline. For a whole group, see
+    /// [`terminate_group`](Self::terminate_group).
     ///
     /// ```
     /// use std::time::Duration;
@@ -1325,16 +1346,100 @@ impl Process {
     pub fn terminate(self, lp: &mut Loop, grace: Duration) -> io::Result<()> {
         self.kill(lp, libc::SIGTERM)?;
         let _ = self.kill(lp, libc::SIGCONT);
+        // A second call keeps the first deadline.
+        if lp.children.escalations.contains_key(&self.0.key) {
+            return Ok(());
+        }
         let escalation = crate::Timer::once(lp, grace, move |lp| {
-            // Not after the close (the id is dead) nor after the exit (reaped).
-            if let Ok(None) = self.exit_status(lp) {
-                if let Err(e) = self.kill(lp, libc::SIGKILL) {
-                    log::debug!("terminate: SIGKILL after the grace period: {e}");
-                }
+            lp.children.escalations.remove(&self.0.key);
+            // (The reap and the close cancel this timer, so the child still runs.)
+            if let Err(e) = self.kill(lp, libc::SIGKILL) {
+                log::debug!("terminate: SIGKILL after the grace period: {e}");
             }
         })?;
         escalation.set_ref(lp, false)?;
         lp.slot_mut(escalation.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        lp.children.escalations.insert(self.0.key, escalation);
+        Ok(())
+    }
+
+    /// Ends the child's whole process group gently, as [`terminate`](Self::terminate) ends
+    /// the child: `SIGTERM` and `SIGCONT` to the group now, then `SIGKILL` to whatever is left
+    /// of it after `grace`. For a service that forks helpers, a test that starts servers, a
+    /// build step and its compilers. The group is named as [`kill_group`](Self::kill_group)
+    /// names it, with the same errors now (`ESRCH` when no member is left).
+    ///
+    /// Unlike `terminate`, the escalation does not depend on the child or its handle: the
+    /// leader that heeds `SIGTERM` may be reaped, and its handle closed, while a member that
+    /// ignores it lives on. Until the group is empty (checked every
+    /// [`GROUP_EXIT_POLL_INTERVAL_MS`](crate::limits::GROUP_EXIT_POLL_INTERVAL_MS)), or
+    /// killed at the end of `grace`, an internal timer keeps the loop alive, so a
+    /// `run(Default)` that winds a program down does not return with members still there.
+    /// Dropping the loop ends the escalation (see
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop) for that case).
+    ///
+    /// On Linux 6.9 and later the group is named through the leader's pidfd, race-free. By
+    /// number elsewhere, the check has the race that [`kill_group`](Self::kill_group)
+    /// describes: once every member is gone, another process could take the number as its
+    /// group id before the next check. A member that has exited counts until its parent
+    /// reaps it: where an orphan's new parent does not (a container whose first process is
+    /// not an init), the wait lasts the whole grace period.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// // The shell heeds SIGTERM; the sleep it starts in the background ignores it.
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "(trap '' TERM; exec sleep 100) & exec sleep 100"]).process_group(0);
+    /// let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())?;
+    /// child.process.terminate_group(&mut lp, Duration::from_millis(200))?;
+    /// // Returns once nothing of the group is left: at the latest 200 ms from now, when
+    /// // SIGKILL ends the background sleep.
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn terminate_group(self, lp: &mut Loop, grace: Duration) -> io::Result<()> {
+        self.kill_group(lp, libc::SIGTERM)?;
+        let _ = self.kill_group(lp, libc::SIGCONT);
+        let group = lp.process_group_target(self.0)?;
+        let deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
+        let poll = Duration::from_millis(crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
+        let first = grace.min(poll);
+        let timer = crate::Timer::new(lp);
+        lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        let started = timer.start(lp, first, first, move |lp, t| {
+            match group.signal(0) {
+                Ok(()) => {}
+                // Empty (ESRCH), or not ours to signal any more (EPERM): nothing to wait for.
+                Err(e) => {
+                    log::debug!("terminate_group: group {} done: {e}", group.pgid);
+                    let _ = t.close(lp);
+                    return;
+                }
+            }
+            let left = deadline.saturating_sub(lp.now());
+            if left == 0 {
+                if let Err(e) = group.signal(libc::SIGKILL) {
+                    log::debug!(
+                        "terminate_group: SIGKILL to group {} after the grace period: {e}",
+                        group.pgid
+                    );
+                }
+                let _ = t.close(lp);
+                return;
+            }
+            // The next check, at the deadline at the latest.
+            let next = Duration::from_millis(left).min(poll);
+            let _ = t.stop(lp);
+            let _ = t.set_repeat(lp, next);
+            let _ = t.again(lp);
+        });
+        if let Err(e) = started {
+            let _ = timer.close(lp);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -1607,6 +1712,10 @@ pub(crate) struct Children {
     /// capture's pipes (`Command::output`). Usually empty; kept out of `ProcessState`,
     /// which every slot pays for.
     close_hooks: HashMap<u32, CloseHook>,
+    /// The escalation timers of [`Process::terminate`], by the process handle's slot key:
+    /// closed as soon as the child is reaped or its handle closes, so that a storm of
+    /// terminations with a long grace leaves no timers waiting for nothing.
+    escalations: HashMap<u32, crate::Timer>,
 }
 
 impl Children {
@@ -2308,6 +2417,9 @@ impl Loop {
         }
         let cb = st.on_exit.take();
         self.set_active(id, false);
+        if !self.children.escalations.is_empty() {
+            self.process_cancel_escalation(id);
+        }
         log::debug!("loop {}: child {} {res:?}", self.id, entry.pid);
         if let Some(cb) = cb {
             cb(self, Process(id), res);
@@ -2415,11 +2527,52 @@ impl Loop {
         signal_group(st.group, st.leads_group, pidfd, signal)
     }
 
+    /// The group that process `id`'s child leads or joined, named for later (see
+    /// [`GroupTarget`]).
+    fn process_group_target(&self, id: HandleId) -> io::Result<GroupTarget> {
+        let Kind::Process(st) = &self.slot(id, HandleKind::Process)?.kind else {
+            unreachable!("checked the kind")
+        };
+        #[cfg(target_os = "linux")]
+        let pidfd = {
+            let entry = st.child_key().and_then(|k| self.children.entries.get(k));
+            let fd = match entry {
+                Some(ChildEntry { watch: Watch::Pidfd(fd), .. }) => Some(fd),
+                _ => st.pidfd.as_ref(),
+            };
+            match fd {
+                Some(fd) if st.leads_group => {
+                    Some(fd.try_clone().map_err(|e| context(e, "terminate_group"))?)
+                }
+                _ => None,
+            }
+        };
+        Ok(GroupTarget {
+            pgid: st.group,
+            leads_group: st.leads_group,
+            #[cfg(target_os = "linux")]
+            pidfd,
+        })
+    }
+
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
         self.process_unwatch_for_close(id);
         if !self.children.close_hooks.is_empty() {
             self.process_run_close_hook(id);
+        }
+        if !self.children.escalations.is_empty() {
+            self.process_cancel_escalation(id);
+        }
+    }
+
+    /// Closes the [`Process::terminate`] timer of process `id`, if any: its child was reaped,
+    /// or its handle closed.
+    #[cold]
+    #[inline(never)]
+    fn process_cancel_escalation(&mut self, id: HandleId) {
+        if let Some(timer) = self.children.escalations.remove(&id.key) {
+            let _ = timer.close(self);
         }
     }
 

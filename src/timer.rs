@@ -81,7 +81,7 @@ impl TimerQueue {
 }
 
 /// Milliseconds in `d`, rounded up, so a timer never fires early.
-fn ceil_ms(d: Duration) -> u64 {
+pub(crate) fn ceil_ms(d: Duration) -> u64 {
     let sub = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
     d.as_secs().saturating_mul(1000).saturating_add(sub)
 }

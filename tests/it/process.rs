@@ -2358,3 +2358,143 @@ case!(
         }
     }
 );
+
+/// The state letter in `/proc/<pid>/stat`, or `None` once the process is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+case!(
+    /// `terminate_group`: SIGTERM to the group now, and SIGKILL after the grace period to
+    /// what is left of it, even once the leader heeded SIGTERM, was reaped, and its handle
+    /// closed (with `kill_group` and a timer of one's own, the SIGKILL then failed with a
+    /// stale id and the member lived on). `run` returns only after the SIGKILL.
+    fn issue_6_terminate_group_kills_what_is_left_of_the_group_after_the_grace_period() {
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The leader heeds SIGTERM; the member (which says its pid once SIGTERM is
+            // ignored) does not.
+            let mut cmd = sh("(trap '' TERM; exec sh -c 'echo $$; exec sleep 100') & wait");
+            cmd.process_group(0).stdout(Stdio::Pipe);
+            let leader = Rc::new(Cell::new(None));
+            let l = leader.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, st| {
+                    l.set(Some(st.unwrap()));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let p = child.process;
+            let member = Rc::new(Cell::new(0));
+            let started = Rc::new(Cell::new(None));
+            let (m, s) = (member.clone(), started.clone());
+            let grace = Duration::from_millis(300);
+            let mut seen = Vec::new();
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, out, ev| {
+                    let ReadEvent::Data(d) = ev else { panic!("{ev:?}") };
+                    seen.extend_from_slice(d);
+                    if let Some(line) = seen.strip_suffix(b"\n") {
+                        m.set(std::str::from_utf8(line).unwrap().parse().unwrap());
+                        s.set(Some(Instant::now()));
+                        p.terminate_group(lp, grace).unwrap();
+                        out.close(lp).unwrap();
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let took = started.get().unwrap().elapsed();
+            assert_eq!(leader.get().unwrap().signal(), Some(SIGTERM), "{name}");
+            assert!(took >= grace, "{name}: run returned after {took:?}, before the grace period");
+            // Killed (the signal is on its way when `run` returns): soon a zombie for its new
+            // parent to reap, or gone.
+            let member = member.get();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !matches!(proc_state(member), None | Some('Z')) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            assert!(
+                matches!(proc_state(member), None | Some('Z')),
+                "{name}: member {member}: {:?}",
+                proc_state(member)
+            );
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// `terminate_group` keeps the loop alive only while the group has members: a group that
+    /// heeds SIGTERM ends the wait long before a long grace period. A child in the loop's own
+    /// group is refused, and an emptied group is ESRCH.
+    fn issue_6_terminate_group_ends_early_when_the_group_heeds_sigterm() {
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The leader reaps its member before it exits: no orphan lingers as a zombie
+            // (an init that does not reap orphans would keep the group's number in use).
+            let mut cmd = sh("trap 'kill $!; wait; exit 3' TERM; sleep 100 & echo ready; wait");
+            cmd.process_group(0).stdout(Stdio::Pipe);
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            let child = cmd.spawn(&mut lp, move |_, _, st| s.set(Some(st.unwrap()))).unwrap();
+            let p = child.process;
+            let started = Rc::new(Cell::new(None));
+            let st = started.clone();
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, out, _| {
+                    st.set(Some(Instant::now()));
+                    p.terminate_group(lp, Duration::from_secs(60)).unwrap();
+                    out.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let took = started.get().unwrap().elapsed();
+            assert_eq!(status.get().unwrap().code(), Some(3), "{name}");
+            assert!(took < Duration::from_secs(10), "{name}: run returned after {took:?}");
+            let e = p.terminate_group(&mut lp, Duration::ZERO).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{name}: {e}");
+            p.close(&mut lp).unwrap();
+            // The loop's own group is not the child's to end.
+            let shared =
+                Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {}).unwrap();
+            let e = shared.process.terminate_group(&mut lp, Duration::ZERO).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}: {e}");
+            shared.process.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// `terminate`'s escalation timer goes as soon as the child is reaped: a storm of
+    /// terminations with a long grace period leaves nothing waiting (an embedder's
+    /// `backend_timeout`, which counts unreferenced timers, saw it until the grace ended).
+    fn issue_6_terminate_escalation_ends_with_the_child() {
+        use std::time::Duration;
+        let mut lp = crate::util::test_loop();
+        for _ in 0..3 {
+            let child = Command::new("sleep").arg("100").spawn(&mut lp, |_, _, _| {}).unwrap();
+            child.process.terminate(&mut lp, Duration::from_secs(3600)).unwrap();
+            // Again: the first deadline stays.
+            child.process.terminate(&mut lp, Duration::from_secs(7200)).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(child.process.exit_status(&lp).unwrap().unwrap().signal(), Some(SIGTERM));
+            assert_eq!(lp.backend_timeout(), None, "the escalation timer outlived the child");
+            child.process.close(&mut lp).unwrap();
+        }
+        // Closing the handle of a running child ends it too.
+        let child = Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {}).unwrap();
+        child.process.terminate(&mut lp, Duration::from_secs(3600)).unwrap();
+        child.process.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(lp.backend_timeout(), None, "the escalation timer outlived the handle");
+    }
+);
