@@ -282,8 +282,8 @@ impl From<WaitStatus> for ExitStatus {
     }
 }
 
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",
         libc::SIGQUIT => "SIGQUIT",
@@ -309,8 +309,16 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGXFSZ => "SIGXFSZ",
         libc::SIGWINCH => "SIGWINCH",
         libc::SIGSYS => "SIGSYS",
-        _ => "?",
-    }
+        libc::SIGURG => "SIGURG",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGIO => "SIGIO",
+        #[cfg(target_os = "linux")]
+        libc::SIGPWR => "SIGPWR",
+        #[cfg(target_os = "linux")]
+        libc::SIGSTKFLT => "SIGSTKFLT",
+        _ => return None,
+    })
 }
 
 impl fmt::Display for ExitStatus {
@@ -318,7 +326,15 @@ impl fmt::Display for ExitStatus {
         match *self {
             ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
             ExitStatus::Signaled { signal, core_dumped } => {
-                write!(f, "killed by signal {signal} ({})", signal_name(signal))?;
+                write!(f, "killed by signal {signal}")?;
+                match signal_name(signal) {
+                    Some(name) => write!(f, " ({name})")?,
+                    #[cfg(target_os = "linux")]
+                    None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
+                        write!(f, " (SIGRTMIN+{})", signal - libc::SIGRTMIN())?
+                    }
+                    None => {}
+                }
                 if core_dumped {
                     f.write_str(", core dumped")?;
                 }

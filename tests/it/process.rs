@@ -161,6 +161,14 @@ case!(
             let st = status_of(&mut lp, &sh("kill -KILL $$")).unwrap();
             assert_eq!(st.signal(), Some(SIGKILL), "{name}");
             assert!(lp.handles().iter().all(|h| h.closing) || lp.handles().is_empty());
+            // Real-time signals are named by their distance from SIGRTMIN, unknown ones not.
+            let rt = ExitStatus::Signaled { signal: libc::SIGRTMIN() + 5, core_dumped: true };
+            assert_eq!(
+                rt.to_string(),
+                format!("killed by signal {} (SIGRTMIN+5), core dumped", libc::SIGRTMIN() + 5)
+            );
+            let other = ExitStatus::Signaled { signal: 99, core_dumped: false };
+            assert_eq!(other.to_string(), "killed by signal 99");
         }
     }
 );
