@@ -874,6 +874,16 @@ impl Command {
     /// to start (missing program, no permission, bad directory, an fd that is not open, ...)
     /// is returned here as an error that names the program; no child, zombie or fd is left
     /// behind.
+    ///
+    /// The exit and the pipes' end of file are separate events, in no set order: `on_exit`
+    /// may run before the last output is read, and a pipe reaches end of file only when
+    /// every process holding its other end has closed it, so a background descendant that
+    /// inherited the child's stdout keeps it open after the child exits. A program that
+    /// needs both waits for all three (as [`output`](Command::output) and
+    /// [`stream_output`](Command::stream_output) do), and bounds the wait for the pipes
+    /// after the exit: a [`Timer::once`](crate::Timer::once) started in `on_exit` that
+    /// closes them, or a child in a group of its own whose leftovers
+    /// [`terminate_group`](Process::terminate_group) ends.
     #[inline]
     pub fn spawn(
         &self,
