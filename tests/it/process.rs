@@ -2444,8 +2444,10 @@ case!(
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
             // The leader reaps its member before it exits: no orphan lingers as a zombie
-            // (an init that does not reap orphans would keep the group's number in use).
-            let mut cmd = sh("trap 'kill $!; wait; exit 3' TERM; sleep 100 & echo ready; wait");
+            // (an init that does not reap orphans would keep the group's number in use). The
+            // member says it is ready once it runs a program of its own: before that, as a
+            // fork of the leader, it would catch SIGTERM with the leader's trap and lose it.
+            let mut cmd = sh("trap 'kill $!; wait; exit 3' TERM; sh -c 'echo ready; exec sleep 100' & wait");
             cmd.process_group(0).stdout(Stdio::Pipe);
             let status = Rc::new(Cell::new(None));
             let s = status.clone();
