@@ -110,7 +110,7 @@ pub enum TtyMode {
 /// A tty handle's terminal state, kept in its [`Stream`].
 pub(crate) struct TtyState {
     mode: TtyMode,
-    /// The settings found when the handle first left normal mode (or taken by
+    /// The settings found at the handle's first `set_mode` (or taken by
     /// `save_settings`): what `Normal` and close put back, and the base of the other modes.
     saved: Option<Termios>,
     /// Held when this handle made the first mode change in the process.
@@ -131,7 +131,8 @@ pub(crate) struct TtyRelease {
 impl TtyState {
     /// Takes what the release of the fd must restore and close.
     pub(crate) fn take_for_release(&mut self) -> TtyRelease {
-        let restore = if self.mode == TtyMode::Normal { None } else { self.saved };
+        // Whatever the mode: in Normal, a job may have left the terminal raw.
+        let restore = self.saved;
         self.mode = TtyMode::Normal;
         TtyRelease { restore, claim: self.claim.take(), original: self.original.take() }
     }
@@ -285,17 +286,23 @@ impl Tty {
 
     /// Sets the terminal's mode (libuv's `uv_tty_set_mode`), with `tcsetattr(TCSANOW)`.
     ///
-    /// Leaving [`TtyMode::Normal`] the first time saves the terminal's settings; `Normal`
-    /// and closing the handle put them back, and the other modes are made from them. So a
-    /// program that ran in between and left the terminal changed (a job killed in raw mode)
-    /// does not change what this handle's `Normal` is, unless
-    /// [`save_settings`](Tty::save_settings) says so. (libuv saves them again each time its
-    /// handle leaves normal mode.) The first change in the process also saves them process-wide,
-    /// for [`reset_mode`]. The handle must be readable (modes are about input): changing the
-    /// mode through a write-only handle is an error, and leaves the terminal as it was.
+    /// The first call saves the terminal's settings; `Normal` and closing the handle put
+    /// them back, and the other modes are made from them. So a program that ran in between
+    /// and left the terminal changed (a job killed in raw mode) does not change what this
+    /// handle's `Normal` is, unless [`save_settings`](Tty::save_settings) says so; and
+    /// `Normal` while the handle is in normal mode already puts the settings back all the
+    /// same (a shell that gave the terminal to such a job calls it when it takes the
+    /// terminal back). A handle whose mode was never set leaves the settings alone at close.
+    /// (libuv saves them again each time its handle leaves normal mode.) The first change in
+    /// the process also saves them process-wide, for [`reset_mode`]. The handle must be
+    /// readable (modes are about input): changing the mode through a write-only handle is an
+    /// error, and leaves the terminal as it was.
     ///
     /// Several handles on one terminal share its settings: change modes through one of
-    /// them.
+    /// them. Change them while the loop's process group has the terminal: the settings of a
+    /// terminal in another group's hands are that job's, and a change from the background
+    /// stops the process with `SIGTTOU` (take the terminal back first with
+    /// [`set_foreground_group`](Tty::set_foreground_group)).
     pub fn set_mode(self, lp: &mut Loop, mode: TtyMode) -> io::Result<()> {
         let s = lp.stream_mut(self.0, HandleKind::Tty)?;
         if !s.readable {
@@ -306,7 +313,8 @@ impl Tty {
         }
         let fd = s.io.fd()?;
         let tty = s.tty.as_mut().expect("a tty stream has tty state");
-        if tty.mode == mode {
+        // Normal again is not a no-op: a job may have left the terminal raw since.
+        if tty.mode == mode && mode != TtyMode::Normal {
             return Ok(());
         }
         // The settings found before the first change are Normal mode's, and the base of the

@@ -510,6 +510,39 @@ case!(
 );
 
 case!(
+    /// A shell in normal mode while a job has the terminal, which the job leaves raw: the
+    /// shell's `set_mode(Normal)` was a no-op (the handle was in normal mode already), and
+    /// its close restored nothing (it restored only from the other modes), so the user got
+    /// a raw terminal back. Both now put back the settings saved at the first `set_mode`.
+    fn issue_5_normal_and_close_put_the_settings_back_after_a_job_left_them_raw() {
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        // A shell that never leaves normal mode (a cooked REPL): its first set_mode saves.
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        make_raw(&p.probe);
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "normal again");
+        // A shell that edits in raw mode and gives the terminal to a job in normal mode.
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
+        make_raw(&p.probe);
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "after close");
+        // A handle whose mode was never set leaves the settings alone.
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        make_raw(&p.probe);
+        let raw = attrs(&p.probe);
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &raw, "a handle that set no mode");
+    }
+);
+
+case!(
     /// Two handles on one blocking terminal description (a pty master: it cannot be
     /// reopened), both reading: the poller reports both ready, the first drains the line,
     /// and the second used to block in `read` for good. A blocking stream now reads only
