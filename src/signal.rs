@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use evloop_platform::fd;
 use evloop_platform::poller::Interest;
-use evloop_platform::signal::{NotifySlot, check_signal_number};
+use evloop_platform::signal::{NotifySlot, check_watchable};
 
 use crate::event_loop::{Loop, SIGNAL_TOKEN};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
@@ -77,7 +77,8 @@ typed_handle!(
     /// so starting a watcher for any of them is an error. Signal numbers run up to
     /// [`SIGNAL_NUMBER_MAX`](crate::limits::SIGNAL_NUMBER_MAX): 64 on Linux, 31 on macOS and
     /// FreeBSD. Those the C library keeps for itself are refused: 32 and 33 on Linux (glibc's
-    /// threads) and on FreeBSD (`SIGTHR`, `SIGLIBRT`).
+    /// threads) and on FreeBSD (`SIGTHR`, `SIGLIBRT`). So are `SIGTTIN` and `SIGTTOU`, which
+    /// a program keeps from stopping it with [`ignore`] instead.
     Signal,
     HandleKind::Signal
 );
@@ -91,6 +92,31 @@ pub use evloop_platform::libc::{
 /// `SIGKILL` and `SIGSTOP`, for [`Process::kill`](crate::Process::kill) and
 /// [`StopEvent`](crate::StopEvent): they cannot be watched.
 pub use evloop_platform::libc::{SIGKILL, SIGSTOP};
+
+/// Ignores `signum` process-wide (`SIG_IGN`), as a job-control shell ignores `SIGTTIN`,
+/// `SIGTTOU` and `SIGTSTP` so that touching the terminal from the background, or Ctrl-Z,
+/// does not stop it. Children do not inherit it: a spawned child starts with every signal
+/// at its default.
+///
+/// Refused while a loop watches the signal, for `SIGCHLD` (ignored, the kernel reaps every
+/// child itself), and for `SIGKILL` and `SIGSTOP`. `SIGTTIN` and `SIGTTOU` cannot be watched
+/// instead: caught, they make terminal I/O from the background retry for good; ignored, a
+/// read from the background fails with `EIO`, which a tty's read callback gets as an error
+/// that says so.
+///
+/// ```
+/// use evloop::signal::{self, SIGTTOU};
+///
+/// signal::ignore(SIGTTOU)?;
+/// // Watching it is refused, with the reason.
+/// let mut lp = evloop::Loop::new()?;
+/// let e = evloop::Signal::new(&mut lp).start(&mut lp, SIGTTOU, |_, _, _| {}).unwrap_err();
+/// assert!(e.to_string().contains("ignore it instead"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn ignore(signum: i32) -> io::Result<()> {
+    evloop_platform::signal::ignore(signum)
+}
 
 /// Sends `signum` to the calling thread (`raise(3)`). Unless the thread blocks it, the signal
 /// has been handled (and every watching loop notified) when this returns.
@@ -168,7 +194,7 @@ impl Loop {
         if s.signum != 0 {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
         }
-        check_signal_number(signum)?;
+        check_watchable(signum)?;
         let sigs = self.signals_mut()?;
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
             if let Err(e) = sigs.slot.watch(signum) {

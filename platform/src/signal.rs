@@ -175,6 +175,54 @@ pub fn check_signal_number(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// [`check_signal_number`], and not `SIGTTIN` or `SIGTTOU`: caught, they make a read of the
+/// terminal from the background (or a write, with `stty tostop`) fail in a loop that never
+/// ends. The kernel sends the signal and has the call restarted, or, without `SA_RESTART`,
+/// fails it with `EINTR`, which is retried; either way the same call sends it again.
+/// Ignored, the call fails with `EIO` instead (a write goes through), which a loop reports.
+pub fn check_watchable(signo: i32) -> io::Result<()> {
+    check_signal_number(signo)?;
+    if signo == libc::SIGTTIN || signo == libc::SIGTTOU {
+        let name = if signo == libc::SIGTTIN { "SIGTTIN" } else { "SIGTTOU" };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{name} cannot be watched: caught, it makes terminal I/O from the background \
+                 retry for good; ignore it instead (evloop::signal::ignore)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `signo`'s disposition to `SIG_IGN`, process-wide: what a job-control shell does with
+/// `SIGTTIN`, `SIGTTOU` and `SIGTSTP`. Refused while a loop watches the signal (its watcher
+/// would stop hearing it), for `SIGCHLD` (ignored, the kernel reaps children itself, and
+/// nobody can wait for them), and for what [`check_signal_number`] refuses. A watcher
+/// started later takes `SIG_IGN` as the disposition to restore when it stops.
+pub fn ignore(signo: i32) -> io::Result<()> {
+    check_signal_number(signo)?;
+    if signo == libc::SIGCHLD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "SIGCHLD cannot be ignored: the kernel would then reap every child itself, and nobody could wait for one",
+        ));
+    }
+    let mut table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    let d = &mut table[signo as usize];
+    if d.watchers > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!("signal {signo} is watched by a loop: stop its watchers first"),
+        ));
+    }
+    swap_action(signo, &handler_action(libc::SIG_IGN, 0))?;
+    // A disposition kept for a handler of ours left below someone else's (see `unwatch`) is
+    // out of date: this one is what the program wants now.
+    d.previous = None;
+    Ok(())
+}
+
 extern "C" fn on_signal(signo: c_int, info: *mut siginfo_t, context: *mut c_void) {
     let errno = crate::cvt::errno_location();
     // SAFETY: `errno` points at this thread's errno, valid for the thread's lifetime.
@@ -447,9 +495,10 @@ impl NotifySlot {
     }
 
     /// Starts delivering `signo` to this slot; installs the process handler if this is the
-    /// first slot to watch it. Watching twice is a no-op.
+    /// first slot to watch it. Watching twice is a no-op. `SIGTTIN` and `SIGTTOU` are refused
+    /// (see [`check_watchable`]).
     pub fn watch(&self, signo: i32) -> io::Result<()> {
-        check_signal_number(signo)?;
+        check_watchable(signo)?;
         let slot = self.slot();
         if slot.mask.load(SeqCst) & bit(signo) != 0 {
             return Ok(());

@@ -247,3 +247,41 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// A shell that kept SIGTTIN or SIGTTOU from stopping it with a watcher spun for good on
+    /// a terminal read (or, with `stty tostop`, a write) from the background: the kernel
+    /// sends the signal and restarts the call, again and again, and the loop ran nothing
+    /// else. Watching them is refused with the way out, `signal::ignore`, after which such a
+    /// read fails with EIO.
+    fn issue_5_watching_sigttin_or_sigttou_is_refused_and_they_can_be_ignored() {
+        use evloop::signal::{self, SIGCHLD, SIGTTIN, SIGTTOU};
+        let mut lp = test_loop();
+        for signum in [SIGTTIN, SIGTTOU] {
+            let e = Signal::new(&mut lp).start(&mut lp, signum, |_, _, _| {}).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("evloop::signal::ignore"), "{e}");
+            assert_eq!(disposition(signum).unwrap(), Disposition::Default, "refused before any change");
+            signal::ignore(signum).unwrap();
+            assert_eq!(disposition(signum).unwrap(), Disposition::Ignore);
+        }
+        // Not a signal a loop watches: its watcher would go deaf.
+        let s = Signal::new(&mut lp);
+        s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap();
+        let e = signal::ignore(SIGUSR2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        s.stop(&mut lp).unwrap();
+        assert_eq!(disposition(SIGUSR2).unwrap(), Disposition::Default);
+        // Ignored, then watched: the watcher's stop puts SIG_IGN back.
+        signal::ignore(SIGUSR2).unwrap();
+        s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap();
+        assert!(matches!(disposition(SIGUSR2).unwrap(), Disposition::Handler(_)));
+        s.close(&mut lp).unwrap();
+        assert_eq!(disposition(SIGUSR2).unwrap(), Disposition::Ignore);
+        // Never SIGCHLD, nor the uncatchable ones.
+        let e = signal::ignore(SIGCHLD).unwrap_err();
+        assert!(e.to_string().contains("reap"), "{e}");
+        assert!(signal::ignore(evloop::signal::SIGKILL).is_err());
+        lp.run(RunMode::Default).unwrap();
+    }
+);
