@@ -737,6 +737,13 @@ impl Command {
     /// ([`process_group`](Self::process_group); in a [`Pipeline`], on the first stage, with
     /// [`Pipeline::process_group`]), and the terminal must be the caller's controlling
     /// terminal. Such a child is started with fork and exec rather than `posix_spawn`.
+    ///
+    /// The shell itself must survive the keys that reach the foreground group while the
+    /// terminal changes hands: a Ctrl-C typed just as the job starts can reach the shell's
+    /// group too. An interactive shell watches `SIGINT` and `SIGQUIT` with a
+    /// [`Signal`] handle (or leaves them to [`install_restore_hooks`](crate::tty::install_restore_hooks)
+    /// only when dying on them is what it wants), and ignores `SIGTSTP`, `SIGTTIN` and
+    /// `SIGTTOU` with [`signal::ignore`](crate::signal::ignore).
     pub fn foreground(&mut self, tty: crate::Tty) -> &mut Command {
         self.foreground = Some(tty.id());
         self

@@ -389,7 +389,8 @@ impl Tty {
     /// Calls `cb` with the new window size each time the process gets `SIGWINCH`
     /// (at most once per loop iteration), replacing an earlier callback. The
     /// kernel sends `SIGWINCH` to the terminal's foreground process group when the window
-    /// changes.
+    /// changes: while a job of a shell has the terminal, the shell hears of no resize, so it
+    /// asks for the [`winsize`](Tty::winsize) again when it takes the terminal back.
     ///
     /// Underneath is an internal [`Signal`] handle, unreferenced so it does not keep
     /// [`RunMode::Default`](crate::RunMode::Default) running, closed with the tty.
