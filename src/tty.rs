@@ -107,6 +107,12 @@ pub enum TtyMode {
     Io,
 }
 
+/// A terminal's settings (its `struct termios`), as [`Tty::settings`] reads them: kept to be
+/// put back with [`Tty::set_settings`]. Two are equal when every flag, control character and
+/// speed is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings(Termios);
+
 /// A tty handle's terminal state, kept in its [`Stream`].
 pub(crate) struct TtyState {
     mode: TtyMode,
@@ -372,6 +378,37 @@ impl Tty {
     /// The mode last set through this handle.
     pub fn mode(self, lp: &Loop) -> io::Result<TtyMode> {
         Ok(lp.tty_ref(self.0)?.mode)
+    }
+
+    /// The terminal's settings as they are now (`tcgetattr`), whoever set them: to put back
+    /// later with [`set_settings`](Tty::set_settings). A job-control shell takes a job's
+    /// when it stops (the job may have been in raw mode, as an editor is) and gives them back
+    /// when the job continues in front, as bash does.
+    ///
+    /// ```
+    /// use evloop::{Tty, TtyMode};
+    /// # let mut lp = evloop::Loop::new()?;
+    /// # let (_master, slave) = evloop::tty::openpty()?;
+    /// let tty = Tty::open(&mut lp, slave)?;
+    /// tty.set_mode(&mut lp, TtyMode::Io)?; // a job's full-screen editor, say
+    /// let job = tty.settings(&lp)?; // it stopped: keep its settings
+    /// tty.set_mode(&mut lp, TtyMode::Normal)?; // the shell's prompt
+    /// tty.set_settings(&lp, &job)?; // `fg`: the editor finds its terminal as it left it
+    /// assert_eq!(tty.settings(&lp)?, job);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn settings(self, lp: &Loop) -> io::Result<Settings> {
+        termios::get(self.fd(lp)?)
+            .map(Settings)
+            .map_err(|e| context(e, "cannot read the terminal's settings"))
+    }
+
+    /// Sets the terminal's settings (`tcsetattr(TCSANOW)`) to ones [`settings`](Tty::settings)
+    /// read. This is not a mode change: what [`TtyMode::Normal`] and closing the handle put
+    /// back stays as it was. As with [`set_mode`](Tty::set_mode), do it while the loop's
+    /// process group has the terminal (or just before handing it over).
+    pub fn set_settings(self, lp: &Loop, settings: &Settings) -> io::Result<()> {
+        termios::set(self.fd(lp)?, &settings.0).map_err(|e| context(e, "cannot set the terminal's settings"))
     }
 
     /// The terminal's window size (`TIOCGWINSZ`).

@@ -50,6 +50,27 @@ impl fmt::Debug for Termios {
     }
 }
 
+/// Every flag, control character and speed (the fields the system defines; padding and
+/// reserved bytes do not count).
+impl PartialEq for Termios {
+    fn eq(&self, other: &Termios) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        #[cfg(target_os = "linux")]
+        if a.c_line != b.c_line {
+            return false;
+        }
+        a.c_iflag == b.c_iflag
+            && a.c_oflag == b.c_oflag
+            && a.c_cflag == b.c_cflag
+            && a.c_lflag == b.c_lflag
+            && a.c_cc == b.c_cc
+            && a.c_ispeed == b.c_ispeed
+            && a.c_ospeed == b.c_ospeed
+    }
+}
+
+impl Eq for Termios {}
+
 impl Termios {
     /// libuv's raw mode (`UV_TTY_MODE_RAW`): input bytes arrive one at a time, unechoed and
     /// untranslated, and control keys are bytes, not signals; output processing stays on,

@@ -543,6 +543,34 @@ case!(
 );
 
 case!(
+    /// A job-control shell keeps a stopped job's settings and gives them back at `fg`:
+    /// `settings` reads them whoever set them, `set_settings` puts them back, and neither
+    /// changes what `Normal` and close restore.
+    fn issue_5_a_stopped_jobs_settings_come_back_at_fg() {
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap(); // the prompt
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap(); // a job starts
+        make_raw(&p.probe); // the job, an editor, goes raw, and is stopped
+        let job = tty.settings(&lp).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap(); // the shell takes the terminal back
+        assert_same_termios(&attrs(&p.probe), &before, "normal for the shell");
+        assert_ne!(tty.settings(&lp).unwrap(), job);
+        tty.set_settings(&lp, &job).unwrap(); // fg
+        assert_eq!(tty.settings(&lp).unwrap(), job);
+        assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ICANON), "the job's raw settings");
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Normal, "not a mode change");
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "close restores the shell's normal");
+        // A closed handle: a clear error.
+        assert!(tty.settings(&lp).is_err() && tty.set_settings(&lp, &job).is_err());
+    }
+);
+
+case!(
     /// Two handles on one blocking terminal description (a pty master: it cannot be
     /// reopened), both reading: the poller reports both ready, the first drains the line,
     /// and the second used to block in `read` for good. A blocking stream now reads only
