@@ -66,9 +66,17 @@ typed_handle!(
     /// of the controlling terminal from a background process group that ignores or blocks
     /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is
-    /// still there, and reading may start again once the group is in front.
+    /// still there, and reading may start again once the group is in front. With
+    /// `stty tostop`, a write from the background is the same: stopped by `SIGTTOU`, or, if
+    /// the group ignores it, written; from an orphaned group, it fails with `EIO`, which the
+    /// write's callback gets. (`SIGTTIN` and `SIGTTOU` cannot be watched: see
+    /// [`signal::ignore`](crate::signal::ignore).)
     ///
-    /// Closing the handle puts back the settings it found before its first
+    /// A write's callback runs once its bytes, and so every byte written before them, are
+    /// the kernel's: the callback of the last write before a job gets the terminal is the
+    /// barrier that keeps the shell's output ahead of the job's.
+    ///
+    /// Closing the handle puts back the settings it found at its first
     /// [`set_mode`](Tty::set_mode), and stops its resize callback. While a job in another
     /// process group has the terminal (the program is a shell, in the background), the
     /// settings are the job's, and stay as they are (once the job is gone, they are put
