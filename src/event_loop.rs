@@ -775,21 +775,7 @@ impl Loop {
         // Handle tokens carry a generation of at least 1; the loop's own tokens and child
         // tokens do not (see `process::is_child_token`). Handles first: the common case.
         if gen_ == 0 || token >= SIGNAL_TOKEN {
-            match token {
-                // The loop's own registrations (its waker, the signal pipe) are of pipes and
-                // eventfds, which every poller accepts; a refusal cannot be served, only told.
-                WAKE_TOKEN | SIGNAL_TOKEN if ev.change_error != 0 => {
-                    let e = io::Error::from_raw_os_error(ev.change_error);
-                    log::warn!(
-                        "loop {}: the poller refused the loop's own fd (token {token:#x}): {e}",
-                        self.id
-                    );
-                }
-                WAKE_TOKEN => self.on_wake(),
-                SIGNAL_TOKEN => self.on_signal_pipe(),
-                token if crate::process::is_child_token(token) => self.on_child_event(token),
-                _ => log::trace!("loop {}: dropped an event with the null token", self.id),
-            }
+            self.dispatch_own(ev);
             return;
         }
         // An event for a handle closed earlier in this batch (or earlier, while the kernel
@@ -814,6 +800,25 @@ impl Loop {
             }
             Kind::FdWatch(_) => self.watch_event(id, ev.readiness),
             _ => {}
+        }
+    }
+
+    /// An event for one of the loop's own tokens (the waker, the signal pipe, a child). Out
+    /// of line: the handle events' path stays short.
+    #[inline(never)]
+    fn dispatch_own(&mut self, ev: Event) {
+        let token = ev.token;
+        match token {
+            // The loop's own registrations (its waker, the signal pipe) are of pipes and
+            // eventfds, which every poller accepts; a refusal cannot be served, only told.
+            WAKE_TOKEN | SIGNAL_TOKEN if ev.change_error != 0 => {
+                let e = io::Error::from_raw_os_error(ev.change_error);
+                log::warn!("loop {}: the poller refused the loop's own fd (token {token:#x}): {e}", self.id);
+            }
+            WAKE_TOKEN => self.on_wake(),
+            SIGNAL_TOKEN => self.on_signal_pipe(),
+            token if crate::process::is_child_token(token) => self.on_child_event(token),
+            _ => log::trace!("loop {}: dropped an event with the null token", self.id),
         }
     }
 

@@ -317,6 +317,10 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         libc::SIGPWR => "SIGPWR",
         #[cfg(target_os = "linux")]
         libc::SIGSTKFLT => "SIGSTKFLT",
+        #[cfg(not(target_os = "linux"))]
+        libc::SIGINFO => "SIGINFO",
+        #[cfg(not(target_os = "linux"))]
+        libc::SIGEMT => "SIGEMT",
         _ => return None,
     })
 }
@@ -1411,10 +1415,12 @@ impl Process {
     /// Dropping the loop ends the escalation (see
     /// [`kill_group_on_drop`](Command::kill_group_on_drop) for that case).
     ///
-    /// On Linux 6.9 and later the group is named through the leader's pidfd, race-free. By
-    /// number elsewhere, the check has the race that [`kill_group`](Self::kill_group)
-    /// describes: once every member is gone, another process could take the number as its
-    /// group id before the next check. A member that has exited counts until its parent
+    /// On Linux 6.9 and later the group of a child that leads it is named through the
+    /// child's pidfd, race-free. Elsewhere, and for a group the child joined, it is named by
+    /// number, with the race that [`kill_group`](Self::kill_group) describes: should every
+    /// member be gone and another process take the number as its group id between two
+    /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
+    /// `grace` would reach that group. A member that has exited counts until its parent
     /// reaps it: where an orphan's new parent does not (a container whose first process is
     /// not an init), the wait lasts the whole grace period.
     ///
@@ -1434,14 +1440,18 @@ impl Process {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn terminate_group(self, lp: &mut Loop, grace: Duration) -> io::Result<()> {
-        self.kill_group(lp, libc::SIGTERM)?;
-        let _ = self.kill_group(lp, libc::SIGCONT);
+        // Named first: nothing may fail once SIGTERM has gone.
         let group = lp.process_group_target(self.0)?;
+        let timer = crate::Timer::new(lp);
+        lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        if let Err(e) = self.kill_group(lp, libc::SIGTERM) {
+            let _ = timer.close(lp);
+            return Err(e);
+        }
+        let _ = self.kill_group(lp, libc::SIGCONT);
         let deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
         let poll = Duration::from_millis(crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
         let first = grace.min(poll);
-        let timer = crate::Timer::new(lp);
-        lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
         let started = timer.start(lp, first, first, move |lp, t| {
             match group.signal(0) {
                 Ok(()) => {}

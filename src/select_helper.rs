@@ -38,9 +38,12 @@
 //! finds the culprits, reports an error for each to its stream only, stops watching them and
 //! goes on serving the others. If it finds no culprit (the number may have been reused in
 //! the meantime), or select fails otherwise (`EINVAL`, `ENOMEM`, or the `EAGAIN` that macOS
-//! documents as temporary), it tries once more; a second unexplained failure in a row
-//! reports the error to every watched stream, so none waits in silence. Select refusing the interrupt
-//! pipe alone stops the thread, and the loop starts a new one when an fd next needs it.
+//! documents as temporary), it tries once more, a millisecond later. A second unexplained
+//! failure in a row reports the error to the fds that select refuses on their own, or, if
+//! none does, to every watched stream, so that none waits in silence. The loop's own select
+//! does the same over two iterations. If the thread's interrupt pipe is what fails (closed
+//! behind the loop's back), the thread stops and wakes the loop, which starts a new one with
+//! the watches.
 
 use std::collections::HashMap;
 use std::io;
@@ -85,6 +88,8 @@ struct Table {
     /// signal costs a syscall even with nobody to wake.
     waiting_closers: u32,
     shutdown: bool,
+    /// The thread has stopped, or is about to, for good (see `helper_main`).
+    stopped: bool,
 }
 
 struct Shared {
@@ -114,11 +119,13 @@ pub(crate) struct SelectHelper {
 }
 
 impl SelectHelper {
-    fn start(loop_id: u32, wake: Arc<LoopWake>) -> io::Result<SelectHelper> {
+    /// Starts the thread, watching `watches` from its first select.
+    fn start(loop_id: u32, wake: Arc<LoopWake>, watches: HashMap<u64, Watch>) -> io::Result<SelectHelper> {
         let (int_r, int_w) = fd::pipe()?;
         fd::set_nonblocking(int_r.as_fd(), true)?;
         fd::set_nonblocking(int_w.as_fd(), true)?;
-        let shared = Arc::new(Shared { table: Mutex::new(Table::default()), left_select: Condvar::new() });
+        let table = Table { watches, ..Table::default() };
+        let shared = Arc::new(Shared { table: Mutex::new(table), left_select: Condvar::new() });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         let (started_tx, started_rx) = crossbeam_channel::bounded(0);
@@ -157,6 +164,11 @@ impl SelectHelper {
         }
     }
 
+    /// Whether the thread stopped for good (or is stopping), and must be replaced.
+    fn stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished()) || self.table().stopped
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.shared.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -165,7 +177,11 @@ impl SelectHelper {
 impl Drop for SelectHelper {
     fn drop(&mut self) {
         self.table().shutdown = true;
-        self.interrupt();
+        // (A thread that stopped has closed the pipe's read end: a write would raise
+        // SIGPIPE, where an embedder restored its default.)
+        if !self.stopped() {
+            self.interrupt();
+        }
         // Unblock a thread waiting for an acknowledgement.
         self.acknowledge(Vec::new());
         if let Some(t) = self.thread.take() {
@@ -262,15 +278,30 @@ impl Selector {
         }
     }
 
-    /// Select refused the sets and no watched fd explains it, again: every watched fd leaves
-    /// the table with the error, so that no stream waits in silence for events that will
-    /// never come.
-    fn fail_all(&self, shared: &Shared, e: &io::Error, batch: &mut Vec<Ready>) {
+    /// Select refused the sets and no watched fd explains it, again. Each watched fd is
+    /// tried alone (without waiting): those select refuses alone leave the table with the
+    /// error; if none does, every watched fd does, so that no stream waits in silence for
+    /// events that will never come.
+    fn fail_unexplained(&self, shared: &Shared, e: &io::Error, batch: &mut Vec<Ready>) {
         let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+        let fails_alone = |fd: RawFd, interest: Interest| {
+            let (mut rset, mut wset) = (FdSet::new(), FdSet::new());
+            if interest.contains(Interest::READABLE) {
+                rset.insert(fd);
+            }
+            if interest.contains(Interest::WRITABLE) {
+                wset.insert(fd);
+            }
+            select(&mut rset, &mut wset, Some(Duration::ZERO)).is_err()
+        };
+        let culprits: Vec<u64> =
+            self.watched.iter().filter(|&&(_, fd, i)| fails_alone(fd, i)).map(|&(token, ..)| token).collect();
         let mut t = lock(shared);
         for &(token, ..) in &self.watched {
-            t.watches.remove(&token);
-            batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+            if culprits.is_empty() || culprits.contains(&token) {
+                t.watches.remove(&token);
+                batch.push(Ready { token, readiness: Readiness::ERROR, errno: code });
+            }
         }
     }
 }
@@ -315,23 +346,39 @@ fn helper_main(
                 while matches!(fd::read(int_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
             }
             Ok(false) => {}
+            // The interrupt pipe itself (closed behind the loop's back): the thread cannot be
+            // told of changes any more. It stops and wakes the loop, which starts a new one
+            // with the watches.
+            Err(e) if !fd_is_open(int_r.as_raw_fd()) => {
+                log::warn!("select helper: its interrupt pipe was closed ({e}); the thread stops");
+                // Closed already: its number may be someone else's fd by now.
+                std::mem::forget(int_r);
+                lock(&shared).stopped = true;
+                let _ = wake.wake_loop();
+                return;
+            }
             Err(e) if !unexplained => {
+                // Perhaps a passing shortage (ENOMEM; macOS's EAGAIN): a moment, then again.
                 log::debug!("select helper: select failed with no culprit found: {e}; retrying");
                 unexplained = true;
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
             Err(e) => {
-                sel.fail_all(&shared, &e, &mut batch);
+                sel.fail_unexplained(&shared, &e, &mut batch);
                 if batch.is_empty() {
-                    // Nothing watched, so the interrupt pipe is what select refuses: the
-                    // thread cannot go on. The loop starts a new one when it next needs one.
+                    // Nothing watched, so the interrupt pipe is what select refuses.
                     log::warn!(
                         "select helper: select fails on the interrupt pipe alone ({e}); the thread stops"
                     );
+                    // Closed before the loop hears of it: it may reuse the number at once.
+                    drop(int_r);
+                    lock(&shared).stopped = true;
+                    let _ = wake.wake_loop();
                     return;
                 }
                 log::warn!(
-                    "select helper: select fails with no culprit found ({e}); every watched fd gets the error"
+                    "select helper: select failed twice with no culprit found ({e}); reported to the fds that fail alone, or else to every watched fd"
                 );
             }
         }
@@ -419,13 +466,18 @@ impl Loop {
     }
 
     fn select_helper(&mut self) -> io::Result<&SelectHelper> {
-        if self.select_helper.as_ref().is_some_and(|h| h.thread.as_ref().is_none_or(|t| t.is_finished())) {
-            // It stopped because select refused its interrupt pipe (see `helper_main`).
+        let mut watches = HashMap::new();
+        if self.select_helper.as_ref().is_some_and(SelectHelper::stopped) {
+            // It stopped because select refused its interrupt pipe (see `helper_main`). Its
+            // watches move to the new one: a stream may have changed its interest since the
+            // thread last looked.
             log::warn!("loop {}: the select helper thread had stopped; starting a new one", self.id);
-            self.select_helper = None;
+            if let Some(old) = self.select_helper.take() {
+                watches = std::mem::take(&mut old.table().watches);
+            }
         }
         if self.select_helper.is_none() {
-            self.select_helper = Some(SelectHelper::start(self.id, Arc::clone(&self.wake))?);
+            self.select_helper = Some(SelectHelper::start(self.id, Arc::clone(&self.wake), watches)?);
         }
         Ok(self.select_helper.as_ref().expect("started above"))
     }
@@ -474,7 +526,15 @@ impl Loop {
     /// thread stays parked) if it can select itself, or lets the thread select again.
     pub(crate) fn select_helper_on_wake(&mut self) {
         let Some(helper) = self.select_helper.as_ref() else { return };
-        let Ok(mut batch) = helper.ready_rx.try_recv() else { return };
+        let Ok(mut batch) = helper.ready_rx.try_recv() else {
+            // A thread that stopped woke the loop to be replaced (see `helper_main`).
+            if helper.stopped() {
+                if let Err(e) = self.select_helper_start() {
+                    log::warn!("loop {}: cannot restart the select helper: {e}", self.id);
+                }
+            }
+            return;
+        };
         self.select_helper_serve(&batch);
         batch.clear();
         if let Some(helper) = self.select_helper.as_mut() {
@@ -556,7 +616,7 @@ impl Loop {
             // As in the thread: once may be a race, and the next iteration retries.
             Err(_) if !failed_before => Ok(()),
             Err(e) => {
-                sel.fail_all(&shared, &e, &mut batch);
+                sel.fail_unexplained(&shared, &e, &mut batch);
                 if batch.is_empty() {
                     // Nothing watched: select refuses the poller's own fd.
                     Err(crate::error::context(e, "select over the poller's fd failed"))
@@ -608,7 +668,7 @@ mod tests {
         let ebadf = || Err(io::Error::from_raw_os_error(libc::EBADF));
         assert!(sel.results(ebadf(), &shared, r.as_raw_fd(), &mut batch).is_err());
         assert!(batch.is_empty());
-        sel.fail_all(&shared, &io::Error::from_raw_os_error(libc::EBADF), &mut batch);
+        sel.fail_unexplained(&shared, &io::Error::from_raw_os_error(libc::EBADF), &mut batch);
         let mut tokens: Vec<u64> = batch.iter().map(|r| r.token).collect();
         tokens.sort_unstable();
         assert_eq!(tokens, [7, 9]);

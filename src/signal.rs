@@ -95,11 +95,12 @@ pub use evloop_platform::libc::{SIGKILL, SIGSTOP};
 
 /// Ignores `signum` process-wide (`SIG_IGN`), as a job-control shell ignores `SIGTTIN`,
 /// `SIGTTOU` and `SIGTSTP` so that touching the terminal from the background, or Ctrl-Z,
-/// does not stop it. Children do not inherit it: a spawned child starts with every signal
-/// at its default.
+/// does not stop it. The children evloop spawns do not inherit it: each starts with every
+/// signal at its default (other ways of starting a program keep ignored signals ignored).
 ///
 /// Refused while a loop watches the signal, for `SIGCHLD` (ignored, the kernel reaps every
-/// child itself), and for `SIGKILL` and `SIGSTOP`. `SIGTTIN` and `SIGTTOU` cannot be watched
+/// child itself), for `SIGKILL` and `SIGSTOP`, for the synchronous faults (`SIGSEGV`,
+/// `SIGBUS`, `SIGILL`, `SIGFPE`: ignoring them is undefined), and for numbers out of range. `SIGTTIN` and `SIGTTOU` cannot be watched
 /// instead: caught, they make terminal I/O from the background retry for good; ignored, a
 /// read from the background fails with `EIO`, which a tty's read callback gets as an error
 /// that says so.

@@ -306,7 +306,8 @@ impl Tty {
     /// handle's `Normal` is, unless [`save_settings`](Tty::save_settings) says so; and
     /// `Normal` while the handle is in normal mode already puts the settings back all the
     /// same (a shell that gave the terminal to such a job calls it when it takes the
-    /// terminal back). A handle whose mode was never set leaves the settings alone at close.
+    /// terminal back), unless they are in place already. A handle whose mode was never set
+    /// (nor its settings saved) leaves the settings alone at close.
     /// (libuv saves them again each time its handle leaves normal mode.) The first change in
     /// the process also saves them process-wide, for [`reset_mode`]. The handle must be
     /// readable (modes are about input): changing the mode through a write-only handle is an
@@ -343,6 +344,12 @@ impl Tty {
             tty.claim = termios::save_original(fd, &t)?;
         }
         match mode {
+            // Settings already in place are not set again: `tcsetattr` from the background
+            // stops the process with SIGTTOU, and `tcgetattr` does not.
+            TtyMode::Normal if termios::get(fd).is_ok_and(|now| now == t) => {
+                tty.mode = mode;
+                return Ok(());
+            }
             TtyMode::Normal => {}
             TtyMode::Raw => t.make_raw(),
             TtyMode::Io => t.make_io(),

@@ -201,7 +201,8 @@ pub fn check_watchable(signo: i32) -> io::Result<()> {
 /// nobody can wait for them), and for what [`check_signal_number`] refuses. A watcher
 /// started later takes `SIG_IGN` as the disposition to restore when it stops.
 pub fn ignore(signo: i32) -> io::Result<()> {
-    check_signal_number(signo)?;
+    check_signal_number(signo)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot ignore signal {signo}: {e}")))?;
     if signo == libc::SIGCHLD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -2493,8 +2493,6 @@ case!(
         for _ in 0..3 {
             let child = Command::new("sleep").arg("100").spawn(&mut lp, |_, _, _| {}).unwrap();
             child.process.terminate(&mut lp, Duration::from_secs(3600)).unwrap();
-            // Again: the first deadline stays.
-            child.process.terminate(&mut lp, Duration::from_secs(7200)).unwrap();
             lp.run(RunMode::Default).unwrap();
             assert_eq!(child.process.exit_status(&lp).unwrap().unwrap().signal(), Some(SIGTERM));
             assert_eq!(lp.backend_timeout(), None, "the escalation timer outlived the child");
@@ -2506,5 +2504,24 @@ case!(
         child.process.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(lp.backend_timeout(), None, "the escalation timer outlived the handle");
+        // A second call keeps the first deadline: a child that ignores SIGTERM is killed
+        // after the first grace period, not the second.
+        let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
+        cmd.stdout(Stdio::Pipe);
+        let child = cmd.spawn(&mut lp, |_, _, _| {}).unwrap();
+        let p = child.process;
+        child
+            .stdout
+            .unwrap()
+            .read_start(&mut lp, move |lp, out, _| {
+                p.terminate(lp, Duration::from_millis(50)).unwrap();
+                p.terminate(lp, Duration::from_secs(3600)).unwrap();
+                out.close(lp).unwrap();
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(p.exit_status(&lp).unwrap().unwrap().signal(), Some(SIGKILL));
+        p.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
     }
 );

@@ -345,3 +345,78 @@ case!(
         assert!(got.borrow().eof);
     }
 );
+
+/// The fd numbers open in this process (not counting the one that lists them).
+fn open_fd_numbers() -> Vec<i32> {
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    listed.into_iter().filter(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok()).collect()
+}
+
+case!(
+    /// The helper thread's interrupt pipe, closed behind the loop's back: select then failed
+    /// with no watched fd to blame, and the thread ended in silence, leaving the streams it
+    /// served deaf for good. Now it wakes the loop as it stops, and the loop starts a new
+    /// thread with the watches.
+    fn issue_3_a_select_helper_thread_whose_interrupt_pipe_was_closed_is_replaced() {
+        let mut lp = helper_loop();
+        let before = open_fd_numbers();
+        let (reader, writer) = Pipe::pair(&mut lp).unwrap();
+        let ours = [reader.fd(&lp).unwrap().as_raw_fd(), writer.fd(&lp).unwrap().as_raw_fd()];
+        // The helper's interrupt pipe: the other new fds; its read end is open read-only.
+        let read_only = |fd: i32| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+            i32::from_str_radix(flags, 8).unwrap() & libc::O_ACCMODE == libc::O_RDONLY
+        };
+        let interrupt: Vec<i32> =
+            open_fd_numbers().into_iter().filter(|fd| !before.contains(fd) && !ours.contains(fd)).collect();
+        assert_eq!(interrupt.len(), 2, "{interrupt:?}");
+        let int_r = interrupt.into_iter().find(|&fd| read_only(fd)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        reader
+            .read_start(&mut lp, move |_, _, ev| {
+                if let ReadEvent::Data(d) = ev {
+                    g.borrow_mut().extend_from_slice(d);
+                }
+            })
+            .unwrap();
+        let send = |lp: &Loop, b: &[u8]| {
+            nix::unistd::write(writer.fd(lp).unwrap(), b).unwrap();
+        };
+        let until = |lp: &mut Loop, want: &[u8]| {
+            while got.borrow().as_slice() != want {
+                lp.run(RunMode::Once).unwrap();
+            }
+        };
+        send(&lp, b"a");
+        until(&mut lp, b"a");
+        let first = threads_named("evloop-select");
+        // Behind the loop's back (the thread forgets the fd rather than close the number
+        // again). The thread notices at its next select, after "b" and the hand-back, and
+        // stops; the loop, woken, starts another.
+        nix::unistd::close(int_r).unwrap();
+        send(&lp, b"b");
+        until(&mut lp, b"ab");
+        let bound = Timer::once(&mut lp, Duration::from_secs(5), |_| {}).unwrap();
+        while threads_named("evloop-select") == first && bound.is_active(&lp).unwrap_or(false) {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_ne!(threads_named("evloop-select"), first, "the thread was not replaced");
+        // The new one serves the pipe.
+        send(&lp, b"c");
+        while got.borrow().as_slice() != b"abc" && bound.is_active(&lp).unwrap_or(false) {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(got.borrow().as_slice(), b"abc");
+        assert_eq!(threads_named("evloop-select").len(), 1);
+        let _ = bound.close(&mut lp);
+        reader.close(&mut lp).unwrap();
+        writer.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);

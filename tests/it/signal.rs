@@ -258,10 +258,11 @@ case!(
         use evloop::signal::{self, SIGCHLD, SIGTTIN, SIGTTOU};
         let mut lp = test_loop();
         for signum in [SIGTTIN, SIGTTOU] {
+            let inherited = disposition(signum).unwrap();
             let e = Signal::new(&mut lp).start(&mut lp, signum, |_, _, _| {}).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
             assert!(e.to_string().contains("evloop::signal::ignore"), "{e}");
-            assert_eq!(disposition(signum).unwrap(), Disposition::Default, "refused before any change");
+            assert_eq!(disposition(signum).unwrap(), inherited, "refused before any change");
             signal::ignore(signum).unwrap();
             assert_eq!(disposition(signum).unwrap(), Disposition::Ignore);
         }

@@ -254,8 +254,13 @@ impl Poller {
         let mut out = [kev(0, 0, 0, 0, 0); 4];
         let got = kevent_now(self.kq.as_fd(), &changes[..n], &mut out[..n])?;
         // The first failed add is the answer; the deletes then meet ENOENT, which says nothing.
+        // FreeBSD refuses the write filter of a pipe whose other end is gone with EPIPE (and
+        // its pipe ends are read-write): the fd is pollable, and its first write gets EPIPE.
         let adds = n / 2;
-        match out[..got].iter().take(adds).find(|r| r.data != 0) {
+        let refused = |r: &&libc::kevent| {
+            r.data != 0 && !(r.filter == libc::EVFILT_WRITE && r.data as i32 == libc::EPIPE)
+        };
+        match out[..got].iter().take(adds).find(refused) {
             // (With receipts every change is applied: an add that went through before a
             // refused one is deleted by its own delete.)
             Some(r) => Err(io::Error::from_raw_os_error(r.data as i32)),

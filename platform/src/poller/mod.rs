@@ -17,8 +17,9 @@
 //!   drops any queued change that names it. Call it before closing `fd`: epoll keys
 //!   registrations on the open file description, so a closed fd whose description lives on
 //!   in a child keeps producing events (libuv#4323).
-//! - `Poller::probe(&mut self, fd) -> io::Result<()>`: registers and removes `fd` at once, for
-//!   each direction its access mode allows, to learn whether this poller accepts it: epoll
+//! - `Poller::probe(&mut self, fd) -> io::Result<()>`: registers and removes `fd` at once (on
+//!   kqueue, a filter for each direction its access mode allows), to learn whether this
+//!   poller accepts it: epoll
 //!   refuses regular files and `/dev/null` with `EPERM`; macOS kqueue refuses `/dev/tty`,
 //!   `/dev/null` and other character devices with `EINVAL`; FreeBSD kqueue refuses, with
 //!   `ENODEV`, devices whose driver has no filter for the direction (its `/dev/tty` names
