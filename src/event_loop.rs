@@ -775,7 +775,7 @@ impl Loop {
         // Handle tokens carry a generation of at least 1; the loop's own tokens and child
         // tokens do not (see `process::is_child_token`). Handles first: the common case.
         if gen_ == 0 || token >= SIGNAL_TOKEN {
-            self.dispatch_own(ev);
+            self.dispatch_own(token);
             return;
         }
         // An event for a handle closed earlier in this batch (or earlier, while the kernel
@@ -803,18 +803,13 @@ impl Loop {
         }
     }
 
-    /// An event for one of the loop's own tokens (the waker, the signal pipe, a child). Out
-    /// of line: the handle events' path stays short.
+    /// An event for one of the loop's own tokens: the waker, the signal pipe, a child. Out of
+    /// line, so that the path of handle events stays short. (The waker's and the signal
+    /// pipe's registrations are of eventfds and pipes, which every poller accepts: no change
+    /// error to look at.)
     #[inline(never)]
-    fn dispatch_own(&mut self, ev: Event) {
-        let token = ev.token;
+    fn dispatch_own(&mut self, token: u64) {
         match token {
-            // The loop's own registrations (its waker, the signal pipe) are of pipes and
-            // eventfds, which every poller accepts; a refusal cannot be served, only told.
-            WAKE_TOKEN | SIGNAL_TOKEN if ev.change_error != 0 => {
-                let e = io::Error::from_raw_os_error(ev.change_error);
-                log::warn!("loop {}: the poller refused the loop's own fd (token {token:#x}): {e}", self.id);
-            }
             WAKE_TOKEN => self.on_wake(),
             SIGNAL_TOKEN => self.on_signal_pipe(),
             token if crate::process::is_child_token(token) => self.on_child_event(token),

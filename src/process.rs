@@ -1384,11 +1384,11 @@ impl Process {
         self.kill(lp, libc::SIGTERM)?;
         let _ = self.kill(lp, libc::SIGCONT);
         // A second call keeps the first deadline.
-        if lp.children.escalations.contains_key(&self.0.key) {
+        if lp.children.extras.get(&self.0.key).is_some_and(|x| x.escalation.is_some()) {
             return Ok(());
         }
         let escalation = crate::Timer::once(lp, grace, move |lp| {
-            lp.children.escalations.remove(&self.0.key);
+            lp.process_take_escalation(self.0);
             // (The reap and the close cancel this timer, so the child still runs.)
             if let Err(e) = self.kill(lp, libc::SIGKILL) {
                 log::debug!("terminate: SIGKILL after the grace period: {e}");
@@ -1396,7 +1396,7 @@ impl Process {
         })?;
         escalation.set_ref(lp, false)?;
         lp.slot_mut(escalation.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
-        lp.children.escalations.insert(self.0.key, escalation);
+        lp.children.extras.entry(self.0.key).or_default().escalation = Some(escalation);
         Ok(())
     }
 
@@ -1751,14 +1751,21 @@ pub(crate) struct Children {
     /// The children whose stops are watched (usually none).
     stops: Vec<StopWatch>,
     stop_epoch: u32,
-    /// What closing a process handle ends besides its child's watch, by slot key: a
-    /// capture's pipes (`Command::output`). Usually empty; kept out of `ProcessState`,
-    /// which every slot pays for.
-    close_hooks: HashMap<u32, CloseHook>,
-    /// The escalation timers of [`Process::terminate`], by the process handle's slot key:
-    /// closed as soon as the child is reaped or its handle closes, so that a storm of
-    /// terminations with a long grace leaves no timers waiting for nothing.
-    escalations: HashMap<u32, crate::Timer>,
+    /// What a few process handles have besides their state, by slot key. Usually empty;
+    /// kept out of `ProcessState`, which every slot pays for.
+    extras: HashMap<u32, ProcessExtras>,
+}
+
+/// See `Children::extras`.
+#[derive(Default)]
+struct ProcessExtras {
+    /// What closing the handle ends besides its child's watch: a capture's pipes
+    /// (`Command::output`).
+    close_hook: Option<CloseHook>,
+    /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
+    /// or its handle closes, so that a storm of terminations with a long grace leaves no
+    /// timers waiting for nothing.
+    escalation: Option<crate::Timer>,
 }
 
 impl Children {
@@ -2460,7 +2467,7 @@ impl Loop {
         }
         let cb = st.on_exit.take();
         self.set_active(id, false);
-        if !self.children.escalations.is_empty() {
+        if !self.children.extras.is_empty() {
             self.process_cancel_escalation(id);
         }
         log::debug!("loop {}: child {} {res:?}", self.id, entry.pid);
@@ -2470,10 +2477,10 @@ impl Loop {
     }
 
     /// Sets what closing process handle `id` (open) ends besides the child's watch (see
-    /// `Children::close_hooks`). Its close takes the hook out before the slot goes.
+    /// `Children::extras`). Its close takes the hook out before the slot goes.
     fn process_on_close(&mut self, id: HandleId, hook: CloseHook) {
         debug_assert!(self.live_slot_mut(id).is_some());
-        self.children.close_hooks.insert(id.key, hook);
+        self.children.extras.entry(id.key).or_default().close_hook = Some(hook);
     }
 
     /// Makes the child of process `id`, if not reaped yet, keep `run(Default)` going until
@@ -2601,29 +2608,41 @@ impl Loop {
     /// `close` of a process handle: drop the callback; a running child stays the loop's.
     pub(crate) fn process_stop_for_close(&mut self, id: HandleId) {
         self.process_unwatch_for_close(id);
-        if !self.children.close_hooks.is_empty() {
-            self.process_run_close_hook(id);
-        }
-        if !self.children.escalations.is_empty() {
-            self.process_cancel_escalation(id);
+        if !self.children.extras.is_empty() {
+            self.process_close_extras(id);
         }
     }
 
-    /// Closes the [`Process::terminate`] timer of process `id`, if any: its child was reaped,
-    /// or its handle closed.
+    /// The close of process handle `id` ends its extras: its escalation timer goes, and its
+    /// close hook runs.
+    #[cold]
+    #[inline(never)]
+    fn process_close_extras(&mut self, id: HandleId) {
+        let Some(extras) = self.children.extras.remove(&id.key) else { return };
+        if let Some(timer) = extras.escalation {
+            let _ = timer.close(self);
+        }
+        if let Some(hook) = extras.close_hook {
+            hook(self);
+        }
+    }
+
+    /// Takes the [`Process::terminate`] timer of process `id` out of its extras.
+    fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
+        let extras = self.children.extras.get_mut(&id.key)?;
+        let timer = extras.escalation.take();
+        if extras.close_hook.is_none() {
+            self.children.extras.remove(&id.key);
+        }
+        timer
+    }
+
+    /// Closes the [`Process::terminate`] timer of process `id`, if any: its child was reaped.
     #[cold]
     #[inline(never)]
     fn process_cancel_escalation(&mut self, id: HandleId) {
-        if let Some(timer) = self.children.escalations.remove(&id.key) {
+        if let Some(timer) = self.process_take_escalation(id) {
             let _ = timer.close(self);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn process_run_close_hook(&mut self, id: HandleId) {
-        if let Some(hook) = self.children.close_hooks.remove(&id.key) {
-            hook(self);
         }
     }
 

@@ -622,7 +622,7 @@ impl Loop {
                     Err(crate::error::context(e, "select over the poller's fd failed"))
                 } else {
                     log::warn!(
-                        "loop {}: select fails with no culprit found ({e}); every watched fd gets the error",
+                        "loop {}: select failed twice with no culprit found ({e}); reported to the fds that fail alone, or else to every watched fd",
                         self.id
                     );
                     if let Some(helper) = self.select_helper.as_mut() {
