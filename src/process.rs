@@ -1434,8 +1434,8 @@ impl Process {
     /// cmd.args(["-c", "(trap '' TERM; exec sleep 100) & exec sleep 100"]).process_group(0);
     /// let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())?;
     /// child.process.terminate_group(&mut lp, Duration::from_millis(200))?;
-    /// // Returns once nothing of the group is left: at the latest 200 ms from now, when
-    /// // SIGKILL ends the background sleep.
+    /// // Returns once the group is empty, or at the latest once SIGKILL, 200 ms from now,
+    /// // has gone to what is left of it (the background sleep).
     /// lp.run(RunMode::Default)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -304,9 +304,9 @@ impl Tty {
     /// them back, and the other modes are made from them. So a program that ran in between
     /// and left the terminal changed (a job killed in raw mode) does not change what this
     /// handle's `Normal` is, unless [`save_settings`](Tty::save_settings) says so; and
-    /// `Normal` while the handle is in normal mode already puts the settings back all the
-    /// same (a shell that gave the terminal to such a job calls it when it takes the
-    /// terminal back), unless they are in place already. A handle whose mode was never set
+    /// the mode the handle is in already puts its settings back all the same (a shell that
+    /// gave the terminal to such a job calls it when it takes the terminal back), unless they
+    /// are in place already. A handle whose mode was never set
     /// (nor its settings saved) leaves the settings alone at close.
     /// (libuv saves them again each time its handle leaves normal mode.) The first change in
     /// the process also saves them process-wide, for [`reset_mode`]. The handle must be
@@ -328,10 +328,6 @@ impl Tty {
         }
         let fd = s.io.fd()?;
         let tty = s.tty.as_mut().expect("a tty stream has tty state");
-        // Normal again is not a no-op: a job may have left the terminal raw since.
-        if tty.mode == mode && mode != TtyMode::Normal {
-            return Ok(());
-        }
         // The settings found before the first change are Normal mode's, and the base of the
         // others, for good: a job that left the terminal raw (killed before it could restore
         // it) must not make raw the handle's normal, nor what its close puts back.
@@ -344,15 +340,16 @@ impl Tty {
             tty.claim = termios::save_original(fd, &t)?;
         }
         match mode {
-            // Settings already in place are not set again: `tcsetattr` from the background
-            // stops the process with SIGTTOU, and `tcgetattr` does not.
-            TtyMode::Normal if termios::get(fd).is_ok_and(|now| now == t) => {
-                tty.mode = mode;
-                return Ok(());
-            }
             TtyMode::Normal => {}
             TtyMode::Raw => t.make_raw(),
             TtyMode::Io => t.make_io(),
+        }
+        // The same mode again is not a no-op: a job, or `set_settings`, may have changed the
+        // settings since. But settings already in place are not set again: `tcsetattr` from
+        // the background stops the process with SIGTTOU, and `tcgetattr` does not.
+        if termios::get(fd).is_ok_and(|now| now == t) {
+            tty.mode = mode;
+            return Ok(());
         }
         termios::set(fd, &t).map_err(|e| context(e, format!("cannot set the terminal to {mode:?} mode")))?;
         tty.mode = mode;

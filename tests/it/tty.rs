@@ -562,6 +562,14 @@ case!(
         assert_eq!(tty.settings(&lp).unwrap(), job);
         assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ICANON), "the job's raw settings");
         assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Normal, "not a mode change");
+        // The job stops again; the shell's prompt in raw mode, twice (the same mode again
+        // re-applies it, whatever `set_settings` left).
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let raw = attrs(&p.probe);
+        tty.set_settings(&lp, &job).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        assert_same_termios(&attrs(&p.probe), &raw, "raw again after set_settings");
+        tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
         tty.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_same_termios(&attrs(&p.probe), &before, "close restores the shell's normal");
