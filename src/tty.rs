@@ -331,11 +331,8 @@ impl Tty {
         // The settings found before the first change are Normal mode's, and the base of the
         // others, for good: a job that left the terminal raw (killed before it could restore
         // it) must not make raw the handle's normal, nor what its close puts back.
-        if tty.saved.is_none() {
-            let found = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
-            tty.saved = Some(found);
-        }
-        let mut t = tty.saved.expect("saved when leaving normal mode");
+        let now = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
+        let mut t = *tty.saved.get_or_insert(now);
         if tty.mode == TtyMode::Normal && tty.claim.is_none() {
             tty.claim = termios::save_original(fd, &t)?;
         }
@@ -347,7 +344,7 @@ impl Tty {
         // The same mode again is not a no-op: a job, or `set_settings`, may have changed the
         // settings since. But settings already in place are not set again: `tcsetattr` from
         // the background stops the process with SIGTTOU, and `tcgetattr` does not.
-        if termios::get(fd).is_ok_and(|now| now == t) {
+        if now == t {
             tty.mode = mode;
             return Ok(());
         }

@@ -201,12 +201,6 @@ pub fn check_watchable(signo: i32) -> io::Result<()> {
 /// nobody can wait for them), and for what [`check_signal_number`] refuses. A watcher
 /// started later takes `SIG_IGN` as the disposition to restore when it stops.
 pub fn ignore(signo: i32) -> io::Result<()> {
-    if !(1..=SIGNAL_NUMBER_MAX).contains(&signo) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("signal number {signo} is out of range (1..={SIGNAL_NUMBER_MAX})"),
-        ));
-    }
     if [libc::SIGKILL, libc::SIGSTOP].contains(&signo) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -219,7 +213,7 @@ pub fn ignore(signo: i32) -> io::Result<()> {
             format!("signal {signo} is a synchronous fault: ignoring it is undefined"),
         ));
     }
-    // (The C library's own, which check_signal_number refuses on Linux.)
+    // The range, and the C library's own signals.
     check_signal_number(signo)?;
     if signo == libc::SIGCHLD {
         return Err(io::Error::new(
