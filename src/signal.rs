@@ -7,6 +7,11 @@
 //! there before the first one started comes back: `SIG_IGN` stays ignored, a handler of
 //! another library gets its signal back (libuv restores `SIG_DFL` instead).
 //!
+//! A signal sent while the signal was watched, and still pending when the last watcher
+//! stops (blocked in some thread, or not yet taken by the thread the kernel woke for it), is
+//! dropped when `SIG_DFL` comes back, rather than killing or stopping the process for a
+//! signal that was a watcher's. A signal sent after the stop gets the default action.
+//!
 //! While a loop watches a signal, the loop has it: a handler another library installed
 //! before is not called (only `SIGCHLD` is chained; see `evloop-platform`'s `signal`
 //! module), so tokio's `ctrl_c`, say, goes quiet until the last watcher stops. A handler

@@ -457,6 +457,15 @@ fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::R
     if current_action(signo)?.sa_sigaction != on_signal_address() {
         return Ok(false);
     }
+    if previous.sa_sigaction == libc::SIG_DFL && signo != libc::SIGCHLD {
+        // A signal sent while ours was the handler may still be pending: blocked in the
+        // thread it was sent to, or queued for the process and not yet taken by the thread
+        // the kernel woke for it. Put back as it is, `SIG_DFL` would then kill or stop the
+        // process for a signal a watcher owned. Setting `SIG_IGN` discards it (POSIX), in
+        // every thread at once. `SIGCHLD` is left out: its default is to ignore, and
+        // `SIG_IGN` on it, even for a moment, lets the kernel reap children.
+        set_disposition(signo, Disposition::Ignore)?;
+    }
     // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
     cvt(unsafe { libc::sigaction(signo, previous, std::ptr::null_mut()) })?;
     if signo == libc::SIGCHLD {

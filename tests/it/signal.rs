@@ -287,3 +287,43 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// A signal sent while a watcher listened, and still pending when the last watcher
+    /// stops, is dropped: it used to meet the restored `SIG_DFL` and kill the process. The
+    /// storm test died of `SIGUSR1` that way once: `kill` on the process queued the last
+    /// signal for the test harness's sleeping main thread, and the test thread put `SIG_DFL`
+    /// back before the main thread woke to take it. Here the signal waits, blocked, on this
+    /// thread, which makes the same case certain.
+    fn issue_7_a_signal_pending_when_the_last_watcher_stops_does_not_kill() {
+        use evloop_platform::signal::set_blocked;
+        let mut lp = test_loop();
+        let heard = Rc::new(Cell::new(0));
+        let watchers: Vec<Signal> = (0..2)
+            .map(|_| {
+                let s = Signal::new(&mut lp);
+                let h = heard.clone();
+                s.start(&mut lp, SIGUSR1, move |_, _, _| h.set(h.get() + 1)).unwrap();
+                s
+            })
+            .collect();
+        // With a watcher left, a pending signal is not dropped: it reaches that watcher.
+        set_blocked(&[SIGUSR1], true).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        watchers[0].close(&mut lp).unwrap();
+        set_blocked(&[SIGUSR1], false).unwrap();
+        while heard.get() == 0 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(heard.get(), 1);
+        // The last one stops with the signal pending: SIG_DFL comes back, and the process
+        // lives when the signal is unblocked.
+        set_blocked(&[SIGUSR1], true).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        watchers[1].close(&mut lp).unwrap();
+        assert_eq!(disposition(SIGUSR1).unwrap(), Disposition::Default);
+        set_blocked(&[SIGUSR1], false).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(heard.get(), 1, "the dropped signal reached no callback");
+    }
+);
