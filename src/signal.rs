@@ -9,8 +9,16 @@
 //!
 //! A signal sent while the signal was watched, and still pending when the last watcher
 //! stops (blocked in some thread, or not yet taken by the thread the kernel woke for it), is
-//! dropped when `SIG_DFL` comes back, rather than killing or stopping the process for a
-//! signal that was a watcher's. A signal sent after the stop gets the default action.
+//! dropped when `SIG_DFL` comes back (or the terminal reset of
+//! [`install_restore_hooks`](crate::tty::install_restore_hooks), which ends the same way),
+//! rather than killing or stopping the process for a signal that was a watcher's. A signal
+//! sent after the stop gets the default action.
+//!
+//! A signal caught and not delivered yet when a handle stops is delivered if that handle
+//! starts again before the loop looks (a callback replaced by stop and start loses nothing).
+//! A handle that starts on the signal after the catch, when no other handle of the loop
+//! watched it, does not get it; one that starts while another handle of the loop watches the
+//! signal gets the catches made since that loop last looked, as the other handle does.
 //!
 //! While a loop watches a signal, the loop has it: a handler another library installed
 //! before is not called (only `SIGCHLD` is chained; see `evloop-platform`'s `signal`
@@ -50,6 +58,10 @@ pub(crate) struct LoopSignals {
     slot: NotifySlot,
     pub(crate) read_end: OwnedFd,
     watchers: Vec<(i32, HandleId)>,
+    /// For each signal no handle of this loop watches any more, the handle that watched it
+    /// last: a catch not delivered yet is still its own if it starts again, and no other
+    /// handle's.
+    last_watcher: Vec<(i32, HandleId)>,
     scratch: Vec<HandleId>,
 }
 
@@ -188,7 +200,13 @@ impl Loop {
                     return Err(e);
                 }
             };
-            self.signals = Some(LoopSignals { read_end, slot, watchers: Vec::new(), scratch: Vec::new() });
+            self.signals = Some(LoopSignals {
+                read_end,
+                slot,
+                watchers: Vec::new(),
+                last_watcher: Vec::new(),
+                scratch: Vec::new(),
+            });
         }
         Ok(self.signals.as_mut().expect("created above"))
     }
@@ -203,6 +221,12 @@ impl Loop {
         check_watchable(signum)?;
         let sigs = self.signals_mut()?;
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
+            // A catch this loop has not delivered yet, made for a handle that has stopped
+            // since, stays that handle's: for this one, it happened before it started.
+            let last = sigs.last_watcher.iter().position(|&(n, _)| n == signum);
+            if last.map(|i| sigs.last_watcher.swap_remove(i).1) != Some(id) {
+                sigs.slot.forget(signum);
+            }
             if let Err(e) = sigs.slot.watch(signum) {
                 // Made for this start: they go with it.
                 if sigs.watchers.is_empty() {
@@ -235,6 +259,8 @@ impl Loop {
             if let Err(e) = sigs.slot.unwatch(signum) {
                 log::warn!("restoring the disposition of signal {signum} failed: {e}");
             }
+            sigs.last_watcher.retain(|&(n, _)| n != signum);
+            sigs.last_watcher.push((signum, id));
         }
         if sigs.watchers.is_empty() {
             // At the end of the iteration, not now: a watcher stopped and started again

@@ -457,13 +457,16 @@ fn restore(signo: i32, previous: &libc::sigaction, chain_before: Chain) -> io::R
     if current_action(signo)?.sa_sigaction != on_signal_address() {
         return Ok(false);
     }
-    if previous.sa_sigaction == libc::SIG_DFL && signo != libc::SIGCHLD {
+    let stands_for_default = previous.sa_sigaction == libc::SIG_DFL
+        || previous.sa_sigaction == LAST_RESORT.load(SeqCst) as libc::sighandler_t;
+    if stands_for_default && signo != libc::SIGCHLD {
         // A signal sent while ours was the handler may still be pending: blocked in the
         // thread it was sent to, or queued for the process and not yet taken by the thread
-        // the kernel woke for it. Put back as it is, `SIG_DFL` would then kill or stop the
-        // process for a signal a watcher owned. Setting `SIG_IGN` discards it (POSIX), in
-        // every thread at once. `SIGCHLD` is left out: its default is to ignore, and
-        // `SIG_IGN` on it, even for a moment, lets the kernel reap children.
+        // the kernel woke for it. Put back as it is, `SIG_DFL` (or the last resort that
+        // stands in for it, which ends the same way) would then kill or stop the process for
+        // a signal a watcher owned. Setting `SIG_IGN` discards it (POSIX), in every thread at
+        // once. `SIGCHLD` is left out: its default is to ignore, and `SIG_IGN` on it, even
+        // for a moment, lets the kernel reap children.
         set_disposition(signo, Disposition::Ignore)?;
     }
     // SAFETY: `previous` is the sigaction the kernel gave us when we installed ours.
@@ -566,6 +569,17 @@ impl NotifySlot {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the catches of `signo` not taken yet: for a watcher that starts after they
+    /// happened. Call it while this slot does not watch `signo`, so that no new catch races
+    /// with it.
+    pub fn forget(&self, signo: i32) {
+        let slot = self.slot();
+        if let Some(count) = slot.counts.get(signo as usize) {
+            count.store(0, SeqCst);
+        }
+        slot.pending.fetch_and(!bit(signo), SeqCst);
     }
 
     /// The signals caught since the last call, as a mask (bit `n - 1` for signal `n`).
@@ -674,6 +688,10 @@ pub fn set_blocked(signos: &[i32], blocked: bool) -> io::Result<()> {
     crate::cvt::cvt_errno(rc)
 }
 
+/// The handler [`install_over_default`] installs (one, the terminal's reset), by address; 0
+/// before the first call. It ends as `SIG_DFL` does, so `restore` treats it as such.
+static LAST_RESORT: AtomicUsize = AtomicUsize::new(0);
+
 /// Installs `handler` as a one-shot (`SA_RESETHAND`) last resort for `signo`, only where the
 /// signal would otherwise take its default action:
 ///
@@ -686,6 +704,7 @@ pub fn set_blocked(signos: &[i32], blocked: bool) -> io::Result<()> {
 /// unwatch, so neither can slip in between.
 pub(crate) fn install_over_default(signo: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     check_signal_number(signo)?;
+    LAST_RESORT.store(handler as usize, SeqCst);
     let act = handler_action(handler as libc::sighandler_t, libc::SA_RESETHAND);
     let mut table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
     let d = &mut table[signo as usize];

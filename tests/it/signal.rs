@@ -327,3 +327,55 @@ case!(
         assert_eq!(heard.get(), 1, "the dropped signal reached no callback");
     }
 );
+
+case!(
+    /// The same with the terminal's restore hooks installed: the last watcher's stop puts
+    /// back their reset, which ends the process as `SIG_DFL` would (it re-raises the signal
+    /// after the reset), so the pending signal is dropped there too. It killed the process.
+    fn issue_7_a_pending_signal_is_dropped_under_the_restore_hooks_too() {
+        use evloop::signal::SIGTERM;
+        use evloop_platform::signal::set_blocked;
+        evloop::tty::install_restore_hooks().unwrap();
+        let hooked = disposition(SIGTERM).unwrap();
+        assert!(matches!(hooked, Disposition::Handler(_)), "{hooked:?}");
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        s.start(&mut lp, SIGTERM, |_, _, _| panic!("blocked: never caught")).unwrap();
+        set_blocked(&[SIGTERM], true).unwrap();
+        evloop::signal::raise(SIGTERM).unwrap();
+        s.close(&mut lp).unwrap();
+        assert_eq!(disposition(SIGTERM).unwrap(), hooked, "the hooks' reset is back");
+        set_blocked(&[SIGTERM], false).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A handle started after a signal was caught, when no other handle of its loop watched
+    /// the signal, does not get that catch: the signal was sent before it existed (and,
+    /// with the last watcher gone, after `SIG_DFL` came back). The catch of a handle closed
+    /// before the loop looked went to the next handle that started on the signal, however
+    /// much later. The handle that stopped still gets it if it starts again (see
+    /// `issue_2_a_watcher_restarted_before_the_loop_looked_still_hears_the_signal`).
+    fn issue_2_a_handle_started_after_a_catch_does_not_get_it() {
+        let mut lp = test_loop();
+        let old = Signal::new(&mut lp);
+        old.start(&mut lp, SIGUSR1, |_, _, _| panic!("closed before the loop looked")).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        old.close(&mut lp).unwrap();
+        let heard = Rc::new(Cell::new(0));
+        let h = heard.clone();
+        let new = Signal::new(&mut lp);
+        new.start(&mut lp, SIGUSR1, move |_, _, _| h.set(h.get() + 1)).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(heard.get(), 0, "a catch from before the handle started");
+        // Its own catches it gets.
+        evloop::signal::raise(SIGUSR1).unwrap();
+        while heard.get() == 0 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(heard.get(), 1);
+        new.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
