@@ -313,8 +313,9 @@ impl Tty {
     /// readable (modes are about input): changing the mode through a write-only handle is an
     /// error, and leaves the terminal as it was.
     ///
-    /// Several handles on one terminal share its settings: change modes through one of
-    /// them. Change them while the loop's process group has the terminal: the settings of a
+    /// Several handles on one terminal (stdin and stdout, say) share its settings: the ones
+    /// saved at the first change through any of them are every handle's normal ones, so
+    /// the terminal ends as it was whichever handle closes first. Change them while the loop's process group has the terminal: the settings of a
     /// terminal in another group's hands are that job's, and a change from the background
     /// stops the process with `SIGTTOU` (take the terminal back first with
     /// [`set_foreground_group`](Tty::set_foreground_group)).
@@ -332,8 +333,14 @@ impl Tty {
         // others, for good: a job that left the terminal raw (killed before it could restore
         // it) must not make raw the handle's normal, nor what its close puts back.
         let now = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
-        let mut t = *tty.saved.get_or_insert(now);
-        if tty.mode == TtyMode::Normal && tty.claim.is_none() {
+        // Another handle on the same terminal may have changed it already (a program with
+        // handles on stdin and stdout, both set raw): then the settings that handle saved
+        // first are this one's normal too, not the raw ones in place, or closing this one
+        // after that one would leave the terminal raw.
+        let mut t = *tty.saved.get_or_insert_with(|| termios::saved_original_of(fd).unwrap_or(now));
+        if tty.claim.is_none() {
+            // (Whenever none is held: once the handle that held it has closed, this one's
+            // changes are the ones `reset_mode` and the exit hooks must undo.)
             tty.claim = termios::save_original(fd, &t)?;
         }
         match mode {

@@ -365,6 +365,29 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     Ok(Some(SavedClaim(())))
 }
 
+/// The settings [`save_original`] saved, if they are those of the terminal `fd` is open on
+/// (the same device, through any fd): the normal settings for a second handle on that
+/// terminal, whose first mode change may find the terminal raw through the first one.
+pub fn saved_original_of(fd: BorrowedFd<'_>) -> Option<Termios> {
+    if SAVED_FD.load(Ordering::Relaxed) < 0 {
+        return None;
+    }
+    let rdev = crate::fd::fstat(fd).ok()?.st_rdev;
+    let _guard = SAVED_LOCK.lock();
+    let raw = SAVED_FD.load(Ordering::Relaxed);
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is the slot's own duplicate, closed only under the lock we hold.
+    let saved = unsafe { BorrowedFd::borrow_raw(raw) };
+    if crate::fd::fstat(saved).ok()?.st_rdev != rdev {
+        return None;
+    }
+    // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
+    // cell before storing it.
+    Some(Termios(unsafe { (*SAVED.0.get()).assume_init() }))
+}
+
 /// The first save makes `exit` restore what is still saved then: a program that calls
 /// `std::process::exit` with a terminal in raw mode leaves a usable shell behind.
 fn reset_at_exit_once() {

@@ -1535,3 +1535,46 @@ case!(
         assert!(text.contains("shell exited with code 0"), "{text}");
     }
 );
+
+case!(
+    /// Two handles on one terminal (a program's stdin and stdout), both set raw: whichever
+    /// closes first, the terminal ends as it was. The second handle took the raw settings it
+    /// found for its normal ones, and closing it after the first put them back, leaving the
+    /// user's shell raw, where `reset_mode` and the exit hooks could not help (the first
+    /// handle's close had taken their saved settings with it).
+    fn issue_5_two_handles_on_one_terminal_leave_it_as_it_was_in_any_close_order() {
+        let mut lp = test_loop();
+        for first_closes_first in [true, false] {
+            let p = pty();
+            let before = attrs(&p.probe);
+            let input = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+            let output = Tty::open(&mut lp, p.slave).unwrap();
+            input.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            let order = if first_closes_first { [input, output] } else { [output, input] };
+            for tty in order {
+                tty.close(&mut lp).unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert_same_termios(
+                &attrs(&p.probe),
+                &before,
+                &format!("first closes first: {first_closes_first}"),
+            );
+        }
+        // The handle left open after the other closed is the one `reset_mode` undoes.
+        let p = pty();
+        let before = attrs(&p.probe);
+        let input = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+        let output = Tty::open(&mut lp, p.slave).unwrap();
+        input.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        input.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        output.set_mode(&mut lp, TtyMode::Io).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "reset_mode with the second handle raw");
+        output.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
