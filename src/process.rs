@@ -1003,7 +1003,9 @@ impl Command {
     /// capture: `on_data` is not called again, `on_done` never runs, and the output pipes
     /// close at once (a child still writing then gets `SIGPIPE`, or `EPIPE`). Both callbacks
     /// may use the loop freely. For back-pressure (stop reading while the output cannot go
-    /// anywhere), spawn with [`Stdio::Pipe`] and use [`Pipe::read_pause`].
+    /// anywhere, so that a child printing faster than it can be shown blocks instead of
+    /// filling memory), pause and resume the capture with the returned handle's
+    /// [`pause_output`](Process::pause_output) and [`resume_output`](Process::resume_output).
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -1579,6 +1581,51 @@ impl Process {
         }
         lp.process_watch_stops(self.0, None)
     }
+
+    /// Stops reading the output of a child that [`Command::stream_output`] (or
+    /// [`output`](Command::output)) captures, until [`resume_output`](Self::resume_output):
+    /// back-pressure for output that cannot go anywhere now (a terminal that is not being
+    /// read, a slow consumer). The child's writes then block once its pipes fill, so memory
+    /// stays bounded; the child still runs, and can still be killed. The capture ends only
+    /// after both streams have ended, so `on_done` waits for the resume. Pausing paused
+    /// output does nothing.
+    ///
+    /// An error for a process whose output is not captured (one from [`Command::spawn`]:
+    /// pause its pipes with [`Pipe::read_pause`]), and for a closed handle, which is what
+    /// the handle of a finished capture is.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, RunMode, Timer};
+    /// use std::time::Duration;
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let got = Rc::new(RefCell::new(0));
+    /// let g = got.clone();
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "head -c 300000 /dev/zero"]);
+    /// let child = cmd.stream_output(&mut lp, move |_, _, bytes| *g.borrow_mut() += bytes.len(), |_, status| {
+    ///     assert!(status.unwrap().success());
+    /// })?;
+    /// child.pause_output(&mut lp)?;
+    /// // Nothing is read while paused; a timer resumes it.
+    /// Timer::new(&mut lp).start(&mut lp, Duration::from_millis(20), Duration::ZERO, move |lp, t| {
+    ///     child.resume_output(lp).unwrap();
+    ///     t.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(*got.borrow(), 300_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pause_output(self, lp: &mut Loop) -> io::Result<()> {
+        lp.process_output_flow(self.0, true)
+    }
+
+    /// Resumes reading output paused with [`pause_output`](Self::pause_output). Resuming
+    /// output that is being read does nothing; the errors are `pause_output`'s.
+    pub fn resume_output(self, lp: &mut Loop) -> io::Result<()> {
+        lp.process_output_flow(self.0, false)
+    }
 }
 
 /// A living child stopped or continued: what [`Process::watch_stops`] reports.
@@ -1762,6 +1809,9 @@ struct ProcessExtras {
     /// What closing the handle ends besides its child's watch: a capture's pipes
     /// (`Command::output`).
     close_hook: Option<CloseHook>,
+    /// A capture's output pipes, for [`Process::pause_output`]: those that ended are closed
+    /// or closing.
+    output: Vec<Pipe>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
@@ -2483,6 +2533,34 @@ impl Loop {
         self.children.extras.entry(id.key).or_default().close_hook = Some(hook);
     }
 
+    /// [`Process::pause_output`] (`pause`) and [`Process::resume_output`].
+    fn process_output_flow(&mut self, id: HandleId, pause: bool) -> io::Result<()> {
+        if self.handle_flags(id, HandleKind::Process)?.contains(Flags::CLOSING) {
+            return Err(crate::event_loop::closing_error(HandleKind::Process));
+        }
+        let pipes = match self.children.extras.get(&id.key) {
+            Some(extras) if !extras.output.is_empty() => extras.output.clone(),
+            _ => {
+                return Err(invalid(
+                    "the process's output is not captured (Command::output or stream_output); pause the pipes \
+                     of a spawned child with Pipe::read_pause",
+                ));
+            }
+        };
+        for pipe in pipes {
+            // A stream that ended is closed or closing: nothing left to pause or resume.
+            if !self.handle_flags(pipe.0, HandleKind::Pipe).is_ok_and(|f| !f.contains(Flags::CLOSING)) {
+                continue;
+            }
+            if pause {
+                pipe.read_pause(self)?;
+            } else {
+                pipe.read_resume(self)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the child of process `id`, if not reaped yet, keep `run(Default)` going until
     /// it is, whatever the handle's `set_ref`.
     fn child_keeps_loop_alive(&mut self, id: HandleId) {
@@ -2631,7 +2709,7 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() {
+        if extras.close_hook.is_none() && extras.output.is_empty() {
             self.children.extras.remove(&id.key);
         }
         timer
@@ -2855,6 +2933,7 @@ impl Loop {
             let stdin = ours.pop().expect("the input pipe");
             Capture::feed(&state, self, stdin, input);
         }
+        self.children.extras.entry(child.process.0.key).or_default().output = ours.clone();
         for (i, pipe) in ours.into_iter().enumerate() {
             let st = state.clone();
             let started = pipe.read_start(self, move |lp, p, ev| match ev {

@@ -2525,3 +2525,64 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Back-pressure for a capture: `pause_output` stops reading the child's output, so a
+    /// child printing far more than a pipe holds blocks in `write` (its output had to be
+    /// taken as fast as it came, into memory, whatever the consumer could do with it), and
+    /// `resume_output` takes the rest, all of it, in order. Errors for a child whose output is
+    /// not captured, and for the closed handle of a finished capture.
+    fn issue_6_stream_output_can_be_paused_and_resumed() {
+        const TOTAL: usize = 4 << 20;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let got = Rc::new(RefCell::new(Sum::new()));
+            let done = Rc::new(Cell::new(None));
+            let (g, d) = (got.clone(), done.clone());
+            let mut cmd = Command::new("head");
+            cmd.args(["-c", &TOTAL.to_string(), "/dev/zero"]);
+            let child = cmd
+                .stream_output(
+                    &mut lp,
+                    move |_, _, bytes| g.borrow_mut().update(bytes),
+                    move |_, status| d.set(Some(status.unwrap().success())),
+                )
+                .unwrap();
+            child.pause_output(&mut lp).unwrap();
+            child.pause_output(&mut lp).unwrap();
+            // The child fills the pipe and blocks in write; the loop, running meanwhile,
+            // reads nothing. (Not paused, the child would finish instead, and this would
+            // spin until the watchdog ends it.)
+            let stat = format!("/proc/{}/stat", child.pid(&lp).unwrap());
+            let state =
+                || std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.chars().next();
+            while state() != Some('S') {
+                lp.run(RunMode::NoWait).unwrap();
+                assert_ne!(state(), Some('Z'), "{name}: the child finished while its output was paused");
+            }
+            lp.run(RunMode::NoWait).unwrap();
+            assert!(*got.borrow() == Sum::new(), "{name}: nothing read while paused");
+            assert_eq!(child.exit_status(&lp).unwrap(), None, "{name}");
+            child.resume_output(&mut lp).unwrap();
+            child.resume_output(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let mut want = Sum::new();
+            want.update(&vec![0u8; TOTAL]);
+            assert!(*got.borrow() == want, "{name}: all of it, in order");
+            assert_eq!(done.get(), Some(true), "{name}");
+            // The finished capture's handle closed itself.
+            assert!(child.pause_output(&mut lp).is_err(), "{name}");
+
+            // A spawned child's output is its pipes' to pause.
+            let mut cmd = Command::new("true");
+            cmd.stdout(Stdio::Pipe);
+            let c = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+            let e = c.process.pause_output(&mut lp).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}: {e}");
+            assert!(e.to_string().contains("Pipe::read_pause"), "{name}: {e}");
+            c.stdout.unwrap().close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
