@@ -315,7 +315,9 @@ impl Tty {
     ///
     /// Several handles on one terminal (stdin and stdout, say) share its settings: the ones
     /// saved at the first change through any of them are every handle's normal ones, so
-    /// the terminal ends as it was whichever handle closes first. Change them while the loop's process group has the terminal: the settings of a
+    /// the terminal ends as it was whichever handle closes first.
+    ///
+    /// Change them while the loop's process group has the terminal: the settings of a
     /// terminal in another group's hands are that job's, and a change from the background
     /// stops the process with `SIGTTOU` (take the terminal back first with
     /// [`set_foreground_group`](Tty::set_foreground_group)).
