@@ -129,6 +129,9 @@ pub(crate) struct TtyState {
     saved: Option<Termios>,
     /// Held when this handle made the first mode change in the process.
     claim: Option<SavedClaim>,
+    /// Which terminal it is (`termios::terminal_id`), where that can be told: handles on
+    /// one terminal share the settings saved first.
+    terminal: Option<u64>,
     /// The caller's fd, when the terminal was reopened: kept open, untouched, until close.
     original: Option<OwnedFd>,
     /// The internal, unreferenced `SIGWINCH` watcher behind the resize callback.
@@ -289,12 +292,19 @@ impl Tty {
         }
         let TerminalIo { fd, original, blocking, mode, restore_blocking } =
             open_terminal(lp, fd, flags, HandleKind::Tty)?;
+        let terminal = termios::terminal_id(fd.as_fd()).ok();
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
         stream.blocking = blocking;
         stream.restore_blocking = restore_blocking;
         stream.eio_is_eof = true;
-        stream.tty =
-            Some(TtyState { mode: TtyMode::Normal, saved: None, claim: None, original, resize: None });
+        stream.tty = Some(TtyState {
+            mode: TtyMode::Normal,
+            saved: None,
+            claim: None,
+            terminal,
+            original,
+            resize: None,
+        });
         Ok(Tty(lp.stream_insert(stream)))
     }
 
@@ -329,17 +339,24 @@ impl Tty {
                  only); change it through a handle on the terminal's input",
             ));
         }
-        let fd = s.io.fd()?;
-        let tty = s.tty.as_mut().expect("a tty stream has tty state");
         // The settings found before the first change are Normal mode's, and the base of the
         // others, for good: a job that left the terminal raw (killed before it could restore
         // it) must not make raw the handle's normal, nor what its close puts back.
-        let now = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
+        let now = termios::get(s.io.fd()?).map_err(|e| context(e, "cannot read the terminal's settings"))?;
         // Another handle on the same terminal may have changed it already (a program with
         // handles on stdin and stdout, both set raw): then the settings that handle saved
-        // first are this one's normal too, not the raw ones in place, or closing this one
-        // after that one would leave the terminal raw.
-        let mut t = *tty.saved.get_or_insert_with(|| termios::saved_original_of(fd).unwrap_or(now));
+        // are this one's normal too, not the raw ones in place, or closing this one after
+        // that one would leave the terminal raw. A handle of this loop first, then the
+        // terminal whose settings the process saved first (a handle of another loop).
+        let look_up = match s.tty.as_ref().expect("a tty stream has tty state") {
+            TtyState { saved: None, terminal, .. } => *terminal,
+            _ => None,
+        };
+        let shared = look_up.and_then(|n| lp.tty_saved_of(n).or_else(|| termios::saved_original_of(n)));
+        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
+        let fd = s.io.fd()?;
+        let tty = s.tty.as_mut().expect("a tty stream has tty state");
+        let mut t = *tty.saved.get_or_insert(shared.unwrap_or(now));
         if tty.claim.is_none() {
             // (Whenever none is held: once the handle that held it has closed, this one's
             // changes are the ones `reset_mode` and the exit hooks must undo.)
@@ -630,6 +647,18 @@ pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Loop {
+    /// The settings a tty handle of this loop on terminal `terminal` saved as its normal
+    /// ones, if one did.
+    fn tty_saved_of(&self, terminal: u64) -> Option<Termios> {
+        self.slots.iter().find_map(|(_, slot)| match &slot.kind {
+            Kind::Stream(s) => match &s.tty {
+                Some(TtyState { saved: Some(t), terminal: Some(n), .. }) if *n == terminal => Some(*t),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     fn tty_ref(&self, id: HandleId) -> io::Result<&TtyState> {
         let s = self.stream_ref(id, HandleKind::Tty)?;
         Ok(s.tty.as_ref().expect("a tty stream has tty state"))

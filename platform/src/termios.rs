@@ -27,7 +27,7 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::cvt::{cvt, cvt_errno, cvt_r};
 use crate::fd::{self, Access};
@@ -233,6 +233,39 @@ pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// A number naming the terminal `fd` is open on, the same through every fd on it; for
+/// telling whether two fds lead to one terminal's settings.
+///
+/// - Linux: the device `TIOCGDEV` reports. It sees through the aliases: a pty master gives
+///   its slave's device (whose settings it reads and writes), `/dev/tty` and `/dev/console`
+///   the terminal behind them. (`st_rdev` cannot: every pty master is the cloning
+///   `/dev/ptmx`, 5:2.) Where the kernel lacks it (before 2.6.38), `st_rdev`, except for a
+///   pty master, which then has no number (`Unsupported`).
+/// - macOS and FreeBSD: `st_rdev`. A pty master has its own device number there (not its
+///   slave's, so a master and its slave count as two terminals), and `/dev/tty` its own
+///   (so it and the device behind it count as two).
+pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut dev: libc::c_uint = 0;
+        // SAFETY: TIOCGDEV writes one unsigned int through the pointer, valid for that.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGDEV, &mut dev) } == 0 {
+            // The top bit keeps these apart from the `st_rdev` numbers below (another
+            // encoding of the same devices).
+            return Ok(1 << 63 | u64::from(dev));
+        }
+        if is_pty_master(fd) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel cannot tell which pty a master belongs to (no TIOCGDEV)",
+            ));
+        }
+    }
+    // The field's type differs by platform (u32, i32 or u64); only equality matters.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(fd::fstat(fd)?.st_rdev as u64 & !(1 << 63))
+}
+
 /// Creates a pty: `(master, slave)`, both read-write, close-on-exec and blocking. The slave
 /// does not become the caller's controlling terminal (`O_NOCTTY`).
 ///
@@ -319,6 +352,11 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
 static SAVED_LOCK: SignalLock = SignalLock::new();
 /// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
 static SAVED_FD: AtomicI32 = AtomicI32::new(-1);
+/// The [`terminal_id`] of the slot's terminal (`NO_TERMINAL_ID` when it has none), written
+/// with the slot under the lock.
+static SAVED_ID: AtomicU64 = AtomicU64::new(NO_TERMINAL_ID);
+/// Matches no terminal: `terminal_id` never returns it.
+const NO_TERMINAL_ID: u64 = u64::MAX;
 
 struct SavedCell(UnsafeCell<MaybeUninit<libc::termios>>);
 // SAFETY: the cell is only touched while SAVED_LOCK is held (taken with Acquire, released
@@ -352,12 +390,14 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
         return Ok(None);
     }
     let dup = fd::dup_cloexec(fd, 3)?;
+    let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
     let _guard = SAVED_LOCK.lock();
     if SAVED_FD.load(Ordering::Relaxed) >= 0 {
         return Ok(None);
     }
     // SAFETY: the lock is held, so no other access to the cell overlaps this write.
     unsafe { (*SAVED.0.get()).write(t.0) };
+    SAVED_ID.store(id, Ordering::Relaxed);
     SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
     // SAFETY: getpid has no preconditions and cannot fail.
     RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
@@ -365,22 +405,15 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     Ok(Some(SavedClaim(())))
 }
 
-/// The settings [`save_original`] saved, if they are those of the terminal `fd` is open on
-/// (the same device, through any fd): the normal settings for a second handle on that
-/// terminal, whose first mode change may find the terminal raw through the first one.
-pub fn saved_original_of(fd: BorrowedFd<'_>) -> Option<Termios> {
-    if SAVED_FD.load(Ordering::Relaxed) < 0 {
+/// The settings [`save_original`] saved, if they are those of the terminal numbered `id`
+/// (its [`terminal_id`]): the normal settings for a second handle on that terminal, whose
+/// first mode change may find the terminal raw through the first one.
+pub fn saved_original_of(id: u64) -> Option<Termios> {
+    if SAVED_FD.load(Ordering::Relaxed) < 0 || id == NO_TERMINAL_ID {
         return None;
     }
-    let rdev = crate::fd::fstat(fd).ok()?.st_rdev;
     let _guard = SAVED_LOCK.lock();
-    let raw = SAVED_FD.load(Ordering::Relaxed);
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: `raw` is the slot's own duplicate, closed only under the lock we hold.
-    let saved = unsafe { BorrowedFd::borrow_raw(raw) };
-    if crate::fd::fstat(saved).ok()?.st_rdev != rdev {
+    if SAVED_FD.load(Ordering::Relaxed) < 0 || SAVED_ID.load(Ordering::Relaxed) != id {
         return None;
     }
     // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the

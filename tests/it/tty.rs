@@ -1578,3 +1578,54 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Issue 5: the process-wide saved settings were matched to a handle's terminal by
+    /// `st_rdev`, which is 5:2 (`/dev/ptmx`) for every pty master on Linux, so a handle on
+    /// pty B's master took pty A's settings for its normal ones and left them on B.
+    fn issue_5_a_handle_on_another_pty_master_keeps_its_own_settings() {
+        let mut lp = test_loop();
+        let a = pty();
+        // Pty A's user turned echo off; B's has it on.
+        let mut t = attrs(&a.probe);
+        t.local_flags.remove(termios::LocalFlags::ECHO);
+        termios::tcsetattr(&a.probe, termios::SetArg::TCSANOW, &t).unwrap();
+        let a_before = attrs(&a.probe);
+        // (Duplicates: the slaves stay usable after the handles close the masters they own.)
+        let on_a = Tty::open(&mut lp, a.master.try_clone().unwrap()).unwrap();
+        on_a.set_mode(&mut lp, TtyMode::Raw).unwrap(); // the process-wide save: A's settings
+        let b = pty();
+        let b_before = attrs(&b.probe);
+        let on_b = Tty::open(&mut lp, b.master.try_clone().unwrap()).unwrap();
+        on_b.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        on_b.close(&mut lp).unwrap();
+        on_a.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&b.probe), &b_before, "pty B after its handle closed");
+        assert_same_termios(&attrs(&a.probe), &a_before, "pty A after its handle closed");
+    }
+);
+
+case!(
+    /// Issue 5: two handles on a terminal other than the one whose settings the process
+    /// saved first shared nothing: the second took the raw settings the first had set for
+    /// its normal ones, and the terminal was left raw.
+    fn issue_5_two_handles_on_a_second_terminal_leave_it_as_it_was() {
+        let mut lp = test_loop();
+        let a = pty();
+        let on_a = Tty::open(&mut lp, a.slave).unwrap();
+        on_a.set_mode(&mut lp, TtyMode::Raw).unwrap(); // the process-wide save: A's
+        let b = pty();
+        let before = attrs(&b.probe);
+        let input = Tty::open(&mut lp, b.slave.try_clone().unwrap()).unwrap();
+        let output = Tty::open(&mut lp, b.slave).unwrap();
+        input.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        input.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        output.close(&mut lp).unwrap();
+        on_a.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&b.probe), &before, "pty B after both its handles closed");
+    }
+);
