@@ -572,10 +572,16 @@ impl NotifySlot {
     }
 
     /// Forgets the catches of `signo` not taken yet: for a watcher that starts after they
-    /// happened. Call it while this slot does not watch `signo`, so that no new catch races
-    /// with it.
+    /// happened. Call it while this slot does not watch `signo`: a handler that looked at
+    /// the mask before it changed and is still running on another thread is waited out
+    /// first, and one that comes later finds the bit clear, so no catch lands after this.
     pub fn forget(&self, signo: i32) {
         let slot = self.slot();
+        // A handler raises `busy` before its second look at the mask, and adds its catch
+        // before lowering it.
+        while slot.busy.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
         if let Some(count) = slot.counts.get(signo as usize) {
             count.store(0, SeqCst);
         }
