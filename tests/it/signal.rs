@@ -434,3 +434,53 @@ case!(
         assert_eq!(stale, 0, "catches landed after forget in {stale} of {rounds} rounds");
     }
 );
+
+case!(
+    /// Issue 7: since a pending signal is dropped when the last watcher's stop restores the
+    /// disposition, replacing a callback by stop and start lost a signal that was pending
+    /// (blocked) meanwhile. In a callback the restore waits for the end of the iteration,
+    /// so a start within it finds nothing changed; when `run` returns, the disposition is
+    /// back all the same.
+    fn issue_7_a_callback_replaced_in_a_callback_keeps_a_pending_signal() {
+        use evloop::Timer;
+        use evloop_platform::signal::set_blocked;
+        let mut lp = test_loop();
+        let heard = Rc::new(Cell::new(0));
+        let s = Signal::new(&mut lp);
+        s.start(&mut lp, SIGUSR1, |_, _, _| panic!("replaced before any catch")).unwrap();
+        set_blocked(&[SIGUSR1], true).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        let h = heard.clone();
+        Timer::once(&mut lp, std::time::Duration::ZERO, move |lp| {
+            s.stop(lp).unwrap();
+            let h = h.clone();
+            s.start(lp, SIGUSR1, move |lp, s, _| {
+                h.set(h.get() + 1);
+                s.close(lp).unwrap();
+            })
+            .unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Once).unwrap();
+        assert!(matches!(disposition(SIGUSR1).unwrap(), Disposition::Handler(_)));
+        // Unblocking delivers it before `set_blocked` returns; the signal pipe has its byte.
+        set_blocked(&[SIGUSR1], false).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(heard.get(), 1, "the pending signal reached the new callback");
+        lp.run(RunMode::Default).unwrap();
+
+        // A last watcher stopped in a callback, the run then stopped: `SIG_DFL` is back
+        // when `run` returns, not at the next run.
+        let s = Signal::new(&mut lp);
+        s.start(&mut lp, SIGUSR1, |lp, s, _| {
+            s.stop(lp).unwrap();
+            lp.stop();
+        })
+        .unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(disposition(SIGUSR1).unwrap(), Disposition::Default);
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
