@@ -815,6 +815,12 @@ impl Command {
     /// another's: call [`Process::kill_group`] from the exit callback instead. Replaces
     /// `kill_on_drop`.
     ///
+    /// A handle closed while a [`Process::terminate_group`] gives the group its grace period
+    /// (a capture that closes its handle once the leader exited, say) leaves the group to
+    /// it: the members that heed `SIGTERM` get their time, and the rest get `SIGKILL` when
+    /// it is over. The child itself is still killed. Dropping the loop kills the group at
+    /// once.
+    ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
     ///
@@ -1415,7 +1421,9 @@ impl Process {
     /// killed at the end of `grace`, an internal timer keeps the loop alive, so a
     /// `run(Default)` that winds a program down does not return with members still there.
     /// Dropping the loop ends the escalation (see
-    /// [`kill_group_on_drop`](Command::kill_group_on_drop) for that case).
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop) for that case); closing the
+    /// handle does not, not even with `kill_group_on_drop`, which leaves the group to the
+    /// escalation until the grace period is over.
     ///
     /// On Linux 6.9 and later the group of a child that leads it is named through the
     /// child's pidfd, race-free. Elsewhere, and for a group the child joined, it is named by
@@ -1485,6 +1493,8 @@ impl Process {
             let _ = timer.close(lp);
             return Err(e);
         }
+        let extras = lp.children.extras.entry(self.0.key).or_default();
+        extras.group_grace_until = extras.group_grace_until.max(deadline);
         Ok(())
     }
 
@@ -1816,6 +1826,10 @@ struct ProcessExtras {
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
     escalation: Option<crate::Timer>,
+    /// Until when (loop time, ms) a [`Process::terminate_group`] gives the group its grace
+    /// period: a close before then leaves the group to it, instead of
+    /// `kill_group_on_drop`'s `SIGKILL` at once.
+    group_grace_until: u64,
 }
 
 impl Children {
@@ -2709,7 +2723,7 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() && extras.output.is_empty() {
+        if extras.close_hook.is_none() && extras.output.is_empty() && extras.group_grace_until == 0 {
             self.children.extras.remove(&id.key);
         }
         timer
@@ -2727,10 +2741,14 @@ impl Loop {
     /// The child's part of a close: what happens to a child whose handle goes.
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
+        let grace_until = self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until);
+        let in_grace = grace_until != 0 && grace_until > self.now();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
         st.on_exit = None;
+        // A `terminate_group` in its grace period ends the group itself, when that is over.
+        let kill_group = st.on_drop == OnDrop::KillGroup && !in_grace;
         #[cfg(target_os = "linux")]
         let pidfd = st.pidfd.take();
         let Some(key) = st.child_key() else {
@@ -2738,7 +2756,7 @@ impl Loop {
             // the group can be named race-free: through the leader's pidfd (Linux 6.9). By
             // number, an emptied group's id could be a stranger's by now.
             #[cfg(target_os = "linux")]
-            if let (OnDrop::KillGroup, true, Some(fd)) = (st.on_drop, st.leads_group, &pidfd) {
+            if let (true, true, Some(fd)) = (kill_group, st.leads_group, &pidfd) {
                 match sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, true) {
                     Err(e) if !matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => {
                         log::debug!("loop {loop_id}: SIGKILL to the group of {} on close: {e}", st.pid);
@@ -2746,7 +2764,7 @@ impl Loop {
                     _ => {}
                 }
             }
-            let _ = loop_id;
+            let _ = (loop_id, kill_group);
             return;
         };
         st.child_key = NO_CHILD;
@@ -2755,7 +2773,7 @@ impl Loop {
         self.child_unwatch_stops(key);
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
-        if on_drop == OnDrop::KillGroup {
+        if kill_group {
             // The group first, through the pidfd where the kernel can; then the child itself
             // (below), in case it left the group.
             let pidfd = match &entry.watch {

@@ -2586,3 +2586,44 @@ case!(
         }
     }
 );
+
+case!(
+    /// Issue 6: a capture closes its handle once the leader exited and its output ended;
+    /// with `kill_group_on_drop` that close sent `SIGKILL` to the group at once, cutting
+    /// short the grace period a `terminate_group` in progress had given the members that
+    /// heed `SIGTERM`. The close leaves the group to the escalation now.
+    fn issue_6_a_capture_closing_during_terminate_group_keeps_the_grace_period() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        use std::time::Duration;
+        become_subreaper();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let (report_r, report_w) = evloop_platform::fd::pipe().unwrap();
+            // The member cleans up for a moment after SIGTERM and reports on fd 3; the leader
+            // (the sleep the shell becomes) dies of SIGTERM, which ends the capture.
+            let mut cmd = sh("(trap 'sleep 0.2; echo cleaned >&3; exit 0' TERM; echo ready >&3; \
+                 sleep 30 & wait) >/dev/null 2>&1 & exec 3>&-; exec sleep 30");
+            cmd.process_group(0).kill_group_on_drop(true).fd(3, report_w);
+            let status = Rc::new(RefCell::new(None));
+            let st = status.clone();
+            let p =
+                cmd.stream_output(&mut lp, |_, _, _| {}, move |_, res| *st.borrow_mut() = Some(res)).unwrap();
+            drop(cmd); // (its copy of the report pipe's write end)
+            let mut report = Vec::new();
+            crate::util::read_until(report_r.as_fd(), &mut report, "ready\n");
+            p.terminate_group(&mut lp, Duration::from_secs(1)).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let status = status.borrow_mut().take().expect("the capture ended").unwrap();
+            assert_eq!(status.signal(), Some(SIGTERM), "{name}: the leader heeded SIGTERM");
+            drop(lp);
+            let adopted = reap_adopted();
+            File::from(report_r).read_to_end(&mut report).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&report),
+                "ready\ncleaned\n",
+                "{name}: the member had its grace period ({adopted:?})"
+            );
+        }
+    }
+);
