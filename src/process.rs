@@ -1600,6 +1600,13 @@ impl Process {
     /// after both streams have ended, so `on_done` waits for the resume. Pausing paused
     /// output does nothing.
     ///
+    /// Paused pipes keep the loop alive no more than a [`Pipe::read_pause`]d one does (as
+    /// in libuv, a stopped read is an inactive handle); the running child does. So resume
+    /// from the callback of something else that keeps the loop going (a timer, the
+    /// consumer's own handle). With nothing else, `run(RunMode::Default)` returns once the
+    /// child has exited, `on_done` still to come after a resume and another run; or, for a
+    /// child blocked on a full pipe, which never exits, it does not return at all.
+    ///
     /// An error for a process whose output is not captured (one from [`Command::spawn`]:
     /// pause its pipes with [`Pipe::read_pause`]), and for a closed handle, which is what
     /// the handle of a finished capture is.

@@ -2627,3 +2627,36 @@ case!(
         }
     }
 );
+
+case!(
+    /// Issue 6: what keeps the loop alive while a capture is paused, as `pause_output`
+    /// documents it: the paused pipes do not (libuv's stopped reads), the running child
+    /// does. Output that fits in the pipe lets the child exit, and `run(Default)` returns
+    /// before `on_done`; after a resume, the next run finishes the capture with everything.
+    fn issue_6_paused_output_keeps_nothing_alive_but_the_child() {
+        let mut lp = crate::util::test_loop();
+        let done = Rc::new(RefCell::new(None));
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let (d, g) = (done.clone(), got.clone());
+        let p = sh("echo hi; echo there >&2")
+            .stream_output(
+                &mut lp,
+                move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
+                move |_, res| *d.borrow_mut() = Some(res.unwrap()),
+            )
+            .unwrap();
+        p.pause_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(done.borrow().is_none(), "on_done waits for the resume");
+        assert!(got.borrow().is_empty(), "nothing read while paused");
+        assert!(p.exit_status(&lp).unwrap().is_some_and(|s| s.success()), "the child was reaped");
+        p.resume_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(done.borrow().is_some_and(|s| s.success()));
+        let mut all = got.borrow().clone();
+        all.sort_unstable();
+        let mut want = b"hi\nthere\n".to_vec();
+        want.sort_unstable();
+        assert_eq!(all, want);
+    }
+);
