@@ -2748,7 +2748,11 @@ impl Loop {
     /// The child's part of a close: what happens to a child whose handle goes.
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
-        let grace_until = self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until);
+        // (The map is usually empty: no hashing, and no clock read, then.)
+        let grace_until = match self.children.extras.is_empty() {
+            true => 0,
+            false => self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until),
+        };
         let in_grace = grace_until != 0 && grace_until > self.now();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
