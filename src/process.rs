@@ -175,7 +175,9 @@
 //!   serves every pipe of every child at once, so a child never blocks on a full pipe while
 //!   the loop runs and its output is being read; memory stays bounded by the read cap.
 //! - **Killing grandchild processes.** [`Process::kill_group`] with a process group or session
-//!   of the child's own; on Linux 6.9+ the group is named by pidfd (race-free).
+//!   of the child's own; on Linux 6.9+ the group is named by pidfd (race-free). A capture
+//!   that a grandchild holds up after the child exited is bounded by
+//!   [`Command::wait_delay`] (Go's `WaitDelay`).
 //!
 //! # Platform notes
 //!
@@ -560,6 +562,8 @@ pub struct Command {
     /// Explicit fd entries, at most one per target.
     stdio: Vec<(RawFd, Stdio)>,
     on_drop: OnDrop,
+    /// How long a capture waits for the output to end once the child exited.
+    wait_delay: Option<Duration>,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
 }
@@ -603,6 +607,7 @@ impl Command {
             foreground: None,
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
+            wait_delay: None,
             invalid,
         }
     }
@@ -838,6 +843,45 @@ impl Command {
         self
     }
 
+    /// For a capture ([`output`](Command::output), [`output_with_input`](Command::output_with_input),
+    /// [`stream_output`](Command::stream_output)): how long to wait, once the child has
+    /// exited, for its output to end (Go's `Cmd.WaitDelay`). Without it, the capture waits
+    /// for end of file however long that takes, and a descendant that inherited the streams
+    /// and runs on (`sh -c 'server & echo started'`) holds it up for as long as it lives,
+    /// the duct gotcha.
+    ///
+    /// When the delay runs out first, the capture stops reading and closes its pipes (a
+    /// descendant still writing to them gets `SIGPIPE`, or `EPIPE`), stops feeding the input,
+    /// and finishes with what it has: `output`'s [`Output`] says so in
+    /// [`cut`](Output::cut); `stream_output`'s `on_done` gets an error of kind
+    /// [`TimedOut`](io::ErrorKind::TimedOut) when the child succeeded, and the child's status
+    /// when it failed (the failure is the news; every byte read has reached `on_data`
+    /// either way). The descendant itself runs on: end it with the child's group
+    /// ([`process_group`](Command::process_group) and
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop), or
+    /// [`Process::kill_group`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// // The shell exits at once; the sleep it leaves behind holds stdout open.
+    /// cmd.args(["-c", "sleep 1 & echo started"]).wait_delay(Duration::from_millis(50));
+    /// cmd.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert!(out.status.success() && out.cut);
+    ///     assert_eq!(out.stdout, b"started\n");
+    /// })?;
+    /// lp.run(RunMode::Default)?; // 50 ms after the shell's exit, not a second
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait_delay(&mut self, delay: Duration) -> &mut Command {
+        self.wait_delay = Some(delay);
+        self
+    }
+
     /// The program as given (with `./` added to a relative [`Path`]).
     pub fn get_program(&self) -> &OsStr {
         OsStr::from_bytes(self.program.as_bytes())
@@ -929,11 +973,11 @@ impl Command {
     /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
     /// [`set_ref`](Process::set_ref). The output is kept in memory: for a child that prints
     /// without bound, read its pipes yourself. Like std, this waits for end of file, so a
-    /// background grandchild that keeps the streams open delays `cb` until it exits: give the
-    /// command a process group ([`process_group(0)`](Command::process_group)) and end the
-    /// group with [`Process::kill_group`] once [`Process::exit_status`] has a status, or
-    /// give up on the capture by closing the handle (a grandchild that started a session of
-    /// its own is out of the group's reach).
+    /// background grandchild that keeps the streams open delays `cb` until it exits: bound
+    /// that wait with [`wait_delay`](Command::wait_delay), and end what is left with a
+    /// process group of the child's own ([`process_group(0)`](Command::process_group) and
+    /// [`kill_group_on_drop`](Command::kill_group_on_drop), or [`Process::kill_group`]; a
+    /// grandchild that started a session of its own is out of the group's reach).
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1012,6 +1056,9 @@ impl Command {
     /// anywhere, so that a child printing faster than it can be shown blocks instead of
     /// filling memory), pause and resume the capture with the returned handle's
     /// [`pause_output`](Process::pause_output) and [`resume_output`](Process::resume_output).
+    /// To learn of the exit before the output has ended (a background grandchild holding
+    /// it open), set [`wait_delay`](Command::wait_delay): `on_done` then comes that long
+    /// after the exit at the latest.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -1041,7 +1088,22 @@ impl Command {
         on_data: impl FnMut(&mut Loop, OutputStream, &[u8]) + 'static,
         on_done: impl FnOnce(&mut Loop, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Process> {
-        let done: OutputCb = Box::new(move |lp, out| on_done(lp, out.map(|o| o.status)));
+        let delay = self.wait_delay.unwrap_or_default();
+        let done: OutputCb = Box::new(move |lp, out| {
+            on_done(
+                lp,
+                out.and_then(|o| match o.cut && o.status.success() {
+                    true => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the child exited with status 0, but its output was still open {delay:?} later \
+                             (a descendant holding it?): reading stopped there"
+                        ),
+                    )),
+                    false => Ok(o.status),
+                }),
+            )
+        });
         lp.command_output(self, None, Some(Box::new(on_data)), done)
     }
 
@@ -1664,6 +1726,10 @@ pub struct Output {
     pub stdout: Vec<u8>,
     /// Everything it wrote to stderr.
     pub stderr: Vec<u8>,
+    /// The output was cut short: the child had exited, and its streams were still open (a
+    /// descendant held them) when the command's [`wait_delay`](Command::wait_delay) ran
+    /// out. `stdout` and `stderr` hold what was read until then.
+    pub cut: bool,
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
@@ -1697,8 +1763,14 @@ struct Capture {
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
-    /// The capture's own pipes (the output's and the input's), closed when it is abandoned.
+    /// The capture's own pipes (stdout's, stderr's, then the input's), closed when it is
+    /// abandoned.
     pipes: Vec<Pipe>,
+    /// `Command::wait_delay`, and the timer that runs it out once the child exited.
+    wait_delay: Option<Duration>,
+    delay_timer: Option<crate::Timer>,
+    /// The delay ran out with streams still open: they were closed there.
+    cut: bool,
 }
 
 impl Capture {
@@ -1709,7 +1781,8 @@ impl Capture {
         let done = move |lp: &mut Loop, res: io::Result<()>| {
             let _ = stdin.close(lp);
             Capture::one_done(&st, lp, |c| match res {
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                // (Cancelled by the close of a cut: no error.)
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe && !c.cut => {
                     c.error.get_or_insert(context(e, "writing the child's stdin"));
                 }
                 _ => {}
@@ -1727,9 +1800,56 @@ impl Capture {
         }
     }
 
+    /// The child exited with streams still open: after the command's `wait_delay`, stop
+    /// waiting for them.
+    fn start_delay(state: &Rc<RefCell<Capture>>, lp: &mut Loop) {
+        let delay = {
+            let c = state.borrow();
+            match c.wait_delay {
+                Some(d) if c.cb.is_some() => d,
+                _ => return,
+            }
+        };
+        let st = state.clone();
+        let timer = crate::Timer::once(lp, delay, move |lp| {
+            let pipes = {
+                let mut c = st.borrow_mut();
+                c.delay_timer = None;
+                if c.cb.is_none() {
+                    return;
+                }
+                c.cut = true;
+                c.pipes.clone()
+            };
+            log::debug!("a child's output still open {delay:?} after its exit: cut");
+            for (i, p) in pipes.into_iter().enumerate() {
+                // (One that ended is closing or gone already.)
+                if p.is_closing(lp).ok() != Some(false) {
+                    continue;
+                }
+                let _ = p.close(lp);
+                // The outputs count here; the input's write, cancelled by the close, counts
+                // when its callback runs (`feed`).
+                if i < 2 {
+                    Capture::one_done(&st, lp, |_| {});
+                }
+            }
+        });
+        match timer {
+            Ok(t) => {
+                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
+                    slot.flags.insert(Flags::INTERNAL);
+                }
+                state.borrow_mut().delay_timer = Some(t);
+            }
+            // (Out of memory in the timer heap, say: the capture waits for end of file.)
+            Err(e) => log::warn!("a capture's wait_delay could not start: {e}"),
+        }
+    }
+
     /// One of the events happened; the last one delivers the result.
     fn one_done(state: &RefCell<Capture>, lp: &mut Loop, note: impl FnOnce(&mut Capture)) {
-        let (cb, result, process) = {
+        let (cb, result, process, timer) = {
             let mut c = state.borrow_mut();
             note(&mut c);
             c.left -= 1;
@@ -1742,11 +1862,15 @@ impl Capture {
                     status,
                     stdout: std::mem::take(&mut c.stdout),
                     stderr: std::mem::take(&mut c.stderr),
+                    cut: c.cut,
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
-            (c.cb.take(), result, c.process.take())
+            (c.cb.take(), result, c.process.take(), c.delay_timer.take())
         };
+        if let Some(t) = timer {
+            let _ = t.close(lp);
+        }
         // The handle's close hook finds `cb` gone, and abandons nothing. (Closed by its
         // owner already, the capture was abandoned, and the count never got here.)
         if let Some(p) = process {
@@ -2876,6 +3000,9 @@ impl Loop {
             cancelled: false,
             process: None,
             pipes: Vec::new(),
+            wait_delay: cmd.wait_delay,
+            delay_timer: None,
+            cut: false,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
@@ -2911,6 +3038,7 @@ impl Loop {
                     c.error.get_or_insert(e);
                 }
             });
+            Capture::start_delay(&st, lp);
         });
         let spawned = opened
             .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
@@ -2938,7 +3066,7 @@ impl Loop {
         self.process_on_close(
             child.process.0,
             Box::new(move |lp| {
-                let pipes = {
+                let (pipes, timer) = {
                     let mut c = st.borrow_mut();
                     if c.cb.is_none() {
                         return;
@@ -2947,8 +3075,11 @@ impl Loop {
                     c.cb = None;
                     c.sink = None;
                     c.process = None;
-                    std::mem::take(&mut c.pipes)
+                    (std::mem::take(&mut c.pipes), c.delay_timer.take())
                 };
+                if let Some(t) = timer {
+                    let _ = t.close(lp);
+                }
                 for p in pipes {
                     // (One that ended already is closing or gone: nothing to do.)
                     let _ = p.close(lp);

@@ -2660,3 +2660,83 @@ case!(
         assert_eq!(all, want);
     }
 );
+
+/// Ends the process `line` names (a grandchild a test left running), and waits until it
+/// is gone.
+fn end_grandchild(line: &[u8]) {
+    let pid: i32 = String::from_utf8_lossy(line).trim().parse().expect("a pid");
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).expect("the grandchild still ran");
+}
+
+case!(
+    /// Issue 6: a capture waited for end of file however long a descendant held the output
+    /// open (`sh -c 'sleep 30 & echo hi'` took 30 s). With `wait_delay` it stops reading
+    /// that long after the exit and finishes with what it read, saying it was cut: in
+    /// `Output::cut`, and for `stream_output` as a `TimedOut` error when the child
+    /// succeeded, or the failure status when it did not. A pending input write is cut too,
+    /// with no error; output that ends in time is not cut, and the timer goes with it.
+    fn issue_6_wait_delay_cuts_output_a_descendant_holds_open() {
+        use std::time::Duration;
+        let delay = Duration::from_millis(50);
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // output(): the sleep holds stdout; its pid is the output.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let mut cmd = sh("sleep 30 & echo $!");
+            cmd.wait_delay(delay);
+            cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture finished");
+            assert!(out.status.success() && out.cut, "{name}: {out:?}");
+            end_grandchild(&out.stdout);
+
+            // stream_output(): success and a cut is an error; a failure is the status.
+            for (script, code) in [("sleep 30 & echo $!", 0), ("sleep 30 & echo $!; exit 3", 3)] {
+                let data = Rc::new(RefCell::new(Vec::new()));
+                let done = Rc::new(RefCell::new(None));
+                let (d, g) = (done.clone(), data.clone());
+                let mut cmd = sh(script);
+                cmd.wait_delay(delay);
+                cmd.stream_output(
+                    &mut lp,
+                    move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
+                    move |_, res| *d.borrow_mut() = Some(res),
+                )
+                .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let res = done.borrow_mut().take().expect("on_done ran");
+                match code {
+                    0 => assert_eq!(res.unwrap_err().kind(), io::ErrorKind::TimedOut, "{name}"),
+                    _ => assert_eq!(res.unwrap().code(), Some(code), "{name}"),
+                }
+                end_grandchild(&data.borrow());
+            }
+
+            // output_with_input(): the sleep holds stdin too and reads none of it, so the
+            // write waits on a full pipe; the cut cancels it, which is no error.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let mut cmd = sh("sleep 30 & echo $!");
+            cmd.wait_delay(delay);
+            cmd.output_with_input(&mut lp, vec![b'x'; 1 << 20], move |_, out| *g.borrow_mut() = Some(out))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture finished").unwrap();
+            assert!(out.status.success() && out.cut, "{name}: {out:?}");
+            end_grandchild(&out.stdout);
+
+            // In time: not cut, and the timer does not hold the run for its minute.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let mut cmd = sh("echo hi");
+            cmd.wait_delay(Duration::from_secs(60));
+            cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture finished");
+            assert!(!out.cut && out.stdout == b"hi\n", "{name}: {out:?}");
+            assert!(lp.handles().is_empty(), "{name}");
+        }
+    }
+);
