@@ -86,6 +86,26 @@ pub fn is_cancelled(err: &io::Error) -> bool {
     os_error_code(err) == Some(libc::ECANCELED)
 }
 
+/// Whether `err` says there was no process to signal (`ESRCH`): the child has exited
+/// ([`Process::kill`](crate::Process::kill)), or no member of its group is left
+/// ([`Process::kill_group`](crate::Process::kill_group),
+/// [`terminate_group`](crate::Process::terminate_group)). Routine when winding down
+/// children that may be ending by themselves; `std::io::ErrorKind` has no kind for it.
+///
+/// ```
+/// use evloop::{Command, Loop, RunMode, signal::SIGTERM};
+///
+/// let mut lp = Loop::new()?;
+/// let child = Command::new("true").process_group(0).spawn(&mut lp, |_, _, _| {})?;
+/// lp.run(RunMode::Default)?; // it exited, and was reaped
+/// let err = child.process.kill_group(&mut lp, SIGTERM).unwrap_err();
+/// assert!(evloop::is_no_such_process(&err));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn is_no_such_process(err: &io::Error) -> bool {
+    os_error_code(err) == Some(libc::ESRCH)
+}
+
 pub(crate) fn os(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }

@@ -110,7 +110,7 @@ pub mod tty;
 pub use any_stream::AnyStream;
 pub use async_handle::{Async, Waker};
 pub use channel::{Channel, Sender};
-pub use error::{is_cancelled, os_error_code};
+pub use error::{is_cancelled, is_no_such_process, os_error_code};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use fd_watch::FdWatch;
 pub use handle::{HandleId, HandleInfo, HandleKind};

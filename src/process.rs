@@ -1568,7 +1568,8 @@ impl Process {
     /// (it shares the loop's group) this is an error. Works after the child itself exited,
     /// while descendants remain: on Linux 6.9 and later through the pidfd, which names the
     /// group race-free; elsewhere by number, which, once every member is gone, another
-    /// process could take as its own group id. Fails with `ESRCH` when no member is left.
+    /// process could take as its own group id. Fails with `ESRCH` when no member is left
+    /// ([`is_no_such_process`](crate::is_no_such_process) tells it).
     ///
     /// Descendants that left the group (with `setsid` or `setpgid`, as daemons do) are out
     /// of its reach. On Linux a supervisor can make itself a subreaper
