@@ -185,7 +185,7 @@ pub struct Loop {
     pub(crate) always_ready: Vec<HandleId>,
     pub(crate) always_ready_scratch: Vec<HandleId>,
     stop_flag: bool,
-    pub(crate) running: bool,
+    running: bool,
     /// A callback panicked out of `run`: see [`Loop::run`].
     poisoned: bool,
     iterations: u64,
@@ -904,11 +904,6 @@ struct RunGuard<'a>(&'a mut Loop);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.running = false;
-        // However `run` ends, a signal whose last watcher stopped in it gets its disposition
-        // back now, not at the next run.
-        if self.0.signals_idle {
-            self.0.signals_release_if_idle();
-        }
         // A stop request is used up by the run it ended (or by one that failed).
         self.0.stop_flag = false;
         // The caller may take any time before the next run: the next `now` reads the clock.

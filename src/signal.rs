@@ -12,11 +12,7 @@
 //! dropped when `SIG_DFL` comes back (or the terminal reset of
 //! [`install_restore_hooks`](crate::tty::install_restore_hooks), which ends the same way),
 //! rather than killing or stopping the process for a signal that was a watcher's. A signal
-//! sent after the stop gets the default action. The last watcher stopped in a callback
-//! gives the disposition back at the end of that iteration (and at the latest when `run`
-//! returns), so a handle started again before then (a callback replaced by stop and start)
-//! finds it never changed and loses nothing, not even a signal pending meanwhile; stopped
-//! outside `run`, it gives it back at once.
+//! sent after the stop gets the default action.
 //!
 //! A signal caught and not delivered yet when a handle stops is delivered if that handle
 //! starts again before the loop looks (a callback replaced by stop and start loses nothing).
@@ -66,9 +62,6 @@ pub(crate) struct LoopSignals {
     /// last: a catch not delivered yet is still its own if it starts again, and no other
     /// handle's.
     last_watcher: Vec<(i32, HandleId)>,
-    /// Signals whose last watcher stopped during this iteration: the slot still watches
-    /// them until the iteration ends (see `signal_stop_now`).
-    unwatch_later: Vec<i32>,
     scratch: Vec<HandleId>,
 }
 
@@ -212,7 +205,6 @@ impl Loop {
                 slot,
                 watchers: Vec::new(),
                 last_watcher: Vec::new(),
-                unwatch_later: Vec::new(),
                 scratch: Vec::new(),
             });
         }
@@ -235,10 +227,7 @@ impl Loop {
             if last.map(|i| sigs.last_watcher.swap_remove(i).1) != Some(id) {
                 sigs.slot.forget(signum);
             }
-            let still_watched = sigs.unwatch_later.iter().position(|&n| n == signum);
-            if let Some(i) = still_watched {
-                sigs.unwatch_later.swap_remove(i);
-            } else if let Err(e) = sigs.slot.watch(signum) {
+            if let Err(e) = sigs.slot.watch(signum) {
                 // Made for this start: they go with it.
                 if sigs.watchers.is_empty() {
                     self.signals_release();
@@ -267,40 +256,26 @@ impl Loop {
         let Some(sigs) = self.signals.as_mut() else { return };
         sigs.watchers.retain(|&(_, h)| h != id);
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
-            if self.running {
-                // In a callback: at the end of the iteration, not now. A watcher stopped and
-                // started again meanwhile (a callback replaced, a resize callback set again)
-                // then finds the disposition never changed, and nothing dropped: the restore
-                // discards a signal still pending (see the module docs).
-                sigs.unwatch_later.push(signum);
-            } else {
-                Self::signal_unwatch(sigs, signum);
+            if let Err(e) = sigs.slot.unwatch(signum) {
+                log::warn!("restoring the disposition of signal {signum} failed: {e}");
             }
             sigs.last_watcher.retain(|&(n, _)| n != signum);
             sigs.last_watcher.push((signum, id));
         }
-        if sigs.watchers.is_empty() || self.running {
-            // The slot and pipe at the end of the iteration too, for the same reason.
+        if sigs.watchers.is_empty() {
+            // At the end of the iteration, not now: a watcher stopped and started again
+            // meanwhile (a callback replaced, a resize callback set again) keeps the slot,
+            // and with it a signal caught before the stop and not delivered yet.
             self.signals_idle = true;
         }
     }
 
-    fn signal_unwatch(sigs: &mut LoopSignals, signum: i32) {
-        if let Err(e) = sigs.slot.unwatch(signum) {
-            log::warn!("restoring the disposition of signal {signum} failed: {e}");
-        }
-    }
-
-    /// The end of an iteration in which a watcher stopped: gives back the signals no
-    /// handle watches now, then the pipe and slot if no handle watches a signal still.
+    /// The end of an iteration after the last watcher stopped: releases the pipe and slot
+    /// if no handle watches a signal still.
     #[cold]
     pub(crate) fn signals_release_if_idle(&mut self) {
         self.signals_idle = false;
-        let Some(sigs) = self.signals.as_mut() else { return };
-        for signum in std::mem::take(&mut sigs.unwatch_later) {
-            Self::signal_unwatch(sigs, signum);
-        }
-        if sigs.watchers.is_empty() {
+        if self.signals.as_ref().is_some_and(|s| s.watchers.is_empty()) {
             self.signals_release();
         }
     }
