@@ -12,10 +12,15 @@
 //! dropped when `SIG_DFL` comes back (or the terminal reset of
 //! [`install_restore_hooks`](crate::tty::install_restore_hooks), which ends the same way),
 //! rather than killing or stopping the process for a signal that was a watcher's. A signal
-//! sent after the stop gets the default action.
+//! sent after the stop gets the default action, at once: a callback may stop or close its
+//! handle, then [`raise`] the signal to end the process with it, or [`ignore`] it.
 //!
 //! A signal caught and not delivered yet when a handle stops is delivered if that handle
-//! starts again before the loop looks (a callback replaced by stop and start loses nothing).
+//! starts again before the loop looks. Between the stop and the start, though, the signal is
+//! not watched: one sent then gets the default action, and one pending (blocked) is dropped.
+//! To replace a callback with no such gap, start a new handle on the signal first, then
+//! close the old one: the signal stays watched throughout (as [`Tty::on_resize`](crate::Tty::on_resize)
+//! does).
 //! A handle that starts on the signal after the catch, when no other handle of the loop
 //! watched it, does not get it; one that starts while another handle of the loop watches the
 //! signal gets the catches made since that loop last looked, as the other handle does.

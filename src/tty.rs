@@ -471,21 +471,16 @@ impl Tty {
         lp: &mut Loop,
         mut cb: impl FnMut(&mut Loop, Tty, WinSize) + 'static,
     ) -> io::Result<()> {
-        let sig = match lp.tty_mut(self.0)?.resize.take() {
-            Some(sig) if sig.is_closing(lp).is_ok_and(|closing| !closing) => {
-                sig.stop(lp)?;
-                sig
-            }
-            _ => {
-                let sig = Signal::new(lp);
-                sig.set_ref(lp, false)?;
-                // Not the program's handle: `Loop::handles` does not list it.
-                if let Some(slot) = lp.live_slot_mut(sig.id()) {
-                    slot.flags.insert(Flags::INTERNAL);
-                }
-                sig
-            }
-        };
+        lp.tty_mut(self.0)?;
+        // A new watcher, started before the old one closes: with `SIGWINCH` watched all
+        // along, its disposition never goes back in between (which would drop a resize
+        // pending then).
+        let sig = Signal::new(lp);
+        sig.set_ref(lp, false)?;
+        // Not the program's handle: `Loop::handles` does not list it.
+        if let Some(slot) = lp.live_slot_mut(sig.id()) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
         let tty = self;
         let started = sig.start(lp, crate::signal::SIGWINCH, move |lp, sig, _| match tty.winsize(lp) {
             Ok(size) => cb(lp, tty, size),
@@ -498,7 +493,10 @@ impl Tty {
             let _ = sig.close(lp);
             return Err(e);
         }
-        lp.tty_mut(self.0)?.resize = Some(sig);
+        if let Some(old) = lp.tty_mut(self.0)?.resize.replace(sig) {
+            // (One that closed itself after an error is closing or gone: nothing to do.)
+            let _ = old.close(lp);
+        }
         Ok(())
     }
 

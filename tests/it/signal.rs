@@ -434,3 +434,85 @@ case!(
         assert_eq!(stale, 0, "catches landed after forget in {stale} of {rounds} rounds");
     }
 );
+
+case!(
+    /// Issue 7: with a pending signal dropped when the last watcher stops, a callback
+    /// replaced by stop and start loses a signal pending (blocked) meanwhile, as the module
+    /// docs say. Their way to replace a callback with no gap, a new handle started before
+    /// the old one closes, keeps it: the signal stays watched throughout.
+    fn issue_7_a_callback_replaced_new_handle_first_keeps_a_pending_signal() {
+        use evloop_platform::signal::set_blocked;
+        let mut lp = test_loop();
+        let old = Signal::new(&mut lp);
+        old.start(&mut lp, SIGUSR1, |_, _, _| panic!("replaced before any catch")).unwrap();
+        set_blocked(&[SIGUSR1], true).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        let heard = Rc::new(Cell::new(0));
+        let h = heard.clone();
+        let new = Signal::new(&mut lp);
+        new.start(&mut lp, SIGUSR1, move |lp, s, _| {
+            h.set(h.get() + 1);
+            s.close(lp).unwrap();
+        })
+        .unwrap();
+        old.close(&mut lp).unwrap();
+        assert!(matches!(disposition(SIGUSR1).unwrap(), Disposition::Handler(_)));
+        // Unblocking delivers it before `set_blocked` returns; the signal pipe has its byte.
+        set_blocked(&[SIGUSR1], false).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert_eq!(heard.get(), 1, "the pending signal reached the new callback");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(disposition(SIGUSR1).unwrap(), Disposition::Default);
+    }
+);
+
+const RERAISE_ENV: &str = "EVLOOP_TEST_RERAISE";
+
+/// Not a test: the child process of `issue_7_a_callback_that_stops_its_handle_can_re_raise_the_signal`.
+/// Its callback stops (`$RERAISE_ENV` = `stop`) or closes (`close`) the only watcher and
+/// raises the signal again, as a program that cleans up first and then ends with the
+/// signal does; it must die of it.
+#[test]
+#[ignore = "runs only as a child process of the re-raise test"]
+fn reraise_child() {
+    let Ok(how) = std::env::var(RERAISE_ENV) else { return };
+    let mut lp = test_loop();
+    let s = Signal::new(&mut lp);
+    s.start(&mut lp, SIGUSR1, move |lp, s, signum| {
+        match how.as_str() {
+            "stop" => s.stop(lp).unwrap(),
+            _ => s.close(lp).unwrap(),
+        }
+        evloop::signal::raise(signum).unwrap();
+        println!("survived the re-raised signal");
+        std::process::exit(0);
+    })
+    .unwrap();
+    evloop::signal::raise(SIGUSR1).unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// Issue 7: a callback that stops or closes the last watcher, then raises the signal
+    /// again to end the process with it after cleaning up, gets the default action at once.
+    fn issue_7_a_callback_that_stops_its_handle_can_re_raise_the_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        for how in ["stop", "close"] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "signal::reraise_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ])
+                .env(RERAISE_ENV, how)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.signal(), Some(SIGUSR1), "{how}: {text}");
+        }
+    }
+);
