@@ -923,6 +923,7 @@ impl Drop for Loop {
     fn drop(&mut self) {
         log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
         // Handles stop without callbacks: their callbacks are dropped with their slots.
+        self.children.dropping = true;
         let ids: Vec<HandleId> = self
             .slots
             .iter()

@@ -1943,6 +1943,12 @@ pub(crate) struct Children {
     /// What a few process handles have besides their state, by slot key. Usually empty;
     /// kept out of `ProcessState`, which every slot pays for.
     extras: HashMap<u32, ProcessExtras>,
+    /// The groups whose `kill_group_on_drop` a close left to `terminate_group`'s escalation,
+    /// with the end of its grace period: a loop dropped before then kills them itself, since
+    /// the escalation goes with it.
+    grace_groups: Vec<(GroupTarget, u64)>,
+    /// The loop is being dropped: closes kill at once, grace period or not.
+    pub(crate) dropping: bool,
 }
 
 /// See `Children::extras`.
@@ -2878,13 +2884,15 @@ impl Loop {
             true => 0,
             false => self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until),
         };
-        let in_grace = grace_until != 0 && grace_until > self.now();
+        let in_grace = grace_until != 0 && !self.children.dropping && grace_until > self.now();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
         st.on_exit = None;
         // A `terminate_group` in its grace period ends the group itself, when that is over.
         let kill_group = st.on_drop == OnDrop::KillGroup && !in_grace;
+        let left_to_grace =
+            (st.on_drop == OnDrop::KillGroup && in_grace).then_some((st.group, st.leads_group));
         #[cfg(target_os = "linux")]
         let pidfd = st.pidfd.take();
         let Some(key) = st.child_key() else {
@@ -2901,12 +2909,41 @@ impl Loop {
                 }
             }
             let _ = (loop_id, kill_group);
+            if let Some((pgid, leads_group)) = left_to_grace {
+                #[cfg(target_os = "linux")]
+                let pidfd = pidfd.as_ref().filter(|_| leads_group).and_then(|fd| fd.try_clone().ok());
+                self.children_left_to_grace(
+                    GroupTarget {
+                        pgid,
+                        leads_group,
+                        #[cfg(target_os = "linux")]
+                        pidfd,
+                    },
+                    grace_until,
+                );
+            }
             return;
         };
         st.child_key = NO_CHILD;
         let on_drop = st.on_drop;
         let group = (st.group, st.leads_group);
         self.child_unwatch_stops(key);
+        if let Some((pgid, leads_group)) = left_to_grace {
+            #[cfg(target_os = "linux")]
+            let pidfd = match self.children.entries.get(key).map(|e| &e.watch) {
+                Some(Watch::Pidfd(fd)) if leads_group => fd.try_clone().ok(),
+                _ => None,
+            };
+            self.children_left_to_grace(
+                GroupTarget {
+                    pgid,
+                    leads_group,
+                    #[cfg(target_os = "linux")]
+                    pidfd,
+                },
+                grace_until,
+            );
+        }
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
         if kill_group {
@@ -2947,11 +2984,30 @@ impl Loop {
         log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
     }
 
+    /// A close left group `target` to `terminate_group`'s escalation, until `deadline`.
+    #[cold]
+    fn children_left_to_grace(&mut self, target: GroupTarget, deadline: u64) {
+        // Those whose grace is over were killed by their escalation, or emptied.
+        let now = self.now();
+        self.children.grace_groups.retain(|(_, end)| *end > now);
+        self.children.grace_groups.push((target, deadline));
+    }
+
     /// The loop is being dropped (every process handle was already stopped): reap what can be
     /// reaped, wait for the children that were killed, and leave the rest to the process-wide
     /// orphan list.
     pub(crate) fn children_drop(&mut self) {
         self.children.stops.clear();
+        // Groups left to an escalation that ends with the loop: killed now, as
+        // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
+        let now = self.now();
+        for (target, deadline) in std::mem::take(&mut self.children.grace_groups) {
+            if deadline > now {
+                if let Err(e) = target.signal(libc::SIGKILL) {
+                    log::debug!("loop {}: SIGKILL to group {} at the drop: {e}", self.id, target.pgid);
+                }
+            }
+        }
         for (_, entry) in std::mem::take(&mut self.children.entries) {
             #[cfg(target_os = "linux")]
             if let Watch::Pidfd(fd) = &entry.watch {

@@ -2740,3 +2740,45 @@ case!(
         }
     }
 );
+
+case!(
+    /// Issue 6: with a `terminate_group` in its grace period, dropping the loop skipped
+    /// `kill_group_on_drop`'s `SIGKILL` to the group, and so did a drop after a close the
+    /// grace had spared: the escalation goes with the loop, so nobody ended the member that
+    /// ignores `SIGTERM`. The drop kills the group in both cases now. (A member it missed
+    /// would hold up `reap_adopted` for 30 s, past the watchdog.)
+    fn issue_6_a_loop_dropped_during_terminate_group_grace_kills_the_group() {
+        use nix::sys::wait::WaitStatus;
+        use std::os::fd::AsFd;
+        use std::time::Duration;
+        become_subreaper();
+        for (name, b) in flavours() {
+            for close_first in [false, true] {
+                let mut lp = b.clone().build().unwrap();
+                let (report_r, report_w) = evloop_platform::fd::pipe().unwrap();
+                let mut cmd = sh(
+                    "(trap '' TERM; echo ready >&3; exec sleep 30) >/dev/null 2>&1 & exec 3>&-; exec sleep 30",
+                );
+                cmd.process_group(0).kill_group_on_drop(true).fd(3, report_w);
+                let child = cmd.spawn(&mut lp, move |lp, p, _| p.close(lp).unwrap()).unwrap();
+                drop(cmd);
+                crate::util::read_until(report_r.as_fd(), &mut Vec::new(), "ready\n");
+                child.process.terminate_group(&mut lp, Duration::from_secs(10)).unwrap();
+                if close_first {
+                    // The leader heeds SIGTERM; its exit callback closes the handle, in the grace.
+                    while child.process.pid(&lp).is_ok() {
+                        lp.run(RunMode::Once).unwrap();
+                    }
+                }
+                drop(lp);
+                let adopted = reap_adopted();
+                let killed =
+                    |st: &WaitStatus| matches!(st, WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _));
+                assert!(
+                    !adopted.is_empty() && adopted.iter().all(killed),
+                    "{name}, close first {close_first}: {adopted:?}"
+                );
+            }
+        }
+    }
+);
