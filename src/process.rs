@@ -861,6 +861,10 @@ impl Command {
     /// [`kill_group_on_drop`](Command::kill_group_on_drop), or
     /// [`Process::kill_group`]).
     ///
+    /// What the pipes already hold is read before they close, and the delay counts only
+    /// while the capture reads: output held back with [`Process::pause_output`] is not
+    /// cut, and the delay starts over when it comes round paused.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use evloop::{Command, Loop, RunMode};
@@ -942,9 +946,12 @@ impl Command {
     /// inherited the child's stdout keeps it open after the child exits. A program that
     /// needs both waits for all three (as [`output`](Command::output) and
     /// [`stream_output`](Command::stream_output) do), and bounds the wait for the pipes
-    /// after the exit: a [`Timer::once`](crate::Timer::once) started in `on_exit` that
-    /// closes them, or a child in a group of its own whose leftovers
-    /// [`terminate_group`](Process::terminate_group) ends.
+    /// after the exit: a capture's [`wait_delay`](Command::wait_delay), a
+    /// [`Timer::once`](crate::Timer::once) started in `on_exit` that closes them, or a child
+    /// in a group of its own whose leftovers [`terminate_group`](Process::terminate_group)
+    /// ends. Closing a pipe drops what it holds unread: such a timer should leave a pipe the
+    /// program paused ([`read_pause`](Pipe::read_pause)) alone until it resumes, as
+    /// `wait_delay` does.
     #[inline]
     pub fn spawn(
         &self,
@@ -1660,7 +1667,8 @@ impl Process {
     /// back-pressure for output that cannot go anywhere now (a terminal that is not being
     /// read, a slow consumer). The child's writes then block once its pipes fill, so memory
     /// stays bounded; the child still runs, and can still be killed. The capture ends only
-    /// after both streams have ended, so `on_done` waits for the resume. Pausing paused
+    /// after both streams have ended, so `on_done` waits for the resume (a
+    /// [`wait_delay`](Command::wait_delay) does not run out while paused). Pausing paused
     /// output does nothing.
     ///
     /// Paused pipes keep the loop alive no more than a [`Pipe::read_pause`]d one does (as
@@ -1819,9 +1827,27 @@ impl Capture {
                 if c.cb.is_none() {
                     return;
                 }
-                c.cut = true;
                 c.pipes.clone()
             };
+            let outputs = &pipes[..pipes.len().min(2)];
+            // Output the consumer holds back (`pause_output`) is not cut: the delay starts
+            // over, and runs out only while the capture reads.
+            if outputs.iter().any(|p| lp.stream_is_paused(p.0)) {
+                Capture::start_delay(&st, lp);
+                return;
+            }
+            // What the pipes hold already is the child's too: read before cutting. (It
+            // may end a stream, or the capture, or the sink may abandon it.)
+            for p in outputs {
+                lp.stream_read_now(p.0);
+            }
+            {
+                let mut c = st.borrow_mut();
+                if c.cb.is_none() {
+                    return;
+                }
+                c.cut = true;
+            }
             log::debug!("a child's output still open {delay:?} after its exit: cut");
             for (i, p) in pipes.into_iter().enumerate() {
                 // (One that ended is closing or gone already.)

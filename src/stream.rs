@@ -260,6 +260,20 @@ impl Loop {
         }
     }
 
+    /// Whether stream `id` is paused (`read_pause`); false for one closing or gone.
+    pub(crate) fn stream_is_paused(&mut self, id: HandleId) -> bool {
+        self.live_stream(id).is_some_and(|s| s.paused)
+    }
+
+    /// Reads what stream `id` holds now, one bounded round as for a readiness event, if it
+    /// is reading: for a reader about to give up on it, so that what is already there is
+    /// not lost with it.
+    pub(crate) fn stream_read_now(&mut self, id: HandleId) {
+        if self.live_stream(id).is_some_and(|s| s.reading) {
+            self.stream_read(id);
+        }
+    }
+
     #[inline]
     fn live_stream(&mut self, id: HandleId) -> Option<&mut Stream> {
         match self.live_slot_mut(id) {

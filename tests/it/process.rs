@@ -2782,3 +2782,33 @@ case!(
         }
     }
 );
+
+case!(
+    /// Issue 6: `wait_delay` ran out while the consumer held the output back with
+    /// `pause_output`, and cut a capture with no descendant at all, losing what the pipe
+    /// held. The delay counts only while the capture reads now: paused past it several
+    /// times over, then resumed, the capture gets everything and is not cut.
+    fn issue_6_wait_delay_does_not_cut_paused_output() {
+        use std::time::Duration;
+        let mut lp = crate::util::test_loop();
+        let done = Rc::new(RefCell::new(None));
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let (d, g) = (done.clone(), got.clone());
+        let mut cmd = sh("echo hi");
+        cmd.wait_delay(Duration::from_millis(20));
+        let p = cmd
+            .stream_output(
+                &mut lp,
+                move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
+                move |_, res| *d.borrow_mut() = Some(res),
+            )
+            .unwrap();
+        p.pause_output(&mut lp).unwrap();
+        evloop::Timer::once(&mut lp, Duration::from_millis(150), move |lp| p.resume_output(lp).unwrap())
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let res = done.borrow_mut().take().expect("on_done ran");
+        assert!(res.is_ok_and(|s| s.success()), "not cut");
+        assert_eq!(*got.borrow(), b"hi\n");
+    }
+);
