@@ -2906,11 +2906,8 @@ impl Loop {
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
         // (The map is usually empty: no hashing, and no clock read, then.)
-        let grace_until = match self.children.extras.is_empty() {
-            true => 0,
-            false => self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until),
-        };
-        let in_grace = grace_until != 0 && !self.children.dropping && grace_until > self.now();
+        let grace_until = if self.children.extras.is_empty() { 0 } else { self.process_grace_until(id) };
+        let in_grace = grace_until != 0;
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
@@ -2938,15 +2935,9 @@ impl Loop {
             if let Some((pgid, leads_group)) = left_to_grace {
                 #[cfg(target_os = "linux")]
                 let pidfd = pidfd.as_ref().filter(|_| leads_group).and_then(|fd| fd.try_clone().ok());
-                self.children_left_to_grace(
-                    GroupTarget {
-                        pgid,
-                        leads_group,
-                        #[cfg(target_os = "linux")]
-                        pidfd,
-                    },
-                    grace_until,
-                );
+                #[cfg(not(target_os = "linux"))]
+                let pidfd = None;
+                self.children_left_to_grace(pgid, leads_group, pidfd, grace_until);
             }
             return;
         };
@@ -2955,20 +2946,12 @@ impl Loop {
         let group = (st.group, st.leads_group);
         self.child_unwatch_stops(key);
         if let Some((pgid, leads_group)) = left_to_grace {
-            #[cfg(target_os = "linux")]
             let pidfd = match self.children.entries.get(key).map(|e| &e.watch) {
+                #[cfg(target_os = "linux")]
                 Some(Watch::Pidfd(fd)) if leads_group => fd.try_clone().ok(),
                 _ => None,
             };
-            self.children_left_to_grace(
-                GroupTarget {
-                    pgid,
-                    leads_group,
-                    #[cfg(target_os = "linux")]
-                    pidfd,
-                },
-                grace_until,
-            );
+            self.children_left_to_grace(pgid, leads_group, pidfd, grace_until);
         }
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
@@ -3010,9 +2993,34 @@ impl Loop {
         log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
     }
 
-    /// A close left group `target` to `terminate_group`'s escalation, until `deadline`.
+    /// The end of the grace period a `terminate_group` gives process `id`'s group, if it
+    /// is in one and the loop is not being dropped (which kills the group at once); else 0.
     #[cold]
-    fn children_left_to_grace(&mut self, target: GroupTarget, deadline: u64) {
+    #[inline(never)]
+    fn process_grace_until(&self, id: HandleId) -> u64 {
+        let until = self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until);
+        if until == 0 || self.children.dropping || until <= self.now() { 0 } else { until }
+    }
+
+    /// A close left the group `pgid` (named through `pidfd`, a duplicate of the leader's,
+    /// where there is one) to `terminate_group`'s escalation, until `deadline`.
+    #[cold]
+    #[inline(never)]
+    fn children_left_to_grace(
+        &mut self,
+        pgid: Pid,
+        leads_group: bool,
+        pidfd: Option<OwnedFd>,
+        deadline: u64,
+    ) {
+        #[cfg(not(target_os = "linux"))]
+        let _ = pidfd;
+        let target = GroupTarget {
+            pgid,
+            leads_group,
+            #[cfg(target_os = "linux")]
+            pidfd,
+        };
         // Those whose grace is over were killed by their escalation, or emptied.
         let now = self.now();
         self.children.grace_groups.retain(|(_, end)| *end > now);
