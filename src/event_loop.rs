@@ -925,7 +925,6 @@ impl Drop for Loop {
     fn drop(&mut self) {
         log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
         // Handles stop without callbacks: their callbacks are dropped with their slots.
-        self.children.dropping = true;
         let ids: Vec<HandleId> = self
             .slots
             .iter()

@@ -190,7 +190,7 @@
 //! - FreeBSD: `setsid` takes the fork path.
 //! - uid and gid always take the fork path (`posix_spawn` cannot switch ids).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
@@ -1316,6 +1316,8 @@ pub(crate) struct ProcessState {
 }
 
 type CloseHook = Box<dyn FnOnce(&mut Loop)>;
+/// What pausing (`true`) or resuming a capture's output does besides the pipes.
+type FlowHook = Box<dyn FnMut(&mut Loop, bool)>;
 
 /// What to add to the error for a `Stdio::Handle` that is closing or gone: most likely an
 /// earlier spawn moved it into its child.
@@ -1531,12 +1533,21 @@ impl Process {
         let deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
         let poll = Duration::from_millis(crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
         let first = grace.min(poll);
+        // Up while the escalation runs: a close meanwhile leaves the group to it (see
+        // `Children::grace_groups`).
+        let live = Rc::new(Cell::new(true));
+        let mine = live.clone();
         let started = timer.start(lp, first, first, move |lp, t| {
+            let over = |lp: &mut Loop| {
+                mine.set(false);
+                lp.children.grace_groups.retain(|(_, l)| !Rc::ptr_eq(l, &mine));
+            };
             match group.signal(0) {
                 Ok(()) => {}
                 // Empty (ESRCH), or not ours to signal any more (EPERM): nothing to wait for.
                 Err(e) => {
                     log::debug!("terminate_group: group {} done: {e}", group.pgid);
+                    over(lp);
                     let _ = t.close(lp);
                     return;
                 }
@@ -1549,6 +1560,7 @@ impl Process {
                         group.pgid
                     );
                 }
+                over(lp);
                 let _ = t.close(lp);
                 return;
             }
@@ -1562,8 +1574,7 @@ impl Process {
             let _ = timer.close(lp);
             return Err(e);
         }
-        let extras = lp.children.extras.entry(self.0.key).or_default();
-        extras.group_grace_until = extras.group_grace_until.max(deadline);
+        lp.children.extras.entry(self.0.key).or_default().group_grace = Some(live);
         Ok(())
     }
 
@@ -1775,9 +1786,12 @@ struct Capture {
     /// The capture's own pipes (stdout's, stderr's, then the input's), closed when it is
     /// abandoned.
     pipes: Vec<Pipe>,
-    /// `Command::wait_delay`, and the timer that runs it out once the child exited.
+    /// `Command::wait_delay`, and the timer that runs it out once the child exited, while
+    /// the output is not `paused` (`pause_output`).
     wait_delay: Option<Duration>,
     delay_timer: Option<crate::Timer>,
+    exited: bool,
+    paused: bool,
     /// The delay ran out with streams still open: they were closed there.
     cut: bool,
 }
@@ -1809,13 +1823,14 @@ impl Capture {
         }
     }
 
-    /// The child exited with streams still open: after the command's `wait_delay`, stop
-    /// waiting for them.
+    /// The child exited with streams still open, and they are read: after the command's
+    /// `wait_delay`, stop waiting for them. (Paused, they are not timed: the resume starts
+    /// the delay again, see `command_output`.)
     fn start_delay(state: &Rc<RefCell<Capture>>, lp: &mut Loop) {
         let delay = {
             let c = state.borrow();
             match c.wait_delay {
-                Some(d) if c.cb.is_some() => d,
+                Some(d) if c.cb.is_some() && c.exited && !c.paused && c.delay_timer.is_none() => d,
                 _ => return,
             }
         };
@@ -1824,26 +1839,20 @@ impl Capture {
             let pipes = {
                 let mut c = st.borrow_mut();
                 c.delay_timer = None;
-                if c.cb.is_none() {
+                if c.cb.is_none() || c.paused {
                     return;
                 }
                 c.pipes.clone()
             };
-            let outputs = &pipes[..pipes.len().min(2)];
-            // Output the consumer holds back (`pause_output`) is not cut: the delay starts
-            // over, and runs out only while the capture reads.
-            if outputs.iter().any(|p| lp.stream_is_paused(p.0)) {
-                Capture::start_delay(&st, lp);
-                return;
-            }
             // What the pipes hold already is the child's too: read before cutting. (It
-            // may end a stream, or the capture, or the sink may abandon it.)
-            for p in outputs {
+            // may end a stream, or the capture; the sink may abandon it, or pause it, which
+            // holds the cut off until the resume starts the delay again.)
+            for p in &pipes[..pipes.len().min(2)] {
                 lp.stream_read_now(p.0);
             }
             {
                 let mut c = st.borrow_mut();
-                if c.cb.is_none() {
+                if c.cb.is_none() || c.paused {
                     return;
                 }
                 c.cut = true;
@@ -1970,11 +1979,9 @@ pub(crate) struct Children {
     /// kept out of `ProcessState`, which every slot pays for.
     extras: HashMap<u32, ProcessExtras>,
     /// The groups whose `kill_group_on_drop` a close left to `terminate_group`'s escalation,
-    /// with the end of its grace period: a loop dropped before then kills them itself, since
-    /// the escalation goes with it.
-    grace_groups: Vec<(GroupTarget, u64)>,
-    /// The loop is being dropped: closes kill at once, grace period or not.
-    pub(crate) dropping: bool,
+    /// with its flag: each leaves when its escalation ends, and a loop dropped before then
+    /// kills those left itself, since the escalation goes with it.
+    grace_groups: Vec<(GroupTarget, Rc<Cell<bool>>)>,
 }
 
 /// See `Children::extras`.
@@ -1986,14 +1993,15 @@ struct ProcessExtras {
     /// A capture's output pipes, for [`Process::pause_output`]: those that ended are closed
     /// or closing.
     output: Vec<Pipe>,
+    /// What else pausing (`true`) and resuming a capture's output does: its `wait_delay`.
+    on_flow: Option<FlowHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
     escalation: Option<crate::Timer>,
-    /// Until when (loop time, ms) a [`Process::terminate_group`] gives the group its grace
-    /// period: a close before then leaves the group to it, instead of
-    /// `kill_group_on_drop`'s `SIGKILL` at once.
-    group_grace_until: u64,
+    /// Up while the escalation of the last [`Process::terminate_group`] runs: a close
+    /// meanwhile leaves the group to it, instead of `kill_group_on_drop`'s `SIGKILL` at once.
+    group_grace: Option<Rc<Cell<bool>>>,
 }
 
 impl Children {
@@ -2736,6 +2744,12 @@ impl Loop {
                 pipe.read_resume(self)?;
             }
         }
+        if let Some(mut hook) = self.children.extras.get_mut(&id.key).and_then(|e| e.on_flow.take()) {
+            hook(self, pause);
+            if let Some(e) = self.children.extras.get_mut(&id.key) {
+                e.on_flow.get_or_insert(hook);
+            }
+        }
         Ok(())
     }
 
@@ -2887,7 +2901,7 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() && extras.output.is_empty() && extras.group_grace_until == 0 {
+        if extras.close_hook.is_none() && extras.output.is_empty() && extras.group_grace.is_none() {
             self.children.extras.remove(&id.key);
         }
         timer
@@ -2906,8 +2920,8 @@ impl Loop {
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
         // (The map is usually empty: no hashing, and no clock read, then.)
-        let grace_until = if self.children.extras.is_empty() { 0 } else { self.process_grace_until(id) };
-        let in_grace = grace_until != 0;
+        let grace = if self.children.extras.is_empty() { None } else { self.process_grace(id) };
+        let in_grace = grace.is_some();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
@@ -2937,7 +2951,7 @@ impl Loop {
                 let pidfd = pidfd.as_ref().filter(|_| leads_group).and_then(|fd| fd.try_clone().ok());
                 #[cfg(not(target_os = "linux"))]
                 let pidfd = None;
-                self.children_left_to_grace(pgid, leads_group, pidfd, grace_until);
+                self.children_left_to_grace(pgid, leads_group, pidfd, grace);
             }
             return;
         };
@@ -2951,7 +2965,7 @@ impl Loop {
                 Some(Watch::Pidfd(fd)) if leads_group => fd.try_clone().ok(),
                 _ => None,
             };
-            self.children_left_to_grace(pgid, leads_group, pidfd, grace_until);
+            self.children_left_to_grace(pgid, leads_group, pidfd, grace);
         }
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
@@ -2993,17 +3007,16 @@ impl Loop {
         log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
     }
 
-    /// The end of the grace period a `terminate_group` gives process `id`'s group, if it
-    /// is in one and the loop is not being dropped (which kills the group at once); else 0.
+    /// The flag of the `terminate_group` escalation running for process `id`'s group, if
+    /// one runs.
     #[cold]
     #[inline(never)]
-    fn process_grace_until(&self, id: HandleId) -> u64 {
-        let until = self.children.extras.get(&id.key).map_or(0, |e| e.group_grace_until);
-        if until == 0 || self.children.dropping || until <= self.now() { 0 } else { until }
+    fn process_grace(&self, id: HandleId) -> Option<Rc<Cell<bool>>> {
+        self.children.extras.get(&id.key)?.group_grace.as_ref().filter(|live| live.get()).cloned()
     }
 
     /// A close left the group `pgid` (named through `pidfd`, a duplicate of the leader's,
-    /// where there is one) to `terminate_group`'s escalation, until `deadline`.
+    /// where there is one) to the `terminate_group` escalation whose flag is `live`.
     #[cold]
     #[inline(never)]
     fn children_left_to_grace(
@@ -3011,7 +3024,7 @@ impl Loop {
         pgid: Pid,
         leads_group: bool,
         pidfd: Option<OwnedFd>,
-        deadline: u64,
+        live: Option<Rc<Cell<bool>>>,
     ) {
         #[cfg(not(target_os = "linux"))]
         let _ = pidfd;
@@ -3021,10 +3034,9 @@ impl Loop {
             #[cfg(target_os = "linux")]
             pidfd,
         };
-        // Those whose grace is over were killed by their escalation, or emptied.
-        let now = self.now();
-        self.children.grace_groups.retain(|(_, end)| *end > now);
-        self.children.grace_groups.push((target, deadline));
+        if let Some(live) = live {
+            self.children.grace_groups.push((target, live));
+        }
     }
 
     /// The loop is being dropped (every process handle was already stopped): reap what can be
@@ -3034,9 +3046,8 @@ impl Loop {
         self.children.stops.clear();
         // Groups left to an escalation that ends with the loop: killed now, as
         // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
-        let now = self.now();
-        for (target, deadline) in std::mem::take(&mut self.children.grace_groups) {
-            if deadline > now {
+        for (target, live) in std::mem::take(&mut self.children.grace_groups) {
+            if live.get() {
                 if let Err(e) = target.signal(libc::SIGKILL) {
                     log::debug!("loop {}: SIGKILL to group {} at the drop: {e}", self.id, target.pgid);
                 }
@@ -3093,6 +3104,8 @@ impl Loop {
             pipes: Vec::new(),
             wait_delay: cmd.wait_delay,
             delay_timer: None,
+            exited: false,
+            paused: false,
             cut: false,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
@@ -3129,6 +3142,7 @@ impl Loop {
                     c.error.get_or_insert(e);
                 }
             });
+            st.borrow_mut().exited = true;
             Capture::start_delay(&st, lp);
         });
         let spawned = opened
@@ -3184,7 +3198,26 @@ impl Loop {
             let stdin = ours.pop().expect("the input pipe");
             Capture::feed(&state, self, stdin, input);
         }
-        self.children.extras.entry(child.process.0.key).or_default().output = ours.clone();
+        let extras = self.children.extras.entry(child.process.0.key).or_default();
+        extras.output = ours.clone();
+        if cmd.wait_delay.is_some() {
+            // `pause_output` holds the delay off, `resume_output` starts it again.
+            let st = state.clone();
+            extras.on_flow = Some(Box::new(move |lp, pause| {
+                let timer = {
+                    let mut c = st.borrow_mut();
+                    c.paused = pause;
+                    if pause { c.delay_timer.take() } else { None }
+                };
+                match timer {
+                    Some(t) => {
+                        let _ = t.close(lp);
+                    }
+                    None if !pause => Capture::start_delay(&st, lp),
+                    None => {}
+                }
+            }));
+        }
         for (i, pipe) in ours.into_iter().enumerate() {
             let st = state.clone();
             let started = pipe.read_start(self, move |lp, p, ev| match ev {

@@ -260,16 +260,17 @@ impl Loop {
         }
     }
 
-    /// Whether stream `id` is paused (`read_pause`); false for one closing or gone.
-    pub(crate) fn stream_is_paused(&mut self, id: HandleId) -> bool {
-        self.live_stream(id).is_some_and(|s| s.paused)
-    }
-
-    /// Reads what stream `id` holds now, one bounded round as for a readiness event, if it
-    /// is reading: for a reader about to give up on it, so that what is already there is
-    /// not lost with it.
+    /// Reads what stream `id` holds now, while it is reading, up to its end of file: for a
+    /// reader about to give up on it, so that what is already there is not lost with it. At
+    /// most `READS_PER_EVENT_MAX` rounds of reads (a round ends at a short read, so a
+    /// stream whose writer is gone takes two: the data, then the end of file).
     pub(crate) fn stream_read_now(&mut self, id: HandleId) {
-        if self.live_stream(id).is_some_and(|s| s.reading) {
+        for _ in 0..READS_PER_EVENT_MAX {
+            let Some(s) = self.live_stream(id).filter(|s| s.reading) else { return };
+            let Ok(fd) = s.io.fd() else { return };
+            if !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(false) {
+                return;
+            }
             self.stream_read(id);
         }
     }
