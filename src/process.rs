@@ -3206,8 +3206,11 @@ impl Loop {
             extras.on_flow = Some(Box::new(move |lp, pause| {
                 let timer = {
                     let mut c = st.borrow_mut();
-                    c.paused = pause;
-                    if pause { c.delay_timer.take() } else { None }
+                    // Only output still to come is held back: once both streams ended, a
+                    // pause leaves the delay to cut what is left (a stuck input write).
+                    let holding = c.pipes.iter().take(2).any(|p| p.is_closing(lp).ok() == Some(false));
+                    c.paused = pause && holding;
+                    if c.paused { c.delay_timer.take() } else { None }
                 };
                 match timer {
                     Some(t) => {

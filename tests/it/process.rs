@@ -2885,3 +2885,33 @@ case!(
         }
     }
 );
+
+case!(
+    /// Issue 6: `pause_output` after both output streams had ended still held off
+    /// `wait_delay`, whose cut was then all that could end a capture whose input write a
+    /// descendant holding stdin never read: `run` waited for good. Only output still to
+    /// come is held back now.
+    fn issue_6_a_pause_after_the_output_ended_does_not_hold_off_the_input_cut() {
+        use std::time::Duration;
+        let mut lp = crate::util::test_loop();
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        // The shell gives its output away and exits; the sleep holds stdin and reads none.
+        let mut cmd = sh("exec >/dev/null 2>&1; exec 3<&0; sleep 30 <&3 3<&- & exit 0");
+        cmd.wait_delay(Duration::from_millis(50)).process_group(0);
+        let p = cmd
+            .output_with_input(&mut lp, vec![b'x'; 1 << 20], move |_, out| *g.borrow_mut() = Some(out))
+            .unwrap();
+        let pgid = p.pid(&lp).unwrap() as i32;
+        while p.exit_status(&lp).unwrap().is_none() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        // The shell's streams closed before its exit: one more poll reads both ends of file.
+        lp.run(RunMode::NoWait).unwrap();
+        p.pause_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().expect("the capture finished").unwrap();
+        assert!(out.status.success() && out.cut, "{out:?}");
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::SIGKILL).unwrap();
+    }
+);
