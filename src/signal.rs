@@ -19,8 +19,8 @@
 //! starts again before the loop looks. Between the stop and the start, though, the signal is
 //! not watched: one sent then gets the default action, and one pending (blocked) is dropped.
 //! To replace a callback with no such gap, start a new handle on the signal first, then
-//! close the old one: the signal stays watched throughout (as [`Tty::on_resize`](crate::Tty::on_resize)
-//! does).
+//! close the old one: the signal stays watched throughout (as
+//! [`Tty::on_resize`](crate::Tty::on_resize) does).
 //! A handle that starts on the signal after the catch, when no other handle of the loop
 //! watched it, does not get it; one that starts while another handle of the loop watches the
 //! signal gets the catches made since that loop last looked, as the other handle does.
