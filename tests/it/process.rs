@@ -2628,6 +2628,28 @@ case!(
     }
 );
 
+/// A `stream_output` capture: what both streams printed, in the order it came, and what
+/// `on_done` got, once it ran.
+struct Streamed {
+    process: Process,
+    got: Rc<RefCell<Vec<u8>>>,
+    done: Rc<RefCell<Option<io::Result<ExitStatus>>>>,
+}
+
+fn stream_collect(lp: &mut Loop, cmd: &Command) -> Streamed {
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let done = Rc::new(RefCell::new(None));
+    let (g, d) = (got.clone(), done.clone());
+    let process = cmd
+        .stream_output(
+            lp,
+            move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
+            move |_, res| *d.borrow_mut() = Some(res),
+        )
+        .unwrap();
+    Streamed { process, got, done }
+}
+
 case!(
     /// Issue 6: what keeps the loop alive while a capture is paused, as `pause_output`
     /// documents it: the paused pipes do not (libuv's stopped reads), the running child
@@ -2635,16 +2657,7 @@ case!(
     /// before `on_done`; after a resume, the next run finishes the capture with everything.
     fn issue_6_paused_output_keeps_nothing_alive_but_the_child() {
         let mut lp = crate::util::test_loop();
-        let done = Rc::new(RefCell::new(None));
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let (d, g) = (done.clone(), got.clone());
-        let p = sh("echo hi; echo there >&2")
-            .stream_output(
-                &mut lp,
-                move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
-                move |_, res| *d.borrow_mut() = Some(res.unwrap()),
-            )
-            .unwrap();
+        let Streamed { process: p, got, done } = stream_collect(&mut lp, &sh("echo hi; echo there >&2"));
         p.pause_output(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert!(done.borrow().is_none(), "on_done waits for the resume");
@@ -2652,7 +2665,7 @@ case!(
         assert!(p.exit_status(&lp).unwrap().is_some_and(|s| s.success()), "the child was reaped");
         p.resume_output(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert!(done.borrow().is_some_and(|s| s.success()));
+        assert!(done.borrow().as_ref().is_some_and(|r| r.as_ref().is_ok_and(|s| s.success())));
         let mut all = got.borrow().clone();
         all.sort_unstable();
         let mut want = b"hi\nthere\n".to_vec();
@@ -2661,8 +2674,7 @@ case!(
     }
 );
 
-/// Ends the process `line` names (a grandchild a test left running), and waits until it
-/// is gone.
+/// Kills the process `line` names (a grandchild a test left running; `init` reaps it).
 fn end_grandchild(line: &[u8]) {
     let pid: i32 = String::from_utf8_lossy(line).trim().parse().expect("a pid");
     let pid = nix::unistd::Pid::from_raw(pid);
@@ -2694,17 +2706,9 @@ case!(
 
             // stream_output(): success and a cut is an error; a failure is the status.
             for (script, code) in [("sleep 30 & echo $!", 0), ("sleep 30 & echo $!; exit 3", 3)] {
-                let data = Rc::new(RefCell::new(Vec::new()));
-                let done = Rc::new(RefCell::new(None));
-                let (d, g) = (done.clone(), data.clone());
                 let mut cmd = sh(script);
                 cmd.wait_delay(delay);
-                cmd.stream_output(
-                    &mut lp,
-                    move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
-                    move |_, res| *d.borrow_mut() = Some(res),
-                )
-                .unwrap();
+                let Streamed { got: data, done, .. } = stream_collect(&mut lp, &cmd);
                 lp.run(RunMode::Default).unwrap();
                 let res = done.borrow_mut().take().expect("on_done ran");
                 match code {
@@ -2802,18 +2806,9 @@ case!(
     fn issue_6_wait_delay_does_not_cut_paused_output() {
         use std::time::Duration;
         let mut lp = crate::util::test_loop();
-        let done = Rc::new(RefCell::new(None));
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let (d, g) = (done.clone(), got.clone());
         let mut cmd = sh("echo hi");
         cmd.wait_delay(Duration::from_millis(20));
-        let p = cmd
-            .stream_output(
-                &mut lp,
-                move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
-                move |_, res| *d.borrow_mut() = Some(res),
-            )
-            .unwrap();
+        let Streamed { process: p, got, done } = stream_collect(&mut lp, &cmd);
         p.pause_output(&mut lp).unwrap();
         evloop::Timer::once(&mut lp, Duration::from_millis(150), move |lp| p.resume_output(lp).unwrap())
             .unwrap();
@@ -2858,18 +2853,9 @@ case!(
         use std::time::Duration;
         for delay in [Duration::ZERO, Duration::from_millis(20)] {
             let mut lp = crate::util::test_loop();
-            let done = Rc::new(RefCell::new(None));
-            let got = Rc::new(RefCell::new(Vec::new()));
-            let (d, g) = (done.clone(), got.clone());
             let mut cmd = sh("echo hi");
             cmd.wait_delay(delay);
-            let p = cmd
-                .stream_output(
-                    &mut lp,
-                    move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
-                    move |_, res| *d.borrow_mut() = Some(res),
-                )
-                .unwrap();
+            let Streamed { process: p, got, done } = stream_collect(&mut lp, &cmd);
             p.pause_output(&mut lp).unwrap();
             lp.run(RunMode::Default).unwrap();
             assert!(done.borrow().is_none(), "{delay:?}: on_done waits for the resume");

@@ -1536,6 +1536,16 @@ case!(
     }
 );
 
+/// Two handles on the terminal `slave` (a program's stdin and stdout, say), the first set
+/// raw, then the second, which finds it raw already.
+fn two_raw_handles(lp: &mut Loop, slave: OwnedFd) -> (Tty, Tty) {
+    let input = Tty::open(lp, slave.try_clone().unwrap()).unwrap();
+    let output = Tty::open(lp, slave).unwrap();
+    input.set_mode(lp, TtyMode::Raw).unwrap();
+    output.set_mode(lp, TtyMode::Raw).unwrap();
+    (input, output)
+}
+
 case!(
     /// Two handles on one terminal (a program's stdin and stdout), both set raw: whichever
     /// closes first, the terminal ends as it was. The second handle took the raw settings it
@@ -1547,10 +1557,7 @@ case!(
         for first_closes_first in [true, false] {
             let p = pty();
             let before = attrs(&p.probe);
-            let input = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
-            let output = Tty::open(&mut lp, p.slave).unwrap();
-            input.set_mode(&mut lp, TtyMode::Raw).unwrap();
-            output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            let (input, output) = two_raw_handles(&mut lp, p.slave);
             let order = if first_closes_first { [input, output] } else { [output, input] };
             for tty in order {
                 tty.close(&mut lp).unwrap();
@@ -1565,10 +1572,7 @@ case!(
         // The handle left open after the other closed is the one `reset_mode` undoes.
         let p = pty();
         let before = attrs(&p.probe);
-        let input = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
-        let output = Tty::open(&mut lp, p.slave).unwrap();
-        input.set_mode(&mut lp, TtyMode::Raw).unwrap();
-        output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let (input, output) = two_raw_handles(&mut lp, p.slave);
         input.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         output.set_mode(&mut lp, TtyMode::Io).unwrap();
@@ -1617,10 +1621,7 @@ case!(
         on_a.set_mode(&mut lp, TtyMode::Raw).unwrap(); // the process-wide save: A's
         let b = pty();
         let before = attrs(&b.probe);
-        let input = Tty::open(&mut lp, b.slave.try_clone().unwrap()).unwrap();
-        let output = Tty::open(&mut lp, b.slave).unwrap();
-        input.set_mode(&mut lp, TtyMode::Raw).unwrap();
-        output.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let (input, output) = two_raw_handles(&mut lp, b.slave);
         input.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         output.close(&mut lp).unwrap();
