@@ -2884,17 +2884,22 @@ case!(
         let g = got.clone();
         // The shell gives its output away and exits; the sleep holds stdin and reads none.
         let mut cmd = sh("exec >/dev/null 2>&1; exec 3<&0; sleep 30 <&3 3<&- & exit 0");
-        cmd.wait_delay(Duration::from_millis(50)).process_group(0);
+        // (Long enough for the ends of file to be read well before it, even through the
+        // select helper on a loaded machine.)
+        cmd.wait_delay(Duration::from_millis(500)).process_group(0);
         let p = cmd
             .output_with_input(&mut lp, vec![b'x'; 1 << 20], move |_, out| *g.borrow_mut() = Some(out))
             .unwrap();
         let pgid = p.pid(&lp).unwrap() as i32;
-        while p.exit_status(&lp).unwrap().is_none() {
+        // Until the child exited and both output pipes ended (closed: only the input's is
+        // left), unless the delay has cut it all already.
+        let pipes = |lp: &Loop| lp.handles().iter().filter(|h| h.kind == evloop::HandleKind::Pipe).count();
+        while got.borrow().is_none() && (p.exit_status(&lp).unwrap().is_none() || pipes(&lp) > 1) {
             lp.run(RunMode::Once).unwrap();
         }
-        // The shell's streams closed before its exit: one more poll reads both ends of file.
-        lp.run(RunMode::NoWait).unwrap();
-        p.pause_output(&mut lp).unwrap();
+        if got.borrow().is_none() {
+            p.pause_output(&mut lp).unwrap();
+        }
         lp.run(RunMode::Default).unwrap();
         let out = got.borrow_mut().take().expect("the capture finished").unwrap();
         assert!(out.status.success() && out.cut, "{out:?}");
