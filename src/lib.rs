@@ -114,7 +114,7 @@ pub use error::{is_cancelled, is_no_such_process, os_error_code};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use fd_watch::FdWatch;
 pub use handle::{HandleId, HandleInfo, HandleKind};
-pub use lines::Lines;
+pub use lines::{LineEnd, Lines};
 pub use loop_watcher::{Check, Idle, Prepare};
 pub use pipe::{HandleType, Pipe, guess_handle, restore_shared_blocking};
 pub use process::{Child, Command, ExitStatus, Output, OutputStream, Pipeline, Process, Stdio, StopEvent};

@@ -26,6 +26,9 @@
 /// lp.run(RunMode::Default)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// A program that must tell a line cut at the maximum from a whole one (to mark it, or to
+/// drop the rest of an overlong line) uses [`push_ends`](Lines::push_ends).
 #[derive(Debug)]
 pub struct Lines {
     partial: Vec<u8>,
@@ -40,7 +43,29 @@ impl Lines {
 
     /// Calls `each` with every line that `data` completes, without its newline, and keeps
     /// the unfinished rest for the next call.
-    pub fn push(&mut self, mut data: &[u8], mut each: impl FnMut(&[u8])) {
+    pub fn push(&mut self, data: &[u8], mut each: impl FnMut(&[u8])) {
+        self.push_ends(data, |line, _| each(line));
+    }
+
+    /// Like [`push`](Lines::push), also telling `each` how the line ended: at a newline,
+    /// or cut at the maximum length, the rest of it coming as the next line.
+    ///
+    /// ```
+    /// use evloop::{LineEnd, Lines};
+    ///
+    /// let mut lines = Lines::new(4);
+    /// let mut got = Vec::new();
+    /// lines.push_ends(b"abcdefg\nhi\n", |line, end| got.push((line.to_vec(), end)));
+    /// assert_eq!(
+    ///     got,
+    ///     [
+    ///         (b"abcd".to_vec(), LineEnd::Cut),
+    ///         (b"efg".to_vec(), LineEnd::Newline),
+    ///         (b"hi".to_vec(), LineEnd::Newline),
+    ///     ]
+    /// );
+    /// ```
+    pub fn push_ends(&mut self, mut data: &[u8], mut each: impl FnMut(&[u8], LineEnd)) {
         while !data.is_empty() {
             let room = self.max - self.partial.len();
             // How much of `data` goes into the next line, and whether a newline ends it.
@@ -55,11 +80,12 @@ impl Lines {
                     return;
                 }
             };
+            let end = if newline == 1 { LineEnd::Newline } else { LineEnd::Cut };
             if self.partial.is_empty() {
-                each(&data[..take]);
+                each(&data[..take], end);
             } else {
                 self.partial.extend_from_slice(&data[..take]);
-                each(&self.partial);
+                each(&self.partial, end);
                 self.partial.clear();
             }
             data = &data[take + newline..];
@@ -77,9 +103,18 @@ impl Lines {
     }
 }
 
+/// How a line that [`Lines::push_ends`] hands out ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineEnd {
+    /// At a `\n`, which the line is handed without.
+    Newline,
+    /// At the maximum length: the line goes on in the next one.
+    Cut,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Lines;
+    use super::{LineEnd, Lines};
 
     #[test]
     fn long_reads_cut_at_the_limit_and_at_newlines() {
@@ -100,6 +135,20 @@ mod tests {
         lines.push(b"a\nbb\nccc", |l| got.push(l.to_vec()));
         assert_eq!(got, [b"a".to_vec(), b"bb".to_vec()]);
         assert_eq!(lines.finish(), Some(b"ccc".to_vec()));
+        assert_eq!(lines.finish(), None);
+    }
+
+    #[test]
+    fn a_cut_line_is_told_apart_from_a_whole_one_across_reads() {
+        let mut lines = Lines::new(3);
+        let mut got = Vec::new();
+        // A line of exactly the maximum, its newline in the next read; then one over it,
+        // cut inside a read that began mid-line.
+        for read in [&b"ab"[..], b"c", b"\nabcd", b"e\n"] {
+            lines.push_ends(read, |l, end| got.push((String::from_utf8_lossy(l).into_owned(), end)));
+        }
+        let want = [("abc", LineEnd::Newline), ("abc", LineEnd::Cut), ("de", LineEnd::Newline)];
+        assert_eq!(got, want.map(|(l, e)| (l.to_string(), e)));
         assert_eq!(lines.finish(), None);
     }
 }
