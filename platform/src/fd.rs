@@ -104,6 +104,16 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// `stat(path)`.
+#[cfg_attr(target_os = "linux", allow(dead_code))] // Only terminal_id uses it, off Linux.
+pub(crate) fn stat_path(path: &CStr) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a NUL-terminated string; `st` is valid for writes of one `stat`.
+    cvt_r(|| unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: stat succeeded, so it filled in the whole struct.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// Sets or clears `O_NONBLOCK` and returns the previous state.
 ///
 /// The flag lives on the open file description: every fd and every process sharing that

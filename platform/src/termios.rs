@@ -241,9 +241,10 @@ pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
 ///   the terminal behind them. (`st_rdev` cannot: every pty master is the cloning
 ///   `/dev/ptmx`, 5:2.) Where the kernel lacks it (before 2.6.38), `st_rdev`, except for a
 ///   pty master, which then has no number (`Unsupported`).
-/// - macOS and FreeBSD: `st_rdev`. A pty master has its own device number there (not its
-///   slave's, so a master and its slave count as two terminals), and `/dev/tty` its own
-///   (so it and the device behind it count as two).
+/// - macOS and FreeBSD: `st_rdev`, and for a pty master that of its slave (found by name,
+///   [`pty_slave_name`]), so a master and its slave count as one terminal, as on Linux.
+///   `/dev/tty` has a device number of its own there, so it and the terminal behind it
+///   count as two.
 pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
@@ -261,9 +262,21 @@ pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
             ));
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    if let Ok(slave) = pty_slave_name(fd) {
+        // A master reads and writes its slave's settings: it is that terminal. (The slave's
+        // node cannot be renamed or reused while the master holds the pty.)
+        return Ok(rdev_id(&fd::stat_path(&slave)?));
+    }
+    Ok(rdev_id(&fd::fstat(fd)?))
+}
+
+/// A device number as a [`terminal_id`]: the top bit clear.
+fn rdev_id(st: &libc::stat) -> u64 {
     // The field's type differs by platform (u32, i32 or u64); only equality matters.
     #[allow(clippy::unnecessary_cast)]
-    Ok(fd::fstat(fd)?.st_rdev as u64 & !(1 << 63))
+    let rdev = st.st_rdev as u64;
+    rdev & !(1 << 63)
 }
 
 /// Creates a pty: `(master, slave)`, both read-write, close-on-exec and blocking. The slave
