@@ -121,4 +121,4 @@ pub use process::{Child, Command, ExitStatus, Output, OutputStream, Pipeline, Pr
 pub use signal::Signal;
 pub use stream::ReadEvent;
 pub use timer::Timer;
-pub use tty::{Tty, TtyMode, WinSize};
+pub use tty::{Settings, Tty, TtyMode, WinSize};

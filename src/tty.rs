@@ -66,7 +66,11 @@ typed_handle!(
     /// of the controlling terminal from a background process group that ignores or blocks
     /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is
-    /// still there, and reading may start again once the group is in front. With
+    /// still there. Like every read error, it ends the read, so reading starts again with
+    /// a new [`read_start`](Tty::read_start) once the group is in front; a shell that does
+    /// not want the error at all pauses its read ([`read_pause`](Tty::read_pause)) while a
+    /// job has the terminal. [`is_background_read`](crate::tty::is_background_read) tells
+    /// this error from others. With
     /// `stty tostop`, a write from the background is the same: stopped by `SIGTTOU`, or, if
     /// the group ignores it, written; from an orphaned group, it fails with `EIO`, which the
     /// write's callback gets. (`SIGTTIN` and `SIGTTOU` cannot be watched: see
@@ -525,36 +529,52 @@ impl Tty {
     /// background group too (`SIGTTOU` is blocked meanwhile), which is how the terminal comes
     /// back after a job.
     ///
-    /// A shell runs a job in the foreground like this: start it in a group of its own
-    /// ([`Pipeline::process_group`](crate::Pipeline::process_group), or
-    /// [`process_group(0)`](crate::Command::process_group)), give it the terminal, and send
-    /// its group `SIGCONT` ([`Process::kill_group`](crate::Process::kill_group)), since a stage
-    /// that read the terminal before it had it was stopped by `SIGTTIN`, and one that changed
-    /// its settings by `SIGTTOU`. When the job ends, take the terminal back with
-    /// [`current_process_group`](crate::process::current_process_group), and likewise when
-    /// the job stops (Ctrl-Z sends its group `SIGTSTP`), which
-    /// [`Process::watch_stops`](crate::Process::watch_stops) reports. With
-    /// [`Command::foreground`](crate::Command::foreground) the job takes the terminal itself
-    /// before its exec, as shells have their children do too, so that it never starts in the
-    /// background (the parent's hand-over comes after the spawn).
+    /// A shell runs a job in the foreground like this:
+    /// 1. Put the terminal in the settings the job should find: [`TtyMode::Normal`] for a
+    ///    new job (after the shell's own raw prompt), or those
+    ///    [`settings`](Tty::settings) read when the job stopped, for `fg`.
+    /// 2. Start the job in a group of its own
+    ///    ([`Pipeline::process_group`](crate::Pipeline::process_group), or
+    ///    [`process_group(0)`](crate::Command::process_group)) with
+    ///    [`Command::foreground`](crate::Command::foreground), so that it takes the terminal
+    ///    itself before its exec, and hand the terminal over from the shell as well (this
+    ///    call), as shells do: whichever comes first, the job never runs in the background.
+    /// 3. When the job ends, take the terminal back with
+    ///    [`current_process_group`](crate::process::current_process_group), and likewise
+    ///    when it stops (Ctrl-Z sends its group `SIGTSTP`), which
+    ///    [`Process::watch_stops`](crate::Process::watch_stops) reports. Keep its settings
+    ///    then, for `fg`; after a job that exited normally,
+    ///    [`save_settings`](Tty::save_settings) keeps what the user changed with `stty`.
+    ///
+    /// Do not send a new job `SIGCONT`: it would undo a stop that comes at once (a Ctrl-Z
+    /// typed as the job starts, a program that stops itself), which `watch_stops` then never
+    /// reports, since the job was running again by the time the loop looked. `SIGCONT`
+    /// ([`Process::kill_group`](crate::Process::kill_group)) is for a job that stopped: `fg`
+    /// gives it its settings and the terminal, then continues it; `bg` just continues it.
+    /// A job started without `Command::foreground` may find the terminal not yet its own:
+    /// a stage that reads it is then stopped by `SIGTTIN`, and one that changes its settings
+    /// by `SIGTTOU`, which `watch_stops` reports, and the shell continues the job once it
+    /// has the terminal.
     ///
     /// ```no_run
-    /// use evloop::{Command, Loop, RunMode, Tty};
+    /// use evloop::{Command, Loop, RunMode, Tty, TtyMode};
     /// use evloop::process::current_process_group;
-    /// use evloop::signal::SIGCONT;
     ///
     /// let mut lp = Loop::new()?;
     /// let tty = Tty::open(&mut lp, std::fs::File::open("/dev/tty")?.into())?;
+    /// tty.set_mode(&mut lp, TtyMode::Normal)?;
     /// let mut vi = Command::new("vi");
     /// vi.process_group(0).foreground(tty);
-    /// let child = vi.spawn(&mut lp, move |lp, p, _status| {
+    /// let child = vi.spawn(&mut lp, move |lp, p, status| {
     ///     tty.set_foreground_group(lp, current_process_group()).unwrap();
+    ///     if status.is_ok_and(|s| s.success()) {
+    ///         tty.save_settings(lp).unwrap();
+    ///     }
     ///     p.close(lp).unwrap();
     ///     tty.close(lp).unwrap();
     /// })?;
     /// let job = child.process.pid(&lp)? as i32; // its group, which it leads
     /// tty.set_foreground_group(&lp, job)?;
-    /// child.process.kill_group(&mut lp, SIGCONT)?;
     /// lp.run(RunMode::Default)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -568,6 +588,22 @@ impl Tty {
     pub fn writes_block(self, lp: &Loop) -> io::Result<bool> {
         Ok(lp.stream_ref(self.0, HandleKind::Tty)?.blocking)
     }
+}
+
+/// Whether `err`, from a [`Tty`]'s read, says the read came from a background process
+/// group (`EIO`; see [`Tty`]): the terminal is still there, in another group's hands, and
+/// reading can start again once this group is in front. A terminal that hung up ends the
+/// read with [`ReadEvent::Eof`](crate::ReadEvent::Eof) instead.
+///
+/// ```
+/// use std::io;
+/// use evloop::tty::is_background_read;
+///
+/// assert!(is_background_read(&io::Error::from_raw_os_error(libc::EIO)));
+/// assert!(!is_background_read(&io::Error::from(io::ErrorKind::BrokenPipe)));
+/// ```
+pub fn is_background_read(err: &io::Error) -> bool {
+    crate::os_error_code(err) == Some(evloop_platform::libc::EIO)
 }
 
 /// Puts back the terminal settings saved before the first mode change in the process

@@ -1361,7 +1361,13 @@ fn background_read_child() {
         let what = match ev {
             ReadEvent::Data(d) => format!("data {:?}", String::from_utf8_lossy(d)),
             ReadEvent::Eof => "eof".to_string(),
-            ReadEvent::Error(e) => format!("error {:?}: {e}", evloop::os_error_code(&e)),
+            ReadEvent::Error(e) => {
+                format!(
+                    "error {:?} (background: {}): {e}",
+                    evloop::os_error_code(&e),
+                    evloop::tty::is_background_read(&e)
+                )
+            }
         };
         println!("bg read: {what}.");
         if let Err(e) = tty.read_stop(lp) {
@@ -1392,7 +1398,12 @@ case!(
         lp.run(RunMode::Default).unwrap();
         let text = String::from_utf8_lossy(&seen).into_owned();
         assert!(status.get().unwrap().success(), "{text}");
-        assert!(text.contains("bg read: error Some(5): read from the terminal in the background"), "{text}");
+        assert!(
+            text.contains(
+                "bg read: error Some(5) (background: true): read from the terminal in the background"
+            ),
+            "{text}"
+        );
     }
 );
 
