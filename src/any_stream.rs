@@ -76,6 +76,12 @@ impl AnyStream {
     ///
     /// For stdin or stdout, pass a duplicate (`io::stdout().as_fd().try_clone_to_owned()?`):
     /// the handle closes the fd it owns, and the process's fd 1 should stay in place.
+    ///
+    /// Where a handle cannot get a description of its own (a pipe on macOS and FreeBSD, a
+    /// packet-mode pipe on Linux: see [`Pipe::open`]), it sets `O_NONBLOCK` on the one it
+    /// shares, and the program's own `println!` to it, or `eprintln!` after `2>&1`, can then
+    /// fail with `EAGAIN` and panic. [`shares_nonblocking`](AnyStream::shares_nonblocking)
+    /// tells; write such output through the handle while it is open.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
         if fd::isatty(fd.as_fd()) {
             Tty::open(lp, fd).map(AnyStream::Tty)
@@ -189,6 +195,11 @@ impl AnyStream {
     /// As [`Pipe::read_cap`].
     pub fn read_cap(self, lp: &Loop) -> io::Result<usize> {
         forward!(self, h => h.read_cap(lp))
+    }
+
+    /// As [`Pipe::shares_nonblocking`].
+    pub fn shares_nonblocking(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.shares_nonblocking(lp))
     }
 
     /// As [`Pipe::fd`].

@@ -846,6 +846,12 @@ impl Loop {
     /// leaves some ready on purpose: a stream's reads per event are bounded, so a stream
     /// with more to read stays ready, and makes no new edge. This says "run now" for it.
     ///
+    /// An outer wait that rounds its timeout up to its own tick (tokio's timers, whose
+    /// tick is a millisecond) wakes that much late, and a repeating [`Timer`](crate::Timer)'s
+    /// next period counts from the iteration it fired in, as in libuv: embedded so, a 10 ms
+    /// repeat fires about every 11 ms. A program that needs no drift starts a one-shot timer
+    /// each time, for the time left until the next multiple of its period.
+    ///
     /// Nested in another evloop, read it in a [`Prepare`](crate::Prepare) handle, which runs
     /// before the outer loop's poll (a `Check` handle runs after it, too late for the
     /// wait), and watch `backend_fd` with an [`FdWatch`](crate::FdWatch) on a duplicate.

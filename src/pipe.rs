@@ -191,7 +191,8 @@ impl Pipe {
     /// One of those other holders is often the program itself: with `2>&1`, stdout and
     /// stderr are one description, so after `Pipe::open` of a shared stdout a `println!`
     /// or `eprintln!` can fail with `EAGAIN` (and `print!` panics on it) while the reader
-    /// is slow. Write such output through the handle instead while it is open.
+    /// is slow. Write such output through the handle instead while it is open;
+    /// [`shares_nonblocking`](Pipe::shares_nonblocking) tells whether it must.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe)?;
@@ -256,6 +257,7 @@ impl Pipe {
         stream.restore_blocking = restore_blocking;
         stream.original = original;
         stream.dontwait = dontwait;
+        stream.shared = !private;
         stream.eio_is_eof = tty;
         log::debug!("loop {}: opened fd {raw} ({ty:?}, {mode:?}) as a pipe", lp.id);
         Ok(Pipe(lp.stream_insert(stream)))

@@ -169,6 +169,9 @@ pub(crate) struct Stream {
     /// A socket whose description stays blocking (it may be shared: a stdout under a
     /// service manager): read and written with `MSG_DONTWAIT` instead of `O_NONBLOCK`.
     pub(crate) dontwait: bool,
+    /// The fd is on the caller's open file description, which others may share: not a
+    /// private reopen, and not one the loop created.
+    pub(crate) shared: bool,
     /// The terminal state of a tty handle; `None` for pipes.
     pub(crate) tty: Option<crate::tty::TtyState>,
 }
@@ -211,6 +214,7 @@ impl Stream {
             eio_is_eof: false,
             blocking: false,
             dontwait: false,
+            shared: false,
             tty: None,
         }
     }
@@ -663,6 +667,11 @@ impl Loop {
         write_some(s.io.fd()?, s.dontwait, data)
     }
 
+    pub(crate) fn shares_nonblocking(&self, id: HandleId, kind: HandleKind) -> io::Result<bool> {
+        let s = self.open_stream_ref(id, kind)?;
+        Ok(s.shared && fd::status_flags(s.io.fd()?)?.nonblocking)
+    }
+
     pub(crate) fn write_queue_size(&self, id: HandleId, kind: HandleKind) -> io::Result<usize> {
         Ok(self.stream_ref(id, kind)?.queued_bytes)
     }
@@ -751,10 +760,23 @@ impl Loop {
         }
         Self::check_writable(s, kind)?;
         let fd = s.io.fd()?;
-        if s.readable && fd::file_type(fd)? != FileType::Socket {
+        let ty = fd::file_type(fd)?;
+        if s.readable && ty != FileType::Socket {
+            let what = match ty {
+                FileType::Fifo => "FIFO",
+                FileType::CharDevice if kind == HandleKind::Tty => "terminal",
+                FileType::CharDevice => "device",
+                FileType::Regular => "regular file",
+                _ => "file",
+            };
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("a read-write {} cannot be half-closed; close it instead", kind.name()),
+                format!(
+                    "cannot shut down a {} open for reading and writing (a {what}): only a socket's \
+                     write side closes alone; to close once the queued writes are out, close from the \
+                     callback of an empty write",
+                    kind.name()
+                ),
             ));
         }
         s.shutdown = Shutdown::Pending(cb);
@@ -1131,7 +1153,10 @@ macro_rules! stream_methods {
             ///
             /// Closing a handle cancels what is still queued. To close once everything is
             /// out (a terminal program's last escape sequences, say), close from the callback
-            /// of the last write: callbacks run in write order.
+            /// of the last write: callbacks run in write order. An empty write is allowed,
+            /// and its callback too runs after those of the writes before it: a flush
+            /// barrier, for a stream that cannot be [`shutdown`](Self::shutdown) (one open
+            /// for reading and writing).
             #[inline]
             pub fn write(
                 self,
@@ -1241,6 +1266,26 @@ macro_rules! stream_methods {
             #[inline]
             pub fn read_cap(self, lp: &$crate::Loop) -> std::io::Result<usize> {
                 lp.read_cap(self.0, $kind)
+            }
+
+            /// Whether the handle's fd is on an open file description that others may
+            /// share (a stdout inherited from the shell, and passed on to children) and that
+            /// is nonblocking, set so by this handle or before it. Writes through the other
+            /// fds on it may then fail with `EAGAIN`: the program's own `println!` or, after
+            /// `2>&1`, `eprintln!` (both panic on it), or a child's. See
+            /// [`Pipe::open`](crate::Pipe::open) for when a handle cannot get a description
+            /// of its own; `false` also where it stays blocking (a socket read with
+            /// `MSG_DONTWAIT`, a terminal whose writes block, a regular file).
+            ///
+            /// ```
+            /// # let mut lp = evloop::Loop::new()?;
+            /// // A pair the loop made is its own: nobody else holds it.
+            /// let (rx, tx) = evloop::Pipe::pair(&mut lp)?;
+            /// assert!(!rx.shares_nonblocking(&lp)? && !tx.shares_nonblocking(&lp)?);
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            pub fn shares_nonblocking(self, lp: &$crate::Loop) -> std::io::Result<bool> {
+                lp.shares_nonblocking(self.0, $kind)
             }
 
             /// The handle's fd, borrowed from the loop (for `fstat`, `F_SETPIPE_SZ`,

@@ -299,6 +299,7 @@ impl Tty {
         let terminal = termios::terminal_id(fd.as_fd()).ok();
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
         stream.blocking = blocking;
+        stream.shared = original.is_none();
         stream.restore_blocking = restore_blocking;
         stream.eio_is_eof = true;
         stream.tty = Some(TtyState {

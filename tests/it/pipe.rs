@@ -1442,3 +1442,116 @@ case!(
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
 );
+
+case!(
+    /// `shares_nonblocking` tells whether the program's own writes to the description a
+    /// handle shares can fail with `EAGAIN`: a stream tool's `eprintln!` panicked after `2>&1`
+    /// on a description its stdout handle had to make nonblocking, with nothing to ask
+    /// beforehand.
+    fn issue_3_shares_nonblocking_tells_when_the_programs_own_writes_can_fail() {
+        use std::os::fd::AsFd;
+        let mut lp = test_loop();
+        // A FIFO open for reading and writing keeps its description (see `fifo_pair`).
+        let (r, w) = crate::util::fifo_pair(false);
+        let stderr = w.try_clone().unwrap(); // `2>&1`
+        let out = Pipe::open(&mut lp, w).unwrap();
+        assert!(out.shares_nonblocking(&lp).unwrap());
+        // What it warns of: the other fd's writes fail once the pipe is full.
+        let mut stderr = File::from(stderr);
+        let full = loop {
+            if let Err(e) = stderr.write_all(&[b'e'; 4096]) {
+                break e;
+            }
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        // A pair the loop made is nobody else's; a regular file is left blocking (unless
+        // the select helper is forced on: then it serves the file too, nonblocking).
+        let (a, b) = Pipe::pair(&mut lp).unwrap();
+        assert!(!a.shares_nonblocking(&lp).unwrap() && !b.shares_nonblocking(&lp).unwrap());
+        let file = Pipe::open(&mut lp, File::open(std::env::current_exe().unwrap()).unwrap().into()).unwrap();
+        assert_eq!(file.shares_nonblocking(&lp).unwrap(), crate::util::forced_select());
+        // On Linux a blocking pipe gets a description of its own.
+        #[cfg(target_os = "linux")]
+        {
+            let (_pr, pw) = std::io::pipe().unwrap();
+            let private = Pipe::open(&mut lp, OwnedFd::from(pw)).unwrap();
+            assert!(!private.shares_nonblocking(&lp).unwrap());
+            private.close(&mut lp).unwrap();
+        }
+        for h in [out, a, b, file] {
+            h.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert!(out.shares_nonblocking(&lp).is_err(), "a closed handle is an error");
+        assert!(!evloop_platform::fd::status_flags(stderr.as_fd()).unwrap().nonblocking, "blocking again");
+        drop(r);
+    }
+);
+
+case!(
+    /// A terminal reopened privately shares nothing. A pty master cannot be reopened: as a
+    /// tty handle its writes block instead, and as a pipe handle it takes the flag on the
+    /// shared description.
+    fn issue_3_shares_nonblocking_on_terminals() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let as_pipe = master.try_clone().unwrap();
+        let tty = evloop::Tty::open(&mut lp, slave).unwrap();
+        assert!(!tty.shares_nonblocking(&lp).unwrap());
+        let m = evloop::AnyStream::open(&mut lp, master).unwrap();
+        assert!(m.as_tty().unwrap().writes_block(&lp).unwrap());
+        assert!(!m.shares_nonblocking(&lp).unwrap());
+        let p = Pipe::open(&mut lp, as_pipe).unwrap();
+        assert!(p.shares_nonblocking(&lp).unwrap());
+        assert!(m.shares_nonblocking(&lp).unwrap(), "the same description, made nonblocking by the other");
+        for h in [tty.into(), m, p.into()] {
+            evloop::AnyStream::close(h, &mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A stream that cannot be shut down (open for reading and writing) says what it is and
+    /// what to do instead: the message called a regular file a "pipe" (stream-tool trial).
+    /// What it suggests works: an empty write's callback runs after those of the writes
+    /// before it, so closing from it loses nothing.
+    fn issue_3_a_read_write_stream_refuses_shutdown_and_an_empty_write_flushes_it() {
+        let mut lp = test_loop();
+        let path = std::env::temp_dir().join(format!("evloop-rw-shutdown-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&dir)
+            .unwrap();
+        let p = Pipe::open(&mut lp, file.into()).unwrap();
+        let e = p.shutdown(&mut lp, |_, _| panic!("never called")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("(a regular file)") && e.to_string().contains("empty write"), "{e}");
+        // The barrier, on a pipe whose writes must wait in the queue.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let o = order.clone();
+        tx.write_vec(&mut lp, vec![1; 1 << 20], move |_, r| {
+            r.unwrap();
+            o.borrow_mut().push("big");
+        })
+        .unwrap();
+        assert!(tx.write_queue_size(&lp).unwrap() > 0);
+        let o = order.clone();
+        tx.write(&mut lp, b"", move |lp, r| {
+            r.unwrap();
+            o.borrow_mut().push("empty");
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        let got = collect(&mut lp, rx);
+        p.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*order.borrow(), ["big", "empty"]);
+        assert_eq!(got.borrow().data.len(), 1 << 20, "every byte before the close");
+        std::fs::remove_file(&path).unwrap();
+    }
+);
