@@ -69,8 +69,7 @@ typed_handle!(
     /// still there. Like every read error, it ends the read, so reading starts again with
     /// a new [`read_start`](Tty::read_start) once the group is in front; a shell that does
     /// not want the error at all pauses its read ([`read_pause`](Tty::read_pause)) while a
-    /// job has the terminal. [`is_background_read`] tells
-    /// this error from others. With
+    /// job has the terminal. [`is_background_read`] tells this error from others. With
     /// `stty tostop`, a write from the background is the same: stopped by `SIGTTOU`, or, if
     /// the group ignores it, written; from an orphaned group, it fails with `EIO`, which the
     /// write's callback gets. (`SIGTTIN` and `SIGTTOU` cannot be watched: see
