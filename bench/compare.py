@@ -36,7 +36,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EX = os.path.join(HERE, "..", "target", "release", "examples")
+EX = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(HERE, "..", "target"), "release", "examples")
 PEERS = os.environ.get("PEERS", "")
 
 
