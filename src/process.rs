@@ -3328,8 +3328,12 @@ impl Pipeline {
 
     /// Runs every stage in one new process group, led by the first stage, as a shell runs a
     /// job: [`kill_group`](Process::kill_group) on any stage's [`Process`] then signals the
-    /// whole pipeline, with whatever its stages started. Off by default (the stages stay in
-    /// the loop's group, or in the groups their commands ask for).
+    /// whole pipeline, with whatever its stages started (and
+    /// [`terminate_group`](Process::terminate_group) ends it all). The first stage's handle
+    /// serves for the whole job, even after that stage exited: the handles stay open until
+    /// every stage has exited, and a group signal needs only some member left. Off by
+    /// default (the stages stay in the loop's group, or in the groups their commands ask
+    /// for).
     ///
     /// At a terminal, a group other than the terminal's foreground group is a background
     /// job: a stage that reads the terminal is stopped (`SIGTTIN`), and so is one that changes

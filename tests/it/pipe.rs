@@ -1524,7 +1524,7 @@ case!(
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&dir)
+            .open(&path)
             .unwrap();
         let p = Pipe::open(&mut lp, file.into()).unwrap();
         let e = p.shutdown(&mut lp, |_, _| panic!("never called")).unwrap_err();

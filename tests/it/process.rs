@@ -2906,3 +2906,37 @@ case!(
         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::SIGKILL).unwrap();
     }
 );
+
+case!(
+    /// A pipeline run as one group: its first stage's handle signals the whole job even
+    /// after that stage exited (a shell's `kill %1`: the shell trial signalled each stage in
+    /// turn, unsure the first one's handle would serve).
+    fn issue_6_a_pipelines_first_stage_signals_the_job_after_it_exited() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut stages = vec![Command::new("true"), Command::new("sleep"), Command::new("sleep")];
+            stages[1].arg("100");
+            stages[2].arg("100");
+            let statuses = Rc::new(RefCell::new(Vec::new()));
+            let st = statuses.clone();
+            let children = Pipeline::new(stages)
+                .process_group(true)
+                .spawn(&mut lp, move |_, all| st.borrow_mut().extend(all.into_iter().map(|s| s.unwrap())))
+                .unwrap();
+            let first = children[0].process;
+            // Looks after every poll: the first stage's exit wakes the loop.
+            let check = evloop::Check::new(&mut lp);
+            check
+                .start(&mut lp, move |lp, check| {
+                    if first.exit_status(lp).unwrap().is_some() {
+                        first.kill_group(lp, SIGKILL).unwrap();
+                        check.close(lp).unwrap();
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let got: Vec<_> = statuses.borrow().iter().map(|s| (s.code(), s.signal())).collect();
+            assert_eq!(got, [(Some(0), None), (None, Some(SIGKILL)), (None, Some(SIGKILL))], "{name}");
+        }
+    }
+);
