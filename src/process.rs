@@ -559,6 +559,8 @@ pub struct Command {
     setsid: bool,
     /// A tty handle whose terminal the child takes for its group before its exec.
     foreground: Option<HandleId>,
+    /// The child's fd whose terminal becomes its new session's controlling terminal.
+    controlling_terminal: Option<RawFd>,
     /// Explicit fd entries, at most one per target.
     stdio: Vec<(RawFd, Stdio)>,
     on_drop: OnDrop,
@@ -605,6 +607,7 @@ impl Command {
             process_group: None,
             setsid: false,
             foreground: None,
+            controlling_terminal: None,
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
             wait_delay: None,
@@ -759,9 +762,70 @@ impl Command {
     }
 
     /// Starts the child in a new session (and a new process group), detached from the
-    /// controlling terminal.
+    /// controlling terminal. The session has no controlling terminal until one of its
+    /// processes gets one: [`controlling_terminal`](Self::controlling_terminal) gives it
+    /// one at the start. `setsid(false)` cancels that too.
     pub fn setsid(&mut self, on: bool) -> &mut Command {
         self.setsid = on;
+        if !on {
+            self.controlling_terminal = None;
+        }
+        self
+    }
+
+    /// Starts the child in a new session ([`setsid`](Self::setsid)) whose controlling
+    /// terminal is the terminal on the child's fd `fd` (after the stdio set-up, so usually
+    /// 0: the slave of a pty from [`tty::openpty`](crate::tty::openpty)), as `login_tty`
+    /// and terminal emulators do: Ctrl-C and Ctrl-Z typed at the terminal then reach the
+    /// child's group, it can open `/dev/tty`, it hears `SIGWINCH` when the window size
+    /// changes, and `SIGHUP` when the other side of the pty closes. Without it, a child in
+    /// a session of its own has no controlling terminal, and none of that happens.
+    ///
+    /// The fd must be a terminal that is no other session's controlling terminal (a fresh
+    /// pty's slave is none), or the spawn fails and names the step. Such a child is started
+    /// with fork and exec, `posix_spawn` having no step for it.
+    ///
+    /// The parent gives the child its copies of the slave and closes its own: a slave still
+    /// open in the parent (or in the `Command`, which keeps the fds it was given until it
+    /// drops) keeps the master from reaching end of file when the child's session is gone.
+    /// A master reports that end of file after every byte the child wrote; its exit and that
+    /// end of file come in either order.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, ReadEvent, RunMode, Tty, tty};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let (master, slave) = tty::openpty()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "test -t 0 && exec 3</dev/tty && echo has a terminal"])
+    ///     .stdin(slave.try_clone()?)
+    ///     .stdout(slave.try_clone()?)
+    ///     .stderr(slave)
+    ///     .controlling_terminal(0);
+    /// cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert!(status.unwrap().success());
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// drop(cmd); // its copies of the slave
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let out = seen.clone();
+    /// let master = Tty::open(&mut lp, master)?;
+    /// master.read_start(&mut lp, move |lp, m, ev| match ev {
+    ///     ReadEvent::Data(d) => out.borrow_mut().extend_from_slice(d),
+    ///     _ => m.close(lp).unwrap(),
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(&seen.borrow()[..], b"has a terminal\r\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn controlling_terminal(&mut self, fd: RawFd) -> &mut Command {
+        if fd < 0 {
+            self.bad(format!("controlling terminal: a child fd number cannot be negative ({fd})"));
+            return self;
+        }
+        self.setsid = true;
+        self.controlling_terminal = Some(fd);
         self
     }
 
@@ -1211,6 +1275,10 @@ impl Command {
             Stage::Foreground => {
                 format!("spawn `{prog}`: cannot give the terminal to the child's process group")
             }
+            Stage::ControllingTerminal(n) => format!(
+                "spawn `{prog}`: cannot make the terminal on child fd {n} the controlling terminal of its \
+                 session (it must be a terminal, and no other session's controlling terminal)"
+            ),
             Stage::Group => format!("spawn `{prog}`: cannot join process group {}", group.unwrap_or(0)),
             Stage::Fd(n) => match fds.iter().find(|m| m.target == n).map(|m| m.source) {
                 Some(Source::Fd(s)) if s != n => format!("spawn `{prog}`: child fd {n} from parent fd {s}"),
@@ -2173,6 +2241,7 @@ impl Loop {
             gid: cmd.gid,
             process_group,
             setsid: cmd.setsid,
+            controlling_terminal: cmd.controlling_terminal,
             fds: &prep.fds,
             force_fork: self.options.force_fork_spawn,
             foreground,

@@ -774,8 +774,13 @@ impl Loop {
                 format!(
                     "cannot shut down a {} open for reading and writing (a {what}): only a socket's \
                      write side closes alone; to close once the queued writes are out, close from the \
-                     callback of an empty write",
-                    kind.name()
+                     callback of an empty write{}",
+                    kind.name(),
+                    if kind == HandleKind::Tty {
+                        " (and to end a program's input at a terminal, write its end-of-file character, ^D)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }

@@ -223,11 +223,16 @@ fn open_terminal(
     let (fd, original, blocking, nonblocking_in_place) = match termios::reopen(fd.as_fd(), access) {
         Ok(private) => (private, Some(fd), false, false),
         Err(e) => {
-            let blocking = flags.writable && !flags.nonblocking;
-            if blocking && !termios::is_pty_master(fd.as_fd()) {
+            // A pty master (never reopened: its name is the cloning /dev/ptmx) is the
+            // program's own end of a pty it made: blocking writes would stall the loop
+            // whenever the child stops reading, so it takes O_NONBLOCK in place, as a
+            // read-only fd does, restored at close.
+            let master = termios::is_pty_master(fd.as_fd());
+            let blocking = flags.writable && !flags.nonblocking && !master;
+            if blocking {
                 log::warn!("loop {}: cannot reopen the terminal on fd {raw} ({e}); writes will block", lp.id);
             }
-            (fd, None, blocking, !flags.writable && !flags.nonblocking)
+            (fd, None, blocking, (master || !flags.writable) && !flags.nonblocking)
         }
     };
     let mode = lp.choose_io_mode(fd.as_fd(), false, true)?;
@@ -269,8 +274,13 @@ impl Tty {
     ///   untouched until close. libuv does the same reopen, then `dup3`s the new description
     ///   over the caller's fd number (which also marks stdin, stdout or stderr close-on-exec,
     ///   so children stop inheriting them, libuv#2062); evloop leaves the caller's fd alone.
-    /// - **Not reopened**: a pty master cannot be reopened (its name is the cloning
-    ///   `/dev/ptmx`), and `ttyname` or the open can fail. Then, as in libuv, the
+    /// - **A pty master** cannot be reopened (its name is the cloning `/dev/ptmx`). It is
+    ///   the program's own end of a pty it made (for a child, a terminal emulator, an
+    ///   `expect`), whose writes must not stall the loop when the child stops reading: its
+    ///   description is made nonblocking in place, as [`Pipe::open`](crate::Pipe::open)
+    ///   does, and blocking again at close, when the loop is dropped, at `exit`, and by
+    ///   [`restore_shared_blocking`](crate::restore_shared_blocking).
+    /// - **Not reopened**: `ttyname` or the open can fail. Then, as in libuv, the
     ///   description's blocking mode is left alone and a writable handle's writes block
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
     ///   [`try_write`](Tty::try_write) blocks too), while reads still wait for readiness.
@@ -284,8 +294,7 @@ impl Tty {
     ///   close, when the loop is dropped, at `exit`, and by
     ///   [`restore_shared_blocking`](crate::restore_shared_blocking), which
     ///   [`install_restore_hooks`] makes the fatal signals call. An fd that is already
-    ///   nonblocking is used as it is: to drive a pty master you created without blocking
-    ///   writes, set `O_NONBLOCK` on it before opening.
+    ///   nonblocking is used as it is.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Tty)?;
@@ -518,7 +527,9 @@ impl Tty {
 
     /// The terminal's foreground process group (`tcgetpgrp`): the group whose reads it serves
     /// and to which it sends Ctrl-C. The terminal must be the process's controlling terminal
-    /// (`ENOTTY` otherwise).
+    /// (`ENOTTY` otherwise), or, on Linux, a pty master, which answers for its slave: what
+    /// runs in front in the session of a child given that slave as its controlling terminal
+    /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal)).
     pub fn foreground_group(self, lp: &Loop) -> io::Result<i32> {
         termios::foreground_group(self.fd(lp)?)
             .map_err(|e| context(e, "tcgetpgrp: the tty must be this process's controlling terminal"))
@@ -674,8 +685,11 @@ pub fn install_restore_hooks() -> io::Result<()> {
 }
 
 /// Creates a pty: `(master, slave)`, both read-write, blocking and close-on-exec; the slave
-/// does not become the controlling terminal. A program runs on the slave side (its stdio);
-/// whoever drives it, like a terminal emulator, reads and writes the master.
+/// does not become the controlling terminal. A program runs on the slave side (its stdio),
+/// with the slave as its controlling terminal if it is given one
+/// ([`Command::controlling_terminal`](crate::Command::controlling_terminal) shows the whole
+/// set-up); whoever drives it, like a terminal emulator, reads and writes the master, as a
+/// [`Tty`] handle (which makes it nonblocking while open: see [`Tty::open`]).
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     termios::openpty()
 }

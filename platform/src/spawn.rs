@@ -120,6 +120,10 @@ pub struct Request<'a> {
     /// its group and before its exec (`tcsetpgrp`), so it never starts in the background:
     /// shells do it in the child as well as in the parent. Fork path only.
     pub foreground: Option<RawFd>,
+    /// The child's fd (after the moves of `fds`) whose terminal becomes the controlling
+    /// terminal of the new session (`TIOCSCTTY`), as `login_tty` does. Needs `setsid`. Fork
+    /// path only.
+    pub controlling_terminal: Option<RawFd>,
 }
 
 /// How a child was started.
@@ -149,6 +153,9 @@ pub enum Stage {
     Group,
     /// `tcsetpgrp`: taking the terminal for the child's group.
     Foreground,
+    /// `TIOCSCTTY`: making the terminal on the child's fd `n` the session's controlling
+    /// terminal.
+    ControllingTerminal(RawFd),
     /// `chdir` to the working directory.
     Chdir,
     /// `setgid`.
@@ -542,7 +549,12 @@ struct Unsupported;
 
 /// Whether posix_spawn can express `req` (see the module docs).
 fn posix_spawn_can(req: &Request<'_>) -> bool {
-    if req.force_fork || req.uid.is_some() || req.gid.is_some() || req.foreground.is_some() {
+    if req.force_fork
+        || req.uid.is_some()
+        || req.gid.is_some()
+        || req.foreground.is_some()
+        || req.controlling_terminal.is_some()
+    {
         return false;
     }
     // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and
@@ -923,6 +935,7 @@ struct ChildPlan<'a> {
     process_group: Option<Pid>,
     setsid: bool,
     foreground: Option<RawFd>,
+    controlling_terminal: Option<RawFd>,
 }
 
 /// How long the fork path waits for its child's exec before it looks whether a stop signal
@@ -945,6 +958,7 @@ fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
         Stage::Exec => (8, 0),
         Stage::FdRoom(n) => (9, n),
         Stage::Foreground => (10, 0),
+        Stage::ControllingTerminal(n) => (11, n),
     };
     let mut b = [0u8; REPORT_BYTES];
     b[..4].copy_from_slice(&code.to_ne_bytes());
@@ -966,6 +980,7 @@ fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
         8 => Stage::Exec,
         9 => Stage::FdRoom(arg),
         10 => Stage::Foreground,
+        11 => Stage::ControllingTerminal(arg),
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)
@@ -1108,6 +1123,14 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             libc::close(n);
         }
         child_close_above(p.plan.close_from, p.err_fd, p.open_above);
+        // The session's controlling terminal, now that the fd is in place (a session leader
+        // without one: `setsid` above). `ioctl` is a bare system call, safe here; its
+        // request number's type differs by platform.
+        if let Some(fd) = p.controlling_terminal {
+            if libc::ioctl(fd, libc::TIOCSCTTY as _, 0) < 0 {
+                child_fail(p.err_fd, Stage::ControllingTerminal(fd), errno());
+            }
+        }
         // 4. Directory, then ids (the directory may need the old ones).
         if let Some(cwd) = p.cwd {
             if libc::chdir(cwd.as_ptr()) < 0 {
@@ -1223,6 +1246,7 @@ fn fork_exec(
         process_group: req.process_group,
         setsid: req.setsid,
         foreground: req.foreground,
+        controlling_terminal: req.controlling_terminal,
     };
     let pid = {
         // No handler of ours may run in the child before it resets them.

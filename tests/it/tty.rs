@@ -75,6 +75,31 @@ fn write_master(master: BorrowedFd<'_>, bytes: &[u8]) {
     assert_eq!(nix::unistd::write(master, bytes).unwrap(), bytes.len());
 }
 
+/// Opens `slave` as a tty handle the way a terminal of another user's (after `su`) is
+/// opened: its node cannot be opened again by name, so the handle stays on `slave`'s
+/// description, whose writes block. The node is unreadable meanwhile; root, whom that does
+/// not stop, opens under another effective user id.
+fn open_unreopenable(lp: &mut Loop, slave: OwnedFd) -> Tty {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let name = evloop_platform::termios::ttyname(slave.as_fd()).unwrap();
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    let mode = std::fs::metadata(&path).unwrap().permissions();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        nix::unistd::seteuid(nix::unistd::Uid::from_raw(65534)).unwrap();
+    }
+    let tty = Tty::open(lp, slave);
+    if root {
+        nix::unistd::seteuid(nix::unistd::Uid::from_raw(0)).unwrap();
+    }
+    std::fs::set_permissions(&path, mode).unwrap();
+    let tty = tty.unwrap();
+    assert!(tty.writes_block(lp).unwrap(), "not reopened: its writes block");
+    tty
+}
+
 /// Starts this test binary's ignored test `entry` as a session leader on the pty's slave
 /// (its stdin, stdout and stderr), with `$env` set to `prefix` followed by the slave's path;
 /// the returned cell gets the leader's exit status, and its handle closes.
@@ -579,17 +604,16 @@ case!(
 );
 
 case!(
-    /// Two handles on one blocking terminal description (a pty master: it cannot be
-    /// reopened), both reading: the poller reports both ready, the first drains the line,
-    /// and the second used to block in `read` for good. A blocking stream now reads only
-    /// while the fd is still readable.
+    /// Two handles on one blocking terminal description (one that cannot be reopened),
+    /// both reading: the poller reports both ready, the first drains the line, and the
+    /// second used to block in `read` for good. A blocking stream now reads only while the
+    /// fd is still readable.
     fn issue_3_a_blocking_terminal_read_by_two_handles_does_not_block_the_loop() {
         let mut lp = test_loop();
         let p = pty();
-        let dup = p.master.try_clone().unwrap();
-        let a = Tty::open(&mut lp, p.master).unwrap();
-        let b = Tty::open(&mut lp, dup).unwrap();
-        assert!(a.writes_block(&lp).unwrap() && b.writes_block(&lp).unwrap());
+        let dup = p.slave.try_clone().unwrap();
+        let a = open_unreopenable(&mut lp, p.slave);
+        let b = open_unreopenable(&mut lp, dup);
         let got = Rc::new(RefCell::new(Vec::new()));
         for h in [a, b] {
             let g = got.clone();
@@ -610,23 +634,44 @@ case!(
             })
             .unwrap();
         }
-        assert_eq!(nix::unistd::write(&p.slave, b"hello\n").unwrap(), 6);
+        write_master(p.master.as_fd(), b"hello\n");
         lp.run(RunMode::Default).unwrap();
-        assert!(got.borrow().ends_with(b"hello\r\n"), "{:?}", String::from_utf8_lossy(&got.borrow()));
+        assert_eq!(&got.borrow()[..], b"hello\n");
     }
 );
 
 case!(
-    /// A pty master cannot be reopened: its blocking mode is left alone and writes block,
-    /// unless it was nonblocking already.
-    fn a_pty_master_keeps_its_blocking_mode() {
+    /// A pty master cannot be reopened: its description is made nonblocking while the
+    /// handle is open (its blocking writes stalled the loop whenever the child stopped
+    /// reading: pty-tool trial), and blocking again after. A terminal that cannot be reopened
+    /// otherwise keeps its blocking mode, and its writes block.
+    fn issue_5_a_pty_master_is_nonblocking_while_open() {
         let mut lp = test_loop();
         let p = pty();
         let shared = p.master.try_clone().unwrap();
         let master = Tty::open(&mut lp, p.master).unwrap();
-        assert!(master.writes_block(&lp).unwrap());
-        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
-        // Both directions still work: keys in, output back.
+        assert!(!master.writes_block(&lp).unwrap());
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
+        assert!(master.shares_nonblocking(&lp).unwrap());
+        // A write bigger than the pty holds waits in the queue: the loop goes on.
+        master
+            .write_vec(&mut lp, vec![b'x'; 1 << 20], |_, r| assert!(evloop::is_cancelled(&r.unwrap_err())))
+            .unwrap();
+        assert!(master.write_queue_size(&lp).unwrap() > 0);
+        master.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking, "blocking again after the close");
+        drop((shared, p.slave, p.probe));
+
+        let p = pty();
+        let shared = p.slave.try_clone().unwrap();
+        let slave = open_unreopenable(&mut lp, p.slave);
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking, "left alone");
+        slave.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // Both directions work through a master: keys in, output back.
+        let p = pty();
+        let master = Tty::open(&mut lp, p.master).unwrap();
         let slave = Tty::open(&mut lp, p.slave).unwrap();
         slave.set_mode(&mut lp, TtyMode::Io).unwrap();
         let got = collect(&mut lp, slave, 5);
@@ -634,12 +679,15 @@ case!(
         lp.run(RunMode::Default).unwrap();
         assert_eq!(got.borrow().data, b"hello");
         close_all(&mut lp);
-
+        drop(p.probe);
+        // A master that is nonblocking already is used as it is, and left so.
         let (master, _slave) = evloop::tty::openpty().unwrap();
         evloop_platform::fd::set_nonblocking(master.as_fd(), true).unwrap();
+        let shared = master.try_clone().unwrap();
         let master = Tty::open(&mut lp, master).unwrap();
-        assert!(!master.writes_block(&lp).unwrap(), "already nonblocking: used as it is");
+        assert!(!master.writes_block(&lp).unwrap());
         close_all(&mut lp);
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
     }
 );
 
@@ -1639,5 +1687,76 @@ case!(
         on_a.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_same_termios(&attrs(&b.probe), &before, "pty B after both its handles closed");
+    }
+);
+
+case!(
+    /// A child given a pty's slave as its controlling terminal (`Command::controlling_terminal`)
+    /// hears the terminal: Ctrl-C typed at the master interrupts it, closing the master hangs
+    /// it up, and it can open `/dev/tty`. A child in a session of its own had no controlling
+    /// terminal, with no way to give it one (pty-tool trial).
+    fn issue_6_a_child_on_a_pty_gets_it_as_its_controlling_terminal() {
+        use evloop::signal::{SIGHUP, SIGINT};
+        for (ctrl_c, want) in [(true, SIGINT), (false, SIGHUP)] {
+            let mut lp = test_loop();
+            let (master, slave) = evloop::tty::openpty().unwrap();
+            let mut cmd = evloop::Command::new("sh");
+            cmd.args(["-c", "exec 3</dev/tty && echo ready && exec sleep 100"])
+                .stdin(slave.try_clone().unwrap())
+                .stdout(slave.try_clone().unwrap())
+                .stderr(slave)
+                .controlling_terminal(0);
+            let status = Rc::new(Cell::new(None));
+            let st = status.clone();
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, r| {
+                    st.set(Some(r.unwrap()));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            drop(cmd);
+            let mut seen = Vec::new();
+            crate::util::read_until(master.as_fd(), &mut seen, "ready");
+            // The master answers for its slave: the child leads the group in front.
+            let front = evloop_platform::termios::foreground_group(master.as_fd()).unwrap();
+            assert_eq!(front, child.process.pid(&lp).unwrap() as i32);
+            if ctrl_c {
+                write_master(master.as_fd(), b"\x03");
+                lp.run(RunMode::Default).unwrap();
+                drop(master);
+            } else {
+                drop(master);
+                lp.run(RunMode::Default).unwrap();
+            }
+            assert_eq!(status.get().unwrap().signal(), Some(want), "{}", String::from_utf8_lossy(&seen));
+        }
+    }
+);
+
+case!(
+    /// `controlling_terminal` on an fd that is no terminal fails the spawn with an error that
+    /// names the step, leaving no child; a stage of a pipeline run as one group may not ask
+    /// for it (it starts a session).
+    fn issue_6_a_controlling_terminal_that_is_not_one_is_a_clear_error() {
+        let mut lp = test_loop();
+        let mut cmd = evloop::Command::new("true");
+        cmd.stdin(evloop::Stdio::Null).controlling_terminal(0);
+        let e = cmd.spawn(&mut lp, |_, _, _| panic!("never started")).unwrap_err();
+        assert_eq!(e.raw_os_error().or(evloop::os_error_code(&e)), Some(libc::ENOTTY), "{e}");
+        assert!(
+            e.to_string().contains("cannot make the terminal on child fd 0 the controlling terminal"),
+            "{e}"
+        );
+        let mut stage = evloop::Command::new("true");
+        stage.controlling_terminal(0);
+        let e = evloop::Pipeline::new([stage, evloop::Command::new("true")])
+            .process_group(true)
+            .spawn(&mut lp, |_, _| panic!("never started"))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let e =
+            evloop::Command::new("true").controlling_terminal(-1).spawn(&mut lp, |_, _, _| {}).unwrap_err();
+        assert!(e.to_string().contains("cannot be negative"), "{e}");
+        lp.run(RunMode::Default).unwrap();
     }
 );
