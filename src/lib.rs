@@ -117,7 +117,9 @@ pub use handle::{HandleId, HandleInfo, HandleKind};
 pub use lines::{LineEnd, Lines};
 pub use loop_watcher::{Check, Idle, Prepare};
 pub use pipe::{HandleType, Pipe, guess_handle, restore_shared_blocking};
-pub use process::{Child, Command, ExitStatus, Output, OutputStream, Pipeline, Process, Stdio, StopEvent};
+pub use process::{
+    Child, Command, ExitStatus, Output, OutputCut, OutputStream, Pipeline, Process, Stdio, StopEvent,
+};
 pub use signal::Signal;
 pub use stream::ReadEvent;
 pub use timer::Timer;

@@ -918,9 +918,9 @@ impl Command {
     /// descendant still writing to them gets `SIGPIPE`, or `EPIPE`), stops feeding the input,
     /// and finishes with what it has: `output`'s [`Output`] says so in
     /// [`cut`](Output::cut); `stream_output`'s `on_done` gets an error of kind
-    /// [`TimedOut`](io::ErrorKind::TimedOut) when the child succeeded, and the child's status
-    /// when it failed (the failure is the news; every byte read has reached `on_data`
-    /// either way). The descendant itself runs on: end it with the child's group
+    /// [`TimedOut`](io::ErrorKind::TimedOut) whose [`OutputCut`] holds the child's status
+    /// (every byte read has reached `on_data`). The descendant itself runs on: end it with
+    /// the child's group
     /// ([`process_group`](Command::process_group) and
     /// [`kill_group_on_drop`](Command::kill_group_on_drop), or
     /// [`Process::kill_group`]).
@@ -1042,7 +1042,11 @@ impl Command {
     ///
     /// A [`Stdio::Handle`] the command gives as stdout or stderr is left alone (it stays
     /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
-    /// [`set_ref`](Process::set_ref). The output is kept in memory: for a child that prints
+    /// [`set_ref`](Process::set_ref), except while its output is paused
+    /// ([`Process::pause_output`]): then only the running child does, as a stopped read
+    /// keeps nothing alive, so a program that resumes from outside the loop (another
+    /// thread, through an [`Async`](crate::Async)) keeps that handle referenced meanwhile.
+    /// The output is kept in memory: for a child that prints
     /// without bound, read its pipes yourself. Like std, this waits for end of file, so a
     /// background grandchild that keeps the streams open delays `cb` until it exits: bound
     /// that wait with [`wait_delay`](Command::wait_delay), and end what is left with a
@@ -1129,7 +1133,14 @@ impl Command {
     /// [`pause_output`](Process::pause_output) and [`resume_output`](Process::resume_output).
     /// To learn of the exit before the output has ended (a background grandchild holding
     /// it open), set [`wait_delay`](Command::wait_delay): `on_done` then comes that long
-    /// after the exit at the latest.
+    /// after the exit at the latest, with a [`TimedOut`](io::ErrorKind::TimedOut) error
+    /// that holds the status ([`OutputCut`]) if the output was cut.
+    ///
+    /// For a child to write to interactively, make a [`Pipe::pair`] and give the child its
+    /// reading end as stdin ([`Stdio::Handle`]): the capture then leaves stdin to you, and
+    /// its writes' callbacks, an `EPIPE` once the child is gone say, can come after
+    /// `on_done`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
+    /// waits for it.)
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -1163,14 +1174,10 @@ impl Command {
         let done: OutputCb = Box::new(move |lp, out| {
             on_done(
                 lp,
-                out.and_then(|o| match o.cut && o.status.success() {
-                    true => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the child exited with status 0, but its output was still open {delay:?} later \
-                             (a descendant holding it?): reading stopped there"
-                        ),
-                    )),
+                out.and_then(|o| match o.cut {
+                    true => {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, OutputCut { status: o.status, delay }))
+                    }
                     false => Ok(o.status),
                 }),
             )
@@ -1821,6 +1828,55 @@ pub struct Output {
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
+
+/// A [`stream_output`](Command::stream_output) capture cut short by the command's
+/// [`wait_delay`](Command::wait_delay): the payload of the
+/// [`TimedOut`](io::ErrorKind::TimedOut) error its `on_done` gets, with the child's exit
+/// status. [`OutputCut::of`] finds it in the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputCut {
+    /// How the child ended.
+    pub status: ExitStatus,
+    /// How long the output stayed open after the exit before the capture cut it.
+    pub delay: Duration,
+}
+
+impl OutputCut {
+    /// The cut `err` reports, if it is a `stream_output` capture's cut.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, OutputCut, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// // The shell exits with 3 at once; the sleep it leaves behind holds stdout open.
+    /// cmd.args(["-c", "sleep 1 & exit 3"]).wait_delay(Duration::from_millis(20));
+    /// cmd.stream_output(&mut lp, |_, _, _| {}, |_, res| {
+    ///     let err = res.unwrap_err();
+    ///     let cut = OutputCut::of(&err).unwrap();
+    ///     assert_eq!(cut.status.code(), Some(3));
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn of(err: &io::Error) -> Option<&OutputCut> {
+        err.get_ref()?.downcast_ref()
+    }
+}
+
+impl fmt::Display for OutputCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the child exited ({}), but its output was still open {:?} later (a descendant holding it?): \
+             reading stopped there",
+            self.status, self.delay
+        )
+    }
+}
+
+impl std::error::Error for OutputCut {}
 
 /// Which of a child's output streams some bytes came from, in [`Command::stream_output`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -3154,9 +3210,10 @@ impl Loop {
         if let Some((target, _)) =
             cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
         {
+            let what = if sink.is_some() { "stream_output" } else { "output" };
             return Err(invalid(format!(
-                "spawn `{}`: output() captures stdout and stderr only; child fd {target} cannot be a new pipe \
-                 (use spawn for that)",
+                "spawn `{}`: {what}() captures stdout and stderr only; child fd {target} cannot be a new pipe \
+                 (pass one end of a Pipe::pair as Stdio::Handle, or use spawn)",
                 cmd.name()
             )));
         }

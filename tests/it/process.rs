@@ -2685,8 +2685,9 @@ case!(
     /// Issue 6: a capture waited for end of file however long a descendant held the output
     /// open (`sh -c 'sleep 30 & echo hi'` took 30 s). With `wait_delay` it stops reading
     /// that long after the exit and finishes with what it read, saying it was cut: in
-    /// `Output::cut`, and for `stream_output` as a `TimedOut` error when the child
-    /// succeeded, or the failure status when it did not. A pending input write is cut too,
+    /// `Output::cut`, and for `stream_output` as a `TimedOut` error holding the status
+    /// (`OutputCut`: a failure with a cut was reported as the status alone, with no sign of
+    /// the cut; REPL-kernel trial). A pending input write is cut too,
     /// with no error; output that ends in time is not cut, and the timer goes with it.
     fn issue_6_wait_delay_cuts_output_a_descendant_holds_open() {
         use std::time::Duration;
@@ -2704,17 +2705,17 @@ case!(
             assert!(out.status.success() && out.cut, "{name}: {out:?}");
             end_grandchild(&out.stdout);
 
-            // stream_output(): success and a cut is an error; a failure is the status.
+            // stream_output(): a cut is a TimedOut error that holds the status, whatever it is.
             for (script, code) in [("sleep 30 & echo $!", 0), ("sleep 30 & echo $!; exit 3", 3)] {
                 let mut cmd = sh(script);
                 cmd.wait_delay(delay);
                 let Streamed { got: data, done, .. } = stream_collect(&mut lp, &cmd);
                 lp.run(RunMode::Default).unwrap();
-                let res = done.borrow_mut().take().expect("on_done ran");
-                match code {
-                    0 => assert_eq!(res.unwrap_err().kind(), io::ErrorKind::TimedOut, "{name}"),
-                    _ => assert_eq!(res.unwrap().code(), Some(code), "{name}"),
-                }
+                let err = done.borrow_mut().take().expect("on_done ran").unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{name}");
+                let cut = evloop::OutputCut::of(&err).expect("the cut's details");
+                assert_eq!((cut.status.code(), cut.delay), (Some(code), delay), "{name}");
+                assert!(err.to_string().contains(&format!("exited ({})", cut.status)), "{name}: {err}");
                 end_grandchild(&data.borrow());
             }
 
@@ -2938,5 +2939,46 @@ case!(
             let got: Vec<_> = statuses.borrow().iter().map(|s| (s.code(), s.signal())).collect();
             assert_eq!(got, [(Some(0), None), (None, Some(SIGKILL)), (None, Some(SIGKILL))], "{name}");
         }
+    }
+);
+
+case!(
+    /// A capture refuses a new pipe on a fd it does not capture, naming the call that was
+    /// made (`stream_output`'s refusal named `output`: REPL-kernel trial) and the way to
+    /// give the child an interactive stdin.
+    fn issue_6_a_captures_refusal_names_the_call_and_the_way_out() {
+        let mut lp = crate::util::test_loop();
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::Pipe);
+        let e = cmd.stream_output(&mut lp, |_, _, _| {}, |_, _| panic!("never started")).unwrap_err();
+        assert!(e.to_string().contains("stream_output() captures stdout and stderr only"), "{e}");
+        assert!(e.to_string().contains("Pipe::pair as Stdio::Handle"), "{e}");
+        let e = cmd.output(&mut lp, |_, _| panic!("never started")).unwrap_err();
+        assert!(e.to_string().contains("output() captures"), "{e}");
+        // The way out: the reading end of a pair as the child's stdin, written by us.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        cmd.stdin(rx);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        cmd.stream_output(
+            &mut lp,
+            move |_, _, b| g.borrow_mut().extend_from_slice(b),
+            move |_, r| {
+                assert!(r.unwrap().success());
+                d.set(true);
+            },
+        )
+        .unwrap();
+        drop(cmd);
+        tx.write(&mut lp, b"typed\n", move |lp, r| {
+            r.unwrap();
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(done.get());
+        assert_eq!(&got.borrow()[..], b"typed\n");
     }
 );
