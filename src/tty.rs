@@ -121,8 +121,50 @@ pub enum TtyMode {
 /// A terminal's settings (its `struct termios`), as [`Tty::settings`] reads them: kept to be
 /// put back with [`Tty::set_settings`]. Two are equal when every flag, control character and
 /// speed is.
+///
+/// Without a handle, [`Settings::of`], [`with_mode`](Settings::with_mode) and
+/// [`apply`](Settings::apply) set up a terminal for good, for another process: nothing
+/// saves or restores what they change. An `expect`-like tool turns off the echo of a pty
+/// before its child starts on it:
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use evloop::{Settings, TtyMode, tty};
+///
+/// let (_master, slave) = tty::openpty()?;
+/// let normal = Settings::of(slave.as_fd())?;
+/// normal.with_mode(TtyMode::Io).apply(slave.as_fd())?;
+/// assert_ne!(Settings::of(slave.as_fd())?, normal); // until someone changes it again
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings(Termios);
+
+impl Settings {
+    /// The settings of the terminal on `fd` now (`tcgetattr`).
+    pub fn of(fd: BorrowedFd<'_>) -> io::Result<Settings> {
+        termios::get(fd).map(Settings).map_err(|e| context(e, "cannot read the terminal's settings"))
+    }
+
+    /// These settings as [`Tty::set_mode`] makes `mode` from a handle's normal ones:
+    /// `Normal` leaves them as they are; `Raw` and `Io` as [`TtyMode`] says.
+    pub fn with_mode(mut self, mode: TtyMode) -> Settings {
+        match mode {
+            TtyMode::Normal => {}
+            TtyMode::Raw => self.0.make_raw(),
+            TtyMode::Io => self.0.make_io(),
+        }
+        self
+    }
+
+    /// Sets the terminal on `fd` to these settings now (`tcsetattr(TCSANOW)`), for good:
+    /// no handle records it, and nothing puts the old ones back. (Through a handle, use
+    /// [`Tty::set_settings`].) From a background process group, it stops the process with
+    /// `SIGTTOU` unless that is ignored or blocked, as any `tcsetattr` does.
+    pub fn apply(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        termios::set(fd, &self.0).map_err(|e| context(e, "cannot set the terminal's settings"))
+    }
+}
 
 /// A tty handle's terminal state, kept in its [`Stream`].
 pub(crate) struct TtyState {

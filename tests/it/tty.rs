@@ -1760,3 +1760,30 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// A pty's mode set up for a child stays: `Settings::with_mode` and `apply` change the
+    /// terminal with no handle to put it back (through a `Tty` handle, closing it restored
+    /// the echo before the child ever ran: pty-tool trial).
+    fn issue_5_a_ptys_mode_set_for_a_child_stays() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let normal = evloop::Settings::of(slave.as_fd()).unwrap();
+        normal.with_mode(TtyMode::Io).apply(slave.as_fd()).unwrap();
+        assert_eq!(normal.with_mode(TtyMode::Normal), normal);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let mut stty = evloop::Command::new("stty");
+        stty.arg("-a").stdin(slave);
+        stty.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        drop(stty);
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        for flag in ["-echo", "-icanon", "-isig"] {
+            assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
+        }
+        drop(master);
+    }
+);
