@@ -170,15 +170,16 @@ impl Pipe {
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
     /// description of the handle's own: the flag then touches nobody else. A terminal is
     /// opened again through its name, on every system, as [`Tty::open`](crate::Tty::open)
-    /// does; a pty master cannot be (its name is the cloning `/dev/ptmx`), and takes the
-    /// flag itself, as below. `fd` itself stays open, untouched,
+    /// does; a pty master cannot be (its name is the cloning `/dev/ptmx`), and is made
+    /// nonblocking and left so, being the program's own end of a pty it made (see
+    /// [`Tty::open`](crate::Tty::open)). `fd` itself stays open, untouched,
     /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD
     /// a blocking socket (the stdout a service manager such as systemd hands its services)
     /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
     /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS,
     /// whose `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode
-    /// pipe; a pipe another user made; no `/proc`; a pty master; a terminal whose name
-    /// cannot be opened), the flag is set on the shared
+    /// pipe; a pipe another user made; no `/proc`; a terminal whose name cannot be
+    /// opened), the flag is set on the shared
     /// description, and other holders see it too until the handle closes: a child that
     /// inherits such a stdout may fail its writes with `EAGAIN`. Closing the handle (or
     /// dropping its loop) clears it again (after the last of several handles on one
@@ -249,6 +250,10 @@ impl Pipe {
         // A blocking socket stays blocking where the handle can pass MSG_DONTWAIT to each call.
         let dontwait = ty == FileType::Socket && !flags.nonblocking && fd::SEND_DONTWAIT_WORKS;
         let restore_blocking = if private || dontwait || mode == IoMode::AlwaysReady {
+            None
+        } else if tty && termios::is_pty_master(fd.as_fd()) {
+            // The program's own end of a pty: nonblocking, and left so (see `Tty::open`).
+            fd::set_nonblocking(fd.as_fd(), true)?;
             None
         } else {
             fd::hold_shared_nonblocking(fd.as_fd())?

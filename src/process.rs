@@ -781,9 +781,12 @@ impl Command {
     /// changes, and `SIGHUP` when the other side of the pty closes. Without it, a child in
     /// a session of its own has no controlling terminal, and none of that happens.
     ///
-    /// The fd must be a terminal that is no other session's controlling terminal (a fresh
-    /// pty's slave is none), or the spawn fails and names the step. Such a child is started
-    /// with fork and exec, `posix_spawn` having no step for it.
+    /// The fd must be open for reading, and a terminal that is no other session's
+    /// controlling terminal (a fresh pty's slave is none), or the spawn fails and names the
+    /// step. The child's group is then in front of the terminal from the start:
+    /// [`process_group`](Self::process_group) and [`foreground`](Self::foreground) do not
+    /// combine with it. Such a child is started with fork and exec, `posix_spawn` having no
+    /// step for it.
     ///
     /// The parent gives the child its copies of the slave and closes its own: a slave still
     /// open in the parent (or in the `Command`, which keeps the fds it was given until it
@@ -1195,11 +1198,28 @@ impl Command {
         if let Some(why) = &self.invalid {
             return Err(invalid(format!("spawn `{}`: {why}", self.name())));
         }
+        if self.controlling_terminal.is_some() && (self.process_group.is_some() || self.foreground.is_some())
+        {
+            return Err(invalid(format!(
+                "spawn `{}`: controlling_terminal starts a session, whose leader leads its own group: \
+                 process_group and foreground cannot be combined with it (its group is in front of \
+                 that terminal from the start)",
+                self.name()
+            )));
+        }
         if self.setsid && self.process_group.is_some() {
             return Err(invalid(format!(
                 "spawn `{}`: setsid and process_group cannot be combined (a session leader leads its own group)",
                 self.name()
             )));
+        }
+        if let Some(fd) = self.controlling_terminal {
+            if fd > 2 && !self.stdio.iter().any(|(t, _)| *t == fd) {
+                return Err(invalid(format!(
+                    "spawn `{}`: controlling_terminal: the child has no fd {fd} (set it with Command::fd)",
+                    self.name()
+                )));
+            }
         }
         self.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", self.name())))
     }
@@ -1284,7 +1304,8 @@ impl Command {
             }
             Stage::ControllingTerminal(n) => format!(
                 "spawn `{prog}`: cannot make the terminal on child fd {n} the controlling terminal of its \
-                 session (it must be a terminal, and no other session's controlling terminal)"
+                 session (the fd must be open, a terminal, readable, and no other session's controlling \
+                 terminal)"
             ),
             Stage::Group => format!("spawn `{prog}`: cannot join process group {}", group.unwrap_or(0)),
             Stage::Fd(n) => match fds.iter().find(|m| m.target == n).map(|m| m.source) {
@@ -3540,7 +3561,7 @@ impl Pipeline {
                 .map_err(|e| context(e, format!("pipeline stage {}", i + 1)))?;
             if self.process_group && (cmd.setsid || cmd.process_group.is_some()) {
                 return Err(invalid(format!(
-                    "pipeline stage {} (`{}`): its process group is the pipeline's (Pipeline::process_group); leave process_group and setsid unset",
+                    "pipeline stage {} (`{}`): its process group is the pipeline's (Pipeline::process_group); leave process_group, setsid and controlling_terminal unset",
                     i + 1,
                     cmd.name()
                 )));

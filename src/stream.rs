@@ -1279,8 +1279,10 @@ macro_rules! stream_methods {
             /// fds on it may then fail with `EAGAIN`: the program's own `println!` or, after
             /// `2>&1`, `eprintln!` (both panic on it), or a child's. See
             /// [`Pipe::open`](crate::Pipe::open) for when a handle cannot get a description
-            /// of its own; `false` also where it stays blocking (a socket read with
-            /// `MSG_DONTWAIT`, a terminal whose writes block, a regular file).
+            /// of its own; `false` also where the handle leaves the description blocking (a
+            /// socket read with `MSG_DONTWAIT`, a terminal whose writes block, a regular
+            /// file). It errs on the side of caution: a description nobody else holds (a pty
+            /// master the program made, say) counts as one that others may share.
             ///
             /// ```
             /// # let mut lp = evloop::Loop::new()?;

@@ -262,25 +262,29 @@ fn open_terminal(
         (false, true) => Access::Write,
         _ => Access::Read,
     };
-    let (fd, original, blocking, nonblocking_in_place) = match termios::reopen(fd.as_fd(), access) {
-        Ok(private) => (private, Some(fd), false, false),
+    let (fd, original, blocking, nonblocking_in_place, master) = match termios::reopen(fd.as_fd(), access) {
+        Ok(private) => (private, Some(fd), false, false, false),
         Err(e) => {
-            // A pty master (never reopened: its name is the cloning /dev/ptmx) is the
-            // program's own end of a pty it made: blocking writes would stall the loop
-            // whenever the child stops reading, so it takes O_NONBLOCK in place, as a
-            // read-only fd does, restored at close.
             let master = termios::is_pty_master(fd.as_fd());
             let blocking = flags.writable && !flags.nonblocking && !master;
             if blocking {
                 log::warn!("loop {}: cannot reopen the terminal on fd {raw} ({e}); writes will block", lp.id);
             }
-            (fd, None, blocking, (master || !flags.writable) && !flags.nonblocking)
+            (fd, None, blocking, !flags.writable && !flags.nonblocking && !master, master)
         }
     };
     let mode = lp.choose_io_mode(fd.as_fd(), false, true)?;
-    // Set here, or nonblocking already (maybe by another handle on this description): held
-    // either way.
-    let restore_blocking = if nonblocking_in_place || (original.is_none() && flags.nonblocking) {
+    let restore_blocking = if master {
+        // A pty master (never reopened: its name is the cloning /dev/ptmx) is the program's
+        // own end of a pty it made: blocking writes would stall the loop whenever the child
+        // stops reading. It is made nonblocking and left so: it has no one to restore it
+        // for, and registering it would take a slot of the restore registry (which stdio
+        // needs) per pty, under a key that every master shares.
+        fd::set_nonblocking(fd.as_fd(), true)?;
+        None
+    } else if nonblocking_in_place || (original.is_none() && flags.nonblocking) {
+        // Set here, or nonblocking already (maybe by another handle on this description):
+        // held either way.
         fd::hold_shared_nonblocking(fd.as_fd())?
     } else {
         None
@@ -319,9 +323,9 @@ impl Tty {
     /// - **A pty master** cannot be reopened (its name is the cloning `/dev/ptmx`). It is
     ///   the program's own end of a pty it made (for a child, a terminal emulator, an
     ///   `expect`), whose writes must not stall the loop when the child stops reading: its
-    ///   description is made nonblocking in place, as [`Pipe::open`](crate::Pipe::open)
-    ///   does, and blocking again at close, when the loop is dropped, at `exit`, and by
-    ///   [`restore_shared_blocking`](crate::restore_shared_blocking).
+    ///   description is made nonblocking, and left so (as
+    ///   [`Pipe::open`](crate::Pipe::open) leaves it): the handle closes the fd it owns, and
+    ///   a copy of the fd kept elsewhere stays nonblocking.
     /// - **Not reopened**: `ttyname` or the open can fail. Then, as in libuv, the
     ///   description's blocking mode is left alone and a writable handle's writes block
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
@@ -569,7 +573,7 @@ impl Tty {
 
     /// The terminal's foreground process group (`tcgetpgrp`): the group whose reads it serves
     /// and to which it sends Ctrl-C. The terminal must be the process's controlling terminal
-    /// (`ENOTTY` otherwise), or, on Linux, a pty master, which answers for its slave: what
+    /// (`ENOTTY` otherwise), or a pty master, which answers for its slave: what
     /// runs in front in the session of a child given that slave as its controlling terminal
     /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal)).
     pub fn foreground_group(self, lp: &Loop) -> io::Result<i32> {
@@ -731,7 +735,7 @@ pub fn install_restore_hooks() -> io::Result<()> {
 /// with the slave as its controlling terminal if it is given one
 /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal) shows the whole
 /// set-up); whoever drives it, like a terminal emulator, reads and writes the master, as a
-/// [`Tty`] handle (which makes it nonblocking while open: see [`Tty::open`]).
+/// [`Tty`] handle (which makes it nonblocking: see [`Tty::open`]).
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     termios::openpty()
 }

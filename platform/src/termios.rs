@@ -265,8 +265,12 @@ pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     #[cfg(not(target_os = "linux"))]
     if let Ok(slave) = pty_slave_name(fd) {
         // A master reads and writes its slave's settings: it is that terminal. (The slave's
-        // node cannot be renamed or reused while the master holds the pty.)
-        return Ok(rdev_id(&fd::stat_path(&slave)?));
+        // node cannot be renamed or reused while the master holds the pty.) Where the node
+        // cannot be seen (a jail without it), the master's own number still tells ptys
+        // apart.
+        if let Ok(st) = fd::stat_path(&slave) {
+            return Ok(rdev_id(&st));
+        }
     }
     Ok(rdev_id(&fd::fstat(fd)?))
 }

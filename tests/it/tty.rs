@@ -430,14 +430,14 @@ case!(
         assert!(seen.windows(5).any(|w| w == b"out\r\n"), "{:?}", String::from_utf8_lossy(&seen));
         pipe.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        // A pty master cannot be reopened: it takes O_NONBLOCK itself (it is the program's
-        // own, as a rule), and gives it back at close.
+        // A pty master cannot be reopened: it takes O_NONBLOCK itself, and keeps it (it is
+        // the program's own end of a pty it made: see `Tty::open`).
         let shared = p.master.try_clone().unwrap();
         let master = Pipe::open(&mut lp, p.master).unwrap();
         assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
         master.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking);
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
         assert!(!status_flags(p.probe.as_fd()).unwrap().nonblocking, "the slave's, after close");
     }
 );
@@ -641,11 +641,11 @@ case!(
 );
 
 case!(
-    /// A pty master cannot be reopened: its description is made nonblocking while the
-    /// handle is open (its blocking writes stalled the loop whenever the child stopped
-    /// reading: pty-tool trial), and blocking again after. A terminal that cannot be reopened
-    /// otherwise keeps its blocking mode, and its writes block.
-    fn issue_5_a_pty_master_is_nonblocking_while_open() {
+    /// A pty master cannot be reopened: its description is made nonblocking, and left so
+    /// (its blocking writes stalled the loop whenever the child stopped reading: pty-tool
+    /// trial). A terminal that cannot be reopened otherwise keeps its blocking mode, and its
+    /// writes block.
+    fn issue_5_a_pty_master_is_made_nonblocking() {
         let mut lp = test_loop();
         let p = pty();
         let shared = p.master.try_clone().unwrap();
@@ -660,7 +660,7 @@ case!(
         assert!(master.write_queue_size(&lp).unwrap() > 0);
         master.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking, "blocking again after the close");
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking, "left so: nobody to restore it for");
         drop((shared, p.slave, p.probe));
 
         let p = pty();
@@ -1757,6 +1757,25 @@ case!(
         let e =
             evloop::Command::new("true").controlling_terminal(-1).spawn(&mut lp, |_, _, _| {}).unwrap_err();
         assert!(e.to_string().contains("cannot be negative"), "{e}");
+        // An fd the child does not get; a group or the terminal's front asked for as well.
+        let e =
+            evloop::Command::new("true").controlling_terminal(5).spawn(&mut lp, |_, _, _| {}).unwrap_err();
+        assert!(e.to_string().contains("the child has no fd 5"), "{e}");
+        let e = evloop::Command::new("true")
+            .controlling_terminal(0)
+            .process_group(0)
+            .spawn(&mut lp, |_, _, _| {})
+            .unwrap_err();
+        assert!(e.to_string().contains("controlling_terminal starts a session"), "{e}");
+        let (_master, slave) = evloop::tty::openpty().unwrap();
+        let tty = Tty::open(&mut lp, slave).unwrap();
+        let e = evloop::Command::new("true")
+            .controlling_terminal(0)
+            .foreground(tty)
+            .spawn(&mut lp, |_, _, _| {})
+            .unwrap_err();
+        assert!(e.to_string().contains("controlling_terminal starts a session"), "{e}");
+        tty.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
     }
 );
@@ -1785,5 +1804,54 @@ case!(
             assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
         }
         drop(master);
+    }
+);
+
+case!(
+    /// Closing a master's handle closes its pty, whatever other masters are open: the
+    /// restore registry, which tells descriptions apart by file, took every master for one
+    /// (all are `/dev/ptmx`), and a handle on an already nonblocking master joined the
+    /// registration of another, whose duplicate then kept that pty open after its own
+    /// handle closed: no hang-up for its child (review).
+    fn issue_5_closing_a_masters_handle_hangs_up_its_pty_whatever_other_masters_are_open() {
+        let mut lp = test_loop();
+        let (a_master, a_slave) = evloop::tty::openpty().unwrap();
+        let (c_master, _c_slave) = evloop::tty::openpty().unwrap();
+        evloop_platform::fd::set_nonblocking(c_master.as_fd(), true).unwrap();
+        let a = Tty::open(&mut lp, a_master).unwrap();
+        let c = Pipe::open(&mut lp, c_master).unwrap();
+        a.close(&mut lp).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        // A's slave sees the hang-up: a read ends (EIO on Linux), it does not wait for data.
+        evloop_platform::fd::set_nonblocking(a_slave.as_fd(), true).unwrap();
+        let mut buf = [0u8; 16];
+        let r = nix::unistd::read(&a_slave, &mut buf);
+        assert!(!matches!(r, Err(nix::errno::Errno::EAGAIN)), "the pty is still open: {r:?}");
+        c.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Pty masters take no slot of the registry that restores shared descriptions at a
+    /// fatal signal or `exit`: with 40 masters open, a shared stdout opened after them is
+    /// still restored (it was not, the 32 slots being the masters': review).
+    fn issue_5_many_pty_masters_leave_room_to_restore_a_shared_stdout() {
+        let mut lp = test_loop();
+        let mut slaves = Vec::new();
+        for _ in 0..40 {
+            let (master, slave) = evloop::tty::openpty().unwrap();
+            Tty::open(&mut lp, master).unwrap();
+            slaves.push(slave);
+        }
+        let (r, w) = crate::util::fifo_pair(false);
+        let shared = w.try_clone().unwrap();
+        let out = Pipe::open(&mut lp, w).unwrap();
+        assert!(status_flags(shared.as_fd()).unwrap().nonblocking);
+        evloop::restore_shared_blocking().unwrap();
+        assert!(!status_flags(shared.as_fd()).unwrap().nonblocking, "restored as at a fatal signal");
+        out.close(&mut lp).unwrap();
+        close_all(&mut lp);
+        drop((r, slaves));
     }
 );
