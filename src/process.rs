@@ -781,12 +781,14 @@ impl Command {
     /// changes, and `SIGHUP` when the other side of the pty closes. Without it, a child in
     /// a session of its own has no controlling terminal, and none of that happens.
     ///
-    /// The fd must be open for reading, and a terminal that is no other session's
-    /// controlling terminal (a fresh pty's slave is none), or the spawn fails and names the
-    /// step. The child's group is then in front of the terminal from the start:
+    /// The fd must be one of the child's (0, 1, 2, or one set with [`fd`](Self::fd)), open
+    /// for reading, and a terminal that is no other session's controlling terminal (a fresh
+    /// pty's slave is none), or the spawn fails and names the step. The child's group is then in front of the terminal from the start:
     /// [`process_group`](Self::process_group) and [`foreground`](Self::foreground) do not
     /// combine with it. Such a child is started with fork and exec, `posix_spawn` having no
-    /// step for it.
+    /// step for it. A session is one child's and its descendants': the stages of a
+    /// [`Pipeline`] cannot share one, so a pipeline meant to run on a pty runs there as a
+    /// shell's (`sh -c 'a | b'`), the shell given the terminal.
     ///
     /// The parent gives the child its copies of the slave and closes its own: a slave still
     /// open in the parent (or in the `Command`, which keeps the fds it was given until it

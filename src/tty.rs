@@ -122,18 +122,19 @@ pub enum TtyMode {
 /// put back with [`Tty::set_settings`]. Two are equal when every flag, control character and
 /// speed is.
 ///
-/// Without a handle, [`Settings::of`], [`with_mode`](Settings::with_mode) and
-/// [`apply`](Settings::apply) set up a terminal for good, for another process: nothing
-/// saves or restores what they change. An `expect`-like tool turns off the echo of a pty
-/// before its child starts on it:
+/// Without a handle, [`Settings::of`], [`with_mode`](Settings::with_mode),
+/// [`with_echo`](Settings::with_echo) and [`apply`](Settings::apply) set up a terminal for
+/// good, for another process: nothing saves or restores what they change. An `expect`-like
+/// tool turns off the echo of a pty before its child starts on it (keeping line editing and
+/// the signal keys, which [`TtyMode::Raw`] and [`TtyMode::Io`] turn off too):
 ///
 /// ```
 /// use std::os::fd::AsFd;
-/// use evloop::{Settings, TtyMode, tty};
+/// use evloop::{Settings, tty};
 ///
 /// let (_master, slave) = tty::openpty()?;
 /// let normal = Settings::of(slave.as_fd())?;
-/// normal.with_mode(TtyMode::Io).apply(slave.as_fd())?;
+/// normal.with_echo(false).apply(slave.as_fd())?;
 /// assert_ne!(Settings::of(slave.as_fd())?, normal); // until someone changes it again
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -154,6 +155,14 @@ impl Settings {
             TtyMode::Raw => self.0.make_raw(),
             TtyMode::Io => self.0.make_io(),
         }
+        self
+    }
+
+    /// These settings with the echo of typed input on or off (`ECHO`), and nothing else
+    /// changed: line editing and the signal keys (Ctrl-C, ^D) keep working, as after
+    /// pexpect's `setecho(False)`.
+    pub fn with_echo(mut self, on: bool) -> Settings {
+        self.0.set_echo(on);
         self
     }
 

@@ -89,6 +89,16 @@ impl Termios {
         t.c_cc[libc::VTIME] = 0;
     }
 
+    /// Turns the echo of typed input on or off (`ECHO` in `c_lflag`), and nothing else: line
+    /// editing and the signal keys stay as they are (pexpect's `setecho`).
+    pub fn set_echo(&mut self, on: bool) {
+        if on {
+            self.0.c_lflag |= libc::ECHO;
+        } else {
+            self.0.c_lflag &= !libc::ECHO;
+        }
+    }
+
     /// `cfmakeraw`: raw input as in [`make_raw`](Self::make_raw), and no output processing
     /// either (libuv's `UV_TTY_MODE_IO`). The exact bits are the C library's; BSDs clear a
     /// few more than glibc.

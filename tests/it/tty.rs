@@ -1803,6 +1803,21 @@ case!(
         for flag in ["-echo", "-icanon", "-isig"] {
             assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
         }
+        // The echo alone (pexpect's `setecho(False)`): Ctrl-C and line editing stay.
+        let (_master2, slave) = evloop::tty::openpty().unwrap();
+        evloop::Settings::of(slave.as_fd()).unwrap().with_echo(false).apply(slave.as_fd()).unwrap();
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let mut stty = evloop::Command::new("stty");
+        stty.arg("-a").stdin(slave);
+        stty.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        drop(stty);
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in ["-echo", "icanon", "isig"] {
+            assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
+        }
         drop(master);
     }
 );
