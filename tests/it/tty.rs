@@ -1780,45 +1780,42 @@ case!(
     }
 );
 
+/// The words of `stty -a` run on `slave` (its stdin), which it takes.
+fn stty_words(lp: &mut Loop, slave: OwnedFd) -> Vec<String> {
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    let mut stty = evloop::Command::new("stty");
+    stty.arg("-a").stdin(slave);
+    stty.output(lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+    drop(stty);
+    lp.run(RunMode::Default).unwrap();
+    let out = got.borrow_mut().take().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text.split_whitespace().map(str::to_string).collect()
+}
+
 case!(
     /// A pty's mode set up for a child stays: `Settings::with_mode` and `apply` change the
     /// terminal with no handle to put it back (through a `Tty` handle, closing it restored
-    /// the echo before the child ever ran: pty-tool trial).
+    /// the echo before the child ever ran: pty-tool trial). `with_echo` turns off the echo
+    /// alone (pexpect's `setecho(False)`): line editing and Ctrl-C stay.
     fn issue_5_a_ptys_mode_set_for_a_child_stays() {
         let mut lp = test_loop();
-        let (master, slave) = evloop::tty::openpty().unwrap();
+        let (_master, slave) = evloop::tty::openpty().unwrap();
         let normal = evloop::Settings::of(slave.as_fd()).unwrap();
         normal.with_mode(TtyMode::Io).apply(slave.as_fd()).unwrap();
         assert_eq!(normal.with_mode(TtyMode::Normal), normal);
-        let got = Rc::new(RefCell::new(None));
-        let g = got.clone();
-        let mut stty = evloop::Command::new("stty");
-        stty.arg("-a").stdin(slave);
-        stty.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
-        drop(stty);
-        lp.run(RunMode::Default).unwrap();
-        let out = got.borrow_mut().take().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let words = stty_words(&mut lp, slave);
         for flag in ["-echo", "-icanon", "-isig"] {
-            assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
+            assert!(words.iter().any(|w| w == flag), "{flag} in {words:?}");
         }
-        // The echo alone (pexpect's `setecho(False)`): Ctrl-C and line editing stay.
-        let (_master2, slave) = evloop::tty::openpty().unwrap();
+        let (_master, slave) = evloop::tty::openpty().unwrap();
         evloop::Settings::of(slave.as_fd()).unwrap().with_echo(false).apply(slave.as_fd()).unwrap();
-        let got = Rc::new(RefCell::new(None));
-        let g = got.clone();
-        let mut stty = evloop::Command::new("stty");
-        stty.arg("-a").stdin(slave);
-        stty.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
-        drop(stty);
-        lp.run(RunMode::Default).unwrap();
-        let out = got.borrow_mut().take().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let words = stty_words(&mut lp, slave);
         for flag in ["-echo", "icanon", "isig"] {
-            assert!(text.split_whitespace().any(|w| w == flag), "{flag} in {text}");
+            assert!(words.iter().any(|w| w == flag), "{flag} in {words:?}");
         }
-        drop(master);
     }
 );
 
