@@ -79,9 +79,10 @@ impl AnyStream {
     ///
     /// Where a handle cannot get a description of its own (a pipe on macOS and FreeBSD, a
     /// packet-mode pipe on Linux, a pty master: see [`Pipe::open`] and [`Tty::open`]), it
-    /// sets `O_NONBLOCK` on the one it shares, and the program's own `println!` to it, or `eprintln!` after `2>&1`, can then
-    /// fail with `EAGAIN` and panic. [`shares_nonblocking`](AnyStream::shares_nonblocking)
-    /// tells; write such output through the handle while it is open.
+    /// sets `O_NONBLOCK` on the one it shares (until it closes; a pty master's for good),
+    /// and the program's own `println!` to it, or `eprintln!` after `2>&1`, can then fail
+    /// with `EAGAIN` and panic. [`shares_nonblocking`](AnyStream::shares_nonblocking) tells;
+    /// write such output through the handle while it is open.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
         if fd::isatty(fd.as_fd()) {
             Tty::open(lp, fd).map(AnyStream::Tty)

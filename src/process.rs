@@ -1855,12 +1855,14 @@ type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
 /// A [`stream_output`](Command::stream_output) capture cut short by the command's
 /// [`wait_delay`](Command::wait_delay): the payload of the
 /// [`TimedOut`](io::ErrorKind::TimedOut) error its `on_done` gets, with the child's exit
-/// status. [`OutputCut::of`] finds it in the error.
+/// status. [`OutputCut::of`] finds it in the error. (An error of the capture itself, a
+/// failed read, comes instead, as it would without the cut.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputCut {
     /// How the child ended.
     pub status: ExitStatus,
-    /// How long the output stayed open after the exit before the capture cut it.
+    /// The command's [`wait_delay`](Command::wait_delay), which ran out (counted while the
+    /// capture read: a pause starts it over).
     pub delay: Duration,
 }
 
@@ -1892,8 +1894,8 @@ impl fmt::Display for OutputCut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the child exited ({}), but its output was still open {:?} later (a descendant holding it?): \
-             reading stopped there",
+            "the child exited ({}), but its output was still open when the wait delay ({:?}) ran out \
+             (a descendant holding it?): reading stopped there",
             self.status, self.delay
         )
     }

@@ -584,7 +584,8 @@ impl Tty {
     /// and to which it sends Ctrl-C. The terminal must be the process's controlling terminal
     /// (`ENOTTY` otherwise), or a pty master, which answers for its slave: what
     /// runs in front in the session of a child given that slave as its controlling terminal
-    /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal)).
+    /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal)), and 0 (on
+    /// Linux and macOS) while no session has it.
     pub fn foreground_group(self, lp: &Loop) -> io::Result<i32> {
         termios::foreground_group(self.fd(lp)?)
             .map_err(|e| context(e, "tcgetpgrp: the tty must be this process's controlling terminal"))

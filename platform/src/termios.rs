@@ -253,6 +253,8 @@ pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
 ///   pty master, which then has no number (`Unsupported`).
 /// - macOS and FreeBSD: `st_rdev`, and for a pty master that of its slave (found by name,
 ///   [`pty_slave_name`]), so a master and its slave count as one terminal, as on Linux.
+///   (Where the slave's node cannot be seen, as in a jail without it, the master's own
+///   `st_rdev`: on macOS a number of its own.)
 ///   `/dev/tty` has a device number of its own there, so it and the terminal behind it
 ///   count as two.
 pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {

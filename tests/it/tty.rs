@@ -1776,7 +1776,20 @@ case!(
             .unwrap_err();
         assert!(e.to_string().contains("controlling_terminal starts a session"), "{e}");
         tty.close(&mut lp).unwrap();
+        // An fd above 2 that the command sets up serves.
+        let (_master, slave) = evloop::tty::openpty().unwrap();
+        let mut cmd = evloop::Command::new("sh");
+        cmd.args(["-c", "exec 4</dev/tty"]).fd(3, slave).controlling_terminal(3);
+        let ok = Rc::new(Cell::new(false));
+        let o = ok.clone();
+        cmd.spawn(&mut lp, move |lp, p, r| {
+            o.set(r.unwrap().success());
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+        drop(cmd);
         lp.run(RunMode::Default).unwrap();
+        assert!(ok.get(), "the child has its terminal on fd 3");
     }
 );
 
@@ -1805,7 +1818,6 @@ case!(
         let (_master, slave) = evloop::tty::openpty().unwrap();
         let normal = evloop::Settings::of(slave.as_fd()).unwrap();
         normal.with_mode(TtyMode::Io).apply(slave.as_fd()).unwrap();
-        assert_eq!(normal.with_mode(TtyMode::Normal), normal);
         let words = stty_words(&mut lp, slave);
         for flag in ["-echo", "-icanon", "-isig"] {
             assert!(words.iter().any(|w| w == flag), "{flag} in {words:?}");
