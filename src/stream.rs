@@ -543,6 +543,7 @@ impl Loop {
 
     // ----- writing ------------------------------------------------------------------------
 
+    #[inline]
     fn complete_write(&mut self, id: HandleId, cb: WriteCb, result: io::Result<()>) {
         self.pending.push_back(Pending::Write(id.key, cb, result));
     }
