@@ -2982,3 +2982,47 @@ case!(
         assert_eq!(&got.borrow()[..], b"typed\n");
     }
 );
+
+case!(
+    /// Issue 6: a sink that pauses the capture during `wait_delay`'s last read (what the
+    /// pipes held when the delay ran out) holds the cut off: the capture is not cut under a
+    /// paused sink, and the resume starts the delay over, which then cuts. The delay here
+    /// is zero and starts at the resume, so its timer runs before the poll reads: the
+    /// output that waited while paused reaches the sink in that last read.
+    fn issue_6_a_sink_that_pauses_during_the_last_read_is_not_cut() {
+        let mut lp = crate::util::test_loop();
+        let mut cmd = sh("sleep 30 & echo $!");
+        cmd.wait_delay(std::time::Duration::ZERO);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let done = Rc::new(RefCell::new(None));
+        let me: Rc<Cell<Option<Process>>> = Rc::new(Cell::new(None));
+        let (g, d, m) = (got.clone(), done.clone(), me.clone());
+        let p = cmd
+            .stream_output(
+                &mut lp,
+                move |lp, _, bytes| {
+                    g.borrow_mut().extend_from_slice(bytes);
+                    m.get().expect("set").pause_output(lp).unwrap();
+                },
+                move |_, res| *d.borrow_mut() = Some(res),
+            )
+            .unwrap();
+        me.set(Some(p));
+        // Paused from the start: the shell exits, and its output waits in the pipe.
+        p.pause_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(got.borrow().is_empty() && done.borrow().is_none());
+        // The resume starts the zero delay; its last read hands the pid over, and the sink
+        // pauses again: no cut.
+        p.resume_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!got.borrow().is_empty(), "the last read delivered the output");
+        assert!(done.borrow().is_none(), "cut under a paused sink: {:?}", done.borrow());
+        // Resumed with nothing left to read, the delay cuts.
+        p.resume_output(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let err = done.borrow_mut().take().expect("on_done ran").unwrap_err();
+        assert!(evloop::OutputCut::of(&err).is_some_and(|c| c.status.success()), "{err}");
+        end_grandchild(&got.borrow());
+    }
+);
