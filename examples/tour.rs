@@ -209,6 +209,41 @@ fn main() -> std::io::Result<()> {
     })?;
     lp.run(RunMode::Default)?;
 
+    // 8. A child on a pty, as a terminal emulator or an `expect` runs one: the slave is its
+    //    stdio and its controlling terminal, so it knows the window size, and a Ctrl-C typed
+    //    at the master interrupts it.
+    println!("== a child on a pty");
+    let (master, slave) = evloop::tty::openpty()?;
+    let emulator = Tty::open(&mut lp, master)?;
+    emulator.set_winsize(&lp, WinSize { rows: 24, cols: 80, ..WinSize::default() })?;
+    let mut job = Command::new("sh");
+    job.args(["-c", "echo \"window $(stty size)\"; exec sleep 10"])
+        .stdin(slave.try_clone()?)
+        .stdout(slave.try_clone()?)
+        .stderr(slave)
+        .controlling_terminal(0);
+    let s = say.clone();
+    job.spawn(&mut lp, move |lp, p, status| {
+        s(format!("the child on the pty: {}", status.unwrap()));
+        p.close(lp).unwrap();
+    })?;
+    drop(job); // its copies of the slave: the master sees the end once the child's are gone
+    let s = say.clone();
+    let mut screen = Vec::new();
+    emulator.read_start(&mut lp, move |lp, emulator, ev| match ev {
+        ReadEvent::Data(bytes) => {
+            let had_line = screen.ends_with(b"\r\n");
+            screen.extend_from_slice(bytes);
+            if !had_line && screen.ends_with(b"\r\n") {
+                s(format!("the child says {:?}; typing Ctrl-C", String::from_utf8_lossy(&screen).trim_end()));
+                emulator.write(lp, b"\x03", |_, r| r.unwrap()).unwrap();
+            }
+        }
+        // The child's session is gone: the master reaches its end.
+        _ => emulator.close(lp).unwrap(),
+    })?;
+    lp.run(RunMode::Default)?;
+
     println!(
         "== done: {} events, {} iterations, no handles left: {}",
         log.borrow().len(),
