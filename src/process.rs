@@ -1035,8 +1035,11 @@ impl Command {
     /// Its stdin is `/dev/null` unless the command sets one; the command's own stdout and
     /// stderr settings are overridden.
     ///
-    /// The returned [`Process`] handle can kill the child meanwhile, and closes itself just
-    /// before `cb` runs. Closing it yourself before then abandons the capture: `cb` never
+    /// The returned [`Process`] handle can kill the child meanwhile, and closes itself once
+    /// `cb` has returned (unless `cb` closed it): inside `cb` it still reaches what the child
+    /// left running in its group, which [`terminate_group`](Process::terminate_group) ends
+    /// gently (a `kill_group_on_drop` then leaves the group to it). Closing it yourself
+    /// before `cb` abandons the capture: `cb` never
     /// runs, the capture's pipes close at once (a child still writing to them gets
     /// `SIGPIPE`, which ends it, or `EPIPE` where it ignores that), and the child is still
     /// reaped, killed first if the command says [`kill_on_drop`](Command::kill_on_drop).
@@ -1129,7 +1132,8 @@ impl Command {
     /// one.
     ///
     /// What goes for `output` goes here: the returned handle can kill the child and closes
-    /// itself before `on_done` runs; closed early (from `on_data` too), it abandons the
+    /// itself once `on_done` has returned (within it, it can still end the child's group
+    /// gently); closed before `on_done` (from `on_data` too), it abandons the
     /// capture: `on_data` is not called again, `on_done` never runs, and the output pipes
     /// close at once (a child still writing then gets `SIGPIPE`, or `EPIPE`). Both callbacks
     /// may use the loop freely. For back-pressure (stop reading while the output cannot go
@@ -2056,13 +2060,17 @@ impl Capture {
         if let Some(t) = timer {
             let _ = t.close(lp);
         }
-        // The handle's close hook finds `cb` gone, and abandons nothing. (Closed by its
-        // owner already, the capture was abandoned, and the count never got here.)
-        if let Some(p) = process {
-            let _ = p.close(lp);
-        }
+        // The handle stays open while `cb` runs, so that it can end what the child left in
+        // its group gently (`terminate_group`); it closes once `cb` returns, unless `cb`
+        // closed it. Its close hook finds `cb` gone, and abandons nothing. (Closed by its
+        // owner before, the capture was abandoned, and the count never got here.)
         if let Some(cb) = cb {
             cb(lp, result);
+        }
+        if let Some(p) = process {
+            if p.is_closing(lp).ok() == Some(false) {
+                let _ = p.close(lp);
+            }
         }
     }
 }
@@ -3435,8 +3443,10 @@ struct PipelineState {
 /// the first) or stdout (all but the last) is an error.
 ///
 /// One callback receives every stage's status, in order, once all have exited; the stages'
-/// [`Process`] handles close themselves just before it runs. (Closing one earlier means the
-/// callback never runs.) If a stage fails to start, the stages already started get `SIGKILL`
+/// [`Process`] handles close themselves once it has returned (within it, the first stage's
+/// handle can still end what the job left in its group, with
+/// [`terminate_group`](Process::terminate_group)). (Closing one before means the callback
+/// never runs.) If a stage fails to start, the stages already started get `SIGKILL`
 /// and are reaped by the loop in the background, without blocking, and `spawn` returns the
 /// failed stage's error.
 ///
@@ -3482,7 +3492,8 @@ impl Pipeline {
     /// whole pipeline, with whatever its stages started (and
     /// [`terminate_group`](Process::terminate_group) ends it all). The first stage's handle
     /// serves for the whole job, even after that stage exited: the handles stay open until
-    /// every stage has exited, and a group signal needs only some member left. Off by
+    /// every stage has exited and the pipeline's callback has returned, and a group signal
+    /// needs only some member left. Off by
     /// default (the stages stay in the loop's group, or in the groups their commands ask
     /// for).
     ///
@@ -3639,11 +3650,15 @@ impl Pipeline {
                             s.statuses.iter_mut().map(|x| x.take().expect("every stage reported")).collect();
                         (std::mem::take(&mut s.processes), s.cb.take(), statuses)
                     };
-                    for p in procs {
-                        let _ = p.close(lp);
-                    }
+                    // Open while `cb` runs, as a capture's: it can end the job's leftovers
+                    // gently (`terminate_group`).
                     if let Some(cb) = cb {
                         cb(lp, statuses);
+                    }
+                    for p in procs {
+                        if p.is_closing(lp).ok() == Some(false) {
+                            let _ = p.close(lp);
+                        }
                     }
                 }
             });

@@ -3026,3 +3026,70 @@ case!(
         end_grandchild(&got.borrow());
     }
 );
+
+/// A script that leaves a job behind in its group (off its stdout), which writes `ready` to
+/// `mark` once its `SIGTERM` trap is set and `term` when the signal comes, then prints
+/// `leader-done` and exits.
+fn leave_a_job_behind(mark: &Path) -> String {
+    format!(
+        "sh -c 'trap \"echo term >> {m}; exit 0\" TERM; echo ready > {m}; sleep 100 & wait' >/dev/null 2>&1 & \
+         while [ ! -s {m} ]; do sleep 0.01; done; echo leader-done",
+        m = mark.display()
+    )
+}
+
+case!(
+    /// Issue 6: a capture's handle stays open while `on_done` runs, so that it can end what
+    /// the child left in its group gently: `terminate_group` there sends `SIGTERM`, and the
+    /// capture's close after `on_done` leaves the group to it, even with
+    /// `kill_group_on_drop`. The handle used to close just before `on_done`, which left only
+    /// that `SIGKILL` (watch-and-restart trial).
+    fn issue_6_on_done_can_end_the_childs_group_gently() {
+        let dir = std::env::temp_dir().join(format!("evloop-gentle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mark = dir.join("mark");
+        let mut lp = crate::util::test_loop();
+        let mut cmd = sh(&leave_a_job_behind(&mark));
+        cmd.process_group(0).kill_group_on_drop(true);
+        let me: Rc<Cell<Option<Process>>> = Rc::new(Cell::new(None));
+        let m = me.clone();
+        let p = cmd
+            .output(&mut lp, move |lp, out| {
+                assert_eq!(out.unwrap().stdout, b"leader-done\n");
+                let p = m.get().expect("set");
+                assert!(!p.is_closing(lp).unwrap(), "open while on_done runs");
+                p.terminate_group(lp, std::time::Duration::from_secs(10)).unwrap();
+            })
+            .unwrap();
+        me.set(Some(p));
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ready\nterm\n", "SIGTERM, not SIGKILL");
+        assert!(p.is_closing(&lp).is_err(), "closed after on_done");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+);
+
+case!(
+    /// Issue 6: as a capture's, a pipeline's handles stay open while its callback runs, so
+    /// that the first stage's can end what the job left in its group gently.
+    fn issue_6_a_pipelines_callback_can_end_its_group_gently() {
+        let dir = std::env::temp_dir().join(format!("evloop-gentle-job-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mark = dir.join("mark");
+        let mut lp = crate::util::test_loop();
+        let stages = [sh(&leave_a_job_behind(&mark)), Command::new("cat")];
+        let first: Rc<Cell<Option<Process>>> = Rc::new(Cell::new(None));
+        let f = first.clone();
+        let children = Pipeline::new(stages)
+            .process_group(true)
+            .spawn(&mut lp, move |lp, statuses| {
+                assert!(statuses.iter().all(|s| s.as_ref().is_ok_and(|s| s.success())));
+                f.get().expect("set").terminate_group(lp, std::time::Duration::from_secs(10)).unwrap();
+            })
+            .unwrap();
+        first.set(Some(children[0].process));
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ready\nterm\n", "SIGTERM, not SIGKILL");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+);
