@@ -1793,7 +1793,8 @@ impl Process {
     ///
     /// An error for a process whose output is not captured (one from [`Command::spawn`]:
     /// pause its pipes with [`Pipe::read_pause`]), and for a closed handle, which is what
-    /// the handle of a finished capture is.
+    /// the handle of a finished capture is once its callback has returned (within the
+    /// callback, with the output all read, pausing and resuming do nothing).
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -3170,7 +3171,22 @@ impl Loop {
     #[cold]
     #[inline(never)]
     fn process_grace(&self, id: HandleId) -> Option<Rc<Cell<bool>>> {
-        self.children.extras.get(&id.key)?.group_grace.as_ref().filter(|live| live.get()).cloned()
+        let live = |e: &ProcessExtras| e.group_grace.as_ref().filter(|live| live.get()).cloned();
+        if let Some(grace) = self.children.extras.get(&id.key).and_then(live) {
+            return Some(grace);
+        }
+        // Or one started through another handle on the same group: a pipeline's stages
+        // share one, and `terminate_group` may come through any of them.
+        let group_of = |key: u32| match self.slots.get(key as usize).map(|s| &s.kind) {
+            Some(Kind::Process(st)) if st.group != 0 => Some(st.group),
+            _ => None,
+        };
+        let group = group_of(id.key)?;
+        self.children
+            .extras
+            .iter()
+            .filter(|&(&key, _)| key != id.key && group_of(key) == Some(group))
+            .find_map(|(_, e)| live(e))
     }
 
     /// A close left the group `pgid` (named through `pidfd`, a duplicate of the leader's,

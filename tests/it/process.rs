@@ -3071,25 +3071,34 @@ case!(
 
 case!(
     /// Issue 6: as a capture's, a pipeline's handles stay open while its callback runs, so
-    /// that the first stage's can end what the job left in its group gently.
+    /// that any stage's can end what the job left in its group gently. With
+    /// `kill_group_on_drop` on the first stage, the closes after the callback leave the
+    /// group to the escalation whichever stage's handle started it (a close found it only
+    /// through its own handle, and the first stage's `SIGKILL` cut the grace short: review).
     fn issue_6_a_pipelines_callback_can_end_its_group_gently() {
         let dir = std::env::temp_dir().join(format!("evloop-gentle-job-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mark = dir.join("mark");
-        let mut lp = crate::util::test_loop();
-        let stages = [sh(&leave_a_job_behind(&mark)), Command::new("cat")];
-        let first: Rc<Cell<Option<Process>>> = Rc::new(Cell::new(None));
-        let f = first.clone();
-        let children = Pipeline::new(stages)
-            .process_group(true)
-            .spawn(&mut lp, move |lp, statuses| {
-                assert!(statuses.iter().all(|s| s.as_ref().is_ok_and(|s| s.success())));
-                f.get().expect("set").terminate_group(lp, std::time::Duration::from_secs(10)).unwrap();
-            })
-            .unwrap();
-        first.set(Some(children[0].process));
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ready\nterm\n", "SIGTERM, not SIGKILL");
+        for through in [0, 1] {
+            let mark = dir.join(format!("mark{through}"));
+            let mut lp = crate::util::test_loop();
+            let mut first = sh(&leave_a_job_behind(&mark));
+            first.kill_group_on_drop(true);
+            let stages = [first, Command::new("cat")];
+            let handles: Rc<RefCell<Vec<Process>>> = Rc::new(RefCell::new(Vec::new()));
+            let h = handles.clone();
+            let children = Pipeline::new(stages)
+                .process_group(true)
+                .spawn(&mut lp, move |lp, statuses| {
+                    assert!(statuses.iter().all(|s| s.as_ref().is_ok_and(|s| s.success())));
+                    let p = h.borrow()[through];
+                    p.terminate_group(lp, std::time::Duration::from_secs(10)).unwrap();
+                })
+                .unwrap();
+            handles.borrow_mut().extend(children.iter().map(|c| c.process));
+            lp.run(RunMode::Default).unwrap();
+            let got = std::fs::read_to_string(&mark).unwrap();
+            assert_eq!(got, "ready\nterm\n", "through stage {through}: SIGTERM, not SIGKILL");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 );
