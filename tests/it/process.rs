@@ -16,7 +16,7 @@ use evloop::{
 use evloop_platform::libc;
 
 use crate::pipe::{Collected, Sum, collect, pattern};
-use crate::util::builder;
+use crate::util::{builder, spawn_recording};
 
 // ----- helpers ------------------------------------------------------------------------------
 
@@ -29,19 +29,6 @@ fn flavours() -> [(&'static str, LoopBuilder); 4] {
         ("sigchld", builder().force_sigchld_reaping(true)),
         ("fork+sigchld", builder().force_fork_spawn(true).force_sigchld_reaping(true)),
     ]
-}
-
-/// Spawns `cmd`; when it exits, the returned cell gets its status and the handle closes.
-fn spawn_recording(lp: &mut Loop, cmd: &Command) -> (Child, Rc<Cell<Option<ExitStatus>>>) {
-    let status = Rc::new(Cell::new(None));
-    let s = status.clone();
-    let child = cmd
-        .spawn(lp, move |lp, p, r| {
-            s.set(Some(r.unwrap()));
-            p.close(lp).unwrap();
-        })
-        .unwrap();
-    (child, status)
 }
 
 /// Spawns `cmd`, runs the loop until the child exits, closes the handle; returns the status.

@@ -457,14 +457,7 @@ case!(
         let mut cmd = evloop::Command::new("cat");
         cmd.stdin(evloop::Stdio::Fd(p.slave.try_clone().unwrap()))
             .stdout(evloop::Stdio::Fd(p.slave.try_clone().unwrap()));
-        let status = Rc::new(Cell::new(None));
-        let st = status.clone();
-        let child = cmd
-            .spawn(&mut lp, move |lp, proc_, s| {
-                st.set(Some(s.unwrap()));
-                proc_.close(lp).unwrap();
-            })
-            .unwrap();
+        let (child, status) = crate::util::spawn_recording(&mut lp, &cmd);
         drop((p.slave, p.probe));
         let master = Pipe::open(&mut lp, p.master).unwrap();
         let data = pattern(3, TOTAL);
@@ -1706,14 +1699,7 @@ case!(
                 .stdout(slave.try_clone().unwrap())
                 .stderr(slave)
                 .controlling_terminal(0);
-            let status = Rc::new(Cell::new(None));
-            let st = status.clone();
-            let child = cmd
-                .spawn(&mut lp, move |lp, p, r| {
-                    st.set(Some(r.unwrap()));
-                    p.close(lp).unwrap();
-                })
-                .unwrap();
+            let (child, status) = crate::util::spawn_recording(&mut lp, &cmd);
             drop(cmd);
             let mut seen = Vec::new();
             crate::util::read_until(master.as_fd(), &mut seen, "ready");

@@ -224,3 +224,19 @@ pub fn fifo_pair(write_only: bool) -> (std::os::fd::OwnedFd, std::os::fd::OwnedF
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
     (r.into(), w.into())
 }
+
+/// Spawns `cmd`; when it exits, the returned cell gets its status and the handle closes.
+pub fn spawn_recording(
+    lp: &mut evloop::Loop,
+    cmd: &evloop::Command,
+) -> (evloop::Child, std::rc::Rc<std::cell::Cell<Option<evloop::ExitStatus>>>) {
+    let status = std::rc::Rc::new(std::cell::Cell::new(None));
+    let s = status.clone();
+    let child = cmd
+        .spawn(lp, move |lp, p, r| {
+            s.set(Some(r.unwrap()));
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    (child, status)
+}
