@@ -81,7 +81,10 @@ impl AsyncShared {
 
     pub(crate) fn wake(&self) -> io::Result<()> {
         if self.closed.load(SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the handle this waker wakes is closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the async handle this waker wakes was closed, or its loop dropped",
+            ));
         }
         if !self.pending.swap(true, SeqCst) {
             self.loop_wake.notify(self.token)?;

@@ -48,7 +48,11 @@ typed_handle!(
     ///
     /// The channel is active while any `Sender` is alive, messages are queued or an
     /// `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
-    /// every sender is dropped and the queue is drained.
+    /// every sender is dropped and the queue is drained. Unreferenced
+    /// ([`set_ref(false)`](Channel::set_ref)), it keeps nothing going, queued messages
+    /// included: `run(Default)` may return with some undelivered, which the next run
+    /// delivers. A pool of workers that keeps the loop alive only while jobs are out
+    /// references the channel while any are, and unreferences it when the last result came.
     /// [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop that
     /// has other handles to close then.
     ///

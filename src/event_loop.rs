@@ -28,7 +28,9 @@ use slab::Slab;
 
 use crate::async_handle::LoopWake;
 use crate::handle::{CloseCb, Flags, HandleId, HandleInfo, HandleKind, Kind, Slot, stale_error};
-use crate::limits::{EVENTS_PER_POLL_MAX, PENDING_ROUNDS_AFTER_POLL_MAX};
+use crate::limits::{
+    EVENTS_PER_POLL_MAX, PENDING_ROUNDS_AFTER_POLL_MAX, QUEUE_ENTRIES_KEPT_MAX, SLOTS_KEPT_MAX,
+};
 use crate::loop_watcher::{Hooks, Phase};
 use crate::signal::LoopSignals;
 use crate::timer::TimerQueue;
@@ -151,8 +153,14 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 pub struct Loop {
     pub(crate) id: u32,
     pub(crate) slots: Slab<Slot>,
-    /// The generation each slab key had last; bumped on every insert.
+    /// The generation each slab key had last; bumped on every insert. It outlives the slot:
+    /// when `shrink_storage` drops vacant slots, a stale id of one is still refused.
     gens: Vec<u32>,
+    /// Slots released since `shrink_storage` last ran.
+    slots_released: usize,
+    /// When the close phase runs `shrink_storage` again: once fewer handles than this are
+    /// open, or once `slots_released` reaches the second.
+    shrink_when: (usize, usize),
     /// Handles that keep `run(Default)` going: active and referenced, or active and writing
     /// (`Flags::keeps_alive`).
     active_refs: usize,
@@ -232,6 +240,8 @@ impl Loop {
             id,
             slots: Slab::new(),
             gens: Vec::new(),
+            slots_released: 0,
+            shrink_when: (0, SLOTS_KEPT_MAX / 2),
             active_refs: 0,
             poller,
             events: Events::with_capacity(EVENTS_PER_POLL_MAX),
@@ -661,6 +671,18 @@ impl Loop {
                 Pending::Stops(check) => self.child_stop_check(check),
             }
         }
+        if self.pending.capacity() > QUEUE_ENTRIES_KEPT_MAX {
+            self.shrink_pending();
+        }
+    }
+
+    /// Gives back the room a burst of pending callbacks took, once it is over.
+    #[cold]
+    #[inline(never)]
+    fn shrink_pending(&mut self) {
+        if self.pending.len() <= self.pending.capacity() / 4 {
+            self.pending.shrink_to(QUEUE_ENTRIES_KEPT_MAX.max(self.pending.len() * 2));
+        }
     }
 
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
@@ -689,6 +711,34 @@ impl Loop {
             completed.is_none_or(|c| c.is_empty()),
             "finished writes of a stream not in the close batch"
         );
+        // Two comparisons here; the rest, cold, now and then.
+        if self.slots.len() < self.shrink_when.0 || self.slots_released >= self.shrink_when.1 {
+            self.shrink_storage();
+        }
+    }
+
+    /// Gives back the memory of a burst of handles once it is over, so that a long-running
+    /// program does not keep its peak for good: the slots, and the queue of handles to close.
+    ///
+    /// Once at most a quarter of the slab's storage is in use, the vacant slots past the
+    /// last live one go (a live handle's key cannot move, so one kept from the burst keeps
+    /// the storage below it until it closes). Their generations stay in `gens`, 4 bytes a
+    /// key. A try that walks the slab comes after the open handles halved, or after an
+    /// eighth of the storage's worth of closes: O(1) a close, amortized.
+    #[cold]
+    #[inline(never)]
+    fn shrink_storage(&mut self) {
+        let (cap, open) = (self.slots.capacity(), self.slots.len());
+        if cap >= SLOTS_KEPT_MAX && open <= cap / 4 {
+            self.slots.shrink_to_fit();
+            log::debug!("loop {}: slot storage {cap} -> {} ({open} open)", self.id, self.slots.capacity());
+        }
+        self.slots_released = 0;
+        self.shrink_when = (open / 2, (self.slots.capacity() / 8).max(SLOTS_KEPT_MAX / 2));
+        let queued = self.closing.len();
+        if self.closing.capacity() > QUEUE_ENTRIES_KEPT_MAX && queued <= self.closing.capacity() / 4 {
+            self.closing.shrink_to(QUEUE_ENTRIES_KEPT_MAX.max(queued * 2));
+        }
     }
 
     /// Takes handle `id`'s slot out: its key is free again, unless the key's generations ran
@@ -698,6 +748,7 @@ impl Loop {
         if id.gen_ == u32::MAX {
             std::mem::replace(&mut self.slots[key], Slot::retired())
         } else {
+            self.slots_released += 1;
             self.slots.remove(key)
         }
     }
@@ -852,6 +903,10 @@ impl Loop {
     /// repeat fires about every 11 ms. A program that needs no drift starts a one-shot timer
     /// each time, for the time left until the next multiple of its period.
     ///
+    /// The time to the next timer can be very long (a timer started with `Duration::MAX`
+    /// gives centuries): clamp it when turning it into a `poll(2)` or `epoll_wait` timeout in
+    /// milliseconds, which is an `int`.
+    ///
     /// Nested in another evloop, read it in a [`Prepare`](crate::Prepare) handle, which runs
     /// before the outer loop's poll (a `Check` handle runs after it, too late for the
     /// wait), and watch `backend_fd` with an [`FdWatch`](crate::FdWatch) on a duplicate.
@@ -958,6 +1013,7 @@ impl Drop for Loop {
 mod tests {
     use std::time::Duration;
 
+    use crate::limits::{QUEUE_ENTRIES_KEPT_MAX, SLOTS_KEPT_MAX};
     use crate::{Loop, RunMode, Timer};
 
     #[test]
@@ -983,6 +1039,52 @@ mod tests {
         }
         assert_eq!(lp.handles().len(), 1, "the retired slot is not listed");
         next.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+
+    /// A burst of handles used to keep its peak memory for the loop's life: the slot storage
+    /// and the close queue never shrank (a million timers left some 100 MB behind).
+    #[test]
+    fn issue_2_a_burst_of_handles_gives_its_memory_back() {
+        const BURST: usize = 50_000;
+        let mut lp = Loop::new().unwrap();
+        let (r, w) = crate::Pipe::pair(&mut lp).unwrap();
+        let burst: Vec<Timer> = (0..BURST).map(|_| Timer::new(&mut lp)).collect();
+        // The last one stays open a while: the storage cannot shrink below a live key.
+        let (pinned, rest) = burst.split_last().unwrap();
+        for t in rest {
+            t.close(&mut lp).unwrap();
+        }
+        // And a burst of writes finished at once, whose callbacks wait in the pending queue.
+        for _ in 0..BURST {
+            w.write(&mut lp, b"", |_, res| res.unwrap()).unwrap();
+        }
+        assert!(lp.pending.capacity() >= BURST && lp.closing.capacity() >= BURST);
+        lp.run(RunMode::NoWait).unwrap();
+        assert!(lp.slots.capacity() >= BURST, "a live handle pins the storage below it");
+        assert!(lp.pending.capacity() <= 2 * QUEUE_ENTRIES_KEPT_MAX, "{}", lp.pending.capacity());
+        assert!(lp.closing.capacity() <= 2 * QUEUE_ENTRIES_KEPT_MAX, "{}", lp.closing.capacity());
+        // Once the pinning handle is gone, the storage goes with the next half of it worth
+        // of closes.
+        pinned.close(&mut lp).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        assert!(lp.slots.capacity() >= BURST, "not yet: that walk waits for more closes");
+        for _ in 0..BURST / 2 {
+            Timer::new(&mut lp).close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::NoWait).unwrap();
+        assert!(lp.slots.capacity() < SLOTS_KEPT_MAX, "{} slots kept", lp.slots.capacity());
+        // The slots that went keep their generations: their ids stay stale, and new handles
+        // there get new ones.
+        let fresh: Vec<Timer> = (0..BURST).map(|_| Timer::new(&mut lp)).collect();
+        for old in &burst {
+            assert!(old.stop(&mut lp).is_err(), "a stale id answers for a new handle");
+        }
+        for t in fresh {
+            t.close(&mut lp).unwrap();
+        }
+        r.close(&mut lp).unwrap();
+        w.close(&mut lp).unwrap();
         assert!(!lp.run(RunMode::Default).unwrap());
     }
 }

@@ -50,6 +50,16 @@ pub const SIGNAL_CALLS_PER_ITERATION_MAX: u32 = 64;
 /// Stale timer-heap entries tolerated (beyond the live ones) before the heap is compacted.
 pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
 
+/// Handle slots a loop keeps however few handles are open: past a burst (a million timers
+/// at once), storage beyond this is given back once at most a quarter of it is in use,
+/// down to the highest key still open.
+pub const SLOTS_KEPT_MAX: usize = 1024;
+
+/// Entries the loop's internal queues (handles waiting for the close phase, callbacks
+/// waiting for the pending phase) keep room for after a burst; beyond this, room is given
+/// back once at most a quarter of it is in use.
+pub const QUEUE_ENTRIES_KEPT_MAX: usize = 1024;
+
 /// How often [`Process::terminate_group`](crate::Process::terminate_group) checks whether the
 /// group it ends has members left, during its grace period.
 pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;

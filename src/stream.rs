@@ -29,8 +29,8 @@ use crate::error::{cancelled, clone_error, context, invalid};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind};
 use crate::io::{Io, IoMode};
+use crate::limits::{QUEUE_ENTRIES_KEPT_MAX, READS_PER_EVENT_MAX, WRITES_PER_EVENT_MAX, WRITEV_BUFFERS_MAX};
 use crate::limits::{READ_CAP_BYTES_DEFAULT, READ_CAP_BYTES_MAX, READ_CAP_BYTES_MIN};
-use crate::limits::{READS_PER_EVENT_MAX, WRITES_PER_EVENT_MAX, WRITEV_BUFFERS_MAX};
 
 /// What a read callback receives.
 #[derive(Debug)]
@@ -718,6 +718,12 @@ impl Loop {
                 }
             }
         }
+        // A drained queue gives back the room a burst of writes took.
+        if let Some(s) = self.live_stream(id) {
+            if s.queue.is_empty() && s.queue.capacity() > QUEUE_ENTRIES_KEPT_MAX {
+                s.queue.shrink_to(QUEUE_ENTRIES_KEPT_MAX);
+            }
+        }
         self.stream_maybe_shutdown(id);
         self.stream_sync(id);
     }
@@ -1309,3 +1315,56 @@ macro_rules! stream_methods {
     };
 }
 pub(crate) use stream_methods;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::ReadEvent;
+    use crate::handle::Kind;
+    use crate::limits::QUEUE_ENTRIES_KEPT_MAX;
+    use crate::{Loop, Pipe, RunMode};
+
+    fn queue_capacity(lp: &Loop, pipe: Pipe) -> usize {
+        match &lp.slots[pipe.id().key as usize].kind {
+            Kind::Stream(s) => s.queue.capacity(),
+            _ => unreachable!("a pipe"),
+        }
+    }
+
+    /// A burst of queued writes used to keep its room in the stream's queue for the
+    /// stream's life.
+    #[test]
+    fn issue_3_a_drained_write_queue_gives_its_room_back() {
+        const WRITES: usize = 20_000;
+        let mut lp = Loop::new().unwrap();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        // A full pipe, and many small writes queued behind it.
+        tx.write_vec(&mut lp, vec![0u8; 1 << 20], |_, res| res.unwrap()).unwrap();
+        for _ in 0..WRITES {
+            tx.write(&mut lp, b"x", |_, res| res.unwrap()).unwrap();
+        }
+        assert!(queue_capacity(&lp, tx) >= WRITES);
+        let left = Rc::new(Cell::new((1 << 20) + WRITES));
+        let l = left.clone();
+        rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+            ReadEvent::Data(bytes) => {
+                l.set(l.get() - bytes.len());
+                if l.get() == 0 {
+                    rx.close(lp).unwrap();
+                }
+            }
+            ReadEvent::Eof => panic!("the writer is still open"),
+            ReadEvent::Error(e) => panic!("{e}"),
+        })
+        .unwrap();
+        while left.get() > 0 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        assert!(queue_capacity(&lp, tx) <= QUEUE_ENTRIES_KEPT_MAX, "{}", queue_capacity(&lp, tx));
+        tx.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+}

@@ -20,7 +20,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::event_loop::Loop;
-use crate::handle::{HandleId, HandleKind, Kind, typed_handle};
+use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::limits::TIMER_STALE_ENTRIES_MAX;
 
 type TimerCb = Box<dyn FnMut(&mut Loop, Timer)>;
@@ -229,6 +229,70 @@ impl Timer {
             lp.timer_arm(self.0, repeat, Start::Now);
         }
         Ok(())
+    }
+
+    /// Arms the timer to fire `timeout` from the loop's current time, with the callback and
+    /// repeat interval it has; an active timer is moved. For a deadline that activity
+    /// pushes back (a debounce, an idle timeout) without a new closure each time: libuv's
+    /// `uv_timer_start` given the same callback again. A timer that was never started has no
+    /// callback: that is an error.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let idle = Rc::new(Cell::new(0));
+    /// let n = idle.clone();
+    /// let t = Timer::new(&mut lp);
+    /// t.start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |lp, t| {
+    ///     n.set(n.get() + 1);
+    ///     t.close(lp).unwrap();
+    /// })?;
+    /// // Activity came: the idle timeout now counts from here, and is shorter.
+    /// t.restart(&mut lp, Duration::from_millis(1))?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(idle.get(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn restart(self, lp: &mut Loop, timeout: Duration) -> io::Result<()> {
+        if !lp.timer_state(self.0)?.started {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "timer was never started: Timer::start gives it its callback",
+            ));
+        }
+        lp.timer_disarm(self.0);
+        lp.timer_arm(self.0, ceil_ms(timeout), Start::Now);
+        Ok(())
+    }
+
+    /// Closes the timer if it is still open: `Ok(true)` when this call closed it, `Ok(false)`
+    /// when it was closed or closing already (a [`once`](Self::once) timer that fired, or one
+    /// closed before), so that a `clearTimeout` needs no error handling. Its callback never
+    /// runs again either way. An id of another loop is still an error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let fired = Timer::once(&mut lp, Duration::ZERO, |_lp| {})?;
+    /// let pending = Timer::once(&mut lp, Duration::from_secs(60), |_lp| unreachable!())?;
+    /// lp.run(RunMode::Once)?;
+    /// assert!(!fired.cancel(&mut lp)?, "it fired, and closed itself");
+    /// assert!(pending.cancel(&mut lp)?);
+    /// assert!(!pending.cancel(&mut lp)?, "once is enough");
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cancel(self, lp: &mut Loop) -> io::Result<bool> {
+        match lp.handle_kind(self.0) {
+            Ok(_) if lp.handle_flags(self.0, HandleKind::Timer)?.contains(Flags::CLOSING) => Ok(false),
+            Ok(_) => lp.close_handle(self.0, HandleKind::Timer, None).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets the repeat interval. It takes effect the next time the timer fires or is

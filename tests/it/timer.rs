@@ -300,3 +300,65 @@ case!(
         assert!(t.is_active(&lp).is_err(), "closed itself");
     }
 );
+
+case!(
+    /// `restart` keeps the callback and moves an armed timer (a debounce): it fires once, at
+    /// the new deadline; from its own callback it arms it again. Before, moving a timer took
+    /// `stop` and a new closure.
+    fn issue_2_restart_moves_a_timer_and_keeps_its_callback() {
+        let mut lp = test_loop();
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let f = fired.clone();
+        let t = Timer::new(&mut lp);
+        let err = t.restart(&mut lp, Duration::ZERO).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("never started"), "{err}");
+        let start = Instant::now();
+        t.start(&mut lp, Duration::from_secs(3600), Duration::ZERO, move |lp, t| {
+            f.borrow_mut().push(start.elapsed());
+            if f.borrow().len() < 3 {
+                t.restart(lp, Duration::from_millis(2)).unwrap();
+            }
+        })
+        .unwrap();
+        // Pushed back twice before it fires, the second time closer.
+        t.restart(&mut lp, Duration::from_secs(1800)).unwrap();
+        t.restart(&mut lp, Duration::from_millis(5)).unwrap();
+        assert!(t.due_in(&lp).unwrap().unwrap() <= Duration::from_millis(6));
+        lp.run(RunMode::Default).unwrap();
+        let fired = fired.borrow();
+        assert_eq!(fired.len(), 3, "once per restart: {fired:?}");
+        assert!(fired[0] >= Duration::from_millis(5) && fired[2] >= fired[1] + Duration::from_millis(2));
+        t.close(&mut lp).unwrap();
+        let err = t.restart(&mut lp, Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("clos"), "{err}");
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// `cancel` closes a timer that is open and says `false` for one already closed or
+    /// closing, so a `clearTimeout` after the timeout fired needs no error handling; `close`
+    /// gave two kinds of error for it. An id of another loop stays an error.
+    fn issue_2_cancel_closes_a_timer_once_and_tells_whether_it_did() {
+        let mut lp = test_loop();
+        let fired = Timer::once(&mut lp, Duration::ZERO, |_| {}).unwrap();
+        let pending = Timer::once(&mut lp, Duration::from_secs(3600), |_| unreachable!()).unwrap();
+        let stopped = Timer::new(&mut lp);
+        lp.run(RunMode::Once).unwrap();
+        assert!(!fired.cancel(&mut lp).unwrap(), "fired, and closing itself");
+        assert!(pending.cancel(&mut lp).unwrap());
+        assert!(!pending.cancel(&mut lp).unwrap());
+        assert!(stopped.cancel(&mut lp).unwrap(), "a stopped timer is open");
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty());
+        for t in [fired, pending, stopped] {
+            assert!(!t.cancel(&mut lp).unwrap(), "closed: its id is stale");
+        }
+        let mut other = test_loop();
+        let foreign = Timer::new(&mut other);
+        assert_eq!(foreign.cancel(&mut lp).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(foreign.cancel(&mut other).unwrap());
+        other.run(RunMode::Default).unwrap();
+    }
+);
