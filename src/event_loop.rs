@@ -1087,4 +1087,53 @@ mod tests {
         w.close(&mut lp).unwrap();
         assert!(!lp.run(RunMode::Default).unwrap());
     }
+
+    /// Bursts and churn of random sizes across many shrinks: every open id keeps working and
+    /// every closed one stays stale, and the storage ends small.
+    #[test]
+    fn issue_2_ids_stay_right_across_storage_shrinks() {
+        let mut lp = Loop::new().unwrap();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut open, mut closed): (Vec<Timer>, Vec<Timer>) = (Vec::new(), Vec::new());
+        let mut most = 0;
+        for _ in 0..60 {
+            for _ in 0..next(6000) {
+                open.push(Timer::new(&mut lp));
+            }
+            most = most.max(lp.slots.capacity());
+            // Close a random share, from anywhere in the list.
+            let share = next(101);
+            let mut kept = Vec::new();
+            for t in open.drain(..) {
+                if next(100) < share {
+                    t.close(&mut lp).unwrap();
+                    closed.push(t);
+                } else {
+                    kept.push(t);
+                }
+            }
+            open = kept;
+            lp.run(RunMode::NoWait).unwrap();
+            for t in &open {
+                t.stop(&mut lp).expect("an open timer");
+            }
+            for t in closed.iter().rev().take(2000) {
+                assert!(t.stop(&mut lp).is_err(), "a closed timer's id names another handle");
+            }
+        }
+        for t in open.drain(..) {
+            t.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::NoWait).unwrap();
+        assert!(lp.slots.capacity() < SLOTS_KEPT_MAX, "{} of {most} slots kept", lp.slots.capacity());
+        for t in &closed {
+            assert!(t.stop(&mut lp).is_err());
+        }
+    }
 }
