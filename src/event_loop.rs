@@ -422,15 +422,24 @@ impl Loop {
     }
 
     /// Every live handle, including those whose close callback has not run yet: for
-    /// debugging ("what keeps my loop alive?").
+    /// debugging ("what keeps my loop alive?"), and for a program winding down, which
+    /// closes whatever is left (libuv's `uv_walk` with `uv_close`), so that `run` returns:
+    /// signal watchers, channels whose senders live on, streams, timers.
     ///
     /// ```
-    /// let mut lp = evloop::Loop::new()?;
-    /// let t = evloop::Timer::new(&mut lp);
+    /// use evloop::{HandleKind, Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let t = Timer::new(&mut lp);
     /// let list = lp.handles();
     /// assert_eq!(list.len(), 1);
-    /// assert_eq!(list[0].kind, evloop::HandleKind::Timer);
+    /// assert_eq!(list[0].kind, HandleKind::Timer);
     /// assert!(!list[0].active);
+    /// // Winding down: close everything not closing already.
+    /// for h in lp.handles().into_iter().filter(|h| !h.closing) {
+    ///     lp.close(h.id)?;
+    /// }
+    /// assert!(!lp.run(RunMode::Default)?);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn handles(&self) -> Vec<HandleInfo> {

@@ -1606,6 +1606,7 @@ impl Process {
     /// `grace` would reach that group. A member that has exited counts until its parent
     /// reaps it: where an orphan's new parent does not (a container whose first process is
     /// not an init), the wait lasts the whole grace period.
+    /// [`terminate_group_then`](Self::terminate_group_then) says how the group ended.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1623,6 +1624,55 @@ impl Process {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn terminate_group(self, lp: &mut Loop, grace: Duration) -> io::Result<()> {
+        self.terminate_group_inner(lp, grace, None)
+    }
+
+    /// [`terminate_group`](Self::terminate_group), and `done` says how the group ended, once
+    /// it has: [`GroupEnd::Emptied`] when no member was left before the grace period was over
+    /// (exited, and reaped by its parent), [`GroupEnd::Killed`] when `SIGKILL` went to what
+    /// was left at its end. What a rolling restart waits for before it starts the new
+    /// group, and what tells a clean stop from a forced one. An error is a signal the
+    /// group's members may not be sent (`EPERM`: a member became another user's): the
+    /// escalation ends there. `done` runs from a timer callback, never inside this call,
+    /// and not at all when this call fails (`ESRCH`: no member was left to signal) or the
+    /// loop is dropped first. (To ask without ending anything
+    /// whether a group has members left: `kill_group(lp, 0)`, which fails with `ESRCH` when
+    /// none is.)
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Command, GroupEnd, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("sleep")
+    ///     .arg("100")
+    ///     .process_group(0)
+    ///     .spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())?;
+    /// let end = Rc::new(Cell::new(None));
+    /// let e = end.clone();
+    /// child.process.terminate_group_then(&mut lp, Duration::from_secs(10), move |_lp, res| {
+    ///     e.set(Some(res.unwrap()));
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// // sleep heeds SIGTERM: its group emptied long before the grace period was over.
+    /// assert_eq!(end.get(), Some(GroupEnd::Emptied));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn terminate_group_then(
+        self,
+        lp: &mut Loop,
+        grace: Duration,
+        done: impl FnOnce(&mut Loop, io::Result<GroupEnd>) + 'static,
+    ) -> io::Result<()> {
+        self.terminate_group_inner(lp, grace, Some(Box::new(done)))
+    }
+
+    fn terminate_group_inner(
+        self,
+        lp: &mut Loop,
+        grace: Duration,
+        done: Option<GroupDoneCb>,
+    ) -> io::Result<()> {
         // Named first: nothing may fail once SIGTERM has gone.
         let group = lp.process_group_target(self.0)?;
         let timer = crate::Timer::new(lp);
@@ -1639,31 +1689,41 @@ impl Process {
         // `Children::grace_groups`).
         let live = Rc::new(Cell::new(true));
         let mine = live.clone();
+        let mut done = done;
         let started = timer.start(lp, first, first, move |lp, t| {
-            let over = |lp: &mut Loop| {
+            let mut over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
                 mine.set(false);
                 lp.children.grace_groups.retain(|(_, l)| !Rc::ptr_eq(l, &mine));
+                let _ = t.close(lp);
+                if let Some(done) = done.take() {
+                    done(lp, end);
+                }
             };
             match group.signal(0) {
                 Ok(()) => {}
                 // Empty (ESRCH), or not ours to signal any more (EPERM): nothing to wait for.
                 Err(e) => {
                     log::debug!("terminate_group: group {} done: {e}", group.pgid);
-                    over(lp);
-                    let _ = t.close(lp);
+                    let end = if crate::is_no_such_process(&e) { Ok(GroupEnd::Emptied) } else { Err(e) };
+                    over(lp, end);
                     return;
                 }
             }
             let left = deadline.saturating_sub(lp.now());
             if left == 0 {
-                if let Err(e) = group.signal(libc::SIGKILL) {
-                    log::debug!(
-                        "terminate_group: SIGKILL to group {} after the grace period: {e}",
-                        group.pgid
-                    );
-                }
-                over(lp);
-                let _ = t.close(lp);
+                let end = match group.signal(libc::SIGKILL) {
+                    Ok(()) => Ok(GroupEnd::Killed),
+                    // Emptied just now.
+                    Err(e) if crate::is_no_such_process(&e) => Ok(GroupEnd::Emptied),
+                    Err(e) => {
+                        log::debug!(
+                            "terminate_group: SIGKILL to group {} after the grace period: {e}",
+                            group.pgid
+                        );
+                        Err(e)
+                    }
+                };
+                over(lp, end);
                 return;
             }
             // The next check, at the deadline at the latest.
@@ -1689,7 +1749,8 @@ impl Process {
     /// while descendants remain: on Linux 6.9 and later through the pidfd, which names the
     /// group race-free; elsewhere by number, which, once every member is gone, another
     /// process could take as its own group id. Fails with `ESRCH` when no member is left
-    /// ([`is_no_such_process`](crate::is_no_such_process) tells it).
+    /// ([`is_no_such_process`](crate::is_no_such_process) tells it): signal 0, which sends
+    /// nothing, asks just that.
     ///
     /// Descendants that left the group (with `setsid` or `setpgid`, as daemons do) are out
     /// of its reach. On Linux a supervisor can make itself a subreaper
@@ -1839,6 +1900,19 @@ pub enum StopEvent {
     /// `SIGCONT` resumed it.
     Continued,
 }
+
+/// How a group that [`Process::terminate_group_then`] ended did end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupEnd {
+    /// No member was left before the grace period was over: each exited (on `SIGTERM`, or
+    /// of its own accord) and was reaped by its parent.
+    Emptied,
+    /// The grace period ended with members left, and `SIGKILL` went to them.
+    Killed,
+}
+
+/// The callback of [`Process::terminate_group_then`].
+type GroupDoneCb = Box<dyn FnOnce(&mut Loop, io::Result<GroupEnd>)>;
 
 /// What a finished child printed and how it ended: the result of [`Command::output`].
 #[derive(Debug)]

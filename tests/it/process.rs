@@ -2471,6 +2471,75 @@ case!(
 );
 
 case!(
+    /// `terminate_group_then` says how the group ended: emptied (a group that heeds SIGTERM,
+    /// long before the grace period is over) or killed (a member that ignores it, once the
+    /// grace period is over). `terminate_group` said nothing, and a supervisor could only
+    /// guess from its leader's status. `kill_group(0)` asks whether members are left.
+    fn issue_6_terminate_group_then_tells_how_the_group_ended() {
+        use evloop::GroupEnd;
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // Emptied: sleep heeds SIGTERM.
+            let mut cmd = Command::new("sleep");
+            cmd.arg("100").process_group(0);
+            let p = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap().process;
+            p.kill_group(&mut lp, 0).expect("a member is there");
+            let end = Rc::new(RefCell::new(None));
+            let e = end.clone();
+            let t0 = Instant::now();
+            p.terminate_group_then(&mut lp, Duration::from_secs(60), move |_, res| {
+                assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
+            })
+            .unwrap();
+            assert!(end.borrow().is_none(), "never inside the call");
+            lp.run(RunMode::Default).unwrap();
+            let (res, took) = end.borrow_mut().take().expect("done ran");
+            assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
+            assert!(took < Duration::from_secs(10), "{name}: {took:?}");
+            // Killed: the member ignores SIGTERM (it says its pid once it does).
+            let mut cmd = sh("(trap '' TERM; exec sh -c 'echo $$; exec sleep 100') & wait");
+            cmd.process_group(0).stdout(Stdio::Pipe);
+            let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+            let p = child.process;
+            let grace = Duration::from_millis(300);
+            let e = end.clone();
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, out, ev| {
+                    let ReadEvent::Data(_) = ev else { panic!("{ev:?}") };
+                    let (e, t0) = (e.clone(), Instant::now());
+                    p.terminate_group_then(lp, grace, move |_, res| {
+                        assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
+                    })
+                    .unwrap();
+                    out.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let (res, took) = end.borrow_mut().take().expect("done ran");
+            assert_eq!(res.unwrap(), GroupEnd::Killed, "{name}");
+            assert!(took >= grace, "{name}: {took:?}");
+            // An empty group: the call fails, and `done` never runs.
+            let mut cmd = Command::new("true");
+            cmd.process_group(0);
+            let gone = Rc::new(Cell::new(None));
+            let g = gone.clone();
+            cmd.spawn(&mut lp, move |_, p, _| g.set(Some(p))).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let p = gone.get().unwrap();
+            assert_eq!(p.kill_group(&mut lp, 0).unwrap_err().raw_os_error(), Some(libc::ESRCH), "{name}");
+            let err = p.terminate_group_then(&mut lp, grace, |_, _| panic!("an empty group")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{name}: {err}");
+            p.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     /// `terminate`'s escalation timer goes as soon as the child is reaped: a storm of
     /// terminations with a long grace period leaves nothing waiting (an embedder's
     /// `backend_timeout`, which counts unreferenced timers, saw it until the grace ended).
