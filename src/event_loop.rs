@@ -106,6 +106,8 @@ pub(crate) enum Pending {
     Child(crate::process::ChildCheck),
     /// A child whose stops are newly watched: it may have stopped already.
     Stops(crate::process::ChildCheck),
+    /// Children the loop did not spawn may have exited (`Loop::reap_adopted`).
+    Adopted,
 }
 
 /// Tokens the loop itself registers in the poller. Handle tokens have a non-zero generation
@@ -678,6 +680,7 @@ impl Loop {
                 Pending::Write(_, cb, result) => cb(self, result),
                 Pending::Child(check) => self.child_check(check),
                 Pending::Stops(check) => self.child_stop_check(check),
+                Pending::Adopted => self.adopted_sweep(),
             }
         }
         if self.pending.capacity() > QUEUE_ENTRIES_KEPT_MAX {

@@ -60,6 +60,11 @@ pub const SLOTS_KEPT_MAX: usize = 1024;
 /// back once at most a quarter of it is in use.
 pub const QUEUE_ENTRIES_KEPT_MAX: usize = 1024;
 
+/// Children reaped per look for [`Loop::reap_adopted`](crate::Loop::reap_adopted) before
+/// the loop moves on (the rest in the next pending phase): a burst of orphans cannot hold
+/// it up.
+pub const ADOPTED_REAPS_PER_SWEEP_MAX: usize = 256;
+
 /// How often [`Process::terminate_group`](crate::Process::terminate_group) checks whether the
 /// group it ends has members left, during its grace period.
 pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;

@@ -212,6 +212,7 @@ use slab::Slab;
 use crate::error::{context, invalid, os};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
+use crate::limits::ADOPTED_REAPS_PER_SWEEP_MAX;
 use crate::pipe::Pipe;
 use crate::signal::Signal;
 use crate::stream::ReadEvent;
@@ -2214,7 +2215,14 @@ pub(crate) struct Children {
     /// with its flag: each leaves when its escalation ends, and a loop dropped before then
     /// kills those left itself, since the escalation goes with it.
     grace_groups: Vec<(GroupTarget, Rc<Cell<bool>>)>,
+    /// The callback of [`Loop::reap_adopted`], while it is on.
+    adopted: Option<AdoptedCb>,
+    /// Bumped when `adopted` is set or cleared: a callback that replaced itself stays out.
+    adopted_epoch: u32,
 }
+
+/// The callback of [`Loop::reap_adopted`].
+type AdoptedCb = Box<dyn FnMut(&mut Loop, Pid, ExitStatus)>;
 
 /// See `Children::extras`.
 #[derive(Default)]
@@ -2288,6 +2296,38 @@ fn add_orphan(pid: Pid) {
 /// ```
 pub fn current_process_group() -> i32 {
     sys::process_group()
+}
+
+/// Makes this process a subreaper: orphans among its descendants (a service's daemon that
+/// double-forked, the children a service leaves when it exits) become its children
+/// instead of `init`'s, so that a supervisor keeps them in sight and reaps them, with
+/// [`Loop::reap_adopted`]. Without it, an orphan that exited waits for `init` to reap it,
+/// and counts as its group's member until then (see
+/// [`Process::terminate_group`]); in a container whose first process is no init, that is
+/// forever.
+///
+/// Linux (`PR_SET_CHILD_SUBREAPER`) and FreeBSD (`PROC_REAP_ACQUIRE`); macOS has no
+/// subreapers, which is an `Unsupported` error. It lasts for the process's life, and its
+/// children's from `fork` on do not inherit it.
+///
+/// ```no_run
+/// let mut lp = evloop::Loop::new()?;
+/// evloop::process::become_subreaper()?;
+/// lp.reap_adopted(|_lp, pid, status| println!("orphan {pid} ended: {status}"))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn become_subreaper() -> io::Result<()> {
+    sys::become_subreaper()
+}
+
+/// Takes `pid` off the list of orphans of dropped loops: reaped elsewhere.
+fn forget_orphan(pid: Pid) {
+    if ORPHANS_LEFT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut list = ORPHANS.lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|&p| p != pid);
+    ORPHANS_LEFT.store(list.len(), Ordering::Relaxed);
 }
 
 /// Reaps, without blocking, the children of dropped loops that have exited since, and
@@ -2882,6 +2922,98 @@ impl Loop {
             }
         }
         self.children.scratch = keys;
+        if self.children.adopted.is_some() {
+            self.adopted_sweep();
+        }
+    }
+
+    /// Reaps the children of this process that this loop did not spawn, and calls `cb` with
+    /// each one's pid and how it ended: the orphans a subreaper inherits (see
+    /// [`process::become_subreaper`](crate::process::become_subreaper)), and the children
+    /// a process had before it exec'd this program. What a supervisor or an init needs,
+    /// where evloop otherwise leaves every child it did not spawn alone.
+    ///
+    /// **Every** such child: also those that other code in this process spawned (a
+    /// `std::process::Command`, another evloop loop), whose own wait then fails with
+    /// `ECHILD`. So this is for a program whose children all come from this loop.
+    ///
+    /// How: on each `SIGCHLD` (through the loop's internal watcher, unreferenced: this keeps
+    /// nothing alive), `waitid(P_ALL, WNOWAIT)` names an exited child without reaping it; a
+    /// child of this loop goes to its own exit callback, any other is reaped by pid and
+    /// reported here. Children that exited before this call are looked at in the next
+    /// pending phase, never inside it. A second call replaces the callback. Fails where
+    /// `SIGCHLD` is ignored (the kernel reaps every child itself then).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let s = seen.clone();
+    /// lp.reap_adopted(move |_lp, pid, status| s.borrow_mut().push((pid, status)))?;
+    /// lp.run(RunMode::NoWait)?;
+    /// lp.stop_reaping_adopted();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reap_adopted(&mut self, cb: impl FnMut(&mut Loop, i32, ExitStatus) + 'static) -> io::Result<()> {
+        self.sigchld_watch()?;
+        self.children.adopted = Some(Box::new(cb));
+        self.children.adopted_epoch = self.children.adopted_epoch.wrapping_add(1);
+        self.pending.push_back(Pending::Adopted);
+        Ok(())
+    }
+
+    /// Stops [`reap_adopted`](Self::reap_adopted): the children this loop did not spawn are
+    /// left alone again. Does nothing when it was not on.
+    pub fn stop_reaping_adopted(&mut self) {
+        if self.children.adopted.take().is_some() {
+            self.children.adopted_epoch = self.children.adopted_epoch.wrapping_add(1);
+        }
+    }
+
+    /// Reaps the exited children of the process, for [`reap_adopted`](Self::reap_adopted):
+    /// this loop's own through their entries, the others reported to its callback.
+    pub(crate) fn adopted_sweep(&mut self) {
+        for _ in 0..ADOPTED_REAPS_PER_SWEEP_MAX {
+            if self.children.adopted.is_none() {
+                return;
+            }
+            let pid = match sys::exited_child() {
+                Ok(Some(pid)) => pid,
+                Ok(None) => return,
+                Err(e) => {
+                    log::warn!("loop {}: looking for exited children: {e}", self.id);
+                    return;
+                }
+            };
+            // One of this loop's own, whose notification may still be on its way.
+            let own = self.children.entries.iter().find(|(_, e)| e.pid == pid).map(|(key, _)| key);
+            let reaped = sys::try_wait(pid);
+            if let Some(key) = own {
+                match reaped {
+                    Ok(Some(st)) => self.child_finish(key, Ok(st)),
+                    Ok(None) => return,
+                    Err(e) => self.child_finish(key, Err(e)),
+                }
+                continue;
+            }
+            let status = match reaped {
+                Ok(Some(st)) => ExitStatus::from(st),
+                // (Reaped meanwhile by another thread: nothing to report.)
+                Ok(None) | Err(_) => return,
+            };
+            forget_orphan(pid);
+            log::debug!("loop {}: reaped adopted child {pid}: {status}", self.id);
+            let Some(mut cb) = self.children.adopted.take() else { return };
+            let epoch = self.children.adopted_epoch;
+            cb(self, pid, status);
+            if self.children.adopted_epoch == epoch {
+                self.children.adopted = Some(cb);
+            }
+        }
+        // More than one sweep's worth: the rest after other work.
+        self.pending.push_back(Pending::Adopted);
     }
 
     /// Child entry `key` was reaped (or cannot be): release its notification and tell its
@@ -3315,6 +3447,7 @@ impl Loop {
         }
         self.children.keep_alive = 0;
         self.children.sigchld = None;
+        self.children.adopted = None;
         reap_orphans();
     }
 }

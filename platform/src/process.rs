@@ -1,7 +1,8 @@
 //! Child processes once they exist: waiting for them, signalling them, and Linux pidfds.
 //!
 //! Reaping is always by pid (`waitpid(pid, ...)`), never `waitpid(-1)`: children that other
-//! code in the process spawned stay theirs to reap. A pid that we have not reaped yet cannot
+//! code in the process spawned stay theirs to reap. ([`exited_child`] names any exited child,
+//! for a caller that reaps them all by choice, and reaps none itself.) A pid that we have not reaped yet cannot
 //! be reused by the kernel, so signalling an unreaped child by pid reaches that child and no
 //! other process. Linux pidfds remove the last gap: they keep naming the same process even
 //! after it was reaped.
@@ -48,6 +49,66 @@ pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
     // SAFETY: `status` is valid for writes of one int for the whole call.
     let got = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
     Ok((got != 0).then(|| WaitStatus::decode(status)))
+}
+
+/// A child of this process that has exited and waits to be reaped, left unreaped:
+/// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`, retrying `EINTR`. `None` when there is none
+/// (no child at all included). Which one comes first, of several, is the kernel's choice;
+/// the caller reaps it by pid, and asks again.
+pub fn exited_child() -> io::Result<Option<Pid>> {
+    // SAFETY: all-zero is a valid siginfo_t; zeroed, as nothing to report may leave it
+    // untouched (macOS).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is valid for writes of one siginfo_t for the whole call.
+    match cvt_r(|| unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) }) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if info.si_signo == 0 {
+        return Ok(None);
+    }
+    // SAFETY: waitid filled `info` in for a child, in the SIGCHLD layout, which has si_pid.
+    let pid = unsafe { info.si_pid() };
+    Ok((pid > 0).then_some(pid))
+}
+
+/// Makes this process a subreaper: orphans among its descendants (a daemon's double fork,
+/// a child's children once it exits) become its children instead of `init`'s, for it to
+/// reap. Linux (`PR_SET_CHILD_SUBREAPER`) and FreeBSD (`PROC_REAP_ACQUIRE`); macOS has no
+/// such thing, which is `Unsupported`.
+pub fn become_subreaper() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
+        cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) })?;
+        Ok(())
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: getpid takes no arguments; PROC_REAP_ACQUIRE takes a null data pointer.
+        let rc = unsafe {
+            libc::procctl(
+                libc::P_PID,
+                libc::getpid() as libc::id_t,
+                libc::PROC_REAP_ACQUIRE,
+                std::ptr::null_mut(),
+            )
+        };
+        match cvt(rc) {
+            // Already one.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this system has no subreapers: orphans go to its init (launchd on macOS)",
+        ))
+    }
 }
 
 /// A living child stopped or continued (job control).

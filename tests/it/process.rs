@@ -3158,3 +3158,113 @@ case!(
         std::fs::remove_dir_all(&dir).unwrap();
     }
 );
+
+const ADOPT_ENV: &str = "EVLOOP_TEST_ADOPT";
+
+/// Not a test: the child process of `issue_6_reap_adopted_reaps_the_children_the_loop_did_not_spawn`.
+/// Started as `sh -c 'sleep 0.3 & exec <this test>'`, it has a child it did not spawn
+/// (`$INHERITED`); it becomes a subreaper, and a child of its loop leaves an orphan behind.
+/// It prints what it reaped, and the children it has left.
+#[test]
+#[ignore = "runs only as a child process of the adoption test"]
+fn adopt_child() {
+    let Ok(flavour) = std::env::var(ADOPT_ENV) else { return };
+    let inherited: i32 = std::env::var("INHERITED").unwrap().parse().unwrap();
+    let (_, b) = flavours().into_iter().find(|(name, _)| *name == flavour).unwrap();
+    let mut lp = b.build().unwrap();
+    evloop::process::become_subreaper().unwrap();
+    // Keeps the loop going until both are in (the watchdog of this process).
+    let hold = evloop::Timer::new(&mut lp);
+    hold.start(&mut lp, std::time::Duration::from_secs(20), std::time::Duration::ZERO, |_, _| {
+        panic!("the adopted children were not all reaped")
+    })
+    .unwrap();
+    let adopted = Rc::new(RefCell::new(Vec::new()));
+    let a = adopted.clone();
+    lp.reap_adopted(move |lp, pid, status| {
+        a.borrow_mut().push((pid, status));
+        if a.borrow().len() == 2 {
+            hold.close(lp).unwrap();
+        }
+    })
+    .unwrap();
+    let own = Rc::new(Cell::new(None));
+    let o = own.clone();
+    let mut cmd = sh("sleep 0.3 & echo $!");
+    cmd.stdout(Stdio::Pipe);
+    let child = cmd
+        .spawn(&mut lp, move |lp, p, res| {
+            o.set(Some(res.unwrap()));
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    let orphan = Rc::new(Cell::new(0));
+    let (or, mut line) = (orphan.clone(), Vec::new());
+    child
+        .stdout
+        .unwrap()
+        .read_start(&mut lp, move |lp, out, ev| match ev {
+            ReadEvent::Data(d) => line.extend_from_slice(d),
+            _ => {
+                or.set(String::from_utf8_lossy(&line).trim().parse().unwrap());
+                out.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    let mut adopted = adopted.borrow().clone();
+    adopted.sort_by_key(|(pid, _)| *pid != inherited);
+    let left: usize = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|t| std::fs::read_to_string(t.path().join("children")).unwrap().split_whitespace().count())
+        .sum();
+    println!(
+        "ADOPTED own={:?} inherited={} orphan={} got={adopted:?} left={left}",
+        own.get().and_then(|s| s.code()),
+        inherited,
+        orphan.get()
+    );
+}
+
+case!(
+    /// `Loop::reap_adopted` with `become_subreaper`: the children a program did not spawn
+    /// (one it had before it exec'd, and the orphan its own child left) are reaped and
+    /// reported, while the loop's own child still gets its exit callback. Before, a
+    /// supervisor had to find and reap them itself, unsafe `prctl` included.
+    fn issue_6_reap_adopted_reaps_the_children_the_loop_did_not_spawn() {
+        for (name, _) in flavours() {
+            let out = std::process::Command::new("/bin/sh")
+                .args([
+                    "-c",
+                    r#"sleep 0.3 & export INHERITED=$!; exec "$0" "$@""#,
+                    std::env::current_exe().unwrap().to_str().unwrap(),
+                    "process::adopt_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ])
+                .env(ADOPT_ENV, name)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{name}: {text} {}", String::from_utf8_lossy(&out.stderr));
+            let line =
+                text.lines().find(|l| l.starts_with("ADOPTED")).unwrap_or_else(|| panic!("{name}: {text}"));
+            let field = |key: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap_or_else(|| panic!("{line}"))
+            };
+            assert_eq!(field("own="), "Some(0)", "{name}: the loop's own child kept its callback: {line}");
+            let (inherited, orphan) = (field("inherited="), field("orphan="));
+            assert!(
+                line.contains(&format!("({inherited}, Exited(0))"))
+                    && line.contains(&format!("({orphan}, Exited(0))")),
+                "{name}: {line}"
+            );
+            assert_eq!(field("left="), "0", "{name}: {line}");
+        }
+    }
+);
