@@ -695,6 +695,32 @@ pub fn reset_mode() -> io::Result<()> {
     termios::reset_saved()
 }
 
+/// Sets the bytes written to the terminal just before [`reset_mode`] restores its settings,
+/// and so before the restore hooks of [`install_restore_hooks`] (a panic, a fatal signal)
+/// and `exit` do: the escape sequences that undo what a full-screen program did to the
+/// screen, which the settings do not hold (leaving the alternate screen, showing the
+/// cursor, ending bracketed paste or mouse reports). Empty for none, as at the start.
+///
+/// Process-wide, as the saved settings are, and written only where they are restored
+/// (with the process's group in front, and while a handle holds settings saved). A program
+/// that undoes those changes itself, on its way out or before it runs a program in the
+/// foreground, clears it: written again on a normal screen, such sequences can move the
+/// cursor (leaving the alternate screen restores the cursor position saved on entering
+/// it). Writing to a terminal whose output is full waits up to 200 ms, then gives up.
+///
+/// ```
+/// use evloop::tty;
+///
+/// tty::set_restore_sequence(b"\x1b[?2004l\x1b[?25h\x1b[?1049l"); // paste off, cursor, main screen
+/// tty::install_restore_hooks()?;
+/// // ... raw mode and the alternate screen; on the way out, undone by hand:
+/// tty::set_restore_sequence(b"");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn set_restore_sequence(bytes: &'static [u8]) {
+    termios::set_restore_bytes(bytes);
+}
+
 /// Restores the terminal ([`reset_mode`]) when the program panics or is killed by `SIGINT`,
 /// `SIGTERM`, `SIGHUP` or `SIGQUIT`: the one line to call at the start of `main` in a
 /// program that uses raw mode, or that opens its inherited stdio as handles. Calling it
@@ -703,6 +729,9 @@ pub fn reset_mode() -> io::Result<()> {
 /// Each resets only while the process's group is the terminal's foreground group (or the
 /// terminal has none, or the group in front has no member left): from the background, as a shell is while a job has the terminal, the
 /// settings are the job's to keep, and writing them could stop the process with `SIGTTOU`.
+///
+/// What is restored is the terminal's settings, after the bytes of
+/// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
 ///   before (which prints the message, now on a sane terminal).

@@ -393,6 +393,43 @@ struct SavedCell(UnsafeCell<MaybeUninit<libc::termios>>);
 unsafe impl Sync for SavedCell {}
 static SAVED: SavedCell = SavedCell(UnsafeCell::new(MaybeUninit::uninit()));
 
+/// What a restore writes to the terminal before its settings: [`set_restore_bytes`]'s.
+struct RestoreBytes(UnsafeCell<&'static [u8]>);
+// SAFETY: the cell is only touched while SAVED_LOCK is held, as `SAVED` is.
+unsafe impl Sync for RestoreBytes {}
+static RESTORE_BYTES: RestoreBytes = RestoreBytes(UnsafeCell::new(&[]));
+
+/// Waits of 50 ms at most that writing the restore bytes may take, for a terminal whose
+/// output is full: a restore runs in signal handlers and at `exit`, and must not hang.
+const RESTORE_WRITE_WAITS: u32 = 4;
+
+/// Sets the bytes that [`reset_saved`] (and so the restore hooks and `exit`) writes to the
+/// saved terminal just before it restores its settings; empty for none.
+pub fn set_restore_bytes(bytes: &'static [u8]) {
+    let _guard = SAVED_LOCK.lock();
+    // SAFETY: the lock is held, so no other access to the cell overlaps this write.
+    unsafe { *RESTORE_BYTES.0.get() = bytes };
+}
+
+/// Writes `bytes` to `fd` as far as it takes them soon: a nonblocking terminal whose output
+/// is full gets [`RESTORE_WRITE_WAITS`] short waits, then the rest is dropped.
+/// Async-signal-safe.
+fn write_briefly(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
+    let mut waits = 0;
+    while !bytes.is_empty() {
+        match fd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < RESTORE_WRITE_WAITS => {
+                waits += 1;
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                // SAFETY: `pfd` is one valid pollfd for the call. (EINTR just ends this wait.)
+                unsafe { libc::poll(&mut pfd, 1, 50) };
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// A terminal's claim on the process-wide saved termios: while it lives, [`reset_saved`]
 /// restores the settings it saved. Dropping it empties the slot (and closes the slot's
 /// duplicate fd), so the next [`save_original`] wins again.
@@ -535,12 +572,20 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
                 return Ok(());
             }
         }
+        // SAFETY: the lock is held, so nothing writes the cell meanwhile.
+        let bytes = unsafe { *RESTORE_BYTES.0.get() };
         // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
         // cell before storing it.
         let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
-        // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold; `t`
-        // is a valid termios.
-        let set = || cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop);
+        // The bytes first (with TOSTOP, a write from the background raises SIGTTOU as the
+        // change does, blocked below), then the settings.
+        let set = || {
+            // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock.
+            write_briefly(unsafe { BorrowedFd::borrow_raw(fd) }, bytes);
+            // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold;
+            // `t` is a valid termios.
+            cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+        };
         if in_front {
             // In front, or the foreground group has no member left: SIGTTOU blocked for the
             // latter, which would stop the process instead.

@@ -1865,3 +1865,34 @@ case!(
         drop((r, slaves));
     }
 );
+
+case!(
+    /// `set_restore_sequence`: a restore (`reset_mode`, and so the hooks and `exit`) writes
+    /// it to the terminal just before the settings, and only where it restores them. The
+    /// hooks used to restore the settings alone, and left a full-screen program's shell on
+    /// the alternate screen with the cursor hidden.
+    fn issue_5_a_restore_writes_the_restore_sequence_first() {
+        let mut lp = test_loop();
+        let p = pty();
+        let normal = attrs(&p.probe);
+        let master = p.master.as_fd();
+        // Nothing saved yet: nothing restored, nothing written.
+        evloop::tty::set_restore_sequence(b"\x1b[?25h\x1b[?1049l");
+        evloop::tty::reset_mode().unwrap();
+        assert!(!evloop_platform::fd::poll_readable(master, Some(Duration::ZERO)).unwrap());
+        let t = Tty::open(&mut lp, p.slave).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        // (Raw mode keeps output processing: the bytes go out as they are, with no newline.)
+        evloop::tty::reset_mode().unwrap();
+        assert_eq!(read_master(master, 14), b"\x1b[?25h\x1b[?1049l");
+        assert_same_termios(&attrs(&p.probe), &normal, "restored after the bytes");
+        // Cleared: a restore writes nothing.
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"");
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&p.probe), &normal, "restored");
+        assert!(!evloop_platform::fd::poll_readable(master, Some(Duration::ZERO)).unwrap());
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
