@@ -1258,6 +1258,13 @@ macro_rules! stream_methods {
             }
 
             /// Bytes queued and not yet written.
+            ///
+            /// For back-pressure (Node's `'drain'`): a producer that finds the queue above
+            /// its high-water mark stops producing (pausing the stream it reads from, say),
+            /// and queues an empty [`write`](Self::write), whose callback runs once
+            /// everything queued before it is out: the moment to produce again. (A
+            /// low-water mark above zero: the callback of the write that crossed it, since
+            /// callbacks run in write order.)
             #[inline]
             pub fn write_queue_size(self, lp: &$crate::Loop) -> std::io::Result<usize> {
                 lp.write_queue_size(self.0, $kind)
