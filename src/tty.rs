@@ -271,7 +271,13 @@ fn open_terminal(
         (false, true) => Access::Write,
         _ => Access::Read,
     };
-    let (fd, original, blocking, nonblocking_in_place, master) = match termios::reopen(fd.as_fd(), access) {
+    // By name; else, for the controlling terminal, through /dev/tty.
+    let reopened = termios::reopen(fd.as_fd(), access).or_else(|e| {
+        termios::reopen_controlling(fd.as_fd(), access).map_err(|_| e).inspect(|_| {
+            log::debug!("loop {}: reopened the terminal on fd {raw} through /dev/tty", lp.id);
+        })
+    });
+    let (fd, original, blocking, nonblocking_in_place, master) = match reopened {
         Ok(private) => (private, Some(fd), false, false, false),
         Err(e) => {
             let master = termios::is_pty_master(fd.as_fd());
@@ -335,6 +341,11 @@ impl Tty {
     ///   description is made nonblocking, and left so (as
     ///   [`Pipe::open`](crate::Pipe::open) leaves it): the handle closes the fd it owns, and
     ///   a copy of the fd kept elsewhere stays nonblocking.
+    /// - **Through `/dev/tty`**: where that reopen fails (another user's terminal, after `su`
+    ///   or `sudo -u`: its node is not ours to open) and the terminal is the process's
+    ///   controlling one, it is opened again through `/dev/tty`, which anyone may open, as
+    ///   a description of its own too. Linux and FreeBSD: on macOS `/dev/tty` cannot be
+    ///   told to be the same terminal, so it does not apply there.
     /// - **Not reopened**: `ttyname` or the open can fail. Then, as in libuv, the
     ///   description's blocking mode is left alone and a writable handle's writes block
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;

@@ -375,6 +375,21 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     Ok(new)
 }
 
+/// Opens the terminal `fd` refers to again through `/dev/tty`, when it is the process's
+/// controlling terminal: for a terminal [`reopen`] cannot open by name (another user's,
+/// after `su` or `sudo -u`: its node is not ours to open, while `/dev/tty` is everyone's).
+/// `/dev/tty` gives a description of its own (Linux, FreeBSD), with `O_NONBLOCK` set. Fails
+/// without a controlling terminal (`ENXIO`), and when the controlling terminal is another
+/// one than `fd`'s or cannot be told apart from it: by [`terminal_id`], which on macOS gives
+/// `/dev/tty` a number of its own, so there it always fails.
+pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
+    let new = fd::open(c"/dev/tty", access, true)?;
+    if terminal_id(fd)? != terminal_id(new.as_fd())? {
+        return Err(io::Error::other("the controlling terminal is another terminal"));
+    }
+    Ok(new)
+}
+
 // ----- the process-wide saved termios -----------------------------------------------------
 
 /// Held while the slot below is read or written.

@@ -1896,3 +1896,64 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+const CTTY_ENV: &str = "EVLOOP_TEST_CTTY_REOPEN";
+
+/// Not a test: the child process of
+/// `issue_5_a_controlling_terminal_that_cannot_be_reopened_by_name_is_reopened_through_dev_tty`.
+/// Its controlling terminal is a pty whose node it may not open (made unreadable; root
+/// drops to another effective user id): it opens its stdout as a tty handle and says
+/// whether the handle's writes block.
+#[test]
+#[ignore = "runs only as a child process of the /dev/tty reopen test"]
+fn ctty_reopen_child() {
+    if std::env::var_os(CTTY_ENV).is_none() {
+        return;
+    }
+    let mut lp = test_loop();
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::seteuid(nix::unistd::Uid::from_raw(65534)).unwrap();
+    }
+    let by_name = evloop_platform::termios::ttyname(io::stdout().as_fd()).unwrap();
+    let refused = std::fs::OpenOptions::new().write(true).open(by_name.to_str().unwrap()).is_err();
+    let tty = Tty::open(&mut lp, io::stdout().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let blocks = tty.writes_block(&lp).unwrap();
+    let shares = tty.shares_nonblocking(&lp).unwrap();
+    tty.close(&mut lp).unwrap();
+    lp.run(RunMode::Default).unwrap();
+    println!("CTTY refused_by_name={refused} writes_block={blocks} shares_nonblocking={shares} END");
+}
+
+case!(
+    /// A terminal that cannot be opened again by name (another user's, after `su` or
+    /// `sudo -u`) but is the controlling terminal is opened again through `/dev/tty`, so its
+    /// writes do not block the loop. Its writes used to block (libuv's fallback), and a
+    /// full-screen program run as another user froze while the terminal was not read.
+    fn issue_5_a_controlling_terminal_that_cannot_be_reopened_by_name_is_reopened_through_dev_tty() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        let mut lp = test_loop();
+        let p = pty();
+        let name = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
+        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["tty::ctty_reopen_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env(CTTY_ENV, "1")
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap())
+            .controlling_terminal(0);
+        let (_child, status) = crate::util::spawn_recording(&mut lp, &cmd);
+        drop(cmd);
+        let mut seen = Vec::new();
+        crate::util::read_until(p.master.as_fd(), &mut seen, "END");
+        lp.run(RunMode::Default).unwrap();
+        std::fs::set_permissions(&path, mode).unwrap();
+        let text = String::from_utf8_lossy(&seen);
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("refused_by_name=true"), "the set-up: {text}");
+        assert!(text.contains("writes_block=false shares_nonblocking=false"), "{text}");
+    }
+);
