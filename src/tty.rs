@@ -166,6 +166,29 @@ impl Settings {
         self
     }
 
+    /// These settings with the signal keys on or off (`ISIG`), and nothing else changed: on,
+    /// Ctrl-C, Ctrl-\\ and Ctrl-Z send `SIGINT`, `SIGQUIT` and `SIGTSTP` to the foreground
+    /// group as in normal mode, while input stays raw otherwise: the mode of `less` and
+    /// `htop`, which [`TtyMode::Raw`] does not keep. Through a handle, after its
+    /// [`set_mode`](Tty::set_mode) (which saves the settings to restore):
+    ///
+    /// ```
+    /// use evloop::{Loop, RunMode, Tty, TtyMode, tty};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let (_master, slave) = tty::openpty()?;
+    /// let t = Tty::open(&mut lp, slave)?;
+    /// t.set_mode(&mut lp, TtyMode::Raw)?;
+    /// t.set_settings(&lp, &t.settings(&lp)?.with_signals(true))?;
+    /// t.close(&mut lp)?; // back to normal, as ever
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_signals(mut self, on: bool) -> Settings {
+        self.0.set_signals(on);
+        self
+    }
+
     /// Sets the terminal on `fd` to these settings now (`tcsetattr(TCSANOW)`), for good:
     /// no handle records it, and nothing puts the old ones back. (Through a handle, use
     /// [`Tty::set_settings`].) From a background process group, it stops the process with

@@ -99,6 +99,16 @@ impl Termios {
         }
     }
 
+    /// Turns the signal keys on or off (`ISIG` in `c_lflag`: Ctrl-C, Ctrl-\\ and Ctrl-Z send
+    /// `SIGINT`, `SIGQUIT` and `SIGTSTP` to the foreground group), and nothing else.
+    pub fn set_signals(&mut self, on: bool) {
+        if on {
+            self.0.c_lflag |= libc::ISIG;
+        } else {
+            self.0.c_lflag &= !libc::ISIG;
+        }
+    }
+
     /// `cfmakeraw`: raw input as in [`make_raw`](Self::make_raw), and no output processing
     /// either (libuv's `UV_TTY_MODE_IO`). The exact bits are the C library's; BSDs clear a
     /// few more than glibc.

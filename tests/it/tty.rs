@@ -1957,3 +1957,40 @@ case!(
         assert!(text.contains("writes_block=false shares_nonblocking=false"), "{text}");
     }
 );
+
+case!(
+    /// `Settings::with_signals`: raw input with the signal keys kept (the mode of `less` and
+    /// `htop`): Ctrl-C typed at the terminal reaches its foreground job, while input is
+    /// otherwise raw. `TtyMode::Raw` turns the keys off, and there was no way to keep them.
+    fn issue_5_raw_mode_can_keep_the_signal_keys() {
+        use nix::sys::termios::LocalFlags;
+        let mut lp = test_loop();
+        let p = pty();
+        let normal = attrs(&p.probe);
+        let mut cmd = evloop::Command::new("sh");
+        cmd.args(["-c", "echo ready && exec sleep 100"])
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap())
+            .controlling_terminal(0);
+        let (_child, status) = crate::util::spawn_recording(&mut lp, &cmd);
+        drop(cmd);
+        let mut seen = Vec::new();
+        crate::util::read_until(p.master.as_fd(), &mut seen, "ready");
+        let t = Tty::open(&mut lp, p.slave).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ISIG));
+        t.set_settings(&lp, &t.settings(&lp).unwrap().with_signals(true)).unwrap();
+        let now = attrs(&p.probe).local_flags;
+        assert!(
+            now.contains(LocalFlags::ISIG) && !now.intersects(LocalFlags::ICANON | LocalFlags::ECHO),
+            "{now:?}"
+        );
+        write_master(p.master.as_fd(), b"\x03");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(status.get().unwrap().signal(), Some(libc::SIGINT));
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &normal, "normal again at close");
+    }
+);
