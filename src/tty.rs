@@ -37,6 +37,61 @@
 //! assert_eq!(&got.borrow()[..], b"q");
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # A full-screen program
+//!
+//! What a pager, an editor or a monitor (`less`, `vim`, `htop`) needs, piece by piece:
+//!
+//! - **Coming back however it ends**: [`install_restore_hooks`] at the start, and
+//!   [`set_restore_sequence`] with what undoes its screen (the alternate screen, the hidden
+//!   cursor), cleared when it undoes that itself.
+//! - **The terminal when input is a pipe** (`cat file | pager`): keys come from `/dev/tty`
+//!   (open it read-write and pass it to [`Tty::open`]), the text from stdin.
+//! - **Raw mode** with [`Tty::set_mode`]; [`Settings::with_signals`] keeps Ctrl-C and Ctrl-Z
+//!   working. **Resizes** with [`Tty::on_resize`].
+//! - **Ctrl-Z** (with the signal keys kept, or `kill -TSTP` from outside): watch `SIGTSTP`
+//!   with a [`Signal`]; in its callback write what leaves the screen, and in that write's
+//!   callback (so it is out first) set the mode back to `Normal`, close the `SIGTSTP`
+//!   handle (watched, the signal is caught instead of stopping the process) and
+//!   [`raise`](crate::signal::raise) it: the process stops inside that call. When the shell
+//!   continues it (`fg`), the call returns: watch `SIGTSTP` again, set raw mode, enter the
+//!   screen and redraw. ([`Tty::save_settings`] first picks up what the user changed with
+//!   `stty` meanwhile.)
+//! - **From the background** (continued with `bg`, or started with `&`), changing the mode
+//!   stops the process with `SIGTTOU`: [`Tty::foreground_group`] equal to
+//!   [`current_process_group`](crate::process::current_process_group) says it is in front.
+//! - **A program in the foreground meanwhile** (an editor): `Normal` mode, reading paused,
+//!   the child started with [`Command::foreground`](crate::Command::foreground) in a group
+//!   of its own; at its exit the terminal back with [`Tty::set_foreground_group`], raw mode,
+//!   a redraw.
+//! - **A hang-up**: reading ends with end of file, and writes fail with `EIO`.
+//!
+//! ```no_run
+//! use std::{cell::RefCell, rc::Rc};
+//! use evloop::{Loop, Signal, Tty, TtyMode, signal};
+//!
+//! const ENTER: &[u8] = b"\x1b[?1049h\x1b[?25l";
+//! const LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
+//!
+//! /// Watches Ctrl-Z for `tty`: leaves the screen, stops, and comes back at `fg`.
+//! fn watch_suspend(lp: &mut Loop, tty: Tty, redraw: Rc<RefCell<dyn FnMut(&mut Loop)>>) {
+//!     let tstp = Signal::new(lp);
+//!     tstp.start(lp, signal::SIGTSTP, move |lp, tstp, _| {
+//!         let redraw = redraw.clone();
+//!         tty.write(lp, LEAVE, move |lp, _| {
+//!             tty.set_mode(lp, TtyMode::Normal).unwrap();
+//!             tstp.close(lp).unwrap();
+//!             signal::raise(signal::SIGTSTP).unwrap(); // stopped here until `fg`
+//!             watch_suspend(lp, tty, redraw.clone());
+//!             tty.set_mode(lp, TtyMode::Raw).unwrap();
+//!             tty.write(lp, ENTER, |_, res| res.unwrap()).unwrap();
+//!             (redraw.borrow_mut())(lp);
+//!         })
+//!         .unwrap();
+//!     })
+//!     .unwrap();
+//! }
+//! ```
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
