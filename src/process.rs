@@ -1607,7 +1607,7 @@ impl Process {
     /// `grace` would reach that group. A member that has exited counts until its parent
     /// reaps it: where an orphan's new parent does not (a container whose first process is
     /// not an init), the wait lasts the whole grace period, unless the program is that
-    /// parent and reaps them ([`become_subreaper`](crate::process::become_subreaper) and
+    /// parent and reaps them ([`become_subreaper`] and
     /// [`Loop::reap_adopted`]).
     /// [`terminate_group_then`](Self::terminate_group_then) says how the group ended.
     ///
