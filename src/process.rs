@@ -66,7 +66,9 @@
 //!
 //! The loop owns every child it spawned and reaps each one itself, by pid: never
 //! `waitpid(-1)`, and `SIGCHLD` is never set to `SIG_IGN`, so children that other code in the
-//! process spawned (`std::process::Command`, another library) stay theirs to reap.
+//! process spawned (`std::process::Command`, another library) stay theirs to reap, unless
+//! the program asks the loop to reap every child it did not spawn
+//! ([`Loop::reap_adopted`], for supervisors and inits).
 //! Conversely, a program that set `SIGCHLD` to `SIG_IGN` (or installed its handler with
 //! `SA_NOCLDWAIT`) has the kernel reap every child, and a loop does not take that away by
 //! installing a handler: where it would need `SIGCHLD` (the fallback below, and
@@ -1756,11 +1758,11 @@ impl Process {
     /// nothing, asks just that.
     ///
     /// Descendants that left the group (with `setsid` or `setpgid`, as daemons do) are out
-    /// of its reach. On Linux a supervisor can make itself a subreaper
-    /// (`prctl(PR_SET_CHILD_SUBREAPER)`), so that such orphans are reparented to it instead
-    /// of `init`; it must then reap them itself, since the loop only waits for the children
-    /// it spawned, and by pid: `waitpid(-1)` would take the loop's own children too, whose
-    /// exit callbacks would then get `ECHILD`.
+    /// of its reach. A supervisor can make itself a subreaper
+    /// ([`become_subreaper`], Linux and FreeBSD), so that
+    /// such orphans become its children instead of `init`'s, and have the loop reap them
+    /// with [`Loop::reap_adopted`] (by pid, never `waitpid(-1)`, which would take the loop's
+    /// own children too).
     ///
     /// Stopped members (Ctrl-Z, `SIGTTIN`) do not act on `SIGTERM` until they are continued:
     /// send `SIGCONT` after it, as shells do, or end with `SIGKILL`, which ends them stopped
@@ -2221,6 +2223,9 @@ pub(crate) struct Children {
     adopted: Option<AdoptedCb>,
     /// Bumped when `adopted` is set or cleared: a callback that replaced itself stays out.
     adopted_epoch: u32,
+    /// Children registered so far: an `adopted_sweep` knows its pid map is out of date
+    /// when a callback spawned meanwhile.
+    registered: u64,
 }
 
 /// The callback of [`Loop::reap_adopted`].
@@ -2757,6 +2762,7 @@ impl Loop {
     /// Registers child `pid` of handle `id` for exit notification; returns its entry key. An
     /// error means nothing would hear of the child's exit, and nothing was registered.
     fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> io::Result<usize> {
+        self.children.registered += 1;
         let key = self.children.entries.vacant_key();
         let watch = self.exit_notification(key, pid);
         if matches!(watch, Watch::Sigchld) && !sigchld_running {
@@ -2977,6 +2983,9 @@ impl Loop {
     /// Reaps the exited children of the process, for [`reap_adopted`](Self::reap_adopted):
     /// this loop's own through their entries, the others reported to its callback.
     pub(crate) fn adopted_sweep(&mut self) {
+        // This loop's children by pid, made at the first exit found and again after a
+        // callback spawned: a scan per child would make a burst of exits quadratic.
+        let mut own: Option<(u64, HashMap<Pid, usize>)> = None;
         for _ in 0..ADOPTED_REAPS_PER_SWEEP_MAX {
             if self.children.adopted.is_none() {
                 return;
@@ -2989,18 +2998,29 @@ impl Loop {
                     return;
                 }
             };
-            // One of this loop's own, whose notification may still be on its way.
-            let own = self.children.entries.iter().find(|(_, e)| e.pid == pid).map(|(key, _)| key);
-            let reaped = sys::try_wait(pid);
-            if let Some(key) = own {
-                match reaped {
+            let registered = self.children.registered;
+            if own.as_ref().is_none_or(|(at, _)| *at != registered) {
+                let pids = self.children.entries.iter().map(|(key, e)| (e.pid, key)).collect();
+                own = Some((registered, pids));
+            }
+            let key = own.as_ref().and_then(|(_, pids)| pids.get(&pid).copied());
+            if let Some(key) = key.filter(|&k| self.children.entries.get(k).is_some_and(|e| e.pid == pid)) {
+                // One of this loop's own, whose notification may still be on its way.
+                #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+                if matches!(self.children.entries[key].watch, Watch::Kqueue) {
+                    // Its `NOTE_EXIT` is queued (it is a zombie): that event reaps it, whose
+                    // blocking wait must find it unreaped. The rest after it.
+                    self.pending.push_back(Pending::Adopted);
+                    return;
+                }
+                match sys::try_wait(pid) {
                     Ok(Some(st)) => self.child_finish(key, Ok(st)),
                     Ok(None) => return,
                     Err(e) => self.child_finish(key, Err(e)),
                 }
                 continue;
             }
-            let status = match reaped {
+            let status = match sys::try_wait(pid) {
                 Ok(Some(st)) => ExitStatus::from(st),
                 // (Reaped meanwhile by another thread: nothing to report.)
                 Ok(None) | Err(_) => return,

@@ -349,8 +349,12 @@ fn open_terminal(
         (false, true) => Access::Write,
         _ => Access::Read,
     };
-    // By name; else, for the controlling terminal, through /dev/tty.
+    // By name; else, for the controlling terminal, through /dev/tty (never for a master,
+    // which /dev/tty would swap for its slave).
     let reopened = termios::reopen(fd.as_fd(), access).or_else(|e| {
+        if termios::is_pty_master(fd.as_fd()) {
+            return Err(e);
+        }
         termios::reopen_controlling(fd.as_fd(), access).map_err(|_| e).inspect(|_| {
             log::debug!("loop {}: reopened the terminal on fd {raw} through /dev/tty", lp.id);
         })
@@ -422,8 +426,9 @@ impl Tty {
     /// - **Through `/dev/tty`**: where that reopen fails (another user's terminal, after `su`
     ///   or `sudo -u`: its node is not ours to open) and the terminal is the process's
     ///   controlling one, it is opened again through `/dev/tty`, which anyone may open, as
-    ///   a description of its own too. Linux and FreeBSD: on macOS `/dev/tty` cannot be
-    ///   told to be the same terminal, so it does not apply there.
+    ///   a description of its own too. Linux only: FreeBSD checks the open of `/dev/tty`
+    ///   against the terminal's own node, and on macOS `/dev/tty` cannot be told to be the
+    ///   same terminal.
     /// - **Not reopened**: `ttyname` or the open can fail. Then, as in libuv, the
     ///   description's blocking mode is left alone and a writable handle's writes block
     ///   until the kernel took everything ([`writes_block`](Tty::writes_block) says so;
@@ -790,12 +795,15 @@ pub fn reset_mode() -> io::Result<()> {
 /// screen, which the settings do not hold (leaving the alternate screen, showing the
 /// cursor, ending bracketed paste or mouse reports). Empty for none, as at the start.
 ///
-/// Process-wide, as the saved settings are, and written only where they are restored
-/// (with the process's group in front, and while a handle holds settings saved). A program
-/// that undoes those changes itself, on its way out or before it runs a program in the
-/// foreground, clears it: written again on a normal screen, such sequences can move the
-/// cursor (leaving the alternate screen restores the cursor position saved on entering
-/// it). Writing to a terminal whose output is full waits up to 200 ms, then gives up.
+/// Process-wide, as the saved settings are, and written only where they are restored:
+/// while a handle holds settings saved, by `reset_mode` whenever it is called, by the hooks
+/// and `exit` only while the process's group is in front. A program that undoes those
+/// changes itself, on its way out or before it runs a program in the foreground, clears
+/// it: written again on a normal screen, such sequences can move the cursor (leaving the
+/// alternate screen restores the cursor position saved on entering it). A terminal whose
+/// output is full gets up to 200 ms, then the rest is dropped; and nothing is written
+/// where a write could wait for good (a terminal whose writes block, see
+/// [`Tty::writes_block`]), nor to a pty master (it would be its slave's input).
 ///
 /// ```
 /// use evloop::tty;

@@ -66,7 +66,9 @@ pub fn exited_child() -> io::Result<Option<Pid>> {
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
         Err(e) => return Err(e),
     }
-    if info.si_signo == 0 {
+    // Only an exit: a stopped child reported here (macOS has been seen to) is no zombie.
+    let exited = matches!(info.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
+    if info.si_signo == 0 || !exited {
         return Ok(None);
     }
     // SAFETY: waitid filled `info` in for a child, in the SIGCHLD layout, which has si_pid.

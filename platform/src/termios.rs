@@ -388,10 +388,12 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
 /// Opens the terminal `fd` refers to again through `/dev/tty`, when it is the process's
 /// controlling terminal: for a terminal [`reopen`] cannot open by name (another user's,
 /// after `su` or `sudo -u`: its node is not ours to open, while `/dev/tty` is everyone's).
-/// `/dev/tty` gives a description of its own (Linux, FreeBSD), with `O_NONBLOCK` set. Fails
-/// without a controlling terminal (`ENXIO`), and when the controlling terminal is another
-/// one than `fd`'s or cannot be told apart from it: by [`terminal_id`], which on macOS gives
-/// `/dev/tty` a number of its own, so there it always fails.
+/// `/dev/tty` gives a description of its own, with `O_NONBLOCK` set. Fails without a
+/// controlling terminal (`ENXIO`), and when the controlling terminal is another one than
+/// `fd`'s or cannot be told to be the same: by [`terminal_id`], which on macOS gives
+/// `/dev/tty` a number of its own, so there it always fails. On FreeBSD the open of
+/// `/dev/tty` is checked against the terminal's own node, so it fails where the open by
+/// name did: in practice this helps on Linux.
 pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     let new = fd::open(c"/dev/tty", access, true)?;
     if terminal_id(fd)? != terminal_id(new.as_fd())? {
@@ -436,13 +438,19 @@ pub fn set_restore_bytes(bytes: &'static [u8]) {
     unsafe { *RESTORE_BYTES.0.get() = bytes };
 }
 
-/// Writes `bytes` to `fd` as far as it takes them soon: a nonblocking terminal whose output
-/// is full gets [`RESTORE_WRITE_WAITS`] short waits, then the rest is dropped.
-/// Async-signal-safe.
+/// Writes `bytes` to `fd` as far as it takes them soon: a terminal whose output is full gets
+/// [`RESTORE_WRITE_WAITS`] short waits, then the rest is dropped. Nothing goes to a
+/// description in blocking mode (a terminal that could not be reopened privately), whose
+/// write could wait for good, nor to a pty master, where the bytes would be the input of
+/// the program on the slave. Async-signal-safe.
 fn write_briefly(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
+    if bytes.is_empty() || is_pty_master(fd) || !fd::status_flags(fd).is_ok_and(|f| f.nonblocking) {
+        return;
+    }
     let mut waits = 0;
     while !bytes.is_empty() {
         match fd::write(fd, bytes) {
+            Ok(0) => return,
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < RESTORE_WRITE_WAITS => {
                 waits += 1;

@@ -3159,6 +3159,34 @@ case!(
     }
 );
 
+case!(
+    /// With `reap_adopted` on, a child of the loop that `waitid` names before its own
+    /// notification came (here: it exited before the sweep that the call queues) still goes
+    /// to its own exit callback with its status, not to the adopted callback; its
+    /// notification, coming after, finds nothing left to do.
+    fn issue_6_reap_adopted_leaves_the_loops_own_children_to_their_callbacks() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            let child = sh("exit 7")
+                .spawn(&mut lp, move |lp, p, res| {
+                    s.set(Some(res.unwrap()));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let pid = child.process.pid(&lp).unwrap();
+            crate::util::wait_for_state(&format!("/proc/{pid}/stat"), 'Z');
+            lp.reap_adopted(move |_, pid, st| panic!("{name}: the loop's own child {pid} ({st}) as adopted"))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(7), "{name}");
+            lp.stop_reaping_adopted();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
 const ADOPT_ENV: &str = "EVLOOP_TEST_ADOPT";
 
 /// Not a test: the child process of `issue_6_reap_adopted_reaps_the_children_the_loop_did_not_spawn`.

@@ -71,6 +71,11 @@ fn read_master(master: BorrowedFd<'_>, n: usize) -> Vec<u8> {
     got
 }
 
+/// Writes `bytes` on the slave side (`slave`: a blocking description of it).
+fn write_slave_side(slave: &OwnedFd, bytes: &[u8]) {
+    assert_eq!(nix::unistd::write(slave, bytes).unwrap(), bytes.len());
+}
+
 fn write_master(master: BorrowedFd<'_>, bytes: &[u8]) {
     assert_eq!(nix::unistd::write(master, bytes).unwrap(), bytes.len());
 }
@@ -1868,31 +1873,71 @@ case!(
 
 case!(
     /// `set_restore_sequence`: a restore (`reset_mode`, and so the hooks and `exit`) writes
-    /// it to the terminal just before the settings, and only where it restores them. The
-    /// hooks used to restore the settings alone, and left a full-screen program's shell on
-    /// the alternate screen with the cursor hidden.
-    fn issue_5_a_restore_writes_the_restore_sequence_first() {
+    /// it to the terminal with the settings, and only where it restores them. The hooks
+    /// used to restore the settings alone, and left a full-screen program's shell on the
+    /// alternate screen with the cursor hidden. Never to a pty master (its slave's input),
+    /// nor where the write could block.
+    fn issue_5_a_restore_writes_the_restore_sequence() {
         let mut lp = test_loop();
         let p = pty();
         let normal = attrs(&p.probe);
         let master = p.master.as_fd();
+        // Output comes in order: what reaches the master before a marker written after a
+        // restore is what the restore wrote.
+        let written_by_restore = || {
+            write_slave_side(&p.probe, b"M");
+            let mut seen = Vec::new();
+            crate::util::read_until(master, &mut seen, "M");
+            seen.truncate(seen.len() - 1);
+            seen
+        };
         // Nothing saved yet: nothing restored, nothing written.
         evloop::tty::set_restore_sequence(b"\x1b[?25h\x1b[?1049l");
         evloop::tty::reset_mode().unwrap();
-        assert!(!evloop_platform::fd::poll_readable(master, Some(Duration::ZERO)).unwrap());
+        assert_eq!(written_by_restore(), b"");
         let t = Tty::open(&mut lp, p.slave).unwrap();
         t.set_mode(&mut lp, TtyMode::Raw).unwrap();
         // (Raw mode keeps output processing: the bytes go out as they are, with no newline.)
         evloop::tty::reset_mode().unwrap();
-        assert_eq!(read_master(master, 14), b"\x1b[?25h\x1b[?1049l");
-        assert_same_termios(&attrs(&p.probe), &normal, "restored after the bytes");
+        assert_eq!(written_by_restore(), b"\x1b[?25h\x1b[?1049l");
+        assert_same_termios(&attrs(&p.probe), &normal, "restored with the bytes");
         // Cleared: a restore writes nothing.
         t.set_mode(&mut lp, TtyMode::Raw).unwrap();
         evloop::tty::set_restore_sequence(b"");
         evloop::tty::reset_mode().unwrap();
         assert_same_termios(&attrs(&p.probe), &normal, "restored");
-        assert!(!evloop_platform::fd::poll_readable(master, Some(Duration::ZERO)).unwrap());
+        assert_eq!(written_by_restore(), b"");
         t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // Saved through a master: the bytes would be typed into its slave.
+        let q = pty();
+        let m = Tty::open(&mut lp, q.master).unwrap();
+        m.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"\x1b[?1049l");
+        evloop::tty::reset_mode().unwrap();
+        // Input comes in order: what reaches the slave before this marker came first.
+        m.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let mark = m.try_write(&mut lp, b"Z").unwrap();
+        assert_eq!(mark, 1);
+        let mut typed = Vec::new();
+        crate::util::read_until(q.probe.as_fd(), &mut typed, "Z");
+        assert_eq!(typed, b"Z", "the restore typed into the slave");
+        m.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // A terminal whose writes block, with its output full (through a description of
+        // its own): nothing written, where the write would wait for good.
+        let r = pty();
+        let r_normal = attrs(&r.probe);
+        let name = evloop_platform::termios::ttyname(r.slave.as_fd()).unwrap();
+        let b = open_unreopenable(&mut lp, r.slave);
+        b.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let fill = evloop_platform::fd::open(&name, evloop_platform::fd::Access::Write, true).unwrap();
+        while evloop_platform::fd::write(fill.as_fd(), &[b'x'; 4096]).is_ok() {}
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&r.probe), &r_normal, "restored, the bytes left out");
+        drop(fill);
+        drop(r.master);
+        b.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
     }
 );
