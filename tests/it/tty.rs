@@ -71,6 +71,25 @@ fn read_master(master: BorrowedFd<'_>, n: usize) -> Vec<u8> {
     got
 }
 
+/// Starts `cmd` with the pty's slave as its stdin, stdout, stderr and controlling terminal,
+/// and reads the master until `marker` shows: the cell that gets the exit status, and what
+/// came.
+fn start_on_pty(
+    lp: &mut Loop,
+    p: &Pty,
+    mut cmd: evloop::Command,
+    marker: &str,
+) -> (Rc<Cell<Option<evloop::ExitStatus>>>, Vec<u8>) {
+    cmd.stdin(p.slave.try_clone().unwrap())
+        .stdout(p.slave.try_clone().unwrap())
+        .stderr(p.slave.try_clone().unwrap())
+        .controlling_terminal(0);
+    let (_child, status) = crate::util::spawn_recording(lp, &cmd);
+    let mut seen = Vec::new();
+    crate::util::read_until(p.master.as_fd(), &mut seen, marker);
+    (status, seen)
+}
+
 /// Writes `bytes` on the slave side (`slave`: a blocking description of it).
 fn write_slave_side(slave: &OwnedFd, bytes: &[u8]) {
     assert_eq!(nix::unistd::write(slave, bytes).unwrap(), bytes.len());
@@ -1985,15 +2004,8 @@ case!(
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
         let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
         cmd.args(["tty::ctty_reopen_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(CTTY_ENV, "1")
-            .stdin(p.slave.try_clone().unwrap())
-            .stdout(p.slave.try_clone().unwrap())
-            .stderr(p.slave.try_clone().unwrap())
-            .controlling_terminal(0);
-        let (_child, status) = crate::util::spawn_recording(&mut lp, &cmd);
-        drop(cmd);
-        let mut seen = Vec::new();
-        crate::util::read_until(p.master.as_fd(), &mut seen, "END");
+            .env(CTTY_ENV, "1");
+        let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
         lp.run(RunMode::Default).unwrap();
         std::fs::set_permissions(&path, mode).unwrap();
         let text = String::from_utf8_lossy(&seen);
@@ -2013,15 +2025,8 @@ case!(
         let p = pty();
         let normal = attrs(&p.probe);
         let mut cmd = evloop::Command::new("sh");
-        cmd.args(["-c", "echo ready && exec sleep 100"])
-            .stdin(p.slave.try_clone().unwrap())
-            .stdout(p.slave.try_clone().unwrap())
-            .stderr(p.slave.try_clone().unwrap())
-            .controlling_terminal(0);
-        let (_child, status) = crate::util::spawn_recording(&mut lp, &cmd);
-        drop(cmd);
-        let mut seen = Vec::new();
-        crate::util::read_until(p.master.as_fd(), &mut seen, "ready");
+        cmd.args(["-c", "echo ready && exec sleep 100"]);
+        let (status, _) = start_on_pty(&mut lp, &p, cmd, "ready");
         let t = Tty::open(&mut lp, p.slave).unwrap();
         t.set_mode(&mut lp, TtyMode::Raw).unwrap();
         assert!(!attrs(&p.probe).local_flags.contains(LocalFlags::ISIG));
