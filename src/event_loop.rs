@@ -1076,8 +1076,8 @@ mod tests {
         assert!(lp.slots.capacity() >= BURST, "a live handle pins the storage below it");
         assert!(lp.pending.capacity() <= 2 * QUEUE_ENTRIES_KEPT_MAX, "{}", lp.pending.capacity());
         assert!(lp.closing.capacity() <= 2 * QUEUE_ENTRIES_KEPT_MAX, "{}", lp.closing.capacity());
-        // Once the pinning handle is gone, the storage goes with the next half of it worth
-        // of closes.
+        // Once the pinning handle is gone, the storage goes after an eighth of it worth of
+        // closes (the open handles no longer halve: two pipes are left).
         pinned.close(&mut lp).unwrap();
         lp.run(RunMode::NoWait).unwrap();
         assert!(lp.slots.capacity() >= BURST, "not yet: that walk waits for more closes");
