@@ -54,12 +54,17 @@
 //!   callback (so it is out first) set the mode back to `Normal`, close the `SIGTSTP`
 //!   handle (watched, the signal is caught instead of stopping the process) and
 //!   [`raise`](crate::signal::raise) it: the process stops inside that call. When the shell
-//!   continues it (`fg`), the call returns: watch `SIGTSTP` again, set raw mode, enter the
-//!   screen and redraw. ([`Tty::save_settings`] first picks up what the user changed with
-//!   `stty` meanwhile.)
+//!   continues it (`fg`), the call returns: watch `SIGTSTP` again, set raw mode (and
+//!   `with_signals` again: `set_mode` builds raw from the saved settings), enter the screen
+//!   and redraw. ([`Tty::save_settings`] first picks up what the user changed with `stty`
+//!   meanwhile.) A `SIGSTOP` (`kill -STOP`) cannot be caught: the screen stays as it is,
+//!   and a `SIGCONT` watcher redraws at `fg` (it also hears the continue after the
+//!   `SIGTSTP` above, so redraw once).
 //! - **From the background** (continued with `bg`, or started with `&`), changing the mode
-//!   stops the process with `SIGTTOU`: [`Tty::foreground_group`] equal to
-//!   [`current_process_group`](crate::process::current_process_group) says it is in front.
+//!   stops the process with `SIGTTOU` until `fg`, which is what `vim` does too;
+//!   [`Tty::foreground_group`] equal to
+//!   [`current_process_group`](crate::process::current_process_group) says beforehand
+//!   whether it is in front.
 //! - **A program in the foreground meanwhile** (an editor): `Normal` mode, reading paused,
 //!   the child started with [`Command::foreground`](crate::Command::foreground) in a group
 //!   of its own; at its exit the terminal back with [`Tty::set_foreground_group`], raw mode,
@@ -225,7 +230,8 @@ impl Settings {
     /// Ctrl-C, Ctrl-\\ and Ctrl-Z send `SIGINT`, `SIGQUIT` and `SIGTSTP` to the foreground
     /// group as in normal mode, while input stays raw otherwise: the mode of `less` and
     /// `htop`, which [`TtyMode::Raw`] does not keep. Through a handle, after its
-    /// [`set_mode`](Tty::set_mode) (which saves the settings to restore):
+    /// [`set_mode`](Tty::set_mode) (which saves the settings to restore), and after each
+    /// later `set_mode` (raw again at `fg`), which builds raw from the saved settings:
     ///
     /// ```
     /// use evloop::{Loop, RunMode, Tty, TtyMode, tty};
@@ -800,10 +806,15 @@ pub fn reset_mode() -> io::Result<()> {
 /// and `exit` only while the process's group is in front. A program that undoes those
 /// changes itself, on its way out or before it runs a program in the foreground, clears
 /// it: written again on a normal screen, such sequences can move the cursor (leaving the
-/// alternate screen restores the cursor position saved on entering it). A terminal whose
-/// output is full gets up to 200 ms, then the rest is dropped; and nothing is written
-/// where a write could wait for good (a terminal whose writes block, see
-/// [`Tty::writes_block`]), nor to a pty master (it would be its slave's input).
+/// alternate screen restores the cursor position saved on entering it).
+///
+/// The bytes go to the terminal whose settings were saved (by the handle that changed the
+/// mode first): through that handle's description, or, where it is open for reading only
+/// (`less` opens `/dev/tty` so) or blocks, through one that the save opened for writing
+/// (by name, or `/dev/tty`; without either, nothing is written). A terminal whose output is
+/// full gets 200 ms; still full then (it stopped reading), the output waiting for it is
+/// discarded, the frame it would draw no longer mattering, and the bytes go in its place.
+/// Nothing goes to a pty master (it would be its slave's input).
 ///
 /// ```
 /// use evloop::tty;

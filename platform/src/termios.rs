@@ -408,6 +408,9 @@ pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<Owne
 static SAVED_LOCK: SignalLock = SignalLock::new();
 /// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
 static SAVED_FD: AtomicI32 = AtomicI32::new(-1);
+/// The slot's description for writing the restore bytes, where the slot's own fd will not
+/// do (see `restore_writer`); -1 for none. Set and closed with `SAVED_FD`, under the lock.
+static SAVED_WRITER: AtomicI32 = AtomicI32::new(-1);
 /// The [`terminal_id`] of the slot's terminal (`NO_TERMINAL_ID` when it has none), written
 /// with the slot under the lock.
 static SAVED_ID: AtomicU64 = AtomicU64::new(NO_TERMINAL_ID);
@@ -438,15 +441,18 @@ pub fn set_restore_bytes(bytes: &'static [u8]) {
     unsafe { *RESTORE_BYTES.0.get() = bytes };
 }
 
-/// Writes `bytes` to `fd` as far as it takes them soon: a terminal whose output is full gets
-/// [`RESTORE_WRITE_WAITS`] short waits, then the rest is dropped. Nothing goes to a
-/// description in blocking mode (a terminal that could not be reopened privately), whose
-/// write could wait for good, nor to a pty master, where the bytes would be the input of
-/// the program on the slave. Async-signal-safe.
-fn write_briefly(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
-    if bytes.is_empty() || is_pty_master(fd) || !fd::status_flags(fd).is_ok_and(|f| f.nonblocking) {
+/// Writes `all` to `fd` as far as it takes them soon: a terminal whose output is full gets
+/// [`RESTORE_WRITE_WAITS`] short waits; still full then (a terminal that stopped reading),
+/// the output waiting for it is discarded (`tcflush`: the screen it would draw no longer
+/// matters) and `all` goes in its place, once more. Nothing goes to a description open for
+/// reading only or in blocking mode (whose write could wait for good), nor to a pty master,
+/// where the bytes would be the input of the program on the slave. Async-signal-safe.
+fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) {
+    let usable = fd::status_flags(fd).is_ok_and(|f| f.writable && f.nonblocking);
+    if all.is_empty() || !usable || is_pty_master(fd) {
         return;
     }
+    let mut bytes = all;
     let mut waits = 0;
     while !bytes.is_empty() {
         match fd::write(fd, bytes) {
@@ -457,6 +463,12 @@ fn write_briefly(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
                 let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
                 // SAFETY: `pfd` is one valid pollfd for the call. (EINTR just ends this wait.)
                 unsafe { libc::poll(&mut pfd, 1, 50) };
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // SAFETY: tcflush takes no pointers; `fd` is borrowed, so it stays open.
+                unsafe { libc::tcflush(fd.as_raw_fd(), libc::TCOFLUSH) };
+                let _ = fd::write(fd, all);
+                return;
             }
             Err(_) => return,
         }
@@ -472,13 +484,28 @@ pub struct SavedClaim(());
 impl Drop for SavedClaim {
     fn drop(&mut self) {
         let _guard = SAVED_LOCK.lock();
-        let raw = SAVED_FD.swap(-1, Ordering::Relaxed);
-        if raw >= 0 {
-            // SAFETY: `raw` is the duplicate save_original made and stored; only this claim
-            // (there is one at a time) closes it, under the lock, so no reset uses it after.
-            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        for slot in [&SAVED_FD, &SAVED_WRITER] {
+            let raw = slot.swap(-1, Ordering::Relaxed);
+            if raw >= 0 {
+                // SAFETY: `raw` is an fd save_original opened and stored; only this claim
+                // (there is one at a time) closes it, under the lock, so no reset uses it
+                // after.
+                drop(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
         }
     }
+}
+
+/// A description to write the restore bytes through, where `fd`'s own will not do: open for
+/// reading only (`less` opens `/dev/tty` so), or in blocking mode, whose write could wait
+/// for good. The terminal opened again for writing, by name or through `/dev/tty`; `None`
+/// when `fd`'s will do, or when neither open works (the bytes are not written then).
+fn restore_writer(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let flags = fd::status_flags(fd).ok()?;
+    if is_pty_master(fd) || (flags.writable && flags.nonblocking) {
+        return None;
+    }
+    reopen(fd, Access::Write).or_else(|_| reopen_controlling(fd, Access::Write)).ok()
 }
 
 /// Saves `t`, the settings of terminal `fd` from before its first mode change, as the ones
@@ -490,6 +517,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     }
     let dup = fd::dup_cloexec(fd, 3)?;
     let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
+    let writer = restore_writer(fd);
     let _guard = SAVED_LOCK.lock();
     if SAVED_FD.load(Ordering::Relaxed) >= 0 {
         return Ok(None);
@@ -497,6 +525,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<Saved
     // SAFETY: the lock is held, so no other access to the cell overlaps this write.
     unsafe { (*SAVED.0.get()).write(t.0) };
     SAVED_ID.store(id, Ordering::Relaxed);
+    SAVED_WRITER.store(writer.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
     SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
     // SAFETY: getpid has no preconditions and cannot fail.
     RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
@@ -612,9 +641,14 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
         // The bytes first (with TOSTOP, a write from the background raises SIGTTOU as the
         // change does, blocked below), then the settings.
+        let writer = match SAVED_WRITER.load(Ordering::Relaxed) {
+            -1 => fd,
+            w => w,
+        };
         let set = || {
-            // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock.
-            write_briefly(unsafe { BorrowedFd::borrow_raw(fd) }, bytes);
+            // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while we
+            // hold the lock.
+            write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes);
             // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold;
             // `t` is a valid termios.
             cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)

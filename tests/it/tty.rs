@@ -1928,6 +1928,31 @@ case!(
         assert_eq!(written_by_restore(), b"");
         t.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
+        // Saved through a read-only handle (as `less` opens /dev/tty): the bytes go through
+        // a description opened for writing.
+        let name = evloop_platform::termios::ttyname(p.probe.as_fd()).unwrap();
+        let ro = evloop_platform::fd::open(&name, evloop_platform::fd::Access::Read, false).unwrap();
+        let keys = Tty::open(&mut lp, ro).unwrap();
+        keys.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"\x1b[?25h");
+        evloop::tty::reset_mode().unwrap();
+        assert_eq!(written_by_restore(), b"\x1b[?25h");
+        // A terminal that stopped reading, its output full: what waits is discarded, and the
+        // bytes go in its place.
+        keys.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let fill = evloop_platform::fd::open(&name, evloop_platform::fd::Access::Write, true).unwrap();
+        while evloop_platform::fd::write(fill.as_fd(), &[b'.'; 4096]).is_ok() {}
+        evloop::tty::reset_mode().unwrap();
+        let mut seen = Vec::new();
+        crate::util::read_until(master, &mut seen, "\x1b[?25h");
+        assert!(
+            seen.ends_with(b"\x1b[?25h"),
+            "{:?}",
+            String::from_utf8_lossy(&seen[seen.len().saturating_sub(40)..])
+        );
+        drop(fill);
+        keys.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
         // Saved through a master: the bytes would be typed into its slave.
         let q = pty();
         let m = Tty::open(&mut lp, q.master).unwrap();
