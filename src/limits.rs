@@ -69,6 +69,12 @@ pub const ADOPTED_REAPS_PER_SWEEP_MAX: usize = 256;
 /// group it ends has members left, during its grace period.
 pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
 
+/// How long [`Process::terminate_group`](crate::Process::terminate_group)'s escalation waits,
+/// after its `SIGKILL`, for the group to be empty (killed members gone, and reaped by their
+/// parents) before it ends all the same: members whose parent does not reap them (an
+/// orphan's `init` that is slow to) would hold it up for good.
+pub const GROUP_KILLED_WAIT_MS: u64 = 1000;
+
 /// The highest signal number a loop can watch.
 pub const SIGNAL_NUMBER_MAX: i32 = evloop_platform::signal::SIGNAL_NUMBER_MAX;
 

@@ -211,7 +211,7 @@ use evloop_platform::process::{self as sys, Pid, WaitStatus};
 use evloop_platform::spawn::{self, FdMapping, Source, SpawnError, Stage};
 use slab::Slab;
 
-use crate::error::{context, invalid, os};
+use crate::error::{clone_error, context, invalid, os};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::limits::ADOPTED_REAPS_PER_SWEEP_MAX;
@@ -1593,9 +1593,13 @@ impl Process {
     /// Unlike `terminate`, the escalation does not depend on the child or its handle: the
     /// leader that heeds `SIGTERM` may be reaped, and its handle closed, while a member that
     /// ignores it lives on. Until the group is empty (checked every
-    /// [`GROUP_EXIT_POLL_INTERVAL_MS`](crate::limits::GROUP_EXIT_POLL_INTERVAL_MS)), or
-    /// killed at the end of `grace`, an internal timer keeps the loop alive, so a
-    /// `run(Default)` that winds a program down does not return with members still there.
+    /// [`GROUP_EXIT_POLL_INTERVAL_MS`](crate::limits::GROUP_EXIT_POLL_INTERVAL_MS)), an
+    /// internal timer keeps the loop alive, so a `run(Default)` that winds a program down
+    /// does not return with members still there; after the `SIGKILL` at the end of `grace`,
+    /// for [`GROUP_KILLED_WAIT_MS`](crate::limits::GROUP_KILLED_WAIT_MS) at most (killed
+    /// members whose parent does not reap them would count for good). A second call on the
+    /// group while this runs, through this handle or another on the group (a pipeline's
+    /// stages), sends the signals again and keeps the first deadline, as `terminate` does.
     /// Dropping the loop ends the escalation (see
     /// [`kill_group_on_drop`](Command::kill_group_on_drop) for that case); closing the
     /// handle does not, not even with `kill_group_on_drop`, which leaves the group to the
@@ -1635,8 +1639,14 @@ impl Process {
     /// [`terminate_group`](Self::terminate_group), and `done` says how the group ended, once
     /// it has: [`GroupEnd::Emptied`] when no member was left before the grace period was over
     /// (exited, and reaped by its parent), [`GroupEnd::Killed`] when `SIGKILL` went to what
-    /// was left at its end. What a rolling restart waits for before it starts the new
-    /// group, and what tells a clean stop from a forced one. An error is a signal the
+    /// was left at its end, once the group is empty after it (or
+    /// [`GROUP_KILLED_WAIT_MS`](crate::limits::GROUP_KILLED_WAIT_MS) later at the most).
+    /// What a rolling restart waits for before it starts the new group, and what tells a
+    /// clean stop from a forced one: a member that exited counts until its parent reaps it,
+    /// so where orphans go to an `init` that is slow to reap them, a group that heeded
+    /// `SIGTERM` can end `Killed`, unless the program reaps them itself
+    /// ([`become_subreaper`] and [`Loop::reap_adopted`]). A second call on the group while
+    /// an escalation runs joins it: its `done` is told the same end. An error is a signal the
     /// group's members may not be sent (`EPERM`: a member became another user's): the
     /// escalation ends there. `done` runs from a timer callback, never inside this call,
     /// and not at all when this call fails (`ESRCH`: no member was left to signal) or the
@@ -1678,6 +1688,15 @@ impl Process {
         grace: Duration,
         done: Option<GroupDoneCb>,
     ) -> io::Result<()> {
+        // A call on a group whose escalation runs (through this handle or another on the
+        // group): the signals again, and `done` joins it; its deadline stands, as
+        // `terminate`'s does.
+        if let Some(running) = lp.process_grace(self.0) {
+            self.kill_group(lp, libc::SIGTERM)?;
+            let _ = self.kill_group(lp, libc::SIGCONT);
+            running.waiting.borrow_mut().extend(done);
+            return Ok(());
+        }
         // Named first: nothing may fail once SIGTERM has gone.
         let group = lp.process_group_target(self.0)?;
         let timer = crate::Timer::new(lp);
@@ -1687,52 +1706,60 @@ impl Process {
             return Err(e);
         }
         let _ = self.kill_group(lp, libc::SIGCONT);
-        let deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
+        let mut deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
         let poll = Duration::from_millis(crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
         let first = grace.min(poll);
-        // Up while the escalation runs: a close meanwhile leaves the group to it (see
-        // `Children::grace_groups`).
-        let live = Rc::new(Cell::new(true));
-        let mine = live.clone();
-        let mut done = done;
+        let escalation = Rc::new(GroupEscalation {
+            live: Cell::new(true),
+            waiting: RefCell::new(done.into_iter().collect()),
+        });
+        let mine = escalation.clone();
+        // Set once SIGKILL went: then it waits for the group to empty, a while at most.
+        let mut killed = false;
         let started = timer.start(lp, first, first, move |lp, t| {
-            let mut over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
-                mine.set(false);
-                lp.children.grace_groups.retain(|(_, l)| !Rc::ptr_eq(l, &mine));
+            let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
+                mine.live.set(false);
+                lp.children.grace_groups.retain(|(_, e)| !Rc::ptr_eq(e, &mine));
                 let _ = t.close(lp);
-                if let Some(done) = done.take() {
-                    done(lp, end);
+                let waiting = std::mem::take(&mut *mine.waiting.borrow_mut());
+                for done in waiting {
+                    done(lp, end.as_ref().map(|&end| end).map_err(clone_error));
                 }
             };
+            let end = if killed { GroupEnd::Killed } else { GroupEnd::Emptied };
             match group.signal(0) {
                 Ok(()) => {}
                 // Empty (ESRCH), or not ours to signal any more (EPERM): nothing to wait for.
                 Err(e) => {
                     log::debug!("terminate_group: group {} done: {e}", group.pgid);
-                    let end = if crate::is_no_such_process(&e) { Ok(GroupEnd::Emptied) } else { Err(e) };
-                    over(lp, end);
+                    over(lp, if crate::is_no_such_process(&e) { Ok(end) } else { Err(e) });
                     return;
                 }
             }
-            let left = deadline.saturating_sub(lp.now());
-            if left == 0 {
-                let end = match group.signal(libc::SIGKILL) {
-                    Ok(()) => Ok(GroupEnd::Killed),
+            if deadline.saturating_sub(lp.now()) == 0 {
+                if killed {
+                    // Members a while after SIGKILL: zombies whose parent does not reap them.
+                    over(lp, Ok(GroupEnd::Killed));
+                    return;
+                }
+                match group.signal(libc::SIGKILL) {
+                    Ok(()) => {
+                        killed = true;
+                        deadline = lp.now().saturating_add(crate::limits::GROUP_KILLED_WAIT_MS);
+                    }
                     // Emptied just now.
-                    Err(e) if crate::is_no_such_process(&e) => Ok(GroupEnd::Emptied),
+                    Err(e) if crate::is_no_such_process(&e) => return over(lp, Ok(GroupEnd::Emptied)),
                     Err(e) => {
                         log::debug!(
                             "terminate_group: SIGKILL to group {} after the grace period: {e}",
                             group.pgid
                         );
-                        Err(e)
+                        return over(lp, Err(e));
                     }
-                };
-                over(lp, end);
-                return;
+                }
             }
             // The next check, at the deadline at the latest.
-            let next = Duration::from_millis(left).min(poll);
+            let next = Duration::from_millis(deadline.saturating_sub(lp.now())).min(poll);
             let _ = t.stop(lp);
             let _ = t.set_repeat(lp, next);
             let _ = t.again(lp);
@@ -1741,7 +1768,7 @@ impl Process {
             let _ = timer.close(lp);
             return Err(e);
         }
-        lp.children.extras.entry(self.0.key).or_default().group_grace = Some(live);
+        lp.children.extras.entry(self.0.key).or_default().group_grace = Some(escalation);
         Ok(())
     }
 
@@ -1912,7 +1939,9 @@ pub enum GroupEnd {
     /// No member was left before the grace period was over: each exited (on `SIGTERM`, or
     /// of its own accord) and was reaped by its parent.
     Emptied,
-    /// The grace period ended with members left, and `SIGKILL` went to them.
+    /// The grace period ended with members left, and `SIGKILL` went to them; told once the
+    /// group is empty (or a while after, see
+    /// [`GROUP_KILLED_WAIT_MS`](crate::limits::GROUP_KILLED_WAIT_MS)).
     Killed,
 }
 
@@ -2218,7 +2247,7 @@ pub(crate) struct Children {
     /// The groups whose `kill_group_on_drop` a close left to `terminate_group`'s escalation,
     /// with its flag: each leaves when its escalation ends, and a loop dropped before then
     /// kills those left itself, since the escalation goes with it.
-    grace_groups: Vec<(GroupTarget, Rc<Cell<bool>>)>,
+    grace_groups: Vec<(GroupTarget, Rc<GroupEscalation>)>,
     /// The callback of [`Loop::reap_adopted`], while it is on.
     adopted: Option<AdoptedCb>,
     /// Bumped when `adopted` is set or cleared: a callback that replaced itself stays out.
@@ -2230,6 +2259,15 @@ pub(crate) struct Children {
 
 /// The callback of [`Loop::reap_adopted`].
 type AdoptedCb = Box<dyn FnMut(&mut Loop, Pid, ExitStatus)>;
+
+/// A running [`Process::terminate_group`] escalation, shared by the calls on its group.
+pub(crate) struct GroupEscalation {
+    /// Up until it ends: a close meanwhile leaves the group to it, instead of
+    /// `kill_group_on_drop`'s `SIGKILL` at once (see `Children::grace_groups`).
+    live: Cell<bool>,
+    /// The callbacks of the `terminate_group_then` calls on the group, told its end together.
+    waiting: RefCell<Vec<GroupDoneCb>>,
+}
 
 /// See `Children::extras`.
 #[derive(Default)]
@@ -2248,7 +2286,7 @@ struct ProcessExtras {
     escalation: Option<crate::Timer>,
     /// Up while the escalation of the last [`Process::terminate_group`] runs: a close
     /// meanwhile leaves the group to it, instead of `kill_group_on_drop`'s `SIGKILL` at once.
-    group_grace: Option<Rc<Cell<bool>>>,
+    group_grace: Option<Rc<GroupEscalation>>,
 }
 
 impl Children {
@@ -3398,8 +3436,8 @@ impl Loop {
     /// one runs.
     #[cold]
     #[inline(never)]
-    fn process_grace(&self, id: HandleId) -> Option<Rc<Cell<bool>>> {
-        let live = |e: &ProcessExtras| e.group_grace.as_ref().filter(|live| live.get()).cloned();
+    fn process_grace(&self, id: HandleId) -> Option<Rc<GroupEscalation>> {
+        let live = |e: &ProcessExtras| e.group_grace.as_ref().filter(|g| g.live.get()).cloned();
         if let Some(grace) = self.children.extras.get(&id.key).and_then(live) {
             return Some(grace);
         }
@@ -3426,7 +3464,7 @@ impl Loop {
         pgid: Pid,
         leads_group: bool,
         pidfd: Option<OwnedFd>,
-        live: Option<Rc<Cell<bool>>>,
+        live: Option<Rc<GroupEscalation>>,
     ) {
         #[cfg(not(target_os = "linux"))]
         let _ = pidfd;
@@ -3449,7 +3487,7 @@ impl Loop {
         // Groups left to an escalation that ends with the loop: killed now, as
         // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
         for (target, live) in std::mem::take(&mut self.children.grace_groups) {
-            if live.get() {
+            if live.live.get() {
                 if let Err(e) = target.signal(libc::SIGKILL) {
                     log::debug!("loop {}: SIGKILL to group {} at the drop: {e}", self.id, target.pgid);
                 }

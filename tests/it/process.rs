@@ -3187,6 +3187,68 @@ case!(
     }
 );
 
+case!(
+    /// `terminate_group_then` reports `Killed` once the killed group is empty, not as the
+    /// `SIGKILL` leaves (a rolling restart started on it ran the old group beside the new);
+    /// and a second call on the group while the first runs joins it: the same end, at the
+    /// first deadline (it used to run an escalation of its own, and call a group that the
+    /// first one had killed `Emptied`).
+    fn issue_6_terminate_group_then_reports_killed_once_empty_and_joins_a_second_call() {
+        use evloop::GroupEnd;
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let leader = Command::new("sleep")
+                .arg("100")
+                .process_group(0)
+                .spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())
+                .unwrap()
+                .process;
+            let pgid = leader.pid(&lp).unwrap() as i32;
+            // A member that ignores SIGTERM, the loop's own child too, so that once killed
+            // it is reaped at once (an orphan would wait for its new parent).
+            let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
+            cmd.process_group(pgid).stdout(Stdio::Pipe);
+            let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+            let member = child.process;
+            let ends = Rc::new(RefCell::new(Vec::new()));
+            let e = ends.clone();
+            child
+                .stdout
+                .unwrap()
+                .read_start(&mut lp, move |lp, out, _| {
+                    out.close(lp).unwrap();
+                    let t0 = Instant::now();
+                    for (p, grace) in [(leader, 300), (member, 10_000)] {
+                        let e = e.clone();
+                        p.terminate_group_then(lp, Duration::from_millis(grace), move |_, res| {
+                            let empty = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None);
+                            e.borrow_mut().push((res.unwrap(), t0.elapsed(), empty));
+                        })
+                        .unwrap();
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let ends = ends.borrow();
+            assert_eq!(ends.len(), 2, "{name}: {ends:?}");
+            for (end, took, empty) in ends.iter() {
+                assert_eq!(*end, GroupEnd::Killed, "{name}: {ends:?}");
+                assert!(
+                    *took >= Duration::from_millis(300) && *took < Duration::from_secs(5),
+                    "{name}: {ends:?}"
+                );
+                assert_eq!(
+                    *empty,
+                    Err(nix::errno::Errno::ESRCH),
+                    "{name}: the group is empty when told: {ends:?}"
+                );
+            }
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
 const ADOPT_ENV: &str = "EVLOOP_TEST_ADOPT";
 
 /// Not a test: the child process of `issue_6_reap_adopted_reaps_the_children_the_loop_did_not_spawn`.
