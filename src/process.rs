@@ -2258,7 +2258,20 @@ pub(crate) struct Children {
 }
 
 /// The callback of [`Loop::reap_adopted`].
-type AdoptedCb = Box<dyn FnMut(&mut Loop, Pid, ExitStatus)>;
+type AdoptedCb = Box<dyn FnMut(&mut Loop, AdoptedExit)>;
+
+/// A child of the process that the loop did not spawn, reaped by [`Loop::reap_adopted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdoptedExit {
+    /// Its process id.
+    pub pid: i32,
+    /// The process group it was in when it exited (a service's, for an orphan it left
+    /// behind in its group), or 0 where that could not be read.
+    pub group: i32,
+    /// How it ended.
+    pub status: ExitStatus,
+}
 
 /// A running [`Process::terminate_group`] escalation, shared by the calls on its group.
 pub(crate) struct GroupEscalation {
@@ -2358,7 +2371,7 @@ pub fn current_process_group() -> i32 {
 /// ```no_run
 /// let mut lp = evloop::Loop::new()?;
 /// evloop::process::become_subreaper()?;
-/// lp.reap_adopted(|_lp, pid, status| println!("orphan {pid} ended: {status}"))?;
+/// lp.reap_adopted(|_lp, exit| println!("orphan {} of group {} ended: {}", exit.pid, exit.group, exit.status))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn become_subreaper() -> io::Result<()> {
@@ -2974,7 +2987,7 @@ impl Loop {
     }
 
     /// Reaps the children of this process that this loop did not spawn, and calls `cb` with
-    /// each one's pid and how it ended: the orphans a subreaper inherits (see
+    /// each one's pid, group and status ([`AdoptedExit`]): the orphans a subreaper inherits (see
     /// [`process::become_subreaper`](crate::process::become_subreaper)), and the children
     /// a process had before it exec'd this program. What a supervisor or an init needs,
     /// where evloop otherwise leaves every child it did not spawn alone.
@@ -2997,12 +3010,12 @@ impl Loop {
     /// let mut lp = Loop::new()?;
     /// let seen = Rc::new(RefCell::new(Vec::new()));
     /// let s = seen.clone();
-    /// lp.reap_adopted(move |_lp, pid, status| s.borrow_mut().push((pid, status)))?;
+    /// lp.reap_adopted(move |_lp, exit| s.borrow_mut().push(exit))?;
     /// lp.run(RunMode::NoWait)?;
     /// lp.stop_reaping_adopted();
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn reap_adopted(&mut self, cb: impl FnMut(&mut Loop, i32, ExitStatus) + 'static) -> io::Result<()> {
+    pub fn reap_adopted(&mut self, cb: impl FnMut(&mut Loop, AdoptedExit) + 'static) -> io::Result<()> {
         self.sigchld_watch()?;
         self.children.adopted = Some(Box::new(cb));
         self.children.adopted_epoch = self.children.adopted_epoch.wrapping_add(1);
@@ -3058,16 +3071,18 @@ impl Loop {
                 }
                 continue;
             }
+            // (Read while it is a zombie: reaped, it has none.)
+            let group = sys::group_of(pid).unwrap_or(0);
             let status = match sys::try_wait(pid) {
                 Ok(Some(st)) => ExitStatus::from(st),
                 // (Reaped meanwhile by another thread: nothing to report.)
                 Ok(None) | Err(_) => return,
             };
             forget_orphan(pid);
-            log::debug!("loop {}: reaped adopted child {pid}: {status}", self.id);
+            log::debug!("loop {}: reaped adopted child {pid} of group {group}: {status}", self.id);
             let Some(mut cb) = self.children.adopted.take() else { return };
             let epoch = self.children.adopted_epoch;
-            cb(self, pid, status);
+            cb(self, AdoptedExit { pid, group, status });
             if self.children.adopted_epoch == epoch {
                 self.children.adopted = Some(cb);
             }

@@ -188,6 +188,13 @@ pub fn process_group() -> Pid {
     unsafe { libc::getpgrp() }
 }
 
+/// The process group of process `pid` (`getpgid`): a child that exited keeps its group
+/// until it is reaped.
+pub fn group_of(pid: Pid) -> io::Result<Pid> {
+    // SAFETY: getpgid takes no pointers.
+    cvt(unsafe { libc::getpgid(pid) })
+}
+
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3). The fd is close-on-exec, turns
 /// readable when the process exits, and keeps naming that process after it is reaped.
 ///

@@ -3177,7 +3177,7 @@ case!(
                 .unwrap();
             let pid = child.process.pid(&lp).unwrap();
             crate::util::wait_for_state(&format!("/proc/{pid}/stat"), 'Z');
-            lp.reap_adopted(move |_, pid, st| panic!("{name}: the loop's own child {pid} ({st}) as adopted"))
+            lp.reap_adopted(move |_, exit| panic!("{name}: the loop's own child as adopted: {exit:?}"))
                 .unwrap();
             lp.run(RunMode::Default).unwrap();
             assert_eq!(status.get().unwrap().code(), Some(7), "{name}");
@@ -3271,8 +3271,8 @@ fn adopt_child() {
     .unwrap();
     let adopted = Rc::new(RefCell::new(Vec::new()));
     let a = adopted.clone();
-    lp.reap_adopted(move |lp, pid, status| {
-        a.borrow_mut().push((pid, status));
+    lp.reap_adopted(move |lp, exit| {
+        a.borrow_mut().push((exit.pid, exit.group, exit.status));
         if a.borrow().len() == 2 {
             hold.close(lp).unwrap();
         }
@@ -3280,14 +3280,16 @@ fn adopt_child() {
     .unwrap();
     let own = Rc::new(Cell::new(None));
     let o = own.clone();
+    // In a group of its own, which its orphan stays in.
     let mut cmd = sh("sleep 0.3 & echo $!");
-    cmd.stdout(Stdio::Pipe);
+    cmd.stdout(Stdio::Pipe).process_group(0);
     let child = cmd
         .spawn(&mut lp, move |lp, p, res| {
             o.set(Some(res.unwrap()));
             p.close(lp).unwrap();
         })
         .unwrap();
+    let own_group = Rc::new(Cell::new(child.process.pid(&lp).unwrap()));
     let orphan = Rc::new(Cell::new(0));
     let (or, mut line) = (orphan.clone(), Vec::new());
     child
@@ -3303,17 +3305,19 @@ fn adopt_child() {
         .unwrap();
     lp.run(RunMode::Default).unwrap();
     let mut adopted = adopted.borrow().clone();
-    adopted.sort_by_key(|(pid, _)| *pid != inherited);
+    adopted.sort_by_key(|&(pid, ..)| pid != inherited);
     let left: usize = std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
         .map(|t| std::fs::read_to_string(t.path().join("children")).unwrap().split_whitespace().count())
         .sum();
     println!(
-        "ADOPTED own={:?} inherited={} orphan={} got={adopted:?} left={left}",
+        "ADOPTED own={:?} inherited={} orphan={} ours={} theirs={} got={adopted:?} left={left}",
         own.get().and_then(|s| s.code()),
         inherited,
-        orphan.get()
+        orphan.get(),
+        evloop::process::current_process_group(),
+        own_group.get(),
     );
 }
 
@@ -3349,9 +3353,12 @@ case!(
             };
             assert_eq!(field("own="), "Some(0)", "{name}: the loop's own child kept its callback: {line}");
             let (inherited, orphan) = (field("inherited="), field("orphan="));
+            // Each with the group it exited in: the inherited one in ours, the orphan in the
+            // group of the child that left it.
+            let (ours, theirs) = (field("ours="), field("theirs="));
             assert!(
-                line.contains(&format!("({inherited}, Exited(0))"))
-                    && line.contains(&format!("({orphan}, Exited(0))")),
+                line.contains(&format!("({inherited}, {ours}, Exited(0))"))
+                    && line.contains(&format!("({orphan}, {theirs}, Exited(0))")),
                 "{name}: {line}"
             );
             assert_eq!(field("left="), "0", "{name}: {line}");
