@@ -51,8 +51,8 @@ pub const SIGNAL_CALLS_PER_ITERATION_MAX: u32 = 64;
 pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
 
 /// Handle slots below which a loop does not bother giving storage back: past a burst (a
-/// million timers at once), storage of more slots than this is given back once at most a
-/// quarter of it is in use, down to the highest key still open.
+/// million timers at once), storage of this many slots or more is given back once at most
+/// a quarter of it is in use, down to the highest key still open.
 pub const SLOTS_KEPT_MAX: usize = 1024;
 
 /// Entries the loop's internal queues (handles waiting for the close phase, callbacks

@@ -1699,6 +1699,7 @@ impl Process {
         }
         // Named first: nothing may fail once SIGTERM has gone.
         let group = lp.process_group_target(self.0)?;
+        let pgid = group.pgid;
         let timer = crate::Timer::new(lp);
         lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
         if let Err(e) = self.kill_group(lp, libc::SIGTERM) {
@@ -1720,6 +1721,7 @@ impl Process {
             let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
                 mine.live.set(false);
                 lp.children.grace_groups.retain(|(_, e)| !Rc::ptr_eq(e, &mine));
+                lp.children.escalations.retain(|(_, e)| !Rc::ptr_eq(e, &mine));
                 let _ = t.close(lp);
                 let waiting = std::mem::take(&mut *mine.waiting.borrow_mut());
                 for done in waiting {
@@ -1768,7 +1770,7 @@ impl Process {
             let _ = timer.close(lp);
             return Err(e);
         }
-        lp.children.extras.entry(self.0.key).or_default().group_grace = Some(escalation);
+        lp.children.escalations.push((pgid, escalation));
         Ok(())
     }
 
@@ -2248,6 +2250,10 @@ pub(crate) struct Children {
     /// with its flag: each leaves when its escalation ends, and a loop dropped before then
     /// kills those left itself, since the escalation goes with it.
     grace_groups: Vec<(GroupTarget, Rc<GroupEscalation>)>,
+    /// The running [`Process::terminate_group`] escalations, by the group they end: found
+    /// through any handle on the group, open or not, so long as the escalation runs
+    /// (usually empty).
+    escalations: Vec<(Pid, Rc<GroupEscalation>)>,
     /// The callback of [`Loop::reap_adopted`], while it is on.
     adopted: Option<AdoptedCb>,
     /// Bumped when `adopted` is set or cleared: a callback that replaced itself stays out.
@@ -2267,7 +2273,8 @@ pub struct AdoptedExit {
     /// Its process id.
     pub pid: i32,
     /// The process group it was in when it exited (a service's, for an orphan it left
-    /// behind in its group), or 0 where that could not be read.
+    /// behind in its group), or 0 where that could not be read: Linux tells the group of
+    /// a child that exited and is not reaped yet, macOS does not (and FreeBSD may not).
     pub group: i32,
     /// How it ended.
     pub status: ExitStatus,
@@ -2297,9 +2304,6 @@ struct ProcessExtras {
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
     escalation: Option<crate::Timer>,
-    /// Up while the escalation of the last [`Process::terminate_group`] runs: a close
-    /// meanwhile leaves the group to it, instead of `kill_group_on_drop`'s `SIGKILL` at once.
-    group_grace: Option<Rc<GroupEscalation>>,
 }
 
 impl Children {
@@ -3341,7 +3345,7 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() && extras.output.is_empty() && extras.group_grace.is_none() {
+        if extras.close_hook.is_none() && extras.output.is_empty() {
             self.children.extras.remove(&id.key);
         }
         timer
@@ -3360,7 +3364,7 @@ impl Loop {
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
         // (The map is usually empty: no hashing, and no clock read, then.)
-        let grace = if self.children.extras.is_empty() { None } else { self.process_grace(id) };
+        let grace = if self.children.escalations.is_empty() { None } else { self.process_grace(id) };
         let in_grace = grace.is_some();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
@@ -3421,7 +3425,9 @@ impl Loop {
                 log::debug!("loop {}: SIGKILL to the group of {} on close: {e}", self.id, entry.pid);
             }
         }
-        if on_drop != OnDrop::Nothing {
+        // (A child in a group left to a running escalation is the escalation's too: its own
+        // SIGKILL waits for the end of the grace period with the rest of the group.)
+        if on_drop == OnDrop::KillChild || kill_group {
             let res = match &entry.watch {
                 #[cfg(target_os = "linux")]
                 Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
@@ -3447,27 +3453,17 @@ impl Loop {
         log::debug!("loop {}: child {} runs on in the background", self.id, entry.pid);
     }
 
-    /// The flag of the `terminate_group` escalation running for process `id`'s group, if
-    /// one runs.
+    /// The `terminate_group` escalation running for process `id`'s group, if one runs.
     #[cold]
     #[inline(never)]
     fn process_grace(&self, id: HandleId) -> Option<Rc<GroupEscalation>> {
-        let live = |e: &ProcessExtras| e.group_grace.as_ref().filter(|g| g.live.get()).cloned();
-        if let Some(grace) = self.children.extras.get(&id.key).and_then(live) {
-            return Some(grace);
-        }
-        // Or one started through another handle on the same group: a pipeline's stages
-        // share one, and `terminate_group` may come through any of them.
-        let group_of = |key: u32| match self.slots.get(key as usize).map(|s| &s.kind) {
-            Some(Kind::Process(st)) if st.group != 0 => Some(st.group),
-            _ => None,
+        let group = match self.slots.get(id.key as usize).map(|s| &s.kind) {
+            Some(Kind::Process(st)) if st.group != 0 => st.group,
+            _ => return None,
         };
-        let group = group_of(id.key)?;
-        self.children
-            .extras
-            .iter()
-            .filter(|&(&key, _)| key != id.key && group_of(key) == Some(group))
-            .find_map(|(_, e)| live(e))
+        // (Through this handle or another on the group: a pipeline's stages share one, and
+        // the handle that started it may be closed by now.)
+        self.children.escalations.iter().find(|(g, e)| *g == group && e.live.get()).map(|(_, e)| e.clone())
     }
 
     /// A close left the group `pgid` (named through `pidfd`, a duplicate of the leader's,
@@ -3501,10 +3497,14 @@ impl Loop {
         self.children.stops.clear();
         // Groups left to an escalation that ends with the loop: killed now, as
         // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
+        let mut killed_groups = Vec::new();
         for (target, live) in std::mem::take(&mut self.children.grace_groups) {
             if live.live.get() {
-                if let Err(e) = target.signal(libc::SIGKILL) {
-                    log::debug!("loop {}: SIGKILL to group {} at the drop: {e}", self.id, target.pgid);
+                match target.signal(libc::SIGKILL) {
+                    Ok(()) => killed_groups.push(target.pgid),
+                    Err(e) => {
+                        log::debug!("loop {}: SIGKILL to group {} at the drop: {e}", self.id, target.pgid)
+                    }
                 }
             }
         }
@@ -3513,7 +3513,11 @@ impl Loop {
             if let Watch::Pidfd(fd) = &entry.watch {
                 let _ = self.poller.deregister(fd.as_fd(), evloop_platform::poller::Interest::READABLE);
             }
-            if entry.killed {
+            // (A child left to an escalation was spared at its close; killed with its group
+            // just now, it is waited for as the children killed at their close are.)
+            let in_killed_group = !killed_groups.is_empty()
+                && sys::group_of(entry.pid).is_ok_and(|g| killed_groups.contains(&g));
+            if entry.killed || in_killed_group {
                 let _ = sys::wait(entry.pid);
             } else if matches!(sys::try_wait(entry.pid), Ok(None)) {
                 log::debug!("loop {}: child {} outlives the loop", self.id, entry.pid);

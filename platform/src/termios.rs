@@ -496,13 +496,14 @@ impl Drop for SavedClaim {
     }
 }
 
-/// A description to write the restore bytes through, where `fd`'s own will not do: open for
-/// reading only (`less` opens `/dev/tty` so), or in blocking mode, whose write could wait
-/// for good. The terminal opened again for writing, by name or through `/dev/tty`; `None`
-/// when `fd`'s will do, or when neither open works (the bytes are not written then).
+/// A description of its own to write the restore bytes through: the terminal opened again
+/// for writing, nonblocking, by name or through `/dev/tty`. `fd`'s own may be open for
+/// reading only (`less` opens `/dev/tty` so), or blocking, whose write could wait for good,
+/// or be made blocking later (by a child given it, as shells do). `None` for a pty master
+/// (the bytes would be its slave's input) and when neither open works: `fd`'s own serves
+/// then, where it is writable and nonblocking.
 fn restore_writer(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let flags = fd::status_flags(fd).ok()?;
-    if is_pty_master(fd) || (flags.writable && flags.nonblocking) {
+    if is_pty_master(fd) {
         return None;
     }
     reopen(fd, Access::Write).or_else(|_| reopen_controlling(fd, Access::Write)).ok()

@@ -3190,61 +3190,79 @@ case!(
 case!(
     /// `terminate_group_then` reports `Killed` once the killed group is empty, not as the
     /// `SIGKILL` leaves (a rolling restart started on it ran the old group beside the new);
-    /// and a second call on the group while the first runs joins it: the same end, at the
-    /// first deadline (it used to run an escalation of its own, and call a group that the
-    /// first one had killed `Emptied`).
+    /// and a later call on the group while the first runs joins it, through any handle on
+    /// the group, even after the handle that started it closed (the leader's, closed by its
+    /// exit callback): the same end, at the first deadline. It used to run an escalation of
+    /// its own, and call the group that the first one had killed `Emptied`. Likewise a
+    /// `kill_group_on_drop` close then leaves the group to the running escalation instead
+    /// of killing it at once.
     fn issue_6_terminate_group_then_reports_killed_once_empty_and_joins_a_second_call() {
         use evloop::GroupEnd;
         use std::time::{Duration, Instant};
         for (name, b) in flavours() {
-            let mut lp = b.build().unwrap();
-            let leader = Command::new("sleep")
-                .arg("100")
-                .process_group(0)
-                .spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())
-                .unwrap()
-                .process;
-            let pgid = leader.pid(&lp).unwrap() as i32;
-            // A member that ignores SIGTERM, the loop's own child too, so that once killed
-            // it is reaped at once (an orphan would wait for its new parent).
-            let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
-            cmd.process_group(pgid).stdout(Stdio::Pipe);
-            let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
-            let member = child.process;
-            let ends = Rc::new(RefCell::new(Vec::new()));
-            let e = ends.clone();
-            child
-                .stdout
-                .unwrap()
-                .read_start(&mut lp, move |lp, out, _| {
-                    out.close(lp).unwrap();
-                    let t0 = Instant::now();
-                    for (p, grace) in [(leader, 300), (member, 10_000)] {
-                        let e = e.clone();
-                        p.terminate_group_then(lp, Duration::from_millis(grace), move |_, res| {
-                            let empty = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None);
-                            e.borrow_mut().push((res.unwrap(), t0.elapsed(), empty));
-                        })
-                        .unwrap();
-                    }
-                })
-                .unwrap();
-            lp.run(RunMode::Default).unwrap();
-            let ends = ends.borrow();
-            assert_eq!(ends.len(), 2, "{name}: {ends:?}");
-            for (end, took, empty) in ends.iter() {
-                assert_eq!(*end, GroupEnd::Killed, "{name}: {ends:?}");
-                assert!(
-                    *took >= Duration::from_millis(300) && *took < Duration::from_secs(5),
-                    "{name}: {ends:?}"
-                );
-                assert_eq!(
-                    *empty,
-                    Err(nix::errno::Errno::ESRCH),
-                    "{name}: the group is empty when told: {ends:?}"
-                );
+            for second in ["call", "close"] {
+                let mut lp = b.clone().build().unwrap();
+                let ends = Rc::new(RefCell::new(Vec::new()));
+                let t0 = Rc::new(Cell::new(Instant::now()));
+                // A member that ignores SIGTERM, the loop's own child too, so that once
+                // killed it is reaped at once (an orphan would wait for its new parent).
+                let member_cell = Rc::new(Cell::new(None));
+                let (e, t, m) = (ends.clone(), t0.clone(), member_cell.clone());
+                let leader = Command::new("sleep")
+                    .arg("100")
+                    .process_group(0)
+                    .spawn(&mut lp, move |lp, p, _| {
+                        // The leader heeds SIGTERM: its exit comes first, and closes it.
+                        p.close(lp).unwrap();
+                        let member: evloop::Process = m.get().unwrap();
+                        if second == "call" {
+                            let (e, t0) = (e.clone(), t.get());
+                            member
+                                .terminate_group_then(lp, Duration::from_secs(10), move |_, res| {
+                                    e.borrow_mut().push((res.unwrap(), t0.elapsed()));
+                                })
+                                .unwrap();
+                        } else {
+                            member.close(lp).unwrap();
+                        }
+                    })
+                    .unwrap()
+                    .process;
+                let pgid = leader.pid(&lp).unwrap() as i32;
+                let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
+                cmd.process_group(pgid).stdout(Stdio::Pipe).kill_group_on_drop(second == "close");
+                let child = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+                member_cell.set(Some(child.process));
+                let (e, t) = (ends.clone(), t0.clone());
+                child
+                    .stdout
+                    .unwrap()
+                    .read_start(&mut lp, move |lp, out, _| {
+                        out.close(lp).unwrap();
+                        t.set(Instant::now());
+                        let (e, t0) = (e.clone(), t.get());
+                        leader
+                            .terminate_group_then(lp, Duration::from_millis(300), move |_, res| {
+                                e.borrow_mut().push((res.unwrap(), t0.elapsed()));
+                            })
+                            .unwrap();
+                    })
+                    .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let empty = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None);
+                let ends = ends.borrow();
+                let want = if second == "call" { 2 } else { 1 };
+                assert_eq!(ends.len(), want, "{name} {second}: {ends:?}");
+                for (end, took) in ends.iter() {
+                    assert_eq!(*end, GroupEnd::Killed, "{name} {second}: {ends:?}");
+                    assert!(
+                        *took >= Duration::from_millis(300) && *took < Duration::from_secs(5),
+                        "{name} {second}: {ends:?}"
+                    );
+                }
+                assert_eq!(empty, Err(nix::errno::Errno::ESRCH), "{name} {second}: the group is empty");
+                assert!(lp.handles().is_empty(), "{name} {second}: {:?}", lp.handles());
             }
-            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
 );

@@ -104,9 +104,17 @@ fn write_master(master: BorrowedFd<'_>, bytes: &[u8]) {
 /// description, whose writes block. The node is unreadable meanwhile; root, whom that does
 /// not stop, opens under another effective user id.
 fn open_unreopenable(lp: &mut Loop, slave: OwnedFd) -> Tty {
+    let tty = as_stranger(slave.as_fd(), || Tty::open(lp, slave.try_clone().unwrap())).unwrap();
+    assert!(tty.writes_block(lp).unwrap(), "not reopened: its writes block");
+    tty
+}
+
+/// Runs `f` while the terminal `fd` cannot be opened by name: its node unreadable, and
+/// root, whom that does not stop, under another effective user id.
+fn as_stranger<T>(fd: BorrowedFd<'_>, f: impl FnOnce() -> T) -> T {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
-    let name = evloop_platform::termios::ttyname(slave.as_fd()).unwrap();
+    let name = evloop_platform::termios::ttyname(fd).unwrap();
     let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
     let mode = std::fs::metadata(&path).unwrap().permissions();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -114,14 +122,12 @@ fn open_unreopenable(lp: &mut Loop, slave: OwnedFd) -> Tty {
     if root {
         nix::unistd::seteuid(nix::unistd::Uid::from_raw(65534)).unwrap();
     }
-    let tty = Tty::open(lp, slave);
+    let out = f();
     if root {
         nix::unistd::seteuid(nix::unistd::Uid::from_raw(0)).unwrap();
     }
     std::fs::set_permissions(&path, mode).unwrap();
-    let tty = tty.unwrap();
-    assert!(tty.writes_block(lp).unwrap(), "not reopened: its writes block");
-    tty
+    out
 }
 
 /// Starts this test binary's ignored test `entry` as a session leader on the pty's slave
@@ -1968,18 +1974,31 @@ case!(
         assert_eq!(typed, b"Z", "the restore typed into the slave");
         m.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        // A terminal whose writes block, with its output full (through a description of
-        // its own): nothing written, where the write would wait for good.
+        // A terminal whose writes block and that cannot be opened again for writing, with
+        // its output full (through a description of its own): nothing written, where the
+        // write would wait for good.
         let r = pty();
         let r_normal = attrs(&r.probe);
         let name = evloop_platform::termios::ttyname(r.slave.as_fd()).unwrap();
-        let b = open_unreopenable(&mut lp, r.slave);
-        b.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let b = open_unreopenable(&mut lp, r.slave.try_clone().unwrap());
+        as_stranger(r.slave.as_fd(), || b.set_mode(&mut lp, TtyMode::Raw)).unwrap();
         let fill = evloop_platform::fd::open(&name, evloop_platform::fd::Access::Write, true).unwrap();
         while evloop_platform::fd::write(fill.as_fd(), &[b'x'; 4096]).is_ok() {}
+        let t0 = Instant::now();
         evloop::tty::reset_mode().unwrap();
+        assert!(t0.elapsed() < Duration::from_millis(150), "no wait for a write: {:?}", t0.elapsed());
         assert_same_termios(&attrs(&r.probe), &r_normal, "restored, the bytes left out");
+        // Drained, nothing but the filling came.
         drop(fill);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        while evloop_platform::fd::poll_readable(r.master.as_fd(), Some(Duration::ZERO)).unwrap() {
+            let n = evloop_platform::fd::read(r.master.as_fd(), &mut buf).unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        write_slave_side(&r.probe, b"M");
+        crate::util::read_until(r.master.as_fd(), &mut seen, "M");
+        assert!(!String::from_utf8_lossy(&seen).contains("\x1b"), "the bytes were written");
         drop(r.master);
         b.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
