@@ -3363,7 +3363,7 @@ impl Loop {
     /// The child's part of a close: what happens to a child whose handle goes.
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
-        // (The map is usually empty: no hashing, and no clock read, then.)
+        // (Usually no escalation runs: no lookup then.)
         let grace = if self.children.escalations.is_empty() { None } else { self.process_grace(id) };
         let in_grace = grace.is_some();
         let Some(slot) = self.live_slot_mut(id) else { return };
