@@ -140,6 +140,40 @@ impl Timer {
         })))
     }
 
+    /// Creates a stopped timer that has its callback already, and `repeat` as its repeat
+    /// interval: armed later by [`restart`](Self::restart) (or [`again`](Self::again)), as
+    /// often as needed, without a closure each time. For a timeout that activity arms and
+    /// pushes back, and that is idle in between.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let fired = Rc::new(Cell::new(0));
+    /// let f = fired.clone();
+    /// let idle = Timer::with_callback(&mut lp, Duration::ZERO, move |_, _| f.set(f.get() + 1));
+    /// assert_eq!(idle.due_in(&lp)?, None, "not armed");
+    /// idle.restart(&mut lp, Duration::from_millis(1))?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(fired.get(), 1);
+    /// idle.close(&mut lp)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_callback(
+        lp: &mut Loop,
+        repeat: Duration,
+        cb: impl FnMut(&mut Loop, Timer) + 'static,
+    ) -> Timer {
+        Timer(lp.insert(Kind::Timer(TimerState {
+            cb: Some(Box::new(cb)),
+            repeat_ms: ceil_ms(repeat),
+            armed_seq: 0,
+            deadline: 0,
+            started: true,
+        })))
+    }
+
     /// A one-shot timeout: `cb` runs once, `timeout` from the loop's current time, and the
     /// timer closes itself after it. The loop's time is cached once per iteration: a
     /// callback that spent a while working before it starts a timer calls
@@ -235,7 +269,7 @@ impl Timer {
     /// repeat interval it has; an active timer is moved. For a deadline that activity
     /// pushes back (a debounce, an idle timeout) without a new closure each time: libuv's
     /// `uv_timer_start` given the same callback again. A timer that was never started has no
-    /// callback: that is an error.
+    /// callback: that is an error (one made by [`with_callback`](Self::with_callback) has).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};

@@ -362,3 +362,34 @@ case!(
         other.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// `Timer::with_callback`: a timer that has its callback but is not armed (it keeps
+    /// nothing alive), armed by `restart` as often as needed, and by `again` with its repeat.
+    /// Before, a timer had to be started (and stopped) once to get its callback.
+    fn issue_2_a_timer_made_with_its_callback_is_armed_by_restart() {
+        let mut lp = test_loop();
+        let fired = Rc::new(Cell::new(0));
+        let f = fired.clone();
+        let t = Timer::with_callback(&mut lp, Duration::from_millis(1), move |lp, t| {
+            f.set(f.get() + 1);
+            if f.get() == 2 {
+                t.stop(lp).unwrap();
+                t.restart(lp, Duration::ZERO).unwrap();
+            } else if f.get() == 3 {
+                t.stop(lp).unwrap();
+            }
+        });
+        assert_eq!(t.due_in(&lp).unwrap(), None);
+        assert!(!lp.run(RunMode::Default).unwrap(), "not armed: nothing keeps the loop alive");
+        assert_eq!(fired.get(), 0);
+        t.restart(&mut lp, Duration::from_millis(2)).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(fired.get(), 3, "restart, its repeat once, restart from its callback");
+        t.again(&mut lp).unwrap();
+        assert!(t.due_in(&lp).unwrap().is_some(), "again arms it with its repeat");
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(fired.get(), 3);
+    }
+);
