@@ -251,7 +251,7 @@ impl Timer {
 
     /// Restarts a repeating timer with its repeat interval as the timeout (libuv's
     /// `uv_timer_again`). Does nothing if the repeat interval is zero. A timer that was never
-    /// started has no callback: that is an error.
+    /// started has no callback: that is an error (one made by [`with_callback`](Self::with_callback) has).
     pub fn again(self, lp: &mut Loop) -> io::Result<()> {
         let state = lp.timer_state(self.0)?;
         if !state.started {
