@@ -5,7 +5,9 @@
 //!
 //! Options: `--reuse` spawns one `Command` again and again (by default each spawn builds its
 //! own, as std, tokio and libuv callers do); `--fork` and `--sigchld` force the fallback
-//! paths; `--program PATH` runs something else.
+//! paths; `--program PATH` runs something else; `--group` puts each child in a process group
+//! of its own, as a shell does with its jobs; `--ballast SIZE` (k/m/g) fills that much heap
+//! first, standing for a large parent (a fork copies its page tables).
 //!
 //! Final line:
 //! `spawn_bench count=<n> concurrency=<c> secs=<s> per_sec=<x> zombies=<z> fds_leaked=<f>`
@@ -22,6 +24,7 @@ use evloop::{Command, Loop, RunMode};
 struct Bench {
     program: String,
     reuse: Option<Command>,
+    group: bool,
     started: u64,
     exited: u64,
     count: u64,
@@ -46,6 +49,7 @@ fn start(lp: &mut Loop, bench: &Rc<RefCell<Bench>>) {
     s.started += 1;
     let res = match &s.reuse {
         Some(cmd) => cmd.spawn(lp, on_exit),
+        None if s.group => Command::new(s.program.as_str()).process_group(0).spawn(lp, on_exit),
         None => Command::new(s.program.as_str()).spawn(lp, on_exit),
     };
     drop(s);
@@ -84,8 +88,17 @@ fn main() -> std::io::Result<()> {
         .force_fork_spawn(args.flag("--fork"))
         .force_sigchld_reaping(args.flag("--sigchld"))
         .build()?;
-    let reuse = args.flag("--reuse").then(|| Command::new(program.as_str()));
-    let bench = Rc::new(RefCell::new(Bench { program, reuse, started: 0, exited: 0, count }));
+    let group = args.flag("--group");
+    let reuse = args.flag("--reuse").then(|| {
+        let mut cmd = Command::new(program.as_str());
+        if group {
+            cmd.process_group(0);
+        }
+        cmd
+    });
+    // Touched, so that its pages are mapped.
+    let ballast = vec![1u8; args.bytes("--ballast", 0) as usize];
+    let bench = Rc::new(RefCell::new(Bench { program, reuse, group, started: 0, exited: 0, count }));
     let t0 = Instant::now();
     for _ in 0..concurrency.min(count) {
         start(&mut lp, &bench);
@@ -98,6 +111,7 @@ fn main() -> std::io::Result<()> {
     let exited = bench.borrow().exited;
     assert_eq!(exited, count, "every child exited");
     drop(lp);
+    drop(std::hint::black_box(ballast));
     let fds_leaked = evloop_platform::fd::open_fd_count()? as i64 - fds_before as i64;
     let zombies = children_left();
     println!(
