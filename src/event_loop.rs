@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use evloop_platform::fd;
 use evloop_platform::poller::{Event, Events, Poller};
+use evloop_platform::spawn::Via;
 use slab::Slab;
 
 use crate::async_handle::LoopWake;
@@ -65,7 +66,7 @@ const MODE_NOWAIT: u8 = 2;
 pub struct LoopBuilder {
     pub(crate) force_select_helper: bool,
     pub(crate) force_sigchld_reaping: bool,
-    pub(crate) force_fork_spawn: bool,
+    pub(crate) spawn_via: evloop_platform::spawn::Via,
 }
 
 impl LoopBuilder {
@@ -84,10 +85,18 @@ impl LoopBuilder {
         self
     }
 
-    /// Spawns children with fork/exec even where `posix_spawn` could express the request.
+    /// Spawns children with fork/exec even where a faster way could express the request.
     /// For tests of that path.
     pub fn force_fork_spawn(mut self, on: bool) -> LoopBuilder {
-        self.force_fork_spawn = on;
+        self.spawn_via = if on { Via::Fork } else { Via::Best };
+        self
+    }
+
+    /// Spawns children with `posix_spawn` wherever it can express the request, as on macOS
+    /// and FreeBSD, instead of Linux's own vfork path (see [`Command`](crate::Command)'s
+    /// platform notes). For tests of that path; elsewhere it changes nothing.
+    pub fn force_posix_spawn(mut self, on: bool) -> LoopBuilder {
+        self.spawn_via = if on { Via::PosixSpawn } else { Via::Best };
         self
     }
 

@@ -2497,6 +2497,7 @@ impl Loop {
                 }
             },
         };
+        let sigchld_before = self.sigchld_expected();
         let req = spawn::Request {
             program,
             argv0: cmd.arg0.as_deref().unwrap_or(name),
@@ -2509,11 +2510,11 @@ impl Loop {
             setsid: cmd.setsid,
             controlling_terminal: cmd.controlling_terminal,
             fds: &prep.fds,
-            force_fork: self.options.force_fork_spawn,
+            via: self.options.spawn_via,
+            want_pidfd: cfg!(target_os = "linux") && !sigchld_before,
             foreground,
         };
         // A loop that reaps through SIGCHLD watches it before the child exists.
-        let sigchld_before = self.sigchld_expected();
         if sigchld_before {
             if let Err(e) = self.sigchld_watch() {
                 self.restore_moved(&prep.moved);
@@ -2539,6 +2540,7 @@ impl Loop {
         );
         drop(std::mem::take(&mut prep.child_ends));
         let pid = spawned.pid;
+        let pidfd = spawned.pidfd;
         let (group, leads_group) = match (cmd.setsid, process_group) {
             (true, _) | (false, Some(0)) => (pid, true),
             (false, Some(g)) => (g, false),
@@ -2557,7 +2559,7 @@ impl Loop {
             leads_group,
             on_drop: cmd.on_drop,
         }));
-        let key = match self.child_watch(id, pid, sigchld_before) {
+        let key = match self.child_watch(id, pid, sigchld_before, pidfd) {
             Ok(key) => key,
             Err(e) => {
                 // Nothing would ever hear of its exit (no pidfd, and no SIGCHLD watcher: the
@@ -2816,10 +2818,17 @@ impl Loop {
 
     /// Registers child `pid` of handle `id` for exit notification; returns its entry key. An
     /// error means nothing would hear of the child's exit, and nothing was registered.
-    fn child_watch(&mut self, id: HandleId, pid: Pid, sigchld_running: bool) -> io::Result<usize> {
+    /// `pidfd` is the child's, when its spawn gave one.
+    fn child_watch(
+        &mut self,
+        id: HandleId,
+        pid: Pid,
+        sigchld_running: bool,
+        pidfd: Option<OwnedFd>,
+    ) -> io::Result<usize> {
         self.children.registered += 1;
         let key = self.children.entries.vacant_key();
-        let watch = self.exit_notification(key, pid);
+        let watch = self.exit_notification(key, pid, pidfd);
         if matches!(watch, Watch::Sigchld) && !sigchld_running {
             // An unexpected fallback: the watcher starts only now, and the child may have
             // exited before it was there to hear it.
@@ -2839,11 +2848,13 @@ impl Loop {
     }
 
     /// The best way this platform offers to hear of `pid`'s exit.
-    fn exit_notification(&mut self, key: usize, pid: Pid) -> Watch {
+    fn exit_notification(&mut self, key: usize, pid: Pid, pidfd: Option<OwnedFd>) -> Watch {
+        #[cfg(not(target_os = "linux"))]
+        drop(pidfd);
         #[cfg(target_os = "linux")]
         if !self.sigchld_expected() {
             use evloop_platform::poller::Interest;
-            match sys::pidfd_open(pid) {
+            match pidfd.map_or_else(|| sys::pidfd_open(pid), Ok) {
                 Ok(pidfd) => match self.poller.update(
                     pidfd.as_fd(),
                     child_token(key),

@@ -114,8 +114,11 @@ pub struct Request<'a> {
     /// The child's fds. 0, 1 and 2 are kept when not listed; every other fd is closed.
     /// Targets must be distinct.
     pub fds: &'a [FdMapping],
-    /// Use fork/exec even where posix_spawn could do it (to test that path).
-    pub force_fork: bool,
+    /// Which way to start the child: [`Via::Best`] but in tests of the other paths.
+    pub via: Via,
+    /// Linux: return a pidfd for the child where the way it starts gives one for free
+    /// (`CLONE_PIDFD`, Linux 5.2). Ignored elsewhere.
+    pub want_pidfd: bool,
     /// A terminal whose foreground process group the child makes its own, after joining
     /// its group and before its exec (`tcsetpgrp`), so it never starts in the background:
     /// shells do it in the child as well as in the parent. Fork path only.
@@ -126,9 +129,25 @@ pub struct Request<'a> {
     pub controlling_terminal: Option<RawFd>,
 }
 
+/// Which way to start a child.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// The fastest way that can express the request: on Linux the vfork path, elsewhere
+    /// `posix_spawn`, and fork/exec where neither can.
+    #[default]
+    Best,
+    /// `posix_spawn` where it can express the request, fork/exec otherwise (the way macOS
+    /// and FreeBSD go; for tests of that path on Linux).
+    PosixSpawn,
+    /// fork/exec (for tests of that path).
+    Fork,
+}
+
 /// How a child was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
+    /// Linux: `clone(CLONE_VM | CLONE_VFORK)` running this module's own child code.
+    Vfork,
     /// `posix_spawn` or `posix_spawnp`.
     PosixSpawn,
     /// `fork` then `execve`.
@@ -185,12 +204,15 @@ impl SpawnError {
 }
 
 /// A started child.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Spawned {
     /// Its process id.
     pub pid: Pid,
     /// How it was started.
     pub method: Method,
+    /// A pidfd for it, when [`Request::want_pidfd`] asked for one and the way it started
+    /// gave one (Linux only).
+    pub pidfd: Option<OwnedFd>,
 }
 
 /// The `PATH` searched when the child's environment has none (glibc's `_CS_PATH`).
@@ -232,13 +254,20 @@ pub fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         Some(v) => v.as_ptr(),
         None => environ_block(),
     };
-    if posix_spawn_can(req) {
-        match posix_spawn_child(req, &plan, argv.as_ptr(), envp) {
+    #[cfg(target_os = "linux")]
+    if req.via == Via::Best && vfork_can(req) {
+        match vfork_exec(req, &plan, argv.as_ptr(), envp) {
             Err(Unsupported) => {}
-            Ok(res) => return res.map(|pid| Spawned { pid, method: Method::PosixSpawn }),
+            Ok(res) => return res,
         }
     }
-    fork_exec(req, &plan, argv.as_ptr(), envp).map(|pid| Spawned { pid, method: Method::Fork })
+    if req.via != Via::Fork && posix_spawn_can(req) {
+        match posix_spawn_child(req, &plan, argv.as_ptr(), envp) {
+            Err(Unsupported) => {}
+            Ok(res) => return res.map(|pid| Spawned { pid, method: Method::PosixSpawn, pidfd: None }),
+        }
+    }
+    fork_exec(req, &plan, argv.as_ptr(), envp).map(|pid| Spawned { pid, method: Method::Fork, pidfd: None })
 }
 
 // ----- the parent's plan for the child's fds --------------------------------------------------
@@ -549,8 +578,7 @@ struct Unsupported;
 
 /// Whether posix_spawn can express `req` (see the module docs).
 fn posix_spawn_can(req: &Request<'_>) -> bool {
-    if req.force_fork
-        || req.uid.is_some()
+    if req.uid.is_some()
         || req.gid.is_some()
         || req.foreground.is_some()
         || req.controlling_terminal.is_some()
@@ -1054,19 +1082,42 @@ fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
     }
 }
 
-/// The child side of fork/exec. Only async-signal-safe calls on prepared data.
+/// The child's action for `SIGTSTP`, `SIGTTIN` and `SIGTTOU` until its exec.
+///
+/// A stop signal for the caller's process group (Ctrl-Z at a shell) that reaches the child
+/// before its exec would stop it there, while the parent waits for that exec: on the vfork
+/// path for good, since the parent is suspended until then. Caught, the signal does nothing,
+/// and the exec gives the new program the default action back (an exec resets every caught
+/// signal), so there is no moment at which a stop signal stops the child before its exec.
+/// The child's mask keeps every signal blocked until just before the exec, so this runs
+/// there at the earliest. Async-signal-safe: it does nothing.
+extern "C" fn discard_stop(_: c_int) {}
+
+/// The child side of fork/exec and of the vfork path. Only async-signal-safe calls on
+/// prepared data, none of which changes state that the parent shares with the child on the
+/// vfork path (no id changes there: see `vfork_can`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
-    // SAFETY: we are the only thread of a freshly forked child; every pointer in `p` points
-    // into memory copied from the parent that nobody frees before exec; every call below is
-    // async-signal-safe and allocates nothing; `dfl`, `ign` and `empty` are fully initialised.
+    // SAFETY: we are a freshly forked child (the only thread of its copy of the parent), or
+    // the vfork path's child, whose parent thread is suspended until the exec; every pointer
+    // in `p` points into memory that nobody frees or changes before the exec; every call below
+    // is async-signal-safe and allocates nothing; `dfl`, `held` and `empty` are fully
+    // initialised.
     unsafe {
-        // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change).
+        // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change),
+        //    but the stop signals, which `discard_stop` catches until the exec.
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
+        let mut held: libc::sigaction = std::mem::zeroed();
+        held.sa_sigaction = discard_stop as extern "C" fn(c_int) as libc::sighandler_t;
+        held.sa_flags = libc::SA_RESTART;
+        libc::sigfillset(&mut held.sa_mask);
         for sig in 1..SIGNAL_END {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
+            let act = match sig {
+                libc::SIGKILL | libc::SIGSTOP => continue,
+                libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => &held,
+                _ => &dfl,
+            };
+            libc::sigaction(sig, act, std::ptr::null_mut());
         }
         // glibc's sigaction refuses its two internal signals, which a parent started by
         // posix_spawn may have ignored (exec keeps that): the kernel's call takes them. All
@@ -1099,16 +1150,6 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             if libc::tcsetpgrp(tty, libc::getpgrp()) < 0 {
                 child_fail(p.err_fd, Stage::Foreground, errno());
             }
-        }
-        // A stop signal sent to the parent's group (Ctrl-Z at a shell) while the child still
-        // belonged to it waits here, blocked; at SIG_DFL and unmasked it would stop the child
-        // before its exec, with the parent waiting for that exec for good. SIG_IGN discards
-        // it; the child then has the default back.
-        let mut ign: libc::sigaction = std::mem::zeroed();
-        ign.sa_sigaction = libc::SIG_IGN;
-        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
-            libc::sigaction(sig, &ign, std::ptr::null_mut());
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
         // 3. fds: every source is above every target, so order does not matter.
         for &(target, source) in &p.plan.dups {
@@ -1151,7 +1192,8 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 child_fail(p.err_fd, Stage::SetUid, errno());
             }
         }
-        // 5. An empty mask, last: a signal from here on gets its default action.
+        // 5. An empty mask, last: a signal from here on gets its default action, and a stop
+        //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // 6. Exec.
@@ -1199,6 +1241,102 @@ impl Drop for MaskGuard {
     }
 }
 
+/// What the parent prepares for the fork and vfork paths' child: the paths to exec, the fds
+/// it must close by number, and the error pipe.
+struct ExecPrep {
+    /// The candidates of a `PATH` search, which `paths` points into.
+    _owned: Vec<CString>,
+    paths: Vec<*const c_char>,
+    /// The one path of a request that names it (no allocation).
+    one: [*const c_char; 1],
+    search: bool,
+    /// fds open at or above the plan's `close_from` (empty where the child closes them
+    /// without a list).
+    open_above: Vec<RawFd>,
+    /// The error pipe, above every target so that the fd moves cannot touch it.
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+}
+
+impl ExecPrep {
+    fn new(req: &Request<'_>, plan: &FdPlan) -> Result<ExecPrep, SpawnError> {
+        let setup = |e| SpawnError::new(Stage::Setup, e);
+        let (owned, search, one) = match req.program {
+            Program::Path(p) => (Vec::new(), false, [p.as_ptr()]),
+            Program::Search { name, path } => (search_candidates(name, path), true, [std::ptr::null()]),
+        };
+        let paths = owned.iter().map(|c| c.as_ptr()).collect();
+        // Linux with close_range, and FreeBSD (closefrom), close without a list.
+        let open_above: Vec<RawFd> = if cfg!(target_os = "freebsd")
+            || cfg!(target_os = "linux") && close_range_works()
+        {
+            Vec::new()
+        } else {
+            crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
+        };
+        let (r, w) = crate::fd::pipe().map_err(setup)?;
+        let (report_r, report_w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {
+            let moved = (
+                dup_above(r.as_raw_fd(), plan.close_from).map_err(setup)?,
+                dup_above(w.as_raw_fd(), plan.close_from).map_err(setup)?,
+            );
+            // The originals must go now: a write end left open here would keep the parent's
+            // read from ever seeing end of file once the exec succeeds.
+            drop((r, w));
+            moved
+        } else {
+            (r, w)
+        };
+        Ok(ExecPrep { _owned: owned, paths, one, search, open_above, report_r, report_w })
+    }
+
+    /// The child's plan, borrowing from `self`, the request and the fd plan.
+    fn child<'a>(
+        &'a self,
+        req: &Request<'a>,
+        plan: &'a FdPlan,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> ChildPlan<'a> {
+        ChildPlan {
+            argv,
+            envp,
+            exec: if self.search { &self.paths } else { &self.one },
+            search: self.search,
+            plan,
+            open_above: &self.open_above,
+            err_fd: self.report_w.as_raw_fd(),
+            cwd: req.cwd,
+            uid: req.uid,
+            gid: req.gid,
+            process_group: req.process_group,
+            setsid: req.setsid,
+            foreground: req.foreground,
+            controlling_terminal: req.controlling_terminal,
+        }
+    }
+}
+
+/// After the child's exec or its failure, with the parent's copy of the error pipe's write
+/// end closed: the child's report, if it wrote one. A failed child is reaped here.
+fn child_report(report_r: &OwnedFd, pid: Pid) -> Result<(), SpawnError> {
+    let mut report = [0u8; REPORT_BYTES];
+    let mut got = 0;
+    while got < REPORT_BYTES {
+        match crate::fd::read(report_r.as_fd(), &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return Ok(());
+    }
+    // The child failed and exited: reap it before reporting.
+    let _ = crate::process::wait(pid);
+    if got == REPORT_BYTES { Err(decode(&report)) } else { Err(SpawnError::os(Stage::Setup, libc::EIO)) }
+}
+
 fn fork_exec(
     req: &Request<'_>,
     plan: &FdPlan,
@@ -1206,48 +1344,8 @@ fn fork_exec(
     envp: *const *const c_char,
 ) -> Result<Pid, SpawnError> {
     let setup = |e| SpawnError::new(Stage::Setup, e);
-    let (owned_paths, search) = match req.program {
-        Program::Path(p) => (vec![p.to_owned()], false),
-        Program::Search { name, path } => (search_candidates(name, path), true),
-    };
-    let exec: Vec<*const c_char> = owned_paths.iter().map(|c| c.as_ptr()).collect();
-    // Linux with close_range, and FreeBSD (closefrom), close without a list.
-    let open_above: Vec<RawFd> =
-        if cfg!(target_os = "freebsd") || cfg!(target_os = "linux") && close_range_works() {
-            Vec::new()
-        } else {
-            crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
-        };
-    // The error pipe, above every target so the fd moves cannot touch it.
-    let (r, w) = crate::fd::pipe().map_err(setup)?;
-    let (r, w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {
-        let moved = (
-            dup_above(r.as_raw_fd(), plan.close_from).map_err(setup)?,
-            dup_above(w.as_raw_fd(), plan.close_from).map_err(setup)?,
-        );
-        // The originals must go now: a write end left open here would keep the read below
-        // from ever seeing end of file once the exec succeeds.
-        drop((r, w));
-        moved
-    } else {
-        (r, w)
-    };
-    let child = ChildPlan {
-        argv,
-        envp,
-        exec: &exec,
-        search,
-        plan,
-        open_above: &open_above,
-        err_fd: w.as_raw_fd(),
-        cwd: req.cwd,
-        uid: req.uid,
-        gid: req.gid,
-        process_group: req.process_group,
-        setsid: req.setsid,
-        foreground: req.foreground,
-        controlling_terminal: req.controlling_terminal,
-    };
+    let prep = ExecPrep::new(req, plan)?;
+    let child = prep.child(req, plan, argv, envp);
     let pid = {
         // No handler of ours may run in the child before it resets them.
         let _mask = MaskGuard::block_all().map_err(setup)?;
@@ -1259,31 +1357,119 @@ fn fork_exec(
             pid => pid,
         }
     };
-    drop(w);
-    // A stop signal that reaches the child before its exec (Ctrl-Z for the caller's group,
-    // after the child discarded the earlier ones) would hold the read below for good, since
-    // the caller, if it was stopped too, is continued without it: while nothing comes, look
-    // now and then whether the child stopped, and continue it.
-    while !crate::fd::poll_readable(r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true) {
+    let ExecPrep { report_r, report_w, .. } = prep;
+    drop(report_w);
+    // A stop signal that reaches the child before its exec (SIGSTOP, which it cannot catch)
+    // would hold the read below for good, since the caller, if it was stopped too, is
+    // continued without it: while nothing comes, look now and then whether the child
+    // stopped, and continue it.
+    while !crate::fd::poll_readable(report_r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true) {
         if let Ok(Some(crate::process::RunChange::Stopped(_))) = crate::process::try_wait_run_change(pid) {
             let _ = crate::process::kill(pid, libc::SIGCONT);
         }
     }
-    let mut report = [0u8; REPORT_BYTES];
-    let mut got = 0;
-    while got < REPORT_BYTES {
-        match crate::fd::read(r.as_fd(), &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(_) => break,
+    child_report(&report_r, pid).map(|()| pid)
+}
+
+// ----- Linux: the vfork path ----------------------------------------------------------------
+
+/// The vfork child's stack, in the parent's own frame: the parent's thread is suspended
+/// until the child's exec or exit, so nothing else uses that memory meanwhile. The child
+/// needs little (`child_exec` and the libc calls it makes, plus a signal frame for
+/// `discard_stop`); a parent thread with less stack left than this fails on its guard page,
+/// as with any deep call.
+#[cfg(target_os = "linux")]
+const VFORK_STACK_BYTES: usize = 32 * 1024;
+
+#[cfg(target_os = "linux")]
+#[repr(C, align(16))]
+struct VforkStack(MaybeUninit<[u8; VFORK_STACK_BYTES]>);
+
+/// `clone` with `CLONE_VM` was refused once (a sandbox, an emulator): the other paths do it.
+#[cfg(target_os = "linux")]
+static VFORK_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the vfork path can express `req`: everything but ids. glibc's `setuid` and
+/// `setgid` change the ids of every thread of the process, which they find in memory that
+/// the vfork child shares with its parent: they would change the parent's.
+#[cfg(target_os = "linux")]
+fn vfork_can(req: &Request<'_>) -> bool {
+    req.uid.is_none() && req.gid.is_none() && !VFORK_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(target_os = "linux")]
+extern "C" fn vfork_child(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the `ChildPlan` that `vfork_exec` handed to clone. With CLONE_VFORK
+    // the parent's thread, which owns it, is suspended until this child's exec or exit, so
+    // the plan stays alive and unchanged while the child reads it.
+    let plan = unsafe { &*arg.cast::<ChildPlan<'_>>() };
+    child_exec(plan)
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)` with `child_exec` as the child, as glibc's `posix_spawn`
+/// does with its own: no page tables copied, whatever the parent's size. Unlike
+/// `posix_spawn`, it takes a new group or session, a terminal and a Ctrl-Z (see
+/// `discard_stop`), and `CLONE_PIDFD` gives the pidfd with the child.
+#[cfg(target_os = "linux")]
+fn vfork_exec(
+    req: &Request<'_>,
+    plan: &FdPlan,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Result<Spawned, SpawnError>, Unsupported> {
+    let setup = |e| SpawnError::new(Stage::Setup, e);
+    let prep = match ExecPrep::new(req, plan) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let child = prep.child(req, plan, argv, envp);
+    let mut stack = VforkStack(MaybeUninit::uninit());
+    let mut pidfd: c_int = -1;
+    let flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::SIGCHLD
+        | if req.want_pidfd { libc::CLONE_PIDFD } else { 0 };
+    let pid = {
+        // No handler of ours may run in the child, which shares our memory, before it resets
+        // them.
+        let _mask = match MaskGuard::block_all() {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(setup(e))),
+        };
+        // SAFETY: the stack's top is one past its end, 16-aligned, and the memory stays ours
+        // and unused until clone returns (CLONE_VFORK suspends this thread until the child's
+        // exec or exit); `child` outlives the call (see `vfork_child`); every signal is
+        // blocked, so no handler runs on the child's stack; `pidfd` is writable, and the
+        // kernel writes it only with CLONE_PIDFD. The child runs only `child_exec`.
+        unsafe {
+            let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
+            libc::clone(
+                vfork_child,
+                top.cast(),
+                flags,
+                (&raw const child).cast_mut().cast(),
+                &raw mut pidfd,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<c_int>(),
+            )
         }
+    };
+    if pid < 0 {
+        let e = errno();
+        if matches!(e, libc::EINVAL | libc::ENOSYS | libc::EPERM) {
+            VFORK_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(Unsupported);
+        }
+        return Ok(Err(SpawnError::os(Stage::Setup, e)));
     }
-    if got == 0 {
-        return Ok(pid);
-    }
-    // The child failed and exited: reap it before reporting.
-    let _ = crate::process::wait(pid);
-    if got == REPORT_BYTES { Err(decode(&report)) } else { Err(SpawnError::os(Stage::Setup, libc::EIO)) }
+    // SAFETY: with CLONE_PIDFD the kernel stored a fresh fd that nothing else owns; a kernel
+    // before 5.2 ignores the flag and leaves -1.
+    let pidfd = (pidfd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(pidfd) });
+    let ExecPrep { report_r, report_w, .. } = prep;
+    drop(report_w);
+    // The child has exec'd or exited (it may still be closing its fds: the read waits that
+    // long at most).
+    Ok(child_report(&report_r, pid).map(|()| Spawned { pid, method: Method::Vfork, pidfd }))
 }
 
 /// Whether `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) or plain `close_range` (5.9) is

@@ -477,7 +477,11 @@ case!(
     fn issue_6_spawn_errors_name_the_step_that_failed() {
         let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
         let mut lp = test_loop();
-        for b in [crate::util::builder(), crate::util::builder().force_fork_spawn(true)] {
+        for b in [
+            crate::util::builder(),
+            crate::util::builder().force_posix_spawn(true),
+            crate::util::builder().force_fork_spawn(true),
+        ] {
             let mut lp = b.build().unwrap();
             // Room for the loop's own fds and /dev/null, but not above fd 63.
             evloop_platform::fd::set_nofile_soft_limit(64).unwrap();
@@ -490,7 +494,11 @@ case!(
             assert!(evloop::os_error_code(&err).is_some(), "the OS error is kept: {err:?}");
         }
         // Process group 1 (init's) is another session's: setpgid refuses it.
-        for b in [crate::util::builder(), crate::util::builder().force_fork_spawn(true)] {
+        for b in [
+            crate::util::builder(),
+            crate::util::builder().force_posix_spawn(true),
+            crate::util::builder().force_fork_spawn(true),
+        ] {
             let mut lp = b.build().unwrap();
             let mut cmd = evloop::Command::new("true");
             cmd.process_group(1);
