@@ -93,8 +93,9 @@ impl LoopBuilder {
     }
 
     /// Spawns children with `posix_spawn` wherever it can express the request, as on macOS
-    /// and FreeBSD, instead of Linux's own vfork path (see [`Command`](crate::Command)'s
-    /// platform notes). For tests of that path; elsewhere it changes nothing.
+    /// and FreeBSD, instead of Linux's own vfork path (see
+    /// [how a child starts](crate::process#how-a-child-starts)). For tests of that path;
+    /// elsewhere it changes nothing.
     pub fn force_posix_spawn(mut self, on: bool) -> LoopBuilder {
         self.spawn_via = if on { Via::PosixSpawn } else { Via::Best };
         self

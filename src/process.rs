@@ -36,14 +36,31 @@
 //!
 //! # How a child starts
 //!
-//! With `posix_spawn` wherever it can express the request (glibc's runs the child with
-//! `CLONE_VM | CLONE_VFORK`, so nothing is copied), else with fork/exec, with nothing
-//! allocated between the two. Optional libc functions (`addchdir_np`, `addclosefrom_np`,
-//! `POSIX_SPAWN_SETSID`) are looked up at run time, so the binary does not require a newer
-//! glibc or macOS than it was built for. Either way the child starts with every signal at its
-//! default disposition and an empty signal mask, whatever the parent blocks or ignores, and
-//! with only the fds it was given (0, 1 and 2 unless redirected, plus the extra fds asked
-//! for). Every fd evloop creates is close-on-exec.
+//! Without copying the parent, wherever the platform allows: a large parent spawns as fast
+//! as a small one.
+//!
+//! - **Linux**: `clone(CLONE_VM | CLONE_VFORK)` running evloop's own child code, as glibc's
+//!   `posix_spawn` runs its own, with nothing allocated between the clone and the exec. It
+//!   takes every request but a [`uid`](Command::uid) or [`gid`](Command::gid): process
+//!   groups, sessions, a terminal to take, and callers in front of a terminal, which
+//!   `posix_spawn` would leave hanging on a Ctrl-Z (see below). `CLONE_PIDFD` (Linux 5.2)
+//!   gives the child's pidfd with it.
+//! - **macOS, FreeBSD**: `posix_spawn` wherever it can express the request. Optional libc
+//!   functions (`addchdir_np`, `addclosefrom_np`, `POSIX_SPAWN_SETSID`) are looked up at run
+//!   time, so the binary does not require a newer libc or macOS than it was built for.
+//! - Otherwise fork/exec, with nothing allocated between the two.
+//!
+//! Either way the child starts with every signal at its default disposition and an empty
+//! signal mask, whatever the parent blocks or ignores, and with only the fds it was given (0,
+//! 1 and 2 unless redirected, plus the extra fds asked for). Every fd evloop creates is
+//! close-on-exec.
+//!
+//! A Ctrl-Z for the caller's process group can reach a child before its exec, while it still
+//! belongs to that group: it would stop the child there, with the parent waiting for the
+//! exec. evloop's child catches the stop signals until its exec, which gives the program
+//! their default actions back; glibc's and FreeBSD's `posix_spawn` cannot, so a caller in
+//! front of a terminal on its stdio, and a child joining a group or session of its own, do
+//! not go through it there (std's `Command` has that hazard).
 //!
 //! # The program path
 //!
@@ -184,13 +201,16 @@
 //! # Platform notes
 //!
 //! - Linux: pidfds need 5.3 (older kernels use `SIGCHLD`), group signals by pidfd 6.9.
-//!   glibc 2.29 for `current_dir` on the fast path, 2.26 for `setsid`, 2.34 for closing the
-//!   parent's other fds on the fast path; with an older glibc those requests take the fork
-//!   path, and on the fast path only close-on-exec keeps other fds out of the child.
+//!   Where `clone` refuses `CLONE_VM` (some sandboxes and emulators), `posix_spawn` takes
+//!   over as on FreeBSD, and needs glibc 2.29 for `current_dir`, 2.26 for `setsid` and 2.34
+//!   for closing the parent's other fds; with an older glibc those requests take the fork
+//!   path, and on that path only close-on-exec keeps other fds out of the child.
 //! - macOS: `posix_spawn` with `POSIX_SPAWN_CLOEXEC_DEFAULT`; `current_dir` together with a
 //!   relative executable path takes the fork path (a libc bug reports `ENOENT` for it).
-//! - FreeBSD: `setsid` takes the fork path.
-//! - uid and gid always take the fork path (`posix_spawn` cannot switch ids).
+//! - FreeBSD: `setsid`, process groups, terminals, and callers in front of a terminal take
+//!   the fork path.
+//! - uid and gid always take the fork path: `posix_spawn` cannot switch ids, and glibc's
+//!   `setuid` in a child that shares the parent's memory would switch the parent's threads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -718,7 +738,7 @@ impl Command {
     }
 
     /// Runs the child as user `uid` (the parent needs the privilege to switch). Takes the
-    /// fork path.
+    /// fork path (see [how a child starts](crate::process#how-a-child-starts)).
     pub fn uid(&mut self, uid: u32) -> &mut Command {
         self.uid = Some(uid);
         self
@@ -751,7 +771,7 @@ impl Command {
     /// it is not yet, and stop itself with `SIGTTIN`. Needs a group of the child's own
     /// ([`process_group`](Self::process_group); in a [`Pipeline`], on the first stage, with
     /// [`Pipeline::process_group`]), and the terminal must be the caller's controlling
-    /// terminal. Such a child is started with fork and exec rather than `posix_spawn`.
+    /// terminal.
     ///
     /// The shell itself must survive the keys that reach the foreground group while the
     /// terminal changes hands: a Ctrl-C typed just as the job starts can reach the shell's
@@ -788,8 +808,8 @@ impl Command {
     /// for reading, and a terminal that is no other session's controlling terminal (a fresh
     /// pty's slave is none), or the spawn fails and names the step. The child's group is then in front of the terminal from the start:
     /// [`process_group`](Self::process_group) and [`foreground`](Self::foreground) do not
-    /// combine with it. Such a child is started with fork and exec, `posix_spawn` having no
-    /// step for it. A session is one child's and its descendants': the stages of a
+    /// combine with it. `posix_spawn` having no step for it, such a child takes the fork path
+    /// on macOS and FreeBSD. A session is one child's and its descendants': the stages of a
     /// [`Pipeline`] cannot share one, so a pipeline meant to run on a pty runs there as a
     /// shell's (`sh -c 'a | b'`), the shell given the terminal.
     ///

@@ -1,12 +1,22 @@
-//! Starting child processes: `posix_spawn` wherever it can express the request, fork/exec
-//! otherwise.
+//! Starting child processes: on Linux a vfork path of our own, elsewhere `posix_spawn`
+//! wherever it can express the request, and fork/exec otherwise.
 //!
-//! # The fast path
+//! # The vfork path (Linux)
 //!
-//! glibc's `posix_spawn` (2.24 and later) runs the child with `clone(CLONE_VM | CLONE_VFORK)`:
-//! no page tables are copied, and exec errors come back as the call's result with the failed
-//! child already reaped. macOS and FreeBSD implement it in the kernel or with `vfork`. It is
-//! used unless the request needs something it cannot say:
+//! `clone(CLONE_VM | CLONE_VFORK)`, as glibc's `posix_spawn` (2.24 and later) runs its child,
+//! but running `child_exec`, the fork path's child code: no page tables are copied, however
+//! large the parent. The child shares the parent's memory until its exec, so it only reads
+//! what the parent prepared (nothing allocates), writes only its own stack (in the parent's
+//! frame, which is suspended until the exec), and every signal stays blocked until the last
+//! step, so no handler of the parent's runs in it. It takes every request but ids (glibc's
+//! `setuid` would change the parent's threads, which it finds in the shared memory), and
+//! gives the child's pidfd through `CLONE_PIDFD`. Errors come back through the error pipe, as
+//! on the fork path (valgrind runs such a clone as a fork, without shared memory).
+//!
+//! # posix_spawn
+//!
+//! macOS and FreeBSD implement it in the kernel or with `vfork`. It is used unless the request
+//! needs something it cannot say:
 //!
 //! - a uid or gid (posix_spawn has no way to switch ids);
 //! - a working directory where `posix_spawn_file_actions_addchdir_np` is missing (glibc
@@ -14,7 +24,10 @@
 //!   relative executable path (that combination reports `ENOENT` although the child ran,
 //!   rust-lang/rust#80537);
 //! - `setsid` where `POSIX_SPAWN_SETSID` is missing (glibc before 2.26, macOS before 10.15,
-//!   FreeBSD).
+//!   FreeBSD);
+//! - except on macOS, a process group or session, and a caller in front of a terminal: a
+//!   Ctrl-Z can stop its child before the exec, with the caller suspended (see
+//!   `discard_stop` for how our own child avoids it).
 //!
 //! Optional functions are looked up with `dlsym` at run time, so the binary runs on the
 //! oldest libc this crate builds for and uses what the running one offers.
@@ -28,15 +41,15 @@
 //! error number; end of file on that pipe means the exec succeeded. A failed child is reaped
 //! before this returns.
 //!
-//! # What the child gets, on both paths
+//! # What the child gets, on every path
 //!
 //! - Every signal at its default disposition (`SIG_IGN` included) and an empty signal mask.
 //! - Exactly the fds the request maps, plus 0, 1 and 2 where the request leaves them alone.
 //!   Every other fd is closed: by `POSIX_SPAWN_CLOEXEC_DEFAULT` on macOS, by
 //!   `posix_spawn_file_actions_addclosefrom_np` where it exists (glibc 2.34, FreeBSD 13.1), by
 //!   `close_range` (Linux), `closefrom` (FreeBSD, whose `/dev/fd` may list only 0 to 2) or a
-//!   close loop over the listed fds on the fork path. Where none of these exists (older glibc
-//!   and FreeBSD on the fast path) only close-on-exec protects the parent's other fds; every
+//!   close loop over the listed fds on the fork and vfork paths. Where none of these exists
+//!   (older glibc and FreeBSD with `posix_spawn`) only close-on-exec protects the parent's other fds; every
 //!   fd evloop creates is close-on-exec.
 //! - Sources are moved out of the way before any target is written: a source whose number is
 //!   itself a target (the classic "stdout and stderr swapped" case) is first duplicated above
@@ -588,12 +601,12 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     // glibc's and FreeBSD's posix_spawn suspend the caller until the child's exec, and
     // reset the child's signals and mask with nothing between: a stop signal sent to the
     // caller's group meanwhile (Ctrl-Z) stops the child before its exec, and the caller stays
-    // suspended for good (std's Command has the same hazard). The fork path's child discards
-    // such signals after joining its group, and its parent continues a child that stopped
-    // before its exec all the same. So it takes the children that join a new group or
-    // session (a shell's jobs), and every child of a caller whose group is in front of a
-    // terminal on its stdin, stdout or stderr, where a Ctrl-Z comes from. (macOS's
-    // posix_spawn is one system call that returns with the new program running.)
+    // suspended for good (std's Command has the same hazard). Our own child (the vfork and
+    // fork paths) catches the stop signals until its exec (`discard_stop`). So those take
+    // the children that join a new group or session (a shell's jobs), and every child of a
+    // caller whose group is in front of a terminal on its stdin, stdout or stderr, where a
+    // Ctrl-Z comes from. (macOS's posix_spawn is one system call that returns with the new
+    // program running.)
     #[cfg(not(target_vendor = "apple"))]
     if req.process_group.is_some() || req.setsid || crate::termios::stdio_in_front() {
         return false;
