@@ -88,7 +88,11 @@ impl LoopBuilder {
     /// Spawns children with fork/exec even where a faster way could express the request.
     /// For tests of that path.
     pub fn force_fork_spawn(mut self, on: bool) -> LoopBuilder {
-        self.spawn_via = if on { Via::Fork } else { Via::Best };
+        if on {
+            self.spawn_via = Via::Fork;
+        } else if self.spawn_via == Via::Fork {
+            self.spawn_via = Via::Best;
+        }
         self
     }
 
@@ -97,7 +101,11 @@ impl LoopBuilder {
     /// [how a child starts](crate::process#how-a-child-starts)). For tests of that path;
     /// elsewhere it changes nothing.
     pub fn force_posix_spawn(mut self, on: bool) -> LoopBuilder {
-        self.spawn_via = if on { Via::PosixSpawn } else { Via::Best };
+        if on {
+            self.spawn_via = Via::PosixSpawn;
+        } else if self.spawn_via == Via::PosixSpawn {
+            self.spawn_via = Via::Best;
+        }
         self
     }
 

@@ -10,8 +10,12 @@
 //! frame, which is suspended until the exec), and every signal stays blocked until the last
 //! step, so no handler of the parent's runs in it. It takes every request but ids (glibc's
 //! `setuid` would change the parent's threads, which it finds in the shared memory), and
-//! gives the child's pidfd through `CLONE_PIDFD`. Errors come back through the error pipe, as
-//! on the fork path (valgrind runs such a clone as a fork, without shared memory).
+//! gives the child's pidfd through `CLONE_PIDFD`. A failed child leaves its report in the
+//! parent's frame, read once `clone` returns: no pipe, which a fork by another thread could
+//! hold open. A first clone finds out whether the child really shares memory; where it does
+//! not (valgrind and QEMU run such a clone as a fork), reports take the fork path's error
+//! pipe. glibc before 2.24 (whose `clone` child overwrote its caller's thread id, bug 19957)
+//! and a `clone` that refuses `CLONE_VM` leave the spawns to `posix_spawn`.
 //!
 //! # posix_spawn
 //!
@@ -969,7 +973,8 @@ struct ChildPlan<'a> {
     /// fds open in the parent at or above `plan.close_from`, where the child has no way to
     /// close them without a list (Linux without close_range, macOS).
     open_above: &'a [RawFd],
-    err_fd: RawFd,
+    /// Where a failure goes.
+    report: ReportTo<'a>,
     cwd: Option<&'a CStr>,
     uid: Option<libc::uid_t>,
     gid: Option<libc::gid_t>,
@@ -986,8 +991,28 @@ const STOPPED_BEFORE_EXEC_CHECK: std::time::Duration = std::time::Duration::from
 /// The report a failed child writes to the error pipe: stage, stage argument, errno.
 const REPORT_BYTES: usize = 12;
 
-fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
-    let (code, arg): (i32, i32) = match stage {
+/// Where the child reports the step that failed before it exits.
+#[derive(Clone, Copy)]
+enum ReportTo<'a> {
+    /// The write end of a close-on-exec pipe, whose end of file tells the parent that the
+    /// exec succeeded (the fork path, and the vfork path where the child turns out not to
+    /// share the parent's memory: valgrind and QEMU run such a clone as a fork).
+    Pipe(RawFd),
+    /// Memory in the parent's frame (the vfork path): the parent reads it once `clone`
+    /// returns, which is after the child's exec or exit. No pipe, so nothing another thread's
+    /// fork could hold open.
+    Shared(&'a SharedReport),
+}
+
+/// A vfork child's report: stage code, stage argument, errno; `failed` set last.
+#[derive(Default)]
+struct SharedReport {
+    failed: std::sync::atomic::AtomicBool,
+    words: [std::sync::atomic::AtomicI32; 3],
+}
+
+fn stage_code(stage: Stage) -> (i32, i32) {
+    match stage {
         Stage::Setup => (0, 0),
         Stage::Spawn => (1, 0),
         Stage::Fd(n) => (2, n),
@@ -1000,17 +1025,10 @@ fn encode(stage: Stage, errno: i32) -> [u8; REPORT_BYTES] {
         Stage::FdRoom(n) => (9, n),
         Stage::Foreground => (10, 0),
         Stage::ControllingTerminal(n) => (11, n),
-    };
-    let mut b = [0u8; REPORT_BYTES];
-    b[..4].copy_from_slice(&code.to_ne_bytes());
-    b[4..8].copy_from_slice(&arg.to_ne_bytes());
-    b[8..].copy_from_slice(&errno.to_ne_bytes());
-    b
+    }
 }
 
-fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
-    let word = |i: usize| i32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let (code, arg, errno) = (word(0), word(4), word(8));
+fn report_error(code: i32, arg: i32, errno: i32) -> SpawnError {
     let stage = match code {
         2 => Stage::Fd(arg),
         3 => Stage::Session,
@@ -1027,47 +1045,79 @@ fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
     SpawnError::os(stage, errno)
 }
 
-/// Reports `stage` and `errno` to the parent and exits. Async-signal-safe.
-fn child_fail(err_fd: RawFd, stage: Stage, errno: i32) -> ! {
-    let report = encode(stage, errno);
-    // SAFETY: `report` is valid for REPORT_BYTES bytes; write and _exit are async-signal-safe.
-    // A failed write leaves the parent with end of file and a child that exited 127.
+fn decode(b: &[u8; REPORT_BYTES]) -> SpawnError {
+    let word = |i: usize| i32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    report_error(word(0), word(4), word(8))
+}
+
+/// `close` in the child. On Linux the bare system call: glibc's `close` is a cancellation
+/// point, which reads and may act on the cancellation state of the thread that the vfork
+/// child shares its memory with.
+fn child_close(fd: RawFd) {
+    // SAFETY: close takes an int; closing a number that is not open is harmless here.
+    #[cfg(target_os = "linux")]
     unsafe {
-        libc::write(err_fd, report.as_ptr().cast(), REPORT_BYTES);
-        libc::_exit(127)
+        libc::syscall(libc::SYS_close, fd as libc::c_long);
+    }
+    // SAFETY: as above (the fork path's child, a process of its own).
+    #[cfg(not(target_os = "linux"))]
+    unsafe {
+        libc::close(fd);
     }
 }
 
-/// Closes every fd at or above `from` except `keep`, in the child.
-fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
+/// Reports `stage` and `errno` to the parent and exits. Async-signal-safe.
+fn child_fail(to: ReportTo<'_>, stage: Stage, errno: i32) -> ! {
+    let (code, arg) = stage_code(stage);
+    match to {
+        ReportTo::Pipe(fd) => {
+            let mut b = [0u8; REPORT_BYTES];
+            b[..4].copy_from_slice(&code.to_ne_bytes());
+            b[4..8].copy_from_slice(&arg.to_ne_bytes());
+            b[8..].copy_from_slice(&errno.to_ne_bytes());
+            // A failed write leaves the parent with end of file and a child that exited 127.
+            // SAFETY: `b` is valid for REPORT_BYTES bytes; write is async-signal-safe (and on
+            // Linux the bare system call, as for `child_close`).
+            unsafe {
+                #[cfg(target_os = "linux")]
+                libc::syscall(libc::SYS_write, fd as libc::c_long, b.as_ptr(), REPORT_BYTES);
+                #[cfg(not(target_os = "linux"))]
+                libc::write(fd, b.as_ptr().cast(), REPORT_BYTES);
+            }
+        }
+        ReportTo::Shared(r) => {
+            use std::sync::atomic::Ordering::{Relaxed, Release};
+            for (w, v) in r.words.iter().zip([code, arg, errno]) {
+                w.store(v, Relaxed);
+            }
+            r.failed.store(true, Release);
+        }
+    }
+    // SAFETY: _exit is async-signal-safe and ends only this child.
+    unsafe { libc::_exit(127) }
+}
+
+/// Closes every fd at or above `from` except `keep` (the error pipe, if any), in the child.
+fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
     #[cfg(target_os = "linux")]
     {
-        // Linux 5.11: mark them close-on-exec in one call (the error pipe closes at exec too).
-        // SAFETY: close_range takes plain ints.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                from as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
+        let range = |first: RawFd, last: libc::c_uint, flags: libc::c_uint| {
+            // SAFETY: close_range takes plain ints and acts on this child's own fd table.
+            unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, flags) == 0 }
         };
-        if rc == 0 {
+        // Linux 5.11: mark them close-on-exec in one call (the error pipe closes at exec too).
+        if range(from, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) {
             return;
         }
         // Linux 5.9: close around the error pipe (which is at or above `from`).
-        let low = if keep > from {
-            // SAFETY: as above.
-            unsafe {
-                libc::syscall(libc::SYS_close_range, from as libc::c_uint, (keep - 1) as libc::c_uint, 0)
+        let done = match keep {
+            Some(keep) => {
+                (keep <= from || range(from, (keep - 1) as libc::c_uint, 0))
+                    && range(keep + 1, libc::c_uint::MAX, 0)
             }
-        } else {
-            0
+            None => range(from, libc::c_uint::MAX, 0),
         };
-        // SAFETY: as above.
-        let high =
-            unsafe { libc::syscall(libc::SYS_close_range, (keep + 1) as libc::c_uint, libc::c_uint::MAX, 0) };
-        if low == 0 && high == 0 {
+        if done {
             return;
         }
     }
@@ -1077,19 +1127,23 @@ fn child_close_above(from: RawFd, keep: RawFd, open_above: &[RawFd]) {
         // open: close every number up to the error pipe (the numbers below it were taken when
         // the pipe was made), then the rest with closefrom (FreeBSD 8), which cannot fail.
         let _ = open_above;
-        for fd in from..keep {
-            // SAFETY: close takes an int; closing a number that is not open is harmless here.
-            unsafe { libc::close(fd) };
-        }
+        let rest = match keep {
+            Some(keep) => {
+                for fd in from..keep {
+                    child_close(fd);
+                }
+                keep + 1
+            }
+            None => from,
+        };
         // SAFETY: closefrom takes an int and closes only this (forked) process's fds.
-        unsafe { libc::closefrom(keep + 1) };
+        unsafe { libc::closefrom(rest) };
     }
     #[cfg(not(target_os = "freebsd"))]
     {
         for &fd in open_above {
-            if fd >= from && fd != keep {
-                // SAFETY: close takes an int; closing a number that is not open is harmless here.
-                unsafe { libc::close(fd) };
+            if fd >= from && Some(fd) != keep {
+                child_close(fd);
             }
         }
     }
@@ -1150,18 +1204,18 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         // 2. Session or group.
         if p.setsid && libc::setsid() < 0 {
-            child_fail(p.err_fd, Stage::Session, errno());
+            child_fail(p.report, Stage::Session, errno());
         }
         if let Some(pgid) = p.process_group {
             if libc::setpgid(0, pgid) < 0 {
-                child_fail(p.err_fd, Stage::Group, errno());
+                child_fail(p.report, Stage::Group, errno());
             }
         }
         // Every signal is blocked here, so the background group's tcsetpgrp raises no
         // SIGTTOU.
         if let Some(tty) = p.foreground {
             if libc::tcsetpgrp(tty, libc::getpgrp()) < 0 {
-                child_fail(p.err_fd, Stage::Foreground, errno());
+                child_fail(p.report, Stage::Foreground, errno());
             }
         }
         // 3. fds: every source is above every target, so order does not matter.
@@ -1169,26 +1223,30 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             while libc::dup2(source, target) < 0 {
                 let e = errno();
                 if e != libc::EINTR {
-                    child_fail(p.err_fd, Stage::Fd(target), e);
+                    child_fail(p.report, Stage::Fd(target), e);
                 }
             }
         }
         for &n in &p.plan.close {
-            libc::close(n);
+            child_close(n);
         }
-        child_close_above(p.plan.close_from, p.err_fd, p.open_above);
+        let keep = match p.report {
+            ReportTo::Pipe(fd) => Some(fd),
+            ReportTo::Shared(_) => None,
+        };
+        child_close_above(p.plan.close_from, keep, p.open_above);
         // The session's controlling terminal, now that the fd is in place (a session leader
         // without one: `setsid` above). `ioctl` is a bare system call, safe here; its
         // request number's type differs by platform.
         if let Some(fd) = p.controlling_terminal {
             if libc::ioctl(fd, libc::TIOCSCTTY as _, 0) < 0 {
-                child_fail(p.err_fd, Stage::ControllingTerminal(fd), errno());
+                child_fail(p.report, Stage::ControllingTerminal(fd), errno());
             }
         }
         // 4. Directory, then ids (the directory may need the old ones).
         if let Some(cwd) = p.cwd {
             if libc::chdir(cwd.as_ptr()) < 0 {
-                child_fail(p.err_fd, Stage::Chdir, errno());
+                child_fail(p.report, Stage::Chdir, errno());
             }
         }
         if p.uid.is_some() || p.gid.is_some() {
@@ -1197,12 +1255,12 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         if let Some(gid) = p.gid {
             if libc::setgid(gid) < 0 {
-                child_fail(p.err_fd, Stage::SetGid, errno());
+                child_fail(p.report, Stage::SetGid, errno());
             }
         }
         if let Some(uid) = p.uid {
             if libc::setuid(uid) < 0 {
-                child_fail(p.err_fd, Stage::SetUid, errno());
+                child_fail(p.report, Stage::SetUid, errno());
             }
         }
         // 5. An empty mask, last: a signal from here on gets its default action, and a stop
@@ -1229,7 +1287,7 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         if p.search && err == libc::ENOENT && eacces {
             err = libc::EACCES;
         }
-        child_fail(p.err_fd, Stage::Exec, err)
+        child_fail(p.report, Stage::Exec, err)
     }
 }
 
@@ -1255,7 +1313,7 @@ impl Drop for MaskGuard {
 }
 
 /// What the parent prepares for the fork and vfork paths' child: the paths to exec, the fds
-/// it must close by number, and the error pipe.
+/// it must close by number, and the error pipe where one is needed.
 struct ExecPrep {
     /// The candidates of a `PATH` search, which `paths` points into.
     _owned: Vec<CString>,
@@ -1266,13 +1324,13 @@ struct ExecPrep {
     /// fds open at or above the plan's `close_from` (empty where the child closes them
     /// without a list).
     open_above: Vec<RawFd>,
-    /// The error pipe, above every target so that the fd moves cannot touch it.
-    report_r: OwnedFd,
-    report_w: OwnedFd,
+    /// The error pipe (read end, write end), above every target so that the fd moves cannot
+    /// touch it.
+    pipe: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl ExecPrep {
-    fn new(req: &Request<'_>, plan: &FdPlan) -> Result<ExecPrep, SpawnError> {
+    fn new(req: &Request<'_>, plan: &FdPlan, with_pipe: bool) -> Result<ExecPrep, SpawnError> {
         let setup = |e| SpawnError::new(Stage::Setup, e);
         let (owned, search, one) = match req.program {
             Program::Path(p) => (Vec::new(), false, [p.as_ptr()]),
@@ -1287,29 +1345,19 @@ impl ExecPrep {
         } else {
             crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
         };
-        let (r, w) = crate::fd::pipe().map_err(setup)?;
-        let (report_r, report_w) = if w.as_raw_fd() < plan.close_from || r.as_raw_fd() < plan.close_from {
-            let moved = (
-                dup_above(r.as_raw_fd(), plan.close_from).map_err(setup)?,
-                dup_above(w.as_raw_fd(), plan.close_from).map_err(setup)?,
-            );
-            // The originals must go now: a write end left open here would keep the parent's
-            // read from ever seeing end of file once the exec succeeds.
-            drop((r, w));
-            moved
-        } else {
-            (r, w)
-        };
-        Ok(ExecPrep { _owned: owned, paths, one, search, open_above, report_r, report_w })
+        let pipe = if with_pipe { Some(error_pipe(plan.close_from)?) } else { None };
+        Ok(ExecPrep { _owned: owned, paths, one, search, open_above, pipe })
     }
 
-    /// The child's plan, borrowing from `self`, the request and the fd plan.
+    /// The child's plan, borrowing from `self`, the request and the fd plan. Failures go to
+    /// the error pipe if there is one, else to `shared`.
     fn child<'a>(
         &'a self,
         req: &Request<'a>,
         plan: &'a FdPlan,
         argv: *const *const c_char,
         envp: *const *const c_char,
+        shared: &'a SharedReport,
     ) -> ChildPlan<'a> {
         ChildPlan {
             argv,
@@ -1318,7 +1366,10 @@ impl ExecPrep {
             search: self.search,
             plan,
             open_above: &self.open_above,
-            err_fd: self.report_w.as_raw_fd(),
+            report: match &self.pipe {
+                Some((_, w)) => ReportTo::Pipe(w.as_raw_fd()),
+                None => ReportTo::Shared(shared),
+            },
             cwd: req.cwd,
             uid: req.uid,
             gid: req.gid,
@@ -1328,6 +1379,24 @@ impl ExecPrep {
             controlling_terminal: req.controlling_terminal,
         }
     }
+}
+
+/// A close-on-exec pipe above every child fd number (`close_from`), so that the child's fd
+/// moves cannot touch it: (read end, write end).
+fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let setup = |e| SpawnError::new(Stage::Setup, e);
+    let (r, w) = crate::fd::pipe().map_err(setup)?;
+    if w.as_raw_fd() >= close_from && r.as_raw_fd() >= close_from {
+        return Ok((r, w));
+    }
+    let moved = (
+        dup_above(r.as_raw_fd(), close_from).map_err(setup)?,
+        dup_above(w.as_raw_fd(), close_from).map_err(setup)?,
+    );
+    // The originals go now: a write end left open here would keep the parent's read from ever
+    // seeing end of file once the exec succeeds.
+    drop((r, w));
+    Ok(moved)
 }
 
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write
@@ -1357,8 +1426,9 @@ fn fork_exec(
     envp: *const *const c_char,
 ) -> Result<Pid, SpawnError> {
     let setup = |e| SpawnError::new(Stage::Setup, e);
-    let prep = ExecPrep::new(req, plan)?;
-    let child = prep.child(req, plan, argv, envp);
+    let prep = ExecPrep::new(req, plan, true)?;
+    let unused = SharedReport::default();
+    let child = prep.child(req, plan, argv, envp, &unused);
     let pid = {
         // No handler of ours may run in the child before it resets them.
         let _mask = MaskGuard::block_all().map_err(setup)?;
@@ -1370,7 +1440,7 @@ fn fork_exec(
             pid => pid,
         }
     };
-    let ExecPrep { report_r, report_w, .. } = prep;
+    let Some((report_r, report_w)) = prep.pipe else { unreachable!("asked for above") };
     drop(report_w);
     // A stop signal that reaches the child before its exec (SIGSTOP, which it cannot catch)
     // would hold the read below for good, since the caller, if it was stopped too, is
@@ -1398,16 +1468,111 @@ const VFORK_STACK_BYTES: usize = 32 * 1024;
 #[repr(C, align(16))]
 struct VforkStack(MaybeUninit<[u8; VFORK_STACK_BYTES]>);
 
-/// `clone` with `CLONE_VM` was refused once (a sandbox, an emulator): the other paths do it.
+/// What this process found the first time it tried the vfork path (`vfork_mode`).
 #[cfg(target_os = "linux")]
-static VFORK_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static VFORK_MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(VFORK_UNTRIED);
+#[cfg(target_os = "linux")]
+const VFORK_UNTRIED: u8 = 0;
+/// The child shares our memory: it reports a failure there.
+#[cfg(target_os = "linux")]
+const VFORK_SHARED: u8 = 1;
+/// The child runs as a fork (valgrind, QEMU): it reports through the error pipe.
+#[cfg(target_os = "linux")]
+const VFORK_COPIED: u8 = 2;
+/// `clone` refused `CLONE_VM` (a sandbox), or the C library's `clone` cannot be used so (see
+/// `vfork_mode`): the other paths do the job.
+#[cfg(target_os = "linux")]
+const VFORK_REFUSED: u8 = 3;
+
+/// `clone` refused `CLONE_PIDFD` (an emulator or sandbox that does not know it).
+#[cfg(target_os = "linux")]
+static CLONE_PIDFD_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the vfork path can express `req`: everything but ids. glibc's `setuid` and
 /// `setgid` change the ids of every thread of the process, which they find in memory that
 /// the vfork child shares with its parent: they would change the parent's.
 #[cfg(target_os = "linux")]
 fn vfork_can(req: &Request<'_>) -> bool {
-    req.uid.is_none() && req.gid.is_none() && !VFORK_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    req.uid.is_none() && req.gid.is_none()
+}
+
+/// Whether this process spawns through the vfork path, and how its children report (a
+/// `VFORK_*` value), found out once: a first `clone(CLONE_VM | CLONE_VFORK)` whose child only
+/// sets a flag in our memory and exits.
+#[cfg(target_os = "linux")]
+fn vfork_mode() -> u8 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mode = VFORK_MODE.load(Relaxed);
+    if mode != VFORK_UNTRIED {
+        return mode;
+    }
+    let mode = if libc_clone_vm_safe() { vfork_probe() } else { VFORK_REFUSED };
+    VFORK_MODE.store(mode, Relaxed);
+    mode
+}
+
+/// glibc before 2.24 has its `clone` wrapper's child write the thread id of the thread
+/// that called it (its `CLONE_VM` child shares that thread's memory), leaving that thread
+/// with a wrong id for good (glibc bug 19957).
+#[cfg(target_os = "linux")]
+fn libc_clone_vm_safe() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) };
+        let mut parts = v.to_bytes().split(|&b| b == b'.').map(|p| {
+            p.iter().take_while(|b| b.is_ascii_digit()).fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'))
+        });
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (2, 24)
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        true
+    }
+}
+
+#[cfg(target_os = "linux")]
+extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the flag in `vfork_probe`'s frame, which is suspended (CLONE_VFORK)
+    // until this child exits; _exit is async-signal-safe.
+    unsafe {
+        (*arg.cast::<std::sync::atomic::AtomicBool>()).store(true, std::sync::atomic::Ordering::Relaxed);
+        libc::_exit(0)
+    }
+}
+
+/// The first vfork of this process: whether `clone` takes `CLONE_VM | CLONE_VFORK`, and
+/// whether the child really shares our memory.
+#[cfg(target_os = "linux")]
+fn vfork_probe() -> u8 {
+    let seen = std::sync::atomic::AtomicBool::new(false);
+    let mut stack = VforkStack(MaybeUninit::uninit());
+    let (pid, e) = {
+        let Ok(_mask) = MaskGuard::block_all() else { return VFORK_UNTRIED };
+        // SAFETY: as in `vfork_exec`; the child only sets `seen`, which outlives the call.
+        let pid = unsafe {
+            let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
+            libc::clone(
+                probe_child,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const seen).cast_mut().cast(),
+            )
+        };
+        (pid, errno())
+    };
+    if pid < 0 {
+        // Refused for good, or (the process limit, memory) only for now: ask again later.
+        return if matches!(e, libc::EINVAL | libc::ENOSYS | libc::EPERM) {
+            VFORK_REFUSED
+        } else {
+            VFORK_UNTRIED
+        };
+    }
+    // Our own child, by pid: it has exited (or is about to), so this does not wait long.
+    let _ = crate::process::wait(pid);
+    if seen.load(std::sync::atomic::Ordering::Relaxed) { VFORK_SHARED } else { VFORK_COPIED }
 }
 
 #[cfg(target_os = "linux")]
@@ -1423,6 +1588,10 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> c_int {
 /// does with its own: no page tables copied, whatever the parent's size. Unlike
 /// `posix_spawn`, it takes a new group or session, a terminal and a Ctrl-Z (see
 /// `discard_stop`), and `CLONE_PIDFD` gives the pidfd with the child.
+///
+/// A child stopped before its exec by `SIGSTOP` (which it cannot catch: a debugger, or a
+/// `kill -STOP` of its group) holds this call until it is continued, as with glibc's
+/// `posix_spawn`; the fork path's parent continues it itself.
 #[cfg(target_os = "linux")]
 fn vfork_exec(
     req: &Request<'_>,
@@ -1430,59 +1599,96 @@ fn vfork_exec(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> Result<Result<Spawned, SpawnError>, Unsupported> {
+    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    let mode = vfork_mode();
+    if mode != VFORK_SHARED && mode != VFORK_COPIED {
+        return Err(Unsupported);
+    }
     let setup = |e| SpawnError::new(Stage::Setup, e);
-    let prep = match ExecPrep::new(req, plan) {
+    let prep = match ExecPrep::new(req, plan, mode == VFORK_COPIED) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
-    let child = prep.child(req, plan, argv, envp);
+    let shared = SharedReport::default();
+    let child = prep.child(req, plan, argv, envp, &shared);
     let mut stack = VforkStack(MaybeUninit::uninit());
     let mut pidfd: c_int = -1;
-    let flags = libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::SIGCHLD
-        | if req.want_pidfd { libc::CLONE_PIDFD } else { 0 };
-    let pid = {
-        // No handler of ours may run in the child, which shares our memory, before it resets
-        // them.
-        let _mask = match MaskGuard::block_all() {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(setup(e))),
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    if req.want_pidfd && !CLONE_PIDFD_REFUSED.load(Relaxed) {
+        flags |= libc::CLONE_PIDFD;
+    }
+    let pid = loop {
+        let (pid, e) = {
+            // No handler of ours may run in the child, which shares our memory, before it
+            // resets them.
+            let _mask = match MaskGuard::block_all() {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(setup(e))),
+            };
+            // SAFETY: the stack's top is one past its end, 16-aligned, and the memory stays
+            // ours and unused until clone returns (CLONE_VFORK suspends this thread until the
+            // child's exec or exit); `child` and `shared` outlive the call (see
+            // `vfork_child`); every signal is blocked, so no handler runs on the child's
+            // stack; `pidfd` is writable, and the kernel writes it only with CLONE_PIDFD. The
+            // child runs only `child_exec`.
+            let pid = unsafe {
+                let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
+                libc::clone(
+                    vfork_child,
+                    top.cast(),
+                    flags,
+                    (&raw const child).cast_mut().cast(),
+                    &raw mut pidfd,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<c_int>(),
+                )
+            };
+            // (errno before the mask comes off: a handler run then may change it.)
+            (pid, errno())
         };
-        // SAFETY: the stack's top is one past its end, 16-aligned, and the memory stays ours
-        // and unused until clone returns (CLONE_VFORK suspends this thread until the child's
-        // exec or exit); `child` outlives the call (see `vfork_child`); every signal is
-        // blocked, so no handler runs on the child's stack; `pidfd` is writable, and the
-        // kernel writes it only with CLONE_PIDFD. The child runs only `child_exec`.
-        unsafe {
-            let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
-            libc::clone(
-                vfork_child,
-                top.cast(),
-                flags,
-                (&raw const child).cast_mut().cast(),
-                &raw mut pidfd,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<c_int>(),
-            )
+        if pid >= 0 {
+            break pid;
         }
-    };
-    if pid < 0 {
-        let e = errno();
-        if matches!(e, libc::EINVAL | libc::ENOSYS | libc::EPERM) {
-            VFORK_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(Unsupported);
+        if e == libc::EINVAL && flags & libc::CLONE_PIDFD != 0 {
+            CLONE_PIDFD_REFUSED.store(true, Relaxed);
+            flags &= !libc::CLONE_PIDFD;
+            continue;
         }
         return Ok(Err(SpawnError::os(Stage::Setup, e)));
-    }
+    };
     // SAFETY: with CLONE_PIDFD the kernel stored a fresh fd that nothing else owns; a kernel
     // before 5.2 ignores the flag and leaves -1.
     let pidfd = (pidfd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(pidfd) });
-    let ExecPrep { report_r, report_w, .. } = prep;
-    drop(report_w);
-    // The child has exec'd or exited (it may still be closing its fds: the read waits that
-    // long at most).
-    Ok(child_report(&report_r, pid).map(|()| Spawned { pid, method: Method::Vfork, pidfd }))
+    let spawned = |()| Spawned { pid, method: Method::Vfork, pidfd };
+    match prep.pipe {
+        Some((report_r, report_w)) => {
+            drop(report_w);
+            // The child has exec'd or exited (it may still be closing its fds: the read
+            // waits that long at most).
+            Ok(child_report(&report_r, pid).map(spawned))
+        }
+        // The child has exec'd or exited, and a failure is in `shared`.
+        None if shared.failed.load(Acquire) => {
+            let _ = crate::process::wait(pid);
+            let [code, arg, errno] = shared.words.each_ref().map(|w| w.load(Relaxed));
+            Ok(Err(report_error(code, arg, errno)))
+        }
+        None => Ok(Ok(spawned(()))),
+    }
+}
+
+/// Whether this process spawns through the vfork path on Linux (`clone(CLONE_VM |
+/// CLONE_VFORK)` with a child that shares its memory), found out with a first clone. `false`
+/// elsewhere, and where `clone` refuses it or runs it as a fork (valgrind, QEMU).
+pub fn vfork_path_available() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        vfork_mode() == VFORK_SHARED
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// Whether `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) or plain `close_range` (5.9) is
