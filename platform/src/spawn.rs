@@ -1164,11 +1164,9 @@ extern "C" fn discard_stop(_: c_int) {}
 /// prepared data, none of which changes state that the parent shares with the child on the
 /// vfork path (no id changes there: see `vfork_can`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
-    // SAFETY: we are a freshly forked child (the only thread of its copy of the parent), or
-    // the vfork path's child, whose parent thread is suspended until the exec; every pointer
-    // in `p` points into memory that nobody frees or changes before the exec; every call below
-    // is async-signal-safe and allocates nothing; `dfl`, `held` and `empty` are fully
-    // initialised.
+    // SAFETY: a forked child, or the vfork child whose parent thread is suspended until the
+    // exec: what `p` points to is neither freed nor changed before it; every call below is
+    // async-signal-safe and allocates nothing; `dfl`, `held`, `empty` are fully initialised.
     unsafe {
         // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change),
         //    but the stop signals, which `discard_stop` catches until the exec.
@@ -1542,34 +1540,61 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
     }
 }
 
+/// Runs `child(arg)` in a `clone(CLONE_VM | CLONE_VFORK | flags)` child whose stack is a
+/// buffer in this frame, with every signal blocked around the call, so that no handler of
+/// ours runs in the child, which shares our memory, before it resets them. Returns the
+/// child's pid, or the error number (read before the mask comes off, since a handler that
+/// runs then may change it). With `CLONE_PIDFD` the kernel stores the pidfd in `pidfd`.
+///
+/// # Safety
+///
+/// `child` must make only async-signal-safe calls on what `arg` points to, write nothing of
+/// this process's memory but through `arg`, and end in an exec or `_exit`; `arg` must stay
+/// valid until this returns (CLONE_VFORK suspends the calling thread until the child's exec
+/// or exit), and `pidfd` must be valid for a write.
+#[cfg(target_os = "linux")]
+unsafe fn clone_vfork(
+    child: extern "C" fn(*mut libc::c_void) -> c_int,
+    arg: *const libc::c_void,
+    flags: c_int,
+    pidfd: *mut c_int,
+) -> Result<Pid, i32> {
+    let mut stack = VforkStack(MaybeUninit::uninit());
+    let _mask = MaskGuard::block_all().map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+    // SAFETY: the stack's top is one past its end, 16-aligned, and the buffer stays ours and
+    // unused until clone returns, the caller's thread being suspended meanwhile; every signal
+    // is blocked, so no handler runs on the child's stack; the caller upholds the rest. The
+    // kernel writes `pidfd` only with CLONE_PIDFD.
+    let pid = unsafe {
+        let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
+        libc::clone(
+            child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | flags,
+            arg.cast_mut(),
+            pidfd,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<c_int>(),
+        )
+    };
+    if pid < 0 { Err(errno()) } else { Ok(pid) }
+}
+
 /// The first vfork of this process: whether `clone` takes `CLONE_VM | CLONE_VFORK`, and
 /// whether the child really shares our memory.
 #[cfg(target_os = "linux")]
 fn vfork_probe() -> u8 {
     let seen = std::sync::atomic::AtomicBool::new(false);
-    let mut stack = VforkStack(MaybeUninit::uninit());
-    let (pid, e) = {
-        let Ok(_mask) = MaskGuard::block_all() else { return VFORK_UNTRIED };
-        // SAFETY: as in `vfork_exec`; the child only sets `seen`, which outlives the call.
-        let pid = unsafe {
-            let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
-            libc::clone(
-                probe_child,
-                top.cast(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                (&raw const seen).cast_mut().cast(),
-            )
+    let mut no_pidfd: c_int = -1;
+    // SAFETY: `probe_child` only sets `seen`, which outlives the call, and exits.
+    let pid =
+        match unsafe { clone_vfork(probe_child, (&raw const seen).cast(), libc::SIGCHLD, &raw mut no_pidfd) }
+        {
+            Ok(pid) => pid,
+            // Refused for good, or (the process limit, memory) only for now: ask again later.
+            Err(libc::EINVAL | libc::ENOSYS | libc::EPERM) => return VFORK_REFUSED,
+            Err(_) => return VFORK_UNTRIED,
         };
-        (pid, errno())
-    };
-    if pid < 0 {
-        // Refused for good, or (the process limit, memory) only for now: ask again later.
-        return if matches!(e, libc::EINVAL | libc::ENOSYS | libc::EPERM) {
-            VFORK_REFUSED
-        } else {
-            VFORK_UNTRIED
-        };
-    }
     // Our own child, by pid: it has exited (or is about to), so this does not wait long.
     let _ = crate::process::wait(pid);
     if seen.load(std::sync::atomic::Ordering::Relaxed) { VFORK_SHARED } else { VFORK_COPIED }
@@ -1604,57 +1629,28 @@ fn vfork_exec(
     if mode != VFORK_SHARED && mode != VFORK_COPIED {
         return Err(Unsupported);
     }
-    let setup = |e| SpawnError::new(Stage::Setup, e);
     let prep = match ExecPrep::new(req, plan, mode == VFORK_COPIED) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
     let shared = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &shared);
-    let mut stack = VforkStack(MaybeUninit::uninit());
     let mut pidfd: c_int = -1;
-    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let mut flags = libc::SIGCHLD;
     if req.want_pidfd && !CLONE_PIDFD_REFUSED.load(Relaxed) {
         flags |= libc::CLONE_PIDFD;
     }
     let pid = loop {
-        let (pid, e) = {
-            // No handler of ours may run in the child, which shares our memory, before it
-            // resets them.
-            let _mask = match MaskGuard::block_all() {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(setup(e))),
-            };
-            // SAFETY: the stack's top is one past its end, 16-aligned, and the memory stays
-            // ours and unused until clone returns (CLONE_VFORK suspends this thread until the
-            // child's exec or exit); `child` and `shared` outlive the call (see
-            // `vfork_child`); every signal is blocked, so no handler runs on the child's
-            // stack; `pidfd` is writable, and the kernel writes it only with CLONE_PIDFD. The
-            // child runs only `child_exec`.
-            let pid = unsafe {
-                let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
-                libc::clone(
-                    vfork_child,
-                    top.cast(),
-                    flags,
-                    (&raw const child).cast_mut().cast(),
-                    &raw mut pidfd,
-                    std::ptr::null_mut::<libc::c_void>(),
-                    std::ptr::null_mut::<c_int>(),
-                )
-            };
-            // (errno before the mask comes off: a handler run then may change it.)
-            (pid, errno())
-        };
-        if pid >= 0 {
-            break pid;
+        // SAFETY: the child runs only `child_exec` (see there) on `child`, which outlives the
+        // call, as `shared` does (see `vfork_child`); `pidfd` is writable.
+        match unsafe { clone_vfork(vfork_child, (&raw const child).cast(), flags, &raw mut pidfd) } {
+            Ok(pid) => break pid,
+            Err(libc::EINVAL) if flags & libc::CLONE_PIDFD != 0 => {
+                CLONE_PIDFD_REFUSED.store(true, Relaxed);
+                flags &= !libc::CLONE_PIDFD;
+            }
+            Err(e) => return Ok(Err(SpawnError::os(Stage::Setup, e))),
         }
-        if e == libc::EINVAL && flags & libc::CLONE_PIDFD != 0 {
-            CLONE_PIDFD_REFUSED.store(true, Relaxed);
-            flags &= !libc::CLONE_PIDFD;
-            continue;
-        }
-        return Ok(Err(SpawnError::os(Stage::Setup, e)));
     };
     // SAFETY: with CLONE_PIDFD the kernel stored a fresh fd that nothing else owns; a kernel
     // before 5.2 ignores the flag and leaves -1.
