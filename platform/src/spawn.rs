@@ -1561,10 +1561,10 @@ unsafe fn clone_vfork(
 ) -> Result<Pid, i32> {
     let mut stack = VforkStack(MaybeUninit::uninit());
     let _mask = MaskGuard::block_all().map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
-    // SAFETY: the stack's top is one past its end, 16-aligned, and the buffer stays ours and
-    // unused until clone returns, the caller's thread being suspended meanwhile; every signal
-    // is blocked, so no handler runs on the child's stack; the caller upholds the rest. The
-    // kernel writes `pidfd` only with CLONE_PIDFD.
+    // The stack's top is one past its end and 16-aligned; the buffer is unused until clone
+    // returns, this thread being suspended meanwhile; every signal is blocked, so no handler
+    // runs on the child's stack. The kernel writes `pidfd` only with CLONE_PIDFD.
+    // SAFETY: as just said; the caller upholds the rest (see `# Safety`).
     let pid = unsafe {
         let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
         libc::clone(
