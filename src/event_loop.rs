@@ -66,7 +66,7 @@ const MODE_NOWAIT: u8 = 2;
 pub struct LoopBuilder {
     pub(crate) force_select_helper: bool,
     pub(crate) force_sigchld_reaping: bool,
-    pub(crate) spawn_via: evloop_platform::spawn::Via,
+    pub(crate) spawn_via: Via,
 }
 
 impl LoopBuilder {
