@@ -8,9 +8,10 @@
 //! large the parent. The child shares the parent's memory until its exec, so it only reads
 //! what the parent prepared (nothing allocates), writes only its own stack (in the parent's
 //! frame, which is suspended until the exec), and every signal stays blocked until the last
-//! step, so no handler of the parent's runs in it. It takes every request but ids (glibc's
-//! `setuid` would change the parent's threads, which it finds in the shared memory), and
-//! gives the child's pidfd through `CLONE_PIDFD`. A failed child leaves its report in the
+//! step, so no handler of the parent's runs in it. It takes every request. Ids change through
+//! the bare system calls: the libc wrappers act on every thread of the process, through
+//! state in the shared memory (see `id_call`). On the few architectures where this crate does not
+//! know those calls, requests with ids are forked. It gives the child's pidfd through `CLONE_PIDFD`. A failed child leaves its report in the
 //! parent's frame, read once `clone` returns: no pipe, which a fork by another thread could
 //! hold open. A first clone finds out whether the child really shares memory; where it does
 //! not (valgrind and QEMU run such a clone as a fork), reports take the fork path's error
@@ -423,7 +424,8 @@ impl PtrArray {
     }
 }
 
-#[cfg(target_os = "freebsd")]
+// (Declared here: the libc crate has it for glibc only.)
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 unsafe extern "C" {
     static environ: *const *const c_char;
 }
@@ -434,14 +436,9 @@ unsafe extern "C" {
 /// `std::env::set_var` on another thread at the same time is undefined behaviour (which is
 /// why it is `unsafe` in edition 2024).
 fn environ_block() -> *const *const c_char {
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     {
         // SAFETY: reading the pointer value of libc's `environ`; see the function docs.
-        unsafe { libc::environ as *const *const c_char }
-    }
-    #[cfg(target_os = "freebsd")]
-    {
-        // SAFETY: as above.
         unsafe { environ }
     }
     #[cfg(target_vendor = "apple")]
@@ -1160,9 +1157,85 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// there at the earliest. Async-signal-safe: it does nothing.
 extern "C" fn discard_stop(_: c_int) {}
 
+/// The child's id switches: `setgroups(0, NULL)`, `setgid`, `setuid`.
+#[derive(Clone, Copy)]
+enum IdCall {
+    DropGroups,
+    Group,
+    User,
+}
+
+/// The Linux system call numbers of `IdCall`'s three calls, for 32-bit ids, on the
+/// architectures where this crate knows them (x86 and 32-bit Arm have the `*32` calls; the
+/// others' plain calls take 32-bit ids). Elsewhere on Linux, requests with ids take the fork
+/// path.
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
+const LINUX_ID_CALLS: Option<[libc::c_long; 3]> =
+    Some([libc::SYS_setgroups32, libc::SYS_setgid32, libc::SYS_setuid32]);
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+const LINUX_ID_CALLS: Option<[libc::c_long; 3]> =
+    Some([libc::SYS_setgroups, libc::SYS_setgid, libc::SYS_setuid]);
+#[cfg(all(
+    target_os = "linux",
+    not(any(
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    ))
+))]
+const LINUX_ID_CALLS: Option<[libc::c_long; 3]> = None;
+
+/// One id switch in the child; -1 and `errno` on failure. Async-signal-safe.
+///
+/// On Linux this is the bare system call, which changes the calling task alone. The libc
+/// wrappers are written for a process with threads: they switch all of them, through thread
+/// lists and locks kept in the process's memory, which the vfork child shares with its
+/// parent. Whether that reaches the parent's threads depends on the libc and its version
+/// (glibc 2.36 takes the parent's thread-list lock and marks the parent's threads, then its
+/// signals to them miss, sent through the child's process id; the musl that Rust ships acts
+/// on the child alone), so the child does not depend on it. A forked child has one thread,
+/// so there the bare call does all that the wrapper would.
+fn id_call(call: IdCall, id: u32) -> c_int {
+    #[cfg(target_os = "linux")]
+    if let Some([groups, group, user]) = LINUX_ID_CALLS {
+        let number = match call {
+            IdCall::DropGroups => groups,
+            IdCall::Group => group,
+            IdCall::User => user,
+        };
+        // SAFETY: each call takes integers (setgroups: a count of 0 and a null list, which
+        // the kernel does not read); none touches memory the parent shares.
+        return unsafe { libc::syscall(number, id as libc::c_long, 0 as libc::c_long) } as c_int;
+    }
+    // SAFETY: the fork path's child, a process of its own with one thread; setgroups reads no
+    // list of length 0.
+    unsafe {
+        match call {
+            IdCall::DropGroups => libc::setgroups(0, std::ptr::null()),
+            IdCall::Group => libc::setgid(id),
+            IdCall::User => libc::setuid(id),
+        }
+    }
+}
+
 /// The child side of fork/exec and of the vfork path. Only async-signal-safe calls on
 /// prepared data, none of which changes state that the parent shares with the child on the
-/// vfork path (no id changes there: see `vfork_can`).
+/// vfork path (ids change through the bare system calls: see `id_call`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
     // SAFETY: a forked child, or the vfork child whose parent thread is suspended until the
     // exec: what `p` points to is neither freed nor changed before it; every call below is
@@ -1249,15 +1322,15 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         if p.uid.is_some() || p.gid.is_some() {
             // Drop supplementary groups (only root may; others keep theirs, as libuv does).
-            libc::setgroups(0, std::ptr::null());
+            id_call(IdCall::DropGroups, 0);
         }
         if let Some(gid) = p.gid {
-            if libc::setgid(gid) < 0 {
+            if id_call(IdCall::Group, gid) < 0 {
                 child_fail(p.report, Stage::SetGid, errno());
             }
         }
         if let Some(uid) = p.uid {
-            if libc::setuid(uid) < 0 {
+            if id_call(IdCall::User, uid) < 0 {
                 child_fail(p.report, Stage::SetUid, errno());
             }
         }
@@ -1486,12 +1559,11 @@ const VFORK_REFUSED: u8 = 3;
 #[cfg(target_os = "linux")]
 static CLONE_PIDFD_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether the vfork path can express `req`: everything but ids. glibc's `setuid` and
-/// `setgid` change the ids of every thread of the process, which they find in memory that
-/// the vfork child shares with its parent: they would change the parent's.
+/// Whether the vfork path can express `req`: everything, but ids only where the child can
+/// switch them with the bare system calls (`id_call`).
 #[cfg(target_os = "linux")]
 fn vfork_can(req: &Request<'_>) -> bool {
-    req.uid.is_none() && req.gid.is_none()
+    LINUX_ID_CALLS.is_some() || (req.uid.is_none() && req.gid.is_none())
 }
 
 /// Whether this process spawns through the vfork path, and how its children report (a

@@ -64,8 +64,19 @@ impl PartialEq for Termios {
             && a.c_cflag == b.c_cflag
             && a.c_lflag == b.c_lflag
             && a.c_cc == b.c_cc
-            && a.c_ispeed == b.c_ispeed
-            && a.c_ospeed == b.c_ospeed
+            && speeds(a) == speeds(b)
+    }
+}
+
+/// The input and output speeds as the struct holds them (musl's fields are named apart).
+fn speeds(t: &libc::termios) -> (libc::speed_t, libc::speed_t) {
+    #[cfg(not(target_env = "musl"))]
+    {
+        (t.c_ispeed, t.c_ospeed)
+    }
+    #[cfg(target_env = "musl")]
+    {
+        (t.__c_ispeed, t.__c_ospeed)
     }
 }
 

@@ -27,9 +27,10 @@ pub fn process_cpu_time() -> io::Result<Duration> {
 /// cut to this; the loop computes its timeout again when the wait returns.
 pub(crate) const WAIT_SECS_MAX: u64 = 100_000_000;
 
-/// `d`'s whole seconds, cut to [`WAIT_SECS_MAX`].
-pub(crate) fn wait_secs(d: Duration) -> libc::time_t {
-    d.as_secs().min(WAIT_SECS_MAX) as libc::time_t
+/// `d`'s whole seconds, cut to [`WAIT_SECS_MAX`], as the seconds field of a `timespec` or
+/// `timeval` (`time_t`, 32 or 64 bits: the cut value fits either).
+pub(crate) fn wait_secs<T: From<i32>>(d: Duration) -> T {
+    T::from(d.as_secs().min(WAIT_SECS_MAX) as i32)
 }
 
 #[cfg(test)]
@@ -38,7 +39,7 @@ mod tests {
 
     #[test]
     fn a_wait_of_any_length_is_cut_to_what_xnu_accepts() {
-        assert_eq!(super::wait_secs(Duration::MAX), 100_000_000);
-        assert_eq!(super::wait_secs(Duration::from_millis(2500)), 2);
+        assert_eq!(super::wait_secs::<i64>(Duration::MAX), 100_000_000);
+        assert_eq!(super::wait_secs::<i32>(Duration::from_millis(2500)), 2);
     }
 }

@@ -1092,25 +1092,7 @@ case!(
     /// parent's memory after such a spawn takes no fault. The fork path shows that the count
     /// sees a copy.
     fn issue_6_a_spawn_into_a_new_group_or_session_copies_nothing_of_the_parent() {
-        use nix::sys::resource::{UsageWho, getrusage};
-        if !evloop_platform::spawn::vfork_path_available() {
-            // (A sandbox that refuses clone(CLONE_VM), or an emulator that runs it as a fork.)
-            eprintln!("no vfork path here: nothing to test");
-            return;
-        }
-        // This thread's faults only: the watchdog's and the loop's stay out of the count.
-        let faults_now = || getrusage(UsageWho::RUSAGE_THREAD).unwrap().minor_page_faults();
-        let mut ballast = vec![1u8; 64 << 20];
-        // One write per page; with transparent huge pages a copy costs one fault per 2 MiB,
-        // so a copy of this is 32 faults at the least.
-        let rewrite = |ballast: &mut Vec<u8>| {
-            let before = faults_now();
-            for page in ballast.chunks_mut(4096) {
-                page[0] = page[0].wrapping_add(1);
-            }
-            faults_now() - before
-        };
-        rewrite(&mut ballast);
+        let Some(mut ballast) = Ballast::new() else { return };
         for (name, b) in [("default", builder()), ("fork", builder().force_fork_spawn(true))] {
             let mut lp = b.build().unwrap();
             for how in ["group", "session"] {
@@ -1121,7 +1103,7 @@ case!(
                     cmd.setsid(true);
                 }
                 assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name} {how}");
-                let faults = rewrite(&mut ballast);
+                let faults = ballast.rewrite();
                 if name == "fork" {
                     assert!(faults >= 32, "{name} {how}: the count saw no copy ({faults} faults)");
                 } else {
@@ -1129,7 +1111,94 @@ case!(
                 }
             }
         }
-        std::hint::black_box(&ballast);
+    }
+);
+
+/// 64 MiB of the parent's memory, to find out whether a spawn copied the parent: after a
+/// fork, rewriting it faults once per page (or per 2 MiB with transparent huge pages, 32
+/// faults at the least).
+struct Ballast(Vec<u8>);
+
+impl Ballast {
+    /// `None` where spawns fork anyway (a sandbox that refuses clone(CLONE_VM), or an emulator
+    /// that runs it as a fork), after saying so.
+    fn new() -> Option<Ballast> {
+        if !evloop_platform::spawn::vfork_path_available() {
+            eprintln!("no vfork path here: nothing to test");
+            return None;
+        }
+        let mut b = Ballast(vec![1u8; 64 << 20]);
+        b.rewrite();
+        Some(b)
+    }
+
+    /// Writes every page once; returns this thread's minor faults meanwhile (the watchdog's
+    /// and the loop's stay out of the count).
+    fn rewrite(&mut self) -> u64 {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let faults_now = || getrusage(UsageWho::RUSAGE_THREAD).unwrap().minor_page_faults() as u64;
+        let before = faults_now();
+        for page in self.0.chunks_mut(4096) {
+            page[0] = page[0].wrapping_add(1);
+        }
+        std::hint::black_box(&self.0);
+        faults_now() - before
+    }
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of every thread of this process.
+fn ids_of_every_thread() -> Vec<String> {
+    let mut ids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let lines = status.lines().filter(|l| ["Uid:", "Gid:", "Groups:"].iter().any(|k| l.starts_with(k)));
+        ids.push(lines.collect::<Vec<_>>().join(" | "));
+    }
+    ids
+}
+
+case!(
+    /// A child run as another user starts without copying the parent, and switches its own
+    /// ids only. On the vfork path it shares the parent's memory until its exec, where the
+    /// libc wrappers find the parent's threads: the child makes the bare system calls, and
+    /// every thread of the parent keeps its ids. (As root the child becomes nobody;
+    /// otherwise it "switches" to the ids it has.)
+    fn issue_6_a_child_run_as_another_user_copies_nothing_and_leaves_the_parents_threads_alone() {
+        let root = is_root();
+        let (uid, gid) = if root {
+            (65534, 65534)
+        } else {
+            (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        };
+        // A second thread of the parent's, alive through every spawn.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || stopped.recv());
+        let before = ids_of_every_thread();
+        assert!(before.len() >= 2 && before.iter().all(|t| *t == before[0]), "{before:?}");
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("echo $(id -u) $(id -g) $(id -G)");
+            cmd.uid(uid).gid(gid);
+            let o = output_of(&mut lp, &mut cmd);
+            assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+            let out = String::from_utf8(o.stdout).unwrap();
+            if root {
+                assert_eq!(out, "65534 65534 65534\n", "{name}: supplementary groups dropped");
+            } else {
+                assert!(out.starts_with(&format!("{uid} {gid} ")), "{name}: {out}");
+            }
+            assert_eq!(ids_of_every_thread(), before, "{name}: the parent's threads kept their ids");
+        }
+        if let Some(mut ballast) = Ballast::new() {
+            let mut lp = builder().build().unwrap();
+            let mut cmd = Command::new("true");
+            cmd.uid(uid).gid(gid);
+            assert!(status_of(&mut lp, &cmd).unwrap().success());
+            let faults = ballast.rewrite();
+            assert!(faults < 8, "{faults} faults: the parent was copied");
+        }
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
     }
 );
 
@@ -1950,19 +2019,6 @@ case!(
             assert!(e.to_string().contains("cannot switch to group id 0"), "{e}");
             still_works(&mut lp);
         }
-    }
-);
-
-case!(
-    fn switching_ids_works_for_root() {
-        if !is_root() {
-            return;
-        }
-        let mut lp = builder().build().unwrap();
-        let mut cmd = sh("echo $(id -u) $(id -g) $(id -G)");
-        cmd.uid(65534).gid(65534);
-        let o = output_of(&mut lp, &mut cmd);
-        assert_eq!(o.stdout, b"65534 65534 65534\n", "supplementary groups dropped");
     }
 );
 
