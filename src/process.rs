@@ -204,13 +204,13 @@
 //!
 //! - Linux: pidfds need 5.3 (older kernels use `SIGCHLD`), group signals by pidfd 6.9.
 //!   Where `clone` refuses `CLONE_VM` (some sandboxes and emulators), `posix_spawn` takes
-//!   over as on FreeBSD, and needs glibc 2.29 for `current_dir`, 2.26 for `setsid` and 2.34
-//!   for closing the parent's other fds; with an older glibc those requests take the fork
-//!   path, and on that path only close-on-exec keeps other fds out of the child.
+//!   over as on FreeBSD. It needs glibc 2.34 to close the parent's other fds in the child,
+//!   2.29 for `current_dir` and 2.26 for `setsid`; without them (and always with musl) those
+//!   spawns take the fork path, which closes the other fds itself.
 //! - macOS: `posix_spawn` with `POSIX_SPAWN_CLOEXEC_DEFAULT`; `current_dir` together with a
 //!   relative executable path takes the fork path (a libc bug reports `ENOENT` for it).
 //! - FreeBSD: `setsid`, process groups, terminals, and callers in front of a terminal take
-//!   the fork path.
+//!   the fork path; before 13.1 (no `addclosefrom_np`) every spawn does.
 //! - uid and gid take the fork path wherever the vfork path does not run (`posix_spawn`
 //!   cannot switch ids), and on Linux architectures other than x86, x86-64, Arm, AArch64,
 //!   RISC-V 64, POWER64, s390x and LoongArch64, where evloop does not know the id calls.

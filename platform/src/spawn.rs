@@ -32,7 +32,11 @@
 //!   FreeBSD);
 //! - except on macOS, a process group or session, and a caller in front of a terminal: a
 //!   Ctrl-Z can stop its child before the exec, with the caller suspended (see
-//!   `discard_stop` for how our own child avoids it).
+//!   `discard_stop` for how our own child avoids it);
+//! - anything, where `posix_spawn_file_actions_addclosefrom_np` is missing (but on macOS,
+//!   which has `POSIX_SPAWN_CLOEXEC_DEFAULT`): the child would inherit every fd of the
+//!   parent's that lacks close-on-exec, the classic source of pipes that never see their end
+//!   of file.
 //!
 //! Optional functions are looked up with `dlsym` at run time, so the binary runs on the
 //! oldest libc this crate builds for and uses what the running one offers.
@@ -53,9 +57,9 @@
 //!   Every other fd is closed: by `POSIX_SPAWN_CLOEXEC_DEFAULT` on macOS, by
 //!   `posix_spawn_file_actions_addclosefrom_np` where it exists (glibc 2.34, FreeBSD 13.1), by
 //!   `close_range` (Linux), `closefrom` (FreeBSD, whose `/dev/fd` may list only 0 to 2) or a
-//!   close loop over the listed fds on the fork and vfork paths. Where none of these exists
-//!   (older glibc and FreeBSD with `posix_spawn`) only close-on-exec protects the parent's other fds; every
-//!   fd evloop creates is close-on-exec.
+//!   close loop over the listed fds on the fork and vfork paths. Where `posix_spawn` has no
+//!   way to close them (glibc before 2.34, musl, FreeBSD before 13.1), it is not used: such
+//!   spawns take the fork path. Every fd evloop creates is close-on-exec besides.
 //! - Sources are moved out of the way before any target is written: a source whose number is
 //!   itself a target (the classic "stdout and stderr swapped" case) is first duplicated above
 //!   every target, so the mapping never reads an fd it already overwrote.
@@ -615,6 +619,12 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     if req.setsid && (req.process_group.is_some() || !setsid_supported()) {
         return false;
     }
+    // Without a way to close the parent's other fds, the child would get every one that
+    // lacks close-on-exec (macOS closes them with POSIX_SPAWN_CLOEXEC_DEFAULT).
+    #[cfg(not(target_vendor = "apple"))]
+    if addclosefrom().is_none() {
+        return false;
+    }
     if let Some(_cwd) = req.cwd {
         if addchdir().is_none() {
             return false;
@@ -954,7 +964,7 @@ const SIGNAL_END: c_int = 32;
 const SIGNAL_END: c_int = 129;
 
 /// The size of the kernel's signal set, which `rt_sigaction` takes: 64 signals, 128 on MIPS.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(target_os = "linux")]
 const KERNEL_SIGSET_BYTES: usize =
     if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 16 } else { 8 };
 
@@ -1157,6 +1167,13 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// there at the earliest. Async-signal-safe: it does nothing.
 extern "C" fn discard_stop(_: c_int) {}
 
+/// The signals below `SIGRTMIN` that the libc keeps for itself and whose `sigaction`
+/// refuses them: glibc's 32 and 33, musl's 32 to 34.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const LIBC_INTERNAL_SIGNALS: &[c_int] = &[32, 33];
+#[cfg(all(target_os = "linux", not(target_env = "gnu")))]
+const LIBC_INTERNAL_SIGNALS: &[c_int] = &[32, 33, 34];
+
 /// The child's id switches: `setgroups(0, NULL)`, `setgid`, `setuid`.
 #[derive(Clone, Copy)]
 enum IdCall {
@@ -1257,13 +1274,13 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             };
             libc::sigaction(sig, act, std::ptr::null_mut());
         }
-        // glibc's sigaction refuses its two internal signals, which a parent started by
-        // posix_spawn may have ignored (exec keeps that): the kernel's call takes them. All
-        // zeros is the kernel's sigaction for SIG_DFL, no flags, an empty mask.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // The libc's sigaction refuses its internal signals, which a parent started by
+        // glibc's posix_spawn may have ignored (exec keeps that): the kernel's call takes
+        // them. All zeros is the kernel's sigaction for SIG_DFL, no flags, an empty mask.
+        #[cfg(target_os = "linux")]
         {
             let kernel_dfl = [0u64; 8];
-            for sig in [32, 33] {
+            for &sig in LIBC_INTERNAL_SIGNALS {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig as libc::c_long,

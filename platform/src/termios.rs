@@ -131,10 +131,13 @@ impl Termios {
 
 /// `tcgetattr(fd)`. A non-terminal gives `ENOTTY`.
 pub fn get(fd: BorrowedFd<'_>) -> io::Result<Termios> {
-    let mut t = MaybeUninit::<libc::termios>::uninit();
+    // Zeroed first: musl's tcgetattr is the bare `TCGETS`, which fills in only the kernel's
+    // part of the struct (19 control characters of 32, no speed fields), and two reads of
+    // one terminal must compare equal.
+    let mut t = MaybeUninit::<libc::termios>::zeroed();
     // SAFETY: `t` is valid for writes of one termios; `fd` is borrowed, so it stays open.
     cvt_r(|| unsafe { libc::tcgetattr(fd.as_raw_fd(), t.as_mut_ptr()) })?;
-    // SAFETY: tcgetattr succeeded, so it filled in the whole struct.
+    // SAFETY: every byte is initialised: zeroed, then partly or wholly written by tcgetattr.
     Ok(Termios(unsafe { t.assume_init() }))
 }
 
