@@ -1383,20 +1383,61 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
 struct MaskGuard(libc::sigset_t);
 
 impl MaskGuard {
+    /// Blocks every signal in this thread. On Linux this is the bare `rt_sigprocmask`, as in
+    /// glibc's `posix_spawn`: glibc's `pthread_sigmask` leaves its two internal signals
+    /// unblocked, and would let them into the vfork child.
     fn block_all() -> io::Result<MaskGuard> {
-        let full = sigset(true);
-        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: `full` is initialised; `old` is valid for writes of one sigset_t.
-        cvt_errno(unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &full, old.as_mut_ptr()) })?;
-        // SAFETY: pthread_sigmask succeeded and filled in `old`.
-        Ok(MaskGuard(unsafe { old.assume_init() }))
+        #[cfg(target_os = "linux")]
+        {
+            let mut full = MaybeUninit::<libc::sigset_t>::uninit();
+            let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
+            // SAFETY: `full` is valid for writes of one sigset_t, which every bit set makes a
+            // valid set (the kernel ignores SIGKILL's and SIGSTOP's); `old` is valid for
+            // writes, and the kernel writes only its first KERNEL_SIGSET_BYTES.
+            unsafe {
+                full.as_mut_ptr().write_bytes(0xff, 1);
+                cvt(libc::syscall(
+                    libc::SYS_rt_sigprocmask,
+                    libc::SIG_SETMASK as libc::c_long,
+                    full.as_ptr(),
+                    old.as_mut_ptr(),
+                    KERNEL_SIGSET_BYTES,
+                ))?;
+            }
+            // SAFETY: zeroed, then filled in by the kernel.
+            Ok(MaskGuard(unsafe { old.assume_init() }))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let full = sigset(true);
+            let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+            // SAFETY: `full` is initialised; `old` is valid for writes of one sigset_t.
+            cvt_errno(unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &full, old.as_mut_ptr()) })?;
+            // SAFETY: pthread_sigmask succeeded and filled in `old`.
+            Ok(MaskGuard(unsafe { old.assume_init() }))
+        }
     }
 }
 
 impl Drop for MaskGuard {
     fn drop(&mut self) {
+        // SAFETY: `self.0` is the mask saved by `block_all`; the kernel reads its first
+        // KERNEL_SIGSET_BYTES.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as libc::c_long,
+                &raw const self.0,
+                std::ptr::null_mut::<libc::sigset_t>(),
+                KERNEL_SIGSET_BYTES,
+            );
+        }
         // SAFETY: `self.0` is the mask saved by `block_all`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        #[cfg(not(target_os = "linux"))]
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
     }
 }
 
