@@ -41,12 +41,10 @@
 //!
 //! - **Linux**: `clone(CLONE_VM | CLONE_VFORK)` running evloop's own child code, as glibc's
 //!   `posix_spawn` runs its own, with nothing allocated between the clone and the exec. It
-//!   takes every request: process groups, sessions, a terminal to take, callers in front of
-//!   a terminal, which `posix_spawn` would leave hanging on a Ctrl-Z (see below), and a
-//!   [`uid`](Command::uid) or [`gid`](Command::gid), which `posix_spawn` cannot switch. The
-//!   child switches ids with the bare system calls: the libc wrappers act on every thread
-//!   of the process, through state in memory that the child shares with the parent. `CLONE_PIDFD` (Linux 5.2) gives the
-//!   child's pidfd with it.
+//!   takes every request but a [`uid`](Command::uid) or [`gid`](Command::gid): process
+//!   groups, sessions, a terminal to take, and callers in front of a terminal, which
+//!   `posix_spawn` would leave hanging on a Ctrl-Z (see below). `CLONE_PIDFD` (Linux 5.2)
+//!   gives the child's pidfd with it.
 //! - **macOS, FreeBSD**: `posix_spawn` wherever it can express the request. Optional libc
 //!   functions (`addchdir_np`, `addclosefrom_np`, `POSIX_SPAWN_SETSID`) are looked up at run
 //!   time, so the binary does not require a newer libc or macOS than it was built for.
@@ -211,9 +209,10 @@
 //!   relative executable path takes the fork path (a libc bug reports `ENOENT` for it).
 //! - FreeBSD: `setsid`, process groups, terminals, and callers in front of a terminal take
 //!   the fork path; before 13.1 (no `addclosefrom_np`) every spawn does.
-//! - uid and gid take the fork path wherever the vfork path does not run (`posix_spawn`
-//!   cannot switch ids), and on Linux architectures other than x86, x86-64, Arm, AArch64,
-//!   RISC-V 64, POWER64, s390x and LoongArch64, where evloop does not know the id calls.
+//! - uid and gid always take the fork path. `posix_spawn` cannot switch ids, and a child
+//!   that switched them while sharing the parent's memory (the vfork path) would leave the
+//!   parent non-dumpable for good (the kernel marks the memory, not the task) and could be
+//!   stopped by the user it now runs as, with the parent suspended until its exec.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -740,17 +739,15 @@ impl Command {
         self
     }
 
-    /// Runs the child as user `uid` (the parent needs the privilege to switch). On Linux the
-    /// child switches without copying the parent; elsewhere this takes the fork path (see
-    /// [how a child starts](crate::process#how-a-child-starts)).
+    /// Runs the child as user `uid` (the parent needs the privilege to switch). Takes the
+    /// fork path (see [the platform notes](crate::process#platform-notes)).
     pub fn uid(&mut self, uid: u32) -> &mut Command {
         self.uid = Some(uid);
         self
     }
 
     /// Runs the child with group `gid`; supplementary groups are dropped where permitted.
-    /// On Linux the child switches without copying the parent; elsewhere this takes the fork
-    /// path.
+    /// Takes the fork path.
     pub fn gid(&mut self, gid: u32) -> &mut Command {
         self.gid = Some(gid);
         self

@@ -8,15 +8,15 @@
 //! large the parent. The child shares the parent's memory until its exec, so it only reads
 //! what the parent prepared (nothing allocates), writes only its own stack (in the parent's
 //! frame, which is suspended until the exec), and every signal stays blocked until the last
-//! step, so no handler of the parent's runs in it. It takes every request. Ids change through
-//! the bare system calls: the libc wrappers act on every thread of the process, through
-//! state in the shared memory (see `id_call`). On the few architectures where this crate does not
-//! know those calls, requests with ids are forked. It gives the child's pidfd through `CLONE_PIDFD`. A failed child leaves its report in the
-//! parent's frame, read once `clone` returns: no pipe, which a fork by another thread could
-//! hold open. A first clone finds out whether the child really shares memory; where it does
-//! not (valgrind and QEMU run such a clone as a fork), reports take the fork path's error
-//! pipe. glibc before 2.24 (whose `clone` child overwrote its caller's thread id, bug 19957)
-//! and a `clone` that refuses `CLONE_VM` leave the spawns to `posix_spawn`.
+//! step, so no handler of the parent's runs in it. It takes every request but ids, which
+//! would change the shared memory's dumpable flag and let the new user stop the child with
+//! the parent suspended (see `vfork_can`). It gives the child's pidfd through `CLONE_PIDFD`.
+//! A failed child leaves its report in the parent's frame, read once `clone` returns: no
+//! pipe, which a fork by another thread could hold open. A first clone finds out whether the
+//! child really shares memory; where it does not (valgrind and QEMU run such a clone as a
+//! fork), reports take the fork path's error pipe. glibc before 2.24 (whose `clone` child
+//! overwrote its caller's thread id, bug 19957) and a `clone` that refuses `CLONE_VM` leave
+//! the spawns to `posix_spawn`.
 //!
 //! # posix_spawn
 //!
@@ -428,10 +428,10 @@ impl PtrArray {
     }
 }
 
-// (Declared here: the libc crate has it for glibc only.)
+// (Declared here: the libc crate has it for glibc only. `mut`: setenv changes it.)
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 unsafe extern "C" {
-    static environ: *const *const c_char;
+    static mut environ: *const *const c_char;
 }
 
 /// This process's environment block (`environ`), for a child that inherits it.
@@ -442,7 +442,8 @@ unsafe extern "C" {
 fn environ_block() -> *const *const c_char {
     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     {
-        // SAFETY: reading the pointer value of libc's `environ`; see the function docs.
+        // SAFETY: reading the pointer value of libc's `environ` by value (no reference to a
+        // static that libc changes); see the function docs.
         unsafe { environ }
     }
     #[cfg(target_vendor = "apple")]
@@ -1165,94 +1166,17 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// signal), so there is no moment at which a stop signal stops the child before its exec.
 /// The child's mask keeps every signal blocked until just before the exec, so this runs
 /// there at the earliest. Async-signal-safe: it does nothing.
-extern "C" fn discard_stop(_: c_int) {}
-
-/// The signals below `SIGRTMIN` that the libc keeps for itself and whose `sigaction`
-/// refuses them: glibc's 32 and 33, musl's 32 to 34.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const LIBC_INTERNAL_SIGNALS: &[c_int] = &[32, 33];
-#[cfg(all(target_os = "linux", not(target_env = "gnu")))]
-const LIBC_INTERNAL_SIGNALS: &[c_int] = &[32, 33, 34];
-
-/// The child's id switches: `setgroups(0, NULL)`, `setgid`, `setuid`.
-#[derive(Clone, Copy)]
-enum IdCall {
-    DropGroups,
-    Group,
-    User,
-}
-
-/// The Linux system call numbers of `IdCall`'s three calls, for 32-bit ids, on the
-/// architectures where this crate knows them (x86 and 32-bit Arm have the `*32` calls; the
-/// others' plain calls take 32-bit ids). Elsewhere on Linux, requests with ids take the fork
-/// path.
-#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
-const LINUX_ID_CALLS: Option<[libc::c_long; 3]> =
-    Some([libc::SYS_setgroups32, libc::SYS_setgid32, libc::SYS_setuid32]);
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
-const LINUX_ID_CALLS: Option<[libc::c_long; 3]> =
-    Some([libc::SYS_setgroups, libc::SYS_setgid, libc::SYS_setuid]);
-#[cfg(all(
-    target_os = "linux",
-    not(any(
-        target_arch = "x86",
-        target_arch = "arm",
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    ))
-))]
-const LINUX_ID_CALLS: Option<[libc::c_long; 3]> = None;
-
-/// One id switch in the child; -1 and `errno` on failure. Async-signal-safe.
 ///
-/// On Linux this is the bare system call, which changes the calling task alone. The libc
-/// wrappers are written for a process with threads: they switch all of them, through thread
-/// lists and locks kept in the process's memory, which the vfork child shares with its
-/// parent. Whether that reaches the parent's threads depends on the libc and its version
-/// (glibc 2.36 takes the parent's thread-list lock and marks the parent's threads, then its
-/// signals to them miss, sent through the child's process id; the musl that Rust ships acts
-/// on the child alone), so the child does not depend on it. A forked child has one thread,
-/// so there the bare call does all that the wrapper would.
-fn id_call(call: IdCall, id: u32) -> c_int {
-    #[cfg(target_os = "linux")]
-    if let Some([groups, group, user]) = LINUX_ID_CALLS {
-        let number = match call {
-            IdCall::DropGroups => groups,
-            IdCall::Group => group,
-            IdCall::User => user,
-        };
-        // SAFETY: each call takes integers (setgroups: a count of 0 and a null list, which
-        // the kernel does not read); none touches memory the parent shares.
-        return unsafe { libc::syscall(number, id as libc::c_long, 0 as libc::c_long) } as c_int;
-    }
-    // SAFETY: the fork path's child, a process of its own with one thread; setgroups reads no
-    // list of length 0.
-    unsafe {
-        match call {
-            IdCall::DropGroups => libc::setgroups(0, std::ptr::null()),
-            IdCall::Group => libc::setgid(id),
-            IdCall::User => libc::setuid(id),
-        }
-    }
-}
+/// It goes in through the libc's `sigaction`, which supplies the return trampoline. musl's
+/// also notes in its own (on the vfork path, shared) memory that a handler was set, and in a
+/// process without threads that its internal signals are unblocked, as it does in the child:
+/// the first makes its `posix_spawn` reset one more signal, the second leaves them blocked
+/// in the context its later handlers see if the parent was started with them blocked.
+extern "C" fn discard_stop(_: c_int) {}
 
 /// The child side of fork/exec and of the vfork path. Only async-signal-safe calls on
 /// prepared data, none of which changes state that the parent shares with the child on the
-/// vfork path (ids change through the bare system calls: see `id_call`).
+/// vfork path (no id changes there: see `vfork_can`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
     // SAFETY: a forked child, or the vfork child whose parent thread is suspended until the
     // exec: what `p` points to is neither freed nor changed before it; every call below is
@@ -1260,34 +1184,42 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
     unsafe {
         // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change),
         //    but the stop signals, which `discard_stop` catches until the exec.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
         let mut held: libc::sigaction = std::mem::zeroed();
         held.sa_sigaction = discard_stop as extern "C" fn(c_int) as libc::sighandler_t;
         held.sa_flags = libc::SA_RESTART;
         libc::sigfillset(&mut held.sa_mask);
+        #[cfg(not(target_os = "linux"))]
+        let dfl = {
+            let mut d: libc::sigaction = std::mem::zeroed();
+            d.sa_sigaction = libc::SIG_DFL;
+            d
+        };
         for sig in 1..SIGNAL_END {
-            let act = match sig {
-                libc::SIGKILL | libc::SIGSTOP => continue,
-                libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => &held,
-                _ => &dfl,
-            };
-            libc::sigaction(sig, act, std::ptr::null_mut());
-        }
-        // The libc's sigaction refuses its internal signals, which a parent started by
-        // glibc's posix_spawn may have ignored (exec keeps that): the kernel's call takes
-        // them. All zeros is the kernel's sigaction for SIG_DFL, no flags, an empty mask.
-        #[cfg(target_os = "linux")]
-        {
-            let kernel_dfl = [0u64; 8];
-            for &sig in LIBC_INTERNAL_SIGNALS {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig as libc::c_long,
-                    kernel_dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    KERNEL_SIGSET_BYTES,
-                );
+            match sig {
+                libc::SIGKILL | libc::SIGSTOP => {}
+                // (The libc's call: a handler needs its return trampoline.)
+                libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
+                    libc::sigaction(sig, &held, std::ptr::null_mut());
+                }
+                // On Linux the kernel's call, with all zeros: SIG_DFL, no flags, an empty
+                // mask. The libc's refuses its internal signals (glibc's 32 and 33, musl's 32
+                // to 34), which a parent started by glibc's posix_spawn may have ignored (exec
+                // keeps that), and musl's takes a lock in the shared memory for SIGABRT.
+                #[cfg(target_os = "linux")]
+                _ => {
+                    let kernel_dfl = [0u64; 8];
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig as libc::c_long,
+                        kernel_dfl.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        KERNEL_SIGSET_BYTES,
+                    );
+                }
+                #[cfg(not(target_os = "linux"))]
+                _ => {
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
             }
         }
         // 2. Session or group.
@@ -1339,15 +1271,15 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         if p.uid.is_some() || p.gid.is_some() {
             // Drop supplementary groups (only root may; others keep theirs, as libuv does).
-            id_call(IdCall::DropGroups, 0);
+            libc::setgroups(0, std::ptr::null());
         }
         if let Some(gid) = p.gid {
-            if id_call(IdCall::Group, gid) < 0 {
+            if libc::setgid(gid) < 0 {
                 child_fail(p.report, Stage::SetGid, errno());
             }
         }
         if let Some(uid) = p.uid {
-            if id_call(IdCall::User, uid) < 0 {
+            if libc::setuid(uid) < 0 {
                 child_fail(p.report, Stage::SetUid, errno());
             }
         }
@@ -1617,11 +1549,20 @@ const VFORK_REFUSED: u8 = 3;
 #[cfg(target_os = "linux")]
 static CLONE_PIDFD_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether the vfork path can express `req`: everything, but ids only where the child can
-/// switch them with the bare system calls (`id_call`).
+/// Whether the vfork path can express `req`: everything but ids. A child that switches ids
+/// while it shares the parent's memory changes the parent too, and exposes it:
+///
+/// - the kernel marks the memory non-dumpable when a task's ids change (`commit_creds`), and
+///   that flag belongs to the memory, so the parent would lose its core dumps, and its user
+///   the right to trace it, for good;
+/// - once switched, the child may be signalled by the user it now runs as: a `SIGSTOP`
+///   (which cannot be caught) before its exec would hold the parent suspended in `clone`.
+///
+/// The fork path has neither problem (its child has memory of its own, and its parent
+/// continues a child stopped before its exec), so ids take it, as in libuv.
 #[cfg(target_os = "linux")]
 fn vfork_can(req: &Request<'_>) -> bool {
-    LINUX_ID_CALLS.is_some() || (req.uid.is_none() && req.gid.is_none())
+    req.uid.is_none() && req.gid.is_none()
 }
 
 /// Whether this process spawns through the vfork path, and how its children report (a
