@@ -143,11 +143,11 @@ pub struct Request<'a> {
     pub want_pidfd: bool,
     /// A terminal whose foreground process group the child makes its own, after joining
     /// its group and before its exec (`tcsetpgrp`), so it never starts in the background:
-    /// shells do it in the child as well as in the parent. Fork path only.
+    /// shells do it in the child as well as in the parent. The vfork and fork paths only.
     pub foreground: Option<RawFd>,
     /// The child's fd (after the moves of `fds`) whose terminal becomes the controlling
-    /// terminal of the new session (`TIOCSCTTY`), as `login_tty` does. Needs `setsid`. Fork
-    /// path only.
+    /// terminal of the new session (`TIOCSCTTY`), as `login_tty` does. Needs `setsid`. The
+    /// vfork and fork paths only.
     pub controlling_terminal: Option<RawFd>,
 }
 
