@@ -1092,7 +1092,25 @@ case!(
     /// parent's memory after such a spawn takes no fault. The fork path shows that the count
     /// sees a copy.
     fn issue_6_a_spawn_into_a_new_group_or_session_copies_nothing_of_the_parent() {
-        let Some(mut ballast) = Ballast::new() else { return };
+        use nix::sys::resource::{UsageWho, getrusage};
+        if !evloop_platform::spawn::vfork_path_available() {
+            // (A sandbox that refuses clone(CLONE_VM), or an emulator that runs it as a fork.)
+            eprintln!("no vfork path here: nothing to test");
+            return;
+        }
+        // This thread's faults only: the watchdog's and the loop's stay out of the count.
+        let faults_now = || getrusage(UsageWho::RUSAGE_THREAD).unwrap().minor_page_faults();
+        let mut ballast = vec![1u8; 64 << 20];
+        // One write per page; with transparent huge pages a copy costs one fault per 2 MiB,
+        // so a copy of this is 32 faults at the least.
+        let rewrite = |ballast: &mut Vec<u8>| {
+            let before = faults_now();
+            for page in ballast.chunks_mut(4096) {
+                page[0] = page[0].wrapping_add(1);
+            }
+            faults_now() - before
+        };
+        rewrite(&mut ballast);
         for (name, b) in [("default", builder()), ("fork", builder().force_fork_spawn(true))] {
             let mut lp = b.build().unwrap();
             for how in ["group", "session"] {
@@ -1103,7 +1121,7 @@ case!(
                     cmd.setsid(true);
                 }
                 assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name} {how}");
-                let faults = ballast.rewrite();
+                let faults = rewrite(&mut ballast);
                 if name == "fork" {
                     assert!(faults >= 32, "{name} {how}: the count saw no copy ({faults} faults)");
                 } else {
@@ -1111,40 +1129,9 @@ case!(
                 }
             }
         }
+        std::hint::black_box(&ballast);
     }
 );
-
-/// 64 MiB of the parent's memory, to find out whether a spawn copied the parent: after a
-/// fork, rewriting it faults once per page (or per 2 MiB with transparent huge pages, 32
-/// faults at the least).
-struct Ballast(Vec<u8>);
-
-impl Ballast {
-    /// `None` where spawns fork anyway (a sandbox that refuses clone(CLONE_VM), or an emulator
-    /// that runs it as a fork), after saying so.
-    fn new() -> Option<Ballast> {
-        if !evloop_platform::spawn::vfork_path_available() {
-            eprintln!("no vfork path here: nothing to test");
-            return None;
-        }
-        let mut b = Ballast(vec![1u8; 64 << 20]);
-        b.rewrite();
-        Some(b)
-    }
-
-    /// Writes every page once; returns this thread's minor faults meanwhile (the watchdog's
-    /// and the loop's stay out of the count).
-    fn rewrite(&mut self) -> u64 {
-        use nix::sys::resource::{UsageWho, getrusage};
-        let faults_now = || getrusage(UsageWho::RUSAGE_THREAD).unwrap().minor_page_faults() as u64;
-        let before = faults_now();
-        for page in self.0.chunks_mut(4096) {
-            page[0] = page[0].wrapping_add(1);
-        }
-        std::hint::black_box(&self.0);
-        faults_now() - before
-    }
-}
 
 case!(
     /// A child run as another user switches its own ids only, on every path. Switched on
