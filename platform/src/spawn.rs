@@ -1325,16 +1325,10 @@ impl MaskGuard {
             let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
             // SAFETY: `full` is valid for writes of one sigset_t, which every bit set makes a
             // valid set (the kernel ignores SIGKILL's and SIGSTOP's); `old` is valid for
-            // writes, and the kernel writes only its first KERNEL_SIGSET_BYTES.
+            // writes.
             unsafe {
                 full.as_mut_ptr().write_bytes(0xff, 1);
-                cvt(libc::syscall(
-                    libc::SYS_rt_sigprocmask,
-                    libc::SIG_SETMASK as libc::c_long,
-                    full.as_ptr(),
-                    old.as_mut_ptr(),
-                    KERNEL_SIGSET_BYTES,
-                ))?;
+                cvt(kernel_setmask(full.as_ptr(), old.as_mut_ptr()))?;
             }
             // SAFETY: zeroed, then filled in by the kernel.
             Ok(MaskGuard(unsafe { old.assume_init() }))
@@ -1351,19 +1345,33 @@ impl MaskGuard {
     }
 }
 
+/// The bare `rt_sigprocmask(SIG_SETMASK, new, old)`, which (unlike glibc's
+/// `pthread_sigmask`) sets every bit it is given. Returns -1 with `errno` on failure.
+///
+/// # Safety
+///
+/// `new` must point to a readable `sigset_t`, and `old` be null or point to a writable one;
+/// the kernel touches the first `KERNEL_SIGSET_BYTES` of each.
+#[cfg(target_os = "linux")]
+unsafe fn kernel_setmask(new: *const libc::sigset_t, old: *mut libc::sigset_t) -> libc::c_long {
+    // SAFETY: the caller's contract; the other arguments are plain integers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as libc::c_long,
+            new,
+            old,
+            KERNEL_SIGSET_BYTES,
+        )
+    }
+}
+
 impl Drop for MaskGuard {
     fn drop(&mut self) {
-        // SAFETY: `self.0` is the mask saved by `block_all`; the kernel reads its first
-        // KERNEL_SIGSET_BYTES.
+        // SAFETY: `self.0` is the mask saved by `block_all`; no old mask is asked for.
         #[cfg(target_os = "linux")]
         unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK as libc::c_long,
-                &raw const self.0,
-                std::ptr::null_mut::<libc::sigset_t>(),
-                KERNEL_SIGSET_BYTES,
-            );
+            kernel_setmask(&self.0, std::ptr::null_mut());
         }
         // SAFETY: `self.0` is the mask saved by `block_all`.
         #[cfg(not(target_os = "linux"))]
