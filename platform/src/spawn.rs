@@ -956,9 +956,10 @@ fn posix_spawn_child(
 
 // ----- fork and exec ------------------------------------------------------------------------
 
-/// The highest signal number to reset in the child, plus one.
+/// The highest signal number to reset in the child, plus one: the kernel's `_NSIG`, which is
+/// 128 on MIPS and 64 elsewhere on Linux.
 #[cfg(target_os = "linux")]
-const SIGNAL_END: c_int = 65;
+const SIGNAL_END: c_int = if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 129 } else { 65 };
 #[cfg(target_vendor = "apple")]
 const SIGNAL_END: c_int = 32;
 #[cfg(target_os = "freebsd")]
