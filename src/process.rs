@@ -3786,8 +3786,9 @@ struct PipelineState {
 /// One callback receives every stage's status, in order, once all have exited; the stages'
 /// [`Process`] handles close themselves once it has returned (within it, the first stage's
 /// handle can still end what the job left in its group, with
-/// [`terminate_group`](Process::terminate_group)). (Closing one before means the callback
-/// never runs.) If a stage fails to start, the stages already started get `SIGKILL`
+/// [`terminate_group`](Process::terminate_group)). Closing a stage's handle before its exit
+/// is reported cancels the callback, as with [`Command::output`]; the other stages' handles
+/// still close themselves once those stages have exited. If a stage fails to start, the stages already started get `SIGKILL`
 /// and are reaped by the loop in the background, without blocking, and `spawn` returns the
 /// failed stage's error.
 ///
@@ -3985,22 +3986,7 @@ impl Pipeline {
                     s.left == 0
                 };
                 if done {
-                    let (procs, cb, statuses) = {
-                        let mut s = st.borrow_mut();
-                        let statuses =
-                            s.statuses.iter_mut().map(|x| x.take().expect("every stage reported")).collect();
-                        (std::mem::take(&mut s.processes), s.cb.take(), statuses)
-                    };
-                    // Open while `cb` runs, as a capture's: it can end the job's leftovers
-                    // gently (`terminate_group`).
-                    if let Some(cb) = cb {
-                        cb(lp, statuses);
-                    }
-                    for p in procs {
-                        if p.is_closing(lp).ok() == Some(false) {
-                            let _ = p.close(lp);
-                        }
-                    }
+                    pipeline_finish(lp, &st);
                 }
             });
             // The first stage leads the group; the others join it.
@@ -4011,6 +3997,11 @@ impl Pipeline {
                     if leader.is_none() {
                         leader = lp.process_ref(child.process.0).ok().map(|st| st.pid);
                     }
+                    let st = state.clone();
+                    lp.process_on_close(
+                        child.process.0,
+                        Box::new(move |lp| pipeline_stage_closed(lp, &st, i)),
+                    );
                     state.borrow_mut().processes.push(child.process);
                     children.push(child);
                 }
@@ -4042,6 +4033,46 @@ impl Pipeline {
 }
 
 /// A later stage failed to start: kill the started ones and let the loop reap them.
+/// Every stage of a pipeline has exited (or had its handle closed): the callback gets the
+/// statuses, unless a stage's close cancelled it, and the stages' handles close.
+fn pipeline_finish(lp: &mut Loop, state: &RefCell<PipelineState>) {
+    let (procs, cb, statuses) = {
+        let mut s = state.borrow_mut();
+        let statuses: Vec<_> = s.statuses.iter_mut().map(|x| x.take()).collect();
+        (std::mem::take(&mut s.processes), s.cb.take(), statuses)
+    };
+    // Open while `cb` runs, as a capture's: it can end the job's leftovers gently
+    // (`terminate_group`).
+    if let Some(cb) = cb {
+        cb(lp, statuses.into_iter().map(|x| x.expect("every stage reported")).collect());
+    }
+    for p in procs {
+        if p.is_closing(lp).ok() == Some(false) {
+            let _ = p.close(lp);
+        }
+    }
+}
+
+/// Stage `i`'s handle closes (within its `close`): if its exit was not reported yet, the
+/// pipeline's callback is cancelled, and the stage counts as done, so that the other stages'
+/// handles still close themselves once they have exited. (Those closed by the pipeline
+/// itself, or after their exit, change nothing.)
+fn pipeline_stage_closed(lp: &mut Loop, state: &RefCell<PipelineState>, i: usize) {
+    let (cancelled, done) = {
+        let mut s = state.borrow_mut();
+        if s.left == 0 || s.statuses[i].is_some() {
+            return;
+        }
+        s.left -= 1;
+        (s.cb.take(), s.left == 0)
+    };
+    // Dropped with the state released: its captures' own drops may run anything.
+    drop(cancelled);
+    if done {
+        pipeline_finish(lp, state);
+    }
+}
+
 fn abandon_stages(lp: &mut Loop, started: &[Child], group: bool) {
     for child in started {
         lp.abandon_child(child, group);

@@ -1358,6 +1358,47 @@ case!(
 );
 
 case!(
+    /// Closing a stage's handle before its exit is reported cancels the pipeline's callback,
+    /// and the other stages' handles (each holding a pidfd on Linux) still close themselves
+    /// once their stages have exited: they used to stay open until the loop was dropped.
+    fn issue_6_closing_a_pipeline_stage_early_leaves_no_handle_open() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let ran = Rc::new(Cell::new(false));
+            // The first stage's handle closes while both stages still run.
+            let mut first = Command::new("cat");
+            first.stdin(Stdio::Pipe);
+            let mut last = Command::new("cat");
+            last.stdout(Stdio::Null);
+            let r = ran.clone();
+            let children = Pipeline::new([first, last]).spawn(&mut lp, move |_, _| r.set(true)).unwrap();
+            children[0].process.close(&mut lp).unwrap();
+            // End of input ends the first cat, and with it the second.
+            children[0].stdin.unwrap().close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(!ran.get(), "{name}: the callback was cancelled");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // The last stage's handle closes after the first stage's exit was reported.
+            let mut last = Command::new("sleep");
+            last.arg("100");
+            let r = ran.clone();
+            let children =
+                Pipeline::new([Command::new("true"), last]).spawn(&mut lp, move |_, _| r.set(true)).unwrap();
+            while children[0].process.exit_status(&lp).unwrap().is_none() {
+                lp.run(RunMode::Once).unwrap();
+            }
+            let sleeper = children[1].process;
+            sleeper.kill(&mut lp, libc::SIGKILL).unwrap();
+            sleeper.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(!ran.get(), "{name}: the callback was cancelled");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     fn a_pipeline_refuses_links_set_by_its_stages() {
         let mut lp = builder().build().unwrap();
         let mut second = Command::new("cat");
