@@ -810,7 +810,14 @@ impl Loop {
         if !self.timers.is_armed() {
             return None;
         }
-        self.timers.next_deadline().map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now())))
+        let deadline = self.timers.next_deadline()?;
+        // From the clock, not the time cached at the start of the iteration: this
+        // iteration's callbacks so far (timers, pending, idle, prepare) may have taken a
+        // while, and a wait counted from the cached time would end late by as much (libuv's
+        // does: a 10 ms repeat whose callback runs 6 ms fired every 16 ms). The poll that
+        // follows makes the cached time stale anyway.
+        self.refresh_time();
+        Some(Duration::from_millis(deadline.saturating_sub(self.now_ms.get())))
     }
 
     /// The poll phase, after `flush_io` (a change still unflushed makes the timeout zero:

@@ -103,8 +103,10 @@ typed_handle!(
     /// Times have millisecond resolution, and a timer never fires before its timeout has
     /// passed since it was started: counted from the loop's time, which inside a callback is
     /// the iteration's (see [`Loop::now`]), rounded up to the next millisecond. A repeating
-    /// timer's next period counts from the iteration it fired in, as in libuv. Timers due in
-    /// the same iteration run in (deadline, start order).
+    /// timer's next period counts from the iteration it fired in, as in libuv; unlike libuv's,
+    /// the loop's wait for it counts from the clock, so callbacks that take a while do not
+    /// make it late (a 10 ms repeat with a 6 ms callback fires every 10 ms, not every 16).
+    /// Timers due in the same iteration run in (deadline, start order).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};
