@@ -1431,7 +1431,8 @@ pub(crate) struct ProcessState {
     child_key: u32,
     /// The process group `kill_group` signals; 0 when the child shares the loop's.
     group: Pid,
-    /// After exit, the pidfd stays here: it can still signal the group the child led.
+    /// After exit, the pidfd of a child that led its group stays here: it can still signal
+    /// that group. Other children's close at the reap.
     #[cfg(target_os = "linux")]
     pidfd: Option<OwnedFd>,
     /// How the child ended (see `pack_status`), once `reaped` and `status_known`.
@@ -3175,8 +3176,10 @@ impl Loop {
             st.status = pack_status(*status);
             st.status_known = true;
         }
+        // Only a group leader's pidfd is of use after the reap: it names the group race-free.
+        // Any other closes now, not with the handle, which a program may keep for long.
         #[cfg(target_os = "linux")]
-        {
+        if st.leads_group {
             st.pidfd = pidfd;
         }
         let cb = st.on_exit.take();

@@ -807,6 +807,40 @@ case!(
 );
 
 case!(
+    /// A handle kept open after its child's exit holds no fd (a program that keeps its
+    /// finished children's handles used to keep a pidfd each, up to the fd limit), but for a
+    /// child that leads its group: its pidfd names that group race-free for `kill_group`.
+    fn issue_6_a_reaped_childs_handle_holds_no_fd() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // Warm up: the loop's own fds (a SIGCHLD loop's signal pipe) are there from now on.
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success());
+            let before = evloop_platform::fd::open_fd_count().unwrap();
+            let exited = Rc::new(Cell::new(0));
+            let mut kept = Vec::new();
+            for _ in 0..20 {
+                let e = exited.clone();
+                let child = Command::new("true").spawn(&mut lp, move |_, _, r| {
+                    assert!(r.unwrap().success());
+                    e.set(e.get() + 1);
+                });
+                kept.push(child.unwrap().process);
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(exited.get(), 20, "{name}");
+            assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), before, "{name}");
+            for p in kept {
+                assert!(p.exit_status(&lp).unwrap().unwrap().success(), "{name}");
+                assert_eq!(os_error_code(&p.kill(&mut lp, libc::SIGTERM).unwrap_err()), Some(libc::ESRCH));
+                p.close(&mut lp).unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}");
+        }
+    }
+);
+
+case!(
     fn an_unreferenced_closed_child_does_not_hold_the_loop() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
