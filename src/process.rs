@@ -78,6 +78,9 @@
 //!   directory never breaks a relative program path. evloop joins it with the parent's
 //!   directory instead of canonicalizing it (duct does), so symlinks stay as they are and a
 //!   missing file is reported by the spawn itself. `argv[0]` stays as written.
+//! - A file the kernel cannot run (a script without a `#!` line) is an error, `ENOEXEC`
+//!   ("Exec format error"), as with `posix_spawn` and `execve`; glibc's `execvp` would run it
+//!   with `/bin/sh`. Add the `#!` line, or run `sh script`.
 //!
 //! # Reaping, and the loop's ownership of its children
 //!
@@ -1554,7 +1557,8 @@ impl Process {
         Ok(lp.process_ref(self.0)?.status())
     }
 
-    /// Sends `signal` to the child (0 checks that it still runs). Reaches only this child:
+    /// Sends `signal` to the child (0 checks that it is not reaped yet: a child that has
+    /// exited, but whose exit the loop has not handled, still passes). Reaches only this child:
     /// through its pidfd on Linux, elsewhere by a pid that nobody but the loop can reap.
     /// After the child was reaped, fails with `ESRCH`. Does not wait: the exit callback
     /// follows when the child dies.
