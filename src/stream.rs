@@ -477,6 +477,7 @@ impl Loop {
         }
         let capped = &mut buf[..cap];
         let mut last = None;
+        let mut hung_up = false;
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
@@ -510,7 +511,9 @@ impl Loop {
                 // read (Linux returns EIO only once the buffer is empty); or a read from the
                 // background.
                 Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
-                    last = Some(terminal_eio(s, e))
+                    let ev = terminal_eio(s, e);
+                    hung_up = matches!(ev, ReadEvent::Eof);
+                    last = Some(ev);
                 }
                 Err(e) => last = Some(ReadEvent::Error(e)),
             }
@@ -528,6 +531,11 @@ impl Loop {
                 self.read_changed();
                 cb.call(self, id, ev);
                 self.stream_sync(id);
+                // Nothing will take what is queued either (the select helper, which hears of
+                // the hangup only as readability, learns it here).
+                if hung_up {
+                    self.stream_hung_up(id);
+                }
             }
             // The callback goes back to a stream still reading with it, or paused with it.
             None => {
@@ -858,7 +866,26 @@ impl Loop {
         }
         if writing && r.intersects(Readiness::WRITABLE | Readiness::HUP | Readiness::ERROR) {
             self.stream_flush(id);
+            if r.contains(Readiness::HUP) {
+                self.stream_hung_up(id);
+            }
         }
+    }
+
+    /// The other side hung up, and what the flush could not write will never go: the queued
+    /// writes fail. A pty master whose slave has closed answers a write with `EAGAIN`, not
+    /// `EPIPE` (which fails a pipe's or socket's queue in the flush), and stays ready with
+    /// the hangup: the loop spun with the queue kept, and `run` never returned.
+    #[cold]
+    #[inline(never)]
+    fn stream_hung_up(&mut self, id: HandleId) {
+        if self.live_stream(id).is_none_or(|s| s.queue.is_empty()) {
+            return;
+        }
+        let e = context(io::Error::from_raw_os_error(libc::EIO), "write: the other side hung up");
+        self.stream_fail_writes(id, &e);
+        self.stream_maybe_shutdown(id);
+        self.stream_sync(id);
     }
 
     /// A registration failed: report it to whoever waits on the stream.

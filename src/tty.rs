@@ -122,7 +122,10 @@ typed_handle!(
     /// `/dev/tty`, or either side of a pty from [`openpty`]. Reads, writes, `shutdown` and
     /// the read cap work as for a [`Pipe`](crate::Pipe). When the other side of a pty goes
     /// away, Linux reads fail with `EIO`; the handle reports that as
-    /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered. A read
+    /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered (on a
+    /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
+    /// queued then fail with `EIO`, since nothing will take them (a master whose slave has
+    /// closed only stops accepting data, without an error of its own). A read
     /// of the controlling terminal from a background process group that ignores or blocks
     /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is

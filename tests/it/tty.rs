@@ -719,6 +719,58 @@ case!(
 );
 
 case!(
+    /// Writes queued on a pty master fail with `EIO` once the slave side has closed (a child
+    /// that exits without reading its input), whether or not the master is read. A pty
+    /// master answers such writes with `EAGAIN` and stays ready with the hangup: the loop
+    /// spun with the writes queued, and `run` never returned.
+    fn issue_5_queued_writes_to_a_pty_master_fail_once_its_slave_closes() {
+        for reading in [false, true] {
+            // The select helper hears of a hangup as readability only: through a read.
+            if !reading && crate::util::forced_select() {
+                continue;
+            }
+            let mut lp = test_loop();
+            let (master, slave) = evloop::tty::openpty().unwrap();
+            make_raw(&slave);
+            let master = Tty::open(&mut lp, master).unwrap();
+            let results = Rc::new(RefCell::new(Vec::new()));
+            for _ in 0..2 {
+                let r = results.clone();
+                master
+                    .write(&mut lp, &[b'z'; 1 << 20], move |_, res| {
+                        r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)))
+                    })
+                    .unwrap();
+            }
+            assert!(master.write_queue_size(&lp).unwrap() > 1 << 20, "the pty holds less than 1 MiB");
+            let eof = Rc::new(Cell::new(false));
+            if reading {
+                let e = eof.clone();
+                master
+                    .read_start(&mut lp, move |_, _, ev| match ev {
+                        ReadEvent::Eof => e.set(true),
+                        other => panic!("{other:?}"),
+                    })
+                    .unwrap();
+            }
+            drop(slave);
+            lp.run(RunMode::Default).unwrap();
+            let results = results.borrow();
+            assert_eq!(results.len(), 2, "reading: {reading}");
+            assert_eq!(results[1], Err(Some(nix::libc::EIO)), "reading: {reading}");
+            assert!(
+                matches!(results[0], Ok(()) | Err(Some(nix::libc::EIO))),
+                "reading: {reading}: {results:?}"
+            );
+            assert_eq!(master.write_queue_size(&lp).unwrap(), 0);
+            assert_eq!(eof.get(), reading);
+            master.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
     secs = 60,
     /// A child writes 64 KiB to the slave and exits: the master delivers every byte, then
     /// end of file (Linux's EIO), and nothing is lost at the hang-up (libuv#4992, #4997).
