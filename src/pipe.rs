@@ -186,8 +186,10 @@ impl Pipe {
     /// description), and so do `exit` and
     /// [`restore_shared_blocking`] for a program that ends with the handle open:
     /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes `SIGINT`,
-    /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files and devices that never block
-    /// are left alone.
+    /// `SIGTERM`, `SIGHUP` and `SIGQUIT` call it. Regular files, and on Linux devices that
+    /// never block (`/dev/null`), are left alone. (Where the select helper serves such a
+    /// device, macOS's `/dev/null`, the flag is set and cleared as for a pipe, which changes
+    /// nothing for the device's other holders.)
     ///
     /// One of those other holders is often the program itself: with `2>&1`, stdout and
     /// stderr are one description, so after `Pipe::open` of a shared stdout a `println!`
