@@ -404,7 +404,11 @@ pub enum Stdio {
     /// the spawn.
     InheritFrom(RawFd),
     /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
-    /// is made blocking (the child expects that), and the handle is closed once the child
+    /// is made blocking (the child expects that), unless another open handle of the loop may
+    /// share that description (one opened from a copy of the same fd, where it could not be
+    /// opened again privately) and needs `O_NONBLOCK`: then the child gets the description
+    /// as it is, since blocking it would block that handle's reads and writes, and with them
+    /// the loop. The handle is closed once the child
     /// has started (queued writes are cancelled, as by `close`); in a [`Pipeline`], once
     /// every stage has started. If the spawn fails the handle is left as it was. The same
     /// handle may fill several fds of one child (give it as both stdout and stderr for a
@@ -2734,14 +2738,14 @@ impl Loop {
                                 ["stdin", "stdout", "stderr"][target as usize]
                             )));
                         }
-                        let fd = stream.io.fd()?;
-                        let was = fd::set_nonblocking(fd, false)?;
-                        Ok((fd.as_raw_fd(), was))
+                        Ok(stream.io.fd()?.as_raw_fd())
                     });
-                    let (raw, was) = moved.map_err(|e| {
+                    let raw = moved.map_err(|e| {
                         let hint = moved_hint(&e);
                         context(e, format!("child fd {target} from the {} {hid:?}{hint}", kind.name()))
                     })?;
+                    // Blocking for the child: below, once every moved handle is known.
+                    let was = false;
                     prep.moved.push((hid, kind, was));
                     Source::Fd(raw)
                 }
@@ -2751,7 +2755,38 @@ impl Loop {
         for &(target, source) in links {
             prep.fds.push(FdMapping { target, source: Source::Fd(source) });
         }
+        // The children get moved handles' fds blocking, unless another handle of this loop
+        // (not moved: those close after the spawn) may share the description and relies on
+        // its O_NONBLOCK: cleared, that handle's reads and writes would block the loop.
+        for i in 0..prep.moved.len() {
+            let (hid, kind, _) = prep.moved[i];
+            let cleared = self.stream_ref(hid, kind).and_then(|s| {
+                let fd = s.io.fd()?;
+                if s.shared && self.stream_on_description(fd, &prep.moved) {
+                    log::debug!(
+                        "loop {}: {hid:?} goes to the child with O_NONBLOCK: another handle on its description needs it",
+                        self.id
+                    );
+                    return Ok(false);
+                }
+                fd::set_nonblocking(fd, false)
+            });
+            prep.moved[i].2 =
+                cleared.map_err(|e| context(e, format!("the {} {hid:?} for a child", kind.name())))?;
+        }
         Ok(())
+    }
+
+    /// Whether an open stream, other than those in `moved`, may be on `fd`'s open file
+    /// description.
+    #[cold]
+    fn stream_on_description(&self, fd: BorrowedFd<'_>, moved: &[Moved]) -> bool {
+        self.slots.iter().any(|(key, slot)| {
+            !moved.iter().any(|m| m.0.key as usize == key)
+                && !slot.flags.contains(Flags::CLOSING)
+                && matches!(&slot.kind, Kind::Stream(s)
+                    if s.io.fd().is_ok_and(|other| fd::may_share_description(fd, other)))
+        })
     }
 
     /// Closes handles whose fds moved to children that started.

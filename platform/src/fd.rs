@@ -301,6 +301,13 @@ fn description_key(fd: BorrowedFd<'_>) -> io::Result<DescriptionKey> {
     Ok((st.st_dev as u64, st.st_ino as u64, fl & libc::O_ACCMODE))
 }
 
+/// Whether `a` and `b` may be one open file description: the same file, open for the same
+/// access (see `description_key`: two opens of one FIFO agree as well). `false` when either
+/// cannot be looked at.
+pub fn may_share_description(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    matches!((description_key(a), description_key(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// For an fd whose description is nonblocking already: if that may be because of a
 /// registration of ours (another handle set it), holds that registration too, so the flag
 /// stays until both let go. `None` when no registration matches (someone else set the flag:

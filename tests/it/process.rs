@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -1428,6 +1428,51 @@ case!(
             lp.run(RunMode::Default).unwrap();
             assert!(!ran.get(), "{name}: the callback was cancelled");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// A handle given to a child reaches it blocking, but not at the cost of another handle
+    /// on the same open file description (stdout and stderr after `2>&1`, shared with the
+    /// parent where they cannot be reopened): that one keeps its `O_NONBLOCK`. The flag was
+    /// cleared under it, and its next write blocked the loop.
+    fn issue_6_a_handle_given_to_a_child_leaves_another_on_its_description_nonblocking() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let nonblocking = |fd| evloop_platform::fd::status_flags(fd).unwrap().nonblocking;
+            // Alone on its description: the child gets it blocking.
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh("grep ^flags: /proc/self/fdinfo/1");
+            cmd.stdout(tx);
+            assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name}");
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            let text = String::from_utf8(got.borrow().data.clone()).unwrap();
+            let flags = i32::from_str_radix(text.trim().trim_start_matches("flags:").trim(), 8).unwrap();
+            assert_eq!(flags & libc::O_NONBLOCK, 0, "{name}: the child's stdout is blocking ({text:?})");
+
+            // Two handles on one description that was nonblocking already (so not reopened).
+            let (r, w) = evloop_platform::fd::pipe().unwrap();
+            evloop_platform::fd::set_nonblocking(w.as_fd(), true).unwrap();
+            let w2 = w.try_clone().unwrap();
+            let given = Pipe::open(&mut lp, w).unwrap();
+            let kept = Pipe::open(&mut lp, w2).unwrap();
+            let mut cmd = Command::new("true");
+            cmd.stdout(given);
+            assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name}");
+            assert!(nonblocking(kept.fd(&lp).unwrap()), "{name}: the other handle's flag stays");
+            // Its write queues what the pipe cannot take, nobody reading yet.
+            let result = Rc::new(RefCell::new(None));
+            let res = result.clone();
+            kept.write(&mut lp, &[0; 1 << 20], move |_, r| *res.borrow_mut() = Some(r.map_err(|e| e.kind())))
+                .unwrap();
+            assert!(kept.write_queue_size(&lp).unwrap() > 0, "{name}");
+            drop(r);
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*result.borrow(), Some(Err(io::ErrorKind::BrokenPipe)), "{name}");
+            kept.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
         }
     }
 );
