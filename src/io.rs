@@ -13,12 +13,13 @@
 //! [`LoopBuilder::force_select_helper`]: crate::LoopBuilder::force_select_helper
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use evloop_platform::fd::{self, FileType};
 use evloop_platform::libc;
 use evloop_platform::poller::Interest;
 
+use crate::error::context;
 use crate::event_loop::Loop;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +128,10 @@ impl Loop {
                 self.select_helper_start()?;
                 Ok(IoMode::SelectHelper)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                let (raw, ty) = (fd.as_raw_fd(), fd::file_type(fd).ok());
+                Err(context(e, format!("cannot watch fd {raw} ({ty:?}): the poller refused it")))
+            }
         }
     }
 }

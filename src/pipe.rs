@@ -163,7 +163,9 @@ impl Pipe {
     /// The fd may be a pipe, a FIFO, a stream socket, a terminal, a regular file or a device
     /// such as `/dev/null`. It is readable and writable as its access mode says. A
     /// directory, a datagram or packet socket (a stream would merge or cut its messages: an
-    /// [`FdWatch`](crate::FdWatch) suits it), or an fd that is not open, is an error.
+    /// [`FdWatch`](crate::FdWatch) suits it), an fd with no file type (an eventfd, a timerfd,
+    /// an epoll fd: an `FdWatch` again), an `O_PATH` fd, or an fd that is not open, is an
+    /// error.
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
@@ -205,6 +207,15 @@ impl Pipe {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot open fd {raw} as a pipe: it is a directory"),
+            ));
+        }
+        if ty == FileType::Other {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot open fd {raw} as a pipe: it is not a byte stream (it has no file type, as an \
+                     eventfd, a timerfd, a signalfd or an epoll fd; watch it with an FdWatch instead)"
+                ),
             ));
         }
         if ty == FileType::Socket

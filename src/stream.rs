@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use evloop_platform::fd::{self, FileType};
@@ -180,6 +180,14 @@ pub(crate) struct Stream {
 /// error, and is not closed: its number may belong to someone else by now.
 pub(crate) fn open_fd_flags(fd: OwnedFd, kind: HandleKind) -> io::Result<(OwnedFd, fd::StatusFlags)> {
     match fd::status_flags(fd.as_fd()) {
+        Ok(flags) if flags.path_only => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot open fd {} as a {}: it was opened with O_PATH, so it can be neither read nor written",
+                fd.as_raw_fd(),
+                kind.name()
+            ),
+        )),
         Ok(flags) => Ok((fd, flags)),
         Err(e) => {
             let raw = fd.into_raw_fd();

@@ -74,6 +74,8 @@ pub struct StatusFlags {
     pub writable: bool,
     /// `O_NONBLOCK` is set on the open file description.
     pub nonblocking: bool,
+    /// Linux's `O_PATH`: the fd only names a file, and can be neither read nor written.
+    pub path_only: bool,
 }
 
 /// Reads the status flags of `fd`'s open file description.
@@ -86,6 +88,10 @@ pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<StatusFlags> {
         readable: acc == libc::O_RDONLY || acc == libc::O_RDWR,
         writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
         nonblocking: fl & libc::O_NONBLOCK != 0,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        path_only: fl & libc::O_PATH != 0,
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        path_only: false,
     })
 }
 

@@ -579,6 +579,51 @@ case!(
 );
 
 case!(
+    /// An `O_PATH` fd can be neither read nor written: every handle refuses it with that
+    /// reason (a pipe took one as readable, and its reads failed with a bare `EBADF`). A pipe
+    /// refuses an fd with no file type (an epoll fd was taken, and its reads and writes failed
+    /// with `EINVAL`). An fd the poller refuses (the loop's own epoll fd) is named in the
+    /// error.
+    fn issue_3_o_path_fds_and_fds_the_poller_refuses_get_clear_errors() {
+        let mut lp = test_loop();
+        let o_path = || {
+            let fd = nix::fcntl::open(
+                "/etc/passwd",
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .unwrap();
+            let raw = fd.as_raw_fd();
+            (fd, raw)
+        };
+        let (fd, raw) = o_path();
+        let e = Pipe::open(&mut lp, fd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains(&format!("fd {raw} as a pipe: it was opened with O_PATH")), "{e}");
+        let (fd, raw) = o_path();
+        let e = evloop::FdWatch::new(&mut lp, fd).unwrap_err();
+        assert!(e.to_string().contains(&format!("fd {raw} as a watch: it was opened with O_PATH")), "{e}");
+        let (fd, _) = o_path();
+        assert!(evloop::AnyStream::open(&mut lp, fd).unwrap_err().to_string().contains("O_PATH"));
+        let (fd, _) = o_path();
+        assert!(evloop::Tty::open(&mut lp, fd).unwrap_err().to_string().contains("O_PATH"));
+        // An epoll fd (a copy of the loop's own) is no byte stream.
+        let ep = std::os::fd::AsFd::as_fd(&lp).try_clone_to_owned().unwrap();
+        let e = Pipe::open(&mut lp, ep).unwrap_err();
+        assert!(e.to_string().contains("not a byte stream"), "{e}");
+        if !crate::util::forced_select() {
+            // (The forced helper takes every fd without asking the poller.)
+            let own = std::os::fd::AsFd::as_fd(&lp).try_clone_to_owned().unwrap();
+            let raw = own.as_raw_fd();
+            let e = evloop::FdWatch::new(&mut lp, own).unwrap_err();
+            assert!(e.to_string().contains(&format!("cannot watch fd {raw}")), "{e}");
+            assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EINVAL), "{e}");
+        }
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
     fn bad_input_gets_clear_errors() {
         let mut lp = test_loop();
         // A closed fd.
