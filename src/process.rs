@@ -408,13 +408,13 @@ pub enum Stdio {
     /// share that description (one opened from a copy of the same fd, where it could not be
     /// opened again privately) and needs `O_NONBLOCK`: then the child gets the description
     /// as it is, since blocking it would block that handle's reads and writes, and with them
-    /// the loop. The handle is closed once the child
-    /// has started (queued writes are cancelled, as by `close`); in a [`Pipeline`], once
-    /// every stage has started. If the spawn fails the handle is left as it was. The same
-    /// handle may fill several fds of one child (give it as both stdout and stderr for a
-    /// shell's `2>&1`) and several stages of one pipeline (every stage's stderr into one
-    /// pipe, say). A pipe end as stdin must be the read end, as stdout or stderr the write
-    /// end: the wrong one is refused at the spawn, not left to fail in the child.
+    /// the loop. The handle is closed once the child has started (queued writes are
+    /// cancelled, as by `close`); in a [`Pipeline`], once every stage has started. If the
+    /// spawn fails the handle is left as it was. The same handle may fill several fds of one
+    /// child (give it as both stdout and stderr for a shell's `2>&1`) and several stages of
+    /// one pipeline (every stage's stderr into one pipe, say). A pipe end as stdin must be
+    /// the read end, as stdout or stderr the write end: the wrong one is refused at the
+    /// spawn, not left to fail in the child.
     Handle(HandleId),
 }
 
@@ -2744,9 +2744,8 @@ impl Loop {
                         let hint = moved_hint(&e);
                         context(e, format!("child fd {target} from the {} {hid:?}{hint}", kind.name()))
                     })?;
-                    // Blocking for the child: below, once every moved handle is known.
-                    let was = false;
-                    prep.moved.push((hid, kind, was));
+                    // Made blocking for the child below, once every moved handle is known.
+                    prep.moved.push((hid, kind, false));
                     Source::Fd(raw)
                 }
             };
@@ -3830,9 +3829,9 @@ struct PipelineState {
 /// handle can still end what the job left in its group, with
 /// [`terminate_group`](Process::terminate_group)). Closing a stage's handle before its exit
 /// is reported cancels the callback, as with [`Command::output`]; the other stages' handles
-/// still close themselves once those stages have exited. If a stage fails to start, the stages already started get `SIGKILL`
-/// and are reaped by the loop in the background, without blocking, and `spawn` returns the
-/// failed stage's error.
+/// still close themselves once those stages have exited. If a stage fails to start, the
+/// stages already started get `SIGKILL` and are reaped by the loop in the background,
+/// without blocking, and `spawn` returns the failed stage's error.
 ///
 /// ```
 /// use std::{cell::RefCell, rc::Rc};
@@ -4074,7 +4073,6 @@ impl Pipeline {
     }
 }
 
-/// A later stage failed to start: kill the started ones and let the loop reap them.
 /// Every stage of a pipeline has exited (or had its handle closed): the callback gets the
 /// statuses, unless a stage's close cancelled it, and the stages' handles close.
 fn pipeline_finish(lp: &mut Loop, state: &RefCell<PipelineState>) {
@@ -4115,6 +4113,7 @@ fn pipeline_stage_closed(lp: &mut Loop, state: &RefCell<PipelineState>, i: usize
     }
 }
 
+/// A later stage failed to start: kill the started ones and let the loop reap them.
 fn abandon_stages(lp: &mut Loop, started: &[Child], group: bool) {
     for child in started {
         lp.abandon_child(child, group);
