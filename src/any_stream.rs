@@ -84,6 +84,8 @@ impl AnyStream {
     /// with `EAGAIN` and panic. [`shares_nonblocking`](AnyStream::shares_nonblocking) tells;
     /// write such output through the handle while it is open.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<AnyStream> {
+        // (Checked here too, so that the error does not call it a pipe.)
+        let (fd, _) = crate::stream::open_fd_flags(fd, "stream")?;
         if fd::isatty(fd.as_fd()) {
             Tty::open(lp, fd).map(AnyStream::Tty)
         } else {

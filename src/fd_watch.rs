@@ -98,7 +98,7 @@ impl FdWatch {
     /// [`start`](Self::start). An fd that is not open, or a directory, is an error (and an fd
     /// that is not open is not closed: its number may be someone else's by now).
     pub fn new(lp: &mut Loop, fd: OwnedFd) -> io::Result<FdWatch> {
-        let (fd, _) = crate::stream::open_fd_flags(fd, HandleKind::FdWatch)?;
+        let (fd, _) = crate::stream::open_fd_flags(fd, HandleKind::FdWatch.name())?;
         let ty = fd::file_type(fd.as_fd()).map_err(|e| context(e, "cannot watch the fd"))?;
         if ty == FileType::Directory {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));

@@ -200,7 +200,7 @@ impl Pipe {
     /// [`shares_nonblocking`](Pipe::shares_nonblocking) tells whether it must.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
-        let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe)?;
+        let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe.name())?;
         let ty =
             fd::file_type(fd.as_fd()).map_err(|e| context(e, format!("cannot open fd {raw} as a pipe")))?;
         if ty == FileType::Directory {

@@ -178,20 +178,19 @@ pub(crate) struct Stream {
 
 /// The status flags of an fd handed to a handle's `open`. An fd that is not open is an
 /// error, and is not closed: its number may belong to someone else by now.
-pub(crate) fn open_fd_flags(fd: OwnedFd, kind: HandleKind) -> io::Result<(OwnedFd, fd::StatusFlags)> {
+pub(crate) fn open_fd_flags(fd: OwnedFd, what: &str) -> io::Result<(OwnedFd, fd::StatusFlags)> {
     match fd::status_flags(fd.as_fd()) {
         Ok(flags) if flags.path_only => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "cannot open fd {} as a {}: it was opened with O_PATH, so it can be neither read nor written",
-                fd.as_raw_fd(),
-                kind.name()
+                "cannot open fd {} as a {what}: it was opened with O_PATH, so it can be neither read nor written",
+                fd.as_raw_fd()
             ),
         )),
         Ok(flags) => Ok((fd, flags)),
         Err(e) => {
             let raw = fd.into_raw_fd();
-            Err(context(e, format!("cannot open fd {raw} as a {}: it is not open", kind.name())))
+            Err(context(e, format!("cannot open fd {raw} as a {what}: it is not open")))
         }
     }
 }

@@ -455,7 +455,7 @@ impl Tty {
     ///   nonblocking is used as it is.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();
-        let (fd, flags) = open_fd_flags(fd, HandleKind::Tty)?;
+        let (fd, flags) = open_fd_flags(fd, HandleKind::Tty.name())?;
         if !fd::isatty(fd.as_fd()) {
             let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
             return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));

@@ -633,6 +633,12 @@ case!(
         let e = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap_err();
         assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EBADF));
         assert!(e.to_string().contains(&format!("fd {raw}")), "{e}");
+        // (Not called a pipe by AnyStream, which may have taken it as a terminal.)
+        let (r, _w) = std::io::pipe().unwrap();
+        let raw = r.as_raw_fd();
+        nix::unistd::close(raw).unwrap();
+        let e = evloop::AnyStream::open(&mut lp, OwnedFd::from(r)).unwrap_err();
+        assert!(e.to_string().contains(&format!("cannot open fd {raw} as a stream: it is not open")), "{e}");
         // A directory.
         let dir = File::open("/").unwrap();
         let e = Pipe::open(&mut lp, OwnedFd::from(dir)).unwrap_err();
