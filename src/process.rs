@@ -446,6 +446,15 @@ impl From<crate::Tty> for Stdio {
     }
 }
 
+/// The stream moves to the child, as [`Stdio::Handle`] says (a terminal as for a [`Tty`]).
+///
+/// [`Tty`]: crate::Tty
+impl From<crate::AnyStream> for Stdio {
+    fn from(s: crate::AnyStream) -> Stdio {
+        Stdio::Handle(s.id())
+    }
+}
+
 // ----- programs -----------------------------------------------------------------------------
 
 mod sealed {

@@ -1540,6 +1540,27 @@ case!(
 );
 
 case!(
+    /// An `AnyStream` goes to a child as its stdio, as a `Pipe` or `Tty` does.
+    fn an_any_stream_can_be_a_childs_stdout() {
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let out = evloop::AnyStream::open(&mut lp, OwnedFd::from(w)).unwrap();
+        let mut cmd = Command::new("echo");
+        cmd.arg("hi").stdout(out);
+        cmd.spawn(&mut lp, |lp, p, st| {
+            assert!(st.unwrap().success());
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+        assert!(out.is_closing(&lp).unwrap(), "moved to the child");
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.borrow().data, b"hi\n");
+    }
+);
+
+case!(
     /// A terminal reopened privately shares nothing. A pty master cannot be reopened: as a
     /// tty or a pipe handle, it takes the flag on the shared description.
     fn issue_3_shares_nonblocking_on_terminals() {
