@@ -1029,7 +1029,11 @@ impl Drop for Loop {
             .map(|(k, s)| HandleId { loop_id: self.id, key: k as u32, gen_: s.gen_ })
             .collect();
         for id in ids {
-            if !self.slots[id.key as usize].flags.contains(Flags::CLOSING) {
+            // Flagged first, as by `close`: a close hook that runs now (a pipeline's, a
+            // capture's) sees it closing, and does not stop it a second time.
+            let flags = &mut self.slots[id.key as usize].flags;
+            if !flags.contains(Flags::CLOSING) {
+                flags.insert(Flags::CLOSING);
                 self.stop_for_close(id);
             }
         }

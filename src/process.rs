@@ -2490,12 +2490,15 @@ struct Wiring<'a> {
     hold_moved: Option<&'a mut Vec<Moved>>,
     /// The process group to join (0: a new one), over the command's own setting.
     process_group: Option<i32>,
+    /// Handles that the job's other children take ([`Stdio::Handle`]), which close once
+    /// the job has started, as this child's own do.
+    others_moving: &'a [HandleId],
 }
 
 impl Loop {
     /// Spawns `cmd` as `wiring` adjusts it.
     fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
-        let Wiring { links, hold_moved, process_group } = wiring;
+        let Wiring { links, hold_moved, process_group, others_moving } = wiring;
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
         cmd.check_group_kill(process_group)?;
@@ -2523,7 +2526,7 @@ impl Loop {
             spawn::Program::Search { name, path: child_path.as_deref() }
         };
         let mut prep = Prepared::default();
-        if let Err(e) = self.prepare_fds(cmd, links, &mut prep) {
+        if let Err(e) = self.prepare_fds(cmd, links, others_moving, &mut prep) {
             self.restore_moved(&prep.moved);
             return Err(context(e, format!("spawn `{}`", cmd.name())));
         }
@@ -2684,6 +2687,7 @@ impl Loop {
         &mut self,
         cmd: &Command,
         links: &[(RawFd, RawFd)],
+        others_moving: &[HandleId],
         prep: &mut Prepared,
     ) -> io::Result<()> {
         let mut null: Option<RawFd> = None;
@@ -2766,11 +2770,13 @@ impl Loop {
         // The children get moved handles' fds blocking, unless another handle of this loop
         // (not moved: those close after the spawn) may share the description and relies on
         // its O_NONBLOCK: cleared, that handle's reads and writes would block the loop.
+        let moving: Vec<HandleId> =
+            prep.moved.iter().map(|m| m.0).chain(others_moving.iter().copied()).collect();
         for i in 0..prep.moved.len() {
             let (hid, kind, _) = prep.moved[i];
             let cleared = self.stream_ref(hid, kind).and_then(|s| {
                 let fd = s.io.fd()?;
-                if s.shared && self.stream_on_description(fd, &prep.moved) {
+                if s.shared && self.stream_on_description(fd, &moving) {
                     log::debug!(
                         "loop {}: {hid:?} goes to the child with O_NONBLOCK: another handle on its description needs it",
                         self.id
@@ -2785,15 +2791,16 @@ impl Loop {
         Ok(())
     }
 
-    /// Whether an open stream, other than those in `moved`, may be on `fd`'s open file
-    /// description.
+    /// Whether an open stream that relies on `O_NONBLOCK`, other than those `moving`, may be
+    /// on `fd`'s open file description.
     #[cold]
-    fn stream_on_description(&self, fd: BorrowedFd<'_>, moved: &[Moved]) -> bool {
+    fn stream_on_description(&self, fd: BorrowedFd<'_>, moving: &[HandleId]) -> bool {
         self.slots.iter().any(|(key, slot)| {
-            !moved.iter().any(|m| m.0.key as usize == key)
+            !moving.iter().any(|m| m.key as usize == key)
                 && !slot.flags.contains(Flags::CLOSING)
                 && matches!(&slot.kind, Kind::Stream(s)
-                    if s.io.fd().is_ok_and(|other| fd::may_share_description(fd, other)))
+                    if s.relies_on_nonblocking()
+                        && s.io.fd().is_ok_and(|other| fd::may_share_description(fd, other)))
         })
     }
 
@@ -3885,7 +3892,9 @@ impl Pipeline {
     /// [`terminate_group`](Process::terminate_group) ends it all). The first stage's handle
     /// serves for the whole job, even after that stage exited: the handles stay open until
     /// every stage has exited and the pipeline's callback has returned, and a group signal
-    /// needs only some member left. Off by
+    /// needs only some member left. (A stage whose handle you close early counts as done
+    /// from then on, though its child may still run in the group: signal the group before
+    /// closing it, if the job must end with the handles.) Off by
     /// default (the stages stay in the loop's group, or in the groups their commands ask
     /// for).
     ///
@@ -3996,6 +4005,17 @@ impl Pipeline {
         // Handles moved to stages stay open until every stage has started, so that a failure
         // hands them back as they were.
         let mut moved: Vec<Moved> = Vec::new();
+        // Every handle a stage takes: none counts as another holder of a description that a
+        // stage's handle may share, since all close once the stages have started.
+        let moving: Vec<HandleId> = self
+            .stages
+            .iter()
+            .flat_map(|cmd| cmd.stdio.iter())
+            .filter_map(|(_, stdio)| match stdio {
+                Stdio::Handle(h) => Some(*h),
+                _ => None,
+            })
+            .collect();
         let mut leader: Option<i32> = None;
         for (i, cmd) in self.stages.iter().enumerate() {
             let (next_read, write) = if i + 1 < n {
@@ -4041,7 +4061,8 @@ impl Pipeline {
             });
             // The first stage leads the group; the others join it.
             let process_group = self.process_group.then_some(leader.unwrap_or(0));
-            let wiring = Wiring { links: &links, hold_moved: Some(&mut moved), process_group };
+            let wiring =
+                Wiring { links: &links, hold_moved: Some(&mut moved), process_group, others_moving: &moving };
             match lp.spawn_command(cmd, wiring, on_stage_exit) {
                 Ok(child) => {
                     if leader.is_none() {

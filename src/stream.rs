@@ -196,6 +196,13 @@ pub(crate) fn open_fd_flags(fd: OwnedFd, what: &str) -> io::Result<(OwnedFd, fd:
 }
 
 impl Stream {
+    /// Whether the stream's reads and writes need `O_NONBLOCK` on its description: not a
+    /// blocking one (a terminal's writes), nor one read and written with `MSG_DONTWAIT`, nor
+    /// an always-ready file.
+    pub(crate) fn relies_on_nonblocking(&self) -> bool {
+        !self.blocking && !self.dontwait && self.io.mode != crate::io::IoMode::AlwaysReady
+    }
+
     /// Whether an event should read, and whether it should flush writes.
     #[inline]
     pub(crate) fn interest(&self) -> (bool, bool) {
@@ -879,14 +886,16 @@ impl Loop {
         }
     }
 
-    /// The other side hung up, and what the flush could not write will never go: the queued
-    /// writes fail. A pty master whose slave has closed answers a write with `EAGAIN`, not
-    /// `EPIPE` (which fails a pipe's or socket's queue in the flush), and stays ready with
-    /// the hangup: the loop spun with the queue kept, and `run` never returned.
+    /// A terminal's other side hung up, and what the flush could not write will never go: the
+    /// queued writes fail. A pty master whose slave has closed answers a write with `EAGAIN`,
+    /// not `EPIPE` (which fails a pipe's or socket's queue in the flush), and stays ready with
+    /// the hangup: the loop spun with the queue kept, and `run` never returned. (Only for
+    /// terminals: kqueue reports a socket's half-close as a hangup too, and its peer may
+    /// still read.)
     #[cold]
     #[inline(never)]
     fn stream_hung_up(&mut self, id: HandleId) {
-        if self.live_stream(id).is_none_or(|s| s.queue.is_empty()) {
+        if self.live_stream(id).is_none_or(|s| s.queue.is_empty() || !s.eio_is_eof) {
             return;
         }
         let e = context(io::Error::from_raw_os_error(libc::EIO), "write: the other side hung up");

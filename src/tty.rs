@@ -124,8 +124,10 @@ typed_handle!(
     /// away, Linux reads fail with `EIO`; the handle reports that as
     /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered (on a
     /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
-    /// queued then fail with `EIO`, since nothing will take them (a master whose slave has
-    /// closed only stops accepting data, without an error of its own). A read
+    /// queued then fail with `EIO`: a master whose slave has closed stops taking data, without
+    /// an error of its own (a slave opened again by name would take data again, but not those
+    /// writes). Through the select helper the hangup shows only to a read: there a master
+    /// that is not read keeps its queue. A read
     /// of the controlling terminal from a background process group that ignores or blocks
     /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is

@@ -959,7 +959,16 @@ fn posix_spawn_child(
 /// The highest signal number to reset in the child, plus one: the kernel's `_NSIG`, which is
 /// 128 on MIPS and 64 elsewhere on Linux.
 #[cfg(target_os = "linux")]
-const SIGNAL_END: c_int = if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 129 } else { 65 };
+const SIGNAL_END: c_int = if cfg!(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "mips32r6",
+    target_arch = "mips64r6"
+)) {
+    129
+} else {
+    65
+};
 #[cfg(target_vendor = "apple")]
 const SIGNAL_END: c_int = 32;
 #[cfg(target_os = "freebsd")]
@@ -967,8 +976,16 @@ const SIGNAL_END: c_int = 129;
 
 /// The size of the kernel's signal set, which `rt_sigaction` takes: 64 signals, 128 on MIPS.
 #[cfg(target_os = "linux")]
-const KERNEL_SIGSET_BYTES: usize =
-    if cfg!(any(target_arch = "mips", target_arch = "mips64")) { 16 } else { 8 };
+const KERNEL_SIGSET_BYTES: usize = if cfg!(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "mips32r6",
+    target_arch = "mips64r6"
+)) {
+    16
+} else {
+    8
+};
 
 /// Everything the child needs, prepared before `fork`: the child only reads it.
 struct ChildPlan<'a> {

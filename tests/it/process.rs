@@ -1478,6 +1478,61 @@ case!(
 );
 
 case!(
+    /// Handles given to a pipeline's stages reach them blocking even when they share one
+    /// description (every stage's handles close once all have started, so none needs the
+    /// flag), and an unrelated handle does not count as sharing it: the stages got
+    /// `O_NONBLOCK`, as did a child given one pty master while another was open.
+    fn issue_6_handles_given_to_a_job_reach_it_blocking() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let nonblocking_in = |text: &[u8]| -> Vec<bool> {
+                String::from_utf8(text.to_vec())
+                    .unwrap()
+                    .lines()
+                    .map(|l| i32::from_str_radix(l.trim_start_matches("flags:").trim(), 8).unwrap())
+                    .map(|f| f & libc::O_NONBLOCK != 0)
+                    .collect()
+            };
+            // Two handles on one nonblocking description: stage 1's stderr, stage 2's stdout.
+            let (r, w) = evloop_platform::fd::pipe().unwrap();
+            evloop_platform::fd::set_nonblocking(w.as_fd(), true).unwrap();
+            let w2 = w.try_clone().unwrap();
+            let (a, z) = (Pipe::open(&mut lp, w).unwrap(), Pipe::open(&mut lp, w2).unwrap());
+            let mut first = sh("grep ^flags: /proc/self/fdinfo/2 >&2");
+            first.stderr(a);
+            let mut last = sh("cat; grep ^flags: /proc/self/fdinfo/1");
+            last.stdout(z);
+            let statuses = Rc::new(RefCell::new(None));
+            let s = statuses.clone();
+            Pipeline::new([first, last]).spawn(&mut lp, move |_, all| *s.borrow_mut() = Some(all)).unwrap();
+            let rx = Pipe::open(&mut lp, r).unwrap();
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert!(
+                statuses.borrow().as_ref().unwrap().iter().all(|s| s.as_ref().unwrap().success()),
+                "{name}"
+            );
+            assert_eq!(nonblocking_in(&got.borrow().data), [false, false], "{name}");
+
+            // One pty master given to a child while another, unrelated, stays open.
+            let (m1, _s1) = evloop::tty::openpty().unwrap();
+            let (m2, _s2) = evloop::tty::openpty().unwrap();
+            let (given, kept) =
+                (evloop::Tty::open(&mut lp, m1).unwrap(), evloop::Tty::open(&mut lp, m2).unwrap());
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh("grep ^flags: /proc/self/fdinfo/0");
+            cmd.stdin(given).stdout(tx);
+            assert!(status_of(&mut lp, &cmd).unwrap().success(), "{name}");
+            let got = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(nonblocking_in(&got.borrow().data), [false], "{name}");
+            kept.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
     fn a_pipeline_refuses_links_set_by_its_stages() {
         let mut lp = builder().build().unwrap();
         let mut second = Command::new("cat");
@@ -1495,6 +1550,32 @@ case!(
         let e = Pipeline::new([sleeper, bad]).spawn(&mut lp, |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("pipeline stage 2: spawn `cat`: argument 1 contains a NUL"), "{e}");
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
+    /// A loop dropped while a pipeline runs ends it as its commands say (here
+    /// `kill_on_drop`), leaves no fd and no child, and its stages' close hooks, which run
+    /// during the drop, stop nothing twice.
+    fn issue_6_a_loop_dropped_during_a_pipeline_leaves_nothing() {
+        for (name, b) in flavours() {
+            let fds = evloop_platform::fd::open_fd_count().unwrap();
+            let mut lp = b.build().unwrap();
+            let stage = || {
+                let mut c = Command::new("sleep");
+                c.arg("100").kill_on_drop(true);
+                c
+            };
+            let mut job = Pipeline::new([stage(), stage(), stage()]);
+            job.process_group(true);
+            let children = job.spawn(&mut lp, |_, _| unreachable!("dropped first")).unwrap();
+            let pids: Vec<u32> = children.iter().map(|c| c.process.pid(&lp).unwrap()).collect();
+            // One stage closed early: its hook has run; the others' run during the drop.
+            children[1].process.close(&mut lp).unwrap();
+            drop(lp);
+            assert!(pids.iter().all(|&p| gone(p)), "{name}: every stage killed and reaped");
+            assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds, "{name}");
+        }
     }
 );
 
