@@ -2767,13 +2767,21 @@ impl Loop {
         for &(target, source) in links {
             prep.fds.push(FdMapping { target, source: Source::Fd(source) });
         }
-        // The children get moved handles' fds blocking, unless another handle of this loop
-        // (not moved: those close after the spawn) may share the description and relies on
-        // its O_NONBLOCK: cleared, that handle's reads and writes would block the loop.
-        let moving: Vec<HandleId> =
-            prep.moved.iter().map(|m| m.0).chain(others_moving.iter().copied()).collect();
-        for i in 0..prep.moved.len() {
-            let (hid, kind, _) = prep.moved[i];
+        if !prep.moved.is_empty() {
+            self.block_moved_for_child(others_moving, &mut prep.moved)?;
+        }
+        Ok(())
+    }
+
+    /// The children get moved handles' fds blocking, unless another handle of this loop (not
+    /// moved: those close after the spawn) may share the description and relies on its
+    /// O_NONBLOCK: cleared, that handle's reads and writes would block the loop.
+    #[cold]
+    #[inline(never)]
+    fn block_moved_for_child(&mut self, others_moving: &[HandleId], moved: &mut [Moved]) -> io::Result<()> {
+        let moving: Vec<HandleId> = moved.iter().map(|m| m.0).chain(others_moving.iter().copied()).collect();
+        for m in moved.iter_mut() {
+            let (hid, kind, _) = *m;
             let cleared = self.stream_ref(hid, kind).and_then(|s| {
                 let fd = s.io.fd()?;
                 if s.shared && self.stream_on_description(fd, &moving) {
@@ -2785,8 +2793,7 @@ impl Loop {
                 }
                 fd::set_nonblocking(fd, false)
             });
-            prep.moved[i].2 =
-                cleared.map_err(|e| context(e, format!("the {} {hid:?} for a child", kind.name())))?;
+            m.2 = cleared.map_err(|e| context(e, format!("the {} {hid:?} for a child", kind.name())))?;
         }
         Ok(())
     }

@@ -163,6 +163,8 @@ pub(crate) struct Stream {
     /// `EIO` means the other side of a terminal went away: end of file (unless the read came
     /// from the background: see `terminal_eio`).
     pub(crate) eio_is_eof: bool,
+    /// A read's `EIO` said that the other side of the terminal went away.
+    pub(crate) hung_up: bool,
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
     /// readiness event gets one read (a second could block), and writes loop until done.
     pub(crate) blocking: bool,
@@ -226,6 +228,7 @@ impl Stream {
             restore_blocking: None,
             original: None,
             eio_is_eof: false,
+            hung_up: false,
             blocking: false,
             dontwait: false,
             shared: false,
@@ -491,7 +494,6 @@ impl Loop {
         }
         let capped = &mut buf[..cap];
         let mut last = None;
-        let mut hung_up = false;
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
@@ -525,9 +527,7 @@ impl Loop {
                 // read (Linux returns EIO only once the buffer is empty); or a read from the
                 // background.
                 Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
-                    let ev = terminal_eio(s, e);
-                    hung_up = matches!(ev, ReadEvent::Eof);
-                    last = Some(ev);
+                    last = Some(terminal_eio(s, e))
                 }
                 Err(e) => last = Some(ReadEvent::Error(e)),
             }
@@ -547,7 +547,7 @@ impl Loop {
                 self.stream_sync(id);
                 // Nothing will take what is queued either (the select helper, which hears of
                 // the hangup only as readability, learns it here).
-                if hung_up {
+                if self.live_stream(id).is_some_and(|s| s.hung_up) {
                     self.stream_hung_up(id);
                 }
             }
@@ -1095,9 +1095,10 @@ fn write_some(fd: std::os::fd::BorrowedFd<'_>, dontwait: bool, data: &[u8]) -> i
 /// What `EIO` from a terminal read means: end of file when the terminal hung up (the other
 /// side of a pty closed, a modem line dropped); an error when this process group reads its
 /// controlling terminal from the background, where `SIGTTIN` is ignored or blocked or the
-/// group is orphaned: the terminal is still there, in another group's hands.
+/// group is orphaned: the terminal is still there, in another group's hands. The hangup is
+/// noted on the stream.
 #[cold]
-fn terminal_eio(s: &Stream, e: io::Error) -> ReadEvent<'static> {
+fn terminal_eio(s: &mut Stream, e: io::Error) -> ReadEvent<'static> {
     // A hung-up terminal answers tcgetpgrp with EIO, one that is not the controlling
     // terminal with ENOTTY; a pty master names its slave's foreground group, which does not
     // make its reader a background one.
@@ -1116,6 +1117,7 @@ fn terminal_eio(s: &Stream, e: io::Error) -> ReadEvent<'static> {
             }
         }
     }
+    s.hung_up = true;
     ReadEvent::Eof
 }
 
