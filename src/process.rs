@@ -819,12 +819,14 @@ impl Command {
     /// 0: the slave of a pty from [`tty::openpty`](crate::tty::openpty)), as `login_tty`
     /// and terminal emulators do: Ctrl-C and Ctrl-Z typed at the terminal then reach the
     /// child's group, it can open `/dev/tty`, it hears `SIGWINCH` when the window size
-    /// changes, and `SIGHUP` when the other side of the pty closes. Without it, a child in
-    /// a session of its own has no controlling terminal, and none of that happens.
+    /// changes, and `SIGHUP` when the other side of the pty closes (so closing the master's
+    /// handle ends a child that does not catch it). Without it, a child in a session of its
+    /// own has no controlling terminal, and none of that happens.
     ///
     /// The fd must be one of the child's (0, 1, 2, or one set with [`fd`](Self::fd)), open
     /// for reading, and a terminal that is no other session's controlling terminal (a fresh
-    /// pty's slave is none), or the spawn fails and names the step. The child's group is then in front of the terminal from the start:
+    /// pty's slave is none), or the spawn fails and names the step. The child's group is
+    /// then in front of the terminal from the start:
     /// [`process_group`](Self::process_group) and [`foreground`](Self::foreground) do not
     /// combine with it. `posix_spawn` having no step for it, such a child takes the fork path
     /// on macOS and FreeBSD. A session is one child's and its descendants': the stages of a
