@@ -2775,9 +2775,9 @@ impl Loop {
         Ok(())
     }
 
-    /// The children get moved handles' fds blocking, unless another handle of this loop (not
-    /// moved: those close after the spawn) may share the description and relies on its
-    /// O_NONBLOCK: cleared, that handle's reads and writes would block the loop.
+    /// The children get moved handles' fds blocking, unless that takes `O_NONBLOCK` from
+    /// another open stream of this loop (not moved: those close after the spawn) that relies
+    /// on it: that stream's reads and writes would then block the loop.
     #[cold]
     #[inline(never)]
     fn block_moved_for_child(&mut self, others_moving: &[HandleId], moved: &mut [Moved]) -> io::Result<()> {
@@ -2786,30 +2786,37 @@ impl Loop {
             let (hid, kind, _) = *m;
             let cleared = self.stream_ref(hid, kind).and_then(|s| {
                 let fd = s.io.fd()?;
-                if s.shared && self.stream_on_description(fd, &moving) {
+                let was = fd::set_nonblocking(fd, false)?;
+                if was && s.shared && self.took_nonblocking(fd, &moving) {
                     log::debug!(
                         "loop {}: {hid:?} goes to the child with O_NONBLOCK: another handle on its description needs it",
                         self.id
                     );
+                    fd::set_nonblocking(fd, true)?;
                     return Ok(false);
                 }
-                fd::set_nonblocking(fd, false)
+                Ok(was)
             });
             m.2 = cleared.map_err(|e| context(e, format!("the {} {hid:?} for a child", kind.name())))?;
         }
         Ok(())
     }
 
-    /// Whether an open stream that relies on `O_NONBLOCK`, other than those `moving`, may be
-    /// on `fd`'s open file description.
+    /// Whether clearing `O_NONBLOCK` through `fd` just took it from an open stream that
+    /// relies on it (and so had it), other than those `moving`: that stream is on the same
+    /// open file description. Only streams on the same file, open for the same access, are
+    /// looked at; whether it is the same description, only the flag can tell everywhere.
     #[cold]
-    fn stream_on_description(&self, fd: BorrowedFd<'_>, moving: &[HandleId]) -> bool {
+    fn took_nonblocking(&self, fd: BorrowedFd<'_>, moving: &[HandleId]) -> bool {
         self.slots.iter().any(|(key, slot)| {
             !moving.iter().any(|m| m.key as usize == key)
                 && !slot.flags.contains(Flags::CLOSING)
                 && matches!(&slot.kind, Kind::Stream(s)
-                    if s.relies_on_nonblocking()
-                        && s.io.fd().is_ok_and(|other| fd::may_share_description(fd, other)))
+                if s.relies_on_nonblocking()
+                    && s.io.fd().is_ok_and(|other| {
+                        fd::may_share_description(fd, other)
+                            && fd::status_flags(other).is_ok_and(|f| !f.nonblocking)
+                    }))
         })
     }
 
@@ -4156,5 +4163,48 @@ fn pipeline_stage_closed(lp: &mut Loop, state: &RefCell<PipelineState>, i: usize
 fn abandon_stages(lp: &mut Loop, started: &[Child], group: bool) {
     for child in started {
         lp.abandon_child(child, group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use crate::{Command, Loop};
+
+    /// A close hook that runs while the loop drops (a pipeline's, a capture's) sees the
+    /// handles stopped before it as closing, as after `close`: a pipeline's hook took them
+    /// for open, and stopped them a second time.
+    #[test]
+    fn issue_6_close_hooks_during_a_drop_see_the_handles_stopped_before_as_closing() {
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            // (A panic drops the sender: then the test has failed already.)
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                watchdog.recv_timeout(Duration::from_secs(20))
+            {
+                eprintln!("watchdog: the test ran 20 s");
+                std::process::abort();
+            }
+        });
+        let mut lp = Loop::new().unwrap();
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("100").kill_on_drop(true);
+        let first = sleeper.spawn(&mut lp, |_, _, _| {}).unwrap().process;
+        let second = sleeper.spawn(&mut lp, |_, _, _| {}).unwrap().process;
+        let pids = [first.pid(&lp).unwrap(), second.pid(&lp).unwrap()];
+        assert!(first.0.key < second.0.key, "the drop stops the first one first");
+        let seen = Rc::new(Cell::new(None));
+        let s = seen.clone();
+        lp.process_on_close(second.0, Box::new(move |lp| s.set(first.is_closing(lp).ok())));
+        drop(lp);
+        assert_eq!(seen.get(), Some(true));
+        // Killed and reaped by the drop.
+        for pid in pids {
+            assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} left");
+        }
+        let _ = done.send(());
     }
 }

@@ -547,7 +547,7 @@ impl Loop {
                 self.stream_sync(id);
                 // Nothing will take what is queued either (the select helper, which hears of
                 // the hangup only as readability, learns it here).
-                if self.live_stream(id).is_some_and(|s| s.hung_up) {
+                if self.live_stream(id).is_some_and(|s| std::mem::take(&mut s.hung_up)) {
                     self.stream_hung_up(id);
                 }
             }

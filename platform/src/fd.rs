@@ -307,37 +307,11 @@ fn description_key(fd: BorrowedFd<'_>) -> io::Result<DescriptionKey> {
     Ok((st.st_dev as u64, st.st_ino as u64, fl & libc::O_ACCMODE))
 }
 
-/// Whether `a` and `b` may be one open file description. On Linux `kcmp` says for sure;
-/// without it (a kernel built without it, a sandbox, other systems), the same file open for
-/// the same access counts (see `description_key`: two opens of one FIFO, or every pty
-/// master, agree as well). `false` when either cannot be looked at.
+/// Whether `a` and `b` may be one open file description: the same file, open for the same
+/// access (see `description_key`: two opens of one FIFO, or every pty master, agree as well).
+/// `false` when either cannot be looked at.
 pub fn may_share_description(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(same) = same_description(a, b) {
-        return same;
-    }
     matches!((description_key(a), description_key(b)), (Ok(x), Ok(y)) if x == y)
-}
-
-/// `kcmp(KCMP_FILE)` on two fds of this process: whether they are one description, or
-/// `None` when the kernel cannot tell.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn same_description(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Option<bool> {
-    const KCMP_FILE: libc::c_long = 0;
-    // SAFETY: getpid has no preconditions.
-    let pid = libc::c_long::from(unsafe { libc::getpid() });
-    // SAFETY: kcmp takes only integers; both fds are borrowed, so open, and only compared.
-    let order = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid,
-            pid,
-            KCMP_FILE,
-            libc::c_long::from(a.as_raw_fd()),
-            libc::c_long::from(b.as_raw_fd()),
-        )
-    });
-    order.ok().map(|o| o == 0)
 }
 
 /// For an fd whose description is nonblocking already: if that may be because of a

@@ -1554,9 +1554,10 @@ case!(
 );
 
 case!(
-    /// A loop dropped while a pipeline runs ends it as its commands say (here
-    /// `kill_on_drop`), leaves no fd and no child, and its stages' close hooks, which run
-    /// during the drop, stop nothing twice.
+    /// A loop dropped while a pipeline runs, one stage's handle closed early, ends it as its
+    /// commands say (here `kill_on_drop`), and leaves no fd and no child. (That the stages'
+    /// close hooks, which run during the drop, stop nothing twice, a unit test in
+    /// `src/process.rs` checks.)
     fn issue_6_a_loop_dropped_during_a_pipeline_leaves_nothing() {
         for (name, b) in flavours() {
             let fds = evloop_platform::fd::open_fd_count().unwrap();
