@@ -956,36 +956,30 @@ fn posix_spawn_child(
 
 // ----- fork and exec ------------------------------------------------------------------------
 
-/// The highest signal number to reset in the child, plus one: the kernel's `_NSIG`, which is
-/// 128 on MIPS and 64 elsewhere on Linux.
+/// The kernel's number of signals (`_NSIG`) on Linux: 128 on MIPS, 64 elsewhere.
 #[cfg(target_os = "linux")]
-const SIGNAL_END: c_int = if cfg!(any(
+const KERNEL_SIGNALS: usize = if cfg!(any(
     target_arch = "mips",
     target_arch = "mips64",
     target_arch = "mips32r6",
     target_arch = "mips64r6"
 )) {
-    129
+    128
 } else {
-    65
+    64
 };
+
+/// The highest signal number to reset in the child, plus one.
+#[cfg(target_os = "linux")]
+const SIGNAL_END: c_int = KERNEL_SIGNALS as c_int + 1;
 #[cfg(target_vendor = "apple")]
 const SIGNAL_END: c_int = 32;
 #[cfg(target_os = "freebsd")]
 const SIGNAL_END: c_int = 129;
 
-/// The size of the kernel's signal set, which `rt_sigaction` takes: 64 signals, 128 on MIPS.
+/// The size of the kernel's signal set, which `rt_sigaction` takes.
 #[cfg(target_os = "linux")]
-const KERNEL_SIGSET_BYTES: usize = if cfg!(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "mips32r6",
-    target_arch = "mips64r6"
-)) {
-    16
-} else {
-    8
-};
+const KERNEL_SIGSET_BYTES: usize = KERNEL_SIGNALS / 8;
 
 /// Everything the child needs, prepared before `fork`: the child only reads it.
 struct ChildPlan<'a> {
