@@ -404,8 +404,8 @@ pub enum Stdio {
     /// the spawn.
     InheritFrom(RawFd),
     /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
-    /// is made blocking (the child expects that), unless another open handle of the loop may
-    /// share that description (one opened from a copy of the same fd, where it could not be
+    /// is made blocking (the child expects that), unless another open handle of the loop
+    /// shares that description (one opened from a copy of the same fd, where it could not be
     /// opened again privately) and needs `O_NONBLOCK`: then the child gets the description
     /// as it is, since blocking it would block that handle's reads and writes, and with them
     /// the loop. The handle is closed once the child has started (queued writes are
