@@ -75,6 +75,11 @@ pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
 /// orphan's `init` that is slow to) would hold it up for good.
 pub const GROUP_KILLED_WAIT_MS: u64 = 1000;
 
+/// Terminals whose settings the process keeps saved at once for
+/// [`tty::reset_mode`](crate::tty::reset_mode) and the restore hooks: each terminal put in
+/// a raw mode takes one until the handle that saved it closes (pty masters take none).
+pub const SAVED_TERMINALS_MAX: usize = evloop_platform::termios::SAVED_TERMINALS_MAX;
+
 /// The highest signal number a loop can watch.
 pub const SIGNAL_NUMBER_MAX: i32 = evloop_platform::signal::SIGNAL_NUMBER_MAX;
 

@@ -7,8 +7,8 @@
 //! - modes ([`TtyMode`]): normal, libuv's raw, and `cfmakeraw`'s;
 //! - the window size, and a callback when it changes (`SIGWINCH`);
 //! - restoration: closing a handle puts back the settings it found, [`reset_mode`] puts
-//!   back the settings from before the first change in the process (from a signal handler
-//!   too), and [`install_restore_hooks`] does that on a panic and on the signals that end
+//!   back every terminal's settings from before its first change in the process (from a
+//!   signal handler too), and [`install_restore_hooks`] does that on a panic and on the signals that end
 //!   the process (which also put back the blocking mode of shared descriptions,
 //!   [`restore_shared_blocking`](crate::restore_shared_blocking)).
 //!
@@ -100,9 +100,10 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use evloop_platform::fd::{self, Access, FileType};
-use evloop_platform::termios::{self, SavedClaim, Termios};
+use evloop_platform::termios::{self, Saved, SavedClaim, Termios};
 
 pub use evloop_platform::termios::WinSize;
 
@@ -270,7 +271,8 @@ pub(crate) struct TtyState {
     /// The settings found at the handle's first `set_mode` (or taken by
     /// `save_settings`): what `Normal` and close put back, and the base of the other modes.
     saved: Option<Termios>,
-    /// Held when this handle made the first mode change in the process.
+    /// Held when this handle saved its terminal's settings process-wide, for `reset_mode`
+    /// (the first mode change through any handle on that terminal).
     claim: Option<SavedClaim>,
     /// Which terminal it is (`termios::terminal_id`), where that can be told: handles on
     /// one terminal share the settings saved first.
@@ -491,8 +493,9 @@ impl Tty {
     /// gave the terminal to such a job calls it when it takes the terminal back), unless they
     /// are in place already. A handle whose mode was never set
     /// (nor its settings saved) leaves the settings alone at close.
-    /// (libuv saves them again each time its handle leaves normal mode.) The first change in
-    /// the process also saves them process-wide, for [`reset_mode`]. The handle must be
+    /// (libuv saves them again each time its handle leaves normal mode.) The first change of
+    /// a terminal in the process also saves them process-wide, for [`reset_mode`] (a pty
+    /// master's excepted: see there). The handle must be
     /// readable (modes are about input): changing the mode through a write-only handle is an
     /// error, and leaves the terminal as it was.
     ///
@@ -531,9 +534,23 @@ impl Tty {
         let tty = s.tty.as_mut().expect("a tty stream has tty state");
         let mut t = *tty.saved.get_or_insert(shared.unwrap_or(now));
         if tty.claim.is_none() {
-            // (Whenever none is held: once the handle that held it has closed, this one's
-            // changes are the ones `reset_mode` and the exit hooks must undo.)
-            tty.claim = termios::save_original(fd, &t)?;
+            // (Whenever none is held: once another handle on this terminal that held it has
+            // closed, this one's changes are the ones `reset_mode` and the exit hooks undo.)
+            tty.claim = match termios::save_original(fd, &t)? {
+                Saved::Claim(claim) => Some(claim),
+                Saved::NoRoom => {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
+                    if !WARNED.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "{} terminals have their settings saved already: reset_mode and the \
+                             restore hooks will not restore this one (closing its handle will)",
+                            crate::limits::SAVED_TERMINALS_MAX
+                        );
+                    }
+                    None
+                }
+                Saved::Already | Saved::PtyMaster => None,
+            };
         }
         match mode {
             TtyMode::Normal => {}
@@ -778,15 +795,22 @@ pub fn is_background_read(err: &io::Error) -> bool {
     crate::os_error_code(err) == Some(evloop_platform::libc::EIO)
 }
 
-/// Puts back the terminal settings saved before the first mode change in the process
-/// (libuv's `uv_tty_reset_mode`). Before any change, it does nothing and returns `Ok`.
+/// Puts back each terminal's settings saved before its first mode change in the process
+/// (libuv's `uv_tty_reset_mode`, which knows one terminal only: the first), from the last
+/// terminal changed to the first. Before any change, it does nothing and returns `Ok`.
 ///
 /// It is async-signal-safe and preserves `errno`, so a signal handler may call it. It fails
 /// with `EBUSY`, rather than wait, if a handle is changing the saved settings at that very
-/// moment. The settings stay saved until the handle that saved them closes (closing restores
-/// them too); the next mode change after that saves again. `exit` (`std::process::exit`, or
-/// returning from `main`) calls it for settings still saved then; a child forked without
-/// exec does not.
+/// moment. A terminal's settings stay saved until the handle that saved them closes
+/// (closing restores them too); the next mode change of that terminal saves again. `exit`
+/// (`std::process::exit`, or returning from `main`) calls it for settings still saved then;
+/// a child forked without exec does not.
+///
+/// Up to [`SAVED_TERMINALS_MAX`](crate::limits::SAVED_TERMINALS_MAX) terminals are saved at once (a program's own terminal and
+/// a few it drives); one changed while that many are saved is restored by its handle's
+/// close only, and a warning is logged. A pty master's settings are not saved: they are
+/// those of its pty, which ends with the process, and a program on the slave side sets
+/// them as it wants.
 ///
 /// Called from a background process group, it writes the terminal of the foreground job
 /// (or, where `SIGTTOU` stops it, stops the process). `exit` and the hooks of
@@ -813,13 +837,14 @@ pub fn reset_mode() -> io::Result<()> {
 /// it: written again on a normal screen, such sequences can move the cursor (leaving the
 /// alternate screen restores the cursor position saved on entering it).
 ///
-/// The bytes go to the terminal whose settings were saved (by the handle that changed the
-/// mode first): through that handle's description, or, where it is open for reading only
+/// The bytes go to one terminal, the one saved first of those whose settings are still
+/// saved (usually the program's own: the first it changed), through the description of
+/// the handle that saved them, or, where it is open for reading only
 /// (`less` opens `/dev/tty` so) or blocks, through one that the save opened for writing
 /// (by name, or `/dev/tty`; without either, nothing is written). A terminal whose output is
 /// full gets 200 ms; still full then (it stopped reading), the output waiting for it is
 /// discarded, the frame it would draw no longer mattering, and the bytes go in its place.
-/// Nothing goes to a pty master (it would be its slave's input).
+/// Nothing goes to a pty master (it would be its slave's input; its settings are not saved).
 ///
 /// ```
 /// use evloop::tty;

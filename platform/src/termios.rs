@@ -1,16 +1,19 @@
 //! Terminals: termios and the two raw modes, window sizes, ptys, reopening a terminal by
 //! name, and the process-wide saved termios that a signal handler can restore.
 //!
-//! **The saved termios.** The first terminal whose mode changes in the process claims a slot
-//! here ([`save_original`]) holding its settings from before the change and a duplicate of
-//! its fd. [`reset_saved`] writes those settings back and is async-signal-safe: it takes one
-//! atomic flag without waiting, calls `tcsetattr` (on POSIX's list of async-signal-safe
-//! functions) and preserves `errno`. If the flag is held, by the code the signal interrupted
-//! or by another thread, it fails with `EBUSY` rather than wait (as libuv's
-//! `uv_tty_reset_mode` does). The slot's writers spin on the flag; they never run in signal
-//! context and hold it only for a copy. The slot keeps its own duplicate of the fd, so a
-//! reset never reaches an fd number that was closed and reused meanwhile; the claim
-//! ([`SavedClaim`]) closes it when it drops.
+//! **The saved termios.** Each terminal whose mode changes in the process claims a slot here
+//! ([`save_original`], up to [`SAVED_TERMINALS_MAX`] at once) holding its settings from
+//! before its first change and a duplicate of its fd; pty masters take none, their pty
+//! ending with the process. [`reset_saved`] writes the settings back, from the last terminal
+//! saved to the first, and is async-signal-safe: it takes one atomic flag without waiting,
+//! calls `tcsetattr` (on POSIX's list of async-signal-safe functions) and preserves `errno`.
+//! If the flag is held, by the code the signal interrupted or by another thread, it fails
+//! with `EBUSY` rather than wait (as libuv's `uv_tty_reset_mode` does). The slots' writers
+//! spin on the flag; they never run in signal context and hold it only for a copy or a
+//! close. Each slot keeps its own duplicate of the fd, so a reset never reaches an fd
+//! number that was closed and reused meanwhile; the claim ([`SavedClaim`]) closes it when
+//! it drops. (libuv saves one terminal, the first: a second one put in raw mode, the
+//! user's own after a pty's, stayed raw at exit once the first had closed.)
 //!
 //! **Telling a pty master from the rest.** `TIOCGPTN` (Linux, FreeBSD) and `TIOCPTYGNAME`
 //! (macOS) answer only on a pty *master*, with the number or name of its slave; on a slave,
@@ -27,11 +30,11 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use crate::cvt::{cvt, cvt_errno, cvt_r};
 use crate::fd::{self, Access};
-use crate::signal_lock::SignalLock;
+use crate::signal_lock::{SignalLock, SignalLockGuard};
 
 /// A terminal's settings (`struct termios`).
 #[derive(Clone, Copy)]
@@ -418,41 +421,110 @@ pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<Owne
 
 // ----- the process-wide saved termios -----------------------------------------------------
 
-/// Held while the slot below is read or written.
+/// How many terminals can have their settings saved process-wide at once (see
+/// [`save_original`]): the program's own terminal and a few others it puts in a raw mode.
+pub const SAVED_TERMINALS_MAX: usize = 8;
+
+/// Held while [`SAVED`] is read or written.
 static SAVED_LOCK: SignalLock = SignalLock::new();
-/// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
-static SAVED_FD: AtomicI32 = AtomicI32::new(-1);
-/// The slot's description for writing the restore bytes, where the slot's own fd will not
-/// do (see `restore_writer`); -1 for none. Set and closed with `SAVED_FD`, under the lock.
-static SAVED_WRITER: AtomicI32 = AtomicI32::new(-1);
-/// The [`terminal_id`] of the slot's terminal (`NO_TERMINAL_ID` when it has none), written
-/// with the slot under the lock.
-static SAVED_ID: AtomicU64 = AtomicU64::new(NO_TERMINAL_ID);
+/// How many of [`SAVED`]'s slots are in use, written under the lock: read without it, so
+/// that a lookup with nothing saved takes no lock.
+static SAVED_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Matches no terminal: `terminal_id` never returns it.
 const NO_TERMINAL_ID: u64 = u64::MAX;
 
-struct SavedCell(UnsafeCell<MaybeUninit<libc::termios>>);
-// SAFETY: the cell is only touched while SAVED_LOCK is held (taken with Acquire, released
-// with Release), so no two accesses overlap and each sees the one before.
-unsafe impl Sync for SavedCell {}
-static SAVED: SavedCell = SavedCell(UnsafeCell::new(MaybeUninit::uninit()));
+/// One terminal's saved settings.
+#[derive(Clone, Copy)]
+struct SavedSlot {
+    /// The slot's own duplicate of the terminal's fd; -1 while the slot is empty.
+    fd: RawFd,
+    /// A description to write the restore bytes through, where `fd` will not do (see
+    /// `restore_writer`); -1 for none.
+    writer: RawFd,
+    /// The terminal's [`terminal_id`] (`NO_TERMINAL_ID` where it has none).
+    id: u64,
+    /// When it was saved: a restore goes from the last saved to the first.
+    order: u64,
+    /// The settings, written before `fd` is set.
+    termios: MaybeUninit<libc::termios>,
+}
 
-/// What a restore writes to the terminal before its settings: [`set_restore_bytes`]'s.
-struct RestoreBytes(UnsafeCell<&'static [u8]>);
-// SAFETY: the cell is only touched while SAVED_LOCK is held, as `SAVED` is.
-unsafe impl Sync for RestoreBytes {}
-static RESTORE_BYTES: RestoreBytes = RestoreBytes(UnsafeCell::new(&[]));
+impl SavedSlot {
+    const EMPTY: SavedSlot =
+        SavedSlot { fd: -1, writer: -1, id: NO_TERMINAL_ID, order: 0, termios: MaybeUninit::uninit() };
+
+    fn in_use(&self) -> bool {
+        self.fd >= 0
+    }
+}
+
+struct SavedTable {
+    slots: [SavedSlot; SAVED_TERMINALS_MAX],
+    /// The next save's `order`.
+    next_order: u64,
+    /// What a restore writes to the terminal before its settings: [`set_restore_bytes`]'s.
+    restore_bytes: &'static [u8],
+}
+
+impl SavedTable {
+    /// Why terminal `id` cannot take a slot now, if it cannot.
+    fn refusal(&self, id: u64) -> Option<Saved> {
+        if id != NO_TERMINAL_ID && self.slots.iter().any(|s| s.in_use() && s.id == id) {
+            Some(Saved::Already)
+        } else if self.slots.iter().all(SavedSlot::in_use) {
+            Some(Saved::NoRoom)
+        } else {
+            None
+        }
+    }
+
+    /// The slot in use saved before every other one in use: the one the restore bytes go to.
+    fn first_saved(&self) -> Option<u64> {
+        self.slots.iter().filter(|s| s.in_use()).map(|s| s.order).min()
+    }
+}
+
+struct SavedCell(UnsafeCell<SavedTable>);
+// SAFETY: the table is only reached through `SavedGuard::table`, with SAVED_LOCK held (taken
+// with Acquire, released with Release), so no two accesses overlap and each sees the one
+// before.
+unsafe impl Sync for SavedCell {}
+static SAVED: SavedCell = SavedCell(UnsafeCell::new(SavedTable {
+    slots: [SavedSlot::EMPTY; SAVED_TERMINALS_MAX],
+    next_order: 0,
+    restore_bytes: &[],
+}));
+
+/// SAVED_LOCK, held: the key to [`SAVED`].
+struct SavedGuard(#[allow(dead_code, reason = "held for its drop")] SignalLockGuard<'static>);
+
+impl SavedGuard {
+    /// Takes the lock, spinning while someone else holds it. Not for signal context.
+    fn lock() -> SavedGuard {
+        SavedGuard(SAVED_LOCK.lock())
+    }
+
+    /// Takes the lock if it is free. Async-signal-safe.
+    fn try_lock() -> Option<SavedGuard> {
+        SAVED_LOCK.try_lock().map(SavedGuard)
+    }
+
+    fn table(&mut self) -> &mut SavedTable {
+        // SAFETY: SAVED_LOCK is held while `self` lives, and the result borrows `self`
+        // mutably, so there is one reference to the table at a time.
+        unsafe { &mut *SAVED.0.get() }
+    }
+}
 
 /// Waits of 50 ms at most that writing the restore bytes may take, for a terminal whose
 /// output is full: a restore runs in signal handlers and at `exit`, and must not hang.
 const RESTORE_WRITE_WAITS: u32 = 4;
 
-/// Sets the bytes that [`reset_saved`] (and so the restore hooks and `exit`) writes to the
-/// saved terminal just before it restores its settings; empty for none.
+/// Sets the bytes that [`reset_saved`] (and so the restore hooks and `exit`) writes just
+/// before it restores the settings, to the terminal saved first of those still saved; empty
+/// for none.
 pub fn set_restore_bytes(bytes: &'static [u8]) {
-    let _guard = SAVED_LOCK.lock();
-    // SAFETY: the lock is held, so no other access to the cell overlaps this write.
-    unsafe { *RESTORE_BYTES.0.get() = bytes };
+    SavedGuard::lock().table().restore_bytes = bytes;
 }
 
 /// Writes `all` to `fd` as far as it takes them soon: a terminal whose output is full gets
@@ -489,79 +561,108 @@ fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) {
     }
 }
 
-/// A terminal's claim on the process-wide saved termios: while it lives, [`reset_saved`]
-/// restores the settings it saved. Dropping it empties the slot (and closes the slot's
-/// duplicate fd), so the next [`save_original`] wins again.
+/// A terminal's claim on its slot of the process-wide saved termios: while it lives,
+/// [`reset_saved`] restores the settings it saved. Dropping it empties the slot (and closes
+/// the slot's duplicate fd), so that the terminal's next [`save_original`] saves again.
 #[derive(Debug)]
-pub struct SavedClaim(());
+pub struct SavedClaim {
+    index: usize,
+    order: u64,
+}
 
 impl Drop for SavedClaim {
     fn drop(&mut self) {
-        let _guard = SAVED_LOCK.lock();
-        for slot in [&SAVED_FD, &SAVED_WRITER] {
-            let raw = slot.swap(-1, Ordering::Relaxed);
+        let mut guard = SavedGuard::lock();
+        let slot = &mut guard.table().slots[self.index];
+        if !slot.in_use() || slot.order != self.order {
+            return;
+        }
+        for raw in [slot.fd, slot.writer] {
             if raw >= 0 {
-                // SAFETY: `raw` is an fd save_original opened and stored; only this claim
-                // (there is one at a time) closes it, under the lock, so no reset uses it
-                // after.
+                // SAFETY: `raw` is an fd save_original opened and stored in this claim's
+                // slot; only this claim closes it, under the lock, and empties the slot
+                // with it, so no reset uses it after.
                 drop(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
+        *slot = SavedSlot::EMPTY;
+        SAVED_COUNT.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// A description of its own to write the restore bytes through: the terminal opened again
 /// for writing, nonblocking, by name or through `/dev/tty`. `fd`'s own may be open for
 /// reading only (`less` opens `/dev/tty` so), or blocking, whose write could wait for good,
-/// or be made blocking later (by a child given it, as shells do). `None` for a pty master
-/// (the bytes would be its slave's input) and when neither open works: `fd`'s own serves
-/// then, where it is writable and nonblocking.
+/// or be made blocking later (by a child given it, as shells do). `None` when neither open
+/// works: `fd`'s own serves then, where it is writable and nonblocking. (Never for a pty
+/// master, which [`save_original`] does not keep: the bytes would be its slave's input.)
 fn restore_writer(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    if is_pty_master(fd) {
-        return None;
-    }
     reopen(fd, Access::Write).or_else(|_| reopen_controlling(fd, Access::Write)).ok()
 }
 
+/// What [`save_original`] did.
+#[derive(Debug)]
+pub enum Saved {
+    /// The settings are saved, for as long as the claim lives.
+    Claim(SavedClaim),
+    /// Nothing: the terminal's settings are saved already, by another handle on it.
+    Already,
+    /// Nothing: `fd` is a pty master. Its settings are its pty's, and the pty ends with the
+    /// process (with the last open master), so a restore at `exit` or at a fatal signal has
+    /// nothing to do for it.
+    PtyMaster,
+    /// Nothing: [`SAVED_TERMINALS_MAX`] terminals are saved already.
+    NoRoom,
+}
+
 /// Saves `t`, the settings of terminal `fd` from before its first mode change, as the ones
-/// [`reset_saved`] restores, unless another terminal's are saved already: the first one
-/// wins. Returns the claim if this call saved them.
-pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Option<SavedClaim>> {
-    if SAVED_FD.load(Ordering::Relaxed) >= 0 {
-        return Ok(None);
+/// [`reset_saved`] restores for that terminal, unless they are saved already (by another
+/// handle on it: the first one wins), `fd` is a pty master, or every slot is taken.
+pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
+    if is_pty_master(fd) {
+        return Ok(Saved::PtyMaster);
     }
-    let dup = fd::dup_cloexec(fd, 3)?;
     let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
-    let writer = restore_writer(fd);
-    let _guard = SAVED_LOCK.lock();
-    if SAVED_FD.load(Ordering::Relaxed) >= 0 {
-        return Ok(None);
+    if let Some(refused) = SavedGuard::lock().table().refusal(id) {
+        return Ok(refused);
     }
-    // SAFETY: the lock is held, so no other access to the cell overlaps this write.
-    unsafe { (*SAVED.0.get()).write(t.0) };
-    SAVED_ID.store(id, Ordering::Relaxed);
-    SAVED_WRITER.store(writer.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
-    SAVED_FD.store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
+    // The fds are made without the lock, which a signal handler only tries.
+    let dup = fd::dup_cloexec(fd, 3)?;
+    let writer = restore_writer(fd);
+    let mut guard = SavedGuard::lock();
+    let table = guard.table();
+    if let Some(refused) = table.refusal(id) {
+        return Ok(refused);
+    }
+    let index = table.slots.iter().position(|s| !s.in_use()).expect("refusal() found a free slot");
+    let order = table.next_order;
+    table.next_order += 1;
+    table.slots[index] = SavedSlot {
+        fd: std::os::fd::IntoRawFd::into_raw_fd(dup),
+        writer: writer.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd),
+        id,
+        order,
+        termios: MaybeUninit::new(t.0),
+    };
+    SAVED_COUNT.fetch_add(1, Ordering::Relaxed);
+    drop(guard);
     // SAFETY: getpid has no preconditions and cannot fail.
     RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     reset_at_exit_once();
-    Ok(Some(SavedClaim(())))
+    Ok(Saved::Claim(SavedClaim { index, order }))
 }
 
-/// The settings [`save_original`] saved, if they are those of the terminal numbered `id`
-/// (its [`terminal_id`]): the normal settings for a second handle on that terminal, whose
-/// first mode change may find the terminal raw through the first one.
+/// The settings [`save_original`] saved for the terminal numbered `id` (its
+/// [`terminal_id`]), if it saved some: the normal settings for a second handle on that
+/// terminal, whose first mode change may find the terminal raw through the first one.
 pub fn saved_original_of(id: u64) -> Option<Termios> {
-    if SAVED_FD.load(Ordering::Relaxed) < 0 || id == NO_TERMINAL_ID {
+    if SAVED_COUNT.load(Ordering::Relaxed) == 0 || id == NO_TERMINAL_ID {
         return None;
     }
-    let _guard = SAVED_LOCK.lock();
-    if SAVED_FD.load(Ordering::Relaxed) < 0 || SAVED_ID.load(Ordering::Relaxed) != id {
-        return None;
-    }
-    // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
-    // cell before storing it.
-    Some(Termios(unsafe { (*SAVED.0.get()).assume_init() }))
+    let mut guard = SavedGuard::lock();
+    let slot = guard.table().slots.iter().find(|s| s.in_use() && s.id == id)?;
+    // SAFETY: a slot in use had its settings written when it was filled.
+    Some(Termios(unsafe { slot.termios.assume_init() }))
 }
 
 /// The first save makes `exit` restore what is still saved then: a program that calls
@@ -611,10 +712,12 @@ pub fn stdio_in_front() -> bool {
     })
 }
 
-/// Restores the settings [`save_original`] saved; does nothing (and succeeds) when none are.
+/// Restores the settings [`save_original`] saved, every terminal's, from the last saved to
+/// the first; does nothing (and succeeds) when none are. Tries every terminal, and returns
+/// the first failure.
 ///
 /// Async-signal-safe, and preserves `errno`: a signal handler may call it. Fails with
-/// `EBUSY` when the slot is being changed at that moment (by the interrupted code or another
+/// `EBUSY` when a slot is being changed at that moment (by the interrupted code or another
 /// thread) instead of waiting for it.
 pub fn reset_saved() -> io::Result<()> {
     reset_saved_when(false)
@@ -633,49 +736,65 @@ pub fn reset_saved_in_front() -> io::Result<()> {
 /// [`reset_saved_in_front`]).
 fn reset_saved_when(in_front: bool) -> io::Result<()> {
     crate::cvt::preserving_errno(|| {
-        let Some(_guard) = SAVED_LOCK.try_lock() else {
-            return Err(io::Error::from_raw_os_error(libc::EBUSY));
-        };
-        let fd: RawFd = SAVED_FD.load(Ordering::Relaxed);
-        if fd < 0 {
+        if SAVED_COUNT.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
-        // (A pty master names its slave's foreground group, never ours: no test for it.)
-        // SAFETY: `fd` is the slot's own duplicate, open while we hold the lock.
-        if in_front && !is_pty_master(unsafe { BorrowedFd::borrow_raw(fd) }) {
-            // SAFETY: as above; tcgetpgrp and getpgrp take no pointers.
-            let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
-            if front > 0 && front != own && group_alive(front) {
-                return Ok(());
+        let Some(mut guard) = SavedGuard::try_lock() else {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        };
+        let table = guard.table();
+        let first = table.first_saved();
+        // From the last saved to the first, as the changes were made (a terminal saved twice
+        // under two numbers, as macOS gives `/dev/tty` one of its own, ends as it was at the
+        // first save); each terminal is tried, and the first failure is reported.
+        let mut result = Ok(());
+        let mut before = u64::MAX;
+        while let Some(slot) =
+            table.slots.iter().filter(|s| s.in_use() && s.order < before).max_by_key(|s| s.order)
+        {
+            before = slot.order;
+            let bytes = if Some(slot.order) == first { table.restore_bytes } else { &[] };
+            let restored = restore_slot(slot, bytes, in_front);
+            if result.is_ok() {
+                result = restored;
             }
         }
-        // SAFETY: the lock is held, so nothing writes the cell meanwhile.
-        let bytes = unsafe { *RESTORE_BYTES.0.get() };
-        // SAFETY: the lock is held, and a non-negative SAVED_FD means save_original wrote the
-        // cell before storing it.
-        let t = unsafe { (*SAVED.0.get()).assume_init_ref() };
-        // The bytes first (with TOSTOP, a write from the background raises SIGTTOU as the
-        // change does, blocked below), then the settings.
-        let writer = match SAVED_WRITER.load(Ordering::Relaxed) {
-            -1 => fd,
-            w => w,
-        };
-        let set = || {
-            // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while we
-            // hold the lock.
-            write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes);
-            // SAFETY: `fd` is the slot's own duplicate, closed only under the lock we hold;
-            // `t` is a valid termios.
-            cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
-        };
-        if in_front {
-            // In front, or the foreground group has no member left: SIGTTOU blocked for the
-            // latter, which would stop the process instead.
-            with_sigttou_blocked(set)?
-        } else {
-            set()
-        }
+        result
     })
+}
+
+/// Restores one saved terminal's settings, after writing `bytes` to it; with `in_front`,
+/// only while this process group owns it. Async-signal-safe; the caller holds the lock.
+fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<()> {
+    let fd = slot.fd;
+    if in_front {
+        // SAFETY: `fd` is the slot's own duplicate, open while the caller holds the lock;
+        // tcgetpgrp and getpgrp take no pointers.
+        let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
+        if front > 0 && front != own && group_alive(front) {
+            return Ok(());
+        }
+    }
+    // SAFETY: a slot in use had its settings written when it was filled.
+    let t = unsafe { slot.termios.assume_init_ref() };
+    // The bytes first (with TOSTOP, a write from the background raises SIGTTOU as the
+    // change does, blocked below), then the settings.
+    let writer = if slot.writer >= 0 { slot.writer } else { fd };
+    let set = || {
+        // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while the
+        // caller holds the lock.
+        write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes);
+        // SAFETY: `fd` is the slot's own duplicate, closed only under the lock the caller
+        // holds; `t` is a valid termios.
+        cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+    };
+    if in_front {
+        // In front, or the foreground group has no member left: SIGTTOU blocked for the
+        // latter, which would stop the process instead.
+        with_sigttou_blocked(set)?
+    } else {
+        set()
+    }
 }
 
 /// The signals [`install_reset_handlers`] covers: those whose default action ends the

@@ -261,8 +261,8 @@ case!(
 );
 
 case!(
-    /// reset_mode() puts back exactly what the first change found; the first one wins.
-    fn reset_mode_restores_the_first_saved_settings() {
+    /// reset_mode() puts back exactly what each terminal's first change found.
+    fn reset_mode_restores_the_saved_settings_exactly() {
         let mut lp = test_loop();
         let (a, b) = (pty(), pty());
         // Make a's settings distinctive, so a wrong restore cannot pass by accident.
@@ -282,23 +282,100 @@ case!(
         tb.set_mode(&mut lp, TtyMode::Io).unwrap();
         evloop::tty::reset_mode().unwrap();
         assert_same_termios(&attrs(&a.probe), &a_before, "the first terminal is restored exactly");
-        assert!(!attrs(&b.probe).local_flags.contains(LocalFlags::ICANON), "the second keeps its mode");
+        assert_same_termios(&attrs(&b.probe), &b_before, "the second terminal is restored exactly");
 
         // errno survives the call (it may run inside a signal handler).
         nix::errno::Errno::set_raw(nix::libc::EXDEV);
         evloop::tty::reset_mode().unwrap();
         assert_eq!(nix::errno::Errno::last_raw(), nix::libc::EXDEV);
 
-        // Closing the first terminal's handle releases the saved settings: later resets
-        // leave both terminals alone, and closing b restores b.
+        // Closing a terminal's handle releases its saved settings: later resets leave it alone.
         ta.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         termios::tcsetattr(&a.probe, termios::SetArg::TCSANOW, &custom).unwrap();
+        make_raw(&a.probe);
+        let a_raw = attrs(&a.probe);
         evloop::tty::reset_mode().unwrap();
-        assert!(!attrs(&b.probe).local_flags.contains(LocalFlags::ICANON));
+        assert_same_termios(&attrs(&a.probe), &a_raw, "a, its handle closed, is left alone");
         tb.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_same_termios(&attrs(&b.probe), &b_before, "b restored at close");
+    }
+);
+
+case!(
+    /// Issue 5: the process kept one terminal's settings saved, the first changed, and
+    /// nothing passed them on when its handle closed. A program that put a pty it drives in
+    /// raw mode, then its own terminal, and closed the pty's handle, left its user's shell
+    /// raw at `exit`, at a fatal signal (the restore hooks) and through `reset_mode`: none of
+    /// them had settings to restore.
+    fn issue_5_a_terminal_changed_second_is_restored_after_the_first_closes() {
+        let mut lp = test_loop();
+        let (session, own) = (pty(), pty());
+        let own_before = attrs(&own.probe);
+        let sub = Tty::open(&mut lp, session.slave).unwrap();
+        sub.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let term = Tty::open(&mut lp, own.slave).unwrap();
+        term.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        sub.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // What `exit` and the hooks run (no foreground group on a fresh pty: they restore).
+        evloop_platform::termios::reset_saved_in_front().unwrap();
+        assert_same_termios(&attrs(&own.probe), &own_before, "the restore hooks' reset");
+        term.set_mode(&mut lp, TtyMode::Io).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&own.probe), &own_before, "reset_mode");
+        term.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Pty masters take no saved slot (their pty ends with the process), and a terminal
+    /// changed while every slot is taken is restored by its handle's close alone: with
+    /// many masters in raw mode, the terminal changed after them is still restored.
+    fn issue_5_pty_masters_leave_every_saved_slot_to_terminals() {
+        let mut lp = test_loop();
+        let mut masters = Vec::new();
+        for _ in 0..evloop::limits::SAVED_TERMINALS_MAX + 2 {
+            let (master, slave) = evloop::tty::openpty().unwrap();
+            let m = Tty::open(&mut lp, master).unwrap();
+            m.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            masters.push((m, slave));
+        }
+        let terms: Vec<(Pty, Termios)> = (0..evloop::limits::SAVED_TERMINALS_MAX + 1)
+            .map(|_| {
+                let p = pty();
+                let before = attrs(&p.probe);
+                (p, before)
+            })
+            .collect();
+        let handles: Vec<Tty> = terms
+            .iter()
+            .map(|(p, _)| {
+                let t = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+                t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+                t
+            })
+            .collect();
+        evloop::tty::reset_mode().unwrap();
+        let (last, saved) = terms.split_last().unwrap();
+        for (i, (p, before)) in saved.iter().enumerate() {
+            assert_same_termios(&attrs(&p.probe), before, &format!("terminal {i}"));
+        }
+        assert!(!attrs(&last.0.probe).local_flags.contains(LocalFlags::ICANON), "no slot was left for it");
+        // One closes: the last one's next change saves it.
+        handles[0].close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let newest = *handles.last().unwrap();
+        newest.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&last.0.probe), &last.1, "saved once a slot was free");
+        close_all(&mut lp);
+        for (p, before) in &terms {
+            assert_same_termios(&attrs(&p.probe), before, "after close");
+        }
+        drop(masters);
     }
 );
 
