@@ -537,19 +537,23 @@ impl Loop {
             // End of file or an error: reading stops first, and the callback is dropped
             // after its last call.
             Some(ev) => {
+                let mut hung_up = false;
                 if let Some(s) = self.live_stream(id) {
                     s.reading = false;
                     s.paused = false;
                     s.read_epoch = s.read_epoch.wrapping_add(1);
+                    hung_up = std::mem::take(&mut s.hung_up);
                 }
                 self.read_changed();
-                cb.call(self, id, ev);
-                self.stream_sync(id);
                 // Nothing will take what is queued either (the select helper, which hears of
-                // the hangup only as readability, learns it here).
-                if self.live_stream(id).is_some_and(|s| std::mem::take(&mut s.hung_up)) {
+                // the hangup only as readability, learns it here). The writes fail before
+                // the callback hears of the end, so that a close there does not turn their
+                // `EIO` into "cancelled".
+                if hung_up {
                     self.stream_hung_up(id);
                 }
+                cb.call(self, id, ev);
+                self.stream_sync(id);
             }
             // The callback goes back to a stream still reading with it, or paused with it.
             None => {

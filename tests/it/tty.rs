@@ -848,6 +848,41 @@ case!(
 );
 
 case!(
+    /// Writes queued on a pty master whose slave closed fail with `EIO` even when the read
+    /// callback closes the handle at end of file (as most readers do): the failure came
+    /// after that callback, and the close turned it into "cancelled".
+    fn issue_5_queued_writes_fail_with_eio_when_the_eof_callback_closes_the_master() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        make_raw(&slave);
+        let master = Tty::open(&mut lp, master).unwrap();
+        let results = Rc::new(RefCell::new(Vec::new()));
+        for _ in 0..2 {
+            let r = results.clone();
+            master
+                .write(&mut lp, &[b'z'; 1 << 20], move |_, res| {
+                    r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)))
+                })
+                .unwrap();
+        }
+        assert!(master.write_queue_size(&lp).unwrap() > 1 << 20, "the pty holds less than 1 MiB");
+        master
+            .read_start(&mut lp, move |lp, m, ev| match ev {
+                ReadEvent::Eof => m.close(lp).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        drop(slave);
+        lp.run(RunMode::Default).unwrap();
+        let results = results.borrow();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[1], Err(Some(nix::libc::EIO)), "{results:?}");
+        assert!(matches!(results[0], Ok(()) | Err(Some(nix::libc::EIO))), "{results:?}");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
     secs = 60,
     /// A child writes 64 KiB to the slave and exits: the master delivers every byte, then
     /// end of file (Linux's EIO), and nothing is lost at the hang-up (libuv#4992, #4997).
