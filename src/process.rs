@@ -1050,7 +1050,9 @@ impl Command {
     /// Returns the [`Process`] handle and the loop's ends of the pipes asked for. A failure
     /// to start (missing program, no permission, bad directory, an fd that is not open, ...)
     /// is returned here as an error that names the program; no child, zombie or fd is left
-    /// behind.
+    /// behind. Such an error keeps its [`kind`](io::Error::kind) and OS error number, but
+    /// as context wraps it, `raw_os_error` is `None`: read the number with
+    /// [`os_error_code`](crate::os_error_code) (`EMFILE` or `EAGAIN` to retry later, say).
     ///
     /// The exit and the pipes' end of file are separate events, in no set order: `on_exit`
     /// may run before the last output is read, and a pipe reaches end of file only when

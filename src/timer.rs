@@ -233,7 +233,7 @@ impl Timer {
         if state.armed_seq != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                "timer is already active: stop it first, or use Timer::again",
+                "timer is already active: stop it first, or move it with Timer::restart (which keeps its callback)",
             ));
         }
         state.cb = Some(Box::new(cb));

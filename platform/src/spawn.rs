@@ -1677,17 +1677,27 @@ unsafe fn clone_vfork(
 fn vfork_probe() -> u8 {
     let seen = std::sync::atomic::AtomicBool::new(false);
     let mut no_pidfd: c_int = -1;
-    // SAFETY: `probe_child` only sets `seen`, which outlives the call, and exits.
-    let pid =
-        match unsafe { clone_vfork(probe_child, (&raw const seen).cast(), libc::SIGCHLD, &raw mut no_pidfd) }
-        {
-            Ok(pid) => pid,
-            // Refused for good, or (the process limit, memory) only for now: ask again later.
-            Err(libc::EINVAL | libc::ENOSYS | libc::EPERM) => return VFORK_REFUSED,
-            Err(_) => return VFORK_UNTRIED,
-        };
+    // No exit signal: the program's own SIGCHLD handler (or a loop's watcher) would count a
+    // child it never started, and no `waitpid(-1)` elsewhere can take it. (QEMU's user mode
+    // refuses any exit signal but SIGCHLD for a clone that is not a thread: then SIGCHLD.)
+    let pidfd_out = &raw mut no_pidfd;
+    let probe = |exit_signal| {
+        // SAFETY: `probe_child` only sets `seen`, which outlives the call, and exits;
+        // `pidfd_out` points to a live int (written only with CLONE_PIDFD, not asked here).
+        unsafe { clone_vfork(probe_child, (&raw const seen).cast(), exit_signal, pidfd_out) }
+    };
+    let pid = match probe(0).or_else(|e| if e == libc::EINVAL { probe(libc::SIGCHLD) } else { Err(e) }) {
+        Ok(pid) => pid,
+        // Refused for good, or (the process limit, memory) only for now: ask again later.
+        Err(libc::EINVAL | libc::ENOSYS | libc::EPERM) => return VFORK_REFUSED,
+        Err(_) => return VFORK_UNTRIED,
+    };
     // Our own child, by pid: it has exited (or is about to), so this does not wait long.
-    let _ = crate::process::wait(pid);
+    // `__WALL`: a child without an exit signal is a "clone" child, which waitpid skips
+    // otherwise.
+    let mut status: c_int = 0;
+    // SAFETY: `status` is valid for writes of one int for the whole call.
+    let _ = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::__WALL) });
     if seen.load(std::sync::atomic::Ordering::Relaxed) { VFORK_SHARED } else { VFORK_COPIED }
 }
 

@@ -841,6 +841,41 @@ case!(
 );
 
 case!(
+    /// The first spawn of a process raised a `SIGCHLD` for a child the program never
+    /// started: the throwaway child that finds out whether `clone(CLONE_VM)` shares memory
+    /// (Linux). A program that counts its `SIGCHLD`s, or reaps on each, saw one too many.
+    fn issue_6_the_first_spawn_raises_no_sigchld_of_its_own() {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal, sigaction};
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+        extern "C" fn count(_: libc::c_int) {
+            CAUGHT.fetch_add(1, SeqCst);
+        }
+        let counting = SigAction::new(SigHandler::Handler(count), SaFlags::SA_RESTART, SigSet::empty());
+        // SAFETY: the handler only increments an atomic.
+        let before = unsafe { sigaction(NixSignal::SIGCHLD, &counting) }.unwrap();
+        let mut lp = crate::util::test_loop();
+        // A child that stays alive until its stdin closes: no SIGCHLD of its own yet.
+        let mut cat = Command::new("cat");
+        cat.stdin(Stdio::Pipe);
+        let status = Rc::new(RefCell::new(None));
+        let s = status.clone();
+        let child = cat
+            .spawn(&mut lp, move |lp, p, r| {
+                *s.borrow_mut() = Some(r.unwrap());
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        assert_eq!(CAUGHT.load(SeqCst), 0, "a SIGCHLD before the only child exited");
+        child.stdin.unwrap().close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(status.borrow().unwrap().success());
+        // SAFETY: puts back the disposition found.
+        unsafe { sigaction(NixSignal::SIGCHLD, &before) }.unwrap();
+    }
+);
+
+case!(
     fn an_unreferenced_closed_child_does_not_hold_the_loop() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
