@@ -534,27 +534,8 @@ impl Loop {
             break;
         }
         match last {
-            // End of file or an error: reading stops first, and the callback is dropped
-            // after its last call.
-            Some(ev) => {
-                let mut hung_up = false;
-                if let Some(s) = self.live_stream(id) {
-                    s.reading = false;
-                    s.paused = false;
-                    s.read_epoch = s.read_epoch.wrapping_add(1);
-                    hung_up = std::mem::take(&mut s.hung_up);
-                }
-                self.read_changed();
-                // Nothing will take what is queued either (the select helper, which hears of
-                // the hangup only as readability, learns it here). The writes fail before
-                // the callback hears of the end, so that a close there does not turn their
-                // `EIO` into "cancelled".
-                if hung_up {
-                    self.stream_hung_up(id);
-                }
-                cb.call(self, id, ev);
-                self.stream_sync(id);
-            }
+            // End of file or an error.
+            Some(ev) => self.stream_read_ended(id, cb, ev),
             // The callback goes back to a stream still reading with it, or paused with it.
             None => {
                 if let Some(s) = self.reading_stream(id, changes, epoch, false) {
@@ -565,6 +546,31 @@ impl Loop {
             }
         }
         self.read_buf = buf;
+    }
+
+    /// A read round ended with end of file or an error: reading stops first, the queued
+    /// writes of a terminal that hung up fail, and the callback gets its last call and is
+    /// dropped after it. (Out of line: the common round, which ends with `EAGAIN`, stays
+    /// small.)
+    #[cold]
+    #[inline(never)]
+    fn stream_read_ended(&mut self, id: HandleId, mut cb: ReadCb, ev: ReadEvent<'_>) {
+        let mut hung_up = false;
+        if let Some(s) = self.live_stream(id) {
+            s.reading = false;
+            s.paused = false;
+            s.read_epoch = s.read_epoch.wrapping_add(1);
+            hung_up = std::mem::take(&mut s.hung_up);
+        }
+        self.read_changed();
+        // Nothing will take what is queued either (the select helper, which hears of the
+        // hangup only as readability, learns it here). The writes fail before the callback
+        // hears of the end, so that a close there does not turn their `EIO` into "cancelled".
+        if hung_up {
+            self.stream_hung_up(id);
+        }
+        cb.call(self, id, ev);
+        self.stream_sync(id);
     }
 
     // ----- writing ------------------------------------------------------------------------
