@@ -163,7 +163,9 @@ pub(crate) struct Stream {
     /// `EIO` means the other side of a terminal went away: end of file (unless the read came
     /// from the background: see `terminal_eio`).
     pub(crate) eio_is_eof: bool,
-    /// A read's `EIO` said that the other side of the terminal went away.
+    /// A read's `EIO` said that the other side of the terminal went away: writes queued from
+    /// then on fail (nothing takes them, and the select helper would never hear of it), until
+    /// reading starts again (a slave opened again by name, as a getty does).
     pub(crate) hung_up: bool,
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
     /// readiness event gets one read (a second could block), and writes loop until done.
@@ -344,6 +346,7 @@ impl Loop {
         s.io.fd()?;
         s.reading = true;
         s.paused = false;
+        s.hung_up = false;
         s.read_cb = Some(cb);
         s.read_epoch = s.read_epoch.wrapping_add(1);
         self.read_changed();
@@ -560,7 +563,7 @@ impl Loop {
             s.reading = false;
             s.paused = false;
             s.read_epoch = s.read_epoch.wrapping_add(1);
-            hung_up = std::mem::take(&mut s.hung_up);
+            hung_up = s.hung_up;
         }
         self.read_changed();
         // Nothing will take what is queued either (the select helper, which hears of the
@@ -682,7 +685,11 @@ impl Loop {
         let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
         s.queued_bytes += data.as_slice().len() - offset;
         s.queue.push_back(WriteReq { data, offset, cb });
+        let hung_up = s.hung_up;
         self.stream_sync(id);
+        if hung_up {
+            self.stream_hung_up(id);
+        }
         Ok(())
     }
 

@@ -807,11 +807,15 @@ pub fn is_background_read(err: &io::Error) -> bool {
 /// (`std::process::exit`, or returning from `main`) calls it for settings still saved then;
 /// a child forked without exec does not.
 ///
-/// Up to [`SAVED_TERMINALS_MAX`](crate::limits::SAVED_TERMINALS_MAX) terminals are saved at once (a program's own terminal and
-/// a few it drives); one changed while that many are saved is restored by its handle's
-/// close only, and a warning is logged. A pty master's settings are not saved: they are
-/// those of its pty, which ends with the process, and a program on the slave side sets
-/// them as it wants.
+/// Every terminal a handle changed is restored, as that handle's close would restore it,
+/// including a pty slave a child also runs on: set up a child's pty with
+/// [`Settings::apply`](crate::Settings::apply) instead, which saves nothing, to leave its
+/// modes to it. A pty master's settings are not saved: they are its pty's, which ends with
+/// the last open master, usually with the process. Up to
+/// [`SAVED_TERMINALS_MAX`](crate::limits::SAVED_TERMINALS_MAX) terminals are saved at once;
+/// one changed while that many are saved is restored by its handle's close only, and a
+/// warning is logged. A terminal that hung up (a pty whose master closed) has nothing left
+/// to restore, and its `EIO` is not reported unless it is the controlling terminal.
 ///
 /// Called from a background process group, it writes the terminal of the foreground job
 /// (or, where `SIGTTOU` stops it, stops the process). `exit` and the hooks of
@@ -838,8 +842,8 @@ pub fn reset_mode() -> io::Result<()> {
 /// it: written again on a normal screen, such sequences can move the cursor (leaving the
 /// alternate screen restores the cursor position saved on entering it).
 ///
-/// The bytes go to one terminal, the one saved first of those whose settings are still
-/// saved (usually the program's own: the first it changed), through the description of
+/// The bytes go to one terminal: the process's controlling terminal if its settings are
+/// saved, else the terminal saved first of those still saved; through the description of
 /// the handle that saved them, or, where it is open for reading only
 /// (`less` opens `/dev/tty` so) or blocks, through one that the save opened for writing
 /// (by name, or `/dev/tty`; without either, nothing is written). A terminal whose output is

@@ -30,7 +30,7 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cvt::{cvt, cvt_errno, cvt_r};
 use crate::fd::{self, Access};
@@ -282,9 +282,21 @@ pub fn is_pty_master(fd: BorrowedFd<'_>) -> bool {
 ///   [`pty_slave_name`]), so a master and its slave count as one terminal, as on Linux.
 ///   (Where the slave's node cannot be seen, as in a jail without it, the master's own
 ///   `st_rdev`: on macOS a number of its own.)
-///   `/dev/tty` has a device number of its own there, so it and the terminal behind it
-///   count as two.
+///   `/dev/tty` has a device number of its own on macOS: there it counts as the terminal
+///   behind it where a stdio fd is that terminal (the process's controlling terminal), and
+///   as a terminal of its own otherwise.
 pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let id = device_id(fd)?;
+    #[cfg(target_vendor = "apple")]
+    if let Some(behind) = controlling_terminal_behind_dev_tty(id) {
+        return Ok(behind);
+    }
+    Ok(id)
+}
+
+/// [`terminal_id`], but for `/dev/tty` on macOS its own number: the device `fd` is open
+/// on, with nothing guessed.
+fn device_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
         let mut dev: libc::c_uint = 0;
@@ -312,6 +324,30 @@ pub fn terminal_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
         }
     }
     Ok(rdev_id(&fd::fstat(fd)?))
+}
+
+/// macOS: for `/dev/tty`'s own device number `id`, that of the terminal behind it, where a
+/// stdio fd is that terminal (the controlling terminal, by its session). A handle on
+/// `/dev/tty` and one on stdin then count as one terminal and share their saved settings:
+/// otherwise the second to change the mode took the first one's raw settings for its
+/// normal ones, and put them back.
+#[cfg(target_vendor = "apple")]
+fn controlling_terminal_behind_dev_tty(id: u64) -> Option<u64> {
+    if fd::stat_path(c"/dev/tty").ok().map(|st| rdev_id(&st)) != Some(id) {
+        return None;
+    }
+    // SAFETY: getsid takes no pointers.
+    let own = unsafe { libc::getsid(0) };
+    (0..3).find_map(|n: RawFd| {
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: by number, as `stdio_in_front` asks: on a number that is not open (or not
+        // a terminal) each call fails and writes nothing. `st` is valid for one stat.
+        let (stat_ok, tty, sid) =
+            unsafe { (libc::fstat(n, st.as_mut_ptr()) == 0, libc::isatty(n) == 1, libc::tcgetsid(n)) };
+        // SAFETY: fstat succeeded, so it filled `st` in.
+        let stdio_id = stat_ok.then(|| rdev_id(&unsafe { st.assume_init() }))?;
+        (tty && sid > 0 && sid == own && stdio_id != id).then_some(stdio_id)
+    })
 }
 
 /// A device number as a [`terminal_id`]: the top bit clear.
@@ -407,13 +443,14 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
 /// after `su` or `sudo -u`: its node is not ours to open, while `/dev/tty` is everyone's).
 /// `/dev/tty` gives a description of its own, with `O_NONBLOCK` set. Fails without a
 /// controlling terminal (`ENXIO`), and when the controlling terminal is another one than
-/// `fd`'s or cannot be told to be the same: by [`terminal_id`], which on macOS gives
+/// `fd`'s or cannot be told to be the same: by the device number ([`terminal_id`] without
+/// its guess for `/dev/tty`), which on macOS gives
 /// `/dev/tty` a number of its own, so there it always fails. On FreeBSD the open of
 /// `/dev/tty` is checked against the terminal's own node, so it fails where the open by
 /// name did: in practice this helps on Linux.
 pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     let new = fd::open(c"/dev/tty", access, true)?;
-    if terminal_id(fd)? != terminal_id(new.as_fd())? {
+    if device_id(fd)? != device_id(new.as_fd())? {
         return Err(io::Error::other("the controlling terminal is another terminal"));
     }
     Ok(new)
@@ -430,6 +467,17 @@ static SAVED_LOCK: SignalLock = SignalLock::new();
 /// How many of [`SAVED`]'s slots are in use, written under the lock: read without it, so
 /// that a lookup with nothing saved takes no lock.
 static SAVED_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The [`terminal_id`] of each slot's terminal, `NO_TERMINAL_ID` for an empty slot (or a
+/// terminal without one), written under the lock: read without it, so that the common
+/// repeated question, whether a terminal is saved already, takes no lock (a fatal signal
+/// arriving while it is held gets `EBUSY`, and leaves the terminals as they are).
+static SAVED_IDS: [AtomicU64; SAVED_TERMINALS_MAX] =
+    [const { AtomicU64::new(NO_TERMINAL_ID) }; SAVED_TERMINALS_MAX];
+
+/// Whether terminal `id` has a slot (a hint without the lock; exact under it).
+fn id_saved(id: u64) -> bool {
+    id != NO_TERMINAL_ID && SAVED_IDS.iter().any(|a| a.load(Ordering::Relaxed) == id)
+}
 /// Matches no terminal: `terminal_id` never returns it.
 const NO_TERMINAL_ID: u64 = u64::MAX;
 
@@ -441,8 +489,9 @@ struct SavedSlot {
     /// A description to write the restore bytes through, where `fd` will not do (see
     /// `restore_writer`); -1 for none.
     writer: RawFd,
-    /// The terminal's [`terminal_id`] (`NO_TERMINAL_ID` where it has none).
-    id: u64,
+    /// Whether the terminal was the process's controlling terminal when it was saved: the
+    /// user's own, which the restore bytes go to.
+    controlling: bool,
     /// When it was saved: a restore goes from the last saved to the first.
     order: u64,
     /// The settings, written before `fd` is set.
@@ -451,7 +500,7 @@ struct SavedSlot {
 
 impl SavedSlot {
     const EMPTY: SavedSlot =
-        SavedSlot { fd: -1, writer: -1, id: NO_TERMINAL_ID, order: 0, termios: MaybeUninit::uninit() };
+        SavedSlot { fd: -1, writer: -1, controlling: false, order: 0, termios: MaybeUninit::uninit() };
 
     fn in_use(&self) -> bool {
         self.fd >= 0
@@ -466,21 +515,26 @@ struct SavedTable {
     restore_bytes: &'static [u8],
 }
 
-impl SavedTable {
-    /// Why terminal `id` cannot take a slot now, if it cannot.
-    fn refusal(&self, id: u64) -> Option<Saved> {
-        if id != NO_TERMINAL_ID && self.slots.iter().any(|s| s.in_use() && s.id == id) {
-            Some(Saved::Already)
-        } else if self.slots.iter().all(SavedSlot::in_use) {
-            Some(Saved::NoRoom)
-        } else {
-            None
-        }
+/// Why terminal `id` cannot take a slot, if it cannot: exact under the lock, a hint
+/// without it.
+fn refusal(id: u64) -> Option<Saved> {
+    if id_saved(id) {
+        Some(Saved::Already)
+    } else if SAVED_COUNT.load(Ordering::Relaxed) >= SAVED_TERMINALS_MAX {
+        Some(Saved::NoRoom)
+    } else {
+        None
     }
+}
 
-    /// The slot in use saved before every other one in use: the one the restore bytes go to.
-    fn first_saved(&self) -> Option<u64> {
-        self.slots.iter().filter(|s| s.in_use()).map(|s| s.order).min()
+impl SavedTable {
+    /// The slot the restore bytes go to, by its `order`: the process's controlling terminal
+    /// saved first, else the terminal saved first.
+    fn bytes_to(&self) -> Option<u64> {
+        let first = |controlling: bool| {
+            self.slots.iter().filter(|s| s.in_use() && s.controlling >= controlling).map(|s| s.order).min()
+        };
+        first(true).or_else(|| first(false))
     }
 }
 
@@ -521,8 +575,8 @@ impl SavedGuard {
 const RESTORE_WRITE_WAITS: u32 = 4;
 
 /// Sets the bytes that [`reset_saved`] (and so the restore hooks and `exit`) writes just
-/// before it restores the settings, to the terminal saved first of those still saved; empty
-/// for none.
+/// before it restores the settings, to one terminal: the process's controlling terminal if
+/// it is saved, else the one saved first; empty for none.
 pub fn set_restore_bytes(bytes: &'static [u8]) {
     SavedGuard::lock().table().restore_bytes = bytes;
 }
@@ -586,6 +640,7 @@ impl Drop for SavedClaim {
             }
         }
         *slot = SavedSlot::EMPTY;
+        SAVED_IDS[self.index].store(NO_TERMINAL_ID, Ordering::Relaxed);
         SAVED_COUNT.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -607,8 +662,8 @@ pub enum Saved {
     Claim(SavedClaim),
     /// Nothing: the terminal's settings are saved already, by another handle on it.
     Already,
-    /// Nothing: `fd` is a pty master. Its settings are its pty's, and the pty ends with the
-    /// process (with the last open master), so a restore at `exit` or at a fatal signal has
+    /// Nothing: `fd` is a pty master. Its settings are its pty's, which ends with its last
+    /// open master, usually with the process: a restore at `exit` or at a fatal signal has
     /// nothing to do for it.
     PtyMaster,
     /// Nothing: [`SAVED_TERMINALS_MAX`] terminals are saved already.
@@ -623,27 +678,30 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
         return Ok(Saved::PtyMaster);
     }
     let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
-    if let Some(refused) = SavedGuard::lock().table().refusal(id) {
+    // Without the lock first: a second handle on a terminal asks at each mode change.
+    if let Some(refused) = refusal(id) {
         return Ok(refused);
     }
     // The fds are made without the lock, which a signal handler only tries.
     let dup = fd::dup_cloexec(fd, 3)?;
     let writer = restore_writer(fd);
+    let controlling = is_controlling_terminal(fd);
     let mut guard = SavedGuard::lock();
-    let table = guard.table();
-    if let Some(refused) = table.refusal(id) {
+    if let Some(refused) = refusal(id) {
         return Ok(refused);
     }
+    let table = guard.table();
     let index = table.slots.iter().position(|s| !s.in_use()).expect("refusal() found a free slot");
     let order = table.next_order;
     table.next_order += 1;
     table.slots[index] = SavedSlot {
         fd: std::os::fd::IntoRawFd::into_raw_fd(dup),
         writer: writer.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd),
-        id,
+        controlling,
         order,
         termios: MaybeUninit::new(t.0),
     };
+    SAVED_IDS[index].store(id, Ordering::Relaxed);
     SAVED_COUNT.fetch_add(1, Ordering::Relaxed);
     drop(guard);
     // SAFETY: getpid has no preconditions and cannot fail.
@@ -656,13 +714,14 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
 /// [`terminal_id`]), if it saved some: the normal settings for a second handle on that
 /// terminal, whose first mode change may find the terminal raw through the first one.
 pub fn saved_original_of(id: u64) -> Option<Termios> {
-    if SAVED_COUNT.load(Ordering::Relaxed) == 0 || id == NO_TERMINAL_ID {
+    if !id_saved(id) {
         return None;
     }
     let mut guard = SavedGuard::lock();
-    let slot = guard.table().slots.iter().find(|s| s.in_use() && s.id == id)?;
-    // SAFETY: a slot in use had its settings written when it was filled.
-    Some(Termios(unsafe { slot.termios.assume_init() }))
+    let index = SAVED_IDS.iter().position(|a| a.load(Ordering::Relaxed) == id)?;
+    let slot = &guard.table().slots[index];
+    // SAFETY: a slot with an id is in use, and had its settings written when it was filled.
+    slot.in_use().then(|| Termios(unsafe { slot.termios.assume_init() }))
 }
 
 /// The first save makes `exit` restore what is still saved then: a program that calls
@@ -686,6 +745,16 @@ extern "C" fn reset_at_exit() {
     // SAFETY: as above.
     if unsafe { libc::getpid() } == RESET_PID.load(Ordering::Relaxed) {
         let _ = reset_saved_when(true);
+    }
+}
+
+/// Whether terminal `fd` is this process's controlling terminal (`/dev/tty`'s).
+fn is_controlling_terminal(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: tcgetsid and getsid take no pointers; tcgetsid fails (ENOTTY) for a terminal
+    // that is no session's controlling terminal, and `fd` is borrowed, so open.
+    unsafe {
+        let sid = libc::tcgetsid(fd.as_raw_fd());
+        sid > 0 && sid == libc::getsid(0)
     }
 }
 
@@ -714,7 +783,8 @@ pub fn stdio_in_front() -> bool {
 
 /// Restores the settings [`save_original`] saved, every terminal's, from the last saved to
 /// the first; does nothing (and succeeds) when none are. Tries every terminal, and returns
-/// the first failure.
+/// the first failure, but for the `EIO` of a terminal other than the controlling one that
+/// hung up (nothing is left to restore there).
 ///
 /// Async-signal-safe, and preserves `errno`: a signal handler may call it. Fails with
 /// `EBUSY` when a slot is being changed at that moment (by the interrupted code or another
@@ -743,7 +813,7 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         };
         let table = guard.table();
-        let first = table.first_saved();
+        let bytes_to = table.bytes_to();
         // From the last saved to the first, as the changes were made (a terminal saved twice
         // under two numbers, as macOS gives `/dev/tty` one of its own, ends as it was at the
         // first save); each terminal is tried, and the first failure is reported.
@@ -753,9 +823,13 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
             table.slots.iter().filter(|s| s.in_use() && s.order < before).max_by_key(|s| s.order)
         {
             before = slot.order;
-            let bytes = if Some(slot.order) == first { table.restore_bytes } else { &[] };
+            let bytes = if Some(slot.order) == bytes_to { table.restore_bytes } else { &[] };
             let restored = restore_slot(slot, bytes, in_front);
-            if result.is_ok() {
+            // A terminal other than the process's own that hung up (a pty whose master
+            // closed) has nothing left to restore: its `EIO` is no failure of the reset.
+            let gone =
+                !slot.controlling && restored.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EIO));
+            if result.is_ok() && !gone {
                 result = restored;
             }
         }

@@ -866,7 +866,10 @@ case!(
                 p.close(lp).unwrap();
             })
             .unwrap();
-        assert_eq!(CAUGHT.load(SeqCst), 0, "a SIGCHLD before the only child exited");
+        // (Where the probe's child ran as a fork, QEMU's user mode takes only SIGCHLD for it.)
+        if evloop_platform::spawn::vfork_path_available() {
+            assert_eq!(CAUGHT.load(SeqCst), 0, "a SIGCHLD before the only child exited");
+        }
         child.stdin.unwrap().close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert!(status.borrow().unwrap().success());

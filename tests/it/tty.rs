@@ -303,6 +303,78 @@ case!(
     }
 );
 
+/// Set by the restore-bytes test for its child, which runs on a pty as its controlling
+/// terminal.
+const RESTORE_BYTES_ENV: &str = "EVLOOP_TEST_RESTORE_BYTES_CHILD";
+
+/// Puts another pty in raw mode first, then its own terminal, and resets with a restore
+/// sequence: says what reached the other pty.
+#[test]
+#[ignore = "runs only as a child process of the restore-bytes test"]
+fn restore_bytes_child() {
+    if std::env::var_os(RESTORE_BYTES_ENV).is_none() {
+        return;
+    }
+    let mut lp = test_loop();
+    let (other_master, other_slave) = evloop::tty::openpty().unwrap();
+    let other = Tty::open(&mut lp, other_slave).unwrap();
+    other.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let own = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    own.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    evloop::tty::set_restore_sequence(b"<restored>");
+    evloop::tty::reset_mode().unwrap();
+    evloop_platform::fd::set_nonblocking(other_master.as_fd(), true).unwrap();
+    let mut buf = [0u8; 256];
+    let n = nix::unistd::read(&other_master, &mut buf).unwrap_or(0);
+    close_all(&mut lp);
+    println!("OTHER got={:?} END", String::from_utf8_lossy(&buf[..n]));
+}
+
+case!(
+    /// The restore sequence goes to the process's own (controlling) terminal, whichever
+    /// terminal was saved first: it went to the first saved, a pty the program drives, and
+    /// left the user's screen on the alternate screen (review).
+    fn issue_5_the_restore_sequence_goes_to_the_controlling_terminal() {
+        let mut lp = test_loop();
+        let p = pty();
+        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "tty::restore_bytes_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(RESTORE_BYTES_ENV, "1");
+        let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen);
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("OTHER got=\"\""), "the other pty got the sequence: {text}");
+        let restored = text.find("<restored>").unwrap_or_else(|| panic!("not on the own terminal: {text}"));
+        assert!(restored < text.find("OTHER").unwrap(), "{text}");
+    }
+);
+
+case!(
+    /// A saved pty slave whose master has closed (hung up) has nothing left to restore: a
+    /// reset reports no error for it, and still restores the terminals that are there.
+    fn issue_5_a_hung_up_terminal_does_not_fail_the_reset() {
+        let mut lp = test_loop();
+        let (gone, live) = (pty(), pty());
+        let live_before = attrs(&live.probe);
+        let on_gone = Tty::open(&mut lp, gone.slave).unwrap();
+        on_gone.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let on_live = Tty::open(&mut lp, live.slave).unwrap();
+        on_live.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        drop(gone.master);
+        evloop::tty::reset_mode().unwrap();
+        assert_same_termios(&attrs(&live.probe), &live_before, "the live terminal");
+        close_all(&mut lp);
+    }
+);
+
 case!(
     /// Issue 5: the process kept one terminal's settings saved, the first changed, and
     /// nothing passed them on when its handle closed. A program that put a pty it drives in
@@ -878,6 +950,48 @@ case!(
         assert_eq!(results.len(), 2);
         assert_eq!(results[1], Err(Some(nix::libc::EIO)), "{results:?}");
         assert!(matches!(results[0], Ok(()) | Err(Some(nix::libc::EIO))), "{results:?}");
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    /// Writes queued on a pty master after its hangup was read (from the end-of-file
+    /// callback, and later) fail with `EIO`: through the select helper, which hears of the
+    /// hangup only through that read, they waited for good and `run` never returned
+    /// (review).
+    fn issue_5_writes_queued_after_a_pty_masters_hangup_fail() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        make_raw(&slave);
+        let master = Tty::open(&mut lp, master).unwrap();
+        let results = Rc::new(RefCell::new(Vec::new()));
+        let write_big = {
+            let results = results.clone();
+            move |lp: &mut Loop, m: Tty, then_close: bool| {
+                let r = results.clone();
+                m.write(lp, &[b'z'; 1 << 20], move |lp, res| {
+                    r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)));
+                    if then_close {
+                        m.close(lp).unwrap();
+                    }
+                })
+                .unwrap();
+            }
+        };
+        master
+            .read_start(&mut lp, move |lp, m, ev| match ev {
+                ReadEvent::Eof => {
+                    // One now, one from a later iteration.
+                    write_big(lp, m, false);
+                    let w = write_big.clone();
+                    evloop::Timer::once(lp, Duration::ZERO, move |lp| w(lp, m, true)).unwrap();
+                }
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        drop(slave);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*results.borrow(), [Err(Some(nix::libc::EIO)), Err(Some(nix::libc::EIO))]);
         assert!(lp.handles().is_empty());
     }
 );
