@@ -118,8 +118,8 @@ pub use lines::{LineEnd, Lines};
 pub use loop_watcher::{Check, Idle, Prepare};
 pub use pipe::{HandleType, Pipe, guess_handle, restore_shared_blocking};
 pub use process::{
-    AdoptedExit, Child, Command, ExitStatus, GroupEnd, Output, OutputCut, OutputStream, Pipeline, Process,
-    Stdio, StopEvent,
+    AdoptedExit, Child, Command, ExitStatus, GroupEnd, Output, OutputCut, OutputStream, Pipeline,
+    PipelineOutput, Process, Stdio, StopEvent,
 };
 pub use signal::Signal;
 pub use stream::ReadEvent;

@@ -2011,6 +2011,45 @@ pub struct Output {
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
+type PipelineOutputCb = Box<dyn FnOnce(&mut Loop, io::Result<PipelineOutput>)>;
+
+/// What a finished pipeline printed and how each stage ended: the result of
+/// [`Pipeline::output`].
+#[derive(Debug)]
+pub struct PipelineOutput {
+    /// Each stage's status, first to last, as [`Pipeline::spawn`] reports them.
+    pub statuses: Vec<io::Result<ExitStatus>>,
+    /// Everything the last stage wrote to stdout.
+    pub stdout: Vec<u8>,
+}
+
+impl PipelineOutput {
+    /// The pipeline's status as a shell with `pipefail` sees it: the last stage's that
+    /// failed (an error, a nonzero exit or a signal), else the last stage's. As with
+    /// [`ExitStatus::ok`], `Ok(())` for success.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, Pipeline, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let job = Pipeline::new([Command::new("false"), Command::new("true")]);
+    /// job.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert!(out.statuses[1].as_ref().unwrap().success()); // a shell's `$?`
+    ///     assert!(out.pipefail().is_err()); // `set -o pipefail`
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pipefail(&self) -> io::Result<()> {
+        let failed = self.statuses.iter().rev().find(|s| !matches!(s, Ok(st) if st.success()));
+        match failed.or(self.statuses.last()) {
+            Some(Ok(status)) => status.ok(),
+            Some(Err(e)) => Err(crate::error::clone_error(e)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A [`stream_output`](Command::stream_output) capture cut short by the command's
 /// [`wait_delay`](Command::wait_delay): the payload of the
@@ -3848,6 +3887,61 @@ struct PipelineState {
     left: usize,
     processes: Vec<Process>,
     cb: Option<PipelineCb>,
+    /// Runs when a stage's handle closes before the pipeline is done with it: before the
+    /// stage's exit is reported (which also cancels `cb`), or while a [`Pipeline::output`]
+    /// capture still waits for its output (which then abandons the capture).
+    on_cancel: Option<CloseHook>,
+    /// The handles stay open after `cb`: a [`Pipeline::output`] capture closes them once its
+    /// own callback has run.
+    keep_open: bool,
+}
+
+/// A [`Pipeline::output`] under way.
+struct PipelineCapture {
+    stdout: Vec<u8>,
+    /// Every stage's, once all have exited.
+    statuses: Option<Vec<io::Result<ExitStatus>>>,
+    /// The output reached its end (or failed).
+    ended: bool,
+    error: Option<io::Error>,
+    cb: Option<PipelineOutputCb>,
+    /// The stages' handles, which the capture closes once `cb` has run.
+    processes: Vec<Process>,
+}
+
+impl PipelineCapture {
+    /// Calls the callback once the stages have exited and the output has ended.
+    fn maybe_done(state: &RefCell<PipelineCapture>, lp: &mut Loop) {
+        let (cb, result) = {
+            let mut c = state.borrow_mut();
+            if !c.ended || c.statuses.is_none() {
+                return;
+            }
+            let Some(cb) = c.cb.take() else { return };
+            let result = match c.error.take() {
+                Some(e) => Err(e),
+                None => Ok(PipelineOutput {
+                    statuses: c.statuses.take().unwrap_or_default(),
+                    stdout: std::mem::take(&mut c.stdout),
+                }),
+            };
+            (cb, result)
+        };
+        cb(lp, result);
+        let processes = std::mem::take(&mut state.borrow_mut().processes);
+        close_open(lp, &processes);
+    }
+}
+
+/// What [`Pipeline::spawn_wired`] adds to the pipeline's own links: parent fds for the
+/// first stage's stdin and the last stage's stdout, and what to run if the callback is
+/// cancelled.
+#[derive(Default)]
+struct PipelineEnds {
+    first_stdin: Option<RawFd>,
+    last_stdout: Option<RawFd>,
+    on_cancel: Option<CloseHook>,
+    keep_open: bool,
 }
 
 /// `a | b | c`: commands whose stdout feeds the next one's stdin, child to child, with the
@@ -3856,7 +3950,8 @@ struct PipelineState {
 /// The first stage's stdin and the last stage's stdout are what those commands say (a
 /// [`Stdio::Pipe`] there gives the loop a pipe handle); every stage's stderr and extra fds
 /// too. The links in between belong to the pipeline: a stage that sets its own stdin (all but
-/// the first) or stdout (all but the last) is an error.
+/// the first) or stdout (all but the last) is an error. [`output`](Pipeline::output) runs
+/// the pipeline with the last stage's stdout captured, as a shell's `$(a | b)` does.
 ///
 /// One callback receives every stage's status, in order, once all have exited; the stages'
 /// [`Process`] handles close themselves once it has returned (within it, the first stage's
@@ -3983,6 +4078,163 @@ impl Pipeline {
         lp: &mut Loop,
         on_exit: impl FnOnce(&mut Loop, Vec<io::Result<ExitStatus>>) + 'static,
     ) -> io::Result<Vec<Child>> {
+        self.spawn_wired(lp, PipelineEnds::default(), Box::new(on_exit))
+    }
+
+    /// Runs the pipeline with the last stage's stdout captured, as a shell's `$(a | b)`
+    /// (duct's `read`), and calls `cb` once: when every stage has exited and the output has
+    /// reached end of file, with every stage's status and the output. The first stage's
+    /// stdin is `/dev/null` unless its command sets one; the last stage must leave its
+    /// stdout unset, and no stage may ask for a new pipe ([`Stdio::Pipe`]: it would have no
+    /// owner). Each stage's stderr is what its command says (the loop's by default).
+    ///
+    /// Returns the stages' [`Process`] handles, which close themselves once `cb` has
+    /// returned, as [`spawn`](Pipeline::spawn)'s do (inside `cb` the first stage's can
+    /// still end what the job left in its group, with
+    /// [`terminate_group`](Process::terminate_group)). Closing one before `cb` abandons the
+    /// capture: `cb` never runs, the output pipe closes at once (a stage still writing to it
+    /// gets `SIGPIPE`, or `EPIPE`), and the other handles close with it (their stages are
+    /// still reaped, killed first where their commands say
+    /// [`kill_on_drop`](Command::kill_on_drop)). Errors to start come back here, as from `spawn`,
+    /// and `cb` then never runs. A read error (rare: the output is a pipe) is what `cb`
+    /// receives, in place of the output.
+    ///
+    /// The output is kept in memory, and the wait is for end of file: a background
+    /// process that a stage started and that keeps the output open delays `cb` until it
+    /// exits. Run such a job in a group of its own ([`process_group`](Pipeline::process_group))
+    /// and end what is left with [`terminate_group`](Process::terminate_group).
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, Pipeline, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut printf = Command::new("printf");
+    /// printf.arg("pear\napple\n");
+    /// Pipeline::new([printf, Command::new("sort")]).output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert_eq!(out.stdout, b"apple\npear\n");
+    ///     assert!(out.pipefail().is_ok());
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(lp.handles().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output(
+        &self,
+        lp: &mut Loop,
+        cb: impl FnOnce(&mut Loop, io::Result<PipelineOutput>) + 'static,
+    ) -> io::Result<Vec<Process>> {
+        let Some(last) = self.stages.last() else {
+            return Err(invalid("a pipeline needs at least one stage"));
+        };
+        if last.stdio.iter().any(|(target, _)| *target == 1) {
+            return Err(invalid(format!(
+                "pipeline stage {} (`{}`): its stdout is the pipeline's output (Pipeline::output); leave it unset",
+                self.stages.len(),
+                last.name()
+            )));
+        }
+        for (i, cmd) in self.stages.iter().enumerate() {
+            if let Some((target, _)) =
+                cmd.stdio.iter().find(|(_, s)| matches!(s, Stdio::Pipe | Stdio::PipeIn))
+            {
+                return Err(invalid(format!(
+                    "pipeline stage {} (`{}`): output() captures the last stage's stdout only; child fd \
+                     {target} cannot be a new pipe (pass one end of a Pipe::pair as Stdio::Handle, or use spawn)",
+                    i + 1,
+                    cmd.name()
+                )));
+            }
+        }
+        let (r, w) = fd::pipe().map_err(|e| context(e, "pipeline: a pipe for its output"))?;
+        let null = match self.stages[0].stdio.iter().any(|(target, _)| *target == 0) {
+            true => None,
+            false => Some(
+                fd::open(c"/dev/null", fd::Access::ReadWrite, false)
+                    .map_err(|e| context(e, "pipeline: /dev/null for its stdin"))?,
+            ),
+        };
+        fd::set_nonblocking(r.as_fd(), true)?;
+        let ours = Pipe::from_private(lp, r, true, false)?;
+        let capture = Rc::new(RefCell::new(PipelineCapture {
+            stdout: Vec::new(),
+            statuses: None,
+            ended: false,
+            error: None,
+            cb: Some(Box::new(cb)),
+            processes: Vec::new(),
+        }));
+        let st = capture.clone();
+        let on_exit: PipelineCb = Box::new(move |lp, statuses| {
+            st.borrow_mut().statuses = Some(statuses);
+            PipelineCapture::maybe_done(&st, lp);
+        });
+        let st = capture.clone();
+        let on_cancel: CloseHook = Box::new(move |lp| {
+            let (cb, processes) = {
+                let mut c = st.borrow_mut();
+                (c.cb.take(), std::mem::take(&mut c.processes))
+            };
+            if cb.is_none() {
+                return;
+            }
+            drop(cb);
+            // (One that ended already is closing or gone: nothing to do.)
+            let _ = ours.close(lp);
+            close_open(lp, &processes);
+        });
+        let ends = PipelineEnds {
+            first_stdin: null.as_ref().map(AsRawFd::as_raw_fd),
+            last_stdout: Some(w.as_raw_fd()),
+            on_cancel: Some(on_cancel),
+            keep_open: true,
+        };
+        let spawned = self.spawn_wired(lp, ends, on_exit);
+        // The stages hold their ends now (or there are no stages): the parent's copies go.
+        drop((w, null));
+        let processes: Vec<Process> = match spawned {
+            Ok(children) => children.into_iter().map(|c| c.process).collect(),
+            Err(e) => {
+                let _ = ours.close(lp);
+                return Err(e);
+            }
+        };
+        capture.borrow_mut().processes.clone_from(&processes);
+        let st = capture.clone();
+        let started = ours.read_start(lp, move |lp, p, ev| {
+            let end = match ev {
+                ReadEvent::Data(d) => {
+                    st.borrow_mut().stdout.extend_from_slice(d);
+                    return;
+                }
+                ReadEvent::Eof => None,
+                ReadEvent::Error(e) => Some(e),
+            };
+            {
+                let mut c = st.borrow_mut();
+                c.ended = true;
+                if let Some(e) = end {
+                    c.error.get_or_insert(e);
+                }
+            }
+            let _ = p.close(lp);
+            PipelineCapture::maybe_done(&st, lp);
+        });
+        if let Err(e) = started {
+            // (Not expected for a pipe just made.) The stages run on and are reaped; the
+            // capture ends with the error.
+            {
+                let mut c = capture.borrow_mut();
+                c.ended = true;
+                c.error = Some(e);
+            }
+            let _ = ours.close(lp);
+        }
+        Ok(processes)
+    }
+
+    /// [`spawn`](Pipeline::spawn), with `ends` wired in as well.
+    fn spawn_wired(&self, lp: &mut Loop, ends: PipelineEnds, on_exit: PipelineCb) -> io::Result<Vec<Child>> {
         let n = self.stages.len();
         if n == 0 {
             return Err(invalid("a pipeline needs at least one stage"));
@@ -4012,11 +4264,14 @@ impl Pipeline {
                 }
             }
         }
+        let PipelineEnds { first_stdin, last_stdout, on_cancel, keep_open } = ends;
         let state = Rc::new(RefCell::new(PipelineState {
             statuses: (0..n).map(|_| None).collect(),
             left: n,
             processes: Vec::with_capacity(n),
-            cb: Some(Box::new(on_exit)),
+            cb: Some(on_exit),
+            on_cancel,
+            keep_open,
         }));
         let mut children: Vec<Child> = Vec::with_capacity(n);
         let mut upstream: Option<OwnedFd> = None;
@@ -4064,6 +4319,12 @@ impl Pipeline {
             }
             if let Some(w) = &write {
                 links.push((1, w.as_raw_fd()));
+            }
+            if let (0, Some(fd)) = (i, first_stdin) {
+                links.push((0, fd));
+            }
+            if let (true, Some(fd)) = (i + 1 == n, last_stdout) {
+                links.push((1, fd));
             }
             let st = state.clone();
             let on_stage_exit: ExitCb = Box::new(move |lp, _, res| {
@@ -4124,17 +4385,25 @@ impl Pipeline {
 /// Every stage of a pipeline has exited (or had its handle closed): the callback gets the
 /// statuses, unless a stage's close cancelled it, and the stages' handles close.
 fn pipeline_finish(lp: &mut Loop, state: &RefCell<PipelineState>) {
-    let (procs, cb, statuses) = {
+    let (procs, cb, statuses, keep_open) = {
         let mut s = state.borrow_mut();
         let statuses: Vec<_> = s.statuses.iter_mut().map(|x| x.take()).collect();
-        (std::mem::take(&mut s.processes), s.cb.take(), statuses)
+        (std::mem::take(&mut s.processes), s.cb.take(), statuses, s.keep_open)
     };
     // Open while `cb` runs, as a capture's: it can end the job's leftovers gently
     // (`terminate_group`).
     if let Some(cb) = cb {
         cb(lp, statuses.into_iter().map(|x| x.expect("every stage reported")).collect());
+        if keep_open {
+            return;
+        }
     }
-    for p in procs {
+    close_open(lp, &procs);
+}
+
+/// Closes those of `processes` that are open and not closing already.
+fn close_open(lp: &mut Loop, processes: &[Process]) {
+    for p in processes {
         if p.is_closing(lp).ok() == Some(false) {
             let _ = p.close(lp);
         }
@@ -4143,19 +4412,24 @@ fn pipeline_finish(lp: &mut Loop, state: &RefCell<PipelineState>) {
 
 /// Stage `i`'s handle closes (within its `close`): if its exit was not reported yet, the
 /// pipeline's callback is cancelled, and the stage counts as done, so that the other stages'
-/// handles still close themselves once they have exited. (Those closed by the pipeline
-/// itself, or after their exit, change nothing.)
+/// handles still close themselves once they have exited. Either way, an output capture
+/// still waiting is abandoned (`on_cancel`, which does nothing once the capture is done).
 fn pipeline_stage_closed(lp: &mut Loop, state: &RefCell<PipelineState>, i: usize) {
-    let (cancelled, done) = {
+    let (cancelled, on_cancel, done) = {
         let mut s = state.borrow_mut();
         if s.left == 0 || s.statuses[i].is_some() {
-            return;
+            // Its exit is in, and stands; an output capture still waiting is abandoned.
+            (None, s.on_cancel.take(), false)
+        } else {
+            s.left -= 1;
+            (s.cb.take(), s.on_cancel.take(), s.left == 0)
         }
-        s.left -= 1;
-        (s.cb.take(), s.left == 0)
     };
     // Dropped with the state released: its captures' own drops may run anything.
     drop(cancelled);
+    if let Some(on_cancel) = on_cancel {
+        on_cancel(lp);
+    }
     if done {
         pipeline_finish(lp, state);
     }

@@ -1360,6 +1360,130 @@ case!(
 );
 
 case!(
+    /// `Pipeline::output`: a shell's `$(a | b | c)`, with every stage's status (duct's
+    /// `read`, with `pipefail` as an option). Building it from `spawn` took a pipe handle, a
+    /// reader and two callbacks joined by hand.
+    fn issue_6_pipeline_output_captures_the_last_stage_and_every_status() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut printf = Command::new("printf");
+            printf.arg("pear\\napple\\nfig\\n");
+            let stages = [printf, sh("cat; exit 3"), Command::new("sort")];
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let procs = Pipeline::new(stages)
+                .output(&mut lp, move |lp, out| {
+                    // The stages' handles are open while the callback runs.
+                    let open = |h: &&evloop::HandleInfo| h.kind == evloop::HandleKind::Process && !h.closing;
+                    assert_eq!(lp.handles().iter().filter(open).count(), 3);
+                    *g.borrow_mut() = Some(out.unwrap());
+                })
+                .unwrap();
+            assert_eq!(procs.len(), 3);
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the callback ran");
+            assert_eq!(out.stdout, b"apple\nfig\npear\n", "{name}");
+            let codes: Vec<_> = out.statuses.iter().map(|s| s.as_ref().unwrap().code()).collect();
+            assert_eq!(codes, [Some(0), Some(3), Some(0)], "{name}");
+            let pipefail = out.pipefail().unwrap_err();
+            assert!(pipefail.to_string().contains('3'), "{name}: {pipefail}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // The stages exit before the output ends (a background process holds it): their
+            // handles stay open until the callback has run.
+            let (go_r, go_w) = Pipe::pair(&mut lp).unwrap();
+            let mut stage = sh("(read x <&3; echo late) & echo early");
+            stage.fd(3, go_r);
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let procs = Pipeline::new([stage])
+                .output(&mut lp, move |lp, out| {
+                    let open = |h: &&evloop::HandleInfo| h.kind == evloop::HandleKind::Process && !h.closing;
+                    assert_eq!(lp.handles().iter().filter(open).count(), 1);
+                    *g.borrow_mut() = Some(out.unwrap());
+                })
+                .unwrap();
+            while procs[0].exit_status(&lp).unwrap().is_none() {
+                lp.run(RunMode::Once).unwrap();
+            }
+            assert!(got.borrow().is_none(), "{name}: the output has not ended");
+            go_w.write(&mut lp, b"go\n", |_, r| r.unwrap()).unwrap();
+            go_w.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the callback ran");
+            assert_eq!(out.stdout, b"early\nlate\n", "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // More than a pipe holds, from a single stage.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            Pipeline::new([sh("head -c 300000 /dev/zero")])
+                .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap()))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().unwrap();
+            assert_eq!(out.stdout.len(), 300_000, "{name}");
+            assert!(out.pipefail().is_ok());
+        }
+    }
+);
+
+case!(
+    /// `Pipeline::output` gives the first stage `/dev/null` as stdin unless its command sets
+    /// one, refuses what it cannot own, and closing a stage's handle before the callback
+    /// abandons the capture: no callback, the output pipe closed, nothing left behind.
+    fn issue_6_pipeline_output_input_bad_input_and_abandon() {
+        use std::os::fd::FromRawFd;
+        let mut lp = crate::util::test_loop();
+        // A stdin that never ends: a stage that inherited it would wait for good.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: fd 0 is this test process's own, duplicated to be put back after.
+        let saved = unsafe { OwnedFd::from_raw_fd(nix::libc::dup(0)) };
+        // SAFETY: replaces this test process's fd 0, which nothing else uses meanwhile.
+        assert_eq!(unsafe { nix::libc::dup2(r.as_raw_fd(), 0) }, 0);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        Pipeline::new([Command::new("cat"), Command::new("wc")])
+            .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap()))
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        // SAFETY: as above: fd 0 back as it was.
+        assert_eq!(unsafe { nix::libc::dup2(saved.as_raw_fd(), 0) }, 0);
+        drop((r, w, saved));
+        let out = got.borrow_mut().take().expect("the callback ran");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+            ["0", "0", "0"]
+        );
+
+        let no = |p: Pipeline| p.output(&mut crate::util::test_loop(), |_, _| unreachable!()).unwrap_err();
+        let mut last = Command::new("cat");
+        last.stdout(Stdio::Null);
+        let e = no(Pipeline::new([Command::new("true"), last]));
+        assert!(e.to_string().contains("stage 2 (`cat`): its stdout is the pipeline's output"), "{e}");
+        let mut piped = Command::new("true");
+        piped.stderr(Stdio::Pipe);
+        let e = no(Pipeline::new([piped, Command::new("cat")]));
+        assert!(e.to_string().contains("stage 1 (`true`)") && e.to_string().contains("child fd 2"), "{e}");
+        let e = no(Pipeline::new([]));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = no(Pipeline::new([Command::new("/nonexistent/evloop-test")]));
+        assert_eq!(os_error_code(&e), Some(libc::ENOENT), "{e}");
+
+        // Abandoned: a stage that writes without end, its handle closed before the
+        // callback. The output pipe closes with it, and the stage ends by SIGPIPE (read on,
+        // it would run for good).
+        let writer = sh("while :; do echo x; done");
+        let procs =
+            Pipeline::new([Command::new("true"), writer]).output(&mut lp, |_, _| unreachable!()).unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        procs[1].close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
     fn issue_6_a_pipeline_stage_that_cannot_start_takes_the_started_ones_down() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
