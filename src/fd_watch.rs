@@ -112,8 +112,14 @@ impl FdWatch {
     /// it (or hung up, or in error), with what it is ready for. Starting again replaces the
     /// interest and the callback. An empty interest is an error.
     ///
-    /// If the loop can no longer watch the fd (it was closed behind the loop's back, or the
-    /// backend refused it), `cb` gets the error once, and the watch stops.
+    /// If the loop can no longer watch the fd (the backend refused it, or it was closed
+    /// behind the loop's back), `cb` gets the error once, and the watch stops. A close the
+    /// loop can see is one before the poller took the fd, or before the next change of the
+    /// watch's interest (through the select helper, at once): epoll and kqueue drop an fd
+    /// at its close without a word, so a watch whose fd is closed while it waits hears
+    /// nothing more (libuv and mio have the same limit), and one whose description another
+    /// fd still holds is reported ready for good, with a number that is no longer open.
+    /// Close the watch first, then the fd (or let the watch own it).
     pub fn start(
         self,
         lp: &mut Loop,

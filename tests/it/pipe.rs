@@ -550,6 +550,53 @@ case!(
 );
 
 case!(
+    /// An fd closed behind the loop's back after the poller took it: the poller drops it
+    /// without a word (epoll and kqueue both forget a file's last fd), so a handle that
+    /// only waits hears nothing; the handle's next change of interest, or its next write,
+    /// reports the error (the documented limit, which the docs had left out).
+    fn an_fd_closed_behind_the_loops_back_after_registration_errs_at_the_next_change() {
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let rx = Pipe::open(&mut lp, OwnedFd::from(r)).unwrap();
+        let (r2, w2) = std::io::pipe().unwrap();
+        let tx = Pipe::open(&mut lp, OwnedFd::from(w2)).unwrap();
+        let got = collect(&mut lp, rx);
+        lp.run(RunMode::NoWait).unwrap();
+        nix::unistd::close(rx.fd(&lp).unwrap().as_raw_fd()).unwrap();
+        nix::unistd::close(tx.fd(&lp).unwrap().as_raw_fd()).unwrap();
+        if crate::util::forced_select() {
+            // select(2) fails with EBADF for it: the select helper tells the stream.
+            lp.run(RunMode::Default).unwrap();
+        } else {
+            lp.run(RunMode::NoWait).unwrap();
+            assert!(got.borrow().errors.is_empty(), "nothing heard while only waiting");
+            // The next change of interest that reaches the poller.
+            rx.read_stop(&mut lp).unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+            let again = collect(&mut lp, rx);
+            lp.run(RunMode::Default).unwrap();
+            assert!(got.borrow().errors.is_empty());
+            *got.borrow_mut() = std::mem::take(&mut *again.borrow_mut());
+        }
+        assert_eq!(got.borrow().errors.len(), 1, "reported once");
+        assert_eq!(evloop::os_error_code(&got.borrow().errors[0]), Some(nix::libc::EBADF));
+        // A write tries the fd at once.
+        let result = Rc::new(RefCell::new(None));
+        let res = result.clone();
+        tx.write(&mut lp, b"x", move |_, r| {
+            *res.borrow_mut() = Some(r.map_err(|e| evloop::os_error_code(&e)))
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*result.borrow(), Some(Err(Some(nix::libc::EBADF))));
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty());
+        drop((w, r2));
+    }
+);
+
+case!(
     /// A shutdown waiting behind queued writes fails with them when the fd turns out to be
     /// closed behind the loop's back; the handle goes inactive (a hang before).
     fn a_shutdown_behind_writes_fails_with_them_on_a_closed_fd() {
