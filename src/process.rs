@@ -4099,10 +4099,13 @@ impl Pipeline {
     /// and `cb` then never runs. A read error (rare: the output is a pipe) is what `cb`
     /// receives, in place of the output.
     ///
-    /// The output is kept in memory, and the wait is for end of file: a background
-    /// process that a stage started and that keeps the output open delays `cb` until it
-    /// exits. Run such a job in a group of its own ([`process_group`](Pipeline::process_group))
-    /// and end what is left with [`terminate_group`](Process::terminate_group).
+    /// The capture keeps `run` going until `cb` has run, whatever the handles'
+    /// [`set_ref`](Process::set_ref). The output is kept in memory, and the wait is for end
+    /// of file: a background process that a stage started and that keeps the output open
+    /// delays `cb` until it exits (a stage's [`wait_delay`](Command::wait_delay) does not
+    /// apply here, nor [`pause_output`](Process::pause_output)). Run such a job in a group
+    /// of its own ([`process_group`](Pipeline::process_group)) and end what is left with
+    /// [`terminate_group`](Process::terminate_group).
     ///
     /// ```
     /// use evloop::{Command, Loop, Pipeline, RunMode};
@@ -4200,6 +4203,11 @@ impl Pipeline {
             }
         };
         capture.borrow_mut().processes.clone_from(&processes);
+        // The stages keep the loop going until they are reaped, whatever their handles'
+        // `set_ref` (the output pipe, the capture's own, keeps it going until its end).
+        for p in &processes {
+            lp.child_keeps_loop_alive(p.0);
+        }
         let st = capture.clone();
         let started = ours.read_start(lp, move |lp, p, ev| {
             let end = match ev {

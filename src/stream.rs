@@ -164,8 +164,8 @@ pub(crate) struct Stream {
     /// from the background: see `terminal_eio`).
     pub(crate) eio_is_eof: bool,
     /// A read's `EIO` said that the other side of the terminal went away: writes queued from
-    /// then on fail (nothing takes them, and the select helper would never hear of it), until
-    /// reading starts again (a slave opened again by name, as a getty does).
+    /// then on fail (nothing takes them, and the select helper would never hear of it) while
+    /// the fd still reports the hang-up, and until reading starts again.
     pub(crate) hung_up: bool,
     /// The fd stays blocking: a tty with no private description to make nonblocking. Each
     /// readiness event gets one read (a second could block), and writes loop until done.
@@ -688,7 +688,7 @@ impl Loop {
         let hung_up = s.hung_up;
         self.stream_sync(id);
         if hung_up {
-            self.stream_hung_up(id);
+            self.stream_queued_after_hangup(id);
         }
         Ok(())
     }
@@ -919,6 +919,21 @@ impl Loop {
         self.stream_fail_writes(id, &e);
         self.stream_maybe_shutdown(id);
         self.stream_sync(id);
+    }
+
+    /// Data was queued on a terminal whose read saw it hang up: the queue fails unless the
+    /// other side is back (a slave opened again by name, as a getty does), which a hang-up
+    /// no longer reported tells. Where that cannot be told, the queue fails.
+    #[cold]
+    #[inline(never)]
+    fn stream_queued_after_hangup(&mut self, id: HandleId) {
+        let Some(s) = self.live_stream(id) else { return };
+        let still = s.io.fd().map_or(true, |fd| fd::poll_hung_up(fd) != Some(false));
+        if still {
+            self.stream_hung_up(id);
+        } else {
+            s.hung_up = false;
+        }
     }
 
     /// A registration failed: report it to whoever waits on the stream.

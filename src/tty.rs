@@ -842,8 +842,9 @@ pub fn reset_mode() -> io::Result<()> {
 /// it: written again on a normal screen, such sequences can move the cursor (leaving the
 /// alternate screen restores the cursor position saved on entering it).
 ///
-/// The bytes go to one terminal: the process's controlling terminal if its settings are
-/// saved, else the terminal saved first of those still saved; through the description of
+/// The bytes go to one terminal: the process's controlling terminal (as it was when the
+/// settings were saved) if its settings are saved, else the terminal saved first of those
+/// still saved; through the description of
 /// the handle that saved them, or, where it is open for reading only
 /// (`less` opens `/dev/tty` so) or blocks, through one that the save opened for writing
 /// (by name, or `/dev/tty`; without either, nothing is written). A terminal whose output is

@@ -795,6 +795,19 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -
     }
 }
 
+/// Whether `fd` reports a hang-up now (`poll`'s `POLLHUP`, without waiting): the other side
+/// of a pty, a pipe or a socket has closed. `None` where `poll` cannot tell (macOS answers
+/// `POLLNVAL` for the character devices its kqueue refuses).
+pub fn poll_hung_up(fd: BorrowedFd<'_>) -> Option<bool> {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
+    // SAFETY: `pfd` is one valid pollfd for the call; `fd` is borrowed, so it stays open.
+    match cvt_r(|| unsafe { libc::poll(&mut pfd, 1, 0) }) {
+        Ok(_) if pfd.revents & libc::POLLNVAL != 0 => None,
+        Ok(_) => Some(pfd.revents & libc::POLLHUP != 0),
+        Err(_) => None,
+    }
+}
+
 /// The soft and hard `RLIMIT_NOFILE` limits.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -1414,6 +1414,18 @@ case!(
             assert_eq!(out.stdout, b"early\nlate\n", "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
 
+            // A stage that closes the output and runs on, its handle unreferenced: the
+            // capture still waits for its exit (`run` returned at the end of the output).
+            let got = Rc::new(Cell::new(false));
+            let g = got.clone();
+            let procs = Pipeline::new([sh("exec >&-; exec sleep 0.2")])
+                .output(&mut lp, move |_, out| g.set(out.unwrap().pipefail().is_ok()))
+                .unwrap();
+            procs[0].set_ref(&mut lp, false).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(got.get(), "{name}: the callback ran, with success");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
             // More than a pipe holds, from a single stage.
             let got = Rc::new(RefCell::new(None));
             let g = got.clone();

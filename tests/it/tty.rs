@@ -960,39 +960,94 @@ case!(
     /// hangup only through that read, they waited for good and `run` never returned
     /// (review).
     fn issue_5_writes_queued_after_a_pty_masters_hangup_fail() {
-        let mut lp = test_loop();
-        let (master, slave) = evloop::tty::openpty().unwrap();
-        make_raw(&slave);
-        let master = Tty::open(&mut lp, master).unwrap();
-        let results = Rc::new(RefCell::new(Vec::new()));
-        let write_big = {
-            let results = results.clone();
-            move |lp: &mut Loop, m: Tty, then_close: bool| {
-                let r = results.clone();
-                m.write(lp, &[b'z'; 1 << 20], move |lp, res| {
-                    r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)));
-                    if then_close {
-                        m.close(lp).unwrap();
+        // Both ways whatever the run's mode: epoll hears of the hangup on its own.
+        for select in [false, true] {
+            let mut lp = crate::util::builder().force_select_helper(select).build().unwrap();
+            let (master, slave) = evloop::tty::openpty().unwrap();
+            make_raw(&slave);
+            let master = Tty::open(&mut lp, master).unwrap();
+            let results = Rc::new(RefCell::new(Vec::new()));
+            let write_big = {
+                let results = results.clone();
+                move |lp: &mut Loop, m: Tty, then_close: bool| {
+                    let r = results.clone();
+                    m.write(lp, &[b'z'; 1 << 20], move |lp, res| {
+                        r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)));
+                        if then_close {
+                            m.close(lp).unwrap();
+                        }
+                    })
+                    .unwrap();
+                }
+            };
+            master
+                .read_start(&mut lp, move |lp, m, ev| match ev {
+                    ReadEvent::Eof => {
+                        // One now, one from a later iteration.
+                        write_big(lp, m, false);
+                        let w = write_big.clone();
+                        evloop::Timer::once(lp, Duration::ZERO, move |lp| w(lp, m, true)).unwrap();
                     }
+                    other => panic!("{other:?}"),
                 })
                 .unwrap();
-            }
-        };
+            drop(slave);
+            lp.run(RunMode::Default).unwrap();
+            let eio = Err(Some(nix::libc::EIO));
+            assert_eq!(*results.borrow(), [eio, eio], "select helper: {select}");
+            assert!(lp.handles().is_empty());
+        }
+    }
+);
+
+case!(
+    /// A master whose slave hung up takes writes again once the slave is opened again by
+    /// name (a new session on the pty, as a getty opens it): the hang-up seen by a read
+    /// made every later queued write fail (review).
+    fn issue_5_a_master_takes_writes_again_once_its_slave_is_reopened() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let name = evloop_platform::termios::ttyname(slave.as_fd()).unwrap();
+        let master = Tty::open(&mut lp, master).unwrap();
+        let eof = Rc::new(Cell::new(false));
+        let e = eof.clone();
         master
-            .read_start(&mut lp, move |lp, m, ev| match ev {
-                ReadEvent::Eof => {
-                    // One now, one from a later iteration.
-                    write_big(lp, m, false);
-                    let w = write_big.clone();
-                    evloop::Timer::once(lp, Duration::ZERO, move |lp| w(lp, m, true)).unwrap();
-                }
+            .read_start(&mut lp, move |_, _, ev| match ev {
+                ReadEvent::Eof => e.set(true),
                 other => panic!("{other:?}"),
             })
             .unwrap();
         drop(slave);
         lp.run(RunMode::Default).unwrap();
-        assert_eq!(*results.borrow(), [Err(Some(nix::libc::EIO)), Err(Some(nix::libc::EIO))]);
-        assert!(lp.handles().is_empty());
+        assert!(eof.get());
+        // Opened again, raw, and drained by a thread.
+        let again = evloop_platform::fd::open(&name, evloop_platform::fd::Access::ReadWrite, false).unwrap();
+        make_raw(&again);
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0;
+            while total < 1 << 20 {
+                match nix::unistd::read(&again, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        });
+        let result = Rc::new(RefCell::new(None));
+        let r = result.clone();
+        master
+            .write(&mut lp, &[b'z'; 1 << 20], move |_, res| {
+                *r.borrow_mut() = Some(res.map_err(|e| evloop::os_error_code(&e)));
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*result.borrow(), Some(Ok(())));
+        // (The master stays open until the slave has read it all: its close would hang up
+        // the pty, and the kernel drop what the slave has not read.)
+        assert_eq!(reader.join().unwrap(), 1 << 20);
+        master.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
     }
 );
 
