@@ -444,10 +444,9 @@ pub fn reopen(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
 /// `/dev/tty` gives a description of its own, with `O_NONBLOCK` set. Fails without a
 /// controlling terminal (`ENXIO`), and when the controlling terminal is another one than
 /// `fd`'s or cannot be told to be the same: by the device number ([`terminal_id`] without
-/// its guess for `/dev/tty`), which on macOS gives
-/// `/dev/tty` a number of its own, so there it always fails. On FreeBSD the open of
-/// `/dev/tty` is checked against the terminal's own node, so it fails where the open by
-/// name did: in practice this helps on Linux.
+/// its guess for `/dev/tty`), which on macOS gives `/dev/tty` a number of its own, so there
+/// it always fails. On FreeBSD the open of `/dev/tty` is checked against the terminal's own
+/// node, so it fails where the open by name did: in practice this helps on Linux.
 pub fn reopen_controlling(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     let new = fd::open(c"/dev/tty", access, true)?;
     if device_id(fd)? != device_id(new.as_fd())? {
@@ -478,6 +477,7 @@ static SAVED_IDS: [AtomicU64; SAVED_TERMINALS_MAX] =
 fn id_saved(id: u64) -> bool {
     id != NO_TERMINAL_ID && SAVED_IDS.iter().any(|a| a.load(Ordering::Relaxed) == id)
 }
+
 /// Matches no terminal: `terminal_id` never returns it.
 const NO_TERMINAL_ID: u64 = u64::MAX;
 
