@@ -46,13 +46,16 @@ pub enum RunMode {
     /// idle handle and no timer due (as libuv's `UV_RUN_ONCE`). So a callback that ran is
     /// progress enough, and `run(Once)` returns after it. As in libuv (1.45 and later), its
     /// timers phase comes after the poll, not before the pending phase: a timer due when
-    /// `run(Once)` begins makes the poll not wait, and runs after it.
+    /// `run(Once)` begins makes the poll not wait, and runs after it. So the close callback
+    /// of a handle closed in that timers phase (a [`Timer::once`](crate::Timer::once)) waits
+    /// for the next `run`, and this one returns `true`.
     Once,
     /// One iteration whose poll phase does not wait. This is how an outer loop drives a nested
     /// one: poll [`Loop::backend_fd`] with [`Loop::backend_timeout`], then `run(NoWait)`.
     /// Unlike the other modes (and libuv's), it makes its pass even when nothing referenced
     /// keeps the loop alive: an outer loop that was told the fd is readable, or that an
-    /// unreferenced timer is due, gets that served.
+    /// unreferenced timer is due, gets that served. A [`Loop::stop`] made before it still
+    /// wins: that `run` returns at once, without the pass.
     NoWait,
 }
 

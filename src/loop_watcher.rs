@@ -197,6 +197,10 @@ hook_handle!(
 hook_handle!(
     /// Runs a callback once per iteration, right before the loop polls for I/O.
     ///
+    /// A prepare handle alone does not make the poll phase return: it keeps the loop alive,
+    /// and the poll after it waits until something happens (I/O, a timer), as with a
+    /// [`Check`] (and libuv's).
+    ///
     /// ```
     /// use evloop::{Loop, Prepare, RunMode};
     ///
