@@ -126,7 +126,8 @@ typed_handle!(
     /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered (on a
     /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
     /// queued then fail with `EIO`: a master whose slave has closed stops taking data, without
-    /// an error of its own (a slave opened again by name would take data again, but not those
+    /// an error of its own, once the pty's buffer is full (what fits, the kernel takes and
+    /// drops: a small write after the hangup completes as if it went through) (a slave opened again by name would take data again, but not those
     /// writes). Through the select helper (forced on Linux: macOS watches ptys with kqueue)
     /// the hangup shows only to a read: a master that is not read may keep its queue, or see
     /// its writes complete as the kernel takes the bytes and drops them. A read
@@ -315,8 +316,17 @@ impl TtyRelease {
             log::debug!("loop {loop_id}: a job has the terminal: its settings stay as they are");
         } else if let Some(t) = self.restore {
             // (From the background when the foreground group has no member left.)
-            if let Err(e) = termios::set_from_background(fd, &t) {
-                log::warn!("loop {loop_id}: restoring a terminal's settings at close failed: {e}");
+            match termios::set_from_background(fd, &t) {
+                Ok(()) => {}
+                // A terminal that hung up (a pty whose master closed: a pane that ended) has
+                // nothing left to restore, as for `reset_mode`.
+                Err(e)
+                    if e.raw_os_error() == Some(evloop_platform::libc::EIO)
+                        && !termios::is_controlling_terminal(fd) =>
+                {
+                    log::debug!("loop {loop_id}: the terminal hung up: no settings to restore at close");
+                }
+                Err(e) => log::warn!("loop {loop_id}: restoring a terminal's settings at close failed: {e}"),
             }
         }
         // The claim goes after the restore, so a signal in between still finds the settings.
@@ -878,7 +888,11 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
-///   before (which prints the message, now on a sane terminal).
+///   before (which prints the message, now on a sane terminal). It runs for every panic,
+///   on any thread, before anyone can catch it: a program that survives one (a worker
+///   thread's, taken by its `join` or its pool) finds its terminal in normal mode, while
+///   its handles still say otherwise, and puts its mode back with
+///   [`Tty::set_mode`] (the same mode again sets the settings again).
 /// - **Signals**: for each of those signals whose disposition is the default (ending the
 ///   process), a handler resets the terminal, clears the `O_NONBLOCK` that handles set on
 ///   shared descriptions ([`restore_shared_blocking`](crate::restore_shared_blocking)),

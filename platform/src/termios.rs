@@ -749,7 +749,7 @@ extern "C" fn reset_at_exit() {
 }
 
 /// Whether terminal `fd` is this process's controlling terminal (`/dev/tty`'s).
-fn is_controlling_terminal(fd: BorrowedFd<'_>) -> bool {
+pub fn is_controlling_terminal(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: tcgetsid and getsid take no pointers; tcgetsid fails (ENOTTY) for a terminal
     // that is no session's controlling terminal, and `fd` is borrowed, so open.
     unsafe {

@@ -1245,6 +1245,62 @@ case!(
 );
 
 case!(
+    /// A panic on a worker thread that the program survives (its `join` takes it) resets
+    /// the terminal through the hook, as documented, and the same mode again puts the
+    /// program's mode back.
+    fn a_survived_worker_panic_resets_the_terminal_and_set_mode_puts_it_back() {
+        evloop::tty::install_restore_hooks().unwrap();
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let raw = attrs(&p.probe);
+        assert!(std::thread::spawn(|| panic!("a worker panics (on purpose)")).join().is_err());
+        assert_same_termios(&attrs(&p.probe), &before, "reset by the hook");
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw);
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        assert_same_termios(&attrs(&p.probe), &raw, "raw again");
+        close_all(&mut lp);
+    }
+);
+
+/// Warnings logged while a test runs (a logger of its own: each test is a process).
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct WarningLog;
+
+impl log::Log for WarningLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            WARNINGS.lock().unwrap().push(r.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+case!(
+    /// Closing the handle of a pty slave whose master has closed (a pane that ended) warned
+    /// that restoring its settings failed (`EIO`) once per pane: a hung-up terminal has
+    /// nothing to restore, as `reset_mode` already knew.
+    fn issue_5_closing_a_hung_up_terminals_handle_warns_of_nothing() {
+        log::set_logger(&WarningLog).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        drop(p.master);
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*WARNINGS.lock().unwrap(), Vec::<String>::new());
+    }
+);
+
+case!(
     /// The hooks and the loop's signal handles share SIGINT and SIGTERM in either order: a
     /// watched signal goes to its watcher, and the hook comes back when the watcher stops.
     fn restore_hooks_coexist_with_signal_handles() {
