@@ -8,9 +8,9 @@
 //! - the window size, and a callback when it changes (`SIGWINCH`);
 //! - restoration: closing a handle puts back the settings it found, [`reset_mode`] puts
 //!   back every terminal's settings from before its first change in the process (from a
-//!   signal handler too), and [`install_restore_hooks`] does that on a panic and on the signals that end
-//!   the process (which also put back the blocking mode of shared descriptions,
-//!   [`restore_shared_blocking`](crate::restore_shared_blocking)).
+//!   signal handler too), and [`install_restore_hooks`] does that on a panic and on the
+//!   signals that end the process (which also put back the blocking mode of shared
+//!   descriptions, [`restore_shared_blocking`](crate::restore_shared_blocking)).
 //!
 //! ```
 //! use std::{cell::RefCell, rc::Rc};
