@@ -824,7 +824,9 @@ pub fn is_background_read(err: &io::Error) -> bool {
 /// the last open master, usually with the process. Up to
 /// [`SAVED_TERMINALS_MAX`](crate::limits::SAVED_TERMINALS_MAX) terminals are saved at once;
 /// one changed while that many are saved is restored by its handle's close only, and a
-/// warning is logged. A terminal that hung up (a pty whose master closed) has nothing left
+/// warning is logged, unless it is the process's controlling terminal, the user's own,
+/// which takes the place of the terminal saved last (that one is then restored by its
+/// handle's close only). A terminal that hung up (a pty whose master closed) has nothing left
 /// to restore, and its `EIO` is not reported unless it is the controlling terminal.
 ///
 /// Called from a background process group, it writes the terminal of the foreground job

@@ -672,26 +672,55 @@ pub enum Saved {
 
 /// Saves `t`, the settings of terminal `fd` from before its first mode change, as the ones
 /// [`reset_saved`] restores for that terminal, unless they are saved already (by another
-/// handle on it: the first one wins), `fd` is a pty master, or every slot is taken.
+/// handle on it: the first one wins), `fd` is a pty master, or every slot is taken. The
+/// process's controlling terminal takes the place of the terminal saved last then, whose
+/// claim no longer holds anything.
 pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
     if is_pty_master(fd) {
         return Ok(Saved::PtyMaster);
     }
     let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
+    // The controlling terminal, the user's own, takes the place of another where every
+    // slot is taken.
+    let controlling = is_controlling_terminal(fd);
+    let refused = |r: Option<Saved>| match r {
+        Some(Saved::NoRoom) if controlling => None,
+        r => r,
+    };
     // Without the lock first: a second handle on a terminal asks at each mode change.
-    if let Some(refused) = refusal(id) {
-        return Ok(refused);
+    if let Some(r) = refused(refusal(id)) {
+        return Ok(r);
     }
     // The fds are made without the lock, which a signal handler only tries.
     let dup = fd::dup_cloexec(fd, 3)?;
     let writer = restore_writer(fd);
-    let controlling = is_controlling_terminal(fd);
     let mut guard = SavedGuard::lock();
-    if let Some(refused) = refusal(id) {
-        return Ok(refused);
-    }
+    let full = match refusal(id) {
+        Some(Saved::NoRoom) if controlling => true,
+        Some(r) => return Ok(r),
+        None => false,
+    };
     let table = guard.table();
-    let index = table.slots.iter().position(|s| !s.in_use()).expect("refusal() found a free slot");
+    let index = if full {
+        // The terminal saved last takes the fall (its close still restores it).
+        let last = table.slots.iter().enumerate().filter(|(_, s)| s.in_use() && !s.controlling);
+        let Some((index, _)) = last.max_by_key(|(_, s)| s.order) else { return Ok(Saved::NoRoom) };
+        let slot = &mut table.slots[index];
+        for raw in [slot.fd, slot.writer] {
+            if raw >= 0 {
+                // SAFETY: `raw` is an fd this function opened and stored in the slot; it is
+                // closed here, under the lock, with the slot emptied, and the slot's claim
+                // (its `order` no longer the slot's) closes nothing.
+                drop(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        *slot = SavedSlot::EMPTY;
+        SAVED_IDS[index].store(NO_TERMINAL_ID, Ordering::Relaxed);
+        SAVED_COUNT.fetch_sub(1, Ordering::Relaxed);
+        index
+    } else {
+        table.slots.iter().position(|s| !s.in_use()).expect("refusal() found a free slot")
+    };
     let order = table.next_order;
     table.next_order += 1;
     table.slots[index] = SavedSlot {
