@@ -680,17 +680,14 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
         return Ok(Saved::PtyMaster);
     }
     let id = terminal_id(fd).unwrap_or(NO_TERMINAL_ID);
-    // The controlling terminal, the user's own, takes the place of another where every
-    // slot is taken.
-    let controlling = is_controlling_terminal(fd);
-    let refused = |r: Option<Saved>| match r {
-        Some(Saved::NoRoom) if controlling => None,
-        r => r,
+    // Without the lock first: a second handle on a terminal asks at each mode change. (The
+    // controlling terminal, the user's own, takes the place of another where every slot is
+    // taken.)
+    let controlling = match refusal(id) {
+        Some(Saved::NoRoom) if is_controlling_terminal(fd) => true,
+        Some(r) => return Ok(r),
+        None => is_controlling_terminal(fd),
     };
-    // Without the lock first: a second handle on a terminal asks at each mode change.
-    if let Some(r) = refused(refusal(id)) {
-        return Ok(r);
-    }
     // The fds are made without the lock, which a signal handler only tries.
     let dup = fd::dup_cloexec(fd, 3)?;
     let writer = restore_writer(fd);

@@ -880,6 +880,25 @@ case!(
     }
 );
 
+/// A pty with a raw slave, and a tty handle on its master: (master handle, slave).
+fn raw_pty_master(lp: &mut Loop) -> (Tty, OwnedFd) {
+    let (master, slave) = evloop::tty::openpty().unwrap();
+    make_raw(&slave);
+    (Tty::open(lp, master).unwrap(), slave)
+}
+
+/// Results of writes: `Ok`, or the error's OS code.
+type WriteResults = Rc<RefCell<Vec<Result<(), Option<i32>>>>>;
+
+/// Queues a 1 MiB write on `tty`, its result recorded in `results`.
+fn write_mib(lp: &mut Loop, tty: Tty, results: &WriteResults) {
+    let r = results.clone();
+    tty.write(lp, &[b'z'; 1 << 20], move |_, res| {
+        r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)))
+    })
+    .unwrap();
+}
+
 case!(
     /// Writes queued on a pty master fail with `EIO` once the slave side has closed (a child
     /// that exits without reading its input), whether or not the master is read. A pty
@@ -892,17 +911,10 @@ case!(
                 continue;
             }
             let mut lp = test_loop();
-            let (master, slave) = evloop::tty::openpty().unwrap();
-            make_raw(&slave);
-            let master = Tty::open(&mut lp, master).unwrap();
-            let results = Rc::new(RefCell::new(Vec::new()));
+            let (master, slave) = raw_pty_master(&mut lp);
+            let results = WriteResults::default();
             for _ in 0..2 {
-                let r = results.clone();
-                master
-                    .write(&mut lp, &[b'z'; 1 << 20], move |_, res| {
-                        r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)))
-                    })
-                    .unwrap();
+                write_mib(&mut lp, master, &results);
             }
             assert!(master.write_queue_size(&lp).unwrap() > 1 << 20, "the pty holds less than 1 MiB");
             let eof = Rc::new(Cell::new(false));
@@ -938,17 +950,10 @@ case!(
     /// after that callback, and the close turned it into "cancelled".
     fn issue_5_queued_writes_fail_with_eio_when_the_eof_callback_closes_the_master() {
         let mut lp = test_loop();
-        let (master, slave) = evloop::tty::openpty().unwrap();
-        make_raw(&slave);
-        let master = Tty::open(&mut lp, master).unwrap();
-        let results = Rc::new(RefCell::new(Vec::new()));
+        let (master, slave) = raw_pty_master(&mut lp);
+        let results = WriteResults::default();
         for _ in 0..2 {
-            let r = results.clone();
-            master
-                .write(&mut lp, &[b'z'; 1 << 20], move |_, res| {
-                    r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)))
-                })
-                .unwrap();
+            write_mib(&mut lp, master, &results);
         }
         assert!(master.write_queue_size(&lp).unwrap() > 1 << 20, "the pty holds less than 1 MiB");
         master
@@ -976,30 +981,16 @@ case!(
         // Both ways whatever the run's mode: epoll hears of the hangup on its own.
         for select in [false, true] {
             let mut lp = crate::util::builder().force_select_helper(select).build().unwrap();
-            let (master, slave) = evloop::tty::openpty().unwrap();
-            make_raw(&slave);
-            let master = Tty::open(&mut lp, master).unwrap();
-            let results = Rc::new(RefCell::new(Vec::new()));
-            let write_big = {
-                let results = results.clone();
-                move |lp: &mut Loop, m: Tty, then_close: bool| {
-                    let r = results.clone();
-                    m.write(lp, &[b'z'; 1 << 20], move |lp, res| {
-                        r.borrow_mut().push(res.map_err(|e| evloop::os_error_code(&e)));
-                        if then_close {
-                            m.close(lp).unwrap();
-                        }
-                    })
-                    .unwrap();
-                }
-            };
+            let (master, slave) = raw_pty_master(&mut lp);
+            let results = WriteResults::default();
+            let r = results.clone();
             master
                 .read_start(&mut lp, move |lp, m, ev| match ev {
                     ReadEvent::Eof => {
                         // One now, one from a later iteration.
-                        write_big(lp, m, false);
-                        let w = write_big.clone();
-                        evloop::Timer::once(lp, Duration::ZERO, move |lp| w(lp, m, true)).unwrap();
+                        write_mib(lp, m, &r);
+                        let r = r.clone();
+                        evloop::Timer::once(lp, Duration::ZERO, move |lp| write_mib(lp, m, &r)).unwrap();
                     }
                     other => panic!("{other:?}"),
                 })
@@ -1008,6 +999,8 @@ case!(
             lp.run(RunMode::Default).unwrap();
             let eio = Err(Some(nix::libc::EIO));
             assert_eq!(*results.borrow(), [eio, eio], "select helper: {select}");
+            master.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
             assert!(lp.handles().is_empty());
         }
     }
