@@ -115,8 +115,9 @@ impl FdWatch {
     /// If the loop can no longer watch the fd (the backend refused it, or it was closed
     /// behind the loop's back), `cb` gets the error once, and the watch stops. A close the
     /// loop can see is one before the poller took the fd, or before the next change of the
-    /// watch's interest (through the select helper, at once): epoll and kqueue drop an fd
-    /// at its close without a word, so a watch whose fd is closed while it waits hears
+    /// watch's interest. epoll and kqueue drop an fd at its close without a word, and the
+    /// select helper's `select`, once waiting, keeps the file until something wakes it (a
+    /// change to any of its fds). So a watch whose fd is closed while it waits hears
     /// nothing more (libuv and mio have the same limit), and one whose description another
     /// fd still holds is reported ready for good, with a number that is no longer open.
     /// Close the watch first, then the fd (or let the watch own it).

@@ -34,8 +34,10 @@
 //! interrupt pipe's ends are each owned once (libuv leaks the real fd and closes its
 //! socketpair twice, libuv#5207).
 //!
-//! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back), the thread
-//! finds the culprits, reports an error for each to its stream only, stops watching them and
+//! **Errors.** If select fails with `EBADF` (an fd closed behind the loop's back before the
+//! thread's next select call: one already waiting keeps the file and hears nothing until an
+//! interest change wakes it, as epoll and kqueue hear nothing of it), the thread finds the
+//! culprits, reports an error for each to its stream only, stops watching them and
 //! goes on serving the others. If it finds no culprit (the number may have been reused in
 //! the meantime), or select fails otherwise (`EINVAL`, `ENOMEM`, or the `EAGAIN` that macOS
 //! documents as temporary), it tries once more, a millisecond later. A second unexplained

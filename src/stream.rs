@@ -1389,11 +1389,12 @@ macro_rules! stream_methods {
             /// The handle's fd, borrowed from the loop (for `fstat`, `F_SETPIPE_SZ`,
             /// `ioctl`s). Do not close it or change its flags. Closed behind the loop's back,
             /// it gives the stream an error once, at the next read, write or change of what
-            /// the loop waits for on it (through the select helper, at once); but a stream
-            /// that only waits hears nothing, since epoll and kqueue drop an fd at its close
-            /// without a word (libuv and mio alike), and on Linux, while another fd shares
-            /// its description (a `dup`, a child's copy), epoll keeps reporting it, the loop
-            /// can no longer take it out (that needs the fd), and every poll returns at once.
+            /// the loop waits for on it. A stream that only waits hears nothing: epoll and
+            /// kqueue drop an fd at its close without a word (libuv and mio alike), and the
+            /// select helper's `select`, once waiting, keeps the file until something wakes
+            /// it. On Linux, while another fd shares its description (a `dup`, a child's
+            /// copy), epoll keeps reporting it, the loop can no longer take it out (that
+            /// needs the fd), and every poll returns at once.
             #[inline]
             pub fn fd(self, lp: &$crate::Loop) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
                 lp.open_stream_ref(self.0, $kind)?.io.fd()

@@ -183,6 +183,21 @@ pub fn wait_for_state(stat: &str, state: char) {
     }
 }
 
+/// Spins (yielding) until this process's select helper thread sleeps in `select`, as its
+/// `/proc/self/task/*/wchan` tells; the test's watchdog bounds it.
+#[allow(dead_code)]
+pub fn wait_for_select_helper_to_wait() {
+    let helper_waits = || {
+        std::fs::read_dir("/proc/self/task").unwrap().flatten().any(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            read("comm").trim() == "evloop-select" && read("wchan").contains("poll_schedule_timeout")
+        })
+    };
+    while !helper_waits() {
+        std::thread::yield_now();
+    }
+}
+
 /// Reads `fd` (a child's output, a pty master) into `seen` until `needle` shows up there,
 /// within 10 s: a deadline for a test that fails, not a sleep.
 #[allow(dead_code)]
