@@ -77,9 +77,23 @@ fn describe_fds(fds: &[i32]) -> String {
         .join(", ")
 }
 
+/// Gives the test the signal state of a command started from an interactive shell: a
+/// suite started in the background by a script (`cargo test &` makes `SIGINT` and `SIGQUIT`
+/// ignored), under `nohup`, or by a runner that blocks signals, sees the same as one started
+/// by hand. (Tests about inherited dispositions set them up themselves.)
+fn fresh_signal_state() {
+    use evloop_platform::signal::{Disposition, set_blocked, set_disposition};
+    let signals = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGCHLD];
+    for sig in signals {
+        set_disposition(sig, Disposition::Default).expect("reset a disposition");
+    }
+    set_blocked(&signals, false).expect("unblock");
+}
+
 /// Runs `body` as the test `name` (its full path, `module_path!()::fn`), isolated.
 pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnOnce()) {
     if std::env::var_os(CHILD_ENV).is_some() {
+        fresh_signal_state();
         let before = evloop_platform::fd::open_fds().expect("list fds");
         body();
         let after = evloop_platform::fd::open_fds().expect("list fds");
