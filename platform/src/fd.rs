@@ -841,15 +841,21 @@ pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::fd::AsFd;
+    use std::sync::Mutex;
 
     use super::*;
+
+    /// The tests that read or raise the process's soft fd limit run one at a time: one
+    /// raises it for a while, and another reads it twice.
+    pub(crate) static NOFILE_TESTS: Mutex<()> = Mutex::new(());
 
     /// The table size bounds a child fd target: at most the soft limit, and small enough that
     /// one past the highest fd still fits an fd number.
     #[test]
     fn fd_table_size_is_the_soft_limit_bounded_by_the_fd_range() {
+        let _one_at_a_time = NOFILE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let size = fd_table_size().unwrap();
         let (soft, _) = nofile_limit().unwrap();
         assert!(size > 2 && size <= soft && size <= i32::MAX as u64, "{size} (soft limit {soft})");

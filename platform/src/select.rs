@@ -226,6 +226,7 @@ mod tests {
         crate::fd::write(w.as_fd(), b"x").unwrap();
         assert!(readable(r.as_fd(), Some(Duration::from_secs(5))).unwrap());
         // A number above 1024 (the heap-backed set), where the fd limit allows one.
+        let _one_at_a_time = crate::fd::tests::NOFILE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (soft, hard) = crate::fd::nofile_limit().unwrap();
         if hard > 1300 {
             crate::fd::set_nofile_soft_limit(soft.max(1300)).unwrap();

@@ -941,25 +941,37 @@ pub(crate) mod tests {
         OVER_REPLACED.store(replaced.sa_sigaction, SeqCst);
         first.unwatch(libc::SIGCHLD).unwrap();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let toggled = std::sync::Arc::new(AtomicUsize::new(0));
         let toggler = {
-            let stop = stop.clone();
+            let (stop, toggled) = (stop.clone(), toggled.clone());
             std::thread::spawn(move || {
                 let (_read_end, slot) = new_slot();
-                let mut toggles = 0;
                 while !stop.load(SeqCst) {
                     slot.watch(libc::SIGCHLD).unwrap();
                     slot.unwatch(libc::SIGCHLD).unwrap();
-                    toggles += 1;
+                    toggled.fetch_add(1, SeqCst);
                     // (Under valgrind, which runs one thread at a time, let the raiser run.)
                     std::thread::yield_now();
                 }
-                toggles
             })
         };
-        // 5000 signals, or one second's worth where the machine is slow (valgrind).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // The toggler runs before the signals start, and toggles again while they arrive:
+        // a handshake, so that a toggler scheduled late cannot leave the chain unchanged.
+        while toggled.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let at_start = toggled.load(SeqCst);
+        // 5000 signals, or one second's worth where the machine is slow (valgrind), and
+        // until the chain changed at least once meanwhile (for at most 10 s more).
+        let start = std::time::Instant::now();
+        let enough = |raised: u32| {
+            let elapsed = start.elapsed();
+            let counted = raised >= 5000 || elapsed >= std::time::Duration::from_secs(1);
+            let overlapped = toggled.load(SeqCst) > at_start || elapsed >= std::time::Duration::from_secs(11);
+            counted && overlapped
+        };
         let (mut raised, mut missed) = (0, 0);
-        while raised < 5000 && std::time::Instant::now() < deadline {
+        while !enough(raised) {
             let before = BELOW_CALLS.load(SeqCst);
             raise(libc::SIGCHLD).unwrap();
             raised += 1;
@@ -968,8 +980,8 @@ pub(crate) mod tests {
             }
         }
         stop.store(true, SeqCst);
-        let toggles = toggler.join().unwrap();
-        assert!(toggles > 0, "the chain changed while signals arrived");
+        toggler.join().unwrap();
+        assert!(toggled.load(SeqCst) > at_start, "the chain changed while signals arrived");
         assert_eq!(missed, 0, "of {raised} SIGCHLDs, these did not reach the handler below");
         set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
     }

@@ -21,6 +21,15 @@ fn threads_named(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits, at most 10 s, until `count` threads are named `name`: a thread whose join has
+/// returned still shows in `/proc/self/task` until the kernel finishes its exit.
+fn wait_for_threads(name: &str, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads_named(name).len() != count && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
 /// User plus system CPU time of thread `tid`, in clock ticks.
 fn thread_cpu_ticks(tid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
@@ -191,6 +200,8 @@ case!(
             assert_eq!(threads_named("evloop-select").len(), before + 1);
             // Dropped with the stream open and the thread inside select.
         }
+        // Joined: the kernel lets the join return before the thread leaves /proc.
+        wait_for_threads("evloop-select", before);
         assert_eq!(threads_named("evloop-select").len(), before, "joined");
     }
 );
@@ -224,6 +235,9 @@ case!(
         // without that wait, level-triggered select would return at once, over and over.
         let (rx, tx) = pipes[0];
         tx.write(&mut lp, b"ready", |_, r| r.unwrap()).unwrap();
+        // The helper's report wakes the loop's backend; from then on it waits for the loop.
+        let report = Duration::from_secs(10);
+        assert!(evloop_platform::fd::poll_readable(lp.backend_fd(), Some(report)).unwrap(), "no report");
         let (quiet, _keep) = std::io::pipe().unwrap();
         let before = thread_cpu_ticks(&tid);
         assert!(
@@ -255,10 +269,10 @@ case!(
         let bad_got = collect(&mut lp, bad);
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         let good = collect(&mut lp, rx);
-        // Closed behind the loop's back before the helper's next select: select refuses it.
-        // (Closed while the thread is already inside select, Linux reports the fd ready on the
-        // next wakeup and the stream's read fails with EBADF instead; the other streams are
-        // unaffected either way.)
+        // Closed behind the loop's back before the helper's first select with it (the loop
+        // hands the fd over at its next run): select refuses it. (Closed while the thread
+        // is already inside select, nothing is heard until the next wakeup; see
+        // pipe::an_fd_closed_behind_the_loops_back_after_registration_errs_at_the_next_change.)
         nix::unistd::close(raw).unwrap();
         tx.write(&mut lp, b"the others keep working", |_, r| r.unwrap()).unwrap();
         tx.shutdown(&mut lp, move |lp, _| tx.close(lp).unwrap()).unwrap();
@@ -413,6 +427,8 @@ case!(
             lp.run(RunMode::Once).unwrap();
         }
         assert_eq!(got.borrow().as_slice(), b"abc");
+        // The old thread has returned; it leaves /proc a little later.
+        wait_for_threads("evloop-select", 1);
         assert_eq!(threads_named("evloop-select").len(), 1);
         let _ = bound.close(&mut lp);
         reader.close(&mut lp).unwrap();
