@@ -80,6 +80,13 @@ pub const GROUP_KILLED_WAIT_MS: u64 = 1000;
 /// a raw mode takes one until the handle that saved it closes (pty masters take none).
 pub const SAVED_TERMINALS_MAX: usize = evloop_platform::termios::SAVED_TERMINALS_MAX;
 
+/// Loops of one process that may watch signals at once: [`Signal`](crate::Signal) handles,
+/// [`Loop::reap_adopted`](crate::Loop::reap_adopted), stop watches and the `SIGCHLD`
+/// reaping path all take the loop one slot of the process-wide table the signal handlers
+/// write through, given back once the loop watches no signal. A loop past the limit gets an
+/// error naming it.
+pub const SIGNAL_LOOPS_MAX: usize = evloop_platform::signal::NOTIFY_SLOTS_MAX;
+
 /// The highest signal number a loop can watch.
 pub const SIGNAL_NUMBER_MAX: i32 = evloop_platform::signal::SIGNAL_NUMBER_MAX;
 

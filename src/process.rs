@@ -398,10 +398,15 @@ pub enum Stdio {
     /// A new pipe that the child reads, whatever its fd number (for input fds above 2).
     PipeIn,
     /// A copy of this fd. The command keeps owning it (each spawn copies it again) and closes
-    /// it when dropped.
+    /// it when dropped. The child shares its file description as it is, blocking mode
+    /// included: a copy of a loop handle's fd ([`Pipe::fd`]) is nonblocking, and a child
+    /// writing to it meets `EAGAIN` (most programs then fail) once the pipe is full. For one
+    /// pipe that many children write in turn (a supervisor's log pipe, kept across
+    /// restarts), make it with [`std::io::pipe`], give the children copies of its blocking
+    /// write end, and open only the read end as a [`Pipe`].
     Fd(OwnedFd),
     /// A copy of the parent's fd number `n`, which stays the caller's. It must be open at
-    /// the spawn.
+    /// the spawn. Its description is shared as it is, as with [`Stdio::Fd`].
     InheritFrom(RawFd),
     /// The fd of an open [`Pipe`] (or tty) handle, moved to the child: its file description
     /// is made blocking (the child expects that), unless another open handle of the loop
@@ -935,8 +940,9 @@ impl Command {
     /// A handle closed while a [`Process::terminate_group`] gives the group its grace period
     /// (a capture that closes its handle once the leader exited, say) leaves the group to
     /// it: the members that heed `SIGTERM` get their time, and the rest get `SIGKILL` when
-    /// it is over. The child itself is still killed. Dropping the loop kills the group at
-    /// once.
+    /// it is over. So does the child itself, even if it left the group meanwhile (`setsid`,
+    /// a shell's job control), where the group's `SIGKILL` would miss it. Dropping the loop
+    /// kills the group and the child at once.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1482,6 +1488,20 @@ fn moved_hint(e: &io::Error) -> &'static str {
 /// joined: through the child's pidfd where it leads and the kernel knows the flag (Linux
 /// 6.9), else by number. Refuses the loop's own group (0 stands for it too).
 #[cold]
+/// SIGKILL to an unreaped child of the loop's (through its pidfd where it has one), for
+/// `kill_on_drop` and `kill_group_on_drop`; a failure is logged and returned.
+fn kill_child(entry: &ChildEntry, loop_id: u32) -> io::Result<()> {
+    let res = match &entry.watch {
+        #[cfg(target_os = "linux")]
+        Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
+        _ => sys::kill(entry.pid, libc::SIGKILL),
+    };
+    if let Err(e) = &res {
+        log::debug!("loop {loop_id}: SIGKILL to {}: {e}", entry.pid);
+    }
+    res
+}
+
 fn signal_group(pgid: Pid, leads_group: bool, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
     if pgid == 0 {
         return Err(invalid(
@@ -1758,12 +1778,14 @@ impl Process {
         let escalation = Rc::new(GroupEscalation {
             live: Cell::new(true),
             waiting: RefCell::new(done.into_iter().collect()),
+            spared: RefCell::new(Vec::new()),
         });
         let mine = escalation.clone();
         // Set once SIGKILL went: then it waits for the group to empty, a while at most.
         let mut killed = false;
         let started = timer.start(lp, first, first, move |lp, t| {
             let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
+                lp.children_kill_spared(&mine);
                 mine.live.set(false);
                 lp.children.grace_groups.retain(|(_, e)| !Rc::ptr_eq(e, &mine));
                 lp.children.escalations.retain(|(_, e)| !Rc::ptr_eq(e, &mine));
@@ -1789,6 +1811,7 @@ impl Process {
                     over(lp, Ok(GroupEnd::Killed));
                     return;
                 }
+                lp.children_kill_spared(&mine);
                 match group.signal(libc::SIGKILL) {
                     Ok(()) => {
                         killed = true;
@@ -2295,6 +2318,9 @@ struct ChildEntry {
     keeps_alive: bool,
     /// It was sent SIGKILL when its handle closed.
     killed: bool,
+    /// Its handle (`kill_group_on_drop`) closed while a `terminate_group` escalation ran on
+    /// its group: its own SIGKILL waits for that to end (`GroupEscalation::spared`).
+    spared: bool,
     /// The last change a stop watch reported was a stop: only then is a continue reported
     /// (xnu may note a `SIGCONT` to a child that was running as a continue). Kept here, not
     /// with the watch, so that it outlives an unwatch and a new watch.
@@ -2371,6 +2397,10 @@ pub(crate) struct GroupEscalation {
     live: Cell<bool>,
     /// The callbacks of the `terminate_group_then` calls on the group, told its end together.
     waiting: RefCell<Vec<GroupDoneCb>>,
+    /// The running children (entry key, pid) whose `kill_group_on_drop` close it spared: each
+    /// gets its own SIGKILL when the grace period is over or the escalation ends, wherever
+    /// its group is by then (a child that left the group is not reached by the group's).
+    spared: RefCell<Vec<(usize, Pid)>>,
 }
 
 /// See `Children::extras`.
@@ -2976,6 +3006,7 @@ impl Loop {
             owner: Some(id),
             keeps_alive: false,
             killed: false,
+            spared: false,
             stopped: false,
         });
         debug_assert_eq!(inserted, key);
@@ -3562,6 +3593,10 @@ impl Loop {
                 Some(Watch::Pidfd(fd)) if leads_group => fd.try_clone().ok(),
                 _ => None,
             };
+            if let (Some(entry), Some(live)) = (self.children.entries.get_mut(key), &grace) {
+                entry.spared = true;
+                live.spared.borrow_mut().push((key, entry.pid));
+            }
             self.children_left_to_grace(pgid, leads_group, pidfd, grace);
         }
         let Some(entry) = self.children.entries.get_mut(key) else { return };
@@ -3579,16 +3614,9 @@ impl Loop {
             }
         }
         // (A child in a group left to a running escalation is the escalation's too: its own
-        // SIGKILL waits for the end of the grace period with the rest of the group.)
+        // SIGKILL waits for the end of the grace period, `children_kill_spared`.)
         if on_drop == OnDrop::KillChild || kill_group {
-            let res = match &entry.watch {
-                #[cfg(target_os = "linux")]
-                Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
-                _ => sys::kill(entry.pid, libc::SIGKILL),
-            };
-            if let Err(e) = &res {
-                log::debug!("loop {}: SIGKILL to {} on close: {e}", self.id, entry.pid);
-            }
+            let res = kill_child(entry, self.id);
             // Only a child we could kill is waited for when the loop drops; one we could not
             // (EPERM: a setuid child) goes to the orphan list like any running child.
             entry.killed = res.is_ok();
@@ -3643,6 +3671,18 @@ impl Loop {
         }
     }
 
+    /// The escalation `esc` is over (or its grace period is): the children its close spared
+    /// get their SIGKILL now, and are waited for at the loop's drop as those killed at their
+    /// close are. (The key and pid name an entry still unreaped, and so still that child.)
+    fn children_kill_spared(&mut self, esc: &GroupEscalation) {
+        for (key, pid) in std::mem::take(&mut *esc.spared.borrow_mut()) {
+            if let Some(entry) = self.children.entries.get_mut(key).filter(|e| e.pid == pid && e.spared) {
+                entry.spared = false;
+                entry.killed = kill_child(entry, self.id).is_ok();
+            }
+        }
+    }
+
     /// The loop is being dropped (every process handle was already stopped): reap what can be
     /// reaped, wait for the children that were killed, and leave the rest to the process-wide
     /// orphan list.
@@ -3666,11 +3706,12 @@ impl Loop {
             if let Watch::Pidfd(fd) = &entry.watch {
                 let _ = self.poller.deregister(fd.as_fd(), evloop_platform::poller::Interest::READABLE);
             }
-            // (A child left to an escalation was spared at its close; killed with its group
-            // just now, it is waited for as the children killed at their close are.)
+            // (A child left to an escalation was spared at its close: killed now, with its
+            // group just before, it is waited for as the children killed at their close are.)
+            let spared_killed = entry.spared && kill_child(&entry, self.id).is_ok();
             let in_killed_group = !killed_groups.is_empty()
                 && sys::group_of(entry.pid).is_ok_and(|g| killed_groups.contains(&g));
-            if entry.killed || in_killed_group {
+            if entry.killed || spared_killed || in_killed_group {
                 let _ = sys::wait(entry.pid);
             } else if matches!(sys::try_wait(entry.pid), Ok(None)) {
                 log::debug!("loop {}: child {} outlives the loop", self.id, entry.pid);

@@ -1,8 +1,9 @@
 //! Signal handles: a callback on the loop thread when the process receives a signal.
 //!
-//! Any number of loops may watch the same signal; each one's callbacks run. Underneath, one
-//! process-wide handler per signal number (in `evloop-platform`) marks the signal pending in
-//! each watching loop's slot and writes a byte to that loop's signal pipe, which the loop
+//! Any number of loops (up to [`SIGNAL_LOOPS_MAX`](crate::limits::SIGNAL_LOOPS_MAX) at
+//! once) may watch the same signal; each one's callbacks run. Underneath, one process-wide
+//! handler per signal number (in `evloop-platform`) marks the signal pending in each
+//! watching loop's slot and writes a byte to that loop's signal pipe, which the loop
 //! polls. When the last watcher of a signal in the process stops, the disposition that was
 //! there before the first one started comes back: `SIG_IGN` stays ignored, a handler of
 //! another library gets its signal back (libuv restores `SIG_DFL` instead).

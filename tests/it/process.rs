@@ -2501,6 +2501,57 @@ case!(
 );
 
 case!(
+    /// A `kill_group_on_drop` child whose handle closes during a `terminate_group` grace
+    /// period on its group is spared until the period ends, then killed, even if it left the
+    /// group meanwhile, where the group's `SIGKILL` misses it. It outlived the escalation,
+    /// and `run` never returned; dropping the loop left it running too.
+    fn issue_6_a_child_spared_by_a_grace_period_dies_at_its_end_after_leaving_the_group() {
+        use evloop::GroupEnd;
+        use std::time::Duration;
+        let [pidfd, _, _, sigchld, _] = flavours();
+        for (name, b) in [pidfd, sigchld] {
+            for drop_loop in [false, true] {
+                let mut lp = b.clone().build().unwrap();
+                // The leader ignores SIGTERM: the grace period runs to its end.
+                let mut lead = sh("trap '' TERM; exec sleep 100");
+                lead.process_group(0);
+                let leader = lead.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+                let group = leader.process.pid(&lp).unwrap() as i32;
+                // The child joins that group, then leaves it for a session of its own.
+                let mut cmd = sh("trap '' TERM; exec setsid sh -c 'echo left; exec sleep 100'");
+                cmd.process_group(group).kill_group_on_drop(true).stdout(Stdio::Pipe);
+                let child = cmd.spawn(&mut lp, |_, _, _| unreachable!("closed before the exit")).unwrap();
+                let pid = child.process.pid(&lp).unwrap();
+                let (p, leader) = (child.process, leader.process);
+                let end = Rc::new(RefCell::new(None));
+                let e = end.clone();
+                on_first_line(&mut lp, child.stdout.unwrap(), move |lp, pipe| {
+                    pipe.close(lp).unwrap();
+                    let now_in = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
+                    assert_ne!(now_in.as_raw(), group, "{name}: the child left the group");
+                    leader
+                        .terminate_group_then(lp, Duration::from_millis(200), move |_, res| {
+                            *e.borrow_mut() = Some(res.map_err(|e| e.to_string()))
+                        })
+                        .unwrap();
+                    p.close(lp).unwrap();
+                    assert!(!gone(pid), "{name}: spared at its close");
+                    if drop_loop {
+                        lp.stop();
+                    }
+                });
+                lp.run(RunMode::Default).unwrap();
+                drop(lp);
+                assert!(gone(pid), "{name}, drop_loop {drop_loop}: killed and reaped");
+                if !drop_loop {
+                    assert_eq!(*end.borrow(), Some(Ok(GroupEnd::Killed)), "{name}");
+                }
+            }
+        }
+    }
+);
+
+case!(
     /// `kill_group_on_drop`: closing the handle, or dropping the loop, kills what the child
     /// started too; the child is reaped, the rest is gone.
     fn kill_group_on_drop_takes_the_descendants_along() {
