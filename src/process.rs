@@ -1670,6 +1670,10 @@ impl Process {
     /// handle does not, not even with `kill_group_on_drop`, which leaves the group to the
     /// escalation until the grace period is over.
     ///
+    /// It watches the group, not the child: a child that left the group (`setsid`, a
+    /// shell's job control) gets neither signal, and the group may end while it runs. Its
+    /// exit callback says when it is gone; [`terminate`](Self::terminate) ends it.
+    ///
     /// On Linux 6.9 and later the group of a child that leads it is named through the
     /// child's pidfd, race-free. Elsewhere, and for a group the child joined, it is named by
     /// number, with the race that [`kill_group`](Self::kill_group) describes: should every

@@ -331,8 +331,34 @@ impl Timer {
         }
     }
 
-    /// Sets the repeat interval. It takes effect the next time the timer fires or is
-    /// restarted with [`again`](Self::again).
+    /// Sets the repeat interval. It takes effect when the timer is next re-armed: at
+    /// [`again`](Self::again), or when it fires. A timer is re-armed before its callback runs
+    /// (as in libuv): set in a repeating timer's callback, the new interval separates the
+    /// next firing (still after the old one) from those after it, and set in a one-shot
+    /// timer's callback, it needs `again` to re-arm the timer.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let t = Timer::new(&mut lp);
+    /// let fired = Rc::new(Cell::new(0));
+    /// let f = fired.clone();
+    /// t.start(&mut lp, Duration::ZERO, Duration::ZERO, move |lp, t| {
+    ///     f.set(f.get() + 1);
+    ///     if f.get() == 1 {
+    ///         // A one-shot so far: it becomes a repeating one, re-armed by `again`.
+    ///         t.set_repeat(lp, Duration::from_millis(1)).unwrap();
+    ///         t.again(lp).unwrap();
+    ///     } else if f.get() == 3 {
+    ///         t.stop(lp).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(fired.get(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_repeat(self, lp: &mut Loop, repeat: Duration) -> io::Result<()> {
         lp.timer_state(self.0)?.repeat_ms = ceil_ms(repeat);
         Ok(())
