@@ -940,9 +940,11 @@ impl Command {
     /// A handle closed while a [`Process::terminate_group`] gives the group its grace period
     /// (a capture that closes its handle once the leader exited, say) leaves the group to
     /// it: the members that heed `SIGTERM` get their time, and the rest get `SIGKILL` when
-    /// it is over. So does the child itself, even if it left the group meanwhile (`setsid`,
-    /// a shell's job control), where the group's `SIGKILL` would miss it. Dropping the loop
-    /// kills the group and the child at once.
+    /// it is over. The child itself gets its `SIGKILL` when the escalation ends (the grace
+    /// period is over, or the group emptied before), even if it left the group meanwhile
+    /// (`setsid`, a shell's job control), where the group's `SIGKILL` would miss it. A close
+    /// once the grace period's `SIGKILL` went kills the group and the child at once, as
+    /// does dropping the loop.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1484,10 +1486,6 @@ fn moved_hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// Sends `signal` to process group `pgid`, which a child of ours leads (`leads_group`) or
-/// joined: through the child's pidfd where it leads and the kernel knows the flag (Linux
-/// 6.9), else by number. Refuses the loop's own group (0 stands for it too).
-#[cold]
 /// SIGKILL to an unreaped child of the loop's (through its pidfd where it has one), for
 /// `kill_on_drop` and `kill_group_on_drop`; a failure is logged and returned.
 fn kill_child(entry: &ChildEntry, loop_id: u32) -> io::Result<()> {
@@ -1502,6 +1500,10 @@ fn kill_child(entry: &ChildEntry, loop_id: u32) -> io::Result<()> {
     res
 }
 
+/// Sends `signal` to process group `pgid`, which a child of ours leads (`leads_group`) or
+/// joined: through the child's pidfd where it leads and the kernel knows the flag (Linux
+/// 6.9), else by number. Refuses the loop's own group (0 stands for it too).
+#[cold]
 fn signal_group(pgid: Pid, leads_group: bool, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
     if pgid == 0 {
         return Err(invalid(
@@ -1672,7 +1674,8 @@ impl Process {
     ///
     /// It watches the group, not the child: a child that left the group (`setsid`, a
     /// shell's job control) gets neither signal, and the group may end while it runs. Its
-    /// exit callback says when it is gone; [`terminate`](Self::terminate) ends it.
+    /// exit callback says when it is gone; [`terminate`](Self::terminate) ends it (and so
+    /// does closing its handle, with `kill_group_on_drop`, when the escalation ends).
     ///
     /// On Linux 6.9 and later the group of a child that leads it is named through the
     /// child's pidfd, race-free. Elsewhere, and for a group the child joined, it is named by
@@ -1782,6 +1785,7 @@ impl Process {
         let escalation = Rc::new(GroupEscalation {
             live: Cell::new(true),
             waiting: RefCell::new(done.into_iter().collect()),
+            past_grace: Cell::new(false),
             spared: RefCell::new(Vec::new()),
         });
         let mine = escalation.clone();
@@ -1816,6 +1820,7 @@ impl Process {
                     return;
                 }
                 lp.children_kill_spared(&mine);
+                mine.past_grace.set(true);
                 match group.signal(libc::SIGKILL) {
                     Ok(()) => {
                         killed = true;
@@ -2375,6 +2380,9 @@ pub(crate) struct Children {
     /// Children registered so far: an `adopted_sweep` knows its pid map is out of date
     /// when a callback spawned meanwhile.
     registered: u64,
+    /// Set while a failed spawn closes the handle of the child it started, which no
+    /// `terminate_group` grace period may spare.
+    abandoning: bool,
 }
 
 /// The callback of [`Loop::reap_adopted`].
@@ -2401,6 +2409,9 @@ pub(crate) struct GroupEscalation {
     live: Cell<bool>,
     /// The callbacks of the `terminate_group_then` calls on the group, told its end together.
     waiting: RefCell<Vec<GroupDoneCb>>,
+    /// Set once the grace period is over (its SIGKILL went): a close then kills at once, as
+    /// if no escalation ran, instead of leaving anything to it.
+    past_grace: Cell<bool>,
     /// The running children (entry key, pid) whose `kill_group_on_drop` close it spared: each
     /// gets its own SIGKILL when the grace period is over or the escalation ends, wherever
     /// its group is by then (a child that left the group is not reached by the group's).
@@ -2930,8 +2941,11 @@ impl Loop {
                 st.on_drop = OnDrop::KillChild;
             }
         }
-        // Closing sends the SIGKILL; the loop reaps the child when it dies.
+        // Closing sends the SIGKILL (at once, even into a group whose `terminate_group`
+        // grace period runs); the loop reaps the child when it dies.
+        self.children.abandoning = true;
         let _ = child.process.close(self);
+        self.children.abandoning = false;
     }
 
     // ----- reaping ------------------------------------------------------------------------
@@ -3551,8 +3565,13 @@ impl Loop {
     /// The child's part of a close: what happens to a child whose handle goes.
     fn process_unwatch_for_close(&mut self, id: HandleId) {
         let loop_id = self.id;
-        // (Usually no escalation runs: no lookup then.)
-        let grace = if self.children.escalations.is_empty() { None } else { self.process_grace(id) };
+        // (Usually no escalation runs: no lookup then.) An escalation past its grace period,
+        // or a spawn abandoning its child, spares nothing.
+        let grace = if self.children.escalations.is_empty() || self.children.abandoning {
+            None
+        } else {
+            self.process_grace(id).filter(|e| !e.past_grace.get())
+        };
         let in_grace = grace.is_some();
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);

@@ -957,7 +957,7 @@ pub(crate) mod tests {
         };
         // The toggler runs before the signals start, and toggles again while they arrive:
         // a handshake, so that a toggler scheduled late cannot leave the chain unchanged.
-        while toggled.load(SeqCst) == 0 {
+        while toggled.load(SeqCst) == 0 && !toggler.is_finished() {
             std::thread::yield_now();
         }
         let at_start = toggled.load(SeqCst);

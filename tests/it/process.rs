@@ -2552,6 +2552,93 @@ case!(
 );
 
 case!(
+    /// A `kill_group_on_drop` close once `terminate_group`'s grace period is over (its
+    /// `SIGKILL` went, and it waits for the group to empty) kills the group and the child at
+    /// once. It was still left to the escalation, which signals the group no more: what the
+    /// child had started in the group lived on.
+    fn issue_6_a_close_after_the_grace_periods_sigkill_kills_the_group_at_once() {
+        use std::os::unix::process::CommandExt;
+        use std::time::{Duration, Instant};
+        become_subreaper();
+        let mut lp = builder().build().unwrap();
+        let mut lead = Command::new("sleep");
+        lead.arg("100").process_group(0);
+        let leader = lead.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let group = leader.process.pid(&lp).unwrap() as i32;
+        // A member the loop does not reap: a zombie once killed, it keeps the group from
+        // emptying, so the escalation goes on waiting after its SIGKILL.
+        let mut member = std::process::Command::new("sleep").arg("100").process_group(group).spawn().unwrap();
+        leader.process.terminate_group(&mut lp, Duration::from_millis(50)).unwrap();
+        let grandchild = Rc::new(RefCell::new(None));
+        let g = grandchild.clone();
+        // Past the grace period's SIGKILL (the escalation's timer, due at 50 ms, runs first).
+        evloop::Timer::once(&mut lp, Duration::from_millis(200), move |lp| {
+            let mut cmd = sh("sleep 100 & echo $!; wait");
+            cmd.process_group(group).kill_group_on_drop(true).stdout(Stdio::Pipe);
+            let child = cmd.spawn(lp, |_, _, _| unreachable!("closed before the exit")).unwrap();
+            let p = child.process;
+            let line = on_first_line(lp, child.stdout.unwrap(), move |lp, pipe| {
+                pipe.close(lp).unwrap();
+                p.close(lp).unwrap();
+            });
+            *g.borrow_mut() = Some(line);
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        drop(lp);
+        let bg: i32 = grandchild.borrow().as_ref().unwrap().borrow().trim().parse().unwrap();
+        // Killed at the close: a zombie waiting for this subreaper (within 10 s, not a sleep).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap();
+            stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+        };
+        while state() != 'Z' && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(state(), 'Z', "what the child started in the group lived on");
+        member.wait().unwrap();
+        assert_eq!(
+            reap_adopted(),
+            [nix::sys::wait::WaitStatus::Signaled(
+                nix::unistd::Pid::from_raw(bg),
+                nix::sys::signal::SIGKILL,
+                false
+            )]
+        );
+    }
+);
+
+case!(
+    /// A pipeline whose later stage cannot start kills the started ones at once, even in a
+    /// group whose `terminate_group` grace period runs: with `kill_group_on_drop` the
+    /// abandoned stage's close was left to the escalation, and lived on for its minute
+    /// while `spawn` had already failed.
+    fn issue_6_a_failed_spawn_kills_at_once_into_a_group_in_its_grace_period() {
+        use std::time::{Duration, Instant};
+        let mut lp = builder().build().unwrap();
+        let mut lead = sh("trap '' TERM; exec sleep 100");
+        lead.process_group(0);
+        let leader = lead.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let group = leader.process.pid(&lp).unwrap() as i32;
+        leader.process.terminate_group(&mut lp, Duration::from_secs(60)).unwrap();
+        let mut first = Command::new("sleep");
+        first.arg("100").process_group(group).kill_group_on_drop(true);
+        let missing = Command::new("/nonexistent/program");
+        let e = Pipeline::new([first, missing]).spawn(&mut lp, |_, _| unreachable!()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/program"), "{e}");
+        // The abandoned stage took its group along (kill_group_on_drop), now, not in a
+        // minute: the loop reaps the leader and the stage (within 10 s, not a sleep).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !group_members(group).is_empty() && Instant::now() < deadline {
+            lp.run(RunMode::NoWait).unwrap();
+        }
+        assert_eq!(group_members(group), Vec::<i32>::new(), "the group lived on");
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// `kill_group_on_drop`: closing the handle, or dropping the loop, kills what the child
     /// started too; the child is reaped, the rest is gone.
     fn kill_group_on_drop_takes_the_descendants_along() {

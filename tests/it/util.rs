@@ -204,7 +204,16 @@ pub fn wait_for_select_helper_to_wait() {
     let helper_waits = || {
         std::fs::read_dir("/proc/self/task").unwrap().flatten().any(|t| {
             let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
-            read("comm").trim() == "evloop-select" && read("wchan").contains("poll_schedule_timeout")
+            // Where the kernel is (a kernel without symbols says "0": then the syscall, on
+            // x86-64 select or pselect6, asleep).
+            let wchan = read("wchan");
+            let in_select =
+                ["poll_schedule_timeout", "do_select", "core_sys_select"].iter().any(|f| wchan.contains(f))
+                    || (wchan.trim() == "0"
+                        && cfg!(target_arch = "x86_64")
+                        && ["23 ", "270 "].iter().any(|n| read("syscall").starts_with(n))
+                        && read("stat").rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')));
+            read("comm").trim() == "evloop-select" && in_select
         })
     };
     while !helper_waits() {
