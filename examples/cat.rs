@@ -1,6 +1,6 @@
 //! `cat` through the loop: stdin to stdout, with bounded reads and a write queue.
 //!
-//! Works when stdin is a pipe, a file, a terminal or /dev/null:
+//! Works when stdin is a pipe, a file, a terminal or /dev/null, and stdout any of those:
 //!
 //! ```text
 //! echo hello | cargo run --example cat
@@ -18,7 +18,7 @@ use evloop::{Loop, Pipe, ReadEvent, RunMode};
 
 const HIGH_WATER_BYTES: usize = 1 << 20;
 
-fn main() -> io::Result<()> {
+pub fn main() -> io::Result<()> {
     // Ctrl-C or a kill must not leave the shell's stdin or stdout nonblocking (nor a
     // terminal in a changed mode): the hooks put both back before the process ends.
     evloop::tty::install_restore_hooks()?;
@@ -46,9 +46,17 @@ fn on_read(lp: &mut Loop, input: Pipe, output: Pipe, ev: ReadEvent<'_>) {
         }
         ReadEvent::Eof => {
             input.close(lp).expect("input is open");
-            output
-                .shutdown(lp, move |lp, _| output.close(lp).expect("output is open"))
-                .expect("output is open");
+            // Close stdout's handle once the queued writes are out: `shutdown` where its fd
+            // allows that (a pipe), else (a terminal, or a file open for reading and
+            // writing) from the callback of an empty write, which completes after them.
+            let close = move |lp: &mut Loop, _| output.close(lp).expect("output is open");
+            match output.shutdown(lp, close) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    output.write(lp, b"", close).expect("output is open");
+                }
+                Err(e) => fail("shutdown", e),
+            }
         }
         ReadEvent::Error(e) => fail("read", e),
     }

@@ -1673,3 +1673,67 @@ case!(
         std::fs::remove_file(&path).unwrap();
     }
 );
+
+/// The examples/cat.rs program, run by the cat test in a child process.
+#[allow(dead_code)]
+#[path = "../../examples/cat.rs"]
+mod cat_example;
+
+const CAT_CHILD_ENV: &str = "EVLOOP_TEST_CAT_CHILD";
+
+/// Not a test: the entry point of the child process the cat test starts (this binary,
+/// re-executed with `--ignored --exact`), which runs examples/cat.rs on its stdio.
+#[test]
+#[ignore = "runs only as the cat test's child process"]
+fn cat_example_child() {
+    if std::env::var_os(CAT_CHILD_ENV).is_some() {
+        let code = match cat_example::main() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cat: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+}
+
+case!(
+    /// examples/cat.rs ends cleanly where its stdout cannot be shut down alone: a terminal,
+    /// or `/dev/null` or a file open for reading and writing. It panicked at the end of its
+    /// input, after writing everything.
+    fn cat_example_ends_cleanly_on_a_terminal_or_a_read_write_stdout() {
+        use std::os::fd::AsFd;
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").unwrap();
+        for (what, out) in [("a terminal", slave), ("/dev/null open read-write", null.into())] {
+            let (r, mut w) = std::io::pipe().unwrap();
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "pipe::cat_example_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ])
+                .env(CAT_CHILD_ENV, "1")
+                .stdin(r)
+                .stdout(out)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            w.write_all(b"hello through the loop\n").unwrap();
+            drop(w);
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {:?}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut seen = Vec::new();
+        crate::util::read_until(master.as_fd(), &mut seen, "hello through the loop");
+    }
+);
