@@ -162,6 +162,42 @@ const _: () = assert!(SHARED_NONBLOCKING_MAX <= 32, "a holder's slots are a 32-b
 /// Held while the registry changes or is restored. Writers spin; [`restore_shared_blocking`]
 /// tries once and fails with `EBUSY` rather than wait.
 static SHARED_LOCK: SignalLock = SignalLock::new();
+/// The descriptions set nonblocking while the registry was full, with their holders: no
+/// signal handler restores them, but the last holder does, not the first (which cleared the
+/// flag under the handles still on the description, and their next write blocked).
+/// Changed under `SHARED_LOCK`, as the registry is; never touched from a signal handler.
+static OVERFLOW: std::sync::Mutex<Vec<(DescriptionKey, u32)>> = std::sync::Mutex::new(Vec::new());
+
+/// `OVERFLOW`, whatever a panic elsewhere left (the list stays consistent).
+fn overflow() -> std::sync::MutexGuard<'static, Vec<(DescriptionKey, u32)>> {
+    OVERFLOW.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds a holder to the overflow entry `key` (a new one with `new`); whether there was one.
+fn overflow_hold(key: DescriptionKey, new: bool) -> bool {
+    let mut list = overflow();
+    if let Some(entry) = list.iter_mut().find(|(k, _)| *k == key) {
+        entry.1 += 1;
+        return true;
+    }
+    if new {
+        list.push((key, 1));
+    }
+    new
+}
+
+/// Gives up a holder of the overflow entry `key`; whether it was the last.
+fn overflow_release(key: DescriptionKey) -> bool {
+    let mut list = overflow();
+    let Some(at) = list.iter().position(|(k, _)| *k == key) else { return false };
+    list[at].1 -= 1;
+    if list[at].1 > 0 {
+        return false;
+    }
+    list.swap_remove(at);
+    true
+}
+
 /// The process the registry belongs to (0 before the first registration). A child forked
 /// without exec inherits a copy of the statics, the duplicates and maybe a held lock: it
 /// must neither restore its parent's descriptions (at its `exit`, say) nor wait for a lock
@@ -194,6 +230,8 @@ pub struct SharedNonblocking {
     /// The registry slots held, one bit each: the registration made, or every one a join
     /// matched. Empty when the registry was full (or is a parent's).
     slots: u32,
+    /// The `OVERFLOW` entry held, for a description set while the registry was full.
+    overflow: Option<DescriptionKey>,
 }
 
 /// Sets `O_NONBLOCK` on `fd`'s open file description, which was blocking and may be shared,
@@ -218,7 +256,7 @@ pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblockin
         drop(dup);
         claim
     } else {
-        SharedNonblocking { slots: 0 }
+        SharedNonblocking { slots: 0, overflow: None }
     };
     // On failure the claim drops, which ends the registration.
     set_nonblocking(fd, true)?;
@@ -263,6 +301,9 @@ fn hold_locked(
         for slot in slots_of(std::mem::take(&mut claim.slots)) {
             let _ = release(slot, false);
         }
+        if let Some(key) = claim.overflow.take() {
+            overflow_release(key);
+        }
         return Err(e);
     }
     Ok(Some(claim))
@@ -283,15 +324,16 @@ fn restore_at_exit_once() {
 /// held), or leaves it when there is none.
 fn register_locked(dup: &mut Option<OwnedFd>, (dev, ino, mode): DescriptionKey) -> SharedNonblocking {
     let Some(slot) = SHARED_FDS.iter().position(|s| s.load(Ordering::Relaxed) < 0) else {
-        return SharedNonblocking { slots: 0 };
+        overflow_hold((dev, ino, mode), true);
+        return SharedNonblocking { slots: 0, overflow: Some((dev, ino, mode)) };
     };
-    let Some(dup) = dup.take() else { return SharedNonblocking { slots: 0 } };
+    let Some(dup) = dup.take() else { return SharedNonblocking { slots: 0, overflow: None } };
     SHARED_FDS[slot].store(std::os::fd::IntoRawFd::into_raw_fd(dup), Ordering::Relaxed);
     SHARED_HOLDERS[slot].store(1, Ordering::Relaxed);
     SHARED_DEV[slot].store(dev, Ordering::Relaxed);
     SHARED_INO[slot].store(ino, Ordering::Relaxed);
     SHARED_MODE[slot].store(mode, Ordering::Relaxed);
-    SharedNonblocking { slots: 1 << slot }
+    SharedNonblocking { slots: 1 << slot, overflow: None }
 }
 
 type DescriptionKey = (u64, u64, libc::c_int);
@@ -332,6 +374,7 @@ pub fn join_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
 
 /// [`join_shared_nonblocking`] with the lock held.
 fn join_locked((dev, ino, mode): DescriptionKey) -> Option<SharedNonblocking> {
+    let overflow = overflow_hold((dev, ino, mode), false).then_some((dev, ino, mode));
     let mut slots = 0;
     for slot in 0..SHARED_NONBLOCKING_MAX {
         let matches = SHARED_FDS[slot].load(Ordering::Relaxed) >= 0
@@ -343,7 +386,7 @@ fn join_locked((dev, ino, mode): DescriptionKey) -> Option<SharedNonblocking> {
             slots |= 1 << slot;
         }
     }
-    (slots != 0).then_some(SharedNonblocking { slots })
+    (slots != 0 || overflow.is_some()).then_some(SharedNonblocking { slots, overflow })
 }
 
 /// The slot numbers in a holder's mask.
@@ -375,10 +418,11 @@ impl SharedNonblocking {
     /// Gives up this hold and, for each registration it was the last to hold, clears
     /// `O_NONBLOCK` again. That goes through the registry's duplicate, which reaches the
     /// right description even if `fd` (the fd it was set through) was closed behind the
-    /// caller's back; without a registration (the registry was full), through `fd`.
+    /// caller's back; without a registration (the registry was full), through `fd`, once
+    /// no other holder of the description is left.
     pub fn restore(mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let slots = std::mem::take(&mut self.slots);
-        if slots == 0 {
+        let (slots, overflow) = (std::mem::take(&mut self.slots), self.overflow.take());
+        if slots == 0 && overflow.is_none() {
             return set_nonblocking(fd, false).map(drop);
         }
         if !registry_is_ours(false) {
@@ -388,6 +432,12 @@ impl SharedNonblocking {
         }
         let _guard = SHARED_LOCK.lock();
         let mut res = Ok(());
+        // Set while the registry was full: cleared through `fd`, by the last holder only.
+        if let Some(key) = overflow {
+            if overflow_release(key) {
+                res = set_nonblocking(fd, false).map(drop);
+            }
+        }
         for slot in slots_of(slots) {
             if let Err(e) = release(slot, true) {
                 res = Err(e);
@@ -400,10 +450,13 @@ impl SharedNonblocking {
 impl Drop for SharedNonblocking {
     fn drop(&mut self) {
         // In a forked child the slot (and its duplicate) are the parent's.
-        if self.slots == 0 || !registry_is_ours(false) {
+        if (self.slots == 0 && self.overflow.is_none()) || !registry_is_ours(false) {
             return;
         }
         let _guard = SHARED_LOCK.lock();
+        if let Some(key) = self.overflow.take() {
+            overflow_release(key);
+        }
         for slot in slots_of(self.slots) {
             let _ = release(slot, false);
         }
@@ -915,6 +968,27 @@ pub(crate) mod tests {
             assert!(!nonblocking(other));
         }
         drop(pipes);
+
+        // With the registry full, two holders of one description: the first to let go
+        // leaves the flag to the second (it cleared it under the second's handle, whose next
+        // write then blocked).
+        let fill: Vec<(OwnedFd, OwnedFd)> = (0..SHARED_NONBLOCKING_MAX).map(|_| pipe().unwrap()).collect();
+        let fill_claims: Vec<SharedNonblocking> =
+            fill.iter().map(|(r, _)| set_shared_nonblocking(r.as_fd()).unwrap()).collect();
+        let (r, w) = pipe().unwrap();
+        let (second, other) = (dup_cloexec(r.as_fd(), 0).unwrap(), dup_cloexec(r.as_fd(), 0).unwrap());
+        let first = hold_shared_nonblocking(r.as_fd()).unwrap().expect("set here");
+        assert_eq!(first.slots, 0, "the registry is full");
+        let joined = hold_shared_nonblocking(second.as_fd()).unwrap().expect("joined, though unregistered");
+        first.restore(r.as_fd()).unwrap();
+        assert!(nonblocking(&other), "kept for the second holder");
+        joined.restore(second.as_fd()).unwrap();
+        assert!(!nonblocking(&other), "cleared by the last");
+        assert!(join_shared_nonblocking(second.as_fd()).unwrap().is_none(), "nothing held now");
+        for (claim, (r, _)) in fill_claims.into_iter().zip(&fill) {
+            claim.restore(r.as_fd()).unwrap();
+        }
+        drop((fill, r, w, second, other));
 
         // Two holders of one description (the second found it nonblocking already): the
         // flag stays until both let go, and a description nobody registered is not joined.

@@ -1674,6 +1674,42 @@ case!(
     }
 );
 
+case!(
+    /// Two handles on one shared description, opened once `SHARED_NONBLOCKING_MAX` others
+    /// had filled the process's registry of descriptions set nonblocking: closing the first
+    /// cleared `O_NONBLOCK` under the second, whose next big write then blocked the loop.
+    /// Now the last to close clears it.
+    fn issue_3_past_a_full_nonblocking_registry_the_last_handle_clears_the_flag() {
+        let nonblocking = |fd: &OwnedFd| {
+            use std::os::fd::AsFd;
+            evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking
+        };
+        let mut lp = test_loop();
+        let fill: Vec<(Pipe, OwnedFd)> = (0..evloop_platform::fd::SHARED_NONBLOCKING_MAX)
+            .map(|_| {
+                let (r, w) = crate::util::fifo_pair(true);
+                (Pipe::open(&mut lp, r).unwrap(), w)
+            })
+            .collect();
+        assert!(fill.iter().all(|(p, _)| p.shares_nonblocking(&lp).unwrap()));
+        let (r, _w) = crate::util::fifo_pair(true);
+        let probe = r.try_clone().unwrap();
+        let first = Pipe::open(&mut lp, r.try_clone().unwrap()).unwrap();
+        let second = Pipe::open(&mut lp, r).unwrap();
+        assert!(nonblocking(&probe));
+        first.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(nonblocking(&probe), "kept for the second handle");
+        second.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!nonblocking(&probe), "cleared by the last");
+        for (p, _) in &fill {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
 /// The examples/cat.rs program, run by the cat test in a child process.
 #[allow(dead_code)]
 #[path = "../../examples/cat.rs"]
