@@ -1319,7 +1319,9 @@ macro_rules! stream_methods {
 
             /// Closes the write side once the write queue has drained; `cb` runs from the
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
-            /// of file; a socket is half-closed, for every process that shares it (a child
+            /// of file once no other fd on the pipe is open (a handle opened on a copy of
+            /// stdout: the reader sees the end when the process's own fd 1 goes too, at exit
+            /// at the latest); a socket is half-closed, for every process that shares it (a child
             /// given the same stdout socket can write to it no more). A read-write pipe or tty cannot be
             /// half-closed: that is an error. The handle itself stays: close it as usual once
             /// done with it. `Ok` says the write side was closed; it does not say the reader
@@ -1372,7 +1374,9 @@ macro_rules! stream_methods {
             /// [`Pipe::open`](crate::Pipe::open) for when a handle cannot get a description
             /// of its own; `false` also where the handle leaves the description blocking (a
             /// socket read with `MSG_DONTWAIT`, a terminal whose writes block, a regular
-            /// file). It errs on the side of caution: a description nobody else holds (a pty
+            /// file; through the select helper, which reads nonblocking, a regular file or
+            /// `/dev/null` is made nonblocking too, and restored at close). It errs on the
+            /// side of caution: a description nobody else holds (a pty
             /// master the program made, say) counts as one that others may share.
             ///
             /// ```
