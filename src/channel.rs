@@ -3,7 +3,9 @@
 //! Built on crossbeam-channel. Each send wakes the loop through the same coalescing path as a
 //! [`Waker`](crate::Waker); the loop delivers at most
 //! [`crate::limits::MESSAGES_PER_WAKE_MAX`] messages per wakeup, then
-//! moves on and comes back next iteration.
+//! moves on and comes back next iteration. A [`Loop::stop`] from the callback takes effect
+//! after that batch: to stop taking messages at once, close the channel (which drops those
+//! still queued) or keep a flag the callback checks.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -50,8 +52,10 @@ typed_handle!(
     /// `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
     /// every sender is dropped and the queue is drained. Unreferenced
     /// ([`set_ref(false)`](Channel::set_ref)), it keeps nothing going, queued messages
-    /// included: `run(Default)` may return with some undelivered, which the next run
-    /// delivers. A pool of workers that keeps the loop alive only while jobs are out
+    /// included: `run(Default)` may return with some undelivered. A later run delivers them
+    /// while something else keeps the loop alive, or a `run(NoWait)`, which makes one pass
+    /// whatever is alive (up to `MESSAGES_PER_WAKE_MAX` of them a pass); a `run(Default)` or
+    /// `run(Once)` with nothing alive returns at once. A pool of workers that keeps the loop alive only while jobs are out
     /// references the channel while any are, and unreferences it when the last result came.
     /// [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop that
     /// has other handles to close then.

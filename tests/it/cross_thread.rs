@@ -273,3 +273,31 @@ case!(
         assert!(tx.send(1).is_err());
     }
 );
+
+case!(
+    /// An unreferenced channel's queued messages: a `run(Default)` with nothing else alive
+    /// makes no pass and delivers none; each `run(NoWait)` makes one, a batch of
+    /// `MESSAGES_PER_WAKE_MAX`. (The docs said "the next run delivers them".)
+    fn an_unreferenced_channels_queue_goes_out_through_nowait_runs() {
+        let mut lp = test_loop();
+        let got = Rc::new(Cell::new(0usize));
+        let g = got.clone();
+        let (chan, tx) = Channel::new(&mut lp, move |_, _, _: u32| g.set(g.get() + 1));
+        chan.set_ref(&mut lp, false).unwrap();
+        let batch = evloop::limits::MESSAGES_PER_WAKE_MAX;
+        let total = 2 * batch + 10;
+        for i in 0..total {
+            tx.send(i as u32).unwrap();
+        }
+        drop(tx);
+        assert!(!lp.run(RunMode::Default).unwrap());
+        assert!(!lp.run(RunMode::Once).unwrap());
+        assert_eq!(got.get(), 0, "nothing alive: no pass");
+        for expected in [batch, 2 * batch, total] {
+            lp.run(RunMode::NoWait).unwrap();
+            assert_eq!(got.get(), expected);
+        }
+        chan.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
