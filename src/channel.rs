@@ -55,8 +55,9 @@ typed_handle!(
     /// included: `run(Default)` may return with some undelivered. A later run delivers them
     /// while something else keeps the loop alive, or a `run(NoWait)`, which makes one pass
     /// whatever is alive (up to `MESSAGES_PER_WAKE_MAX` of them a pass); a `run(Default)` or
-    /// `run(Once)` with nothing alive returns at once. A pool of workers that keeps the loop alive only while jobs are out
-    /// references the channel while any are, and unreferences it when the last result came.
+    /// `run(Once)` with nothing alive returns at once. A pool of workers that keeps the loop
+    /// alive only while jobs are out references the channel while any are, and unreferences
+    /// it when the last result came.
     /// [`on_disconnect`](Channel::on_disconnect) says when that happened, for a loop that
     /// has other handles to close then.
     ///

@@ -82,9 +82,9 @@ pub const SAVED_TERMINALS_MAX: usize = evloop_platform::termios::SAVED_TERMINALS
 
 /// Loops of one process that may watch signals at once: [`Signal`](crate::Signal) handles,
 /// [`Loop::reap_adopted`](crate::Loop::reap_adopted), stop watches, resize callbacks and
-/// the `SIGCHLD` reaping path all take the loop one slot of the process-wide table the signal handlers
-/// write through, given back once the loop watches no signal. A loop past the limit gets an
-/// error naming it.
+/// the `SIGCHLD` reaping path all take the loop one slot of the process-wide table the
+/// signal handlers write through, given back once the loop watches no signal. A loop past
+/// the limit gets an error naming it.
 pub const SIGNAL_LOOPS_MAX: usize = evloop_platform::signal::NOTIFY_SLOTS_MAX;
 
 /// The highest signal number a loop can watch.

@@ -127,12 +127,13 @@ typed_handle!(
     /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
     /// queued then fail with `EIO`: a master whose slave has closed stops taking data, without
     /// an error of its own, once the pty's buffer is full (what fits, the kernel takes and
-    /// drops: a small write after the hangup completes as if it went through) (a slave opened again by name would take data again, but not those
-    /// writes). Through the select helper (forced on Linux: macOS watches ptys with kqueue)
-    /// the hangup shows only to a read: a master that is not read may keep its queue, or see
-    /// its writes complete as the kernel takes the bytes and drops them. A read
-    /// of the controlling terminal from a background process group that ignores or blocks
-    /// `SIGTTIN` (as shells do), or whose group is orphaned, fails with `EIO` too: that one
+    /// drops: a small write after the hangup completes as if it went through). A slave opened
+    /// again by name would take data again, but not those writes. Through the select helper
+    /// (forced on Linux: macOS watches ptys with kqueue) the hangup shows only to a read: a
+    /// master that is not read may keep its queue, or see its writes complete as the kernel
+    /// takes the bytes and drops them. A read of the controlling terminal from a background
+    /// process group that ignores or blocks `SIGTTIN` (as shells do), or whose group is
+    /// orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is
     /// still there. Like every read error, it ends the read, so reading starts again with
     /// a new [`read_start`](Tty::read_start) once the group is in front; a shell that does
