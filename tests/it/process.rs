@@ -591,6 +591,20 @@ fn group_members(pgid: i32) -> Vec<i32> {
     out
 }
 
+/// Spawns the leader of a new process group that ignores `SIGTERM`, and returns once it
+/// does (a `terminate_group` sent earlier would end the group at once).
+fn spawn_term_ignoring_leader(lp: &mut Loop) -> evloop::Child {
+    use std::os::fd::AsFd;
+    let (r, w) = std::io::pipe().unwrap();
+    let mut lead = sh("trap '' TERM; echo ready; exec sleep 100");
+    lead.process_group(0).stdout(Stdio::Fd(w.into()));
+    let leader = lead.spawn(lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+    drop(lead);
+    let mut seen = Vec::new();
+    crate::util::read_until(r.as_fd(), &mut seen, "ready");
+    leader
+}
+
 /// Reads `pipe` as text and calls `on_line` once its first line is complete; closes the pipe
 /// at its end. Returns the text read.
 fn on_first_line(
@@ -2513,9 +2527,7 @@ case!(
             for drop_loop in [false, true] {
                 let mut lp = b.clone().build().unwrap();
                 // The leader ignores SIGTERM: the grace period runs to its end.
-                let mut lead = sh("trap '' TERM; exec sleep 100");
-                lead.process_group(0);
-                let leader = lead.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+                let leader = spawn_term_ignoring_leader(&mut lp);
                 let group = leader.process.pid(&lp).unwrap() as i32;
                 // The child joins that group, then leaves it for a session of its own.
                 let mut cmd = sh("trap '' TERM; exec setsid sh -c 'echo left; exec sleep 100'");
@@ -2617,9 +2629,7 @@ case!(
     fn issue_6_a_failed_spawn_kills_at_once_into_a_group_in_its_grace_period() {
         use std::time::{Duration, Instant};
         let mut lp = builder().build().unwrap();
-        let mut lead = sh("trap '' TERM; exec sleep 100");
-        lead.process_group(0);
-        let leader = lead.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let leader = spawn_term_ignoring_leader(&mut lp);
         let group = leader.process.pid(&lp).unwrap() as i32;
         leader.process.terminate_group(&mut lp, Duration::from_secs(60)).unwrap();
         let mut first = Command::new("sleep");
