@@ -2601,14 +2601,11 @@ case!(
         let bg: i32 = grandchild.borrow().as_ref().unwrap().borrow().trim().parse().unwrap();
         // Killed at the close: a zombie waiting for this subreaper (within 10 s, not a sleep).
         let deadline = Instant::now() + Duration::from_secs(10);
-        let state = || {
-            let stat = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap();
-            stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
-        };
-        while state() != 'Z' && Instant::now() < deadline {
+        let stat = format!("/proc/{bg}/stat");
+        while crate::util::state_of(&stat) != Some('Z') && Instant::now() < deadline {
             std::thread::yield_now();
         }
-        assert_eq!(state(), 'Z', "what the child started in the group lived on");
+        assert_eq!(crate::util::state_of(&stat), Some('Z'), "what the child started in the group lived on");
         member.wait().unwrap();
         assert_eq!(
             reap_adopted(),

@@ -190,11 +190,17 @@ macro_rules! case {
 /// `state` (`T` stopped, `S` sleeping); the test's watchdog bounds it.
 #[allow(dead_code)]
 pub fn wait_for_state(stat: &str, state: char) {
-    // The state follows the command name, which is in parentheses and may hold anything.
-    let now = || std::fs::read_to_string(stat).unwrap().rsplit_once(") ").unwrap().1.chars().next();
-    while now() != Some(state) {
+    while state_of(stat).unwrap_or_else(|| panic!("{stat} is gone")) != state {
         std::thread::yield_now();
     }
+}
+
+/// The state in the `/proc/.../stat` file `stat` (`R`, `S`, `T`, `Z`...); `None` when it
+/// cannot be read (the process or thread is gone).
+#[allow(dead_code)]
+pub fn state_of(stat: &str) -> Option<char> {
+    // The state follows the command name, which is in parentheses and may hold anything.
+    std::fs::read_to_string(stat).ok()?.rsplit_once(") ")?.1.chars().next()
 }
 
 /// Spins (yielding) until this process's select helper thread sleeps in `select`, as its
@@ -212,7 +218,7 @@ pub fn wait_for_select_helper_to_wait() {
                     || (wchan.trim() == "0"
                         && cfg!(target_arch = "x86_64")
                         && ["23 ", "270 "].iter().any(|n| read("syscall").starts_with(n))
-                        && read("stat").rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')));
+                        && state_of(&t.path().join("stat").to_string_lossy()) == Some('S'));
             read("comm").trim() == "evloop-select" && in_select
         })
     };
