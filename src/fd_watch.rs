@@ -34,7 +34,9 @@ bitflags::bitflags! {
         const WRITABLE = 2;
         /// The other side is gone (epoll's `EPOLLHUP`, kqueue's `EV_EOF`); data may still be
         /// there to read. An fd behind the select helper reports it as readable only, as
-        /// select(2) does.
+        /// select(2) does. On a socket, kqueue reports a half-close (the peer's
+        /// `shutdown(SHUT_WR)`) as a hang-up already, where epoll waits for both directions
+        /// to close.
         const HANGUP = 4;
         /// An error is pending on the fd (`EPOLLERR`): a read or write collects it.
         const ERROR = 8;
@@ -68,7 +70,9 @@ typed_handle!(
     /// stream's would. kqueue accepts a regular file, and reports it readable only while the
     /// file offset is before its end: at the end of the file a watch waits for the file to
     /// grow, where on Linux it is ready at once (a stream on a regular file is always ready
-    /// on every system).
+    /// on every system). FreeBSD refuses to watch a pipe for writing once its reader has
+    /// gone: the watch then reports [`WRITABLE`](Readiness::WRITABLE) and
+    /// [`ERROR`](Readiness::ERROR) once (the next write meets `EPIPE`), and not again.
     ///
     /// ```
     /// use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};

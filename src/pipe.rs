@@ -161,7 +161,9 @@ impl Pipe {
     /// Opens an existing fd as a pipe handle; the handle owns it and closes it on close.
     ///
     /// The fd may be a pipe, a FIFO, a stream socket, a terminal, a regular file or a device
-    /// such as `/dev/null`. It is readable and writable as its access mode says. A
+    /// such as `/dev/null`. It is readable and writable as its access mode says (on
+    /// FreeBSD both ends of a pipe are open for both, and a pipe carries data both ways:
+    /// what is written to the end you read from goes to the other end's reader). A
     /// directory, a datagram or packet socket (a stream would merge or cut its messages: an
     /// [`FdWatch`](crate::FdWatch) suits it), an fd with no file type (an eventfd, a timerfd,
     /// an epoll fd: an `FdWatch` again), an `O_PATH` fd, or an fd that is not open, is an

@@ -1601,6 +1601,11 @@ impl Process {
     /// through its pidfd on Linux, elsewhere by a pid that nobody but the loop can reap.
     /// After the child was reaped, fails with `ESRCH`. Does not wait: the exit callback
     /// follows when the child dies.
+    ///
+    /// One exception on macOS and FreeBSD: in a program that set `SIGCHLD` to `SIG_IGN` (see
+    /// [Reaping](crate::process#reaping-and-the-loops-ownership-of-its-children)), the
+    /// kernel reaps the child itself, and between its exit and the loop hearing of it a
+    /// signal sent by pid could reach a new process that took the number.
     pub fn kill(self, lp: &mut Loop, signal: i32) -> io::Result<()> {
         lp.process_kill(self.0, signal, false)
     }

@@ -61,6 +61,40 @@ pub(crate) fn cvt_r_nb<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<Op
     }
 }
 
+/// [`cvt_r`] for writes (`write`, `writev`, `send`, `sendmsg`). On macOS it also absorbs two
+/// transient errors of stream sockets, as libuv does there: `EPROTOTYPE` (xnu's answer to
+/// a write that races the peer's close, where `EPIPE` is meant) is retried a few times,
+/// after which the write meets the `EPIPE` itself; and `ENOBUFS` (the kernel out of mbufs
+/// for a moment) becomes "would block", so the queue waits instead of failing. Elsewhere
+/// it is [`cvt_r`].
+#[inline]
+pub(crate) fn cvt_write<T: IsMinusOne>(f: impl FnMut() -> T) -> io::Result<T> {
+    #[cfg(target_vendor = "apple")]
+    return cvt_write_transient(f);
+    #[cfg(not(target_vendor = "apple"))]
+    cvt_r(f)
+}
+
+/// How often [`cvt_write`] retries macOS's `EPROTOTYPE` before passing it on.
+const EPROTOTYPE_RETRIES: u32 = 8;
+
+/// [`cvt_write`]'s macOS policy. Built everywhere, so that its unit test runs on Linux.
+#[cfg_attr(not(any(target_vendor = "apple", test)), allow(dead_code))]
+fn cvt_write_transient<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    let mut retries = 0;
+    loop {
+        match cvt_r(&mut f) {
+            Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) && retries < EPROTOTYPE_RETRIES => {
+                retries += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// This thread's `errno` slot: for code that runs in signal context and must preserve it.
 #[cfg(target_os = "linux")]
 pub(crate) fn errno_location() -> *mut libc::c_int {
@@ -143,5 +177,41 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ECONNRESET => "ECONNRESET",
         libc::EALREADY => "EALREADY",
         _ => "E?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that fails with each of `errnos` in turn, then returns 7.
+    fn failing(errnos: &[i32]) -> impl FnMut() -> isize + '_ {
+        let mut left = errnos.iter();
+        move || match left.next() {
+            Some(&e) => {
+                // SAFETY: this thread's errno slot, valid for the thread's lifetime.
+                unsafe { *errno_location() = e };
+                -1
+            }
+            None => 7,
+        }
+    }
+
+    #[test]
+    fn macos_write_policy_retries_eprototype_and_waits_on_enobufs() {
+        let eproto = [libc::EPROTOTYPE; EPROTOTYPE_RETRIES as usize];
+        assert_eq!(cvt_write_transient(failing(&eproto)).unwrap(), 7);
+        assert_eq!(cvt_write_transient(failing(&[libc::EINTR, libc::EPROTOTYPE, libc::EINTR])).unwrap(), 7);
+        // Past the retries the error is passed on, as is any other error.
+        let more = [libc::EPROTOTYPE; EPROTOTYPE_RETRIES as usize + 1];
+        assert_eq!(cvt_write_transient(failing(&more)).unwrap_err().raw_os_error(), Some(libc::EPROTOTYPE));
+        assert_eq!(
+            cvt_write_transient(failing(&[libc::EPIPE])).unwrap_err().raw_os_error(),
+            Some(libc::EPIPE)
+        );
+        // ENOBUFS is "would block", for the caller's queue to wait on.
+        let e = cvt_write_transient(failing(&[libc::ENOBUFS])).unwrap_err();
+        assert!(crate::fd::would_block(&e), "{e}");
+        assert_eq!(cvt_r(failing(&[libc::EAGAIN])).unwrap_err().raw_os_error(), Some(libc::EAGAIN));
     }
 }

@@ -8,7 +8,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-use crate::cvt::{cvt, cvt_r, cvt_r_nb};
+use crate::cvt::{cvt, cvt_r, cvt_r_nb, cvt_write};
 use crate::signal_lock::SignalLock;
 
 /// The most bytes one `read` or `write` call asks for.
@@ -550,7 +550,7 @@ pub fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let len = buf.len().min(IO_BYTES_LIMIT);
     // SAFETY: `buf` is valid for reads of `len` bytes for the whole call; `fd` is borrowed.
-    let n = cvt_r(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), len) })?;
+    let n = cvt_write(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), len) })?;
     Ok(n as usize)
 }
 
@@ -562,7 +562,7 @@ pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
     // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix, the slice is
     // valid for `cnt` entries, and each entry borrows memory that outlives the call.
-    let n = cvt_r(|| unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt) })?;
+    let n = cvt_write(|| unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt) })?;
     Ok(n as usize)
 }
 
@@ -595,7 +595,7 @@ pub fn recv_dontwait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<us
 pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let len = buf.len().min(IO_BYTES_LIMIT);
     // SAFETY: `buf` is valid for reads of `len` bytes for the whole call; `fd` is borrowed.
-    let n = cvt_r(|| unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), len, SEND_FLAGS) })?;
+    let n = cvt_write(|| unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), len, SEND_FLAGS) })?;
     Ok(n as usize)
 }
 
@@ -617,7 +617,7 @@ pub fn sendmsg_dontwait(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<
     // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; `msg` points at
     // `msg_iovlen` of them, each borrowing memory that outlives the call, and sendmsg only
     // reads through them; `fd` is borrowed.
-    let n = cvt_r(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) })?;
+    let n = cvt_write(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) })?;
     Ok(n as usize)
 }
 

@@ -121,7 +121,6 @@ pub fn select(read: &mut FdSet, write: &mut FdSet, timeout: Option<Duration>) ->
 /// on: on macOS, poll answers `POLLNVAL` for a terminal that is not a pty slave, and for
 /// other character devices, where select works. An fd below 1024 needs no allocation.
 pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    const STACK_FDS: usize = 1024;
     let raw = fd.as_raw_fd();
     let nfds = raw as usize + 1;
     let (w, bit) = FdSet::index(raw);
@@ -140,6 +139,26 @@ pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<boo
         Err(e) => Err(e),
     }
 }
+
+/// Waits until `fd` is writable or `timeout` passes, as [`readable`] waits for reading,
+/// but async-signal-safe: it never allocates, so an fd of [`STACK_FDS`] or more is not
+/// waited on (`false` at once), nor is one the call refuses. For the restore bytes that a
+/// signal handler writes to a macOS terminal, where `poll(2)` answers `POLLNVAL`.
+pub fn writable_without_alloc(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let raw = fd.as_raw_fd();
+    if raw as usize >= STACK_FDS {
+        return false;
+    }
+    let mut read = [0 as Word; STACK_FDS / WORD_BITS];
+    let mut write = [0 as Word; STACK_FDS / WORD_BITS];
+    let (w, bit) = FdSet::index(raw);
+    write[w] = bit;
+    select_words(raw as usize + 1, &mut read, Some(&mut write), Some(timeout)).is_ok_and(|n| n > 0)
+}
+
+/// Fds below this fit the sets kept on the stack by [`readable`] and
+/// [`writable_without_alloc`].
+const STACK_FDS: usize = 1024;
 
 /// The call itself, over word arrays that cover `nfds` bits (checked).
 fn select_words(
@@ -169,6 +188,24 @@ fn select_words(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn writable_without_alloc_waits_for_room() {
+        let (r, w) = crate::fd::pipe().unwrap();
+        crate::fd::set_nonblocking(w.as_fd(), true).unwrap();
+        crate::fd::set_nonblocking(r.as_fd(), true).unwrap();
+        assert!(writable_without_alloc(w.as_fd(), Duration::ZERO));
+        let chunk = [0u8; 4096];
+        while crate::fd::write(w.as_fd(), &chunk).is_ok() {}
+        // Full: the wait runs out.
+        let start = std::time::Instant::now();
+        assert!(!writable_without_alloc(w.as_fd(), Duration::from_millis(20)));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        let mut buf = vec![0u8; 1 << 20];
+        while crate::fd::read_nonblocking(r.as_fd(), &mut buf).unwrap().is_some_and(|n| n > 0) {}
+        assert!(writable_without_alloc(w.as_fd(), Duration::from_secs(10)));
+    }
 
     #[test]
     fn bit_arithmetic_at_the_word_edges() {

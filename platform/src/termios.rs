@@ -125,10 +125,14 @@ impl Termios {
 
     /// `cfmakeraw`: raw input as in [`make_raw`](Self::make_raw), and no output processing
     /// either (libuv's `UV_TTY_MODE_IO`). The exact bits are the C library's; BSDs clear a
-    /// few more than glibc.
+    /// few more than glibc. Reads return each byte as it comes (`VMIN` 1, `VTIME` 0) on
+    /// every system: older BSD and Apple versions of `cfmakeraw` leave those two as they
+    /// were.
     pub fn make_io(&mut self) {
         // SAFETY: `self.0` is a valid termios, exclusively borrowed for the call.
         unsafe { libc::cfmakeraw(&mut self.0) };
+        self.0.c_cc[libc::VMIN] = 1;
+        self.0.c_cc[libc::VTIME] = 0;
     }
 }
 
@@ -573,6 +577,8 @@ impl SavedGuard {
 /// Waits of 50 ms at most that writing the restore bytes may take, for a terminal whose
 /// output is full: a restore runs in signal handlers and at `exit`, and must not hang.
 const RESTORE_WRITE_WAITS: u32 = 4;
+/// How long each of those waits may take.
+const RESTORE_WRITE_WAIT_MS: libc::c_int = 50;
 
 /// Sets the bytes that [`reset_saved`] (and so the restore hooks and `exit`) writes just
 /// before it restores the settings, to one terminal: the process's controlling terminal if
@@ -602,7 +608,14 @@ fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) {
                 waits += 1;
                 let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
                 // SAFETY: `pfd` is one valid pollfd for the call. (EINTR just ends this wait.)
-                unsafe { libc::poll(&mut pfd, 1, 50) };
+                unsafe { libc::poll(&mut pfd, 1, RESTORE_WRITE_WAIT_MS) };
+                if pfd.revents & libc::POLLNVAL != 0 {
+                    // macOS: poll cannot wait on a terminal that is not a pty slave.
+                    crate::select::writable_without_alloc(
+                        fd,
+                        std::time::Duration::from_millis(RESTORE_WRITE_WAIT_MS as u64),
+                    );
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // SAFETY: tcflush takes no pointers; `fd` is borrowed, so it stays open.
@@ -852,9 +865,10 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
             let bytes = if Some(slot.order) == bytes_to { table.restore_bytes } else { &[] };
             let restored = restore_slot(slot, bytes, in_front);
             // A terminal other than the process's own that hung up (a pty whose master
-            // closed) has nothing left to restore: its `EIO` is no failure of the reset.
-            let gone =
-                !slot.controlling && restored.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EIO));
+            // closed) has nothing left to restore: its `EIO` (FreeBSD: `ENXIO`, the
+            // answer of a tty device that is gone) is no failure of the reset.
+            let hung_up = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EIO | libc::ENXIO));
+            let gone = !slot.controlling && restored.as_ref().is_err_and(hung_up);
             if result.is_ok() && !gone {
                 result = restored;
             }

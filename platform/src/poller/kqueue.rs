@@ -280,8 +280,17 @@ impl Poller {
         let got = match got {
             Ok(n) => n,
             Err(e) => {
-                self.changes.clear();
-                return Err(e);
+                // The whole call failed (ENOMEM): none of the changes is known to be in the
+                // kernel, and the loop believes each was applied. Report each as rejected,
+                // so that its handle hears the error instead of waiting for good.
+                let err = e.raw_os_error().unwrap_or(libc::EIO);
+                let tokens = self.changes.drain(..).map(|c| token_of(&c));
+                failed.extend(tokens.map(|token| Event {
+                    token,
+                    readiness: Readiness::empty(),
+                    change_error: err,
+                }));
+                return Ok(());
             }
         };
         let mut rejected_adds = Vec::new();
