@@ -981,8 +981,10 @@ impl Command {
     /// [`kill_group_on_drop`](Command::kill_group_on_drop), or
     /// [`Process::kill_group`]).
     ///
-    /// What the pipes already hold is read before they close, and the delay counts only
-    /// while the capture reads: output held back with [`Process::pause_output`] is not
+    /// The delay counts from when the loop handles the exit, by a fresh reading of its clock
+    /// (a slow callback just before in the same iteration does not use it up). What the
+    /// pipes already hold is read before they close, and the delay counts only while the
+    /// capture reads: output held back with [`Process::pause_output`] is not
     /// cut, and the delay starts over when it comes round paused.
     ///
     /// ```
@@ -1615,6 +1617,8 @@ impl Process {
     /// do. Both reach only this child, as [`kill`](Self::kill) does; fails with `ESRCH` after
     /// the child was reaped. The exit callback follows when the child dies.
     ///
+    /// The grace counts from the call: the loop's clock is read afresh
+    /// ([`Loop::update_time`]), so slow work earlier in the callback does not use it up.
     /// The escalation waits in an internal timer that does not keep the loop alive (the
     /// child does, while its handle is referenced), and goes as soon as the child is reaped
     /// or the handle closes: closing it first leaves the child to
@@ -1643,6 +1647,9 @@ impl Process {
         if lp.children.extras.get(&self.0.key).is_some_and(|x| x.escalation.is_some()) {
             return Ok(());
         }
+        // The grace counts from now, not from the iteration's cached time, which a slow
+        // callback before this call may have left far behind (it would be spent already).
+        lp.update_time();
         let escalation = crate::Timer::once(lp, grace, move |lp| {
             lp.process_take_escalation(self.0);
             // (The reap and the close cancel this timer, so the child still runs.)
@@ -1784,6 +1791,8 @@ impl Process {
             return Err(e);
         }
         let _ = self.kill_group(lp, libc::SIGCONT);
+        // From now, not from the iteration's cached time (see `terminate`).
+        lp.update_time();
         let mut deadline = lp.now_rounded_up().saturating_add(crate::timer::ceil_ms(grace));
         let poll = Duration::from_millis(crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
         let first = grace.min(poll);
@@ -2220,6 +2229,9 @@ impl Capture {
             }
         };
         let st = state.clone();
+        // From now, not from the iteration's cached time (see `terminate`): an exit handled
+        // after a slow callback in the same batch must still get its whole delay.
+        lp.update_time();
         let timer = crate::Timer::once(lp, delay, move |lp| {
             let pipes = {
                 let mut c = st.borrow_mut();

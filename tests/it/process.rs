@@ -3454,6 +3454,101 @@ case!(
 );
 
 case!(
+    /// Issue 6: `terminate` and `terminate_group` counted the grace period from the loop's
+    /// cached time. Called after slow work in a callback (a big log printed, diagnostics
+    /// parsed), the period had passed before it began, and `SIGKILL` followed `SIGTERM` at
+    /// once (build-tool trial). It now counts from the call.
+    fn issue_6_a_grace_period_counts_from_the_call_after_a_slow_callback() {
+        use std::time::{Duration, Instant};
+        const SLOW: Duration = Duration::from_millis(300);
+        const GRACE: Duration = Duration::from_millis(200);
+        for group in [false, true] {
+            let mut lp = crate::util::test_loop();
+            let ended = Rc::new(Cell::new(None));
+            let e = ended.clone();
+            let mut cmd = sh("trap '' TERM; echo ready; exec sleep 100");
+            cmd.process_group(0).stdout(Stdio::Pipe);
+            let child = cmd
+                .spawn(&mut lp, move |lp, p, st| {
+                    e.set(Some((Instant::now(), st.unwrap())));
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let process = child.process;
+            let called = Rc::new(Cell::new(None));
+            let c = called.clone();
+            on_first_line(&mut lp, child.stdout.unwrap(), move |lp, _| {
+                // A log line's time stamp (the loop caches the time it reads), then slow
+                // work, longer than the grace period, before the call.
+                let _stamp = lp.now();
+                std::thread::sleep(SLOW);
+                c.set(Some(Instant::now()));
+                if group {
+                    process.terminate_group(lp, GRACE).unwrap();
+                } else {
+                    process.terminate(lp, GRACE).unwrap();
+                }
+            });
+            lp.run(RunMode::Default).unwrap();
+            let (at, status) = ended.get().expect("the exit callback ran");
+            assert_eq!(status.signal(), Some(SIGKILL), "group {group}");
+            let waited = at - called.get().expect("terminate was called");
+            assert!(waited >= GRACE, "group {group}: SIGKILL {waited:?} after the call, grace {GRACE:?}");
+        }
+    }
+);
+
+case!(
+    /// Issue 6: a capture's `wait_delay` counted from the loop's cached time. When the
+    /// child's exit came in one batch with a slow callback before it, the delay had passed
+    /// before it began, and the output a descendant was still to write was cut at once
+    /// (build-tool trial). It now counts from the moment the exit is handled.
+    fn issue_6_wait_delay_counts_from_the_exit_after_a_slow_callback() {
+        use std::time::{Duration, Instant};
+        const SLOW: Duration = Duration::from_millis(300);
+        const DELAY: Duration = Duration::from_millis(200);
+        for (name, b) in [("pidfd", builder()), ("sigchld", builder().force_sigchld_reaping(true))] {
+            let mut lp = b.build().unwrap();
+            // A pipe whose read callback is the slow one; registered by a first pass.
+            let (slow_r, slow_w) = Pipe::pair(&mut lp).unwrap();
+            let slow_done = Rc::new(Cell::new(None));
+            let d = slow_done.clone();
+            slow_r
+                .read_start(&mut lp, move |lp, pipe, _| {
+                    // A time stamp (the loop caches the time it reads), then slow work.
+                    let _stamp = lp.now();
+                    std::thread::sleep(SLOW);
+                    d.set(Some(Instant::now()));
+                    pipe.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::NoWait).unwrap();
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            evloop::Timer::once(&mut lp, Duration::ZERO, move |lp| {
+                // The slow pipe becomes readable first, then the child exits: one poll
+                // reports both, in that order.
+                slow_w.try_write(lp, b"x").unwrap();
+                slow_w.close(lp).unwrap();
+                let mut cmd = sh("sleep 30 & echo $!");
+                cmd.wait_delay(DELAY);
+                let p = cmd
+                    .output(lp, move |_, out| *g.borrow_mut() = Some((Instant::now(), out.unwrap())))
+                    .unwrap();
+                crate::util::wait_for_state(&format!("/proc/{}/stat", p.pid(lp).unwrap()), 'Z');
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let (at, out) = got.borrow_mut().take().expect("the capture finished");
+            end_grandchild(&out.stdout);
+            assert!(out.cut, "{name}: {out:?}");
+            let waited = at - slow_done.get().expect("the slow callback ran");
+            assert!(waited >= DELAY, "{name}: cut {waited:?} after the exit was handled, delay {DELAY:?}");
+        }
+    }
+);
+
+case!(
     /// Issue 6: `wait_delay` ran out while the consumer held the output back with
     /// `pause_output`, and cut a capture with no descendant at all, losing what the pipe
     /// held. The delay counts only while the capture reads now: paused past it several
