@@ -60,7 +60,12 @@
 //! exec. evloop's child catches the stop signals until its exec, which gives the program
 //! their default actions back; glibc's and FreeBSD's `posix_spawn` cannot, so a caller in
 //! front of a terminal on its stdio, and a child joining a group or session of its own, do
-//! not go through it there (std's `Command` has that hazard).
+//! not go through it there (std's `Command` has that hazard). A stop signal caught once the
+//! child is in a group or session of its own (a shell's job, its terminal taken with
+//! [`Command::foreground`]: Ctrl-Z as it starts) was meant for it: the parent sends it
+//! again after the exec, and the job stops then, as it would have a moment later. One
+//! caught while the child was still in the caller's group is dropped (the caller had it
+//! too).
 //!
 //! # The program path
 //!

@@ -1011,6 +1011,11 @@ const STOPPED_BEFORE_EXEC_CHECK: std::time::Duration = std::time::Duration::from
 /// The report a failed child writes to the error pipe: stage, stage argument, errno.
 const REPORT_BYTES: usize = 12;
 
+/// The code of the note a child writes to the error pipe before an exec, in the report's
+/// form, when it caught a stop signal (the argument): see `discard_stop`. A failure's report
+/// may follow it.
+const STOP_NOTE: i32 = 12;
+
 /// Where the child reports the step that failed before it exits.
 #[derive(Clone, Copy)]
 enum ReportTo<'a> {
@@ -1086,25 +1091,30 @@ fn child_close(fd: RawFd) {
     }
 }
 
+/// Writes one report (code, argument, errno) to the error pipe, in the child.
+/// Async-signal-safe.
+fn child_write_report(fd: RawFd, code: i32, arg: i32, errno: i32) {
+    let mut b = [0u8; REPORT_BYTES];
+    b[..4].copy_from_slice(&code.to_ne_bytes());
+    b[4..8].copy_from_slice(&arg.to_ne_bytes());
+    b[8..].copy_from_slice(&errno.to_ne_bytes());
+    // A failed write leaves the parent with end of file (and, after a failure, a child that
+    // exited 127).
+    // SAFETY: `b` is valid for REPORT_BYTES bytes; write is async-signal-safe (and on Linux
+    // the bare system call, as for `child_close`).
+    unsafe {
+        #[cfg(target_os = "linux")]
+        libc::syscall(libc::SYS_write, fd as libc::c_long, b.as_ptr(), REPORT_BYTES);
+        #[cfg(not(target_os = "linux"))]
+        libc::write(fd, b.as_ptr().cast(), REPORT_BYTES);
+    }
+}
+
 /// Reports `stage` and `errno` to the parent and exits. Async-signal-safe.
 fn child_fail(to: ReportTo<'_>, stage: Stage, errno: i32) -> ! {
     let (code, arg) = stage_code(stage);
     match to {
-        ReportTo::Pipe(fd) => {
-            let mut b = [0u8; REPORT_BYTES];
-            b[..4].copy_from_slice(&code.to_ne_bytes());
-            b[4..8].copy_from_slice(&arg.to_ne_bytes());
-            b[8..].copy_from_slice(&errno.to_ne_bytes());
-            // A failed write leaves the parent with end of file and a child that exited 127.
-            // SAFETY: `b` is valid for REPORT_BYTES bytes; write is async-signal-safe (and on
-            // Linux the bare system call, as for `child_close`).
-            unsafe {
-                #[cfg(target_os = "linux")]
-                libc::syscall(libc::SYS_write, fd as libc::c_long, b.as_ptr(), REPORT_BYTES);
-                #[cfg(not(target_os = "linux"))]
-                libc::write(fd, b.as_ptr().cast(), REPORT_BYTES);
-            }
-        }
+        ReportTo::Pipe(fd) => child_write_report(fd, code, arg, errno),
         ReportTo::Shared(r) => {
             use std::sync::atomic::Ordering::{Relaxed, Release};
             for (w, v) in r.words.iter().zip([code, arg, errno]) {
@@ -1177,18 +1187,38 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// and the exec gives the new program the default action back (an exec resets every caught
 /// signal), so there is no moment at which a stop signal stops the child before its exec.
 /// The child's mask keeps every signal blocked until just before the exec, so this runs
-/// there at the earliest. Async-signal-safe: it does nothing.
+/// there at the earliest.
+///
+/// It notes the signal (in [`STOP_BEFORE_EXEC`]), for a child that left the caller's group:
+/// there the signal was meant for the child's own group (Ctrl-Z at the terminal a shell's
+/// job has taken), and the parent sends it again once the exec is done, which stops the
+/// new program as the signal would have a moment later. For a child in the caller's group
+/// it is dropped: the caller had it too. Async-signal-safe: one store to thread-local
+/// memory that the parent touched before the child began.
 ///
 /// It goes in through the libc's `sigaction`, which supplies the return trampoline. musl's
 /// also notes in its own (on the vfork path, shared) memory that a handler was set, and in a
 /// process without threads that its internal signals are unblocked, as it does in the child:
 /// the first makes its `posix_spawn` reset one more signal, the second leaves them blocked
 /// in the context its later handlers see if the parent was started with them blocked.
-extern "C" fn discard_stop(_: c_int) {}
+extern "C" fn discard_stop(signal: c_int) {
+    STOP_BEFORE_EXEC.set(signal);
+}
+
+thread_local! {
+    /// The stop signal the child's `discard_stop` caught last, 0 for none. The vfork child
+    /// shares the memory and the thread pointer of the parent's thread, suspended until the
+    /// exec: it writes the parent's own slot, which the parent reads after `clone`. The fork
+    /// child writes its own copy, and passes the signal on through the error pipe. The
+    /// parent clears the slot before each spawn (so it exists before the child needs it: no
+    /// allocation in the child).
+    static STOP_BEFORE_EXEC: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+}
 
 /// The child side of fork/exec and of the vfork path. Only async-signal-safe calls on
 /// prepared data, none of which changes state that the parent shares with the child on the
-/// vfork path (no id changes there: see `vfork_can`).
+/// vfork path (no id changes there: see `vfork_can`), but for the reports meant for the
+/// parent (the failure's, and the stop signal in `STOP_BEFORE_EXEC`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
     // SAFETY: a forked child, or the vfork child whose parent thread is suspended until the
     // exec: what `p` points to is neither freed nor changed before it; every call below is
@@ -1242,6 +1272,13 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             if libc::setpgid(0, pgid) < 0 {
                 child_fail(p.report, Stage::Group, errno());
             }
+        }
+        // Stop signals already waiting were sent while the child was in the caller's group,
+        // and meant for it: `discard_stop` runs for them, but they are not passed on.
+        let mut earlier: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut earlier);
+        if p.setsid || p.process_group.is_some() {
+            libc::sigpending(&mut earlier);
         }
         // Every signal is blocked here, so the background group's tcsetpgrp raises no
         // SIGTTOU.
@@ -1299,10 +1336,23 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // 6. Exec.
+        let caught = STOP_BEFORE_EXEC.get();
+        if caught != 0 && libc::sigismember(&earlier, caught) == 1 {
+            STOP_BEFORE_EXEC.set(0);
+        }
+        // 6. Exec. A stop signal caught by then is noted for the parent first (a vfork child
+        //    shares the note).
         let mut err = libc::ENOENT;
         let mut eacces = false;
+        let mut noted = false;
         for &path in p.exec {
+            if let ReportTo::Pipe(fd) = p.report {
+                let caught = STOP_BEFORE_EXEC.get();
+                if caught != 0 && !noted {
+                    child_write_report(fd, STOP_NOTE, caught, 0);
+                    noted = true;
+                }
+            }
             libc::execve(path, p.argv.cast(), p.envp.cast());
             let e = errno();
             if !p.search {
@@ -1481,23 +1531,40 @@ fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
 }
 
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write
-/// end closed: the child's report, if it wrote one. A failed child is reaped here.
-fn child_report(report_r: &OwnedFd, pid: Pid) -> Result<(), SpawnError> {
-    let mut report = [0u8; REPORT_BYTES];
+/// end closed: the child's report, if it wrote one. A failed child is reaped here. Success
+/// gives the stop signal the child caught before its exec (`STOP_NOTE`), or 0.
+fn child_report(report_r: &OwnedFd, pid: Pid) -> Result<c_int, SpawnError> {
+    let mut report = [0u8; 2 * REPORT_BYTES];
     let mut got = 0;
-    while got < REPORT_BYTES {
+    while got < report.len() {
         match crate::fd::read(report_r.as_fd(), &mut report[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(_) => break,
         }
     }
-    if got == 0 {
-        return Ok(());
+    let word = |i: usize| i32::from_ne_bytes([report[i], report[i + 1], report[i + 2], report[i + 3]]);
+    let (stop, rest) = match got >= REPORT_BYTES && word(0) == STOP_NOTE {
+        true => (word(4), &report[REPORT_BYTES..got]),
+        false => (0, &report[..got]),
+    };
+    if rest.is_empty() {
+        return Ok(stop);
     }
     // The child failed and exited: reap it before reporting.
     let _ = crate::process::wait(pid);
-    if got == REPORT_BYTES { Err(decode(&report)) } else { Err(SpawnError::os(Stage::Setup, libc::EIO)) }
+    match <&[u8; REPORT_BYTES]>::try_from(rest) {
+        Ok(failure) => Err(decode(failure)),
+        Err(_) => Err(SpawnError::os(Stage::Setup, libc::EIO)),
+    }
+}
+
+/// After a successful exec: a stop signal that the child caught before it (`discard_stop`),
+/// when the child left the caller's group, goes to it again.
+fn resend_stop(req: &Request<'_>, pid: Pid, stop: c_int) {
+    if stop != 0 && (req.setsid || req.process_group.is_some()) {
+        let _ = crate::process::kill(pid, stop);
+    }
 }
 
 fn fork_exec(
@@ -1510,6 +1577,7 @@ fn fork_exec(
     let prep = ExecPrep::new(req, plan, true)?;
     let unused = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &unused);
+    STOP_BEFORE_EXEC.set(0);
     let pid = {
         // No handler of ours may run in the child before it resets them.
         let _mask = MaskGuard::block_all().map_err(setup)?;
@@ -1532,7 +1600,10 @@ fn fork_exec(
             let _ = crate::process::kill(pid, libc::SIGCONT);
         }
     }
-    child_report(&report_r, pid).map(|()| pid)
+    child_report(&report_r, pid).map(|stop| {
+        resend_stop(req, pid, stop);
+        pid
+    })
 }
 
 // ----- Linux: the vfork path ----------------------------------------------------------------
@@ -1736,6 +1807,7 @@ fn vfork_exec(
     };
     let shared = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &shared);
+    STOP_BEFORE_EXEC.set(0);
     let mut pidfd: c_int = -1;
     let mut flags = libc::SIGCHLD;
     if req.want_pidfd && !CLONE_PIDFD_REFUSED.load(Relaxed) {
@@ -1756,7 +1828,10 @@ fn vfork_exec(
     // SAFETY: with CLONE_PIDFD the kernel stored a fresh fd that nothing else owns; a kernel
     // before 5.2 ignores the flag and leaves -1.
     let pidfd = (pidfd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(pidfd) });
-    let spawned = |()| Spawned { pid, method: Method::Vfork, pidfd };
+    let spawned = |stop| {
+        resend_stop(req, pid, stop);
+        Spawned { pid, method: Method::Vfork, pidfd }
+    };
     match prep.pipe {
         Some((report_r, report_w)) => {
             drop(report_w);
@@ -1770,7 +1845,7 @@ fn vfork_exec(
             let [code, arg, errno] = shared.words.each_ref().map(|w| w.load(Relaxed));
             Ok(Err(report_error(code, arg, errno)))
         }
-        None => Ok(Ok(spawned(()))),
+        None => Ok(Ok(spawned(STOP_BEFORE_EXEC.get()))),
     }
 }
 

@@ -2729,6 +2729,69 @@ fn wait_until_stopped(pid: u32) {
 }
 
 case!(
+    /// Issue 6: a stop signal that reached a job (a child in a group of its own) after it
+    /// left the caller's group but before its exec was caught and dropped, so that the
+    /// parent, waiting for that exec, would not wait for good: a Ctrl-Z typed while a job
+    /// started was lost, and the job ran on in front (shell trial). The child now notes the
+    /// signal and the parent sends it again after the exec, which stops the job as it would
+    /// have a moment later. The child searches a long `PATH` (after unblocking signals, at
+    /// the end of its window) so that the signal comes before its exec.
+    fn issue_6_a_stop_signal_before_a_jobs_exec_stops_it_after() {
+        use evloop::StopEvent::Stopped;
+        let mut path: String = (0..12_000).map(|i| format!("/n/{i}:")).collect();
+        path.push_str("/usr/bin:/bin");
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let me = std::process::id() as i32;
+            // The "user": Ctrl-Z (SIGTSTP to the job's group) as soon as the job has a group.
+            let user = std::thread::spawn(move || {
+                loop {
+                    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                        // pid (comm) state ppid pgrp ...
+                        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+                        if f[1].parse() == Ok(me) && f[2].parse() == Ok(pid) {
+                            nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(-pid),
+                                nix::sys::signal::SIGTSTP,
+                            )
+                            .unwrap();
+                            return;
+                        }
+                    }
+                }
+            });
+            let mut cmd = Command::new("sleep");
+            cmd.arg("100").process_group(0).env("PATH", &path);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            user.join().unwrap();
+            // Not stopped in a long while: the signal was lost. End it, for the asserts.
+            let process = child.process;
+            let lost = evloop::Timer::once(&mut lp, std::time::Duration::from_secs(3), move |lp| {
+                let _ = process.kill(lp, SIGKILL);
+            })
+            .unwrap();
+            lost.set_ref(&mut lp, false).unwrap();
+            let stops = Rc::new(RefCell::new(Vec::new()));
+            let s = stops.clone();
+            child
+                .process
+                .watch_stops(&mut lp, move |lp, p, e| {
+                    s.borrow_mut().push(e);
+                    if let Stopped(_) = e {
+                        p.kill(lp, SIGKILL).unwrap();
+                    }
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*stops.borrow(), [Stopped(libc::SIGTSTP)], "{name}");
+            assert_eq!(status.get().unwrap().signal(), Some(SIGKILL), "{name}");
+        }
+    }
+);
+
+case!(
     fn stops_and_continues_are_reported() {
         use evloop::StopEvent::{Continued, Stopped};
         for (name, b) in flavours() {
