@@ -448,8 +448,11 @@ impl From<Pipe> for Stdio {
 
 /// The tty handle moves to the child, as [`Stdio::Handle`] says: the handle closes (and its
 /// terminal mode is restored) once the child starts. To share the terminal with a child
-/// and keep the handle, give the child [`Stdio::Inherit`] or a copy of the fd
-/// ([`Stdio::Fd`]).
+/// and keep the handle, give the child [`Stdio::Inherit`], or a copy of the fd given to
+/// [`Tty::open`](crate::Tty::open) made before ([`Stdio::Fd`]), or `/dev/tty` opened
+/// afresh. Not a copy of the handle's own fd ([`Tty::fd`](crate::Tty::fd)): that is the
+/// handle's private, nonblocking description, on which a child's reads fail with
+/// `EAGAIN`.
 impl From<crate::Tty> for Stdio {
     fn from(t: crate::Tty) -> Stdio {
         Stdio::Handle(t.id())
@@ -1067,7 +1070,9 @@ impl Command {
     /// is returned here as an error that names the program; no child, zombie or fd is left
     /// behind. Such an error keeps its [`kind`](io::Error::kind) and OS error number, but
     /// as context wraps it, `raw_os_error` is `None`: read the number with
-    /// [`os_error_code`](crate::os_error_code) (`EMFILE` or `EAGAIN` to retry later, say).
+    /// [`os_error_code`](crate::os_error_code) (`EMFILE` or `EAGAIN` to retry later, say:
+    /// `EAGAIN`, the process limit, is of kind [`WouldBlock`](io::ErrorKind::WouldBlock),
+    /// and `EMFILE` of a kind std does not name yet).
     ///
     /// The exit and the pipes' end of file are separate events, in no set order: `on_exit`
     /// may run before the last output is read, and a pipe reaches end of file only when
@@ -1108,8 +1113,9 @@ impl Command {
     /// A read error (rare: the streams are pipes) is what `cb` receives, in place of the
     /// output.
     ///
-    /// A [`Stdio::Handle`] the command gives as stdout or stderr is left alone (it stays
-    /// yours). The capture keeps `run` going until `cb` has run, whatever the handle's
+    /// A [`Stdio::Handle`] as the command's stdout or stderr is refused (an `InvalidInput`
+    /// error, the handle left as it was): it would stay unused, and a reader at its other
+    /// end would wait for good. The capture keeps `run` going until `cb` has run, whatever the handle's
     /// [`set_ref`](Process::set_ref), except while its output is paused
     /// ([`Process::pause_output`]): then only the running child does, as a stopped read
     /// keeps nothing alive, so a program that resumes from outside the loop (another
@@ -1923,7 +1929,8 @@ impl Process {
     ///
     /// Platform notes: macOS sends no `SIGCHLD` when a child continues. A continue that
     /// this loop caused ([`kill`](Self::kill) or [`kill_group`](Self::kill_group) with
-    /// `SIGCONT`) is looked for right after, on every platform; one caused by another
+    /// `SIGCONT`) is looked for right after, on every platform (and reported unless the
+    /// child exits before the loop looks: then only its exit is); one caused by another
     /// process is, on macOS, not reported. And a `SIGCHLD` handler that other code installs
     /// over the loop's with `SA_NOCLDSTOP` stops the kernel from announcing stops at all.
     ///
@@ -3780,11 +3787,22 @@ impl Loop {
         sink: Option<OutputSink>,
         cb: OutputCb,
     ) -> io::Result<Process> {
+        let what = if sink.is_some() { "stream_output" } else { "output" };
+        // A handle given as stdout or stderr would be left unused, and open: a reader at its
+        // other end would wait for an end of file that never comes. Refuse it up front.
+        if let Some((target, _)) =
+            cmd.stdio.iter().find(|(t, s)| matches!(t, 1 | 2) && matches!(s, Stdio::Handle(_)))
+        {
+            return Err(invalid(format!(
+                "spawn `{}`: {what}() captures stdout and stderr itself; the handle given as child fd \
+                 {target} would stay unused (use spawn to give the child a handle)",
+                cmd.name()
+            )));
+        }
         // Pipes other than the captured ones would have no owner: refuse them up front.
         if let Some((target, _)) =
             cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
         {
-            let what = if sink.is_some() { "stream_output" } else { "output" };
             return Err(invalid(format!(
                 "spawn `{}`: {what}() captures stdout and stderr only; child fd {target} cannot be a new pipe \
                  (pass one end of a Pipe::pair as Stdio::Handle, or use spawn)",
@@ -4091,9 +4109,9 @@ impl Pipeline {
     /// [`terminate_group`](Process::terminate_group) ends it all). The first stage's handle
     /// serves for the whole job, even after that stage exited: the handles stay open until
     /// every stage has exited and the pipeline's callback has returned, and a group signal
-    /// needs only some member left. (A stage whose handle you close early counts as done
-    /// from then on, though its child may still run in the group: signal the group before
-    /// closing it, if the job must end with the handles.) Off by
+    /// needs only some member left. (Closing a stage's handle early cancels the pipeline's
+    /// callback, as the type's docs say, though its child may still run in the group:
+    /// signal the group before closing it, if the job must end with the handles.) Off by
     /// default (the stages stay in the loop's group, or in the groups their commands ask
     /// for).
     ///
@@ -4153,7 +4171,8 @@ impl Pipeline {
     }
 
     /// Starts every stage, first to last, and returns their [`Child`]ren in order. `on_exit`
-    /// receives every stage's status, in order, once all have exited.
+    /// receives every stage's status, in order, once all have exited, unless a stage's
+    /// handle is closed before its exit is reported: that cancels it.
     ///
     /// If a stage cannot start, the stages already started are killed and reaped in the
     /// background, and the error names the stage. Handles given to stages as

@@ -587,8 +587,8 @@ impl Tty {
     ///
     /// A shell calls it after a job that exited normally, so that settings the user changed
     /// with `stty` stay (bash does the same), and not after one that a signal ended, which
-    /// may have left the terminal raw. What [`reset_mode`] puts back stays the settings
-    /// found first.
+    /// may have left the terminal raw. [`reset_mode`], the restore hooks and `exit` put
+    /// these back from now on too, as closing the handle does.
     ///
     /// ```
     /// # let mut lp = evloop::Loop::new()?;
@@ -608,7 +608,11 @@ impl Tty {
                 tty.mode
             )));
         }
-        tty.saved = Some(termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?);
+        let t = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
+        tty.saved = Some(t);
+        if let Some(id) = tty.terminal {
+            termios::update_saved(id, &t);
+        }
         Ok(())
     }
 

@@ -763,6 +763,22 @@ pub fn saved_original_of(id: u64) -> Option<Termios> {
     slot.in_use().then(|| Termios(unsafe { slot.termios.assume_init() }))
 }
 
+/// Replaces the settings saved for the terminal numbered `id` (its [`terminal_id`]), if
+/// some are: a program that takes the settings in place as its normal ones (a shell after
+/// a job that ran `stty`) has [`reset_saved`] and the exit hooks put those back, as closing
+/// its handle does.
+pub fn update_saved(id: u64, t: &Termios) {
+    if !id_saved(id) {
+        return;
+    }
+    let mut guard = SavedGuard::lock();
+    let Some(index) = SAVED_IDS.iter().position(|a| a.load(Ordering::Relaxed) == id) else { return };
+    let slot = &mut guard.table().slots[index];
+    if slot.in_use() {
+        slot.termios = MaybeUninit::new(t.0);
+    }
+}
+
 /// The first save makes `exit` restore what is still saved then: a program that calls
 /// `std::process::exit` with a terminal in raw mode leaves a usable shell behind.
 fn reset_at_exit_once() {
