@@ -1202,7 +1202,7 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// the first makes its `posix_spawn` reset one more signal, the second leaves them blocked
 /// in the context its later handlers see if the parent was started with them blocked.
 extern "C" fn discard_stop(signal: c_int) {
-    STOP_BEFORE_EXEC.set(signal);
+    STOP_BEFORE_EXEC.with(|s| s.set(signal));
 }
 
 thread_local! {
@@ -1336,9 +1336,9 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        let caught = STOP_BEFORE_EXEC.get();
+        let caught = STOP_BEFORE_EXEC.with(std::cell::Cell::get);
         if caught != 0 && libc::sigismember(&earlier, caught) == 1 {
-            STOP_BEFORE_EXEC.set(0);
+            STOP_BEFORE_EXEC.with(|s| s.set(0));
         }
         // 6. Exec. A stop signal caught by then is noted for the parent first (a vfork child
         //    shares the note).
@@ -1347,7 +1347,7 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         let mut noted = false;
         for &path in p.exec {
             if let ReportTo::Pipe(fd) = p.report {
-                let caught = STOP_BEFORE_EXEC.get();
+                let caught = STOP_BEFORE_EXEC.with(std::cell::Cell::get);
                 if caught != 0 && !noted {
                     child_write_report(fd, STOP_NOTE, caught, 0);
                     noted = true;
@@ -1577,7 +1577,7 @@ fn fork_exec(
     let prep = ExecPrep::new(req, plan, true)?;
     let unused = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &unused);
-    STOP_BEFORE_EXEC.set(0);
+    STOP_BEFORE_EXEC.with(|s| s.set(0));
     let pid = {
         // No handler of ours may run in the child before it resets them.
         let _mask = MaskGuard::block_all().map_err(setup)?;
@@ -1807,7 +1807,7 @@ fn vfork_exec(
     };
     let shared = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &shared);
-    STOP_BEFORE_EXEC.set(0);
+    STOP_BEFORE_EXEC.with(|s| s.set(0));
     let mut pidfd: c_int = -1;
     let mut flags = libc::SIGCHLD;
     if req.want_pidfd && !CLONE_PIDFD_REFUSED.load(Relaxed) {
@@ -1845,7 +1845,7 @@ fn vfork_exec(
             let [code, arg, errno] = shared.words.each_ref().map(|w| w.load(Relaxed));
             Ok(Err(report_error(code, arg, errno)))
         }
-        None => Ok(Ok(spawned(STOP_BEFORE_EXEC.get()))),
+        None => Ok(Ok(spawned(STOP_BEFORE_EXEC.with(std::cell::Cell::get)))),
     }
 }
 
