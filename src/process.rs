@@ -50,8 +50,9 @@
 //!   time, so the binary does not require a newer libc or macOS than it was built for.
 //! - Otherwise fork/exec, with nothing allocated between the two.
 //!
-//! Either way the child starts with every signal at its default disposition and an empty
-//! signal mask, whatever the parent blocks or ignores, and with only the fds it was given (0,
+//! Either way the child starts with every signal at its default disposition (but those
+//! named with [`Command::ignore_signal`]) and an empty signal mask, whatever the parent
+//! blocks or ignores, and with only the fds it was given (0,
 //! 1 and 2 unless redirected, plus the extra fds asked for). Every fd evloop creates is
 //! close-on-exec.
 //!
@@ -620,6 +621,8 @@ pub struct Command {
     on_drop: OnDrop,
     /// How long a capture waits for the output to end once the child exited.
     wait_delay: Option<Duration>,
+    /// Signals the child starts with ignored: bit `n - 1` for signal `n`.
+    ignored_signals: u64,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
 }
@@ -637,6 +640,24 @@ fn printable(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Whether [`Command::ignore_signal`] can start a child with `signal` ignored.
+fn ignorable(signal: i32) -> Result<(), &'static str> {
+    if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+        return Err("SIGKILL and SIGSTOP cannot be ignored");
+    }
+    #[cfg(target_os = "linux")]
+    let realtime = (libc::SIGRTMIN()..=libc::SIGRTMAX().min(64)).contains(&signal);
+    #[cfg(not(target_os = "linux"))]
+    let realtime = false;
+    if (1..32).contains(&signal) || realtime {
+        Ok(())
+    } else if (32..=64).contains(&signal) && cfg!(target_os = "linux") {
+        Err("the C library keeps this signal for itself")
+    } else {
+        Err("no such signal")
+    }
 }
 
 fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, ()> {
@@ -665,6 +686,7 @@ impl Command {
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
             wait_delay: None,
+            ignored_signals: 0,
             invalid,
         }
     }
@@ -823,6 +845,41 @@ impl Command {
         self.setsid = on;
         if !on {
             self.controlling_terminal = None;
+        }
+        self
+    }
+
+    /// Starts the child with `signal` ignored (`SIG_IGN`, which its exec keeps, so the
+    /// program starts with it ignored), where every other signal starts at its default
+    /// action whatever the parent does with it. What a shell needs for `trap '' INT`
+    /// (commands inherit the ignored signal), for the `SIGINT` and `SIGQUIT` that a
+    /// non-interactive shell's background jobs ignore, and for `nohup` (`SIGHUP`). A
+    /// child asked to ignore a stop signal (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) ignores it
+    /// before its exec too.
+    ///
+    /// `SIGKILL` and `SIGSTOP` cannot be ignored, and the signals a libc keeps for itself
+    /// (on Linux, those between 31 and `SIGRTMIN`) cannot be named: either is an
+    /// `InvalidInput` error at spawn, as is a number that is no signal.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode, signal::SIGINT};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// // The shell sees SIGINT ignored: it cannot even trap it.
+    /// cmd.args(["-c", "kill -INT $$; exit 3"]).ignore_signal(SIGINT);
+    /// cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert_eq!(status.unwrap().code(), Some(3));
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ignore_signal(&mut self, signal: i32) -> &mut Command {
+        if let Err(why) = ignorable(signal) {
+            self.bad(format!("ignore_signal({signal}): {why}"));
+        } else {
+            self.ignored_signals |= 1 << (signal - 1);
         }
         self
     }
@@ -2670,6 +2727,7 @@ impl Loop {
             process_group,
             setsid: cmd.setsid,
             controlling_terminal: cmd.controlling_terminal,
+            ignored_signals: cmd.ignored_signals,
             fds: &prep.fds,
             via: self.options.spawn_via,
             want_pidfd: cfg!(target_os = "linux") && !sigchld_before,

@@ -149,6 +149,15 @@ pub struct Request<'a> {
     /// terminal of the new session (`TIOCSCTTY`), as `login_tty` does. Needs `setsid`. The
     /// vfork and fork paths only.
     pub controlling_terminal: Option<RawFd>,
+    /// Signals the child starts with ignored (`SIG_IGN`, which its exec keeps): bit `n - 1`
+    /// for signal `n`, 1 to 64 but `SIGKILL` and `SIGSTOP`. Every other signal starts at its
+    /// default action. The vfork and fork paths only.
+    pub ignored_signals: u64,
+}
+
+/// Whether `signal` is in the bit set `set` of [`Request::ignored_signals`].
+fn signal_in(set: u64, signal: c_int) -> bool {
+    (1..=64).contains(&signal) && set & (1 << (signal - 1)) != 0
 }
 
 /// Which way to start a child.
@@ -597,7 +606,9 @@ struct Unsupported;
 
 /// Whether posix_spawn can express `req` (see the module docs).
 fn posix_spawn_can(req: &Request<'_>) -> bool {
+    // (Its attributes can reset signals to their default, not make them ignored.)
     if req.uid.is_some()
+        || req.ignored_signals != 0
         || req.gid.is_some()
         || req.foreground.is_some()
         || req.controlling_terminal.is_some()
@@ -1002,6 +1013,7 @@ struct ChildPlan<'a> {
     setsid: bool,
     foreground: Option<RawFd>,
     controlling_terminal: Option<RawFd>,
+    ignored_signals: u64,
 }
 
 /// How long the fork path waits for its child's exec before it looks whether a stop signal
@@ -1225,7 +1237,8 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
     // async-signal-safe and allocates nothing; `dfl`, `held`, `empty` are fully initialised.
     unsafe {
         // 1. Every signal back to its default action (SIGKILL and SIGSTOP cannot change),
-        //    but the stop signals, which `discard_stop` catches until the exec.
+        //    but the stop signals, which `discard_stop` catches until the exec, and those
+        //    asked to be ignored (an ignored stop signal cannot stop the child either).
         let mut held: libc::sigaction = std::mem::zeroed();
         held.sa_sigaction = discard_stop as extern "C" fn(c_int) as libc::sighandler_t;
         held.sa_flags = libc::SA_RESTART;
@@ -1236,9 +1249,16 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             d.sa_sigaction = libc::SIG_DFL;
             d
         };
+        let mut ign: libc::sigaction = std::mem::zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
         for sig in 1..SIGNAL_END {
             match sig {
                 libc::SIGKILL | libc::SIGSTOP => {}
+                // (The libc's call: the signals asked for are never the libc's internal ones,
+                // which the caller cannot name.)
+                _ if signal_in(p.ignored_signals, sig) => {
+                    libc::sigaction(sig, &ign, std::ptr::null_mut());
+                }
                 // (The libc's call: a handler needs its return trampoline.)
                 libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
                     libc::sigaction(sig, &held, std::ptr::null_mut());
@@ -1508,6 +1528,7 @@ impl ExecPrep {
             setsid: req.setsid,
             foreground: req.foreground,
             controlling_terminal: req.controlling_terminal,
+            ignored_signals: req.ignored_signals,
         }
     }
 }

@@ -535,6 +535,57 @@ case!(
     }
 );
 
+case!(
+    /// Issue 6: every child started with every signal at its default action, so a shell on
+    /// the loop could not give a command an ignored signal: `trap '' INT`, the `SIGINT` and
+    /// `SIGQUIT` a non-interactive shell's background jobs ignore, `nohup` (shell trial).
+    /// `Command::ignore_signal` starts the child with the signals named ignored, on every
+    /// path, and only those; a signal that cannot be ignored or named is refused at spawn.
+    fn issue_6_ignore_signal_starts_the_child_with_those_ignored() {
+        // The parent ignores SIGHUP itself: that must not reach the child either way.
+        evloop_platform::signal::set_disposition(libc::SIGHUP, evloop_platform::signal::Disposition::Ignore)
+            .unwrap();
+        let rt = libc::SIGRTMIN() + 1;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = Command::new("cat");
+            cmd.arg("/proc/self/status");
+            for sig in [SIGINT, libc::SIGQUIT, libc::SIGTSTP, rt] {
+                cmd.ignore_signal(sig);
+            }
+            let status = String::from_utf8(output_of(&mut lp, &mut cmd).stdout).unwrap();
+            let want = bit(SIGINT) | bit(libc::SIGQUIT) | bit(libc::SIGTSTP) | bit(rt);
+            assert_eq!(sigmask_field(&status, "SigIgn:"), want, "{name}");
+            assert_eq!(sigmask_field(&status, "SigBlk:"), 0, "{name}: the mask is empty");
+            // Kept across the shell's own exec: the shell cannot even trap it.
+            let mut cmd = sh("trap 'exit 9' INT; kill -INT $$; exit 3");
+            cmd.ignore_signal(SIGINT);
+            assert_eq!(status_of(&mut lp, &cmd).unwrap().code(), Some(3), "{name}");
+            assert_eq!(status_of(&mut lp, &sh("kill -INT $$")).unwrap().signal(), Some(SIGINT), "{name}");
+        }
+        let mut lp = crate::util::test_loop();
+        let bad = [
+            (libc::SIGKILL, "cannot be ignored"),
+            (libc::SIGSTOP, "cannot be ignored"),
+            (0, "no such signal"),
+            (65, "no such signal"),
+            (-1, "no such signal"),
+            (32, "keeps this signal"),
+        ];
+        for (sig, why) in bad {
+            let mut cmd = Command::new("true");
+            cmd.ignore_signal(sig);
+            let err = cmd.spawn(&mut lp, |_, _, _| unreachable!()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{sig}: {err}");
+            assert!(
+                err.to_string().contains(why) && err.to_string().contains(&format!("ignore_signal({sig})")),
+                "{err}"
+            );
+        }
+        assert!(lp.handles().is_empty());
+    }
+);
+
 // ----- kill ---------------------------------------------------------------------------------
 
 case!(
