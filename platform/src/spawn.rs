@@ -1554,10 +1554,23 @@ fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write
 /// end closed: the child's report, if it wrote one. A failed child is reaped here. Success
 /// gives the stop signal the child caught before its exec (`STOP_NOTE`), or 0.
-fn child_report(report_r: &OwnedFd, pid: Pid) -> Result<c_int, SpawnError> {
+///
+/// `forked`: the child runs on as a fork, and the parent waits here for its exec. A stop
+/// signal that reaches it before then (`SIGSTOP`, which it cannot catch) would hold the
+/// read for good, since the caller, if it was stopped too, is continued without it: while
+/// nothing comes, look now and then whether the child stopped, and continue it.
+fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<c_int, SpawnError> {
     let mut report = [0u8; 2 * REPORT_BYTES];
     let mut got = 0;
     while got < report.len() {
+        while forked
+            && !crate::fd::poll_readable(report_r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true)
+        {
+            if let Ok(Some(crate::process::RunChange::Stopped(_))) = crate::process::try_wait_run_change(pid)
+            {
+                let _ = crate::process::kill(pid, libc::SIGCONT);
+            }
+        }
         match crate::fd::read(report_r.as_fd(), &mut report[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
@@ -1612,16 +1625,7 @@ fn fork_exec(
     };
     let Some((report_r, report_w)) = prep.pipe else { unreachable!("asked for above") };
     drop(report_w);
-    // A stop signal that reaches the child before its exec (SIGSTOP, which it cannot catch)
-    // would hold the read below for good, since the caller, if it was stopped too, is
-    // continued without it: while nothing comes, look now and then whether the child
-    // stopped, and continue it.
-    while !crate::fd::poll_readable(report_r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true) {
-        if let Ok(Some(crate::process::RunChange::Stopped(_))) = crate::process::try_wait_run_change(pid) {
-            let _ = crate::process::kill(pid, libc::SIGCONT);
-        }
-    }
-    child_report(&report_r, pid).map(|stop| {
+    child_report(&report_r, pid, true).map(|stop| {
         resend_stop(req, pid, stop);
         pid
     })
@@ -1858,7 +1862,7 @@ fn vfork_exec(
             drop(report_w);
             // The child has exec'd or exited (it may still be closing its fds: the read
             // waits that long at most).
-            Ok(child_report(&report_r, pid).map(spawned))
+            Ok(child_report(&report_r, pid, false).map(spawned))
         }
         // The child has exec'd or exited, and a failure is in `shared`.
         None if shared.failed.load(Acquire) => {
