@@ -70,6 +70,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::cvt::{cvt, cvt_errno, cvt_r, errno};
 use crate::process::Pid;
@@ -1014,6 +1015,8 @@ struct ChildPlan<'a> {
     foreground: Option<RawFd>,
     controlling_terminal: Option<RawFd>,
     ignored_signals: u64,
+    /// See `leaves_group`.
+    leaves_group: bool,
 }
 
 /// How long the fork path waits for its child's exec before it looks whether a stop signal
@@ -1024,9 +1027,9 @@ const STOPPED_BEFORE_EXEC_CHECK: std::time::Duration = std::time::Duration::from
 const REPORT_BYTES: usize = 12;
 
 /// The code of the note a child writes to the error pipe before an exec, in the report's
-/// form, when it caught a stop signal (the argument): see `discard_stop`. A failure's report
-/// may follow it.
-const STOP_NOTE: i32 = 12;
+/// form, when it caught stop signals (the argument: their bits, as in `STOPS_BEFORE_EXEC`):
+/// see `discard_stop`. A failure's report may follow it. Outside the stage codes.
+const STOP_NOTE: i32 = -1;
 
 /// Where the child reports the step that failed before it exits.
 #[derive(Clone, Copy)]
@@ -1128,7 +1131,7 @@ fn child_fail(to: ReportTo<'_>, stage: Stage, errno: i32) -> ! {
     match to {
         ReportTo::Pipe(fd) => child_write_report(fd, code, arg, errno),
         ReportTo::Shared(r) => {
-            use std::sync::atomic::Ordering::{Relaxed, Release};
+            use std::sync::atomic::Ordering::Release;
             for (w, v) in r.words.iter().zip([code, arg, errno]) {
                 w.store(v, Relaxed);
             }
@@ -1201,12 +1204,14 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// The child's mask keeps every signal blocked until just before the exec, so this runs
 /// there at the earliest.
 ///
-/// It notes the signal (in [`STOP_BEFORE_EXEC`]), for a child that left the caller's group:
-/// there the signal was meant for the child's own group (Ctrl-Z at the terminal a shell's
-/// job has taken), and the parent sends it again once the exec is done, which stops the
-/// new program as the signal would have a moment later. For a child in the caller's group
-/// it is dropped: the caller had it too. Async-signal-safe: one store to thread-local
-/// memory that the parent touched before the child began.
+/// It notes the signal (in [`STOPS_BEFORE_EXEC`]), for a child that left the caller's
+/// group: there the signal was meant for the child's own group (Ctrl-Z at the terminal a
+/// shell's job has taken), and the parent sends it again once the exec is done, which
+/// stops the new program as the signal would have a moment later. For a child in the
+/// caller's group it is dropped: the caller had it too. A `SIGCONT` caught meanwhile
+/// (`forget_stops`) cancels the noted stops, as it discards pending ones. Async-signal-safe:
+/// one atomic operation on thread-local memory that the parent touched before the child
+/// began.
 ///
 /// It goes in through the libc's `sigaction`, which supplies the return trampoline. musl's
 /// also notes in its own (on the vfork path, shared) memory that a handler was set, and in a
@@ -1214,23 +1219,50 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
 /// the first makes its `posix_spawn` reset one more signal, the second leaves them blocked
 /// in the context its later handlers see if the parent was started with them blocked.
 extern "C" fn discard_stop(signal: c_int) {
-    STOP_BEFORE_EXEC.with(|s| s.set(signal));
+    STOPS_BEFORE_EXEC.with(|s| s.fetch_or(stop_bit(signal), Relaxed));
+}
+
+/// The child's action for `SIGCONT` until its exec: forgets the stop signals noted so far.
+extern "C" fn forget_stops(_: c_int) {
+    STOPS_BEFORE_EXEC.with(|s| s.store(0, Relaxed));
+}
+
+/// The stop signals, in the order the parent looks for them in a note.
+const STOP_SIGNALS: [c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// `signal`'s bit in `STOPS_BEFORE_EXEC` (the stop signals are below 32 everywhere).
+fn stop_bit(signal: c_int) -> u32 {
+    if (0..32).contains(&signal) { 1 << signal } else { 0 }
 }
 
 thread_local! {
-    /// The stop signal the child's `discard_stop` caught last, 0 for none. The vfork child
-    /// shares the memory and the thread pointer of the parent's thread, suspended until the
-    /// exec: it writes the parent's own slot, which the parent reads after `clone`. The fork
-    /// child writes its own copy, and passes the signal on through the error pipe. The
-    /// parent clears the slot before each spawn (so it exists before the child needs it: no
-    /// allocation in the child).
-    static STOP_BEFORE_EXEC: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+    /// The stop signals the child's `discard_stop` caught (`stop_bit`s), since the last
+    /// `SIGCONT`. The vfork child shares the memory and the thread pointer of the parent's
+    /// thread, suspended until the exec: it writes the parent's own slot, which the parent
+    /// reads after `clone`. The fork child writes its own copy, and passes it on through
+    /// the error pipe. The parent clears the slot before each spawn, so it exists before the
+    /// child needs it: in an executable it is a fixed offset from the thread pointer; in a
+    /// shared library it is found through `__tls_get_addr`, which then takes its fast path
+    /// (unless another thread loads or unloads a library with thread-locals during the
+    /// spawn, when glibc may update its tables, allocating, in the child).
+    static STOPS_BEFORE_EXEC: std::sync::atomic::AtomicU32 = const { std::sync::atomic::AtomicU32::new(0) };
+}
+
+/// Whether the child leaves the caller's process group: a session, a new group, or another
+/// group than the caller's.
+fn leaves_group(req: &Request<'_>) -> bool {
+    match req.process_group {
+        _ if req.setsid => true,
+        Some(0) => true,
+        Some(g) => g != crate::process::process_group(),
+        None => false,
+    }
 }
 
 /// The child side of fork/exec and of the vfork path. Only async-signal-safe calls on
 /// prepared data, none of which changes state that the parent shares with the child on the
 /// vfork path (no id changes there: see `vfork_can`), but for the reports meant for the
-/// parent (the failure's, and the stop signal in `STOP_BEFORE_EXEC`).
+/// parent (the failure's, and the stop signals in `STOPS_BEFORE_EXEC`).
 fn child_exec(p: &ChildPlan<'_>) -> ! {
     // SAFETY: a forked child, or the vfork child whose parent thread is suspended until the
     // exec: what `p` points to is neither freed nor changed before it; every call below is
@@ -1243,6 +1275,8 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         held.sa_sigaction = discard_stop as extern "C" fn(c_int) as libc::sighandler_t;
         held.sa_flags = libc::SA_RESTART;
         libc::sigfillset(&mut held.sa_mask);
+        let mut forget = held;
+        forget.sa_sigaction = forget_stops as extern "C" fn(c_int) as libc::sighandler_t;
         #[cfg(not(target_os = "linux"))]
         let dfl = {
             let mut d: libc::sigaction = std::mem::zeroed();
@@ -1262,6 +1296,9 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 // (The libc's call: a handler needs its return trampoline.)
                 libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
                     libc::sigaction(sig, &held, std::ptr::null_mut());
+                }
+                libc::SIGCONT if p.leaves_group => {
+                    libc::sigaction(sig, &forget, std::ptr::null_mut());
                 }
                 // On Linux the kernel's call, with all zeros: SIG_DFL, no flags, an empty
                 // mask. The libc's refuses its internal signals (glibc's 32 and 33, musl's 32
@@ -1295,10 +1332,16 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         // Stop signals already waiting were sent while the child was in the caller's group,
         // and meant for it: `discard_stop` runs for them, but they are not passed on.
-        let mut earlier: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut earlier);
-        if p.setsid || p.process_group.is_some() {
-            libc::sigpending(&mut earlier);
+        let mut earlier = 0;
+        if p.leaves_group {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pending);
+            libc::sigpending(&mut pending);
+            for sig in STOP_SIGNALS {
+                if libc::sigismember(&pending, sig) == 1 {
+                    earlier |= stop_bit(sig);
+                }
+            }
         }
         // Every signal is blocked here, so the background group's tcsetpgrp raises no
         // SIGTTOU.
@@ -1356,20 +1399,17 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        let caught = STOP_BEFORE_EXEC.with(std::cell::Cell::get);
-        if caught != 0 && libc::sigismember(&earlier, caught) == 1 {
-            STOP_BEFORE_EXEC.with(|s| s.set(0));
-        }
-        // 6. Exec. A stop signal caught by then is noted for the parent first (a vfork child
-        //    shares the note).
+        STOPS_BEFORE_EXEC.with(|s| s.fetch_and(!earlier, Relaxed));
+        // 6. Exec. A job's child that caught stop signals by then notes them for the parent
+        //    first, once (a vfork child shares the slot itself).
         let mut err = libc::ENOENT;
         let mut eacces = false;
         let mut noted = false;
         for &path in p.exec {
-            if let ReportTo::Pipe(fd) = p.report {
-                let caught = STOP_BEFORE_EXEC.with(std::cell::Cell::get);
-                if caught != 0 && !noted {
-                    child_write_report(fd, STOP_NOTE, caught, 0);
+            if let (ReportTo::Pipe(fd), true, false) = (p.report, p.leaves_group, noted) {
+                let caught = STOPS_BEFORE_EXEC.with(|s| s.load(Relaxed));
+                if caught != 0 {
+                    child_write_report(fd, STOP_NOTE, caught as i32, 0);
                     noted = true;
                 }
             }
@@ -1529,6 +1569,7 @@ impl ExecPrep {
             foreground: req.foreground,
             controlling_terminal: req.controlling_terminal,
             ignored_signals: req.ignored_signals,
+            leaves_group: leaves_group(req),
         }
     }
 }
@@ -1553,13 +1594,13 @@ fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
 
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write
 /// end closed: the child's report, if it wrote one. A failed child is reaped here. Success
-/// gives the stop signal the child caught before its exec (`STOP_NOTE`), or 0.
+/// gives the stop signals the child caught before its exec (`STOP_NOTE`), or 0.
 ///
 /// `forked`: the child runs on as a fork, and the parent waits here for its exec. A stop
 /// signal that reaches it before then (`SIGSTOP`, which it cannot catch) would hold the
 /// read for good, since the caller, if it was stopped too, is continued without it: while
 /// nothing comes, look now and then whether the child stopped, and continue it.
-fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<c_int, SpawnError> {
+fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<u32, SpawnError> {
     let mut report = [0u8; 2 * REPORT_BYTES];
     let mut got = 0;
     while got < report.len() {
@@ -1579,7 +1620,7 @@ fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<c_int, Spa
     }
     let word = |i: usize| i32::from_ne_bytes([report[i], report[i + 1], report[i + 2], report[i + 3]]);
     let (stop, rest) = match got >= REPORT_BYTES && word(0) == STOP_NOTE {
-        true => (word(4), &report[REPORT_BYTES..got]),
+        true => (word(4) as u32, &report[REPORT_BYTES..got]),
         false => (0, &report[..got]),
     };
     if rest.is_empty() {
@@ -1593,11 +1634,13 @@ fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<c_int, Spa
     }
 }
 
-/// After a successful exec: a stop signal that the child caught before it (`discard_stop`),
-/// when the child left the caller's group, goes to it again.
-fn resend_stop(req: &Request<'_>, pid: Pid, stop: c_int) {
-    if stop != 0 && (req.setsid || req.process_group.is_some()) {
-        let _ = crate::process::kill(pid, stop);
+/// After a successful exec: a stop signal that the child caught before it (`discard_stop`,
+/// `stops` its bits), when the child left the caller's group, goes to it again.
+fn resend_stop(req: &Request<'_>, pid: Pid, stops: u32) {
+    if stops != 0 && leaves_group(req) {
+        if let Some(&sig) = STOP_SIGNALS.iter().find(|&&s| stops & stop_bit(s) != 0) {
+            let _ = crate::process::kill(pid, sig);
+        }
     }
 }
 
@@ -1611,7 +1654,7 @@ fn fork_exec(
     let prep = ExecPrep::new(req, plan, true)?;
     let unused = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &unused);
-    STOP_BEFORE_EXEC.with(|s| s.set(0));
+    STOPS_BEFORE_EXEC.with(|s| s.store(0, Relaxed));
     let pid = {
         // No handler of ours may run in the child before it resets them.
         let _mask = MaskGuard::block_all().map_err(setup)?;
@@ -1686,7 +1729,6 @@ fn vfork_can(req: &Request<'_>) -> bool {
 /// sets a flag in our memory and exits.
 #[cfg(target_os = "linux")]
 fn vfork_mode() -> u8 {
-    use std::sync::atomic::Ordering::Relaxed;
     let mode = VFORK_MODE.load(Relaxed);
     if mode != VFORK_UNTRIED {
         return mode;
@@ -1722,7 +1764,7 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
     // SAFETY: `arg` is the flag in `vfork_probe`'s frame, which is suspended (CLONE_VFORK)
     // until this child exits; _exit is async-signal-safe.
     unsafe {
-        (*arg.cast::<std::sync::atomic::AtomicBool>()).store(true, std::sync::atomic::Ordering::Relaxed);
+        (*arg.cast::<std::sync::atomic::AtomicBool>()).store(true, Relaxed);
         libc::_exit(0)
     }
 }
@@ -1794,7 +1836,7 @@ fn vfork_probe() -> u8 {
     let mut status: c_int = 0;
     // SAFETY: `status` is valid for writes of one int for the whole call.
     let _ = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::__WALL) });
-    if seen.load(std::sync::atomic::Ordering::Relaxed) { VFORK_SHARED } else { VFORK_COPIED }
+    if seen.load(Relaxed) { VFORK_SHARED } else { VFORK_COPIED }
 }
 
 #[cfg(target_os = "linux")]
@@ -1821,7 +1863,7 @@ fn vfork_exec(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> Result<Result<Spawned, SpawnError>, Unsupported> {
-    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    use std::sync::atomic::Ordering::Acquire;
     let mode = vfork_mode();
     if mode != VFORK_SHARED && mode != VFORK_COPIED {
         return Err(Unsupported);
@@ -1832,7 +1874,7 @@ fn vfork_exec(
     };
     let shared = SharedReport::default();
     let child = prep.child(req, plan, argv, envp, &shared);
-    STOP_BEFORE_EXEC.with(|s| s.set(0));
+    STOPS_BEFORE_EXEC.with(|s| s.store(0, Relaxed));
     let mut pidfd: c_int = -1;
     let mut flags = libc::SIGCHLD;
     if req.want_pidfd && !CLONE_PIDFD_REFUSED.load(Relaxed) {
@@ -1870,7 +1912,7 @@ fn vfork_exec(
             let [code, arg, errno] = shared.words.each_ref().map(|w| w.load(Relaxed));
             Ok(Err(report_error(code, arg, errno)))
         }
-        None => Ok(Ok(spawned(STOP_BEFORE_EXEC.with(std::cell::Cell::get)))),
+        None => Ok(Ok(spawned(STOPS_BEFORE_EXEC.with(|s| s.load(Relaxed))))),
     }
 }
 

@@ -2764,6 +2764,43 @@ fn wait_until_stopped(pid: u32) {
     crate::util::wait_for_state(&format!("/proc/{pid}/stat"), 'T');
 }
 
+/// A `PATH` whose search takes the child a while (12,000 missing directories first): the
+/// window, after the child unblocked signals, in which a stop signal reaches it before its
+/// exec.
+fn slow_path() -> String {
+    let mut path: String = (0..12_000).map(|i| format!("/n/{i}:")).collect();
+    path.push_str("/usr/bin:/bin");
+    path
+}
+
+/// The user at the terminal: as soon as a child of this process has a group of its own (a
+/// job), sends it `signals`, in order. The thread's result: whether the child was still
+/// before its exec of `program` after the last one (the case the callers are about; it
+/// depends on timing, and the tests pass either way).
+fn signal_the_new_job(
+    signals: &'static [nix::sys::signal::Signal],
+    program: &'static str,
+) -> std::thread::JoinHandle<bool> {
+    let me = std::process::id() as i32;
+    std::thread::spawn(move || {
+        loop {
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                // pid (comm) state ppid pgrp ...
+                let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+                if f[1].parse() == Ok(me) && f[2].parse() == Ok(pid) {
+                    for &sig in signals {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), sig).unwrap();
+                    }
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    return comm.trim_end() != program;
+                }
+            }
+        }
+    })
+}
+
 case!(
     /// Issue 6: a stop signal that reached a job (a child in a group of its own) after it
     /// left the caller's group but before its exec was caught and dropped, so that the
@@ -2774,30 +2811,11 @@ case!(
     /// the end of its window) so that the signal comes before its exec.
     fn issue_6_a_stop_signal_before_a_jobs_exec_stops_it_after() {
         use evloop::StopEvent::Stopped;
-        let mut path: String = (0..12_000).map(|i| format!("/n/{i}:")).collect();
-        path.push_str("/usr/bin:/bin");
+        let path = slow_path();
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
-            let me = std::process::id() as i32;
-            // The "user": Ctrl-Z (SIGTSTP to the job's group) as soon as the job has a group.
-            let user = std::thread::spawn(move || {
-                loop {
-                    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-                        // pid (comm) state ppid pgrp ...
-                        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-                        if f[1].parse() == Ok(me) && f[2].parse() == Ok(pid) {
-                            nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(-pid),
-                                nix::sys::signal::SIGTSTP,
-                            )
-                            .unwrap();
-                            return;
-                        }
-                    }
-                }
-            });
+            // The "user": Ctrl-Z as soon as the job has a group.
+            let user = signal_the_new_job(&[nix::sys::signal::SIGTSTP], "sleep");
             let mut cmd = Command::new("sleep");
             cmd.arg("100").process_group(0).env("PATH", &path);
             let (child, status) = spawn_recording(&mut lp, &cmd);
@@ -2823,6 +2841,41 @@ case!(
             lp.run(RunMode::Default).unwrap();
             assert_eq!(*stops.borrow(), [Stopped(libc::SIGTSTP)], "{name}");
             assert_eq!(status.get().unwrap().signal(), Some(SIGKILL), "{name}");
+        }
+    }
+);
+
+case!(
+    /// Issue 6: a stop signal caught before a job's exec is sent again after it, unless a
+    /// `SIGCONT` came after it, as the kernel discards a pending stop signal on `SIGCONT`:
+    /// Ctrl-Z and `fg` before the job's exec leave it running.
+    fn issue_6_a_continue_before_a_jobs_exec_cancels_the_stop_before_it() {
+        use nix::sys::signal::{SIGCONT, SIGTSTP};
+        let path = slow_path();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let user = signal_the_new_job(&[SIGTSTP, SIGCONT], "cat");
+            let mut cmd = Command::new("cat");
+            cmd.process_group(0).env("PATH", &path).stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let early = user.join().unwrap();
+            // A stopped cat echoes nothing: end it then, for the asserts.
+            let process = child.process;
+            let stopped = evloop::Timer::once(&mut lp, std::time::Duration::from_secs(3), move |lp| {
+                let _ = process.kill(lp, SIGKILL);
+            })
+            .unwrap();
+            stopped.set_ref(&mut lp, false).unwrap();
+            let stops = Rc::new(RefCell::new(Vec::new()));
+            let s = stops.clone();
+            process.watch_stops(&mut lp, move |_, _, e| s.borrow_mut().push(e)).unwrap();
+            let stdin = child.stdin.unwrap();
+            stdin.write(&mut lp, b"running\n", |_, r| r.unwrap()).unwrap();
+            let echo = on_first_line(&mut lp, child.stdout.unwrap(), move |lp, _| stdin.close(lp).unwrap());
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*stops.borrow(), [], "{name} (signals before the exec: {early})");
+            assert_eq!(*echo.borrow(), "running\n", "{name}");
+            assert_eq!(status.get().unwrap().code(), Some(0), "{name}");
         }
     }
 );
