@@ -1172,8 +1172,8 @@ impl Command {
     ///
     /// A [`Stdio::Handle`] as the command's stdout or stderr is refused (an `InvalidInput`
     /// error, the handle left as it was): it would stay unused, and a reader at its other
-    /// end would wait for good. The capture keeps `run` going until `cb` has run, whatever the handle's
-    /// [`set_ref`](Process::set_ref), except while its output is paused
+    /// end would wait for good. The capture keeps `run` going until `cb` has run, whatever the
+    /// [`set_ref`](Process::set_ref) of the returned process handle, except while its output is paused
     /// ([`Process::pause_output`]): then only the running child does, as a stopped read
     /// keeps nothing alive, so a program that resumes from outside the loop (another
     /// thread, through an [`Async`](crate::Async)) keeps that handle referenced meanwhile.

@@ -6,9 +6,9 @@
 //!
 //! - modes ([`TtyMode`]): normal, libuv's raw, and `cfmakeraw`'s;
 //! - the window size, and a callback when it changes (`SIGWINCH`);
-//! - restoration: closing a handle puts back the settings it found, [`reset_mode`] puts
-//!   back every terminal's settings from before its first change in the process (from a
-//!   signal handler too), and [`install_restore_hooks`] does that on a panic and on the
+//! - restoration: closing a handle puts back the settings it found (or took later, with
+//!   [`Tty::save_settings`]), [`reset_mode`] puts back every changed terminal's saved
+//!   settings (from a signal handler too), and [`install_restore_hooks`] does that on a panic and on the
 //!   signals that end the process (which also put back the blocking mode of shared
 //!   descriptions, [`restore_shared_blocking`](crate::restore_shared_blocking)).
 //!
@@ -811,9 +811,10 @@ pub fn is_background_read(err: &io::Error) -> bool {
     crate::os_error_code(err) == Some(evloop_platform::libc::EIO)
 }
 
-/// Puts back each terminal's settings saved before its first mode change in the process
-/// (libuv's `uv_tty_reset_mode`, which knows one terminal only: the first), from the last
-/// terminal changed to the first. Before any change, it does nothing and returns `Ok`.
+/// Puts back each terminal's saved settings: the ones from before its first mode change in
+/// the process, or the ones taken later with [`Tty::save_settings`] (libuv's
+/// `uv_tty_reset_mode`, which knows one terminal only: the first), from the last terminal
+/// changed to the first. Before any change, it does nothing and returns `Ok`.
 ///
 /// It is async-signal-safe and preserves `errno`, so a signal handler may call it. It fails
 /// with `EBUSY`, rather than wait, if a handle is changing the saved settings at that very

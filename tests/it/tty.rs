@@ -714,7 +714,7 @@ case!(
         tty.set_mode(&mut lp, TtyMode::Normal).unwrap();
         assert_same_termios(&attrs(&p.probe), &quiet, "normal, as saved");
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
-        // The process-wide settings follow (issue_5_save_settings_is_what_reset_mode_puts_back).
+        // The process-wide settings follow (exit_restores_a_terminal_left_in_raw_mode, its "saved" case).
         evloop::tty::reset_mode().unwrap();
         assert_same_termios(&attrs(&p.probe), &quiet, "reset_mode");
         tty.close(&mut lp).unwrap();
