@@ -64,6 +64,32 @@ fn token_of(k: &libc::kevent) -> u64 {
     k.udata as usize as u64
 }
 
+/// The kernel's answer `err` (0 for success) to the queued `change`: a rejection becomes an
+/// event in `failed`, and a rejected add's fd joins `rejected_adds`, for the cleanup of its
+/// other filter.
+fn judge(change: &libc::kevent, err: i32, failed: &mut Vec<Event>, rejected_adds: &mut Vec<libc::uintptr_t>) {
+    let deleting = change.flags & libc::EV_DELETE != 0;
+    match err {
+        0 => {}
+        libc::ENOENT if deleting => {}
+        libc::EPIPE if change.filter == libc::EVFILT_WRITE => {
+            // FreeBSD refuses a write filter once the reader is gone (sys_pipe.c); report the
+            // pipe as writable so the next write meets the EPIPE itself.
+            failed.push(Event {
+                token: token_of(change),
+                readiness: Readiness::WRITABLE | Readiness::ERROR,
+                change_error: 0,
+            });
+        }
+        _ => {
+            failed.push(Event { token: token_of(change), readiness: Readiness::empty(), change_error: err });
+            if !deleting {
+                rejected_adds.push(change.ident);
+            }
+        }
+    }
+}
+
 fn to_timespec(d: Duration) -> libc::timespec {
     libc::timespec { tv_sec: crate::time::wait_secs(d), tv_nsec: d.subsec_nanos() as _ }
 }
@@ -276,55 +302,36 @@ impl Poller {
         let n = self.changes.len();
         self.receipts.clear();
         self.receipts.resize(n, kev(0, 0, 0, 0, 0));
-        let got = kevent_now(self.kq.as_fd(), &self.changes, &mut self.receipts);
-        let got = match got {
-            Ok(n) => n,
-            Err(e) => {
-                // The whole call failed (ENOMEM): none of the changes is known to be in the
-                // kernel, and the loop believes each was applied. Report each as rejected,
-                // so that its handle hears the error instead of waiting for good.
-                let err = e.raw_os_error().unwrap_or(libc::EIO);
-                let tokens = self.changes.drain(..).map(|c| token_of(&c));
-                failed.extend(tokens.map(|token| Event {
-                    token,
-                    readiness: Readiness::empty(),
-                    change_error: err,
-                }));
-                return Ok(());
-            }
-        };
         let mut rejected_adds = Vec::new();
-        for (i, r) in self.receipts[..got].iter().enumerate() {
-            let err = r.data as i32;
-            if err == 0 {
-                continue;
+        match kevent_now(self.kq.as_fd(), &self.changes, &mut self.receipts) {
+            Ok(got) => {
+                for (i, r) in self.receipts[..got].iter().enumerate() {
+                    // What the change asked for comes from the change itself: FreeBSD
+                    // replaces a receipt's flags with EV_ERROR, so EV_DELETE cannot be read
+                    // back from it. Receipts come in changelist order; look further only if
+                    // that ever fails.
+                    let same = |c: &libc::kevent| c.ident == r.ident && c.filter == r.filter;
+                    let change = match self.changes.get(i) {
+                        Some(c) if same(c) => c,
+                        _ => self.changes.iter().find(|c| same(c)).unwrap_or(r),
+                    };
+                    judge(change, r.data as i32, failed, &mut rejected_adds);
+                }
             }
-            // What the change asked for comes from the change itself: FreeBSD replaces a
-            // receipt's flags with EV_ERROR, so EV_DELETE cannot be read back from it.
-            // Receipts come in changelist order; look further only if that ever fails.
-            let same = |c: &libc::kevent| c.ident == r.ident && c.filter == r.filter;
-            let change = match self.changes.get(i) {
-                Some(c) if same(c) => Some(c),
-                _ => self.changes.iter().find(|c| same(c)),
-            };
-            let deleting = change.is_some_and(|c| c.flags & libc::EV_DELETE != 0);
-            let writing = r.filter == libc::EVFILT_WRITE;
-            if deleting && err == libc::ENOENT {
-                continue;
-            }
-            if writing && err == libc::EPIPE {
-                // FreeBSD refuses a write filter once the reader is gone (sys_pipe.c); report
-                // the pipe as writable so the next write meets the EPIPE itself.
-                failed.push(Event {
-                    token: token_of(r),
-                    readiness: Readiness::WRITABLE | Readiness::ERROR,
-                    change_error: 0,
-                });
-                continue;
-            }
-            failed.push(Event { token: token_of(r), readiness: Readiness::empty(), change_error: err });
-            if !deleting {
-                rejected_adds.push(r.ident);
+            Err(_) => {
+                // The whole call failed (ENOMEM, say): none of the changes is known to be in
+                // the kernel, and the loop believes each was applied. Apply them one by one,
+                // so that each gets its own answer: a delete its ENOENT or nothing, an add
+                // that fails again an error its handle hears, instead of waiting for good.
+                for c in &self.changes {
+                    let mut out = [kev(0, 0, 0, 0, 0)];
+                    let err = match kevent_now(self.kq.as_fd(), std::slice::from_ref(c), &mut out) {
+                        Ok(1) => out[0].data as i32,
+                        Ok(_) => 0,
+                        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+                    };
+                    judge(c, err, failed, &mut rejected_adds);
+                }
             }
         }
         self.changes.clear();

@@ -12,8 +12,9 @@
 //!   **Level-triggered**: an fd that stays ready is reported again on every `wait`.
 //!   epoll applies the change at once. kqueue queues it in a changelist that the next `wait`
 //!   (or `deregister`) submits; a change the kernel rejects comes back from `wait` as an
-//!   [`Event`] with [`Event::change_error`] set, tagged with the change's token, and so does
-//!   every change of a submission that fails as a whole (`ENOMEM`).
+//!   [`Event`] with [`Event::change_error`] set, tagged with the change's token. When a
+//!   submission fails as a whole (`ENOMEM`), each change is applied again on its own and
+//!   gets its own answer.
 //! - `Poller::deregister(&mut self, fd, old) -> io::Result<()>`: removes `fd` **now**, and
 //!   drops any queued change that names it. Call it before closing `fd`: epoll keys
 //!   registrations on the open file description, so a closed fd whose description lives on
