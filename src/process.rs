@@ -394,6 +394,30 @@ impl fmt::Display for ExitStatus {
 pub enum Stdio {
     /// The parent's fd with the same number, shared as it is (its blocking mode included).
     Inherit,
+    /// Closed in the child, as a shell's `2>&-` or `<&-` leaves it: the child's next open
+    /// file gets the number. Programs expect 0, 1 and 2 open, and many fail (or write their
+    /// errors into the file they opened next) without them: for output to nowhere use
+    /// [`Stdio::Null`]. Above 2, this is what leaving the fd out does.
+    ///
+    /// ```
+    /// # use std::{cell::Cell, rc::Rc};
+    /// use evloop::{Command, Loop, RunMode, Stdio};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// // `sh` sees its stderr closed: the redirection to it fails.
+    /// cmd.args(["-c", "echo to stderr >&2"]).stderr(Stdio::Close);
+    /// let code = Rc::new(Cell::new(None));
+    /// let c = code.clone();
+    /// cmd.spawn(&mut lp, move |lp, p, status| {
+    ///     c.set(status.unwrap().code());
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_ne!(code.get(), Some(0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    Close,
     /// `/dev/null`, open for reading and writing.
     Null,
     /// A new pipe. The child reads it when it is fd 0 and writes it on every other fd; the
@@ -2874,6 +2898,7 @@ impl Loop {
             let source = match stdio {
                 Stdio::Inherit if target < 3 => continue,
                 Stdio::Inherit => Source::Keep,
+                Stdio::Close => Source::Close,
                 Stdio::Null => match null {
                     Some(fd) => Source::Fd(fd),
                     None => {

@@ -100,6 +100,9 @@ pub enum Source {
     Keep,
     /// A copy of this parent fd (which stays the parent's).
     Fd(RawFd),
+    /// None: the child's fd is closed (a shell's `2>&-`). Above 2 this is what leaving the
+    /// fd out does.
+    Close,
 }
 
 /// One fd of the child: `target` in the child is `source` from the parent.
@@ -335,7 +338,8 @@ fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 
 impl FdPlan {
     fn new(fds: &[FdMapping]) -> Result<FdPlan, SpawnError> {
-        let max_target = fds.iter().map(|m| m.target).max().unwrap_or(2).max(2);
+        let opened = fds.iter().filter(|m| m.source != Source::Close);
+        let max_target = opened.map(|m| m.target).max().unwrap_or(2).max(2);
         for m in fds {
             if m.target < 0 {
                 return Err(SpawnError::new(
@@ -376,6 +380,17 @@ impl FdPlan {
                 }
                 Source::Keep => m.target,
                 Source::Fd(s) => s,
+                Source::Close => {
+                    if m.target < 3 {
+                        plan.keep[m.target as usize] = false;
+                    }
+                    // Above the others, `close_from` covers it; a number closed in the parent
+                    // or closed at exec needs nothing.
+                    if m.target < plan.close_from && matches!(fd_flags(m.target), Ok(false)) {
+                        plan.close.push(m.target);
+                    }
+                    continue;
+                }
             };
             if m.target < 3 {
                 plan.keep[m.target as usize] = false;

@@ -328,6 +328,44 @@ case!(
 );
 
 case!(
+    /// Issue 6: a shell's `<&-` and `2>&-` (`Stdio::Close`): the child's fd is closed, on
+    /// every way to start it, whatever the other fds come from (a standard fd's source
+    /// moved to another number included).
+    fn issue_6_stdio_close_leaves_the_childs_fd_closed() {
+        // The shell's `[` is a builtin: /proc/self is the shell.
+        let script = "for n in 0 1 2 3 4; do [ -e /proc/self/fd/$n ] && printf $n; done; echo";
+        let file = || Stdio::from(File::open("/dev/null").unwrap());
+        let cases: [(&str, fn(&mut Command, Stdio)); 4] = [
+            ("01", |c, f| {
+                c.stdin(f).stderr(Stdio::Close);
+            }),
+            ("1", |c, _| {
+                c.stdin(Stdio::Close).stderr(Stdio::Close);
+            }),
+            ("123", |c, f| {
+                c.stdin(Stdio::Close).fd(3, f).fd(4, Stdio::Close);
+            }),
+            ("12", |c, f| {
+                c.stdin(Stdio::Close).stderr(f);
+            }),
+        ];
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            for (want, set) in cases {
+                let mut cmd = sh(script);
+                cmd.stdout(Stdio::Pipe);
+                set(&mut cmd, file());
+                let (child, status) = spawn_recording(&mut lp, &cmd);
+                let out = collect(&mut lp, child.stdout.unwrap());
+                lp.run(RunMode::Default).unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.borrow().data), format!("{want}\n"), "{name}");
+                assert!(status.get().unwrap().success(), "{name}");
+            }
+        }
+    }
+);
+
+case!(
     fn a_child_sees_only_the_fds_it_was_given() {
         // A stray fd without close-on-exec in the parent: the child must not get it.
         let stray = nix::unistd::dup(std::io::stdin()).unwrap();
