@@ -335,7 +335,8 @@ case!(
         // The shell's `[` is a builtin: /proc/self is the shell.
         let script = "for n in 0 1 2 3 4; do [ -e /proc/self/fd/$n ] && printf $n; done; echo";
         let file = || Stdio::from(File::open("/dev/null").unwrap());
-        let cases: [(&str, fn(&mut Command, Stdio)); 4] = [
+        type Redirect = fn(&mut Command, Stdio);
+        let cases: [(&str, Redirect); 4] = [
             ("01", |c, f| {
                 c.stdin(f).stderr(Stdio::Close);
             }),
