@@ -453,6 +453,24 @@ pub enum Stdio {
     Handle(HandleId),
 }
 
+impl Stdio {
+    /// A copy: the same, but that [`Stdio::Fd`] gets a copy of its fd (`F_DUPFD_CLOEXEC`),
+    /// which the copy owns. A [`Stdio::Handle`] names the same handle, which still moves to
+    /// the first child that gets it. Fails only where the fd cannot be copied (`EMFILE`).
+    pub fn try_clone(&self) -> io::Result<Stdio> {
+        Ok(match self {
+            Stdio::Inherit => Stdio::Inherit,
+            Stdio::Close => Stdio::Close,
+            Stdio::Null => Stdio::Null,
+            Stdio::Pipe => Stdio::Pipe,
+            Stdio::PipeIn => Stdio::PipeIn,
+            Stdio::Fd(fd) => Stdio::Fd(fd.try_clone()?),
+            Stdio::InheritFrom(n) => Stdio::InheritFrom(*n),
+            Stdio::Handle(h) => Stdio::Handle(*h),
+        })
+    }
+}
+
 impl From<OwnedFd> for Stdio {
     fn from(fd: OwnedFd) -> Stdio {
         Stdio::Fd(fd)
@@ -533,6 +551,7 @@ const PROGRAM_INLINE_BYTES: usize = 40;
 
 /// The program as a C string, with `./` in front of a relative [`Path`]. Short names (most
 /// are: `/bin/true`, `cargo`) live inside the `Command`, so building one allocates nothing.
+#[derive(Clone)]
 enum ProgramName {
     /// `bytes[..len]` is the name, `bytes[len]` its NUL.
     Inline { len: u8, bytes: [u8; PROGRAM_INLINE_BYTES] },
@@ -713,6 +732,51 @@ impl Command {
             ignored_signals: 0,
             invalid,
         }
+    }
+
+    /// A copy of the command, to start variants of one template (a test runner's per-test
+    /// arguments, a build system's per-target environment); std's `Command` has none. fds
+    /// given as [`Stdio::Fd`] are copied ([`Stdio::try_clone`]), so each command owns its
+    /// own; that copy is the only way this fails (`EMFILE`). Bad input remembered by the
+    /// original is remembered by the copy too.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut template = Command::new("sh");
+    /// template.env("LEVEL", "2").arg("-c");
+    /// for script in ["test $LEVEL = 2", "exit $((LEVEL - 2))"] {
+    ///     let mut cmd = template.try_clone()?;
+    ///     cmd.arg(script);
+    ///     cmd.spawn(&mut lp, |lp, p, status| {
+    ///         assert!(status.unwrap().success());
+    ///         p.close(lp).unwrap();
+    ///     })?;
+    /// }
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<Command> {
+        let stdio = self.stdio.iter().map(|(n, s)| Ok((*n, s.try_clone()?))).collect::<io::Result<_>>()?;
+        Ok(Command {
+            program: self.program.clone(),
+            arg0: self.arg0.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            process_group: self.process_group,
+            setsid: self.setsid,
+            foreground: self.foreground,
+            controlling_terminal: self.controlling_terminal,
+            stdio,
+            on_drop: self.on_drop,
+            wait_delay: self.wait_delay,
+            ignored_signals: self.ignored_signals,
+            invalid: self.invalid.clone(),
+        })
     }
 
     fn bad(&mut self, why: String) {

@@ -328,6 +328,35 @@ case!(
 );
 
 case!(
+    /// `Command::try_clone`: each copy owns its own copy of a `Stdio::Fd`, so the pipe
+    /// reaches end of file only once the last command and child are gone, and bad input
+    /// travels with the copy.
+    fn command_try_clone_copies_fds_and_bad_input() {
+        use std::io::Read;
+        let mut lp = builder().build().unwrap();
+        let (mut r, w) = std::io::pipe().unwrap();
+        let mut original = sh("echo $N");
+        original.stdout(OwnedFd::from(w));
+        let mut copy = original.try_clone().unwrap();
+        original.env("N", "1");
+        copy.env("N", "2");
+        assert!(status_of(&mut lp, &original).unwrap().success());
+        drop(original);
+        assert!(status_of(&mut lp, &copy).unwrap().success());
+        drop(copy);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "1\n2\n");
+
+        let mut bad = Command::new("true");
+        bad.arg("a\0b");
+        let e = status_of(&mut lp, &bad.try_clone().unwrap()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("NUL"), "{e}");
+    }
+);
+
+case!(
     /// Issue 6: a shell's `<&-` and `2>&-` (`Stdio::Close`): the child's fd is closed, on
     /// every way to start it, whatever the other fds come from (a standard fd's source
     /// moved to another number included).
