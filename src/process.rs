@@ -451,6 +451,50 @@ pub enum Stdio {
     /// the read end, as stdout or stderr the write end: the wrong one is refused at the
     /// spawn, not left to fail in the child.
     Handle(HandleId),
+    /// A copy of the child's own fd `n`, as the command sets it up: a shell's `2>&1` is
+    /// `stderr(Stdio::SameAs(1))`, whatever stdout is (a new pipe, a file, a handle, the
+    /// next stage of a [`Pipeline`] for `|&`, the capture of [`Command::output`], which then
+    /// gets both streams, in order, as its stdout). fd `n` must be one the child has: 0, 1
+    /// or 2, or one the command names; a chain (`3>&2 2>&1`) is followed to its end. A fd
+    /// [`Stdio::Close`]d, a missing one, or a cycle is an error at the spawn.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode, Stdio};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo out; echo err >&2"]).stderr(Stdio::SameAs(1));
+    /// cmd.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert_eq!(out.stdout, b"out\nerr\n");
+    ///     assert!(out.stderr.is_empty());
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    SameAs(RawFd),
+}
+
+/// Where child fd `target`, given as [`Stdio::SameAs`]`(n)`, comes from: the source of the
+/// child's fd `n` among the mappings made so far (`fds`), following a chain of `SameAs`.
+fn same_as_source(cmd: &Command, fds: &[FdMapping], target: RawFd, mut n: RawFd) -> io::Result<Source> {
+    let bad = |why: String| invalid(format!("child fd {target}: {why}"));
+    for _ in 0..=cmd.stdio.len() {
+        if let Some(m) = fds.iter().find(|m| m.target == n) {
+            return match m.source {
+                Source::Close => Err(bad(format!("Stdio::SameAs names fd {n}, which the child has closed"))),
+                Source::Keep => Ok(Source::Fd(n)),
+                source => Ok(source),
+            };
+        }
+        match cmd.stdio.iter().find(|(t, _)| *t == n).map(|(_, s)| s) {
+            Some(Stdio::SameAs(next)) => n = *next,
+            // The parent's own 0, 1 or 2, which the child inherits.
+            Some(Stdio::Inherit) | None if n < 3 => return Ok(Source::Fd(n)),
+            _ => return Err(bad(format!("Stdio::SameAs names fd {n}, which the child does not have"))),
+        }
+    }
+    Err(bad("its Stdio::SameAs chain comes back to itself".to_string()))
 }
 
 impl Stdio {
@@ -467,6 +511,7 @@ impl Stdio {
             Stdio::Fd(fd) => Stdio::Fd(fd.try_clone()?),
             Stdio::InheritFrom(n) => Stdio::InheritFrom(*n),
             Stdio::Handle(h) => Stdio::Handle(*h),
+            Stdio::SameAs(n) => Stdio::SameAs(*n),
         })
     }
 }
@@ -1043,6 +1088,12 @@ impl Command {
             self.bad(format!("child fd {fd}: a child fd number cannot be negative"));
             return self;
         }
+        if let Stdio::SameAs(n) = stdio {
+            if n < 0 || n == fd {
+                self.bad(format!("child fd {fd}: Stdio::SameAs({n}) names no other child fd"));
+                return self;
+            }
+        }
         match self.stdio.iter_mut().find(|(t, _)| *t == fd) {
             Some(entry) => entry.1 = stdio,
             None => self.stdio.push((fd, stdio)),
@@ -1243,7 +1294,8 @@ impl Command {
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
     /// calls `cb` once: when the child has exited and both streams have reached end of file.
     /// Its stdin is `/dev/null` unless the command sets one; the command's own stdout and
-    /// stderr settings are overridden.
+    /// stderr settings are overridden, but for [`Stdio::SameAs`]: `stderr(Stdio::SameAs(1))`
+    /// captures both streams in `stdout`, in the order the child wrote them (`2>&1`).
     ///
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself once
     /// `cb` has returned (unless `cb` closed it): inside `cb` it still reaches what the child
@@ -2960,6 +3012,8 @@ impl Loop {
                 continue;
             }
             let source = match stdio {
+                // After every other fd, below.
+                Stdio::SameAs(_) => continue,
                 Stdio::Inherit if target < 3 => continue,
                 Stdio::Inherit => Source::Keep,
                 Stdio::Close => Source::Close,
@@ -3030,6 +3084,14 @@ impl Loop {
         }
         for &(target, source) in links {
             prep.fds.push(FdMapping { target, source: Source::Fd(source) });
+        }
+        for (target, stdio) in &cmd.stdio {
+            if let Stdio::SameAs(n) = *stdio {
+                if !links.iter().any(|&(t, _)| t == *target) {
+                    let source = same_as_source(cmd, &prep.fds, *target, n)?;
+                    prep.fds.push(FdMapping { target: *target, source });
+                }
+            }
         }
         if !prep.moved.is_empty() {
             self.block_moved_for_child(others_moving, &mut prep.moved)?;
@@ -3983,7 +4045,10 @@ impl Loop {
                 let (r, w) = fd::pipe()?;
                 fd::set_nonblocking(r.as_fd(), true)?;
                 ours.push(Pipe::from_private(self, r, true, false)?);
-                links.push((target, w.as_raw_fd()));
+                // `2>&1`: stderr goes where stdout goes, and its own pipe just ends.
+                if !cmd.stdio.iter().any(|(t, s)| *t == target && matches!(s, Stdio::SameAs(_))) {
+                    links.push((target, w.as_raw_fd()));
+                }
                 child_ends.push(w);
             }
             if input.is_some() {
@@ -4338,7 +4403,8 @@ impl Pipeline {
     /// reached end of file, with every stage's status and the output. The first stage's
     /// stdin is `/dev/null` unless its command sets one; the last stage must leave its
     /// stdout unset, and no stage may ask for a new pipe ([`Stdio::Pipe`]: it would have no
-    /// owner). Each stage's stderr is what its command says (the loop's by default).
+    /// owner). Each stage's stderr is what its command says (the loop's by default;
+    /// [`Stdio::SameAs`]`(1)` sends it down the pipeline, as a shell's `|&`).
     ///
     /// Returns the stages' [`Process`] handles, which close themselves once `cb` has
     /// returned, as [`spawn`](Pipeline::spawn)'s do (inside `cb` the first stage's can

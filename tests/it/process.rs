@@ -328,6 +328,71 @@ case!(
 );
 
 case!(
+    /// `Stdio::SameAs`, a shell's `2>&1`: to a new pipe, to the capture of `output` (merged,
+    /// in order), along a chain, across a pipeline (`|&`); and its bad uses refused.
+    fn stdio_same_as_is_a_shells_dup() {
+        let script = "echo out; echo err >&2; echo three >&3";
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // To a new pipe, with fd 3 following fd 2 to it.
+            let mut cmd = sh(script);
+            cmd.stdin(Stdio::Null).stdout(Stdio::Pipe).stderr(Stdio::SameAs(1)).fd(3, Stdio::SameAs(2));
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let out = collect(&mut lp, child.stdout.unwrap());
+            lp.run(RunMode::Default).unwrap();
+            assert!(child.stderr.is_none(), "{name}");
+            assert_eq!(String::from_utf8_lossy(&out.borrow().data), "out\nerr\nthree\n", "{name}");
+            assert!(status.get().unwrap().success(), "{name}");
+
+            // The capture of `output`: stdout gets both; and `1>&2` the other way.
+            for (stdio, merged_into_stdout) in [(Stdio::SameAs(1), true), (Stdio::SameAs(2), false)] {
+                let mut cmd = sh("echo out; echo err >&2");
+                cmd.fd(if merged_into_stdout { 2 } else { 1 }, stdio);
+                let got = Rc::new(RefCell::new(None));
+                let g = got.clone();
+                cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let o = got.borrow_mut().take().unwrap();
+                assert!(o.status.success(), "{name}");
+                let (both, none) =
+                    if merged_into_stdout { (o.stdout, o.stderr) } else { (o.stderr, o.stdout) };
+                assert_eq!(both, b"out\nerr\n", "{name}");
+                assert!(none.is_empty(), "{name}");
+            }
+
+            // `a |& b`: the first stage's stderr into the pipe to the second.
+            let mut first = sh("echo out; echo err >&2");
+            first.stderr(Stdio::SameAs(1));
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            Pipeline::new([first, Command::new("cat")])
+                .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap().stdout))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(got.borrow().as_deref(), Some(&b"out\nerr\n"[..]), "{name}");
+        }
+        let mut lp = builder().build().unwrap();
+        let refused = |cmd: &Command, lp: &mut Loop, why: &str| {
+            let e = status_of(lp, cmd).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        };
+        let mut missing = Command::new("true");
+        missing.stderr(Stdio::SameAs(5));
+        refused(&missing, &mut lp, "which the child does not have");
+        let mut closed = Command::new("true");
+        closed.stdout(Stdio::Close).stderr(Stdio::SameAs(1));
+        refused(&closed, &mut lp, "which the child has closed");
+        let mut cycle = Command::new("true");
+        cycle.fd(3, Stdio::SameAs(4)).fd(4, Stdio::SameAs(3));
+        refused(&cycle, &mut lp, "comes back to itself");
+        let mut itself = Command::new("true");
+        itself.stderr(Stdio::SameAs(2));
+        refused(&itself, &mut lp, "names no other child fd");
+    }
+);
+
+case!(
     /// `Command::try_clone`: each copy owns its own copy of a `Stdio::Fd`, so the pipe
     /// reaches end of file only once the last command and child are gone, and bad input
     /// travels with the copy.
