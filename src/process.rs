@@ -1897,9 +1897,9 @@ impl Process {
     /// exit callback says when it is gone; [`terminate`](Self::terminate) ends it (and so
     /// does closing its handle, with `kill_group_on_drop`, when the escalation ends).
     ///
-    /// On Linux 6.9 and later the group of a child that leads it is named through the
-    /// child's pidfd, race-free. Elsewhere, and for a group the child joined, it is named by
-    /// number, with the race that [`kill_group`](Self::kill_group) describes: should every
+    /// On Linux 6.9 and later the group of a child that leads it is named through (a copy
+    /// of) the child's pidfd, race-free. Elsewhere, for a group the child joined, and when
+    /// the process is out of fds for that copy (`EMFILE`), it is named by number, with the race that [`kill_group`](Self::kill_group) describes: should every
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
     /// `grace` would reach that group. A member that has exited counts until its parent
@@ -3745,9 +3745,17 @@ impl Loop {
                 _ => st.pidfd.as_ref(),
             };
             match fd {
-                Some(fd) if st.leads_group => {
-                    Some(fd.try_clone().map_err(|e| context(e, "terminate_group"))?)
-                }
+                // Out of fds (EMFILE), the group by number, with the race `kill_group`
+                // describes, rather than no signal at all.
+                Some(fd) if st.leads_group => fd
+                    .try_clone()
+                    .inspect_err(|e| {
+                        log::warn!(
+                            "terminate_group: group {} named by number: no copy of its pidfd: {e}",
+                            st.group
+                        )
+                    })
+                    .ok(),
                 _ => None,
             }
         };

@@ -393,6 +393,37 @@ case!(
 );
 
 case!(
+    /// Issue 6: `terminate_group` copies the leader's pidfd to name the group race-free; out
+    /// of fds, that copy failed and with it the call, before any signal went, so a runner's
+    /// timed-out job ran on (test-runner trial). The group is now named by number then.
+    fn issue_6_terminate_group_signals_the_group_when_out_of_fds() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = Command::new("sleep");
+            cmd.arg("100").process_group(0);
+            let (child, status) = spawn_recording(&mut lp, &cmd);
+            let open_now = evloop_platform::fd::open_fds().unwrap().len() as u64;
+            evloop_platform::fd::set_nofile_soft_limit(open_now + 4).unwrap();
+            let mut hog = Vec::new();
+            while let Ok(f) = File::open("/dev/null") {
+                hog.push(f);
+                assert!(hog.len() < 100, "the limit is not enforced");
+            }
+            let sent = child.process.terminate_group(&mut lp, std::time::Duration::from_secs(30));
+            if sent.is_err() {
+                child.process.kill(&mut lp, SIGKILL).unwrap();
+            }
+            lp.run(RunMode::Default).unwrap();
+            drop(hog);
+            evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+            sent.unwrap();
+            assert_eq!(status.get().unwrap().signal(), Some(SIGTERM), "{name}");
+        }
+    }
+);
+
+case!(
     /// `Command::try_clone`: each copy owns its own copy of a `Stdio::Fd`, so the pipe
     /// reaches end of file only once the last command and child are gone, and bad input
     /// travels with the copy.
