@@ -2259,9 +2259,10 @@ pub struct Output {
     pub stdout: Vec<u8>,
     /// Everything it wrote to stderr.
     pub stderr: Vec<u8>,
-    /// The output was cut short: the child had exited, and its streams were still open (a
-    /// descendant held them) when the command's [`wait_delay`](Command::wait_delay) ran
-    /// out. `stdout` and `stderr` hold what was read until then.
+    /// The output was cut short: the child had exited, and its stdout or stderr was still
+    /// open (a descendant held it) when the command's [`wait_delay`](Command::wait_delay)
+    /// ran out. `stdout` and `stderr` hold what was read until then. (An input still being
+    /// written then is dropped, and that alone is no cut: a child need not read all of it.)
     pub cut: bool,
 }
 
@@ -2396,6 +2397,9 @@ struct Capture {
     exited: bool,
     paused: bool,
     /// The delay ran out with streams still open: they were closed there.
+    delay_over: bool,
+    /// ... and stdout or stderr was one of them: the output is cut short. (The input alone
+    /// is not: a child that leaves it unread is no error.)
     cut: bool,
 }
 
@@ -2408,7 +2412,7 @@ impl Capture {
             let _ = stdin.close(lp);
             Capture::one_done(&st, lp, |c| match res {
                 // (Cancelled by the close of a cut: no error.)
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe && !c.cut => {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe && !c.delay_over => {
                     c.error.get_or_insert(context(e, "writing the child's stdin"));
                 }
                 _ => {}
@@ -2461,9 +2465,9 @@ impl Capture {
                 if c.cb.is_none() || c.paused {
                     return;
                 }
-                c.cut = true;
+                c.delay_over = true;
             }
-            log::debug!("a child's output still open {delay:?} after its exit: cut");
+            log::debug!("a child's streams still open {delay:?} after its exit: closing them");
             for (i, p) in pipes.into_iter().enumerate() {
                 // (One that ended is closing or gone already.)
                 if p.is_closing(lp).ok() != Some(false) {
@@ -2473,7 +2477,7 @@ impl Capture {
                 // The outputs count here; the input's write, cancelled by the close, counts
                 // when its callback runs (`feed`).
                 if i < 2 {
-                    Capture::one_done(&st, lp, |_| {});
+                    Capture::one_done(&st, lp, |c| c.cut = true);
                 }
             }
         });
@@ -4041,6 +4045,7 @@ impl Loop {
             delay_timer: None,
             exited: false,
             paused: false,
+            delay_over: false,
             cut: false,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has

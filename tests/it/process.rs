@@ -3657,8 +3657,9 @@ case!(
     /// that long after the exit and finishes with what it read, saying it was cut: in
     /// `Output::cut`, and for `stream_output` as a `TimedOut` error holding the status
     /// (`OutputCut`: a failure with a cut was reported as the status alone, with no sign of
-    /// the cut; REPL-kernel trial). A pending input write is cut too,
-    /// with no error; output that ends in time is not cut, and the timer goes with it.
+    /// the cut; REPL-kernel trial). A pending input write is cut too, with no error, and
+    /// alone it does not make the output cut; output that ends in time is not cut, and the
+    /// timer goes with it.
     fn issue_6_wait_delay_cuts_output_a_descendant_holds_open() {
         use std::time::Duration;
         let delay = Duration::from_millis(50);
@@ -3700,6 +3701,19 @@ case!(
             lp.run(RunMode::Default).unwrap();
             let out = got.borrow_mut().take().expect("the capture finished").unwrap();
             assert!(out.status.success() && out.cut, "{name}: {out:?}");
+            end_grandchild(&out.stdout);
+
+            // The sleep holds stdin alone: the output ended complete, and the input left
+            // unread is no error, so nothing is cut (it said cut; test-runner trial).
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let mut cmd = sh("exec 3<&0; sleep 30 <&3 3<&- >/dev/null 2>&1 & echo $!");
+            cmd.wait_delay(delay);
+            cmd.output_with_input(&mut lp, vec![b'x'; 1 << 20], move |_, out| *g.borrow_mut() = Some(out))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture finished").unwrap();
+            assert!(out.status.success() && !out.cut, "{name}: {out:?}");
             end_grandchild(&out.stdout);
 
             // In time: not cut, and the timer does not hold the run for its minute.
