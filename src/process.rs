@@ -1293,7 +1293,8 @@ impl Command {
 
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
     /// calls `cb` once: when the child has exited and both streams have reached end of file.
-    /// Its stdin is `/dev/null` unless the command sets one; the command's own stdout and
+    /// Its stdin is `/dev/null` unless the command sets one (but not to a new pipe, which
+    /// would have no owner: [`output_with_input`](Command::output_with_input) feeds one); the command's own stdout and
     /// stderr settings are overridden, but for [`Stdio::SameAs`]: `stderr(Stdio::SameAs(1))`
     /// captures both streams in `stdout`, in the order the child wrote them (`2>&1`).
     ///
@@ -1392,7 +1393,8 @@ impl Command {
     /// prints. `on_data` gets each piece with the stream it came from, in order per stream;
     /// `on_done` runs once, when the child has exited and both streams have ended, with its
     /// status (or the first error). A child's stdin is `/dev/null` unless the command sets
-    /// one.
+    /// one (not to a new pipe: to feed it, give it the read end of a [`Pipe::pair`] as a
+    /// [`Stdio::Handle`]).
     ///
     /// What goes for `output` goes here: the returned handle can kill the child and closes
     /// itself once `on_done` has returned (within it, it can still end the child's group

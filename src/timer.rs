@@ -181,8 +181,10 @@ impl Timer {
     /// callback that spent a while working before it starts a timer calls
     /// [`Loop::update_time`] first, or the timeout counts from before that work (as in
     /// libuv). Closing the returned timer before then cancels it (the
-    /// callback is dropped without running). Cancel with `close`, not
-    /// [`stop`](Self::stop): a stopped one-shot timer stays open, inactive, until closed.
+    /// callback is dropped without running). Cancel with [`cancel`](Self::cancel), which
+    /// says whether it was still pending and is no error once the timer fired and closed
+    /// itself (`close` then fails: the id is stale), not with [`stop`](Self::stop): a
+    /// stopped one-shot timer stays open, inactive, until closed.
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};
