@@ -1942,9 +1942,11 @@ impl Process {
     /// ([`become_subreaper`] and [`Loop::reap_adopted`]). A second call on the group while
     /// an escalation runs joins it: its `done` is told the same end. An error is a signal the
     /// group's members may not be sent (`EPERM`: a member became another user's): the
-    /// escalation ends there. `done` runs from a timer callback, never inside this call,
-    /// and not at all when this call fails (`ESRCH`: no member was left to signal) or the
-    /// loop is dropped first. (To ask without ending anything
+    /// escalation ends there. A group with no member left is no error here (as it is for
+    /// [`terminate_group`](Self::terminate_group), `ESRCH`): `done` is told
+    /// [`GroupEnd::Emptied`], so one path serves a group that ended before the call too.
+    /// `done` runs from a timer callback, never inside this call, and not at all when this
+    /// call fails or the loop is dropped first. (To ask without ending anything
     /// whether a group has members left: `kill_group(lp, 0)`, which fails with `ESRCH` when
     /// none is.)
     ///
@@ -1986,7 +1988,11 @@ impl Process {
         // group): the signals again, and `done` joins it; its deadline stands, as
         // `terminate`'s does.
         if let Some(running) = lp.process_grace(self.0) {
-            self.kill_group(lp, libc::SIGTERM)?;
+            match self.kill_group(lp, libc::SIGTERM) {
+                // Emptied meanwhile: the escalation's next look tells `done` so.
+                Err(e) if !(done.is_some() && crate::is_no_such_process(&e)) => return Err(e),
+                _ => {}
+            }
             let _ = self.kill_group(lp, libc::SIGCONT);
             running.waiting.borrow_mut().extend(done);
             return Ok(());
@@ -1997,8 +2003,26 @@ impl Process {
         let timer = crate::Timer::new(lp);
         lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
         if let Err(e) = self.kill_group(lp, libc::SIGTERM) {
-            let _ = timer.close(lp);
-            return Err(e);
+            return match done {
+                // No member left: `done` hears that the group is empty, from the timer.
+                Some(done) if crate::is_no_such_process(&e) => {
+                    let mut done = Some(done);
+                    let told = timer.start(lp, Duration::ZERO, Duration::ZERO, move |lp, t| {
+                        let _ = t.close(lp);
+                        if let Some(done) = done.take() {
+                            done(lp, Ok(GroupEnd::Emptied));
+                        }
+                    });
+                    if told.is_err() {
+                        let _ = timer.close(lp);
+                    }
+                    told
+                }
+                _ => {
+                    let _ = timer.close(lp);
+                    Err(e)
+                }
+            };
         }
         let _ = self.kill_group(lp, libc::SIGCONT);
         // From now, not from the iteration's cached time (see `terminate`).

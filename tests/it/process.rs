@@ -3435,7 +3435,9 @@ case!(
             let (res, took) = end.borrow_mut().take().expect("done ran");
             assert_eq!(res.unwrap(), GroupEnd::Killed, "{name}");
             assert!(took >= grace, "{name}: {took:?}");
-            // An empty group: the call fails, and `done` never runs.
+            // An empty group: `terminate_group` fails (ESRCH); `terminate_group_then` tells
+            // `done` it is empty, from the loop, so a supervisor has one path (it failed,
+            // and `done` never ran; supervisor trial).
             let mut cmd = Command::new("true");
             cmd.process_group(0);
             let gone = Rc::new(Cell::new(None));
@@ -3444,10 +3446,20 @@ case!(
             lp.run(RunMode::Default).unwrap();
             let p = gone.get().unwrap();
             assert_eq!(p.kill_group(&mut lp, 0).unwrap_err().raw_os_error(), Some(libc::ESRCH), "{name}");
-            let err = p.terminate_group_then(&mut lp, grace, |_, _| panic!("an empty group")).unwrap_err();
+            let err = p.terminate_group(&mut lp, grace).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{name}: {err}");
+            let e = end.clone();
+            let t0 = Instant::now();
+            p.terminate_group_then(&mut lp, grace, move |_, res| {
+                assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
+            })
+            .unwrap();
+            assert!(end.borrow().is_none(), "never inside the call");
             p.close(&mut lp).unwrap();
             lp.run(RunMode::Default).unwrap();
+            let (res, took) = end.borrow_mut().take().expect("done ran");
+            assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
+            assert!(took < grace, "{name}: {took:?}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
