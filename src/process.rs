@@ -1901,7 +1901,7 @@ impl Process {
     ///
     /// On Linux 6.9 and later the group of a child that leads it is named through (a copy
     /// of) the child's pidfd, race-free. Elsewhere, for a group the child joined, and when
-    /// the process is out of fds for that copy (`EMFILE`), it is named by number, with the race that [`kill_group`](Self::kill_group) describes: should every
+    /// the pidfd cannot be copied (the process out of fds: `EMFILE`), it is named by number, with the race that [`kill_group`](Self::kill_group) describes: should every
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
     /// `grace` would reach that group. A member that has exited counts until its parent
@@ -3775,8 +3775,8 @@ impl Loop {
                 _ => st.pidfd.as_ref(),
             };
             match fd {
-                // Out of fds (EMFILE), the group by number, with the race `kill_group`
-                // describes, rather than no signal at all.
+                // No copy (out of fds: EMFILE), the group by number, with the race
+                // `kill_group` describes, rather than no signal at all.
                 Some(fd) if st.leads_group => fd
                     .try_clone()
                     .inspect_err(|e| {

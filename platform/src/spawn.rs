@@ -1041,9 +1041,10 @@ const STOPPED_BEFORE_EXEC_CHECK: std::time::Duration = std::time::Duration::from
 /// The report a failed child writes to the error pipe: stage, stage argument, errno.
 const REPORT_BYTES: usize = 12;
 
-/// The code of the note a child writes to the error pipe before an exec, in the report's
-/// form, when it caught stop signals (the argument: their bits, as in `STOPS_BEFORE_EXEC`):
-/// see `discard_stop`. A failure's report may follow it. Outside the stage codes.
+/// The code of the note a job's child writes to the error pipe before an exec try, in the
+/// report's form, when the stop signals it caught changed since its last note (the
+/// argument: their bits, as in `STOPS_BEFORE_EXEC`; 0 after a `SIGCONT`): see
+/// `discard_stop`. A failure's report may follow the notes. Outside the stage codes.
 const STOP_NOTE: i32 = -1;
 
 /// Where the child reports the step that failed before it exits.
@@ -1415,17 +1416,18 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         let empty = sigset(false);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         STOPS_BEFORE_EXEC.with(|s| s.fetch_and(!earlier, Relaxed));
-        // 6. Exec. A job's child that caught stop signals by then notes them for the parent
-        //    first, once (a vfork child shares the slot itself).
+        // 6. Exec. Before each try, a job's child whose caught stop signals changed since
+        //    its last note (a `SIGCONT` clears them) notes them for the parent: the parent
+        //    goes by the last one (a vfork child shares the slot itself).
         let mut err = libc::ENOENT;
         let mut eacces = false;
-        let mut noted = false;
+        let mut noted = 0;
         for &path in p.exec {
-            if let (ReportTo::Pipe(fd), true, false) = (p.report, p.leaves_group, noted) {
+            if let (ReportTo::Pipe(fd), true) = (p.report, p.leaves_group) {
                 let caught = STOPS_BEFORE_EXEC.with(|s| s.load(Relaxed));
-                if caught != 0 {
+                if caught != noted {
                     child_write_report(fd, STOP_NOTE, caught as i32, 0);
-                    noted = true;
+                    noted = caught;
                 }
             }
             libc::execve(path, p.argv.cast(), p.envp.cast());
@@ -1609,16 +1611,21 @@ fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
 
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write
 /// end closed: the child's report, if it wrote one. A failed child is reaped here. Success
-/// gives the stop signals the child caught before its exec (`STOP_NOTE`), or 0.
+/// gives the stop signals the child caught before its exec (its last `STOP_NOTE`), or 0.
 ///
 /// `forked`: the child runs on as a fork, and the parent waits here for its exec. A stop
 /// signal that reaches it before then (`SIGSTOP`, which it cannot catch) would hold the
 /// read for good, since the caller, if it was stopped too, is continued without it: while
-/// nothing comes, look now and then whether the child stopped, and continue it.
+/// nothing comes, look now and then whether the child stopped, and continue it. (That
+/// `SIGCONT` also makes a job's child forget a stop signal it caught before.)
 fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<u32, SpawnError> {
-    let mut report = [0u8; 2 * REPORT_BYTES];
+    // Reports of REPORT_BYTES each (written whole: less than PIPE_BUF), until end of file:
+    // stop notes, the last of which counts, then perhaps a failure.
+    let mut report = [0u8; REPORT_BYTES];
     let mut got = 0;
-    while got < report.len() {
+    let mut stops = 0;
+    let mut failure = None;
+    loop {
         while forked
             && !crate::fd::poll_readable(report_r.as_fd(), Some(STOPPED_BEFORE_EXEC_CHECK)).unwrap_or(true)
         {
@@ -1628,24 +1635,25 @@ fn child_report(report_r: &OwnedFd, pid: Pid, forked: bool) -> Result<u32, Spawn
             }
         }
         match crate::fd::read(report_r.as_fd(), &mut report[got..]) {
-            Ok(0) => break,
+            Ok(0) | Err(_) => break,
             Ok(n) => got += n,
-            Err(_) => break,
+        }
+        if got == REPORT_BYTES {
+            got = 0;
+            match i32::from_ne_bytes([report[0], report[1], report[2], report[3]]) {
+                STOP_NOTE => stops = u32::from_ne_bytes([report[4], report[5], report[6], report[7]]),
+                _ => failure = Some(report),
+            }
         }
     }
-    let word = |i: usize| i32::from_ne_bytes([report[i], report[i + 1], report[i + 2], report[i + 3]]);
-    let (stop, rest) = match got >= REPORT_BYTES && word(0) == STOP_NOTE {
-        true => (word(4) as u32, &report[REPORT_BYTES..got]),
-        false => (0, &report[..got]),
-    };
-    if rest.is_empty() {
-        return Ok(stop);
+    if failure.is_none() && got == 0 {
+        return Ok(stops);
     }
     // The child failed and exited: reap it before reporting.
     let _ = crate::process::wait(pid);
-    match <&[u8; REPORT_BYTES]>::try_from(rest) {
-        Ok(failure) => Err(decode(failure)),
-        Err(_) => Err(SpawnError::os(Stage::Setup, libc::EIO)),
+    match failure {
+        Some(failure) if got == 0 => Err(decode(&failure)),
+        _ => Err(SpawnError::os(Stage::Setup, libc::EIO)),
     }
 }
 
