@@ -374,9 +374,11 @@ impl Timer {
         }
     }
 
-    /// How long until the timer fires, from the loop's current time; `None` when stopped.
+    /// How long until the timer fires, from the loop's current time rounded up to a whole
+    /// millisecond, as timeouts count from it (a timer just started for 5 ms is due in 5
+    /// ms); `None` when stopped.
     pub fn due_in(self, lp: &Loop) -> io::Result<Option<Duration>> {
-        let now = lp.now();
+        let now = lp.now_rounded_up();
         match &lp.slot(self.0, HandleKind::Timer)?.kind {
             Kind::Timer(t) if t.armed_seq != 0 => {
                 Ok(Some(Duration::from_millis(t.deadline.saturating_sub(now))))
