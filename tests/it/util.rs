@@ -284,3 +284,17 @@ pub fn spawn_recording(
         .unwrap();
     (child, status)
 }
+
+/// Lowers the soft open-file limit to `headroom` above the fds open now, then fills the
+/// table with `/dev/null` up to it: the next fd anyone asks for gets `EMFILE`. Dropping the
+/// result frees them; the caller restores the limit.
+pub fn fill_fd_table(headroom: u64) -> Vec<std::fs::File> {
+    let open_now = evloop_platform::fd::open_fds().unwrap().len() as u64;
+    evloop_platform::fd::set_nofile_soft_limit(open_now + headroom).unwrap();
+    let mut filler = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        filler.push(f);
+        assert!(filler.len() < 100, "the limit is not enforced");
+    }
+    filler
+}
