@@ -709,6 +709,8 @@ pub struct Command {
     on_drop: OnDrop,
     /// How long a capture waits for the output to end once the child exited.
     wait_delay: Option<Duration>,
+    /// How much of each stream a capture keeps.
+    output_limit: usize,
     /// Signals the child starts with ignored: bit `n - 1` for signal `n`.
     ignored_signals: u64,
     /// The first bad input, reported at spawn.
@@ -774,6 +776,7 @@ impl Command {
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
             wait_delay: None,
+            output_limit: usize::MAX,
             ignored_signals: 0,
             invalid,
         }
@@ -819,6 +822,7 @@ impl Command {
             stdio,
             on_drop: self.on_drop,
             wait_delay: self.wait_delay,
+            output_limit: self.output_limit,
             ignored_signals: self.ignored_signals,
             invalid: self.invalid.clone(),
         })
@@ -1209,6 +1213,34 @@ impl Command {
     /// ```
     pub fn wait_delay(&mut self, delay: Duration) -> &mut Command {
         self.wait_delay = Some(delay);
+        self
+    }
+
+    /// For [`output`](Command::output) and [`output_with_input`](Command::output_with_input):
+    /// keep at most `bytes` of each of stdout and stderr, the first ones. The rest is still
+    /// read, and dropped, so the child is neither held up on a full pipe nor ended by
+    /// `SIGPIPE` for printing too much, and its status is its own;
+    /// [`Output::truncated`] says that something was dropped. Memory for a capture is then
+    /// bounded whatever the child prints (a test runner's cap on a test's log). No limit by
+    /// default.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "yes | head -c 1000000; exit 3"]).output_limit(4);
+    /// cmd.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert_eq!(out.stdout, b"y\ny\n");
+    ///     assert!(out.truncated);
+    ///     assert_eq!(out.status.code(), Some(3));
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_limit(&mut self, bytes: usize) -> &mut Command {
+        self.output_limit = bytes;
         self
     }
 
@@ -2290,6 +2322,9 @@ pub struct Output {
     /// ran out. `stdout` and `stderr` hold what was read until then. (An input still being
     /// written then is dropped, and that alone is no cut: a child need not read all of it.)
     pub cut: bool,
+    /// Output beyond the command's [`output_limit`](Command::output_limit) was read and
+    /// dropped: `stdout` or `stderr` holds only the first bytes.
+    pub truncated: bool,
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
@@ -2419,6 +2454,9 @@ struct Capture {
     /// `Command::wait_delay`, and the timer that runs it out once the child exited, while
     /// the output is not `paused` (`pause_output`).
     wait_delay: Option<Duration>,
+    /// How much of each stream to keep (`Command::output_limit`), and whether more came.
+    limit: usize,
+    truncated: bool,
     delay_timer: Option<crate::Timer>,
     exited: bool,
     paused: bool,
@@ -2535,6 +2573,7 @@ impl Capture {
                     stdout: std::mem::take(&mut c.stdout),
                     stderr: std::mem::take(&mut c.stderr),
                     cut: c.cut,
+                    truncated: c.truncated,
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
@@ -4068,6 +4107,8 @@ impl Loop {
             process: None,
             pipes: Vec::new(),
             wait_delay: cmd.wait_delay,
+            limit: cmd.output_limit,
+            truncated: false,
             delay_timer: None,
             exited: false,
             paused: false,
@@ -4207,7 +4248,13 @@ impl Loop {
                                 c.sink.get_or_insert(sink);
                             }
                         }
-                        None => if i == 0 { &mut c.stdout } else { &mut c.stderr }.extend_from_slice(d),
+                        None => {
+                            let c = &mut *c;
+                            let kept = if i == 0 { &mut c.stdout } else { &mut c.stderr };
+                            let room = c.limit.saturating_sub(kept.len());
+                            kept.extend_from_slice(&d[..d.len().min(room)]);
+                            c.truncated |= d.len() > room;
+                        }
                     }
                 }
                 ReadEvent::Eof => {

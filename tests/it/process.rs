@@ -418,6 +418,37 @@ case!(
 );
 
 case!(
+    /// `Command::output_limit`: a capture keeps the first bytes of each stream, reads and
+    /// drops the rest (the child runs to its own end, not `SIGPIPE`), and says so.
+    fn output_limit_keeps_the_first_bytes_and_the_childs_status() {
+        let flood = "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2; exit 3";
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            for (script, limit, kept, truncated) in [
+                (flood, 1000, [1000, 1000], true),
+                ("printf abc; printf de >&2; exit 3", 3, [3, 2], false),
+                ("printf abcd; exit 3", 3, [3, 0], true),
+            ] {
+                let got = Rc::new(RefCell::new(None));
+                let g = got.clone();
+                let mut cmd = sh(script);
+                cmd.output_limit(limit);
+                cmd.output_with_input(&mut lp, vec![b'x'; 100], move |_, out| {
+                    *g.borrow_mut() = Some(out.unwrap())
+                })
+                .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let out = got.borrow_mut().take().expect("the capture finished");
+                assert_eq!([out.stdout.len(), out.stderr.len()], kept, "{name}: {script}");
+                assert_eq!(out.truncated, truncated, "{name}: {script}");
+                assert!(!out.cut, "{name}");
+                assert_eq!(out.status.code(), Some(3), "{name}: {script}");
+            }
+        }
+    }
+);
+
+case!(
     /// `Command::try_clone`: each copy owns its own copy of a `Stdio::Fd`, so the pipe
     /// reaches end of file only once the last command and child are gone, and bad input
     /// travels with the copy.
