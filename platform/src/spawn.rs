@@ -1337,9 +1337,17 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 }
             }
         }
+        // 2. Session or group.
+        if p.setsid && libc::setsid() < 0 {
+            child_fail(p.report, Stage::Session, errno());
+        }
+        if let Some(pgid) = p.process_group {
+            if libc::setpgid(0, pgid) < 0 {
+                child_fail(p.report, Stage::Group, errno());
+            }
+        }
         // Stop signals already waiting were sent while the child was in the caller's group,
-        // and meant for it: `discard_stop` runs for them, but they are not passed on. (Taken
-        // before the child leaves it: one sent to the new group meanwhile is the job's.)
+        // and meant for it: `discard_stop` runs for them, but they are not passed on.
         let mut earlier = 0;
         if p.leaves_group {
             let mut pending: libc::sigset_t = std::mem::zeroed();
@@ -1349,15 +1357,6 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 if libc::sigismember(&pending, sig) == 1 {
                     earlier |= stop_bit(sig);
                 }
-            }
-        }
-        // 2. Session or group.
-        if p.setsid && libc::setsid() < 0 {
-            child_fail(p.report, Stage::Session, errno());
-        }
-        if let Some(pgid) = p.process_group {
-            if libc::setpgid(0, pgid) < 0 {
-                child_fail(p.report, Stage::Group, errno());
             }
         }
         // Every signal is blocked here, so the background group's tcsetpgrp raises no
