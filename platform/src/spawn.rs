@@ -1347,7 +1347,10 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             }
         }
         // Stop signals already waiting were sent while the child was in the caller's group,
-        // and meant for it: `discard_stop` runs for them, but they are not passed on.
+        // and meant for it: `discard_stop` runs for them, but they are not passed on. (Taken
+        // after the child left it, not before: a stop for the caller's group may come in
+        // between, while one for the new group comes only from who knows the new group, the
+        // terminal not before the `tcsetpgrp` below.)
         let mut earlier = 0;
         if p.leaves_group {
             let mut pending: libc::sigset_t = std::mem::zeroed();
