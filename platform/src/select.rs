@@ -141,7 +141,7 @@ pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<boo
 }
 
 /// Waits until `fd` is writable or `timeout` passes, as [`readable`] waits for reading,
-/// but async-signal-safe: it never allocates, so an fd of [`STACK_FDS`] or more is not
+/// but async-signal-safe: it never allocates, so an fd of `STACK_FDS` (1024) or more is not
 /// waited on (`false` at once), nor is one the call refuses. For the restore bytes that a
 /// signal handler writes to a macOS terminal, where `poll(2)` answers `POLLNVAL`.
 pub fn writable_without_alloc(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
