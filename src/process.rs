@@ -1840,6 +1840,39 @@ impl Process {
         Ok(lp.process_ref(self.0)?.status())
     }
 
+    /// Whether the child has exited: reaped, or exited with its exit not yet handled by the
+    /// loop, whose exit callback then comes in a later iteration all the same (this does not
+    /// reap it). What a timeout that fires in the same iteration as the exit asks before it
+    /// calls the child timed out: [`exit_status`](Self::exit_status) is `None` until the exit
+    /// is handled, and [`kill`](Self::kill) still reaches an exited child not yet reaped.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("sleep").arg("100").spawn(&mut lp, |lp, p, status| {
+    ///     assert!(p.has_exited(lp).unwrap());
+    ///     assert!(status.unwrap().signal().is_some());
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// assert!(!child.process.has_exited(&lp)?);
+    /// child.process.kill(&mut lp, evloop::signal::SIGKILL)?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn has_exited(self, lp: &Loop) -> io::Result<bool> {
+        let st = lp.process_ref(self.0)?;
+        if st.reaped {
+            return Ok(true);
+        }
+        match sys::has_exited(st.pid) {
+            // Not ours to wait for any more: the kernel reaped it (`SIGCHLD` ignored on
+            // macOS and FreeBSD).
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(true),
+            other => other,
+        }
+    }
+
     /// Sends `signal` to the child (0 checks that it is not reaped yet: a child that has
     /// exited, but whose exit the loop has not handled, still passes). Reaches only this child:
     /// through its pidfd on Linux, elsewhere by a pid that nobody but the loop can reap.

@@ -51,6 +51,22 @@ pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
     Ok((got != 0).then(|| WaitStatus::decode(status)))
 }
 
+/// Whether child `pid`, this process's and unreaped, has exited, without reaping it:
+/// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`, retrying `EINTR`. `ECHILD` means it is
+/// not (or no longer) our unreaped child.
+pub fn has_exited(pid: Pid) -> io::Result<bool> {
+    // SAFETY: all-zero is a valid siginfo_t; zeroed, as nothing to report may leave it
+    // untouched (macOS).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is valid for writes of one siginfo_t for the whole call; `pid` is a
+    // plain number (the caller's unreaped child, so it names no other process).
+    cvt_r(|| unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) })?;
+    // Only an exit: a stopped child reported here (macOS has been seen to) is no zombie.
+    let exited = matches!(info.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
+    Ok(info.si_signo != 0 && exited)
+}
+
 /// A child of this process that has exited and waits to be reaped, left unreaped:
 /// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`, retrying `EINTR`. `None` when there is none
 /// (no child at all included). Which one comes first, of several, is the kernel's choice;

@@ -449,6 +449,32 @@ case!(
 );
 
 case!(
+    /// `Process::has_exited` tells an exit the loop has not handled yet (a timeout firing
+    /// in the same iteration as the exit could not tell it had killed nothing: test-runner
+    /// trial), without reaping: the exit callback still comes, with the status.
+    fn has_exited_sees_an_exit_before_the_loop_handles_it() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut sleeper = Command::new("sleep");
+            sleeper.arg("100");
+            let (running, _) = spawn_recording(&mut lp, &sleeper);
+            assert!(!running.process.has_exited(&lp).unwrap(), "{name}");
+            running.process.kill(&mut lp, SIGKILL).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            // The loop does not run until the checks: the exit waits to be handled.
+            let (child, status) = spawn_recording(&mut lp, &sh("exit 3"));
+            let p = child.process;
+            crate::util::wait_for_state(&format!("/proc/{}/stat", p.pid(&lp).unwrap()), 'Z');
+            assert!(p.has_exited(&lp).unwrap(), "{name}");
+            assert_eq!(p.exit_status(&lp).unwrap(), None, "{name}: not handled yet");
+            assert!(p.has_exited(&lp).unwrap(), "{name}: asking does not reap");
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get().unwrap().code(), Some(3), "{name}");
+        }
+    }
+);
+
+case!(
     /// `Command::try_clone`: each copy owns its own copy of a `Stdio::Fd`, so the pipe
     /// reaches end of file only once the last command and child are gone, and bad input
     /// travels with the copy.
