@@ -2369,8 +2369,12 @@ type PipelineOutputCb = Box<dyn FnOnce(&mut Loop, io::Result<PipelineOutput>)>;
 pub struct PipelineOutput {
     /// Each stage's status, first to last, as [`Pipeline::spawn`] reports them.
     pub statuses: Vec<io::Result<ExitStatus>>,
-    /// Everything the last stage wrote to stdout.
+    /// Everything the last stage wrote to stdout, or its first bytes when the last stage
+    /// has an [`output_limit`](Command::output_limit).
     pub stdout: Vec<u8>,
+    /// Output beyond the last stage's [`output_limit`](Command::output_limit) was read and
+    /// dropped.
+    pub truncated: bool,
 }
 
 impl PipelineOutput {
@@ -4334,6 +4338,9 @@ struct PipelineState {
 /// A [`Pipeline::output`] under way.
 struct PipelineCapture {
     stdout: Vec<u8>,
+    /// The last stage's `output_limit`, and whether output beyond it was dropped.
+    limit: usize,
+    truncated: bool,
     /// Every stage's, once all have exited.
     statuses: Option<Vec<io::Result<ExitStatus>>>,
     /// The output reached its end (or failed).
@@ -4358,6 +4365,7 @@ impl PipelineCapture {
                 None => Ok(PipelineOutput {
                     statuses: c.statuses.take().unwrap_or_default(),
                     stdout: std::mem::take(&mut c.stdout),
+                    truncated: c.truncated,
                 }),
             };
             (cb, result)
@@ -4523,7 +4531,10 @@ impl Pipeline {
     /// stdin is `/dev/null` unless its command sets one; the last stage must leave its
     /// stdout unset, and no stage may ask for a new pipe ([`Stdio::Pipe`]: it would have no
     /// owner). Each stage's stderr is what its command says (the loop's by default;
-    /// [`Stdio::SameAs`]`(1)` sends it down the pipeline, as a shell's `|&`).
+    /// [`Stdio::SameAs`]`(1)` sends it down the pipeline, as a shell's `|&`). The last
+    /// stage's [`output_limit`](Command::output_limit) bounds what is kept, as for
+    /// [`Command::output`]: the rest is read and dropped, and
+    /// [`PipelineOutput::truncated`] says so.
     ///
     /// Returns the stages' [`Process`] handles, which close themselves once `cb` has
     /// returned, as [`spawn`](Pipeline::spawn)'s do (inside `cb` the first stage's can
@@ -4598,6 +4609,8 @@ impl Pipeline {
         let ours = Pipe::from_private(lp, r, true, false)?;
         let capture = Rc::new(RefCell::new(PipelineCapture {
             stdout: Vec::new(),
+            limit: last.output_limit,
+            truncated: false,
             statuses: None,
             ended: false,
             error: None,
@@ -4649,7 +4662,10 @@ impl Pipeline {
         let started = ours.read_start(lp, move |lp, p, ev| {
             let end = match ev {
                 ReadEvent::Data(d) => {
-                    st.borrow_mut().stdout.extend_from_slice(d);
+                    let c = &mut *st.borrow_mut();
+                    let room = c.limit.saturating_sub(c.stdout.len());
+                    c.stdout.extend_from_slice(&d[..d.len().min(room)]);
+                    c.truncated |= d.len() > room;
                     return;
                 }
                 ReadEvent::Eof => None,

@@ -449,6 +449,32 @@ case!(
 );
 
 case!(
+    /// `Pipeline::output` keeps at most the last stage's `output_limit` (it kept everything,
+    /// whatever the limit), reading and dropping the rest, so every stage keeps its status.
+    fn pipeline_output_keeps_the_last_stages_limit() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            for (limit, kept, truncated) in [(1000, 1000, true), (5_000_000, 3_000_000, false)] {
+                let mut last = sh("cat; exit 3");
+                last.output_limit(limit);
+                let got = Rc::new(RefCell::new(None));
+                let g = got.clone();
+                Pipeline::new([sh("head -c 3000000 /dev/zero"), last])
+                    .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap()))
+                    .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let out = got.borrow_mut().take().expect("the capture finished");
+                assert_eq!(out.stdout.len(), kept, "{name}: limit {limit}");
+                assert_eq!(out.truncated, truncated, "{name}: limit {limit}");
+                let codes: Vec<_> = out.statuses.iter().map(|s| s.as_ref().unwrap().code()).collect();
+                assert_eq!(codes, [Some(0), Some(3)], "{name}: limit {limit}");
+                assert!(lp.handles().is_empty(), "{name}");
+            }
+        }
+    }
+);
+
+case!(
     /// `Process::has_exited` tells an exit the loop has not handled yet (a timeout firing
     /// in the same iteration as the exit could not tell it had killed nothing: test-runner
     /// trial), without reaping: the exit callback still comes, with the status.
