@@ -7,7 +7,9 @@
 //!
 //! The stages are wired to each other directly (the loop is not in the data path); the last
 //! stage writes to this program's stdout. Exits 0 when every stage succeeded, 1 otherwise
-//! (like a shell with `pipefail`), 2 when the pipeline could not start.
+//! (like a shell with `pipefail`), 2 when the pipeline could not start. As in a shell, a stage
+//! that cannot start (a typo in a program's name) is reported with the others' statuses, and
+//! the others run on without it.
 //!
 //! Without a controlling terminal (a build tool's or a CI job's case), the stages share one
 //! process group of their own, and `SIGINT` or `SIGTERM` sent to this program goes on to the
@@ -45,7 +47,7 @@ fn main() -> std::io::Result<()> {
     let mut lp = Loop::new()?;
     let failed = Rc::new(RefCell::new(None));
     let f = failed.clone();
-    let started = pipeline.spawn(&mut lp, move |_, statuses| {
+    let started = pipeline.spawn_each(&mut lp, move |_, statuses| {
         let mut any_failed = false;
         for (i, (name, status)) in names.iter().zip(statuses).enumerate() {
             match status {
@@ -71,7 +73,7 @@ fn main() -> std::io::Result<()> {
     // Pass the signals on: to the job's group, or (SIGTERM only: the terminal's Ctrl-C
     // reaches them itself) to each stage. The watchers are unreferenced: the loop ends when
     // the stages have.
-    let processes: Vec<_> = children.iter().map(|c| c.process).collect();
+    let processes: Vec<_> = children.iter().flatten().map(|c| c.process).collect();
     let forwarded: &[i32] = if on_terminal { &[SIGTERM] } else { &[SIGINT, SIGTERM] };
     for &signum in forwarded {
         let sig = Signal::new(&mut lp);
@@ -82,8 +84,9 @@ fn main() -> std::io::Result<()> {
                 for p in &processes {
                     let _ = p.kill(lp, signum);
                 }
-            } else {
-                let _ = processes[0].kill_group(lp, signum);
+            } else if let Some(first) = processes.first() {
+                // (The group's leader: the first stage that started.)
+                let _ = first.kill_group(lp, signum);
             }
         })?;
         sig.set_ref(&mut lp, false)?;

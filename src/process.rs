@@ -4385,6 +4385,8 @@ struct PipelineEnds {
     last_stdout: Option<RawFd>,
     on_cancel: Option<CloseHook>,
     keep_open: bool,
+    /// A stage that cannot start does not stop the others ([`Pipeline::spawn_each`]).
+    keep_going: bool,
 }
 
 /// `a | b | c`: commands whose stdout feeds the next one's stdin, child to child, with the
@@ -4514,7 +4516,8 @@ impl Pipeline {
     /// handle is closed before its exit is reported: that cancels it.
     ///
     /// If a stage cannot start, the stages already started are killed and reaped in the
-    /// background, and the error names the stage. Handles given to stages as
+    /// background, and the error names the stage ([`spawn_each`](Pipeline::spawn_each) goes
+    /// on without it instead, as a shell does). Handles given to stages as
     /// [`Stdio::Handle`] are then left open as they were, as with a single failed spawn (a
     /// stage that had started may have used them before it was killed).
     pub fn spawn(
@@ -4522,7 +4525,55 @@ impl Pipeline {
         lp: &mut Loop,
         on_exit: impl FnOnce(&mut Loop, Vec<io::Result<ExitStatus>>) + 'static,
     ) -> io::Result<Vec<Child>> {
-        self.spawn_wired(lp, PipelineEnds::default(), Box::new(on_exit))
+        self.spawn_wired(lp, PipelineEnds::default(), Box::new(on_exit))?.into_iter().collect()
+    }
+
+    /// Starts every stage it can, as a shell runs a pipeline: a stage that cannot start (a
+    /// missing program, which a shell reports as status 127) does not stop the others.
+    /// Returns each stage's start, in order: its [`Child`], or the error that names it.
+    /// `on_exit` receives every stage's status as [`spawn`](Pipeline::spawn)'s does, that
+    /// same error for a stage that did not start, once every started stage has exited (from
+    /// the loop, never from here, even when no stage started).
+    ///
+    /// The neighbours of a stage that did not start find their pipe to it closed: the one
+    /// before it gets `EPIPE` (or `SIGPIPE`) when it writes, and the one after it reads end
+    /// of file. A [`Stdio::Handle`] given to such a stage stays open, as after a failed
+    /// [`Command::spawn`]. In a [`process_group`](Pipeline::process_group) job, the first
+    /// stage that starts leads the group.
+    ///
+    /// The outer error is the pipeline's as a whole, as from `spawn`: bad input in any
+    /// stage, reported before the first one starts, or no pipe to be had between two stages
+    /// (the stages already started are then killed and reaped in the background).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, Pipeline, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let job = Pipeline::new([
+    ///     Command::new("echo"),
+    ///     Command::new("no-such-program-here"),
+    ///     Command::new("true"),
+    /// ]);
+    /// let statuses = Rc::new(RefCell::new(Vec::new()));
+    /// let s = statuses.clone();
+    /// let started = job.spawn_each(&mut lp, move |_, all| *s.borrow_mut() = all)?;
+    /// assert!(started[0].is_ok() && started[2].is_ok());
+    /// let e = started[1].as_ref().unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::NotFound); // a shell's 127
+    /// lp.run(RunMode::Default)?;
+    /// let statuses = statuses.take();
+    /// assert!(statuses[1].is_err());
+    /// assert!(statuses[2].as_ref().unwrap().success()); // a shell's `$?`
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_each(
+        &self,
+        lp: &mut Loop,
+        on_exit: impl FnOnce(&mut Loop, Vec<io::Result<ExitStatus>>) + 'static,
+    ) -> io::Result<Vec<io::Result<Child>>> {
+        let ends = PipelineEnds { keep_going: true, ..PipelineEnds::default() };
+        self.spawn_wired(lp, ends, Box::new(on_exit))
     }
 
     /// Runs the pipeline with the last stage's stdout captured, as a shell's `$(a | b)`
@@ -4641,8 +4692,11 @@ impl Pipeline {
             last_stdout: Some(w.as_raw_fd()),
             on_cancel: Some(on_cancel),
             keep_open: true,
+            keep_going: false,
         };
-        let spawned = self.spawn_wired(lp, ends, on_exit);
+        let spawned = self
+            .spawn_wired(lp, ends, on_exit)
+            .and_then(|all| all.into_iter().collect::<io::Result<Vec<Child>>>());
         // The stages hold their ends now (or there are no stages): the parent's copies go.
         drop((w, null));
         let processes: Vec<Process> = match spawned {
@@ -4694,8 +4748,14 @@ impl Pipeline {
         Ok(processes)
     }
 
-    /// [`spawn`](Pipeline::spawn), with `ends` wired in as well.
-    fn spawn_wired(&self, lp: &mut Loop, ends: PipelineEnds, on_exit: PipelineCb) -> io::Result<Vec<Child>> {
+    /// [`spawn`](Pipeline::spawn), with `ends` wired in as well. Each stage's start, in
+    /// order: all `Ok` unless `ends.keep_going`.
+    fn spawn_wired(
+        &self,
+        lp: &mut Loop,
+        ends: PipelineEnds,
+        on_exit: PipelineCb,
+    ) -> io::Result<Vec<io::Result<Child>>> {
         let n = self.stages.len();
         if n == 0 {
             return Err(invalid("a pipeline needs at least one stage"));
@@ -4725,7 +4785,7 @@ impl Pipeline {
                 }
             }
         }
-        let PipelineEnds { first_stdin, last_stdout, on_cancel, keep_open } = ends;
+        let PipelineEnds { first_stdin, last_stdout, on_cancel, keep_open, keep_going } = ends;
         let state = Rc::new(RefCell::new(PipelineState {
             statuses: (0..n).map(|_| None).collect(),
             left: n,
@@ -4734,7 +4794,7 @@ impl Pipeline {
             on_cancel,
             keep_open,
         }));
-        let mut children: Vec<Child> = Vec::with_capacity(n);
+        let mut children: Vec<io::Result<Child>> = Vec::with_capacity(n);
         let mut upstream: Option<OwnedFd> = None;
         // Handles moved to stages stay open until every stage has started, so that a failure
         // hands them back as they were.
@@ -4814,14 +4874,25 @@ impl Pipeline {
                         Box::new(move |lp| pipeline_stage_closed(lp, &st, i)),
                     );
                     state.borrow_mut().processes.push(child.process);
-                    children.push(child);
+                    children.push(Ok(child));
                 }
                 Err(e) => {
-                    abandon_stages(lp, &children, self.process_group);
-                    self.take_terminal_back(lp, leader);
-                    lp.restore_moved(&moved);
                     // The error as spawn gave it (kind and OS error code kept), with the stage.
-                    return Err(context(e, format!("pipeline stage {}", i + 1)));
+                    let e = context(e, format!("pipeline stage {}", i + 1));
+                    if !keep_going {
+                        abandon_stages(lp, &children, self.process_group);
+                        self.take_terminal_back(lp, leader);
+                        lp.restore_moved(&moved);
+                        return Err(e);
+                    }
+                    // As a shell goes on past a stage it cannot start: the others run, and
+                    // find their pipes to this one closed (below).
+                    {
+                        let mut s = state.borrow_mut();
+                        s.statuses[i] = Some(Err(crate::error::clone_error(&e)));
+                        s.left -= 1;
+                    }
+                    children.push(Err(e));
                 }
             }
             // The parent's copies of the links close now: the stages hold the only ones.
@@ -4829,6 +4900,11 @@ impl Pipeline {
             upstream = next_read;
         }
         lp.close_moved(&moved);
+        if state.borrow().left == 0 {
+            // No stage started: the callback still comes, from the loop.
+            let st = state.clone();
+            crate::Timer::once(lp, std::time::Duration::ZERO, move |lp| pipeline_finish(lp, &st))?;
+        }
         Ok(children)
     }
 }
@@ -4897,8 +4973,8 @@ fn pipeline_stage_closed(lp: &mut Loop, state: &RefCell<PipelineState>, i: usize
 }
 
 /// A later stage failed to start: kill the started ones and let the loop reap them.
-fn abandon_stages(lp: &mut Loop, started: &[Child], group: bool) {
-    for child in started {
+fn abandon_stages(lp: &mut Loop, started: &[io::Result<Child>], group: bool) {
+    for child in started.iter().flatten() {
         lp.abandon_child(child, group);
     }
 }

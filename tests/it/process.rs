@@ -1830,6 +1830,76 @@ case!(
 );
 
 case!(
+    /// `Pipeline::spawn_each` goes on past a stage that cannot start, as a shell does (its
+    /// status 127): the others run, and find their pipes to it closed; its start and its
+    /// status are the error; with no stage started the callback still comes, from the loop;
+    /// in a group job the first stage that starts leads the group.
+    fn pipeline_spawn_each_goes_on_past_a_stage_that_cannot_start() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let record = || {
+                let got = Rc::new(RefCell::new(None));
+                let g = got.clone();
+                (got, move |_: &mut Loop, all: Vec<io::Result<ExitStatus>>| *g.borrow_mut() = Some(all))
+            };
+            // `yes | missing | cat`: yes meets the closed pipe, cat reads end of file.
+            let mut last = Command::new("cat");
+            last.stdout(Stdio::Pipe);
+            let p = Pipeline::new([Command::new("yes"), Command::new("/nonexistent/stage"), last]);
+            let (got, on_exit) = record();
+            let started = p.spawn_each(&mut lp, on_exit).unwrap();
+            assert_eq!(started.len(), 3, "{name}");
+            let e = started[1].as_ref().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
+            assert!(e.to_string().contains("pipeline stage 2: spawn `/nonexistent/stage`"), "{e}");
+            let out = collect(&mut lp, started[2].as_ref().unwrap().stdout.unwrap());
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(out.borrow().data, b"", "{name}");
+            let all = got.borrow_mut().take().expect("the pipeline callback ran");
+            assert_eq!(all[0].as_ref().unwrap().signal(), Some(libc::SIGPIPE), "{name}");
+            assert_eq!(all[1].as_ref().unwrap_err().kind(), io::ErrorKind::NotFound, "{name}");
+            assert!(all[2].as_ref().unwrap().success(), "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // No stage starts: the callback comes from the loop, with every error.
+            let p = Pipeline::new([Command::new("/nonexistent/a"), Command::new("/nonexistent/b")]);
+            let (got, on_exit) = record();
+            let started = p.spawn_each(&mut lp, on_exit).unwrap();
+            assert!(started.iter().all(Result::is_err), "{name}");
+            assert!(got.borrow().is_none(), "{name}: not from spawn_each itself");
+            lp.run(RunMode::Default).unwrap();
+            let all = got.borrow_mut().take().expect("the pipeline callback ran");
+            assert!(all.iter().all(|s| s.as_ref().unwrap_err().kind() == io::ErrorKind::NotFound));
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // A group job whose first stage cannot start: the second leads the group, and
+            // one group signal ends the rest.
+            let mut sleeper = Command::new("sleep");
+            sleeper.arg("100");
+            let mut p =
+                Pipeline::new([Command::new("/nonexistent/a"), sleeper.try_clone().unwrap(), sleeper]);
+            p.process_group(true);
+            let (got, on_exit) = record();
+            let started = p.spawn_each(&mut lp, on_exit).unwrap();
+            let second = started[1].as_ref().unwrap().process;
+            let leader = second.pid(&lp).unwrap();
+            let third = started[2].as_ref().unwrap().process.pid(&lp).unwrap();
+            let pgid = |pid: u32| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap().as_raw() as u32
+            };
+            assert_eq!((pgid(leader), pgid(third)), (leader, leader), "{name}");
+            second.kill_group(&mut lp, SIGTERM).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let all = got.borrow_mut().take().expect("the pipeline callback ran");
+            assert!(all[0].is_err(), "{name}");
+            assert_eq!(all[1].as_ref().unwrap().signal(), Some(SIGTERM), "{name}");
+            assert_eq!(all[2].as_ref().unwrap().signal(), Some(SIGTERM), "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     /// A handle moved into a stage stays the caller's when a later stage fails to start,
     /// as it does when a single spawn fails; one handle can serve several stages.
     fn issue_6_a_failed_pipeline_leaves_moved_handles_as_they_were() {
