@@ -13,6 +13,7 @@
 //! `RunMode::Once` runs its timers phase last, after the close phase, as libuv does since
 //! 1.45.
 
+use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -223,6 +224,9 @@ pub struct Loop {
     pub(crate) options: LoopBuilder,
     /// Every child this loop spawned and has not reaped yet.
     pub(crate) children: crate::process::Children,
+    /// The values stored with [`set_data`](Loop::set_data), one per type. Dropped after the
+    /// handles, with the loop.
+    data: Vec<(TypeId, Box<dyn Any>)>,
 }
 
 impl fmt::Debug for Loop {
@@ -292,7 +296,66 @@ impl Loop {
             poisoned: false,
             iterations: 0,
             options,
+            data: Vec::new(),
         })
+    }
+
+    // ----- user data ----------------------------------------------------------------------
+
+    /// Stores `value` in the loop, one value per type, where every callback reaches it
+    /// through the `&mut Loop` it receives (libuv's `data` field, calloop's shared data),
+    /// in place of an `Rc<RefCell<_>>` that each callback captures. Returns the value of
+    /// that type stored before, if any. What is still stored is dropped with the loop,
+    /// after its handles.
+    ///
+    /// A reference from [`data_mut`](Loop::data_mut) borrows the loop: take what a
+    /// callback needs, then let go of it before using the loop again (or
+    /// [`take_data`](Loop::take_data) and `set_data` around a longer use).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// struct App { ticks: u32 }
+    ///
+    /// let mut lp = Loop::new()?;
+    /// lp.set_data(App { ticks: 0 });
+    /// let timer = Timer::new(&mut lp);
+    /// timer.start(&mut lp, Duration::ZERO, Duration::from_millis(1), |lp, t| {
+    ///     let app = lp.data_mut::<App>().unwrap();
+    ///     app.ticks += 1;
+    ///     if app.ticks == 3 {
+    ///         t.close(lp).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(lp.data::<App>().unwrap().ticks, 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_data<T: 'static>(&mut self, value: T) -> Option<T> {
+        let old = self.take_data::<T>();
+        self.data.push((TypeId::of::<T>(), Box::new(value)));
+        old
+    }
+
+    /// The value of type `T` stored with [`set_data`](Loop::set_data), if any.
+    pub fn data<T: 'static>(&self) -> Option<&T> {
+        let (_, value) = self.data.iter().find(|(t, _)| *t == TypeId::of::<T>())?;
+        value.downcast_ref()
+    }
+
+    /// The value of type `T` stored with [`set_data`](Loop::set_data), if any, to change.
+    pub fn data_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let (_, value) = self.data.iter_mut().find(|(t, _)| *t == TypeId::of::<T>())?;
+        value.downcast_mut()
+    }
+
+    /// Takes the value of type `T` stored with [`set_data`](Loop::set_data) out of the
+    /// loop, if any.
+    pub fn take_data<T: 'static>(&mut self) -> Option<T> {
+        let at = self.data.iter().position(|(t, _)| *t == TypeId::of::<T>())?;
+        let (_, value) = self.data.swap_remove(at);
+        value.downcast().ok().map(|b| *b)
     }
 
     // ----- time ---------------------------------------------------------------------------

@@ -644,3 +644,45 @@ case!(
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
 );
+
+case!(
+    /// Values stored in the loop, one per type: callbacks reach them through the loop they
+    /// receive; storing again replaces (and returns) the old one; what is stored when the
+    /// loop drops is dropped with it, after its handles.
+    fn loop_data_is_one_value_per_type_and_drops_with_the_loop() {
+        struct Counter(u32);
+        struct Name(&'static str);
+        let mut lp = test_loop();
+        assert!(lp.data::<Counter>().is_none());
+        assert!(lp.set_data(Counter(0)).is_none());
+        assert!(lp.set_data(Name("a")).is_none());
+        let idle = Idle::new(&mut lp);
+        idle.start(&mut lp, |lp, idle| {
+            let c = lp.data_mut::<Counter>().unwrap();
+            c.0 += 1;
+            if c.0 == 5 {
+                idle.close(lp).unwrap();
+            }
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(lp.data::<Counter>().unwrap().0, 5);
+        assert_eq!(lp.set_data(Name("b")).unwrap().0, "a");
+        assert_eq!(lp.data::<Name>().unwrap().0, "b");
+        assert_eq!(lp.take_data::<Counter>().unwrap().0, 5);
+        assert!(lp.data::<Counter>().is_none() && lp.take_data::<Counter>().is_none());
+        assert_eq!(lp.data::<Name>().unwrap().0, "b", "the other type's value stays");
+
+        // Dropped with the loop, as the handles' callbacks are.
+        let kept = Rc::new(());
+        lp.set_data(kept.clone());
+        let timer = Timer::new(&mut lp);
+        let held = kept.clone();
+        timer
+            .start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| drop(held.clone()))
+            .unwrap();
+        assert_eq!(Rc::strong_count(&kept), 3);
+        drop(lp);
+        assert_eq!(Rc::strong_count(&kept), 1);
+    }
+);
