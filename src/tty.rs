@@ -736,8 +736,11 @@ impl Tty {
     ///
     /// A shell runs a job in the foreground like this:
     /// 1. Put the terminal in the settings the job should find: [`TtyMode::Normal`] for a
-    ///    new job (after the shell's own raw prompt), or those
-    ///    [`settings`](Tty::settings) read when the job stopped, for `fg`.
+    ///    new job (after the shell's own raw prompt), or for `fg` those
+    ///    [`settings`](Tty::settings) read when the job stopped, after `TtyMode::Normal`
+    ///    too: [`set_settings`](Tty::set_settings) is not a mode change, and
+    ///    [`save_settings`](Tty::save_settings) after the job wants the handle in normal
+    ///    mode.
     /// 2. Start the job in a group of its own
     ///    ([`Pipeline::process_group`](crate::Pipeline::process_group), or
     ///    [`process_group(0)`](crate::Command::process_group)) with
@@ -747,7 +750,9 @@ impl Tty {
     /// 3. When the job ends, take the terminal back with
     ///    [`current_process_group`](crate::process::current_process_group), and likewise
     ///    when it stops (Ctrl-Z sends its group `SIGTSTP`), which
-    ///    [`Process::watch_stops`](crate::Process::watch_stops) reports. Keep its settings
+    ///    [`Process::watch_stops`](crate::Process::watch_stops) reports for the child the
+    ///    loop started (a job's leader that catches `SIGTSTP` and runs on while a process
+    ///    it started stops, as `sh` with a `trap` does, reports nothing, for bash either). Keep its settings
     ///    then, for `fg`; after a job that exited normally,
     ///    [`save_settings`](Tty::save_settings) keeps what the user changed with `stty`.
     ///
@@ -858,7 +863,10 @@ pub fn reset_mode() -> io::Result<()> {
 /// and `exit` only while the process's group is in front. A program that undoes those
 /// changes itself, on its way out or before it runs a program in the foreground, clears
 /// it: written again on a normal screen, such sequences can move the cursor (leaving the
-/// alternate screen restores the cursor position saved on entering it).
+/// alternate screen restores the cursor position saved on entering it). Closing a
+/// [`Tty`] handle puts its settings back but does not write these bytes (the program may
+/// go on using the terminal): one that leaves through a close writes them itself, or calls
+/// `reset_mode` first.
 ///
 /// The bytes go to one terminal: the process's controlling terminal (as it was when the
 /// settings were saved) if its settings are saved, else the terminal saved first of those
