@@ -923,7 +923,10 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 ///
 /// It coexists with the loop's [`Signal`] handles, in either order. A signal that is
 /// ignored or has a handler already (yours, another library's, or a loop's) keeps it: a
-/// program that catches `SIGINT` decides itself what to do. While a loop watches one of
+/// program that catches `SIGINT` decides itself what to do. So does one whose handler,
+/// installed later, calls the handler it replaced, as signal-hook's (and so tokio's
+/// `signal`) does: called that way, the hook does nothing, since the process may go on
+/// (a graceful shutdown restores the terminal at `exit`). While a loop watches one of
 /// these signals, its callbacks get it; when the last watcher stops, the loop puts back
 /// this handler (instead of the default).
 ///

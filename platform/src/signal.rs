@@ -360,6 +360,13 @@ fn publish(state: &mut ChainState, chain: Chain) {
     SIGCHLD_CHAIN.store(p, SeqCst);
 }
 
+/// Whether `signo`'s disposition is `SIG_DFL` now. Async-signal-safe: a handler installed
+/// with `SA_RESETHAND` learns from it whether the kernel invoked it (the reset done) or
+/// another handler called it.
+pub(crate) fn is_default(signo: i32) -> bool {
+    current_action(signo).is_ok_and(|a| a.sa_sigaction == libc::SIG_DFL)
+}
+
 fn current_action(signo: i32) -> io::Result<libc::sigaction> {
     let mut cur = std::mem::MaybeUninit::<libc::sigaction>::uninit();
     // SAFETY: a null new action only queries; `cur` is valid for writes of one sigaction.

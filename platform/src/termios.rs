@@ -934,7 +934,15 @@ pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, 
 /// The handler behind [`install_reset_handlers`]. `SA_RESETHAND` has put `SIG_DFL` back
 /// before it runs, and the signal is blocked while it runs: raised again, it is delivered
 /// with its default action as soon as the handler returns.
+///
+/// Reached through a handler installed after it that calls the one it replaced
+/// (signal-hook's, and so tokio's, do), it does nothing: the signal is that handler's, which
+/// may keep the process running (a graceful shutdown, a program that goes on), and raised
+/// again, the signal would come back here through it, for good. `exit` restores later.
 extern "C" fn reset_then_default(signo: libc::c_int) {
+    if !crate::signal::is_default(signo) {
+        return;
+    }
     let _ = reset_saved_in_front();
     let _ = crate::fd::restore_shared_blocking();
     let _ = crate::signal::raise(signo);
@@ -944,9 +952,11 @@ extern "C" fn reset_then_default(signo: libc::c_int) {
 /// blocking mode of registered shared descriptions
 /// ([`restore_shared_blocking`](crate::fd::restore_shared_blocking)), and then take
 /// its default action (ending the process), where that default action is what the signal
-/// would do: a signal that is ignored or has a handler keeps it. While a loop watches one of
-/// these signals, the loop keeps it, and the reset handler becomes what the loop restores
-/// when it stops watching. Calling this again changes nothing.
+/// would do: a signal that is ignored or has a handler keeps it, and one whose handler
+/// installed later calls this one (signal-hook's does) is that handler's: this one then does
+/// nothing. While a loop watches one of these signals, the loop keeps it, and the reset
+/// handler becomes what the loop restores when it stops watching. Calling this again
+/// changes nothing.
 pub fn install_reset_handlers() -> io::Result<()> {
     for signo in RESET_SIGNALS {
         crate::signal::install_over_default(signo, reset_then_default)?;

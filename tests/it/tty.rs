@@ -1251,6 +1251,31 @@ case!(
 );
 
 case!(
+    secs = 5,
+    /// The restore hooks under a handler installed after them that calls the one it
+    /// replaced (signal-hook's, and so tokio's `ctrl_c`): the signal is that handler's, and
+    /// the process may go on, its terminal as it was. The hook reset the terminal and
+    /// raised the signal again, which came back to it through that handler, for good: the
+    /// process spun at full CPU (embedder trial).
+    fn issue_5_restore_hooks_leave_a_signal_to_a_chaining_handler_after_them() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        evloop::tty::install_restore_hooks().unwrap();
+        let mut lp = test_loop();
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let raw = attrs(&p.probe);
+        let caught = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGINT, caught.clone()).unwrap();
+        evloop::signal::raise(libc::SIGINT).unwrap();
+        assert!(caught.load(SeqCst), "the chaining handler had it");
+        assert_same_termios(&attrs(&p.probe), &raw, "the terminal is as the program set it");
+        close_all(&mut lp);
+    }
+);
+
+case!(
     /// A panic on a worker thread that the program survives (its `join` takes it) resets
     /// the terminal through the hook, as documented, and the same mode again puts the
     /// program's mode back.
