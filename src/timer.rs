@@ -8,8 +8,9 @@
 //!
 //! Stopping a timer does not search: the timer forgets its entry's sequence number, and the
 //! entry is skipped when its bucket runs. Restarting appends a new entry. When stale entries
-//! outnumber live ones by [`TIMER_STALE_ENTRIES_MAX`], the buckets are compacted, so memory
-//! stays proportional to the number of armed timers.
+//! outnumber live ones by [`TIMER_STALE_ENTRIES_MAX`] (checked on every start and stop), the
+//! buckets are compacted, so memory stays proportional to the number of armed timers, and
+//! looking for the next live deadline ([`Loop::backend_timeout`]) skips few stale entries.
 //!
 //! A timer armed while the timers phase runs (a timer re-armed with timeout 0 inside its own
 //! callback) gets a sequence number at or past the one the phase started with, so it waits for
@@ -414,9 +415,7 @@ impl Loop {
         self.timers.push(deadline, Entry { seq, key: id.key });
         self.timers.live += 1;
         self.set_active(id, true);
-        if self.timers.entries > 2 * self.timers.live + TIMER_STALE_ENTRIES_MAX {
-            self.timer_compact();
-        }
+        self.timer_maybe_compact();
     }
 
     /// Disarms the timer `id`; its queue entry turns stale.
@@ -426,10 +425,22 @@ impl Loop {
                 if t.armed_seq != 0 {
                     t.armed_seq = 0;
                     self.timers.live -= 1;
+                    // Stops alone can leave a bucket of stale entries in front of a live
+                    // one, which `backend_timeout` would walk on every call.
+                    self.timer_maybe_compact();
                 }
             }
         }
         self.set_active(id, false);
+    }
+
+    /// Compacts the buckets once stale entries outnumber live ones by
+    /// [`TIMER_STALE_ENTRIES_MAX`]: O(1) per start or stop, amortized.
+    #[inline]
+    fn timer_maybe_compact(&mut self) {
+        if self.timers.entries > 2 * self.timers.live + TIMER_STALE_ENTRIES_MAX {
+            self.timer_compact();
+        }
     }
 
     fn entry_is_live(&self, e: &Entry) -> bool {
@@ -536,5 +547,35 @@ impl Loop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::limits::TIMER_STALE_ENTRIES_MAX;
+    use crate::{Loop, Timer};
+
+    /// Stops alone compact the buckets. Many timers with one deadline, all but the last
+    /// stopped, left a bucket that `backend_timeout` walked whole on every call, until a
+    /// start compacted it (3 ms a call with a million timers: embedder trial).
+    #[test]
+    fn issue_2_stops_alone_compact_the_timer_buckets() {
+        let mut lp = Loop::new().unwrap();
+        let n = 20_000;
+        let timers: Vec<Timer> = (0..n)
+            .map(|_| {
+                let t = Timer::new(&mut lp);
+                t.start(&mut lp, Duration::from_secs(30), Duration::ZERO, |_, _| {}).unwrap();
+                t
+            })
+            .collect();
+        for t in &timers[..n - 1] {
+            t.stop(&mut lp).unwrap();
+        }
+        assert_eq!(lp.timers.live, 1);
+        assert!(lp.timers.entries <= 2 + TIMER_STALE_ENTRIES_MAX, "{} entries", lp.timers.entries);
+        assert!(lp.backend_timeout().unwrap() > Duration::from_secs(29));
     }
 }
