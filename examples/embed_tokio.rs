@@ -1,4 +1,4 @@
-//! An evloop inside a tokio current-thread runtime, through `AsyncFd` on `backend_fd()`.
+//! An evloop inside a tokio current-thread runtime, through `AsyncFd` on a copy of `backend_fd()`.
 //!
 //! `cargo run --release --example embed_tokio`
 //!
@@ -68,19 +68,21 @@ fn main() -> std::io::Result<()> {
             got
         });
 
-        // The loop itself, driven by tokio. `AsyncFd::new` is deprecated because an arbitrary
-        // `AsRawFd` may not own its fd; a `Loop` owns its backend fd for its whole life.
-        #[allow(deprecated)]
-        let mut afd = AsyncFd::new(lp)?;
-        while afd.get_ref().is_alive() {
-            let timeout = afd.get_ref().backend_timeout().unwrap_or(Duration::from_secs(3600));
+        // The loop itself, driven by tokio: tokio watches a copy of the loop's poller fd
+        // (the same epoll or kqueue instance), which the `AsyncFd` owns.
+        let poller = lp.backend_fd().try_clone_to_owned()?;
+        // SAFETY: the `AsyncFd` owns `poller`, and nothing replaces it (no `get_mut`), so the
+        // fd stays open, and the same, for the `AsyncFd`'s whole life.
+        let afd = unsafe { AsyncFd::register(poller) }?;
+        while lp.is_alive() {
+            let timeout = lp.backend_timeout().unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 guard = afd.readable() => guard?.clear_ready(),
                 _ = tokio::time::sleep(timeout) => {}
             }
-            afd.get_mut().run(RunMode::NoWait)?;
+            lp.run(RunMode::NoWait)?;
         }
-        let mut lp = afd.into_inner();
+        drop(afd);
         chan.close(&mut lp)?;
         lp.run(RunMode::Default)?;
         drop(lp); // the loop's channel end is gone: the consumer's stream ends

@@ -977,7 +977,9 @@ impl Loop {
 
     /// The poller's fd (epoll or kqueue): readable when this loop has events, so an outer
     /// loop (poll(2), mio, tokio's `AsyncFd`, GTK, another evloop) can wait on it and then
-    /// call [`run(RunMode::NoWait)`](Self::run).
+    /// call [`run(RunMode::NoWait)`](Self::run). A copy (`try_clone_to_owned`) is the same
+    /// poller: an outer loop that takes ownership of what it watches (tokio's
+    /// `AsyncFd::register`) gets one, and the loop stays out of it.
     ///
     /// A kqueue inside another kqueue may not report readiness on macOS (libuv's docs say
     /// the same); there, bound the outer wait with [`backend_timeout`](Self::backend_timeout)

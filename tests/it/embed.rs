@@ -155,17 +155,16 @@ case!(
                             tt.set(tt.get() + 1);
                         }
                     });
-                    // `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` may not own its fd; a `Loop`
-                    // owns its backend fd for its whole life and never swaps it.
-                    #[allow(deprecated)]
-                    let mut afd = tokio::io::unix::AsyncFd::new(lp).unwrap();
-                    while afd.get_ref().is_alive() {
-                        let timeout = afd.get_ref().backend_timeout().unwrap_or(Duration::from_secs(3600));
+                    let poller = lp.backend_fd().try_clone_to_owned().unwrap();
+                    // SAFETY: the `AsyncFd` owns `poller`, and nothing replaces it.
+                    let afd = unsafe { tokio::io::unix::AsyncFd::register(poller) }.unwrap();
+                    while lp.is_alive() {
+                        let timeout = lp.backend_timeout().unwrap_or(Duration::from_secs(3600));
                         tokio::select! {
                             guard = afd.readable() => guard.unwrap().clear_ready(),
                             _ = tokio::time::sleep(timeout) => {}
                         }
-                        afd.get_mut().run(RunMode::NoWait).unwrap();
+                        lp.run(RunMode::NoWait).unwrap();
                     }
                 })
                 .await;
@@ -256,10 +255,11 @@ case!(
         rt.block_on(async {
             let mut lp = test_loop();
             let (got, rx, tx) = slow_reader(&mut lp, 100);
-            #[allow(deprecated)]
-            let mut afd = tokio::io::unix::AsyncFd::new(lp).unwrap();
+            let poller = lp.backend_fd().try_clone_to_owned().unwrap();
+            // SAFETY: the `AsyncFd` owns `poller`, and nothing replaces it.
+            let afd = unsafe { tokio::io::unix::AsyncFd::register(poller) }.unwrap();
             while got.get() < 100 {
-                let timeout = afd.get_ref().backend_timeout();
+                let timeout = lp.backend_timeout();
                 let woke = tokio::select! {
                     guard = afd.readable() => { guard.unwrap().clear_ready(); true }
                     _ = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(2))) => false,
@@ -269,9 +269,9 @@ case!(
                     "the outer loop would wait for good with {} of 100 bytes read",
                     got.get()
                 );
-                afd.get_mut().run(RunMode::NoWait).unwrap();
+                lp.run(RunMode::NoWait).unwrap();
             }
-            let mut lp = afd.into_inner();
+            drop(afd);
             for p in [rx, tx] {
                 p.close(&mut lp).unwrap();
             }
