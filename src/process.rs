@@ -2913,12 +2913,16 @@ struct Wiring<'a> {
     /// Handles that the job's other children take ([`Stdio::Handle`]), which close once
     /// the job has started, as this child's own do.
     others_moving: &'a [HandleId],
+    /// The terminal to take for the child's group when its command names none: a job's,
+    /// from a stage before it that was to lead the group and could not start.
+    foreground: Option<HandleId>,
 }
 
 impl Loop {
     /// Spawns `cmd` as `wiring` adjusts it.
     fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
-        let Wiring { links, hold_moved, process_group, others_moving } = wiring;
+        let Wiring { links, hold_moved, process_group, others_moving, foreground } = wiring;
+        let foreground = cmd.foreground.or(foreground);
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
         cmd.check_group_kill(process_group)?;
@@ -2951,7 +2955,7 @@ impl Loop {
             return Err(context(e, format!("spawn `{}`", cmd.name())));
         }
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
-        let foreground = match cmd.foreground {
+        let foreground_fd = match foreground {
             None => None,
             Some(tty) => match self.foreground_fd(tty, process_group) {
                 Ok(fd) => Some(fd),
@@ -2977,7 +2981,7 @@ impl Loop {
             fds: &prep.fds,
             via: self.options.spawn_via,
             want_pidfd: cfg!(target_os = "linux") && !sigchld_before,
-            foreground,
+            foreground: foreground_fd,
         };
         // A loop that reaps through SIGCHLD watches it before the child exists.
         if sigchld_before {
@@ -2991,7 +2995,7 @@ impl Loop {
             Err(e) => {
                 // (The child, if it ran, is reaped: one that took the terminal left it to a
                 // group with no member.)
-                self.take_terminal_back(cmd, None);
+                self.take_terminal_back(foreground, None);
                 self.restore_moved(&prep.moved);
                 return Err(cmd.spawn_error(e, &prep.fds, process_group));
             }
@@ -3037,7 +3041,7 @@ impl Loop {
                     sys::kill(pid, libc::SIGKILL)
                 };
                 let _ = sys::wait(pid);
-                self.take_terminal_back(cmd, None);
+                self.take_terminal_back(foreground, None);
                 self.restore_moved(&prep.moved);
                 return Err(context(
                     e,
@@ -3059,7 +3063,7 @@ impl Loop {
                 Err(e) => {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child, false);
-                    self.take_terminal_back(cmd, leads_group.then_some(pid));
+                    self.take_terminal_back(foreground, leads_group.then_some(pid));
                     self.restore_moved(&prep.moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
@@ -3082,8 +3086,8 @@ impl Loop {
     /// (`Command::foreground`): the caller's group takes it back from `dying` (the group of
     /// children killed but not reaped yet), or from a group with no member left, rather
     /// than leave it to a dead group. A live group that had it stays in front.
-    fn take_terminal_back(&self, cmd: &Command, dying: Option<i32>) {
-        let Some(tty) = cmd.foreground.map(crate::Tty) else { return };
+    fn take_terminal_back(&self, foreground: Option<HandleId>, dying: Option<i32>) {
+        let Some(tty) = foreground.map(crate::Tty) else { return };
         let own = sys::process_group();
         let Ok(front) = tty.foreground_group(self) else { return };
         if front != own && (Some(front) == dying || !evloop_platform::termios::group_alive(front)) {
@@ -4811,6 +4815,9 @@ impl Pipeline {
             })
             .collect();
         let mut leader: Option<i32> = None;
+        // The terminal of a group job whose would-be leader could not start (`keep_going`):
+        // the stage that leads the group in its place takes it.
+        let mut handed_foreground: Option<HandleId> = None;
         for (i, cmd) in self.stages.iter().enumerate() {
             let (next_read, write) = if i + 1 < n {
                 match fd::pipe() {
@@ -4861,13 +4868,19 @@ impl Pipeline {
             });
             // The first stage leads the group; the others join it.
             let process_group = self.process_group.then_some(leader.unwrap_or(0));
-            let wiring =
-                Wiring { links: &links, hold_moved: Some(&mut moved), process_group, others_moving: &moving };
+            let wiring = Wiring {
+                links: &links,
+                hold_moved: Some(&mut moved),
+                process_group,
+                others_moving: &moving,
+                foreground: handed_foreground,
+            };
             match lp.spawn_command(cmd, wiring, on_stage_exit) {
                 Ok(child) => {
                     if leader.is_none() {
                         leader = lp.process_ref(child.process.0).ok().map(|st| st.pid);
                     }
+                    handed_foreground = None;
                     let st = state.clone();
                     lp.process_on_close(
                         child.process.0,
@@ -4887,6 +4900,9 @@ impl Pipeline {
                     }
                     // As a shell goes on past a stage it cannot start: the others run, and
                     // find their pipes to this one closed (below).
+                    if self.process_group && leader.is_none() {
+                        handed_foreground = cmd.foreground.or(handed_foreground);
+                    }
                     {
                         let mut s = state.borrow_mut();
                         s.statuses[i] = Some(Err(crate::error::clone_error(&e)));
@@ -4914,7 +4930,7 @@ impl Pipeline {
     /// goes back to the caller's group, from the started stages' group `leader`.
     fn take_terminal_back(&self, lp: &Loop, leader: Option<i32>) {
         for cmd in &self.stages {
-            lp.take_terminal_back(cmd, leader);
+            lp.take_terminal_back(cmd.foreground, leader);
         }
     }
 }

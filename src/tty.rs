@@ -103,6 +103,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use evloop_platform::fd::{self, Access, FileType};
+use evloop_platform::libc;
 use evloop_platform::termios::{self, Saved, SavedClaim, Termios};
 
 pub use evloop_platform::termios::WinSize;
@@ -473,6 +474,17 @@ impl Tty {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Tty.name())?;
         if !fd::isatty(fd.as_fd()) {
+            // A pty slave whose master closed is a terminal still, but answers only `EIO`.
+            if let Err(e) = termios::get(fd.as_fd()) {
+                if e.raw_os_error() == Some(libc::EIO) {
+                    return Err(context(
+                        e,
+                        format!(
+                            "cannot open fd {raw} as a tty: the terminal hung up (a pty whose master closed)"
+                        ),
+                    ));
+                }
+            }
             let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
             return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));
         }

@@ -1251,6 +1251,23 @@ case!(
 );
 
 case!(
+    /// Opening the slave of a pty whose master closed: the error says it hung up, with its
+    /// `EIO`; it said "a character device, not a terminal" (expect-tool trial).
+    fn issue_5_opening_a_hung_up_terminal_says_so() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        drop(master);
+        let e = Tty::open(&mut lp, slave).unwrap_err();
+        assert_eq!(evloop::os_error_code(&e), Some(libc::EIO), "{e}");
+        assert!(e.to_string().contains("hung up"), "{e}");
+        // A file is still "not a terminal".
+        let e = Tty::open(&mut lp, File::open("/dev/null").unwrap().into()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("not a terminal"), "{e}");
+    }
+);
+
+case!(
     secs = 5,
     /// The restore hooks under a handler installed after them that calls the one it
     /// replaced (signal-hook's, and so tokio's `ctrl_c`): the signal is that handler's, and
@@ -1982,10 +1999,11 @@ const FOREGROUND_ENV: &str = "EVLOOP_TEST_FOREGROUND";
 fn foreground_child() {
     use evloop::process::current_process_group;
     let Ok(mode) = std::env::var(FOREGROUND_ENV) else { return };
-    if mode == "job" {
-        let front = nix::unistd::tcgetpgrp(std::io::stdin()).unwrap();
+    if mode == "job" || mode == "stage" {
+        // (A stage's stdin is the pipeline's pipe: the terminal by its name.)
+        let front = nix::unistd::tcgetpgrp(File::open("/dev/tty").unwrap()).unwrap();
         let own = nix::unistd::getpgrp();
-        println!("job {}", if front == own { "in front" } else { "in the background" });
+        println!("{mode} {}", if front == own { "in front" } else { "in the background" });
         return;
     }
     let mut lp = test_loop();
@@ -2024,6 +2042,24 @@ fn foreground_child() {
     pipeline.spawn(&mut lp, |_, _| {}).unwrap_err();
     assert_eq!(tty.foreground_group(&lp).unwrap(), own, "back in front after a failed pipeline");
     lp.run(RunMode::Default).unwrap();
+    // A group job whose first stage, the one to take the terminal, cannot start
+    // (`spawn_each`): the stage that leads the group in its place takes it.
+    let mut missing = evloop::Command::new("/nonexistent/program");
+    missing.foreground(tty);
+    let mut stage = evloop::Command::new(std::env::current_exe().unwrap());
+    stage
+        .args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(FOREGROUND_ENV, "stage");
+    let mut pipeline = evloop::Pipeline::new([missing, stage]);
+    pipeline.process_group(true);
+    let started = pipeline
+        .spawn_each(&mut lp, move |lp, all| {
+            assert!(all[1].as_ref().unwrap().success());
+            tty.set_foreground_group(lp, own).unwrap();
+        })
+        .unwrap();
+    assert!(started[0].is_err() && started[1].is_ok());
+    lp.run(RunMode::Default).unwrap();
     let mut job = evloop::Command::new(std::env::current_exe().unwrap());
     job.args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
         .env(FOREGROUND_ENV, "job")
@@ -2054,6 +2090,7 @@ case!(
         let text = String::from_utf8_lossy(&seen).into_owned();
         assert!(status.get().unwrap().success(), "{text}");
         assert!(text.contains("job in front"), "{text}");
+        assert!(text.contains("stage in front"), "{text}");
         assert!(text.contains("shell exited with code 0"), "{text}");
     }
 );
