@@ -4542,7 +4542,7 @@ impl Pipeline {
     /// The neighbours of a stage that did not start find their pipe to it closed: the one
     /// before it gets `EPIPE` (or `SIGPIPE`) when it writes, and the one after it reads end
     /// of file. A [`Stdio::Handle`] given to such a stage stays open, as after a failed
-    /// [`Command::spawn`]. In a [`process_group`](Pipeline::process_group) job, the first
+    /// [`Command::spawn`], unless a stage that started took it too. In a [`process_group`](Pipeline::process_group) job, the first
     /// stage that starts leads the group.
     ///
     /// The outer error is the pipeline's as a whole, as from `spawn`: bad input in any
@@ -4917,9 +4917,20 @@ impl Pipeline {
         }
         lp.close_moved(&moved);
         if state.borrow().left == 0 {
-            // No stage started: the callback still comes, from the loop.
+            // No stage started: the callback still comes, from the loop, through a timer of
+            // the loop's own (`Loop::handles` does not list it, so nothing closes it).
+            let timer = crate::Timer::new(lp);
+            lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
             let st = state.clone();
-            crate::Timer::once(lp, std::time::Duration::ZERO, move |lp| pipeline_finish(lp, &st))?;
+            let zero = Duration::ZERO;
+            let started = timer.start(lp, zero, zero, move |lp, t| {
+                let _ = t.close(lp);
+                pipeline_finish(lp, &st);
+            });
+            if let Err(e) = started {
+                let _ = timer.close(lp);
+                return Err(e);
+            }
         }
         Ok(children)
     }

@@ -938,7 +938,9 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// program that catches `SIGINT` decides itself what to do. So does one whose handler,
 /// installed later, calls the handler it replaced, as signal-hook's (and so tokio's
 /// `signal`) does: called that way, the hook does nothing, since the process may go on
-/// (a graceful shutdown restores the terminal at `exit`). While a loop watches one of
+/// (a graceful shutdown restores the terminal at `exit`; one that ends the process by the
+/// signal or by `_exit`, as signal-hook's default emulation and conditional shutdown do,
+/// calls [`reset_mode`] first). While a loop watches one of
 /// these signals, its callbacks get it; when the last watcher stops, the loop puts back
 /// this handler (instead of the default).
 ///

@@ -360,11 +360,18 @@ fn publish(state: &mut ChainState, chain: Chain) {
     SIGCHLD_CHAIN.store(p, SeqCst);
 }
 
-/// Whether `signo`'s disposition is `SIG_DFL` now. Async-signal-safe: a handler installed
-/// with `SA_RESETHAND` learns from it whether the kernel invoked it (the reset done) or
-/// another handler called it.
-pub(crate) fn is_default(signo: i32) -> bool {
-    current_action(signo).is_ok_and(|a| a.sa_sigaction == libc::SIG_DFL)
+/// For a handler installed for `signo` with `SA_RESETHAND` (`ours`, its address): whether
+/// the kernel invoked it for that installation, so the signal is its own to act on. The
+/// disposition is then `SIG_DFL` (the reset done), or `ours` still, where code that saved
+/// and put back the action dropped the flag (`SIG_DFL` is set here, as the flag would
+/// have). Anything else there means another handler (installed later, chaining to what it
+/// replaced) called it: the signal is that one's. Async-signal-safe: only `sigaction`.
+pub(crate) fn invoked_for_own_install(signo: i32, ours: libc::sighandler_t) -> bool {
+    match current_action(signo) {
+        Ok(cur) if cur.sa_sigaction == libc::SIG_DFL => true,
+        Ok(cur) if cur.sa_sigaction == ours => set_disposition(signo, Disposition::Default).is_ok(),
+        _ => false,
+    }
 }
 
 fn current_action(signo: i32) -> io::Result<libc::sigaction> {

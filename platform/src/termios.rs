@@ -938,9 +938,12 @@ pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, 
 /// Reached through a handler installed after it that calls the one it replaced
 /// (signal-hook's, and so tokio's, do), it does nothing: the signal is that handler's, which
 /// may keep the process running (a graceful shutdown, a program that goes on), and raised
-/// again, the signal would come back here through it, for good. `exit` restores later.
+/// again, the signal would come back here through it, for good. A normal `exit` restores
+/// later; a program that handler ends by the signal or by `_exit` restores first itself
+/// (`reset_mode`).
 extern "C" fn reset_then_default(signo: libc::c_int) {
-    if !crate::signal::is_default(signo) {
+    let ours = reset_then_default as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    if !crate::signal::invoked_for_own_install(signo, ours) {
         return;
     }
     let _ = reset_saved_in_front();

@@ -1867,6 +1867,7 @@ case!(
             let started = p.spawn_each(&mut lp, on_exit).unwrap();
             assert!(started.iter().all(Result::is_err), "{name}");
             assert!(got.borrow().is_none(), "{name}: not from spawn_each itself");
+            assert!(lp.handles().is_empty(), "{name}: its timer is the loop's own: {:?}", lp.handles());
             lp.run(RunMode::Default).unwrap();
             let all = got.borrow_mut().take().expect("the pipeline callback ran");
             assert!(all.iter().all(|s| s.as_ref().unwrap_err().kind() == io::ErrorKind::NotFound));

@@ -1292,6 +1292,57 @@ case!(
     }
 );
 
+const HOOK_FLAGS_ENV: &str = "EVLOOP_TEST_HOOK_FLAGS";
+
+/// Not a test: the child process of
+/// `issue_5_a_restore_hook_put_back_without_its_one_shot_flag_still_ends_the_process`. Puts
+/// its stdin (a pty slave) in raw mode under the restore hooks, then puts `SIGINT`'s action
+/// back as code that saves and restores it with `signal()` does (`SA_RESTART`, without
+/// `SA_RESETHAND`), and raises `SIGINT`.
+#[test]
+#[ignore = "runs only as a child process of the hook-flags test"]
+fn hook_flags_child() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal, sigaction};
+    if std::env::var_os(HOOK_FLAGS_ENV).is_none() {
+        return;
+    }
+    evloop::tty::install_restore_hooks().unwrap();
+    let mut lp = test_loop();
+    let tty = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let query = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the hook's handler goes straight back, with other flags only.
+    let hook = unsafe { sigaction(NixSignal::SIGINT, &query) }.unwrap();
+    let again = SigAction::new(hook.handler(), SaFlags::SA_RESTART, hook.mask());
+    // SAFETY: as above.
+    unsafe { sigaction(NixSignal::SIGINT, &again) }.unwrap();
+    evloop::signal::raise(libc::SIGINT).unwrap();
+    println!("survived SIGINT");
+    std::process::exit(0);
+}
+
+case!(
+    /// The restore hook put back without its one-shot flag (by code that saves and restores
+    /// actions with `signal()`): the kernel calls it, and it still restores the terminal and
+    /// ends the process by the signal. Told apart from a call through a chaining handler by
+    /// the disposition alone, it took itself for chained, and the signal was swallowed
+    /// (review).
+    fn issue_5_a_restore_hook_put_back_without_its_one_shot_flag_still_ends_the_process() {
+        let p = pty();
+        let before = attrs(p.probe.as_fd());
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["tty::hook_flags_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env(HOOK_FLAGS_ENV, "1")
+            .stdin(p.slave.try_clone().unwrap())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.signal(), Some(libc::SIGINT), "{}: {text}", out.status);
+        assert_same_termios(&attrs(p.probe.as_fd()), &before, "restored by the hook");
+    }
+);
+
 case!(
     /// A panic on a worker thread that the program survives (its `join` takes it) resets
     /// the terminal through the hook, as documented, and the same mode again puts the
