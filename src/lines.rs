@@ -72,7 +72,7 @@ impl Lines {
             // (Looking no further than the line can reach: a long read of short lines is
             // scanned once, not once per line.)
             let reach = data.len().min(room.saturating_add(1));
-            let (take, newline) = match data[..reach].iter().position(|&b| b == b'\n') {
+            let (take, newline) = match find_newline(&data[..reach]) {
                 Some(i) => (i, 1),
                 None if data.len() > room => (room, 0),
                 None => {
@@ -103,6 +103,25 @@ impl Lines {
     }
 }
 
+/// The index of the first `\n` in `bytes`, eight bytes at a time (a byte-by-byte search
+/// made the splitter half as fast as std's `read_until` on short lines).
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        // Zero in each byte that is a newline; the test below flags a word with one.
+        let x = u64::from_ne_bytes(word.try_into().expect("8 bytes")) ^ NEWLINES;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return word.iter().position(|&b| b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'\n').map(|i| at + i)
+}
+
 /// How a line that [`Lines::push_ends`] hands out ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineEnd {
@@ -114,7 +133,28 @@ pub enum LineEnd {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineEnd, Lines};
+    use super::{LineEnd, Lines, find_newline};
+
+    #[test]
+    fn find_newline_finds_what_position_finds() {
+        // Every length up to three words, with a newline at every place, and none.
+        for len in 0..25 {
+            for at in (0..len).map(Some).chain([None]) {
+                let mut bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                if let Some(at) = at {
+                    bytes[at] = b'\n';
+                    // A second one after it is not the first.
+                    if at + 3 < len {
+                        bytes[at + 3] = b'\n';
+                    }
+                }
+                // Bytes that differ from a newline by one bit, or borrow in the word test.
+                bytes.iter_mut().filter(|b| **b == b'c').for_each(|b| *b = 0x0b);
+                bytes.iter_mut().filter(|b| **b == b'd').for_each(|b| *b = 0x8a);
+                assert_eq!(find_newline(&bytes), at, "{bytes:?}");
+            }
+        }
+    }
 
     #[test]
     fn long_reads_cut_at_the_limit_and_at_newlines() {
