@@ -7,9 +7,9 @@
 //!
 //! The stages are wired to each other directly (the loop is not in the data path); the last
 //! stage writes to this program's stdout. Exits 0 when every stage succeeded, 1 otherwise
-//! (like a shell with `pipefail`), 2 when the pipeline could not start. As in a shell, a stage
-//! that cannot start (a typo in a program's name) is reported with the others' statuses, and
-//! the others run on without it.
+//! (like a shell with `pipefail`), 2 when the pipeline could not start at all (bad input, or
+//! no pipe to be had). As in a shell, a stage that cannot start (a typo in a program's name)
+//! is reported with the others' statuses, and the others run on without it.
 //!
 //! Without a controlling terminal (a build tool's or a CI job's case), the stages share one
 //! process group of their own, and `SIGINT` or `SIGTERM` sent to this program goes on to the
@@ -56,8 +56,9 @@ fn main() -> std::io::Result<()> {
                     eprintln!("stage {} `{name}`: {st}", i + 1);
                 }
                 Err(e) => {
+                    // (The error names the stage and its program.)
                     any_failed = true;
-                    eprintln!("stage {} `{name}`: {e}", i + 1);
+                    eprintln!("{e}");
                 }
             }
         }

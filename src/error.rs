@@ -64,7 +64,8 @@ pub fn os_error_code(err: &io::Error) -> Option<i32> {
 }
 
 /// Whether `err` says a write or a shutdown was cancelled: its stream closed while it was
-/// still queued (`ECANCELED`). `std::io::ErrorKind` has no kind for it.
+/// still queued (`ECANCELED`). `std::io::ErrorKind` has no kind for it. A cancelled write
+/// may have gone out in part before the close.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};

@@ -200,6 +200,12 @@ impl Pipe {
     /// or `eprintln!` can fail with `EAGAIN` (and `print!` panics on it) while the reader
     /// is slow. Write such output through the handle instead while it is open;
     /// [`shares_nonblocking`](Pipe::shares_nonblocking) tells whether it must.
+    ///
+    /// A named FIFO whose writers come and go: read while no writer has it open, it gives
+    /// end of file at once, each time reading starts again, so a reader that restarts on
+    /// end of file spins. Open it for reading and writing instead (`O_RDWR`, which Linux,
+    /// macOS and FreeBSD allow for a FIFO): the reader is then a writer too, and waits for
+    /// the next writer's data instead of reading end of file.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe.name())?;

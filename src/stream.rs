@@ -1240,6 +1240,11 @@ macro_rules! stream_methods {
             /// Returns an error, and never calls `cb`, for a handle that cannot be written:
             /// closed, shut down, or open for reading only.
             ///
+            /// A write that fails or is cancelled may have gone out in part: the kernel took
+            /// its first bytes before the reader left or the handle closed (libuv's writes
+            /// are the same). The callback does not say how many; a program that must know
+            /// what its reader got writes in pieces and counts the callbacks that succeeded.
+            ///
             /// Closing a handle cancels what is still queued. To close once everything is
             /// out (a terminal program's last escape sequences, say), close from the callback
             /// of the last write: callbacks run in write order. An empty write is allowed,
