@@ -339,12 +339,28 @@ impl Loop {
     }
 
     /// The value of type `T` stored with [`set_data`](Loop::set_data), if any.
+    ///
+    /// ```
+    /// let mut lp = evloop::Loop::new()?;
+    /// assert_eq!(lp.data::<String>(), None);
+    /// lp.set_data(String::from("config"));
+    /// assert_eq!(lp.data::<String>().map(String::as_str), Some("config"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn data<T: 'static>(&self) -> Option<&T> {
         let (_, value) = self.data.iter().find(|(t, _)| *t == TypeId::of::<T>())?;
         value.downcast_ref()
     }
 
     /// The value of type `T` stored with [`set_data`](Loop::set_data), if any, to change.
+    ///
+    /// ```
+    /// let mut lp = evloop::Loop::new()?;
+    /// lp.set_data(Vec::<u32>::new());
+    /// lp.data_mut::<Vec<u32>>().unwrap().push(7);
+    /// assert_eq!(lp.data::<Vec<u32>>().unwrap(), &[7]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn data_mut<T: 'static>(&mut self) -> Option<&mut T> {
         let (_, value) = self.data.iter_mut().find(|(t, _)| *t == TypeId::of::<T>())?;
         value.downcast_mut()
@@ -352,6 +368,14 @@ impl Loop {
 
     /// Takes the value of type `T` stored with [`set_data`](Loop::set_data) out of the
     /// loop, if any.
+    ///
+    /// ```
+    /// let mut lp = evloop::Loop::new()?;
+    /// lp.set_data(5u8);
+    /// assert_eq!(lp.take_data::<u8>(), Some(5));
+    /// assert_eq!(lp.take_data::<u8>(), None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn take_data<T: 'static>(&mut self) -> Option<T> {
         let at = self.data.iter().position(|(t, _)| *t == TypeId::of::<T>())?;
         let (_, value) = self.data.swap_remove(at);

@@ -673,16 +673,23 @@ case!(
         assert!(lp.data::<Counter>().is_none() && lp.take_data::<Counter>().is_none());
         assert_eq!(lp.data::<Name>().unwrap().0, "b", "the other type's value stays");
 
-        // Dropped with the loop, as the handles' callbacks are.
+        // Dropped with the loop, after the handles (and their callbacks).
+        struct Noted(&'static str, Rc<RefCell<Vec<&'static str>>>);
+        impl Drop for Noted {
+            fn drop(&mut self) {
+                self.1.borrow_mut().push(self.0);
+            }
+        }
+        let order = Rc::new(RefCell::new(Vec::new()));
         let kept = Rc::new(());
-        lp.set_data(kept.clone());
+        lp.set_data((Noted("data", order.clone()), kept.clone()));
         let timer = Timer::new(&mut lp);
-        let held = kept.clone();
+        let held = Noted("handle", order.clone());
         timer
-            .start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| drop(held.clone()))
+            .start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| assert_eq!(held.0, "handle"))
             .unwrap();
-        assert_eq!(Rc::strong_count(&kept), 3);
         drop(lp);
+        assert_eq!(*order.borrow(), ["handle", "data"]);
         assert_eq!(Rc::strong_count(&kept), 1);
     }
 );
