@@ -685,8 +685,11 @@ case!(
         lp.set_data((Noted("data", order.clone()), kept.clone()));
         let timer = Timer::new(&mut lp);
         let held = Noted("handle", order.clone());
+        // (The whole value goes into the callback, not just a field.)
         timer
-            .start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| assert_eq!(held.0, "handle"))
+            .start(&mut lp, Duration::from_secs(60), Duration::ZERO, move |_, _| {
+                let _whole = &held;
+            })
             .unwrap();
         drop(lp);
         assert_eq!(*order.borrow(), ["handle", "data"]);
