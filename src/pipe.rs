@@ -203,9 +203,11 @@ impl Pipe {
     ///
     /// A named FIFO whose writers come and go: read while no writer has it open, it gives
     /// end of file at once, each time reading starts again, so a reader that restarts on
-    /// end of file spins. Open it for reading and writing instead (`O_RDWR`, which Linux,
-    /// macOS and FreeBSD allow for a FIFO): the reader is then a writer too, and waits for
-    /// the next writer's data instead of reading end of file.
+    /// end of file spins. Keep a write end of its own open beside the reader (a second
+    /// open of the FIFO for writing, after the one for reading; or one open for both,
+    /// `O_RDWR`, which Linux allows for a FIFO and POSIX leaves undefined): there is then
+    /// always a writer, and the reader waits for the next one's data instead of reading end
+    /// of file.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe.name())?;

@@ -966,6 +966,22 @@ pub fn install_restore_hooks() -> io::Result<()> {
 /// ([`Command::controlling_terminal`](crate::Command::controlling_terminal) shows the whole
 /// set-up); whoever drives it, like a terminal emulator, reads and writes the master, as a
 /// [`Tty`] handle (which makes it nonblocking: see [`Tty::open`]).
+///
+/// A new pty's window size is 0 by 0. Give it its size before the program starts
+/// ([`Tty::set_winsize`] on the master's handle): set after the spawn, it races the
+/// program's first look (`stty size`, a full-screen program drawing its first screen).
+///
+/// ```
+/// use evloop::{Loop, Tty, WinSize, tty};
+///
+/// let mut lp = Loop::new()?;
+/// let (master, _slave) = tty::openpty()?;
+/// let master = Tty::open(&mut lp, master)?;
+/// let size = WinSize { rows: 24, cols: 80, ..WinSize::default() };
+/// master.set_winsize(&lp, size)?; // then spawn the program on the slave
+/// assert_eq!(master.winsize(&lp)?, size);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     termios::openpty()
 }
