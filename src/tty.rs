@@ -764,8 +764,8 @@ impl Tty {
     ///    when it stops (Ctrl-Z sends its group `SIGTSTP`), which
     ///    [`Process::watch_stops`](crate::Process::watch_stops) reports for the child the
     ///    loop started (a job's leader that catches `SIGTSTP` and runs on while a process
-    ///    it started stops, as `sh` with a `trap` does, reports nothing, for bash either). Keep its settings
-    ///    then, for `fg`; after a job that exited normally,
+    ///    it started stops, as `sh` with a `trap` does, reports nothing, for bash either).
+    ///    Keep its settings then, for `fg`; after a job that exited normally,
     ///    [`save_settings`](Tty::save_settings) keeps what the user changed with `stty`.
     ///
     /// Do not send a new job `SIGCONT`: it would undo a stop that comes at once (a Ctrl-Z
@@ -940,9 +940,9 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// `signal`) does: called that way, the hook does nothing, since the process may go on
 /// (a graceful shutdown restores the terminal at `exit`; one that ends the process by the
 /// signal or by `_exit`, as signal-hook's default emulation and conditional shutdown do,
-/// calls [`reset_mode`] first). While a loop watches one of
-/// these signals, its callbacks get it; when the last watcher stops, the loop puts back
-/// this handler (instead of the default).
+/// calls [`reset_mode`] first). While a loop watches one of these signals, its callbacks
+/// get it; when the last watcher stops, the loop puts back this handler (instead of the
+/// default).
 ///
 /// ```
 /// evloop::tty::install_restore_hooks()?;
