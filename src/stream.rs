@@ -254,6 +254,15 @@ impl Stream {
     }
 }
 
+/// A reading call on a handle whose fd is open for writing only.
+#[cold]
+fn not_readable(kind: HandleKind) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the {} is not readable (its fd is open for writing only)", kind.name()),
+    )
+}
+
 impl Loop {
     pub(crate) fn stream_insert(&mut self, stream: Stream) -> HandleId {
         self.insert(Kind::Stream(Box::new(stream)))
@@ -332,10 +341,7 @@ impl Loop {
     pub(crate) fn read_start(&mut self, id: HandleId, kind: HandleKind, cb: ReadCb) -> io::Result<()> {
         let s = self.stream_mut(id, kind)?;
         if !s.readable {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the {} is not readable (its fd is open for writing only)", kind.name()),
-            ));
+            return Err(not_readable(kind));
         }
         if s.reading {
             return Err(io::Error::new(
@@ -412,7 +418,11 @@ impl Loop {
                 "read cap {bytes} is out of range ({READ_CAP_BYTES_MIN}..={READ_CAP_BYTES_MAX} bytes)"
             )));
         }
-        self.stream_mut(id, kind)?.read_cap = bytes;
+        let s = self.stream_mut(id, kind)?;
+        if !s.readable {
+            return Err(not_readable(kind));
+        }
+        s.read_cap = bytes;
         // A round of reads in progress ends, so that the next read already asks for the new cap.
         self.read_changed();
         Ok(())
@@ -1359,7 +1369,8 @@ macro_rules! stream_methods {
             /// [`READ_CAP_BYTES_MAX`](crate::limits::READ_CAP_BYTES_MAX). The default is
             /// [`READ_CAP_BYTES_DEFAULT`](crate::limits::READ_CAP_BYTES_DEFAULT) (64 KiB).
             /// The next read asks for the new cap, also when this is called from the
-            /// stream's own read callback.
+            /// stream's own read callback. A handle open for writing only gives an
+            /// `InvalidInput` error, as [`read_start`](Self::read_start) does.
             #[inline]
             pub fn set_read_cap(self, lp: &mut $crate::Loop, bytes: usize) -> std::io::Result<()> {
                 lp.set_read_cap(self.0, $kind, bytes)

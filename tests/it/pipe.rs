@@ -718,6 +718,10 @@ case!(
         assert!(e.to_string().contains("reading only"), "{e}");
         let e = tx.read_start(&mut lp, |_, _, _| panic!("never called")).unwrap_err();
         assert!(e.to_string().contains("not readable"), "{e}");
+        // (A read cap on the write end was taken without a word: data-pipeline trial.)
+        let e = tx.set_read_cap(&mut lp, 4096).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("not readable"), "{e}");
         // A second read_start.
         rx.read_start(&mut lp, |_, _, _| {}).unwrap();
         assert_eq!(rx.read_start(&mut lp, |_, _, _| {}).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
