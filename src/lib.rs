@@ -69,7 +69,7 @@
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
 //! | starting what is already started (a second `read_start`, a second `shutdown`) | `AlreadyExists` |
 //! | resuming a stream with nothing paused (`read_resume`) | `NotConnected` |
-//! | a write or shutdown still queued when its stream closed | `Uncategorized` (`ECANCELED`): see [`is_cancelled`] |
+//! | a write or shutdown still queued when its stream closed | `Uncategorized` (`ECANCELED`): see [`is_cancelled`]; its callback runs in the close phase, just before the close callback, with the handle released already (its id is stale there) |
 //! | [`Loop::run`] called from inside one of the same loop's callbacks | `ResourceBusy` (nothing ran: the loop is running already) |
 //!
 //! # `SIGPIPE`

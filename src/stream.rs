@@ -1255,7 +1255,10 @@ macro_rules! stream_methods {
             /// are the same). The callback does not say how many; a program that must know
             /// what its reader got writes in pieces and counts the callbacks that succeeded.
             ///
-            /// Closing a handle cancels what is still queued. To close once everything is
+            /// Closing a handle cancels what is still queued: those callbacks, and those of
+            /// finished writes still waiting for the pending phase, run in the close phase,
+            /// in write order, just before the close callback, with the handle released
+            /// already (its id is stale there: `NotFound`). To close once everything is
             /// out (a terminal program's last escape sequences, say), close from the callback
             /// of the last write: callbacks run in write order. An empty write is allowed,
             /// and its callback too runs after those of the writes before it: a flush
