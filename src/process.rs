@@ -4542,8 +4542,10 @@ impl Pipeline {
     /// The neighbours of a stage that did not start find their pipe to it closed: the one
     /// before it gets `EPIPE` (or `SIGPIPE`) when it writes, and the one after it reads end
     /// of file. A [`Stdio::Handle`] given to such a stage stays open, as after a failed
-    /// [`Command::spawn`], unless a stage that started took it too. In a [`process_group`](Pipeline::process_group) job, the first
-    /// stage that starts leads the group.
+    /// [`Command::spawn`], unless a stage that started took it too. In a
+    /// [`process_group`](Pipeline::process_group) job, the first stage that starts leads the
+    /// group, and takes the terminal if the stage that was to lead it had
+    /// [`Command::foreground`].
     ///
     /// The outer error is the pipeline's as a whole, as from `spawn`: bad input in any
     /// stage, reported before the first one starts, or no pipe to be had between two stages
