@@ -71,6 +71,7 @@ pub struct LoopBuilder {
     pub(crate) force_select_helper: bool,
     pub(crate) force_sigchld_reaping: bool,
     pub(crate) spawn_via: Via,
+    pub(crate) measure_idle_time: bool,
 }
 
 impl LoopBuilder {
@@ -110,6 +111,20 @@ impl LoopBuilder {
         } else if self.spawn_via == Via::PosixSpawn {
             self.spawn_via = Via::Best;
         }
+        self
+    }
+
+    /// Measures how long the loop waits for events in its poll phase, for
+    /// [`Loop::idle_time`] (libuv's `uv_loop_configure(loop, UV_METRICS_IDLE_TIME)`). It costs
+    /// two reads of the monotonic clock per poll that may wait; off, nothing.
+    ///
+    /// ```
+    /// let lp = evloop::Loop::builder().measure_idle_time(true).build()?;
+    /// assert_eq!(lp.idle_time(), Some(std::time::Duration::ZERO));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn measure_idle_time(mut self, on: bool) -> LoopBuilder {
+        self.measure_idle_time = on;
         self
     }
 
@@ -221,6 +236,8 @@ pub struct Loop {
     /// A callback panicked out of `run`: see [`Loop::run`].
     poisoned: bool,
     iterations: u64,
+    /// Time spent waiting in the poll phase, when `options.measure_idle_time` is on.
+    pub(crate) idle: Duration,
     pub(crate) options: LoopBuilder,
     /// Every child this loop spawned and has not reaped yet.
     pub(crate) children: crate::process::Children,
@@ -295,6 +312,7 @@ impl Loop {
             running: false,
             poisoned: false,
             iterations: 0,
+            idle: Duration::ZERO,
             options,
             data: Vec::new(),
         })
@@ -778,6 +796,55 @@ impl Loop {
         self.iterations
     }
 
+    /// How long the loop has waited for events in its poll phase, in total, if it was built
+    /// with [`LoopBuilder::measure_idle_time`] (`None` otherwise): libuv's
+    /// `uv_metrics_idle_time`. With the wall time a run took, it gives the loop's load
+    /// (the share of the time it was busy running callbacks and its own work), as Node's
+    /// event-loop utilization does.
+    ///
+    /// Only waits count: a poll that cannot wait (a timer is due, a callback is pending,
+    /// [`RunMode::NoWait`]) adds nothing, and neither does time the loop spends outside
+    /// [`run`](Self::run), such as an outer loop's wait when this one is
+    /// [embedded](Self::backend_fd). The time counts from the moment the wait begins until
+    /// the kernel (or, for the fds the poller rejects, the select helper) reports back,
+    /// including any time the thread was not scheduled.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::builder().measure_idle_time(true).build()?;
+    /// let began = Instant::now();
+    /// Timer::once(&mut lp, Duration::from_millis(30), |_| {})?;
+    /// lp.run(RunMode::Default)?;
+    /// let idle = lp.idle_time().unwrap();
+    /// // Waiting for the timer is nearly all the run did.
+    /// assert!(idle > Duration::ZERO && idle <= began.elapsed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn idle_time(&self) -> Option<Duration> {
+        self.options.measure_idle_time.then_some(self.idle)
+    }
+
+    /// When the poll phase's wait begins: the clock, if the loop measures its idle time
+    /// and the wait may block.
+    #[inline]
+    pub(crate) fn idle_begin(&self, timeout: Option<Duration>) -> Option<Instant> {
+        if self.options.measure_idle_time && timeout != Some(Duration::ZERO) {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    /// The wait that [`idle_begin`](Self::idle_begin) timed is over.
+    #[inline]
+    pub(crate) fn idle_end(&mut self, began: Option<Instant>) {
+        if let Some(t) = began {
+            self.idle += t.elapsed();
+        }
+    }
+
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]
     fn run_pending(&mut self) {
@@ -917,7 +984,9 @@ impl Loop {
         if self.select_helper.is_some() && self.select_helper_holds() {
             self.select_helper_poll(timeout)?;
         } else {
+            let began = self.idle_begin(timeout);
             self.poller.wait(&mut self.events, timeout)?;
+            self.idle_end(began);
             self.time_stale.set(true);
             self.dispatch_events();
         }

@@ -599,12 +599,16 @@ impl Loop {
                 timeout = Some(Duration::ZERO);
             }
         }
+        let began = self.idle_begin(timeout);
         let Some(helper) = self.select_helper.as_mut() else { return Ok(()) };
         let mut sel = std::mem::replace(&mut helper.selector, Selector::new());
         let mut batch = std::mem::take(&mut helper.inline_batch);
         sel.snapshot(&helper.table());
         let poller_fd = self.poller.as_fd().as_raw_fd();
         let res = sel.wait(poller_fd, timeout);
+        if let Some(t) = began {
+            self.idle += t.elapsed();
+        }
         self.time_stale.set(true);
         batch.clear();
         let shared = Arc::clone(&helper.shared);

@@ -696,3 +696,53 @@ case!(
         assert_eq!(Rc::strong_count(&kept), 1);
     }
 );
+
+case!(
+    /// `idle_time` counts the poll phase's waits and nothing else: not callbacks, however
+    /// long they run, and not polls that cannot wait. Off, it is `None`.
+    fn idle_time_counts_the_waits_and_not_the_work() {
+        assert_eq!(test_loop().idle_time(), None);
+        let mut lp = crate::util::builder().measure_idle_time(true).build().unwrap();
+        assert_eq!(lp.idle_time(), Some(Duration::ZERO));
+        // The work runs in a read callback, which the poll phase runs after its wait.
+        let (r, w) = evloop::Pipe::pair(&mut lp).unwrap();
+        // Not `Timer::once`, nor closed in its callback: a close would make the next poll,
+        // the one that runs the read callback, not wait.
+        let t = Timer::new(&mut lp);
+        let spin = Duration::from_millis(30);
+        r.read_start(&mut lp, move |lp, r, _| {
+            t.close(lp).unwrap();
+            let t = std::time::Instant::now();
+            while t.elapsed() < spin {
+                std::hint::spin_loop();
+            }
+            r.close(lp).unwrap();
+            w.close(lp).unwrap();
+        })
+        .unwrap();
+        let began = std::time::Instant::now();
+        t.start(&mut lp, Duration::from_millis(100), Duration::ZERO, move |lp, _| {
+            w.write(lp, b"x", |_, res| res.unwrap()).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let elapsed = began.elapsed();
+        let idle = lp.idle_time().unwrap();
+        assert!(idle > Duration::ZERO, "the loop waited for the timer");
+        assert!(idle <= elapsed - spin, "idle {idle:?} of {elapsed:?}, with {spin:?} of work");
+
+        // Polls that cannot wait (an idle handle runs) add nothing.
+        let idle_handle = Idle::new(&mut lp);
+        let n = Rc::new(Cell::new(0));
+        idle_handle
+            .start(&mut lp, move |lp, h| {
+                n.set(n.get() + 1);
+                if n.get() == 100 {
+                    h.close(lp).unwrap();
+                }
+            })
+            .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(lp.idle_time(), Some(idle), "no wait, no idle time");
+    }
+);
