@@ -1736,6 +1736,8 @@ fn kill_child(entry: &ChildEntry, loop_id: u32) -> io::Result<()> {
     let res = match &entry.watch {
         #[cfg(target_os = "linux")]
         Watch::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL, false),
+        #[cfg(target_os = "linux")]
+        Watch::Gone => Err(os(libc::ESRCH)),
         _ => sys::kill(entry.pid, libc::SIGKILL),
     };
     if let Err(e) = &res {
@@ -2646,6 +2648,11 @@ enum Watch {
     Kqueue,
     /// `SIGCHLD`, then `waitpid(pid, WNOHANG)`.
     Sigchld,
+    /// Gone before it could be watched: `pidfd_open` found no such process, so the kernel
+    /// (`SIGCHLD` ignored) or another waiter reaped it, and its status is lost. The
+    /// pending phase reports that (`ECHILD`); its pid may be another process's already.
+    #[cfg(target_os = "linux")]
+    Gone,
 }
 
 struct ChildEntry {
@@ -3398,6 +3405,12 @@ impl Loop {
                         log::warn!("loop {}: epoll refused the pidfd of {pid} ({e}); using SIGCHLD", self.id)
                     }
                 },
+                // Reaped already, by the kernel (SIGCHLD ignored) or by someone's waitpid(-1):
+                // nothing to watch, and SIGCHLD would not help. Its status is lost.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
+                    return Watch::Gone;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     PIDFD_MISSING.store(true, Ordering::Relaxed);
                     log::warn!("loop {}: no pidfd_open (ENOSYS); reaping children through SIGCHLD", self.id);
@@ -3435,6 +3448,8 @@ impl Loop {
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
             Watch::Kqueue => sys::wait(pid).map(Some),
             Watch::Sigchld => return,
+            #[cfg(target_os = "linux")]
+            Watch::Gone => return,
         };
         match res {
             Ok(None) => {}
@@ -3446,6 +3461,11 @@ impl Loop {
     /// The pending phase's look at a child whose exit may have been missed.
     pub(crate) fn child_check(&mut self, c: ChildCheck) {
         match self.children.entries.get(c.key) {
+            #[cfg(target_os = "linux")]
+            Some(e) if e.pid == c.pid && matches!(e.watch, Watch::Gone) => {
+                // No wait: the pid may name another process now.
+                return self.child_finish(c.key, Err(os(libc::ECHILD)));
+            }
             Some(e) if e.pid == c.pid => {}
             _ => return,
         }
@@ -3661,6 +3681,8 @@ impl Loop {
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
             Watch::Kqueue => {}
             Watch::Sigchld => {}
+            #[cfg(target_os = "linux")]
+            Watch::Gone => {}
         }
         if entry.keeps_alive {
             self.children.keep_alive -= 1;
@@ -3814,6 +3836,10 @@ impl Loop {
         let entry = st.child_key().and_then(|k| self.children.entries.get(k));
         if !group {
             if st.reaped {
+                return Err(os(libc::ESRCH));
+            }
+            #[cfg(target_os = "linux")]
+            if let Some(ChildEntry { watch: Watch::Gone, .. }) = entry {
                 return Err(os(libc::ESRCH));
             }
             #[cfg(target_os = "linux")]

@@ -1372,6 +1372,50 @@ case!(
 );
 
 case!(
+    /// With SIGCHLD ignored, a child that exits at once may be reaped by the kernel before
+    /// the loop opens its pidfd (the fork and `posix_spawn` paths open it after the spawn):
+    /// `pidfd_open` then fails with `ESRCH`. The loop took that for a missing pidfd and fell
+    /// back to SIGCHLD, which it refuses while SIGCHLD is ignored, so `spawn` returned an
+    /// error for a child that had run (a retry would run it twice: hostile-environment
+    /// trial, 28 spawns in 200 on the fork path). Now the spawn succeeds, and the exit
+    /// callback gets the `ECHILD` that every exit gets while SIGCHLD is ignored.
+    fn issue_6_a_child_reaped_before_its_watch_still_counts_as_spawned() {
+        use evloop_platform::signal::{Disposition, set_disposition};
+        set_disposition(libc::SIGCHLD, Disposition::Ignore).unwrap();
+        for (name, b) in flavours() {
+            if name.contains("sigchld") {
+                continue;
+            }
+            let mut lp = b.build().unwrap();
+            let errors = Rc::new(RefCell::new(Vec::new()));
+            for _ in 0..200 {
+                let e = errors.clone();
+                let spawned = Command::new("true").spawn(&mut lp, move |lp, p, res| {
+                    e.borrow_mut().push(res.map(|_| ()));
+                    p.close(lp).unwrap();
+                });
+                if let Err(err) = spawned {
+                    panic!("{name}: spawn failed for a child that ran: {err}");
+                }
+                lp.run(RunMode::Default).unwrap();
+            }
+            let errors = errors.borrow();
+            assert_eq!(errors.len(), 200, "{name}: every exit callback ran");
+            for res in errors.iter() {
+                let err = res.as_ref().unwrap_err();
+                assert_eq!(os_error_code(err), Some(libc::ECHILD), "{name}: {err}");
+            }
+            // A handle whose child was gone at its watch refuses signals.
+            let child = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
+            let _ = child.process.kill(&mut lp, SIGKILL);
+            child.process.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+        set_disposition(libc::SIGCHLD, Disposition::Default).unwrap();
+    }
+);
+
+case!(
     secs = 60,
     /// A shell catches SIGTSTP, and Ctrl-Z sends it to the shell's group while a job is
     /// being spawned into a group of its own. The signal reached the child while it still
