@@ -605,6 +605,37 @@ impl Loop {
         self.close_handle(id, kind, None)
     }
 
+    /// Closes any handle by its untyped id, and runs `cb` from the close phase once it is
+    /// released, as the typed `close_with` methods do: libuv's `uv_close(handle, close_cb)`
+    /// from a `uv_walk`.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use evloop::{Idle, Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let _t = Timer::new(&mut lp);
+    /// let _i = Idle::new(&mut lp);
+    /// let closed = Rc::new(Cell::new(0));
+    /// // Winding down: close every handle, and count them out.
+    /// for h in lp.handles().into_iter().filter(|h| !h.closing) {
+    ///     let c = closed.clone();
+    ///     lp.close_with(h.id, move |_| c.set(c.get() + 1))?;
+    /// }
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(closed.get(), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_with(
+        &mut self,
+        id: impl Into<HandleId>,
+        cb: impl FnOnce(&mut Loop) + 'static,
+    ) -> io::Result<()> {
+        let id = id.into();
+        let kind = self.handle_kind(id)?;
+        self.close_handle(id, kind, Some(Box::new(cb)))
+    }
+
     /// Stops a handle now and queues its release for the close phase.
     pub(crate) fn close_handle(
         &mut self,

@@ -223,8 +223,10 @@ impl Timer {
     /// every `repeat` if `repeat` is not zero. That time is cached once per iteration: after
     /// slow work in the same callback, [`Loop::update_time`] first.
     ///
-    /// Starting a timer that is already active is an error: [`stop`](Self::stop) it first, or
-    /// use [`again`](Self::again).
+    /// Starting a timer that is already active is an error. To move it (libuv code calls
+    /// `uv_timer_start` again for that, a debounce), use [`restart`](Self::restart), which
+    /// keeps its callback; or [`stop`](Self::stop) it first. ([`again`](Self::again) does
+    /// nothing to a timer whose repeat is 0.)
     pub fn start(
         self,
         lp: &mut Loop,

@@ -746,3 +746,31 @@ case!(
         assert_eq!(lp.idle_time(), Some(idle), "no wait, no idle time");
     }
 );
+
+case!(
+    /// `uv_walk` then `uv_close(h, cb)`: any handle closes by its untyped id with a close
+    /// callback, which runs once, in the close phase; a stale id is an error and runs nothing.
+    fn close_with_by_untyped_id_runs_each_callback_once() {
+        let mut lp = test_loop();
+        let t = Timer::new(&mut lp);
+        let i = Idle::new(&mut lp);
+        i.start(&mut lp, |_, _| {}).unwrap();
+        let closed = Rc::new(RefCell::new(Vec::new()));
+        for h in lp.handles() {
+            let c = closed.clone();
+            lp.close_with(h.id, move |lp| c.borrow_mut().push((h.kind, lp.handle_kind(h.id).is_err())))
+                .unwrap();
+        }
+        assert!(closed.borrow().is_empty(), "not inside close_with");
+        let c = closed.clone();
+        let err = lp.close_with(t, move |_| c.borrow_mut().push((HandleKind::Timer, false))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+        lp.run(RunMode::Default).unwrap();
+        let mut got = closed.borrow().clone();
+        got.sort_by_key(|(k, _)| format!("{k:?}"));
+        assert_eq!(got, [(HandleKind::Idle, true), (HandleKind::Timer, true)]);
+        let err = lp.close_with(t, |_| panic!("a stale id's callback")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        lp.run(RunMode::Default).unwrap();
+    }
+);
