@@ -3,12 +3,14 @@
 
 Usage:
     cargo build --release --examples
-    PEERS=/path/to/peer/programs bench/compare.py [--reps 5] [--only GROUP] [--callgrind]
+    bench/peers/build.sh        # once: the peers (needs gcc and libuv's headers)
+    bench/compare.py [--reps 5] [--only GROUP] [--callgrind]
 
-PEERS is a directory holding the peer benchmark programs (C programs for the raw limits and
-libuv: loop_raw, pipe_bench, writer_child, echo_child, pingpong_raw, spawn_raw, uv_loop,
+The peer benchmark programs (sources in bench/peers: C programs for the raw limits and
+libuv, loop_raw, pipe_bench, writer_child, echo_child, pingpong_raw, spawn_raw, uv_loop,
 uv_timers, uv_pump, uv_pingpong, uv_spawn; and perf-peers, one Rust binary with the tokio,
-mio and std programs). Without PEERS only evloop's own programs run.
+mio and std programs) are taken from bench/peers/build once bench/peers/build.sh has run, or
+from the directory PEERS names. Without them only evloop's own programs run.
 
 Every round runs every benchmark once, so per-round ratios (numerator and denominator
 measured seconds apart) cancel most of a noisy machine's drift. Within each placement of a
@@ -23,8 +25,9 @@ cost without cross-CPU wakeups; "any" lets the scheduler place the processes.
 --callgrind counts user-space instructions per unit of work with valgrind (noise-free):
 each program runs at two sizes and the difference is divided by the difference in units.
 VALGRIND names the valgrind to use (default: the one on PATH). valgrind 3.19 (Debian 12's)
-does not know pidfd_open, so under it evloop (and tokio) reap through SIGCHLD, not the pidfd
-path that Linux 5.3 and later take; 3.24 and later know it. The header says which ran.
+does not know pidfd_open. evloop's default spawn path on Linux gets the child's pidfd from
+clone itself, so it still reaps through the pidfd there; tokio, which calls pidfd_open,
+falls back to SIGCHLD. The header says which valgrind ran.
 """
 import argparse
 import os
@@ -37,7 +40,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EX = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(HERE, "..", "target"), "release", "examples")
-PEERS = os.environ.get("PEERS", "")
+BUILT_PEERS = os.path.join(HERE, "peers", "build")
+PEERS = os.environ.get("PEERS") or (BUILT_PEERS if os.path.exists(os.path.join(BUILT_PEERS, "perf-peers")) else "")
 
 
 def ex(name, *args):
