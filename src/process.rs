@@ -99,14 +99,18 @@
 //! `SA_NOCLDWAIT`) has the kernel reap every child, and a loop does not take that away by
 //! installing a handler: where it would need `SIGCHLD` (the fallback below, and
 //! [`Process::watch_stops`]), the call fails with [`io::ErrorKind::Unsupported`]. With pidfds
-//! children still spawn, and each exit callback gets the `ECHILD` error.
+//! children still spawn, and each exit callback gets the `ECHILD` error (a child the
+//! kernel reaped before the loop could watch it included: its spawn succeeds all the same).
 //!
 //! - **Linux**: a pidfd per child, in epoll. Where `pidfd_open` fails with `ENOSYS` (kernels
 //!   before 5.3, some seccomp sandboxes), the loop falls back to `SIGCHLD` through its signal
 //!   machinery (an internal, unreferenced [`Signal`] handle that [`Loop::handles`] does not
 //!   list, started with the first such child and kept until the loop drops, which restores
 //!   the previous disposition) and
-//!   calls `waitpid(pid, WNOHANG)` for each of its own children. A `SIGCHLD` handler that
+//!   calls `waitpid(pid, WNOHANG)` for each of its own children. That path needs `SIGCHLD`
+//!   delivered: blocked in every thread (the loop does not change the signal mask), no exit
+//!   is heard of, and the loop waits for good; a warning is logged when it is blocked in the
+//!   loop's thread. A `SIGCHLD` handler that
 //!   another library installed earlier keeps being called, after the loop's, and is the
 //!   disposition again when the loop drops; one installed later that calls the handler it
 //!   replaced (as signal-hook's does) reaches the loop's, and through it the earlier one.
@@ -1388,6 +1392,9 @@ impl Command {
     /// A child that exits, or closes its stdin, without reading all of `input` is not an
     /// error (as `yes | head` is not in a shell): the result reports its status. Any other
     /// failure to write is the result's error. The command must leave its stdin unset.
+    /// That write fails with `EPIPE` only while `SIGPIPE` is ignored, as Rust programs start:
+    /// a program that set it back to the default action is killed by it instead (see
+    /// [`SIGPIPE`](crate#sigpipe)).
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};

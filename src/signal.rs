@@ -36,6 +36,13 @@
 //! [`SIGNAL_CALLS_PER_ITERATION_MAX`] times per iteration: two quick Ctrl-Cs are two calls.
 //! The kernel itself folds a standard signal sent while the same one is pending (waiting for
 //! the handler), so a burst of `kill`s may make fewer calls; real-time signals queue.
+//!
+//! The loop does not touch the signal mask. A signal blocked in every thread of the process
+//! stays pending and never reaches the handler, so its watchers never hear of it (as in
+//! libuv); a program that blocks signals for a thread of its own (`sigwait`) must leave the
+//! watched ones out. Starting a watcher logs a warning when its signal is blocked in the
+//! calling thread. The same goes for `SIGCHLD` on the `SIGCHLD` reaping path (see
+//! [`process`](crate::process#reaping-and-the-loops-ownership-of-its-children)): blocked everywhere, no exit is ever heard of.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -248,6 +255,13 @@ impl Loop {
         s.cb = Some(cb);
         self.set_active(id, true);
         log::debug!("loop {}: watching signal {signum}", self.id);
+        if evloop_platform::signal::blocked_in_this_thread(signum).unwrap_or(false) {
+            log::warn!(
+                "loop {}: signal {signum} is blocked in the loop's thread: it reaches the loop only \
+                 if another thread leaves it unblocked",
+                self.id
+            );
+        }
         Ok(())
     }
 

@@ -693,6 +693,19 @@ pub fn set_disposition(signo: i32, to: Disposition) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `signo` is blocked in the calling thread's signal mask.
+pub fn blocked_in_this_thread(signo: i32) -> io::Result<bool> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: no new mask is given (null), so the call only writes the current one into
+    // `set`, which is valid for writes of one sigset_t.
+    crate::cvt::cvt_errno(unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr())
+    })?;
+    // SAFETY: pthread_sigmask succeeded and filled in `set`.
+    let member = unsafe { libc::sigismember(set.as_ptr(), signo) };
+    Ok(cvt(member)? == 1)
+}
+
 /// Blocks (`true`) or unblocks (`false`) `signos` in the calling thread's signal mask.
 pub fn set_blocked(signos: &[i32], blocked: bool) -> io::Result<()> {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();

@@ -516,3 +516,17 @@ case!(
         }
     }
 );
+
+case!(
+    /// What a watcher's start checks to warn of a signal that cannot reach the loop: the
+    /// calling thread's mask, read without changing it.
+    fn a_signal_blocked_in_the_thread_is_seen_as_blocked() {
+        use evloop_platform::signal::{blocked_in_this_thread, set_blocked};
+        assert!(!blocked_in_this_thread(libc::SIGUSR2).unwrap());
+        set_blocked(&[libc::SIGUSR2], true).unwrap();
+        assert!(blocked_in_this_thread(libc::SIGUSR2).unwrap());
+        assert!(!blocked_in_this_thread(libc::SIGUSR1).unwrap(), "only the one blocked");
+        set_blocked(&[libc::SIGUSR2], false).unwrap();
+        assert!(!blocked_in_this_thread(libc::SIGUSR2).unwrap());
+    }
+);
