@@ -276,8 +276,10 @@ impl Loop {
     }
 
     fn with_options(options: LoopBuilder) -> io::Result<Loop> {
-        let mut poller = Poller::new()?;
-        let wake = Arc::new(LoopWake::new(&mut poller, WAKE_TOKEN)?);
+        let mut poller = Poller::new().map_err(|e| crate::error::context(e, "creating the loop's poller"))?;
+        let wake = LoopWake::new(&mut poller, WAKE_TOKEN)
+            .map_err(|e| crate::error::context(e, "creating the loop's wakeup fd"))?;
+        let wake = Arc::new(wake);
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         log::debug!("loop {id}: created");
         Ok(Loop {

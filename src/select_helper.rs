@@ -123,9 +123,10 @@ pub(crate) struct SelectHelper {
 impl SelectHelper {
     /// Starts the thread, watching `watches` from its first select.
     fn start(loop_id: u32, wake: Arc<LoopWake>, watches: HashMap<u64, Watch>) -> io::Result<SelectHelper> {
-        let (int_r, int_w) = fd::pipe()?;
-        fd::set_nonblocking(int_r.as_fd(), true)?;
-        fd::set_nonblocking(int_w.as_fd(), true)?;
+        let here = |e| crate::error::context(e, "starting the select helper thread");
+        let (int_r, int_w) = fd::pipe().map_err(here)?;
+        fd::set_nonblocking(int_r.as_fd(), true).map_err(here)?;
+        fd::set_nonblocking(int_w.as_fd(), true).map_err(here)?;
         let table = Table { watches, ..Table::default() };
         let shared = Arc::new(Shared { table: Mutex::new(table), left_select: Condvar::new() });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -135,7 +136,8 @@ impl SelectHelper {
         let thread = std::thread::Builder::new().name("evloop-select".into()).spawn(move || {
             let _ = started_tx.send(());
             helper_main(thread_shared, int_r, ready_tx, ack_rx, wake)
-        })?;
+        });
+        let thread = thread.map_err(here)?;
         // Once the thread runs, it exists under its name (for debuggers, tests, `top -H`).
         let _ = started_rx.recv();
         log::debug!("loop {loop_id}: select helper thread started");

@@ -202,15 +202,18 @@ impl Signal {
 impl Loop {
     fn signals_mut(&mut self) -> io::Result<&mut LoopSignals> {
         if self.signals.is_none() {
-            let (read_end, write_end) = fd::pipe()?;
-            fd::set_nonblocking(read_end.as_fd(), true)?;
-            fd::set_nonblocking(write_end.as_fd(), true)?;
-            self.poller.update(read_end.as_fd(), SIGNAL_TOKEN, Interest::empty(), Interest::READABLE)?;
+            let here = |e| crate::error::context(e, "creating the loop's signal pipe");
+            let (read_end, write_end) = fd::pipe().map_err(here)?;
+            fd::set_nonblocking(read_end.as_fd(), true).map_err(here)?;
+            fd::set_nonblocking(write_end.as_fd(), true).map_err(here)?;
+            self.poller
+                .update(read_end.as_fd(), SIGNAL_TOKEN, Interest::empty(), Interest::READABLE)
+                .map_err(here)?;
             let slot = match NotifySlot::new(write_end) {
                 Ok(slot) => slot,
                 Err(e) => {
                     let _ = self.poller.deregister(read_end.as_fd(), Interest::READABLE);
-                    return Err(e);
+                    return Err(here(e));
                 }
             };
             self.signals = Some(LoopSignals {

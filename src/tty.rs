@@ -983,7 +983,7 @@ pub fn install_restore_hooks() -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
-    termios::openpty()
+    termios::openpty().map_err(|e| context(e, "openpty"))
 }
 
 impl Loop {

@@ -515,3 +515,30 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Out of fds, what the loop failed to make is named: its poller, its signal pipe, a pty
+    /// (hostile-environment trial: each was a bare "Too many open files"). The OS error code
+    /// stays, and nothing is left behind.
+    fn out_of_fds_the_error_names_what_failed() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        let mut lp = test_loop();
+        let before = evloop_platform::fd::open_fds().unwrap();
+        let filler = crate::util::fill_fd_table(0);
+        let err = evloop::Loop::new().unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("the loop's poller"), "{err}");
+        let s = evloop::Signal::new(&mut lp);
+        let err = s.start(&mut lp, evloop::signal::SIGUSR1, |_, _, _| {}).unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("signal pipe"), "{err}");
+        let err = evloop::tty::openpty().unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(nix::libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("openpty"), "{err}");
+        drop(filler);
+        evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(evloop_platform::fd::open_fds().unwrap(), before);
+    }
+);
