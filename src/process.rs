@@ -4115,8 +4115,13 @@ impl Loop {
         }
         for (_, entry) in std::mem::take(&mut self.children.entries) {
             #[cfg(target_os = "linux")]
-            if let Watch::Pidfd(fd) = &entry.watch {
-                let _ = self.poller.deregister(fd.as_fd(), evloop_platform::poller::Interest::READABLE);
+            match &entry.watch {
+                Watch::Pidfd(fd) => {
+                    let _ = self.poller.deregister(fd.as_fd(), evloop_platform::poller::Interest::READABLE);
+                }
+                // Reaped already; its pid may be another process's now: not to be waited for.
+                Watch::Gone => continue,
+                Watch::Sigchld => {}
             }
             // (A child left to an escalation was spared at its close: killed now, with its
             // group just before, it is waited for as the children killed at their close are.)
