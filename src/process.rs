@@ -1871,7 +1871,7 @@ impl Process {
     /// ```
     pub fn has_exited(self, lp: &Loop) -> io::Result<bool> {
         let st = lp.process_ref(self.0)?;
-        if st.reaped {
+        if st.reaped || st.child_key().is_some_and(|k| lp.child_gone(k)) {
             return Ok(true);
         }
         match sys::has_exited(st.pid) {
@@ -3029,26 +3029,14 @@ impl Loop {
             (false, Some(g)) => (g, false),
             (false, None) => (0, false),
         };
-        let id = self.insert(Kind::Process(ProcessState {
-            on_exit: Some(on_exit),
-            pid,
-            child_key: NO_CHILD,
-            group,
-            #[cfg(target_os = "linux")]
-            pidfd: None,
-            status: 0,
-            reaped: false,
-            status_known: false,
-            leads_group,
-            on_drop: cmd.on_drop,
-        }));
-        let key = match self.child_watch(id, pid, sigchld_before, pidfd) {
-            Ok(key) => key,
+        let watched =
+            self.process_insert(pid, group, leads_group, cmd.on_drop, on_exit, sigchld_before, pidfd);
+        let id = match watched {
+            Ok(id) => id,
             Err(e) => {
                 // Nothing would ever hear of its exit (no pidfd, and no SIGCHLD watcher: the
                 // fd limit, say): end it and reap it now, SIGKILL taking effect at once,
                 // rather than leave a child that nobody reaps.
-                drop(self.slot_release(id));
                 let _ = if leads_group {
                     sys::kill_group(pid, libc::SIGKILL)
                 } else {
@@ -3063,10 +3051,6 @@ impl Loop {
                 ));
             }
         };
-        self.set_active(id, true);
-        if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-            st.child_key = key as u32;
-        }
         let mut child =
             Child { process: Process(id), stdin: None, stdout: None, stderr: None, pipes: Vec::new() };
         for p in std::mem::take(&mut prep.pipes) {
@@ -3094,6 +3078,46 @@ impl Loop {
             None => self.close_moved(&prep.moved),
         }
         Ok(child)
+    }
+
+    /// A process handle for child `pid`, just spawned, watched for its exit. An error means
+    /// nothing would hear of the exit, and no handle was made.
+    #[allow(clippy::too_many_arguments)]
+    fn process_insert(
+        &mut self,
+        pid: Pid,
+        group: Pid,
+        leads_group: bool,
+        on_drop: OnDrop,
+        on_exit: ExitCb,
+        sigchld_running: bool,
+        pidfd: Option<OwnedFd>,
+    ) -> io::Result<HandleId> {
+        let id = self.insert(Kind::Process(ProcessState {
+            on_exit: Some(on_exit),
+            pid,
+            child_key: NO_CHILD,
+            group,
+            #[cfg(target_os = "linux")]
+            pidfd: None,
+            status: 0,
+            reaped: false,
+            status_known: false,
+            leads_group,
+            on_drop,
+        }));
+        let key = match self.child_watch(id, pid, sigchld_running, pidfd) {
+            Ok(key) => key,
+            Err(e) => {
+                drop(self.slot_release(id));
+                return Err(e);
+            }
+        };
+        self.set_active(id, true);
+        if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+            st.child_key = key as u32;
+        }
+        Ok(id)
     }
 
     /// After a failed spawn whose child (or a pipeline's stage) may have taken the terminal
@@ -3393,6 +3417,18 @@ impl Loop {
         Ok(key)
     }
 
+    /// Whether child entry `key` was gone before it could be watched ([`Watch::Gone`]): its
+    /// pid is not to be signalled or waited for.
+    fn child_gone(&self, key: usize) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.children.entries.get(key).is_some_and(|e| matches!(e.watch, Watch::Gone));
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = key;
+            false
+        }
+    }
+
     /// The best way this platform offers to hear of `pid`'s exit.
     fn exit_notification(&mut self, key: usize, pid: Pid, pidfd: Option<OwnedFd>) -> Watch {
         #[cfg(not(target_os = "linux"))]
@@ -3413,8 +3449,13 @@ impl Loop {
                     }
                 },
                 // Reaped already, by the kernel (SIGCHLD ignored) or by someone's waitpid(-1):
-                // nothing to watch, and SIGCHLD would not help. Its status is lost.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // nothing to watch, and SIGCHLD would not help. Its status is lost. (The error
+                // is ESRCH, or EINVAL for a group or session leader whose group lives on:
+                // waitid, which does not reap, says whether the child is still ours.)
+                Err(e)
+                    if e.raw_os_error() != Some(libc::ENOSYS)
+                        && sys::has_exited(pid).is_err_and(|e| e.raw_os_error() == Some(libc::ECHILD)) =>
+                {
                     self.pending.push_back(Pending::Child(ChildCheck { key, pid, blocking: false }));
                     return Watch::Gone;
                 }
@@ -3625,7 +3666,11 @@ impl Loop {
             };
             let registered = self.children.registered;
             if own.as_ref().is_none_or(|(at, _)| *at != registered) {
-                let pids = self.children.entries.iter().map(|(key, e)| (e.pid, key)).collect();
+                // (Not those gone before their watch: their pids may be others' now.)
+                let pids = (self.children.entries.iter())
+                    .filter(|&(key, _)| !self.child_gone(key))
+                    .map(|(key, e)| (e.pid, key))
+                    .collect();
                 own = Some((registered, pids));
             }
             let key = own.as_ref().and_then(|(_, pids)| pids.get(&pid).copied());
@@ -3796,11 +3841,12 @@ impl Loop {
     fn process_watch_stops(&mut self, id: HandleId, cb: Option<StopCb>) -> io::Result<()> {
         let st = self.open_slot_mut(id, HandleKind::Process)?;
         let Kind::Process(st) = &st.kind else { unreachable!("checked the kind") };
-        let Some(key) = st.child_key() else {
+        let pid = st.pid;
+        let Some(key) = st.child_key().filter(|&k| !self.child_gone(k)) else {
             if cb.is_none() {
                 return Ok(());
             }
-            return Err(context(os(libc::ESRCH), format!("watch_stops: child {} has exited", st.pid)));
+            return Err(context(os(libc::ESRCH), format!("watch_stops: child {pid} has exited")));
         };
         if cb.is_some() {
             // Before the first look below: a stop after that look raises SIGCHLD.
@@ -4011,6 +4057,9 @@ impl Loop {
             }
             self.children_left_to_grace(pgid, leads_group, pidfd, grace);
         }
+        // A leader gone before its watch was reaped at once: its group goes by number only,
+        // which may be a stranger's by now (as for any leader reaped without its pidfd).
+        let kill_group = kill_group && !(group.1 && self.child_gone(key));
         let Some(entry) = self.children.entries.get_mut(key) else { return };
         entry.owner = None;
         if kill_group {
@@ -5054,21 +5103,105 @@ mod tests {
 
     use crate::{Command, Loop};
 
+    /// Whether a process not yet dead (a zombie is dead) is in process group `pgid`.
+    #[cfg(target_os = "linux")]
+    fn group_has_a_live_member(pgid: i32) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp ...: the fields after the command's closing parenthesis.
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+    }
+
+    /// A child that was reaped before the loop could watch it (the kernel reaps at once while
+    /// SIGCHLD is ignored; a waitpid(-1) elsewhere may) is `Watch::Gone`: its exit callback
+    /// gets `ECHILD`, and nothing signals or waits for its pid, which may be another
+    /// process's now. `pidfd_open` refuses such a pid with `ESRCH` (kernels before 6.x: with
+    /// `EINVAL` for a group leader whose group lives on, the second case here; the loop asks
+    /// `waitid` whatever the error). Made deterministic by reaping a child of std's before
+    /// the loop takes it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn issue_6_a_child_reaped_before_its_watch_is_gone_and_left_alone() {
+        use std::os::unix::process::CommandExt;
+
+        use super::{OnDrop, Watch, sys};
+        use crate::error::os_error_code;
+
+        let _watchdog = watchdog(Duration::from_secs(20));
+        for leader_of_a_live_group in [false, true] {
+            let mut cmd = std::process::Command::new("sh");
+            if leader_of_a_live_group {
+                // The leader exits; the sleep it leaves behind keeps its group (and so its pid
+                // number) in use.
+                cmd.args(["-c", "sleep 30 </dev/null >/dev/null 2>&1 & exit 0"]).process_group(0);
+            } else {
+                cmd.args(["-c", "exit 0"]);
+            }
+            let mut child = cmd.spawn().unwrap();
+            let pid = child.id() as i32;
+            assert!(child.wait().unwrap().success());
+            let mut lp = Loop::new().unwrap();
+            let got = Rc::new(Cell::new(None));
+            let g = got.clone();
+            let on_exit: super::ExitCb =
+                Box::new(move |_, _, res| g.set(Some(os_error_code(&res.unwrap_err()))));
+            let (group, leads) = if leader_of_a_live_group { (pid, true) } else { (0, false) };
+            let id = lp.process_insert(pid, group, leads, OnDrop::KillGroup, on_exit, false, None).unwrap();
+            let p = super::Process(id);
+            let key = lp.process_ref(id).unwrap().child_key().unwrap();
+            assert!(
+                matches!(lp.children.entries[key].watch, Watch::Gone),
+                "leader: {leader_of_a_live_group}"
+            );
+            // Its pid is nobody's to signal or wait for.
+            assert_eq!(os_error_code(&p.kill(&mut lp, libc::SIGTERM).unwrap_err()), Some(libc::ESRCH));
+            assert!(p.has_exited(&lp).unwrap());
+            let err = p.watch_stops(&mut lp, |_, _, _| {}).unwrap_err();
+            assert_eq!(os_error_code(&err), Some(libc::ESRCH), "{err}");
+            if leader_of_a_live_group {
+                // Closed with kill_group_on_drop: the group is not killed by number.
+                p.close(&mut lp).unwrap();
+                lp.run(crate::RunMode::Default).unwrap();
+                assert_eq!(got.get(), None, "a closed handle's callback does not run");
+                assert!(group_has_a_live_member(pid), "the group was left alone");
+                sys::kill_group(pid, libc::SIGKILL).unwrap();
+            } else {
+                lp.run(crate::RunMode::Default).unwrap();
+                assert_eq!(got.get(), Some(Some(libc::ECHILD)));
+                assert!(p.has_exited(&lp).unwrap());
+            }
+            // A loop dropped with such an entry waits for nothing.
+            let g = Rc::new(Cell::new(None));
+            let g2 = g.clone();
+            let cb: super::ExitCb = Box::new(move |_, _, res| g2.set(Some(res.is_err())));
+            lp.process_insert(pid, 0, false, OnDrop::Nothing, cb, false, None).unwrap();
+            drop(lp);
+            assert_eq!(g.get(), None);
+        }
+    }
+
+    /// Aborts the test process if the returned sender is still alive after `limit` (a test
+    /// ends by dropping it, a panic too).
+    fn watchdog(limit: Duration) -> std::sync::mpsc::Sender<()> {
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watchdog.recv_timeout(limit) {
+                eprintln!("watchdog: the test ran {limit:?}");
+                std::process::abort();
+            }
+        });
+        done
+    }
+
     /// A close hook that runs while the loop drops (a pipeline's, a capture's) sees the
     /// handles stopped before it as closing, as after `close`: a pipeline's hook took them
     /// for open, and stopped them a second time.
     #[test]
     fn issue_6_close_hooks_during_a_drop_see_the_handles_stopped_before_as_closing() {
-        let (done, watchdog) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            // (A panic drops the sender: then the test has failed already.)
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                watchdog.recv_timeout(Duration::from_secs(20))
-            {
-                eprintln!("watchdog: the test ran 20 s");
-                std::process::abort();
-            }
-        });
+        let _watchdog = watchdog(Duration::from_secs(20));
         let mut lp = Loop::new().unwrap();
         let mut sleeper = Command::new("sleep");
         sleeper.arg("100").kill_on_drop(true);
@@ -5085,6 +5218,5 @@ mod tests {
         for pid in pids {
             assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} left");
         }
-        let _ = done.send(());
     }
 }

@@ -601,12 +601,14 @@ impl Loop {
                 timeout = Some(Duration::ZERO);
             }
         }
-        let began = self.idle_begin(timeout);
+        let measure = self.options.measure_idle_time;
         let Some(helper) = self.select_helper.as_mut() else { return Ok(()) };
         let mut sel = std::mem::replace(&mut helper.selector, Selector::new());
         let mut batch = std::mem::take(&mut helper.inline_batch);
         sel.snapshot(&helper.table());
         let poller_fd = self.poller.as_fd().as_raw_fd();
+        // (As `Loop::idle_begin`, whose `&self` the helper's borrow rules out here.)
+        let began = (measure && timeout != Some(Duration::ZERO)).then(std::time::Instant::now);
         let res = sel.wait(poller_fd, timeout);
         if let Some(t) = began {
             self.idle += t.elapsed();

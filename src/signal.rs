@@ -235,6 +235,7 @@ impl Loop {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
         }
         check_watchable(signum)?;
+        let loop_id = self.id;
         let sigs = self.signals_mut()?;
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
             // A catch this loop has not delivered yet, made for a handle that has stopped
@@ -250,6 +251,13 @@ impl Loop {
                 }
                 return Err(e);
             }
+            if evloop_platform::signal::blocked_in_this_thread(signum).unwrap_or(false) {
+                log::warn!(
+                    "loop {}: signal {signum} is blocked in the loop's thread: it reaches the loop \
+                     only if another thread leaves it unblocked",
+                    loop_id
+                );
+            }
         }
         sigs.watchers.push((signum, id));
         let Kind::Signal(s) = &mut self.slots[id.key as usize].kind else { unreachable!("checked") };
@@ -258,13 +266,6 @@ impl Loop {
         s.cb = Some(cb);
         self.set_active(id, true);
         log::debug!("loop {}: watching signal {signum}", self.id);
-        if evloop_platform::signal::blocked_in_this_thread(signum).unwrap_or(false) {
-            log::warn!(
-                "loop {}: signal {signum} is blocked in the loop's thread: it reaches the loop only \
-                 if another thread leaves it unblocked",
-                self.id
-            );
-        }
         Ok(())
     }
 
