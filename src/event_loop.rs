@@ -238,6 +238,9 @@ pub struct Loop {
     iterations: u64,
     /// Time spent waiting in the poll phase, when `options.measure_idle_time` is on.
     pub(crate) idle: Duration,
+    /// The poll phase takes `poll_special`: the loop has started a select helper (which may
+    /// hold the watches), or measures its idle time. Never cleared.
+    pub(crate) poll_special: bool,
     pub(crate) options: LoopBuilder,
     /// Every child this loop spawned and has not reaped yet.
     pub(crate) children: crate::process::Children,
@@ -315,6 +318,7 @@ impl Loop {
             poisoned: false,
             iterations: 0,
             idle: Duration::ZERO,
+            poll_special: options.measure_idle_time,
             options,
             data: Vec::new(),
         })
@@ -860,23 +864,23 @@ impl Loop {
         self.options.measure_idle_time.then_some(self.idle)
     }
 
-    /// When the poll phase's wait begins: the clock, if the loop measures its idle time
-    /// and the wait may block.
-    #[inline]
-    pub(crate) fn idle_begin(&self, timeout: Option<Duration>) -> Option<Instant> {
-        if self.options.measure_idle_time && timeout != Some(Duration::ZERO) {
-            Some(Instant::now())
-        } else {
-            None
+    /// The poll phase of a loop that has a select helper, or measures its idle time (see
+    /// `poll_special`). Out of line: the common poll pays one test for both.
+    #[inline(never)]
+    fn poll_special(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.select_helper_holds() {
+            return self.select_helper_poll(timeout);
         }
-    }
-
-    /// The wait that [`idle_begin`](Self::idle_begin) timed is over.
-    #[inline]
-    pub(crate) fn idle_end(&mut self, began: Option<Instant>) {
+        // Timed for `idle_time` if the wait may block.
+        let measure = self.options.measure_idle_time && timeout != Some(Duration::ZERO);
+        let began = measure.then(Instant::now);
+        self.poller.wait(&mut self.events, timeout)?;
         if let Some(t) = began {
             self.idle += t.elapsed();
         }
+        self.time_stale.set(true);
+        self.dispatch_events();
+        Ok(())
     }
 
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
@@ -1015,12 +1019,10 @@ impl Loop {
     /// see `runnable_now`).
     #[inline(always)]
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.select_helper.is_some() && self.select_helper_holds() {
-            self.select_helper_poll(timeout)?;
+        if self.poll_special {
+            self.poll_special(timeout)?;
         } else {
-            let began = self.idle_begin(timeout);
             self.poller.wait(&mut self.events, timeout)?;
-            self.idle_end(began);
             self.time_stale.set(true);
             self.dispatch_events();
         }

@@ -3082,7 +3082,10 @@ impl Loop {
 
     /// A process handle for child `pid`, just spawned, watched for its exit. An error means
     /// nothing would hear of the exit, and no handle was made.
+    // Inline: it is the spawn's, and a call with these many arguments costs it some 15
+    // instructions.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn process_insert(
         &mut self,
         pid: Pid,

@@ -482,6 +482,7 @@ impl Loop {
         }
         if self.select_helper.is_none() {
             self.select_helper = Some(SelectHelper::start(self.id, Arc::clone(&self.wake), watches)?);
+            self.poll_special = true;
         }
         Ok(self.select_helper.as_ref().expect("started above"))
     }
@@ -607,7 +608,7 @@ impl Loop {
         let mut batch = std::mem::take(&mut helper.inline_batch);
         sel.snapshot(&helper.table());
         let poller_fd = self.poller.as_fd().as_raw_fd();
-        // (As `Loop::idle_begin`, whose `&self` the helper's borrow rules out here.)
+        // (For `Loop::idle_time`, as `Loop::poll_special` does.)
         let began = (measure && timeout != Some(Duration::ZERO)).then(std::time::Instant::now);
         let res = sel.wait(poller_fd, timeout);
         if let Some(t) = began {
