@@ -143,7 +143,9 @@ impl std::fmt::Debug for Waker {
 impl Waker {
     /// Makes the handle's callback run on the loop thread. Wakes that arrive before the
     /// callback runs are coalesced into one callback. Waking a closed handle (or one whose
-    /// loop is gone) gives [`io::ErrorKind::NotConnected`].
+    /// loop is gone) gives [`io::ErrorKind::NotConnected`]. A wake that races with the close
+    /// (or with the loop's drop, which closes its handles one by one) may still return `Ok`:
+    /// its callback then never runs.
     pub fn wake(&self) -> io::Result<()> {
         self.shared.wake()
     }

@@ -161,6 +161,12 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// handle. A loop is not `Send`: it and its callbacks stay on the thread that made it. Other
 /// threads reach it through a [`Waker`](crate::Waker) or a [`Channel`](crate::Channel).
 ///
+/// ```compile_fail
+/// // A loop cannot move to another thread.
+/// fn send<T: Send>(_: T) {}
+/// send(evloop::Loop::new().unwrap());
+/// ```
+///
 /// A callback must not put another loop in the place of the one it was given
 /// (`mem::swap` or `mem::replace` on its `&mut Loop`). That is memory-safe, and the loop
 /// guards against the worst of it (ids are checked against the loop they belong to, and an
@@ -190,6 +196,9 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Loop {
+    /// Not `Send` nor `Sync` on purpose, whatever the other fields are: a loop, its
+    /// callbacks and its signal and child state belong to the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
     pub(crate) id: u32,
     pub(crate) slots: Slab<Slot>,
     /// The generation each slab key had last; bumped on every insert. It outlives the slot:
@@ -283,9 +292,13 @@ impl Loop {
         let wake = LoopWake::new(&mut poller, WAKE_TOKEN)
             .map_err(|e| crate::error::context(e, "creating the loop's wakeup fd"))?;
         let wake = Arc::new(wake);
-        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+        // Never reused: an id of a dropped loop must not pass for a new loop's.
+        let id = NEXT_LOOP_ID
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .map_err(|_| io::Error::other("this process has created 2^32 loops: loop ids are used up"))?;
         log::debug!("loop {id}: created");
         Ok(Loop {
+            _not_send: std::marker::PhantomData,
             id,
             slots: Slab::new(),
             gens: Vec::new(),

@@ -211,9 +211,10 @@ impl Loop {
                 .map_err(here)?;
             let slot = match NotifySlot::new(write_end) {
                 Ok(slot) => slot,
+                // (No pipe failed here: the process-wide table of loops is full, and says so.)
                 Err(e) => {
                     let _ = self.poller.deregister(read_end.as_fd(), Interest::READABLE);
-                    return Err(here(e));
+                    return Err(e);
                 }
             };
             self.signals = Some(LoopSignals {

@@ -508,7 +508,7 @@ pub struct NotifySlot {
 impl NotifySlot {
     /// Claims a slot whose handler writes go to `write_end` (a nonblocking pipe write end).
     ///
-    /// Fails (with [`io::ErrorKind::OutOfMemory`], and no OS error number) when
+    /// Fails (with [`io::ErrorKind::QuotaExceeded`], and no OS error number) when
     /// [`NOTIFY_SLOTS_MAX`] loops already watch signals.
     pub fn new(write_end: OwnedFd) -> io::Result<NotifySlot> {
         for (index, slot) in SLOTS.iter().enumerate() {
@@ -524,8 +524,8 @@ impl NotifySlot {
             }
         }
         Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!("more than {NOTIFY_SLOTS_MAX} loops are watching signals"),
+            io::ErrorKind::QuotaExceeded,
+            format!("more than {NOTIFY_SLOTS_MAX} loops of this process would be watching signals"),
         ))
     }
 

@@ -530,3 +530,32 @@ case!(
         assert!(!blocked_in_this_thread(libc::SIGUSR2).unwrap());
     }
 );
+
+case!(
+    /// With the process-wide table of signal-watching loops full, the next loop's watcher
+    /// fails with `QuotaExceeded`, and the message says what is full (it used to read as a
+    /// pipe that could not be made, of kind `OutOfMemory`); nothing is left open, and the
+    /// watcher starts once a slot is free.
+    fn a_full_table_of_signal_loops_says_so() {
+        let max = evloop_platform::signal::NOTIFY_SLOTS_MAX;
+        let mut watching = Vec::new();
+        for _ in 0..max {
+            let mut lp = test_loop();
+            let s = Signal::new(&mut lp);
+            s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap();
+            watching.push(lp);
+        }
+        let mut lp = test_loop();
+        let fds = evloop_platform::fd::open_fd_count().unwrap();
+        let s = Signal::new(&mut lp);
+        let err = s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded, "{err}");
+        assert!(err.to_string().contains(&format!("more than {max} loops")), "{err}");
+        assert!(!err.to_string().contains("pipe"), "{err}");
+        assert_eq!(evloop_platform::fd::open_fd_count().unwrap(), fds, "nothing left open");
+        drop(watching.pop());
+        s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap();
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
