@@ -116,7 +116,7 @@ pub use fd_watch::FdWatch;
 pub use handle::{HandleId, HandleInfo, HandleKind};
 pub use lines::{LineEnd, Lines};
 pub use loop_watcher::{Check, Idle, Prepare};
-pub use pipe::{HandleType, Pipe, guess_handle, restore_shared_blocking};
+pub use pipe::{HandleType, Pipe, fd_floor, guess_handle, restore_shared_blocking, set_fd_floor};
 pub use process::{
     AdoptedExit, Child, Command, ExitStatus, GroupEnd, Output, OutputCut, OutputStream, Pipeline,
     PipelineOutput, Process, Stdio, StopEvent,

@@ -1,7 +1,7 @@
 //! Pipe handles: a pipe pair made by the loop, or any fd opened as a stream.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use evloop_platform::fd::{self, FileType};
 use evloop_platform::termios;
@@ -112,6 +112,46 @@ pub enum HandleType {
 /// ```
 pub fn restore_shared_blocking() -> io::Result<()> {
     fd::restore_shared_blocking()
+}
+
+/// Keeps the fds evloop makes for itself at or above `floor`, from now on, in the whole
+/// process: a shell's way to keep fds 0 to 9 for its scripts' redirections (`exec 3>file`
+/// is a `dup2` onto 3, which would silently close whatever the loop had there, its poller
+/// say). bash and zsh keep their own fds at 10 and above for the same reason.
+///
+/// It covers every fd evloop opens and keeps: a loop's poller and wakeup fd, its signal
+/// pipe and select helper pipe, pidfds, the parent's ends of a child's pipes,
+/// [`Pipe::pair`], descriptions [`Pipe::open`] and [`Tty::open`](crate::Tty::open) open
+/// again, and [`openpty`](crate::tty::openpty). Each is moved up with `F_DUPFD_CLOEXEC` when
+/// the kernel gives a lower number (one `fcntl` and one `close` more per fd), so it is still
+/// close-on-exec. An fd the caller hands over (to [`Pipe::open`], say) keeps its number, and
+/// fds made before the call keep theirs: set the floor before the first loop. `0`, the
+/// default, leaves the numbers to the kernel.
+///
+/// Fails with [`InvalidInput`](io::ErrorKind::InvalidInput) for a negative floor and for one
+/// at or above the soft fd limit (`RLIMIT_NOFILE`). Once the numbers at and above the floor
+/// are used up, making an fd fails with `EMFILE`, even if lower ones are free.
+///
+/// ```standalone_crate
+/// use std::os::fd::AsRawFd;
+/// use evloop::{Loop, Pipe};
+///
+/// evloop::set_fd_floor(10)?;
+/// let mut lp = Loop::new()?;
+/// assert!(lp.backend_fd().as_raw_fd() >= 10);
+/// let (r, w) = Pipe::pair(&mut lp)?;
+/// assert!(r.fd(&lp)?.as_raw_fd() >= 10 && w.fd(&lp)?.as_raw_fd() >= 10);
+/// assert_eq!(evloop::fd_floor(), 10);
+/// # evloop::set_fd_floor(0)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn set_fd_floor(floor: RawFd) -> io::Result<()> {
+    fd::set_fd_floor(floor)
+}
+
+/// The floor [`set_fd_floor`] set (0 by default).
+pub fn fd_floor() -> RawFd {
+    fd::fd_floor()
 }
 
 /// Guesses what kind of handle suits `fd` (libuv's `uv_guess_handle`).

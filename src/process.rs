@@ -3439,7 +3439,8 @@ impl Loop {
         #[cfg(target_os = "linux")]
         if !self.sigchld_expected() {
             use evloop_platform::poller::Interest;
-            match pidfd.map_or_else(|| sys::pidfd_open(pid), Ok) {
+            // (One from `clone` goes above the fd floor here, as `pidfd_open`'s does there.)
+            match pidfd.map_or_else(|| sys::pidfd_open(pid), fd::settle) {
                 Ok(pidfd) => match self.poller.update(
                     pidfd.as_fd(),
                     child_token(key),
@@ -3939,8 +3940,7 @@ impl Loop {
             match fd {
                 // No copy (out of fds: EMFILE), the group by number, with the race
                 // `kill_group` describes, rather than no signal at all.
-                Some(fd) if st.leads_group => fd
-                    .try_clone()
+                Some(fd) if st.leads_group => fd::dup_cloexec(fd.as_fd(), 0)
                     .inspect_err(|e| {
                         log::warn!(
                             "terminate_group: group {} named by number: no copy of its pidfd: {e}",
@@ -4037,7 +4037,8 @@ impl Loop {
             let _ = (loop_id, kill_group);
             if let Some((pgid, leads_group)) = left_to_grace {
                 #[cfg(target_os = "linux")]
-                let pidfd = pidfd.as_ref().filter(|_| leads_group).and_then(|fd| fd.try_clone().ok());
+                let pidfd =
+                    pidfd.as_ref().filter(|_| leads_group).and_then(|fd| fd::dup_cloexec(fd.as_fd(), 0).ok());
                 #[cfg(not(target_os = "linux"))]
                 let pidfd = None;
                 self.children_left_to_grace(pgid, leads_group, pidfd, grace);
@@ -4051,7 +4052,7 @@ impl Loop {
         if let Some((pgid, leads_group)) = left_to_grace {
             let pidfd = match self.children.entries.get(key).map(|e| &e.watch) {
                 #[cfg(target_os = "linux")]
-                Some(Watch::Pidfd(fd)) if leads_group => fd.try_clone().ok(),
+                Some(Watch::Pidfd(fd)) if leads_group => fd::dup_cloexec(fd.as_fd(), 0).ok(),
                 _ => None,
             };
             if let (Some(entry), Some(live)) = (self.children.entries.get_mut(key), &grace) {

@@ -31,6 +31,7 @@ pub const IOV_MAX: usize = 1024;
 /// into that child (rust-lang/rust#95584). The loop itself is single-threaded, so only
 /// another thread of the program that forks (evloop's fork path included, from another
 /// loop) can hit that window.
+#[inline]
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
     #[cfg(not(target_vendor = "apple"))]
@@ -49,6 +50,9 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     {
         set_cloexec(std::os::fd::AsFd::as_fd(&r))?;
         set_cloexec(std::os::fd::AsFd::as_fd(&w))?;
+    }
+    if fds[0].min(fds[1]) < FD_FLOOR.load(Ordering::Relaxed) {
+        return Ok((settle(r)?, settle(w)?));
     }
     Ok((r, w))
 }
@@ -673,8 +677,58 @@ pub fn isatty(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }
 
-/// Duplicates `fd` onto the lowest free number `>= min`, close-on-exec (`F_DUPFD_CLOEXEC`).
+/// The lowest number the fds this crate makes may take (see [`set_fd_floor`]); 0 leaves
+/// the numbers to the kernel.
+static FD_FLOOR: AtomicI32 = AtomicI32::new(0);
+
+/// From now on, every fd this crate makes for itself (its pollers, wakeup fds, pipes,
+/// pidfds, ptys, reopened descriptions, duplicates) gets a number at or above `floor`: one
+/// that the kernel gives below it is moved up with `F_DUPFD_CLOEXEC`, its low number closed
+/// at once. A shell keeps its own fds above 9 this way, so that a script's `exec 3>file`
+/// (a `dup2` onto 3) cannot land on one. 0 (the default) leaves the numbers to the kernel.
+///
+/// Fails with `InvalidInput` for a negative `floor`, and for one at or above the soft
+/// `RLIMIT_NOFILE` (no fd could be moved there).
+pub fn set_fd_floor(floor: RawFd) -> io::Result<()> {
+    let (soft, _) = nofile_limit()?;
+    if floor < 0 || u64::try_from(floor).is_ok_and(|f| f >= soft) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd floor {floor}: it must be at least 0 and below the fd limit ({soft})"),
+        ));
+    }
+    FD_FLOOR.store(floor, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The floor [`set_fd_floor`] set.
+pub fn fd_floor() -> RawFd {
+    FD_FLOOR.load(Ordering::Relaxed)
+}
+
+/// `fd`, a fresh fd of this crate's, moved to a number at or above the fd floor if it is
+/// below it (see [`set_fd_floor`]). Close-on-exec either way.
+#[inline]
+pub fn settle(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let floor = FD_FLOOR.load(Ordering::Relaxed);
+    if fd.as_raw_fd() >= floor {
+        return Ok(fd);
+    }
+    raise(fd, floor)
+}
+
+#[cold]
+#[inline(never)]
+fn raise(fd: OwnedFd, floor: RawFd) -> io::Result<OwnedFd> {
+    dup_cloexec(std::os::fd::AsFd::as_fd(&fd), floor).map_err(|e| {
+        io::Error::new(e.kind(), format!("moving fd {} up to the fd floor {floor}: {e}", fd.as_raw_fd()))
+    })
+}
+
+/// Duplicates `fd` onto the lowest free number `>= min`, close-on-exec (`F_DUPFD_CLOEXEC`),
+/// and at or above the fd floor ([`set_fd_floor`]).
 pub fn dup_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    let min = min.max(FD_FLOOR.load(Ordering::Relaxed));
     // SAFETY: `fd` is borrowed; F_DUPFD_CLOEXEC takes an int argument.
     let n = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
     // SAFETY: fcntl returned a fresh fd that nothing else owns.
@@ -706,7 +760,7 @@ pub fn open(path: &CStr, access: Access, nonblocking: bool) -> io::Result<OwnedF
     // SAFETY: `path` is a valid NUL-terminated string for the whole call.
     let n = cvt_r(|| unsafe { libc::open(path.as_ptr(), flags) })?;
     // SAFETY: open returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    settle(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Opens the pipe `fd` refers to again, as an open file description of its own:

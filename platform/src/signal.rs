@@ -506,11 +506,15 @@ pub struct NotifySlot {
 }
 
 impl NotifySlot {
-    /// Claims a slot whose handler writes go to `write_end` (a nonblocking pipe write end).
+    /// Claims a slot whose handler writes go to `write_end`, a pipe write end, made
+    /// nonblocking here (a handler must never wait on a full pipe). The pipe's read end must
+    /// stay open as long as the slot: a write to a pipe without a reader raises `SIGPIPE` in
+    /// the handler, which kills a program that set it back to its default action.
     ///
     /// Fails (with [`io::ErrorKind::QuotaExceeded`], and no OS error number) when
     /// [`NOTIFY_SLOTS_MAX`] loops already watch signals.
     pub fn new(write_end: OwnedFd) -> io::Result<NotifySlot> {
+        crate::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&write_end), true)?;
         for (index, slot) in SLOTS.iter().enumerate() {
             if slot.claimed.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {
                 slot.mask.store(0, SeqCst);

@@ -7,8 +7,10 @@
 //! but running `child_exec`, the fork path's child code: no page tables are copied, however
 //! large the parent. The child shares the parent's memory until its exec, so it only reads
 //! what the parent prepared (nothing allocates), writes only its own stack (in the parent's
-//! frame, which is suspended until the exec), and every signal stays blocked until the last
-//! step, so no handler of the parent's runs in it. It takes every request but ids, which
+//! frame, which is suspended until the exec), its report, the calling thread's `errno` (its
+//! failed calls set it; the parent reads `errno` only for `clone`'s own failure) and
+//! `STOPS_BEFORE_EXEC` (the stop signals it caught, for the parent), and every signal stays
+//! blocked until the last step, so no handler of the parent's runs in it. It takes every request but ids, which
 //! would change the shared memory's dumpable flag and let the new user stop the child with
 //! the parent suspended (see `vfork_can`). It gives the child's pidfd through `CLONE_PIDFD`.
 //! A failed child leaves its report in the parent's frame, read once `clone` returns: no
@@ -1704,9 +1706,12 @@ fn fork_exec(
 
 /// The vfork child's stack, in the parent's own frame: the parent's thread is suspended
 /// until the child's exec or exit, so nothing else uses that memory meanwhile. The child
-/// needs little (`child_exec` and the libc calls it makes, plus a signal frame for
-/// `discard_stop`); a parent thread with less stack left than this fails on its guard page,
-/// as with any deep call.
+/// needs little (`child_exec` and the libc calls it makes, about 2 KiB, plus a signal frame
+/// for `discard_stop`, which CPUs with large vector state make bigger: some 11 KiB with
+/// x86's AMX); a parent thread with less stack left than this fails on its guard page, as
+/// with any deep call. This stack has no guard page of its own: a child that overran it
+/// would write into the parent's suspended frames below it instead of faulting, so the
+/// margin must stay wide (glibc's `posix_spawn` maps its child a stack of its own).
 #[cfg(target_os = "linux")]
 const VFORK_STACK_BYTES: usize = 32 * 1024;
 
@@ -1804,7 +1809,9 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
 /// # Safety
 ///
 /// `child` must make only async-signal-safe calls on what `arg` points to, write nothing of
-/// this process's memory but through `arg`, and end in an exec or `_exit`; `arg` must stay
+/// this process's memory but through `arg` (besides the calling thread's `errno`, which its
+/// failed calls set, and thread-locals of its own, such as `STOPS_BEFORE_EXEC`), stay within
+/// the stack this gives it, and end in an exec or `_exit`; `arg` must stay
 /// valid until this returns (CLONE_VFORK suspends the calling thread until the child's exec
 /// or exit), and `pidfd` must be valid for a write.
 #[cfg(target_os = "linux")]
@@ -1919,7 +1926,8 @@ fn vfork_exec(
         }
     };
     // SAFETY: with CLONE_PIDFD the kernel stored a fresh fd that nothing else owns; a kernel
-    // before 5.2 ignores the flag and leaves -1.
+    // before 5.2 ignores the flag and leaves -1. (The caller moves it above the fd floor,
+    // `fd::settle`, where a failure can fall back to another way of watching the child.)
     let pidfd = (pidfd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(pidfd) });
     let spawned = |stop| {
         resend_stop(req, pid, stop);

@@ -379,6 +379,7 @@ pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let master = unsafe { OwnedFd::from_raw_fd(raw) };
     #[cfg(target_vendor = "apple")]
     fd::set_cloexec(master.as_fd())?;
+    let master = fd::settle(master)?;
     // SAFETY: `master` is an open pty master for both calls; neither takes a pointer.
     cvt(unsafe { libc::grantpt(master.as_raw_fd()) })?;
     // SAFETY: as above.

@@ -1777,3 +1777,96 @@ case!(
         crate::util::read_until(master.as_fd(), &mut seen, "hello through the loop");
     }
 );
+
+case!(
+    /// A shell keeps fds 0 to 9 for its scripts: with the fd floor set, every fd the loop
+    /// makes and keeps (its poller and wakeup fd, the signal pipe, the select helper's pipe,
+    /// pipes, a child's pipes and pidfd, reopened descriptions, a pty) is at or above it, so a
+    /// script's `dup2` onto 3 to 9 leaves the loop working. Bad floors are refused.
+    fn the_fd_floor_keeps_the_loops_fds_above_it() {
+        use evloop_platform::fd::{nofile_limit, open_fds};
+        assert_eq!(evloop::set_fd_floor(-1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let (soft, _) = nofile_limit().unwrap();
+        let err = evloop::set_fd_floor(soft as i32).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(evloop::fd_floor(), 0);
+        let before = open_fds().unwrap();
+        // Above whatever the test harness holds open.
+        let floor = before.iter().copied().max().unwrap_or(0).max(19) + 1;
+        // The caller's own blocking pipe, which Pipe::open takes (and opens again).
+        let (theirs_r, theirs_w) = nix::unistd::pipe().unwrap();
+        let theirs = [theirs_r.as_raw_fd(), theirs_w.as_raw_fd()];
+        evloop::set_fd_floor(floor).unwrap();
+        let mut lp = test_loop();
+        let (r, w) = Pipe::pair(&mut lp).unwrap();
+        let s = evloop::Signal::new(&mut lp);
+        s.start(&mut lp, evloop::signal::SIGUSR2, |_, _, _| {}).unwrap();
+        let opened = Pipe::open(&mut lp, theirs_r).unwrap();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let tty = evloop::Tty::open(&mut lp, slave).unwrap();
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+        let status = Rc::new(Cell::new(None));
+        let st = status.clone();
+        let mut child = cmd.spawn(&mut lp, move |_, _, res| st.set(Some(res.unwrap().success()))).unwrap();
+        let low: Vec<_> = open_fds()
+            .unwrap()
+            .into_iter()
+            .filter(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor)
+            .collect();
+        assert!(low.is_empty(), "the loop's fds below the floor: {low:?}");
+        for h in [r.fd(&lp).unwrap(), w.fd(&lp).unwrap(), opened.fd(&lp).unwrap(), tty.fd(&lp).unwrap()] {
+            assert!(h.as_raw_fd() >= floor, "{h:?}");
+        }
+        assert!(master.as_raw_fd() >= floor);
+        // A script's redirections onto 3 to 9 (dup2 over whatever is there) leave the loop
+        // working: data still goes through the child and back.
+        // (The script's fds: whatever of 3 to 9 is free now, then redirected with dup2.)
+        let mut script_fds = Vec::new();
+        loop {
+            let f = OwnedFd::from(File::open("/dev/null").unwrap());
+            if f.as_raw_fd() >= 10 {
+                break;
+            }
+            script_fds.push(f);
+        }
+        let target = File::create("/dev/null").unwrap();
+        for fd in &mut script_fds {
+            nix::unistd::dup2(&target, fd).unwrap();
+        }
+        let stdin = child.stdin.take().unwrap();
+        stdin.write(&mut lp, b"through cat", |_, r| r.unwrap()).unwrap();
+        stdin.close(&mut lp).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_start(&mut lp, move |lp, p, ev| match ev {
+                ReadEvent::Data(d) => g.borrow_mut().extend_from_slice(d),
+                ReadEvent::Eof => p.close(lp).unwrap(),
+                ReadEvent::Error(e) => panic!("{e}"),
+            })
+            .unwrap();
+        // Reading and writing made the select helper's pipe too, when it is forced.
+        let low: Vec<_> = open_fds()
+            .unwrap()
+            .into_iter()
+            .filter(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor)
+            .collect();
+        let mut script: Vec<_> = script_fds.iter().map(|f| f.as_raw_fd()).collect();
+        script.push(target.as_raw_fd());
+        assert!(low.iter().all(|fd| script.contains(fd)), "the loop's fds below the floor: {low:?}");
+        for h in [r.into(), w.into(), opened.into(), tty.into(), s.into()] {
+            let h: evloop::HandleId = h;
+            lp.close(h).unwrap();
+        }
+        child.process.close_with(&mut lp, |_| {}).ok();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(&got.borrow()[..], b"through cat");
+        drop(lp);
+        drop((master, theirs_w, script_fds, target));
+        evloop::set_fd_floor(0).unwrap();
+    }
+);

@@ -74,7 +74,8 @@ impl Poller {
         // SAFETY: epoll_create1 takes no pointers.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: the call returned a fresh fd that nothing else owns.
-        Ok(Poller { epfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let epfd = crate::fd::settle(unsafe { OwnedFd::from_raw_fd(fd) })?;
+        Ok(Poller { epfd })
     }
 
     fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, bits: u32, token: u64) -> io::Result<()> {

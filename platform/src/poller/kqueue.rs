@@ -107,9 +107,9 @@ fn kevent_raw(
         libc::kevent(
             kq.as_raw_fd(),
             changes.as_ptr(),
-            changes.len() as libc::c_int,
+            changes.len().min(libc::c_int::MAX as usize) as libc::c_int,
             out.as_mut_ptr(),
-            out.len() as libc::c_int,
+            out.len().min(libc::c_int::MAX as usize) as libc::c_int,
             ts_ptr,
         )
     }
@@ -196,6 +196,7 @@ impl Poller {
         // kqueues are not inherited across fork, but exec of a child started with
         // posix_spawn/vfork would still see the number; mark it anyway.
         crate::fd::set_cloexec(kq.as_fd())?;
+        let kq = crate::fd::settle(kq)?;
         Ok(Poller { kq: Arc::new(kq), changes: Vec::new(), receipts: Vec::new(), parked: Vec::new() })
     }
 

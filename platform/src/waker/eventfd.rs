@@ -18,7 +18,7 @@ impl Waker {
         // SAFETY: eventfd takes no pointers.
         let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: the call returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = crate::fd::settle(unsafe { OwnedFd::from_raw_fd(raw) })?;
         poller.add_edge_readable(fd.as_fd(), token)?;
         Ok(Waker { fd })
     }
