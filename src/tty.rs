@@ -57,9 +57,15 @@
 //!   continues it (`fg`), the call returns: watch `SIGTSTP` again, set raw mode (and
 //!   `with_signals` again: `set_mode` builds raw from the saved settings), enter the screen
 //!   and redraw. ([`Tty::save_settings`] first picks up what the user changed with `stty`
-//!   meanwhile.) A `SIGSTOP` (`kill -STOP`) cannot be caught: the screen stays as it is,
+//!   meanwhile.) Draw nothing between the `SIGTSTP` callback and the stop: a frame queued
+//!   after what leaves the screen is written before the stop, onto the shell's screen. The
+//!   watcher is unreferenced ([`Signal::set_ref`]), or closed when the program quits: a
+//!   referenced one keeps [`run`](crate::Loop::run) going after everything else is done. A
+//!   `SIGSTOP` (`kill -STOP`) cannot be caught: the screen stays as it is,
 //!   and a `SIGCONT` watcher redraws at `fg` (it also hears the continue after the
-//!   `SIGTSTP` above, so redraw once).
+//!   `SIGTSTP` above, so redraw once). Typed Ctrl-Z and Ctrl-C (unlike `kill -TSTP`) also
+//!   make the kernel discard the terminal's output not yet shown, part of a frame, unless
+//!   `NOFLSH` is set: redraw in full after them.
 //! - **From the background** (continued with `bg`, or started with `&`), changing the mode
 //!   stops the process with `SIGTTOU` until `fg`, which is what `vim` does too;
 //!   [`Tty::foreground_group`] equal to
@@ -68,7 +74,12 @@
 //! - **A program in the foreground meanwhile** (an editor): `Normal` mode, reading paused,
 //!   the child started with [`Command::foreground`](crate::Command::foreground) in a group
 //!   of its own; at its exit the terminal back with [`Tty::set_foreground_group`], raw mode,
-//!   a redraw.
+//!   a redraw. Keys typed right after the one that starts it, and read in the same read,
+//!   are the program's, not the child's: hand them on, or read one byte at a time
+//!   ([`set_read_cap`](Tty::set_read_cap)) while such a key may come.
+//! - **What cannot be restored**: `SIGKILL` (and a `SIGSTOP` that is never continued) ends
+//!   the process without running anything, so the terminal stays raw, on the alternate
+//!   screen, until the shell (or `stty sane`, `reset`) puts it back.
 //! - **A hang-up**: reading ends with end of file, and writes fail with `EIO`.
 //!
 //! ```no_run
@@ -81,6 +92,8 @@
 //! /// Watches Ctrl-Z for `tty`: leaves the screen, stops, and comes back at `fg`.
 //! fn watch_suspend(lp: &mut Loop, tty: Tty, redraw: Rc<RefCell<dyn FnMut(&mut Loop)>>) {
 //!     let tstp = Signal::new(lp);
+//!     // It does not keep the loop running: the program ends when its work does.
+//!     tstp.set_ref(lp, false).unwrap();
 //!     tstp.start(lp, signal::SIGTSTP, move |lp, tstp, _| {
 //!         let redraw = redraw.clone();
 //!         tty.write(lp, LEAVE, move |lp, _| {
@@ -890,10 +903,16 @@ pub fn reset_mode() -> io::Result<()> {
 /// discarded, the frame it would draw no longer mattering, and the bytes go in its place.
 /// Nothing goes to a pty master (it would be its slave's input; its settings are not saved).
 ///
+/// A signal can come in the middle of a frame, and the bytes then follow the part of the
+/// frame already written, possibly half an escape sequence (`\x1b[38;5;`), which would
+/// swallow the start of theirs: begin them with CAN (`\x18`), which cancels a sequence in
+/// progress and is ignored otherwise.
+///
 /// ```
 /// use evloop::tty;
 ///
-/// tty::set_restore_sequence(b"\x1b[?2004l\x1b[?25h\x1b[?1049l"); // paste off, cursor, main screen
+/// // cancel a half-written sequence, paste off, cursor, main screen
+/// tty::set_restore_sequence(b"\x18\x1b[?2004l\x1b[?25h\x1b[?1049l");
 /// tty::install_restore_hooks()?;
 /// // ... raw mode and the alternate screen; on the way out, undone by hand:
 /// tty::set_restore_sequence(b"");
