@@ -161,7 +161,7 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// handle. A loop is not `Send`: it and its callbacks stay on the thread that made it. Other
 /// threads reach it through a [`Waker`](crate::Waker) or a [`Channel`](crate::Channel).
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// // A loop cannot move to another thread.
 /// fn send<T: Send>(_: T) {}
 /// send(evloop::Loop::new().unwrap());

@@ -130,7 +130,15 @@ pub fn restore_shared_blocking() -> io::Result<()> {
 ///
 /// Fails with [`InvalidInput`](io::ErrorKind::InvalidInput) for a negative floor and for one
 /// at or above the soft fd limit (`RLIMIT_NOFILE`). Once the numbers at and above the floor
-/// are used up, making an fd fails with `EMFILE`, even if lower ones are free.
+/// are used up, making an fd fails with `EMFILE`, even if lower ones are free; a limit
+/// lowered to the floor or below afterwards makes it fail with `EINVAL`. Keep the floor
+/// small (10, as bash): the kernel's fd table, and the select helper's sets, grow to the
+/// highest number in use. In a program with other threads, an fd lives at its low number
+/// for a moment before its move: a `dup2` onto that number by another thread then would
+/// replace it (as it would without a floor).
+///
+/// [`Command::try_clone`](crate::Command::try_clone)'s copies of [`Stdio::Fd`](crate::Stdio::Fd)
+/// go above the floor too.
 ///
 /// ```standalone_crate
 /// use std::os::fd::AsRawFd;
@@ -297,6 +305,12 @@ impl Pipe {
                 if tty { termios::reopen(fd.as_fd(), access) } else { fd::reopen_pipe(fd.as_fd(), access) };
             match reopened {
                 Ok(own) => (own, Some(fd)),
+                // Out of fds (or of numbers above the fd floor): the O_NONBLOCK it needs goes
+                // on the shared description, which the program should hear of.
+                Err(e) if crate::error::os_error_code(&e) == Some(evloop_platform::libc::EMFILE) => {
+                    log::warn!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
+                    (fd, None)
+                }
                 Err(e) => {
                     log::debug!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
                     (fd, None)

@@ -512,7 +512,8 @@ impl Stdio {
             Stdio::Null => Stdio::Null,
             Stdio::Pipe => Stdio::Pipe,
             Stdio::PipeIn => Stdio::PipeIn,
-            Stdio::Fd(fd) => Stdio::Fd(fd.try_clone()?),
+            // (Above the fd floor, as every fd evloop keeps.)
+            Stdio::Fd(fd) => Stdio::Fd(fd::dup_cloexec(fd.as_fd(), 0)?),
             Stdio::InheritFrom(n) => Stdio::InheritFrom(*n),
             Stdio::Handle(h) => Stdio::Handle(*h),
             Stdio::SameAs(n) => Stdio::SameAs(*n),
@@ -3467,7 +3468,7 @@ impl Loop {
                     PIDFD_MISSING.store(true, Ordering::Relaxed);
                     log::warn!("loop {}: no pidfd_open (ENOSYS); reaping children through SIGCHLD", self.id);
                 }
-                Err(e) => log::warn!("loop {}: pidfd_open({pid}) failed ({e}); using SIGCHLD", self.id),
+                Err(e) => log::warn!("loop {}: no pidfd for child {pid} ({e}); using SIGCHLD", self.id),
             }
         }
         #[cfg(any(target_os = "macos", target_os = "freebsd"))]

@@ -204,17 +204,20 @@ impl Loop {
         if self.signals.is_none() {
             let here = |e| crate::error::context(e, "creating the loop's signal pipe");
             let (read_end, write_end) = fd::pipe().map_err(here)?;
+            // (NotifySlot::new makes the write end nonblocking.)
             fd::set_nonblocking(read_end.as_fd(), true).map_err(here)?;
-            fd::set_nonblocking(write_end.as_fd(), true).map_err(here)?;
             self.poller
                 .update(read_end.as_fd(), SIGNAL_TOKEN, Interest::empty(), Interest::READABLE)
                 .map_err(here)?;
             let slot = match NotifySlot::new(write_end) {
                 Ok(slot) => slot,
-                // (No pipe failed here: the process-wide table of loops is full, and says so.)
                 Err(e) => {
                     let _ = self.poller.deregister(read_end.as_fd(), Interest::READABLE);
-                    return Err(e);
+                    // A full process-wide table of loops says so itself: no pipe failed.
+                    if e.kind() == io::ErrorKind::QuotaExceeded {
+                        return Err(e);
+                    }
+                    return Err(here(e));
                 }
             };
             self.signals = Some(LoopSignals {

@@ -688,7 +688,8 @@ static FD_FLOOR: AtomicI32 = AtomicI32::new(0);
 /// (a `dup2` onto 3) cannot land on one. 0 (the default) leaves the numbers to the kernel.
 ///
 /// Fails with `InvalidInput` for a negative `floor`, and for one at or above the soft
-/// `RLIMIT_NOFILE` (no fd could be moved there).
+/// `RLIMIT_NOFILE` (no fd could be moved there). A limit lowered to the floor or below
+/// afterwards makes every move fail, with `EINVAL`.
 pub fn set_fd_floor(floor: RawFd) -> io::Result<()> {
     let (soft, _) = nofile_limit()?;
     if floor < 0 || u64::try_from(floor).is_ok_and(|f| f >= soft) {
@@ -720,9 +721,9 @@ pub fn settle(fd: OwnedFd) -> io::Result<OwnedFd> {
 #[cold]
 #[inline(never)]
 fn raise(fd: OwnedFd, floor: RawFd) -> io::Result<OwnedFd> {
-    dup_cloexec(std::os::fd::AsFd::as_fd(&fd), floor).map_err(|e| {
-        io::Error::new(e.kind(), format!("moving fd {} up to the fd floor {floor}: {e}", fd.as_raw_fd()))
-    })
+    // The error as it is (`EMFILE` once the numbers from the floor up are used up), its OS
+    // number kept: the callers say what they were making.
+    dup_cloexec(std::os::fd::AsFd::as_fd(&fd), floor)
 }
 
 /// Duplicates `fd` onto the lowest free number `>= min`, close-on-exec (`F_DUPFD_CLOEXEC`),

@@ -1781,8 +1781,9 @@ case!(
 case!(
     /// A shell keeps fds 0 to 9 for its scripts: with the fd floor set, every fd the loop
     /// makes and keeps (its poller and wakeup fd, the signal pipe, the select helper's pipe,
-    /// pipes, a child's pipes and pidfd, reopened descriptions, a pty) is at or above it, so a
-    /// script's `dup2` onto 3 to 9 leaves the loop working. Bad floors are refused.
+    /// pipes, a child's pipes and pidfd, reopened descriptions, a shared socket's copy, a
+    /// saved terminal's copy, a pty) is at or above it, so a script's `dup2` onto 3 to 9
+    /// cannot land on one. Bad floors are refused.
     fn the_fd_floor_keeps_the_loops_fds_above_it() {
         use evloop_platform::fd::{nofile_limit, open_fds};
         assert_eq!(evloop::set_fd_floor(-1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
@@ -1793,17 +1794,23 @@ case!(
         let before = open_fds().unwrap();
         // Above whatever the test harness holds open.
         let floor = before.iter().copied().max().unwrap_or(0).max(19) + 1;
-        // The caller's own blocking pipe, which Pipe::open takes (and opens again).
+        // The caller's own blocking pipe, which Pipe::open takes (and opens again), and a
+        // blocking socket, which it cannot open again (its O_NONBLOCK is undone through a
+        // copy the loop keeps).
         let (theirs_r, theirs_w) = nix::unistd::pipe().unwrap();
-        let theirs = [theirs_r.as_raw_fd(), theirs_w.as_raw_fd()];
+        let (sock, sock_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let theirs = [theirs_r.as_raw_fd(), theirs_w.as_raw_fd(), sock.as_raw_fd(), sock_peer.as_raw_fd()];
         evloop::set_fd_floor(floor).unwrap();
         let mut lp = test_loop();
         let (r, w) = Pipe::pair(&mut lp).unwrap();
         let s = evloop::Signal::new(&mut lp);
         s.start(&mut lp, evloop::signal::SIGUSR2, |_, _, _| {}).unwrap();
         let opened = Pipe::open(&mut lp, theirs_r).unwrap();
+        let socket = Pipe::open(&mut lp, OwnedFd::from(sock)).unwrap();
         let (master, slave) = evloop::tty::openpty().unwrap();
         let tty = evloop::Tty::open(&mut lp, slave).unwrap();
+        // Raw mode keeps a copy of the terminal, for the restore.
+        tty.set_mode(&mut lp, evloop::TtyMode::Raw).unwrap();
         let mut cmd = Command::new("cat");
         cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
         let status = Rc::new(Cell::new(None));
@@ -1819,21 +1826,7 @@ case!(
             assert!(h.as_raw_fd() >= floor, "{h:?}");
         }
         assert!(master.as_raw_fd() >= floor);
-        // A script's redirections onto 3 to 9 (dup2 over whatever is there) leave the loop
-        // working: data still goes through the child and back.
-        // (The script's fds: whatever of 3 to 9 is free now, then redirected with dup2.)
-        let mut script_fds = Vec::new();
-        loop {
-            let f = OwnedFd::from(File::open("/dev/null").unwrap());
-            if f.as_raw_fd() >= 10 {
-                break;
-            }
-            script_fds.push(f);
-        }
-        let target = File::create("/dev/null").unwrap();
-        for fd in &mut script_fds {
-            nix::unistd::dup2(&target, fd).unwrap();
-        }
+        // The loop works with its fds up there: data goes through the child and back.
         let stdin = child.stdin.take().unwrap();
         stdin.write(&mut lp, b"through cat", |_, r| r.unwrap()).unwrap();
         stdin.close(&mut lp).unwrap();
@@ -1855,10 +1848,8 @@ case!(
             .into_iter()
             .filter(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor)
             .collect();
-        let mut script: Vec<_> = script_fds.iter().map(|f| f.as_raw_fd()).collect();
-        script.push(target.as_raw_fd());
-        assert!(low.iter().all(|fd| script.contains(fd)), "the loop's fds below the floor: {low:?}");
-        for h in [r.into(), w.into(), opened.into(), tty.into(), s.into()] {
+        assert!(low.is_empty(), "the loop's fds below the floor: {low:?}");
+        for h in [r.into(), w.into(), opened.into(), socket.into(), tty.into(), s.into()] {
             let h: evloop::HandleId = h;
             lp.close(h).unwrap();
         }
@@ -1866,7 +1857,39 @@ case!(
         lp.run(RunMode::Default).unwrap();
         assert_eq!(&got.borrow()[..], b"through cat");
         drop(lp);
-        drop((master, theirs_w, script_fds, target));
+        drop((master, theirs_w, sock_peer));
         evloop::set_fd_floor(0).unwrap();
+    }
+);
+
+case!(
+    /// With the numbers from the fd floor up used up, making an fd fails with `EMFILE`
+    /// (its OS number kept) even though lower ones are free; a spawn whose pidfd cannot go
+    /// up leaves no child behind; nothing leaks; and the loop goes on once fds are free.
+    fn past_the_fd_floor_making_an_fd_is_a_clear_emfile() {
+        use evloop_platform::fd::{nofile_limit, open_fds};
+        let (soft, _) = nofile_limit().unwrap();
+        let before = open_fds().unwrap();
+        // Room for the loop's poller and wakeup fd, and no more.
+        let floor = soft as i32 - 2;
+        assert!(before.iter().all(|&fd| fd < floor), "{before:?}");
+        evloop::set_fd_floor(floor).unwrap();
+        let mut lp = test_loop();
+        let err = Pipe::pair(&mut lp).unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(libc::EMFILE), "{err}");
+        let exited = Rc::new(Cell::new(false));
+        let e = exited.clone();
+        // The child starts, but nothing can watch it (its pidfd cannot go up, and neither can
+        // the signal pipe of the SIGCHLD fallback): it is killed and reaped at once.
+        let err = Command::new("true").spawn(&mut lp, move |_, _, _| e.set(true)).unwrap_err();
+        assert_eq!(evloop::os_error_code(&err), Some(libc::EMFILE), "{err}");
+        assert!(err.to_string().contains("cannot watch the child"), "{err}");
+        evloop::set_fd_floor(0).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!exited.get());
+        drop(lp);
+        assert_eq!(open_fds().unwrap(), before, "nothing leaked");
+        let mut again = test_loop();
+        Pipe::pair(&mut again).unwrap();
     }
 );
