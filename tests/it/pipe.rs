@@ -1815,13 +1815,18 @@ case!(
         cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
         let status = Rc::new(Cell::new(None));
         let st = status.clone();
-        let mut child = cmd.spawn(&mut lp, move |_, _, res| st.set(Some(res.unwrap().success()))).unwrap();
-        let low: Vec<_> = open_fds()
-            .unwrap()
-            .into_iter()
-            .filter(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor)
-            .collect();
-        assert!(low.is_empty(), "the loop's fds below the floor: {low:?}");
+        let mut child = cmd
+            .spawn(&mut lp, move |lp, p, res| {
+                st.set(Some(res.unwrap().success()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let loops_below_floor = || -> Vec<i32> {
+            let mut fds = open_fds().unwrap();
+            fds.retain(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor);
+            fds
+        };
+        assert_eq!(loops_below_floor(), [], "the loop's fds below the floor");
         for h in [r.fd(&lp).unwrap(), w.fd(&lp).unwrap(), opened.fd(&lp).unwrap(), tty.fd(&lp).unwrap()] {
             assert!(h.as_raw_fd() >= floor, "{h:?}");
         }
@@ -1843,19 +1848,14 @@ case!(
             })
             .unwrap();
         // Reading and writing made the select helper's pipe too, when it is forced.
-        let low: Vec<_> = open_fds()
-            .unwrap()
-            .into_iter()
-            .filter(|fd| !before.contains(fd) && !theirs.contains(fd) && *fd < floor)
-            .collect();
-        assert!(low.is_empty(), "the loop's fds below the floor: {low:?}");
+        assert_eq!(loops_below_floor(), [], "the loop's fds below the floor");
         for h in [r.into(), w.into(), opened.into(), socket.into(), tty.into(), s.into()] {
             let h: evloop::HandleId = h;
             lp.close(h).unwrap();
         }
-        child.process.close_with(&mut lp, |_| {}).ok();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(&got.borrow()[..], b"through cat");
+        assert_eq!(status.get(), Some(true));
         drop(lp);
         drop((master, theirs_w, sock_peer));
         evloop::set_fd_floor(0).unwrap();
