@@ -42,7 +42,8 @@
 //! libuv); a program that blocks signals for a thread of its own (`sigwait`) must leave the
 //! watched ones out. Starting a watcher logs a warning when its signal is blocked in the
 //! calling thread. The same goes for `SIGCHLD` on the `SIGCHLD` reaping path (see
-//! [`process`](crate::process#reaping-and-the-loops-ownership-of-its-children)): blocked everywhere, no exit is ever heard of.
+//! [`process`](crate::process#reaping-and-the-loops-ownership-of-its-children)): blocked
+//! everywhere, no exit is ever heard of.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -257,9 +258,8 @@ impl Loop {
             }
             if evloop_platform::signal::blocked_in_this_thread(signum).unwrap_or(false) {
                 log::warn!(
-                    "loop {}: signal {signum} is blocked in the loop's thread: it reaches the loop \
-                     only if another thread leaves it unblocked",
-                    loop_id
+                    "loop {loop_id}: signal {signum} is blocked in the loop's thread: it reaches the \
+                     loop only if another thread leaves it unblocked"
                 );
             }
         }

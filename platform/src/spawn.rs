@@ -10,9 +10,9 @@
 //! frame, which is suspended until the exec), its report, the calling thread's `errno` (its
 //! failed calls set it; the parent reads `errno` only for `clone`'s own failure) and
 //! `STOPS_BEFORE_EXEC` (the stop signals it caught, for the parent), and every signal stays
-//! blocked until the last step, so no handler of the parent's runs in it. It takes every request but ids, which
-//! would change the shared memory's dumpable flag and let the new user stop the child with
-//! the parent suspended (see `vfork_can`). It gives the child's pidfd through `CLONE_PIDFD`.
+//! blocked until the last step, so no handler of the parent's runs in it. It takes every
+//! request but ids, which would change the shared memory's dumpable flag and let the new
+//! user stop the child with the parent suspended (see `vfork_can`). It gives the child's pidfd through `CLONE_PIDFD`.
 //! A failed child leaves its report in the parent's frame, read once `clone` returns: no
 //! pipe, which a fork by another thread could hold open. A first clone finds out whether the
 //! child really shares memory; where it does not (valgrind and QEMU run such a clone as a
