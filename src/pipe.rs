@@ -126,19 +126,24 @@ pub fn restore_shared_blocking() -> io::Result<()> {
 /// the kernel gives a lower number (one `fcntl` and one `close` more per fd), so it is still
 /// close-on-exec. An fd the caller hands over (to [`Pipe::open`], say) keeps its number, and
 /// fds made before the call keep theirs: set the floor before the first loop. `0`, the
-/// default, leaves the numbers to the kernel.
+/// default, leaves the numbers to the kernel. An fd handed to [`Pipe::open`] or
+/// [`Tty::open`](crate::Tty::open) that they keep aside (while they work on a description
+/// of their own) is moved above the floor too, its number closed at once; so is a copy that
+/// [`Command::try_clone`](crate::Command::try_clone) makes. Fds the caller gives a child
+/// ([`Stdio::Fd`](crate::Stdio::Fd)) stay the caller's, at their numbers: a shell copies
+/// them above the floor itself (`fcntl(fd, F_DUPFD_CLOEXEC, floor)`, not std's
+/// `try_clone`, which takes the lowest free number from 3), or a later redirection onto
+/// that number changes what the child gets.
 ///
 /// Fails with [`InvalidInput`](io::ErrorKind::InvalidInput) for a negative floor and for one
 /// at or above the soft fd limit (`RLIMIT_NOFILE`). Once the numbers at and above the floor
-/// are used up, making an fd fails with `EMFILE`, even if lower ones are free; a limit
-/// lowered to the floor or below afterwards makes it fail with `EINVAL`. Keep the floor
+/// are used up, making an fd fails with `EMFILE`, even if lower ones are free (a limit
+/// lowered to the floor or below afterwards: `EINVAL` where a lower number is free,
+/// `EMFILE` otherwise; the floor stays as it was when a call fails). Keep the floor
 /// small (10, as bash): the kernel's fd table, and the select helper's sets, grow to the
 /// highest number in use. In a program with other threads, an fd lives at its low number
 /// for a moment before its move: a `dup2` onto that number by another thread then would
 /// replace it (as it would without a floor).
-///
-/// [`Command::try_clone`](crate::Command::try_clone)'s copies of [`Stdio::Fd`](crate::Stdio::Fd)
-/// go above the floor too.
 ///
 /// ```standalone_crate
 /// use std::os::fd::AsRawFd;
@@ -160,6 +165,24 @@ pub fn set_fd_floor(floor: RawFd) -> io::Result<()> {
 /// The floor [`set_fd_floor`] set (0 by default).
 pub fn fd_floor() -> RawFd {
     fd::fd_floor()
+}
+
+/// The caller's fd that a handle keeps open, untouched, while it works on a description of
+/// its own (so that the number is not reused meanwhile): moved above the fd floor when one
+/// is set, its low number closed at once, since a shell will `dup2` onto that number (and
+/// the release would then close the shell's file). Where it cannot move (no number above
+/// the floor is free), it stays where it is.
+pub(crate) fn kept_above_floor(original: OwnedFd) -> OwnedFd {
+    if original.as_raw_fd() >= fd::fd_floor() {
+        return original;
+    }
+    match fd::dup_cloexec(original.as_fd(), 0) {
+        Ok(moved) => moved,
+        Err(e) => {
+            log::debug!("fd {} stays below the fd floor: {e}", original.as_raw_fd());
+            original
+        }
+    }
 }
 
 /// Guesses what kind of handle suits `fd` (libuv's `uv_guess_handle`).
@@ -225,7 +248,8 @@ impl Pipe {
     /// does; a pty master cannot be (its name is the cloning `/dev/ptmx`), and is made
     /// nonblocking and left so, being the program's own end of a pty it made (see
     /// [`Tty::open`](crate::Tty::open)). `fd` itself stays open, untouched,
-    /// until the handle closes, so its number is not reused meanwhile. On Linux and FreeBSD
+    /// until the handle closes, so its number is not reused meanwhile (moved above the
+    /// [fd floor](crate::set_fd_floor), when one is set). On Linux and FreeBSD
     /// a blocking socket (the stdout a service manager such as systemd hands its services)
     /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
     /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS,
@@ -304,7 +328,7 @@ impl Pipe {
             let reopened =
                 if tty { termios::reopen(fd.as_fd(), access) } else { fd::reopen_pipe(fd.as_fd(), access) };
             match reopened {
-                Ok(own) => (own, Some(fd)),
+                Ok(own) => (own, Some(kept_above_floor(fd))),
                 // Out of fds (or of numbers above the fd floor): the O_NONBLOCK it needs goes
                 // on the shared description, which the program should hear of.
                 Err(e) if crate::error::os_error_code(&e) == Some(evloop_platform::libc::EMFILE) => {

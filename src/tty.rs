@@ -399,7 +399,7 @@ fn open_terminal(
         })
     });
     let (fd, original, blocking, nonblocking_in_place, master) = match reopened {
-        Ok(private) => (private, Some(fd), false, false, false),
+        Ok(private) => (private, Some(crate::pipe::kept_above_floor(fd)), false, false, false),
         Err(e) => {
             let master = termios::is_pty_master(fd.as_fd());
             let blocking = flags.writable && !flags.nonblocking && !master;
@@ -453,7 +453,9 @@ impl Tty {
     /// - **Reopened**: unless `fd` is a pty master, the terminal is opened again through its
     ///   name (`ttyname`, with the same access mode, `O_NOCTTY | O_CLOEXEC | O_NONBLOCK`),
     ///   and the handle does its I/O on that private description. `fd` itself stays open and
-    ///   untouched until close. libuv does the same reopen, then `dup3`s the new description
+    ///   untouched until close (moved above the [fd floor](crate::set_fd_floor), when one is
+    ///   set, so that a shell's later redirection onto its number is not closed with the
+    ///   handle). libuv does the same reopen, then `dup3`s the new description
     ///   over the caller's fd number (which also marks stdin, stdout or stderr close-on-exec,
     ///   so children stop inheriting them, libuv#2062); evloop leaves the caller's fd alone.
     /// - **A pty master** cannot be reopened (its name is the cloning `/dev/ptmx`). It is

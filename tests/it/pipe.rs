@@ -1893,3 +1893,45 @@ case!(
         Pipe::pair(&mut again).unwrap();
     }
 );
+
+case!(
+    /// A shell hands `Pipe::open` or `Tty::open` an fd at a low number, which the handle keeps
+    /// aside while it works on a description of its own. With the fd floor set, that fd moves
+    /// above it at once: the shell's next redirection onto the number (here, the next file it
+    /// opens) is its own, and the handle's close leaves it open (shell trial: the close
+    /// closed the shell's `exec 3>file`).
+    fn an_fd_handed_over_and_kept_aside_moves_above_the_floor() {
+        use evloop_platform::fd::open_fds;
+        let before = open_fds().unwrap();
+        let floor = before.iter().copied().max().unwrap_or(0).max(19) + 1;
+        let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let slave_low = slave.try_clone().unwrap();
+        let handed = [pipe_r.as_raw_fd(), slave_low.as_raw_fd()];
+        assert!(handed.iter().all(|&fd| fd < floor), "{handed:?}");
+        evloop::set_fd_floor(floor).unwrap();
+        let mut lp = test_loop();
+        let pipe = Pipe::open(&mut lp, pipe_r).unwrap();
+        let tty = evloop::Tty::open(&mut lp, slave_low).unwrap();
+        let open_now = open_fds().unwrap();
+        assert!(handed.iter().all(|fd| !open_now.contains(fd)), "{handed:?} still open: {open_now:?}");
+        // The shell redirects onto those numbers (opens files there), then the handles close.
+        let (mut redirected, mut others) = (Vec::new(), Vec::new());
+        while redirected.len() < 2 {
+            let f = OwnedFd::from(File::open("/dev/null").unwrap());
+            if handed.contains(&f.as_raw_fd()) {
+                redirected.push(f);
+            } else {
+                assert!(f.as_raw_fd() < floor, "ran past the numbers handed over");
+                others.push(f);
+            }
+        }
+        pipe.close(&mut lp).unwrap();
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let open_now = open_fds().unwrap();
+        assert!(handed.iter().all(|fd| open_now.contains(fd)), "the shell's files were closed: {open_now:?}");
+        evloop::set_fd_floor(0).unwrap();
+        drop((redirected, others, pipe_w, master, slave, lp));
+    }
+);
