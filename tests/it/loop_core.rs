@@ -712,10 +712,7 @@ case!(
         let spin = Duration::from_millis(30);
         r.read_start(&mut lp, move |lp, r, _| {
             t.close(lp).unwrap();
-            let t = std::time::Instant::now();
-            while t.elapsed() < spin {
-                std::hint::spin_loop();
-            }
+            crate::util::busy_for(spin);
             r.close(lp).unwrap();
             w.close(lp).unwrap();
         })

@@ -4082,7 +4082,7 @@ case!(
                 // A log line's time stamp (the loop caches the time it reads), then slow
                 // work, longer than the grace period, before the call.
                 let _stamp = lp.now();
-                std::thread::sleep(SLOW);
+                crate::util::busy_for(SLOW);
                 c.set(Some(Instant::now()));
                 if group {
                     process.terminate_group(lp, GRACE).unwrap();
@@ -4118,7 +4118,7 @@ case!(
                 .read_start(&mut lp, move |lp, pipe, _| {
                     // A time stamp (the loop caches the time it reads), then slow work.
                     let _stamp = lp.now();
-                    std::thread::sleep(SLOW);
+                    crate::util::busy_for(SLOW);
                     d.set(Some(Instant::now()));
                     pipe.close(lp).unwrap();
                 })

@@ -298,3 +298,13 @@ pub fn fill_fd_table(headroom: u64) -> Vec<std::fs::File> {
     }
     filler
 }
+
+/// Slow work in a callback, for tests of what such work does to the loop's time: the
+/// thread stays busy for `d` (work, not a wait the test synchronizes on).
+#[allow(dead_code)]
+pub fn busy_for(d: std::time::Duration) {
+    let began = std::time::Instant::now();
+    while began.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
