@@ -1835,18 +1835,7 @@ case!(
         let stdin = child.stdin.take().unwrap();
         stdin.write(&mut lp, b"through cat", |_, r| r.unwrap()).unwrap();
         stdin.close(&mut lp).unwrap();
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let g = got.clone();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_start(&mut lp, move |lp, p, ev| match ev {
-                ReadEvent::Data(d) => g.borrow_mut().extend_from_slice(d),
-                ReadEvent::Eof => p.close(lp).unwrap(),
-                ReadEvent::Error(e) => panic!("{e}"),
-            })
-            .unwrap();
+        let got = collect(&mut lp, child.stdout.take().unwrap());
         // Reading and writing made the select helper's pipe too, when it is forced.
         assert_eq!(loops_below_floor(), [], "the loop's fds below the floor");
         for h in [r.into(), w.into(), opened.into(), socket.into(), tty.into(), s.into()] {
@@ -1854,7 +1843,8 @@ case!(
             lp.close(h).unwrap();
         }
         lp.run(RunMode::Default).unwrap();
-        assert_eq!(&got.borrow()[..], b"through cat");
+        assert_eq!(got.borrow().data, b"through cat");
+        assert!(got.borrow().eof && got.borrow().errors.is_empty());
         assert_eq!(status.get(), Some(true));
         drop(lp);
         drop((master, theirs_w, sock_peer));
