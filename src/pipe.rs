@@ -207,7 +207,13 @@ pub fn guess_handle(fd: BorrowedFd<'_>) -> io::Result<HandleType> {
 
 impl Pipe {
     /// Creates a pipe and opens both ends on the loop: `(read end, write end)`. Both fds are
-    /// close-on-exec and nonblocking (their open file description is private to us).
+    /// close-on-exec and nonblocking: their open file descriptions are the loop's own, so the
+    /// flag touches nobody else. A copy of one given to a child (through
+    /// [`Pipe::fd`](Pipe::fd) and [`Stdio::Fd`](crate::Stdio::Fd)) shares that description and
+    /// its `O_NONBLOCK`, and the child's reads and writes may fail with `EAGAIN`. To share a
+    /// pipe with children, give them a blocking pipe (`std::io::pipe()`) and open the
+    /// program's own copy with [`Pipe::open`](Pipe::open), which keeps their description
+    /// blocking; or let [`Stdio::Pipe`](crate::Stdio::Pipe) make the child's end.
     pub fn pair(lp: &mut Loop) -> io::Result<(Pipe, Pipe)> {
         let (r, w) = fd::pipe()?;
         fd::set_nonblocking(r.as_fd(), true)?;
@@ -243,7 +249,9 @@ impl Pipe {
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
     /// So, on Linux, a blocking pipe is opened again through `/proc/self/fd` as a
-    /// description of the handle's own: the flag then touches nobody else. A terminal is
+    /// description of the handle's own: the flag then touches nobody else. That includes a
+    /// named FIFO open for writing, or for both (a jobserver's FIFO, whose fd the program's
+    /// children share and read blocking). A terminal is
     /// opened again through its name, on every system, as [`Tty::open`](crate::Tty::open)
     /// does; a pty master cannot be (its name is the cloning `/dev/ptmx`), and is made
     /// nonblocking and left so, being the program's own end of a pty it made (see
@@ -253,7 +261,7 @@ impl Pipe {
     /// a blocking socket (the stdout a service manager such as systemd hands its services)
     /// is left blocking: the handle reads and writes it with `MSG_DONTWAIT`, one call at a
     /// time. Where neither can be done (a pipe on macOS and FreeBSD; a socket on macOS,
-    /// whose `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading; a packet-mode
+    /// whose `send` ignores `MSG_DONTWAIT`; a named FIFO open for reading only; a packet-mode
     /// pipe; a pipe another user made; no `/proc`; a terminal whose name cannot be
     /// opened), the flag is set on the shared
     /// description, and other holders see it too until the handle closes: a child that

@@ -34,6 +34,22 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Running many jobs (build tools, test runners, supervisors)
+//!
+//! - [`Command::output`] and [`Command::stream_output`] (lines as they come) join a job's
+//!   exit and the end of both its output streams, which a hand-written `spawn` must do
+//!   itself. [`Command::wait_delay`] bounds the wait for a grandchild that keeps a pipe open
+//!   after the job exited, and [`Command::output_limit`] the memory a job's output takes.
+//! - Start each job in a group of its own ([`Command::process_group`]`(0)`), with
+//!   [`Command::kill_group_on_drop`], and end it (a timeout, Ctrl-C) with
+//!   [`Process::terminate_group`].
+//! - A job's orphans count as members of its group until their new parent reaps them. In a
+//!   container whose first process is not an init, that can hold `terminate_group` for its
+//!   whole grace period: make the program their parent, with [`become_subreaper`] at start
+//!   and [`Loop::reap_adopted`].
+//! - An fd that jobs share with each other and with the program (a jobserver's pipe) must
+//!   stay blocking for them: see [`Pipe::pair`](crate::Pipe::pair).
+//!
 //! # How a child starts
 //!
 //! Without copying the parent, wherever the platform allows: a large parent spawns as fast

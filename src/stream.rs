@@ -510,11 +510,7 @@ impl Loop {
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
-                Ok(fd) if dontwait => fd::recv_dontwait(fd, capped),
-                Ok(fd) if blocking && !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) => {
-                    Ok(None)
-                }
-                Ok(fd) => fd::read_nonblocking(fd, capped),
+                Ok(fd) => read_some(fd, dontwait, blocking, capped),
                 Err(e) => Err(e),
             };
             reads += 1;
@@ -715,6 +711,25 @@ impl Loop {
             return Ok(0);
         }
         write_some(s.io.fd()?, s.dontwait, data)
+    }
+
+    pub(crate) fn try_read(&mut self, id: HandleId, kind: HandleKind, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.stream_mut(id, kind)?;
+        if !s.readable {
+            return Err(not_readable(kind));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match read_some(s.io.fd()?, s.dontwait, s.blocking, buf) {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if s.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => match terminal_eio(s, e) {
+                ReadEvent::Error(e) => Err(e),
+                _ => Ok(0),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn shares_nonblocking(&self, id: HandleId, kind: HandleKind) -> io::Result<bool> {
@@ -1128,6 +1143,25 @@ impl Loop {
     }
 }
 
+/// One read from a stream's fd that cannot block: `recv` with `MSG_DONTWAIT` for a socket
+/// that stays blocking; for another blocking fd, only once `poll` says it is readable (one
+/// read then returns what is there). `Ok(None)`: nothing to read now.
+#[inline(always)]
+fn read_some(
+    fd: std::os::fd::BorrowedFd<'_>,
+    dontwait: bool,
+    blocking: bool,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    if dontwait {
+        fd::recv_dontwait(fd, buf)
+    } else if blocking && !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) {
+        Ok(None)
+    } else {
+        fd::read_nonblocking(fd, buf)
+    }
+}
+
 /// One write to a stream's fd: `send` with `MSG_DONTWAIT` for a socket that stays blocking.
 #[inline]
 fn write_some(fd: std::os::fd::BorrowedFd<'_>, dontwait: bool, data: &[u8]) -> io::Result<usize> {
@@ -1335,6 +1369,33 @@ macro_rules! stream_methods {
                 lp.try_write(self.0, $kind, data)
             }
 
+            /// Reads what the stream holds now into `buf`, without waiting, and returns how
+            /// many bytes that was: `0` at end of file (or for an empty `buf`). Fails with
+            /// [`WouldBlock`](std::io::ErrorKind::WouldBlock) when nothing is there yet. For
+            /// taking a little when it is there (a jobserver's token) or draining what is
+            /// left, without a read callback. While the handle is reading
+            /// ([`read_start`](Self::read_start)), what this takes does not reach its
+            /// callback. A write-only handle gives `InvalidInput`, a closing one
+            /// `NotConnected`.
+            ///
+            /// ```
+            /// use evloop::{Loop, Pipe};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let (rx, tx) = Pipe::pair(&mut lp)?;
+            /// let mut token = [0u8; 1];
+            /// assert_eq!(rx.try_read(&mut lp, &mut token).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+            /// tx.try_write(&mut lp, b"+")?;
+            /// assert_eq!(rx.try_read(&mut lp, &mut token)?, 1);
+            /// tx.close(&mut lp)?;
+            /// lp.run(evloop::RunMode::Default)?;
+            /// assert_eq!(rx.try_read(&mut lp, &mut token)?, 0, "end of file");
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            pub fn try_read(self, lp: &mut $crate::Loop, buf: &mut [u8]) -> std::io::Result<usize> {
+                lp.try_read(self.0, $kind, buf)
+            }
+
             /// Closes the write side once the write queue has drained; `cb` runs from the
             /// pending phase. A write-only pipe closes its fd, which is how the reader sees end
             /// of file once no other fd on the pipe is open (a handle opened on a copy of
@@ -1410,7 +1471,10 @@ macro_rules! stream_methods {
             }
 
             /// The handle's fd, borrowed from the loop (for `fstat`, `F_SETPIPE_SZ`,
-            /// `ioctl`s). Do not close it or change its flags. Closed behind the loop's back,
+            /// `ioctl`s). Do not close it or change its flags. A copy of it shares its open file
+            /// description, nonblocking as the loop uses it: a child given one (as
+            /// [`Stdio::Fd`](crate::Stdio::Fd)) may see `EAGAIN` (see
+            /// [`Pipe::pair`](crate::Pipe::pair) for what to give children instead). Closed behind the loop's back,
             /// it gives the stream an error once, at the next read, write or change of what
             /// the loop waits for on it. A stream that only waits hears nothing: epoll and
             /// kqueue drop an fd at its close without a word (libuv and mio alike), and the

@@ -769,9 +769,11 @@ pub fn open(path: &CStr, access: Access, nonblocking: bool) -> io::Result<OwnedF
 /// pipe. `O_NONBLOCK` on the new description touches nobody who shares `fd`'s.
 ///
 /// Linux only: elsewhere (`/dev/fd/N` duplicates the fd instead) this is `Unsupported`.
-/// A named FIFO is opened again only for writing (with no reader left, that fails with
-/// `ENXIO`): opened again for reading after its writers left, it would not report the
-/// hang-up (Linux waits for a new writer first), so its reader would never see end of file.
+/// A named FIFO is opened again only with write access: for writing (with no reader left,
+/// that fails with `ENXIO`), or for both (a jobserver's FIFO: the new description is a
+/// writer, as the old one was, so end of file stays out of reach as before). Opened again
+/// for reading only after its writers left, it would not report the hang-up (Linux waits
+/// for a new writer first), so its reader would never see end of file.
 /// Fails, among other cases, for a pipe another user made (`EACCES`) and without `/proc`.
 pub fn reopen_pipe(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     #[cfg(target_os = "linux")]
@@ -783,10 +785,10 @@ pub fn reopen_pipe(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
         // SAFETY: fstatfs succeeded and filled in `fs`.
         let fs = unsafe { fs.assume_init() };
         #[allow(clippy::unnecessary_cast)] // f_type's type differs between libcs.
-        if fs.f_type as libc::c_long != PIPEFS_MAGIC && access != Access::Write {
+        if fs.f_type as libc::c_long != PIPEFS_MAGIC && access == Access::Read {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "a named FIFO open for reading keeps its description",
+                "a named FIFO open for reading only keeps its description",
             ));
         }
         // SAFETY: `fd` is borrowed; F_GETFL takes no argument.

@@ -765,7 +765,7 @@ case!(
     fn opening_a_shared_fd_restores_its_blocking_mode() {
         use std::os::fd::AsFd;
         let mut lp = test_loop();
-        let (r, w) = crate::util::fifo_pair(true);
+        let (r, w) = crate::util::fifo_pair();
         // A second fd on the same open file description, as a shell's stdin would be.
         let shared = r.as_fd().try_clone_to_owned().unwrap();
         let rx = Pipe::open(&mut lp, r).unwrap();
@@ -780,13 +780,13 @@ case!(
 case!(
     /// Two handles on one shared description (stdout and stderr after `2>&1`): the first
     /// sets `O_NONBLOCK`, and closing it must not clear the flag under the second, whose
-    /// writes would then block the loop. (A named FIFO: see `fifo_pair`.)
+    /// writes would then block the loop. (A packet-mode pipe: see `packet_pipe`.)
     fn two_handles_on_one_description_keep_it_nonblocking_until_the_last_closes() {
         use std::os::fd::AsFd;
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for close_first_opened_first in [true, false] {
             let mut lp = test_loop();
-            let (r, w) = crate::util::fifo_pair(false);
+            let (r, w) = crate::util::packet_pipe();
             let stderr = w.try_clone().unwrap();
             let watch = w.try_clone().unwrap();
             let out = Pipe::open(&mut lp, w).unwrap();
@@ -874,8 +874,67 @@ case!(
     /// A named FIFO's write end (`prog > fifo`) gets a description of its own on Linux too.
     #[cfg(target_os = "linux")]
     fn issue_3_an_opened_fifo_writer_leaves_the_shared_description_blocking() {
-        let (r, w) = crate::util::fifo_pair(true);
+        let (r, w) = crate::util::fifo_pair();
         assert!(write_beside_a_child_on_a_shared_stdout(r, w), "the handle's own is nonblocking");
+    }
+);
+
+case!(
+    /// A build tool's jobserver on a named FIFO open for both reading and writing (make
+    /// 4.4's `fifo:` style), opened as a handle and also given to its jobs as fd 3: the jobs
+    /// read it blocking, so its shared description must stay blocking. It used to get
+    /// `O_NONBLOCK` (only write-only FIFO ends got a description of their own), and a job's
+    /// read of an empty jobserver failed with `EAGAIN` (jobserver trial).
+    #[cfg(target_os = "linux")]
+    fn issue_3_a_jobserver_fifo_open_for_both_stays_blocking_for_the_jobs() {
+        use std::os::fd::AsFd;
+        let dir = std::env::temp_dir().join(format!("evloop-jobserver-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fifo: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap().into();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
+        let mut lp = test_loop();
+        let jobserver = Pipe::open(&mut lp, fifo.try_clone().unwrap()).unwrap();
+        assert!(!nonblocking(&fifo), "the jobs' description stays blocking");
+        assert!(!jobserver.shares_nonblocking(&lp).unwrap());
+        // A job takes a token with a blocking read, whether or not it is there yet. Once it
+        // is done, another gives one back, which the tool reads through its handle.
+        let mut job = Command::new("sh");
+        job.args(["-c", "head -c 1 <&3"]).fd(3, Stdio::Fd(fifo.try_clone().unwrap()));
+        let mut give_back = Command::new("sh");
+        give_back.args(["-c", "printf r >&3"]).fd(3, Stdio::Fd(fifo.try_clone().unwrap()));
+        let out = Rc::new(RefCell::new(None));
+        let returned = Rc::new(RefCell::new(Vec::new()));
+        let (o, r) = (out.clone(), returned.clone());
+        job.output(&mut lp, move |lp, res| {
+            *o.borrow_mut() = Some(res.unwrap());
+            give_back
+                .spawn(lp, |lp, p, st| {
+                    assert!(st.unwrap().success());
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            jobserver
+                .read_start(lp, move |lp, h, ev| match ev {
+                    ReadEvent::Data(d) => {
+                        r.borrow_mut().extend_from_slice(d);
+                        h.close(lp).unwrap();
+                    }
+                    ReadEvent::Eof => panic!("jobserver: end of file"),
+                    ReadEvent::Error(e) => panic!("jobserver: {e}"),
+                })
+                .unwrap();
+        })
+        .unwrap();
+        jobserver.write(&mut lp, b"t", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = out.borrow_mut().take().expect("the job ran");
+        assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, b"t", "the job got the token");
+        assert_eq!(*returned.borrow(), b"r", "the tool got the job's token");
+        assert!(!nonblocking(&fifo), "still blocking after the close");
     }
 );
 
@@ -1106,7 +1165,7 @@ case!(
         let nonblocking = |fd: &OwnedFd| evloop_platform::fd::status_flags(fd.as_fd()).unwrap().nonblocking;
         for how in ["hooks", "exit", "none"] {
             // A named FIFO: see `fifo_pair`.
-            let (r, w) = crate::util::fifo_pair(true);
+            let (r, w) = crate::util::fifo_pair();
             let mut w = File::from(w);
             // The test's own fd on the child's stdin description, as the shell's would be.
             let shared = r.try_clone().unwrap();
@@ -1554,8 +1613,8 @@ case!(
     fn issue_3_shares_nonblocking_tells_when_the_programs_own_writes_can_fail() {
         use std::os::fd::AsFd;
         let mut lp = test_loop();
-        // A FIFO open for reading and writing keeps its description (see `fifo_pair`).
-        let (r, w) = crate::util::fifo_pair(false);
+        // A packet-mode pipe keeps its description (see `packet_pipe`).
+        let (r, w) = crate::util::packet_pipe();
         let stderr = w.try_clone().unwrap(); // `2>&1`
         let out = Pipe::open(&mut lp, w).unwrap();
         assert!(out.shares_nonblocking(&lp).unwrap());
@@ -1691,12 +1750,12 @@ case!(
         let mut lp = test_loop();
         let fill: Vec<(Pipe, OwnedFd)> = (0..evloop_platform::fd::SHARED_NONBLOCKING_MAX)
             .map(|_| {
-                let (r, w) = crate::util::fifo_pair(true);
+                let (r, w) = crate::util::fifo_pair();
                 (Pipe::open(&mut lp, r).unwrap(), w)
             })
             .collect();
         assert!(fill.iter().all(|(p, _)| p.shares_nonblocking(&lp).unwrap()));
-        let (r, _w) = crate::util::fifo_pair(true);
+        let (r, _w) = crate::util::fifo_pair();
         let probe = r.try_clone().unwrap();
         let first = Pipe::open(&mut lp, r.try_clone().unwrap()).unwrap();
         let second = Pipe::open(&mut lp, r).unwrap();
@@ -1923,5 +1982,79 @@ case!(
         assert!(handed.iter().all(|fd| open_now.contains(fd)), "the shell's files were closed: {open_now:?}");
         evloop::set_fd_floor(0).unwrap();
         drop((redirected, others, pipe_w, master, slave, lp));
+    }
+);
+
+case!(
+    /// `try_read` takes what a stream holds now without a read callback (a jobserver's
+    /// token), and says `WouldBlock` when nothing is there: on a pair, on a blocking pipe
+    /// opened as a description of its own, on a regular file (always ready), and on a
+    /// terminal whose other side went (end of file). Bad uses get the crate's usual kinds
+    /// (jobserver trial).
+    fn issue_3_try_read_takes_what_is_there_without_waiting() {
+        use std::io::ErrorKind;
+        let mut lp = test_loop();
+        let mut buf = [0u8; 8];
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        assert_eq!(rx.try_read(&mut lp, &mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+        assert_eq!(tx.try_write(&mut lp, b"ab").unwrap(), 2);
+        assert_eq!(rx.try_read(&mut lp, &mut buf[..1]).unwrap(), 1, "no more than asked");
+        assert_eq!(rx.try_read(&mut lp, &mut []).unwrap(), 0);
+        assert_eq!(rx.try_read(&mut lp, &mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"b");
+        assert_eq!(tx.try_read(&mut lp, &mut buf).unwrap_err().kind(), ErrorKind::InvalidInput, "write-only");
+        tx.close(&mut lp).unwrap();
+        assert_eq!(tx.try_read(&mut lp, &mut buf).unwrap_err().kind(), ErrorKind::NotConnected, "closing");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(rx.try_read(&mut lp, &mut buf).unwrap(), 0, "end of file");
+        rx.close(&mut lp).unwrap();
+
+        // A blocking pipe, opened as the loop's own description: the caller's stays blocking.
+        let (r, mut w) = std::io::pipe().unwrap();
+        let h = Pipe::open(&mut lp, r.into()).unwrap();
+        assert_eq!(h.try_read(&mut lp, &mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+        w.write_all(b"token").unwrap();
+        assert_eq!(h.try_read(&mut lp, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"token");
+        drop(w);
+        assert_eq!(h.try_read(&mut lp, &mut buf).unwrap(), 0);
+        h.close(&mut lp).unwrap();
+
+        // A regular file, then its end.
+        let file = Pipe::open(
+            &mut lp,
+            File::open("/etc/hostname").or_else(|_| File::open("/etc/passwd")).unwrap().into(),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        loop {
+            match file.try_read(&mut lp, &mut buf).unwrap() {
+                0 => break,
+                n => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(!all.is_empty());
+        file.close(&mut lp).unwrap();
+
+        // A terminal: what its other side wrote, then end of file once that side is gone.
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let tty = evloop::Tty::open(&mut lp, slave).unwrap();
+        assert_eq!(tty.try_read(&mut lp, &mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+        let mut master = File::from(master);
+        master.write_all(b"x\n").unwrap();
+        let got = loop {
+            // The line discipline passes the byte on a moment later: poll for it, bounded.
+            match tty.try_read(&mut lp, &mut buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    evloop_platform::fd::poll_readable(tty.fd(&lp).unwrap(), None).unwrap();
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(&buf[..got], b"x\n");
+        drop(master);
+        assert_eq!(tty.try_read(&mut lp, &mut buf).unwrap(), 0, "hung up");
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
     }
 );

@@ -2412,7 +2412,7 @@ case!(
             Tty::open(&mut lp, master).unwrap();
             slaves.push(slave);
         }
-        let (r, w) = crate::util::fifo_pair(false);
+        let (r, w) = crate::util::packet_pipe();
         let shared = w.try_clone().unwrap();
         let out = Pipe::open(&mut lp, w).unwrap();
         assert!(status_flags(shared.as_fd()).unwrap().nonblocking);

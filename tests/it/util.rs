@@ -245,13 +245,13 @@ pub fn read_until(fd: std::os::fd::BorrowedFd<'_>, seen: &mut Vec<u8>, needle: &
     }
 }
 
-/// A named FIFO's read and write ends, both blocking, with the FIFO's name already gone; the
-/// write end is write-only, or read-write if `write_only` is false. Unlike an anonymous pipe
-/// (which `Pipe::open` opens again as a description of its own on Linux), a write-only FIFO
-/// end (the same) or a socket (read and written with `MSG_DONTWAIT`), a named FIFO open for
-/// reading gets `O_NONBLOCK` on its shared description: the case the restore machinery
-/// exists for.
-pub fn fifo_pair(write_only: bool) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+/// A named FIFO's read and write ends, both blocking, one-way, with the FIFO's name already
+/// gone. Unlike an anonymous pipe or a FIFO end with write access (which `Pipe::open` opens
+/// again as a description of its own on Linux) or a socket (read and written with
+/// `MSG_DONTWAIT`), a named FIFO open for reading only gets `O_NONBLOCK` on its shared
+/// description: the case the restore machinery exists for. (For a shared description to
+/// write to, see `packet_pipe`.)
+pub fn fifo_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -262,11 +262,17 @@ pub fn fifo_pair(write_only: bool) -> (std::os::fd::OwnedFd, std::os::fd::OwnedF
     // Read-write first, so that neither one-way open below waits for the other side.
     let both = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open fifo");
     let r = std::fs::File::open(&path).expect("open fifo for reading");
-    let w =
-        std::fs::OpenOptions::new().read(!write_only).write(true).open(&path).expect("open fifo for writing");
+    let w = std::fs::OpenOptions::new().write(true).open(&path).expect("open fifo for writing");
     drop(both);
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
     (r.into(), w.into())
+}
+
+/// A blocking packet-mode pipe (`O_DIRECT`): the one pipe whose write end `Pipe::open` leaves
+/// on its shared description on Linux (packet mode lives on the description), so `O_NONBLOCK`
+/// goes there, where other holders see it. What a shared stdout on macOS or FreeBSD gets.
+pub fn packet_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_DIRECT).expect("pipe2 O_DIRECT")
 }
 
 /// Spawns `cmd`; when it exits, the returned cell gets its status and the handle closes.
