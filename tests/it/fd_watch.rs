@@ -169,6 +169,7 @@ case!(
     /// exits. (Some kernels' pidfs has `fstat` call a pidfd a regular file; a watch asks the
     /// poller before it believes that. This kernel's pidfds have no file type, so here the
     /// test shows the behaviour rather than that rule.)
+    #[cfg(target_os = "linux")]
     fn a_watch_on_a_pidfd_waits_for_the_exit() {
         let mut lp = test_loop();
         let mut child = std::process::Command::new("sh")

@@ -299,6 +299,7 @@ case!(
     /// A child that never reads its stdin: the queue holds exactly what the caller queued
     /// beyond the pipe's capacity, write_queue_size says so, and closing frees it (the writes
     /// are cancelled, once each).
+    #[cfg(target_os = "linux")]
     fn issue_7_child_never_reads_stdin() {
         let mut lp = test_loop();
         let child = evloop::Command::new("sleep")

@@ -231,13 +231,25 @@ impl Poller {
     /// Removes `fd` now, dropping any queued change that names it.
     pub fn deregister(&mut self, fd: BorrowedFd<'_>, old: Interest) -> io::Result<()> {
         let ident = fd.as_raw_fd() as usize;
-        self.changes.retain(|c| c.ident != ident);
+        // A queued delete (the caller's `old` already left that filter out) is still a filter
+        // in the kernel: dropped with the rest, it must be deleted now with them.
+        let mut in_kernel = old;
+        self.changes.retain(|c| {
+            if c.ident != ident {
+                return true;
+            }
+            if c.flags & libc::EV_DELETE != 0 {
+                in_kernel |=
+                    if c.filter == libc::EVFILT_READ { Interest::READABLE } else { Interest::WRITABLE };
+            }
+            false
+        });
         let mut dels = [kev(0, 0, 0, 0, 0); 2];
         let mut n = 0;
         for (flag, filter) in
             [(Interest::READABLE, libc::EVFILT_READ), (Interest::WRITABLE, libc::EVFILT_WRITE)]
         {
-            if old.contains(flag) {
+            if in_kernel.contains(flag) {
                 dels[n] = kev(ident, filter, libc::EV_DELETE | libc::EV_RECEIPT, 0, 0);
                 n += 1;
             }
