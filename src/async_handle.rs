@@ -39,7 +39,8 @@ impl LoopWake {
             // (A poisoned lock still holds a usable waker: nothing panics while holding it.)
             let waker = self.waker.read().unwrap_or_else(|p| p.into_inner());
             match &*waker {
-                Some(w) => w.wake()?,
+                // A wake that failed (kevent's ENOMEM) must not keep later ones from trying.
+                Some(w) => w.wake().inspect_err(|_| self.triggered.store(false, SeqCst))?,
                 None => return Err(io::Error::new(io::ErrorKind::NotConnected, "the loop was dropped")),
             }
         }

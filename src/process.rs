@@ -61,10 +61,12 @@
 //!   groups, sessions, a terminal to take, and callers in front of a terminal, which
 //!   `posix_spawn` would leave hanging on a Ctrl-Z (see below). `CLONE_PIDFD` (Linux 5.2)
 //!   gives the child's pidfd with it.
-//! - **macOS, FreeBSD**: `posix_spawn` wherever it can express the request. Optional libc
-//!   functions (`addchdir_np`, `addclosefrom_np`, `POSIX_SPAWN_SETSID`) are looked up at run
-//!   time, so the binary does not require a newer libc or macOS than it was built for.
-//! - Otherwise fork/exec, with nothing allocated between the two.
+//! - **macOS**: `posix_spawn` wherever it can express the request. Optional libc functions
+//!   (`addchdir_np`, `POSIX_SPAWN_SETSID`) are looked up at run time, so the binary does not
+//!   require a newer macOS than it was built for.
+//! - Otherwise fork/exec, with nothing allocated between the two: always on FreeBSD, whose
+//!   `posix_spawn` can leave a child whose exec failed as a zombie nobody can reap (as
+//!   libuv, which forks there too).
 //!
 //! Either way the child starts with every signal at its default disposition (but those
 //! named with [`Command::ignore_signal`]) and an empty signal mask, whatever the parent

@@ -885,8 +885,8 @@ pub fn open_fds() -> io::Result<Vec<RawFd>> {
 /// from a plain `poll` loop, and for a blocking stream's reads; `EINTR` counts as "not
 /// readable yet".
 ///
-/// macOS builds `poll` from a kqueue, which refuses terminals other than pty slaves and
-/// other character devices: poll answers `POLLNVAL` for them though they are open. Such an
+/// macOS builds `poll` from a kqueue, which refuses terminals other than ptys (slaves and
+/// masters) and other character devices: poll answers `POLLNVAL` for them though they are open. Such an
 /// fd is asked again with `select(2)`, which works for them.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> io::Result<bool> {
     let ms =

@@ -22,8 +22,13 @@
 //!
 //! # posix_spawn
 //!
-//! macOS and FreeBSD implement it in the kernel or with `vfork`. It is used unless the request
-//! needs something it cannot say:
+//! macOS implements it in the kernel, glibc with `clone(CLONE_VM | CLONE_VFORK)`. It is used
+//! on macOS (and on Linux where the vfork path is refused) unless the request needs
+//! something it cannot say. Not on FreeBSD: its `posix_spawn` reaps a child whose exec
+//! failed with a `WNOHANG` wait, which can come before that child is a zombie (the
+//! caller's vfork-style wait ends as the child starts to exit). The zombie is then left for
+//! good, with a pid nobody was told; the fork path reaps its failed child itself. (libuv
+//! forks there too.) What `posix_spawn` cannot say:
 //!
 //! - a uid or gid (posix_spawn has no way to switch ids);
 //! - a working directory where `posix_spawn_file_actions_addchdir_np` is missing (glibc
@@ -169,12 +174,12 @@ fn signal_in(set: u64, signal: c_int) -> bool {
 /// Which way to start a child.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Via {
-    /// The fastest way that can express the request: on Linux the vfork path, elsewhere
-    /// `posix_spawn`, and fork/exec where neither can.
+    /// The fastest way that can express the request: on Linux the vfork path, on macOS
+    /// `posix_spawn`, and fork/exec where neither can (always on FreeBSD).
     #[default]
     Best,
     /// `posix_spawn` where it can express the request, fork/exec otherwise (the way macOS
-    /// and FreeBSD go; for tests of that path on Linux).
+    /// goes; for tests of that path on Linux).
     PosixSpawn,
     /// fork/exec (for tests of that path).
     Fork,
@@ -624,6 +629,10 @@ struct Unsupported;
 
 /// Whether posix_spawn can express `req` (see the module docs).
 fn posix_spawn_can(req: &Request<'_>) -> bool {
+    // FreeBSD's can leave a failed child unreaped (see the module docs).
+    if cfg!(target_os = "freebsd") {
+        return false;
+    }
     // (Its attributes can reset signals to their default, not make them ignored.)
     if req.uid.is_some()
         || req.ignored_signals != 0
@@ -828,10 +837,12 @@ fn spawn_actions(req: &Request<'_>, plan: &FdPlan) -> Result<Option<Actions>, Sp
     }
     #[cfg(target_vendor = "apple")]
     {
-        // POSIX_SPAWN_CLOEXEC_DEFAULT closes what no action names: name the kept stdio fds.
+        // POSIX_SPAWN_CLOEXEC_DEFAULT closes what no action names: name the kept stdio fds,
+        // those an exec keeps open. (An inherit action also clears close-on-exec, so a kept
+        // stdio fd marked close-on-exec, which every other path closes at exec, is left out.)
         let inherit = addinherit().ok_or_else(|| SpawnError::os(Stage::Setup, libc::ENOSYS))?;
         for fd in 0..3 {
-            if plan.keep[fd as usize] && fd_flags(fd).is_ok() {
+            if plan.keep[fd as usize] && matches!(fd_flags(fd), Ok(false)) {
                 // SAFETY: `inherit` is addinherit_np; the actions are initialised.
                 cvt_errno(unsafe { inherit(acts.ptr(), fd) })
                     .map_err(|e| SpawnError::new(Stage::Fd(fd), e))?;

@@ -1220,7 +1220,14 @@ case!(
 
 /// Blocks until child `pid` has exited, without reaping it (`waitid(WNOWAIT)`).
 fn wait_exited_unreaped(pid: u32) {
-    // (nix has no waitid for Apple targets; the platform crate's non-blocking form, polled.)
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        waitid(Id::Pid(nix::unistd::Pid::from_raw(pid as i32)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            .unwrap();
+    }
+    // (nix has no waitid for Apple targets: the platform crate's non-blocking form, polled.)
+    #[cfg(target_vendor = "apple")]
     while !evloop_platform::process::has_exited(pid as i32).unwrap() {
         std::thread::yield_now();
     }

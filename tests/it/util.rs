@@ -270,9 +270,15 @@ pub fn fifo_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
 
 /// A blocking packet-mode pipe (`O_DIRECT`): the one pipe whose write end `Pipe::open` leaves
 /// on its shared description on Linux (packet mode lives on the description), so `O_NONBLOCK`
-/// goes there, where other holders see it. What a shared stdout on macOS or FreeBSD gets.
+/// goes there, where other holders see it. What any blocking pipe gets on macOS and FreeBSD,
+/// so there it is a plain one.
 pub fn packet_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_DIRECT).expect("pipe2 O_DIRECT")
+    #[cfg(target_os = "linux")]
+    let pair = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_DIRECT)
+        .expect("pipe2 O_DIRECT");
+    #[cfg(not(target_os = "linux"))]
+    let pair = std::io::pipe().map(|(r, w)| (r.into(), w.into())).expect("pipe");
+    pair
 }
 
 /// Spawns `cmd`; when it exits, the returned cell gets its status and the handle closes.
