@@ -225,3 +225,34 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Found by mutation testing: with the `EPOLL_CTL_DEL` before the close taken out, every
+    /// test passed, since a closed fd leaves epoll by itself when it was the last one on its
+    /// description. Here a copy of the watched socket outlives the watch (as a child's copy
+    /// of a stream's fd would), with a byte waiting: a registration left behind would be
+    /// ready for good, and every later poll would return at once. A 30 ms timer after the
+    /// close must take a handful of iterations, not a spin. (The count is the loop's own.)
+    fn a_closed_watch_leaves_the_poller_though_a_copy_of_its_fd_lives_on() {
+        let mut lp = test_loop();
+        let (fd, io, mut peer) = pair();
+        peer.write_all(b"x").unwrap();
+        let w = FdWatch::new(&mut lp, fd).unwrap();
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        w.start(&mut lp, Interest::READABLE, move |lp, w, ready| {
+            assert_eq!(ready.unwrap(), Readiness::READABLE);
+            c.set(c.get() + 1);
+            w.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(calls.get(), 1);
+        evloop::Timer::once(&mut lp, std::time::Duration::from_millis(30), |_| {}).unwrap();
+        let before = lp.iterations();
+        lp.run(RunMode::Default).unwrap();
+        let spent = lp.iterations() - before;
+        assert!(spent < 100, "{spent} iterations to wait 30 ms: the closed fd is still polled");
+        drop((io, peer));
+    }
+);

@@ -2059,3 +2059,167 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// Found by mutation testing: no test counted the reads of one readiness event, so a
+    /// round of 33 reads, or an unbounded one, passed. 100 bytes wait behind a 1-byte cap:
+    /// each iteration that sees the pipe readable delivers exactly `READS_PER_EVENT_MAX` of
+    /// them, then leaves the rest to level triggering. (`Once` waits for the readiness
+    /// itself, so through the select helper too.)
+    fn a_readiness_event_serves_at_most_reads_per_event_max_reads() {
+        const MAX: usize = evloop::limits::READS_PER_EVENT_MAX;
+        const TOTAL: usize = 3 * MAX + 4;
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.set_read_cap(&mut lp, 1).unwrap();
+        assert_eq!(tx.try_write(&mut lp, &[b'x'; TOTAL]).unwrap(), TOTAL);
+        let got = Rc::new(Cell::new(0usize));
+        let g = got.clone();
+        rx.read_start(&mut lp, move |_, _, ev| match ev {
+            ReadEvent::Data(d) => {
+                assert_eq!(d.len(), 1, "the cap");
+                g.set(g.get() + 1);
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+        for round in 1..=3 {
+            let before = got.get();
+            while got.get() == before {
+                lp.run(RunMode::Once).unwrap();
+            }
+            assert_eq!(got.get(), round * MAX, "round {round}: one event, {MAX} reads");
+        }
+        while got.get() < TOTAL {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(got.get(), TOTAL);
+        for p in [rx, tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Found by mutation testing: every capped test had one reading stream, so reading into
+    /// the whole shared buffer instead of `..cap` passed. A stream on the default cap grows
+    /// the loop's one read buffer to 64 KiB; a stream capped at 16 bytes still gets reads of
+    /// at most 16.
+    fn a_small_read_cap_holds_after_another_stream_grew_the_shared_buffer() {
+        let mut lp = test_loop();
+        let (big_rx, big_tx) = Pipe::pair(&mut lp).unwrap();
+        let (small_rx, small_tx) = Pipe::pair(&mut lp).unwrap();
+        small_rx.set_read_cap(&mut lp, 16).unwrap();
+        assert_eq!(big_tx.try_write(&mut lp, b"grow").unwrap(), 4);
+        let big = collect(&mut lp, big_rx);
+        while big.borrow().data.len() < 4 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(small_tx.try_write(&mut lp, &[7; 100]).unwrap(), 100);
+        let small = collect(&mut lp, small_rx);
+        while small.borrow().data.len() < 100 {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(small.borrow().max_read, 16, "reads of at most the stream's own cap");
+        assert_eq!(small.borrow().reads, 7, "100 bytes in reads of 16");
+        for p in [big_tx, small_tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert!(big.borrow().eof && small.borrow().eof);
+    }
+);
+
+case!(
+    /// Found by mutation testing: `try_write` was only ever tried against a full pipe, where
+    /// the kernel says `EAGAIN` anyway, so dropping its "queue not empty" check passed.
+    /// Here the queue waits for the loop's flush while the pipe has room again: `try_write`
+    /// must still refuse, or its bytes would land before the queued ones.
+    fn try_write_refuses_while_writes_are_queued_even_with_room_in_the_pipe() {
+        use std::io::Read;
+        let mut lp = test_loop();
+        let (r, w) = std::io::pipe().unwrap();
+        let tx = Pipe::open(&mut lp, OwnedFd::from(w)).unwrap();
+        let block = pattern(11, 1 << 20);
+        tx.write(&mut lp, &block, |_, r| r.unwrap()).unwrap();
+        assert!(tx.write_queue_size(&lp).unwrap() > 0, "a pipe takes less than 1 MiB");
+        // Room again (a page or more), and the loop has not run to flush the queue into it.
+        let mut r = File::from(OwnedFd::from(r));
+        let mut all = vec![0; 16384];
+        r.read_exact(&mut all).unwrap();
+        let e = tx.try_write(&mut lp, b"!").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        let reader = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).unwrap();
+            rest
+        });
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        all.extend(reader.join().unwrap());
+        assert!(all == block, "the bytes arrive as written, nothing before or between them");
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Found by mutation testing: an always-ready stream left on the always-ready list after
+    /// its interest went (a file read to its end, the handle kept open) made every poll
+    /// zero-timeout, and no test noticed the spin. A 30 ms timer after that must take a
+    /// handful of iterations, not thousands. (The count is the loop's own; no sleep.)
+    fn an_always_ready_stream_that_wants_nothing_lets_the_poll_wait() {
+        let mut lp = test_loop();
+        let null = Pipe::open(&mut lp, OwnedFd::from(File::open("/dev/null").unwrap())).unwrap();
+        let eof = Rc::new(Cell::new(false));
+        let e = eof.clone();
+        // End of file stops the reading; the handle stays open.
+        null.read_start(&mut lp, move |_, _, ev| match ev {
+            ReadEvent::Eof => e.set(true),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(eof.get());
+        assert!(!null.is_active(&lp).unwrap(), "not reading any more");
+        Timer::once(&mut lp, Duration::from_millis(30), |_| {}).unwrap();
+        let before = lp.iterations();
+        lp.run(RunMode::Default).unwrap();
+        let spent = lp.iterations() - before;
+        assert!(spent < 100, "{spent} iterations to wait 30 ms: the poll did not wait");
+        null.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Found by mutation testing: `pipe2` without `O_CLOEXEC` passed every test, since
+    /// evloop's own spawns close every fd above the child's. Another spawner in the program
+    /// (std's `Command`, `system`) closes nothing: the loop's fds must not reach its children.
+    fn the_loops_fds_do_not_leak_into_children_of_other_spawners() {
+        let before = evloop_platform::fd::open_fds().unwrap();
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let ours: Vec<String> = evloop_platform::fd::open_fds()
+            .unwrap()
+            .into_iter()
+            .filter(|fd| !before.contains(fd))
+            .map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap().display().to_string())
+            .collect();
+        assert!(ours.iter().filter(|t| t.starts_with("pipe:")).count() >= 1, "the pair: {ours:?}");
+        let out = std::process::Command::new("ls")
+            .args(["-l", "/proc/self/fd/"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let theirs = String::from_utf8_lossy(&out.stdout);
+        for t in &ours {
+            assert!(!theirs.contains(&format!("-> {t}")), "{t} reached the child:\n{theirs}");
+        }
+        for p in [rx, tx] {
+            p.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+    }
+);

@@ -4699,3 +4699,68 @@ case!(
         }
     }
 );
+
+/// Env var of [`kill_after_reap_child`]: set when it runs as the init of a pid namespace.
+const PID_REUSE_ENV: &str = "EVLOOP_TEST_PID_REUSE";
+
+/// The child of [`kill_after_the_reap_never_reaches_the_process_that_took_the_pid`]: pid 1
+/// of a user and pid namespace of its own, where it can choose the next pid.
+#[test]
+#[ignore = "runs only as a child process, in a pid namespace, of the pid reuse test"]
+#[cfg(target_os = "linux")]
+fn kill_after_reap_child() {
+    if std::env::var_os(PID_REUSE_ENV).is_none() {
+        return;
+    }
+    assert_eq!(std::process::id(), 1, "the init of a new pid namespace");
+    for (name, b) in flavours() {
+        let mut lp = b.build().unwrap();
+        let reaped = Rc::new(Cell::new(false));
+        let r = reaped.clone();
+        let child =
+            Command::new("true").spawn(&mut lp, move |_, _, res| r.set(res.unwrap().success())).unwrap();
+        let pid = child.process.pid(&lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(reaped.get(), "{name}");
+        // The next process made in this namespace takes the reaped child's pid.
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).unwrap();
+        let mut stranger = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        assert_eq!(stranger.id(), pid, "{name}: the stranger has the reaped child's pid");
+        let e = child.process.kill(&mut lp, SIGKILL).unwrap_err();
+        assert_eq!(os_error_code(&e), Some(libc::ESRCH), "{name}: {e}");
+        assert!(stranger.try_wait().unwrap().is_none(), "{name}: the stranger was left alone");
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+        child.process.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+    println!("pid reuse: ok");
+}
+
+case!(
+    /// Found by mutation testing: `kill` after the reap was checked only where the pid was
+    /// still free, so a `kill` that fell through to `kill(pid)` got `ESRCH` from the kernel
+    /// and passed. Here the pid is given to another process (a pid namespace of the test's
+    /// own, `ns_last_pid`), and the `kill` must still fail with `ESRCH` and leave it alone.
+    #[cfg(target_os = "linux")]
+    fn kill_after_the_reap_never_reaches_the_process_that_took_the_pid() {
+        let out = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--pid", "--fork", "--kill-child"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "process::kill_after_reap_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(PID_REUSE_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("util-linux unshare");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("pid reuse: ok"), "{}: {text}", out.status);
+    }
+);
