@@ -4701,6 +4701,7 @@ case!(
 );
 
 /// Env var of [`kill_after_reap_child`]: set when it runs as the init of a pid namespace.
+#[cfg(target_os = "linux")]
 const PID_REUSE_ENV: &str = "EVLOOP_TEST_PID_REUSE";
 
 /// The child of [`kill_after_the_reap_never_reaches_the_process_that_took_the_pid`]: pid 1
@@ -4761,6 +4762,12 @@ case!(
             .expect("util-linux unshare");
         let text =
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if text.contains("unshare failed") {
+            // A host that refuses user namespaces (some distributions' defaults): nothing to
+            // run here. (This one allows them, and CI runs it.)
+            eprintln!("skipped: no user and pid namespace for the test: {text}");
+            return;
+        }
         assert!(out.status.success() && text.contains("pid reuse: ok"), "{}: {text}", out.status);
     }
 );
