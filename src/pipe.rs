@@ -288,6 +288,14 @@ impl Pipe {
     /// `O_RDWR`, which Linux allows for a FIFO and POSIX leaves undefined): there is then
     /// always a writer, and the reader waits for the next one's data instead of reading end
     /// of file.
+    ///
+    /// A regular file is read to its current end, which the read callback gets as end of
+    /// file, once; reading then stops. No system call waits for a file to grow, so a
+    /// follower (`tail -f`) that restarts reading at once from that callback spins a CPU.
+    /// Restart it from a [`Timer`](crate::Timer) instead (a `stat` on each tick also finds a
+    /// file rotated or truncated; what changes and changes back between two ticks goes
+    /// unseen, as with `tail -F`), or, on Linux, watch an inotify fd with an
+    /// [`FdWatch`](crate::FdWatch) and read when it says the file changed.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Pipe> {
         let raw = fd.as_raw_fd();
         let (fd, flags) = open_fd_flags(fd, HandleKind::Pipe.name())?;

@@ -164,7 +164,9 @@ impl Signal {
 
     /// Starts watching `signum`; `cb` runs on the loop thread once per delivery (see the
     /// module docs for the bound per iteration). Starting a started handle is an error; so is an out-of-range or
-    /// uncatchable signal number.
+    /// uncatchable signal number. A loop's first watcher makes its signal pipe, two fds: a
+    /// program that may use up its fds (one per file it follows, say) starts its watchers
+    /// first, or a later start fails with `EMFILE`.
     pub fn start(
         self,
         lp: &mut Loop,

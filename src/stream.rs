@@ -1298,6 +1298,11 @@ macro_rules! stream_methods {
             /// and its callback too runs after those of the writes before it: a flush
             /// barrier, for a stream that cannot be [`shutdown`](Self::shutdown) (one open
             /// for reading and writing).
+            ///
+            /// A child's stdin that the program closes when the child exits (its exit
+            /// callback often runs before the queued writes have failed with `EPIPE`) fails
+            /// them as cancelled instead: to a writer that restarts a dead reader, both mean
+            /// "the reader did not take it" ([`is_cancelled`](crate::is_cancelled)).
             #[inline]
             pub fn write(
                 self,
