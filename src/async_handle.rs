@@ -88,7 +88,9 @@ impl AsyncShared {
             ));
         }
         if !self.pending.swap(true, SeqCst) {
-            self.loop_wake.notify(self.token)?;
+            // A wake that failed leaves the handle free to be woken again (its token may then
+            // be queued twice: one callback more, which coalescing allows).
+            self.loop_wake.notify(self.token).inspect_err(|_| self.pending.store(false, SeqCst))?;
         }
         Ok(())
     }

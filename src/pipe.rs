@@ -211,9 +211,10 @@ impl Pipe {
     /// flag touches nobody else. A copy of one given to a child (through
     /// [`Pipe::fd`](Pipe::fd) and [`Stdio::Fd`](crate::Stdio::Fd)) shares that description and
     /// its `O_NONBLOCK`, and the child's reads and writes may fail with `EAGAIN`. To share a
-    /// pipe with children, give them a blocking pipe (`std::io::pipe()`) and open the
-    /// program's own copy with [`Pipe::open`](Pipe::open), which keeps their description
-    /// blocking; or let [`Stdio::Pipe`](crate::Stdio::Pipe) make the child's end.
+    /// pipe with children, give them a blocking pipe (`std::io::pipe()`) and, on Linux, open
+    /// the program's own copy with [`Pipe::open`](Pipe::open), which keeps their description
+    /// blocking (on macOS and FreeBSD it cannot: there the program reads its copy blocking,
+    /// from a thread); or let [`Stdio::Pipe`](crate::Stdio::Pipe) make the child's end.
     pub fn pair(lp: &mut Loop) -> io::Result<(Pipe, Pipe)> {
         let (r, w) = fd::pipe()?;
         fd::set_nonblocking(r.as_fd(), true)?;
@@ -351,8 +352,14 @@ impl Pipe {
                     log::warn!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
                     (fd, None)
                 }
-                Err(e) => {
+                // What the system cannot do is expected; a reopen refused (another user's
+                // FIFO or pipe, no /proc) is the program's to hear of.
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     log::debug!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
+                    (fd, None)
+                }
+                Err(e) => {
+                    log::warn!("loop {}: fd {raw} stays on its shared description: {e}", lp.id);
                     (fd, None)
                 }
             }

@@ -48,7 +48,8 @@
 //!   whole grace period: make the program their parent, with [`become_subreaper`] at start
 //!   and [`Loop::reap_adopted`].
 //! - An fd that jobs share with each other and with the program (a jobserver's pipe) must
-//!   stay blocking for them: see [`Pipe::pair`](crate::Pipe::pair).
+//!   stay blocking for them: see [`Pipe::pair`](crate::Pipe::pair) (on Linux; elsewhere the
+//!   program reads its own copy blocking, or from a thread).
 //!
 //! # How a child starts
 //!
@@ -77,7 +78,7 @@
 //! A Ctrl-Z for the caller's process group can reach a child before its exec, while it still
 //! belongs to that group: it would stop the child there, with the parent waiting for the
 //! exec. evloop's child catches the stop signals until its exec, which gives the program
-//! their default actions back; glibc's and FreeBSD's `posix_spawn` cannot, so a caller in
+//! their default actions back; glibc's `posix_spawn` cannot, so a caller in
 //! front of a terminal on its stdio, and a child joining a group or session of its own, do
 //! not go through it there (std's `Command` has that hazard). A stop signal caught once the
 //! child is in a group or session of its own (a shell's job, its terminal taken with
@@ -233,13 +234,14 @@
 //!
 //! - Linux: pidfds need 5.3 (older kernels use `SIGCHLD`), group signals by pidfd 6.9.
 //!   Where `clone` refuses `CLONE_VM` (some sandboxes and emulators), `posix_spawn` takes
-//!   over as on FreeBSD. It needs glibc 2.34 to close the parent's other fds in the child,
+//!   over. It needs glibc 2.34 to close the parent's other fds in the child,
 //!   2.29 for `current_dir` and 2.26 for `setsid`; without them (and always with musl) those
 //!   spawns take the fork path, which closes the other fds itself.
 //! - macOS: `posix_spawn` with `POSIX_SPAWN_CLOEXEC_DEFAULT`; `current_dir` together with a
 //!   relative executable path takes the fork path (a libc bug reports `ENOENT` for it).
-//! - FreeBSD: `setsid`, process groups, terminals, and callers in front of a terminal take
-//!   the fork path; before 13.1 (no `addclosefrom_np`) every spawn does.
+//! - FreeBSD: every spawn takes the fork path. Its `posix_spawn` reaps a child whose exec
+//!   failed with a `WNOHANG` wait that can come before the child is a zombie, which then
+//!   stays, with a pid nobody was told.
 //! - uid and gid always take the fork path. `posix_spawn` cannot switch ids, and a child
 //!   that switched them while sharing the parent's memory (the vfork path) would leave the
 //!   parent non-dumpable for good (the kernel marks the memory, not the task) and could be

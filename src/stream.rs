@@ -718,15 +718,24 @@ impl Loop {
         if !s.readable {
             return Err(not_readable(kind));
         }
+        // Bounded as the loop's own reads are (macOS refuses some big pipe reads).
+        let len = buf.len().min(s.read_cap);
+        let buf = &mut buf[..len];
         if buf.is_empty() {
             return Ok(0);
         }
-        match read_some(s.io.fd()?, s.dontwait, s.blocking, buf) {
+        // With no readiness event to go by, a description others share (who may have made it
+        // blocking again) is asked first too.
+        match read_some(s.io.fd()?, s.dontwait, s.blocking || s.shared, buf) {
             Ok(Some(n)) => Ok(n),
             Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) if s.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => match terminal_eio(s, e) {
                 ReadEvent::Error(e) => Err(e),
-                _ => Ok(0),
+                _ => {
+                    // As a read round's end of file does: what is queued fails now.
+                    self.stream_hung_up(id);
+                    Ok(0)
+                }
             },
             Err(e) => Err(e),
         }
@@ -1375,8 +1384,11 @@ macro_rules! stream_methods {
             }
 
             /// Reads what the stream holds now into `buf`, without waiting, and returns how
-            /// many bytes that was: `0` at end of file (or for an empty `buf`). Fails with
-            /// [`WouldBlock`](std::io::ErrorKind::WouldBlock) when nothing is there yet. For
+            /// many bytes that was: at most the [read cap](Self::read_cap), and `0` at end of
+            /// file (or for an empty `buf`). Fails with
+            /// [`WouldBlock`](std::io::ErrorKind::WouldBlock) when nothing is there yet. A
+            /// terminal that hung up gives end of file, and its queued writes fail, as they
+            /// do when a read callback hears of it. For
             /// taking a little when it is there (a jobserver's token) or draining what is
             /// left, without a read callback. While the handle is reading
             /// ([`read_start`](Self::read_start)), what this takes does not reach its

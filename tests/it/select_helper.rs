@@ -439,6 +439,7 @@ case!(
 
 /// How many times thread `tid` of this process gave up the CPU by itself (it slept: parked,
 /// or waited in `select` or on a lock).
+#[cfg(target_os = "linux")]
 fn voluntary_switches(tid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).unwrap();
@@ -452,6 +453,7 @@ case!(
     /// inside `run` (it selects on them itself), the thread must stay parked and select on
     /// nothing: a ping-pong of 1,000 bytes through one stream costs it no wakeup. (Each
     /// wakeup of the thread is a voluntary context switch; no time is measured.)
+    #[cfg(target_os = "linux")]
     fn issue_4_the_thread_stays_parked_while_the_loop_selects_its_fds() {
         const ROUNDS: usize = 1000;
         let mut lp = helper_loop();
