@@ -92,18 +92,20 @@ pub enum HandleType {
 ///     let fl = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).unwrap());
 ///     fl.contains(OFlag::O_NONBLOCK)
 /// };
-/// // A named FIFO: its description is the one it was opened with (an anonymous pipe would
-/// // get one of its own on Linux, and a socket is left blocking).
+/// // A named FIFO open for reading only: its description is the one it was opened with
+/// // (an anonymous pipe would get one of its own on Linux, and a socket is left blocking).
 /// let dir = std::env::temp_dir().join(format!("restore-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir)?;
 /// let path = dir.join("fifo");
 /// nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
-/// let writer = OwnedFd::from(std::fs::OpenOptions::new().read(true).write(true).open(&path)?);
+/// // (A writer first, so that opening the reader does not wait for one.)
+/// let _writer = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+/// let reader = OwnedFd::from(std::fs::File::open(&path)?);
 /// std::fs::remove_dir_all(&dir)?;
 /// // Another holder of the same description, as a parent shell would be.
-/// let shared = writer.try_clone()?;
+/// let shared = reader.try_clone()?;
 /// let mut lp = Loop::new()?;
-/// let pipe = Pipe::open(&mut lp, writer)?;
+/// let pipe = Pipe::open(&mut lp, reader)?;
 /// assert!(nonblocking(&shared));
 /// evloop::restore_shared_blocking()?; // what a fatal signal's handler would do
 /// assert!(!nonblocking(&shared));
