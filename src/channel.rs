@@ -4,8 +4,9 @@
 //! [`Waker`](crate::Waker); the loop delivers at most
 //! [`crate::limits::MESSAGES_PER_WAKE_MAX`] messages per wakeup, then
 //! moves on and comes back next iteration. A [`Loop::stop`] from the callback takes effect
-//! after that batch: to stop taking messages at once, close the channel (which drops those
-//! still queued) or keep a flag the callback checks.
+//! after that batch: to stop taking messages at once, [`pause`](Channel::pause) the channel
+//! (they wait, for a [`resume`](Channel::resume)) or close it (which drops those still
+//! queued).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -31,6 +32,8 @@ pub(crate) struct ChannelState {
     pub(crate) shared: Arc<AsyncShared>,
     drain: Option<DrainFn>,
     on_disconnect: Option<DisconnectFn>,
+    /// `pause`d: nothing is delivered until `resume`.
+    paused: bool,
 }
 
 impl ChannelState {
@@ -179,11 +182,11 @@ impl Channel {
                     Err(crossbeam_channel::TryRecvError::Empty) => return Drained::Empty,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => return Drained::Disconnected,
                 }
-                // The callback closed the channel: stop delivering.
-                if lp
-                    .slot(chan.0, HandleKind::Channel)
-                    .map_or(true, |s| s.flags.contains(crate::handle::Flags::CLOSING))
-                {
+                // The callback closed or paused the channel: stop delivering.
+                if lp.slot(chan.0, HandleKind::Channel).map_or(true, |s| {
+                    s.flags.contains(crate::handle::Flags::CLOSING)
+                        || matches!(&s.kind, Kind::Channel(c) if c.paused)
+                }) {
                     return Drained::Empty;
                 }
             }
@@ -194,6 +197,7 @@ impl Channel {
             shared: Arc::clone(&shared),
             drain: Some(drain),
             on_disconnect: None,
+            paused: false,
         }));
         lp.set_active(id, true);
         (Channel(id), Sender { tx: Some(tx), shared })
@@ -245,9 +249,73 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Stops delivering messages until [`resume`](Channel::resume), for a consumer that
+    /// cannot keep up (a write queue past its high-water mark, say): they wait in the
+    /// channel, and a [`bounded`](Channel::bounded) one then pushes back on its senders. In a
+    /// callback, the message it got is the last one delivered. A paused channel is not
+    /// active (as a paused stream is not): it keeps no `run` going, and its
+    /// [`on_disconnect`](Channel::on_disconnect) waits for the resume too. Pausing a paused
+    /// or closing channel does nothing.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Channel, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let sink = got.clone();
+    /// // One message at a time: each pauses the channel until the loop's owner says more.
+    /// let (chan, tx) = Channel::new(&mut lp, move |lp, chan, msg: u32| {
+    ///     sink.borrow_mut().push(msg);
+    ///     chan.pause(lp).unwrap();
+    /// });
+    /// std::thread::spawn(move || (0..3).for_each(|n| tx.send(n).unwrap())).join().unwrap();
+    /// lp.run(RunMode::Default)?; // returns once paused
+    /// assert_eq!(*got.borrow(), [0]);
+    /// chan.resume(&mut lp)?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(*got.borrow(), [0, 1]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pause(self, lp: &mut Loop) -> std::io::Result<()> {
+        let slot = lp.slot_mut(self.0, HandleKind::Channel)?;
+        if slot.flags.contains(crate::handle::Flags::CLOSING) {
+            return Ok(());
+        }
+        if let Kind::Channel(c) = &mut slot.kind {
+            c.paused = true;
+        }
+        lp.set_active(self.0, false);
+        Ok(())
+    }
+
+    /// Delivers messages again after [`pause`](Channel::pause), from the next iteration
+    /// (never inside this call): those that waited, in order, then the rest as they come.
+    /// Resuming a channel that is not paused does nothing; a closing one is an error.
+    pub fn resume(self, lp: &mut Loop) -> std::io::Result<()> {
+        let Kind::Channel(c) = &mut lp.open_slot_mut(self.0, HandleKind::Channel)?.kind else {
+            unreachable!("open_slot_mut checked the kind")
+        };
+        if !c.paused {
+            return Ok(());
+        }
+        c.paused = false;
+        // A drain pass: what came meanwhile, or the news that the senders are gone.
+        c.shared.clear_pending();
+        let _ = c.shared.wake();
+        lp.set_active(self.0, true);
+        Ok(())
+    }
+}
+
 impl Loop {
     pub(crate) fn channel_drain(&mut self, id: HandleId) {
         let Some(Kind::Channel(c)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        if c.paused {
+            // Its wake stays pending, so sends made meanwhile wake nobody; `resume` drains.
+            return;
+        }
         c.shared.clear_pending();
         let shared = Arc::clone(&c.shared);
         let Some(mut drain) = c.drain.take() else { return };

@@ -302,3 +302,76 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// `pause` and `resume` hold a channel's messages back for a consumer that cannot keep
+    /// up (a log shipper whose write queue is past its high-water mark): a paused channel
+    /// delivers nothing, even when messages sent meanwhile wake the loop, keeps no `run`
+    /// going, and after the resume delivers what waited, in order; a pause inside the
+    /// callback ends the batch there; `on_disconnect` comes after the last message, once
+    /// resumed (log-shipper trial).
+    fn issue_2_a_paused_channel_holds_its_messages_until_resumed() {
+        const BATCH: u32 = 10;
+        const ROUNDS: u32 = 50;
+        let mut lp = test_loop();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let disconnected = Rc::new(Cell::new(false));
+        let sink = got.clone();
+        let (chan, tx) = Channel::new(&mut lp, move |lp, chan, n: u32| {
+            sink.borrow_mut().push(n);
+            if sink.borrow().len() % BATCH as usize == 0 {
+                chan.pause(lp).unwrap();
+                chan.pause(lp).unwrap(); // a second pause does nothing
+            }
+        });
+        let d = disconnected.clone();
+        chan.on_disconnect(&mut lp, move |lp, chan| {
+            d.set(true);
+            chan.close(lp).unwrap();
+        })
+        .unwrap();
+        // The producer sends a batch each time it is told to, and says when it has.
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+        let producer = std::thread::spawn(move || {
+            let mut next = 0;
+            while go_rx.recv().is_ok() {
+                for _ in 0..BATCH {
+                    tx.send(next).unwrap();
+                    next += 1;
+                }
+                sent_tx.send(()).unwrap();
+            }
+        });
+        let batch = || {
+            go_tx.send(()).unwrap();
+            sent_rx.recv().unwrap();
+        };
+        batch();
+        for round in 1..=ROUNDS {
+            lp.run(RunMode::Default).unwrap();
+            let seen = got.borrow().len();
+            assert_eq!(seen, (round * BATCH) as usize, "a batch ends at the pause");
+            assert!(!chan.is_active(&lp).unwrap(), "a paused channel is not active");
+            // The next batch wakes the loop while it is paused: nothing comes of it.
+            batch();
+            lp.run(RunMode::NoWait).unwrap();
+            assert_eq!(got.borrow().len(), seen, "nothing delivered while paused");
+            chan.resume(&mut lp).unwrap();
+            chan.resume(&mut lp).unwrap(); // a second resume does nothing
+            assert_eq!(got.borrow().len(), seen, "nothing delivered inside resume");
+        }
+        drop(go_tx);
+        producer.join().unwrap();
+        // The last batch, then (resumed once more) the senders' end.
+        lp.run(RunMode::Default).unwrap();
+        assert!(!disconnected.get(), "on_disconnect waits for the resume");
+        chan.resume(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(disconnected.get());
+        assert_eq!(*got.borrow(), (0..(ROUNDS + 1) * BATCH).collect::<Vec<_>>());
+        // Closed by its on_disconnect, and released.
+        assert_eq!(chan.pause(&mut lp).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert!(lp.handles().is_empty());
+    }
+);
