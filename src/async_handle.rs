@@ -95,6 +95,12 @@ impl AsyncShared {
         Ok(())
     }
 
+    /// Marks the handle pending without waking the loop, so that wakes from now on do not
+    /// either; returns whether it was not pending (no wake of it is on its way).
+    pub(crate) fn hold(&self) -> bool {
+        !self.pending.swap(true, SeqCst)
+    }
+
     /// Called by the loop before it runs the callback: wakes from now on queue a new round.
     pub(crate) fn clear_pending(&self) {
         self.pending.store(false, SeqCst);

@@ -34,6 +34,9 @@ pub(crate) struct ChannelState {
     on_disconnect: Option<DisconnectFn>,
     /// `pause`d: nothing is delivered until `resume`.
     paused: bool,
+    /// While paused, `pending` is held set (sends wake nobody) with no wake of the channel's
+    /// on its way: `resume` must clear it and wake.
+    swallowed: bool,
 }
 
 impl ChannelState {
@@ -51,8 +54,8 @@ typed_handle!(
     /// every message sent through the matching [`Sender`] while the channel is open. Closing
     /// it drops the messages still queued, and sends fail from then on.
     ///
-    /// The channel is active while any `Sender` is alive, messages are queued or an
-    /// `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
+    /// The channel is active while it is not [paused](Channel::pause) and any `Sender` is
+    /// alive, messages are queued or an `on_disconnect` callback waits, so a loop whose only handle is a channel runs until
     /// every sender is dropped and the queue is drained. Unreferenced
     /// ([`set_ref(false)`](Channel::set_ref)), it keeps nothing going, queued messages
     /// included: `run(Default)` may return with some undelivered. A later run delivers them
@@ -198,6 +201,7 @@ impl Channel {
             drain: Some(drain),
             on_disconnect: None,
             paused: false,
+            swallowed: false,
         }));
         lp.set_active(id, true);
         (Channel(id), Sender { tx: Some(tx), shared })
@@ -210,7 +214,8 @@ impl Channel {
     /// close what belongs with the producers (a progress timer, say). A second call replaces
     /// the callback; closing the channel first means it never runs. When the senders are
     /// already gone, `cb` runs in the next iteration, never inside this call (given the loop
-    /// iterates: an unref'd channel alone does not keep `run` going).
+    /// iterates: an unref'd channel alone does not keep `run` going). While the channel is
+    /// paused, it waits for the [`resume`](Channel::resume).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};
@@ -241,6 +246,10 @@ impl Channel {
             unreachable!("open_slot_mut checked the kind")
         };
         c.on_disconnect = Some(Box::new(cb));
+        if c.paused {
+            // `resume` makes the drain pass, and the channel active again.
+            return Ok(());
+        }
         // A drain pass finds out whether the senders are already gone; until it has run, the
         // callback is work to do, so the channel is active (it may have stopped being).
         let _ = c.shared.wake();
@@ -253,8 +262,9 @@ impl Channel {
     /// Stops delivering messages until [`resume`](Channel::resume), for a consumer that
     /// cannot keep up (a write queue past its high-water mark, say): they wait in the
     /// channel, and a [`bounded`](Channel::bounded) one then pushes back on its senders. In a
-    /// callback, the message it got is the last one delivered. A paused channel is not
-    /// active (as a paused stream is not): it keeps no `run` going, and its
+    /// callback, the message it got is the last one delivered (unless the callback resumes
+    /// too: the two cancel out, and the batch goes on). A paused channel is not active (as a
+    /// paused stream is not): it keeps no `run` going, delivers nothing on any pass, and its
     /// [`on_disconnect`](Channel::on_disconnect) waits for the resume too. Pausing a paused
     /// or closing channel does nothing.
     ///
@@ -284,15 +294,24 @@ impl Channel {
             return Ok(());
         }
         if let Kind::Channel(c) = &mut slot.kind {
-            c.paused = true;
+            if !c.paused {
+                c.paused = true;
+                // Sends made meanwhile then wake nobody (a wake already on its way finds the
+                // channel paused, and leaves this to `resume` too).
+                if c.shared.hold() {
+                    c.swallowed = true;
+                }
+            }
         }
         lp.set_active(self.0, false);
         Ok(())
     }
 
-    /// Delivers messages again after [`pause`](Channel::pause), from the next iteration
-    /// (never inside this call): those that waited, in order, then the rest as they come.
-    /// Resuming a channel that is not paused does nothing; a closing one is an error.
+    /// Delivers messages again after [`pause`](Channel::pause), never inside this call: those
+    /// that waited, in order, then the rest as they come, at most
+    /// [`MESSAGES_PER_WAKE_MAX`](crate::limits::MESSAGES_PER_WAKE_MAX) an iteration as always.
+    /// Resuming a channel that is not paused does nothing (unlike a stream's `read_resume`:
+    /// only this pair pauses a channel); a closing one is an error.
     pub fn resume(self, lp: &mut Loop) -> std::io::Result<()> {
         let Kind::Channel(c) = &mut lp.open_slot_mut(self.0, HandleKind::Channel)?.kind else {
             unreachable!("open_slot_mut checked the kind")
@@ -301,8 +320,11 @@ impl Channel {
             return Ok(());
         }
         c.paused = false;
-        // A drain pass: what came meanwhile, or the news that the senders are gone.
-        c.shared.clear_pending();
+        // A drain pass: what came meanwhile, or the news that the senders are gone. Only a
+        // token a paused drain swallowed needs re-queueing; one still queued will drain.
+        if std::mem::take(&mut c.swallowed) {
+            c.shared.clear_pending();
+        }
         let _ = c.shared.wake();
         lp.set_active(self.0, true);
         Ok(())
@@ -314,6 +336,7 @@ impl Loop {
         let Some(Kind::Channel(c)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
         if c.paused {
             // Its wake stays pending, so sends made meanwhile wake nobody; `resume` drains.
+            c.swallowed = true;
             return;
         }
         c.shared.clear_pending();

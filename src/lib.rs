@@ -63,7 +63,7 @@
 //!
 //! | situation | kind |
 //! |---|---|
-//! | the handle is closing (`close` was called; its close callback has not run) | `NotConnected`; stopping it (`stop`, `read_stop`, `read_pause`, `resize_stop`, `unwatch_stops`, `set_ref`) succeeds and does nothing; what only reports its state (`is_active`, `is_closing`, `read_cap`, `write_queue_size`, `has_ref`) still answers |
+//! | the handle is closing (`close` was called; its close callback has not run) | `NotConnected`; stopping it (`stop`, `read_stop`, `read_pause`, a channel's `pause`, `resize_stop`, `unwatch_stops`, `set_ref`) succeeds and does nothing; what only reports its state (`is_active`, `is_closing`, `read_cap`, `write_queue_size`, `has_ref`) still answers |
 //! | the id is stale (the handle is gone) | `NotFound` |
 //! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |

@@ -375,3 +375,80 @@ case!(
         assert!(lp.handles().is_empty());
     }
 );
+
+case!(
+    /// Review of `Channel::pause`: an `on_disconnect` set while paused made the channel
+    /// active again, and with nothing to drain it (paused) `run(Default)` never returned.
+    /// (An unreferenced timer stops the loop if something else keeps it going.)
+    fn issue_2_on_disconnect_set_while_paused_keeps_the_channel_inactive() {
+        let mut lp = test_loop();
+        let (chan, tx) = Channel::new(&mut lp, move |_, _, _: u32| {});
+        chan.pause(&mut lp).unwrap();
+        let disconnected = Rc::new(Cell::new(false));
+        let d = disconnected.clone();
+        chan.on_disconnect(&mut lp, move |lp, chan| {
+            d.set(true);
+            chan.close(lp).unwrap();
+        })
+        .unwrap();
+        assert!(!chan.is_active(&lp).unwrap());
+        drop(tx);
+        let kept = Rc::new(Cell::new(false));
+        let k = kept.clone();
+        let t = evloop::Timer::once(&mut lp, std::time::Duration::from_millis(300), move |lp| {
+            k.set(true);
+            lp.stop();
+        })
+        .unwrap();
+        t.set_ref(&mut lp, false).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(!kept.get(), "a paused channel kept run(Default) going");
+        assert!(!disconnected.get(), "on_disconnect waits for the resume");
+        chan.resume(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(disconnected.get());
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty());
+    }
+);
+
+case!(
+    /// Review of `Channel::pause`: a resume while the channel's wake was still queued queued
+    /// a second one, and every iteration then delivered twice `MESSAGES_PER_WAKE_MAX` (more
+    /// with each pause and resume) for as long as a backlog lasted. Each pass keeps to the
+    /// bound, however the pauses and resumes fall.
+    fn issue_2_a_resumed_channel_keeps_to_the_bound_per_wakeup() {
+        const MAX: usize = evloop::limits::MESSAGES_PER_WAKE_MAX;
+        let mut lp = test_loop();
+        let got = Rc::new(Cell::new(0usize));
+        let g = got.clone();
+        let (chan, tx) = Channel::new(&mut lp, move |_, _, _: u32| g.set(g.get() + 1));
+        let total = 5 * MAX as u32;
+        // A send queues the channel's wake; pauses and resumes follow before the loop runs.
+        tx.send(0).unwrap();
+        for _ in 0..4 {
+            chan.pause(&mut lp).unwrap();
+            chan.resume(&mut lp).unwrap();
+        }
+        // Paused with nothing pending, then a backlog, then the resume.
+        let sender = std::thread::spawn(move || {
+            (1..total).for_each(|n| tx.send(n).unwrap());
+        });
+        sender.join().unwrap();
+        let mut passes = Vec::new();
+        while got.get() < total as usize {
+            let before = got.get();
+            lp.run(RunMode::NoWait).unwrap();
+            passes.push(got.get() - before);
+            if passes.len() == 2 {
+                chan.pause(&mut lp).unwrap();
+                chan.resume(&mut lp).unwrap();
+            }
+        }
+        assert!(passes.iter().all(|&n| n <= MAX), "{passes:?}");
+        assert_eq!(passes.iter().sum::<usize>(), total as usize);
+        chan.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
