@@ -309,7 +309,7 @@ impl Channel {
 
     /// Delivers messages again after [`pause`](Channel::pause), never inside this call: those
     /// that waited, in order, then the rest as they come, at most
-    /// [`MESSAGES_PER_WAKE_MAX`](crate::limits::MESSAGES_PER_WAKE_MAX) an iteration as always.
+    /// [`MESSAGES_PER_WAKE_MAX`] an iteration as always.
     /// Resuming a channel that is not paused does nothing (unlike a stream's `read_resume`:
     /// only this pair pauses a channel); a closing one is an error.
     pub fn resume(self, lp: &mut Loop) -> std::io::Result<()> {
