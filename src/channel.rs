@@ -320,8 +320,9 @@ impl Channel {
             return Ok(());
         }
         c.paused = false;
-        // A drain pass: what came meanwhile, or the news that the senders are gone. Only a
-        // token a paused drain swallowed needs re-queueing; one still queued will drain.
+        // A drain pass: what came meanwhile, or the news that the senders are gone. A wake is
+        // queued only where none is on its way (a paused drain used it up, or the pause held
+        // the flag with none queued); one still queued drains as it is.
         if std::mem::take(&mut c.swallowed) {
             c.shared.clear_pending();
         }
