@@ -1153,18 +1153,19 @@ impl Loop {
 }
 
 /// One read from a stream's fd that cannot block: `recv` with `MSG_DONTWAIT` for a socket
-/// that stays blocking; for another blocking fd, only once `poll` says it is readable (one
-/// read then returns what is there). `Ok(None)`: nothing to read now.
+/// that stays blocking; with `poll_first` (a blocking fd, or one whose description others
+/// may make blocking), only once `poll` says it is readable (one read then returns what is
+/// there). `Ok(None)`: nothing to read now.
 #[inline(always)]
 fn read_some(
     fd: std::os::fd::BorrowedFd<'_>,
     dontwait: bool,
-    blocking: bool,
+    poll_first: bool,
     buf: &mut [u8],
 ) -> io::Result<Option<usize>> {
     if dontwait {
         fd::recv_dontwait(fd, buf)
-    } else if blocking && !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) {
+    } else if poll_first && !fd::poll_readable(fd, Some(Duration::ZERO)).unwrap_or(true) {
         Ok(None)
     } else {
         fd::read_nonblocking(fd, buf)
