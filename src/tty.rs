@@ -924,14 +924,20 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
     termios::set_restore_bytes(bytes);
 }
 
-/// Restores the terminal ([`reset_mode`]) when the program panics or is killed by `SIGINT`,
-/// `SIGTERM`, `SIGHUP` or `SIGQUIT`: the one line to call at the start of `main` in a
-/// program that uses raw mode, or that opens its inherited stdio as handles. Calling it
-/// again does nothing.
+/// Restores the terminal ([`reset_mode`]) when the program panics or is ended by a signal:
+/// the one line to call at the start of `main` in a program that uses raw mode, or that
+/// opens its inherited stdio as handles. Calling it again does nothing.
+///
+/// The signals are every one that ends a process by default and is not raised by a fault:
+/// `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGABRT` (`abort`, a panic that aborts),
+/// `SIGALRM`, `SIGUSR1`, `SIGUSR2`, `SIGPIPE` (where its default was put back), `SIGVTALRM`,
+/// `SIGPROF`, `SIGXCPU` and `SIGXFSZ`. `SIGKILL` cannot be caught; `SIGSEGV`, `SIGBUS`,
+/// `SIGILL` and `SIGFPE` come from a fault, in a state no handler should trust.
 ///
 /// Each resets only while the process's group is the terminal's foreground group (or the
-/// terminal has none, or the group in front has no member left): from the background, as a shell is while a job has the terminal, the
-/// settings are the job's to keep, and writing them could stop the process with `SIGTTOU`.
+/// terminal has none, or the group in front has no member left): from the background, as a
+/// shell is while a job has the terminal, the settings are the job's to keep, and writing
+/// them could stop the process with `SIGTTOU`.
 ///
 /// What is restored is the terminal's settings, after the bytes of
 /// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).

@@ -928,9 +928,28 @@ fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<()
     }
 }
 
-/// The signals [`install_reset_handlers`] covers: those whose default action ends the
-/// process (`SIGQUIT` with a core dump).
-pub const RESET_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+/// The signals [`install_reset_handlers`] covers: every signal whose default action ends
+/// the process (some with a core dump) on Linux, macOS and FreeBSD alike, and that is sent
+/// rather than caused by the faulting instruction. Left out: `SIGKILL` (nothing can catch
+/// it); `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP` and `SIGSYS`, which a fault raises
+/// in a state no handler should trust (Rust's runtime has its own for the first two); the
+/// signals that only some of the systems have or end a process with (`SIGPWR`, `SIGIO`); and
+/// the real-time ones, which belong to whichever library uses them.
+pub const RESET_SIGNALS: [i32; 13] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGABRT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+];
 
 /// The handler behind [`install_reset_handlers`]. `SA_RESETHAND` has put `SIG_DFL` back
 /// before it runs, and the signal is blocked while it runs: raised again, it is delivered

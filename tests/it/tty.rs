@@ -1292,6 +1292,18 @@ case!(
     }
 );
 
+/// Runs the ignored test `name` of this binary as a child process, with `env` set and
+/// `stdin` as its stdin, and waits for it.
+fn run_child_test(name: &str, env: (&str, &str), stdin: &OwnedFd) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(env.0, env.1)
+        .stdin(stdin.try_clone().unwrap())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap()
+}
+
 const HOOK_FLAGS_ENV: &str = "EVLOOP_TEST_HOOK_FLAGS";
 
 /// Not a test: the child process of
@@ -1330,16 +1342,83 @@ case!(
     fn issue_5_a_restore_hook_put_back_without_its_one_shot_flag_still_ends_the_process() {
         let p = pty();
         let before = attrs(p.probe.as_fd());
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["tty::hook_flags_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(HOOK_FLAGS_ENV, "1")
-            .stdin(p.slave.try_clone().unwrap())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
+        let out = run_child_test("tty::hook_flags_child", (HOOK_FLAGS_ENV, "1"), &p.slave);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.signal(), Some(libc::SIGINT), "{}: {text}", out.status);
         assert_same_termios(&attrs(p.probe.as_fd()), &before, "restored by the hook");
+    }
+);
+
+const RESET_SIGNAL_ENV: &str = "EVLOOP_TEST_RESET_SIGNAL";
+
+/// Not a test: the child process of
+/// `issue_5_the_restore_hooks_cover_every_signal_that_ends_the_process`. Puts its stdin (a pty
+/// slave) in raw mode under the restore hooks, then gets the signal that the environment
+/// names: `SIGPIPE` from a write to a pipe with no reader (its default put back first, as a
+/// command-line tool that wants to end quietly in a closed pipeline does), `SIGABRT` from
+/// `abort`, the others raised.
+#[test]
+#[ignore = "runs only as a child process of the reset-signal test"]
+fn reset_signal_child() {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::signal::{SigHandler, Signal as NixSignal, signal};
+    let Some(signo) = std::env::var(RESET_SIGNAL_ENV).ok().and_then(|s| s.parse::<i32>().ok()) else {
+        return;
+    };
+    // SIGABRT, SIGQUIT, SIGXCPU and SIGXFSZ dump core by default: not here.
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).unwrap();
+    if signo == libc::SIGPIPE {
+        // SAFETY: SIG_DFL is no handler; nothing else in this process changes SIGPIPE.
+        unsafe { signal(NixSignal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
+    }
+    evloop::tty::install_restore_hooks().unwrap();
+    let mut lp = test_loop();
+    let tty = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    match signo {
+        libc::SIGPIPE => {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            drop(r);
+            let _ = nix::unistd::write(&w, b"x");
+        }
+        libc::SIGABRT => std::process::abort(),
+        _ => evloop::signal::raise(signo).unwrap(),
+    }
+    println!("survived signal {signo}");
+    std::process::exit(0);
+}
+
+case!(
+    secs = 30,
+    /// The restore hooks put the terminal back before any signal that ends the process by
+    /// default and that can be caught, and the process still ends by it: they covered only
+    /// `SIGHUP`, `SIGINT`, `SIGQUIT` and `SIGTERM`, and a program that `abort`ed, or that a
+    /// `SIGUSR1` or `SIGALRM` ended, left its terminal raw (docs audit: the README said only
+    /// `SIGKILL` could).
+    fn issue_5_the_restore_hooks_cover_every_signal_that_ends_the_process() {
+        let signals = [
+            libc::SIGQUIT,
+            libc::SIGABRT,
+            libc::SIGALRM,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGPIPE,
+            libc::SIGVTALRM,
+            libc::SIGPROF,
+            libc::SIGXCPU,
+            libc::SIGXFSZ,
+        ];
+        for signo in signals {
+            let p = pty();
+            let before = attrs(p.probe.as_fd());
+            let out =
+                run_child_test("tty::reset_signal_child", (RESET_SIGNAL_ENV, &signo.to_string()), &p.slave);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.signal(), Some(signo), "{}: {text}", out.status);
+            assert!(!out.status.core_dumped(), "signal {signo}: no core with RLIMIT_CORE 0");
+            let what = format!("signal {signo}: restored by the hook");
+            assert_same_termios(&attrs(p.probe.as_fd()), &before, &what);
+        }
     }
 );
 
