@@ -176,6 +176,11 @@ impl AnyStream {
         forward!(self, h => h.try_write(lp, data))
     }
 
+    /// As [`Pipe::try_read`].
+    pub fn try_read(self, lp: &mut Loop, buf: &mut [u8]) -> io::Result<usize> {
+        forward!(self, h => h.try_read(lp, buf))
+    }
+
     /// As [`Pipe::shutdown`].
     pub fn shutdown(
         self,
@@ -223,6 +228,11 @@ impl AnyStream {
     /// As [`Pipe::set_ref`].
     pub fn set_ref(self, lp: &mut Loop, referenced: bool) -> io::Result<()> {
         forward!(self, h => h.set_ref(lp, referenced))
+    }
+
+    /// As [`Pipe::has_ref`].
+    pub fn has_ref(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.has_ref(lp))
     }
 
     /// As [`Pipe::is_active`].

@@ -563,8 +563,11 @@ impl Loop {
         kind: HandleKind,
         referenced: bool,
     ) -> io::Result<()> {
-        self.slot_mut(id, kind)?;
-        self.set_flags(id, Flags::REF, if referenced { Flags::REF } else { Flags::empty() });
+        // A closing handle's ref has done its part: the close decided what its child keeps
+        // alive. Changed now, `has_ref` would say what the loop no longer does.
+        if !self.slot_mut(id, kind)?.flags.contains(Flags::CLOSING) {
+            self.set_flags(id, Flags::REF, if referenced { Flags::REF } else { Flags::empty() });
+        }
         Ok(())
     }
 
@@ -582,9 +585,13 @@ impl Loop {
     /// assert_eq!(list.len(), 1);
     /// assert_eq!(list[0].kind, HandleKind::Timer);
     /// assert!(!list[0].active);
-    /// // Winding down: close everything not closing already.
+    /// // Winding down: close everything not closing already. A close may close others with
+    /// // it (the stages of a captured pipeline): those are closing by their turn.
     /// for h in lp.handles().into_iter().filter(|h| !h.closing) {
-    ///     lp.close(h.id)?;
+    ///     match lp.close(h.id) {
+    ///         Err(e) if e.kind() != std::io::ErrorKind::NotConnected => return Err(e),
+    ///         _ => {}
+    ///     }
     /// }
     /// assert!(!lp.run(RunMode::Default)?);
     /// # Ok::<(), std::io::Error>(())
@@ -716,7 +723,10 @@ impl Loop {
     /// with a poisoned loop is to drop it, which releases everything it owns, as always:
     /// every fd, the select helper thread, and its children (reaped, killed with
     /// `kill_on_drop`, or handed to the orphan list). A program that wants to survive a
-    /// panicking callback catches the panic inside the callback.
+    /// panicking callback catches the panic inside the callback; [`is_poisoned`](Self::is_poisoned)
+    /// says whether one got out. A `run` made while the thread already unwinds from a panic
+    /// elsewhere (a guard's `Drop` that flushes output through the loop) is not poisoned by
+    /// that panic.
     pub fn run(&mut self, mode: RunMode) -> io::Result<bool> {
         if self.poisoned {
             return Err(io::Error::other(
@@ -730,12 +740,12 @@ impl Loop {
             ));
         }
         self.running = true;
-        let guard = RunGuard(self);
+        let guard = RunGuard { lp: self, unwinding_before: std::thread::panicking() };
         // One copy of the loop per mode: the mode's tests fold away.
         let res = match mode {
-            RunMode::Default => guard.0.run_inner::<MODE_DEFAULT>(),
-            RunMode::Once => guard.0.run_inner::<MODE_ONCE>(),
-            RunMode::NoWait => guard.0.run_inner::<MODE_NOWAIT>(),
+            RunMode::Default => guard.lp.run_inner::<MODE_DEFAULT>(),
+            RunMode::Once => guard.lp.run_inner::<MODE_ONCE>(),
+            RunMode::NoWait => guard.lp.run_inner::<MODE_NOWAIT>(),
         };
         drop(guard);
         res
@@ -827,8 +837,32 @@ impl Loop {
     /// Makes [`run`](Self::run) return after the current iteration (without waiting for I/O
     /// in it). Called outside `run`, it makes the next `run` return at once, without an
     /// iteration (as libuv's `uv_stop` does); either way the request is then used up.
+    ///
+    /// The rest of the iteration still runs, as in libuv: the other callbacks of the phase
+    /// that called `stop` (timers due at the same time, events of the same poll), then the
+    /// check and close phases. A program that must not run script code after its `exit`
+    /// keeps a flag of its own that its callbacks look at.
     pub fn stop(&mut self) {
         self.stop_flag = true;
+    }
+
+    /// Whether a panic got out of a callback during an earlier [`run`](Self::run), so that
+    /// `run` now refuses to go on: the loop is only good for dropping.
+    ///
+    /// ```
+    /// use evloop::{Loop, RunMode, Timer};
+    /// use std::time::Duration;
+    ///
+    /// let mut lp = Loop::new()?;
+    /// Timer::once(&mut lp, Duration::ZERO, |_| panic!("a callback panics"))?;
+    /// let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(RunMode::Default)));
+    /// assert!(caught.is_err());
+    /// assert!(lp.is_poisoned());
+    /// assert!(lp.run(RunMode::Default).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Whether the loop has active, referenced handles (or streams with writes queued),
@@ -1209,22 +1243,29 @@ pub(crate) fn closing_error(kind: HandleKind) -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, format!("the {} is closing", kind.name()))
 }
 
-struct RunGuard<'a>(&'a mut Loop);
+/// Ends a `run`, however it ends.
+struct RunGuard<'a> {
+    lp: &'a mut Loop,
+    /// Whether the thread was already unwinding when the run began (a run from a `Drop`
+    /// during a panic elsewhere): only a panic that began inside the run poisons the loop.
+    unwinding_before: bool,
+}
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        self.0.running = false;
+        let lp = &mut *self.lp;
+        lp.running = false;
         // A stop request is used up by the run it ended (or by one that failed).
-        self.0.stop_flag = false;
+        lp.stop_flag = false;
         // The caller may take any time before the next run: the next `now` reads the clock.
-        self.0.time_stale.set(true);
+        lp.time_stale.set(true);
         // However `run` ends, the helper thread gets its fds back: an embedder may wait on
         // the backend fd before the next `run`, and only the thread can wake it for them.
-        if self.0.select_helper.is_some() {
-            self.0.select_helper_hand_back();
+        if lp.select_helper.is_some() {
+            lp.select_helper_hand_back();
         }
-        if std::thread::panicking() {
-            self.0.poisoned = true;
+        if !self.unwinding_before && std::thread::panicking() {
+            lp.poisoned = true;
         }
     }
 }

@@ -221,6 +221,10 @@ macro_rules! typed_handle {
             /// `uv_unref`). Handles start referenced. A stream with writes queued (or a
             /// shutdown waiting) keeps it running until they are done, even unreferenced, as
             /// libuv's write requests do: nothing queued is lost to a loop that ends.
+            ///
+            /// On a closing handle it does nothing (a closed [`Process`](crate::Process)'s
+            /// child keeps the loop running or not as its handle's ref said at the close:
+            /// unreference it first).
             pub fn set_ref(self, lp: &mut $crate::Loop, referenced: bool) -> std::io::Result<()> {
                 lp.set_handle_ref(self.0, $kind, referenced)
             }

@@ -395,11 +395,40 @@ case!(
         t.start(&mut lp, Duration::ZERO, Duration::ZERO, |_, _| panic!("boom")).unwrap();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(RunMode::Default)));
         assert!(r.is_err(), "the panic propagates out of run");
+        assert!(lp.is_poisoned());
         let e = lp.run(RunMode::NoWait).unwrap_err();
         assert!(e.to_string().contains("poisoned"), "{e}");
         let _ = child;
         // Dropping releases everything: the harness checks that no fd and no child is left.
         drop(lp);
+    }
+);
+
+case!(
+    /// A `run` from a `Drop` while another panic unwinds (a host's guard that flushes its
+    /// output on the way out) runs as any other and leaves the loop usable: the guard's second
+    /// run was refused as poisoned, though no callback had panicked (runtime-host trial).
+    fn issue_7_a_run_while_another_panic_unwinds_does_not_poison_the_loop() {
+        struct FlushOnDrop(Option<evloop::Loop>, Rc<Cell<u32>>);
+        impl Drop for FlushOnDrop {
+            fn drop(&mut self) {
+                let mut lp = self.0.take().unwrap();
+                for _ in 0..2 {
+                    let fired = self.1.clone();
+                    Timer::once(&mut lp, Duration::ZERO, move |_| fired.set(fired.get() + 1)).unwrap();
+                    assert!(!lp.run(RunMode::Default).unwrap(), "the timer ran, nothing is left");
+                }
+                assert!(!lp.is_poisoned());
+            }
+        }
+        let fired = Rc::new(Cell::new(0));
+        let guard = FlushOnDrop(Some(test_loop()), fired.clone());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("the host fails (on purpose)");
+        }));
+        assert!(r.is_err());
+        assert_eq!(fired.get(), 2, "both runs ran their timer");
     }
 );
 

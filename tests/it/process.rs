@@ -1112,6 +1112,13 @@ case!(
                 cmd.spawn(&mut lp, |_, _, _| panic!("a closed handle's callback never runs")).unwrap();
             let pid = child.process.pid(&lp).unwrap();
             child.process.close(&mut lp).unwrap();
+            // Unreferencing a closing handle changes nothing, and its ref says so: the close
+            // decided (the ref changed, while the loop still waited for the child: runtime-host
+            // trial).
+            child.process.set_ref(&mut lp, false).unwrap();
+            assert!(child.process.has_ref(&lp).unwrap(), "{name}");
+            lp.run(RunMode::NoWait).unwrap();
+            assert!(lp.is_alive(), "{name}: the background child keeps the loop going");
             // Let the child go once the handle is closed.
             let stdin = child.stdin.unwrap();
             stdin.close(&mut lp).unwrap();

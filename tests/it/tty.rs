@@ -2095,6 +2095,17 @@ case!(
             lp.run(RunMode::Once).unwrap();
         }
         assert_eq!(&got.borrow()[..], b"typed\n");
+        // A read of what is there now, and the ref, through the same methods.
+        let mut buf = [0u8; 16];
+        assert_eq!(term.try_read(&mut lp, &mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        write_master(p.master.as_fd(), b"more\n");
+        assert!(evloop_platform::fd::poll_readable(p.probe.as_fd(), Some(Duration::from_secs(10))).unwrap());
+        let n = term.try_read(&mut lp, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"more\n");
+        assert!(term.has_ref(&lp).unwrap());
+        term.set_ref(&mut lp, false).unwrap();
+        assert!(!term.has_ref(&lp).unwrap());
+        term.set_ref(&mut lp, true).unwrap();
         // Its output reaches the master (after the echo of the input).
         term.write(&mut lp, b"shown", |_, r| r.unwrap()).unwrap();
         lp.run(RunMode::NoWait).unwrap();
