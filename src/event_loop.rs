@@ -6,7 +6,9 @@
 //! 2. **pending**: write and shutdown completions, and other deferred callbacks.
 //! 3. **idle**, then **prepare** handles.
 //! 4. **poll**: interest changes are flushed, then the loop waits for I/O (not at all when
-//!    something is already runnable) and runs I/O callbacks.
+//!    something is already runnable) and runs I/O callbacks; then the pending phase again,
+//!    a bounded number of rounds (`PENDING_ROUNDS_AFTER_POLL_MAX`), so that the completions
+//!    of this poll's writes run in this iteration, as in libuv 1.45.
 //! 5. **check** handles.
 //! 6. **close**: callbacks of handles closed since the last close phase.
 //!
@@ -102,7 +104,7 @@ impl LoopBuilder {
     }
 
     /// Spawns children with `posix_spawn` wherever it can express the request, as on macOS
-    /// and FreeBSD, instead of Linux's own vfork path (see
+    /// (FreeBSD always forks), instead of Linux's own vfork path (see
     /// [how a child starts](crate::process#how-a-child-starts)). For tests of that path;
     /// elsewhere it changes nothing.
     pub fn force_posix_spawn(mut self, on: bool) -> LoopBuilder {
@@ -424,11 +426,13 @@ impl Loop {
     /// The loop's time in milliseconds, from an arbitrary start (the loop's creation).
     ///
     /// Inside [`run`](Self::run) the value is cached: it is read from the monotonic clock
-    /// once per iteration, when first needed, and by [`update_time`](Self::update_time), so
-    /// inside a callback the time is the iteration's, as in libuv: callbacks that run long
-    /// should call `update_time` before they start timers. Outside `run` (after the loop was
-    /// created, or after a run returned) every use reads the clock, so each timer started
-    /// there counts from the moment it starts.
+    /// when first needed in each iteration, again after the poll (whose wait may have been
+    /// long: the callbacks after it see a fresh reading), when the poll's timeout is counted
+    /// to the next timer, and by [`update_time`](Self::update_time). So inside a callback the
+    /// time may be a while old, as in libuv: callbacks that run long should call
+    /// `update_time` before they start timers. Outside `run` (after the loop was created, or
+    /// after a run returned) every use reads the clock, so each timer started there counts
+    /// from the moment it starts.
     pub fn now(&self) -> u64 {
         if self.time_stale.get() || !self.running {
             self.refresh_time();

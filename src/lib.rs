@@ -33,6 +33,7 @@
 //! | [`Pipe`] | a stream over an fd: bounded reads, a write queue | `uv_pipe_t` |
 //! | [`Tty`] | a terminal stream: modes, window size, resize, restore | `uv_tty_t` |
 //! | [`AnyStream`] | a `Pipe` or a `Tty`: stdin or stdout, whichever it is | `uv_stream_t` |
+//! | [`FdWatch`] | readiness callbacks for an fd the program reads and writes itself | `uv_poll_t` |
 //! | [`Process`] (from [`Command`], [`Pipeline`]) | a child process, reaped by the loop | `uv_process_t` |
 //!
 //! Every handle is a small `Copy` id. Operations take the loop (`&mut Loop`) and return
@@ -68,6 +69,7 @@
 //! | the id belongs to another loop, or the call does not fit the handle (reading a write-only pipe, a read cap out of range) | `InvalidInput` |
 //! | writing to a stream that cannot be written (shut down, or open for reading only) | `BrokenPipe`, as the OS says for a write nobody can read |
 //! | starting what is already started (a second `read_start`, a second `shutdown`) | `AlreadyExists` |
+//! | what the fd cannot do (`shutdown` of a pipe or terminal open for reading and writing, which only a socket can close the write side of) | `Unsupported` |
 //! | resuming a stream with nothing paused (`read_resume`) | `NotConnected` |
 //! | a write or shutdown still queued when its stream closed | `Uncategorized` (`ECANCELED`): see [`is_cancelled`]; its callback runs in the close phase, just before the close callback, with the handle released already (its id is stale there) |
 //! | [`Loop::run`] called from inside one of the same loop's callbacks | `ResourceBusy` (nothing ran: the loop is running already) |
@@ -77,8 +79,9 @@
 //! Rust programs start with `SIGPIPE` ignored, so a write to a pipe whose reader is gone
 //! fails with `EPIPE`, which reaches the write's callback. A program that restores the
 //! default action (some do, to die quietly in `cmd | head`) must ignore `SIGPIPE` again
-//! before it writes to pipes through evloop, or it is killed instead. Children always start
-//! with default dispositions.
+//! before it writes to pipes through evloop, or it is killed instead. Children start with
+//! default dispositions, `SIGPIPE`'s included, but for the signals their
+//! [`Command::ignore_signal`] names.
 //!
 //! # Guides
 //!

@@ -47,7 +47,8 @@ pub const MESSAGES_PER_WAKE_MAX: usize = 1024;
 /// into the last call. The loop's own `SIGCHLD` watcher runs once per iteration.
 pub const SIGNAL_CALLS_PER_ITERATION_MAX: u32 = 64;
 
-/// Stale timer-heap entries tolerated (beyond the live ones) before the heap is compacted.
+/// Stale timer entries (of stopped or moved timers) tolerated in the per-millisecond buckets,
+/// beyond the live ones, before the buckets are compacted.
 pub const TIMER_STALE_ENTRIES_MAX: usize = 1024;
 
 /// Handle slots below which a loop does not bother giving storage back: past a burst (a

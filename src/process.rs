@@ -36,7 +36,8 @@
 //!
 //! # Running many jobs (build tools, test runners, supervisors)
 //!
-//! - [`Command::output`] and [`Command::stream_output`] (lines as they come) join a job's
+//! - [`Command::output`] and [`Command::stream_output`] (its output as it comes, in the
+//!   pieces the reads give; [`Lines`](crate::Lines) cuts them into lines) join a job's
 //!   exit and the end of both its output streams, which a hand-written `spawn` must do
 //!   itself. [`Command::wait_delay`] bounds the wait for a grandchild that keeps a pipe open
 //!   after the job exited, and [`Command::output_limit`] the memory a job's output takes.
@@ -1339,6 +1340,13 @@ impl Command {
     /// ends. Closing a pipe drops what it holds unread: such a timer should leave a pipe the
     /// program paused ([`read_pause`](Pipe::read_pause)) alone until it resumes, as
     /// `wait_delay` does.
+    ///
+    /// A long-running child the program talks to over its stdio (a language server, a REPL
+    /// behind an editor) needs no such bookkeeping: [`stream_output`](Command::stream_output)
+    /// hands over its output as it comes and joins the exit with both ends of file, with
+    /// [`Stdio::Handle`] of the read end of a [`Pipe::pair`] as its stdin for the requests,
+    /// [`wait_delay`](Command::wait_delay) for a descendant that keeps the output open, and
+    /// [`Process::pause_output`] for back-pressure.
     #[inline]
     pub fn spawn(
         &self,

@@ -11,8 +11,9 @@
 //!
 //! **Writes.** [`write`](crate::Pipe::write) tries at once when nothing is queued and queues
 //! only what the kernel did not take. Queued data goes out with `writev` when the fd is
-//! writable, in order. Completion callbacks always run from the pending phase, never inside
-//! `write`. A write error fails the write it hit and every write queued behind it (their bytes
+//! writable, in order. Completion callbacks run from the pending phase, never inside
+//! `write`; those of a stream that closes (its finished writes, then the cancelled ones) run
+//! from the close phase. A write error fails the write it hit and every write queued behind it (their bytes
 //! could no longer arrive in order).
 
 use std::collections::VecDeque;
@@ -413,12 +414,13 @@ impl Loop {
     }
 
     pub(crate) fn set_read_cap(&mut self, id: HandleId, kind: HandleKind, bytes: usize) -> io::Result<()> {
+        // The id first: a stale one is `NotFound` whatever the cap.
+        let s = self.stream_mut(id, kind)?;
         if !(READ_CAP_BYTES_MIN..=READ_CAP_BYTES_MAX).contains(&bytes) {
             return Err(invalid(format!(
                 "read cap {bytes} is out of range ({READ_CAP_BYTES_MIN}..={READ_CAP_BYTES_MAX} bytes)"
             )));
         }
-        let s = self.stream_mut(id, kind)?;
         if !s.readable {
             return Err(not_readable(kind));
         }

@@ -178,7 +178,7 @@ impl Timer {
     }
 
     /// A one-shot timeout: `cb` runs once, `timeout` from the loop's current time, and the
-    /// timer closes itself after it. The loop's time is cached once per iteration: a
+    /// timer closes itself after it. The loop's time is cached ([`Loop::now`]): a
     /// callback that spent a while working before it starts a timer calls
     /// [`Loop::update_time`] first, or the timeout counts from before that work (as in
     /// libuv). Closing the returned timer before then cancels it (the
@@ -220,7 +220,7 @@ impl Timer {
     }
 
     /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
-    /// every `repeat` if `repeat` is not zero. That time is cached once per iteration: after
+    /// every `repeat` if `repeat` is not zero. That time is cached: after
     /// slow work in the same callback, [`Loop::update_time`] first.
     ///
     /// Starting a timer that is already active is an error. To move it (libuv code calls

@@ -479,11 +479,13 @@ impl Tty {
     ///   paused `ssh`, Ctrl-S) stalls the whole loop, and
     ///   [`write_queue_size`](Tty::write_queue_size) stays 0, which leaves back-pressure
     ///   nothing to see. A terminal of another user's (after
-    ///   `su` or `sudo -u`), whose name this process may not open, is one such case. A
+    ///   `su` or `sudo -u`), whose name this process may not open, is one such case where it
+    ///   is not the controlling terminal (and, for the controlling one, on macOS and
+    ///   FreeBSD). A
     ///   read-only fd is made nonblocking in place instead, and made blocking again at
     ///   close, when the loop is dropped, at `exit`, and by
     ///   [`restore_shared_blocking`](crate::restore_shared_blocking), which
-    ///   [`install_restore_hooks`] makes the fatal signals call. An fd that is already
+    ///   [`install_restore_hooks`] makes the signals that end a process call. An fd that is already
     ///   nonblocking is used as it is.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();

@@ -740,6 +740,9 @@ case!(
         assert!(rx.read_start(&mut lp, |_, _, _| {}).is_err());
         assert!(tx.write(&mut lp, b"x", |_, _| {}).is_err());
         assert!(rx.write_queue_size(&lp).is_err());
+        // A stale id is that, whatever else is wrong with the call (a bad cap was
+        // `InvalidInput` first: docs audit).
+        assert_eq!(rx.set_read_cap(&mut lp, 0).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 );
 
