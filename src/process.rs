@@ -48,6 +48,9 @@
 //!   container whose first process is not an init, that can hold `terminate_group` for its
 //!   whole grace period: make the program their parent, with [`become_subreaper`] at start
 //!   and [`Loop::reap_adopted`].
+//! - A program that can die without dropping its loop (a `SIGKILL`, a crash) leaves its
+//!   children running; [`Command::parent_death_signal`] has the kernel signal them then
+//!   (Linux and FreeBSD).
 //! - An fd that jobs share with each other and with the program (a jobserver's pipe) must
 //!   stay blocking for them: see [`Pipe::pair`](crate::Pipe::pair) (on Linux; elsewhere the
 //!   program reads its own copy blocking, or from a thread).
@@ -739,6 +742,8 @@ pub struct Command {
     output_limit: usize,
     /// Signals the child starts with ignored: bit `n - 1` for signal `n`.
     ignored_signals: u64,
+    /// The signal the child gets when the spawning thread ends, 0 for none.
+    parent_death_signal: i32,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
 }
@@ -763,6 +768,12 @@ fn ignorable(signal: i32) -> Result<(), &'static str> {
     if signal == libc::SIGKILL || signal == libc::SIGSTOP {
         return Err("SIGKILL and SIGSTOP cannot be ignored");
     }
+    nameable(signal)
+}
+
+/// Whether a caller may name `signal` for a child: a signal, and not one the C library keeps
+/// for itself.
+fn nameable(signal: i32) -> Result<(), &'static str> {
     #[cfg(target_os = "linux")]
     let realtime = (libc::SIGRTMIN()..=libc::SIGRTMAX().min(64)).contains(&signal);
     #[cfg(not(target_os = "linux"))]
@@ -804,6 +815,7 @@ impl Command {
             wait_delay: None,
             output_limit: usize::MAX,
             ignored_signals: 0,
+            parent_death_signal: 0,
             invalid,
         }
     }
@@ -850,6 +862,7 @@ impl Command {
             wait_delay: self.wait_delay,
             output_limit: self.output_limit,
             ignored_signals: self.ignored_signals,
+            parent_death_signal: self.parent_death_signal,
             invalid: self.invalid.clone(),
         })
     }
@@ -1043,6 +1056,50 @@ impl Command {
             self.bad(format!("ignore_signal({signal}): {why}"));
         } else {
             self.ignored_signals |= 1 << (signal - 1);
+        }
+        self
+    }
+
+    /// Has the child get `signal` when its parent goes, so that it does not outlive a program
+    /// that dies without a chance to end it (`SIGKILL`, a crash): `kill_on_drop` needs the
+    /// loop to be dropped, this needs nothing (Linux's `PR_SET_PDEATHSIG`, FreeBSD's
+    /// `PROC_PDEATHSIG_CTL`). `SIGKILL` cannot be refused; `SIGTERM` or `SIGHUP` lets a
+    /// child clean up.
+    ///
+    /// - **Linux counts the thread, not the process**: the signal comes when the thread that
+    ///   spawned the child ends, even if the process goes on. Spawn from a thread that lives
+    ///   as long as the child should (the loop's thread usually does). FreeBSD counts the
+    ///   process.
+    /// - The signal is set in the child after its ids switch ([`uid`](Self::uid), which
+    ///   would clear it); a parent already gone by then is caught too (the child sends it
+    ///   to itself). The exec of a set-user-id program clears it (the kernel's rule).
+    /// - It applies to the child, not to what the child starts: a grandchild outlives the
+    ///   program (run the child in a group of its own and end the group for that, or ask
+    ///   the child to pass the signal on).
+    /// - The child starts through a fork or evloop's vfork path, never `posix_spawn`.
+    ///
+    /// macOS has no such thing: there it is an `Unsupported` error at spawn. A number that is
+    /// no signal is an `InvalidInput` error at spawn.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode, signal::SIGTERM};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("true");
+    /// # #[cfg(not(target_os = "macos"))]
+    /// cmd.parent_death_signal(SIGTERM);
+    /// cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert!(status.unwrap().success());
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn parent_death_signal(&mut self, signal: i32) -> &mut Command {
+        if let Err(why) = nameable(signal) {
+            self.bad(format!("parent_death_signal({signal}): {why}"));
+        } else {
+            self.parent_death_signal = signal;
         }
         self
     }
@@ -1537,6 +1594,15 @@ impl Command {
         if let Some(why) = &self.invalid {
             return Err(invalid(format!("spawn `{}`: {why}", self.name())));
         }
+        if cfg!(target_os = "macos") && self.parent_death_signal != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "spawn `{}`: parent_death_signal: macOS has no signal on a parent's death",
+                    self.name()
+                ),
+            ));
+        }
         if self.controlling_terminal.is_some() && (self.process_group.is_some() || self.foreground.is_some())
         {
             return Err(invalid(format!(
@@ -1638,6 +1704,10 @@ impl Command {
             Stage::SetUid => format!("spawn `{prog}`: cannot switch to user id {}", self.uid.unwrap_or(0)),
             Stage::SetGid => format!("spawn `{prog}`: cannot switch to group id {}", self.gid.unwrap_or(0)),
             Stage::Session => format!("spawn `{prog}`: cannot start a session"),
+            Stage::ParentDeathSignal => format!(
+                "spawn `{prog}`: cannot ask for signal {} on the parent's death",
+                self.parent_death_signal
+            ),
             Stage::Foreground => {
                 format!("spawn `{prog}`: cannot give the terminal to the child's process group")
             }
@@ -3021,6 +3091,7 @@ impl Loop {
             setsid: cmd.setsid,
             controlling_terminal: cmd.controlling_terminal,
             ignored_signals: cmd.ignored_signals,
+            parent_death_signal: cmd.parent_death_signal,
             fds: &prep.fds,
             via: self.options.spawn_via,
             want_pidfd: cfg!(target_os = "linux") && !sigchld_before,

@@ -164,6 +164,12 @@ pub struct Request<'a> {
     /// for signal `n`, 1 to 64 but `SIGKILL` and `SIGSTOP`. Every other signal starts at its
     /// default action. The vfork and fork paths only.
     pub ignored_signals: u64,
+    /// A signal the child gets when its parent dies, 0 for none: on Linux when the thread
+    /// that spawned it ends (`PR_SET_PDEATHSIG`), on FreeBSD when the process does
+    /// (`PROC_PDEATHSIG_CTL`). Set after the ids switch (which would clear it), and followed
+    /// by a look at the parent, so a parent gone before it counts too. macOS has no such
+    /// thing: the caller refuses it there. The vfork and fork paths only.
+    pub parent_death_signal: c_int,
 }
 
 /// Whether `signal` is in the bit set `set` of [`Request::ignored_signals`].
@@ -223,6 +229,8 @@ pub enum Stage {
     SetGid,
     /// `setuid`.
     SetUid,
+    /// Asking for the signal on the parent's death (`prctl`, `procctl`).
+    ParentDeathSignal,
     /// `execve`.
     Exec,
 }
@@ -636,6 +644,7 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     // (Its attributes can reset signals to their default, not make them ignored.)
     if req.uid.is_some()
         || req.ignored_signals != 0
+        || req.parent_death_signal != 0
         || req.gid.is_some()
         || req.foreground.is_some()
         || req.controlling_terminal.is_some()
@@ -1043,6 +1052,10 @@ struct ChildPlan<'a> {
     foreground: Option<RawFd>,
     controlling_terminal: Option<RawFd>,
     ignored_signals: u64,
+    /// See `Request::parent_death_signal`.
+    parent_death_signal: c_int,
+    /// The parent's pid, where `parent_death_signal` is set (else 0).
+    parent: libc::pid_t,
     /// See `leaves_group`.
     leaves_group: bool,
 }
@@ -1094,6 +1107,7 @@ fn stage_code(stage: Stage) -> (i32, i32) {
         Stage::FdRoom(n) => (9, n),
         Stage::Foreground => (10, 0),
         Stage::ControllingTerminal(n) => (11, n),
+        Stage::ParentDeathSignal => (12, 0),
     }
 }
 
@@ -1109,6 +1123,7 @@ fn report_error(code: i32, arg: i32, errno: i32) -> SpawnError {
         9 => Stage::FdRoom(arg),
         10 => Stage::Foreground,
         11 => Stage::ControllingTerminal(arg),
+        12 => Stage::ParentDeathSignal,
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)
@@ -1427,6 +1442,22 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 child_fail(p.report, Stage::SetUid, errno());
             }
         }
+        // The signal on the parent's death, after the ids (a switch clears it). A parent
+        // already gone would never send it: the child sends it itself, and it waits in the
+        // mask until step 5 as a later one would. (The pids by system call: the vfork child
+        // shares the parent's libc state.)
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+        if p.parent_death_signal != 0 {
+            if set_parent_death_signal(p.parent_death_signal) < 0 {
+                child_fail(p.report, Stage::ParentDeathSignal, errno());
+            }
+            if libc::getppid() != p.parent {
+                libc::kill(libc::getpid(), p.parent_death_signal);
+            }
+        }
+        // (macOS has none; its caller refuses the request.)
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        let _ = (p.parent_death_signal, p.parent);
         // 5. An empty mask, last: a signal from here on gets its default action, and a stop
         //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
@@ -1464,6 +1495,31 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         child_fail(p.report, Stage::Exec, err)
     }
+}
+
+/// Asks the kernel for `signal` to this process when its parent dies. Async-signal-safe: one
+/// system call.
+///
+/// # Safety
+///
+/// None beyond a system call's; `unsafe` for the child's context it runs in.
+#[cfg(target_os = "linux")]
+unsafe fn set_parent_death_signal(signal: c_int) -> c_int {
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number by value; no pointers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }
+}
+
+/// As on Linux, through `procctl` (FreeBSD 11.2).
+///
+/// # Safety
+///
+/// None beyond a system call's; `unsafe` for the child's context it runs in.
+#[cfg(target_os = "freebsd")]
+unsafe fn set_parent_death_signal(signal: c_int) -> c_int {
+    let mut sig = signal;
+    // SAFETY: `sig` outlives the call, which reads one int through the pointer; P_PID with
+    // id 0 names the calling process.
+    unsafe { libc::procctl(libc::P_PID, 0, libc::PROC_PDEATHSIG_CTL, (&raw mut sig).cast()) }
 }
 
 /// Restores the parent's signal mask when dropped.
@@ -1602,6 +1658,9 @@ impl ExecPrep {
             foreground: req.foreground,
             controlling_terminal: req.controlling_terminal,
             ignored_signals: req.ignored_signals,
+            parent_death_signal: req.parent_death_signal,
+            // SAFETY: getpid takes no arguments and cannot fail.
+            parent: if req.parent_death_signal != 0 { unsafe { libc::getpid() } } else { 0 },
             leaves_group: leaves_group(req),
         }
     }

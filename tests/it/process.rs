@@ -4590,6 +4590,92 @@ case!(
     }
 );
 
+#[cfg(not(target_vendor = "apple"))]
+const PDEATH_ENV: &str = "EVLOOP_TEST_PDEATH";
+
+/// Not a test: the child process of
+/// `issue_6_parent_death_signal_ends_a_child_whose_parent_is_gone`. `$PDEATH_ENV` is
+/// `<flavour> <0|1>`: with a loop of that flavour it spawns `sleep 100`, asking for
+/// `SIGTERM` on its parent's death or not, prints the child's pid and exits without
+/// dropping the loop (as a program killed or crashed would), so nothing of evloop's ends the
+/// child.
+#[cfg(not(target_vendor = "apple"))]
+#[test]
+#[ignore = "runs only as a child process of the parent death test"]
+fn pdeath_child() {
+    let Ok(spec) = std::env::var(PDEATH_ENV) else { return };
+    let (flavour, set) = spec.split_once(' ').unwrap();
+    let (_, b) = flavours().into_iter().find(|(name, _)| *name == flavour).unwrap();
+    let mut lp = b.build().unwrap();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("100").stdout(Stdio::Null);
+    if set == "1" {
+        cmd.parent_death_signal(SIGTERM);
+    }
+    let child = cmd.spawn(&mut lp, |_, _, _| {}).unwrap();
+    println!("PID {}", child.process.pid(&lp).unwrap());
+    std::process::exit(0);
+}
+
+#[cfg(not(target_vendor = "apple"))]
+case!(
+    /// `Command::parent_death_signal`: a child whose parent exits without ending it (killed,
+    /// crashed, or gone without dropping its loop) gets the signal, on every spawn path
+    /// (`posix_spawn` cannot ask for it: that flavour takes another path). Without it (the
+    /// control), the child runs on. An editor's language servers outlived an editor that was
+    /// killed (LSP-client trial).
+    fn issue_6_parent_death_signal_ends_a_child_whose_parent_is_gone() {
+        use nix::sys::wait::WaitStatus;
+        use nix::unistd::Pid;
+        // The orphans come back to this process, to be waited for.
+        become_subreaper();
+        for (name, _) in flavours() {
+            for set in [true, false] {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "process::pdeath_child",
+                        "--exact",
+                        "--ignored",
+                        "--nocapture",
+                        "--test-threads=1",
+                        "-q",
+                    ])
+                    .env(PDEATH_ENV, format!("{name} {}", u8::from(set)))
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{name}: {}: {text}", out.status);
+                let pid: i32 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("PID "))
+                    .unwrap_or_else(|| panic!("{name}: no pid in {text:?}"))
+                    .parse()
+                    .unwrap();
+                if !set {
+                    // Alive: `kill(pid, 0)` finds it (a zombie would be found too, but it
+                    // could only be one once killed, below).
+                    nix::sys::signal::kill(Pid::from_raw(pid), None).unwrap();
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+                }
+                let want = if set { nix::sys::signal::SIGTERM } else { nix::sys::signal::SIGKILL };
+                assert_eq!(
+                    wait_grandchild(pid),
+                    WaitStatus::Signaled(Pid::from_raw(pid), want, false),
+                    "{name}"
+                );
+            }
+        }
+        // Bad input, at spawn.
+        let mut lp = crate::util::test_loop();
+        for bad in [0, -1, 99] {
+            let e = Command::new("true").parent_death_signal(bad).spawn(&mut lp, |_, _, _| {}).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("parent_death_signal"), "{e}");
+        }
+    }
+);
+
 const ADOPT_ENV: &str = "EVLOOP_TEST_ADOPT";
 
 /// Not a test: the child process of `issue_6_reap_adopted_reaps_the_children_the_loop_did_not_spawn`.
