@@ -635,6 +635,29 @@ impl Loop {
         self.close_handle(id, kind, None)
     }
 
+    /// References or unreferences any handle by its untyped id, as the typed `set_ref`
+    /// methods do: libuv's `uv_unref` from a `uv_walk`, for a program on its way out that
+    /// lets what is left (a child it does not wait for) stop keeping `run` going.
+    ///
+    /// ```
+    /// use evloop::{Loop, RunMode, Timer};
+    /// use std::time::Duration;
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let t = Timer::new(&mut lp);
+    /// t.start(&mut lp, Duration::from_secs(3600), Duration::ZERO, |_, _| {})?;
+    /// for h in lp.handles() {
+    ///     lp.set_ref(h.id, false)?;
+    /// }
+    /// assert!(!lp.run(RunMode::Default)?, "nothing referenced is left");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_ref(&mut self, id: impl Into<HandleId>, referenced: bool) -> io::Result<()> {
+        let id = id.into();
+        let kind = self.handle_kind(id)?;
+        self.set_handle_ref(id, kind, referenced)
+    }
+
     /// Closes any handle by its untyped id, and runs `cb` from the close phase once it is
     /// released, as the typed `close_with` methods do: libuv's `uv_close(handle, close_cb)`
     /// from a `uv_walk`.
