@@ -1311,6 +1311,12 @@ macro_rules! stream_methods {
             /// barrier, for a stream that cannot be [`shutdown`](Self::shutdown) (one open
             /// for reading and writing).
             ///
+            /// A reader that stopped reading (a hung child, a stalled peer) shows as a queue
+            /// that grows: [`write_queue_size`](Self::write_queue_size) after each write
+            /// bounds the memory it takes, and a [`Timer`](crate::Timer) started with an empty
+            /// write, and stopped by its callback, says when everything before it has been
+            /// waiting too long.
+            ///
             /// A child's stdin that the program closes when the child exits (its exit
             /// callback often runs before the queued writes have failed with `EPIPE`) fails
             /// them as cancelled instead: to a writer that restarts a dead reader, both mean
