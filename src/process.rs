@@ -1823,7 +1823,7 @@ pub(crate) struct ProcessState {
 
 type CloseHook = Box<dyn FnOnce(&mut Loop)>;
 /// What pausing (`true`) or resuming a capture's output does besides the pipes.
-type FlowHook = Box<dyn FnMut(&mut Loop, bool)>;
+type FlowHook = Box<dyn FnMut(&mut Loop)>;
 
 /// What to add to the error for a `Stdio::Handle` that is closing or gone: most likely an
 /// earlier spawn moved it into its child.
@@ -2414,13 +2414,56 @@ impl Process {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pause_output(self, lp: &mut Loop) -> io::Result<()> {
-        lp.process_output_flow(self.0, true)
+        lp.process_output_flow(self.0, true, None)
     }
 
-    /// Resumes reading output paused with [`pause_output`](Self::pause_output). Resuming
-    /// output that is being read does nothing; the errors are `pause_output`'s.
+    /// Resumes reading output paused with [`pause_output`](Self::pause_output) (or
+    /// [`pause_output_stream`](Self::pause_output_stream)). Resuming output that is being
+    /// read does nothing; the errors are `pause_output`'s.
     pub fn resume_output(self, lp: &mut Loop) -> io::Result<()> {
-        lp.process_output_flow(self.0, false)
+        lp.process_output_flow(self.0, false, None)
+    }
+
+    /// As [`pause_output`](Self::pause_output), for one of the two streams: the other
+    /// goes on. For a child whose stdout is the channel that needs back-pressure (a
+    /// language server's answers) while its stderr, a log, keeps flowing (a child blocked
+    /// on a full stderr would stop answering). A `wait_delay` is held off while either
+    /// stream is paused.
+    ///
+    /// ```
+    /// use std::{cell::{Cell, RefCell}, rc::Rc};
+    /// use evloop::{Command, Loop, OutputStream, Process, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let (g, me) = (got.clone(), Rc::new(Cell::new(None::<Process>)));
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo out; echo log >&2"]);
+    /// let m = me.clone();
+    /// let child = cmd.stream_output(
+    ///     &mut lp,
+    ///     move |lp, which, bytes| {
+    ///         g.borrow_mut().push((which, bytes.to_vec()));
+    ///         // The log came while stdout waited: let it go now.
+    ///         m.get().unwrap().resume_output_stream(lp, OutputStream::Stdout).unwrap();
+    ///     },
+    ///     |_, status| assert!(status.unwrap().success()),
+    /// )?;
+    /// me.set(Some(child));
+    /// child.pause_output_stream(&mut lp, OutputStream::Stdout)?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(got.borrow()[0], (OutputStream::Stderr, b"log\n".to_vec()));
+    /// assert_eq!(got.borrow()[1], (OutputStream::Stdout, b"out\n".to_vec()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pause_output_stream(self, lp: &mut Loop, which: OutputStream) -> io::Result<()> {
+        lp.process_output_flow(self.0, true, Some(which))
+    }
+
+    /// Resumes one stream paused with [`pause_output_stream`](Self::pause_output_stream) or
+    /// [`pause_output`](Self::pause_output); the other stays as it is.
+    pub fn resume_output_stream(self, lp: &mut Loop, which: OutputStream) -> io::Result<()> {
+        lp.process_output_flow(self.0, false, Some(which))
     }
 }
 
@@ -2872,7 +2915,7 @@ struct ProcessExtras {
     /// A capture's output pipes, for [`Process::pause_output`]: those that ended are closed
     /// or closing.
     output: Vec<Pipe>,
-    /// What else pausing (`true`) and resuming a capture's output does: its `wait_delay`.
+    /// What else pausing and resuming a capture's output does: its `wait_delay`.
     on_flow: Option<FlowHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
@@ -3887,7 +3930,13 @@ impl Loop {
     }
 
     /// [`Process::pause_output`] (`pause`) and [`Process::resume_output`].
-    fn process_output_flow(&mut self, id: HandleId, pause: bool) -> io::Result<()> {
+    /// Pauses or resumes the capture's output: both streams, or the one of `which`.
+    fn process_output_flow(
+        &mut self,
+        id: HandleId,
+        pause: bool,
+        which: Option<OutputStream>,
+    ) -> io::Result<()> {
         if self.handle_flags(id, HandleKind::Process)?.contains(Flags::CLOSING) {
             return Err(crate::event_loop::closing_error(HandleKind::Process));
         }
@@ -3900,7 +3949,13 @@ impl Loop {
                 ));
             }
         };
-        for pipe in pipes {
+        // (stdout, then stderr.)
+        let wanted = |i: usize| match which {
+            None => true,
+            Some(OutputStream::Stdout) => i == 0,
+            Some(OutputStream::Stderr) => i == 1,
+        };
+        for (_, pipe) in pipes.into_iter().enumerate().filter(|&(i, _)| wanted(i)) {
             // A stream that ended is closed or closing: nothing left to pause or resume.
             if !self.handle_flags(pipe.0, HandleKind::Pipe).is_ok_and(|f| !f.contains(Flags::CLOSING)) {
                 continue;
@@ -3912,7 +3967,7 @@ impl Loop {
             }
         }
         if let Some(mut hook) = self.children.extras.get_mut(&id.key).and_then(|e| e.on_flow.take()) {
-            hook(self, pause);
+            hook(self);
             if let Some(e) = self.children.extras.get_mut(&id.key) {
                 e.on_flow.get_or_insert(hook);
             }
@@ -4443,23 +4498,22 @@ impl Loop {
         let extras = self.children.extras.entry(child.process.0.key).or_default();
         extras.output = ours.clone();
         if cmd.wait_delay.is_some() {
-            // `pause_output` holds the delay off, `resume_output` starts it again.
+            // A pause of either stream holds the delay off, and the resume of the last one
+            // paused starts it again.
             let st = state.clone();
-            extras.on_flow = Some(Box::new(move |lp, pause| {
+            extras.on_flow = Some(Box::new(move |lp| {
                 let timer = {
                     let mut c = st.borrow_mut();
                     // Only output still to come is held back: once both streams ended, a
                     // pause leaves the delay to cut what is left (a stuck input write).
-                    let holding = c.pipes.iter().take(2).any(|p| p.is_closing(lp).ok() == Some(false));
-                    c.paused = pause && holding;
+                    c.paused = c.pipes.iter().take(2).any(|p| lp.read_paused(p.0));
                     if c.paused { c.delay_timer.take() } else { None }
                 };
                 match timer {
                     Some(t) => {
                         let _ = t.close(lp);
                     }
-                    None if !pause => Capture::start_delay(&st, lp),
-                    None => {}
+                    None => Capture::start_delay(&st, lp),
                 }
             }));
         }

@@ -391,6 +391,16 @@ impl Loop {
         Ok(())
     }
 
+    /// Whether stream `id` is open and its reading paused ([`read_pause`](Self::read_pause)).
+    pub(crate) fn read_paused(&self, id: HandleId) -> bool {
+        match self.slots.get(id.key as usize) {
+            Some(s) if s.gen_ == id.gen_ && !s.flags.contains(Flags::CLOSING) => {
+                matches!(&s.kind, Kind::Stream(st) if st.paused)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn read_resume(&mut self, id: HandleId, kind: HandleKind) -> io::Result<()> {
         let s = self.stream_mut(id, kind)?;
         if s.reading {

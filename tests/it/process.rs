@@ -4252,6 +4252,42 @@ case!(
 );
 
 case!(
+    /// One stream paused at a time (`pause_output_stream`): the other flows, and a
+    /// `wait_delay` is held off while either is paused, so nothing is cut; the capture ends
+    /// once both are resumed and read (LSP-client trial: a server's stdout back-pressured
+    /// while its stderr log went on).
+    fn issue_6_one_output_stream_pauses_while_the_other_flows() {
+        use evloop::OutputStream::{Stderr, Stdout};
+        use std::time::Duration;
+        let mut lp = crate::util::test_loop();
+        for (paused, flows) in [(Stdout, Stderr), (Stderr, Stdout)] {
+            let mut cmd = sh("echo one; echo two >&2");
+            cmd.wait_delay(Duration::ZERO);
+            let Streamed { process: p, got, done } = stream_collect(&mut lp, &cmd);
+            p.pause_output_stream(&mut lp, paused).unwrap();
+            // Until the child is reaped and the flowing stream has ended.
+            lp.run(RunMode::Default).unwrap();
+            let (first, second) = if paused == Stdout { ("two\n", "one\n") } else { ("one\n", "two\n") };
+            assert_eq!(String::from_utf8_lossy(&got.borrow()), first, "{flows:?} flowed, {paused:?} waited");
+            assert!(done.borrow().is_none(), "on_done waits for {paused:?}, the delay held off");
+            p.resume_output_stream(&mut lp, paused).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got.borrow()), format!("{first}{second}"));
+            let res = done.borrow_mut().take().expect("on_done ran");
+            assert!(res.as_ref().is_ok_and(|s| s.success()), "not cut: {res:?}");
+        }
+        // A process whose output is not captured, as for `pause_output`.
+        let mut c = Command::new("true");
+        c.stdout(Stdio::Pipe);
+        let child = c.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let e = child.process.pause_output_stream(&mut lp, Stdout).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        child.stdout.unwrap().close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// Issue 6: `pause_output` after both output streams had ended still held off
     /// `wait_delay`, whose cut was then all that could end a capture whose input write a
     /// descendant holding stdin never read: `run` waited for good. Only output still to
