@@ -767,13 +767,14 @@ impl Loop {
             ));
         }
         self.running = true;
-        let guard = RunGuard { lp: self, unwinding_before: std::thread::panicking() };
+        let mut guard = RunGuard { lp: self, returned: false };
         // One copy of the loop per mode: the mode's tests fold away.
         let res = match mode {
             RunMode::Default => guard.lp.run_inner::<MODE_DEFAULT>(),
             RunMode::Once => guard.lp.run_inner::<MODE_ONCE>(),
             RunMode::NoWait => guard.lp.run_inner::<MODE_NOWAIT>(),
         };
+        guard.returned = true;
         drop(guard);
         res
     }
@@ -1273,9 +1274,10 @@ pub(crate) fn closing_error(kind: HandleKind) -> io::Error {
 /// Ends a `run`, however it ends.
 struct RunGuard<'a> {
     lp: &'a mut Loop,
-    /// Whether the thread was already unwinding when the run began (a run from a `Drop`
-    /// during a panic elsewhere): only a panic that began inside the run poisons the loop.
-    unwinding_before: bool,
+    /// Whether the phases returned: a guard dropped without it is unwinding from a panic
+    /// in the run, which poisons the loop. (Not `std::thread::panicking`: a run from a
+    /// `Drop` while another panic unwinds is not poisoned by that panic.)
+    returned: bool,
 }
 
 impl Drop for RunGuard<'_> {
@@ -1291,7 +1293,7 @@ impl Drop for RunGuard<'_> {
         if lp.select_helper.is_some() {
             lp.select_helper_hand_back();
         }
-        if !self.unwinding_before && std::thread::panicking() {
+        if !self.returned {
             lp.poisoned = true;
         }
     }
