@@ -1522,6 +1522,15 @@ unsafe fn set_parent_death_signal(signal: c_int) -> c_int {
     unsafe { libc::procctl(libc::P_PID, 0, libc::PROC_PDEATHSIG_CTL, (&raw mut sig).cast()) }
 }
 
+/// This process's pid, for a child that must know whether its parent is gone. Out of the
+/// way of the common spawn, which does not ask.
+#[cold]
+#[inline(never)]
+fn own_pid() -> libc::pid_t {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    unsafe { libc::getpid() }
+}
+
 /// Restores the parent's signal mask when dropped.
 struct MaskGuard(libc::sigset_t);
 
@@ -1659,8 +1668,7 @@ impl ExecPrep {
             controlling_terminal: req.controlling_terminal,
             ignored_signals: req.ignored_signals,
             parent_death_signal: req.parent_death_signal,
-            // SAFETY: getpid takes no arguments and cannot fail.
-            parent: if req.parent_death_signal != 0 { unsafe { libc::getpid() } } else { 0 },
+            parent: if req.parent_death_signal != 0 { own_pid() } else { 0 },
             leaves_group: leaves_group(req),
         }
     }
