@@ -867,9 +867,10 @@ impl Loop {
     /// iteration (as libuv's `uv_stop` does); either way the request is then used up.
     ///
     /// The rest of the iteration still runs, as in libuv: the other callbacks of the phase
-    /// that called `stop` (timers due at the same time, events of the same poll), then the
-    /// check and close phases. A program that must not run script code after its `exit`
-    /// keeps a flag of its own that its callbacks look at.
+    /// that called `stop` (timers due at the same time, events of the same poll), then every
+    /// later phase, the poll included (which then does not wait, but still runs the I/O
+    /// callbacks of whatever is ready). A program that must not run script code after its
+    /// `exit` keeps a flag of its own that its callbacks look at.
     pub fn stop(&mut self) {
         self.stop_flag = true;
     }

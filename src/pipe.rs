@@ -71,7 +71,7 @@ pub enum HandleType {
 ///
 /// Closing a handle, or dropping its loop, puts its description back anyway, and `exit`
 /// calls this for what is still open then. A process killed by a signal runs neither:
-/// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes the signals that end a
+/// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes most signals that end a
 /// process by default (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGABRT`, ...: the list is there) call
 /// this (and restore the terminal) before the process ends; a program with its own handler
 /// for such a signal calls it there. Handles still open
@@ -273,7 +273,7 @@ impl Pipe {
     /// dropping its loop) clears it again (after the last of several handles on one
     /// description), and so do `exit` and
     /// [`restore_shared_blocking`] for a program that ends with the handle open:
-    /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes the signals that
+    /// [`install_restore_hooks`](crate::tty::install_restore_hooks) makes most signals that
     /// end a process by default call it. Regular files, and on Linux devices that
     /// never block (`/dev/null`), are left alone. (Where the select helper serves such a
     /// device, macOS's `/dev/null`, the flag is set and cleared as for a pipe, which changes

@@ -1079,7 +1079,9 @@ impl Command {
     /// - The child starts through a fork or evloop's vfork path, never `posix_spawn`.
     ///
     /// macOS has no such thing: there it is an `Unsupported` error at spawn. A number that is
-    /// no signal is an `InvalidInput` error at spawn.
+    /// no signal, a signal the child is to ignore ([`ignore_signal`](Self::ignore_signal)),
+    /// and a stop signal (which would only stop the child) are `InvalidInput` errors at
+    /// spawn.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode, signal::SIGTERM};
@@ -1588,13 +1590,12 @@ impl Command {
         printable(self.program.as_bytes())
     }
 
-    /// The bad input found in this command, if any, as spawn reports it; else the program
-    /// as a C string.
-    fn check_input(&self) -> io::Result<&CStr> {
-        if let Some(why) = &self.invalid {
-            return Err(invalid(format!("spawn `{}`: {why}", self.name())));
-        }
-        if cfg!(target_os = "macos") && self.parent_death_signal != 0 {
+    /// The parent death signal must be able to reach the child: not ignored, and not a stop
+    /// signal (caught until the exec, and which would only stop the child).
+    #[cold]
+    fn check_parent_death_signal(&self) -> io::Result<()> {
+        let sig = self.parent_death_signal;
+        if cfg!(target_os = "macos") {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -1602,6 +1603,25 @@ impl Command {
                     self.name()
                 ),
             ));
+        }
+        let why = if self.ignored_signals & (1 << (sig - 1)) != 0 {
+            "the child ignores that signal (ignore_signal)"
+        } else if [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            "a stop signal would only stop the child"
+        } else {
+            return Ok(());
+        };
+        Err(invalid(format!("spawn `{}`: parent_death_signal({sig}): {why}", self.name())))
+    }
+
+    /// The bad input found in this command, if any, as spawn reports it; else the program
+    /// as a C string.
+    fn check_input(&self) -> io::Result<&CStr> {
+        if let Some(why) = &self.invalid {
+            return Err(invalid(format!("spawn `{}`: {why}", self.name())));
+        }
+        if self.parent_death_signal != 0 {
+            self.check_parent_death_signal()?;
         }
         if self.controlling_terminal.is_some() && (self.process_group.is_some() || self.foreground.is_some())
         {

@@ -485,7 +485,7 @@ impl Tty {
     ///   read-only fd is made nonblocking in place instead, and made blocking again at
     ///   close, when the loop is dropped, at `exit`, and by
     ///   [`restore_shared_blocking`](crate::restore_shared_blocking), which
-    ///   [`install_restore_hooks`] makes the signals that end a process call. An fd that is already
+    ///   [`install_restore_hooks`] makes most signals that end a process call. An fd that is already
     ///   nonblocking is used as it is.
     pub fn open(lp: &mut Loop, fd: OwnedFd) -> io::Result<Tty> {
         let raw = fd.as_raw_fd();
@@ -930,11 +930,15 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// the one line to call at the start of `main` in a program that uses raw mode, or that
 /// opens its inherited stdio as handles. Calling it again does nothing.
 ///
-/// The signals are every one that ends a process by default and is not raised by a fault:
-/// `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGABRT` (`abort`, a panic that aborts),
-/// `SIGALRM`, `SIGUSR1`, `SIGUSR2`, `SIGPIPE` (where its default was put back), `SIGVTALRM`,
-/// `SIGPROF`, `SIGXCPU` and `SIGXFSZ`. `SIGKILL` cannot be caught; `SIGSEGV`, `SIGBUS`,
-/// `SIGILL` and `SIGFPE` come from a fault, in a state no handler should trust.
+/// The signals are those that end a process by default on Linux, macOS and FreeBSD alike
+/// and are sent rather than raised by a fault: `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`,
+/// `SIGABRT` (`abort`, a panic that aborts, a stack overflow), `SIGALRM`, `SIGUSR1`,
+/// `SIGUSR2`, `SIGPIPE` (if its default was put back before this call: Rust programs start
+/// with it ignored), `SIGVTALRM`, `SIGPROF`, `SIGXCPU` and `SIGXFSZ`. Each only where its
+/// disposition is the default when this is called. Not covered: `SIGKILL`, which cannot be
+/// caught; `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP` and `SIGSYS`, which come from a
+/// fault, in a state no handler should trust; the real-time signals, and those only some
+/// systems have or end a process with (`SIGPWR`, `SIGIO`).
 ///
 /// Each resets only while the process's group is the terminal's foreground group (or the
 /// terminal has none, or the group in front has no member left): from the background, as a

@@ -1444,15 +1444,14 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         // The signal on the parent's death, after the ids (a switch clears it). A parent
         // already gone would never send it: the child sends it itself, and it waits in the
-        // mask until step 5 as a later one would. (The pids by system call: the vfork child
-        // shares the parent's libc state.)
+        // mask until step 5 as a later one would.
         #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         if p.parent_death_signal != 0 {
             if set_parent_death_signal(p.parent_death_signal) < 0 {
                 child_fail(p.report, Stage::ParentDeathSignal, errno());
             }
             if libc::getppid() != p.parent {
-                libc::kill(libc::getpid(), p.parent_death_signal);
+                kill_self(p.parent_death_signal);
             }
         }
         // (macOS has none; its caller refuses the request.)
@@ -1506,7 +1505,43 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
 #[cfg(target_os = "linux")]
 unsafe fn set_parent_death_signal(signal: c_int) -> c_int {
     // SAFETY: PR_SET_PDEATHSIG takes the signal number by value; no pointers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            signal as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
+}
+
+/// Sends `signal` to the calling process, by system calls alone: the vfork child shares the
+/// parent thread's libc state, where a glibc before 2.25 kept the parent's pid.
+///
+/// # Safety
+///
+/// None beyond a system call's; `unsafe` for the child's context it runs in.
+#[cfg(target_os = "linux")]
+unsafe fn kill_self(signal: c_int) {
+    // SAFETY: getpid and kill take integers only.
+    unsafe {
+        let pid = libc::syscall(libc::SYS_getpid);
+        libc::syscall(libc::SYS_kill, pid, signal as libc::c_long);
+    }
+}
+
+/// As on Linux; FreeBSD only forks, so the libc's calls are the child's own.
+///
+/// # Safety
+///
+/// None beyond a system call's.
+#[cfg(target_os = "freebsd")]
+unsafe fn kill_self(signal: c_int) {
+    // SAFETY: getpid and kill take integers only.
+    unsafe {
+        libc::kill(libc::getpid(), signal);
+    }
 }
 
 /// As on Linux, through `procctl` (FreeBSD 11.2).

@@ -429,6 +429,27 @@ case!(
         }));
         assert!(r.is_err());
         assert_eq!(fired.get(), 2, "both runs ran their timer");
+
+        // A callback that panics in such a run still poisons the loop (review).
+        struct PanicOnDrop(Option<evloop::Loop>, Rc<Cell<bool>>);
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                let mut lp = self.0.take().unwrap();
+                Timer::once(&mut lp, Duration::ZERO, |_| panic!("a callback fails (on purpose)")).unwrap();
+                let caught =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(RunMode::Default)));
+                assert!(caught.is_err());
+                self.1.set(lp.is_poisoned());
+            }
+        }
+        let poisoned = Rc::new(Cell::new(false));
+        let guard = PanicOnDrop(Some(test_loop()), poisoned.clone());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("the host fails (on purpose)");
+        }));
+        assert!(r.is_err());
+        assert!(poisoned.get(), "the callback's panic poisoned the loop");
     }
 );
 

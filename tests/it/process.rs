@@ -4704,11 +4704,19 @@ case!(
         }
         // Bad input, at spawn.
         let mut lp = crate::util::test_loop();
-        for bad in [0, -1, 99] {
+        for bad in [0, -1, 99, libc::SIGTSTP, libc::SIGSTOP] {
             let e = Command::new("true").parent_death_signal(bad).spawn(&mut lp, |_, _, _| {}).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
             assert!(e.to_string().contains("parent_death_signal"), "{e}");
         }
+        // A signal the child ignores would never end it.
+        let e = Command::new("true")
+            .ignore_signal(SIGTERM)
+            .parent_death_signal(SIGTERM)
+            .spawn(&mut lp, |_, _, _| {})
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("ignore_signal"), "{e}");
     }
 );
 
