@@ -77,9 +77,10 @@ pub struct LoopBuilder {
 }
 
 impl LoopBuilder {
-    /// Routes every pipe and tty through the select helper thread, as macOS does for the fds
-    /// kqueue rejects. This exists so that the helper's code path runs on every platform (the
-    /// test suite runs once with it on).
+    /// Routes every pipe, tty and [`FdWatch`](crate::FdWatch) through the select helper
+    /// thread, as macOS does for the fds kqueue rejects. This exists so that the helper's
+    /// code path runs on every platform (the test suite runs once with it on, through an
+    /// environment variable of its own; the library reads none).
     pub fn force_select_helper(mut self, on: bool) -> LoopBuilder {
         self.force_select_helper = on;
         self

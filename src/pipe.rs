@@ -239,16 +239,33 @@ impl Pipe {
         Ok(Pipe(lp.stream_insert(stream)))
     }
 
+    /// A socket a pipe handle can carry: a stream, and not a listening one.
+    #[cold]
+    fn check_socket(fd: BorrowedFd<'_>, raw: RawFd) -> io::Result<()> {
+        let what = || format!("cannot open fd {raw} as a pipe");
+        let why = if !fd::is_stream_socket(fd).map_err(|e| context(e, what()))? {
+            "it is a datagram or packet socket, whose messages a byte stream would merge or cut (watch it \
+             with an FdWatch instead)"
+        } else if fd::is_listening_socket(fd).map_err(|e| context(e, what()))? {
+            "it is a listening socket, which carries no bytes: watch it with an FdWatch, accept its \
+             connections, and open those"
+        } else {
+            return Ok(());
+        };
+        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {why}", what())))
+    }
+
     /// Opens an existing fd as a pipe handle; the handle owns it and closes it on close.
     ///
-    /// The fd may be a pipe, a FIFO, a stream socket, a terminal, a regular file or a device
-    /// such as `/dev/null`. It is readable and writable as its access mode says (on
+    /// The fd may be a pipe, a FIFO, a connected stream socket, a terminal, a regular file or
+    /// a device such as `/dev/null`. It is readable and writable as its access mode says (on
     /// FreeBSD both ends of a pipe are open for both, and a pipe carries data both ways:
     /// what is written to the end you read from goes to the other end's reader). A
     /// directory, a datagram or packet socket (a stream would merge or cut its messages: an
-    /// [`FdWatch`](crate::FdWatch) suits it), an fd with no file type (an eventfd, a timerfd,
-    /// an epoll fd: an `FdWatch` again), an `O_PATH` fd, or an fd that is not open, is an
-    /// error.
+    /// [`FdWatch`](crate::FdWatch) suits it), a listening socket (an `FdWatch` says when to
+    /// accept; the connections are what a pipe handle carries), an fd with no file type (an
+    /// eventfd, a timerfd, an epoll fd: an `FdWatch` again), an `O_PATH` fd, or an fd that is
+    /// not open, is an error.
     ///
     /// `O_NONBLOCK` lives on the open file description, which other processes may share (a
     /// stdin or stdout inherited from a shell, and passed on to the program's children).
@@ -320,17 +337,8 @@ impl Pipe {
                 ),
             ));
         }
-        if ty == FileType::Socket
-            && !fd::is_stream_socket(fd.as_fd())
-                .map_err(|e| context(e, format!("cannot open fd {raw} as a pipe")))?
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "cannot open fd {raw} as a pipe: it is a datagram or packet socket, whose messages a byte \
-                     stream would merge or cut (watch it with an FdWatch instead)"
-                ),
-            ));
+        if ty == FileType::Socket {
+            Self::check_socket(fd.as_fd(), raw)?;
         }
         // A blocking pipe or terminal (a stdin or stdout shared with a shell, and with the
         // children that inherit it) gets a description of its own where the system can open
@@ -383,7 +391,8 @@ impl Pipe {
             fd::set_nonblocking(fd.as_fd(), true)?;
             None
         } else {
-            fd::hold_shared_nonblocking(fd.as_fd())?
+            fd::hold_shared_nonblocking(fd.as_fd())
+                .map_err(|e| context(e, format!("cannot open fd {raw} as a pipe: making it nonblocking")))?
         };
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Pipe, flags.readable, flags.writable);
         stream.restore_blocking = restore_blocking;

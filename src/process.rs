@@ -1227,7 +1227,9 @@ impl Command {
     /// the pidfd of a child that leads its group. Elsewhere (macOS, FreeBSD, older kernels,
     /// the `SIGCHLD` reaping path, a child that joined another group) closing the handle of
     /// a reaped child kills nothing, since by then an emptied group's number could be
-    /// another's: call [`Process::kill_group`] from the exit callback instead. Replaces
+    /// another's: call [`Process::kill_group`] from the exit callback instead (for a capture,
+    /// [`output`](Command::output) or [`stream_output`](Command::stream_output), whose handle
+    /// is still open while its done callback runs: from that callback). Replaces
     /// `kill_on_drop`.
     ///
     /// A handle closed while a [`Process::terminate_group`] gives the group its grace period

@@ -39,7 +39,9 @@ pub enum ReadEvent<'a> {
     /// Bytes read: never empty, at most the stream's read cap. The slice borrows the loop's
     /// read buffer, so copy what you keep.
     Data(&'a [u8]),
-    /// End of file. Reading has stopped.
+    /// End of file. Reading has stopped. For a socket, the peer's `shutdown` of its write
+    /// side and its close look the same here: a write that then fails (`EPIPE`) tells the
+    /// second.
     Eof,
     /// A read failed. Reading has stopped; the error is reported once.
     Error(io::Error),

@@ -280,14 +280,28 @@ pub fn hold_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
         return if status_flags(fd)?.nonblocking { Ok(None) } else { set_shared_nonblocking(fd).map(Some) };
     }
     restore_at_exit_once();
-    let (key, mut dup) = (description_key(fd)?, Some(dup_cloexec(fd, 3)?));
-    let held = {
-        let _guard = SHARED_LOCK.lock();
-        hold_locked(fd, key, &mut dup)
-    };
-    // An unused duplicate is closed outside the lock.
-    drop(dup);
-    held
+    let key = description_key(fd)?;
+    // A registration needs a duplicate, made outside the lock; a description that is
+    // nonblocking already (a socket its program made so) needs none, and must not fail
+    // for want of a free fd number (a server's last accepted connection).
+    let mut dup = None;
+    loop {
+        let held = {
+            let _guard = SHARED_LOCK.lock();
+            match dup.is_some() || status_flags(fd)?.nonblocking {
+                true => Some(hold_locked(fd, key, &mut dup)),
+                false => None,
+            }
+        };
+        match held {
+            // An unused duplicate is closed outside the lock.
+            Some(held) => {
+                drop(dup);
+                return held;
+            }
+            None => dup = Some(dup_cloexec(fd, 3)?),
+        }
+    }
 }
 
 /// [`hold_shared_nonblocking`] with the lock held. It drops no `SharedNonblocking`: that
@@ -636,6 +650,25 @@ pub fn is_stream_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
         libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len)
     })?;
     Ok(ty == libc::SOCK_STREAM)
+}
+
+/// Whether the socket `fd` is listening (`listen` was called on it: `accept` takes its
+/// connections, and it carries no bytes itself).
+pub fn is_listening_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid for writes, and `len` holds `on`'s size; `fd` is
+    // borrowed.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut on).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(on != 0)
 }
 
 /// What kind of file an fd refers to, from `fstat`.

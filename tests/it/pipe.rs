@@ -707,6 +707,14 @@ case!(
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{ty:?}: {e}");
             assert!(e.to_string().contains("packet socket"), "{e}");
         }
+        // A listening socket carries no bytes: it was taken, and failed later with ENOTCONN
+        // and EINVAL (IPC-daemon trial).
+        let path = std::env::temp_dir().join(format!("evloop-listener-{}", std::process::id()));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = Pipe::open(&mut lp, OwnedFd::from(listener)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("listening socket"), "{e}");
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         // Read caps out of range.
         for bad in [0, evloop::limits::READ_CAP_BYTES_MAX + 1] {
@@ -743,6 +751,50 @@ case!(
         // A stale id is that, whatever else is wrong with the call (a bad cap was
         // `InvalidInput` first: docs audit).
         assert_eq!(rx.set_read_cap(&mut lp, 0).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+);
+
+case!(
+    /// `Pipe::open` of a socket that is nonblocking already (a server's accepted connection)
+    /// needs no fd of its own: with every number taken, it failed with `EMFILE` and closed
+    /// the connection, for a duplicate that it made and threw away (IPC-daemon trial).
+    fn issue_3_a_nonblocking_socket_opens_with_no_fd_to_spare() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        use std::io::{Read, Write};
+        let mut lp = test_loop();
+        // The select helper, where a run forces it, starts with the first handle, and needs
+        // fds of its own: before the limit.
+        let (warm_r, warm_w) = Pipe::pair(&mut lp).unwrap();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        // Every number up to the limit taken.
+        let top = a.as_raw_fd().max(b.as_raw_fd());
+        let mut fillers = Vec::new();
+        loop {
+            let f = File::open("/dev/null").unwrap();
+            if f.as_raw_fd() > top {
+                break;
+            }
+            fillers.push(f);
+        }
+        let limits = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, ((top + 1) as u32).into(), limits.1).unwrap();
+        assert!(File::open("/dev/null").is_err(), "no number is free");
+        let opened = Pipe::open(&mut lp, OwnedFd::from(a));
+        setrlimit(Resource::RLIMIT_NOFILE, limits.0, limits.1).unwrap();
+        drop(fillers);
+        let pipe = opened.unwrap();
+        // And it works.
+        pipe.write(&mut lp, b"hi", |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        b.write_all(b"x").unwrap();
+        pipe.close(&mut lp).unwrap();
+        warm_r.close(&mut lp).unwrap();
+        warm_w.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
     }
 );
 
