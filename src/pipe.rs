@@ -263,7 +263,8 @@ impl Pipe {
     /// what is written to the end you read from goes to the other end's reader). A
     /// directory, a datagram or packet socket (a stream would merge or cut its messages: an
     /// [`FdWatch`](crate::FdWatch) suits it), a listening socket (an `FdWatch` says when to
-    /// accept; the connections are what a pipe handle carries), an fd with no file type (an
+    /// accept; the connections are what a pipe handle carries; not told apart on macOS,
+    /// whose `getsockopt` cannot say), an fd with no file type (an
     /// eventfd, a timerfd, an epoll fd: an `FdWatch` again), an `O_PATH` fd, or an fd that is
     /// not open, is an error.
     ///

@@ -1077,6 +1077,8 @@ impl Command {
     ///   program (run the child in a group of its own and end the group for that, or ask
     ///   the child to pass the signal on).
     /// - The child starts through a fork or evloop's vfork path, never `posix_spawn`.
+    /// - A signal whose default action is to ignore it (`SIGCHLD`, `SIGWINCH`, `SIGURG`,
+    ///   `SIGCONT`) does nothing unless the program the child runs handles it.
     ///
     /// macOS has no such thing: there it is an `Unsupported` error at spawn. A number that is
     /// no signal, a signal the child is to ignore ([`ignore_signal`](Self::ignore_signal)),

@@ -40,8 +40,9 @@ pub enum ReadEvent<'a> {
     /// read buffer, so copy what you keep.
     Data(&'a [u8]),
     /// End of file. Reading has stopped. For a socket, the peer's `shutdown` of its write
-    /// side and its close look the same here: a write that then fails (`EPIPE`) tells the
-    /// second.
+    /// side and its close look the same here: writes tell the second (`EPIPE` on a UNIX
+    /// socket; on TCP the first write after the close draws a reset, and a later one fails
+    /// with `EPIPE` or `ECONNRESET`).
     Eof,
     /// A read failed. Reading has stopped; the error is reported once.
     Error(io::Error),

@@ -288,8 +288,9 @@ pub fn hold_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
     loop {
         let held = {
             let _guard = SHARED_LOCK.lock();
-            match dup.is_some() || status_flags(fd)?.nonblocking {
-                true => Some(hold_locked(fd, key, &mut dup)),
+            let nonblocking = status_flags(fd)?.nonblocking;
+            match dup.is_some() || nonblocking {
+                true => Some(hold_locked(fd, key, &mut dup, nonblocking)),
                 false => None,
             }
         };
@@ -304,14 +305,15 @@ pub fn hold_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
     }
 }
 
-/// [`hold_shared_nonblocking`] with the lock held. It drops no `SharedNonblocking`: that
-/// would take the lock again.
+/// [`hold_shared_nonblocking`] with the lock held, for a description whose `O_NONBLOCK` the
+/// caller read under it. It drops no `SharedNonblocking`: that would take the lock again.
 fn hold_locked(
     fd: BorrowedFd<'_>,
     key: DescriptionKey,
     dup: &mut Option<OwnedFd>,
+    nonblocking: bool,
 ) -> io::Result<Option<SharedNonblocking>> {
-    if status_flags(fd)?.nonblocking {
+    if nonblocking {
         return Ok(join_locked(key));
     }
     let mut claim = register_locked(dup, key);
@@ -653,13 +655,15 @@ pub fn is_stream_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
 }
 
 /// Whether the socket `fd` is listening (`listen` was called on it: `accept` takes its
-/// connections, and it carries no bytes itself).
+/// connections, and it carries no bytes itself), as far as the system says: macOS's
+/// `getsockopt` does not answer `SO_ACCEPTCONN` (`ENOPROTOOPT`), and a socket it cannot tell
+/// about counts as not listening.
 pub fn is_listening_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut on: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `on` and `len` are valid for writes, and `len` holds `on`'s size; `fd` is
     // borrowed.
-    cvt(unsafe {
+    let asked = cvt(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -667,8 +671,14 @@ pub fn is_listening_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
             (&raw mut on).cast(),
             &mut len,
         )
-    })?;
-    Ok(on != 0)
+    });
+    match asked {
+        Ok(_) => Ok(on != 0),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EINVAL | libc::EOPNOTSUPP)) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What kind of file an fd refers to, from `fstat`.
