@@ -93,6 +93,62 @@ typed_handle!(
     /// assert!(seen.get().contains(Readiness::READABLE));
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    ///
+    /// # Serving a socket
+    ///
+    /// evloop has no listener handle: a server watches its nonblocking listening socket for
+    /// [`READABLE`](Interest::READABLE), accepts until `WouldBlock`, and opens each
+    /// connection as a [`Pipe`](crate::Pipe). Out of fds, `accept` fails with `EMFILE` and
+    /// leaves the connection waiting, so the level-triggered watch would call again at once,
+    /// for good: stop it, and start it again once a connection has closed.
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
+    /// use std::os::fd::OwnedFd;
+    /// use std::os::unix::net::{UnixListener, UnixStream};
+    /// use evloop::fd_watch::Interest;
+    /// use evloop::{FdWatch, Loop, Pipe, ReadEvent, RunMode};
+    ///
+    /// let path = std::env::temp_dir().join(format!("evloop-doc-server-{}", std::process::id()));
+    /// let listener = UnixListener::bind(&path)?;
+    /// listener.set_nonblocking(true)?;
+    /// let mut lp = Loop::new()?;
+    /// let watch = FdWatch::new(&mut lp, OwnedFd::from(listener.try_clone()?))?;
+    /// watch.start(&mut lp, Interest::READABLE, move |lp, w, _| loop {
+    ///     match listener.accept() {
+    ///         Ok((conn, _)) => {
+    ///             conn.set_nonblocking(true).unwrap();
+    ///             let conn = Pipe::open(lp, OwnedFd::from(conn)).unwrap();
+    ///             // An echo, until the client's end of file; then our side ends too.
+    ///             conn.read_start(lp, |lp, c, ev| match ev {
+    ///                 ReadEvent::Data(d) => c.write(lp, d, |_, _| {}).unwrap(),
+    ///                 _ => c.shutdown(lp, move |lp, _| c.close(lp).unwrap()).unwrap(),
+    ///             })
+    ///             .unwrap();
+    ///             w.close(lp).unwrap(); // (one client is enough here)
+    ///             break;
+    ///         }
+    ///         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+    ///         Err(_) => {
+    ///             w.stop(lp).unwrap(); // EMFILE, say: see above
+    ///             break;
+    ///         }
+    ///     }
+    /// })?;
+    /// let to = path.clone();
+    /// let client = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+    ///     let mut s = UnixStream::connect(to)?;
+    ///     s.write_all(b"hello")?;
+    ///     s.shutdown(std::net::Shutdown::Write)?;
+    ///     let mut got = Vec::new();
+    ///     s.read_to_end(&mut got)?;
+    ///     Ok(got)
+    /// });
+    /// lp.run(RunMode::Default)?;
+    /// std::fs::remove_file(&path)?;
+    /// assert_eq!(client.join().unwrap()?, b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     FdWatch,
     HandleKind::FdWatch
 );

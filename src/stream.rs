@@ -1454,7 +1454,9 @@ macro_rules! stream_methods {
                 lp.stream_shutdown(self.0, $kind, Box::new(cb))
             }
 
-            /// Bytes queued and not yet written.
+            /// Bytes queued and not yet written. (The memory held can be more: a buffer given
+            /// to [`write_vec`](Self::write_vec) or [`write_shared`](Self::write_shared) is
+            /// kept whole until its last byte is out.)
             ///
             /// For back-pressure (Node's `'drain'`): a producer that finds the queue above
             /// its high-water mark stops producing (pausing the stream it reads from, say),
