@@ -6,8 +6,8 @@
 //! `clone(CLONE_VM | CLONE_VFORK)`, as glibc's `posix_spawn` (2.24 and later) runs its child,
 //! but running `child_exec`, the fork path's child code: no page tables are copied, however
 //! large the parent. The child shares the parent's memory until its exec, so it only reads
-//! what the parent prepared (nothing allocates), writes only its own stack (in the parent's
-//! frame, which is suspended until the exec), its report, the calling thread's `errno` (its
+//! what the parent prepared (nothing allocates), writes only its own stack (a mapping with a
+//! guard page, kept per thread), its report, the calling thread's `errno` (its
 //! failed calls set it; the parent reads `errno` only for `clone`'s own failure) and
 //! `STOPS_BEFORE_EXEC` (the stop signals it caught, for the parent), and every signal stays
 //! blocked until the last step, so no handler of the parent's runs in it. It takes every
@@ -1817,20 +1817,97 @@ fn fork_exec(
 
 // ----- Linux: the vfork path ----------------------------------------------------------------
 
-/// The vfork child's stack, in the parent's own frame: the parent's thread is suspended
-/// until the child's exec or exit, so nothing else uses that memory meanwhile. The child
-/// needs little (`child_exec` and the libc calls it makes, about 2 KiB, plus a signal frame
-/// for `discard_stop`, which CPUs with large vector state make bigger: some 11 KiB with
-/// x86's AMX); a parent thread with less stack left than this fails on its guard page, as
-/// with any deep call. This stack has no guard page of its own: a child that overran it
-/// would write into the parent's suspended frames below it instead of faulting, so the
-/// margin must stay wide (glibc's `posix_spawn` maps its child a stack of its own).
+/// How much stack the vfork child gets. It needs little (`child_exec` and the libc calls it
+/// makes, about 2 KiB, plus a signal frame for `discard_stop`, which CPUs with large vector
+/// state make bigger: some 11 KiB with x86's AMX). The rest is margin, which costs address
+/// space only: pages never touched are never backed.
 #[cfg(target_os = "linux")]
-const VFORK_STACK_BYTES: usize = 32 * 1024;
+const VFORK_STACK_BYTES: usize = 64 * 1024;
+
+/// The vfork child's stack: a mapping of its own, with an inaccessible guard page below it,
+/// so that a child that overran it dies of `SIGSEGV` (reported as a child killed by that
+/// signal) instead of writing into the memory it shares with the parent. (glibc's
+/// `posix_spawn` maps its child a stack too, on each spawn.) One per thread, mapped by the
+/// thread's first vfork and unmapped when the thread ends: `CLONE_VFORK` suspends the
+/// calling thread while its child runs, and every signal is blocked meanwhile, so no two
+/// children use one stack at once. Holds the stack's top, null before the first use.
+#[cfg(target_os = "linux")]
+struct VforkStack(std::cell::Cell<*mut u8>);
 
 #[cfg(target_os = "linux")]
-#[repr(C, align(16))]
-struct VforkStack(MaybeUninit<[u8; VFORK_STACK_BYTES]>);
+thread_local! {
+    static VFORK_STACK: VforkStack = const { VforkStack::new() };
+}
+
+#[cfg(target_os = "linux")]
+impl VforkStack {
+    const fn new() -> VforkStack {
+        VforkStack(std::cell::Cell::new(std::ptr::null_mut()))
+    }
+
+    /// The guard page's length and the whole mapping's: the guard page, then the stack in
+    /// whole pages.
+    fn layout() -> (usize, usize) {
+        // SAFETY: sysconf only reads a system constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+        (page, page + VFORK_STACK_BYTES.next_multiple_of(page))
+    }
+
+    /// The stack's top (one past its last byte, page-aligned), mapped on first use.
+    #[inline]
+    fn top(&self) -> io::Result<*mut u8> {
+        let top = self.0.get();
+        if !top.is_null() {
+            return Ok(top);
+        }
+        let top = Self::map()?;
+        self.0.set(top);
+        Ok(top)
+    }
+
+    #[cold]
+    fn map() -> io::Result<*mut u8> {
+        let (guard, len) = Self::layout();
+        // SAFETY: a new private anonymous mapping at an address the kernel picks touches no
+        // memory of ours. All of it starts inaccessible, so the guard page never is anything
+        // else.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        cvt(base.addr() as isize)?;
+        let base = base.cast::<u8>();
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: the `len - guard` bytes from `base + guard` lie within the mapping just
+        // made, which nothing else knows of.
+        if let Err(e) = cvt(unsafe { libc::mprotect(base.add(guard).cast(), len - guard, rw) }) {
+            // SAFETY: the whole mapping just made, unused.
+            unsafe { libc::munmap(base.cast(), len) };
+            return Err(e);
+        }
+        // SAFETY: one past the mapping's end, within the bounds of the same allocation.
+        Ok(unsafe { base.add(len) })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for VforkStack {
+    fn drop(&mut self) {
+        let top = self.0.get();
+        if !top.is_null() {
+            let len = Self::layout().1;
+            // SAFETY: the mapping `map` made, `len` bytes below `top`; no child runs on it
+            // (its thread is ending, or the one spawn it was made for returned).
+            unsafe { libc::munmap(top.sub(len).cast(), len) };
+        }
+    }
+}
 
 /// What this process found the first time it tried the vfork path (`vfork_mode`).
 #[cfg(target_os = "linux")]
@@ -1913,8 +1990,8 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
     }
 }
 
-/// Runs `child(arg)` in a `clone(CLONE_VM | CLONE_VFORK | flags)` child whose stack is a
-/// buffer in this frame, with every signal blocked around the call, so that no handler of
+/// Runs `child(arg)` in a `clone(CLONE_VM | CLONE_VFORK | flags)` child on this thread's
+/// [`VforkStack`], with every signal blocked around the call, so that no handler of
 /// ours runs in the child, which shares our memory, before it resets them. Returns the
 /// child's pid, or the error number (read before the mask comes off, since a handler that
 /// runs then may change it). With `CLONE_PIDFD` the kernel stores the pidfd in `pidfd`.
@@ -1923,8 +2000,8 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
 ///
 /// `child` must make only async-signal-safe calls on what `arg` points to, write nothing of
 /// this process's memory but through `arg` (besides the calling thread's `errno`, which its
-/// failed calls set, and thread-locals of its own, such as `STOPS_BEFORE_EXEC`), stay within
-/// the stack this gives it, and end in an exec or `_exit`; `arg` must stay
+/// failed calls set, and thread-locals of its own, such as `STOPS_BEFORE_EXEC`) and end in an
+/// exec or `_exit` (one that overruns its stack faults on the guard page); `arg` must stay
 /// valid until this returns (CLONE_VFORK suspends the calling thread until the child's exec
 /// or exit), and `pidfd` must be valid for a write.
 #[cfg(target_os = "linux")]
@@ -1934,14 +2011,24 @@ unsafe fn clone_vfork(
     flags: c_int,
     pidfd: *mut c_int,
 ) -> Result<Pid, i32> {
-    let mut stack = VforkStack(MaybeUninit::uninit());
-    let _mask = MaskGuard::block_all().map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
-    // The stack's top is one past its end and 16-aligned; the buffer is unused until clone
-    // returns, this thread being suspended meanwhile; every signal is blocked, so no handler
-    // runs on the child's stack. The kernel writes `pidfd` only with CLONE_PIDFD.
+    // A thread whose thread-locals are gone (a spawn from another thread-local's destructor)
+    // gets a stack for this call only.
+    let own;
+    let top = match VFORK_STACK.try_with(VforkStack::top) {
+        Ok(top) => top,
+        Err(_) => {
+            own = VforkStack::new();
+            own.top()
+        }
+    };
+    let os_error = |e: io::Error| e.raw_os_error().unwrap_or(libc::EINVAL);
+    let top = top.map_err(os_error)?;
+    let _mask = MaskGuard::block_all().map_err(os_error)?;
+    // The stack's top is page-aligned; this thread's stack is used by no one else until
+    // clone returns, this thread being suspended meanwhile; every signal is blocked, so no
+    // handler runs on the child's stack. The kernel writes `pidfd` only with CLONE_PIDFD.
     // SAFETY: as just said; the caller upholds the rest (see `# Safety`).
     let pid = unsafe {
-        let top = stack.0.as_mut_ptr().cast::<u8>().add(VFORK_STACK_BYTES);
         libc::clone(
             child,
             top.cast(),
@@ -2093,5 +2180,43 @@ fn close_range_works() -> bool {
     #[cfg(not(target_os = "linux"))]
     {
         false
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Writes just below the bottom of its stack, as a child that overran it would.
+    extern "C" fn overrun_child(_: *mut libc::c_void) -> c_int {
+        // A byte on this stack (`black_box` keeps it there, not in a constant).
+        let mut local = 0u8;
+        let below = std::hint::black_box(&raw mut local).wrapping_sub(VFORK_STACK_BYTES + 64);
+        // SAFETY: none: the write is meant to fault, on the guard page. (Without one, it
+        // lands in the parent's memory, and the child exits 0.)
+        unsafe {
+            below.write_volatile(1);
+            libc::_exit(0)
+        }
+    }
+
+    #[test]
+    fn a_vfork_child_that_overruns_its_stack_faults_on_the_guard_page() {
+        // Only a child that shares our memory could harm it (valgrind runs it as a fork).
+        if vfork_mode() != VFORK_SHARED {
+            return;
+        }
+        let mut no_pidfd: c_int = -1;
+        // SAFETY: the child writes nothing of ours (the write faults) and ends in `_exit`;
+        // `no_pidfd` is writable (and not written: no CLONE_PIDFD).
+        let pid = unsafe { clone_vfork(overrun_child, std::ptr::null(), libc::SIGCHLD, &raw mut no_pidfd) };
+        let pid = pid.map_err(io::Error::from_raw_os_error).expect("clone");
+        let mut status: c_int = 0;
+        // SAFETY: `status` is valid for writes of one int for the whole call.
+        cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) }).expect("waitpid");
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "the child was not stopped by the guard page: status {status:#x}"
+        );
     }
 }
