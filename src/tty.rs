@@ -943,7 +943,9 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// Each resets only while the process's group is the terminal's foreground group (or the
 /// terminal has none, or the group in front has no member left): from the background, as a
 /// shell is while a job has the terminal, the settings are the job's to keep, and writing
-/// them could stop the process with `SIGTTOU`.
+/// them could stop the process with `SIGTTOU`. None resets in a child forked without exec
+/// (a worker, or a child between another library's `fork` and its exec), which inherits
+/// them: the parent that set the mode may go on using the terminal.
 ///
 /// What is restored is the terminal's settings, after the bytes of
 /// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).

@@ -792,16 +792,12 @@ fn reset_at_exit_once() {
     });
 }
 
-/// The process that saved the settings, whose `exit` resets the terminal: a child forked
-/// without exec inherits the `atexit` handler, and its `exit` must leave the parent's
-/// terminal alone.
+/// The process that saved the settings, whose hooks reset the terminal
+/// ([`reset_saved_in_front`]).
 static RESET_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn reset_at_exit() {
-    // SAFETY: as above.
-    if unsafe { libc::getpid() } == RESET_PID.load(Ordering::Relaxed) {
-        let _ = reset_saved_when(true);
-    }
+    let _ = reset_saved_in_front();
 }
 
 /// Whether terminal `fd` is this process's controlling terminal (`/dev/tty`'s).
@@ -854,7 +850,15 @@ pub fn reset_saved() -> io::Result<()> {
 /// from the background the settings are the foreground job's, and writing them would change
 /// that job's terminal under it, or stop the process with `SIGTTOU`. For the hooks that run
 /// at `exit`, on a panic and on fatal signals. Async-signal-safe, as `reset_saved`.
+///
+/// Does nothing in a child forked without exec (a worker, or a child between another
+/// library's `fork` and its exec), which inherits the hooks: the parent that set the
+/// terminal's mode may well go on using it.
 pub fn reset_saved_in_front() -> io::Result<()> {
+    // SAFETY: getpid has no preconditions, cannot fail, and is async-signal-safe.
+    if unsafe { libc::getpid() } != RESET_PID.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     reset_saved_when(true)
 }
 

@@ -1410,6 +1410,73 @@ case!(
     }
 );
 
+const FORKED_ENV: &str = "EVLOOP_TEST_FORKED_RESET";
+
+/// Not a test: the child process of
+/// `issue_5_a_child_forked_without_exec_leaves_the_parents_terminal_alone`. Puts its stdin
+/// (a pty slave) in raw mode under the restore hooks, then forks twice: one child ends by
+/// `SIGTERM`, the other by `exit`, the two ways the inherited hooks run there. After each,
+/// the terminal must still be raw.
+#[test]
+#[ignore = "runs only as a child process of the forked-reset test"]
+fn forked_reset_child() {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, fork};
+    if std::env::var_os(FORKED_ENV).is_none() {
+        return;
+    }
+    // SAFETY: SIG_DFL is no handler; nothing else in this process changes SIGTERM.
+    unsafe {
+        nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, nix::sys::signal::SigHandler::SigDfl)
+    }
+    .unwrap();
+    evloop::tty::install_restore_hooks().unwrap();
+    let mut lp = test_loop();
+    let tty = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let raw = attrs(io::stdin());
+    for how in ["SIGTERM", "exit"] {
+        // SAFETY: the child makes only async-signal-safe calls (raise, or exit with nothing
+        // but the hooks registered), then ends.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                if how == "SIGTERM" {
+                    let _ = evloop::signal::raise(libc::SIGTERM);
+                }
+                std::process::exit(0);
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                let ended = match status {
+                    WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGTERM, _) => "SIGTERM",
+                    WaitStatus::Exited(_, 0) => "exit",
+                    _ => "otherwise",
+                };
+                assert_eq!(ended, how, "{status:?}");
+            }
+        }
+        assert_same_termios(&attrs(io::stdin()), &raw, &format!("after a forked child's {how}"));
+        println!("still raw after {how}");
+    }
+    close_all(&mut lp);
+    std::process::exit(0);
+}
+
+case!(
+    secs = 30,
+    /// A child forked without exec inherits the restore hooks; ended by a signal it reset
+    /// the terminal of the parent, which went on in raw mode with cooked settings (a
+    /// worker's `SIGTERM`, or a child between another library's fork and its exec). Its
+    /// `exit` already left the terminal alone.
+    fn issue_5_a_child_forked_without_exec_leaves_the_parents_terminal_alone() {
+        let p = pty();
+        let out = run_child_test("tty::forked_reset_child", (FORKED_ENV, "1"), &p.slave);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}", out.status);
+        assert_eq!(text.matches("still raw after").count(), 2, "{text}");
+    }
+);
+
 case!(
     /// A panic on a worker thread that the program survives (its `join` takes it) resets
     /// the terminal through the hook, as documented, and the same mode again puts the
