@@ -2200,6 +2200,51 @@ mod tests {
         }
     }
 
+    /// Spawns from a thread-local's destructor, after the thread's `VFORK_STACK` is gone, and
+    /// sends whether it was gone and whether the child ran in our memory.
+    struct SpawnAtThreadEnd(std::sync::mpsc::Sender<(bool, bool)>);
+
+    impl Drop for SpawnAtThreadEnd {
+        fn drop(&mut self) {
+            let gone = VFORK_STACK.try_with(|_| ()).is_err();
+            let seen = std::sync::atomic::AtomicBool::new(false);
+            let mut no_pidfd: c_int = -1;
+            // SAFETY: `probe_child` only sets `seen`, which outlives the call, and exits;
+            // `no_pidfd` is writable (and not written: no CLONE_PIDFD).
+            let pid = unsafe {
+                clone_vfork(probe_child, (&raw const seen).cast(), libc::SIGCHLD, &raw mut no_pidfd)
+            };
+            let pid = pid.map_err(io::Error::from_raw_os_error).expect("clone");
+            let mut status: c_int = 0;
+            // SAFETY: `status` is valid for writes of one int for the whole call.
+            cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) }).expect("waitpid");
+            let _ = self.0.send((gone, seen.load(Relaxed) && status == 0));
+        }
+    }
+
+    thread_local! {
+        static AT_THREAD_END: std::cell::RefCell<Option<SpawnAtThreadEnd>> = const { std::cell::RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_vfork_spawn_after_the_threads_stack_is_gone_maps_one_for_itself() {
+        if vfork_mode() != VFORK_SHARED {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Registered first, destroyed last (thread-locals go in the reverse order).
+            AT_THREAD_END.with(|a| *a.borrow_mut() = Some(SpawnAtThreadEnd(tx)));
+            VFORK_STACK.with(|s| s.top()).expect("map the stack");
+        })
+        .join()
+        .unwrap();
+        let (gone, ran) =
+            rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the destructor's spawn");
+        assert!(gone, "the thread's stack was still there: the test did not reach the fallback");
+        assert!(ran, "the child did not run on a stack of its own");
+    }
+
     #[test]
     fn a_vfork_child_that_overruns_its_stack_faults_on_the_guard_page() {
         // Only a child that shares our memory could harm it (valgrind runs it as a fork).
