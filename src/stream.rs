@@ -658,6 +658,7 @@ impl Loop {
 
     /// Writes `buf`, or queues what the kernel does not take now. An owned buffer moves into
     /// the queue; a borrowed one is copied, from the first byte not written.
+    #[inline]
     pub(crate) fn stream_write(
         &mut self,
         id: HandleId,
