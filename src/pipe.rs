@@ -129,7 +129,10 @@ pub fn restore_shared_blocking() -> io::Result<()> {
 /// the kernel gives a lower number (one `fcntl` and one `close` more per fd), so it is still
 /// close-on-exec. An fd the caller hands over (to [`Pipe::open`], say) keeps its number, and
 /// fds made before the call keep theirs: set the floor before the first loop. `0`, the
-/// default, leaves the numbers to the kernel. An fd handed to [`Pipe::open`] or
+/// default, leaves the numbers to the kernel, but for 0, 1 and 2: whatever the floor, no fd
+/// evloop makes takes the number of a standard stream, which a program that closed its own
+/// leaves free (an fd of the loop's there would be taken for that stream, by `println!` and
+/// by the children given it). An fd handed to [`Pipe::open`] or
 /// [`Tty::open`](crate::Tty::open) that they keep aside (while they work on a description
 /// of their own) is moved above the floor too, its number closed at once; so is a copy that
 /// [`Command::try_clone`](crate::Command::try_clone) makes. Fds the caller gives a child

@@ -482,8 +482,9 @@ pub enum Stdio {
     /// A copy of the child's own fd `n`, as the command sets it up: a shell's `2>&1` is
     /// `stderr(Stdio::SameAs(1))`, whatever stdout is (a new pipe, a file, a handle, the
     /// next stage of a [`Pipeline`] for `|&`, the capture of [`Command::output`], which then
-    /// gets both streams, in order, as its stdout). fd `n` must be one the child has: 0, 1
-    /// or 2, or one the command names; a chain (`3>&2 2>&1`) is followed to its end. A fd
+    /// gets both streams, in order, as its stdout). fd `n` must be one the child has: one
+    /// the command names, or 0, 1 or 2 inherited (the program's own, unless it closed it or
+    /// made it close-on-exec); a chain (`3>&2 2>&1`) is followed to its end. A fd
     /// [`Stdio::Close`]d, a missing one, or a cycle is an error at the spawn.
     ///
     /// ```
@@ -517,8 +518,17 @@ fn same_as_source(cmd: &Command, fds: &[FdMapping], target: RawFd, mut n: RawFd)
         }
         match cmd.stdio.iter().find(|(t, _)| *t == n).map(|(_, s)| s) {
             Some(Stdio::SameAs(next)) => n = *next,
-            // The parent's own 0, 1 or 2, which the child inherits.
-            Some(Stdio::Inherit) | None if n < 3 => return Ok(Source::Fd(n)),
+            // The parent's own 0, 1 or 2, which the child inherits, unless it is closed or
+            // close-on-exec (as a shell's `2>&1` fails when its fd 1 is closed).
+            Some(Stdio::Inherit) | None if n < 3 => {
+                if !fd::kept_on_exec_raw(n) {
+                    return Err(bad(format!(
+                        "Stdio::SameAs names fd {n}, which the child does not have (the program's own fd \
+                         {n}, which it would inherit, is closed or close-on-exec)"
+                    )));
+                }
+                return Ok(Source::Fd(n));
+            }
             _ => return Err(bad(format!("Stdio::SameAs names fd {n}, which the child does not have"))),
         }
     }

@@ -51,7 +51,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         set_cloexec(std::os::fd::AsFd::as_fd(&r))?;
         set_cloexec(std::os::fd::AsFd::as_fd(&w))?;
     }
-    if fds[0].min(fds[1]) < FD_FLOOR.load(Ordering::Relaxed) {
+    if fds[0].min(fds[1]) < own_fd_min() {
         return Ok((settle(r)?, settle(w)?));
     }
     Ok((r, w))
@@ -252,7 +252,7 @@ pub struct SharedNonblocking {
 pub fn set_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<SharedNonblocking> {
     let claim = if registry_is_ours(true) {
         restore_at_exit_once();
-        let (key, mut dup) = (description_key(fd)?, Some(dup_cloexec(fd, 3)?));
+        let (key, mut dup) = (description_key(fd)?, Some(dup_cloexec(fd, 0)?));
         let claim = {
             let _guard = SHARED_LOCK.lock();
             register_locked(&mut dup, key)
@@ -300,7 +300,7 @@ pub fn hold_shared_nonblocking(fd: BorrowedFd<'_>) -> io::Result<Option<SharedNo
                 drop(dup);
                 return held;
             }
-            None => dup = Some(dup_cloexec(fd, 3)?),
+            None => dup = Some(dup_cloexec(fd, 0)?),
         }
     }
 }
@@ -728,7 +728,8 @@ static FD_FLOOR: AtomicI32 = AtomicI32::new(0);
 /// pidfds, ptys, reopened descriptions, duplicates) gets a number at or above `floor`: one
 /// that the kernel gives below it is moved up with `F_DUPFD_CLOEXEC`, its low number closed
 /// at once. A shell keeps its own fds above 9 this way, so that a script's `exec 3>file`
-/// (a `dup2` onto 3) cannot land on one. 0 (the default) leaves the numbers to the kernel.
+/// (a `dup2` onto 3) cannot land on one. Below 3 (the default is 0) the floor is 3: the
+/// numbers of the standard streams are never this crate's (see [`own_fd_min`]).
 ///
 /// Fails with `InvalidInput` for a negative `floor`, and for one at or above the soft
 /// `RLIMIT_NOFILE` (no fd could be moved there). A limit lowered to the floor or below
@@ -750,15 +751,24 @@ pub fn fd_floor() -> RawFd {
     FD_FLOOR.load(Ordering::Relaxed)
 }
 
-/// `fd`, a fresh fd of this crate's, moved to a number at or above the fd floor if it is
-/// below it (see [`set_fd_floor`]). Close-on-exec either way.
+/// The lowest number an fd of this crate's takes: the fd floor, and never 0, 1 or 2. A
+/// program that closed its standard streams leaves those numbers free, and an fd of ours
+/// there (an epoll fd, a pipe) would be taken for one: by the program's own `println!`,
+/// and by a child given the parent's stream (`2>&1` of a closed stdout would hand it ours).
+#[inline]
+fn own_fd_min() -> RawFd {
+    FD_FLOOR.load(Ordering::Relaxed).max(3)
+}
+
+/// `fd`, a fresh fd of this crate's, moved to a number at or above the fd floor (and 3) if
+/// it is below it (see [`set_fd_floor`]). Close-on-exec either way.
 #[inline]
 pub fn settle(fd: OwnedFd) -> io::Result<OwnedFd> {
-    let floor = FD_FLOOR.load(Ordering::Relaxed);
-    if fd.as_raw_fd() >= floor {
+    let min = own_fd_min();
+    if fd.as_raw_fd() >= min {
         return Ok(fd);
     }
-    raise(fd, floor)
+    raise(fd, min)
 }
 
 #[cold]
@@ -770,9 +780,9 @@ fn raise(fd: OwnedFd, floor: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Duplicates `fd` onto the lowest free number `>= min`, close-on-exec (`F_DUPFD_CLOEXEC`),
-/// and at or above the fd floor ([`set_fd_floor`]).
+/// and at or above the fd floor ([`set_fd_floor`]) and 3.
 pub fn dup_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
-    let min = min.max(FD_FLOOR.load(Ordering::Relaxed));
+    let min = min.max(own_fd_min());
     // SAFETY: `fd` is borrowed; F_DUPFD_CLOEXEC takes an int argument.
     let n = cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
     // SAFETY: fcntl returned a fresh fd that nothing else owns.
@@ -903,6 +913,14 @@ pub fn is_open_raw(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the fd table entry; a closed number gives EBADF.
     let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     rc != -1
+}
+
+/// Whether a program this process execs would have the fd number `fd`: it is open and not
+/// close-on-exec (`fcntl(F_GETFD)`). A hint, as [`is_open_raw`]'s answer is.
+pub fn kept_on_exec_raw(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd table entry; a closed number gives EBADF.
+    let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    rc != -1 && rc & libc::FD_CLOEXEC == 0
 }
 
 /// The numbers of the fds open in this process, ascending (for leak reports).

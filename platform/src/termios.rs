@@ -703,7 +703,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
         None => is_controlling_terminal(fd),
     };
     // The fds are made without the lock, which a signal handler only tries.
-    let dup = fd::dup_cloexec(fd, 3)?;
+    let dup = fd::dup_cloexec(fd, 0)?;
     let writer = restore_writer(fd);
     let mut guard = SavedGuard::lock();
     let full = match refusal(id) {

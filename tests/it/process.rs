@@ -396,6 +396,42 @@ case!(
 );
 
 case!(
+    /// Issue 6: a program that closed its fd 0 before making its loop got the loop's epoll
+    /// fd at 0, and a child given `stderr(SameAs(0))` or `InheritFrom(0)` got the loop's
+    /// epoll fd (spawn audit). evloop's own fds now stay off 0, 1 and 2, and `SameAs` of an
+    /// inherited standard stream that the child would not have (closed, or close-on-exec in
+    /// the program) is refused, as a shell's `2>&1` of a closed fd 1 fails.
+    fn issue_6_no_fd_of_the_loops_takes_a_closed_standard_streams_number() {
+        // SAFETY: fd 0 (this test process's /dev/null) is not used by anything else here.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) });
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            assert!(lp.backend_fd().as_raw_fd() >= 3, "{name}: the poller took {:?}", lp.backend_fd());
+            let (r, w) = Pipe::pair(&mut lp).unwrap();
+            let numbers = [r.fd(&lp).unwrap().as_raw_fd(), w.fd(&lp).unwrap().as_raw_fd()];
+            assert!(numbers.iter().all(|&n| n >= 3), "{name}: {numbers:?}");
+            assert!(status_of(&mut lp, &Command::new("true")).unwrap().success(), "{name}");
+            assert!(!evloop_platform::fd::is_open_raw(0), "{name}: something of the loop's is at fd 0");
+            let refused = |cmd: &Command, lp: &mut Loop| status_of(lp, cmd).unwrap_err();
+            let e = refused(Command::new("true").stderr(Stdio::SameAs(0)), &mut lp);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}: {e}");
+            assert!(e.to_string().contains("closed or close-on-exec"), "{name}: {e}");
+            let e = refused(Command::new("true").stderr(Stdio::InheritFrom(0)), &mut lp);
+            assert_eq!(evloop::os_error_code(&e), Some(libc::EBADF), "{name}: {e}");
+            // A close-on-exec stdout is not the child's either.
+            evloop_platform::fd::set_cloexec(io::stdout().as_fd()).unwrap();
+            let e = refused(Command::new("true").stderr(Stdio::SameAs(1)), &mut lp);
+            assert!(e.to_string().contains("closed or close-on-exec"), "{name}: {e}");
+            nix::fcntl::fcntl(io::stdout(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+                .unwrap();
+            r.close(&mut lp).unwrap();
+            w.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);
+
+case!(
     /// Issue 6: `terminate_group` copies the leader's pidfd to name the group race-free; out
     /// of fds, that copy failed and with it the call, before any signal went, so a runner's
     /// timed-out job ran on (test-runner trial). The group is now named by number then.
