@@ -396,6 +396,27 @@ case!(
 );
 
 case!(
+    /// Issue 6: the vfork path put its child's 32 KiB stack in the spawning thread's frame,
+    /// so a spawn from a thread with a small stack (32 or 40 KiB) overflowed it and ended the
+    /// process; std and the other paths spawn there (spawn audit). The child's stack is a
+    /// mapping of its own now.
+    fn issue_6_a_thread_with_a_small_stack_spawns() {
+        for (name, b) in flavours() {
+            let spawned = std::thread::Builder::new()
+                .stack_size(32 * 1024)
+                .spawn(move || {
+                    let mut lp = b.build().unwrap();
+                    status_of(&mut lp, &Command::new("true")).map(|s| s.success())
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(spawned.unwrap(), "{name}");
+        }
+    }
+);
+
+case!(
     /// Issue 6: a program that closed its fd 0 before making its loop got the loop's epoll
     /// fd at 0, and a child given `stderr(SameAs(0))` or `InheritFrom(0)` got the loop's
     /// epoll fd (spawn audit). evloop's own fds now stay off 0, 1 and 2, and `SameAs` of an
