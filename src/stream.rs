@@ -774,14 +774,24 @@ impl Loop {
                 break;
             }
             let Ok(fd) = s.io.fd() else { break };
-            let mut iov = [IoSlice::new(&[]); WRITEV_BUFFERS_MAX];
+            // The buffers' list on the stack when it is short, as it mostly is; filling a
+            // list of IOV_MAX entries every time cost more than the write of one buffer.
+            let wanted = s.queue.len().min(WRITEV_BUFFERS_MAX);
+            let mut short = [IoSlice::new(&[]); 8];
+            let mut long;
+            let iov = if wanted <= short.len() {
+                &mut short[..wanted]
+            } else {
+                long = vec![IoSlice::new(&[]); wanted];
+                &mut long[..]
+            };
             let mut n_iov = 0;
             let mut offered = 0;
-            for req in s.queue.iter().take(WRITEV_BUFFERS_MAX) {
+            for (slot, req) in iov.iter_mut().zip(&s.queue) {
                 // At most IO_BYTES_LIMIT in all: macOS refuses a writev of more than INT_MAX.
                 let rest = &req.data.as_slice()[req.offset..];
                 let take = rest.len().min(fd::IO_BYTES_LIMIT - offered);
-                iov[n_iov] = IoSlice::new(&rest[..take]);
+                *slot = IoSlice::new(&rest[..take]);
                 offered += take;
                 n_iov += 1;
                 if offered == fd::IO_BYTES_LIMIT {
