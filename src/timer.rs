@@ -505,9 +505,12 @@ impl Loop {
         self.timers.buckets.iter().find(|(_, v)| self.bucket_is_live(v)).map(|(&d, _)| d)
     }
 
-    /// Whether a bucket holds an entry of a timer still armed for it.
+    /// Whether a bucket holds an entry of a timer still armed for it. From the newest: a
+    /// timer restarted again and again within one millisecond leaves its stale entries in
+    /// front of its live one, the last (until a compaction), and the poll phase asks this
+    /// in every iteration.
     fn bucket_is_live(&self, bucket: &[Entry]) -> bool {
-        bucket.iter().any(|e| self.entry_is_live(e))
+        bucket.iter().rev().any(|e| self.entry_is_live(e))
     }
 
     /// Drops leading buckets that hold only stopped timers' entries, so that the poll
