@@ -253,3 +253,31 @@ macro_rules! typed_handle {
     };
 }
 pub(crate) use typed_handle;
+
+/// A map by slot key. The keys are the loop's own small numbers, so a multiplication
+/// hashes them: SipHash, std's default, guards against keys an attacker picks, and cost
+/// some hundred instructions per lookup on paths that every captured child takes.
+pub(crate) type KeyMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// The hasher of [`KeyMap`]: Fibonacci hashing of the one `u32` it is given.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u32` keys; correct for any others all the same.
+        for &b in bytes {
+            self.write_u32(u32::from(b) ^ (self.0 as u32).rotate_left(8));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

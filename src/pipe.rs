@@ -223,8 +223,8 @@ impl Pipe {
     /// from a thread); or let [`Stdio::Pipe`](crate::Stdio::Pipe) make the child's end.
     pub fn pair(lp: &mut Loop) -> io::Result<(Pipe, Pipe)> {
         let (r, w) = fd::pipe()?;
-        fd::set_nonblocking(r.as_fd(), true)?;
-        fd::set_nonblocking(w.as_fd(), true)?;
+        fd::set_fresh_pipe_nonblocking(r.as_fd())?;
+        fd::set_fresh_pipe_nonblocking(w.as_fd())?;
         let rx = Pipe::from_private(lp, r, true, false)?;
         let tx = Pipe::from_private(lp, w, false, true)?;
         Ok((rx, tx))

@@ -2886,7 +2886,7 @@ pub(crate) struct Children {
     stop_epoch: u32,
     /// What a few process handles have besides their state, by slot key. Usually empty;
     /// kept out of `ProcessState`, which every slot pays for.
-    extras: HashMap<u32, ProcessExtras>,
+    extras: crate::handle::KeyMap<ProcessExtras>,
     /// The groups whose `kill_group_on_drop` a close left to `terminate_group`'s escalation,
     /// with its flag: each leaves when its escalation ends, and a loop dropped before then
     /// kills those left itself, since the escalation goes with it.
@@ -3231,8 +3231,8 @@ impl Loop {
         let mut child =
             Child { process: Process(id), stdin: None, stdout: None, stderr: None, pipes: Vec::new() };
         for p in std::mem::take(&mut prep.pipes) {
-            let made = fd::set_nonblocking(p.ours.as_fd(), true)
-                .and_then(|_| Pipe::from_private(self, p.ours, p.we_read, !p.we_read));
+            let made = fd::set_fresh_pipe_nonblocking(p.ours.as_fd())
+                .and_then(|()| Pipe::from_private(self, p.ours, p.we_read, !p.we_read));
             let pipe = match made {
                 Ok(pipe) => pipe,
                 Err(e) => {
@@ -4444,7 +4444,7 @@ impl Loop {
         let opened = (|| -> io::Result<()> {
             for target in [1, 2] {
                 let (r, w) = fd::pipe()?;
-                fd::set_nonblocking(r.as_fd(), true)?;
+                fd::set_fresh_pipe_nonblocking(r.as_fd())?;
                 ours.push(Pipe::from_private(self, r, true, false)?);
                 // `2>&1`: stderr goes where stdout goes, and its own pipe just ends.
                 if !cmd.stdio.iter().any(|(t, s)| *t == target && matches!(s, Stdio::SameAs(_))) {
@@ -4454,7 +4454,7 @@ impl Loop {
             }
             if input.is_some() {
                 let (r, w) = fd::pipe()?;
-                fd::set_nonblocking(w.as_fd(), true)?;
+                fd::set_fresh_pipe_nonblocking(w.as_fd())?;
                 ours.push(Pipe::from_private(self, w, false, true)?);
                 links.push((0, r.as_raw_fd()));
                 child_ends.push(r);
@@ -4941,7 +4941,7 @@ impl Pipeline {
                     .map_err(|e| context(e, "pipeline: /dev/null for its stdin"))?,
             ),
         };
-        fd::set_nonblocking(r.as_fd(), true)?;
+        fd::set_fresh_pipe_nonblocking(r.as_fd())?;
         let ours = Pipe::from_private(lp, r, true, false)?;
         let capture = Rc::new(RefCell::new(PipelineCapture {
             stdout: Vec::new(),

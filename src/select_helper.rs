@@ -125,8 +125,8 @@ impl SelectHelper {
     fn start(loop_id: u32, wake: Arc<LoopWake>, watches: HashMap<u64, Watch>) -> io::Result<SelectHelper> {
         let here = |e| crate::error::context(e, "starting the select helper thread");
         let (int_r, int_w) = fd::pipe().map_err(here)?;
-        fd::set_nonblocking(int_r.as_fd(), true).map_err(here)?;
-        fd::set_nonblocking(int_w.as_fd(), true).map_err(here)?;
+        fd::set_fresh_pipe_nonblocking(int_r.as_fd()).map_err(here)?;
+        fd::set_fresh_pipe_nonblocking(int_w.as_fd()).map_err(here)?;
         let table = Table { watches, ..Table::default() };
         let shared = Arc::new(Shared { table: Mutex::new(table), left_select: Condvar::new() });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);

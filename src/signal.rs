@@ -208,7 +208,7 @@ impl Loop {
             let here = |e| crate::error::context(e, "creating the loop's signal pipe");
             let (read_end, write_end) = fd::pipe().map_err(here)?;
             // (NotifySlot::new makes the write end nonblocking.)
-            fd::set_nonblocking(read_end.as_fd(), true).map_err(here)?;
+            fd::set_fresh_pipe_nonblocking(read_end.as_fd()).map_err(here)?;
             self.poller
                 .update(read_end.as_fd(), SIGNAL_TOKEN, Interest::empty(), Interest::READABLE)
                 .map_err(here)?;

@@ -70,7 +70,7 @@ impl ReadCb {
 pub(crate) type WriteCb = Box<dyn FnOnce(&mut Loop, io::Result<()>)>;
 
 /// Finished writes of closing streams, by slot key: see `stream_take_completed`.
-pub(crate) type Completed = std::collections::HashMap<u32, Vec<(WriteCb, io::Result<()>)>>;
+pub(crate) type Completed = crate::handle::KeyMap<Vec<(WriteCb, io::Result<()>)>>;
 
 /// The data of a write: borrowed (copied only if queued) or owned (moved if queued), by the
 /// writer alone or shared with others (one buffer fed to many children, say). A trait, not

@@ -139,6 +139,14 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
     Ok(was)
 }
 
+/// Sets `O_NONBLOCK` on `fd`, an end of a pipe fresh from [`pipe`], which nothing else has
+/// seen: its other status flags are known to be clear, so one `F_SETFL` does it, where
+/// [`set_nonblocking`] reads them first.
+pub fn set_fresh_pipe_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is borrowed; F_SETFL takes an int argument.
+    cvt_r(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }).map(drop)
+}
+
 // ----- O_NONBLOCK on shared descriptions -----------------------------------------------------
 
 /// How many shared descriptions [`set_shared_nonblocking`] registers for
