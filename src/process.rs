@@ -1693,29 +1693,22 @@ impl Command {
     /// The child's environment block, when it differs from the parent's.
     fn env_block(&self) -> Option<Vec<CString>> {
         let env = self.env.as_ref()?;
-        let mut block = Vec::new();
-        let mut entry = |k: &OsStr, v: &OsStr| {
-            let mut s = Vec::with_capacity(k.len() + 1 + v.len());
+        let entry = |k: &OsStr, v: &OsStr| {
+            // (Room for the NUL too: `CString::new` would reallocate to add it.)
+            let mut s = Vec::with_capacity(k.len() + 1 + v.len() + 1);
             s.extend_from_slice(k.as_bytes());
             s.push(b'=');
             s.extend_from_slice(v.as_bytes());
             // Checked by the setters; the parent's own variables cannot hold a NUL.
-            if let Ok(c) = CString::new(s) {
-                block.push(c);
-            }
+            CString::new(s).ok()
         };
+        let mut block = Vec::new();
         if !env.clear {
-            for (k, v) in std::env::vars_os() {
-                if !env.vars.contains_key(&k) {
-                    entry(&k, &v);
-                }
-            }
+            let inherited = std::env::vars_os();
+            block.reserve(inherited.size_hint().0 + env.vars.len());
+            block.extend(inherited.filter(|(k, _)| !env.vars.contains_key(k)).filter_map(|(k, v)| entry(&k, &v)));
         }
-        for (k, v) in &env.vars {
-            if let Some(v) = v {
-                entry(k, v);
-            }
-        }
+        block.extend(env.vars.iter().filter_map(|(k, v)| entry(k, v.as_deref()?)));
         Some(block)
     }
 
