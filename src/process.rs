@@ -1706,7 +1706,9 @@ impl Command {
         if !env.clear {
             let inherited = std::env::vars_os();
             block.reserve(inherited.size_hint().0 + env.vars.len());
-            block.extend(inherited.filter(|(k, _)| !env.vars.contains_key(k)).filter_map(|(k, v)| entry(&k, &v)));
+            block.extend(
+                inherited.filter(|(k, _)| !env.vars.contains_key(k)).filter_map(|(k, v)| entry(&k, &v)),
+            );
         }
         block.extend(env.vars.iter().filter_map(|(k, v)| entry(k, v.as_deref()?)));
         Some(block)

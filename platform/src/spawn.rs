@@ -196,7 +196,7 @@ pub enum Via {
 pub enum Method {
     /// Linux: `clone(CLONE_VM | CLONE_VFORK)` running this module's own child code.
     Vfork,
-    /// `posix_spawn` or `posix_spawnp`.
+    /// `posix_spawn`.
     PosixSpawn,
     /// `fork` then `execve`.
     Fork,
@@ -291,8 +291,18 @@ pub fn c_str_with_nul(bytes: &[u8]) -> Option<&CStr> {
     Some(unsafe { CStr::from_bytes_with_nul_unchecked(bytes) })
 }
 
+/// The longest file name (`NAME_MAX`) on Linux, macOS and FreeBSD.
+const NAME_BYTES_MAX: usize = 255;
+
 /// Starts a child as `req` says. See the module documentation.
 pub fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
+    if let Program::Search { name, .. } = req.program {
+        // No file has a longer name, so no `PATH` entry can help: `ENAMETOOLONG`, as glibc's
+        // and musl's `execvp` say, where a search that went on would end with `ENOENT`.
+        if name.to_bytes().len() > NAME_BYTES_MAX {
+            return Err(SpawnError::os(Stage::Exec, libc::ENAMETOOLONG));
+        }
+    }
     let plan = FdPlan::new(req.fds)?;
     let argv = PtrArray::new(req.argv0, req.args);
     let env_ptrs = req.env.map(|env| {
@@ -869,7 +879,6 @@ fn spawn_actions(req: &Request<'_>, plan: &FdPlan) -> Result<Option<Actions>, Sp
 
 fn posix_spawn_one(
     path: &CStr,
-    use_path: bool,
     acts: *const libc::posix_spawn_file_actions_t,
     attr: *const libc::posix_spawnattr_t,
     argv: *const *const c_char,
@@ -881,13 +890,7 @@ fn posix_spawn_one(
     // SAFETY: `pid` is writable; `path`, `argv`, `envp` are valid NUL-terminated C strings and
     // NULL-terminated arrays that outlive the call; `acts` is null or initialised, `attr` is
     // initialised (`Setup` upholds both).
-    let rc = unsafe {
-        if use_path {
-            libc::posix_spawnp(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
-        } else {
-            libc::posix_spawn(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast())
-        }
-    };
+    let rc = unsafe { libc::posix_spawn(&mut pid, path.as_ptr(), acts, attr, argv.cast(), envp.cast()) };
     if rc == 0 { Ok(pid) } else { Err(rc) }
 }
 
@@ -968,18 +971,17 @@ fn posix_spawn_child(
     };
     let (acts, attr) = setup.ptrs();
     let result = match req.program {
-        Program::Path(path) => posix_spawn_one(path, false, acts, attr, argv, envp),
-        // glibc's and FreeBSD's posix_spawnp search this process's PATH in the child.
-        #[cfg(not(target_vendor = "apple"))]
-        Program::Search { name, path: None } => posix_spawn_one(name, true, acts, attr, argv, envp),
-        // Another PATH, or macOS (whose posix_spawnp misbehaves, libuv#3583): search here.
+        Program::Path(path) => posix_spawn_one(path, acts, attr, argv, envp),
+        // The search of the other paths, not the libc's `posix_spawnp`, so that every path
+        // finds the same program: glibc's takes a `PATH` entry longer than `PATH_MAX` for
+        // the working directory, and macOS's misbehaves (libuv#3583).
         Program::Search { name, path } => {
             let mut eacces = false;
             let mut result = Err(libc::ENOENT);
             for cand in search_candidates(name, path) {
                 let r = match precheck(&cand) {
                     Some(errno) => Err(errno),
-                    None => posix_spawn_one(&cand, false, acts, attr, argv, envp),
+                    None => posix_spawn_one(&cand, acts, attr, argv, envp),
                 };
                 match r {
                     Ok(pid) => {

@@ -746,6 +746,31 @@ case!(
 );
 
 case!(
+    /// Issue 6: the posix_spawn path left the search of the program's own `PATH` to glibc's
+    /// `posix_spawnp`, which took an entry longer than `PATH_MAX` for the working directory
+    /// (the other paths went on to the next entry), and the other paths went on past a
+    /// name too long for any file, to end with `ENOENT` (spawn audit). Every path searches
+    /// alike now, and such a name is `ENAMETOOLONG`.
+    fn issue_6_every_spawn_path_searches_path_alike() {
+        let dir = TempDir::new("search");
+        dir.script("good/trialprog", "#!/bin/sh\necho good\n");
+        dir.script("trialprog", "#!/bin/sh\necho here\n");
+        std::env::set_current_dir(&dir.0).unwrap();
+        let long = format!("/{}", "d".repeat(5000));
+        // SAFETY: this test's process has no other thread reading the environment now.
+        unsafe { std::env::set_var("PATH", format!("{long}:{}/good", dir.0.display())) };
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            assert_eq!(output_of(&mut lp, &mut Command::new("trialprog")).stdout, b"good\n", "{name}");
+            let e = status_of(&mut lp, &Command::new("n".repeat(256))).unwrap_err();
+            assert_eq!(evloop::os_error_code(&e), Some(libc::ENAMETOOLONG), "{name}: {e}");
+            assert!(e.to_string().contains(&format!("spawn `{}`", "n".repeat(256))), "{name}: {e}");
+        }
+        std::env::set_current_dir("/").unwrap();
+    }
+);
+
+case!(
     fn relative_program_paths_follow_ducts_rules() {
         let dir = TempDir::new("paths");
         dir.script("prog", "#!/bin/sh\necho \"prog in $(pwd)\"\n");
