@@ -1722,7 +1722,7 @@ impl Command {
             Stage::Chdir => format!("spawn `{prog}`: cannot enter directory `{}`", cwd()),
             // posix_spawn reports one number for every step: tell a bad directory apart.
             Stage::Spawn
-                if self.cwd.as_ref().is_some_and(|(dir, _)| !dir.is_dir())
+                if self.cwd.as_ref().is_some_and(|(dir, _)| !fd::can_enter_dir(dir))
                     && matches!(
                         e.error.raw_os_error(),
                         Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)
@@ -1746,8 +1746,18 @@ impl Command {
                  terminal)"
             ),
             Stage::Group => format!("spawn `{prog}`: cannot join process group {}", group.unwrap_or(0)),
-            Stage::Fd(n) => match fds.iter().find(|m| m.target == n).map(|m| m.source) {
-                Some(Source::Fd(s)) if s != n => format!("spawn `{prog}`: child fd {n} from parent fd {s}"),
+            Stage::Fd(n) => match (
+                self.stdio.iter().find(|(t, _)| *t == n).map(|(_, s)| s),
+                fds.iter().find(|m| m.target == n).map(|m| m.source),
+            ) {
+                // Sources of the spawn's own making: their numbers would tell the caller nothing.
+                (Some(Stdio::Null), _) => format!("spawn `{prog}`: child fd {n} (/dev/null)"),
+                (Some(Stdio::Pipe | Stdio::PipeIn), _) => {
+                    format!("spawn `{prog}`: child fd {n} (a new pipe)")
+                }
+                (_, Some(Source::Fd(s))) if s != n => {
+                    format!("spawn `{prog}`: child fd {n} from parent fd {s}")
+                }
                 _ => format!("spawn `{prog}`: child fd {n} (the parent's fd {n})"),
             },
             Stage::FdRoom(n) => format!(

@@ -923,6 +923,18 @@ pub fn is_open_raw(fd: RawFd) -> bool {
     rc != -1
 }
 
+/// Whether this process could make `dir` its working directory: it is a directory its
+/// effective ids may search (`faccessat(X_OK, AT_EACCESS)`). A hint, for naming the cause
+/// of a failure: the answer may change at any moment.
+pub fn can_enter_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `path` is a NUL-terminated string for the whole call.
+    let searchable =
+        unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0;
+    searchable && dir.is_dir()
+}
+
 /// Whether a program this process execs would have the fd number `fd`: it is open and not
 /// close-on-exec (`fcntl(F_GETFD)`). A hint, as [`is_open_raw`]'s answer is.
 pub fn kept_on_exec_raw(fd: RawFd) -> bool {

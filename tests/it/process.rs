@@ -771,6 +771,22 @@ case!(
 );
 
 case!(
+    /// A child fd that cannot be set up names where it was to come from: a spawn's own
+    /// `/dev/null` was named by its fd number, which told the caller nothing (spawn audit).
+    fn a_child_fd_the_kernel_refuses_names_its_source() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        let beyond = i32::try_from(soft).unwrap_or(i32::MAX - 1).saturating_add(1);
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let e = status_of(&mut lp, Command::new("true").fd(beyond, Stdio::Null)).unwrap_err();
+            assert!(e.to_string().contains(&format!("child fd {beyond} (/dev/null)")), "{name}: {e}");
+            let e = status_of(&mut lp, Command::new("true").fd(beyond, Stdio::Pipe)).unwrap_err();
+            assert!(e.to_string().contains(&format!("child fd {beyond} (a new pipe)")), "{name}: {e}");
+        }
+    }
+);
+
+case!(
     fn relative_program_paths_follow_ducts_rules() {
         let dir = TempDir::new("paths");
         dir.script("prog", "#!/bin/sh\necho \"prog in $(pwd)\"\n");
