@@ -930,7 +930,8 @@ impl Command {
         }
     }
 
-    /// Sets an environment variable for the child.
+    /// Sets an environment variable for the child. A name that is empty or holds `=`, or a
+    /// name or value with a NUL byte, makes the spawn fail with `InvalidInput`.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Command {
         let (key, value) = (key.as_ref(), value.as_ref());
         self.check_var(key, Some(value));
@@ -968,7 +969,10 @@ impl Command {
     }
 
     /// Sets the child's working directory. A relative program path still resolves against
-    /// the parent's working directory (see [the module docs](self#the-program-path)).
+    /// the parent's working directory (see [the module docs](self#the-program-path)). The
+    /// child enters it before it switches to [`uid`](Self::uid) and [`gid`](Self::gid), as
+    /// libuv's does: a directory only the parent may enter works (std's `Command` switches
+    /// first, and fails there with `EACCES`).
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Command {
         let dir = dir.as_ref();
         let c = self.cstr_or_bad(dir.as_os_str(), || "the working directory".into());
@@ -977,7 +981,10 @@ impl Command {
     }
 
     /// Runs the child as user `uid` (the parent needs the privilege to switch). Takes the
-    /// fork path (see [the platform notes](crate::process#platform-notes)).
+    /// fork path (see [the platform notes](crate::process#platform-notes)). Supplementary
+    /// groups are dropped where permitted, but the group id stays the parent's unless
+    /// [`gid`](Self::gid) sets it too: a root parent's child then runs as that user in group
+    /// 0, as with std and libuv.
     pub fn uid(&mut self, uid: u32) -> &mut Command {
         self.uid = Some(uid);
         self
