@@ -737,7 +737,7 @@ static FD_FLOOR: AtomicI32 = AtomicI32::new(0);
 /// that the kernel gives below it is moved up with `F_DUPFD_CLOEXEC`, its low number closed
 /// at once. A shell keeps its own fds above 9 this way, so that a script's `exec 3>file`
 /// (a `dup2` onto 3) cannot land on one. Below 3 (the default is 0) the floor is 3: the
-/// numbers of the standard streams are never this crate's (see [`own_fd_min`]).
+/// numbers of the standard streams are never this crate's: a program that closed one would find an fd of ours taken for it.
 ///
 /// Fails with `InvalidInput` for a negative `floor`, and for one at or above the soft
 /// `RLIMIT_NOFILE` (no fd could be moved there). A limit lowered to the floor or below
