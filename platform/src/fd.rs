@@ -736,8 +736,8 @@ static FD_FLOOR: AtomicI32 = AtomicI32::new(0);
 /// pidfds, ptys, reopened descriptions, duplicates) gets a number at or above `floor`: one
 /// that the kernel gives below it is moved up with `F_DUPFD_CLOEXEC`, its low number closed
 /// at once. A shell keeps its own fds above 9 this way, so that a script's `exec 3>file`
-/// (a `dup2` onto 3) cannot land on one. Below 3 (the default is 0) the floor is 3: the
-/// numbers of the standard streams are never this crate's: a program that closed one would find an fd of ours taken for it.
+/// (a `dup2` onto 3) cannot land on one. Below 3 (the default is 0) the floor is 3: a
+/// program that closed a standard stream would find an fd of ours taken for it.
 ///
 /// Fails with `InvalidInput` for a negative `floor`, and for one at or above the soft
 /// `RLIMIT_NOFILE` (no fd could be moved there). A limit lowered to the floor or below
