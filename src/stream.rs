@@ -726,7 +726,24 @@ impl Loop {
         if data.is_empty() {
             return Ok(0);
         }
-        write_some(s.io.fd()?, s.dontwait, data)
+        match write_some(s.io.fd()?, s.dontwait, data) {
+            // A terminal whose other side hung up, as a read found: what `write` would queue
+            // fails with `EIO`, and "would block" would be for good.
+            Err(e) if s.hung_up && fd::would_block(&e) => Err(Self::hung_up_error(s).unwrap_or(e)),
+            res => res,
+        }
+    }
+
+    /// The error of a write to a terminal whose other side hung up (`EIO`), unless it is
+    /// back (a slave opened again): see `stream_queued_after_hangup`.
+    #[cold]
+    fn hung_up_error(s: &mut Stream) -> Option<io::Error> {
+        let still = s.io.fd().map_or(true, |fd| fd::poll_hung_up(fd) != Some(false));
+        if !still {
+            s.hung_up = false;
+            return None;
+        }
+        Some(hangup_error())
     }
 
     pub(crate) fn try_read(&mut self, id: HandleId, kind: HandleKind, buf: &mut [u8]) -> io::Result<usize> {
@@ -975,8 +992,7 @@ impl Loop {
         if self.live_stream(id).is_none_or(|s| s.queue.is_empty() || !s.eio_is_eof) {
             return;
         }
-        let e = context(io::Error::from_raw_os_error(libc::EIO), "write: the other side hung up");
-        self.stream_fail_writes(id, &e);
+        self.stream_fail_writes(id, &hangup_error());
         self.stream_maybe_shutdown(id);
         self.stream_sync(id);
     }
@@ -988,11 +1004,8 @@ impl Loop {
     #[inline(never)]
     fn stream_queued_after_hangup(&mut self, id: HandleId) {
         let Some(s) = self.live_stream(id) else { return };
-        let still = s.io.fd().map_or(true, |fd| fd::poll_hung_up(fd) != Some(false));
-        if still {
+        if Self::hung_up_error(s).is_some() {
             self.stream_hung_up(id);
-        } else {
-            s.hung_up = false;
         }
     }
 
@@ -1196,6 +1209,11 @@ fn read_some(
     } else {
         fd::read_nonblocking(fd, buf)
     }
+}
+
+/// What a write to a terminal whose other side hung up fails with.
+fn hangup_error() -> io::Error {
+    context(io::Error::from_raw_os_error(libc::EIO), "write: the other side hung up")
 }
 
 /// One write to a stream's fd: `send` with `MSG_DONTWAIT` for a socket that stays blocking.
@@ -1410,7 +1428,9 @@ macro_rules! stream_methods {
             /// Writes what the kernel takes now, without queueing, and returns how many bytes
             /// that was. Fails with [`WouldBlock`](std::io::ErrorKind::WouldBlock) when the
             /// kernel takes nothing, or when writes are queued: writing around them would
-            /// reorder the data.
+            /// reorder the data. On a terminal whose other side hung up (a read found it), it
+            /// fails with `EIO` instead once the kernel takes no more, as a queued
+            /// [`write`](Self::write) does.
             #[inline]
             pub fn try_write(self, lp: &mut $crate::Loop, data: &[u8]) -> std::io::Result<usize> {
                 lp.try_write(self.0, $kind, data)

@@ -1007,6 +1007,30 @@ case!(
 );
 
 case!(
+    /// `try_write` on a master whose slave hung up (as a read found) took bytes the kernel
+    /// dropped, then said "would block" for good, where `write` failed with `EIO` (pty-proxy
+    /// trial): it fails with `EIO` now too, once the kernel takes no more.
+    fn issue_5_try_write_to_a_hung_up_master_fails_as_write_does() {
+        let mut lp = test_loop();
+        let (master, slave) = evloop::tty::openpty().unwrap();
+        let master = Tty::open(&mut lp, master).unwrap();
+        master.read_start(&mut lp, |_, _, ev| assert!(matches!(ev, ReadEvent::Eof), "{ev:?}")).unwrap();
+        drop(slave);
+        lp.run(RunMode::Default).unwrap();
+        let e = loop {
+            match master.try_write(&mut lp, &[b'z'; 4096]) {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(evloop::os_error_code(&e), Some(libc::EIO), "{e}");
+        assert!(e.to_string().contains("hung up"), "{e}");
+        master.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
     /// A master whose slave hung up takes writes again once the slave is opened again by
     /// name (a new session on the pty, as a getty opens it): the hang-up seen by a read
     /// made every later queued write fail (review).
