@@ -1152,21 +1152,21 @@ impl Command {
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
-    /// use evloop::{Command, Loop, ReadEvent, RunMode, Tty, tty};
+    /// use evloop::{Command, Loop, ReadEvent, RunMode, Stdio, Tty, tty};
     ///
     /// let mut lp = Loop::new()?;
     /// let (master, slave) = tty::openpty()?;
     /// let mut cmd = Command::new("sh");
     /// cmd.args(["-c", "test -t 0 && exec 3</dev/tty && echo has a terminal"])
-    ///     .stdin(slave.try_clone()?)
-    ///     .stdout(slave.try_clone()?)
-    ///     .stderr(slave)
+    ///     .stdin(slave) // (one copy, the Command's: the parent keeps none)
+    ///     .stdout(Stdio::SameAs(0))
+    ///     .stderr(Stdio::SameAs(0))
     ///     .controlling_terminal(0);
     /// cmd.spawn(&mut lp, |lp, p, status| {
     ///     assert!(status.unwrap().success());
     ///     p.close(lp).unwrap();
     /// })?;
-    /// drop(cmd); // its copies of the slave
+    /// drop(cmd); // its copy of the slave
     /// let seen = Rc::new(RefCell::new(Vec::new()));
     /// let out = seen.clone();
     /// let master = Tty::open(&mut lp, master)?;

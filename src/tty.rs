@@ -197,7 +197,10 @@ pub enum TtyMode {
     /// stays on, so `"\n"` still prints as `"\r\n"`.
     Raw,
     /// `cfmakeraw`: raw input, and raw output too (`"\n"` moves down without returning to
-    /// the first column). For programs that drive the terminal byte for byte.
+    /// the first column). For programs that drive the terminal byte for byte, and for
+    /// proxies that pass a pty's output on to the user's terminal (`script`, a terminal
+    /// multiplexer): the pty has already turned each `"\n"` into `"\r\n"`, and
+    /// [`Raw`](TtyMode::Raw)'s output processing would print `"\r\r\n"`.
     Io,
 }
 
@@ -548,6 +551,11 @@ impl Tty {
     /// terminal in another group's hands are that job's, and a change from the background
     /// stops the process with `SIGTTOU` (take the terminal back first with
     /// [`set_foreground_group`](Tty::set_foreground_group)).
+    ///
+    /// On a pty master, the settings are the pty's, which the program on the slave side
+    /// sees: Linux sets them through the master. Closing the master's handle puts them
+    /// back, as for any terminal, so the mode lasts as long as the handle. To set up a pty
+    /// for its child for good, without saving anything, use [`Settings::apply`].
     pub fn set_mode(self, lp: &mut Loop, mode: TtyMode) -> io::Result<()> {
         let s = lp.stream_mut(self.0, HandleKind::Tty)?;
         if !s.readable {
