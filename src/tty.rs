@@ -553,8 +553,8 @@ impl Tty {
     /// [`set_foreground_group`](Tty::set_foreground_group)).
     ///
     /// On a pty master, the settings are the pty's, which the program on the slave side
-    /// sees: Linux sets them through the master. Closing the master's handle puts them
-    /// back, as for any terminal, so the mode lasts as long as the handle. To set up a pty
+    /// sees (Linux's, at least, are changed through the master). Closing the master's
+    /// handle puts them back, as for any terminal, so the mode lasts as long as the handle. To set up a pty
     /// for its child for good, without saving anything, use [`Settings::apply`].
     pub fn set_mode(self, lp: &mut Loop, mode: TtyMode) -> io::Result<()> {
         let s = lp.stream_mut(self.0, HandleKind::Tty)?;
