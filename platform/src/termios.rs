@@ -30,7 +30,7 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::cvt::{cvt, cvt_errno, cvt_r};
 use crate::fd::{self, Access};
@@ -499,13 +499,22 @@ struct SavedSlot {
     controlling: bool,
     /// When it was saved: a restore goes from the last saved to the first.
     order: u64,
+    /// The process that saved it: a child forked without exec, which inherits the table,
+    /// leaves the parent's terminals to the parent in its hooks (`reset_saved_in_front`).
+    pid: i32,
     /// The settings, written before `fd` is set.
     termios: MaybeUninit<libc::termios>,
 }
 
 impl SavedSlot {
-    const EMPTY: SavedSlot =
-        SavedSlot { fd: -1, writer: -1, controlling: false, order: 0, termios: MaybeUninit::uninit() };
+    const EMPTY: SavedSlot = SavedSlot {
+        fd: -1,
+        writer: -1,
+        controlling: false,
+        order: 0,
+        pid: 0,
+        termios: MaybeUninit::uninit(),
+    };
 
     fn in_use(&self) -> bool {
         self.fd >= 0
@@ -739,13 +748,13 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
         writer: writer.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd),
         controlling,
         order,
+        // SAFETY: getpid has no preconditions and cannot fail.
+        pid: unsafe { libc::getpid() },
         termios: MaybeUninit::new(t.0),
     };
     SAVED_IDS[index].store(id, Ordering::Relaxed);
     SAVED_COUNT.fetch_add(1, Ordering::Relaxed);
     drop(guard);
-    // SAFETY: getpid has no preconditions and cannot fail.
-    RESET_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     reset_at_exit_once();
     Ok(Saved::Claim(SavedClaim { index, order }))
 }
@@ -791,10 +800,6 @@ fn reset_at_exit_once() {
         let _ = unsafe { libc::atexit(reset_at_exit) };
     });
 }
-
-/// The process that saved the settings, whose hooks reset the terminal
-/// ([`reset_saved_in_front`]).
-static RESET_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn reset_at_exit() {
     let _ = reset_saved_in_front();
@@ -851,14 +856,10 @@ pub fn reset_saved() -> io::Result<()> {
 /// that job's terminal under it, or stop the process with `SIGTTOU`. For the hooks that run
 /// at `exit`, on a panic and on fatal signals. Async-signal-safe, as `reset_saved`.
 ///
-/// Does nothing in a child forked without exec (a worker, or a child between another
-/// library's `fork` and its exec), which inherits the hooks: the parent that set the
-/// terminal's mode may well go on using it.
+/// A child forked without exec (a worker, or a child between another library's `fork` and
+/// its exec), which inherits the hooks, restores only what it saved itself: the parent
+/// that set a terminal's mode may well go on using it.
 pub fn reset_saved_in_front() -> io::Result<()> {
-    // SAFETY: getpid has no preconditions, cannot fail, and is async-signal-safe.
-    if unsafe { libc::getpid() } != RESET_PID.load(Ordering::Relaxed) {
-        return Ok(());
-    }
     reset_saved_when(true)
 }
 
@@ -874,13 +875,17 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         };
         let table = guard.table();
         let bytes_to = table.bytes_to();
+        // (The hooks: only what this process saved. See `reset_saved_in_front`.)
+        // SAFETY: getpid has no preconditions, cannot fail, and is async-signal-safe.
+        let me = unsafe { libc::getpid() };
+        let own = |s: &SavedSlot| !in_front || s.pid == me;
         // From the last saved to the first, as the changes were made (a terminal saved twice
         // under two numbers, as macOS gives `/dev/tty` one of its own, ends as it was at the
         // first save); each terminal is tried, and the first failure is reported.
         let mut result = Ok(());
         let mut before = u64::MAX;
         while let Some(slot) =
-            table.slots.iter().filter(|s| s.in_use() && s.order < before).max_by_key(|s| s.order)
+            table.slots.iter().filter(|s| s.in_use() && s.order < before && own(s)).max_by_key(|s| s.order)
         {
             before = slot.order;
             let bytes = if Some(slot.order) == bytes_to { table.restore_bytes } else { &[] };

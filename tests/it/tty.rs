@@ -1459,12 +1459,21 @@ fn forked_reset_child() {
     let tty = Tty::open(&mut lp, io::stdin().as_fd().try_clone_to_owned().unwrap()).unwrap();
     tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
     let raw = attrs(io::stdin());
-    for how in ["SIGTERM", "exit"] {
-        // SAFETY: the child makes only async-signal-safe calls (raise, or exit with nothing
-        // but the hooks registered), then ends.
+    // A terminal of the child's own, which its hooks do restore.
+    let other = pty();
+    let other_before = attrs(&other.probe);
+    for how in ["SIGTERM", "exit", "SIGTERM after a save of its own"] {
+        // SAFETY: this test process has one thread (the harness runs it with
+        // --test-threads=1), so the child may do anything the parent could.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
-                if how == "SIGTERM" {
+                if how.ends_with("own") {
+                    let mut lp = test_loop();
+                    let mine = Tty::open(&mut lp, other.slave.try_clone().unwrap()).unwrap();
+                    mine.set_mode(&mut lp, TtyMode::Raw).unwrap();
+                    assert_ne!(attrs(&other.probe).local_flags, other_before.local_flags);
+                }
+                if how.starts_with("SIGTERM") {
                     let _ = evloop::signal::raise(libc::SIGTERM);
                 }
                 std::process::exit(0);
@@ -1476,10 +1485,11 @@ fn forked_reset_child() {
                     WaitStatus::Exited(_, 0) => "exit",
                     _ => "otherwise",
                 };
-                assert_eq!(ended, how, "{status:?}");
+                assert!(how.starts_with(ended), "{how}: {status:?}");
             }
         }
         assert_same_termios(&attrs(io::stdin()), &raw, &format!("after a forked child's {how}"));
+        assert_same_termios(&attrs(&other.probe), &other_before, &format!("the child's own, after {how}"));
         println!("still raw after {how}");
     }
     close_all(&mut lp);
@@ -1497,7 +1507,7 @@ case!(
         let out = run_child_test("tty::forked_reset_child", (FORKED_ENV, "1"), &p.slave);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}: {text}", out.status);
-        assert_eq!(text.matches("still raw after").count(), 2, "{text}");
+        assert_eq!(text.matches("still raw after").count(), 3, "{text}");
     }
 );
 
