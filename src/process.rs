@@ -1721,6 +1721,17 @@ impl Command {
         Some(block)
     }
 
+    /// What child fd `n` is set to, through a chain of [`Stdio::SameAs`].
+    fn stdio_of(&self, mut n: RawFd) -> Option<&Stdio> {
+        for _ in 0..=self.stdio.len() {
+            match self.stdio.iter().find(|(t, _)| *t == n).map(|(_, s)| s)? {
+                Stdio::SameAs(m) => n = *m,
+                s => return Some(s),
+            }
+        }
+        None
+    }
+
     /// Turns a platform spawn error into one that names the program and the failed step.
     fn spawn_error(&self, e: SpawnError, fds: &[FdMapping], group: Option<i32>) -> io::Error {
         let prog = self.name();
@@ -1753,10 +1764,7 @@ impl Command {
                  terminal)"
             ),
             Stage::Group => format!("spawn `{prog}`: cannot join process group {}", group.unwrap_or(0)),
-            Stage::Fd(n) => match (
-                self.stdio.iter().find(|(t, _)| *t == n).map(|(_, s)| s),
-                fds.iter().find(|m| m.target == n).map(|m| m.source),
-            ) {
+            Stage::Fd(n) => match (self.stdio_of(n), fds.iter().find(|m| m.target == n).map(|m| m.source)) {
                 // Sources of the spawn's own making: their numbers would tell the caller nothing.
                 (Some(Stdio::Null), _) => format!("spawn `{prog}`: child fd {n} (/dev/null)"),
                 (Some(Stdio::Pipe | Stdio::PipeIn), _) => {

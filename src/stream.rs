@@ -728,8 +728,11 @@ impl Loop {
         }
         match write_some(s.io.fd()?, s.dontwait, data) {
             // A terminal whose other side hung up, as a read found: what `write` would queue
-            // fails with `EIO`, and "would block" would be for good.
-            Err(e) if s.hung_up && fd::would_block(&e) => Err(Self::hung_up_error(s).unwrap_or(e)),
+            // fails with `EIO`, and "would block" would be for good. (macOS and FreeBSD fail
+            // such a write with `EIO` themselves: the same error then.)
+            Err(e) if s.hung_up && (fd::would_block(&e) || e.raw_os_error() == Some(libc::EIO)) => {
+                Err(Self::hung_up_error(s).unwrap_or(e))
+            }
             res => res,
         }
     }

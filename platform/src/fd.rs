@@ -930,9 +930,13 @@ pub fn can_enter_dir(dir: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
     // SAFETY: `path` is a NUL-terminated string for the whole call.
-    let searchable =
-        unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0;
-    searchable && dir.is_dir()
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    match cvt(rc).map_err(|e| e.raw_os_error()) {
+        Ok(_) => dir.is_dir(),
+        Err(Some(libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG)) => false,
+        // Cannot tell (a sandbox that refuses `faccessat2` with EPERM, say).
+        Err(_) => dir.is_dir(),
+    }
 }
 
 /// Whether a program this process execs would have the fd number `fd`: it is open and not

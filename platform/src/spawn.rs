@@ -7,7 +7,7 @@
 //! but running `child_exec`, the fork path's child code: no page tables are copied, however
 //! large the parent. The child shares the parent's memory until its exec, so it only reads
 //! what the parent prepared (nothing allocates), writes only its own stack (a mapping with a
-//! guard page, kept per thread), its report, the calling thread's `errno` (its
+//! guard, kept per thread), its report, the calling thread's `errno` (its
 //! failed calls set it; the parent reads `errno` only for `clone`'s own failure) and
 //! `STOPS_BEFORE_EXEC` (the stop signals it caught, for the parent), and every signal stays
 //! blocked until the last step, so no handler of the parent's runs in it. It takes every
@@ -941,8 +941,9 @@ fn precheck(path: &CStr) -> Option<i32> {
         // Relative to the child's directory, which may differ from ours: just try it.
         return None;
     }
+    // With the effective ids, as `execve` checks (a setuid program's search).
     // SAFETY: `path` is a valid C string.
-    if unsafe { libc::access(path.as_ptr(), libc::X_OK) } == 0 {
+    if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0 {
         return None;
     }
     Some(io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT))
@@ -1826,9 +1827,17 @@ fn fork_exec(
 #[cfg(target_os = "linux")]
 const VFORK_STACK_BYTES: usize = 64 * 1024;
 
-/// The vfork child's stack: a mapping of its own, with an inaccessible guard page below it,
-/// so that a child that overran it dies of `SIGSEGV` (reported as a child killed by that
-/// signal) instead of writing into the memory it shares with the parent. (glibc's
+/// The inaccessible guard below the vfork child's stack: wide, so that no frame (a signal
+/// frame, a C function's locals) can step over it, and free but for address space.
+#[cfg(target_os = "linux")]
+const VFORK_GUARD_BYTES: usize = 64 * 1024;
+
+/// The vfork child's stack: a mapping of its own, with an inaccessible guard below it, so
+/// that a child that overran it dies of `SIGSEGV` (reported as a child killed by that
+/// signal) instead of writing into the memory it shares with the parent. (Linux before 5.16
+/// takes every process that shares the memory with a child that dumps core: the parent
+/// then dies with it, unless core dumps are off for it; still better than memory changed
+/// under it.) (glibc's
 /// `posix_spawn` maps its child a stack too, on each spawn.) One per thread, mapped by the
 /// thread's first vfork and unmapped when the thread ends: `CLONE_VFORK` suspends the
 /// calling thread while its child runs, and every signal is blocked meanwhile, so no two
@@ -1847,12 +1856,13 @@ impl VforkStack {
         VforkStack(std::cell::Cell::new(std::ptr::null_mut()))
     }
 
-    /// The guard page's length and the whole mapping's: the guard page, then the stack in
-    /// whole pages.
+    /// The guard's length and the whole mapping's: the guard, then the stack, each in whole
+    /// pages.
     fn layout() -> (usize, usize) {
         // SAFETY: sysconf only reads a system constant.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
-        (page, page + VFORK_STACK_BYTES.next_multiple_of(page))
+        let guard = VFORK_GUARD_BYTES.next_multiple_of(page);
+        (guard, guard + VFORK_STACK_BYTES.next_multiple_of(page))
     }
 
     /// The stack's top (one past its last byte, page-aligned), mapped on first use.
@@ -1871,7 +1881,7 @@ impl VforkStack {
     fn map() -> io::Result<*mut u8> {
         let (guard, len) = Self::layout();
         // SAFETY: a new private anonymous mapping at an address the kernel picks touches no
-        // memory of ours. All of it starts inaccessible, so the guard page never is anything
+        // memory of ours. All of it starts inaccessible, so the guard never is anything
         // else.
         let base = unsafe {
             libc::mmap(
@@ -2003,7 +2013,7 @@ extern "C" fn probe_child(arg: *mut libc::c_void) -> c_int {
 /// `child` must make only async-signal-safe calls on what `arg` points to, write nothing of
 /// this process's memory but through `arg` (besides the calling thread's `errno`, which its
 /// failed calls set, and thread-locals of its own, such as `STOPS_BEFORE_EXEC`) and end in an
-/// exec or `_exit` (one that overruns its stack faults on the guard page); `arg` must stay
+/// exec or `_exit` (one that overruns its stack faults on the guard); `arg` must stay
 /// valid until this returns (CLONE_VFORK suspends the calling thread until the child's exec
 /// or exit), and `pidfd` must be valid for a write.
 #[cfg(target_os = "linux")]
@@ -2189,15 +2199,14 @@ fn close_range_works() -> bool {
 mod tests {
     use super::*;
 
-    /// Writes just below the bottom of its stack, as a child that overran it would.
-    extern "C" fn overrun_child(_: *mut libc::c_void) -> c_int {
-        // A byte on this stack (`black_box` keeps it there, not in a constant).
-        let mut local = 0u8;
-        let below = std::hint::black_box(&raw mut local).wrapping_sub(VFORK_STACK_BYTES + 64);
-        // SAFETY: none: the write is meant to fault, on the guard page. (Without one, it
-        // lands in the parent's memory, and the child exits 0.)
+    /// Writes the byte just below the bottom of its stack (`arg`), as a child that overran
+    /// it would.
+    extern "C" fn overrun_child(below: *mut libc::c_void) -> c_int {
+        // SAFETY: `below` is the last byte of the guard, which is mapped, and inaccessible:
+        // the write faults. (Without a guard, it would land in memory the child shares with
+        // its parent, and the child would exit 0.)
         unsafe {
-            below.write_volatile(1);
+            below.cast::<u8>().write_volatile(1);
             libc::_exit(0)
         }
     }
@@ -2255,17 +2264,37 @@ mod tests {
         if vfork_mode() != VFORK_SHARED {
             return;
         }
-        let mut no_pidfd: c_int = -1;
-        // SAFETY: the child writes nothing of ours (the write faults) and ends in `_exit`;
-        // `no_pidfd` is writable (and not written: no CLONE_PIDFD).
-        let pid = unsafe { clone_vfork(overrun_child, std::ptr::null(), libc::SIGCHLD, &raw mut no_pidfd) };
-        let pid = pid.map_err(io::Error::from_raw_os_error).expect("clone");
+        // Mapped here, before the fork, so that the helper below allocates nothing.
+        let top = VFORK_STACK.with(VforkStack::top).expect("map the stack");
+        let (guard, len) = VforkStack::layout();
+        let below = top.wrapping_sub(len - guard + 1);
+        // The fault in a helper process of its own, made not dumpable: a core dump of the
+        // child would take every process that shares its memory with it on Linux before
+        // 5.16, and a dump piped to a collector would take this whole test binary.
+        // SAFETY: the helper makes only async-signal-safe calls (prctl, sigprocmask, clone,
+        // waitpid) on memory mapped before the fork, then `_exit`s.
+        let helper = unsafe { libc::fork() };
+        if helper == 0 {
+            let mut status: c_int = 0;
+            let mut no_pidfd: c_int = -1;
+            // SAFETY: as above; the child writes nothing of ours (its write faults) and ends
+            // in `_exit`; `no_pidfd` is writable (and not written: no CLONE_PIDFD).
+            unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0);
+                if let Ok(pid) = clone_vfork(overrun_child, below.cast(), libc::SIGCHLD, &raw mut no_pidfd) {
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                let faulted = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV;
+                libc::_exit(if faulted { 0 } else { 1 })
+            }
+        }
+        assert!(helper > 0, "fork: {}", io::Error::last_os_error());
         let mut status: c_int = 0;
         // SAFETY: `status` is valid for writes of one int for the whole call.
-        cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) }).expect("waitpid");
+        cvt_r(|| unsafe { libc::waitpid(helper, &mut status, 0) }).expect("waitpid");
         assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
-            "the child was not stopped by the guard page: status {status:#x}"
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child was not stopped by the guard (helper status {status:#x})"
         );
     }
 }

@@ -782,6 +782,9 @@ case!(
             assert!(e.to_string().contains(&format!("child fd {beyond} (/dev/null)")), "{name}: {e}");
             let e = status_of(&mut lp, Command::new("true").fd(beyond, Stdio::Pipe)).unwrap_err();
             assert!(e.to_string().contains(&format!("child fd {beyond} (a new pipe)")), "{name}: {e}");
+            let e = status_of(&mut lp, Command::new("true").fd(3, Stdio::Null).fd(beyond, Stdio::SameAs(3)))
+                .unwrap_err();
+            assert!(e.to_string().contains(&format!("child fd {beyond} (/dev/null)")), "{name}: {e}");
         }
     }
 );
