@@ -259,7 +259,10 @@ pub(crate) use typed_handle;
 /// some hundred instructions per lookup on paths that every captured child takes.
 pub(crate) type KeyMap<V> = std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// The hasher of [`KeyMap`]: Fibonacci hashing of the one `u32` it is given.
+/// The hasher of [`KeyMap`]: the key times an odd constant. The table takes a bucket from
+/// the product's low bits, a one-to-one map of the key's low bits, and a tag from its well
+/// mixed high bits: dense keys, as slab keys are, spread evenly (keys that differed only
+/// in their high bits would share buckets).
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
