@@ -1789,9 +1789,37 @@ impl Command {
             {
                 format!("spawn `{prog}` into process group {}", group.unwrap_or(0))
             }
+            Stage::Spawn | Stage::Exec if e.error.raw_os_error() == Some(libc::E2BIG) => {
+                format!("spawn `{prog}`: its arguments and environment together are too large")
+            }
+            Stage::Spawn | Stage::Exec if e.error.raw_os_error() == Some(libc::ENOENT) => {
+                match self.missing_interpreter() {
+                    Some(interp) => format!(
+                        "spawn `{prog}`: its interpreter `{interp}` (from its `#!` line) was not found"
+                    ),
+                    None => format!("spawn `{prog}`"),
+                }
+            }
             Stage::Setup | Stage::Spawn | Stage::Exec => format!("spawn `{prog}`"),
         };
         context(e.error, why)
+    }
+
+    /// Why the exec of a program file that exists said `ENOENT`: the interpreter its `#!`
+    /// line names is missing. `None` for a program found through `PATH` (which file was
+    /// tried is not known here), a file that is not there, or one without such a line.
+    #[cold]
+    fn missing_interpreter(&self) -> Option<String> {
+        use std::io::Read;
+        let path = Path::new(OsStr::from_bytes(self.program.as_bytes()));
+        if !path.as_os_str().as_bytes().contains(&b'/') || !path.is_file() {
+            return None;
+        }
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+        let line = head[..n].strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
+        let interp = line.split(|b| b.is_ascii_whitespace()).find(|w| !w.is_empty())?;
+        Some(printable(interp))
     }
 }
 

@@ -790,6 +790,33 @@ case!(
 );
 
 case!(
+    /// Exec errors that the error number alone leaves puzzling say what they mean (spawn
+    /// audit): `ENOENT` for a script that exists names its missing `#!` interpreter, and
+    /// `E2BIG` says the arguments and environment are too large.
+    fn exec_errors_name_a_missing_interpreter_and_too_large_arguments() {
+        let dir = TempDir::new("interp");
+        dir.script("badinterp", "#!/nonexistent/interp -x\necho never\n");
+        let script = dir.0.join("badinterp");
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let e = status_of(&mut lp, &Command::new(&script)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
+            assert!(e.to_string().contains("interpreter `/nonexistent/interp`"), "{name}: {e}");
+            // Above every system's limit (Linux takes no argument above 128 KiB, macOS 1 MiB
+            // in all).
+            let mut big = Command::new("true");
+            big.arg("x".repeat(4 << 20));
+            let e = status_of(&mut lp, &big).unwrap_err();
+            assert_eq!(evloop::os_error_code(&e), Some(libc::E2BIG), "{name}: {e}");
+            assert!(
+                e.to_string().contains("arguments and environment together are too large"),
+                "{name}: {e}"
+            );
+        }
+    }
+);
+
+case!(
     fn relative_program_paths_follow_ducts_rules() {
         let dir = TempDir::new("paths");
         dir.script("prog", "#!/bin/sh\necho \"prog in $(pwd)\"\n");
