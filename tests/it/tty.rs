@@ -1438,9 +1438,10 @@ const FORKED_ENV: &str = "EVLOOP_TEST_FORKED_RESET";
 
 /// Not a test: the child process of
 /// `issue_5_a_child_forked_without_exec_leaves_the_parents_terminal_alone`. Puts its stdin
-/// (a pty slave) in raw mode under the restore hooks, then forks twice: one child ends by
-/// `SIGTERM`, the other by `exit`, the two ways the inherited hooks run there. After each,
-/// the terminal must still be raw.
+/// (a pty slave) in raw mode under the restore hooks, then forks three times: one child
+/// ends by `SIGTERM`, one by `exit` (the two ways the inherited hooks run there), and one
+/// by `SIGTERM` after putting a pty of its own in raw mode. After each, the terminal must
+/// still be raw, and the child's own pty restored.
 #[test]
 #[ignore = "runs only as a child process of the forked-reset test"]
 fn forked_reset_child() {
