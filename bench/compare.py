@@ -8,7 +8,7 @@ Usage:
 
 The peer benchmark programs (sources in bench/peers: C programs for the raw limits and
 libuv, loop_raw, pipe_bench, writer_child, echo_child, pingpong_raw, spawn_raw, uv_loop,
-uv_timers, uv_pump, uv_pingpong, uv_spawn; and perf-peers, one Rust binary with the tokio,
+uv_timers, uv_pump, uv_pingpong, uv_spawn, uv_lines; and perf-peers, one Rust binary with the tokio,
 mio and std programs) are taken from bench/peers/build once bench/peers/build.sh has run, or
 from the directory PEERS names. Without them only evloop's own programs run.
 
@@ -103,6 +103,16 @@ for place in ["cpu0", "any"]:
     add("pingpong", f"tokio_{place}", perf_peers("tokio_pingpong", SECS, echo), place, "rt_per_s", True)
     add("pingpong", f"mio_{place}", perf_peers("mio_pingpong", SECS, echo), place, "rt_per_s", True)
 
+# Small writes: a million 32-byte lines to `cat`, each its own write with its own callback
+# (evloop, libuv), or its own write_all (tokio), or through a BufWriter (tokio_buf: no
+# per-line completion, the batching a tokio user writes by hand).
+NLINES = os.environ.get("BENCH_LINES", "1000000")
+for place in ["cpu0", "any"]:
+    add("lines", f"evloop_{place}", ex("write_bench", "--lines", NLINES, "--line-bytes", "32"), place, "lines_per_sec")
+    add("lines", f"uv_{place}", peer("uv_lines", NLINES, "32", str(256 << 10), str(64 << 10)), place, "lines_per_sec", True)
+    add("lines", f"tokio_{place}", perf_peers("tokio_lines", NLINES, "32"), place, "lines_per_sec", True)
+    add("lines", f"tokio_buf_{place}", perf_peers("tokio_lines", NLINES, "32", "buf"), place, "lines_per_sec", True)
+
 # Spawning /bin/true.
 NSPAWN = os.environ.get("BENCH_SPAWNS", "2000")
 add("spawn", "raw_pidfd_seq", peer("spawn_raw", "pidfd", NSPAWN, "1"), "any", "spawns_per_s", True)
@@ -134,6 +144,12 @@ for place in ["cpu0", "any"]:
         (f"pingpong {place}: libuv try_write / raw epoll", f"uv_trywrite_{place}", f"raw_epoll_{place}"),
         (f"pingpong {place}: tokio / raw epoll", f"tokio_{place}", f"raw_epoll_{place}"),
         (f"pingpong {place}: mio / raw epoll", f"mio_{place}", f"raw_epoll_{place}"),
+    ]
+for place in ["cpu0", "any"]:
+    RATIOS += [
+        (f"lines {place}: evloop / libuv", f"evloop_{place}", f"uv_{place}"),
+        (f"lines {place}: evloop / tokio write_all", f"evloop_{place}", f"tokio_{place}"),
+        (f"lines {place}: evloop / tokio BufWriter", f"evloop_{place}", f"tokio_buf_{place}"),
     ]
 RATIOS += [
     ("spawn seq: evloop / raw posix_spawn+pidfd", "evloop_seq", "raw_pidfd_seq"),

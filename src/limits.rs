@@ -61,6 +61,16 @@ pub const SLOTS_KEPT_MAX: usize = 1024;
 /// back once at most a quarter of it is in use.
 pub const QUEUE_ENTRIES_KEPT_MAX: usize = 1024;
 
+/// A borrowed write of at most this many bytes that has to be queued is copied onto the end
+/// of its stream's one staging buffer, after the bytes queued before it; a longer one gets
+/// a buffer of its own. A burst of small writes then costs no allocation per write for its
+/// data, and leaves the stream in long `writev` runs.
+pub const WRITE_STAGED_BYTES_MAX: usize = 4 << 10;
+
+/// Bytes a stream's staging buffer keeps room for once everything queued has been written;
+/// beyond this, the room a burst took is given back.
+pub const STAGED_BYTES_KEPT_MAX: usize = 64 << 10;
+
 /// Children reaped per look for [`Loop::reap_adopted`](crate::Loop::reap_adopted) before
 /// the loop moves on (the rest in the next pending phase): a burst of orphans cannot hold
 /// it up.

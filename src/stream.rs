@@ -14,7 +14,9 @@
 //! writable, in order. Completion callbacks run from the pending phase, never inside
 //! `write`; those of a stream that closes (its finished writes, then the cancelled ones) run
 //! from the close phase. A write error fails the write it hit and every write queued behind it (their bytes
-//! could no longer arrive in order).
+//! could no longer arrive in order). A short borrowed write that has to wait is copied onto
+//! the end of the stream's staging buffer, after the staged writes before it, so a run of
+//! them goes out as one buffer; longer ones and owned or shared buffers queue as they are.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -32,6 +34,7 @@ use crate::handle::{Flags, HandleId, HandleKind, Kind};
 use crate::io::{Io, IoMode};
 use crate::limits::{QUEUE_ENTRIES_KEPT_MAX, READS_PER_EVENT_MAX, WRITES_PER_EVENT_MAX, WRITEV_BUFFERS_MAX};
 use crate::limits::{READ_CAP_BYTES_DEFAULT, READ_CAP_BYTES_MAX, READ_CAP_BYTES_MIN};
+use crate::limits::{STAGED_BYTES_KEPT_MAX, WRITE_STAGED_BYTES_MAX};
 
 /// What a read callback receives.
 #[derive(Debug)]
@@ -78,8 +81,9 @@ pub(crate) type Completed = crate::handle::KeyMap<Vec<(WriteCb, io::Result<()>)>
 /// common, carries nothing of the others.
 pub(crate) trait WriteBuf {
     fn as_slice(&self) -> &[u8];
-    /// The queue's entry for what is left after `written` bytes, and its offset.
-    fn into_queued(self, written: usize) -> (Queued, usize);
+    /// The queue's entry for what is left after `written` bytes, and its offset. A short
+    /// borrowed write goes onto the end of the stream's `staging` buffer.
+    fn into_queued(self, written: usize, staging: &mut Staging) -> (Queued, usize);
 }
 
 impl WriteBuf for &[u8] {
@@ -87,8 +91,14 @@ impl WriteBuf for &[u8] {
     fn as_slice(&self) -> &[u8] {
         self
     }
-    fn into_queued(self, written: usize) -> (Queued, usize) {
-        (Queued::Owned(self[written..].to_vec()), 0)
+    fn into_queued(self, written: usize, staging: &mut Staging) -> (Queued, usize) {
+        let rest = &self[written..];
+        if rest.len() <= WRITE_STAGED_BYTES_MAX {
+            staging.push(rest);
+            (Queued::Staged(rest.len()), 0)
+        } else {
+            (Queued::Owned(rest.to_vec()), 0)
+        }
     }
 }
 
@@ -97,7 +107,7 @@ impl WriteBuf for Vec<u8> {
     fn as_slice(&self) -> &[u8] {
         self
     }
-    fn into_queued(self, written: usize) -> (Queued, usize) {
+    fn into_queued(self, written: usize, _: &mut Staging) -> (Queued, usize) {
         (Queued::Owned(self), written)
     }
 }
@@ -107,7 +117,7 @@ impl WriteBuf for Box<dyn AsRef<[u8]>> {
     fn as_slice(&self) -> &[u8] {
         (**self).as_ref()
     }
-    fn into_queued(self, written: usize) -> (Queued, usize) {
+    fn into_queued(self, written: usize, _: &mut Staging) -> (Queued, usize) {
         (Queued::Shared(self), written)
     }
 }
@@ -116,15 +126,96 @@ impl WriteBuf for Box<dyn AsRef<[u8]>> {
 pub(crate) enum Queued {
     Owned(Vec<u8>),
     Shared(Box<dyn AsRef<[u8]>>),
+    /// This many bytes in the stream's [`Staging`] buffer, right after those of the staged
+    /// writes queued before it.
+    Staged(usize),
 }
 
 impl Queued {
     #[inline]
-    fn as_slice(&self) -> &[u8] {
+    fn len(&self) -> usize {
         match self {
-            Queued::Owned(v) => v,
-            Queued::Shared(b) => (**b).as_ref(),
+            Queued::Owned(v) => v.len(),
+            Queued::Shared(b) => (**b).as_ref().len(),
+            Queued::Staged(n) => *n,
         }
+    }
+}
+
+/// The copies of a stream's short queued writes, one after another in queue order: a
+/// write's bytes leave from the front as they are written, and a new one goes on the end.
+/// Its live bytes are those of the `Staged` entries in the queue, exactly.
+#[derive(Default)]
+pub(crate) struct Staging {
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already written.
+    head: usize,
+}
+
+impl Staging {
+    fn push(&mut self, data: &[u8]) {
+        // The written front goes once it is at least half the buffer: each live byte is
+        // moved at most once per doubling of what was written, and the buffer stays within
+        // twice what is live (plus the last write).
+        if self.head > 0 && self.head * 2 >= self.buf.len() {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// `n` staged bytes were written.
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        debug_assert!(self.head <= self.buf.len());
+    }
+
+    /// Nothing is staged any more (every staged write went out, or failed): start over,
+    /// giving back the room a burst took.
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.head = 0;
+        if self.buf.capacity() > STAGED_BYTES_KEPT_MAX {
+            self.buf.shrink_to(STAGED_BYTES_KEPT_MAX);
+        }
+    }
+}
+
+/// The buffers of one `writev`: on the stack while they are few, as they mostly are
+/// (filling a list of `IOV_MAX` entries every time cost more than the write of one buffer).
+struct IoList<'a> {
+    short: [IoSlice<'a>; 8],
+    long: Vec<IoSlice<'a>>,
+    len: usize,
+}
+
+impl<'a> IoList<'a> {
+    fn new() -> IoList<'a> {
+        IoList { short: [IoSlice::new(&[]); 8], long: Vec::new(), len: 0 }
+    }
+
+    /// Adds a buffer; false (and nothing added) once the list holds `WRITEV_BUFFERS_MAX`.
+    /// `more` is how many may follow, for the one allocation a long list makes.
+    #[inline]
+    fn push(&mut self, buf: &'a [u8], more: usize) -> bool {
+        if self.len < self.short.len() {
+            self.short[self.len] = IoSlice::new(buf);
+        } else if self.len == WRITEV_BUFFERS_MAX {
+            return false;
+        } else {
+            if self.long.is_empty() {
+                self.long.reserve((self.len + 1 + more).min(WRITEV_BUFFERS_MAX));
+                self.long.extend_from_slice(&self.short);
+            }
+            self.long.push(IoSlice::new(buf));
+        }
+        self.len += 1;
+        true
+    }
+
+    fn as_slice(&self) -> &[IoSlice<'a>] {
+        if self.len <= self.short.len() { &self.short[..self.len] } else { &self.long }
     }
 }
 
@@ -157,6 +248,8 @@ pub(crate) struct Stream {
     read_epoch: u32,
     read_cap: usize,
     queue: VecDeque<WriteReq>,
+    /// The data of the queue's `Staged` writes.
+    staging: Staging,
     queued_bytes: usize,
     shutdown: Shutdown,
     /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
@@ -229,6 +322,7 @@ impl Stream {
             read_epoch: 0,
             read_cap: READ_CAP_BYTES_DEFAULT,
             queue: VecDeque::new(),
+            staging: Staging::default(),
             queued_bytes: 0,
             shutdown: Shutdown::None,
             restore_blocking: None,
@@ -703,9 +797,9 @@ impl Loop {
                 return Ok(());
             }
         }
-        let (data, offset) = buf.into_queued(written);
         let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
-        s.queued_bytes += data.as_slice().len() - offset;
+        let (data, offset) = buf.into_queued(written, &mut s.staging);
+        s.queued_bytes += data.len() - offset;
         s.queue.push_back(WriteReq { data, offset, cb });
         let hung_up = s.hung_up;
         self.stream_sync(id);
@@ -794,30 +888,46 @@ impl Loop {
                 break;
             }
             let Ok(fd) = s.io.fd() else { break };
-            // The buffers' list on the stack when it is short, as it mostly is; filling a
-            // list of IOV_MAX entries every time cost more than the write of one buffer.
-            let wanted = s.queue.len().min(WRITEV_BUFFERS_MAX);
-            let mut short = [IoSlice::new(&[]); 8];
-            let mut long;
-            let iov = if wanted <= short.len() {
-                &mut short[..wanted]
-            } else {
-                long = vec![IoSlice::new(&[]); wanted];
-                &mut long[..]
-            };
-            let mut n_iov = 0;
+            // One buffer per queued write, but one for each run of staged writes, which lie
+            // one after another in the staging buffer. At most IO_BYTES_LIMIT in all: macOS
+            // refuses a writev of more than INT_MAX.
+            let mut iov = IoList::new();
             let mut offered = 0;
-            for (slot, req) in iov.iter_mut().zip(&s.queue) {
-                // At most IO_BYTES_LIMIT in all: macOS refuses a writev of more than INT_MAX.
-                let rest = &req.data.as_slice()[req.offset..];
-                let take = rest.len().min(fd::IO_BYTES_LIMIT - offered);
-                *slot = IoSlice::new(&rest[..take]);
+            let mut staged_at = s.staging.head;
+            let mut run = None;
+            let queued = s.queue.len();
+            for (i, req) in s.queue.iter().enumerate() {
+                let take = (req.data.len() - req.offset).min(fd::IO_BYTES_LIMIT - offered);
+                if let Queued::Staged(_) = req.data {
+                    run.get_or_insert(staged_at);
+                    staged_at += take;
+                } else {
+                    if let Some(from) = run.take() {
+                        if !iov.push(&s.staging.buf[from..staged_at], queued - i) {
+                            offered -= staged_at - from;
+                            break;
+                        }
+                    }
+                    let buf = match &req.data {
+                        Queued::Owned(v) => &v[..],
+                        Queued::Shared(b) => (**b).as_ref(),
+                        Queued::Staged(_) => unreachable!("handled above"),
+                    };
+                    if !iov.push(&buf[req.offset..req.offset + take], queued - i) {
+                        break;
+                    }
+                }
                 offered += take;
-                n_iov += 1;
                 if offered == fd::IO_BYTES_LIMIT {
                     break;
                 }
             }
+            if let Some(from) = run {
+                if !iov.push(&s.staging.buf[from..staged_at], 0) {
+                    offered -= staged_at - from;
+                }
+            }
+            let (iov, n_iov) = (iov.as_slice(), iov.len);
             let res = match (n_iov, s.dontwait) {
                 (1, dontwait) => write_some(fd, dontwait, &iov[0]),
                 (_, false) => fd::writev(fd, &iov[..n_iov]),
@@ -839,8 +949,11 @@ impl Loop {
         }
         // A drained queue gives back the room a burst of writes took.
         if let Some(s) = self.live_stream(id) {
-            if s.queue.is_empty() && s.queue.capacity() > QUEUE_ENTRIES_KEPT_MAX {
-                s.queue.shrink_to(QUEUE_ENTRIES_KEPT_MAX);
+            if s.queue.is_empty() {
+                s.staging.reset();
+                if s.queue.capacity() > QUEUE_ENTRIES_KEPT_MAX {
+                    s.queue.shrink_to(QUEUE_ENTRIES_KEPT_MAX);
+                }
             }
         }
         self.stream_maybe_shutdown(id);
@@ -852,14 +965,21 @@ impl Loop {
         loop {
             let Some(s) = self.live_stream(id) else { return };
             let Some(front) = s.queue.front_mut() else { return };
-            let rest = front.data.as_slice().len() - front.offset;
+            let rest = front.data.len() - front.offset;
+            let staged = matches!(front.data, Queued::Staged(_));
             if rest > n {
                 front.offset += n;
                 s.queued_bytes -= n;
+                if staged {
+                    s.staging.consume(n);
+                }
                 return;
             }
             n -= rest;
             s.queued_bytes -= rest;
+            if staged {
+                s.staging.consume(rest);
+            }
             let req = s.queue.pop_front().expect("front exists");
             self.complete_write(id, req.cb, Ok(()));
         }
@@ -869,6 +989,7 @@ impl Loop {
         let Some(s) = self.live_stream(id) else { return };
         let failed: Vec<WriteReq> = s.queue.drain(..).collect();
         s.queued_bytes = 0;
+        s.staging.reset();
         for req in failed {
             self.complete_write(id, req.cb, Err(clone_error(e)));
         }
@@ -1180,6 +1301,7 @@ impl Loop {
 
     /// The close phase's part: cancel every queued write and a pending shutdown, in order.
     pub(crate) fn stream_cancel(&mut self, s: &mut Stream) {
+        s.staging.reset();
         for req in s.queue.drain(..) {
             self.complete_now(req.cb, Err(cancelled()));
         }
@@ -1334,7 +1456,12 @@ macro_rules! stream_methods {
             }
 
             /// Writes `data`: what the kernel takes now is written at once, the rest is copied
-            /// into the write queue and goes out in order when the fd is writable. `cb` runs
+            /// into the write queue and goes out in order when the fd is writable. Short
+            /// remainders (up to [`WRITE_STAGED_BYTES_MAX`](crate::limits::WRITE_STAGED_BYTES_MAX))
+            /// are copied one after another into one buffer per stream, so a burst of small
+            /// writes (lines, escape sequences) allocates nothing per write for its data and
+            /// goes out in long `writev` runs; its only allocation is `cb`'s box, when `cb`
+            /// captures something. `cb` runs
             /// from the pending phase with the outcome (`EPIPE` when the reader is gone,
             /// `ECANCELED` if the handle closes first), never inside this call.
             ///
@@ -1573,7 +1700,7 @@ mod tests {
 
     use super::ReadEvent;
     use crate::handle::Kind;
-    use crate::limits::QUEUE_ENTRIES_KEPT_MAX;
+    use crate::limits::{QUEUE_ENTRIES_KEPT_MAX, STAGED_BYTES_KEPT_MAX};
     use crate::{Loop, Pipe, RunMode};
 
     fn queue_capacity(lp: &Loop, pipe: Pipe) -> usize {
@@ -1615,6 +1742,50 @@ mod tests {
         assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
         assert!(queue_capacity(&lp, tx) <= QUEUE_ENTRIES_KEPT_MAX, "{}", queue_capacity(&lp, tx));
         tx.close(&mut lp).unwrap();
+        assert!(!lp.run(RunMode::Default).unwrap());
+    }
+
+    fn staging_capacity(lp: &Loop, pipe: Pipe) -> usize {
+        match &lp.slots[pipe.id().key as usize].kind {
+            Kind::Stream(s) => s.staging.buf.capacity(),
+            _ => unreachable!("a pipe"),
+        }
+    }
+
+    /// A queue that never drains (a producer topping it up as it goes) keeps its staging
+    /// buffer within a small multiple of what is queued: the written front is dropped as
+    /// it goes. Once the queue drains, the room goes back.
+    #[test]
+    fn issue_3_the_staging_buffer_stays_within_a_multiple_of_what_is_queued() {
+        const QUEUED_BYTES_MAX: usize = 200 << 10;
+        const TOTAL: usize = 64 << 20;
+        let mut lp = Loop::new().unwrap();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let read = Rc::new(Cell::new(0));
+        let r = read.clone();
+        rx.read_start(&mut lp, move |_, _, ev| match ev {
+            ReadEvent::Data(bytes) => r.set(r.get() + bytes.len()),
+            ev => panic!("{ev:?}"),
+        })
+        .unwrap();
+        let line = [b'x'; 1000];
+        let (mut written, mut most) = (0, 0);
+        while written < TOTAL {
+            while tx.write_queue_size(&lp).unwrap() < QUEUED_BYTES_MAX {
+                tx.write(&mut lp, &line, |_, res| res.unwrap()).unwrap();
+                written += line.len();
+            }
+            most = most.max(staging_capacity(&lp, tx));
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert!(most <= 4 * QUEUED_BYTES_MAX + (16 << 10), "{most} bytes of staging");
+        while read.get() < written {
+            lp.run(RunMode::Once).unwrap();
+        }
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        assert!(staging_capacity(&lp, tx) <= STAGED_BYTES_KEPT_MAX, "{}", staging_capacity(&lp, tx));
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
         assert!(!lp.run(RunMode::Default).unwrap());
     }
 }

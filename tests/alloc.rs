@@ -74,3 +74,41 @@ case!(
         drop(cmd);
     }
 );
+
+case!(
+    /// A burst of short writes behind a full pipe used to cost an allocation each for its
+    /// copy; they now share the stream's staging buffer, which grows by doubling. (The
+    /// callbacks here capture nothing, so boxing them allocates nothing.)
+    fn issue_3_short_queued_writes_allocate_nothing_for_their_data() {
+        const WRITES: usize = 20_000;
+        let mut lp = util::test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        // Fill the pipe: everything after this waits in the queue.
+        let block = vec![1u8; 1 << 20];
+        tx.write(&mut lp, &block, |_, r| r.unwrap()).unwrap();
+        let line = [b'x'; 40];
+        let before = evloop_platform::alloc::CountingAlloc::count();
+        for _ in 0..WRITES {
+            tx.write(&mut lp, &line, |_, r| r.unwrap()).unwrap();
+        }
+        let during = evloop_platform::alloc::CountingAlloc::count() - before;
+        assert!(tx.write_queue_size(&lp).unwrap() > WRITES * line.len(), "they are queued");
+        // The queue and the staging buffer each double about 15 times.
+        assert!(during < 64, "{during} allocations for {WRITES} queued writes");
+        let got = Rc::new(Cell::new(0usize));
+        let g = got.clone();
+        rx.read_start(&mut lp, move |lp, p, ev| match ev {
+            ReadEvent::Data(d) => g.set(g.get() + d.len()),
+            ReadEvent::Eof => p.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("{e}"),
+        })
+        .unwrap();
+        tx.shutdown(&mut lp, move |lp, r| {
+            r.unwrap();
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.get(), block.len() + WRITES * line.len());
+    }
+);

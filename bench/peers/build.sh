@@ -13,7 +13,7 @@ CFLAGS="-O2 -g -Wall -Wextra"
 for p in pipe_bench writer_child echo_child pingpong_raw loop_raw spawn_raw; do
     gcc $CFLAGS -o "build/$p" "c/$p.c" -lpthread
 done
-for p in uv_pump uv_spawn uv_loop uv_timers uv_pingpong; do
+for p in uv_pump uv_spawn uv_loop uv_timers uv_pingpong uv_lines; do
     gcc $CFLAGS -o "build/$p" "c/$p.c" -luv
 done
 (cd rust && cargo build --release --quiet)

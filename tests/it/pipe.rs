@@ -247,6 +247,123 @@ case!(
 );
 
 case!(
+    secs = 60,
+    /// Short borrowed writes that have to wait are copied one after another into one
+    /// staging buffer and go out in long runs; longer ones, owned and shared buffers queue
+    /// on their own between them. Whatever the mix and wherever a partial write cuts, the
+    /// bytes arrive in write order and each callback runs once, in order.
+    fn issue_3_short_queued_writes_share_a_buffer_and_keep_their_order() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        // Small reads: the writes are cut at many places.
+        rx.set_read_cap(&mut lp, 1000).unwrap();
+        let got = collect(&mut lp, rx);
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let mut sent = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const WRITES: usize = 20_000;
+        for i in 0..WRITES {
+            let r = next();
+            let len = match r % 16 {
+                0 => 0,
+                1 => 4096,
+                2 => 4097,
+                3 => 5000 + (r >> 8) as usize % 20_000,
+                _ => 1 + (r >> 8) as usize % 200,
+            };
+            let block = pattern(i as u64, len);
+            sent.extend_from_slice(&block);
+            let o = order.clone();
+            let cb = move |_: &mut Loop, res: io::Result<()>| {
+                res.unwrap();
+                o.borrow_mut().push(i);
+            };
+            match (r >> 40) % 8 {
+                0 => tx.write_vec(&mut lp, block, cb).unwrap(),
+                1 => tx.write_shared(&mut lp, block, cb).unwrap(),
+                _ => tx.write(&mut lp, &block, cb).unwrap(),
+            }
+            // Now and then the loop runs a little: some of the queue goes, the rest stays.
+            if i % 1000 == 999 {
+                lp.run(RunMode::NoWait).unwrap();
+            }
+        }
+        assert!(tx.write_queue_size(&lp).unwrap() > 1 << 20, "most of it is queued");
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        assert_eq!(*order.borrow(), (0..WRITES).collect::<Vec<_>>());
+        let got = got.borrow();
+        assert!(got.eof && got.errors.is_empty());
+        assert_eq!(got.data.len(), sent.len());
+        assert!(got.data == sent, "every byte, in write order");
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// Short writes queued behind a full pipe fail together when the reader goes (each
+    /// callback once, with `EPIPE`), and a stream that closes cancels them.
+    fn issue_3_staged_writes_fail_and_cancel_each_once() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let results = Rc::new(RefCell::new(Vec::new()));
+        let block = vec![7u8; 100];
+        for i in 0..2000 {
+            let r = results.clone();
+            tx.write(&mut lp, &block, move |_, res| {
+                r.borrow_mut().push((i, res.map_err(|e| e.raw_os_error())))
+            })
+            .unwrap();
+        }
+        let queued = tx.write_queue_size(&lp).unwrap();
+        assert!(queued > 100_000, "{queued}");
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let results = std::mem::take(&mut *results.borrow_mut());
+        assert_eq!(results.len(), 2000);
+        let first_failed = results.iter().position(|(_, r)| r.is_err()).expect("some failed");
+        for (k, (i, r)) in results.iter().enumerate() {
+            assert_eq!(*i, k, "in order");
+            if k < first_failed {
+                assert!(r.is_ok());
+            } else {
+                assert_eq!(*r, Err(Some(nix::libc::EPIPE)), "write {k}");
+            }
+        }
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        tx.close(&mut lp).unwrap();
+
+        // Cancelled by a close, each once, after the ones that went out.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let (done, cancelled) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        for _ in 0..2000 {
+            let (d, c) = (done.clone(), cancelled.clone());
+            tx.write(&mut lp, &block, move |_, res| match res {
+                Ok(()) => d.set(d.get() + 1),
+                Err(e) if evloop::is_cancelled(&e) => c.set(c.get() + 1),
+                Err(e) => panic!("{e}"),
+            })
+            .unwrap();
+        }
+        let queued = tx.write_queue_size(&lp).unwrap();
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(done.get() + cancelled.get(), 2000, "each callback once");
+        assert_eq!(cancelled.get(), queued.div_ceil(100), "the queued ones cancelled");
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
     fn try_write_writes_what_fits() {
         let mut lp = test_loop();
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
