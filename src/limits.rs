@@ -36,6 +36,14 @@ pub const PENDING_ROUNDS_AFTER_POLL_MAX: usize = 8;
 /// Buffers passed to one `writev` call (`IOV_MAX`).
 pub const WRITEV_BUFFERS_MAX: usize = evloop_platform::fd::IOV_MAX;
 
+/// Queued writes one flush's `writev` looks at, and bytes it offers (it stops after the
+/// entry that reaches either): far more than a pipe or socket buffer takes at once, yet a
+/// queue of a million short writes costs each flush a bounded walk, not one of the whole
+/// queue.
+pub const WRITEV_ENTRIES_WALKED_MAX: usize = 8 * WRITEV_BUFFERS_MAX;
+/// See [`WRITEV_ENTRIES_WALKED_MAX`].
+pub const WRITEV_BYTES_OFFERED_MAX: usize = 1 << 20;
+
 /// Events taken from the poller per wait.
 pub const EVENTS_PER_POLL_MAX: usize = 1024;
 
@@ -67,9 +75,14 @@ pub const QUEUE_ENTRIES_KEPT_MAX: usize = 1024;
 /// data, and leaves the stream in long `writev` runs.
 pub const WRITE_STAGED_BYTES_MAX: usize = 4 << 10;
 
-/// Bytes a stream's staging buffer keeps room for once everything queued has been written;
-/// beyond this, the room a burst took is given back.
-pub const STAGED_BYTES_KEPT_MAX: usize = 64 << 10;
+/// Bytes a stream's staging buffer keeps room for once everything queued has been written
+/// (beyond this, the room a burst took is given back), and entries its write queue keeps
+/// room for. Small: a program with a thousand children's stdins keeps a few KiB per stream
+/// after a burst, not the burst's peak (a drained queue makes one allocation again at its
+/// next burst).
+pub const STAGED_BYTES_KEPT_MAX: usize = 4 << 10;
+/// See [`STAGED_BYTES_KEPT_MAX`].
+pub const WRITE_QUEUE_ENTRIES_KEPT_MAX: usize = 64;
 
 /// Children reaped per look for [`Loop::reap_adopted`](crate::Loop::reap_adopted) before
 /// the loop moves on (the rest in the next pending phase): a burst of orphans cannot hold

@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
     if (argc < 5) { fprintf(stderr, "usage: uv_lines LINES LINE_BYTES HIGH LOW\n"); return 2; }
     lines = strtoull(argv[1], NULL, 10);
     line_bytes = strtoull(argv[2], NULL, 10);
+    if (line_bytes == 0) line_bytes = 1;
     high = strtoull(argv[3], NULL, 10);
     low = strtoull(argv[4], NULL, 10);
     line = malloc(line_bytes);
