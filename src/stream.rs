@@ -623,12 +623,13 @@ impl Loop {
             self.read_buf = buf;
             return;
         };
-        let (epoch, cap, eio_is_eof, dontwait, blocking) =
-            (s.read_epoch, s.read_cap, s.eio_is_eof, s.dontwait, s.blocking);
+        // What the round checks after a callback, copied: the stream is looked up again
+        // then. (Its flags are read where they are used, from the stream in hand.)
+        let (epoch, cap) = (s.read_epoch, s.read_cap);
         // A blocking fd reads once per readiness event, and only while it is still readable
         // (another handle on its description may have drained it since the event), so a read
         // never blocks.
-        let reads_max = if blocking { 1 } else { READS_PER_EVENT_MAX };
+        let reads_max = if s.blocking { 1 } else { READS_PER_EVENT_MAX };
         if buf.len() < cap {
             buf = vec![0; cap].into_boxed_slice();
         }
@@ -637,7 +638,7 @@ impl Loop {
         let mut reads = 0;
         loop {
             let res = match s.io.fd() {
-                Ok(fd) => read_some(fd, dontwait, blocking, capped),
+                Ok(fd) => read_some(fd, s.dontwait, s.blocking, capped),
                 Err(e) => Err(e),
             };
             reads += 1;
@@ -662,7 +663,7 @@ impl Loop {
                 // The other side of the terminal is gone, and everything it wrote has been
                 // read (Linux returns EIO only once the buffer is empty); or a read from the
                 // background.
-                Err(e) if eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                Err(e) if s.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
                     last = Some(terminal_eio(s, e))
                 }
                 Err(e) => last = Some(ReadEvent::Error(e)),
