@@ -78,8 +78,8 @@ pub const WRITE_STAGED_BYTES_MAX: usize = 4 << 10;
 /// Bytes a stream's staging buffer keeps room for once everything queued has been written
 /// (beyond this, the room a burst took is given back), and entries its write queue keeps
 /// room for. Small: a program with a thousand children's stdins keeps a few KiB per stream
-/// after a burst, not the burst's peak (a drained queue makes one allocation again at its
-/// next burst).
+/// after a burst, not the burst's peak (a drained queue grows again, by doubling, at its
+/// next burst beyond these).
 pub const STAGED_BYTES_KEPT_MAX: usize = 4 << 10;
 /// See [`STAGED_BYTES_KEPT_MAX`].
 pub const WRITE_QUEUE_ENTRIES_KEPT_MAX: usize = 64;
