@@ -1791,6 +1791,18 @@ mod tests {
         }
     }
 
+    /// Queues at least `bytes` in 1,000-byte writes (short: staged once the pipe is full),
+    /// and says how many.
+    fn write_burst(lp: &mut Loop, tx: Pipe, bytes: usize) -> usize {
+        let line = [b'x'; 1000];
+        let mut written = 0;
+        while written < bytes {
+            tx.write(lp, &line, |_, res| res.unwrap()).unwrap();
+            written += line.len();
+        }
+        written
+    }
+
     /// A burst of short writes, written, with an owned write behind it that the reader
     /// stalls in: nothing staged is live and no short write comes to trim the buffer, so
     /// the flush gives the burst's room back (second review: 32 MB kept for 85 KB queued).
@@ -1799,12 +1811,7 @@ mod tests {
         const BURST_BYTES: usize = 32 << 20;
         let mut lp = Loop::new().unwrap();
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
-        let line = [b'x'; 1000];
-        let mut written = 0;
-        while written < BURST_BYTES {
-            tx.write(&mut lp, &line, |_, res| res.unwrap()).unwrap();
-            written += line.len();
-        }
+        let written = write_burst(&mut lp, tx, BURST_BYTES);
         // (Cancelled by the close at the end.)
         tx.write_vec(&mut lp, vec![b'y'; 256 << 10], |_, _| {}).unwrap();
         let read = Rc::new(Cell::new(0));
@@ -1849,11 +1856,7 @@ mod tests {
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         let line = [b'x'; 1000];
         // A burst with nobody reading yet: 32 MB staged.
-        let mut written = 0;
-        while written < BURST_BYTES {
-            tx.write(&mut lp, &line, |_, res| res.unwrap()).unwrap();
-            written += line.len();
-        }
+        let mut written = write_burst(&mut lp, tx, BURST_BYTES);
         assert!(staging_capacity(&lp, tx) >= BURST_BYTES - (1 << 20));
         let read = Rc::new(Cell::new(0));
         let r = read.clone();
