@@ -915,10 +915,10 @@ impl Loop {
             }
             let Ok(fd) = s.io.fd() else { break };
             // One buffer per queued write, but one for each run of staged writes, which lie
-            // one after another in the staging buffer. At most IO_BYTES_LIMIT in all: macOS
-            // refuses a writev of more than INT_MAX.
-            // The walk is bounded too: a long queue of short writes, which all go into one
-            // buffer, would otherwise be walked whole by every flush.
+            // one after another in the staging buffer. At most IO_BYTES_LIMIT in all (macOS
+            // refuses a writev of more than INT_MAX), and a bounded walk: a long queue of
+            // short writes, which all go into one buffer, would otherwise be walked whole by
+            // every flush.
             let mut iov = IoList::new();
             let mut offered = 0;
             let mut staged_at = s.staging.head;
