@@ -151,6 +151,11 @@ impl AnyStream {
         forward!(self, h => h.write(lp, data, cb))
     }
 
+    /// As [`Pipe::send`].
+    pub fn send(self, lp: &mut Loop, data: &[u8]) -> io::Result<()> {
+        forward!(self, h => h.send(lp, data))
+    }
+
     /// As [`Pipe::write_vec`].
     pub fn write_vec(
         self,

@@ -240,7 +240,8 @@ struct WriteReq {
     data: Queued,
     /// Bytes of `data` already written.
     offset: usize,
-    cb: WriteCb,
+    /// `None` for a [`send`](crate::Pipe::send), which nobody hears of once queued.
+    cb: Option<WriteCb>,
 }
 
 enum Shutdown {
@@ -268,6 +269,9 @@ pub(crate) struct Stream {
     /// The data of the queue's `Staged` writes.
     staging: Staging,
     queued_bytes: usize,
+    /// The error that failed queued sends, which nobody has heard of yet: the next write,
+    /// send or `try_write` fails with it.
+    send_failed: Option<io::Error>,
     shutdown: Shutdown,
     /// We set `O_NONBLOCK` on a description we did not create: clear it again at close.
     pub(crate) restore_blocking: Option<fd::SharedNonblocking>,
@@ -341,6 +345,7 @@ impl Stream {
             queue: VecDeque::new(),
             staging: Staging::default(),
             queued_bytes: 0,
+            send_failed: None,
             shutdown: Shutdown::None,
             restore_blocking: None,
             original: None,
@@ -724,6 +729,14 @@ impl Loop {
         self.pending.push_back(Pending::Write(id.key, cb, result));
     }
 
+    /// A queued write or send finished: a write's callback waits for the pending phase.
+    #[inline]
+    fn complete_queued(&mut self, id: HandleId, cb: Option<WriteCb>, result: io::Result<()>) {
+        if let Some(cb) = cb {
+            self.complete_write(id, cb, result);
+        }
+    }
+
     /// The close phase's first part: the finished writes (and shutdowns) of the streams
     /// closing in this batch, whose callbacks still wait for the pending phase, leave the
     /// queue in one pass, by stream and in write order (a scan per stream made closing many
@@ -777,22 +790,30 @@ impl Loop {
     }
 
     /// Writes `buf`, or queues what the kernel does not take now. An owned buffer moves into
-    /// the queue; a borrowed one is copied, from the first byte not written.
+    /// the queue; a borrowed one is copied, from the first byte not written. Without a
+    /// callback (a send), an error of the write made now is returned, and a short remainder
+    /// joins a send queued just before it.
     #[inline]
     pub(crate) fn stream_write(
         &mut self,
         id: HandleId,
         kind: HandleKind,
         buf: impl WriteBuf,
-        cb: WriteCb,
+        cb: Option<WriteCb>,
     ) -> io::Result<()> {
         let data = buf.as_slice();
         let s = self.stream_mut(id, kind)?;
         Self::check_writable(s, kind)?;
+        if s.send_failed.is_some() {
+            return self.report_send_failure(id, cb);
+        }
+        if cb.is_none() && data.is_empty() {
+            return Ok(());
+        }
         let mut written = 0;
         if s.queue.is_empty() {
             if data.is_empty() {
-                self.complete_write(id, cb, Ok(()));
+                self.complete_queued(id, cb, Ok(()));
                 return Ok(());
             }
             let fd = s.io.fd()?;
@@ -815,18 +836,35 @@ impl Loop {
                 }
             }
             if let Some(e) = failed {
-                self.complete_write(id, cb, Err(e));
-                return Ok(());
+                return match cb {
+                    Some(cb) => {
+                        self.complete_write(id, cb, Err(e));
+                        Ok(())
+                    }
+                    None => Err(e),
+                };
             }
             if written == data.len() {
-                self.complete_write(id, cb, Ok(()));
+                self.complete_queued(id, cb, Ok(()));
                 return Ok(());
             }
         }
         let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
+        if cb.is_none() && s.hung_up {
+            // Nobody would hear that the queue failed: the send itself does.
+            if let Some(e) = Self::hung_up_error(s) {
+                self.stream_hung_up(id);
+                return Err(e);
+            }
+        }
         let (data, offset) = buf.into_queued(written, &mut s.staging);
         s.queued_bytes += data.len() - offset;
-        s.queue.push_back(WriteReq { data, offset, cb });
+        match (s.queue.back_mut(), &data, &cb) {
+            // Staged bytes follow those of the entry before them: one entry for a burst of
+            // sends, as nothing tells them apart.
+            (Some(WriteReq { data: Queued::Staged(last), cb: None, .. }), Queued::Staged(n), None) => *last += n,
+            _ => s.queue.push_back(WriteReq { data, offset, cb }),
+        }
         let hung_up = s.hung_up;
         self.stream_sync(id);
         if hung_up {
@@ -835,10 +873,29 @@ impl Loop {
         Ok(())
     }
 
+    /// The first write, send or `try_write` after queued sends failed hears why, and
+    /// writes nothing: what it would write might otherwise reach a reader that missed the
+    /// failed data before it.
+    #[cold]
+    #[inline(never)]
+    fn report_send_failure(&mut self, id: HandleId, cb: Option<WriteCb>) -> io::Result<()> {
+        let Some(e) = self.live_stream(id).and_then(|s| s.send_failed.take()) else { return Ok(()) };
+        match cb {
+            Some(cb) => {
+                self.complete_write(id, cb, Err(e));
+                Ok(())
+            }
+            None => Err(e),
+        }
+    }
+
     #[inline]
     pub(crate) fn try_write(&mut self, id: HandleId, kind: HandleKind, data: &[u8]) -> io::Result<usize> {
         let s = self.stream_mut(id, kind)?;
         Self::check_writable(s, kind)?;
+        if s.send_failed.is_some() {
+            return self.report_send_failure(id, None).map(|()| 0);
+        }
         if !s.queue.is_empty() {
             // Writing now would overtake the queued data.
             return Err(io::ErrorKind::WouldBlock.into());
@@ -1018,14 +1075,19 @@ impl Loop {
                 s.staging.consume(rest);
             }
             let req = s.queue.pop_front().expect("front exists");
-            self.complete_write(id, req.cb, Ok(()));
+            self.complete_queued(id, req.cb, Ok(()));
         }
     }
 
     fn stream_fail_writes(&mut self, id: HandleId, e: &io::Error) {
         let Some(s) = self.live_stream(id) else { return };
-        for req in s.take_queue() {
-            self.complete_write(id, req.cb, Err(clone_error(e)));
+        let queue = s.take_queue();
+        // Sends with no write queued after them, whose callback would hear of it.
+        if queue.back().is_some_and(|req| req.cb.is_none()) {
+            s.send_failed = Some(clone_error(e));
+        }
+        for req in queue {
+            self.complete_queued(id, req.cb, Err(clone_error(e)));
         }
     }
 
@@ -1335,8 +1397,8 @@ impl Loop {
 
     /// The close phase's part: cancel every queued write and a pending shutdown, in order.
     pub(crate) fn stream_cancel(&mut self, s: &mut Stream) {
-        for req in s.take_queue() {
-            self.complete_now(req.cb, Err(cancelled()));
+        for cb in s.take_queue().into_iter().filter_map(|req| req.cb) {
+            self.complete_now(cb, Err(cancelled()));
         }
         if let Shutdown::Pending(cb) = std::mem::replace(&mut s.shutdown, Shutdown::Done) {
             self.complete_now(cb, Err(cancelled()));
@@ -1534,7 +1596,60 @@ macro_rules! stream_methods {
                 data: &[u8],
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
-                lp.stream_write(self.0, $kind, data, Box::new(cb))
+                lp.stream_write(self.0, $kind, data, Some(Box::new(cb)))
+            }
+
+            /// Writes `data` with no callback: what the kernel takes now is written at once,
+            /// the rest is queued, in order with [`write`](Self::write)s, and nothing runs
+            /// when it goes out. For a producer that does not need to hear of each write (a
+            /// log writer, a terminal's output, a protocol's messages): no box, no pending
+            /// callback, and while the queue waits, consecutive short sends share one queue
+            /// entry and are copied one after another into the stream's staging buffer, so
+            /// a burst of them costs a copy each and goes out in few system calls. To a
+            /// reader that keeps up, each send is one `write(2)`, as each write is.
+            ///
+            /// Errors are returned, and none is lost:
+            /// - a handle that cannot be written gives an error, as for `write`;
+            /// - a failure of the write made now (`EPIPE` once the reader is gone, `EIO` on a
+            ///   terminal that hung up) is returned, with nothing queued; the kernel may have
+            ///   taken the first bytes of `data` before it;
+            /// - a send that was queued and then failed is heard of by the first write
+            ///   queued after it (its callback gets the error), or else by the first
+            ///   `write`, `send` or `try_write` made after the failure, which gets the error
+            ///   and writes nothing.
+            ///
+            /// To hear that everything sent so far is out, or why not, queue an empty
+            /// `write`: its callback runs after every byte before it, with the error that
+            /// stopped them, if any. On close, queued sends are dropped, as queued writes
+            /// are cancelled.
+            ///
+            /// ```
+            /// use evloop::{Loop, Pipe, ReadEvent, RunMode};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let (rx, tx) = Pipe::pair(&mut lp)?;
+            /// for i in 0..10_000 {
+            ///     tx.send(&mut lp, format!("line {i}\n").as_bytes())?;
+            /// }
+            /// // The barrier: everything sent before it is out (or failed) when it runs.
+            /// tx.write(&mut lp, b"", move |lp, res| {
+            ///     res.expect("all sent");
+            ///     tx.close(lp).unwrap();
+            /// })?;
+            /// let mut got = 0;
+            /// rx.read_start(&mut lp, move |lp, rx, ev| match ev {
+            ///     ReadEvent::Data(d) => got += d.iter().filter(|&&b| b == b'\n').count(),
+            ///     _ => {
+            ///         assert_eq!(got, 10_000);
+            ///         rx.close(lp).unwrap();
+            ///     }
+            /// })?;
+            /// lp.run(RunMode::Default)?;
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            #[inline]
+            pub fn send(self, lp: &mut $crate::Loop, data: &[u8]) -> std::io::Result<()> {
+                lp.stream_write(self.0, $kind, data, None)
             }
 
             /// Like [`write`](Self::write), taking ownership of `data` so that a queued
@@ -1546,7 +1661,7 @@ macro_rules! stream_methods {
                 data: Vec<u8>,
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
-                lp.stream_write(self.0, $kind, data, Box::new(cb))
+                lp.stream_write(self.0, $kind, data, Some(Box::new(cb)))
             }
 
             /// Like [`write_vec`](Self::write_vec), with data that others may share: an
@@ -1586,7 +1701,7 @@ macro_rules! stream_methods {
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
                 let data: Box<dyn AsRef<[u8]>> = Box::new(data);
-                lp.stream_write(self.0, $kind, data, Box::new(cb))
+                lp.stream_write(self.0, $kind, data, Some(Box::new(cb)))
             }
 
             /// Writes what the kernel takes now, without queueing, and returns how many bytes

@@ -112,3 +112,40 @@ case!(
         assert_eq!(got.get(), block.len() + WRITES * line.len());
     }
 );
+
+case!(
+    /// A burst of short sends behind a full pipe shares one queue entry and the staging
+    /// buffer: the only allocations are the buffer's doublings (with an entry per send, the
+    /// queue would double as many times again).
+    fn issue_3_a_burst_of_sends_allocates_only_its_buffers_growth() {
+        const SENDS: usize = 20_000;
+        let mut lp = util::test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let block = vec![1u8; 1 << 20];
+        tx.send(&mut lp, &block).unwrap();
+        let line = [b'x'; 40];
+        let before = evloop_platform::alloc::CountingAlloc::count();
+        for _ in 0..SENDS {
+            tx.send(&mut lp, &line).unwrap();
+        }
+        let during = evloop_platform::alloc::CountingAlloc::count() - before;
+        assert!(tx.write_queue_size(&lp).unwrap() > SENDS * line.len(), "they are queued");
+        // 800 kB in a buffer that grows by doubling: 16 allocations here.
+        assert!(during <= 20, "{during} allocations for {SENDS} queued sends");
+        let got = Rc::new(Cell::new(0usize));
+        let g = got.clone();
+        rx.read_start(&mut lp, move |lp, p, ev| match ev {
+            ReadEvent::Data(d) => g.set(g.get() + d.len()),
+            ReadEvent::Eof => p.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("{e}"),
+        })
+        .unwrap();
+        tx.shutdown(&mut lp, move |lp, r| {
+            r.unwrap();
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(got.get(), block.len() + SENDS * line.len());
+    }
+);

@@ -41,6 +41,16 @@ pub fn pattern(i: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A deterministic stream of pseudo-random numbers (xorshift), for mixes of operations.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// What a reader collected.
 #[derive(Default)]
 pub struct Collected {
@@ -260,13 +270,7 @@ case!(
         let got = collect(&mut lp, rx);
         let order = Rc::new(RefCell::new(Vec::new()));
         let mut sent = Vec::new();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         const WRITES: usize = 20_000;
         for i in 0..WRITES {
             let r = next();
@@ -360,6 +364,199 @@ case!(
         assert_eq!(done.get() + cancelled.get(), 2000, "each callback once");
         assert_eq!(cancelled.get(), queued.div_ceil(100), "the queued ones cancelled");
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
+    secs = 60,
+    /// Sends (no callback) queue in one order with writes of every kind: whatever the mix
+    /// and wherever a partial write cuts, the bytes arrive in order, and each write's
+    /// callback runs once, in order. A burst of short sends takes one queue entry.
+    fn issue_3_sends_and_writes_keep_one_order() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        rx.set_read_cap(&mut lp, 1000).unwrap();
+        let got = collect(&mut lp, rx);
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (mut sent, mut written) = (Vec::new(), Vec::new());
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        const OPS: usize = 20_000;
+        for i in 0..OPS {
+            let r = next();
+            let len = match r % 16 {
+                0 => 0,
+                1 => 4096,
+                2 => 4097,
+                3 => 5000 + (r >> 8) as usize % 20_000,
+                _ => 1 + (r >> 8) as usize % 200,
+            };
+            let block = pattern(i as u64, len);
+            sent.extend_from_slice(&block);
+            let o = order.clone();
+            let cb = move |_: &mut Loop, res: io::Result<()>| {
+                res.unwrap();
+                o.borrow_mut().push(i);
+            };
+            match (r >> 40) % 8 {
+                0 => tx.write_vec(&mut lp, block, cb).unwrap(),
+                1 => tx.write_shared(&mut lp, block, cb).unwrap(),
+                2 => tx.write(&mut lp, &block, cb).unwrap(),
+                _ => {
+                    tx.send(&mut lp, &block).unwrap();
+                    continue;
+                }
+            }
+            written.push(i);
+            if i % 1000 == 999 {
+                lp.run(RunMode::NoWait).unwrap();
+            }
+        }
+        assert!(tx.write_queue_size(&lp).unwrap() > 1 << 20, "most of it is queued");
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        assert_eq!(*order.borrow(), written);
+        let got = got.borrow();
+        assert!(got.eof && got.errors.is_empty());
+        assert_eq!(got.data.len(), sent.len());
+        assert!(got.data == sent, "every byte, in order");
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// A send's own write failing is returned; a queued send that fails is heard of by the
+    /// write queued after it, or else by the next call, which writes nothing; sends still
+    /// queued at close are dropped, and the writes among them cancelled once each.
+    fn issue_3_a_failed_send_is_heard_of_once() {
+        let mut lp = test_loop();
+        let block = [5u8; 100];
+        let fill = |lp: &mut Loop, tx: Pipe| {
+            for _ in 0..2000 {
+                tx.send(lp, &block).unwrap();
+            }
+            assert!(tx.write_queue_size(lp).unwrap() > 100_000);
+        };
+        let epipe = |r: io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(nix::libc::EPIPE));
+
+        // Nothing queued after the sends: the next send hears it, once.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        fill(&mut lp, tx);
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        epipe(tx.send(&mut lp, b"x"));
+        // The reader is still gone: the write made now fails, and says so itself.
+        epipe(tx.send(&mut lp, b"x"));
+        tx.close(&mut lp).unwrap();
+
+        // A write queued after them hears it, and nothing after that does again.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        fill(&mut lp, tx);
+        let heard = Rc::new(RefCell::new(Vec::new()));
+        let h = heard.clone();
+        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*heard.borrow(), [Err(Some(nix::libc::EPIPE))]);
+        let h = heard.clone();
+        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(heard.borrow().len(), 2);
+        assert_eq!(heard.borrow()[1], Ok(()), "an empty write with nothing to fail");
+        tx.close(&mut lp).unwrap();
+
+        // try_write hears it too.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        fill(&mut lp, tx);
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(tx.try_write(&mut lp, b"x").unwrap_err().raw_os_error(), Some(nix::libc::EPIPE));
+        tx.close(&mut lp).unwrap();
+
+        // Closed with sends and writes queued: each write cancelled once, in order.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        fill(&mut lp, tx);
+        let results = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..10 {
+            let r = results.clone();
+            tx.write(&mut lp, &block, move |_, res| r.borrow_mut().push((i, evloop::is_cancelled(&res.unwrap_err()))))
+                .unwrap();
+            tx.send(&mut lp, &block).unwrap();
+        }
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*results.borrow(), (0..10).map(|i| (i, true)).collect::<Vec<_>>());
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
+    /// A FIFO writer whose reader left while sends were queued: once a new reader is there,
+    /// the first send hears of the failure and writes nothing, so the new reader gets only
+    /// what came after (without the report, the stale send would reach it as if nothing had
+    /// been lost before it).
+    fn issue_3_a_fifo_writer_hears_of_its_failed_sends_before_writing_on() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir().join(format!("evloop-fifo-sends-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&path)
+                .unwrap()
+        };
+        let first_reader = open(false);
+        let mut lp = test_loop();
+        let tx = Pipe::open(&mut lp, OwnedFd::from(open(true))).unwrap();
+        for _ in 0..2000 {
+            tx.send(&mut lp, &[b'A'; 100]).unwrap();
+        }
+        assert!(tx.write_queue_size(&lp).unwrap() > 0);
+        drop(first_reader);
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0, "the queue failed");
+
+        let rx = Pipe::open(&mut lp, OwnedFd::from(open(false))).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let got = collect(&mut lp, rx);
+        let e = tx.send(&mut lp, b"stale").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::EPIPE), "{e}");
+        tx.send(&mut lp, b"new").unwrap();
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let got = got.borrow();
+        assert!(got.eof && got.errors.is_empty());
+        let old = got.data.iter().take_while(|&&b| b == b'A').count();
+        assert_eq!(&got.data[old..], b"new");
+    }
+);
+
+case!(
+    /// A send on a handle that cannot be written gets a clear error, as a write does, and
+    /// an empty send does nothing.
+    fn issue_3_send_refuses_what_write_refuses() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let e = rx.send(&mut lp, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        assert!(e.to_string().contains("reading only"), "{e}");
+        tx.send(&mut lp, b"").unwrap();
+        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
+        let e = tx.send(&mut lp, b"x").unwrap_err();
+        assert!(e.to_string().contains("shut down"), "{e}");
+        tx.close(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let e = tx.send(&mut lp, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 );
 
