@@ -1,6 +1,9 @@
 //! Latency: 1-byte messages to `cat` and back over two pipes, one at a time.
 //!
-//! `cargo run --release --example pingpong -- --secs 1 [--child PROGRAM] [--try-write] [--force-select]`
+//! `cargo run --release --example pingpong -- --secs 1 [--child PROGRAM] [--try-write | --send] [--force-select]`
+//!
+//! Each message is a `write` with a callback, or with `--try-write` a `try_write`, or with
+//! `--send` a `send` (no callback).
 //!
 //! Final line: `pingpong round_trips=<n> secs=<s> rt_per_sec=<x>`
 
@@ -20,6 +23,7 @@ fn main() -> std::io::Result<()> {
     let secs = args.f64("--secs", 1.0);
     let program = args.value("--child").unwrap_or("cat").to_string();
     let try_write = args.flag("--try-write");
+    let send_only = args.flag("--send");
     let mut lp = Loop::builder().force_select_helper(args.flag("--force-select")).build()?;
     let mut child = Command::new(&program).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let to_child = Pipe::open(&mut lp, OwnedFd::from(child.stdin.take().expect("piped")))?;
@@ -29,6 +33,8 @@ fn main() -> std::io::Result<()> {
     let send = move |lp: &mut Loop| {
         if try_write {
             assert_eq!(to_child.try_write(lp, b"x").expect("try_write"), 1);
+        } else if send_only {
+            to_child.send(lp, b"x").expect("send");
         } else {
             to_child.write(lp, b"x", |_, r| r.expect("write")).expect("write");
         }

@@ -4,7 +4,11 @@
 //! once the queue is below a low-water mark. Most lines are queued, then, not written at
 //! once: this measures the write queue.
 //!
-//! `cargo run --release --example write_bench -- [--lines 1000000] [--line-bytes 32] [--high 256k] [--low 64k] [--force-select]`
+//! With `--send`, each line is a `send` instead (no callback): an empty `write` queued where
+//! the queue crosses `high - low` says, when its callback runs, that the queue is down to
+//! about the low-water mark, and one at the end that every line is out.
+//!
+//! `cargo run --release --example write_bench -- [--lines 1000000] [--line-bytes 32] [--high 256k] [--low 64k] [--send] [--force-select]`
 //!
 //! Final line:
 //! `write_bench lines=<n> line_bytes=<l> secs=<s> lines_per_sec=<x> max_queue=<q> allocs_per_line=<a>`
@@ -30,6 +34,9 @@ struct State {
     line: Vec<u8>,
     high: usize,
     low: usize,
+    send: bool,
+    /// An empty write marks the low-water point in the queue (`--send`).
+    marked: Cell<bool>,
     sent: Cell<u64>,
     done: Cell<u64>,
     max_queue: Cell<usize>,
@@ -45,7 +52,28 @@ fn fill(lp: &mut Loop, pipe: Pipe, st: &Rc<State>) {
         }
         st.sent.set(st.sent.get() + 1);
         let s = st.clone();
-        pipe.write(lp, &st.line, move |lp, r| written(lp, pipe, &s, r)).expect("write");
+        if !st.send {
+            pipe.write(lp, &st.line, move |lp, r| written(lp, pipe, &s, r)).expect("write");
+            continue;
+        }
+        pipe.send(lp, &st.line).expect("send");
+        if st.sent.get() == st.lines {
+            // Everything is out when this runs.
+            pipe.write(lp, b"", move |lp, r| {
+                r.expect("send to cat");
+                s.done.set(s.lines);
+                pipe.close(lp).expect("open");
+            })
+            .expect("write");
+        } else if !st.marked.get() && queued + st.line.len() >= st.high - st.low.min(st.high) {
+            st.marked.set(true);
+            pipe.write(lp, b"", move |lp, r| {
+                r.expect("send to cat");
+                s.marked.set(false);
+                fill(lp, pipe, &s);
+            })
+            .expect("write");
+        }
     }
 }
 
@@ -66,6 +94,7 @@ fn main() -> std::io::Result<()> {
     let line_bytes = args.bytes("--line-bytes", 32).max(1) as usize;
     let high = args.bytes("--high", 256 << 10) as usize;
     let low = args.bytes("--low", 64 << 10) as usize;
+    let send = args.flag("--send");
     let mut lp = Loop::builder().force_select_helper(args.flag("--force-select")).build()?;
     let mut line = vec![b'x'; line_bytes];
     line[line_bytes - 1] = b'\n';
@@ -74,6 +103,8 @@ fn main() -> std::io::Result<()> {
         line,
         high,
         low,
+        send,
+        marked: Cell::new(false),
         sent: Cell::new(0),
         done: Cell::new(0),
         max_queue: Cell::new(0),
@@ -94,7 +125,7 @@ fn main() -> std::io::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let allocs = CountingAlloc::count() - allocs_before;
     assert!(exited.get(), "the loop ended before cat exited");
-    assert_eq!(st.done.get(), lines, "every write's callback ran once");
+    assert_eq!(st.done.get(), lines, "every line went out");
     println!(
         "write_bench lines={lines} line_bytes={line_bytes} secs={secs:.3} lines_per_sec={:.0} max_queue={} allocs_per_line={:.3}",
         lines as f64 / secs,

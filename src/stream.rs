@@ -793,7 +793,7 @@ impl Loop {
     /// the queue; a borrowed one is copied, from the first byte not written. Without a
     /// callback (a send), an error of the write made now is returned, and a short remainder
     /// joins a send queued just before it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn stream_write(
         &mut self,
         id: HandleId,
@@ -807,18 +807,10 @@ impl Loop {
         if s.send_failed.is_some() {
             return self.report_send_failure(id, cb);
         }
-        if cb.is_none() && data.is_empty() {
-            return Ok(());
-        }
         let mut written = 0;
-        if s.queue.is_empty() {
-            if data.is_empty() {
-                self.complete_queued(id, cb, Ok(()));
-                return Ok(());
-            }
+        if s.queue.is_empty() && !data.is_empty() {
             let fd = s.io.fd()?;
             let (blocking, dontwait) = (s.blocking, s.dontwait);
-            let mut failed = None;
             loop {
                 match write_some(fd, dontwait, &data[written..]) {
                     Ok(n) => {
@@ -829,27 +821,49 @@ impl Loop {
                         }
                     }
                     Err(e) if fd::would_block(&e) => break,
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+                    Err(e) => return self.write_failed(id, cb, e),
                 }
-            }
-            if let Some(e) = failed {
-                return match cb {
-                    Some(cb) => {
-                        self.complete_write(id, cb, Err(e));
-                        Ok(())
-                    }
-                    None => Err(e),
-                };
             }
             if written == data.len() {
                 self.complete_queued(id, cb, Ok(()));
                 return Ok(());
             }
         }
-        let Some(s) = self.live_stream(id) else { unreachable!("checked above") };
+        self.stream_enqueue(id, buf, written, cb)
+    }
+
+    /// The write made now failed: a write's callback hears it, a send returns it.
+    #[cold]
+    #[inline(never)]
+    fn write_failed(&mut self, id: HandleId, cb: Option<WriteCb>, e: io::Error) -> io::Result<()> {
+        match cb {
+            Some(cb) => {
+                self.complete_write(id, cb, Err(e));
+                Ok(())
+            }
+            None => Err(e),
+        }
+    }
+
+    /// Queues what is left of `buf` after `written` bytes (or, for an empty write with
+    /// nothing queued before it, completes it).
+    #[inline(never)]
+    fn stream_enqueue(
+        &mut self,
+        id: HandleId,
+        buf: impl WriteBuf,
+        written: usize,
+        cb: Option<WriteCb>,
+    ) -> io::Result<()> {
+        let Some(s) = self.live_stream(id) else { unreachable!("checked by stream_write") };
+        if buf.as_slice().is_empty() {
+            if cb.is_some() && !s.queue.is_empty() {
+                // A flush barrier: its callback runs after those of the writes before it.
+            } else {
+                self.complete_queued(id, cb, Ok(()));
+                return Ok(());
+            }
+        }
         if cb.is_none() && s.hung_up {
             // Nobody would hear that the queue failed: the send itself does.
             if let Some(e) = Self::hung_up_error(s) {
@@ -862,7 +876,9 @@ impl Loop {
         match (s.queue.back_mut(), &data, &cb) {
             // Staged bytes follow those of the entry before them: one entry for a burst of
             // sends, as nothing tells them apart.
-            (Some(WriteReq { data: Queued::Staged(last), cb: None, .. }), Queued::Staged(n), None) => *last += n,
+            (Some(WriteReq { data: Queued::Staged(last), cb: None, .. }), Queued::Staged(n), None) => {
+                *last += n
+            }
             _ => s.queue.push_back(WriteReq { data, offset, cb }),
         }
         let hung_up = s.hung_up;

@@ -481,8 +481,10 @@ case!(
         let results = Rc::new(RefCell::new(Vec::new()));
         for i in 0..10 {
             let r = results.clone();
-            tx.write(&mut lp, &block, move |_, res| r.borrow_mut().push((i, evloop::is_cancelled(&res.unwrap_err()))))
-                .unwrap();
+            tx.write(&mut lp, &block, move |_, res| {
+                r.borrow_mut().push((i, evloop::is_cancelled(&res.unwrap_err())))
+            })
+            .unwrap();
             tx.send(&mut lp, &block).unwrap();
         }
         tx.close(&mut lp).unwrap();
