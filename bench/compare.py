@@ -97,6 +97,7 @@ for place in ["cpu0", "any"]:
     add("pingpong", f"raw_epoll_{place}", peer("pingpong_raw", "epoll", SECS, echo), place, "rt_per_s", True)
     add("pingpong", f"evloop_{place}", ex("pingpong", "--secs", SECS, "--child", echo), place, "rt_per_sec")
     add("pingpong", f"evloop_try_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--try-write"), place, "rt_per_sec")
+    add("pingpong", f"evloop_send_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--send"), place, "rt_per_sec")
     add("pingpong", f"evloop_select_{place}", ex("pingpong", "--secs", SECS, "--child", echo, "--force-select"), place, "rt_per_sec")
     add("pingpong", f"uv_write_{place}", peer("uv_pingpong", "write", SECS, echo), place, "rt_per_s", True)
     add("pingpong", f"uv_trywrite_{place}", peer("uv_pingpong", "trywrite", SECS, echo), place, "rt_per_s", True)
@@ -104,11 +105,13 @@ for place in ["cpu0", "any"]:
     add("pingpong", f"mio_{place}", perf_peers("mio_pingpong", SECS, echo), place, "rt_per_s", True)
 
 # Small writes: a million 32-byte lines to `cat`, each its own write with its own callback
-# (evloop, libuv), or its own write_all (tokio), or through a BufWriter (tokio_buf: no
+# (evloop, libuv), or its own send (evloop_send: no callback; an empty write marks the
+# low-water point), or its own write_all (tokio), or through a BufWriter (tokio_buf: no
 # per-line completion, the batching a tokio user writes by hand).
 NLINES = os.environ.get("BENCH_LINES", "1000000")
 for place in ["cpu0", "any"]:
     add("lines", f"evloop_{place}", ex("write_bench", "--lines", NLINES, "--line-bytes", "32"), place, "lines_per_sec")
+    add("lines", f"evloop_send_{place}", ex("write_bench", "--lines", NLINES, "--line-bytes", "32", "--send"), place, "lines_per_sec")
     add("lines", f"uv_{place}", peer("uv_lines", NLINES, "32", str(256 << 10), str(64 << 10)), place, "lines_per_sec", True)
     add("lines", f"tokio_{place}", perf_peers("tokio_lines", NLINES, "32"), place, "lines_per_sec", True)
     add("lines", f"tokio_buf_{place}", perf_peers("tokio_lines", NLINES, "32", "buf"), place, "lines_per_sec", True)
@@ -139,6 +142,7 @@ for place in ["cpu0", "any"]:
         (f"pump {place}: mio / raw", f"mio_{place}", f"raw_proc_{place}"),
         (f"pingpong {place}: evloop / raw epoll", f"evloop_{place}", f"raw_epoll_{place}"),
         (f"pingpong {place}: evloop try_write / raw epoll", f"evloop_try_{place}", f"raw_epoll_{place}"),
+        (f"pingpong {place}: evloop send / raw epoll", f"evloop_send_{place}", f"raw_epoll_{place}"),
         (f"pingpong {place}: evloop via select helper / evloop", f"evloop_select_{place}", f"evloop_{place}"),
         (f"pingpong {place}: libuv write / raw epoll", f"uv_write_{place}", f"raw_epoll_{place}"),
         (f"pingpong {place}: libuv try_write / raw epoll", f"uv_trywrite_{place}", f"raw_epoll_{place}"),
@@ -150,6 +154,9 @@ for place in ["cpu0", "any"]:
         (f"lines {place}: evloop / libuv", f"evloop_{place}", f"uv_{place}"),
         (f"lines {place}: evloop / tokio write_all", f"evloop_{place}", f"tokio_{place}"),
         (f"lines {place}: evloop / tokio BufWriter", f"evloop_{place}", f"tokio_buf_{place}"),
+        (f"lines {place}: evloop send / evloop write", f"evloop_send_{place}", f"evloop_{place}"),
+        (f"lines {place}: evloop send / tokio write_all", f"evloop_send_{place}", f"tokio_{place}"),
+        (f"lines {place}: evloop send / tokio BufWriter", f"evloop_send_{place}", f"tokio_buf_{place}"),
     ]
 RATIOS += [
     ("spawn seq: evloop / raw posix_spawn+pidfd", "evloop_seq", "raw_pidfd_seq"),
@@ -314,7 +321,8 @@ def callgrind(args):
     # Ping-pong: round trips are time-bounded, so divide by the reported counts.
     echo = peer("echo_child")[0] if PEERS else "cat"
     progs = [("evloop pingpong write", lambda s: ex("pingpong", "--secs", s, "--child", echo), "round_trips"),
-             ("evloop pingpong try_write", lambda s: ex("pingpong", "--secs", s, "--child", echo, "--try-write"), "round_trips")]
+             ("evloop pingpong try_write", lambda s: ex("pingpong", "--secs", s, "--child", echo, "--try-write"), "round_trips"),
+             ("evloop pingpong send", lambda s: ex("pingpong", "--secs", s, "--child", echo, "--send"), "round_trips")]
     if PEERS:
         progs += [("libuv uv_write", lambda s: peer("uv_pingpong", "write", s, echo), "rt_per_s"),
                   ("libuv uv_try_write", lambda s: peer("uv_pingpong", "trywrite", s, echo), "rt_per_s"),

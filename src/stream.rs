@@ -1571,9 +1571,11 @@ macro_rules! stream_methods {
             /// are copied one after another into one buffer per stream, so a burst of small
             /// writes (lines, escape sequences) allocates nothing per write for its data and
             /// goes out in long `writev` runs: past the queue's own growth, the only
-            /// allocation per write is `cb`'s box, when `cb` captures something. That batching happens only while writes wait: to a reader
-            /// that keeps up, each write is a system call of its own, so a program that makes
-            /// many tiny writes at once is faster joining them first. `cb` runs
+            /// allocation per write is `cb`'s box, when `cb` captures something. That
+            /// batching happens only while writes wait: to a reader that keeps up, each write
+            /// is a system call of its own, so a program that makes many tiny writes at once
+            /// is faster joining them first. A program that does not need to hear of each
+            /// write uses [`send`](Self::send), which has no callback to box or run. `cb` runs
             /// from the pending phase with the outcome (`EPIPE` when the reader is gone,
             /// `ECANCELED` if the handle closes first), never inside this call.
             ///
@@ -1780,9 +1782,10 @@ macro_rules! stream_methods {
                 lp.stream_shutdown(self.0, $kind, Box::new(cb))
             }
 
-            /// Bytes queued and not yet written. The memory held is more: each queued write
-            /// also takes its queue entry (some 50 bytes) and its callback's box (none for a
-            /// callback that captures nothing), which for 1-byte writes is most of it; and a
+            /// Bytes queued and not yet written, sends included. The memory held is more: each
+            /// queued write also takes its queue entry (some 50 bytes) and its callback's box
+            /// (none for a callback that captures nothing), which for 1-byte writes is most of
+            /// it (consecutive short [`send`](Self::send)s share one entry); and a
             /// buffer given to [`write_vec`](Self::write_vec) or
             /// [`write_shared`](Self::write_shared) is kept whole until its last byte is out.
             /// A producer of tiny writes sets its high-water mark with that in mind, or joins
