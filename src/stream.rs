@@ -807,27 +807,49 @@ impl Loop {
         if s.send_failed.is_some() {
             return self.report_send_failure(id, cb);
         }
-        let mut written = 0;
         if s.queue.is_empty() && !data.is_empty() {
-            let fd = s.io.fd()?;
-            let (blocking, dontwait) = (s.blocking, s.dontwait);
-            loop {
-                match write_some(fd, dontwait, &data[written..]) {
-                    Ok(n) => {
-                        written += n;
-                        // A blocking tty write finishes the whole buffer, as libuv does.
-                        if written == data.len() || !blocking {
-                            break;
-                        }
-                    }
-                    Err(e) if fd::would_block(&e) => break,
-                    Err(e) => return self.write_failed(id, cb, e),
-                }
-            }
-            if written == data.len() {
+            // The common case, kept short: the kernel takes the whole buffer.
+            let res = write_some(s.io.fd()?, s.dontwait, data);
+            if matches!(res, Ok(n) if n == data.len()) {
                 self.complete_queued(id, cb, Ok(()));
                 return Ok(());
             }
+            return self.stream_write_rest(id, buf, cb, res);
+        }
+        self.stream_enqueue(id, buf, 0, cb)
+    }
+
+    /// The first write of an empty queue took part of `buf`, or nothing (`res`): a blocking
+    /// terminal writes on until done, an error fails the write, and the rest is queued.
+    #[inline(never)]
+    fn stream_write_rest(
+        &mut self,
+        id: HandleId,
+        buf: impl WriteBuf,
+        cb: Option<WriteCb>,
+        mut res: io::Result<usize>,
+    ) -> io::Result<()> {
+        let data = buf.as_slice();
+        let Some(s) = self.live_stream(id) else { unreachable!("checked by stream_write") };
+        let (fd, blocking, dontwait) = (s.io.fd()?, s.blocking, s.dontwait);
+        let mut written = 0;
+        loop {
+            match res {
+                Ok(n) => {
+                    written += n;
+                    // A blocking tty write finishes the whole buffer, as libuv does.
+                    if written == data.len() {
+                        self.complete_queued(id, cb, Ok(()));
+                        return Ok(());
+                    }
+                    if !blocking {
+                        break;
+                    }
+                }
+                Err(e) if fd::would_block(&e) => break,
+                Err(e) => return self.write_failed(id, cb, e),
+            }
+            res = write_some(fd, dontwait, &data[written..]);
         }
         self.stream_enqueue(id, buf, written, cb)
     }
