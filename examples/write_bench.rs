@@ -48,6 +48,10 @@ fn fill(lp: &mut Loop, pipe: Pipe, st: &Rc<State>) {
         let queued = pipe.write_queue_size(lp).expect("open");
         st.max_queue.set(st.max_queue.get().max(queued));
         if queued >= st.high {
+            if st.send && !st.marked.get() {
+                // (The marker made below ran, the queue still above its mark.)
+                mark(lp, pipe, st);
+            }
             return;
         }
         st.sent.set(st.sent.get() + 1);
@@ -66,15 +70,21 @@ fn fill(lp: &mut Loop, pipe: Pipe, st: &Rc<State>) {
             })
             .expect("write");
         } else if !st.marked.get() && queued + st.line.len() >= st.high - st.low.min(st.high) {
-            st.marked.set(true);
-            pipe.write(lp, b"", move |lp, r| {
-                r.expect("send to cat");
-                s.marked.set(false);
-                fill(lp, pipe, &s);
-            })
-            .expect("write");
+            mark(lp, pipe, st);
         }
     }
+}
+
+/// Queues an empty write whose callback, once everything before it is out, fills again.
+fn mark(lp: &mut Loop, pipe: Pipe, st: &Rc<State>) {
+    st.marked.set(true);
+    let s = st.clone();
+    pipe.write(lp, b"", move |lp, r| {
+        r.expect("send to cat");
+        s.marked.set(false);
+        fill(lp, pipe, &s);
+    })
+    .expect("write");
 }
 
 fn written(lp: &mut Loop, pipe: Pipe, st: &Rc<State>, r: std::io::Result<()>) {

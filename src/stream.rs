@@ -1027,7 +1027,9 @@ impl Loop {
                         if run.is_none() && iov.len == WRITEV_BUFFERS_MAX {
                             break;
                         }
-                        let take = (n - req.offset).min(fd::IO_BYTES_LIMIT - offered);
+                        // (A burst of sends is one entry of any length: bounded here too.)
+                        let take =
+                            (n - req.offset).min(WRITEV_BYTES_OFFERED_MAX.min(fd::IO_BYTES_LIMIT) - offered);
                         run.get_or_insert(staged_at);
                         staged_at += take;
                         offered += take;
@@ -1181,6 +1183,9 @@ impl Loop {
             unreachable!()
         };
         s.writable = false;
+        // Sends that failed with nobody told: the shutdown's callback is the last that can
+        // hear of it (no write can follow).
+        let send_failed = s.send_failed.take();
         let res = if s.readable {
             // A socket: half-close.
             s.io.fd().and_then(fd::shutdown_write)
@@ -1189,7 +1194,7 @@ impl Loop {
             self.io_release(id);
             Ok(())
         };
-        self.complete_write(id, cb, res);
+        self.complete_write(id, cb, send_failed.map_or(res, Err));
     }
 
     // ----- readiness, flush, close --------------------------------------------------------
@@ -1602,7 +1607,9 @@ macro_rules! stream_methods {
             /// `ECANCELED` if the handle closes first), never inside this call.
             ///
             /// Returns an error, and never calls `cb`, for a handle that cannot be written:
-            /// closed, shut down, or open for reading only.
+            /// closed, shut down, or open for reading only. After queued
+            /// [`send`](Self::send)s failed with nobody told, the first write gets their
+            /// error in its callback, and writes nothing.
             ///
             /// A write that fails or is cancelled may have gone out in part: the kernel took
             /// its first bytes before the reader left or the handle closed (libuv's writes
@@ -1646,22 +1653,23 @@ macro_rules! stream_methods {
             /// callback, and while the queue waits, consecutive short sends share one queue
             /// entry and are copied one after another into the stream's staging buffer, so
             /// a burst of them costs a copy each and goes out in few system calls. To a
-            /// reader that keeps up, each send is one `write(2)`, as each write is.
+            /// reader that keeps up, each send is a system call of its own, as each write is.
             ///
-            /// Errors are returned, and none is lost:
+            /// Errors:
             /// - a handle that cannot be written gives an error, as for `write`;
-            /// - a failure of the write made now (`EPIPE` once the reader is gone, `EIO` on a
-            ///   terminal that hung up) is returned, with nothing queued; the kernel may have
-            ///   taken the first bytes of `data` before it;
-            /// - a send that was queued and then failed is heard of by the first write
-            ///   queued after it (its callback gets the error), or else by the first
-            ///   `write`, `send` or `try_write` made after the failure, which gets the error
-            ///   and writes nothing.
+            /// - when the write made now fails (`EPIPE` once the reader is gone, say), the
+            ///   error is returned and nothing is queued; the kernel may have taken the first
+            ///   bytes of `data` before it;
+            /// - a send that was queued and then failed is heard of by the first write or
+            ///   [`shutdown`](Self::shutdown) queued after it (its callback gets the error),
+            ///   or else by the first `write`, `send` or `try_write` made after the failure,
+            ///   which gets the error and writes nothing, or by a `shutdown` made after it.
+            ///   Only a close drops it unheard, as it drops the queued sends themselves
+            ///   (queued writes are cancelled).
             ///
             /// To hear that everything sent so far is out, or why not, queue an empty
             /// `write`: its callback runs after every byte before it, with the error that
-            /// stopped them, if any. On close, queued sends are dropped, as queued writes
-            /// are cancelled.
+            /// stopped them, if any.
             ///
             /// ```
             /// use evloop::{Loop, Pipe, ReadEvent, RunMode};
@@ -1749,7 +1757,8 @@ macro_rules! stream_methods {
             /// kernel takes nothing, or when writes are queued: writing around them would
             /// reorder the data. On a terminal whose other side hung up (a read found it), it
             /// fails with `EIO` instead once the kernel takes no more, as a queued
-            /// [`write`](Self::write) does.
+            /// [`write`](Self::write) does. After queued [`send`](Self::send)s failed with
+            /// nobody told, it fails with their error and writes nothing.
             #[inline]
             pub fn try_write(self, lp: &mut $crate::Loop, data: &[u8]) -> std::io::Result<usize> {
                 lp.try_write(self.0, $kind, data)
@@ -1794,7 +1803,8 @@ macro_rules! stream_methods {
             /// half-closed: that is an error. The handle itself stays: close it as usual once
             /// done with it. `Ok` says the write side was closed; it does not say the reader
             /// got everything: a write that failed before (with `EPIPE`, say) told its own
-            /// callback.
+            /// callback. Sends that failed with nobody told give `cb` their error instead
+            /// (the write side is closed all the same).
             #[inline]
             pub fn shutdown(
                 self,

@@ -467,6 +467,30 @@ case!(
         assert_eq!(heard.borrow()[1], Ok(()), "an empty write with nothing to fail");
         tx.close(&mut lp).unwrap();
 
+        // A shutdown queued after them hears it, and so does one made after the failure; the
+        // write side closes all the same.
+        for shutdown_first in [true, false] {
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            fill(&mut lp, tx);
+            let heard = Rc::new(RefCell::new(Vec::new()));
+            let shutdown = |lp: &mut Loop| {
+                let h = heard.clone();
+                tx.shutdown(lp, move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+            };
+            if shutdown_first {
+                shutdown(&mut lp);
+            }
+            rx.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            if !shutdown_first {
+                shutdown(&mut lp);
+                lp.run(RunMode::Default).unwrap();
+            }
+            assert_eq!(*heard.borrow(), [Err(Some(nix::libc::EPIPE))], "shutdown first: {shutdown_first}");
+            assert!(tx.send(&mut lp, b"x").unwrap_err().to_string().contains("shut down"));
+            tx.close(&mut lp).unwrap();
+        }
+
         // try_write hears it too.
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         fill(&mut lp, tx);
