@@ -918,6 +918,8 @@ impl Loop {
     #[inline(never)]
     fn report_send_failure(&mut self, id: HandleId, cb: Option<WriteCb>) -> io::Result<()> {
         let Some(e) = self.live_stream(id).and_then(|s| s.send_failed.take()) else { return Ok(()) };
+        // Told apart from a failure of this call's own write, which may have written a part.
+        let e = context(e, "sends queued before this call failed; it wrote nothing");
         match cb {
             Some(cb) => {
                 self.complete_write(id, cb, Err(e));
@@ -1194,6 +1196,7 @@ impl Loop {
             self.io_release(id);
             Ok(())
         };
+        let send_failed = send_failed.map(|e| context(e, "sends queued before the shutdown failed"));
         self.complete_write(id, cb, send_failed.map_or(res, Err));
     }
 
@@ -1664,6 +1667,8 @@ macro_rules! stream_methods {
             ///   [`shutdown`](Self::shutdown) queued after it (its callback gets the error),
             ///   or else by the first `write`, `send` or `try_write` made after the failure,
             ///   which gets the error and writes nothing, or by a `shutdown` made after it.
+            ///   Its message says so, told apart from a failure of the call's own write;
+            ///   [`os_error_code`](crate::os_error_code) gives its `errno`.
             ///   Only a close drops it unheard, as it drops the queued sends themselves
             ///   (queued writes are cancelled).
             ///

@@ -1,7 +1,7 @@
 //! A model-checked operation fuzzer for evloop.
 //!
 //! A seed drives a deterministic generator of loop operations: create and close pipes (also
-//! from inside callbacks), start and stop reads, write, try_write and shutdown, start, stop
+//! from inside callbacks), start and stop reads, write, send, try_write and shutdown, start, stop
 //! and re-arm timers, wake async handles from other threads, use stale and foreign ids, and
 //! run the loop a step at a time. A small model of what must be true runs beside it:
 //!
@@ -90,7 +90,7 @@ struct PipeModel {
     tx_open: Rc<Cell<bool>>,
     reading: bool,
     shut: bool,
-    /// Every byte handed to write/try_write, in order.
+    /// Every byte handed to write/send/try_write, in order.
     sent: Vec<u8>,
     /// Set when any write failed or was cancelled: from then on only a prefix is promised.
     lossy: Rc<Cell<bool>>,
@@ -269,7 +269,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 }
                 pipes.push(p);
             }
-            // Write (borrowed or owned), or try_write.
+            // Write (borrowed or owned), send, or try_write.
             8..=35 if !pipes.is_empty() => {
                 let i = rng.below(pipes.len() as u64) as usize;
                 let len = match rng.below(10) {
@@ -298,6 +298,24 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                                 || e.kind() == io::ErrorKind::BrokenPipe,
                             || format!("{}: unexpected {e}", ctx(op, "try_write")),
                         )?,
+                    }
+                } else if rng.chance(25) {
+                    match p.tx.send(lp, &data) {
+                        Ok(()) => {
+                            check(writable, || {
+                                format!("{}: send accepted on a closed pipe", ctx(op, "send"))
+                            })?;
+                            p.sent.extend_from_slice(&data);
+                            stats.bytes_written += len as u64;
+                        }
+                        Err(e) => {
+                            // Refused (closed, shut down), or a failure now or of sends before
+                            // it (the reader left): in any case, only a prefix is promised.
+                            check(!writable || e.kind() == io::ErrorKind::BrokenPipe, || {
+                                format!("{}: unexpected {e}", ctx(op, "send"))
+                            })?;
+                            p.lossy.set(true);
+                        }
                     }
                 } else {
                     let once = ledger.expect_once(ctx(op, "write callback"));

@@ -438,15 +438,19 @@ case!(
             }
             assert!(tx.write_queue_size(lp).unwrap() > 100_000);
         };
-        let epipe = |r: io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(nix::libc::EPIPE));
+        let epipe =
+            |r: io::Result<()>| assert_eq!(evloop::os_error_code(&r.unwrap_err()), Some(nix::libc::EPIPE));
 
-        // Nothing queued after the sends: the next send hears it, once.
+        // Nothing queued after the sends: the next send hears it, once, told apart from a
+        // failure of its own.
         let (rx, tx) = Pipe::pair(&mut lp).unwrap();
         fill(&mut lp, tx);
         rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
-        epipe(tx.send(&mut lp, b"x"));
+        let e = tx.send(&mut lp, b"x").unwrap_err();
+        assert!(e.to_string().contains("sends queued before this call failed"), "{e}");
+        epipe(Err(e));
         // The reader is still gone: the write made now fails, and says so itself.
         epipe(tx.send(&mut lp, b"x"));
         tx.close(&mut lp).unwrap();
@@ -456,12 +460,14 @@ case!(
         fill(&mut lp, tx);
         let heard = Rc::new(RefCell::new(Vec::new()));
         let h = heard.clone();
-        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| evloop::os_error_code(&e))))
+            .unwrap();
         rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(*heard.borrow(), [Err(Some(nix::libc::EPIPE))]);
         let h = heard.clone();
-        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+        tx.write(&mut lp, b"", move |_, r| h.borrow_mut().push(r.map_err(|e| evloop::os_error_code(&e))))
+            .unwrap();
         lp.run(RunMode::Default).unwrap();
         assert_eq!(heard.borrow().len(), 2);
         assert_eq!(heard.borrow()[1], Ok(()), "an empty write with nothing to fail");
@@ -475,7 +481,8 @@ case!(
             let heard = Rc::new(RefCell::new(Vec::new()));
             let shutdown = |lp: &mut Loop| {
                 let h = heard.clone();
-                tx.shutdown(lp, move |_, r| h.borrow_mut().push(r.map_err(|e| e.raw_os_error()))).unwrap();
+                tx.shutdown(lp, move |_, r| h.borrow_mut().push(r.map_err(|e| evloop::os_error_code(&e))))
+                    .unwrap();
             };
             if shutdown_first {
                 shutdown(&mut lp);
@@ -496,7 +503,9 @@ case!(
         fill(&mut lp, tx);
         rx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
-        assert_eq!(tx.try_write(&mut lp, b"x").unwrap_err().raw_os_error(), Some(nix::libc::EPIPE));
+        let e = tx.try_write(&mut lp, b"x").unwrap_err();
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EPIPE));
+        assert!(e.to_string().contains("wrote nothing"), "{e}");
         tx.close(&mut lp).unwrap();
 
         // Closed with sends and writes queued: each write cancelled once, in order.
@@ -553,7 +562,7 @@ case!(
         std::fs::remove_dir_all(&dir).unwrap();
         let got = collect(&mut lp, rx);
         let e = tx.send(&mut lp, b"stale").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(nix::libc::EPIPE), "{e}");
+        assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EPIPE), "{e}");
         tx.send(&mut lp, b"new").unwrap();
         tx.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
