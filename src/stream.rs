@@ -1657,6 +1657,11 @@ macro_rules! stream_methods {
             /// entry and are copied one after another into the stream's staging buffer, so
             /// a burst of them costs a copy each and goes out in few system calls. To a
             /// reader that keeps up, each send is a system call of its own, as each write is.
+            /// A queued remainder longer than
+            /// [`WRITE_STAGED_BYTES_MAX`](crate::limits::WRITE_STAGED_BYTES_MAX) is copied into
+            /// a buffer of its own: a large buffer the program owns goes into the queue
+            /// without a copy through [`write_vec`](Self::write_vec), whose callback may do
+            /// nothing.
             ///
             /// Errors:
             /// - a handle that cannot be written gives an error, as for `write`;
