@@ -1436,6 +1436,83 @@ impl Command {
         lp.spawn_command(self, Wiring::default(), Box::new(on_exit))
     }
 
+    /// Starts the child on a new pty of `size`, as a terminal emulator or an `expect`-like
+    /// tool does, and returns the master's [`Tty`](crate::Tty) handle with the [`Child`]:
+    /// what the program writes to its terminal is read from the master, and what is written
+    /// to the master (keystrokes, Ctrl-C as `\x03`) is its input.
+    ///
+    /// The steps of the recipe in [`controlling_terminal`](Command::controlling_terminal),
+    /// in their order: the master is opened as a handle and given its size before the
+    /// program starts (so that its first look at the size is right); each of the child's
+    /// fds 0, 1 and 2 that the command leaves at its default is the pty's slave, the lowest
+    /// of them its controlling terminal, in a session of its own; and the parent keeps no
+    /// copy of the slave, so the master reaches end of file once the child's session is
+    /// gone. fds the command sets stay as set (`stderr(Stdio::Pipe)` keeps the program's
+    /// errors apart from its terminal): it is an error to set all three. The command itself
+    /// is not changed, and can start more children.
+    ///
+    /// The child's exit and the master's end of file come in either order; a program that
+    /// needs all of the output waits for both. On an error nothing is left: the master's
+    /// handle is closed (in the loop's next close phase), and no child runs.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, ReadEvent, RunMode, WinSize};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "stty size; tty >/dev/null && echo on a terminal"]);
+    /// let size = WinSize { rows: 30, cols: 100, ..WinSize::default() };
+    /// let (master, _child) = cmd.spawn_on_pty(&mut lp, size, |lp, p, status| {
+    ///     assert!(status.unwrap().success());
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let out = seen.clone();
+    /// master.read_start(&mut lp, move |lp, m, ev| match ev {
+    ///     ReadEvent::Data(d) => out.borrow_mut().extend_from_slice(d),
+    ///     _ => m.close(lp).unwrap(),
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(&seen.borrow()[..], b"30 100\r\non a terminal\r\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_on_pty(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<(crate::Tty, Child)> {
+        let Some(first) = (0..3).find(|t| !self.stdio.iter().any(|(n, _)| n == t)) else {
+            return Err(invalid(format!(
+                "spawn `{}` on a pty: the command sets fds 0, 1 and 2 itself, so none would be the terminal",
+                self.name()
+            )));
+        };
+        let (master, slave) =
+            crate::tty::openpty().map_err(|e| context(e, format!("spawn `{}`", self.name())))?;
+        let master = crate::Tty::open(lp, master)?;
+        let started = master.set_winsize(lp, size).and_then(|()| {
+            // A copy for this spawn, which closes the parent's slave when it drops.
+            let mut cmd = self.try_clone()?;
+            cmd.fd(first, Stdio::Fd(slave));
+            for t in first + 1..3 {
+                if !self.stdio.iter().any(|(n, _)| *n == t) {
+                    cmd.fd(t, Stdio::SameAs(first));
+                }
+            }
+            cmd.controlling_terminal(first);
+            cmd.spawn(lp, on_exit)
+        });
+        match started {
+            Ok(child) => Ok((master, child)),
+            Err(e) => {
+                let _ = master.close(lp);
+                Err(e)
+            }
+        }
+    }
+
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
     /// calls `cb` once: when the child has exited and both streams have reached end of file.
     /// Its stdin is `/dev/null` unless the command sets one (but not to a new pipe, which

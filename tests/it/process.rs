@@ -5041,3 +5041,98 @@ case!(
         assert!(out.status.success() && text.contains("pid reuse: ok"), "{}: {text}", out.status);
     }
 );
+
+// ----- a child on a pty ---------------------------------------------------------------------
+
+/// What a pty master handle read, until its end of file; `on_data` may answer what it saw.
+fn read_master(
+    lp: &mut Loop,
+    master: evloop::Tty,
+    mut on_data: impl FnMut(&mut Loop, evloop::Tty, &[u8]) + 'static,
+) -> Rc<RefCell<Vec<u8>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let out = seen.clone();
+    master
+        .read_start(lp, move |lp, m, ev| match ev {
+            ReadEvent::Data(d) => {
+                out.borrow_mut().extend_from_slice(d);
+                let all = out.borrow().clone();
+                on_data(lp, m, &all);
+            }
+            ReadEvent::Eof => m.close(lp).unwrap(),
+            ReadEvent::Error(e) => panic!("master: {e}"),
+        })
+        .unwrap();
+    seen
+}
+
+case!(
+    /// `spawn_on_pty` gives the child the pty as stdin, stdout, stderr and controlling
+    /// terminal, with its size set before the program starts: Ctrl-C written to the master
+    /// reaches the child as `SIGINT`. On every spawn path.
+    fn issue_6_a_child_on_a_pty_has_it_as_its_terminal() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "test -t 0 && test -t 1 && test -t 2 && stty size && exec 3</dev/tty && echo ready && exec sleep 100"]);
+            let size = evloop::WinSize { rows: 33, cols: 111, ..evloop::WinSize::default() };
+            let status = Rc::new(RefCell::new(None));
+            let st = status.clone();
+            let (master, _child) = cmd
+                .spawn_on_pty(&mut lp, size, move |lp, p, res| {
+                    *st.borrow_mut() = Some(res.unwrap());
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            let interrupted = Rc::new(Cell::new(false));
+            let i = interrupted.clone();
+            let seen = read_master(&mut lp, master, move |lp, m, all| {
+                if !i.get() && all.ends_with(b"ready\r\n") {
+                    i.set(true);
+                    m.write(lp, b"\x03", |_, r| r.unwrap()).unwrap();
+                }
+            });
+            lp.run(RunMode::Default).unwrap();
+            assert!(interrupted.get(), "{name}: {:?}", String::from_utf8_lossy(&seen.borrow()));
+            assert!(
+                seen.borrow().starts_with(b"33 111\r\nready\r\n"),
+                "{name}: {:?}",
+                String::from_utf8_lossy(&seen.borrow())
+            );
+            assert_eq!(status.borrow().unwrap().signal(), Some(SIGINT), "{name}");
+        }
+    }
+);
+
+case!(
+    /// The fds the command sets itself stay as set (stderr to a pipe here, apart from the
+    /// terminal); setting all three is an error, as is a program that cannot start, and
+    /// neither leaves a handle, an fd or a child behind.
+    fn issue_6_spawn_on_a_pty_keeps_the_fds_the_command_sets() {
+        let mut lp = builder().build().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; test -t 2 || echo stderr is no tty"]).stderr(Stdio::Pipe);
+        let (master, child) = cmd
+            .spawn_on_pty(&mut lp, evloop::WinSize::default(), |lp, p, res| {
+                assert!(res.unwrap().success());
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+        let seen = read_master(&mut lp, master, |_, _, _| {});
+        let err = collect(&mut lp, child.stderr.expect("a stderr pipe"));
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(&seen.borrow()[..], b"out\r\nstderr is no tty\r\n");
+        assert_eq!(err.borrow().data, b"err\n");
+
+        let mut all = Command::new("true");
+        all.stdin(Stdio::Null).stdout(Stdio::Null).stderr(Stdio::Null);
+        let e = all.spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| panic!("ran")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let e = Command::new("/nonexistent/program")
+            .spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| panic!("ran"))
+            .unwrap_err();
+        assert_eq!(os_error_code(&e), Some(libc::ENOENT), "{e}");
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
