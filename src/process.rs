@@ -1148,7 +1148,8 @@ impl Command {
     /// open in the parent (or in the `Command`, which keeps the fds it was given until it
     /// drops) keeps the master from reaching end of file when the child's session is gone.
     /// A master reports that end of file after every byte the child wrote; its exit and that
-    /// end of file come in either order.
+    /// end of file come in either order. [`spawn_on_pty`](Command::spawn_on_pty) does all of
+    /// this in one call.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
