@@ -1445,12 +1445,17 @@ impl Command {
     /// The steps of the recipe in [`controlling_terminal`](Command::controlling_terminal),
     /// in their order: the master is opened as a handle and given its size before the
     /// program starts (so that its first look at the size is right); each of the child's
-    /// fds 0, 1 and 2 that the command leaves at its default is the pty's slave, the lowest
-    /// of them its controlling terminal, in a session of its own; and the parent keeps no
-    /// copy of the slave, so the master reaches end of file once the child's session is
-    /// gone. fds the command sets stay as set (`stderr(Stdio::Pipe)` keeps the program's
-    /// errors apart from its terminal): it is an error to set all three. The command itself
-    /// is not changed, and can start more children.
+    /// fds 0, 1 and 2 that the command does not name (with `stdin`, `stdout`, `stderr` or
+    /// [`fd`](Command::fd)) is the pty's slave, the lowest of them its controlling
+    /// terminal, in a session of its own; and the parent keeps no copy of the slave, so the
+    /// master reaches end of file once the child's session is gone. fds the command names
+    /// stay as set (`stderr(Stdio::Pipe)` keeps the program's errors apart from its
+    /// terminal): it is an error to name all three. The child leads a session of its own,
+    /// so a command with [`process_group`](Command::process_group),
+    /// [`foreground`](Command::foreground) or a
+    /// [`controlling_terminal`](Command::controlling_terminal) of its own is an error too.
+    /// The command itself is not changed, and can start more children (but for a
+    /// [`Stdio::Handle`], which moves to the first child, as with [`spawn`](Command::spawn)).
     ///
     /// The child's exit and the master's end of file come in either order; a program that
     /// needs all of the output waits for both. On an error nothing is left: the master's
@@ -1484,18 +1489,27 @@ impl Command {
         size: crate::WinSize,
         on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<(crate::Tty, Child)> {
+        let on_pty = || format!("spawn `{}` on a pty", self.name());
         let Some(first) = (0..3).find(|t| !self.stdio.iter().any(|(n, _)| n == t)) else {
             return Err(invalid(format!(
-                "spawn `{}` on a pty: the command sets fds 0, 1 and 2 itself, so none would be the terminal",
-                self.name()
+                "{}: the command names fds 0, 1 and 2 itself, so none would be the terminal",
+                on_pty()
             )));
         };
-        let (master, slave) =
-            crate::tty::openpty().map_err(|e| context(e, format!("spawn `{}`", self.name())))?;
-        let master = crate::Tty::open(lp, master)?;
-        let started = master.set_winsize(lp, size).and_then(|()| {
+        if self.controlling_terminal.is_some() || self.process_group.is_some() || self.foreground.is_some() {
+            return Err(invalid(format!(
+                "{}: the child leads a session of its own there, with the pty as its controlling \
+                 terminal: the command's own controlling_terminal, process_group or foreground \
+                 cannot be combined with it",
+                on_pty()
+            )));
+        }
+        let (master, slave) = crate::tty::openpty().map_err(|e| context(e, on_pty()))?;
+        let master = crate::Tty::open(lp, master).map_err(|e| context(e, on_pty()))?;
+        let sized = master.set_winsize(lp, size).map_err(|e| context(e, on_pty()));
+        let started = sized.and_then(|()| {
             // A copy for this spawn, which closes the parent's slave when it drops.
-            let mut cmd = self.try_clone()?;
+            let mut cmd = self.try_clone().map_err(|e| context(e, on_pty()))?;
             cmd.fd(first, Stdio::Fd(slave));
             for t in first + 1..3 {
                 if !self.stdio.iter().any(|(n, _)| *n == t) {

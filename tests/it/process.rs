@@ -5106,8 +5106,9 @@ case!(
 
 case!(
     /// The fds the command sets itself stay as set (stderr to a pipe here, apart from the
-    /// terminal); setting all three is an error, as is a program that cannot start, and
-    /// neither leaves a handle, an fd or a child behind.
+    /// terminal); setting all three is an error, as are a process group of the command's
+    /// own and a program that cannot start, and none leaves a handle, an fd or a child
+    /// behind.
     fn issue_6_spawn_on_a_pty_keeps_the_fds_the_command_sets() {
         let mut lp = builder().build().unwrap();
         let mut cmd = Command::new("sh");
@@ -5128,6 +5129,11 @@ case!(
         all.stdin(Stdio::Null).stdout(Stdio::Null).stderr(Stdio::Null);
         let e = all.spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| panic!("ran")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let mut grouped = Command::new("true");
+        grouped.process_group(0);
+        let e =
+            grouped.spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| panic!("ran")).unwrap_err();
+        assert!(e.to_string().contains("on a pty") && e.to_string().contains("process_group"), "{e}");
         let e = Command::new("/nonexistent/program")
             .spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| panic!("ran"))
             .unwrap_err();
