@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use evloop::{Pipe, ReadEvent, RunMode};
+use evloop::{Loop, Pipe, ReadEvent, RunMode};
 
 #[global_allocator]
 static GLOBAL: evloop_platform::alloc::CountingAlloc = evloop_platform::alloc::CountingAlloc;
@@ -75,6 +75,25 @@ case!(
     }
 );
 
+/// Reads `rx` to its end while `tx` shuts down after what is queued; returns the bytes read.
+fn drain(lp: &mut Loop, rx: Pipe, tx: Pipe) -> usize {
+    let got = Rc::new(Cell::new(0usize));
+    let g = got.clone();
+    rx.read_start(lp, move |lp, p, ev| match ev {
+        ReadEvent::Data(d) => g.set(g.get() + d.len()),
+        ReadEvent::Eof => p.close(lp).unwrap(),
+        ReadEvent::Error(e) => panic!("{e}"),
+    })
+    .unwrap();
+    tx.shutdown(lp, move |lp, r| {
+        r.unwrap();
+        tx.close(lp).unwrap();
+    })
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    got.get()
+}
+
 case!(
     /// A burst of short writes behind a full pipe used to cost an allocation each for its
     /// copy; they now share the stream's staging buffer, which grows by doubling. (The
@@ -95,21 +114,7 @@ case!(
         assert!(tx.write_queue_size(&lp).unwrap() > WRITES * line.len(), "they are queued");
         // The queue and the staging buffer each double about 15 times.
         assert!(during < 64, "{during} allocations for {WRITES} queued writes");
-        let got = Rc::new(Cell::new(0usize));
-        let g = got.clone();
-        rx.read_start(&mut lp, move |lp, p, ev| match ev {
-            ReadEvent::Data(d) => g.set(g.get() + d.len()),
-            ReadEvent::Eof => p.close(lp).unwrap(),
-            ReadEvent::Error(e) => panic!("{e}"),
-        })
-        .unwrap();
-        tx.shutdown(&mut lp, move |lp, r| {
-            r.unwrap();
-            tx.close(lp).unwrap();
-        })
-        .unwrap();
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(got.get(), block.len() + WRITES * line.len());
+        assert_eq!(drain(&mut lp, rx, tx), block.len() + WRITES * line.len());
     }
 );
 
@@ -132,20 +137,6 @@ case!(
         assert!(tx.write_queue_size(&lp).unwrap() > SENDS * line.len(), "they are queued");
         // 800 kB in a buffer that grows by doubling: 16 allocations here.
         assert!(during <= 20, "{during} allocations for {SENDS} queued sends");
-        let got = Rc::new(Cell::new(0usize));
-        let g = got.clone();
-        rx.read_start(&mut lp, move |lp, p, ev| match ev {
-            ReadEvent::Data(d) => g.set(g.get() + d.len()),
-            ReadEvent::Eof => p.close(lp).unwrap(),
-            ReadEvent::Error(e) => panic!("{e}"),
-        })
-        .unwrap();
-        tx.shutdown(&mut lp, move |lp, r| {
-            r.unwrap();
-            tx.close(lp).unwrap();
-        })
-        .unwrap();
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(got.get(), block.len() + SENDS * line.len());
+        assert_eq!(drain(&mut lp, rx, tx), block.len() + SENDS * line.len());
     }
 );

@@ -51,6 +51,73 @@ pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// A named FIFO in a directory of its own, opened nonblocking at either end.
+pub struct NamedFifo {
+    dir: std::path::PathBuf,
+}
+
+impl NamedFifo {
+    pub fn new(tag: &str) -> NamedFifo {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        NamedFifo { dir }
+    }
+
+    pub fn open(&self, write: bool) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(self.dir.join("fifo"))
+            .unwrap()
+    }
+
+    /// Removes the FIFO's name (open ends stay usable).
+    pub fn remove(&self) {
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+/// A write length from `r`: empty, around the staging bound (4 KiB), longer, or short.
+fn mixed_len(r: u64) -> usize {
+    match r % 16 {
+        0 => 0,
+        1 => 4096,
+        2 => 4097,
+        3 => 5000 + (r >> 8) as usize % 20_000,
+        _ => 1 + (r >> 8) as usize % 200,
+    }
+}
+
+/// A write callback that expects success and records write `i` in `order`.
+fn record_order(
+    order: &Rc<RefCell<Vec<usize>>>,
+    i: usize,
+) -> impl FnOnce(&mut Loop, io::Result<()>) + 'static {
+    let o = order.clone();
+    move |_, res| {
+        res.unwrap();
+        o.borrow_mut().push(i);
+    }
+}
+
+/// With most of `sent` queued on `tx`: shuts it down, runs the loop until the reader saw
+/// end of file, and checks that it got every byte of `sent`, in order; then closes `tx`.
+fn drain_in_order(lp: &mut Loop, tx: Pipe, got: &Rc<RefCell<Collected>>, sent: &[u8]) {
+    assert!(tx.write_queue_size(lp).unwrap() > 1 << 20, "most of it is queued");
+    tx.shutdown(lp, |_, r| r.unwrap()).unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(tx.write_queue_size(lp).unwrap(), 0);
+    let got = got.borrow();
+    assert!(got.eof && got.errors.is_empty());
+    assert_eq!(got.data.len(), sent.len());
+    assert!(got.data == sent, "every byte, in order");
+    tx.close(lp).unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
 /// What a reader collected.
 #[derive(Default)]
 pub struct Collected {
@@ -274,20 +341,9 @@ case!(
         const WRITES: usize = 20_000;
         for i in 0..WRITES {
             let r = next();
-            let len = match r % 16 {
-                0 => 0,
-                1 => 4096,
-                2 => 4097,
-                3 => 5000 + (r >> 8) as usize % 20_000,
-                _ => 1 + (r >> 8) as usize % 200,
-            };
-            let block = pattern(i as u64, len);
+            let block = pattern(i as u64, mixed_len(r));
             sent.extend_from_slice(&block);
-            let o = order.clone();
-            let cb = move |_: &mut Loop, res: io::Result<()>| {
-                res.unwrap();
-                o.borrow_mut().push(i);
-            };
+            let cb = record_order(&order, i);
             match (r >> 40) % 8 {
                 0 => tx.write_vec(&mut lp, block, cb).unwrap(),
                 1 => tx.write_shared(&mut lp, block, cb).unwrap(),
@@ -298,17 +354,8 @@ case!(
                 lp.run(RunMode::NoWait).unwrap();
             }
         }
-        assert!(tx.write_queue_size(&lp).unwrap() > 1 << 20, "most of it is queued");
-        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        drain_in_order(&mut lp, tx, &got, &sent);
         assert_eq!(*order.borrow(), (0..WRITES).collect::<Vec<_>>());
-        let got = got.borrow();
-        assert!(got.eof && got.errors.is_empty());
-        assert_eq!(got.data.len(), sent.len());
-        assert!(got.data == sent, "every byte, in write order");
-        tx.close(&mut lp).unwrap();
-        lp.run(RunMode::Default).unwrap();
     }
 );
 
@@ -383,20 +430,9 @@ case!(
         const OPS: usize = 20_000;
         for i in 0..OPS {
             let r = next();
-            let len = match r % 16 {
-                0 => 0,
-                1 => 4096,
-                2 => 4097,
-                3 => 5000 + (r >> 8) as usize % 20_000,
-                _ => 1 + (r >> 8) as usize % 200,
-            };
-            let block = pattern(i as u64, len);
+            let block = pattern(i as u64, mixed_len(r));
             sent.extend_from_slice(&block);
-            let o = order.clone();
-            let cb = move |_: &mut Loop, res: io::Result<()>| {
-                res.unwrap();
-                o.borrow_mut().push(i);
-            };
+            let cb = record_order(&order, i);
             match (r >> 40) % 8 {
                 0 => tx.write_vec(&mut lp, block, cb).unwrap(),
                 1 => tx.write_shared(&mut lp, block, cb).unwrap(),
@@ -411,17 +447,8 @@ case!(
                 lp.run(RunMode::NoWait).unwrap();
             }
         }
-        assert!(tx.write_queue_size(&lp).unwrap() > 1 << 20, "most of it is queued");
-        tx.shutdown(&mut lp, |_, r| r.unwrap()).unwrap();
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
+        drain_in_order(&mut lp, tx, &got, &sent);
         assert_eq!(*order.borrow(), written);
-        let got = got.borrow();
-        assert!(got.eof && got.errors.is_empty());
-        assert_eq!(got.data.len(), sent.len());
-        assert!(got.data == sent, "every byte, in order");
-        tx.close(&mut lp).unwrap();
-        lp.run(RunMode::Default).unwrap();
     }
 );
 
@@ -534,19 +561,8 @@ case!(
     /// what came after (without the report, the stale send would reach it as if nothing had
     /// been lost before it).
     fn issue_3_a_fifo_writer_hears_of_its_failed_sends_before_writing_on() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir().join(format!("evloop-fifo-sends-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("fifo");
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let open = |write: bool| {
-            std::fs::OpenOptions::new()
-                .read(!write)
-                .write(write)
-                .custom_flags(nix::libc::O_NONBLOCK)
-                .open(&path)
-                .unwrap()
-        };
+        let fifo = NamedFifo::new("evloop-fifo-sends");
+        let open = |write: bool| fifo.open(write);
         let first_reader = open(false);
         let mut lp = test_loop();
         let tx = Pipe::open(&mut lp, OwnedFd::from(open(true))).unwrap();
@@ -559,7 +575,7 @@ case!(
         assert_eq!(tx.write_queue_size(&lp).unwrap(), 0, "the queue failed");
 
         let rx = Pipe::open(&mut lp, OwnedFd::from(open(false))).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        fifo.remove();
         let got = collect(&mut lp, rx);
         let e = tx.send(&mut lp, b"stale").unwrap_err();
         assert_eq!(evloop::os_error_code(&e), Some(nix::libc::EPIPE), "{e}");
@@ -1518,19 +1534,8 @@ case!(
     /// reader (review: nothing showed that the failed writes' staged bytes are dropped;
     /// both the failure's reset and the drained flush's would have to go for this to fail).
     fn issue_3_a_fifo_writer_that_outlived_its_reader_writes_on_without_the_failed_bytes() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir().join(format!("evloop-fifo-again-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("fifo");
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let open = |write: bool| {
-            std::fs::OpenOptions::new()
-                .read(!write)
-                .write(write)
-                .custom_flags(nix::libc::O_NONBLOCK)
-                .open(&path)
-                .unwrap()
-        };
+        let fifo = NamedFifo::new("evloop-fifo-again");
+        let open = |write: bool| fifo.open(write);
         let first_reader = open(false);
         let mut lp = test_loop();
         let tx = Pipe::open(&mut lp, OwnedFd::from(open(true))).unwrap();
@@ -1556,7 +1561,7 @@ case!(
         assert_eq!(tx.write_queue_size(&lp).unwrap(), 0);
 
         let rx = Pipe::open(&mut lp, OwnedFd::from(open(false))).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        fifo.remove();
         let got = collect(&mut lp, rx);
         let failed_again = Rc::new(Cell::new(0));
         queue(&mut lp, b'B', b'F', failed_again.clone(), true);
