@@ -55,14 +55,15 @@ fn fill(lp: &mut Loop, pipe: Pipe, st: &Rc<State>) {
             return;
         }
         st.sent.set(st.sent.get() + 1);
-        let s = st.clone();
         if !st.send {
+            let s = st.clone();
             pipe.write(lp, &st.line, move |lp, r| written(lp, pipe, &s, r)).expect("write");
             continue;
         }
         pipe.send(lp, &st.line).expect("send");
         if st.sent.get() == st.lines {
             // Everything is out when this runs.
+            let s = st.clone();
             pipe.write(lp, b"", move |lp, r| {
                 r.expect("send to cat");
                 s.done.set(s.lines);
