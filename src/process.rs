@@ -1882,7 +1882,13 @@ impl Command {
                 format!("spawn `{prog}` into process group {}", group.unwrap_or(0))
             }
             Stage::Spawn | Stage::Exec if e.error.raw_os_error() == Some(libc::E2BIG) => {
-                format!("spawn `{prog}`: its arguments and environment together are too large")
+                match self.oversized_exec_string() {
+                    Some((what, len, max)) => format!(
+                        "spawn `{prog}`: {what} is {len} bytes, and the system takes at most {max} for one \
+                         argument or environment entry"
+                    ),
+                    None => format!("spawn `{prog}`: its arguments and environment together are too large"),
+                }
             }
             Stage::Spawn | Stage::Exec if e.error.raw_os_error() == Some(libc::ENOENT) => {
                 match self.missing_interpreter() {
@@ -1895,6 +1901,30 @@ impl Command {
             Stage::Setup | Stage::Spawn | Stage::Exec => format!("spawn `{prog}`"),
         };
         context(e.error, why)
+    }
+
+    /// Why the exec said `E2BIG`, where one string alone is over the system's limit for one
+    /// (`one_exec_string_bytes_max`): which it is (the first), its length with its NUL, and
+    /// the limit. `None` where the whole is too large but no one string is.
+    #[cold]
+    fn oversized_exec_string(&self) -> Option<(String, usize, usize)> {
+        let max = spawn::one_exec_string_bytes_max()?;
+        let over = |bytes: &[u8]| bytes.len() + 1 > max;
+        let argv0 = self.arg0.as_ref().map_or(self.program.as_bytes(), |a| a.as_bytes());
+        if over(argv0) {
+            return Some(("argument 0".into(), argv0.len() + 1, max));
+        }
+        if let Some((i, a)) = self.args.iter().enumerate().find(|(_, a)| over(a.as_bytes())) {
+            return Some((format!("argument {}", i + 1), a.as_bytes().len() + 1, max));
+        }
+        let env = self.env_block().unwrap_or_else(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+                .collect()
+        });
+        let entry = env.iter().find(|e| over(e.as_bytes()))?;
+        let name = entry.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+        Some((format!("environment variable `{}`", printable(name)), entry.as_bytes().len() + 1, max))
     }
 
     /// Why the exec of a program file that exists said `ENOENT`: the interpreter its `#!`
@@ -2033,11 +2063,12 @@ fn kill_child(entry: &ChildEntry, loop_id: u32) -> io::Result<()> {
 fn signal_group(pgid: Pid, leads_group: bool, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
     if pgid == 0 {
         return Err(invalid(
-            "kill_group: the child shares the loop's process group; spawn it with process_group(0) or setsid",
+            "cannot signal the child's process group: the child shares the loop's; spawn it with \
+             process_group(0) or setsid",
         ));
     }
     if pgid == sys::process_group() {
-        return Err(invalid("kill_group: the child's group is the loop's own process group"));
+        return Err(invalid("cannot signal the child's process group: it is the loop's own"));
     }
     #[cfg(target_os = "linux")]
     if let (true, Some(fd)) = (leads_group, pidfd) {

@@ -291,6 +291,25 @@ pub fn c_str_with_nul(bytes: &[u8]) -> Option<&CStr> {
     Some(unsafe { CStr::from_bytes_with_nul_unchecked(bytes) })
 }
 
+/// The longest string `execve` takes as one argument or one environment entry, counting its
+/// NUL, where the kernel has such a limit: Linux's `MAX_ARG_STRLEN`, 32 pages (128 KiB with
+/// 4 KiB pages), on top of the limit on the whole (`ARG_MAX`). A longer one fails the exec
+/// with `E2BIG` however short the rest is. macOS and FreeBSD limit only the whole.
+///
+/// ```
+/// # #[cfg(target_os = "linux")]
+/// assert!(evloop_platform::spawn::one_exec_string_bytes_max().unwrap() >= 128 * 1024);
+/// ```
+pub fn one_exec_string_bytes_max() -> Option<usize> {
+    if cfg!(target_os = "linux") { Some(32 * page_bytes()) } else { None }
+}
+
+/// The size of a memory page.
+fn page_bytes() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096)
+}
+
 /// The longest file name (`NAME_MAX`) on Linux, macOS and FreeBSD.
 const NAME_BYTES_MAX: usize = 255;
 
@@ -1859,8 +1878,7 @@ impl VforkStack {
     /// The guard's length and the whole mapping's: the guard, then the stack, each in whole
     /// pages.
     fn layout() -> (usize, usize) {
-        // SAFETY: sysconf only reads a system constant.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+        let page = page_bytes();
         let guard = VFORK_GUARD_BYTES.next_multiple_of(page);
         (guard, guard + VFORK_STACK_BYTES.next_multiple_of(page))
     }

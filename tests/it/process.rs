@@ -802,16 +802,49 @@ case!(
             let e = status_of(&mut lp, &Command::new(&script)).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
             assert!(e.to_string().contains("interpreter `/nonexistent/interp`"), "{name}: {e}");
-            // Above every system's limit (Linux takes no argument above 128 KiB, macOS 1 MiB
-            // in all).
+            // Above every system's limit in all (4 MiB; macOS takes 1 MiB), and no one
+            // argument above Linux's limit for one (128 KiB).
             let mut big = Command::new("true");
-            big.arg("x".repeat(4 << 20));
+            big.args(std::iter::repeat_n("x".repeat(100 << 10), 40));
             let e = status_of(&mut lp, &big).unwrap_err();
             assert_eq!(evloop::os_error_code(&e), Some(libc::E2BIG), "{name}: {e}");
             assert!(
                 e.to_string().contains("arguments and environment together are too large"),
                 "{name}: {e}"
             );
+        }
+    }
+);
+
+case!(
+    /// An exec refused with `E2BIG` because one string alone is over Linux's limit for one
+    /// (128 KiB), however small the whole, names that string, not "the arguments and
+    /// environment together" (a test runner's trial).
+    #[cfg(target_os = "linux")]
+    fn issue_6_e2big_names_the_one_argument_over_the_limit() {
+        let max = evloop_platform::spawn::one_exec_string_bytes_max().unwrap();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut one = Command::new("true");
+            one.args(["short", &"x".repeat(max)]);
+            let e = status_of(&mut lp, &one).unwrap_err();
+            assert_eq!(evloop::os_error_code(&e), Some(libc::E2BIG), "{name}: {e}");
+            let want = format!("argument 2 is {} bytes, and the system takes at most {max} for one", max + 1);
+            assert!(e.to_string().contains(&want), "{name}: {e}");
+            // One byte less (the NUL makes it the limit) is taken.
+            let mut fits = Command::new("true");
+            fits.arg("x".repeat(max - 1));
+            assert!(status_of(&mut lp, &fits).unwrap().success(), "{name}");
+            let mut var = Command::new("true");
+            var.env("BIG_ONE", "y".repeat(max));
+            let e = status_of(&mut lp, &var).unwrap_err();
+            let want = format!("environment variable `BIG_ONE` is {} bytes", max + 9);
+            assert!(e.to_string().contains(&want), "{name}: {e}");
+            let mut zero = Command::new("true");
+            zero.arg0("z".repeat(max));
+            let e = status_of(&mut lp, &zero).unwrap_err();
+            assert!(e.to_string().contains("argument 0 is"), "{name}: {e}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
 );
@@ -1223,6 +1256,17 @@ case!(
         let e = child.process.kill_group(&mut lp, SIGTERM).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("process_group(0)"), "{e}");
+        // `terminate_group` says the same, naming no call it was not (a test runner's trial).
+        for e in [
+            child.process.terminate_group(&mut lp, std::time::Duration::ZERO).unwrap_err(),
+            child.process.terminate_group_then(&mut lp, std::time::Duration::ZERO, |_, _| {}).unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(
+                e.to_string().contains("process_group(0)") && !e.to_string().contains("kill_group"),
+                "{e}"
+            );
+        }
         child.process.kill(&mut lp, SIGKILL).unwrap();
         lp.run(RunMode::Default).unwrap();
     }
