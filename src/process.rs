@@ -330,6 +330,22 @@ impl ExitStatus {
         matches!(self, ExitStatus::Signaled { core_dumped: true, .. })
     }
 
+    /// The status as a shell's `$?` gives it: the exit code, or 128 plus the signal that
+    /// ended it (130 for `SIGINT`), what a shell or a job runner passes on as its own exit
+    /// code.
+    ///
+    /// ```
+    /// use evloop::ExitStatus;
+    /// assert_eq!(ExitStatus::Exited(3).shell_code(), 3);
+    /// assert_eq!(ExitStatus::Signaled { signal: 2, core_dumped: false }.shell_code(), 130);
+    /// ```
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+
     /// `Ok(())` on success, else an error that says how the child ended ("exited with code
     /// 3", "killed by signal 9 (SIGKILL)"): duct's "non-zero is an error", on request.
     pub fn ok(self) -> io::Result<()> {

@@ -545,7 +545,11 @@ impl Tty {
     ///
     /// Several handles on one terminal (stdin and stdout, say) share its settings: the ones
     /// saved at the first change through any of them are every handle's normal ones, so
-    /// the terminal ends as it was whichever handle closes first.
+    /// the terminal ends as it was whichever handle closes first. That first close puts them
+    /// back at once: output still queued on another handle of the terminal then goes out
+    /// with the normal settings (each `\n` as `\r\n` again, in a raw session's recording).
+    /// Let the output handle's queue drain first (its last write's callback, or
+    /// [`write_queue_size`](Tty::write_queue_size) at 0), or close it first.
     ///
     /// Change them while the loop's process group has the terminal: the settings of a
     /// terminal in another group's hands are that job's, and a change from the background
@@ -706,6 +710,10 @@ impl Tty {
     /// kernel sends `SIGWINCH` to the terminal's foreground process group when the window
     /// changes: while a job of a shell has the terminal, the shell hears of no resize, so it
     /// asks for the [`winsize`](Tty::winsize) again when it takes the terminal back.
+    ///
+    /// A resize before this call is not reported: a program that passes the size on (to a
+    /// child's pty, say) calls this first and reads the [`winsize`](Tty::winsize) after,
+    /// so that no resize falls between the two.
     ///
     /// Underneath is an internal [`Signal`] handle, unreferenced so it does not keep
     /// [`RunMode::Default`](crate::RunMode::Default) running, closed with the tty.
