@@ -325,6 +325,11 @@ impl Stream {
         !self.blocking && !self.dontwait && self.io.mode != crate::io::IoMode::AlwaysReady
     }
 
+    /// Whether writes are queued.
+    pub(crate) fn has_queued_writes(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Whether an event should read, and whether it should flush writes.
     #[inline]
     pub(crate) fn interest(&self) -> (bool, bool) {
@@ -1081,7 +1086,10 @@ impl Loop {
                 }
             }
         }
-        // A drained queue gives back the room a burst of writes took.
+        // A drained queue gives back the room a burst of writes took, and puts back the
+        // settings of a handle on the same terminal that closed while it was not (see
+        // `Loop::tty_hand_over`).
+        let mut restore_handed = false;
         if let Some(s) = self.live_stream(id) {
             if !s.queue.is_empty() {
                 s.staging.trim(0);
@@ -1090,7 +1098,11 @@ impl Loop {
                 if s.queue.capacity() > WRITE_QUEUE_ENTRIES_KEPT_MAX {
                     s.queue.shrink_to(WRITE_QUEUE_ENTRIES_KEPT_MAX);
                 }
+                restore_handed = s.tty.as_ref().is_some_and(crate::tty::TtyState::has_handed);
             }
+        }
+        if restore_handed {
+            self.tty_restore_handed(id);
         }
         self.stream_maybe_shutdown(id);
         self.stream_sync(id);
@@ -1399,7 +1411,8 @@ impl Loop {
             IoMode::AlwaysReady => self.always_ready.retain(|&h| h != id),
             IoMode::SelectHelper => {}
         }
-        if let Some(tty) = tty {
+        if let Some(mut tty) = tty {
+            self.tty_hand_over(id, &mut tty);
             tty.release(self.id, fd.as_fd());
         }
         if let Some(nb) = restore_blocking {

@@ -301,6 +301,10 @@ pub(crate) struct TtyState {
     original: Option<OwnedFd>,
     /// The internal, unreferenced `SIGWINCH` watcher behind the resize callback.
     resize: Option<Signal>,
+    /// The restore of another handle on this terminal that closed while this one had
+    /// output queued: it waits until that output is out (`Loop::tty_restore_handed`), so
+    /// that what was written for the mode in place goes out in it.
+    handed: Option<TtyRelease>,
 }
 
 /// What a tty gives back when its fd is released.
@@ -308,15 +312,25 @@ pub(crate) struct TtyRelease {
     restore: Option<Termios>,
     claim: Option<SavedClaim>,
     original: Option<OwnedFd>,
+    terminal: Option<u64>,
 }
 
 impl TtyState {
-    /// Takes what the release of the fd must restore and close.
+    /// Takes what the release of the fd must restore and close: its own settings, or those
+    /// handed to it.
     pub(crate) fn take_for_release(&mut self) -> TtyRelease {
         // Whatever the mode: in Normal, a job may have left the terminal raw.
-        let restore = self.saved;
+        let handed = self.handed.take();
+        let restore = self.saved.or(handed.as_ref().and_then(|h| h.restore));
         self.mode = TtyMode::Normal;
-        TtyRelease { restore, claim: self.claim.take(), original: self.original.take() }
+        // (At most one handle holds a terminal's claim: see `termios::save_original`.)
+        let claim = self.claim.take().or(handed.and_then(|h| h.claim));
+        TtyRelease { restore, claim, original: self.original.take(), terminal: self.terminal }
+    }
+
+    /// Whether another handle's restore waits for this one's queue (see `Loop::tty_hand_over`).
+    pub(crate) fn has_handed(&self) -> bool {
+        self.handed.is_some()
     }
 }
 
@@ -523,6 +537,7 @@ impl Tty {
             terminal,
             original,
             resize: None,
+            handed: None,
         });
         Ok(Tty(lp.stream_insert(stream)))
     }
@@ -545,11 +560,14 @@ impl Tty {
     ///
     /// Several handles on one terminal (stdin and stdout, say) share its settings: the ones
     /// saved at the first change through any of them are every handle's normal ones, so
-    /// the terminal ends as it was whichever handle closes first. That first close puts them
-    /// back at once: output still queued on another handle of the terminal then goes out
-    /// with the normal settings (each `\n` as `\r\n` again, in a raw session's recording).
-    /// Let the output handle's queue drain first (its last write's callback, or
-    /// [`write_queue_size`](Tty::write_queue_size) at 0), or close it first.
+    /// the terminal ends as it was whichever handle closes first. Where another handle of
+    /// this loop on the terminal has output queued when the first closes (a session
+    /// recorder's stdout, when it closes its stdin first), the settings go back once that
+    /// queue is empty, so that the output goes out in the mode it was written for (a raw
+    /// session's `\n` stays `\n`, not `\r\n`); or sooner, when that handle closes, the loop
+    /// is dropped, or a mode change ([`set_mode`](Tty::set_mode),
+    /// [`save_settings`](Tty::save_settings)) is made through any handle on the terminal.
+    /// Until then, [`set_settings`](Tty::set_settings) on the terminal is undone by them.
     ///
     /// Change them while the loop's process group has the terminal: the settings of a
     /// terminal in another group's hands are that job's, and a change from the background
@@ -568,6 +586,10 @@ impl Tty {
                  only); change it through a handle on the terminal's input",
             ));
         }
+        if let Some(n) = s.tty.as_ref().and_then(|t| t.terminal) {
+            lp.tty_restore_handed_on(n);
+        }
+        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
         // The settings found before the first change are Normal mode's, and the base of the
         // others, for good: a job that left the terminal raw (killed before it could restore
         // it) must not make raw the handle's normal, nor what its close puts back.
@@ -640,6 +662,9 @@ impl Tty {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn save_settings(self, lp: &mut Loop) -> io::Result<()> {
+        if let Some(n) = lp.tty_ref(self.0)?.terminal {
+            lp.tty_restore_handed_on(n);
+        }
         let s = lp.stream_mut(self.0, HandleKind::Tty)?;
         let fd = s.io.fd()?;
         let tty = s.tty.as_mut().expect("a tty stream has tty state");
@@ -1048,6 +1073,71 @@ impl Loop {
             },
             _ => None,
         })
+    }
+
+    /// At the release of tty handle `id`, whose `release` puts its terminal's settings back:
+    /// when another handle of this loop on that terminal has output queued (a program's
+    /// stdout, when it closes its stdin first), that handle takes the restore over until its
+    /// queue is empty, or it closes too. What was queued for the mode in place then goes out
+    /// in it, not with the normal settings (a raw session's `\n` would become `\r\n`).
+    pub(crate) fn tty_hand_over(&mut self, id: HandleId, release: &mut TtyRelease) {
+        let (Some(_), Some(terminal)) = (release.restore, release.terminal) else { return };
+        let target = self.slots.iter_mut().find_map(|(key, slot)| {
+            let closing = slot.flags.contains(Flags::CLOSING);
+            match &mut slot.kind {
+                Kind::Stream(s) if key != id.key as usize && !closing && s.has_queued_writes() => {
+                    s.tty.as_mut().filter(|t| t.terminal == Some(terminal))
+                }
+                _ => None,
+            }
+        });
+        let Some(target) = target else { return };
+        log::debug!(
+            "loop {}: the terminal of {id:?} is restored once another handle's output is out",
+            self.id
+        );
+        let handed = target.handed.get_or_insert(TtyRelease {
+            restore: None,
+            claim: None,
+            original: None,
+            terminal: Some(terminal),
+        });
+        // (Handles on one terminal save the same settings: see `Tty::set_mode`.)
+        let restore = release.restore.take();
+        handed.restore = handed.restore.or(restore);
+        if handed.claim.is_none() {
+            handed.claim = release.claim.take();
+        }
+    }
+
+    /// Puts back the settings handed to tty handle `id` (see `tty_hand_over`): its queue is
+    /// empty.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn tty_restore_handed(&mut self, id: HandleId) {
+        let loop_id = self.id;
+        let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
+        let Some(handed) = s.tty.as_mut().and_then(|t| t.handed.take()) else { return };
+        match s.io.fd() {
+            Ok(fd) => handed.release(loop_id, fd),
+            Err(_) => drop(handed),
+        }
+    }
+
+    /// Puts back at once settings handed over on `terminal` (see `tty_hand_over`): a mode
+    /// change through any handle on it comes first, and the restore must not undo it later.
+    fn tty_restore_handed_on(&mut self, terminal: u64) {
+        let waiting = self.slots.iter().find_map(|(key, slot)| match &slot.kind {
+            Kind::Stream(s) => s
+                .tty
+                .as_ref()
+                .filter(|t| t.handed.is_some() && t.terminal == Some(terminal))
+                .map(|_| HandleId { loop_id: self.id, key: key as u32, gen_: slot.gen_ }),
+            _ => None,
+        });
+        if let Some(id) = waiting {
+            self.tty_restore_handed(id);
+        }
     }
 
     fn tty_ref(&self, id: HandleId) -> io::Result<&TtyState> {

@@ -2373,6 +2373,77 @@ case!(
     }
 );
 
+/// A session recorder's handles on one terminal: its input in io mode (no output
+/// processing: `\n` stays `\n`), and its output with `len` bytes of lines queued (more than
+/// the pty holds): (input, output, the lines).
+fn raw_input_and_busy_output(lp: &mut Loop, slave: OwnedFd, len: usize) -> (Tty, Tty, Vec<u8>) {
+    let input = Tty::open(lp, slave.try_clone().unwrap()).unwrap();
+    let output = Tty::open(lp, slave).unwrap();
+    input.set_mode(lp, TtyMode::Io).unwrap();
+    let lines: Vec<u8> = b"0123456789abcdef\n".iter().copied().cycle().take(len).collect();
+    output.write(lp, &lines, |_, res| res.unwrap()).unwrap();
+    assert!(output.write_queue_size(lp).unwrap() > 0, "the pty took it all");
+    (input, output, lines)
+}
+
+case!(
+    /// Issue 5 (a session recorder's trial): closing the input handle, whose mode it was,
+    /// put the terminal's settings back at once, so the output still queued on the output
+    /// handle went out with output processing on again (each `\n` as `\r\n`). The restore
+    /// now waits until that queue is empty, or until a mode change through any handle on
+    /// the terminal, or the loop's drop.
+    fn issue_5_output_queued_on_another_handle_goes_out_before_the_terminal_is_restored() {
+        const LEN: usize = 1 << 20;
+        let mut lp = test_loop();
+        let p = pty();
+        let before = attrs(&p.probe);
+        let (input, output, lines) = raw_input_and_busy_output(&mut lp, p.slave, LEN);
+        input.close(&mut lp).unwrap();
+        assert!(
+            !attrs(&p.probe).output_flags.contains(OutputFlags::OPOST),
+            "restored before the output went"
+        );
+        // (A copy: the pty stays, to be looked at after the handle closes.)
+        let master = Tty::open(&mut lp, p.master.try_clone().unwrap()).unwrap();
+        let got = collect(&mut lp, master, LEN);
+        lp.run(RunMode::Default).unwrap();
+        assert!(got.borrow().data == lines, "the output changed on its way");
+        // Once the queue is empty, with the output handle still open.
+        assert_eq!(output.write_queue_size(&lp).unwrap(), 0);
+        assert_same_termios(&attrs(&p.probe), &before, "after the output went");
+        close_all(&mut lp);
+        assert_same_termios(&attrs(&p.probe), &before, "after close");
+
+        // A mode change through another handle puts them back first: the restore, later,
+        // does not undo it.
+        let p = pty();
+        let before = attrs(&p.probe);
+        let (input, output, lines) = raw_input_and_busy_output(&mut lp, p.slave, LEN);
+        input.close(&mut lp).unwrap();
+        let again = Tty::open(&mut lp, p.probe.try_clone().unwrap()).unwrap();
+        again.set_mode(&mut lp, TtyMode::Io).unwrap();
+        // (A copy: the pty stays, to be looked at after the handle closes.)
+        let master = Tty::open(&mut lp, p.master.try_clone().unwrap()).unwrap();
+        let got = collect(&mut lp, master, LEN);
+        lp.run(RunMode::Default).unwrap();
+        assert!(got.borrow().data == lines, "the output changed on its way");
+        assert_eq!(output.write_queue_size(&lp).unwrap(), 0);
+        assert!(!attrs(&p.probe).output_flags.contains(OutputFlags::OPOST), "the new mode was undone");
+        // (The close puts them back at once; the master's reader keeps `run` going.)
+        again.close(&mut lp).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "after the new handle closed");
+        close_all(&mut lp);
+
+        // A loop dropped with the output still queued puts them back.
+        let p = pty();
+        let before = attrs(&p.probe);
+        let (input, _output, _) = raw_input_and_busy_output(&mut lp, p.slave, LEN);
+        input.close(&mut lp).unwrap();
+        drop(lp);
+        assert_same_termios(&attrs(&p.probe), &before, "after the loop's drop");
+    }
+);
+
 case!(
     /// Issue 5: the process-wide saved settings were matched to a handle's terminal by
     /// `st_rdev`, which is 5:2 (`/dev/ptmx`) for every pty master on Linux, so a handle on
