@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::fence;
 
 pub use crossbeam_channel::{SendError, TrySendError};
 
@@ -27,10 +28,13 @@ enum Drained {
 
 type DrainFn = Box<dyn FnMut(&mut Loop, Channel) -> Drained>;
 type DisconnectFn = Box<dyn FnOnce(&mut Loop, Channel)>;
+/// Closes the channel for sends and drops what is queued: see `ChannelState::stop_for_close`.
+type CloseFn = Box<dyn FnOnce()>;
 
 pub(crate) struct ChannelState {
     pub(crate) shared: Arc<AsyncShared>,
     drain: Option<DrainFn>,
+    close: Option<CloseFn>,
     on_disconnect: Option<DisconnectFn>,
     /// `pause`d: nothing is delivered until `resume`.
     paused: bool,
@@ -40,10 +44,16 @@ pub(crate) struct ChannelState {
 }
 
 impl ChannelState {
-    /// `close`: sends fail from now on, and the receiver (with the messages still queued) is
-    /// dropped at once, which also releases a sender blocked on a full bounded channel.
+    /// `close`: sends fail from now on, and the messages still queued are dropped now, which
+    /// also makes room for a sender blocked on a full bounded channel (its message is
+    /// dropped after it, by the sender: see `Sender::after_push`). (Dropping the receiver is
+    /// not enough: crossbeam's bounded channel keeps what it holds until the last sender
+    /// goes too, and a message that carries a reply channel keeps its requester waiting.)
     pub(crate) fn stop_for_close(&mut self) {
-        self.shared.closed.store(true, SeqCst);
+        match self.close.take() {
+            Some(close) => close(),
+            None => self.shared.closed.store(true, SeqCst),
+        }
         self.drain = None;
         self.on_disconnect = None;
     }
@@ -91,6 +101,10 @@ typed_handle!(
 /// Sends messages to a [`Channel`]'s callback on the loop thread. Clone it for more threads.
 pub struct Sender<T> {
     tx: Option<crossbeam_channel::Sender<T>>,
+    /// For the sends that race with the close: they drop what it missed (see
+    /// `after_push`). So the channel never disconnects from the senders' side: `closed`
+    /// says that it is closed.
+    rx: crossbeam_channel::Receiver<T>,
     shared: Arc<AsyncShared>,
 }
 
@@ -103,7 +117,7 @@ impl<T> std::fmt::Debug for Sender<T> {
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, SeqCst);
-        Sender { tx: self.tx.clone(), shared: Arc::clone(&self.shared) }
+        Sender { tx: self.tx.clone(), rx: self.rx.clone(), shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -124,12 +138,15 @@ impl<T> Sender<T> {
 
     /// Queues `msg` and wakes the loop. Blocks only for a bounded channel that is full. Fails,
     /// giving the message back, once the channel handle is closed.
+    ///
+    /// A send that was under way when the channel closed (one blocked on a full bounded
+    /// channel, say) returns at once: `Ok`, its message dropped with those queued.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         if self.shared.closed.load(SeqCst) {
             return Err(SendError(msg));
         }
         self.tx().send(msg)?;
-        let _ = self.shared.wake();
+        self.after_push();
         Ok(())
     }
 
@@ -140,9 +157,31 @@ impl<T> Sender<T> {
             return Err(TrySendError::Disconnected(msg));
         }
         self.tx().try_send(msg)?;
-        let _ = self.shared.wake();
+        self.after_push();
         Ok(())
     }
+
+    /// After a message went in: wakes the loop, or, where the channel closed meanwhile,
+    /// drops what the close may not have seen. The close sets `closed`, then (after a fence)
+    /// empties the queue; a send pushes, then looks at `closed`. crossbeam's push is a
+    /// sequentially consistent compare-exchange of the queue's tail (in both its bounded and
+    /// unbounded flavours), so either the close sees the message, or the send sees `closed`:
+    /// no message stays queued behind a close. (A fence here as well cost a bounded channel
+    /// a quarter of its rate.)
+    #[inline]
+    fn after_push(&self) {
+        if self.shared.closed.load(SeqCst) {
+            drop_queued(&self.rx);
+        } else {
+            let _ = self.shared.wake();
+        }
+    }
+}
+
+/// Drops every message `rx` holds, outside any lock: one whose drop sends on the channel
+/// finds it closed.
+fn drop_queued<T>(rx: &crossbeam_channel::Receiver<T>) {
+    while rx.try_recv().is_ok() {}
 }
 
 impl Channel {
@@ -178,6 +217,7 @@ impl Channel {
         rx: crossbeam_channel::Receiver<T>,
         mut cb: impl FnMut(&mut Loop, Channel, T) + 'static,
     ) -> (Channel, Sender<T>) {
+        let (rx_for_close, senders_rx) = (rx.clone(), rx.clone());
         let drain: DrainFn = Box::new(move |lp, chan| {
             for _ in 0..MESSAGES_PER_WAKE_MAX {
                 match rx.try_recv() {
@@ -196,15 +236,23 @@ impl Channel {
             Drained::More
         });
         let shared = Arc::new(AsyncShared::new(lp.next_id(), Arc::clone(&lp.wake)));
+        let closing = Arc::clone(&shared);
+        let close: CloseFn = Box::new(move || {
+            closing.closed.store(true, SeqCst);
+            // (See `Sender::after_push`.)
+            fence(SeqCst);
+            drop_queued(&rx_for_close);
+        });
         let id = lp.insert(Kind::Channel(ChannelState {
             shared: Arc::clone(&shared),
             drain: Some(drain),
+            close: Some(close),
             on_disconnect: None,
             paused: false,
             swallowed: false,
         }));
         lp.set_active(id, true);
-        (Channel(id), Sender { tx: Some(tx), shared })
+        (Channel(id), Sender { tx: Some(tx), rx: senders_rx, shared })
     }
 }
 

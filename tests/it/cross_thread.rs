@@ -236,9 +236,10 @@ case!(
 );
 
 case!(
-    /// `close` releases a sender blocked on a full bounded channel at once: its send fails,
-    /// even if the loop never runs again (a program that closes the channel, then joins the
-    /// producer, would deadlock otherwise).
+    /// `close` releases a sender blocked on a full bounded channel at once, even if the loop
+    /// never runs again (a program that closes the channel, then joins the producer, would
+    /// deadlock otherwise): its message is dropped with those queued, and its next send
+    /// fails.
     #[cfg(target_os = "linux")]
     fn closing_a_bounded_channel_releases_a_blocked_sender() {
         let mut lp = test_loop();
@@ -248,14 +249,83 @@ case!(
         let producer = std::thread::spawn(move || {
             ready_tx.send(nix::unistd::gettid()).unwrap();
             // Blocks on the full channel.
-            tx.send(2).map_err(|e| e.into_inner())
+            let blocked = tx.send(2).map_err(|e| e.into_inner());
+            (blocked, tx.send(3).map_err(|e| e.into_inner()))
         });
         // Until the producer sleeps in that send (the test's watchdog bounds the spin).
         let tid = ready_rx.recv().unwrap();
         crate::util::wait_for_state(&format!("/proc/self/task/{tid}/stat"), 'S');
         chan.close(&mut lp).unwrap();
-        assert_eq!(producer.join().unwrap(), Err(2), "the message came back");
+        assert_eq!(producer.join().unwrap(), (Ok(()), Err(3)), "released, then refused");
         lp.run(RunMode::Default).unwrap();
+    }
+);
+
+/// A message that counts its drops.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+case!(
+    /// Closing a bounded channel drops the messages still queued at once, as closing an
+    /// unbounded one does, while its senders live on (an embedding host's trial: a request
+    /// that carries its reply channel kept the requester waiting until the last sender
+    /// went, since crossbeam's bounded channel keeps its messages until then). Senders
+    /// blocked on the full channel, and sends that race with the close, either fail with
+    /// their message back or have it dropped with the rest: none is left queued.
+    #[cfg(target_os = "linux")]
+    fn issue_2_closing_a_bounded_channel_drops_what_it_holds() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        for bounded in [true, false] {
+            let mut lp = test_loop();
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let never = |_: &mut evloop::Loop, _, _: Counted| unreachable!("never delivered");
+            let (chan, tx) =
+                if bounded { Channel::bounded(&mut lp, 4, never) } else { Channel::new(&mut lp, never) };
+            for _ in 0..4 {
+                tx.send(Counted(dropped.clone())).unwrap();
+            }
+            // Blocked on the full channel (bounded), or racing with the close.
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let senders: Vec<_> = (0..3)
+                .map(|_| {
+                    let (tx, d, ready) = (tx.clone(), dropped.clone(), ready_tx.clone());
+                    std::thread::spawn(move || {
+                        ready.send(nix::unistd::gettid()).unwrap();
+                        let mut failed = 0;
+                        for _ in 0..1000 {
+                            failed += usize::from(tx.send(Counted(d.clone())).is_err());
+                        }
+                        failed
+                    })
+                })
+                .collect();
+            for _ in 0..3 {
+                let tid = ready_rx.recv().unwrap();
+                if bounded {
+                    crate::util::wait_for_state(&format!("/proc/self/task/{tid}/stat"), 'S');
+                }
+            }
+            chan.close(&mut lp).unwrap();
+            let failed: usize = senders.into_iter().map(|t| t.join().unwrap()).sum();
+            // Every message is dropped, with `tx` still alive: the four queued first, those
+            // the close dropped, and those whose send failed (dropped by their thread).
+            assert_eq!(dropped.load(SeqCst), 4 + 3000, "bounded: {bounded}");
+            if bounded {
+                assert!(failed > 0, "a blocked sender got through a closed channel");
+            }
+            let back = tx.send(Counted(dropped.clone())).unwrap_err().into_inner();
+            drop(back);
+            lp.run(RunMode::Default).unwrap();
+            drop(lp);
+            assert_eq!(dropped.load(SeqCst), 4 + 3000 + 1, "bounded: {bounded}");
+            drop(tx);
+        }
     }
 );
 
