@@ -3350,6 +3350,13 @@ fn signal_the_new_job(
                         // that comes during the exec is taken after it: the name has changed.)
                         wait_until_taken(pid, sig as i32);
                     }
+                    // A stop sent again after the exec (the parent read a stop note before a
+                    // `SIGCONT` came) throws out the `SIGCONT` still pending, so that it
+                    // looks taken: then the child is stopped, or has the stop pending (while
+                    // the exec ends, with the old name still), and took the `SIGCONT` late.
+                    if signals.last() == Some(&nix::sys::signal::SIGCONT) && stop_pending_or_stopped(pid) {
+                        return false;
+                    }
                     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                     return comm.trim_end() != program;
                 }
@@ -3368,20 +3375,31 @@ fn kill_later(lp: &mut Loop, p: Process) {
     t.set_ref(lp, false).unwrap();
 }
 
+/// The signals pending for process `pid` (its own and its thread group's), as a mask of
+/// bit `n - 1` for signal `n`; `None` when it is gone.
+fn pending_signals(pid: i32) -> Option<(u64, char)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let pending = ["SigPnd:", "ShdPnd:"]
+        .iter()
+        .filter_map(|f| field(f))
+        .map(|v| u64::from_str_radix(v, 16).unwrap())
+        .fold(0, |a, b| a | b);
+    let state = field("State:")?.chars().next()?;
+    Some((pending, state))
+}
+
+/// Whether process `pid` is stopped, or has `SIGTSTP` pending.
+fn stop_pending_or_stopped(pid: i32) -> bool {
+    let tstp = 1u64 << (libc::SIGTSTP - 1);
+    pending_signals(pid).is_some_and(|(pending, state)| state == 'T' || pending & tstp != 0)
+}
+
 /// Spins (yielding) until signal `sig` is no longer pending for process `pid`: delivered,
 /// or the process gone. The test's watchdog bounds it.
 fn wait_until_taken(pid: i32, sig: i32) {
     let bit = 1u64 << (sig - 1);
-    loop {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return };
-        let pending = status
-            .lines()
-            .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
-            .map(|l| u64::from_str_radix(l[7..].trim(), 16).unwrap())
-            .fold(0, |a, b| a | b);
-        if pending & bit == 0 {
-            return;
-        }
+    while pending_signals(pid).is_some_and(|(pending, _)| pending & bit != 0) {
         std::thread::yield_now();
     }
 }
