@@ -164,8 +164,9 @@ impl<T> Sender<T> {
     /// After a message went in: wakes the loop, or, where the channel closed meanwhile,
     /// drops what the close may not have seen. The close sets `closed`, then (after a fence)
     /// empties the queue; a send pushes, then looks at `closed`. crossbeam's push is a
-    /// sequentially consistent compare-exchange of the queue's tail (in both its bounded and
-    /// unbounded flavours), so either the close sees the message, or the send sees `closed`:
+    /// sequentially consistent compare-exchange of the queue's tail (`start_send` in its
+    /// `flavors/array.rs` and `flavors/list.rs`, 0.5), and its receive reads the tail after a
+    /// sequentially consistent fence, so either the close sees the message, or the send sees `closed`:
     /// no message stays queued behind a close. (A fence here as well cost a bounded channel
     /// a quarter of its rate.)
     #[inline]

@@ -3332,6 +3332,10 @@ impl Loop {
             return Err(context(e, format!("spawn `{}`", cmd.name())));
         }
         let env = if cmd.env.is_some() { cmd.env_block() } else { None };
+        if let Some(tty) = foreground {
+            // Before the child has the terminal: from the background, no restore is made.
+            self.tty_restore_handed_for(tty);
+        }
         let foreground_fd = match foreground {
             None => None,
             Some(tty) => match self.foreground_fd(tty, process_group) {

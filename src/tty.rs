@@ -297,6 +297,9 @@ pub(crate) struct TtyState {
     /// Which terminal it is (`termios::terminal_id`), where that can be told: handles on
     /// one terminal share the settings saved first.
     terminal: Option<u64>,
+    /// Whether it is a pty master, whose settings are its slave's, but whose output is
+    /// that terminal's input.
+    master: bool,
     /// The caller's fd, when the terminal was reopened: kept open, untouched, until close.
     original: Option<OwnedFd>,
     /// The internal, unreferenced `SIGWINCH` watcher behind the resize callback.
@@ -312,6 +315,7 @@ pub(crate) struct TtyRelease {
     restore: Option<Termios>,
     claim: Option<SavedClaim>,
     original: Option<OwnedFd>,
+    /// The terminal, for a hand-over (see `Loop::tty_hand_over`): `None` for a pty master.
     terminal: Option<u64>,
 }
 
@@ -325,7 +329,8 @@ impl TtyState {
         self.mode = TtyMode::Normal;
         // (At most one handle holds a terminal's claim: see `termios::save_original`.)
         let claim = self.claim.take().or(handed.and_then(|h| h.claim));
-        TtyRelease { restore, claim, original: self.original.take(), terminal: self.terminal }
+        let terminal = self.terminal.filter(|_| !self.master);
+        TtyRelease { restore, claim, original: self.original.take(), terminal }
     }
 
     /// Whether another handle's restore waits for this one's queue (see `Loop::tty_hand_over`).
@@ -382,6 +387,8 @@ fn describe(ty: FileType) -> &'static str {
 /// How a tty handle does its I/O on its terminal, chosen by `Tty::open`.
 struct TerminalIo {
     fd: OwnedFd,
+    /// Whether it is a pty master.
+    master: bool,
     /// The caller's fd, kept open and untouched, when `fd` is a private reopen of it.
     original: Option<OwnedFd>,
     /// Writes block: the description is shared and left blocking.
@@ -448,7 +455,7 @@ fn open_terminal(
         (false, false) => "as it is",
     };
     log::debug!("loop {}: opened fd {raw} as a {} on a terminal ({mode:?}, {how})", lp.id, kind.name());
-    Ok(TerminalIo { fd, original, blocking, mode, restore_blocking })
+    Ok(TerminalIo { fd, master, original, blocking, mode, restore_blocking })
 }
 
 impl Tty {
@@ -522,7 +529,7 @@ impl Tty {
             let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
             return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));
         }
-        let TerminalIo { fd, original, blocking, mode, restore_blocking } =
+        let TerminalIo { fd, master, original, blocking, mode, restore_blocking } =
             open_terminal(lp, fd, flags, HandleKind::Tty)?;
         let terminal = termios::terminal_id(fd.as_fd()).ok();
         let mut stream = Stream::new(Io::new(fd, mode), HandleKind::Tty, flags.readable, flags.writable);
@@ -535,6 +542,7 @@ impl Tty {
             saved: None,
             claim: None,
             terminal,
+            master,
             original,
             resize: None,
             handed: None,
@@ -563,11 +571,16 @@ impl Tty {
     /// the terminal ends as it was whichever handle closes first. Where another handle of
     /// this loop on the terminal has output queued when the first closes (a session
     /// recorder's stdout, when it closes its stdin first), the settings go back once that
-    /// queue is empty, so that the output goes out in the mode it was written for (a raw
+    /// queue is empty, so that the output goes out in the mode it was written for (an io-mode
     /// session's `\n` stays `\n`, not `\r\n`); or sooner, when that handle closes, the loop
-    /// is dropped, or a mode change ([`set_mode`](Tty::set_mode),
-    /// [`save_settings`](Tty::save_settings)) is made through any handle on the terminal.
-    /// Until then, [`set_settings`](Tty::set_settings) on the terminal is undone by them.
+    /// is dropped, a mode change ([`set_mode`](Tty::set_mode),
+    /// [`save_settings`](Tty::save_settings)) is made through any handle on the terminal,
+    /// or a spawn gives the terminal to its child ([`Command::foreground`]). Until then,
+    /// [`set_settings`](Tty::set_settings) on the terminal is undone by them, and
+    /// [`set_foreground_group`](Tty::set_foreground_group) to another group keeps them from
+    /// being put back (they are the job's then).
+    ///
+    /// [`Command::foreground`]: crate::Command::foreground
     ///
     /// Change them while the loop's process group has the terminal: the settings of a
     /// terminal in another group's hands are that job's, and a change from the background
@@ -662,18 +675,19 @@ impl Tty {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn save_settings(self, lp: &mut Loop) -> io::Result<()> {
-        if let Some(n) = lp.tty_ref(self.0)?.terminal {
-            lp.tty_restore_handed_on(n);
-        }
-        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
-        let fd = s.io.fd()?;
-        let tty = s.tty.as_mut().expect("a tty stream has tty state");
+        let tty = lp.tty_ref(self.0)?;
         if tty.mode != TtyMode::Normal {
             return Err(invalid(format!(
                 "cannot save the terminal's settings as normal ones: the tty is in {:?} mode",
                 tty.mode
             )));
         }
+        if let Some(n) = tty.terminal {
+            lp.tty_restore_handed_on(n);
+        }
+        let s = lp.stream_mut(self.0, HandleKind::Tty)?;
+        let fd = s.io.fd()?;
+        let tty = s.tty.as_mut().expect("a tty stream has tty state");
         let t = termios::get(fd).map_err(|e| context(e, "cannot read the terminal's settings"))?;
         tty.saved = Some(t);
         if let Some(id) = tty.terminal {
@@ -1079,19 +1093,24 @@ impl Loop {
     /// when another handle of this loop on that terminal has output queued (a program's
     /// stdout, when it closes its stdin first), that handle takes the restore over until its
     /// queue is empty, or it closes too. What was queued for the mode in place then goes out
-    /// in it, not with the normal settings (a raw session's `\n` would become `\r\n`).
+    /// in it, not with the normal settings (in io mode, `\n` would become `\r\n`).
     pub(crate) fn tty_hand_over(&mut self, id: HandleId, release: &mut TtyRelease) {
         let (Some(_), Some(terminal)) = (release.restore, release.terminal) else { return };
-        let target = self.slots.iter_mut().find_map(|(key, slot)| {
-            let closing = slot.flags.contains(Flags::CLOSING);
-            match &mut slot.kind {
-                Kind::Stream(s) if key != id.key as usize && !closing && s.has_queued_writes() => {
-                    s.tty.as_mut().filter(|t| t.terminal == Some(terminal))
-                }
-                _ => None,
-            }
-        });
-        let Some(target) = target else { return };
+        // Output to the terminal: not a pty master's, which is the terminal's input. One
+        // that waits with a restore already comes first, so that one restore stands for all.
+        let candidate = |key: usize, slot: &crate::handle::Slot| match &slot.kind {
+            Kind::Stream(s) if key != id.key as usize && !slot.flags.contains(Flags::CLOSING) => s
+                .tty
+                .as_ref()
+                .filter(|t| t.terminal == Some(terminal) && !t.master && s.has_queued_writes())
+                .map(|t| (t.handed.is_none(), key)),
+            _ => None,
+        };
+        let Some((_, key)) = self.slots.iter().filter_map(|(key, slot)| candidate(key, slot)).min() else {
+            return;
+        };
+        let Some(Kind::Stream(s)) = self.slots.get_mut(key).map(|slot| &mut slot.kind) else { return };
+        let Some(target) = s.tty.as_mut() else { return };
         log::debug!(
             "loop {}: the terminal of {id:?} is restored once another handle's output is out",
             self.id
@@ -1120,22 +1139,36 @@ impl Loop {
         let Some(handed) = s.tty.as_mut().and_then(|t| t.handed.take()) else { return };
         match s.io.fd() {
             Ok(fd) => handed.release(loop_id, fd),
-            Err(_) => drop(handed),
+            // (Not reached: a handle waiting with a restore has writes queued, so its fd.)
+            Err(e) => log::warn!("loop {loop_id}: a terminal's settings not restored: {e}"),
+        }
+    }
+
+    /// Puts back at once settings handed over on the terminal of tty handle `id` (see
+    /// `tty_hand_over`), before the terminal is given to a child's group: from the
+    /// background, the restore would not be made at all.
+    pub(crate) fn tty_restore_handed_for(&mut self, id: HandleId) {
+        if let Some(n) = self.tty_ref(id).ok().and_then(|t| t.terminal) {
+            self.tty_restore_handed_on(n);
         }
     }
 
     /// Puts back at once settings handed over on `terminal` (see `tty_hand_over`): a mode
     /// change through any handle on it comes first, and the restore must not undo it later.
     fn tty_restore_handed_on(&mut self, terminal: u64) {
-        let waiting = self.slots.iter().find_map(|(key, slot)| match &slot.kind {
-            Kind::Stream(s) => s
-                .tty
-                .as_ref()
-                .filter(|t| t.handed.is_some() && t.terminal == Some(terminal))
-                .map(|_| HandleId { loop_id: self.id, key: key as u32, gen_: slot.gen_ }),
-            _ => None,
-        });
-        if let Some(id) = waiting {
+        let waiting: Vec<HandleId> = self
+            .slots
+            .iter()
+            .filter_map(|(key, slot)| match &slot.kind {
+                Kind::Stream(s) => s
+                    .tty
+                    .as_ref()
+                    .filter(|t| t.handed.is_some() && t.terminal == Some(terminal))
+                    .map(|_| HandleId { loop_id: self.id, key: key as u32, gen_: slot.gen_ }),
+                _ => None,
+            })
+            .collect();
+        for id in waiting {
             self.tty_restore_handed(id);
         }
     }

@@ -261,15 +261,6 @@ case!(
     }
 );
 
-/// A message that counts its drops.
-struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 case!(
     /// Closing a bounded channel drops the messages still queued at once, as closing an
     /// unbounded one does, while its senders live on (an embedding host's trial: a request
@@ -281,6 +272,13 @@ case!(
     fn issue_2_closing_a_bounded_channel_drops_what_it_holds() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        /// A message that counts its drops.
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
         for bounded in [true, false] {
             let mut lp = test_loop();
             let dropped = Arc::new(AtomicUsize::new(0));

@@ -2434,6 +2434,18 @@ case!(
         assert_same_termios(&attrs(&p.probe), &before, "after the new handle closed");
         close_all(&mut lp);
 
+        // A pty master's queue is the terminal's input, not its output: it takes no restore.
+        let p = pty();
+        let before = attrs(&p.probe);
+        let input = Tty::open(&mut lp, p.slave).unwrap();
+        input.set_mode(&mut lp, TtyMode::Io).unwrap();
+        let master = Tty::open(&mut lp, p.master.try_clone().unwrap()).unwrap();
+        master.write(&mut lp, &[b'k'; LEN], |_, _| {}).unwrap();
+        assert!(master.write_queue_size(&lp).unwrap() > 0, "the pty took it all");
+        input.close(&mut lp).unwrap();
+        assert_same_termios(&attrs(&p.probe), &before, "after the input's close, with the master busy");
+        close_all(&mut lp);
+
         // A loop dropped with the output still queued puts them back.
         let p = pty();
         let before = attrs(&p.probe);
