@@ -111,8 +111,11 @@
 //! }
 //! ```
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use evloop_platform::fd::{self, Access, FileType};
@@ -742,6 +745,30 @@ impl Tty {
     /// sends that program's foreground process group `SIGWINCH`.
     pub fn set_winsize(self, lp: &Loop, size: WinSize) -> io::Result<()> {
         termios::set_winsize(self.fd(lp)?, size)
+    }
+
+    /// The path of the pty's slave, for a handle on its master (`ptsname`): what a terminal
+    /// emulator or a session recorder names in its logs or in `utmp`, and what the program
+    /// on the slave side sees as its `tty`. An `InvalidInput` error for any other terminal.
+    ///
+    /// ```
+    /// use evloop::{Loop, Tty};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let (master, slave) = evloop::tty::openpty()?;
+    /// let master = Tty::open(&mut lp, master)?;
+    /// let name = master.pty_slave_name(&lp)?;
+    /// assert!(name.starts_with("/dev/"));
+    /// assert!(Tty::open(&mut lp, slave)?.pty_slave_name(&lp).is_err()); // not a master
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pty_slave_name(self, lp: &Loop) -> io::Result<PathBuf> {
+        let fd = self.fd(lp)?;
+        if !lp.tty_ref(self.0)?.master {
+            return Err(invalid("the tty is not a pty master: only a master's pty has a slave to name"));
+        }
+        let name = termios::pty_slave_name(fd).map_err(|e| context(e, "cannot name the pty's slave"))?;
+        Ok(PathBuf::from(OsString::from_vec(name.into_bytes())))
     }
 
     /// Calls `cb` with the new window size each time the process gets `SIGWINCH`

@@ -2373,6 +2373,24 @@ case!(
     }
 );
 
+case!(
+    /// A master's handle names its pty's slave, as `ttyname` on the slave does (a pty
+    /// recorder's wish, for its logs); any other terminal gets an error that says why.
+    fn issue_5_a_pty_master_names_its_slave() {
+        let mut lp = test_loop();
+        let p = pty();
+        let master = Tty::open(&mut lp, p.master.try_clone().unwrap()).unwrap();
+        let name = master.pty_slave_name(&lp).unwrap();
+        assert_eq!(name, nix::unistd::ttyname(&p.probe).unwrap());
+        let slave = Tty::open(&mut lp, p.slave).unwrap();
+        let e = slave.pty_slave_name(&lp).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("not a pty master"), "{e}");
+        close_all(&mut lp);
+        assert!(master.pty_slave_name(&lp).is_err(), "a closed handle");
+    }
+);
+
 /// A session recorder's handles on one terminal: its input in io mode (no output
 /// processing: `\n` stays `\n`), and its output with `len` bytes of lines queued (more than
 /// the pty holds): (input, output, the lines).
