@@ -165,6 +165,20 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what()) }
 }
 
+/// `bytes` a write call took: only an open pipe takes any, and its reader must get them.
+fn accepted(
+    p: &mut PipeModel,
+    stats: &mut Stats,
+    bytes: &[u8],
+    writable: bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), String> {
+    check(writable, || format!("{}: accepted on a closed pipe", what()))?;
+    p.sent.extend_from_slice(bytes);
+    stats.bytes_written += bytes.len() as u64;
+    Ok(())
+}
+
 fn start_reading(
     lp: &mut Loop,
     p: &mut PipeModel,
@@ -285,13 +299,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 if rng.chance(20) {
                     let r = p.tx.try_write(lp, &data);
                     match r {
-                        Ok(n) => {
-                            check(writable, || {
-                                format!("{}: try_write on a closed pipe", ctx(op, "try_write"))
-                            })?;
-                            p.sent.extend_from_slice(&data[..n]);
-                            stats.bytes_written += n as u64;
-                        }
+                        Ok(n) => accepted(p, &mut stats, &data[..n], writable, || ctx(op, "try_write"))?,
                         Err(e) => check(
                             !writable
                                 || e.kind() == io::ErrorKind::WouldBlock
@@ -301,13 +309,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     }
                 } else if rng.chance(25) {
                     match p.tx.send(lp, &data) {
-                        Ok(()) => {
-                            check(writable, || {
-                                format!("{}: send accepted on a closed pipe", ctx(op, "send"))
-                            })?;
-                            p.sent.extend_from_slice(&data);
-                            stats.bytes_written += len as u64;
-                        }
+                        Ok(()) => accepted(p, &mut stats, &data, writable, || ctx(op, "send"))?,
                         Err(e) => {
                             // Refused (closed, shut down), or a failure now or of sends before
                             // it (the reader left): in any case, only a prefix is promised.
@@ -332,13 +334,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                         p.tx.write_vec(lp, data.clone(), cb)
                     };
                     match r {
-                        Ok(()) => {
-                            check(writable, || {
-                                format!("{}: write accepted on a closed pipe", ctx(op, "write"))
-                            })?;
-                            p.sent.extend_from_slice(&data);
-                            stats.bytes_written += len as u64;
-                        }
+                        Ok(()) => accepted(p, &mut stats, &data, writable, || ctx(op, "write"))?,
                         Err(_) => {
                             check(!writable, || {
                                 format!("{}: write refused on an open pipe", ctx(op, "write"))
