@@ -430,8 +430,10 @@ impl Loop {
     /// when first needed in each iteration, again after the poll (whose wait may have been
     /// long: the callbacks after it see a fresh reading), when the poll's timeout is counted
     /// to the next timer, and by [`update_time`](Self::update_time). So inside a callback the
-    /// time may be a while old, as in libuv: callbacks that run long should call
-    /// `update_time` before they start timers. Outside `run` (after the loop was created, or
+    /// time may be a while old, as in libuv: every callback of a phase sees the reading made
+    /// before the first one ran (a channel's batch of messages, a long timers phase), and
+    /// callbacks that run late in one, or run long, should call `update_time` before they
+    /// start timers. Outside `run` (after the loop was created, or
     /// after a run returned) every use reads the clock, so each timer started there counts
     /// from the moment it starts.
     pub fn now(&self) -> u64 {
@@ -1211,8 +1213,9 @@ impl Loop {
     /// An outer wait that rounds its timeout up to its own tick (tokio's timers, whose
     /// tick is a millisecond) wakes that much late, and a repeating [`Timer`](crate::Timer)'s
     /// next period counts from the iteration it fired in, as in libuv: embedded so, a 10 ms
-    /// repeat fires about every 11 ms. A program that needs no drift starts a one-shot timer
-    /// each time, for the time left until the next multiple of its period.
+    /// repeat fires about every 11 ms. A timer that must not drift keeps a fixed rate
+    /// ([`Timer::set_fixed_rate`](crate::Timer::set_fixed_rate)): its periods count from its
+    /// deadlines.
     ///
     /// The time to the next timer can be very long (a timer started with `Duration::MAX`
     /// gives centuries): clamp it when turning it into a `poll(2)` or `epoll_wait` timeout in

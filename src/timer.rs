@@ -33,6 +33,10 @@ pub(crate) struct TimerState {
     armed_seq: u64,
     deadline: u64,
     started: bool,
+    /// Repeats count from the previous deadline, not from the iteration it fired in.
+    fixed_rate: bool,
+    /// Ticks a fixed-rate timer skipped before its latest firing.
+    skipped: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,18 @@ pub(crate) fn ceil_ms(d: Duration) -> u64 {
     d.as_secs().saturating_mul(1000).saturating_add(sub)
 }
 
+/// A fixed-rate timer's next deadline after the one at `deadline`, fired at `now`, and how
+/// many ticks it skips: those due by `now`, which the loop was too late for (one firing per
+/// iteration, never a burst).
+fn next_tick(deadline: u64, repeat_ms: u64, now: u64) -> (u64, u64) {
+    let next = deadline.saturating_add(repeat_ms);
+    if next > now {
+        return (next, 0);
+    }
+    let skipped = (now - next) / repeat_ms + 1;
+    (next.saturating_add(skipped.saturating_mul(repeat_ms)), skipped)
+}
+
 /// What a timer's timeout counts from.
 #[derive(Clone, Copy)]
 enum Start {
@@ -107,6 +123,9 @@ typed_handle!(
     /// timer's next period counts from the iteration it fired in, as in libuv; unlike libuv's,
     /// the loop's wait for it counts from the clock, so callbacks that take a while do not
     /// make it late (a 10 ms repeat with a 6 ms callback fires every 10 ms, not every 16).
+    /// A callback that takes longer than the period makes the timer fire once per
+    /// iteration, the periods missed meanwhile dropped rather than run in a burst. For a
+    /// schedule that does not drift at all, see [`set_fixed_rate`](Self::set_fixed_rate).
     /// Timers due in the same iteration run in (deadline, start order).
     ///
     /// ```
@@ -140,6 +159,8 @@ impl Timer {
             armed_seq: 0,
             deadline: 0,
             started: false,
+            fixed_rate: false,
+            skipped: 0,
         })))
     }
 
@@ -174,6 +195,8 @@ impl Timer {
             armed_seq: 0,
             deadline: 0,
             started: true,
+            fixed_rate: false,
+            skipped: 0,
         })))
     }
 
@@ -183,8 +206,8 @@ impl Timer {
     /// [`Loop::update_time`] first, or the timeout counts from before that work (as in
     /// libuv). Closing the returned timer before then cancels it (the
     /// callback is dropped without running). Cancel with [`cancel`](Self::cancel), which
-    /// says whether it was still pending and is no error once the timer fired and closed
-    /// itself (`close` then fails: the id is stale), not with [`stop`](Self::stop): a
+    /// says whether that call closed the timer and is no error once the timer fired and
+    /// closed itself (`close` then fails: the id is stale), not with [`stop`](Self::stop): a
     /// stopped one-shot timer stays open, inactive, until closed.
     ///
     /// ```
@@ -220,8 +243,10 @@ impl Timer {
     }
 
     /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
-    /// every `repeat` if `repeat` is not zero. That time is cached: after
-    /// slow work in the same callback, [`Loop::update_time`] first.
+    /// every `repeat` if `repeat` is not zero. That time is cached, and is the iteration's in
+    /// every callback of a phase: a timer started late in a long phase (in the last of a
+    /// channel's batch of messages, or after slow work) counts from before it unless
+    /// [`Loop::update_time`] is called first.
     ///
     /// Starting a timer that is already active is an error. To move it (libuv code calls
     /// `uv_timer_start` again for that, a debounce), use [`restart`](Self::restart), which
@@ -377,9 +402,67 @@ impl Timer {
         }
     }
 
+    /// Makes a repeating timer keep a fixed rate (`on`), or count each period from the
+    /// iteration it fired in, as libuv does (the default). At a fixed rate a period counts
+    /// from the previous deadline: a 10 ms repeat started at time `t` fires at `t + 10`,
+    /// `t + 20`, `t + 30`... however late each firing ran, so it does not drift (libuv's and
+    /// the default's fall behind by the loop's lateness at each firing, about 1.6% of a 10
+    /// ms period in one measurement). Ticks the loop was too late for are skipped, not run in a burst:
+    /// the timer fires once, and the next deadline is the first one of the schedule still
+    /// ahead; [`skipped_ticks`](Self::skipped_ticks) tells its callback how many it missed
+    /// (an animation moves on that many frames more). tokio's `Interval` with
+    /// `MissedTickBehavior::Skip` behaves the same way.
+    ///
+    /// It takes effect when the timer is next re-armed as it fires. [`start`](Self::start),
+    /// [`restart`](Self::restart) and [`again`](Self::again) begin a new schedule, from the
+    /// loop's time as always.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let t = Timer::new(&mut lp);
+    /// let skipped = Rc::new(Cell::new(None));
+    /// let (n, s) = (Rc::new(Cell::new(0)), skipped.clone());
+    /// t.set_fixed_rate(&mut lp, true)?;
+    /// t.start(&mut lp, Duration::from_millis(10), Duration::from_millis(10), move |lp, t| {
+    ///     n.set(n.get() + 1);
+    ///     if n.get() == 1 {
+    ///         // A stall longer than two periods: the tick due meanwhile is skipped.
+    ///         std::thread::sleep(Duration::from_millis(25));
+    ///     } else {
+    ///         s.set(Some(t.skipped_ticks(lp).unwrap()));
+    ///         t.close(lp).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert!(skipped.get().unwrap() >= 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_fixed_rate(self, lp: &mut Loop, on: bool) -> io::Result<()> {
+        lp.timer_state(self.0)?.fixed_rate = on;
+        Ok(())
+    }
+
+    /// How many ticks of its schedule a fixed-rate timer ([`set_fixed_rate`](Self::set_fixed_rate))
+    /// skipped at its latest firing: the ticks after the one that fired that were due too
+    /// by the time it ran, which its callback stands for as well. 0 when the loop was on
+    /// time, and always 0 for any other timer. Read it in the callback; starting the timer
+    /// again ([`start`](Self::start), [`restart`](Self::restart), [`again`](Self::again))
+    /// resets it.
+    pub fn skipped_ticks(self, lp: &Loop) -> io::Result<u64> {
+        match &lp.slot(self.0, HandleKind::Timer)?.kind {
+            Kind::Timer(t) => Ok(t.skipped),
+            _ => unreachable!("slot() checked the kind"),
+        }
+    }
+
     /// How long until the timer fires, from the loop's current time rounded up to a whole
     /// millisecond, as timeouts count from it (a timer just started for 5 ms is due in 5
-    /// ms); `None` when stopped.
+    /// ms); `None` when stopped. So it is the time left rounded down: a repeating timer,
+    /// re-armed from the iteration's time as it fired, reports one millisecond less than its
+    /// period in its callback when that time fell between two milliseconds.
     pub fn due_in(self, lp: &Loop) -> io::Result<Option<Duration>> {
         let now = lp.now_rounded_up();
         match &lp.slot(self.0, HandleKind::Timer)?.kind {
@@ -407,13 +490,19 @@ impl Loop {
             Start::Now if timeout_ms > 0 => self.now_rounded_up(),
             _ => self.now(),
         };
-        let deadline = from.saturating_add(timeout_ms);
+        self.timer_arm_at(id, from.saturating_add(timeout_ms), 0);
+    }
+
+    /// Arms the timer `id` (which must be disarmed) to fire at `deadline`, in the loop's
+    /// time, having skipped `skipped` ticks.
+    fn timer_arm_at(&mut self, id: HandleId, deadline: u64, skipped: u64) {
         self.timers.seq += 1;
         let seq = self.timers.seq;
         let Kind::Timer(t) = &mut self.slots[id.key as usize].kind else { unreachable!("a timer id") };
         debug_assert_eq!(t.armed_seq, 0);
         t.armed_seq = seq;
         t.deadline = deadline;
+        t.skipped = skipped;
         self.timers.push(deadline, Entry { seq, key: id.key });
         self.timers.live += 1;
         self.set_active(id, true);
@@ -533,12 +622,18 @@ impl Loop {
         };
         t.armed_seq = 0;
         let repeat = t.repeat_ms;
+        let (fixed_rate, deadline) = (t.fixed_rate, t.deadline);
         let cb = t.cb.take();
         self.timers.live -= 1;
         if repeat > 0 {
             // Re-armed before the callback, as libuv does: the callback may stop it.
             self.set_active(id, false);
-            self.timer_arm(id, repeat, Start::Iteration);
+            if fixed_rate {
+                let (next, skipped) = next_tick(deadline, repeat, self.now());
+                self.timer_arm_at(id, next, skipped);
+            } else {
+                self.timer_arm(id, repeat, Start::Iteration);
+            }
         } else {
             self.set_active(id, false);
         }
