@@ -157,6 +157,18 @@ pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
+thread_local! {
+    /// How many loops live on this thread (a loop never leaves the thread that made it).
+    static LOOPS_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a loop lives on the calling thread: a thread that runs the program's terminal,
+/// as opposed to a worker (see `tty::install_restore_hooks`). False while the thread's
+/// locals are being destroyed.
+pub(crate) fn loops_on_this_thread() -> bool {
+    LOOPS_HERE.try_with(|n| n.get() > 0).unwrap_or(false)
+}
+
 /// A single-threaded event loop.
 ///
 /// Handles are created on a loop and named by small `Copy` ids. Callbacks receive
@@ -182,8 +194,11 @@ static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 /// and their fds close, queued writes are discarded and their callbacks dropped uncalled
 /// (as are pending completions and close callbacks), the select helper thread is joined,
 /// and children are reaped, killed (`kill_on_drop`) or handed to the orphan list (see
-/// [`Process`](crate::Process)). To hear every callback, close the handles and run the loop
-/// until [`run`](Self::run) returns `false` before dropping it.
+/// [`Process`](crate::Process)). Terminals its tty handles changed get their settings
+/// back, after the restore sequence
+/// ([`tty::set_restore_sequence`](crate::tty::set_restore_sequence)) where it is meant for
+/// one of them. To hear every callback, close the handles and run the loop until
+/// [`run`](Self::run) returns `false` before dropping it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -247,6 +262,8 @@ pub struct Loop {
     running: bool,
     /// A callback panicked out of `run`: see [`Loop::run`].
     poisoned: bool,
+    /// Being dropped: a terminal restored now is restored for good (see `TtyRelease::release`).
+    pub(crate) dropping: bool,
     iterations: u64,
     /// Time spent waiting in the poll phase, when `options.measure_idle_time` is on.
     pub(crate) idle: Duration,
@@ -300,6 +317,7 @@ impl Loop {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map_err(|_| io::Error::other("this process has created 2^32 loops: loop ids are used up"))?;
         log::debug!("loop {id}: created");
+        LOOPS_HERE.with(|n| n.set(n.get() + 1));
         Ok(Loop {
             _not_send: std::marker::PhantomData,
             id,
@@ -332,6 +350,7 @@ impl Loop {
             children: Default::default(),
             running: false,
             poisoned: false,
+            dropping: false,
             iterations: 0,
             idle: Duration::ZERO,
             poll_special: options.measure_idle_time,
@@ -1307,6 +1326,8 @@ impl Drop for RunGuard<'_> {
 impl Drop for Loop {
     fn drop(&mut self) {
         log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
+        self.dropping = true;
+        let _ = LOOPS_HERE.try_with(|n| n.set(n.get() - 1));
         // Handles stop without callbacks: their callbacks are dropped with their slots.
         let ids: Vec<HandleId> = self
             .slots

@@ -388,7 +388,10 @@ impl Pipe {
         // `2>&1`): held either way, so closing one handle keeps it for the other.
         // A blocking socket stays blocking where the handle can pass MSG_DONTWAIT to each call.
         let dontwait = ty == FileType::Socket && !flags.nonblocking && fd::SEND_DONTWAIT_WORKS;
-        let restore_blocking = if private || dontwait || mode == IoMode::AlwaysReady {
+        // A regular file never blocks, whatever the flag: left alone through the select
+        // helper too (where a forced helper takes it).
+        let never_blocks = mode == IoMode::AlwaysReady || ty == FileType::Regular;
+        let restore_blocking = if private || dontwait || never_blocks {
             None
         } else if tty && termios::is_pty_master(fd.as_fd()) {
             // The program's own end of a pty: nonblocking, and left so (see `Tty::open`).

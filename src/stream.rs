@@ -1413,7 +1413,7 @@ impl Loop {
         }
         if let Some(mut tty) = tty {
             self.tty_hand_over(id, &mut tty);
-            tty.release(self.id, fd.as_fd());
+            tty.release(self.id, fd.as_fd(), self.dropping);
         }
         if let Some(nb) = restore_blocking {
             let _ = nb.restore(fd.as_fd());

@@ -343,8 +343,11 @@ impl TtyState {
 }
 
 impl TtyRelease {
-    /// Puts the terminal's settings back through `fd`, which is about to be closed.
-    pub(crate) fn release(self, loop_id: u32, fd: BorrowedFd<'_>) {
+    /// Puts the terminal's settings back through `fd`, which is about to be closed. At a
+    /// loop's drop (`for_good`), the restore sequence goes first where it is meant for this
+    /// terminal ([`set_restore_sequence`]): the program is on its way out (a `?` out of
+    /// `main`, a panic), and no reset at `exit` would find the terminal after this.
+    pub(crate) fn release(self, loop_id: u32, fd: BorrowedFd<'_>, for_good: bool) {
         // From the background the settings are the foreground job's (a shell that closes
         // its handle, or panics, while a job has the terminal), and writing them could stop
         // the process with SIGTTOU. (A pty master names its slave's group: not ours.)
@@ -355,6 +358,9 @@ impl TtyRelease {
         if in_background {
             log::debug!("loop {loop_id}: a job has the terminal: its settings stay as they are");
         } else if let Some(t) = self.restore {
+            if let (true, Some(claim)) = (for_good, &self.claim) {
+                termios::write_restore_bytes_for(claim);
+            }
             // (From the background when the foreground group has no member left.)
             match termios::set_from_background(fd, &t) {
                 Ok(()) => {}
@@ -971,13 +977,16 @@ pub fn reset_mode() -> io::Result<()> {
 ///
 /// Process-wide, as the saved settings are, and written only where they are restored:
 /// while a handle holds settings saved, by `reset_mode` whenever it is called, by the hooks
-/// and `exit` only while the process's group is in front. A program that undoes those
-/// changes itself, on its way out or before it runs a program in the foreground, clears
-/// it: written again on a normal screen, such sequences can move the cursor (leaving the
-/// alternate screen restores the cursor position saved on entering it). Closing a
-/// [`Tty`] handle puts its settings back but does not write these bytes (the program may
-/// go on using the terminal): one that leaves through a close writes them itself, or calls
-/// `reset_mode` first.
+/// and `exit` only while the process's group is in front, and by the drop of the [`Loop`]
+/// whose handle holds them (a `?` out of `main` drops it before `exit` could see them),
+/// also only in front. Written once: what they undo is undone then, and they are cleared,
+/// so a program that sets its screen up again (after a panic it caught) sets them again.
+/// A program that undoes those changes itself, on its way out or before it runs a program
+/// in the foreground, clears them: written again on a normal screen, such sequences can
+/// move the cursor (leaving the alternate screen restores the cursor position saved on
+/// entering it). Closing a [`Tty`] handle puts its settings back but does not write these
+/// bytes (the program may go on using the terminal): one that leaves through a close
+/// writes them itself, or calls `reset_mode` first.
 ///
 /// The bytes go to one terminal: the process's controlling terminal (as it was when the
 /// settings were saved) if its settings are saved, else the terminal saved first of those
@@ -1033,11 +1042,16 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
-///   before (which prints the message, now on a sane terminal). It runs for every panic,
-///   on any thread, before anyone can catch it: a program that survives one (a worker
-///   thread's, taken by its `join` or its pool) finds its terminal in normal mode, while
-///   its handles still say otherwise, and puts its mode back with
-///   [`Tty::set_mode`] (the same mode again sets the settings again).
+///   before (which prints the message, now on a sane terminal). It resets for a panic of
+///   the main thread or of a thread with a [`Loop`] on it (the thread that runs the
+///   program's terminal), and for any panic where panics abort. A worker's panic (a thread
+///   without a loop, in a pool that catches it) leaves the terminal as the program has it:
+///   the program goes on, and if it ends over the panic, the main thread's own panic, the
+///   drop of its loop or `exit` restores the terminal. A panic hook runs before anyone can
+///   catch the panic: a program that survives one on such a thread (`catch_unwind` around
+///   [`Loop::run`]) finds its terminal in normal mode, while its handles still say
+///   otherwise, and puts its mode back with [`Tty::set_mode`] (the same mode again sets the
+///   settings again), and its screen and [`set_restore_sequence`] too.
 /// - **Signals**: for each of those signals whose disposition is the default (ending the
 ///   process), a handler resets the terminal, clears the `O_NONBLOCK` that handles set on
 ///   shared descriptions ([`restore_shared_blocking`](crate::restore_shared_blocking)),
@@ -1070,7 +1084,12 @@ pub fn install_restore_hooks() -> io::Result<()> {
     PANIC_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = termios::reset_saved_in_front();
+            // Not a worker's (a thread with no loop of its own): its panic unwinds that
+            // thread alone, and the program goes on using the terminal.
+            let ends_the_program = cfg!(panic = "abort") || evloop_platform::process::is_main_thread();
+            if ends_the_program || crate::event_loop::loops_on_this_thread() {
+                let _ = termios::reset_saved_in_front();
+            }
             previous(info);
         }));
     });
@@ -1161,11 +1180,11 @@ impl Loop {
     #[cold]
     #[inline(never)]
     pub(crate) fn tty_restore_handed(&mut self, id: HandleId) {
-        let loop_id = self.id;
+        let (loop_id, for_good) = (self.id, self.dropping);
         let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) else { return };
         let Some(handed) = s.tty.as_mut().and_then(|t| t.handed.take()) else { return };
         match s.io.fd() {
-            Ok(fd) => handed.release(loop_id, fd),
+            Ok(fd) => handed.release(loop_id, fd, for_good),
             // (Not reached: a handle waiting with a restore has writes queued, so its fd.)
             Err(e) => log::warn!("loop {loop_id}: a terminal's settings not restored: {e}"),
         }

@@ -204,6 +204,22 @@ pub fn process_group() -> Pid {
     unsafe { libc::getpgrp() }
 }
 
+/// Whether the calling thread is the process's main thread, the one whose return from
+/// `main` (or whose panic out of it) ends the process.
+pub fn is_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and getpid take no arguments and cannot fail. (The raw syscall:
+        // older C libraries have no gettid wrapper.)
+        unsafe { libc::syscall(libc::SYS_gettid) == libc::c_long::from(libc::getpid()) }
+    }
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    {
+        // SAFETY: pthread_main_np takes no arguments and cannot fail.
+        unsafe { libc::pthread_main_np() == 1 }
+    }
+}
+
 /// The process group of process `pid` (`getpgid`): a child that exited keeps its group
 /// until it is reaped.
 pub fn group_of(pid: Pid) -> io::Result<Pid> {

@@ -884,12 +884,17 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         // first save); each terminal is tried, and the first failure is reported.
         let mut result = Ok(());
         let mut before = u64::MAX;
-        while let Some(slot) =
+        while let Some(&slot) =
             table.slots.iter().filter(|s| s.in_use() && s.order < before && own(s)).max_by_key(|s| s.order)
         {
             before = slot.order;
             let bytes = if Some(slot.order) == bytes_to { table.restore_bytes } else { &[] };
-            let restored = restore_slot(slot, bytes, in_front);
+            let restored = restore_slot(&slot, bytes, in_front).map(|wrote| {
+                // What the bytes undo is undone: written once (see `set_restore_bytes`).
+                if wrote && !bytes.is_empty() {
+                    table.restore_bytes = &[];
+                }
+            });
             // A terminal other than the process's own that hung up (a pty whose master
             // closed) has nothing left to restore: its `EIO` (FreeBSD: `ENXIO`, the
             // answer of a tty device that is gone) is no failure of the reset.
@@ -903,17 +908,22 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
     })
 }
 
+/// Whether this process group owns the terminal of `slot` (or nobody does: no foreground
+/// group, or one whose members are all gone). Async-signal-safe; the caller holds the lock.
+fn slot_in_front(slot: &SavedSlot) -> bool {
+    // SAFETY: `slot.fd` is the slot's own duplicate, open while the caller holds the lock;
+    // tcgetpgrp and getpgrp take no pointers.
+    let (front, own) = unsafe { (libc::tcgetpgrp(slot.fd), libc::getpgrp()) };
+    front <= 0 || front == own || !group_alive(front)
+}
+
 /// Restores one saved terminal's settings, after writing `bytes` to it; with `in_front`,
-/// only while this process group owns it. Async-signal-safe; the caller holds the lock.
-fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<()> {
+/// only while this process group owns it. `Ok(false)` when it left the terminal alone for
+/// that. Async-signal-safe; the caller holds the lock.
+fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<bool> {
     let fd = slot.fd;
-    if in_front {
-        // SAFETY: `fd` is the slot's own duplicate, open while the caller holds the lock;
-        // tcgetpgrp and getpgrp take no pointers.
-        let (front, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
-        if front > 0 && front != own && group_alive(front) {
-            return Ok(());
-        }
+    if in_front && !slot_in_front(slot) {
+        return Ok(false);
     }
     // SAFETY: a slot in use had its settings written when it was filled.
     let t = unsafe { slot.termios.assume_init_ref() };
@@ -931,9 +941,33 @@ fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<()
     if in_front {
         // In front, or the foreground group has no member left: SIGTTOU blocked for the
         // latter, which would stop the process instead.
-        with_sigttou_blocked(set)?
+        with_sigttou_blocked(set)??;
     } else {
-        set()
+        set()?;
+    }
+    Ok(true)
+}
+
+/// Writes the restore bytes ([`set_restore_bytes`]) to the terminal whose settings `claim`
+/// holds, if they go to it (the controlling terminal, else the one saved first) and this
+/// process group owns it, and clears them, as [`reset_saved`] does: for a release of the
+/// settings that ends the program's use of the terminal (a loop dropped on the way out),
+/// after which no reset would find the terminal.
+pub fn write_restore_bytes_for(claim: &SavedClaim) {
+    let mut guard = SavedGuard::lock();
+    let table = guard.table();
+    let slot = table.slots[claim.index];
+    let bytes = table.restore_bytes;
+    if bytes.is_empty() || !slot.in_use() || slot.order != claim.order || table.bytes_to() != Some(slot.order)
+    {
+        return;
+    }
+    if slot_in_front(&slot) {
+        let writer = if slot.writer >= 0 { slot.writer } else { slot.fd };
+        // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while the
+        // lock is held. (SIGTTOU blocked: the group in front may have no member left.)
+        let _ = with_sigttou_blocked(|| write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes));
+        table.restore_bytes = &[];
     }
 }
 

@@ -1513,10 +1513,11 @@ case!(
 );
 
 case!(
-    /// A panic on a worker thread that the program survives (its `join` takes it) resets
-    /// the terminal through the hook, as documented, and the same mode again puts the
-    /// program's mode back.
-    fn a_survived_worker_panic_resets_the_terminal_and_set_mode_puts_it_back() {
+    /// A panic on the loop's thread that the program survives (`catch_unwind`) resets the
+    /// terminal through the hook, as documented, and the same mode again puts the program's
+    /// mode back. (A worker's panic leaves it alone: see
+    /// `issue_5_a_workers_panic_leaves_the_terminal_to_the_program`.)
+    fn a_survived_panic_resets_the_terminal_and_set_mode_puts_it_back() {
         evloop::tty::install_restore_hooks().unwrap();
         let mut lp = test_loop();
         let p = pty();
@@ -1524,7 +1525,7 @@ case!(
         let tty = Tty::open(&mut lp, p.slave).unwrap();
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
         let raw = attrs(&p.probe);
-        assert!(std::thread::spawn(|| panic!("a worker panics (on purpose)")).join().is_err());
+        assert!(std::panic::catch_unwind(|| panic!("a panic (on purpose)")).is_err());
         assert_same_termios(&attrs(&p.probe), &before, "reset by the hook");
         assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw);
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
@@ -2706,6 +2707,87 @@ case!(
 );
 
 case!(
+    /// The drop of the loop whose handle holds a terminal's saved settings writes the
+    /// restore sequence before it puts them back, where the sequence is meant for that
+    /// terminal: a program that left `main` with `?` dropped its loop, and its terminal was
+    /// left on the alternate screen with the cursor hidden, the sequence never written: no
+    /// reset at `exit` found the terminal after the drop (picker trial). A handle's close
+    /// still leaves the screen to the program, and the sequence goes out once.
+    fn issue_5_a_dropped_loop_writes_the_restore_sequence() {
+        let p = pty();
+        let normal = attrs(&p.probe);
+        let master = p.master.as_fd();
+        let written = || {
+            write_slave_side(&p.probe, b"M");
+            let mut seen = Vec::new();
+            crate::util::read_until(master, &mut seen, "M");
+            seen.truncate(seen.len() - 1);
+            seen
+        };
+        let slave = || p.probe.try_clone().unwrap();
+        // A close: settings back, the screen left to the program.
+        let mut lp = test_loop();
+        let t = Tty::open(&mut lp, slave()).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"<bye>");
+        t.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_same_termios(&attrs(&p.probe), &normal, "restored at close");
+        assert_eq!(written(), b"");
+        // A drop: the sequence, then the settings.
+        let t = Tty::open(&mut lp, slave()).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        drop(lp);
+        assert_same_termios(&attrs(&p.probe), &normal, "restored at the drop");
+        assert_eq!(written(), b"<bye>");
+        // Once: the next loop's drop writes nothing.
+        let mut lp = test_loop();
+        let t = Tty::open(&mut lp, slave()).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        drop(lp);
+        assert_same_termios(&attrs(&p.probe), &normal, "restored at the drop");
+        assert_eq!(written(), b"");
+        // Nor twice when a reset wrote it first (the panic hook, before the unwinding drop).
+        let mut lp = test_loop();
+        let t = Tty::open(&mut lp, slave()).unwrap();
+        t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"<bye>");
+        evloop::tty::reset_mode().unwrap();
+        drop(lp);
+        assert_eq!(written(), b"<bye>");
+    }
+);
+
+case!(
+    /// The panic hook of `install_restore_hooks` resets the terminal for a panic that may
+    /// end the program (the main thread's, or a thread's that runs a loop), not for a
+    /// worker's that its pool or `join` takes: a picker whose matcher thread panicked found
+    /// its terminal cooked, echoing keys, while it went on drawing in raw mode (picker
+    /// trial).
+    fn issue_5_a_workers_panic_leaves_the_terminal_to_the_program() {
+        evloop::tty::install_restore_hooks().unwrap();
+        let mut lp = test_loop();
+        let p = pty();
+        let normal = attrs(&p.probe);
+        let tty = Tty::open(&mut lp, p.slave).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let raw = attrs(&p.probe);
+        assert!(!raw.local_flags.contains(LocalFlags::ICANON));
+        let worker = std::thread::spawn(|| panic!("a worker panics (on purpose)"));
+        assert!(worker.join().is_err());
+        assert_same_termios(&attrs(&p.probe), &raw, "a worker's panic left the terminal raw");
+        // A thread that runs a loop is the program's: its panic resets.
+        let ui = std::thread::spawn(|| {
+            let _lp = evloop::Loop::new().unwrap();
+            panic!("a loop's thread panics (on purpose)");
+        });
+        assert!(ui.join().is_err());
+        assert_same_termios(&attrs(&p.probe), &normal, "the loop thread's panic restored it");
+        close_all(&mut lp);
+    }
+);
+
+case!(
     /// `set_restore_sequence`: a restore (`reset_mode`, and so the hooks and `exit`) writes
     /// it to the terminal with the settings, and only where it restores them. The hooks
     /// used to restore the settings alone, and left a full-screen program's shell on the
@@ -2752,9 +2834,14 @@ case!(
         evloop::tty::set_restore_sequence(b"\x1b[?25h");
         evloop::tty::reset_mode().unwrap();
         assert_eq!(written_by_restore(), b"\x1b[?25h");
+        // Written once: what they undo is undone.
+        keys.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::reset_mode().unwrap();
+        assert_eq!(written_by_restore(), b"");
         // A terminal that stopped reading, its output full: what waits is discarded, and the
         // bytes go in its place.
         keys.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        evloop::tty::set_restore_sequence(b"\x1b[?25h");
         let fill = evloop_platform::fd::open(&name, evloop_platform::fd::Access::Write, true).unwrap();
         while evloop_platform::fd::write(fill.as_fd(), &[b'.'; 4096]).is_ok() {}
         evloop::tty::reset_mode().unwrap();
