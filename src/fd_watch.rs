@@ -53,6 +53,20 @@ pub(crate) struct WatchState {
     /// Bumped by every start and stop: a callback taken out while it runs goes back only if
     /// neither happened meanwhile.
     epoch: u32,
+    /// The file the fd was given for (`fd::file_id`): another one at its number means the fd
+    /// was closed behind the watch's back, and the number is not the watch's to close.
+    pub(crate) file: Option<(u64, u64)>,
+}
+
+impl WatchState {
+    /// Whether the fd's number no longer names the file the watch was given (closed behind
+    /// its back, and reused or not): best effort, as files can share an inode.
+    pub(crate) fn fd_replaced(&self) -> bool {
+        match (self.file, self.io.fd()) {
+            (Some(file), Ok(fd)) => fd::file_id(fd).ok() != Some(file),
+            _ => false,
+        }
+    }
 }
 
 typed_handle!(
@@ -98,7 +112,10 @@ typed_handle!(
     ///
     /// evloop has no listener handle: a server watches its nonblocking listening socket for
     /// [`READABLE`](Interest::READABLE), accepts until `WouldBlock`, and opens each
-    /// connection as a [`Pipe`](crate::Pipe). Out of fds, `accept` fails with `EMFILE` and
+    /// connection as a [`Pipe`](crate::Pipe). (`O_NONBLOCK` is the description's: a
+    /// listening socket that is also handed to a child, socket activation's fd 3, reaches it
+    /// nonblocking. Keep that one blocking, accept once per callback, and stop the watch
+    /// before the child takes over.) Out of fds, `accept` fails with `EMFILE` and
     /// leaves the connection waiting, so the level-triggered watch would call again at once,
     /// for good: stop it, and start it again once a connection has closed.
     ///
@@ -164,7 +181,9 @@ impl FdWatch {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
         }
         let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket), false)?;
-        let state = WatchState { io: Io::new(fd, mode), interest: Interest::empty(), cb: None, epoch: 0 };
+        let file = fd::file_id(fd.as_fd()).ok();
+        let state =
+            WatchState { io: Io::new(fd, mode), interest: Interest::empty(), cb: None, epoch: 0, file };
         Ok(FdWatch(lp.insert(Kind::FdWatch(Box::new(state)))))
     }
 
@@ -180,7 +199,10 @@ impl FdWatch {
     /// change to any of its fds). So a watch whose fd is closed while it waits hears
     /// nothing more (libuv and mio have the same limit), and one whose description another
     /// fd still holds is reported ready for good, with a number that is no longer open.
-    /// Close the watch first, then the fd (or let the watch own it).
+    /// Close the watch first, then the fd (or let the watch own it). A watch that finds its
+    /// fd's number naming another file says so in its error, and its close leaves that
+    /// number open (as far as the system tells files apart: Linux's eventfds, signalfds and
+    /// epoll fds share one inode).
     pub fn start(
         self,
         lp: &mut Loop,
@@ -297,6 +319,18 @@ impl Loop {
     pub(crate) fn watch_error(&mut self, id: HandleId, e: io::Error) {
         log::debug!("loop {}: fd watch {id:?} failed: {e}", self.id);
         let Some(w) = self.live_watch(id) else { return };
+        let raw = w.io.fd().map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let e = if w.fd_replaced() {
+            context(
+                e,
+                format!(
+                    "the watch's fd {raw} was closed behind its back (the watch owns it), and the number \
+                     now names another file or none"
+                ),
+            )
+        } else {
+            context(e, format!("cannot watch fd {raw} any more"))
+        };
         let cb = w.cb.take();
         w.interest = Interest::empty();
         w.epoch = w.epoch.wrapping_add(1);

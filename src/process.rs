@@ -51,6 +51,11 @@
 //! - A program that can die without dropping its loop (a `SIGKILL`, a crash) leaves its
 //!   children running; [`Command::parent_death_signal`] has the kernel signal them then
 //!   (Linux and FreeBSD).
+//! - A daemon that starts its own session or group (`setsid`, a double fork) leaves the job's
+//!   group, and `terminate_group` does not reach it; a subreaper still reaps it once it
+//!   exits. If it inherited the job's stdout or stderr, the pipe stays open while it runs:
+//!   a supervisor that stops a job closes the job's output handles too (or bounds the wait
+//!   with [`Command::wait_delay`]), or they keep [`Loop::run`] going.
 //! - An fd that jobs share with each other and with the program (a jobserver's pipe) must
 //!   stay blocking for them: see [`Pipe::pair`](crate::Pipe::pair) (on Linux; elsewhere the
 //!   program reads its own copy blocking, or from a thread).
@@ -948,6 +953,11 @@ impl Command {
 
     /// Sets an environment variable for the child. A name that is empty or holds `=`, or a
     /// name or value with a NUL byte, makes the spawn fail with `InvalidInput`.
+    ///
+    /// A variable that holds the child's own pid, which is not known before the spawn
+    /// (socket activation's `LISTEN_PID`), is set by a shell that then becomes the program:
+    /// `Command::new("sh").args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", program, arg1])`
+    /// (`exec` keeps the pid).
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Command {
         let (key, value) = (key.as_ref(), value.as_ref());
         self.check_var(key, Some(value));

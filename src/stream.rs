@@ -1390,6 +1390,7 @@ impl Loop {
     /// tty's settings, then `O_NONBLOCK`.
     pub(crate) fn io_release(&mut self, id: HandleId) {
         let Some(slot) = self.live_slot_mut(id) else { return };
+        let replaced = matches!(&slot.kind, Kind::FdWatch(w) if w.fd_replaced());
         let (restore_blocking, tty, original) = match &mut slot.kind {
             Kind::Stream(s) => (
                 s.restore_blocking.take(),
@@ -1418,7 +1419,7 @@ impl Loop {
         if let Some(nb) = restore_blocking {
             let _ = nb.restore(fd.as_fd());
         }
-        let fd = if fd::status_flags(fd.as_fd()).is_err() {
+        let fd = if replaced || fd::status_flags(fd.as_fd()).is_err() {
             // Closed behind our back: closing again could close someone else's fd.
             log::warn!("loop {}: the fd of {id:?} was closed behind the loop's back", self.id);
             let _ = fd.into_raw_fd();

@@ -708,6 +708,15 @@ pub enum FileType {
     Other,
 }
 
+/// The file `fd` refers to, as `fstat` names it: (device, inode). Another file at the same
+/// number (the fd closed and its number reused) has another, but for the files that share
+/// one inode (Linux's anonymous inodes: eventfds, signalfds, epoll instances).
+pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = fstat(fd)?;
+    #[allow(clippy::unnecessary_cast)] // the widths differ by platform
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// `fstat(fd)` reduced to the file type.
 pub fn file_type(fd: BorrowedFd<'_>) -> io::Result<FileType> {
     let mode = fstat(fd)?.st_mode;

@@ -1208,7 +1208,8 @@ fn child_fail(to: ReportTo<'_>, stage: Stage, errno: i32) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-/// Closes every fd at or above `from` except `keep` (the error pipe, if any), in the child.
+/// Closes every fd at or above `from` except `keep` (the error pipe, if it is up there), in
+/// the child.
 fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
     #[cfg(target_os = "linux")]
     {
@@ -1220,7 +1221,7 @@ fn child_close_above(from: RawFd, keep: Option<RawFd>, open_above: &[RawFd]) {
         if range(from, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) {
             return;
         }
-        // Linux 5.9: close around the error pipe (which is at or above `from`).
+        // Linux 5.9: close around the error pipe (`keep` is at or above `from`).
         let done = match keep {
             Some(keep) => {
                 (keep <= from || range(from, (keep - 1) as libc::c_uint, 0))
@@ -1431,9 +1432,10 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         for &n in &p.plan.close {
             child_close(n);
         }
+        // (An error pipe below `close_from` is out of the way there already.)
         let keep = match p.report {
-            ReportTo::Pipe(fd) => Some(fd),
-            ReportTo::Shared(_) => None,
+            ReportTo::Pipe(fd) if fd >= p.plan.close_from => Some(fd),
+            _ => None,
         };
         child_close_above(p.plan.close_from, keep, p.open_above);
         // The session's controlling terminal, now that the fd is in place (a session leader
@@ -1691,7 +1693,7 @@ impl ExecPrep {
         } else {
             crate::fd::open_fds().map_err(setup)?.into_iter().filter(|&fd| fd >= plan.close_from).collect()
         };
-        let pipe = if with_pipe { Some(error_pipe(plan.close_from)?) } else { None };
+        let pipe = if with_pipe { Some(error_pipe(req.fds)?) } else { None };
         Ok(ExecPrep { _owned: owned, paths, one, search, open_above, pipe })
     }
 
@@ -1731,22 +1733,24 @@ impl ExecPrep {
     }
 }
 
-/// A close-on-exec pipe above every child fd number (`close_from`), so that the child's fd
-/// moves cannot touch it: (read end, write end).
-fn error_pipe(close_from: RawFd) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+/// A close-on-exec pipe for the child's report: (read end, write end). The child keeps the
+/// write end until its exec, so its number is one that no child fd takes (nor 0, 1 or 2),
+/// and the child's fd moves cannot touch it; it is often a low one, so that a child fd
+/// just below the open-file limit leaves the room above it to the sources that must move
+/// there (see `FdPlan`). The read end, the parent's, may be anywhere: the child leaves it
+/// alone or replaces it.
+fn error_pipe(fds: &[FdMapping]) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     let setup = |e| SpawnError::new(Stage::Setup, e);
-    let (r, w) = crate::fd::pipe().map_err(setup)?;
-    if w.as_raw_fd() >= close_from && r.as_raw_fd() >= close_from {
-        return Ok((r, w));
+    let (r, mut w) = crate::fd::pipe().map_err(setup)?;
+    let clear = |n: RawFd| n > 2 && !fds.iter().any(|m| m.target == n);
+    let mut min = 3;
+    while !clear(w.as_raw_fd()) {
+        // The lowest free number from `min`: past the child's fd numbers in a few steps.
+        let moved = dup_above(w.as_raw_fd(), min).map_err(setup)?;
+        min = moved.as_raw_fd() + 1;
+        w = moved;
     }
-    let moved = (
-        dup_above(r.as_raw_fd(), close_from).map_err(setup)?,
-        dup_above(w.as_raw_fd(), close_from).map_err(setup)?,
-    );
-    // The originals go now: a write end left open here would keep the parent's read from ever
-    // seeing end of file once the exec succeeds.
-    drop((r, w));
-    Ok(moved)
+    Ok((r, w))
 }
 
 /// After the child's exec or its failure, with the parent's copy of the error pipe's write

@@ -256,3 +256,41 @@ case!(
         drop((io, peer));
     }
 );
+
+case!(
+    /// A watch whose fd was closed behind its back, its number then taken by another file:
+    /// the restart's failure says so, with the number (it was a bare "Operation not
+    /// permitted"), and the watch's close leaves that other file open (it closed it:
+    /// service-manager trial).
+    fn a_watch_whose_fd_number_was_reused_says_so_and_leaves_the_new_file_alone() {
+        let mut lp = test_loop();
+        let (fd, io, _peer) = pair();
+        let raw = fd.as_raw_fd();
+        let w = FdWatch::new(&mut lp, fd).unwrap();
+        w.start(&mut lp, Interest::READABLE, |_, _, _| {}).unwrap();
+        lp.run(RunMode::NoWait).unwrap(); // registered now
+        drop(io);
+        nix::unistd::close(raw).unwrap();
+        // The lowest free number: the one just closed.
+        let other = File::open("/dev/null").unwrap();
+        assert_eq!(other.as_raw_fd(), raw);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        w.start(&mut lp, Interest::WRITABLE, move |_, _, ready| {
+            *g.borrow_mut() = Some(ready.map(|_| ()));
+        })
+        .unwrap();
+        lp.run(RunMode::NoWait).unwrap();
+        // (`select` takes any open number: through the select helper, /dev/null is writable.)
+        if !crate::util::forced_select() {
+            let err = got.borrow_mut().take().expect("the callback heard of it").unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("fd {raw} was closed behind its back")), "{msg}");
+            assert!(evloop::os_error_code(&err).is_some(), "the OS error is kept: {err:?}");
+        }
+        w.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(evloop_platform::fd::status_flags(std::os::fd::AsFd::as_fd(&other)).is_ok(), "closed");
+        drop(other);
+    }
+);

@@ -543,3 +543,44 @@ case!(
         assert_eq!(evloop_platform::fd::open_fds().unwrap(), before);
     }
 );
+
+case!(
+    /// Child fds just below the open-file limit: their sources move to the numbers above
+    /// them, and the fork path's error pipe, which had to go above every child fd too, found
+    /// no room there ("Too many open files", naming no fd), while the other paths spawned
+    /// (service-manager trial). Each path puts the fd in place; a low child fd that a
+    /// fresh pipe would take is kept clear of the error pipe as well, and an exec failure
+    /// still comes back through it.
+    fn issue_6_a_child_fd_just_below_the_open_file_limit_works_on_every_spawn_path() {
+        let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
+        for b in [
+            crate::util::builder(),
+            crate::util::builder().force_posix_spawn(true),
+            crate::util::builder().force_fork_spawn(true),
+        ] {
+            let mut lp = b.build().unwrap();
+            evloop_platform::fd::set_nofile_soft_limit(64).unwrap();
+            // The lowest free number, where the error pipe would land.
+            let open = evloop_platform::fd::open_fds().unwrap();
+            let low = (3..).find(|n| !open.contains(n)).unwrap();
+            let mut cmd = evloop::Command::new("sh");
+            cmd.args(["-c", &format!("test -e /proc/self/fd/61 && test -e /proc/self/fd/{low}")])
+                .fd(61, evloop::Stdio::Null)
+                .fd(low, evloop::Stdio::Null);
+            let status = Rc::new(Cell::new(None));
+            let s = status.clone();
+            cmd.spawn(&mut lp, move |lp, p, res| {
+                s.set(Some(res.unwrap().code()));
+                p.close(lp).unwrap();
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(status.get(), Some(Some(0)), "fds 61 and {low} in place");
+            let mut missing = evloop::Command::new("/nonexistent/program");
+            missing.fd(61, evloop::Stdio::Null).fd(low, evloop::Stdio::Null);
+            let err = missing.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+            evloop_platform::fd::set_nofile_soft_limit(soft).unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        }
+    }
+);
