@@ -46,7 +46,7 @@
 //!   [`set_restore_sequence`] with what undoes its screen (the alternate screen, the hidden
 //!   cursor), cleared when it undoes that itself.
 //! - **The terminal when input is a pipe** (`cat file | pager`): keys come from `/dev/tty`
-//!   (open it read-write and pass it to [`Tty::open`]), the text from stdin.
+//!   ([`Tty::open_controlling`]), the text from stdin.
 //! - **Raw mode** with [`Tty::set_mode`]; [`Settings::with_signals`] keeps Ctrl-C and Ctrl-Z
 //!   working. **Resizes** with [`Tty::on_resize`].
 //! - **Ctrl-Z** (with the signal keys kept, or `kill -TSTP` from outside): watch `SIGTSTP`
@@ -473,9 +473,8 @@ impl Tty {
     ///
     /// An fd that is not open, or not a terminal (a file, a pipe, `/dev/null`), is an error.
     /// For stdin or stdout, pass a duplicate (`io::stdin().as_fd().try_clone_to_owned()?`),
-    /// so that the handle's close leaves the process's fd 0 or 1 in place. To open the
-    /// controlling terminal, open `/dev/tty` and pass that: without a controlling terminal
-    /// (daemons, CI jobs, after `setsid`) that open fails with `ENXIO`.
+    /// so that the handle's close leaves the process's fd 0 or 1 in place. The controlling
+    /// terminal, whatever stdio is, opens with [`open_controlling`](Tty::open_controlling).
     ///
     /// # Blocking mode, and how this differs from libuv
     ///
@@ -557,6 +556,33 @@ impl Tty {
             handed: None,
         });
         Ok(Tty(lp.stream_insert(stream)))
+    }
+
+    /// Opens the process's controlling terminal (`/dev/tty`) read-write as a tty handle: the
+    /// terminal to draw on and read keys from when stdin and stdout are pipes, as `fzf`,
+    /// `less` and password prompts do. The open makes a description of the handle's own
+    /// (nonblocking: nobody else shares it). Without a controlling terminal (a daemon, a CI
+    /// job, a process after `setsid`) the error says so, with its `ENXIO`.
+    ///
+    /// ```
+    /// use evloop::{Loop, Tty};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// match Tty::open_controlling(&mut lp) {
+    ///     Ok(tty) => println!("{} by {} cells", tty.winsize(&lp)?.rows, tty.winsize(&lp)?.cols),
+    ///     Err(e) => println!("no terminal to draw on: {e}"),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open_controlling(lp: &mut Loop) -> io::Result<Tty> {
+        let fd = fd::open(c"/dev/tty", Access::ReadWrite, true).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                context(e, "cannot open /dev/tty: this process has no controlling terminal")
+            } else {
+                context(e, "cannot open the controlling terminal (/dev/tty)")
+            }
+        })?;
+        Tty::open(lp, fd)
     }
 
     /// Sets the terminal's mode (libuv's `uv_tty_set_mode`), with `tcsetattr(TCSANOW)`.

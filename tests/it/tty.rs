@@ -303,6 +303,62 @@ case!(
     }
 );
 
+/// Set by the controlling-terminal test for its children.
+const CONTROLLING_ENV: &str = "EVLOOP_TEST_OPEN_CONTROLLING_CHILD";
+
+/// Opens its controlling terminal as a tty handle, puts it in raw mode and says so, or
+/// says why it could not.
+#[test]
+#[ignore = "runs only as a child process of the controlling-terminal test"]
+fn open_controlling_child() {
+    if std::env::var_os(CONTROLLING_ENV).is_none() {
+        return;
+    }
+    let mut lp = test_loop();
+    match Tty::open_controlling(&mut lp) {
+        Ok(t) => {
+            t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            let raw = !attrs(io::stdin()).local_flags.contains(LocalFlags::ICANON);
+            t.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let cooked = attrs(io::stdin()).local_flags.contains(LocalFlags::ICANON);
+            println!("OPENED raw={raw} cooked-after={cooked} END");
+        }
+        Err(e) => println!("ERR {:?} {e} END", evloop::os_error_code(&e)),
+    }
+}
+
+case!(
+    /// `Tty::open_controlling`: the terminal of a process whose stdio may be pipes (a
+    /// picker's UI), and a clear error for a process without one (picker trial: `ENXIO`
+    /// said "No such device or address").
+    fn issue_5_open_controlling_opens_dev_tty_or_says_there_is_none() {
+        let mut lp = test_loop();
+        let p = pty();
+        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
+        let args =
+            ["tty::open_controlling_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"];
+        cmd.args(args).env(CONTROLLING_ENV, "1");
+        let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen);
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("OPENED raw=true cooked-after=true"), "{text}");
+        // A new session has no controlling terminal.
+        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
+        cmd.args(args).env(CONTROLLING_ENV, "1").setsid(true);
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(&format!("ERR Some({})", libc::ENXIO)), "{text}");
+        assert!(text.contains("this process has no controlling terminal"), "{text}");
+    }
+);
+
 /// Set by the restore-bytes test for its child, which runs on a pty as its controlling
 /// terminal.
 const RESTORE_BYTES_ENV: &str = "EVLOOP_TEST_RESTORE_BYTES_CHILD";
