@@ -157,18 +157,6 @@ pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
-thread_local! {
-    /// How many loops live on this thread (a loop never leaves the thread that made it).
-    static LOOPS_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether a loop lives on the calling thread: a thread that runs the program's terminal,
-/// as opposed to a worker (see `tty::install_restore_hooks`). False while the thread's
-/// locals are being destroyed.
-pub(crate) fn loops_on_this_thread() -> bool {
-    LOOPS_HERE.try_with(|n| n.get() > 0).unwrap_or(false)
-}
-
 /// A single-threaded event loop.
 ///
 /// Handles are created on a loop and named by small `Copy` ids. Callbacks receive
@@ -197,7 +185,8 @@ pub(crate) fn loops_on_this_thread() -> bool {
 /// [`Process`](crate::Process)). Terminals its tty handles changed get their settings
 /// back, after the restore sequence
 /// ([`tty::set_restore_sequence`](crate::tty::set_restore_sequence)) where it is meant for
-/// one of them. To hear every callback, close the handles and run the loop until
+/// one of them and the process's group is in front: a program that drops a loop and goes
+/// on using its screen clears the sequence first. To hear every callback, close the handles and run the loop until
 /// [`run`](Self::run) returns `false` before dropping it.
 ///
 /// ```
@@ -317,7 +306,6 @@ impl Loop {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map_err(|_| io::Error::other("this process has created 2^32 loops: loop ids are used up"))?;
         log::debug!("loop {id}: created");
-        LOOPS_HERE.with(|n| n.set(n.get() + 1));
         Ok(Loop {
             _not_send: std::marker::PhantomData,
             id,
@@ -1327,7 +1315,6 @@ impl Drop for Loop {
     fn drop(&mut self) {
         log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
         self.dropping = true;
-        let _ = LOOPS_HERE.try_with(|n| n.set(n.get() - 1));
         // Handles stop without callbacks: their callbacks are dropped with their slots.
         let ids: Vec<HandleId> = self
             .slots

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use evloop_platform::fd::{self, FileType};
+use evloop_platform::libc;
 use evloop_platform::poller::{Interest as IoInterest, Readiness as IoReadiness};
 
 use crate::error::context;
@@ -66,6 +67,22 @@ impl WatchState {
             (Some(file), Ok(fd)) => fd::file_id(fd).ok() != Some(file),
             _ => false,
         }
+    }
+
+    fn raw_fd(&self) -> i32 {
+        self.io.fd().map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+    }
+
+    /// `e`, said of a watch whose fd was closed behind its back.
+    fn replaced_error(&self, e: io::Error) -> io::Error {
+        let raw = self.raw_fd();
+        context(
+            e,
+            format!(
+                "the watch's fd {raw} was closed behind its back (the watch owns it), and the number now \
+                 names another file or none"
+            ),
+        )
     }
 }
 
@@ -199,10 +216,12 @@ impl FdWatch {
     /// change to any of its fds). So a watch whose fd is closed while it waits hears
     /// nothing more (libuv and mio have the same limit), and one whose description another
     /// fd still holds is reported ready for good, with a number that is no longer open.
-    /// Close the watch first, then the fd (or let the watch own it). A watch that finds its
-    /// fd's number naming another file says so in its error, and its close leaves that
-    /// number open (as far as the system tells files apart: Linux's eventfds, signalfds and
-    /// epoll fds share one inode).
+    /// Close the watch first, then the fd (or let the watch own it). A watch whose fd's
+    /// number names another file by the time of a `start` fails it with an error that says
+    /// so (one that finds that out at a `stop` tells its callback, if it has one), and its
+    /// close leaves that number, and the poller's registration of it, to their new owner (as
+    /// far as the system tells files apart: Linux's eventfds, signalfds and epoll fds share
+    /// one inode).
     pub fn start(
         self,
         lp: &mut Loop,
@@ -213,6 +232,9 @@ impl FdWatch {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "an fd watch needs an interest"));
         }
         let w = lp.watch_mut(self.0)?;
+        if w.fd_replaced() {
+            return Err(w.replaced_error(io::Error::from_raw_os_error(libc::EBADF)));
+        }
         w.interest = interest;
         w.cb = Some(Box::new(cb));
         w.epoch = w.epoch.wrapping_add(1);
@@ -319,17 +341,10 @@ impl Loop {
     pub(crate) fn watch_error(&mut self, id: HandleId, e: io::Error) {
         log::debug!("loop {}: fd watch {id:?} failed: {e}", self.id);
         let Some(w) = self.live_watch(id) else { return };
-        let raw = w.io.fd().map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
         let e = if w.fd_replaced() {
-            context(
-                e,
-                format!(
-                    "the watch's fd {raw} was closed behind its back (the watch owns it), and the number \
-                     now names another file or none"
-                ),
-            )
+            w.replaced_error(e)
         } else {
-            context(e, format!("cannot watch fd {raw} any more"))
+            context(e, format!("cannot watch fd {} any more", w.raw_fd()))
         };
         let cb = w.cb.take();
         w.interest = Interest::empty();

@@ -1318,6 +1318,9 @@ impl Loop {
             if slot.flags.contains(Flags::CLOSING) {
                 continue;
             }
+            // A watch's fd number that names another file now is not the watch's to register
+            // (the poller would take the other file, or another handle's registration).
+            let replaced = matches!(&slot.kind, Kind::FdWatch(w) if w.io.dirty && w.fd_replaced());
             let Some(io) = slot.kind.io_mut() else { continue };
             io.dirty = false;
             let (old, new) = (io.registered, io.wanted);
@@ -1326,6 +1329,7 @@ impl Loop {
             }
             let Some(fd) = io.fd.as_ref() else { continue };
             let res = match io.mode {
+                _ if replaced => Err(io::Error::from_raw_os_error(libc::EBADF)),
                 IoMode::Poller => self.poller.update(fd.as_fd(), id.token(), old, new),
                 IoMode::AlwaysReady => {
                     if old.is_empty() {
@@ -1404,6 +1408,8 @@ impl Loop {
         let mode = io.mode;
         let Some(fd) = io.fd.take() else { return };
         match mode {
+            // (Its number is another file's: another handle's registration, maybe.)
+            IoMode::Poller if replaced => {}
             IoMode::Poller => {
                 if let Err(e) = self.poller.deregister(fd.as_fd(), registered) {
                     log::debug!("loop {}: deregistering {id:?}: {e}", self.id);

@@ -93,7 +93,8 @@ pub(crate) fn ceil_ms(d: Duration) -> u64 {
 
 /// A fixed-rate timer's next deadline after the one at `deadline`, fired at `now`, and how
 /// many ticks it skips: those due by `now`, which the loop was too late for (one firing per
-/// iteration, never a burst).
+/// iteration, never a burst). A tick due at `now` exactly is one of them: it would fire in
+/// this iteration too.
 fn next_tick(deadline: u64, repeat_ms: u64, now: u64) -> (u64, u64) {
     let next = deadline.saturating_add(repeat_ms);
     if next > now {
@@ -653,6 +654,18 @@ impl Loop {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use super::next_tick;
+
+    #[test]
+    fn next_tick_skips_what_is_due_and_saturates() {
+        assert_eq!(next_tick(100, 10, 100), (110, 0), "on time");
+        assert_eq!(next_tick(100, 10, 109), (110, 0), "late, within the period");
+        assert_eq!(next_tick(100, 10, 110), (120, 1), "the next tick due now is skipped");
+        assert_eq!(next_tick(100, 10, 135), (140, 3));
+        assert_eq!(next_tick(100, u64::MAX, 200), (u64::MAX, 0), "a Duration::MAX repeat");
+        assert_eq!(next_tick(u64::MAX - 5, 10, u64::MAX - 5), (u64::MAX, 0), "at the end of time");
+    }
 
     use crate::limits::TIMER_STALE_ENTRIES_MAX;
     use crate::{Loop, Timer};

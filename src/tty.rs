@@ -1005,7 +1005,8 @@ pub fn reset_mode() -> io::Result<()> {
 /// while a handle holds settings saved, by `reset_mode` whenever it is called, by the hooks
 /// and `exit` only while the process's group is in front, and by the drop of the [`Loop`]
 /// whose handle holds them (a `?` out of `main` drops it before `exit` could see them),
-/// also only in front. Written once: what they undo is undone then, and they are cleared,
+/// also only in front (a program that drops a loop and goes on using its screen clears
+/// them first). Written once: what they undo is undone then, and they are cleared,
 /// so a program that sets its screen up again (after a panic it caught) sets them again.
 /// A program that undoes those changes itself, on its way out or before it runs a program
 /// in the foreground, clears them: written again on a normal screen, such sequences can
@@ -1068,16 +1069,19 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 /// [`set_restore_sequence`] (the screen: the alternate screen, the cursor).
 ///
 /// - **Panics**: a panic hook resets the terminal, then calls the hook that was installed
-///   before (which prints the message, now on a sane terminal). It resets for a panic of
-///   the main thread or of a thread with a [`Loop`] on it (the thread that runs the
-///   program's terminal), and for any panic where panics abort. A worker's panic (a thread
-///   without a loop, in a pool that catches it) leaves the terminal as the program has it:
-///   the program goes on, and if it ends over the panic, the main thread's own panic, the
-///   drop of its loop or `exit` restores the terminal. A panic hook runs before anyone can
-///   catch the panic: a program that survives one on such a thread (`catch_unwind` around
-///   [`Loop::run`]) finds its terminal in normal mode, while its handles still say
-///   otherwise, and puts its mode back with [`Tty::set_mode`] (the same mode again sets the
-///   settings again), and its screen and [`set_restore_sequence`] too.
+///   before (which prints the message, now on a sane terminal). A panic of the main
+///   thread, or any panic where panics abort, resets every terminal; another thread's
+///   resets the terminals whose mode that thread's handles changed (the thread that runs
+///   the program's terminal), and leaves the others as the program has them: a worker's
+///   panic, which its pool or `join` takes, unwinds that thread alone, and if the program
+///   ends over it, the main thread's own panic, the drop of its loop or `exit` restores the
+///   terminal (a panic that aborts the process, `SIGABRT`, is a fatal signal: below). A
+///   panic hook runs
+///   before anyone can catch the panic: a program that survives one on its terminal's
+///   thread (`catch_unwind` around [`Loop::run`]) finds its terminal in normal mode, while
+///   its handles still say otherwise, and puts its mode back with [`Tty::set_mode`] (the
+///   same mode again sets the settings again), and its screen and [`set_restore_sequence`]
+///   too.
 /// - **Signals**: for each of those signals whose disposition is the default (ending the
 ///   process), a handler resets the terminal, clears the `O_NONBLOCK` that handles set on
 ///   shared descriptions ([`restore_shared_blocking`](crate::restore_shared_blocking)),
@@ -1110,11 +1114,12 @@ pub fn install_restore_hooks() -> io::Result<()> {
     PANIC_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // Not a worker's (a thread with no loop of its own): its panic unwinds that
-            // thread alone, and the program goes on using the terminal.
-            let ends_the_program = cfg!(panic = "abort") || evloop_platform::process::is_main_thread();
-            if ends_the_program || crate::event_loop::loops_on_this_thread() {
+            // Another thread's panic (a worker's) unwinds that thread alone, and the
+            // program goes on using the terminals that thread did not change.
+            if cfg!(panic = "abort") || evloop_platform::process::is_main_thread() {
                 let _ = termios::reset_saved_in_front();
+            } else {
+                let _ = termios::reset_saved_of_this_thread();
             }
             previous(info);
         }));

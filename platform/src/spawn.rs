@@ -1429,8 +1429,16 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 }
             }
         }
+        let report_fd = match p.report {
+            ReportTo::Pipe(fd) => fd,
+            ReportTo::Shared(_) => -1,
+        };
         for &n in &p.plan.close {
-            child_close(n);
+            // (A number the plan found open may have been closed by another thread since,
+            // and taken by the error pipe.)
+            if n != report_fd {
+                child_close(n);
+            }
         }
         // (An error pipe below `close_from` is out of the way there already.)
         let keep = match p.report {
@@ -1672,8 +1680,8 @@ struct ExecPrep {
     /// fds open at or above the plan's `close_from` (empty where the child closes them
     /// without a list).
     open_above: Vec<RawFd>,
-    /// The error pipe (read end, write end), above every target so that the fd moves cannot
-    /// touch it.
+    /// The error pipe (read end, write end), the write end at a number no child fd takes,
+    /// so that the fd moves cannot touch it (see `error_pipe`).
     pipe: Option<(OwnedFd, OwnedFd)>,
 }
 
@@ -1737,11 +1745,15 @@ impl ExecPrep {
 /// write end until its exec, so its number is one that no child fd takes (nor 0, 1 or 2),
 /// and the child's fd moves cannot touch it; it is often a low one, so that a child fd
 /// just below the open-file limit leaves the room above it to the sources that must move
-/// there (see `FdPlan`). The read end, the parent's, may be anywhere: the child leaves it
-/// alone or replaces it.
+/// there (see `FdPlan`). The read end, the parent's, may be anywhere but 0, 1 and 2 (where
+/// another thread reading stdin could take the report): the child leaves it alone or
+/// replaces it.
 fn error_pipe(fds: &[FdMapping]) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     let setup = |e| SpawnError::new(Stage::Setup, e);
-    let (r, mut w) = crate::fd::pipe().map_err(setup)?;
+    let (mut r, mut w) = crate::fd::pipe().map_err(setup)?;
+    if r.as_raw_fd() <= 2 {
+        r = dup_above(r.as_raw_fd(), 3).map_err(setup)?;
+    }
     let clear = |n: RawFd| n > 2 && !fds.iter().any(|m| m.target == n);
     let mut min = 3;
     while !clear(w.as_raw_fd()) {
@@ -2220,6 +2232,20 @@ fn close_range_works() -> bool {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The error pipe's write end keeps off every child fd number: made where a new pipe
+    /// lands, the lowest free numbers, it moves on (as far as no other test thread took
+    /// those numbers first: the assertion holds either way).
+    #[test]
+    fn the_error_pipes_write_end_takes_no_child_fd_number() {
+        let free: Vec<RawFd> = (3..).filter(|&n| fd_flags(n).is_err()).take(3).collect();
+        let fds: Vec<FdMapping> =
+            free.iter().map(|&target| FdMapping { target, source: Source::Close }).collect();
+        let (r, w) = error_pipe(&fds).expect("error pipe");
+        assert!(!free.contains(&w.as_raw_fd()), "the write end is at child fd {}", w.as_raw_fd());
+        assert!(w.as_raw_fd() > 2 && r.as_raw_fd() > 2);
+        assert!(fd_flags(w.as_raw_fd()).expect("open"), "close-on-exec");
+    }
 
     /// Writes the byte just below the bottom of its stack (`arg`), as a child that overran
     /// it would.

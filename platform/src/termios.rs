@@ -502,6 +502,9 @@ struct SavedSlot {
     /// The process that saved it: a child forked without exec, which inherits the table,
     /// leaves the parent's terminals to the parent in its hooks (`reset_saved_in_front`).
     pid: i32,
+    /// The thread that saved it ([`thread_key`]): its panic resets it
+    /// ([`reset_saved_of_this_thread`]).
+    thread: u64,
     /// The settings, written before `fd` is set.
     termios: MaybeUninit<libc::termios>,
 }
@@ -513,6 +516,7 @@ impl SavedSlot {
         controlling: false,
         order: 0,
         pid: 0,
+        thread: 0,
         termios: MaybeUninit::uninit(),
     };
 
@@ -602,17 +606,18 @@ pub fn set_restore_bytes(bytes: &'static [u8]) {
 /// the output waiting for it is discarded (`tcflush`: the screen it would draw no longer
 /// matters) and `all` goes in its place, once more. Nothing goes to a description open for
 /// reading only or in blocking mode (whose write could wait for good), nor to a pty master,
-/// where the bytes would be the input of the program on the slave. Async-signal-safe.
-fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) {
+/// where the bytes would be the input of the program on the slave. Whether all of them went
+/// out. Async-signal-safe.
+fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) -> bool {
     let usable = fd::status_flags(fd).is_ok_and(|f| f.writable && f.nonblocking);
     if all.is_empty() || !usable || is_pty_master(fd) {
-        return;
+        return false;
     }
     let mut bytes = all;
     let mut waits = 0;
     while !bytes.is_empty() {
         match fd::write(fd, bytes) {
-            Ok(0) => return,
+            Ok(0) => return false,
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < RESTORE_WRITE_WAITS => {
                 waits += 1;
@@ -630,12 +635,12 @@ fn write_briefly(fd: BorrowedFd<'_>, all: &[u8]) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // SAFETY: tcflush takes no pointers; `fd` is borrowed, so it stays open.
                 unsafe { libc::tcflush(fd.as_raw_fd(), libc::TCOFLUSH) };
-                let _ = fd::write(fd, all);
-                return;
+                return fd::write(fd, all).is_ok_and(|n| n == all.len());
             }
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// A terminal's claim on its slot of the process-wide saved termios: while it lives,
@@ -750,6 +755,7 @@ pub fn save_original(fd: BorrowedFd<'_>, t: &Termios) -> io::Result<Saved> {
         order,
         // SAFETY: getpid has no preconditions and cannot fail.
         pid: unsafe { libc::getpid() },
+        thread: thread_key(),
         termios: MaybeUninit::new(t.0),
     };
     SAVED_IDS[index].store(id, Ordering::Relaxed);
@@ -847,7 +853,33 @@ pub fn stdio_in_front() -> bool {
 /// `EBUSY` when a slot is being changed at that moment (by the interrupted code or another
 /// thread) instead of waiting for it.
 pub fn reset_saved() -> io::Result<()> {
-    reset_saved_when(false)
+    reset_saved_when(false, None)
+}
+
+/// A number for the calling thread, unique in the process (never 0), given at its first use;
+/// 0 once the thread's locals are gone. Not async-signal-safe.
+fn thread_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static KEY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    KEY.try_with(|k| {
+        if k.get() == 0 {
+            k.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        k.get()
+    })
+    .unwrap_or(0)
+}
+
+/// [`reset_saved_in_front`] for the terminals whose settings the calling thread saved: for
+/// a panic of that thread, which may end the program (the thread that runs its terminal),
+/// where another thread's panic may not. Not async-signal-safe (it reads a thread-local).
+pub fn reset_saved_of_this_thread() -> io::Result<()> {
+    match thread_key() {
+        0 => Ok(()),
+        key => reset_saved_when(true, Some(key)),
+    }
 }
 
 /// [`reset_saved`], but only while this process group owns the terminal (or nobody does: no
@@ -860,12 +892,12 @@ pub fn reset_saved() -> io::Result<()> {
 /// its exec), which inherits the hooks, restores only what it saved itself: the parent
 /// that set a terminal's mode may well go on using it.
 pub fn reset_saved_in_front() -> io::Result<()> {
-    reset_saved_when(true)
+    reset_saved_when(true, None)
 }
 
 /// [`reset_saved`]; with `in_front`, only while this process group owns the terminal (see
-/// [`reset_saved_in_front`]).
-fn reset_saved_when(in_front: bool) -> io::Result<()> {
+/// [`reset_saved_in_front`]); with `thread`, only what that thread saved.
+fn reset_saved_when(in_front: bool, thread: Option<u64>) -> io::Result<()> {
     crate::cvt::preserving_errno(|| {
         if SAVED_COUNT.load(Ordering::Relaxed) == 0 {
             return Ok(());
@@ -878,7 +910,7 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         // (The hooks: only what this process saved. See `reset_saved_in_front`.)
         // SAFETY: getpid has no preconditions, cannot fail, and is async-signal-safe.
         let me = unsafe { libc::getpid() };
-        let own = |s: &SavedSlot| !in_front || s.pid == me;
+        let own = |s: &SavedSlot| (!in_front || s.pid == me) && thread.is_none_or(|t| s.thread == t);
         // From the last saved to the first, as the changes were made (a terminal saved twice
         // under two numbers, as macOS gives `/dev/tty` one of its own, ends as it was at the
         // first save); each terminal is tried, and the first failure is reported.
@@ -889,12 +921,11 @@ fn reset_saved_when(in_front: bool) -> io::Result<()> {
         {
             before = slot.order;
             let bytes = if Some(slot.order) == bytes_to { table.restore_bytes } else { &[] };
-            let restored = restore_slot(&slot, bytes, in_front).map(|wrote| {
-                // What the bytes undo is undone: written once (see `set_restore_bytes`).
-                if wrote && !bytes.is_empty() {
-                    table.restore_bytes = &[];
-                }
-            });
+            let (wrote, restored) = restore_slot(&slot, bytes, in_front);
+            // What the bytes undo is undone: written once (see `set_restore_bytes`).
+            if wrote {
+                table.restore_bytes = &[];
+            }
             // A terminal other than the process's own that hung up (a pty whose master
             // closed) has nothing left to restore: its `EIO` (FreeBSD: `ENXIO`, the
             // answer of a tty device that is gone) is no failure of the reset.
@@ -918,12 +949,13 @@ fn slot_in_front(slot: &SavedSlot) -> bool {
 }
 
 /// Restores one saved terminal's settings, after writing `bytes` to it; with `in_front`,
-/// only while this process group owns it. `Ok(false)` when it left the terminal alone for
-/// that. Async-signal-safe; the caller holds the lock.
-fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<bool> {
+/// only while this process group owns it. Whether all of `bytes` went out (none did where
+/// it left the terminal alone), even where the settings then failed, and how that went.
+/// Async-signal-safe; the caller holds the lock.
+fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> (bool, io::Result<()>) {
     let fd = slot.fd;
     if in_front && !slot_in_front(slot) {
-        return Ok(false);
+        return (false, Ok(()));
     }
     // SAFETY: a slot in use had its settings written when it was filled.
     let t = unsafe { slot.termios.assume_init_ref() };
@@ -933,19 +965,14 @@ fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<bo
     let set = || {
         // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while the
         // caller holds the lock.
-        write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes);
+        let wrote = write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes);
         // SAFETY: `fd` is the slot's own duplicate, closed only under the lock the caller
         // holds; `t` is a valid termios.
-        cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop)
+        (wrote, cvt_r(|| unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) }).map(drop))
     };
-    if in_front {
-        // In front, or the foreground group has no member left: SIGTTOU blocked for the
-        // latter, which would stop the process instead.
-        with_sigttou_blocked(set)??;
-    } else {
-        set()?;
-    }
-    Ok(true)
+    // In front, or the foreground group has no member left: SIGTTOU blocked for the latter,
+    // which would stop the process instead.
+    if in_front { with_sigttou_blocked(set).unwrap_or_else(|e| (false, Err(e))) } else { set() }
 }
 
 /// Writes the restore bytes ([`set_restore_bytes`]) to the terminal whose settings `claim`
@@ -954,19 +981,31 @@ fn restore_slot(slot: &SavedSlot, bytes: &[u8], in_front: bool) -> io::Result<bo
 /// settings that ends the program's use of the terminal (a loop dropped on the way out),
 /// after which no reset would find the terminal.
 pub fn write_restore_bytes_for(claim: &SavedClaim) {
+    // The write, which may wait for a full terminal, goes through a duplicate, without the
+    // lock: a fatal signal meanwhile still finds the settings to restore.
+    let (writer, bytes) = {
+        let mut guard = SavedGuard::lock();
+        let table = guard.table();
+        let slot = table.slots[claim.index];
+        let bytes = table.restore_bytes;
+        let ours = slot.in_use() && slot.order == claim.order && table.bytes_to() == Some(slot.order);
+        if bytes.is_empty() || !ours || !slot_in_front(&slot) {
+            return;
+        }
+        let raw = if slot.writer >= 0 { slot.writer } else { slot.fd };
+        // SAFETY: `raw` is the slot's own (its duplicate or its writer), open while the lock
+        // is held.
+        match fd::dup_cloexec(unsafe { BorrowedFd::borrow_raw(raw) }, 0) {
+            Ok(writer) => (writer, bytes),
+            Err(_) => return,
+        }
+    };
+    // (SIGTTOU blocked: the group in front may have no member left.)
+    let wrote = with_sigttou_blocked(|| write_briefly(writer.as_fd(), bytes)).unwrap_or(false);
     let mut guard = SavedGuard::lock();
     let table = guard.table();
-    let slot = table.slots[claim.index];
-    let bytes = table.restore_bytes;
-    if bytes.is_empty() || !slot.in_use() || slot.order != claim.order || table.bytes_to() != Some(slot.order)
-    {
-        return;
-    }
-    if slot_in_front(&slot) {
-        let writer = if slot.writer >= 0 { slot.writer } else { slot.fd };
-        // SAFETY: `writer` is the slot's own (its duplicate or its writer), open while the
-        // lock is held. (SIGTTOU blocked: the group in front may have no member left.)
-        let _ = with_sigttou_blocked(|| write_briefly(unsafe { BorrowedFd::borrow_raw(writer) }, bytes));
+    // Written once, unless they were set anew meanwhile.
+    if wrote && std::ptr::eq(table.restore_bytes, bytes) {
         table.restore_bytes = &[];
     }
 }

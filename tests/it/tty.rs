@@ -2815,16 +2815,16 @@ case!(
 );
 
 case!(
-    /// The panic hook of `install_restore_hooks` resets the terminal for a panic that may
-    /// end the program (the main thread's, or a thread's that runs a loop), not for a
-    /// worker's that its pool or `join` takes: a picker whose matcher thread panicked found
-    /// its terminal cooked, echoing keys, while it went on drawing in raw mode (picker
-    /// trial).
+    /// The panic hook of `install_restore_hooks` resets, for a panic of a thread other than
+    /// the main one, the terminals whose mode that thread changed, not the others: a
+    /// picker whose matcher thread panicked found its terminal cooked, echoing keys, while
+    /// it went on drawing in raw mode (picker trial). A thread with a loop of its own that
+    /// changed no terminal (a supervisor's worker) leaves them alone too (review).
     fn issue_5_a_workers_panic_leaves_the_terminal_to_the_program() {
         evloop::tty::install_restore_hooks().unwrap();
         let mut lp = test_loop();
-        let p = pty();
-        let normal = attrs(&p.probe);
+        let (p, q) = (pty(), pty());
+        let q_normal = attrs(&q.probe);
         let tty = Tty::open(&mut lp, p.slave).unwrap();
         tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
         let raw = attrs(&p.probe);
@@ -2832,13 +2832,29 @@ case!(
         let worker = std::thread::spawn(|| panic!("a worker panics (on purpose)"));
         assert!(worker.join().is_err());
         assert_same_termios(&attrs(&p.probe), &raw, "a worker's panic left the terminal raw");
-        // A thread that runs a loop is the program's: its panic resets.
-        let ui = std::thread::spawn(|| {
+        let with_loop = std::thread::spawn(|| {
             let _lp = evloop::Loop::new().unwrap();
-            panic!("a loop's thread panics (on purpose)");
+            panic!("a thread with a loop panics (on purpose)");
         });
-        assert!(ui.join().is_err());
-        assert_same_termios(&attrs(&p.probe), &normal, "the loop thread's panic restored it");
+        assert!(with_loop.join().is_err());
+        assert_same_termios(&attrs(&p.probe), &raw, "a loop's thread left it raw too");
+        // A thread that put its own terminal in raw mode: the hook resets that one (seen
+        // before the loop's drop would), not the other.
+        let (q_slave, q_probe) = (q.slave, q.probe.try_clone().unwrap());
+        let own = std::thread::spawn(move || {
+            let mut lp = evloop::Loop::new().unwrap();
+            let t = Tty::open(&mut lp, q_slave).unwrap();
+            t.set_mode(&mut lp, TtyMode::Raw).unwrap();
+            let caught =
+                std::panic::catch_unwind(|| panic!("a thread with its terminal raw panics (on purpose)"));
+            assert!(caught.is_err());
+            let reset = attrs(&q_probe).local_flags.contains(LocalFlags::ICANON);
+            close_all(&mut lp);
+            reset
+        });
+        assert!(own.join().unwrap(), "the hook reset the thread's own terminal");
+        assert_same_termios(&attrs(&q.probe), &q_normal, "its own terminal is normal");
+        assert_same_termios(&attrs(&p.probe), &raw, "the other one left raw");
         close_all(&mut lp);
     }
 );
