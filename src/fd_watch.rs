@@ -56,7 +56,7 @@ pub(crate) struct WatchState {
     epoch: u32,
     /// The file the fd was given for (`fd::file_id`): another one at its number means the fd
     /// was closed behind the watch's back, and the number is not the watch's to close.
-    pub(crate) file: Option<(u64, u64)>,
+    file: Option<(u64, u64)>,
 }
 
 impl WatchState {
