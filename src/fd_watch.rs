@@ -218,10 +218,12 @@ impl FdWatch {
     /// fd still holds is reported ready for good, with a number that is no longer open.
     /// Close the watch first, then the fd (or let the watch own it). A watch whose fd's
     /// number names another file by the time of a `start` fails it with an error that says
-    /// so (one that finds that out at a `stop` tells its callback, if it has one), and its
-    /// close leaves that number, and the poller's registration of it, to their new owner (as
-    /// far as the system tells files apart: Linux's eventfds, signalfds and epoll fds share
-    /// one inode).
+    /// so, and is stopped (one that finds that out at a `stop` tells its callback, if it has
+    /// one), and its close leaves that number, and the poller's registration of it, to their
+    /// new owner (as far as the system tells files apart: Linux's eventfds, signalfds and
+    /// epoll fds share one inode). The old file's registration cannot be removed without
+    /// its fd: while another fd keeps that file open, epoll goes on reporting it, and the
+    /// loop wakes for nothing until that fd closes.
     pub fn start(
         self,
         lp: &mut Loop,
@@ -233,7 +235,10 @@ impl FdWatch {
         }
         let w = lp.watch_mut(self.0)?;
         if w.fd_replaced() {
-            return Err(w.replaced_error(io::Error::from_raw_os_error(libc::EBADF)));
+            let e = w.replaced_error(io::Error::from_raw_os_error(libc::EBADF));
+            // Stopped: the callback it had is not called again.
+            self.stop(lp)?;
+            return Err(e);
         }
         w.interest = interest;
         w.cb = Some(Box::new(cb));

@@ -562,7 +562,8 @@ impl Tty {
     /// terminal to draw on and read keys from when stdin and stdout are pipes, as `fzf`,
     /// `less` and password prompts do. The open makes a description of the handle's own
     /// (nonblocking: nobody else shares it). Without a controlling terminal (a daemon, a CI
-    /// job, a process after `setsid`) the error says so, with its `ENXIO`.
+    /// job, a process after `setsid`) the error says so, with its `ENXIO`
+    /// ([`os_error_code`](crate::os_error_code)).
     ///
     /// ```
     /// use evloop::{Loop, Tty};
@@ -1072,7 +1073,8 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 ///   before (which prints the message, now on a sane terminal). A panic of the main
 ///   thread, or any panic where panics abort, resets every terminal; another thread's
 ///   resets the terminals whose mode that thread's handles changed (the thread that runs
-///   the program's terminal), and leaves the others as the program has them: a worker's
+///   the program's terminal; the restore sequence only if it is meant for one of them),
+///   and leaves the others as the program has them: a worker's
 ///   panic, which its pool or `join` takes, unwinds that thread alone, and if the program
 ///   ends over it, the main thread's own panic, the drop of its loop or `exit` restores the
 ///   terminal (a panic that aborts the process, `SIGABRT`, is a fatal signal: below). A

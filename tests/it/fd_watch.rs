@@ -313,6 +313,7 @@ case!(
         .unwrap();
         let err = w.start(&mut lp, Interest::READABLE, |_, _, _| panic!("never called")).unwrap_err();
         assert!(err.to_string().contains(&format!("fd {raw} was closed behind its back")), "{err}");
+        assert!(!w.is_active(&lp).unwrap(), "the failed start stopped the watch");
         // A stop would have removed the pipe's registration (epoll names it by the number).
         w.stop(&mut lp).unwrap();
         lp.run(RunMode::NoWait).unwrap();
