@@ -34,6 +34,26 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Running a pager (`git log` and `less`)
+//!
+//! - Where [`Tty::is_foreground`](crate::Tty::is_foreground) says the program has the
+//!   terminal, the pager can take it: [`Command::process_group`]`(0)` and
+//!   [`Command::foreground`], and the terminal back
+//!   ([`Tty::set_foreground_group`](crate::Tty::set_foreground_group)) when it exits. In
+//!   the background (`tool &`) it cannot; started in the program's own group instead, as
+//!   git starts its pager, it is stopped and continued with the program by the shell.
+//! - Its stdin is a pipe ([`Stdio::Pipe`]): write with back-pressure
+//!   ([`write_queue_size`](crate::Pipe::write_queue_size), or the write callbacks), and
+//!   stop producing at the first `EPIPE` (the user quit the pager), which a write's
+//!   callback gets, never the process as `SIGPIPE` (Rust programs ignore it; one that put
+//!   its default back dies of it instead).
+//! - While it runs, Ctrl-C and Ctrl-\ reach the group in front: watch `SIGINT` and
+//!   `SIGQUIT` ([`Signal`]) in a pager sharing the program's group, so the
+//!   program waits for the pager instead of dying under it; on `SIGTERM` or `SIGHUP`, end or
+//!   wait for the pager before exiting, or it is left reading the shell's keys.
+//! - Put the terminal in [`TtyMode::Normal`](crate::TtyMode::Normal) before the spawn, and
+//!   again once the terminal is back: a pager killed in its raw mode leaves it so.
+//!
 //! # Running many jobs (build tools, test runners, supervisors)
 //!
 //! - [`Command::output`] and [`Command::stream_output`] (its output as it comes, in the
@@ -1043,7 +1063,12 @@ impl Command {
     /// it is not yet, and stop itself with `SIGTTIN`. Needs a group of the child's own
     /// ([`process_group`](Self::process_group); in a [`Pipeline`], on the first stage, with
     /// [`Pipeline::process_group`]), and the terminal must be the caller's controlling
-    /// terminal.
+    /// terminal. The caller's group must have the terminal ([`Tty::is_foreground`](crate::Tty::is_foreground)):
+    /// from the background (a program started with `&`) the spawn fails with
+    /// `ResourceBusy`, where the child would take the terminal from the group in front, a
+    /// shell's, whose reads of it then fail. A program that runs a pager (`git log` and
+    /// `less`) starts it without this where it is not in front: in the program's own group,
+    /// the shell's job control stops and continues the two together.
     ///
     /// The shell itself must survive the keys that reach the foreground group while the
     /// terminal changes hands: a Ctrl-C typed just as the job starts can reach the shell's
@@ -3523,7 +3548,30 @@ impl Loop {
                 "the child needs a process group of its own (Command::process_group) to take the terminal for",
             ));
         }
-        Ok(self.open_stream_ref(tty, HandleKind::Tty)?.io.fd()?.as_raw_fd())
+        let fd = self.open_stream_ref(tty, HandleKind::Tty)?.io.fd()?;
+        // From the background, the child would take the terminal from the group in front (a
+        // shell's), the blocked SIGTTOU letting it. (A pipeline's later stage joins the
+        // group that took it. Where the group cannot be asked, the child's own call fails.)
+        if let Ok(front) = evloop_platform::termios::foreground_group(fd) {
+            let own = sys::process_group();
+            let joined = process_group.filter(|&g| g > 0);
+            if front > 0
+                && front != own
+                && Some(front) != joined
+                && evloop_platform::termios::group_alive(front)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "this process runs in the background: process group {front} has the terminal, not \
+                         {own}, this process's, and the child would take it from that group (a child in \
+                         this process's group, without `foreground`, stops and continues with it, as \
+                         git's pager does)"
+                    ),
+                ));
+            }
+        }
+        Ok(fd.as_raw_fd())
     }
 
     /// Builds the fd mappings: new pipes, /dev/null, moved handles.

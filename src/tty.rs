@@ -53,7 +53,9 @@
 //!   with a [`Signal`]; in its callback write what leaves the screen, and in that write's
 //!   callback (so it is out first) set the mode back to `Normal`, close the `SIGTSTP`
 //!   handle (watched, the signal is caught instead of stopping the process) and
-//!   [`raise`](crate::signal::raise) it: the process stops inside that call. When the shell
+//!   [`raise`](crate::signal::raise) it: the process stops inside that call (but in an
+//!   orphaned process group, with no job-control shell above it, the kernel discards the
+//!   stop, and the call returns at once). When the shell
 //!   continues it (`fg`), the call returns: watch `SIGTSTP` again, set raw mode (and
 //!   `with_signals` again: `set_mode` builds raw from the saved settings), enter the screen
 //!   and redraw. ([`Tty::save_settings`] first picks up what the user changed with `stty`
@@ -873,10 +875,33 @@ impl Tty {
             .map_err(|e| context(e, "tcgetpgrp: the tty must be this process's controlling terminal"))
     }
 
+    /// Whether this process's group has the terminal: it is the terminal's foreground group,
+    /// or no live group is (none, or one whose members are all gone). A program started in
+    /// the background (`tool &`) is not: reading the terminal would stop it with `SIGTTIN`,
+    /// and [`Command::foreground`](crate::Command::foreground) refuses to take the terminal
+    /// from the group in front. The terminal must be the process's controlling terminal.
+    ///
+    /// ```no_run
+    /// use evloop::{Loop, Tty};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let tty = Tty::open_controlling(&mut lp)?;
+    /// if !tty.is_foreground(&lp)? {
+    ///     eprintln!("running in the background: no pager");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_foreground(self, lp: &Loop) -> io::Result<bool> {
+        let front = self.foreground_group(lp)?;
+        Ok(front <= 0 || front == evloop_platform::process::process_group() || !termios::group_alive(front))
+    }
+
     /// Gives the terminal to process group `pgid` of this session (`tcsetpgrp`): job control,
     /// for a shell. The terminal must be the process's controlling terminal. Works from a
     /// background group too (`SIGTTOU` is blocked meanwhile), which is how the terminal comes
-    /// back after a job.
+    /// back after a job: so it takes the terminal from whichever group has it, a shell's
+    /// too, where the caller runs in the background (started with `&`); ask
+    /// [`is_foreground`](Tty::is_foreground) first where that can be.
     ///
     /// A shell runs a job in the foreground like this:
     /// 1. Put the terminal in the settings the job should find: [`TtyMode::Normal`] for a
@@ -892,7 +917,9 @@ impl Tty {
     ///    itself before its exec, and hand the terminal over from the shell as well (this
     ///    call), as shells do: whichever comes first, the job never runs in the background.
     /// 3. When the job ends, take the terminal back with
-    ///    [`current_process_group`](crate::process::current_process_group), and likewise
+    ///    [`current_process_group`](crate::process::current_process_group) (a shell, whose
+    ///    group had it before the job: one that started in the background gives it back to
+    ///    the group that [`foreground_group`](Tty::foreground_group) named before), and likewise
     ///    when it stops (Ctrl-Z sends its group `SIGTSTP`), which
     ///    [`Process::watch_stops`](crate::Process::watch_stops) reports for the child the
     ///    loop started (a job's leader that catches `SIGTSTP` and runs on while a process

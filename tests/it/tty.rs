@@ -2330,6 +2330,31 @@ fn foreground_child() {
     pipeline.spawn(&mut lp, |_, _| {}).unwrap_err();
     assert_eq!(tty.foreground_group(&lp).unwrap(), own, "back in front after a failed pipeline");
     lp.run(RunMode::Default).unwrap();
+    // In the background (a job has the terminal), a child is not let take it from that job
+    // (pager trial: a tool started with `&` took it from the shell), and says why.
+    assert!(tty.is_foreground(&lp).unwrap());
+    let mut sleeper = evloop::Command::new("sleep");
+    sleeper.arg("100").process_group(0).foreground(tty);
+    let job = sleeper
+        .spawn(&mut lp, move |lp, p, _| {
+            tty.set_foreground_group(lp, own).unwrap();
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    let job_group = job.process.pid(&lp).unwrap() as i32;
+    while tty.foreground_group(&lp).unwrap() != job_group {
+        std::thread::yield_now();
+    }
+    assert!(!tty.is_foreground(&lp).unwrap());
+    let mut pager = evloop::Command::new("true");
+    pager.process_group(0).foreground(tty);
+    let err = pager.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+    assert!(err.to_string().contains("runs in the background"), "{err}");
+    assert_eq!(tty.foreground_group(&lp).unwrap(), job_group, "the job kept the terminal");
+    job.process.kill(&mut lp, libc::SIGKILL).unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert!(tty.is_foreground(&lp).unwrap());
     // A group job whose first stage, the one to take the terminal, cannot start
     // (`spawn_each`): the stage that leads the group in its place takes it.
     let mut missing = evloop::Command::new("/nonexistent/program");
@@ -2367,7 +2392,8 @@ case!(
     /// A shell starts a job with `Command::foreground`: the job's group has the terminal
     /// from its first instruction, without the shell handing it over. Handed over by the
     /// parent only (after the spawn), a program that looked at once found itself in the
-    /// background now and then, and stopped itself with `SIGTTIN`.
+    /// background now and then, and stopped itself with `SIGTTIN`. And from the background
+    /// a child does not take the terminal from the job that has it (see `foreground_child`).
     fn issue_6_a_job_takes_the_terminal_before_its_exec() {
         let p = pty();
         let mut lp = test_loop();
