@@ -257,6 +257,19 @@ case!(
     }
 );
 
+/// A started watch, registered, whose fd (and the last copy of its socket) was then closed
+/// behind its back: the watch and the number, now free.
+fn watch_closed_behind_its_back(lp: &mut evloop::Loop) -> (FdWatch, i32) {
+    let (fd, io, peer) = pair();
+    let raw = fd.as_raw_fd();
+    let w = FdWatch::new(lp, fd).unwrap();
+    w.start(lp, Interest::READABLE, |_, _, _| {}).unwrap();
+    lp.run(RunMode::NoWait).unwrap(); // registered now
+    drop((io, peer));
+    nix::unistd::close(raw).unwrap();
+    (w, raw)
+}
+
 case!(
     /// A watch whose fd was closed behind its back, its number then taken by another file:
     /// the restart fails and says so, with the number (its callback got a bare "Operation
@@ -264,13 +277,7 @@ case!(
     /// service-manager trial).
     fn a_watch_whose_fd_number_was_reused_says_so_and_leaves_the_new_file_alone() {
         let mut lp = test_loop();
-        let (fd, io, _peer) = pair();
-        let raw = fd.as_raw_fd();
-        let w = FdWatch::new(&mut lp, fd).unwrap();
-        w.start(&mut lp, Interest::READABLE, |_, _, _| {}).unwrap();
-        lp.run(RunMode::NoWait).unwrap(); // registered now
-        drop(io);
-        nix::unistd::close(raw).unwrap();
+        let (w, raw) = watch_closed_behind_its_back(&mut lp);
         // The lowest free number: the one just closed.
         let other = File::open("/dev/null").unwrap();
         assert_eq!(other.as_raw_fd(), raw);
@@ -292,13 +299,7 @@ case!(
     /// the pipe under the watch's token, or dropped the pipe's own: review).
     fn a_watch_whose_fd_number_went_to_another_handle_leaves_that_handle_alone() {
         let mut lp = test_loop();
-        let (fd, io, _peer) = pair();
-        let raw = fd.as_raw_fd();
-        let w = FdWatch::new(&mut lp, fd).unwrap();
-        w.start(&mut lp, Interest::READABLE, |_, _, _| {}).unwrap();
-        lp.run(RunMode::NoWait).unwrap(); // registered now
-        drop(io);
-        nix::unistd::close(raw).unwrap();
+        let (w, raw) = watch_closed_behind_its_back(&mut lp);
         let (r, wr) = evloop::Pipe::pair(&mut lp).unwrap();
         assert_eq!(r.fd(&lp).unwrap().as_raw_fd(), raw, "the pipe's read end took the number");
         let got = Rc::new(RefCell::new(Vec::new()));
