@@ -47,10 +47,10 @@
 //!   stop producing at the first `EPIPE` (the user quit the pager), which a write's
 //!   callback gets, never the process as `SIGPIPE` (Rust programs ignore it; one that put
 //!   its default back dies of it instead).
-//! - While it runs, Ctrl-C and Ctrl-\ reach the group in front: watch `SIGINT` and
-//!   `SIGQUIT` ([`Signal`]) in a pager sharing the program's group, so the
-//!   program waits for the pager instead of dying under it; on `SIGTERM` or `SIGHUP`, end or
-//!   wait for the pager before exiting, or it is left reading the shell's keys.
+//! - While it runs, Ctrl-C and Ctrl-\ reach the group in front. With the pager in the
+//!   program's own group, the program watches `SIGINT` and `SIGQUIT` ([`Signal`]), so that
+//!   it waits for the pager instead of dying under it. On `SIGTERM` or `SIGHUP` it ends the
+//!   pager, or waits for it, before exiting: left behind, the pager reads the shell's keys.
 //! - Put the terminal in [`TtyMode::Normal`](crate::TtyMode::Normal) before the spawn, and
 //!   again once the terminal is back: a pager killed in its raw mode leaves it so.
 //!
