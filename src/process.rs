@@ -87,7 +87,8 @@
 //!
 //! - **Linux**: `clone(CLONE_VM | CLONE_VFORK)` running evloop's own child code, as glibc's
 //!   `posix_spawn` runs its own, with nothing allocated between the clone and the exec. It
-//!   takes every request but a [`uid`](Command::uid) or [`gid`](Command::gid): process
+//!   takes every request but a [`uid`](Command::uid), [`gid`](Command::gid) or
+//!   [`groups`](Command::groups): process
 //!   groups, sessions, a terminal to take, and callers in front of a terminal, which
 //!   `posix_spawn` would leave hanging on a Ctrl-Z (see below). `CLONE_PIDFD` (Linux 5.2)
 //!   gives the child's pidfd with it.
@@ -778,6 +779,8 @@ pub struct Command {
     cwd: Option<(PathBuf, CString)>,
     uid: Option<u32>,
     gid: Option<u32>,
+    /// The supplementary groups to set, where the caller gives them.
+    groups: Option<Vec<u32>>,
     process_group: Option<i32>,
     setsid: bool,
     /// A tty handle whose terminal the child takes for its group before its exec.
@@ -857,6 +860,7 @@ impl Command {
             cwd: None,
             uid: None,
             gid: None,
+            groups: None,
             process_group: None,
             setsid: false,
             foreground: None,
@@ -904,6 +908,7 @@ impl Command {
             cwd: self.cwd.clone(),
             uid: self.uid,
             gid: self.gid,
+            groups: self.groups.clone(),
             process_group: self.process_group,
             setsid: self.setsid,
             foreground: self.foreground,
@@ -1036,10 +1041,36 @@ impl Command {
         self
     }
 
-    /// Runs the child with group `gid`; supplementary groups are dropped where permitted.
-    /// Takes the fork path.
+    /// Runs the child with group `gid`; supplementary groups are dropped where permitted
+    /// (unless [`groups`](Self::groups) sets them). Takes the fork path.
     pub fn gid(&mut self, gid: u32) -> &mut Command {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Sets the child's supplementary groups (`setgroups`, which needs the privilege),
+    /// before [`gid`](Self::gid) and [`uid`](Self::uid) switch its ids: what a service
+    /// manager gives a service that runs as another user and needs its groups' files (an
+    /// empty list drops them all, which `uid` and `gid` do by themselves). More groups than
+    /// the system takes (`NGROUPS_MAX`, 65,536 on Linux) fail the spawn with `EINVAL`, as
+    /// does a caller without the privilege with `EPERM`. Takes the fork path.
+    ///
+    /// ```no_run
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// // A service as user 1000, group 1000, also in group 27 (sudo) and 44 (video).
+    /// let mut service = Command::new("/usr/bin/my-service");
+    /// service.groups(&[27, 44]).gid(1000).uid(1000);
+    /// service.spawn(&mut lp, |lp, p, status| {
+    ///     println!("service: {status:?}");
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn groups(&mut self, groups: &[u32]) -> &mut Command {
+        self.groups = Some(groups.to_vec());
         self
     }
 
@@ -1893,6 +1924,10 @@ impl Command {
             }
             Stage::SetUid => format!("spawn `{prog}`: cannot switch to user id {}", self.uid.unwrap_or(0)),
             Stage::SetGid => format!("spawn `{prog}`: cannot switch to group id {}", self.gid.unwrap_or(0)),
+            Stage::SetGroups => format!(
+                "spawn `{prog}`: cannot set the supplementary groups ({} of them)",
+                self.groups.as_ref().map_or(0, Vec::len)
+            ),
             Stage::Session => format!("spawn `{prog}`: cannot start a session"),
             Stage::ParentDeathSignal => format!(
                 "spawn `{prog}`: cannot ask for signal {} on the parent's death",
@@ -3390,6 +3425,7 @@ impl Loop {
             cwd: cmd.cwd.as_ref().map(|(_, c)| c.as_c_str()),
             uid: cmd.uid,
             gid: cmd.gid,
+            groups: cmd.groups.as_deref(),
             process_group,
             setsid: cmd.setsid,
             controlling_terminal: cmd.controlling_terminal,

@@ -30,7 +30,7 @@
 //! good, with a pid nobody was told; the fork path reaps its failed child itself. (libuv
 //! forks there too.) What `posix_spawn` cannot say:
 //!
-//! - a uid or gid (posix_spawn has no way to switch ids);
+//! - a uid, gid or supplementary groups (posix_spawn has no way to switch ids);
 //! - a working directory where `posix_spawn_file_actions_addchdir_np` is missing (glibc
 //!   before 2.29, macOS before 10.15, FreeBSD before 13.1), or, on macOS, together with a
 //!   relative executable path (that combination reports `ENOENT` although the child ran,
@@ -138,8 +138,10 @@ pub struct Request<'a> {
     /// Switch to this user id before exec.
     pub uid: Option<u32>,
     /// Switch to this group id before exec (supplementary groups are dropped when either id
-    /// is set).
+    /// is set, unless `groups` sets them).
     pub gid: Option<u32>,
+    /// Set these supplementary groups before exec (`setgroups`), before the ids switch.
+    pub groups: Option<&'a [u32]>,
     /// Join process group `n` (0: a new group led by the child).
     pub process_group: Option<Pid>,
     /// Start a new session (and process group) led by the child.
@@ -225,6 +227,8 @@ pub enum Stage {
     ControllingTerminal(RawFd),
     /// `chdir` to the working directory.
     Chdir,
+    /// `setgroups`: the supplementary groups.
+    SetGroups,
     /// `setgid`.
     SetGid,
     /// `setuid`.
@@ -672,6 +676,7 @@ fn posix_spawn_can(req: &Request<'_>) -> bool {
     }
     // (Its attributes can reset signals to their default, not make them ignored.)
     if req.uid.is_some()
+        || req.groups.is_some()
         || req.ignored_signals != 0
         || req.parent_death_signal != 0
         || req.gid.is_some()
@@ -1069,6 +1074,7 @@ struct ChildPlan<'a> {
     cwd: Option<&'a CStr>,
     uid: Option<libc::uid_t>,
     gid: Option<libc::gid_t>,
+    groups: Option<&'a [libc::gid_t]>,
     process_group: Option<Pid>,
     setsid: bool,
     foreground: Option<RawFd>,
@@ -1130,6 +1136,7 @@ fn stage_code(stage: Stage) -> (i32, i32) {
         Stage::Foreground => (10, 0),
         Stage::ControllingTerminal(n) => (11, n),
         Stage::ParentDeathSignal => (12, 0),
+        Stage::SetGroups => (13, 0),
     }
 }
 
@@ -1146,6 +1153,7 @@ fn report_error(code: i32, arg: i32, errno: i32) -> SpawnError {
         10 => Stage::Foreground,
         11 => Stage::ControllingTerminal(arg),
         12 => Stage::ParentDeathSignal,
+        13 => Stage::SetGroups,
         _ => Stage::Setup,
     };
     SpawnError::os(stage, errno)
@@ -1460,7 +1468,12 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 child_fail(p.report, Stage::Chdir, errno());
             }
         }
-        if p.uid.is_some() || p.gid.is_some() {
+        if let Some(groups) = p.groups {
+            // (Its count is a size_t on Linux, an int elsewhere; the caller bounded it.)
+            if libc::setgroups(groups.len() as _, groups.as_ptr()) < 0 {
+                child_fail(p.report, Stage::SetGroups, errno());
+            }
+        } else if p.uid.is_some() || p.gid.is_some() {
             // Drop supplementary groups (only root may; others keep theirs, as libuv does).
             libc::setgroups(0, std::ptr::null());
         }
@@ -1729,6 +1742,7 @@ impl ExecPrep {
             cwd: req.cwd,
             uid: req.uid,
             gid: req.gid,
+            groups: req.groups,
             process_group: req.process_group,
             setsid: req.setsid,
             foreground: req.foreground,
@@ -1988,7 +2002,7 @@ static CLONE_PIDFD_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::A
 /// continues a child stopped before its exec), so ids take it, as in libuv.
 #[cfg(target_os = "linux")]
 fn vfork_can(req: &Request<'_>) -> bool {
-    req.uid.is_none() && req.gid.is_none()
+    req.uid.is_none() && req.gid.is_none() && req.groups.is_none()
 }
 
 /// Whether this process spawns through the vfork path, and how its children report (a

@@ -5204,3 +5204,47 @@ case!(
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
 );
+
+case!(
+    /// `Command::groups` sets the child's supplementary groups before its ids switch, on
+    /// every path (service-manager trial: a service running as another user could only
+    /// drop them all). Without the privilege, or with more than the system takes, the spawn
+    /// fails and says what it could not do.
+    fn issue_6_groups_sets_the_childs_supplementary_groups() {
+        // `id -G`: the effective group, then the supplementary ones.
+        let ids = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        let root = nix::unistd::geteuid().is_root();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let mut cmd = sh("id -G");
+            cmd.groups(&[7, 3]);
+            if !root {
+                let err = cmd.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+                assert_eq!(evloop::os_error_code(&err), Some(libc::EPERM), "{name}: {err}");
+                assert!(err.to_string().contains("supplementary groups"), "{name}: {err}");
+                continue;
+            }
+            let out = output_of(&mut lp, &mut cmd);
+            assert!(out.status.success(), "{name}: {:?}", out.status);
+            let mut got: Vec<String> = ids(&out).split_whitespace().map(String::from).collect();
+            got.sort();
+            assert_eq!(got, ["0", "3", "7"], "{name}");
+            // With the ids switched after them, and an empty list.
+            let mut cmd = sh("id -u; id -g; id -G");
+            cmd.groups(&[5]).gid(1).uid(1);
+            assert_eq!(ids(&output_of(&mut lp, &mut cmd)), "1\n1\n1 5\n", "{name}");
+            let mut cmd = sh("id -G");
+            cmd.groups(&[]).gid(1);
+            assert_eq!(ids(&output_of(&mut lp, &mut cmd)), "1\n", "{name}");
+        }
+        if root {
+            let mut lp = builder().build().unwrap();
+            let many: Vec<u32> = (0..70_000).collect();
+            let mut cmd = Command::new("true");
+            cmd.groups(&many);
+            let err = cmd.spawn(&mut lp, |_, _, _| panic!("never spawned")).unwrap_err();
+            assert_eq!(evloop::os_error_code(&err), Some(libc::EINVAL), "{err}");
+            assert!(err.to_string().contains("supplementary groups (70000 of them)"), "{err}");
+        }
+    }
+);
