@@ -464,6 +464,15 @@ case!(
     }
 );
 
+/// Loops that spawn through each path: the default (vfork on Linux), `posix_spawn`, fork.
+fn spawn_paths() -> [evloop::LoopBuilder; 3] {
+    [
+        crate::util::builder(),
+        crate::util::builder().force_posix_spawn(true),
+        crate::util::builder().force_fork_spawn(true),
+    ]
+}
+
 case!(
     /// Spawn errors name the step that failed: a child fd whose source cannot move above
     /// the child's fd numbers (the open-file limit) used to say only "Invalid argument", a
@@ -472,11 +481,7 @@ case!(
     fn issue_6_spawn_errors_name_the_step_that_failed() {
         let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
         let mut lp = test_loop();
-        for b in [
-            crate::util::builder(),
-            crate::util::builder().force_posix_spawn(true),
-            crate::util::builder().force_fork_spawn(true),
-        ] {
+        for b in spawn_paths() {
             let mut lp = b.build().unwrap();
             // Room for the loop's own fds and /dev/null, but not above fd 63.
             evloop_platform::fd::set_nofile_soft_limit(64).unwrap();
@@ -489,11 +494,7 @@ case!(
             assert!(evloop::os_error_code(&err).is_some(), "the OS error is kept: {err:?}");
         }
         // Process group 1 (init's) is another session's: setpgid refuses it.
-        for b in [
-            crate::util::builder(),
-            crate::util::builder().force_posix_spawn(true),
-            crate::util::builder().force_fork_spawn(true),
-        ] {
+        for b in spawn_paths() {
             let mut lp = b.build().unwrap();
             let mut cmd = evloop::Command::new("true");
             cmd.process_group(1);
@@ -553,11 +554,7 @@ case!(
     /// still comes back through it.
     fn issue_6_a_child_fd_just_below_the_open_file_limit_works_on_every_spawn_path() {
         let (soft, _) = evloop_platform::fd::nofile_limit().unwrap();
-        for b in [
-            crate::util::builder(),
-            crate::util::builder().force_posix_spawn(true),
-            crate::util::builder().force_fork_spawn(true),
-        ] {
+        for b in spawn_paths() {
             let mut lp = b.build().unwrap();
             evloop_platform::fd::set_nofile_soft_limit(64).unwrap();
             // The lowest free number, where the error pipe would land.
