@@ -137,6 +137,13 @@ fn as_stranger<T>(fd: BorrowedFd<'_>, f: impl FnOnce() -> T) -> T {
 /// Starts this test binary's ignored test `entry` as a session leader on the pty's slave
 /// (its stdin, stdout and stderr), with `$env` set to `prefix` followed by the slave's path;
 /// the returned cell gets the leader's exit status, and its handle closes.
+/// This binary, to run its ignored test `name` (a test's child process) with `$env=value`.
+fn child_test(name: &str, env: &str, value: impl AsRef<std::ffi::OsStr>) -> evloop::Command {
+    let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"]).env(env, value);
+    cmd
+}
+
 fn spawn_session_leader(
     lp: &mut Loop,
     p: &Pty,
@@ -148,10 +155,8 @@ fn spawn_session_leader(
     let slave = evloop_platform::termios::ttyname(p.slave.as_fd()).unwrap();
     let mut value = std::ffi::OsString::from(prefix);
     value.push(std::ffi::OsStr::from_bytes(slave.to_bytes()));
-    let mut leader = evloop::Command::new(std::env::current_exe().unwrap());
+    let mut leader = child_test(entry, env, value);
     leader
-        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(env, value)
         .setsid(true)
         .stdin(p.slave.try_clone().unwrap())
         .stdout(p.slave.try_clone().unwrap())
@@ -183,11 +188,8 @@ fn lead_session(
     let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
     let tty = Tty::open(lp, ctty.into()).unwrap();
     assert_eq!(tty.foreground_group(lp).unwrap(), own, "the session leader's group is in front");
-    let mut shell = evloop::Command::new(std::env::current_exe().unwrap());
-    shell
-        .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(env, value)
-        .process_group(0);
+    let mut shell = child_test(entry, env, value);
+    shell.process_group(0);
     let child = shell
         .spawn(lp, move |lp, p, status| {
             done(lp, tty, status.unwrap());
@@ -335,18 +337,15 @@ case!(
     fn issue_5_open_controlling_opens_dev_tty_or_says_there_is_none() {
         let mut lp = test_loop();
         let p = pty();
-        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
-        let args =
-            ["tty::open_controlling_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"];
-        cmd.args(args).env(CONTROLLING_ENV, "1");
+        let cmd = child_test("tty::open_controlling_child", CONTROLLING_ENV, "1");
         let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
         lp.run(RunMode::Default).unwrap();
         let text = String::from_utf8_lossy(&seen);
         assert!(status.get().unwrap().success(), "{text}");
         assert!(text.contains("OPENED raw=true cooked-after=true"), "{text}");
         // A new session has no controlling terminal.
-        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
-        cmd.args(args).env(CONTROLLING_ENV, "1").setsid(true);
+        let mut cmd = child_test("tty::open_controlling_child", CONTROLLING_ENV, "1");
+        cmd.setsid(true);
         let got = Rc::new(RefCell::new(None));
         let g = got.clone();
         cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
@@ -405,16 +404,7 @@ case!(
     fn issue_5_the_restore_sequence_goes_to_the_controlling_terminal() {
         let mut lp = test_loop();
         let p = pty();
-        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "tty::restore_bytes_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(RESTORE_BYTES_ENV, "1");
+        let cmd = child_test("tty::restore_bytes_child", RESTORE_BYTES_ENV, "1");
         let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
         lp.run(RunMode::Default).unwrap();
         let text = String::from_utf8_lossy(&seen);
@@ -2359,10 +2349,7 @@ fn foreground_child() {
     // (`spawn_each`): the stage that leads the group in its place takes it.
     let mut missing = evloop::Command::new("/nonexistent/program");
     missing.foreground(tty);
-    let mut stage = evloop::Command::new(std::env::current_exe().unwrap());
-    stage
-        .args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(FOREGROUND_ENV, "stage");
+    let stage = child_test("tty::foreground_child", FOREGROUND_ENV, "stage");
     let mut pipeline = evloop::Pipeline::new([missing, stage]);
     pipeline.process_group(true);
     let started = pipeline
@@ -2373,11 +2360,8 @@ fn foreground_child() {
         .unwrap();
     assert!(started[0].is_err() && started[1].is_ok());
     lp.run(RunMode::Default).unwrap();
-    let mut job = evloop::Command::new(std::env::current_exe().unwrap());
-    job.args(["tty::foreground_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env(FOREGROUND_ENV, "job")
-        .process_group(0)
-        .foreground(tty);
+    let mut job = child_test("tty::foreground_child", FOREGROUND_ENV, "job");
+    job.process_group(0).foreground(tty);
     job.spawn(&mut lp, move |lp, p, status| {
         assert!(status.unwrap().success());
         tty.set_foreground_group(lp, own).unwrap();
@@ -3040,9 +3024,7 @@ case!(
         let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
         let mode = std::fs::metadata(&path).unwrap().permissions();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let mut cmd = evloop::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["tty::ctty_reopen_child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(CTTY_ENV, "1");
+        let cmd = child_test("tty::ctty_reopen_child", CTTY_ENV, "1");
         let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
         lp.run(RunMode::Default).unwrap();
         std::fs::set_permissions(&path, mode).unwrap();
