@@ -813,6 +813,13 @@ impl Loop {
             return self.report_send_failure(id, cb);
         }
         if s.queue.is_empty() && !data.is_empty() {
+            // A terminal whose other side hung up, as a read found: Linux takes a small write
+            // and drops it, so the write fails here, with the error of the queue's writes.
+            if s.hung_up {
+                if let Some(e) = Self::hung_up_error(s) {
+                    return self.write_failed(id, cb, e);
+                }
+            }
             // The common case, kept short: the kernel takes the whole buffer.
             let res = write_some(s.io.fd()?, s.dontwait, data);
             if matches!(res, Ok(n) if n == data.len()) {
@@ -948,15 +955,15 @@ impl Loop {
         if data.is_empty() {
             return Ok(0);
         }
-        match write_some(s.io.fd()?, s.dontwait, data) {
-            // A terminal whose other side hung up, as a read found: what `write` would queue
-            // fails with `EIO`, and "would block" would be for good. (macOS and FreeBSD fail
-            // such a write with `EIO` themselves: the same error then.)
-            Err(e) if s.hung_up && (fd::would_block(&e) || e.raw_os_error() == Some(libc::EIO)) => {
-                Err(Self::hung_up_error(s).unwrap_or(e))
+        // A terminal whose other side hung up, as a read found: the write fails with `EIO`,
+        // as `write` does (Linux would take a few bytes and drop them, then say "would
+        // block" for good; macOS and FreeBSD fail it with `EIO` themselves).
+        if s.hung_up {
+            if let Some(e) = Self::hung_up_error(s) {
+                return Err(e);
             }
-            res => res,
         }
+        write_some(s.io.fd()?, s.dontwait, data)
     }
 
     /// The error of a write to a terminal whose other side hung up (`EIO`), unless it is

@@ -144,10 +144,12 @@ typed_handle!(
     /// away, Linux reads fail with `EIO`; the handle reports that as
     /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered (on a
     /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
-    /// queued then fail with `EIO`: a master whose slave has closed stops taking data, without
-    /// an error of its own, once the pty's buffer is full (what fits, the kernel takes and
-    /// drops: a small write after the hangup completes as if it went through). A slave opened
-    /// again by name would take data again, but not those writes. Through the select helper
+    /// queued then fail with `EIO`, and so does every later `write`, `send` or `try_write`,
+    /// however small, while the hangup lasts: a Linux master whose slave has closed takes what
+    /// fits in the pty's buffer, drops it, and then stops taking data without an error of its
+    /// own. (Before a read has seen the hangup, the handle cannot know of it: a small write
+    /// then completes as if it went through.) A slave opened again by name takes data again,
+    /// and writes then go through, but not those that failed. Through the select helper
     /// (forced on Linux: macOS watches ptys with kqueue) the hangup shows only to a read: a
     /// master that is not read may keep its queue, or see its writes complete as the kernel
     /// takes the bytes and drops them. A read of the controlling terminal from a background
