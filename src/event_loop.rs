@@ -1330,16 +1330,32 @@ impl Drop for Loop {
                 self.stop_for_close(id);
             }
         }
+        // (The handles' fds closed as they stopped: a child on a pty whose master closed is
+        // hung up now, and the children's part below gives it a moment to end.) The rest
+        // happens even if dropping a callback panics (a value it captured).
+        let finish = DropFinish(self);
+        finish.0.pending.clear();
+        finish.0.closing.clear();
+        finish.0.slots.clear();
+        drop(finish);
+    }
+}
+
+/// The part of a loop's drop that runs after its handles' slots are gone, and that a panic
+/// of one of their callbacks' captures as they drop must not skip: the select helper, the
+/// children, the signal handlers and the wake object that wakers and senders share.
+struct DropFinish<'a>(&'a mut Loop);
+
+impl Drop for DropFinish<'_> {
+    fn drop(&mut self) {
+        let lp = &mut *self.0;
+        // Joins the helper thread, which closes the fds handed to it (a pty master among them).
+        lp.select_helper = None;
         // Children whose handles just stopped: reaped, waited for, or left to the orphan list.
-        self.children_drop();
-        self.pending.clear();
-        self.closing.clear();
-        self.slots.clear();
-        // Joins the helper thread, which closes the fds handed to it.
-        self.select_helper = None;
-        self.signals_release();
+        lp.children_drop();
+        lp.signals_release();
         // Wakers and senders may outlive the loop; its wake object does not.
-        self.wake.close();
+        lp.wake.close();
     }
 }
 

@@ -99,6 +99,11 @@ pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
 /// orphan's `init` that is slow to) would hold it up for good.
 pub const GROUP_KILLED_WAIT_MS: u64 = 1000;
 
+/// How long, in all, a dropped loop waits for the children it started on ptys
+/// ([`Command::spawn_on_pty`](crate::Command::spawn_on_pty)) to end, once closing their
+/// masters has hung them up, before it leaves those still running to the orphan list.
+pub const PTY_HANGUP_WAIT_MS: u64 = 200;
+
 /// Terminals whose settings the process keeps saved at once for
 /// [`tty::reset_mode`](crate::tty::reset_mode) and the restore hooks: each terminal put in
 /// a raw mode takes one until the handle that saved it closes (pty masters take none).

@@ -189,6 +189,10 @@
 //!   [`kill_group_on_drop`](Command::kill_group_on_drop), their groups too) and are waited
 //!   for (a blocking wait, which `SIGKILL` makes short; only a child stuck in an
 //!   uninterruptible sleep can make it long);
+//! - children started on a pty by [`Command::spawn_on_pty`] are hung up, as the drop
+//!   closes the masters, and most end at that `SIGHUP`: they are waited for, a short while
+//!   ([`PTY_HANGUP_WAIT_MS`](crate::limits::PTY_HANGUP_WAIT_MS) in all) at most, and those
+//!   that ignore it go on as the next point says;
 //! - other children keep running. Their pids go on a process-wide list that is reaped
 //!   without blocking whenever any loop in the process spawns or is dropped, and by
 //!   [`reap_orphans`] (the strategy of duct and CPython). If the process exits first, `init`
@@ -288,7 +292,7 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use evloop_platform::fd;
 use evloop_platform::libc;
@@ -1602,7 +1606,10 @@ impl Command {
             cmd.spawn(lp, on_exit)
         });
         match started {
-            Ok(child) => Ok((master, child)),
+            Ok(child) => {
+                lp.children_on_our_pty(child.process);
+                Ok((master, child))
+            }
             Err(e) => {
                 let _ = master.close(lp);
                 Err(e)
@@ -3113,6 +3120,9 @@ struct ChildEntry {
     /// (xnu may note a `SIGCONT` to a child that was running as a continue). Kept here, not
     /// with the watch, so that it outlives an unwatch and a new watch.
     stopped: bool,
+    /// Its controlling terminal is a pty whose master the loop opened for it
+    /// (`spawn_on_pty`): the loop's drop, which closes that master, hangs it up.
+    on_our_pty: bool,
 }
 
 type StopCb = Box<dyn FnMut(&mut Loop, Process, StopEvent)>;
@@ -3301,7 +3311,7 @@ fn forget_orphan(pid: Pid) {
 }
 
 /// Reaps, without blocking, the children of dropped loops that have exited since, and
-/// returns how many are still running.
+/// returns how many are still running (not how many it reaped: 0 means the list is empty).
 ///
 /// A loop that is dropped while children it spawned still run leaves them running (unless
 /// they were started with [`Command::kill_on_drop`]); their pids wait on a process-wide
@@ -3877,6 +3887,7 @@ impl Loop {
             killed: false,
             spared: false,
             stopped: false,
+            on_our_pty: false,
         });
         debug_assert_eq!(inserted, key);
         Ok(key)
@@ -4625,6 +4636,46 @@ impl Loop {
     /// The loop is being dropped (every process handle was already stopped): reap what can be
     /// reaped, wait for the children that were killed, and leave the rest to the process-wide
     /// orphan list.
+    /// Child `p` runs on a pty whose master the loop opened for it (`spawn_on_pty`).
+    fn children_on_our_pty(&mut self, p: Process) {
+        let key = self.own_slot_mut(p.0).and_then(|s| match &s.kind {
+            Kind::Process(st) => st.child_key(),
+            _ => None,
+        });
+        if let Some(entry) = key.and_then(|k| self.children.entries.get_mut(k)) {
+            entry.on_our_pty = true;
+        }
+    }
+
+    /// The drop's last look at the children its closing of their pty masters hung up:
+    /// `SIGHUP` ends most of them a moment later, so they are waited for, a short while
+    /// ([`PTY_HANGUP_WAIT_MS`](crate::limits::PTY_HANGUP_WAIT_MS) in all) at most, rather
+    /// than left to the orphan list as zombies the drop itself made. Those still running
+    /// then (a child that ignores `SIGHUP`) go to that list.
+    fn children_wait_hung_up(&self, mut hung_up: Vec<ChildEntry>) {
+        if hung_up.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(crate::limits::PTY_HANGUP_WAIT_MS);
+        loop {
+            hung_up.retain(|e| matches!(sys::try_wait(e.pid), Ok(None)));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(first) = hung_up.first().filter(|_| !left.is_zero()) else { break };
+            match &first.watch {
+                // Readable once it exited: the wait ends then.
+                #[cfg(target_os = "linux")]
+                Watch::Pidfd(fd) => {
+                    let _ = evloop_platform::fd::poll_readable(fd.as_fd(), Some(left));
+                }
+                _ => std::thread::sleep(left.min(Duration::from_millis(1))),
+            }
+        }
+        for entry in hung_up {
+            log::debug!("loop {}: child {} outlives the loop and its pty's hangup", self.id, entry.pid);
+            add_orphan(entry.pid);
+        }
+    }
+
     pub(crate) fn children_drop(&mut self) {
         self.children.stops.clear();
         // Groups left to an escalation that ends with the loop: killed now, as
@@ -4640,6 +4691,7 @@ impl Loop {
                 }
             }
         }
+        let mut hung_up = Vec::new();
         for (_, entry) in std::mem::take(&mut self.children.entries) {
             #[cfg(target_os = "linux")]
             match &entry.watch {
@@ -4657,11 +4709,16 @@ impl Loop {
                 && sys::group_of(entry.pid).is_ok_and(|g| killed_groups.contains(&g));
             if entry.killed || spared_killed || in_killed_group {
                 let _ = sys::wait(entry.pid);
-            } else if matches!(sys::try_wait(entry.pid), Ok(None)) {
+            } else if !matches!(sys::try_wait(entry.pid), Ok(None)) {
+                // Reaped.
+            } else if entry.on_our_pty {
+                hung_up.push(entry);
+            } else {
                 log::debug!("loop {}: child {} outlives the loop", self.id, entry.pid);
                 add_orphan(entry.pid);
             }
         }
+        self.children_wait_hung_up(hung_up);
         self.children.keep_alive = 0;
         self.children.sigchld = None;
         self.children.adopted = None;

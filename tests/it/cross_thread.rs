@@ -344,6 +344,45 @@ case!(
 );
 
 case!(
+    /// A value a callback captured that panics as the dropped loop drops it cut the drop
+    /// short: the wake object stayed open while a waker lived, and the select helper's
+    /// thread, the children and the signal handlers were left as they were (runtime-host
+    /// trial). The drop's last part runs all the same now, the panic going on after it.
+    fn a_panic_as_the_dropped_loop_drops_a_callback_still_releases_the_rest() {
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("a capture panics as it drops");
+            }
+        }
+        let fds = || evloop_platform::fd::open_fds().unwrap();
+        let before = fds();
+        let mut lp = crate::util::builder().build().unwrap();
+        let (_handle, waker) = Async::new(&mut lp, |_, _| {});
+        let capture = PanicOnDrop;
+        evloop::Timer::once(&mut lp, std::time::Duration::from_secs(100), move |_| {
+            let _ = &capture;
+        })
+        .unwrap();
+        // A child that exited: the drop reaps it.
+        let child = evloop::Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
+        let pid = child.process.pid(&lp).unwrap();
+        let silent = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(lp)));
+        std::panic::set_hook(silent);
+        assert!(dropped.is_err(), "the panic goes on");
+        assert_eq!(fds(), before, "the loop's fds are all closed");
+        assert_eq!(waker.wake().unwrap_err().kind(), io::ErrorKind::NotConnected);
+        // Reaped, by the drop or (had it not exited yet) later from the orphan list.
+        while evloop::process::reap_orphans() > 0 {
+            std::thread::yield_now();
+        }
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+    }
+);
+
+case!(
     /// An unreferenced channel's queued messages: a `run(Default)` with nothing else alive
     /// makes no pass and delivers none; each `run(NoWait)` makes one, a batch of
     /// `MESSAGES_PER_WAKE_MAX`. (The docs said "the next run delivers them".)

@@ -5167,6 +5167,45 @@ case!(
 );
 
 case!(
+    /// A dropped loop closes the masters of the children it started on ptys, and a `cat`
+    /// that the hangup ended a moment later, after the drop's look at the children, was
+    /// left a zombie on the orphan list (expect-tool trial). The drop now waits a short
+    /// while for the children their hangup ends; one that ignores `SIGHUP` is left running,
+    /// to the orphan list, after that short while. On every spawn path.
+    fn issue_6_a_dropped_loop_reaps_the_children_its_pty_hangup_ends() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let ends = Command::new("cat").spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| {});
+            let (_, ends) = ends.unwrap();
+            let ends = ends.process.pid(&lp).unwrap();
+            let mut cmd = sh("trap '' HUP; echo ready; exec sleep 100");
+            let (master, stays) =
+                cmd.spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| {}).unwrap();
+            let stays = stays.process.pid(&lp).unwrap();
+            // Dropped once the second child ignores SIGHUP.
+            read_master(&mut lp, master, |lp, _, all| {
+                if all.ends_with(b"ready\r\n") {
+                    lp.stop();
+                }
+            });
+            lp.run(RunMode::Default).unwrap();
+            let began = std::time::Instant::now();
+            drop(lp);
+            let took = began.elapsed();
+            assert!(gone(ends), "{name}: ended by the hangup, and reaped by the drop");
+            assert!(!gone(stays), "{name}: ignores SIGHUP");
+            assert!(took < std::time::Duration::from_secs(5), "{name}: the drop took {took:?}");
+            assert_eq!(evloop::process::reap_orphans(), 1, "{name}");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(stays as i32), nix::sys::signal::SIGKILL)
+                .unwrap();
+            wait_exited_unreaped(stays);
+            assert_eq!(evloop::process::reap_orphans(), 0, "{name}");
+            assert!(gone(stays), "{name}");
+        }
+    }
+);
+
+case!(
     /// The fds the command sets itself stay as set (stderr to a pipe here, apart from the
     /// terminal); setting all three is an error, as are a process group of the command's
     /// own and a program that cannot start, and none leaves a handle, an fd or a child
