@@ -5178,7 +5178,7 @@ case!(
             let ends = Command::new("cat").spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| {});
             let (_, ends) = ends.unwrap();
             let ends = ends.process.pid(&lp).unwrap();
-            let mut cmd = sh("trap '' HUP; echo ready; exec sleep 100");
+            let cmd = sh("trap '' HUP; echo ready; exec sleep 100");
             let (master, stays) =
                 cmd.spawn_on_pty(&mut lp, evloop::WinSize::default(), |_, _, _| {}).unwrap();
             let stays = stays.process.pid(&lp).unwrap();
