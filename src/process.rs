@@ -1543,6 +1543,10 @@ impl Command {
     /// The command itself is not changed, and can start more children (but for a
     /// [`Stdio::Handle`], which moves to the first child, as with [`spawn`](Command::spawn)).
     ///
+    /// The pty starts with the system's default settings (line editing, echo, the signal
+    /// keys); [`spawn_on_pty_with`](Command::spawn_on_pty_with) changes them before the
+    /// program starts.
+    ///
     /// The child's exit and the master's end of file come in either order; a program that
     /// needs all of the output waits for both. On an error nothing is left: the master's
     /// handle is closed (in the loop's next close phase), and no child runs.
@@ -1575,6 +1579,55 @@ impl Command {
         size: crate::WinSize,
         on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<(crate::Tty, Child)> {
+        self.spawn_on_pty_inner(lp, size, None::<fn(crate::Settings) -> crate::Settings>, on_exit)
+    }
+
+    /// [`spawn_on_pty`](Command::spawn_on_pty), with the pty's settings made by `settings`
+    /// from its defaults before the program starts: echo off for an `expect`-like tool that
+    /// sends passwords or does not want its input back among the output (changed through the
+    /// master after the start, it races the program's first reads and writes), a raw mode
+    /// for a program that should see every byte as it comes.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, ReadEvent, RunMode, WinSize};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "read line; echo \"got $line\""]);
+    /// let (master, _child) =
+    ///     cmd.spawn_on_pty_with(&mut lp, WinSize::default(), |s| s.with_echo(false), |lp, p, _| {
+    ///         p.close(lp).unwrap();
+    ///     })?;
+    /// master.write(&mut lp, b"secret\n", |_, res| res.unwrap())?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let out = seen.clone();
+    /// master.read_start(&mut lp, move |lp, m, ev| match ev {
+    ///     ReadEvent::Data(d) => out.borrow_mut().extend_from_slice(d),
+    ///     _ => m.close(lp).unwrap(),
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// // Only the program's own line: the input was not echoed.
+    /// assert_eq!(&seen.borrow()[..], b"got secret\r\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_on_pty_with(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        settings: impl FnOnce(crate::Settings) -> crate::Settings,
+        on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<(crate::Tty, Child)> {
+        self.spawn_on_pty_inner(lp, size, Some(settings), on_exit)
+    }
+
+    fn spawn_on_pty_inner(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        settings: Option<impl FnOnce(crate::Settings) -> crate::Settings>,
+        on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<(crate::Tty, Child)> {
         let on_pty = || format!("spawn `{}` on a pty", self.name());
         let Some(first) = (0..3).find(|t| !self.stdio.iter().any(|(n, _)| n == t)) else {
             return Err(invalid(format!(
@@ -1591,6 +1644,10 @@ impl Command {
             )));
         }
         let (master, slave) = crate::tty::openpty().map_err(|e| context(e, on_pty()))?;
+        if let Some(edit) = settings {
+            let made = crate::Settings::of(slave.as_fd()).map(edit);
+            made.and_then(|s| s.apply(slave.as_fd())).map_err(|e| context(e, on_pty()))?;
+        }
         let master = crate::Tty::open(lp, master).map_err(|e| context(e, on_pty()))?;
         let sized = master.set_winsize(lp, size).map_err(|e| context(e, on_pty()));
         let started = sized.and_then(|()| {

@@ -5167,6 +5167,36 @@ case!(
 );
 
 case!(
+    /// An `expect`-like tool could turn the echo off only through the master once the child
+    /// ran, racing its first reads (expect-tool trial): `spawn_on_pty_with` makes the pty's
+    /// settings before the program starts, as its first `stty -a` shows; `spawn_on_pty`
+    /// leaves the defaults.
+    fn issue_6_spawn_on_pty_with_sets_the_ptys_settings_before_the_program_starts() {
+        let mut lp = builder().build().unwrap();
+        let size = evloop::WinSize::default();
+        let cmd = sh("stty -a");
+        let words = |seen: &Rc<RefCell<Vec<u8>>>| {
+            let text = String::from_utf8_lossy(&seen.borrow()).into_owned();
+            text.split(|c: char| c.is_whitespace() || c == ';').map(str::to_string).collect::<Vec<_>>()
+        };
+        let quiet = |s: evloop::Settings| s.with_echo(false).with_signals(false);
+        let (master, _) =
+            cmd.spawn_on_pty_with(&mut lp, size, quiet, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let edited = read_master(&mut lp, master, |_, _, _| {});
+        let (master, _) = cmd.spawn_on_pty(&mut lp, size, |lp, p, _| p.close(lp).unwrap()).unwrap();
+        let defaults = read_master(&mut lp, master, |_, _, _| {});
+        lp.run(RunMode::Default).unwrap();
+        let (edited, defaults) = (words(&edited), words(&defaults));
+        for (word, set) in [("-echo", &edited), ("-isig", &edited), ("echo", &defaults), ("isig", &defaults)]
+        {
+            assert!(set.iter().any(|w| w == word), "{word} in {set:?}");
+        }
+        // Only those two changed: line editing stays on.
+        assert!(edited.iter().any(|w| w == "icanon"), "{edited:?}");
+    }
+);
+
+case!(
     /// A dropped loop closes the masters of the children it started on ptys, and a `cat`
     /// that the hangup ended a moment later, after the drop's look at the children, was
     /// left a zombie on the orphan list (expect-tool trial). The drop now waits a short
