@@ -155,6 +155,12 @@ impl Waker {
     /// loop is gone) gives [`io::ErrorKind::NotConnected`]. A wake that races with the close
     /// (or with the loop's drop, which closes its handles one by one) may still return `Ok`:
     /// its callback then never runs.
+    ///
+    /// Unlike libuv's `uv_async_send`, this is not async-signal-safe: it takes a lock and
+    /// may allocate (the queue of woken handles), so a signal handler must not call it. To
+    /// hear a signal on the loop, watch it with a [`Signal`](crate::Signal) handle, which
+    /// does the handler's part safely; from a handler of the program's own, set an atomic
+    /// flag, or write a byte to a pipe whose other end a [`Pipe`](crate::Pipe) handle reads.
     pub fn wake(&self) -> io::Result<()> {
         self.shared.wake()
     }

@@ -192,10 +192,18 @@ impl FdWatch {
     /// [`start`](Self::start). An fd that is not open, or a directory, is an error (and an fd
     /// that is not open is not closed: its number may be someone else's by now).
     pub fn new(lp: &mut Loop, fd: OwnedFd) -> io::Result<FdWatch> {
-        let (fd, _) = crate::stream::open_fd_flags(fd, HandleKind::FdWatch.name())?;
+        let (fd, flags) = crate::stream::open_fd_flags(fd, HandleKind::FdWatch.name())?;
         let ty = fd::file_type(fd.as_fd()).map_err(|e| context(e, "cannot watch the fd"))?;
         if ty == FileType::Directory {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
+        }
+        if !flags.nonblocking && ty != FileType::Regular {
+            log::debug!(
+                "loop {}: watching fd {}, which is blocking: a callback that reads or writes it \
+                 until EAGAIN blocks the loop",
+                lp.id,
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            );
         }
         let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket), false)?;
         let file = fd::file_id(fd.as_fd()).ok();

@@ -1085,6 +1085,12 @@ impl Command {
     /// terminal, see [`Tty::set_foreground_group`](crate::Tty::set_foreground_group)): a
     /// child in it that reads the terminal (a password prompt) is stopped by `SIGTTIN`
     /// until it is. [`Process::watch_stops`] tells.
+    ///
+    /// A group counts as long as a member is there, an exited one included until its parent
+    /// reaps it: members orphaned by the child's exit (`sh -c 'server &'`) go to `init`, and
+    /// where that is slow to reap (some containers' first process), waiting for the group to
+    /// empty ([`Process::terminate_group_then`]) waits for it. A supervisor that restarts
+    /// groups makes itself their reaper: [`become_subreaper`] and [`Loop::reap_adopted`].
     pub fn process_group(&mut self, pgid: i32) -> &mut Command {
         self.process_group = Some(pgid);
         self

@@ -119,8 +119,11 @@ typed_handle!(
     /// A timer: runs a callback once after a timeout, then every `repeat` if that is not zero.
     ///
     /// Times have millisecond resolution, and a timer never fires before its timeout has
-    /// passed since it was started: counted from the loop's time, which inside a callback is
-    /// the iteration's (see [`Loop::now`]), rounded up to the next millisecond. A repeating
+    /// passed on the loop's clock since it was started: counted from the loop's time, which
+    /// inside a callback is the iteration's (see [`Loop::now`]), rounded up to the next
+    /// millisecond. By the wall clock, then, a timer started after 30 ms of work in a
+    /// callback may fire up to 30 ms early: call [`Loop::update_time`] before starting it
+    /// to count from the real now (a script runtime's `setTimeout`). A repeating
     /// timer's next period counts from the iteration it fired in, as in libuv; unlike libuv's,
     /// the loop's wait for it counts from the clock, so callbacks that take a while do not
     /// make it late (a 10 ms repeat with a 6 ms callback fires every 10 ms, not every 16).
