@@ -87,6 +87,7 @@
 //!
 //! - [`guide::from_libuv`]: each libuv call and its evloop counterpart, and what differs.
 //! - [`guide::from_tokio_and_duct`]: when to pick evloop, and the same tasks in each.
+//! - [`guide::programs_on_a_pty`]: driving a program on a pty, as `expect` does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -1551,7 +1551,8 @@ impl Command {
     ///
     /// The pty starts with the system's default settings (line editing, echo, the signal
     /// keys); [`spawn_on_pty_with`](Command::spawn_on_pty_with) changes them before the
-    /// program starts.
+    /// program starts. The guide [`programs_on_a_pty`](crate::guide::programs_on_a_pty)
+    /// has a small `expect`-like tool, and what such a tool needs to know.
     ///
     /// The child's exit and the master's end of file come in either order; a program that
     /// needs all of the output waits for both. On an error nothing is left: the master's
