@@ -29,6 +29,33 @@
 ///
 /// A program that must tell a line cut at the maximum from a whole one (to mark it, or to
 /// drop the rest of an overlong line) uses [`push_ends`](Lines::push_ends).
+///
+/// To pass lines on (with a prefix each, as a supervisor relays a child's output), gather
+/// the lines of one read into one buffer and write or [`send`](crate::Pipe::send) it once:
+/// a send per line is a system call per line whenever the queue is empty, many times the
+/// cost of the read that brought them.
+///
+/// ```
+/// use evloop::{Lines, Loop, Pipe};
+///
+/// let mut lp = Loop::new()?;
+/// let (_r, out) = Pipe::pair(&mut lp)?;
+/// let mut lines = Lines::new(4096);
+/// let mut batch = Vec::new();
+/// let mut relay = |lp: &mut Loop, data: &[u8]| {
+///     lines.push(data, |line| {
+///         batch.extend_from_slice(b"[job] ");
+///         batch.extend_from_slice(line);
+///         batch.push(b'\n');
+///     });
+///     out.send(lp, &batch)?;
+///     batch.clear();
+///     Ok::<(), std::io::Error>(())
+/// };
+/// relay(&mut lp, b"one\ntwo\nthr")?; // one send: "[job] one\n[job] two\n"
+/// assert_eq!(out.write_queue_size(&lp)?, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Lines {
     partial: Vec<u8>,
