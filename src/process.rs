@@ -1087,10 +1087,11 @@ impl Command {
     /// until it is. [`Process::watch_stops`] tells.
     ///
     /// A group counts as long as a member is there, an exited one included until its parent
-    /// reaps it: members orphaned by the child's exit (`sh -c 'server &'`) go to `init`, and
-    /// where that is slow to reap (some containers' first process), waiting for the group to
-    /// empty ([`Process::terminate_group_then`]) waits for it. A supervisor that restarts
-    /// groups makes itself their reaper: [`become_subreaper`] and [`Loop::reap_adopted`].
+    /// reaps it: members orphaned by the child's exit (`sh -c 'server &'`) go to `init`,
+    /// which some containers' first process is slow to do. [`Process::terminate_group`]
+    /// tells such a group's end on Linux all the same; elsewhere, and for
+    /// [`Process::kill_group`]'s `ESRCH`, a supervisor that restarts groups makes itself
+    /// their reaper: [`become_subreaper`] and [`Loop::reap_adopted`].
     pub fn process_group(&mut self, pgid: i32) -> &mut Command {
         self.process_group = Some(pgid);
         self
@@ -2439,11 +2440,13 @@ impl Process {
     /// the pidfd cannot be copied (the process out of fds: `EMFILE`), it is named by number, with the race that [`kill_group`](Self::kill_group) describes: should every
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
-    /// `grace` would reach that group. A member that has exited counts until its parent
-    /// reaps it: where an orphan's new parent does not (a container whose first process is
-    /// not an init), the wait lasts the whole grace period, unless the program is that
-    /// parent and reaps them ([`become_subreaper`] and
-    /// [`Loop::reap_adopted`]).
+    /// `grace` would reach that group. On Linux, a group whose members left have all exited
+    /// has ended, reaped or not (`/proc` tells; it is looked at every
+    /// [`GROUP_EXITED_SCAN_INTERVAL_MS`](crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS)).
+    /// Elsewhere, a member that has exited counts until its parent reaps it: where an
+    /// orphan's new parent does not (a container whose first process is not an init), the
+    /// wait lasts the whole grace period, unless the program is that parent and reaps them
+    /// ([`become_subreaper`] and [`Loop::reap_adopted`]).
     /// [`terminate_group_then`](Self::terminate_group_then) says how the group ended.
     ///
     /// ```
@@ -2471,10 +2474,10 @@ impl Process {
     /// was left at its end, once the group is empty after it (or
     /// [`GROUP_KILLED_WAIT_MS`](crate::limits::GROUP_KILLED_WAIT_MS) later at the most).
     /// What a rolling restart waits for before it starts the new group, and what tells a
-    /// clean stop from a forced one: a member that exited counts until its parent reaps it,
-    /// so where orphans go to an `init` that is slow to reap them, a group that heeded
-    /// `SIGTERM` can end `Killed`, unless the program reaps them itself
-    /// ([`become_subreaper`] and [`Loop::reap_adopted`]). A second call on the group while
+    /// clean stop from a forced one. (Elsewhere than on Linux, a member that exited counts
+    /// until its parent reaps it, so where orphans go to an `init` that is slow to reap
+    /// them, a group that heeded `SIGTERM` can end `Killed`, unless the program reaps them
+    /// itself: [`become_subreaper`] and [`Loop::reap_adopted`].) A second call on the group while
     /// an escalation runs joins it: its `done` is told the same end. An error is a signal the
     /// group's members may not be sent (`EPERM`: a member became another user's): the
     /// escalation ends there. A group with no member left is no error here (as it is for
@@ -2574,6 +2577,7 @@ impl Process {
         let mine = escalation.clone();
         // Set once SIGKILL went: then it waits for the group to empty, a while at most.
         let mut killed = false;
+        let mut scanned = lp.now();
         let started = timer.start(lp, first, first, move |lp, t| {
             let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
                 lp.children_kill_spared(&mine);
@@ -2594,6 +2598,18 @@ impl Process {
                     log::debug!("terminate_group: group {} done: {e}", group.pgid);
                     over(lp, if crate::is_no_such_process(&e) { Ok(end) } else { Err(e) });
                     return;
+                }
+            }
+            // Members left that have all exited (orphans whose `init` is slow to reap them):
+            // the group has ended all the same.
+            if lp.now().saturating_sub(scanned) >= crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS {
+                scanned = lp.now();
+                if sys::group_exited(group.pgid) == Some(true) {
+                    log::debug!(
+                        "terminate_group: group {} done: only unreaped exited members left",
+                        group.pgid
+                    );
+                    return over(lp, Ok(end));
                 }
             }
             if deadline.saturating_sub(lp.now()) == 0 {
@@ -2843,7 +2859,8 @@ pub enum StopEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GroupEnd {
     /// No member was left before the grace period was over: each exited (on `SIGTERM`, or
-    /// of its own accord) and was reaped by its parent.
+    /// of its own accord) and was reaped by its parent, or, on Linux, is an exited member
+    /// its parent has not reaped yet (`/proc` tells).
     Emptied,
     /// The grace period ended with members left, and `SIGKILL` went to them; told once the
     /// group is empty (or a while after, see

@@ -227,6 +227,62 @@ pub fn group_of(pid: Pid) -> io::Result<Pid> {
     cvt(unsafe { libc::getpgid(pid) })
 }
 
+/// Whether every process left in group `pgid` has exited (a zombie its parent has not
+/// reaped yet), as `/proc` tells: `Some(true)` when no member is alive and at least one is
+/// there, `Some(false)` when one is alive or none is there, `None` where `/proc` cannot
+/// tell (not mounted, or not Linux). `kill(-pgid, 0)` succeeds for a group of zombies, so
+/// this is what tells an ended group whose orphans an `init` is slow to reap.
+///
+/// It reads the status of every process the `/proc` mount shows (some hundreds of small
+/// reads on a busy machine): a check to make now and then, not in a tight loop.
+///
+/// ```
+/// // This process is alive, so its group has a live member.
+/// let own = evloop_platform::process::process_group();
+/// assert_ne!(evloop_platform::process::group_exited(own), Some(true));
+/// ```
+pub fn group_exited(pgid: Pid) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut seen = false;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else { continue };
+            // Gone meanwhile: not a member any more.
+            let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { continue };
+            match stat_group_and_state(&stat) {
+                Some((group, state)) if group == pgid => {
+                    if !matches!(state, b'Z' | b'X') {
+                        return Some(false);
+                    }
+                    seen = true;
+                }
+                Some(_) => {}
+                None => return None,
+            }
+        }
+        Some(seen)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pgid;
+        None
+    }
+}
+
+/// The process group and state letter in the text of `/proc/PID/stat`: `PID (COMM) STATE
+/// PPID PGRP ...`, where the command name may hold spaces and parentheses, so the fields
+/// are counted from its last `)`.
+#[cfg(target_os = "linux")]
+fn stat_group_and_state(stat: &[u8]) -> Option<(Pid, u8)> {
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let mut fields = after.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let _ppid = fields.next()?;
+    let group = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    Some((group, state))
+}
+
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3). The fd is close-on-exec, turns
 /// readable when the process exits, and keeps naming that process after it is reaped.
 ///
@@ -258,4 +314,23 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io:
     // fill one in as kill(2) would.
     cvt(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, info, flags) })?;
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_group_and_state_are_counted_from_the_last_parenthesis() {
+        assert_eq!(super::stat_group_and_state(b"42 (a) b) c) Z 1 77 77 0 -1"), Some((77, b'Z')));
+        assert_eq!(super::stat_group_and_state(b"9 (sleep) S 1 9 9 0 -1\n"), Some((9, b'S')));
+        assert_eq!(super::stat_group_and_state(b"9 (sleep) S 1"), None);
+        assert_eq!(super::stat_group_and_state(b"no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_group_with_a_live_member_has_not_exited() {
+        let own = super::process_group();
+        assert_eq!(super::group_exited(own), Some(false));
+        // A group nobody is in: no pid reaches the largest number.
+        assert_eq!(super::group_exited(i32::MAX), Some(false));
+    }
 }
