@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use evloop_platform::fd;
 
+use crate::error::context;
 use crate::event_loop::Loop;
 use crate::handle::HandleId;
 use crate::pipe::Pipe;
@@ -74,8 +75,9 @@ impl AnyStream {
     /// See [`Tty::open`] and [`Pipe::open`] for what each does to the fd, and to the open
     /// file description it may share with the shell and with children that inherit it.
     ///
-    /// For stdin or stdout, pass a duplicate (`io::stdout().as_fd().try_clone_to_owned()?`):
-    /// the handle closes the fd it owns, and the process's fd 1 should stay in place.
+    /// For stdin, stdout or stderr, [`stdin`](AnyStream::stdin), [`stdout`](AnyStream::stdout)
+    /// and [`stderr`](AnyStream::stderr) pass a duplicate (the handle closes the fd it owns,
+    /// and the process's fds 0 to 2 should stay in place), and name the stream in errors.
     ///
     /// Where a handle cannot get a description of its own (a pipe on macOS and FreeBSD, a
     /// packet-mode pipe on Linux, a pty master: see [`Pipe::open`] and [`Tty::open`]), it
@@ -91,6 +93,59 @@ impl AnyStream {
         } else {
             Pipe::open(lp, fd).map(AnyStream::Pipe)
         }
+    }
+
+    /// The process's stdin (fd 0) as a stream: [`open`](AnyStream::open) of a duplicate of
+    /// it, so fd 0 itself stays in place (the handle closes its duplicate), with errors that
+    /// name stdin. A terminal comes as a [`Tty`], anything else as a [`Pipe`]; what either
+    /// does to a description it shares with the shell is in [`open`](AnyStream::open).
+    ///
+    /// ```no_run
+    /// use evloop::{AnyStream, Loop, ReadEvent, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let input = AnyStream::stdin(&mut lp)?;
+    /// let output = AnyStream::stdout(&mut lp)?;
+    /// input.read_start(&mut lp, move |lp, input, ev| match ev {
+    ///     ReadEvent::Data(d) => output.send(lp, d).unwrap(),
+    ///     _ => {
+    ///         input.close(lp).unwrap();
+    ///         output.close(lp).unwrap();
+    ///     }
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stdin(lp: &mut Loop) -> io::Result<AnyStream> {
+        Self::open_std(lp, io::stdin().as_fd(), "stdin (fd 0)")
+    }
+
+    /// The process's stdout (fd 1) as a stream, as [`stdin`](AnyStream::stdin) opens fd 0.
+    ///
+    /// ```
+    /// use evloop::{AnyStream, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let out = AnyStream::stdout(&mut lp)?;
+    /// out.write(&mut lp, b"hello\n", move |lp, res| {
+    ///     res.unwrap();
+    ///     out.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stdout(lp: &mut Loop) -> io::Result<AnyStream> {
+        Self::open_std(lp, io::stdout().as_fd(), "stdout (fd 1)")
+    }
+
+    /// The process's stderr (fd 2) as a stream, as [`stdin`](AnyStream::stdin) opens fd 0.
+    pub fn stderr(lp: &mut Loop) -> io::Result<AnyStream> {
+        Self::open_std(lp, io::stderr().as_fd(), "stderr (fd 2)")
+    }
+
+    fn open_std(lp: &mut Loop, fd: BorrowedFd<'_>, what: &str) -> io::Result<AnyStream> {
+        let own = fd.try_clone_to_owned().map_err(|e| context(e, format!("cannot open {what}")))?;
+        AnyStream::open(lp, own).map_err(|e| context(e, what))
     }
 
     /// The pipe, if it is one.

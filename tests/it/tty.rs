@@ -358,6 +358,62 @@ case!(
     }
 );
 
+/// Set by the std-streams test for its child.
+const STD_STREAMS_ENV: &str = "EVLOOP_TEST_STD_STREAMS_CHILD";
+
+/// Opens its stdin, stdout and stderr with `AnyStream::stdin`, `stdout` and `stderr`, and
+/// says what each became.
+#[test]
+#[ignore = "runs only as a child process of the std-streams test"]
+fn std_streams_child() {
+    if std::env::var_os(STD_STREAMS_ENV).is_none() {
+        return;
+    }
+    let mut lp = test_loop();
+    let opened = [
+        evloop::AnyStream::stdin(&mut lp),
+        evloop::AnyStream::stdout(&mut lp),
+        evloop::AnyStream::stderr(&mut lp),
+    ];
+    let kinds: Vec<String> = opened
+        .iter()
+        .map(|s| match s {
+            Ok(evloop::AnyStream::Tty(_)) => "tty".to_string(),
+            Ok(evloop::AnyStream::Pipe(_)) => "pipe".to_string(),
+            Err(e) => format!("error: {e}"),
+        })
+        .collect();
+    close_all(&mut lp);
+    println!("KINDS {} END", kinds.join(" | "));
+}
+
+case!(
+    /// `AnyStream::stdin`, `stdout` and `stderr`: the process's own, opened through a
+    /// duplicate (the caller had to make it), with errors that name the stream where they
+    /// named the duplicate's number (stdio-relay trial).
+    fn anystream_opens_the_processs_stdio_and_names_it_in_errors() {
+        let mut lp = test_loop();
+        let p = pty();
+        let cmd = child_test("tty::std_streams_child", STD_STREAMS_ENV, "1");
+        let (status, seen) = start_on_pty(&mut lp, &p, cmd, "END");
+        lp.run(RunMode::Default).unwrap();
+        let text = String::from_utf8_lossy(&seen);
+        assert!(status.get().unwrap().success(), "{text}");
+        assert!(text.contains("KINDS tty | tty | tty END"), "{text}");
+        let mut cmd = child_test("tty::std_streams_child", STD_STREAMS_ENV, "1");
+        cmd.stdin(OwnedFd::from(File::open("/").unwrap()));
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("KINDS error: stdin (fd 0): cannot open fd "), "{text}");
+        assert!(text.contains("directory | pipe | pipe END"), "{text}");
+    }
+);
+
 /// Set by the restore-bytes test for its child, which runs on a pty as its controlling
 /// terminal.
 const RESTORE_BYTES_ENV: &str = "EVLOOP_TEST_RESTORE_BYTES_CHILD";
