@@ -197,7 +197,14 @@ impl FdWatch {
         if ty == FileType::Directory {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
         }
-        if !flags.nonblocking && ty != FileType::Regular {
+        if ty == FileType::Regular {
+            log::warn!(
+                "loop {}: watching fd {}, a regular file: it is ready at every iteration, so the \
+                 callback runs at each (a file does not tell when it grows)",
+                lp.id,
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            );
+        } else if !flags.nonblocking {
             log::debug!(
                 "loop {}: watching fd {}, which is blocking: a callback that reads or writes it \
                  until EAGAIN blocks the loop",

@@ -68,6 +68,23 @@ impl Lines {
         Lines { partial: Vec::new(), max: max.max(1) }
     }
 
+    /// Drops the unfinished line kept from earlier calls, if any: for a stream that starts
+    /// over (a log file truncated, a child restarted), whose next bytes begin a new line.
+    ///
+    /// ```
+    /// use evloop::Lines;
+    ///
+    /// let mut lines = Lines::new(80);
+    /// let mut got = Vec::new();
+    /// lines.push(b"half a li", |l| got.push(l.to_vec()));
+    /// lines.clear();
+    /// lines.push(b"new\n", |l| got.push(l.to_vec()));
+    /// assert_eq!(got, [b"new".to_vec()]);
+    /// ```
+    pub fn clear(&mut self) {
+        self.partial.clear();
+    }
+
     /// Calls `each` with every line that `data` completes, without its newline, and keeps
     /// the unfinished rest for the next call.
     pub fn push(&mut self, data: &[u8], mut each: impl FnMut(&[u8])) {

@@ -315,7 +315,9 @@ impl Pipe {
     /// of file.
     ///
     /// A regular file is read to its current end, which the read callback gets as end of
-    /// file, once; reading then stops. No system call waits for a file to grow, so a
+    /// file, once; reading then stops, and a new `read_start` goes on from where it stopped
+    /// (the fd's offset), getting what was appended since. No system call waits for a file
+    /// to grow, so a
     /// follower (`tail -f`) that restarts reading at once from that callback spins a CPU.
     /// Restart it from a [`Timer`](crate::Timer) instead (a `stat` on each tick also finds a
     /// file rotated or truncated; what changes and changes back between two ticks goes

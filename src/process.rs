@@ -1553,7 +1553,10 @@ impl Command {
     /// The pty starts with the system's default settings (line editing, echo, the signal
     /// keys); [`spawn_on_pty_with`](Command::spawn_on_pty_with) changes them before the
     /// program starts. The guide [`programs_on_a_pty`](crate::guide::programs_on_a_pty)
-    /// has a small `expect`-like tool, and what such a tool needs to know.
+    /// has a small `expect`-like tool, and what such a tool needs to know. A tool that
+    /// relays a person's terminal to the program puts that terminal in
+    /// [`TtyMode::Io`](crate::TtyMode::Io) (not `Raw`, which would turn the program's
+    /// `\r\n` into `\r\r\n`).
     ///
     /// The child's exit and the master's end of file come in either order; a program that
     /// needs all of the output waits for both. On an error nothing is left: the master's

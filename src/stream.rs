@@ -1643,8 +1643,13 @@ macro_rules! stream_methods {
             ///
             /// A write that fails or is cancelled may have gone out in part: the kernel took
             /// its first bytes before the reader left or the handle closed (libuv's writes
-            /// are the same). The callback does not say how many; a program that must know
-            /// what its reader got writes in pieces and counts the callbacks that succeeded.
+            /// are the same). The callback does not say how many. A callback's success says
+            /// only that the kernel took the bytes (into a pipe's buffer, say), not that the
+            /// reader read them, let alone acted on them: a reader killed then loses what
+            /// its pipe held. What a reader processed, only the reader can say (an answer of
+            /// its own, or its successful exit after the stream's
+            /// [`shutdown`](Self::shutdown)); a program that must resend what was lost keeps
+            /// its data until then.
             ///
             /// Closing a handle cancels what is still queued: those callbacks, and those of
             /// finished writes still waiting for the pending phase, run in the close phase,
