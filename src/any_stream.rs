@@ -255,6 +255,16 @@ impl AnyStream {
         forward!(self, h => h.write_queue_size(lp))
     }
 
+    /// As [`Pipe::is_reading`].
+    pub fn is_reading(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.is_reading(lp))
+    }
+
+    /// As [`Pipe::is_paused`].
+    pub fn is_paused(self, lp: &Loop) -> io::Result<bool> {
+        forward!(self, h => h.is_paused(lp))
+    }
+
     /// As [`Pipe::set_read_cap`].
     pub fn set_read_cap(self, lp: &mut Loop, bytes: usize) -> io::Result<()> {
         forward!(self, h => h.set_read_cap(lp, bytes))

@@ -523,6 +523,16 @@ impl Loop {
         Ok(())
     }
 
+    /// Whether stream `id` is reading, and whether its reading is paused: both `false` for
+    /// a closing handle.
+    pub(crate) fn read_state(&self, id: HandleId, kind: HandleKind) -> io::Result<(bool, bool)> {
+        if self.handle_flags(id, kind)?.contains(Flags::CLOSING) {
+            return Ok((false, false));
+        }
+        let s = self.stream_ref(id, kind)?;
+        Ok((s.reading, s.paused))
+    }
+
     /// Whether stream `id` is open and its reading paused ([`read_pause`](Self::read_pause)).
     pub(crate) fn read_paused(&self, id: HandleId) -> bool {
         match self.slots.get(id.key as usize) {
@@ -1620,6 +1630,38 @@ macro_rules! stream_methods {
             #[inline]
             pub fn read_resume(self, lp: &mut $crate::Loop) -> std::io::Result<()> {
                 lp.read_resume(self.0, $kind)
+            }
+
+            /// Whether the stream is reading now: started, not paused, and not ended (by
+            /// end of file, an error, [`read_stop`](Self::read_stop) or a close). A closing
+            /// handle answers `false`.
+            ///
+            /// ```
+            /// use evloop::{Loop, Pipe, RunMode};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let (rx, tx) = Pipe::pair(&mut lp)?;
+            /// assert!(!rx.is_reading(&lp)?);
+            /// rx.read_start(&mut lp, |_, _, _| {})?;
+            /// assert!(rx.is_reading(&lp)?);
+            /// rx.read_pause(&mut lp)?;
+            /// assert!(!rx.is_reading(&lp)? && rx.is_paused(&lp)?);
+            /// tx.close(&mut lp)?;
+            /// rx.read_resume(&mut lp)?;
+            /// lp.run(RunMode::Default)?; // end of file ends the reading
+            /// assert!(!rx.is_reading(&lp)? && !rx.is_paused(&lp)?);
+            /// rx.close(&mut lp)?;
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            pub fn is_reading(self, lp: &$crate::Loop) -> std::io::Result<bool> {
+                lp.read_state(self.0, $kind).map(|(reading, _)| reading)
+            }
+
+            /// Whether the stream's reading is paused ([`read_pause`](Self::read_pause)), so
+            /// that [`read_resume`](Self::read_resume) would go on with the kept callback. A
+            /// closing handle answers `false`.
+            pub fn is_paused(self, lp: &$crate::Loop) -> std::io::Result<bool> {
+                lp.read_state(self.0, $kind).map(|(_, paused)| paused)
             }
 
             /// Writes `data`: what the kernel takes now is written at once, the rest is copied

@@ -2702,3 +2702,46 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// `is_reading` and `is_paused`: a reader that pauses for back-pressure had to keep
+    /// track itself of whether its stream was reading, paused or at end of file, since
+    /// `read_resume` at end of file is an error (log-shipper trial).
+    fn a_stream_says_whether_it_is_reading_or_paused() {
+        let mut lp = test_loop();
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let state = |lp: &Loop| (rx.is_reading(lp).unwrap(), rx.is_paused(lp).unwrap());
+        assert_eq!(state(&lp), (false, false), "not started");
+        let ended = Rc::new(Cell::new(false));
+        let e = ended.clone();
+        let start = move |lp: &mut Loop| {
+            let e = e.clone();
+            rx.read_start(lp, move |_, _, ev| {
+                if !matches!(ev, ReadEvent::Data(_)) {
+                    e.set(true)
+                }
+            })
+            .unwrap()
+        };
+        start(&mut lp);
+        assert_eq!(state(&lp), (true, false), "started");
+        rx.read_pause(&mut lp).unwrap();
+        assert_eq!(state(&lp), (false, true), "paused");
+        rx.read_resume(&mut lp).unwrap();
+        assert_eq!(state(&lp), (true, false), "resumed");
+        rx.read_stop(&mut lp).unwrap();
+        assert_eq!(state(&lp), (false, false), "stopped");
+        start(&mut lp);
+        tx.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(ended.get());
+        assert_eq!(state(&lp), (false, false), "ended by end of file");
+        start(&mut lp);
+        rx.read_pause(&mut lp).unwrap();
+        rx.close(&mut lp).unwrap();
+        assert_eq!(state(&lp), (false, false), "closing");
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(rx.is_reading(&lp).unwrap_err().kind(), io::ErrorKind::NotFound, "closed");
+        assert_eq!(rx.is_paused(&lp).unwrap_err().kind(), io::ErrorKind::NotFound, "closed");
+    }
+);
