@@ -127,7 +127,8 @@ pub use evloop_platform::libc::{SIGKILL, SIGSTOP};
 /// Ignores `signum` process-wide (`SIG_IGN`), as a job-control shell ignores `SIGTTIN`,
 /// `SIGTTOU` and `SIGTSTP` so that touching the terminal from the background, or Ctrl-Z,
 /// does not stop it. The children evloop spawns do not inherit it: each starts with every
-/// signal at its default (other ways of starting a program keep ignored signals ignored).
+/// signal at its default (other ways of starting a program keep ignored signals ignored;
+/// [`Command::ignore_signal`](crate::Command::ignore_signal) and [`is_ignored`] pass one on).
 ///
 /// Refused while a loop watches the signal, for `SIGCHLD` (ignored, the kernel reaps every
 /// child itself), for `SIGKILL` and `SIGSTOP`, for the synchronous faults (`SIGSEGV`,
@@ -148,6 +149,35 @@ pub use evloop_platform::libc::{SIGKILL, SIGSTOP};
 /// ```
 pub fn ignore(signum: i32) -> io::Result<()> {
     evloop_platform::signal::ignore(signum)
+}
+
+/// Whether `signum` is ignored process-wide now (`SIG_IGN`). A program started by `nohup`
+/// finds `SIGHUP` ignored, and one started in the background by a non-interactive shell
+/// finds `SIGINT` and `SIGQUIT` ignored; the children evloop spawns start with every signal
+/// at its default, so a program that passes such a signal on asks at its start (before a
+/// [`Signal`] watches it) and gives each command
+/// [`ignore_signal`](crate::Command::ignore_signal). A number that is no signal is an error.
+///
+/// ```
+/// use evloop::Command;
+/// use evloop::signal::{self, SIGHUP};
+///
+/// let mut cmd = Command::new("sleep");
+/// cmd.arg("1");
+/// if signal::is_ignored(SIGHUP)? {
+///     // Started under nohup: the job keeps SIGHUP ignored too.
+///     cmd.ignore_signal(SIGHUP);
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn is_ignored(signum: i32) -> io::Result<bool> {
+    if !(1..=crate::limits::SIGNAL_NUMBER_MAX).contains(&signum) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("signal number {signum} is out of range (1..={})", crate::limits::SIGNAL_NUMBER_MAX),
+        ));
+    }
+    Ok(evloop_platform::signal::disposition(signum)? == evloop_platform::signal::Disposition::Ignore)
 }
 
 /// Sends `signum` to the calling thread (`raise(3)`). Unless the thread blocks it, the signal

@@ -559,3 +559,39 @@ case!(
         lp.run(RunMode::Default).unwrap();
     }
 );
+
+case!(
+    /// `signal::is_ignored`: a program under `nohup` (or a background job of a script) can
+    /// pass its ignored signals on to its children, which start with every signal at its
+    /// default, as a command's `ignore_signal` (stdio-relay trial: `nohup relay job` left
+    /// the job open to `SIGHUP`).
+    fn is_ignored_tells_what_the_program_started_with_and_ignore_signal_passes_it_on() {
+        use evloop::signal::{self, SIGHUP, SIGUSR2};
+        assert!(!signal::is_ignored(SIGUSR2).unwrap());
+        signal::ignore(SIGUSR2).unwrap();
+        assert!(signal::is_ignored(SIGUSR2).unwrap());
+        assert!(!signal::is_ignored(SIGHUP).unwrap());
+        for bad in [0, -1, evloop::limits::SIGNAL_NUMBER_MAX + 1] {
+            assert_eq!(
+                signal::is_ignored(bad).unwrap_err().kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+        // Passed on: the child finds SIGUSR2 ignored, and only that one.
+        let mut lp = crate::util::test_loop();
+        let mut cmd = evloop::Command::new("sh");
+        cmd.args(["-c", "grep SigIgn /proc/self/status"]);
+        if signal::is_ignored(SIGUSR2).unwrap() {
+            cmd.ignore_signal(SIGUSR2);
+        }
+        let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let g = got.clone();
+        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mask = u64::from_str_radix(text.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+        assert_eq!(mask, 1 << (SIGUSR2 - 1), "{text}");
+    }
+);
