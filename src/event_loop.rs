@@ -1315,6 +1315,11 @@ impl Drop for Loop {
     fn drop(&mut self) {
         log::debug!("loop {}: dropped with {} handles", self.id, self.slots.len());
         self.dropping = true;
+        // The program's code runs here only as its values drop (what its callbacks captured)
+        // and in close hooks. A panic there must not cut the release short (a child left
+        // unkilled, an fd open, a handler installed): each step is caught, and the first
+        // panic goes on once everything is released.
+        let mut caught = Caught::default();
         // Handles stop without callbacks: their callbacks are dropped with their slots.
         let ids: Vec<HandleId> = self
             .slots
@@ -1327,35 +1332,50 @@ impl Drop for Loop {
             let flags = &mut self.slots[id.key as usize].flags;
             if !flags.contains(Flags::CLOSING) {
                 flags.insert(Flags::CLOSING);
-                self.stop_for_close(id);
+                caught.run(|| self.stop_for_close(id));
             }
         }
-        // (The handles' fds closed as they stopped: a child on a pty whose master closed is
-        // hung up now, and the children's part below gives it a moment to end.) The rest
-        // happens even if dropping a callback panics (a value it captured).
-        let finish = DropFinish(self);
-        finish.0.pending.clear();
-        finish.0.closing.clear();
-        finish.0.slots.clear();
-        drop(finish);
+        for p in std::mem::take(&mut self.pending) {
+            caught.run(move || drop(p));
+        }
+        for c in std::mem::take(&mut self.closing) {
+            caught.run(move || drop(c));
+        }
+        for slot in self.slots.drain() {
+            caught.run(move || drop(slot));
+        }
+        // Joins the helper thread (the handles' fds closed as they stopped).
+        self.select_helper = None;
+        // Children whose handles just stopped: reaped, waited for (a child on a pty whose
+        // master closed above is hung up, and given a moment to end), or left to the orphan
+        // list.
+        caught.run(|| self.children_drop());
+        self.signals_release();
+        // Wakers and senders may outlive the loop; its wake object does not.
+        self.wake.close();
+        caught.resume();
     }
 }
 
-/// The part of a loop's drop that runs after its handles' slots are gone, and that a panic
-/// of one of their callbacks' captures as they drop must not skip: the select helper, the
-/// children, the signal handlers and the wake object that wakers and senders share.
-struct DropFinish<'a>(&'a mut Loop);
+/// The first panic of a loop's drop, held until the drop has released everything.
+#[derive(Default)]
+struct Caught(Option<Box<dyn std::any::Any + Send>>);
 
-impl Drop for DropFinish<'_> {
-    fn drop(&mut self) {
-        let lp = &mut *self.0;
-        // Joins the helper thread, which closes the fds handed to it (a pty master among them).
-        lp.select_helper = None;
-        // Children whose handles just stopped: reaped, waited for, or left to the orphan list.
-        lp.children_drop();
-        lp.signals_release();
-        // Wakers and senders may outlive the loop; its wake object does not.
-        lp.wake.close();
+impl Caught {
+    fn run(&mut self, step: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+            self.0.get_or_insert(payload);
+        }
+    }
+
+    /// Goes on with the panic caught, unless the thread already unwinds from another (a
+    /// second panic would abort the process).
+    fn resume(self) {
+        if let Some(payload) = self.0 {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(payload);
+            }
+        }
     }
 }
 

@@ -4717,9 +4717,6 @@ impl Loop {
         }
     }
 
-    /// The loop is being dropped (every process handle was already stopped): reap what can be
-    /// reaped, wait for the children that were killed, and leave the rest to the process-wide
-    /// orphan list.
     /// Child `p` runs on a pty whose master the loop opened for it (`spawn_on_pty`).
     fn children_on_our_pty(&mut self, p: Process) {
         let key = self.own_slot_mut(p.0).and_then(|s| match &s.kind {
@@ -4760,12 +4757,23 @@ impl Loop {
         }
     }
 
+    /// The loop is being dropped (every process handle was already stopped): reap what can be
+    /// reaped, wait for the children that were killed, and leave the rest to the process-wide
+    /// orphan list. What holds the program's callbacks (stop watches, `reap_adopted`'s, the
+    /// `done` of a `terminate_group_then`) is dropped last, once the children are seen to:
+    /// a panic as a value one of them captured drops cannot skip that.
     pub(crate) fn children_drop(&mut self) {
-        self.children.stops.clear();
+        let callbacks = (
+            std::mem::take(&mut self.children.stops),
+            self.children.adopted.take(),
+            std::mem::take(&mut self.children.escalations),
+        );
+        let mut escalations = Vec::new();
         // Groups left to an escalation that ends with the loop: killed now, as
         // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
         let mut killed_groups = Vec::new();
         for (target, live) in std::mem::take(&mut self.children.grace_groups) {
+            escalations.push(live.clone());
             if live.live.get() {
                 match target.signal(libc::SIGKILL) {
                     Ok(()) => killed_groups.push(target.pgid),
@@ -4805,8 +4813,9 @@ impl Loop {
         self.children_wait_hung_up(hung_up);
         self.children.keep_alive = 0;
         self.children.sigchld = None;
-        self.children.adopted = None;
         reap_orphans();
+        drop(escalations);
+        drop(callbacks);
     }
 }
 

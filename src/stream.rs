@@ -823,8 +823,9 @@ impl Loop {
             return self.report_send_failure(id, cb);
         }
         if s.queue.is_empty() && !data.is_empty() {
-            // A terminal whose other side hung up, as a read found: Linux takes a small write
-            // and drops it, so the write fails here, with the error of the queue's writes.
+            // A terminal whose other side hung up, as a read found: Linux would keep a small
+            // write for whoever opens the slave next, maybe nobody, so it fails here, with
+            // the error of the queue's writes.
             if s.hung_up {
                 if let Some(e) = Self::hung_up_error(s) {
                     return self.write_failed(id, cb, e);
@@ -966,8 +967,9 @@ impl Loop {
             return Ok(0);
         }
         // A terminal whose other side hung up, as a read found: the write fails with `EIO`,
-        // as `write` does (Linux would take a few bytes and drop them, then say "would
-        // block" for good; macOS and FreeBSD fail it with `EIO` themselves).
+        // as `write` does (Linux would take a few bytes, kept for whoever opens the slave
+        // next, then say "would block" for good; macOS and FreeBSD fail it with `EIO`
+        // themselves).
         if s.hung_up {
             if let Some(e) = Self::hung_up_error(s) {
                 return Err(e);

@@ -145,14 +145,16 @@ typed_handle!(
     /// [`ReadEvent::Eof`](crate::ReadEvent::Eof), after every byte still buffered (on a
     /// master: a slave's unread input is discarded by the kernel at the hangup). Writes still
     /// queued then fail with `EIO`, and so does every later `write`, `send` or `try_write`,
-    /// however small, while the hangup lasts: a Linux master whose slave has closed takes what
-    /// fits in the pty's buffer, drops it, and then stops taking data without an error of its
-    /// own. (Before a read has seen the hangup, the handle cannot know of it: a small write
-    /// then completes as if it went through.) A slave opened again by name takes data again,
-    /// and writes then go through, but not those that failed. Through the select helper
-    /// (forced on Linux: macOS watches ptys with kqueue) the hangup shows only to a read: a
-    /// master that is not read may keep its queue, or see its writes complete as the kernel
-    /// takes the bytes and drops them. A read of the controlling terminal from a background
+    /// however small, while the hangup lasts. That is the handle's choice: a Linux master
+    /// whose slave has closed takes what fits in the pty's buffer, without an error, and
+    /// keeps it for whoever opens the slave next (a getty, a peer of an emulated serial
+    /// port), then stops taking data; nobody may ever open it, so the handle fails those
+    /// writes rather than have them wait unseen. (Before a read has seen the hangup, the
+    /// handle cannot know of it: a small write then goes into that buffer.) A slave opened
+    /// again by name takes data again, and writes then go through, but not those that
+    /// failed. Through the select helper (forced on Linux: macOS watches ptys with kqueue)
+    /// the hangup shows only to a read: a master that is not read may keep its queue, or
+    /// see its writes complete as the kernel takes the bytes into that buffer. A read of the controlling terminal from a background
     /// process group that ignores or blocks `SIGTTIN` (as shells do), or whose group is
     /// orphaned, fails with `EIO` too: that one
     /// is reported as [`ReadEvent::Error`](crate::ReadEvent::Error), since the terminal is

@@ -347,7 +347,9 @@ case!(
     /// A value a callback captured that panics as the dropped loop drops it cut the drop
     /// short: the wake object stayed open while a waker lived, and the select helper's
     /// thread, the children and the signal handlers were left as they were (runtime-host
-    /// trial). The drop's last part runs all the same now, the panic going on after it.
+    /// trial); a read callback's, dropped as its stream stops, left a `kill_on_drop` child
+    /// running (review). The drop runs to its end all the same now, the panic going on after
+    /// it.
     fn a_panic_as_the_dropped_loop_drops_a_callback_still_releases_the_rest() {
         struct PanicOnDrop;
         impl Drop for PanicOnDrop {
@@ -364,9 +366,19 @@ case!(
             let _ = &capture;
         })
         .unwrap();
+        // Dropped as the stream stops, before the children are seen to.
+        let (rx, _tx) = evloop::Pipe::pair(&mut lp).unwrap();
+        let capture = PanicOnDrop;
+        rx.read_start(&mut lp, move |_, _, _| {
+            let _ = &capture;
+        })
+        .unwrap();
         // A child that exited: the drop reaps it.
         let child = evloop::Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
         let pid = child.process.pid(&lp).unwrap();
+        // One to kill and wait for.
+        let child = evloop::Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {});
+        let killed = child.unwrap().process.pid(&lp).unwrap();
         let silent = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(lp)));
@@ -379,6 +391,7 @@ case!(
             std::thread::yield_now();
         }
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+        assert!(!std::path::Path::new(&format!("/proc/{killed}")).exists(), "killed and reaped");
     }
 );
 

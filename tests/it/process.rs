@@ -5236,7 +5236,9 @@ case!(
     /// that the hangup ended a moment later, after the drop's look at the children, was
     /// left a zombie on the orphan list (expect-tool trial). The drop now waits a short
     /// while for the children their hangup ends; one that ignores `SIGHUP` is left running,
-    /// to the orphan list, after that short while. On every spawn path.
+    /// to the orphan list, after that short while. On every spawn path. (Nothing tells
+    /// when `cat` will have died of the `SIGHUP`: the test relies on its doing so within
+    /// the drop's 200 ms, which a loaded machine has kept to in every run so far.)
     fn issue_6_a_dropped_loop_reaps_the_children_its_pty_hangup_ends() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();

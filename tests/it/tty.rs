@@ -1110,8 +1110,9 @@ case!(
 
 case!(
     /// A small write to a pty master whose hangup a read had seen completed as if it went
-    /// through (Linux takes what fits and drops it), and a `send` or `try_write` of a few
-    /// bytes returned success, while a large write failed with `EIO` (expect-tool trial):
+    /// through (Linux keeps what fits for whoever opens the slave next, maybe nobody), and a
+    /// `send` or `try_write` of a few bytes returned success, while a large write failed
+    /// with `EIO` (expect-tool trial):
     /// each fails with `EIO` at once now, whatever its size, and a write queued behind
     /// nothing is not needed for it. Direct and through the select helper.
     fn issue_5_a_small_write_to_a_master_that_hung_up_fails_at_once() {
