@@ -1,7 +1,9 @@
 //! [`AnyStream`]: a pipe or a terminal, for code that takes whatever its stdin or stdout is.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 
 use evloop_platform::fd;
 
@@ -57,6 +59,26 @@ impl From<Pipe> for AnyStream {
 impl From<Tty> for AnyStream {
     fn from(t: Tty) -> AnyStream {
         AnyStream::Tty(t)
+    }
+}
+
+/// A running [`AnyStream::pipe_to`].
+struct Relay {
+    /// Taken by the first end, success or error.
+    done: Option<Box<dyn FnOnce(&mut Loop, io::Result<u64>)>>,
+    bytes: u64,
+    /// Reading is paused until the destination's queue is out.
+    draining: bool,
+    /// The source reached its end of file.
+    ended: bool,
+}
+
+impl Relay {
+    fn finish(relay: &Rc<RefCell<Relay>>, lp: &mut Loop, res: io::Result<u64>) {
+        let done = relay.borrow_mut().done.take();
+        if let Some(done) = done {
+            done(lp, res);
+        }
     }
 }
 
@@ -179,6 +201,130 @@ impl AnyStream {
             AnyStream::Pipe(p) => p.read_start(lp, move |lp, p, ev| cb(lp, AnyStream::Pipe(p), ev)),
             AnyStream::Tty(t) => t.read_start(lp, move |lp, t, ev| cb(lp, AnyStream::Tty(t), ev)),
         }
+    }
+
+    /// Relays this stream to `to`, as Node's `pipe()` does: every byte read is written to
+    /// `to`, and reading pauses while `to` has more than
+    /// [`PIPE_TO_QUEUE_BYTES_MAX`](crate::limits::PIPE_TO_QUEUE_BYTES_MAX) queued (a slow
+    /// reader at `to`'s end holds the writer at this one's end back, and memory stays
+    /// bounded), going on once that is out. At this stream's end of file, with `end`, `to`
+    /// is [`shutdown`](AnyStream::shutdown) (its reader sees end of file; a `to` that cannot
+    /// be shut down, a terminal, is only flushed), and without it, only flushed, for more
+    /// of the program's own writes.
+    ///
+    /// `done` runs once, from a callback, never inside this call: with the number of bytes
+    /// relayed once everything is written (and shut down), or with the first error, which
+    /// ends the relay (a read error; a write error, `EPIPE` when `to`'s reader is gone;
+    /// `ECANCELED` when `to` is closed with writes queued; the error of a `to` closed
+    /// before). Reading has stopped by then, and neither stream is closed: `done` closes
+    /// what it no longer needs. Closing this stream while the relay runs drops `done`
+    /// uncalled, as it drops any read callback.
+    ///
+    /// It takes this stream's reading over: an error (`AlreadyExists`) if it is reading
+    /// already, and nothing happens then. For a [`Pipe`] or [`Tty`],
+    /// `AnyStream::from(pipe).pipe_to(..)`.
+    ///
+    /// ```
+    /// use evloop::{AnyStream, Command, Loop, RunMode, Stdio};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// // `seq 100000 | wc -l`, with the program in between.
+    /// let seq = Command::new("seq").arg("100000").stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, _| {
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// let mut wc = Command::new("wc");
+    /// wc.arg("-l").stdin(Stdio::Pipe).stdout(Stdio::Pipe);
+    /// let wc = wc.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap())?;
+    /// let (from, to) = (seq.stdout.unwrap(), wc.stdin.unwrap());
+    /// AnyStream::from(from).pipe_to(&mut lp, to, true, move |lp, res| {
+    ///     assert_eq!(res.unwrap(), 588_895); // the bytes of the 100,000 lines
+    ///     from.close(lp).unwrap();
+    ///     to.close(lp).unwrap();
+    /// })?;
+    /// let out = wc.stdout.unwrap();
+    /// let counted = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    /// let c = counted.clone();
+    /// out.read_start(&mut lp, move |lp, out, ev| match ev {
+    ///     evloop::ReadEvent::Data(d) => c.borrow_mut().extend_from_slice(d),
+    ///     _ => out.close(lp).unwrap(),
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(String::from_utf8_lossy(&counted.borrow()).trim(), "100000");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pipe_to(
+        self,
+        lp: &mut Loop,
+        to: impl Into<AnyStream>,
+        end: bool,
+        done: impl FnOnce(&mut Loop, io::Result<u64>) + 'static,
+    ) -> io::Result<()> {
+        let to = to.into();
+        let relay = Rc::new(RefCell::new(Relay {
+            done: Some(Box::new(done)),
+            bytes: 0,
+            draining: false,
+            ended: false,
+        }));
+        let r = relay.clone();
+        self.read_start(lp, move |lp, from, ev| match ev {
+            ReadEvent::Data(d) => {
+                if let Err(e) = to.send(lp, d) {
+                    let _ = from.read_stop(lp);
+                    return Relay::finish(&r, lp, Err(e));
+                }
+                r.borrow_mut().bytes += d.len() as u64;
+                let over = to.write_queue_size(lp).is_ok_and(|n| n > crate::limits::PIPE_TO_QUEUE_BYTES_MAX);
+                if over && !std::mem::replace(&mut r.borrow_mut().draining, true) {
+                    let _ = from.read_pause(lp);
+                    let waits = r.clone();
+                    let drained = move |lp: &mut Loop, res: io::Result<()>| {
+                        waits.borrow_mut().draining = false;
+                        match res {
+                            Err(e) => {
+                                let _ = from.read_stop(lp);
+                                Relay::finish(&waits, lp, Err(e))
+                            }
+                            // Not after the end, nor once the program stopped or closed `from`.
+                            Ok(()) if !waits.borrow().ended && from.is_paused(lp).unwrap_or(false) => {
+                                let _ = from.read_resume(lp);
+                            }
+                            Ok(()) => {}
+                        }
+                    };
+                    if let Err(e) = to.write(lp, b"", drained) {
+                        let _ = from.read_stop(lp);
+                        Relay::finish(&r, lp, Err(e));
+                    }
+                }
+            }
+            ReadEvent::Eof => {
+                r.borrow_mut().ended = true;
+                let fin = r.clone();
+                let flushed = move |lp: &mut Loop, res: io::Result<()>| {
+                    let bytes = fin.borrow().bytes;
+                    Relay::finish(&fin, lp, res.map(|()| bytes))
+                };
+                let res = if end {
+                    match to.shutdown(lp, flushed) {
+                        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                            let fin = r.clone();
+                            to.write(lp, b"", move |lp, res| {
+                                let bytes = fin.borrow().bytes;
+                                Relay::finish(&fin, lp, res.map(|()| bytes))
+                            })
+                        }
+                        res => res,
+                    }
+                } else {
+                    to.write(lp, b"", flushed)
+                };
+                if let Err(e) = res {
+                    Relay::finish(&r, lp, Err(e));
+                }
+            }
+            ReadEvent::Error(e) => Relay::finish(&r, lp, Err(e)),
+        })
     }
 
     /// As [`Pipe::read_stop`].
