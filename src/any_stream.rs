@@ -62,10 +62,13 @@ impl From<Tty> for AnyStream {
     }
 }
 
+/// The callback of [`AnyStream::pipe_to`].
+type RelayDoneCb = Box<dyn FnOnce(&mut Loop, io::Result<u64>)>;
+
 /// A running [`AnyStream::pipe_to`].
 struct Relay {
     /// Taken by the first end, success or error.
-    done: Option<Box<dyn FnOnce(&mut Loop, io::Result<u64>)>>,
+    done: Option<RelayDoneCb>,
     bytes: u64,
     /// Reading is paused until the destination's queue is out.
     draining: bool,
