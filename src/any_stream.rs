@@ -67,6 +67,8 @@ type RelayDoneCb = Box<dyn FnOnce(&mut Loop, io::Result<u64>)>;
 
 /// A running [`AnyStream::pipe_to`].
 struct Relay {
+    /// The source: closed, it takes `done` with it.
+    from: AnyStream,
     /// Taken by the first end, success or error.
     done: Option<RelayDoneCb>,
     bytes: u64,
@@ -78,8 +80,12 @@ struct Relay {
 
 impl Relay {
     fn finish(relay: &Rc<RefCell<Relay>>, lp: &mut Loop, res: io::Result<u64>) {
-        let done = relay.borrow_mut().done.take();
-        if let Some(done) = done {
+        let (from, done) = {
+            let mut relay = relay.borrow_mut();
+            (relay.from, relay.done.take())
+        };
+        // Not once the program closed the source (a write still pending may fail after).
+        if let Some(done) = done.filter(|_| from.is_closing(lp).is_ok_and(|closing| !closing)) {
             done(lp, res);
         }
     }
@@ -220,12 +226,15 @@ impl AnyStream {
     /// ends the relay (a read error; a write error, `EPIPE` when `to`'s reader is gone;
     /// `ECANCELED` when `to` is closed with writes queued; the error of a `to` closed
     /// before). Reading has stopped by then, and neither stream is closed: `done` closes
-    /// what it no longer needs. Closing this stream while the relay runs drops `done`
-    /// uncalled, as it drops any read callback.
+    /// what it no longer needs.
     ///
     /// It takes this stream's reading over: an error (`AlreadyExists`) if it is reading
-    /// already, and nothing happens then. For a [`Pipe`] or [`Tty`],
-    /// `AnyStream::from(pipe).pipe_to(..)`.
+    /// already, and nothing happens then; while it runs, the program leaves this stream's
+    /// reading alone (a pause of its own would be resumed, a stop would end the relay
+    /// without a word). To end it early, close a stream: closing this one drops `done`
+    /// uncalled, as it drops any read callback; closing `to` ends the relay with that
+    /// error at this stream's next read (a relay from a source that sends nothing waits
+    /// for good, as a read does). For a [`Pipe`] or [`Tty`], `AnyStream::from(pipe).pipe_to(..)`.
     ///
     /// ```
     /// use evloop::{AnyStream, Command, Loop, RunMode, Stdio};
@@ -264,6 +273,7 @@ impl AnyStream {
     ) -> io::Result<()> {
         let to = to.into();
         let relay = Rc::new(RefCell::new(Relay {
+            from: self,
             done: Some(Box::new(done)),
             bytes: 0,
             draining: false,

@@ -1349,7 +1349,11 @@ impl Drop for Loop {
         // Children whose handles just stopped: reaped, waited for (a child on a pty whose
         // master closed above is hung up, and given a moment to end), or left to the orphan
         // list.
-        caught.run(|| self.children_drop());
+        let mut callbacks = Vec::new();
+        caught.run(|| callbacks = self.children_drop());
+        for cb in callbacks {
+            caught.run(move || drop(cb));
+        }
         self.signals_release();
         // Wakers and senders may outlive the loop; its wake object does not.
         self.wake.close();

@@ -98,10 +98,12 @@ pub const ADOPTED_REAPS_PER_SWEEP_MAX: usize = 256;
 /// group it ends has members left, during its grace period.
 pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
 
-/// How often, at most, [`Process::terminate_group`](crate::Process::terminate_group) looks
-/// through `/proc` (Linux) for whether the members its group still has have all exited:
-/// zombies whose parent (an `init` slow to reap orphans) has not reaped them keep the
-/// group's id in use, but the group has ended.
+/// How long [`Process::terminate_group`](crate::Process::terminate_group) waits before it
+/// first looks through `/proc` (Linux) for whether the members its group still has have
+/// all exited (zombies whose parent, an `init` slow to reap orphans, has not reaped them
+/// keep the group's id in use, but the group has ended). Each look reads the status of
+/// every process, so each that finds a member alive doubles the wait for the next, up to
+/// 16 times this.
 pub const GROUP_EXITED_SCAN_INTERVAL_MS: u64 = 100;
 
 /// How long [`Process::terminate_group`](crate::Process::terminate_group)'s escalation waits,

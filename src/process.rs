@@ -2444,8 +2444,9 @@ impl Process {
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
     /// `grace` would reach that group. On Linux, a group whose members left have all exited
-    /// has ended, reaped or not (`/proc` tells; it is looked at every
-    /// [`GROUP_EXITED_SCAN_INTERVAL_MS`](crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS)).
+    /// has ended, reaped or not (`/proc` tells; it is looked at after
+    /// [`GROUP_EXITED_SCAN_INTERVAL_MS`](crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS), then
+    /// less and less often).
     /// Elsewhere, a member that has exited counts until its parent reaps it: where an
     /// orphan's new parent does not (a container whose first process is not an init), the
     /// wait lasts the whole grace period, unless the program is that parent and reaps them
@@ -2580,7 +2581,7 @@ impl Process {
         let mine = escalation.clone();
         // Set once SIGKILL went: then it waits for the group to empty, a while at most.
         let mut killed = false;
-        let mut scanned = lp.now();
+        let (mut scanned, mut scan_every) = (lp.now(), crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS);
         let started = timer.start(lp, first, first, move |lp, t| {
             let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
                 lp.children_kill_spared(&mine);
@@ -2605,8 +2606,11 @@ impl Process {
             }
             // Members left that have all exited (orphans whose `init` is slow to reap them):
             // the group has ended all the same.
-            if lp.now().saturating_sub(scanned) >= crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS {
+            // (A look reads every process's status: each finds members alive, the next waits
+            // twice as long, up to 16 times the first wait.)
+            if lp.now().saturating_sub(scanned) >= scan_every {
                 scanned = lp.now();
+                scan_every = (scan_every * 2).min(crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS * 16);
                 if sys::group_exited(group.pgid) == Some(true) {
                     log::debug!(
                         "terminate_group: group {} done: only unreaped exited members left",
@@ -4583,7 +4587,9 @@ impl Loop {
         let Some(slot) = self.live_slot_mut(id) else { return };
         let referenced = slot.flags.contains(Flags::REF);
         let Kind::Process(st) = &mut slot.kind else { return };
-        st.on_exit = None;
+        // Dropped on the way out, last: a panic as the program's value drops (a loop's drop
+        // catches it) must not keep the child from being killed or handed on.
+        let _on_exit = st.on_exit.take();
         // A `terminate_group` in its grace period ends the group itself, when that is over.
         let kill_group = st.on_drop == OnDrop::KillGroup && !in_grace;
         let left_to_grace =
@@ -4760,14 +4766,15 @@ impl Loop {
     /// The loop is being dropped (every process handle was already stopped): reap what can be
     /// reaped, wait for the children that were killed, and leave the rest to the process-wide
     /// orphan list. What holds the program's callbacks (stop watches, `reap_adopted`'s, the
-    /// `done` of a `terminate_group_then`) is dropped last, once the children are seen to:
-    /// a panic as a value one of them captured drops cannot skip that.
-    pub(crate) fn children_drop(&mut self) {
-        let callbacks = (
-            std::mem::take(&mut self.children.stops),
-            self.children.adopted.take(),
-            std::mem::take(&mut self.children.escalations),
-        );
+    /// `done` of a `terminate_group_then`) is handed back, for the caller to drop one by one
+    /// once the children are seen to: a panic as a value one of them captured drops cannot
+    /// skip that.
+    pub(crate) fn children_drop(&mut self) -> Vec<Box<dyn std::any::Any>> {
+        let mut callbacks: Vec<Box<dyn std::any::Any>> = Vec::new();
+        callbacks.extend(std::mem::take(&mut self.children.stops).into_iter().map(|w| Box::new(w) as _));
+        callbacks.extend(self.children.adopted.take().map(|cb| Box::new(cb) as _));
+        callbacks
+            .extend(std::mem::take(&mut self.children.escalations).into_iter().map(|e| Box::new(e) as _));
         let mut escalations = Vec::new();
         // Groups left to an escalation that ends with the loop: killed now, as
         // `kill_group_on_drop` says (before the reaping below, which waits for the killed).
@@ -4814,8 +4821,8 @@ impl Loop {
         self.children.keep_alive = 0;
         self.children.sigchld = None;
         reap_orphans();
-        drop(escalations);
-        drop(callbacks);
+        callbacks.extend(escalations.into_iter().map(|e| Box::new(e) as _));
+        callbacks
     }
 }
 

@@ -1471,13 +1471,17 @@ impl Loop {
     /// writes stay for the close phase, which cancels them.
     pub(crate) fn stream_stop_for_close(&mut self, id: HandleId) {
         self.io_release(id);
+        let mut read_cb = None;
         if let Some(Kind::Stream(s)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
             s.reading = false;
             s.paused = false;
-            s.read_cb = None;
+            read_cb = s.read_cb.take();
         }
         self.read_changed();
         self.tty_stop_for_close(id);
+        // Last: a panic as the program's value drops (a loop's drop catches it) must not
+        // skip the terminal's restore.
+        drop(read_cb);
     }
 
     /// The close phase's part: cancel every queued write and a pending shutdown, in order.

@@ -230,8 +230,12 @@ pub fn group_of(pid: Pid) -> io::Result<Pid> {
 /// Whether every process left in group `pgid` has exited (a zombie its parent has not
 /// reaped yet), as `/proc` tells: `Some(true)` when no member is alive and at least one is
 /// there, `Some(false)` when one is alive or none is there, `None` where `/proc` cannot
-/// tell (not mounted, or not Linux). `kill(-pgid, 0)` succeeds for a group of zombies, so
-/// this is what tells an ended group whose orphans an `init` is slow to reap.
+/// tell: not Linux, not mounted, a `/proc` of another pid namespace, or a process whose
+/// status it would not show (another user's, under `hidepid=1`). `kill(-pgid, 0)` succeeds
+/// for a group of zombies, so this is what tells an ended group whose orphans an `init` is
+/// slow to reap. A process whose main thread ended while others run shows as a zombie
+/// with threads left, and counts as alive. Under `hidepid=2` the processes of other users
+/// are not listed at all: a member that switched to another user goes unseen.
 ///
 /// It reads the status of every process the `/proc` mount shows (some hundreds of small
 /// reads on a busy machine): a check to make now and then, not in a tight loop.
@@ -244,22 +248,33 @@ pub fn group_of(pid: Pid) -> io::Result<Pid> {
 pub fn group_exited(pgid: Pid) -> Option<bool> {
     #[cfg(target_os = "linux")]
     {
+        // A /proc of another pid namespace names other processes by these numbers.
+        // SAFETY: getpid takes no arguments and cannot fail.
+        let own = unsafe { libc::getpid() };
+        let shown = std::fs::read_link("/proc/self").ok()?;
+        if shown.to_str()?.parse::<Pid>().ok()? != own {
+            return None;
+        }
         let mut seen = false;
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else { continue };
-            // Gone meanwhile: not a member any more.
-            let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { continue };
-            match stat_group_and_state(&stat) {
-                Some((group, state)) if group == pgid => {
-                    if !matches!(state, b'Z' | b'X') {
-                        return Some(false);
-                    }
-                    seen = true;
+            let stat = match std::fs::read(format!("/proc/{pid}/stat")) {
+                Ok(stat) => stat,
+                // Gone meanwhile (reaped): not a member any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+                    continue;
                 }
-                Some(_) => {}
-                None => return None,
+                Err(_) => return None,
+            };
+            let (group, state, threads) = stat_group_state_threads(&stat)?;
+            if group != pgid {
+                continue;
             }
+            if !(matches!(state, b'Z' | b'X') && threads <= 1) {
+                return Some(false);
+            }
+            seen = true;
         }
         Some(seen)
     }
@@ -270,17 +285,17 @@ pub fn group_exited(pgid: Pid) -> Option<bool> {
     }
 }
 
-/// The process group and state letter in the text of `/proc/PID/stat`: `PID (COMM) STATE
-/// PPID PGRP ...`, where the command name may hold spaces and parentheses, so the fields
-/// are counted from its last `)`.
+/// The process group, state letter and thread count in the text of `/proc/PID/stat`:
+/// `PID (COMM) STATE PPID PGRP ...`, the thread count 18th after the name, which may hold
+/// spaces and parentheses, so the fields are counted from its last `)`.
 #[cfg(target_os = "linux")]
-fn stat_group_and_state(stat: &[u8]) -> Option<(Pid, u8)> {
+fn stat_group_state_threads(stat: &[u8]) -> Option<(Pid, u8, u64)> {
     let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
     let mut fields = after.split(|&b| b == b' ').filter(|f| !f.is_empty());
     let state = *fields.next()?.first()?;
-    let _ppid = fields.next()?;
-    let group = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-    Some((group, state))
+    let group = std::str::from_utf8(fields.nth(1)?).ok()?.parse().ok()?;
+    let threads = std::str::from_utf8(fields.nth(14)?).ok()?.trim().parse().ok()?;
+    Some((group, state, threads))
 }
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3). The fd is close-on-exec, turns
@@ -319,11 +334,22 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io:
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
-    fn the_group_and_state_are_counted_from_the_last_parenthesis() {
-        assert_eq!(super::stat_group_and_state(b"42 (a) b) c) Z 1 77 77 0 -1"), Some((77, b'Z')));
-        assert_eq!(super::stat_group_and_state(b"9 (sleep) S 1 9 9 0 -1\n"), Some((9, b'S')));
-        assert_eq!(super::stat_group_and_state(b"9 (sleep) S 1"), None);
-        assert_eq!(super::stat_group_and_state(b"no parenthesis"), None);
+    fn the_group_state_and_threads_are_counted_from_the_last_parenthesis() {
+        // session, tty, tpgid, flags, four fault counts, four times, priority and nice (14),
+        // then the thread count.
+        let fields = " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 2 0 0\n";
+        let stat = format!("42 (a) b) c) Z 1 77{fields}");
+        assert_eq!(super::stat_group_state_threads(stat.as_bytes()), Some((77, b'Z', 2)));
+        let stat = format!("9 (sleep) S 1 9{fields}");
+        assert_eq!(super::stat_group_state_threads(stat.as_bytes()), Some((9, b'S', 2)));
+        assert_eq!(super::stat_group_state_threads(b"9 (sleep) S 1 9 9 0 -1"), None);
+        assert_eq!(super::stat_group_state_threads(b"no parenthesis"), None);
+        // This process's own, as the kernel writes it.
+        let own = std::fs::read("/proc/self/stat").unwrap();
+        let (group, state, threads) = super::stat_group_state_threads(&own).unwrap();
+        assert_eq!(group, super::process_group());
+        assert!(matches!(state, b'R' | b'S'), "{}", state as char);
+        assert!(threads >= 1);
     }
 
     #[test]

@@ -347,9 +347,9 @@ case!(
     /// A value a callback captured that panics as the dropped loop drops it cut the drop
     /// short: the wake object stayed open while a waker lived, and the select helper's
     /// thread, the children and the signal handlers were left as they were (runtime-host
-    /// trial); a read callback's, dropped as its stream stops, left a `kill_on_drop` child
-    /// running (review). The drop runs to its end all the same now, the panic going on after
-    /// it.
+    /// trial); a read callback's, dropped as its stream stops, or the exit callback's of a
+    /// `kill_on_drop` child, left that child running (reviews). The drop runs to its end all
+    /// the same now, the first panic going on after it.
     fn a_panic_as_the_dropped_loop_drops_a_callback_still_releases_the_rest() {
         struct PanicOnDrop;
         impl Drop for PanicOnDrop {
@@ -376,8 +376,12 @@ case!(
         // A child that exited: the drop reaps it.
         let child = evloop::Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap();
         let pid = child.process.pid(&lp).unwrap();
-        // One to kill and wait for.
-        let child = evloop::Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {});
+        // One to kill and wait for, whose exit callback's capture panics too.
+        let capture = PanicOnDrop;
+        let child =
+            evloop::Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, move |_, _, _| {
+                let _ = &capture;
+            });
         let killed = child.unwrap().process.pid(&lp).unwrap();
         let silent = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));

@@ -2864,6 +2864,26 @@ case!(
         assert_eq!(got.borrow().data, b"relayed and more");
         assert!(!from.is_reading(&lp).unwrap() && !from.is_paused(&lp).unwrap());
 
+        // The source closed while the relay waits for its destination to drain, then the
+        // destination: `done` goes uncalled, as the docs say (it ran with `ECANCELED`,
+        // and its `from.close` failed: review).
+        let (from3, feed3) = Pipe::pair(&mut lp).unwrap();
+        let (held, w) = std::io::pipe().unwrap();
+        let to3 = Pipe::open(&mut lp, w.into()).unwrap();
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        evloop::AnyStream::from(from3).pipe_to(&mut lp, to3, true, move |_, _| r.set(true)).unwrap();
+        feed3.write(&mut lp, &vec![7u8; 3 << 20], |_, _| {}).unwrap();
+        while !from3.is_paused(&lp).unwrap() {
+            lp.run(RunMode::Once).unwrap();
+        }
+        for h in [from3, to3, feed3] {
+            h.close(&mut lp).unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        assert!(!ran.get(), "done ran after its source closed");
+        drop(held);
+
         // EPIPE: the destination's reader is gone.
         let (from2, feed) = Pipe::pair(&mut lp).unwrap();
         let (r, w) = std::io::pipe().unwrap();
