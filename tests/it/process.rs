@@ -3841,22 +3841,12 @@ case!(
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
             // Emptied: sleep heeds SIGTERM.
-            let mut cmd = Command::new("sleep");
-            cmd.arg("100").process_group(0);
-            let p = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap().process;
+            let p = sleep_in_own_group(&mut lp);
             p.kill_group(&mut lp, 0).expect("a member is there");
-            let end = Rc::new(RefCell::new(None));
-            let e = end.clone();
-            let t0 = Instant::now();
-            p.terminate_group_then(&mut lp, Duration::from_secs(60), move |_, res| {
-                assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
-            })
-            .unwrap();
-            assert!(end.borrow().is_none(), "never inside the call");
-            lp.run(RunMode::Default).unwrap();
-            let (res, took) = end.borrow_mut().take().expect("done ran");
+            let (res, took) = terminate_group_timed(&mut lp, p);
             assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
             assert!(took < Duration::from_secs(10), "{name}: {took:?}");
+            let end = Rc::new(RefCell::new(None));
             // Killed: the member ignores SIGTERM (it says its pid once it does).
             let mut cmd = sh("(trap '' TERM; exec sh -c 'echo $$; exec sleep 100') & wait");
             cmd.process_group(0).stdout(Stdio::Pipe);
@@ -3921,30 +3911,45 @@ case!(
     fn issue_6_a_group_left_with_unreaped_exited_members_has_ended() {
         use evloop::GroupEnd;
         use std::os::unix::process::CommandExt;
-        use std::time::{Duration, Instant};
+        use std::time::Duration;
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
-            let mut cmd = Command::new("sleep");
-            cmd.arg("100").process_group(0);
-            let p = cmd.spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap().process;
+            let p = sleep_in_own_group(&mut lp);
             let pgid = p.pid(&lp).unwrap() as i32;
             let mut member = std::process::Command::new("true").process_group(pgid).spawn().unwrap();
             crate::util::wait_for_state(&format!("/proc/{}/stat", member.id()), 'Z');
-            let end = Rc::new(RefCell::new(None));
-            let e = end.clone();
-            let t0 = Instant::now();
-            p.terminate_group_then(&mut lp, Duration::from_secs(60), move |_, res| {
-                assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
-            })
-            .unwrap();
-            lp.run(RunMode::Default).unwrap();
-            let (res, took) = end.borrow_mut().take().expect("done ran");
+            let (res, took) = terminate_group_timed(&mut lp, p);
             assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
             assert!(took < Duration::from_secs(30), "{name}: {took:?}");
             assert!(member.try_wait().unwrap().is_some(), "{name}: still there, unreaped");
         }
     }
 );
+
+/// `sleep 100` in a process group of its own, its handle closing at its exit.
+fn sleep_in_own_group(lp: &mut Loop) -> evloop::Process {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("100").process_group(0);
+    cmd.spawn(lp, |lp, p, _| p.close(lp).unwrap()).unwrap().process
+}
+
+/// `terminate_group_then` with a grace period of a minute, run to its end: how the group
+/// ended, and how long that took.
+fn terminate_group_timed(
+    lp: &mut Loop,
+    p: evloop::Process,
+) -> (io::Result<evloop::GroupEnd>, std::time::Duration) {
+    let end = Rc::new(RefCell::new(None));
+    let e = end.clone();
+    let t0 = std::time::Instant::now();
+    p.terminate_group_then(lp, std::time::Duration::from_secs(60), move |_, res| {
+        assert!(e.borrow_mut().replace((res, t0.elapsed())).is_none(), "called once");
+    })
+    .unwrap();
+    assert!(end.borrow().is_none(), "never inside the call");
+    lp.run(RunMode::Default).unwrap();
+    end.borrow_mut().take().expect("done ran")
+}
 
 case!(
     /// `terminate`'s escalation timer goes as soon as the child is reaped: a storm of

@@ -144,6 +144,16 @@ fn child_test(name: &str, env: &str, value: impl AsRef<std::ffi::OsStr>) -> evlo
     cmd
 }
 
+/// Runs `cmd` to its end with its output captured: its status, and its stdout as text.
+fn output_of(lp: &mut Loop, cmd: &evloop::Command) -> (evloop::ExitStatus, String) {
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    cmd.output(lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+    lp.run(RunMode::Default).unwrap();
+    let out = got.borrow_mut().take().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn spawn_session_leader(
     lp: &mut Loop,
     p: &Pty,
@@ -346,13 +356,8 @@ case!(
         // A new session has no controlling terminal.
         let mut cmd = child_test("tty::open_controlling_child", CONTROLLING_ENV, "1");
         cmd.setsid(true);
-        let got = Rc::new(RefCell::new(None));
-        let g = got.clone();
-        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
-        lp.run(RunMode::Default).unwrap();
-        let out = got.borrow_mut().take().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let (status, text) = output_of(&mut lp, &cmd);
+        assert!(status.success(), "{text}");
         assert!(text.contains(&format!("ERR Some({})", libc::ENXIO)), "{text}");
         assert!(text.contains("this process has no controlling terminal"), "{text}");
     }
@@ -402,13 +407,8 @@ case!(
         assert!(text.contains("KINDS tty | tty | tty END"), "{text}");
         let mut cmd = child_test("tty::std_streams_child", STD_STREAMS_ENV, "1");
         cmd.stdin(OwnedFd::from(File::open("/").unwrap()));
-        let got = Rc::new(RefCell::new(None));
-        let g = got.clone();
-        cmd.output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
-        lp.run(RunMode::Default).unwrap();
-        let out = got.borrow_mut().take().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let (status, text) = output_of(&mut lp, &cmd);
+        assert!(status.success(), "{text}");
         assert!(text.contains("KINDS error: stdin (fd 0): cannot open fd "), "{text}");
         assert!(text.contains("directory | pipe | pipe END"), "{text}");
     }
