@@ -131,18 +131,19 @@ impl AnyStream {
     /// name stdin. A terminal comes as a [`Tty`], anything else as a [`Pipe`]; what either
     /// does to a description it shares with the shell is in [`open`](AnyStream::open).
     ///
+    /// `cat`, whatever stdin and stdout are (a terminal, a pipe, a file, `/dev/null`):
+    ///
     /// ```no_run
-    /// use evloop::{AnyStream, Loop, ReadEvent, RunMode};
+    /// use evloop::{AnyStream, Loop, RunMode};
     ///
     /// let mut lp = Loop::new()?;
     /// let input = AnyStream::stdin(&mut lp)?;
     /// let output = AnyStream::stdout(&mut lp)?;
-    /// input.read_start(&mut lp, move |lp, input, ev| match ev {
-    ///     ReadEvent::Data(d) => output.send(lp, d).unwrap(),
-    ///     _ => {
-    ///         input.close(lp).unwrap();
-    ///         output.close(lp).unwrap();
-    ///     }
+    /// // Flushed at the end, not shut down: the process's stdout stays usable.
+    /// input.pipe_to(&mut lp, output, false, move |lp, res| {
+    ///     res.unwrap();
+    ///     input.close(lp).unwrap();
+    ///     output.close(lp).unwrap();
     /// })?;
     /// lp.run(RunMode::Default)?;
     /// # Ok::<(), std::io::Error>(())
