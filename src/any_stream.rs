@@ -177,7 +177,9 @@ impl AnyStream {
 
     fn open_std(lp: &mut Loop, fd: BorrowedFd<'_>, what: &str) -> io::Result<AnyStream> {
         let own = fd.try_clone_to_owned().map_err(|e| context(e, format!("cannot open {what}")))?;
-        AnyStream::open(lp, own).map_err(|e| context(e, what))
+        // (The errors below name the duplicate's number: said here which it is.)
+        let dup = std::os::fd::AsRawFd::as_raw_fd(&own);
+        AnyStream::open(lp, own).map_err(|e| context(e, format!("{what}, duplicated as fd {dup}")))
     }
 
     /// The pipe, if it is one.
@@ -218,9 +220,10 @@ impl AnyStream {
     /// [`PIPE_TO_QUEUE_BYTES_MAX`](crate::limits::PIPE_TO_QUEUE_BYTES_MAX) queued (a slow
     /// reader at `to`'s end holds the writer at this one's end back, and memory stays
     /// bounded), going on once that is out. At this stream's end of file, with `end`, `to`
-    /// is [`shutdown`](AnyStream::shutdown) (its reader sees end of file; a `to` that cannot
-    /// be shut down, a terminal, is only flushed), and without it, only flushed, for more
-    /// of the program's own writes.
+    /// is [`shutdown`](AnyStream::shutdown) (its reader sees end of file once no other fd
+    /// on its pipe is open: the process's own fd 1 keeps [`stdout`](AnyStream::stdout)'s
+    /// open until the process exits; a `to` that cannot be shut down, a terminal, is only
+    /// flushed), and without it, only flushed, for more of the program's own writes.
     ///
     /// `done` runs once, from a callback, never inside this call: with the number of bytes
     /// relayed once everything is written (and shut down), or with the first error, which
@@ -230,12 +233,15 @@ impl AnyStream {
     /// what it no longer needs.
     ///
     /// It takes this stream's reading over: an error (`AlreadyExists`) if it is reading
-    /// already, and nothing happens then; while it runs, the program leaves this stream's
-    /// reading alone (a pause of its own would be resumed, a stop would end the relay
-    /// without a word). To end it early, close a stream: closing this one drops `done`
-    /// uncalled, as it drops any read callback; closing `to` ends the relay with that
+    /// already, and nothing happens then (a paused stream's kept callback is replaced, as
+    /// [`read_start`](AnyStream::read_start) replaces it); while it runs, the program leaves
+    /// this stream's reading alone (a pause of its own would be resumed, a stop would end
+    /// the relay without a word). To end it early, close a stream: closing this one drops
+    /// `done` uncalled, as it drops any read callback; closing `to` ends the relay with an
     /// error at this stream's next read (a relay from a source that sends nothing waits
-    /// for good, as a read does). For a [`Pipe`] or [`Tty`], `AnyStream::from(pipe).pipe_to(..)`.
+    /// for good, as a read does), whose kind depends on the moment (`NotFound` for the
+    /// closed handle, `NotConnected` while it closes, `ECANCELED` for a write it
+    /// cancelled): a program that closes `to` itself remembers that it did. For a [`Pipe`] or [`Tty`], `AnyStream::from(pipe).pipe_to(..)`.
     ///
     /// ```
     /// use evloop::{AnyStream, Command, Loop, RunMode, Stdio};

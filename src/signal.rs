@@ -157,6 +157,8 @@ pub fn ignore(signum: i32) -> io::Result<()> {
 /// at its default, so a program that passes such a signal on asks at its start (before a
 /// [`Signal`] watches it) and gives each command
 /// [`ignore_signal`](crate::Command::ignore_signal). A number that is no signal is an error.
+/// `SIGPIPE` is always ignored in a Rust program (its runtime ignores it before `main`), and
+/// is not one to pass on: children expect its default.
 ///
 /// ```
 /// use evloop::Command;

@@ -409,7 +409,7 @@ case!(
         cmd.stdin(OwnedFd::from(File::open("/").unwrap()));
         let (status, text) = output_of(&mut lp, &cmd);
         assert!(status.success(), "{text}");
-        assert!(text.contains("KINDS error: stdin (fd 0): cannot open fd "), "{text}");
+        assert!(text.contains("KINDS error: stdin (fd 0), duplicated as fd "), "{text}");
         assert!(text.contains("directory | pipe | pipe END"), "{text}");
     }
 );
