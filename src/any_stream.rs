@@ -79,6 +79,16 @@ struct Relay {
 }
 
 impl Relay {
+    /// The callback of the last write or the shutdown: the relay's end, with the bytes
+    /// relayed or the error.
+    fn flushed(relay: &Rc<RefCell<Relay>>) -> impl FnOnce(&mut Loop, io::Result<()>) + 'static {
+        let relay = relay.clone();
+        move |lp, res| {
+            let bytes = relay.borrow().bytes;
+            Relay::finish(&relay, lp, res.map(|()| bytes))
+        }
+    }
+
     fn finish(relay: &Rc<RefCell<Relay>>, lp: &mut Loop, res: io::Result<u64>) {
         let (from, done) = {
             let mut relay = relay.borrow_mut();
@@ -320,24 +330,15 @@ impl AnyStream {
             }
             ReadEvent::Eof => {
                 r.borrow_mut().ended = true;
-                let fin = r.clone();
-                let flushed = move |lp: &mut Loop, res: io::Result<()>| {
-                    let bytes = fin.borrow().bytes;
-                    Relay::finish(&fin, lp, res.map(|()| bytes))
-                };
                 let res = if end {
-                    match to.shutdown(lp, flushed) {
+                    match to.shutdown(lp, Relay::flushed(&r)) {
                         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                            let fin = r.clone();
-                            to.write(lp, b"", move |lp, res| {
-                                let bytes = fin.borrow().bytes;
-                                Relay::finish(&fin, lp, res.map(|()| bytes))
-                            })
+                            to.write(lp, b"", Relay::flushed(&r))
                         }
                         res => res,
                     }
                 } else {
-                    to.write(lp, b"", flushed)
+                    to.write(lp, b"", Relay::flushed(&r))
                 };
                 if let Err(e) = res {
                     Relay::finish(&r, lp, Err(e));

@@ -197,19 +197,18 @@ impl FdWatch {
         if ty == FileType::Directory {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot watch a directory's fd"));
         }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         if ty == FileType::Regular {
             log::warn!(
-                "loop {}: watching fd {}, a regular file: it is ready at every iteration, so the \
+                "loop {}: watching fd {raw}, a regular file: it is ready at every iteration, so the \
                  callback runs at each (a file does not tell when it grows)",
-                lp.id,
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
+                lp.id
             );
         } else if !flags.nonblocking {
             log::debug!(
-                "loop {}: watching fd {}, which is blocking: a callback that reads or writes it \
+                "loop {}: watching fd {raw}, which is blocking: a callback that reads or writes it \
                  until EAGAIN blocks the loop",
-                lp.id,
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
+                lp.id
             );
         }
         let mode = lp.choose_io_mode(fd.as_fd(), matches!(ty, FileType::Fifo | FileType::Socket), false)?;

@@ -826,10 +826,8 @@ impl Loop {
             // A terminal whose other side hung up, as a read found: Linux would keep a small
             // write for whoever opens the slave next, maybe nobody, so it fails here, with
             // the error of the queue's writes.
-            if s.hung_up {
-                if let Some(e) = Self::hung_up_error(s) {
-                    return self.write_failed(id, cb, e);
-                }
+            if let Some(e) = Self::still_hung_up(s) {
+                return self.write_failed(id, cb, e);
             }
             // The common case, kept short: the kernel takes the whole buffer.
             let res = write_some(s.io.fd()?, s.dontwait, data);
@@ -909,9 +907,9 @@ impl Loop {
                 return Ok(());
             }
         }
-        if cb.is_none() && s.hung_up {
+        if cb.is_none() {
             // Nobody would hear that the queue failed: the send itself does.
-            if let Some(e) = Self::hung_up_error(s) {
+            if let Some(e) = Self::still_hung_up(s) {
                 self.stream_hung_up(id);
                 return Err(e);
             }
@@ -970,12 +968,17 @@ impl Loop {
         // as `write` does (Linux would take a few bytes, kept for whoever opens the slave
         // next, then say "would block" for good; macOS and FreeBSD fail it with `EIO`
         // themselves).
-        if s.hung_up {
-            if let Some(e) = Self::hung_up_error(s) {
-                return Err(e);
-            }
+        if let Some(e) = Self::still_hung_up(s) {
+            return Err(e);
         }
         write_some(s.io.fd()?, s.dontwait, data)
+    }
+
+    /// The error of a write to a terminal whose other side hung up, as a read found, while
+    /// it is still hung up: one flag test on the write path.
+    #[inline]
+    fn still_hung_up(s: &mut Stream) -> Option<io::Error> {
+        if s.hung_up { Self::hung_up_error(s) } else { None }
     }
 
     /// The error of a write to a terminal whose other side hung up (`EIO`), unless it is
