@@ -130,7 +130,7 @@ use crate::error::{context, invalid};
 use crate::event_loop::Loop;
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::io::{Io, IoMode};
-use crate::signal::Signal;
+use crate::signal::{self, Signal};
 use crate::stream::{Stream, open_fd_flags, stream_methods};
 
 typed_handle!(
@@ -900,6 +900,96 @@ impl Tty {
         Ok(front <= 0 || front == evloop_platform::process::process_group() || !termios::group_alive(front))
     }
 
+    /// Stops the program as Ctrl-Z does, for one in raw or io mode, where the key is the byte
+    /// `0x1a` rather than `SIGTSTP`: puts the terminal's normal settings back, stops the
+    /// process's group with `SIGTSTP` (the shell reports it as it does a Ctrl-Z), and once
+    /// the shell continues it (`fg`), sets this handle's mode again and returns `Ok(true)`.
+    /// The thread waits in the call while the process is stopped; timers that came due
+    /// meanwhile run when the loop goes on.
+    ///
+    /// `Ok(false)` at once, with nothing changed, where `SIGTSTP` is ignored: a shell without
+    /// job control started the program, which must not stop. A group that the kernel will not
+    /// stop (orphaned: no process of its session outside it to continue it, as for a program
+    /// that is its session's leader) comes back at once too, with `Ok(true)`, after the
+    /// settings went to normal and back.
+    ///
+    /// The screen is the program's: it writes what leaves its screen (the alternate screen,
+    /// a hidden cursor) before the call, and draws again after it, at the window size of
+    /// then ([`winsize`](Tty::winsize)): the window may have changed while the program was
+    /// stopped, and only the group in front then was sent `SIGWINCH`. Call it once that
+    /// output is out, from the callback of the last write: while a handle of this loop on the
+    /// terminal has output queued, it fails with `WouldBlock` and changes nothing, since the
+    /// output would go out in the wrong mode, or not before the stop.
+    ///
+    /// Continued in the background (`bg`), the process is stopped again by `SIGTTOU` as it
+    /// sets its mode, until the shell gives it the terminal, as any program that changes the
+    /// terminal from there is. If setting the mode fails, the handle stays in normal mode
+    /// and the error is returned. A [`Signal`] handle on `SIGTSTP` does not see this stop.
+    /// An error (`InvalidInput`) for a pty master, whose settings are its slave's.
+    ///
+    /// ```no_run
+    /// use evloop::{Loop, ReadEvent, RunMode, Tty, TtyMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let tty = Tty::open_controlling(&mut lp)?;
+    /// tty.set_mode(&mut lp, TtyMode::Raw)?;
+    /// tty.read_start(&mut lp, |lp, tty, ev| match ev {
+    ///     ReadEvent::Data(keys) if keys.contains(&0x1a) => {
+    ///         // Ctrl-Z: leave the alternate screen, stop, and draw again once back.
+    ///         tty.write(lp, b"\x1b[?1049l", move |lp, _| {
+    ///             if let Err(e) = tty.suspend(lp) {
+    ///                 eprintln!("cannot suspend: {e}");
+    ///             }
+    ///             tty.send(lp, b"\x1b[?1049h").unwrap(); // and the whole screen
+    ///         })
+    ///         .unwrap();
+    ///     }
+    ///     ReadEvent::Data(_) => {}
+    ///     _ => tty.close(lp).unwrap(),
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn suspend(self, lp: &mut Loop) -> io::Result<bool> {
+        let tty = lp.tty_ref(self.0)?;
+        if tty.master {
+            return Err(invalid(
+                "cannot suspend through a pty master: its settings are its slave's, the terminal of \
+                 the program on that side",
+            ));
+        }
+        let (mode, terminal) = (tty.mode, tty.terminal);
+        let queued = lp.slots.iter().any(|(key, slot)| match &slot.kind {
+            Kind::Stream(s) if !slot.flags.contains(Flags::CLOSING) && s.has_queued_writes() => {
+                key == self.0.key as usize
+                    || s.tty
+                        .as_ref()
+                        .is_some_and(|t| !t.master && terminal.is_some() && t.terminal == terminal)
+            }
+            _ => false,
+        });
+        if queued {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "cannot suspend while output to the terminal is queued: call suspend from the \
+                 callback of the last write",
+            ));
+        }
+        if signal::is_ignored(signal::SIGTSTP)? {
+            return Ok(false);
+        }
+        if mode != TtyMode::Normal {
+            self.set_mode(lp, TtyMode::Normal)?;
+        }
+        log::debug!("loop {}: suspending the process for {:?}", lp.id, self.0);
+        let stopped = evloop_platform::signal::stop_group_as_ctrl_z()
+            .map_err(|e| context(e, "cannot stop the process group with SIGTSTP"));
+        if mode != TtyMode::Normal {
+            self.set_mode(lp, mode)?;
+        }
+        stopped
+    }
+
     /// Gives the terminal to process group `pgid` of this session (`tcsetpgrp`): job control,
     /// for a shell. The terminal must be the process's controlling terminal. Works from a
     /// background group too (`SIGTTOU` is blocked meanwhile), which is how the terminal comes
@@ -1124,8 +1214,8 @@ pub fn set_restore_sequence(bytes: &'static [u8]) {
 ///   restores it.
 ///
 /// `SIGTSTP` and `SIGCONT` are left alone: in the raw modes the keyboard does not send
-/// `SIGTSTP`, and a program that wants job control can watch both with [`Signal`] handles and
-/// set the mode around them.
+/// `SIGTSTP`, and a program that reads Ctrl-Z as a key stops with [`Tty::suspend`], which
+/// sets the mode around the stop.
 ///
 /// It coexists with the loop's [`Signal`] handles, in either order. A signal that is
 /// ignored or has a handler already (yours, another library's, or a loop's) keeps it: a

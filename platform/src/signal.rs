@@ -653,6 +653,46 @@ pub fn raise(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Stops the calling process's group as Ctrl-Z at its terminal would, and returns once the
+/// process is continued (`SIGCONT`: a shell's `fg` or `bg`). `Ok(false)` at once, with
+/// nothing sent, where `SIGTSTP` is ignored (a shell without job control started the
+/// program, which must not stop then).
+///
+/// `SIGTSTP` goes to the group's other processes (a pipeline's other stages stop too) while
+/// this process ignores it, then to the calling thread, with the default action in place: a
+/// signal for the whole process could be taken by another thread, and this call return
+/// before the process stops; one for the thread is taken on the way out of the call, so the
+/// stop comes first. Meanwhile the thread does not block the signal, and a handler (a
+/// loop's, another library's) comes back after, having seen nothing of it. The kernel
+/// discards a stop signal to an orphaned group (no parent in another group of its session,
+/// so nobody to continue it): the call then returns at once.
+pub fn stop_group_as_ctrl_z() -> io::Result<bool> {
+    // Under the lock of the loops' watch and unwatch, which change the disposition too.
+    let _table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    let cur = current_action(libc::SIGTSTP)?;
+    if cur.sa_sigaction == libc::SIG_IGN {
+        return Ok(false);
+    }
+    let blocked = blocked_in_this_thread(libc::SIGTSTP)?;
+    if blocked {
+        set_blocked(&[libc::SIGTSTP], false)?;
+    }
+    set_disposition(libc::SIGTSTP, Disposition::Ignore)?;
+    // SAFETY: kill takes no pointers; pid 0 is the caller's process group. Ignored here, the
+    // signal is discarded for this process as it is sent.
+    let mut res = cvt(unsafe { libc::kill(0, libc::SIGTSTP) }).map(drop);
+    let put_back = set_disposition(libc::SIGTSTP, Disposition::Default);
+    if res.is_ok() && put_back.is_ok() {
+        res = raise(libc::SIGTSTP);
+    }
+    // Continued now (or never stopped: an orphaned group, or an error above).
+    let restored = swap_action(libc::SIGTSTP, &cur).map(drop);
+    if blocked {
+        let _ = set_blocked(&[libc::SIGTSTP], true);
+    }
+    res.and(put_back).and(restored).map(|()| true)
+}
+
 /// What a signal does when it arrives, reduced to what callers compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disposition {

@@ -194,6 +194,19 @@ fn lead_session(
     (env, value): (&str, &str),
     done: impl FnOnce(&mut Loop, Tty, evloop::ExitStatus) + 'static,
 ) {
+    lead_session_with(lp, slave, entry, (env, value), |_, _, _| {}, done);
+}
+
+/// `lead_session`, with `started` called with the terminal and the child once it has the
+/// terminal.
+fn lead_session_with(
+    lp: &mut Loop,
+    slave: &str,
+    entry: &str,
+    (env, value): (&str, &str),
+    started: impl FnOnce(&mut Loop, Tty, evloop::Process),
+    done: impl FnOnce(&mut Loop, Tty, evloop::ExitStatus) + 'static,
+) {
     let own = evloop::process::current_process_group();
     let ctty = std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap();
     let tty = Tty::open(lp, ctty.into()).unwrap();
@@ -209,6 +222,7 @@ fn lead_session(
         .unwrap();
     tty.set_foreground_group(lp, child.process.pid(lp).unwrap() as i32).unwrap();
     child.process.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+    started(lp, tty, child.process);
     lp.run(RunMode::Default).unwrap();
 }
 
@@ -2029,6 +2043,167 @@ case!(
         lp.run(RunMode::Default).unwrap();
         let status = status.get().unwrap();
         assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
+    }
+);
+
+const SUSPEND_CHILD_ENV: &str = "EVLOOP_TEST_SUSPEND_CHILD";
+
+/// Whether the terminal at `fd` is in canonical (line) mode, as normal mode is.
+fn canonical(fd: impl AsFd) -> bool {
+    attrs(fd).local_flags.contains(LocalFlags::ICANON)
+}
+
+/// Not a test: the child processes of `suspend_stops_the_group_in_normal_mode_and_resumes_raw`,
+/// by `$SUSPEND_CHILD_ENV`:
+///
+/// - `leader <slave path>`: a session leader with the pty slave as its controlling terminal,
+///   which runs the job below in a group of its own, in front, as a shell would; when the job
+///   stops it says whether the terminal is in normal mode, takes the terminal and gives it
+///   back, and continues the job (`fg`); at the end it says how often the job stopped.
+/// - `job`: puts the terminal in raw mode, watches `SIGTSTP` with a `Signal` handle, and
+///   suspends; once continued, says whether it is raw again, and checks that its watcher
+///   is back in place by raising `SIGTSTP`, which must reach the watcher, not stop it.
+/// - `orphan <slave path>`: a session leader (its group orphaned: nobody to continue it)
+///   that puts its terminal in raw mode and suspends: the kernel does not stop it.
+#[test]
+#[ignore = "runs only as a child process of the suspend test"]
+fn suspend_child() {
+    use evloop::process::current_process_group;
+    let Ok(mode) = std::env::var(SUSPEND_CHILD_ENV) else { return };
+    let mut lp = test_loop();
+    let own = current_process_group();
+    if let Some(slave) = mode.strip_prefix("leader ") {
+        let probe = File::open(slave).unwrap();
+        let stops = Rc::new(Cell::new(0));
+        let counted = stops.clone();
+        lead_session_with(
+            &mut lp,
+            slave,
+            "tty::suspend_child",
+            (SUSPEND_CHILD_ENV, "job"),
+            move |lp, tty, job| {
+                let pgid = job.pid(lp).unwrap() as i32;
+                job.watch_stops(lp, move |lp, p, ev| {
+                    if let evloop::StopEvent::Stopped(signal) = ev {
+                        if signal == evloop::signal::SIGTSTP {
+                            counted.set(counted.get() + 1);
+                            println!("job stopped, canonical {}", canonical(&probe));
+                            tty.set_foreground_group(lp, own).unwrap();
+                            tty.set_foreground_group(lp, pgid).unwrap();
+                        }
+                        p.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+                    }
+                })
+                .unwrap();
+            },
+            move |lp, tty, status| {
+                assert!(status.success(), "the job failed: {status}");
+                tty.set_foreground_group(lp, own).unwrap();
+                println!("leader done, {} stops", stops.get());
+            },
+        );
+        return;
+    }
+    if let Some(slave) = mode.strip_prefix("orphan ") {
+        let tty = Tty::open(
+            &mut lp,
+            std::fs::OpenOptions::new().read(true).write(true).open(slave).unwrap().into(),
+        )
+        .unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let stopped = tty.suspend(&mut lp).unwrap();
+        println!("orphan suspended {stopped}, canonical {}", canonical(io::stdin()));
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        return;
+    }
+    assert_eq!(mode, "job");
+    let tty = Tty::open_controlling(&mut lp).unwrap();
+    tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    assert!(!canonical(io::stdin()));
+    let seen = Rc::new(Cell::new(0));
+    let s = seen.clone();
+    let watcher = Signal::new(&mut lp);
+    watcher.start(&mut lp, evloop::signal::SIGTSTP, move |_, _, _| s.set(s.get() + 1)).unwrap();
+    assert!(tty.suspend(&mut lp).unwrap(), "SIGTSTP is not ignored here");
+    let mode = tty.mode(&lp).unwrap();
+    lp.run(RunMode::NoWait).unwrap();
+    println!("job resumed, canonical {}, mode {mode:?}, {} SIGTSTP seen", canonical(io::stdin()), seen.get());
+    evloop::signal::raise(evloop::signal::SIGTSTP).unwrap();
+    lp.run(RunMode::NoWait).unwrap();
+    println!("after a raise, {} SIGTSTP seen", seen.get());
+    watcher.close(&mut lp).unwrap();
+    tty.close(&mut lp).unwrap();
+    lp.run(RunMode::Default).unwrap();
+}
+
+case!(
+    /// `Tty::suspend`, Ctrl-Z for a raw-mode program: the job stops with the terminal in
+    /// normal mode (its shell finds it as it left it), and once continued, it is raw again;
+    /// a `Signal` handle on `SIGTSTP` is back in place after, having seen nothing. A program
+    /// whose group the kernel will not stop (orphaned) comes back at once, still raw.
+    fn suspend_stops_the_group_in_normal_mode_and_resumes_raw() {
+        let p = pty();
+        let mut lp = test_loop();
+        let status = spawn_session_leader(&mut lp, &p, "tty::suspend_child", SUSPEND_CHILD_ENV, "leader ");
+        let mut seen = Vec::new();
+        let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
+        wait_for("job stopped, canonical true");
+        wait_for("job resumed, canonical false, mode Raw, 0 SIGTSTP seen");
+        wait_for("after a raise, 1 SIGTSTP seen");
+        // One stop: the signal to the group and the one to the thread make one.
+        wait_for("leader done, 1 stops");
+        lp.run(RunMode::Default).unwrap();
+        let status = status.get().unwrap();
+        assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
+
+        let p = pty();
+        let status = spawn_session_leader(&mut lp, &p, "tty::suspend_child", SUSPEND_CHILD_ENV, "orphan ");
+        let mut seen = Vec::new();
+        crate::util::read_until(p.master.as_fd(), &mut seen, "orphan suspended true, canonical false");
+        lp.run(RunMode::Default).unwrap();
+        let status = status.get().unwrap();
+        assert!(status.success(), "{status}; the child said {:?}", String::from_utf8_lossy(&seen));
+    }
+);
+
+case!(
+    /// `Tty::suspend` refuses, changing nothing, through a pty master and while output to the
+    /// terminal is queued; with `SIGTSTP` ignored (no job control) it returns `false` at once,
+    /// the terminal still raw.
+    fn suspend_refuses_with_output_queued_and_does_nothing_where_sigtstp_is_ignored() {
+        let p = pty();
+        let mut lp = test_loop();
+        let tty = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+        let master = Tty::open(&mut lp, p.master.try_clone().unwrap()).unwrap();
+        let err = master.suspend(&mut lp).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        // Nobody reads the master: the pty fills, and the rest waits in the queue.
+        let out = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+        let failed = Rc::new(Cell::new(false));
+        let f = failed.clone();
+        out.write(&mut lp, &vec![b'x'; 1 << 20], move |_, res| f.set(res.is_err())).unwrap();
+        assert!(out.write_queue_size(&lp).unwrap() > 0);
+        let err = tty.suspend(&mut lp).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert!(err.to_string().contains("output to the terminal is queued"), "{err}");
+        assert!(!canonical(&p.probe), "still raw");
+        out.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(failed.get(), "the queued write was cancelled");
+
+        // A shell without job control: SIGTSTP ignored.
+        // SAFETY: setting SIG_IGN installs no handler; this test runs in a process of its own.
+        unsafe { nix::sys::signal::signal(nix::sys::signal::SIGTSTP, nix::sys::signal::SigHandler::SigIgn) }
+            .unwrap();
+        assert!(!tty.suspend(&mut lp).unwrap());
+        assert!(!canonical(&p.probe), "still raw");
+        assert_eq!(tty.mode(&lp).unwrap(), TtyMode::Raw);
+        master.close(&mut lp).unwrap();
+        tty.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(canonical(&p.probe), "normal again after the close");
     }
 );
 
