@@ -101,9 +101,11 @@ pub const GROUP_EXIT_POLL_INTERVAL_MS: u64 = 20;
 /// How long [`Process::terminate_group`](crate::Process::terminate_group) waits before it
 /// first looks through `/proc` (Linux) for whether the members its group still has have
 /// all exited (zombies whose parent, an `init` slow to reap orphans, has not reaped them
-/// keep the group's id in use, but the group has ended). Each look reads the status of
-/// every process, so each that finds a member alive doubles the wait for the next, up to
-/// 16 times this.
+/// keep the group's id in use, but the group has ended), unless the group's leader is gone
+/// before: it looks then. Each look reads the status of every process, so each that finds
+/// a member alive doubles the wait for the next, up to 16 times this; after the `SIGKILL`
+/// that ends the grace period, the waits start again from
+/// [`GROUP_EXIT_POLL_INTERVAL_MS`].
 pub const GROUP_EXITED_SCAN_INTERVAL_MS: u64 = 100;
 
 /// How long [`Process::terminate_group`](crate::Process::terminate_group)'s escalation waits,

@@ -2444,7 +2444,8 @@ impl Process {
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
     /// `grace` would reach that group. On Linux, a group whose members left have all exited
-    /// has ended, reaped or not (`/proc` tells; it is looked at after
+    /// has ended, reaped or not (`/proc` tells; it is looked at as soon as the group's
+    /// leader is gone, and after the `SIGKILL`, else after
     /// [`GROUP_EXITED_SCAN_INTERVAL_MS`](crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS), then
     /// less and less often).
     /// Elsewhere, a member that has exited counts until its parent reaps it: where an
@@ -2582,6 +2583,9 @@ impl Process {
         // Set once SIGKILL went: then it waits for the group to empty, a while at most.
         let mut killed = false;
         let (mut scanned, mut scan_every) = (lp.now(), crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS);
+        // Whether the group's leader is gone (reaped): members left then are often orphans,
+        // zombies if their new parent is slow to reap them, so `/proc` is looked at at once.
+        let mut leader_gone = !group.leads_group;
         let started = timer.start(lp, first, first, move |lp, t| {
             let over = |lp: &mut Loop, end: io::Result<GroupEnd>| {
                 lp.children_kill_spared(&mine);
@@ -2607,8 +2611,12 @@ impl Process {
             // Members left that have all exited (orphans whose `init` is slow to reap them):
             // the group has ended all the same.
             // (A look reads every process's status: each finds members alive, the next waits
-            // twice as long, up to 16 times the first wait.)
-            if lp.now().saturating_sub(scanned) >= scan_every {
+            // twice as long, up to 16 times the first wait. The first comes at once when the
+            // leader is gone, and again after SIGKILL.)
+            let leader_left =
+                !leader_gone && sys::kill(group.pgid, 0).is_err_and(|e| crate::is_no_such_process(&e));
+            leader_gone |= leader_left;
+            if leader_left || lp.now().saturating_sub(scanned) >= scan_every {
                 scanned = lp.now();
                 scan_every = (scan_every * 2).min(crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS * 16);
                 if sys::group_exited(group.pgid) == Some(true) {
@@ -2631,6 +2639,9 @@ impl Process {
                     Ok(()) => {
                         killed = true;
                         deadline = lp.now().saturating_add(crate::limits::GROUP_KILLED_WAIT_MS);
+                        // The killed are zombies at the next check if their parent is slow:
+                        // looks from the poll's interval up again.
+                        (scanned, scan_every) = (lp.now(), crate::limits::GROUP_EXIT_POLL_INTERVAL_MS);
                     }
                     // Emptied just now.
                     Err(e) if crate::is_no_such_process(&e) => return over(lp, Ok(GroupEnd::Emptied)),

@@ -3926,6 +3926,66 @@ case!(
     }
 );
 
+case!(
+    /// Crash-harness and task-runner trials: `terminate_group` told a group's end late when
+    /// members left were zombies their parent had not reaped (killed orphans under an `init`
+    /// slow to reap them). Its first look through `/proc` came 100 ms in even with the leader
+    /// gone at once, and after the `SIGKILL` only at the backed-off interval (1.6 s by then
+    /// in a long grace period), so the end came when `GROUP_KILLED_WAIT_MS` ran out, a second
+    /// late. It looks as soon as the leader is gone now, and right after the `SIGKILL`.
+    /// Counted in loop iterations (one per check), which a loaded machine can only make
+    /// fewer. The zombies here are this test's own children, reaped only after.
+    #[cfg(target_os = "linux")]
+    fn issue_6_terminate_group_looks_for_zombie_members_when_the_leader_is_gone_and_after_sigkill() {
+        use evloop::GroupEnd;
+        use std::io::BufRead;
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        use std::time::Duration;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The leader heeds SIGTERM; the member exited already.
+            let p = sleep_in_own_group(&mut lp);
+            let pgid = p.pid(&lp).unwrap() as i32;
+            let mut member = std::process::Command::new("true").process_group(pgid).spawn().unwrap();
+            crate::util::wait_for_state(&format!("/proc/{}/stat", member.id()), 'Z');
+            let before = lp.iterations();
+            let (res, _) = terminate_group_timed(&mut lp, p);
+            assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
+            let checks = lp.iterations() - before;
+            // Looked at the first check after the leader's reaping; 7 before the change.
+            assert!(checks <= 5, "{name}: {checks} iterations (checks every 20 ms until the look)");
+            member.wait().unwrap();
+
+            // The member ignores SIGTERM: a zombie from the SIGKILL at the end of 800 ms, when
+            // the looks, each finding it alive, had come to 800 ms apart.
+            let p = sleep_in_own_group(&mut lp);
+            let pgid = p.pid(&lp).unwrap() as i32;
+            let mut member = std::process::Command::new("sh")
+                .args(["-c", "trap '' TERM; echo ready; exec sleep 100"])
+                .stdout(std::process::Stdio::piped())
+                .process_group(pgid)
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(member.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            assert_eq!(line, "ready\n");
+            let ended = Rc::new(RefCell::new(None));
+            let e = ended.clone();
+            let before = lp.iterations();
+            p.terminate_group_then(&mut lp, Duration::from_millis(800), move |_, res| {
+                *e.borrow_mut() = Some(res)
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(ended.borrow_mut().take().unwrap().unwrap(), GroupEnd::Killed, "{name}");
+            // 40 checks in the grace period, then one or two; 74 in all before the change.
+            let checks = lp.iterations() - before;
+            assert!(checks <= 55, "{name}: {checks} iterations");
+            assert_eq!(member.wait().unwrap().signal(), Some(libc::SIGKILL), "{name}");
+        }
+    }
+);
+
 /// `sleep 100` in a process group of its own, its handle closing at its exit.
 fn sleep_in_own_group(lp: &mut Loop) -> evloop::Process {
     let mut cmd = Command::new("sleep");
