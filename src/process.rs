@@ -392,56 +392,13 @@ impl From<WaitStatus> for ExitStatus {
     }
 }
 
-fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGTSTP => "SIGTSTP",
-        libc::SIGTTIN => "SIGTTIN",
-        libc::SIGTTOU => "SIGTTOU",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGWINCH => "SIGWINCH",
-        libc::SIGSYS => "SIGSYS",
-        libc::SIGURG => "SIGURG",
-        libc::SIGVTALRM => "SIGVTALRM",
-        libc::SIGPROF => "SIGPROF",
-        libc::SIGIO => "SIGIO",
-        #[cfg(target_os = "linux")]
-        libc::SIGPWR => "SIGPWR",
-        #[cfg(target_os = "linux")]
-        libc::SIGSTKFLT => "SIGSTKFLT",
-        #[cfg(not(target_os = "linux"))]
-        libc::SIGINFO => "SIGINFO",
-        #[cfg(not(target_os = "linux"))]
-        libc::SIGEMT => "SIGEMT",
-        _ => return None,
-    })
-}
-
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
             ExitStatus::Signaled { signal, core_dumped } => {
                 write!(f, "killed by signal {signal}")?;
-                match signal_name(signal) {
+                match crate::signal::name(signal) {
                     Some(name) => write!(f, " ({name})")?,
                     #[cfg(target_os = "linux")]
                     None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
@@ -1420,7 +1377,8 @@ impl Command {
     /// keep at most `bytes` of each of stdout and stderr, the first ones. The rest is still
     /// read, and dropped, so the child is neither held up on a full pipe nor ended by
     /// `SIGPIPE` for printing too much, and its status is its own;
-    /// [`Output::truncated`] says that something was dropped. Memory for a capture is then
+    /// [`Output::truncated`] says that something was dropped, and
+    /// [`Output::stdout_dropped`] and [`Output::stderr_dropped`] how much. Memory for a capture is then
     /// bounded whatever the child prints (a test runner's cap on a test's log). No limit by
     /// default.
     ///
@@ -1434,6 +1392,7 @@ impl Command {
     ///     let out = out.unwrap();
     ///     assert_eq!(out.stdout, b"y\ny\n");
     ///     assert!(out.truncated);
+    ///     assert_eq!(out.stdout_dropped, 1_000_000 - 4);
     ///     assert_eq!(out.status.code(), Some(3));
     /// })?;
     /// lp.run(RunMode::Default)?;
@@ -1744,7 +1703,8 @@ impl Command {
 
     /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
     /// pipe, which then closes, so the child reads end of file after it (duct's
-    /// `stdin_bytes`). `cb` runs once the child has exited, both output streams have ended
+    /// `stdin_bytes`). The input is any bytes: a `Vec<u8>` moved in, or an `Rc<[u8]>` shared
+    /// by many runs, which is not copied (see [`Pipe::write_shared`]). `cb` runs once the child has exited, both output streams have ended
     /// and the input is written or refused.
     ///
     /// A child that exits, or closes its stdin, without reading all of `input` is not an
@@ -1761,7 +1721,7 @@ impl Command {
     /// let mut lp = Loop::new()?;
     /// let result = Rc::new(RefCell::new(None));
     /// let r = result.clone();
-    /// Command::new("sort").output_with_input(&mut lp, b"pear\napple\n".to_vec(), move |_, out| {
+    /// Command::new("sort").output_with_input(&mut lp, b"pear\napple\n", move |_, out| {
     ///     *r.borrow_mut() = Some(out);
     /// })?;
     /// lp.run(RunMode::Default)?;
@@ -1773,7 +1733,7 @@ impl Command {
     pub fn output_with_input(
         &self,
         lp: &mut Loop,
-        input: Vec<u8>,
+        input: impl AsRef<[u8]> + 'static,
         cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
     ) -> io::Result<Process> {
         if self.stdio.iter().any(|(target, _)| *target == 0) {
@@ -1782,7 +1742,7 @@ impl Command {
                 self.name()
             )));
         }
-        lp.command_output(self, Some(input), None, Box::new(cb))
+        lp.command_output(self, Some(Box::new(input)), None, Box::new(cb))
     }
 
     /// Like [`output`](Command::output), handing the output to `on_data` as it comes
@@ -2906,6 +2866,12 @@ pub struct Output {
     /// Output beyond the command's [`output_limit`](Command::output_limit) was read and
     /// dropped: `stdout` or `stderr` holds only the first bytes.
     pub truncated: bool,
+    /// How many bytes of stdout were read and dropped, beyond the
+    /// [`output_limit`](Command::output_limit).
+    pub stdout_dropped: u64,
+    /// How many bytes of stderr were read and dropped, beyond the
+    /// [`output_limit`](Command::output_limit).
+    pub stderr_dropped: u64,
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
@@ -2923,6 +2889,8 @@ pub struct PipelineOutput {
     /// Output beyond the last stage's [`output_limit`](Command::output_limit) was read and
     /// dropped.
     pub truncated: bool,
+    /// How many bytes of it were dropped.
+    pub stdout_dropped: u64,
 }
 
 impl PipelineOutput {
@@ -3039,9 +3007,10 @@ struct Capture {
     /// `Command::wait_delay`, and the timer that runs it out once the child exited, while
     /// the output is not `paused` (`pause_output`).
     wait_delay: Option<Duration>,
-    /// How much of each stream to keep (`Command::output_limit`), and whether more came.
+    /// How much of each stream to keep (`Command::output_limit`), and how much more came,
+    /// stdout's and stderr's.
     limit: usize,
-    truncated: bool,
+    dropped: [u64; 2],
     delay_timer: Option<crate::Timer>,
     exited: bool,
     paused: bool,
@@ -3055,7 +3024,7 @@ struct Capture {
 impl Capture {
     /// Writes `input` to the child's stdin, then closes it; the write's end is one of the
     /// events the capture waits for. The child not reading it all (`EPIPE`) is no error.
-    fn feed(state: &Rc<RefCell<Capture>>, lp: &mut Loop, stdin: Pipe, input: Vec<u8>) {
+    fn feed(state: &Rc<RefCell<Capture>>, lp: &mut Loop, stdin: Pipe, input: Box<dyn AsRef<[u8]>>) {
         let st = state.clone();
         let done = move |lp: &mut Loop, res: io::Result<()>| {
             let _ = stdin.close(lp);
@@ -3067,10 +3036,10 @@ impl Capture {
                 _ => {}
             });
         };
-        if input.is_empty() {
+        if (*input).as_ref().is_empty() {
             // Nothing to write: the child reads end of file at once.
             done(lp, Ok(()));
-        } else if let Err(e) = stdin.write_vec(lp, input, done) {
+        } else if let Err(e) = lp.stream_write(stdin.0, HandleKind::Pipe, input, Some(Box::new(done))) {
             // Only a closed handle refuses a write, and this one was just made: report it.
             let _ = stdin.close(lp);
             Capture::one_done(state, lp, |c| {
@@ -3158,7 +3127,9 @@ impl Capture {
                     stdout: std::mem::take(&mut c.stdout),
                     stderr: std::mem::take(&mut c.stderr),
                     cut: c.cut,
-                    truncated: c.truncated,
+                    truncated: c.dropped != [0, 0],
+                    stdout_dropped: c.dropped[0],
+                    stderr_dropped: c.dropped[1],
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
@@ -4843,7 +4814,7 @@ impl Loop {
     fn command_output(
         &mut self,
         cmd: &Command,
-        input: Option<Vec<u8>>,
+        input: Option<Box<dyn AsRef<[u8]>>>,
         sink: Option<OutputSink>,
         cb: OutputCb,
     ) -> io::Result<Process> {
@@ -4882,7 +4853,7 @@ impl Loop {
             pipes: Vec::new(),
             wait_delay: cmd.wait_delay,
             limit: cmd.output_limit,
-            truncated: false,
+            dropped: Default::default(),
             delay_timer: None,
             exited: false,
             paused: false,
@@ -5024,9 +4995,9 @@ impl Loop {
                         None => {
                             let c = &mut *c;
                             let kept = if i == 0 { &mut c.stdout } else { &mut c.stderr };
-                            let room = c.limit.saturating_sub(kept.len());
-                            kept.extend_from_slice(&d[..d.len().min(room)]);
-                            c.truncated |= d.len() > room;
+                            let keep = d.len().min(c.limit.saturating_sub(kept.len()));
+                            kept.extend_from_slice(&d[..keep]);
+                            c.dropped[i] += (d.len() - keep) as u64;
                         }
                     }
                 }
@@ -5074,9 +5045,9 @@ struct PipelineState {
 /// A [`Pipeline::output`] under way.
 struct PipelineCapture {
     stdout: Vec<u8>,
-    /// The last stage's `output_limit`, and whether output beyond it was dropped.
+    /// The last stage's `output_limit`, and how much output beyond it was dropped.
     limit: usize,
-    truncated: bool,
+    dropped: u64,
     /// Every stage's, once all have exited.
     statuses: Option<Vec<io::Result<ExitStatus>>>,
     /// The output reached its end (or failed).
@@ -5101,7 +5072,8 @@ impl PipelineCapture {
                 None => Ok(PipelineOutput {
                     statuses: c.statuses.take().unwrap_or_default(),
                     stdout: std::mem::take(&mut c.stdout),
-                    truncated: c.truncated,
+                    truncated: c.dropped != 0,
+                    stdout_dropped: c.dropped,
                 }),
             };
             (cb, result)
@@ -5399,7 +5371,7 @@ impl Pipeline {
         let capture = Rc::new(RefCell::new(PipelineCapture {
             stdout: Vec::new(),
             limit: last.output_limit,
-            truncated: false,
+            dropped: Default::default(),
             statuses: None,
             ended: false,
             error: None,
@@ -5455,9 +5427,9 @@ impl Pipeline {
             let end = match ev {
                 ReadEvent::Data(d) => {
                     let c = &mut *st.borrow_mut();
-                    let room = c.limit.saturating_sub(c.stdout.len());
-                    c.stdout.extend_from_slice(&d[..d.len().min(room)]);
-                    c.truncated |= d.len() > room;
+                    let keep = d.len().min(c.limit.saturating_sub(c.stdout.len()));
+                    c.stdout.extend_from_slice(&d[..keep]);
+                    c.dropped += (d.len() - keep) as u64;
                     return;
                 }
                 ReadEvent::Eof => None,

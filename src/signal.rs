@@ -48,9 +48,9 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use evloop_platform::fd;
 use evloop_platform::poller::Interest;
 use evloop_platform::signal::{NotifySlot, check_watchable};
+use evloop_platform::{fd, libc};
 
 use crate::event_loop::{Loop, SIGNAL_TOKEN};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
@@ -180,6 +180,60 @@ pub fn is_ignored(signum: i32) -> io::Result<bool> {
         ));
     }
     Ok(evloop_platform::signal::disposition(signum)? == evloop_platform::signal::Disposition::Ignore)
+}
+
+/// The name of signal `signum`, as `<signal.h>` spells it (`"SIGSEGV"`); `None` for a number
+/// this system has no name for (a real-time signal, or none at all). For a child's end: [`ExitStatus::signal`](crate::ExitStatus::signal) gives the
+/// number, and the status's `Display` says both.
+///
+/// ```
+/// use evloop::signal;
+///
+/// assert_eq!(signal::name(signal::SIGTERM), Some("SIGTERM"));
+/// assert_eq!(signal::name(libc::SIGSEGV), Some("SIGSEGV"));
+/// assert_eq!(signal::name(0), None);
+/// ```
+pub fn name(signum: i32) -> Option<&'static str> {
+    Some(match signum {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGURG => "SIGURG",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGIO => "SIGIO",
+        #[cfg(target_os = "linux")]
+        libc::SIGPWR => "SIGPWR",
+        #[cfg(target_os = "linux")]
+        libc::SIGSTKFLT => "SIGSTKFLT",
+        #[cfg(not(target_os = "linux"))]
+        libc::SIGINFO => "SIGINFO",
+        #[cfg(not(target_os = "linux"))]
+        libc::SIGEMT => "SIGEMT",
+        _ => return None,
+    })
 }
 
 /// Sends `signum` to the calling thread (`raise(3)`). Unless the thread blocks it, the signal

@@ -479,15 +479,17 @@ case!(
 
 case!(
     /// `Command::output_limit`: a capture keeps the first bytes of each stream, reads and
-    /// drops the rest (the child runs to its own end, not `SIGPIPE`), and says so.
+    /// drops the rest (the child runs to its own end, not `SIGPIPE`), and says so, with how
+    /// much it dropped of each (crash-harness trial: a "keep the first N, count the rest"
+    /// capture had to be written by hand).
     fn output_limit_keeps_the_first_bytes_and_the_childs_status() {
         let flood = "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2; exit 3";
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
-            for (script, limit, kept, truncated) in [
-                (flood, 1000, [1000, 1000], true),
-                ("printf abc; printf de >&2; exit 3", 3, [3, 2], false),
-                ("printf abcd; exit 3", 3, [3, 0], true),
+            for (script, limit, kept, dropped) in [
+                (flood, 1000, [1000, 1000], [2_999_000, 1_999_000]),
+                ("printf abc; printf de >&2; exit 3", 3, [3, 2], [0, 0]),
+                ("printf abcd; exit 3", 3, [3, 0], [1, 0]),
             ] {
                 let got = Rc::new(RefCell::new(None));
                 let g = got.clone();
@@ -500,10 +502,39 @@ case!(
                 lp.run(RunMode::Default).unwrap();
                 let out = got.borrow_mut().take().expect("the capture finished");
                 assert_eq!([out.stdout.len(), out.stderr.len()], kept, "{name}: {script}");
-                assert_eq!(out.truncated, truncated, "{name}: {script}");
+                assert_eq!(out.truncated, dropped != [0, 0], "{name}: {script}");
+                assert_eq!([out.stdout_dropped, out.stderr_dropped], dropped, "{name}: {script}");
                 assert!(!out.cut, "{name}");
                 assert_eq!(out.status.code(), Some(3), "{name}: {script}");
             }
+        }
+    }
+);
+
+case!(
+    /// `output_with_input` takes shared bytes: one `Rc<[u8]>` fed to many runs at once is
+    /// not copied, and every run lets go of it (crash-harness trial: a `Vec` per run copied a
+    /// 10 MB input for each).
+    fn output_with_input_feeds_shared_bytes_to_many_runs() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let input: Rc<[u8]> = vec![b'x'; 3 << 20].into();
+            let counts = Rc::new(RefCell::new(Vec::new()));
+            for _ in 0..4 {
+                let c = counts.clone();
+                Command::new("wc")
+                    .arg("-c")
+                    .output_with_input(&mut lp, input.clone(), move |_, out| {
+                        let out = out.unwrap();
+                        assert!(out.status.success());
+                        c.borrow_mut().push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+                    })
+                    .unwrap();
+            }
+            assert_eq!(Rc::strong_count(&input), 5, "{name}: held, not copied, while the runs go on");
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*counts.borrow(), vec![(3 << 20).to_string(); 4], "{name}");
+            assert_eq!(Rc::strong_count(&input), 1, "{name}: every run let go of it");
         }
     }
 );
@@ -514,7 +545,7 @@ case!(
     fn pipeline_output_keeps_the_last_stages_limit() {
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
-            for (limit, kept, truncated) in [(1000, 1000, true), (5_000_000, 3_000_000, false)] {
+            for (limit, kept, dropped) in [(1000, 1000, 2_999_000), (5_000_000, 3_000_000, 0)] {
                 let mut last = sh("cat; exit 3");
                 last.output_limit(limit);
                 let got = Rc::new(RefCell::new(None));
@@ -525,7 +556,8 @@ case!(
                 lp.run(RunMode::Default).unwrap();
                 let out = got.borrow_mut().take().expect("the capture finished");
                 assert_eq!(out.stdout.len(), kept, "{name}: limit {limit}");
-                assert_eq!(out.truncated, truncated, "{name}: limit {limit}");
+                assert_eq!(out.truncated, dropped != 0, "{name}: limit {limit}");
+                assert_eq!(out.stdout_dropped, dropped, "{name}: limit {limit}");
                 let codes: Vec<_> = out.statuses.iter().map(|s| s.as_ref().unwrap().code()).collect();
                 assert_eq!(codes, [Some(0), Some(3)], "{name}: limit {limit}");
                 assert!(lp.handles().is_empty(), "{name}");
@@ -3096,7 +3128,7 @@ case!(
         let mut lp = builder().build().unwrap();
         let mut cmd = Command::new("cat");
         cmd.stdin(Stdio::Null);
-        let e = cmd.output_with_input(&mut lp, b"x".to_vec(), |_, _| unreachable!()).unwrap_err();
+        let e = cmd.output_with_input(&mut lp, b"x", |_, _| unreachable!()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("output_with_input feeds the child's stdin"), "{e}");
         assert!(!lp.run(RunMode::Default).unwrap());
