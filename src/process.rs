@@ -1770,7 +1770,10 @@ impl Command {
     /// For a child to write to interactively, make a [`Pipe::pair`] and give the child its
     /// reading end as stdin ([`Stdio::Handle`]): the capture then leaves stdin to you, and
     /// its writes' callbacks, an `EPIPE` once the child is gone say, can come after
-    /// `on_done`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
+    /// `on_done`. The spawn takes that reading end; if it fails, both ends are still yours
+    /// to close. A write still queued when the child exits fails with `EPIPE` (its end
+    /// closed with it), usually before `on_done` comes, since that waits for the end of the
+    /// output; only one still queued when you close the writing end fails with `ECANCELED`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
     /// waits for it.)
     ///
     /// ```
