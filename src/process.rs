@@ -753,6 +753,8 @@ pub struct Command {
     on_drop: OnDrop,
     /// How long a capture waits for the output to end once the child exited.
     wait_delay: Option<Duration>,
+    /// How long a capture lets the child run, and the grace period of its ending then.
+    timeout: Option<(Duration, Duration)>,
     /// How much of each stream a capture keeps.
     output_limit: usize,
     /// Signals the child starts with ignored: bit `n - 1` for signal `n`.
@@ -829,6 +831,7 @@ impl Command {
             stdio: Vec::new(),
             on_drop: OnDrop::Nothing,
             wait_delay: None,
+            timeout: None,
             output_limit: usize::MAX,
             ignored_signals: 0,
             parent_death_signal: 0,
@@ -877,6 +880,7 @@ impl Command {
             stdio,
             on_drop: self.on_drop,
             wait_delay: self.wait_delay,
+            timeout: self.timeout,
             output_limit: self.output_limit,
             ignored_signals: self.ignored_signals,
             parent_death_signal: self.parent_death_signal,
@@ -1373,6 +1377,49 @@ impl Command {
         self
     }
 
+    /// For the captures ([`output`](Command::output),
+    /// [`output_with_input`](Command::output_with_input),
+    /// [`stream_output`](Command::stream_output)): a child still running `after` its start
+    /// is ended, gently: `SIGTERM` (with `SIGCONT`, for a stopped child), then `SIGKILL` to
+    /// what is left once `grace` is over. A child in a group of its own
+    /// ([`process_group(0)`](Command::process_group) or [`setsid`](Command::setsid)) is
+    /// ended with its group ([`Process::terminate_group`]), whatever it started with it;
+    /// any other alone ([`Process::terminate`]). [`Output::timed_out`] says that the timeout
+    /// ended the child (it was still running when the time was up: its status says how it
+    /// ended, which may be an exit of its own at that very moment), and `stream_output`'s
+    /// `on_done` gets a [`TimedOut`](io::ErrorKind::TimedOut) error holding the status
+    /// ([`RunTimedOut`]). A child done in time leaves nothing waiting. Counted on the loop's
+    /// clock, from the spawn. A child ended alone leaves what it started running: a shell
+    /// that runs its program as a child of its own (`sh -c 'prog; echo done'`) is ended, and
+    /// the program holds the output open, so that the capture waits for it. Give such a
+    /// command its own group, or a [`wait_delay`](Command::wait_delay).
+    ///
+    /// [`spawn`](Command::spawn) refuses a command with a timeout (an `InvalidInput`
+    /// error): a program that reads the pipes itself starts a [`Timer`](crate::Timer) that
+    /// calls `terminate` or `terminate_group`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "echo started; sleep 10"]).process_group(0);
+    /// cmd.timeout(Duration::from_millis(50), Duration::from_secs(1));
+    /// cmd.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert!(out.timed_out);
+    ///     assert_eq!(out.status.signal(), Some(evloop::signal::SIGTERM));
+    ///     assert_eq!(out.stdout, b"started\n");
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn timeout(&mut self, after: Duration, grace: Duration) -> &mut Command {
+        self.timeout = Some((after, grace));
+        self
+    }
+
     /// For [`output`](Command::output) and [`output_with_input`](Command::output_with_input):
     /// keep at most `bytes` of each of stdout and stderr, the first ones. The rest is still
     /// read, and dropped, so the child is neither held up on a full pipe nor ended by
@@ -1805,14 +1852,18 @@ impl Command {
         on_done: impl FnOnce(&mut Loop, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Process> {
         let delay = self.wait_delay.unwrap_or_default();
+        let after = self.timeout.map(|(after, _)| after).unwrap_or_default();
         let done: OutputCb = Box::new(move |lp, out| {
             on_done(
                 lp,
-                out.and_then(|o| match o.cut {
-                    true => {
+                out.and_then(|o| match (o.timed_out, o.cut) {
+                    (true, _) => {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, RunTimedOut { status: o.status, after }))
+                    }
+                    (false, true) => {
                         Err(io::Error::new(io::ErrorKind::TimedOut, OutputCut { status: o.status, delay }))
                     }
-                    false => Ok(o.status),
+                    (false, false) => Ok(o.status),
                 }),
             )
         });
@@ -2875,6 +2926,9 @@ pub struct Output {
     /// How many bytes of stderr were read and dropped, beyond the
     /// [`output_limit`](Command::output_limit).
     pub stderr_dropped: u64,
+    /// The command's [`timeout`](Command::timeout) ended the child: it was still running
+    /// when the time was up.
+    pub timed_out: bool,
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
@@ -2962,6 +3016,49 @@ impl OutputCut {
     }
 }
 
+/// The command's [`timeout`](Command::timeout) ended the child of a
+/// [`stream_output`](Command::stream_output) capture: the payload of the
+/// [`TimedOut`](io::ErrorKind::TimedOut) error its `on_done` gets, with the child's exit
+/// status. [`RunTimedOut::of`] finds it in the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunTimedOut {
+    /// How the child ended: usually by the timeout's signal.
+    pub status: ExitStatus,
+    /// The timeout that ran out.
+    pub after: Duration,
+}
+
+impl RunTimedOut {
+    /// The timeout `err` reports, if it is a `stream_output` capture's.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode, RunTimedOut};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("10").timeout(Duration::from_millis(20), Duration::from_secs(1));
+    /// cmd.stream_output(&mut lp, |_, _, _| {}, |_, res| {
+    ///     let err = res.unwrap_err();
+    ///     let timed_out = RunTimedOut::of(&err).unwrap();
+    ///     assert_eq!(timed_out.status.signal(), Some(evloop::signal::SIGTERM));
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn of(err: &io::Error) -> Option<&RunTimedOut> {
+        err.get_ref()?.downcast_ref()
+    }
+}
+
+impl fmt::Display for RunTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the child ran past its timeout ({:?}) and was ended: {}", self.after, self.status)
+    }
+}
+
+impl std::error::Error for RunTimedOut {}
+
 impl fmt::Display for OutputCut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -3001,6 +3098,10 @@ struct Capture {
     sink: Option<OutputSink>,
     /// The process handle was closed before `cb` ran: the capture is abandoned.
     cancelled: bool,
+    /// The command's `timeout` runs: closed at the exit.
+    timeout_timer: Option<crate::Timer>,
+    /// The timeout ended the child.
+    timed_out: bool,
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
@@ -3114,6 +3215,46 @@ impl Capture {
         }
     }
 
+    /// The command's `timeout`: a child still running `after` the spawn is ended, with its
+    /// group if it leads one.
+    fn start_timeout(
+        state: &Rc<RefCell<Capture>>,
+        lp: &mut Loop,
+        after: Duration,
+        grace: Duration,
+        group: bool,
+    ) {
+        let timer = crate::Timer::new(lp);
+        if let Ok(slot) = lp.slot_mut(timer.id(), HandleKind::Timer) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
+        // The child keeps the loop going, not its timeout.
+        let _ = timer.set_ref(lp, false);
+        let st = state.clone();
+        let started = timer.start(lp, after, Duration::ZERO, move |lp, t| {
+            let _ = t.close(lp);
+            let process = {
+                let mut c = st.borrow_mut();
+                c.timeout_timer = None;
+                c.process.filter(|_| !c.exited)
+            };
+            // Exited already, in this iteration, or the capture was abandoned.
+            let Some(p) = process.filter(|p| p.has_exited(lp).is_ok_and(|exited| !exited)) else { return };
+            st.borrow_mut().timed_out = true;
+            let ended = if group { p.terminate_group(lp, grace) } else { p.terminate(lp, grace) };
+            if let Err(e) = ended {
+                log::warn!("loop {}: ending a child at its timeout: {e}", lp.id);
+            }
+        });
+        match started {
+            Ok(()) => state.borrow_mut().timeout_timer = Some(timer),
+            Err(e) => {
+                let _ = timer.close(lp);
+                log::warn!("loop {}: a capture's timeout could not start: {e}", lp.id);
+            }
+        }
+    }
+
     /// One of the events happened; the last one delivers the result.
     fn one_done(state: &RefCell<Capture>, lp: &mut Loop, note: impl FnOnce(&mut Capture)) {
         let (cb, result, process, timer) = {
@@ -3133,6 +3274,7 @@ impl Capture {
                     truncated: c.dropped != [0, 0],
                     stdout_dropped: c.dropped[0],
                     stderr_dropped: c.dropped[1],
+                    timed_out: c.timed_out,
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
@@ -3446,12 +3588,21 @@ struct Wiring<'a> {
     /// The terminal to take for the child's group when its command names none: a job's,
     /// from a stage before it that was to lead the group and could not start.
     foreground: Option<HandleId>,
+    /// A capture spawns it (`output`, `stream_output`), which runs the command's timeout.
+    capture: bool,
 }
 
 impl Loop {
     /// Spawns `cmd` as `wiring` adjusts it.
     fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
-        let Wiring { links, hold_moved, process_group, others_moving, foreground } = wiring;
+        let Wiring { links, hold_moved, process_group, others_moving, foreground, capture } = wiring;
+        if cmd.timeout.is_some() && !capture {
+            return Err(invalid(format!(
+                "spawn `{}`: a timeout is for output, output_with_input and stream_output, which end \
+                 the child when it runs out; with spawn, start a Timer that calls terminate",
+                cmd.name()
+            )));
+        }
         let foreground = cmd.foreground.or(foreground);
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
@@ -4852,6 +5003,8 @@ impl Loop {
             cb: Some(cb),
             sink,
             cancelled: false,
+            timeout_timer: None,
+            timed_out: false,
             process: None,
             pipes: Vec::new(),
             wait_delay: cmd.wait_delay,
@@ -4900,12 +5053,21 @@ impl Loop {
                     c.error.get_or_insert(e);
                 }
             });
-            st.borrow_mut().exited = true;
+            let timeout = {
+                let mut c = st.borrow_mut();
+                c.exited = true;
+                c.timeout_timer.take()
+            };
+            if let Some(t) = timeout {
+                let _ = t.close(lp);
+            }
             Capture::start_delay(&st, lp);
         });
         let spawned = opened
             .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
-            .and_then(|()| self.spawn_command(cmd, Wiring { links: &links, ..Wiring::default() }, on_exit));
+            .and_then(|()| {
+                self.spawn_command(cmd, Wiring { links: &links, capture: true, ..Wiring::default() }, on_exit)
+            });
         // The child holds its ends now (or there is no child): the parent's copies go.
         drop(child_ends);
         let child = match spawned {
@@ -4938,9 +5100,9 @@ impl Loop {
                     c.cb = None;
                     c.sink = None;
                     c.process = None;
-                    (std::mem::take(&mut c.pipes), c.delay_timer.take())
+                    (std::mem::take(&mut c.pipes), [c.delay_timer.take(), c.timeout_timer.take()])
                 };
-                if let Some(t) = timer {
+                for t in timer.into_iter().flatten() {
                     let _ = t.close(lp);
                 }
                 for p in pipes {
@@ -4952,6 +5114,10 @@ impl Loop {
         // The child keeps the loop going until it is reaped, whatever the handle's `set_ref`
         // (the pipes, the capture's own, keep it going until the streams end).
         self.child_keeps_loop_alive(child.process.0);
+        if let Some((after, grace)) = cmd.timeout {
+            let group = cmd.setsid || cmd.process_group == Some(0);
+            Capture::start_timeout(&state, self, after, grace, group);
+        }
         if let Some(input) = input {
             let stdin = ours.pop().expect("the input pipe");
             Capture::feed(&state, self, stdin, input);
@@ -5583,6 +5749,7 @@ impl Pipeline {
                 process_group,
                 others_moving: &moving,
                 foreground: handed_foreground,
+                capture: false,
             };
             match lp.spawn_command(cmd, wiring, on_stage_exit) {
                 Ok(child) => {

@@ -540,6 +540,69 @@ case!(
 );
 
 case!(
+    /// `Command::timeout` (crash-harness and task-runner trials, which each wrote it by hand,
+    /// with a race between the timeout and an exit at that moment): a capture's child still
+    /// running when the time is up is ended, with its group when it leads one (the
+    /// grandchild too), by `SIGKILL` after the grace period when it ignores `SIGTERM`, and
+    /// `Output::timed_out` or `stream_output`'s `RunTimedOut` says so; a child done in time
+    /// leaves no timer behind; `spawn` refuses a timeout it would not run.
+    fn issue_6_a_captures_timeout_ends_the_child_and_its_group() {
+        use evloop::RunTimedOut;
+        use std::time::{Duration, Instant};
+        let output = |lp: &mut Loop, cmd: &Command| {
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            cmd.output(lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            got.borrow_mut().take().expect("the capture finished")
+        };
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let t0 = Instant::now();
+            let mut cmd = sh("echo started; (sleep 30; echo late) & sleep 30");
+            cmd.process_group(0).timeout(Duration::from_millis(50), Duration::from_secs(5));
+            let out = output(&mut lp, &cmd);
+            assert!(out.timed_out, "{name}");
+            assert_eq!(out.status.signal(), Some(SIGTERM), "{name}");
+            // The grandchild went with its group: its end of the pipe closed.
+            assert_eq!(out.stdout, b"started\n", "{name}");
+            assert!(t0.elapsed() < Duration::from_secs(5), "{name}: {:?}", t0.elapsed());
+
+            // Alone in the loop's group, ignoring SIGTERM: SIGKILL after the grace period.
+            let mut cmd = sh("trap '' TERM; echo started; exec sleep 30");
+            cmd.timeout(Duration::from_millis(50), Duration::from_millis(100));
+            let out = output(&mut lp, &cmd);
+            assert!(out.timed_out, "{name}");
+            assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{name}");
+
+            // Done in time: no timeout, and no timer left to count.
+            let mut cmd = sh("echo hi");
+            cmd.timeout(Duration::from_secs(3600), Duration::from_secs(1));
+            let out = output(&mut lp, &cmd);
+            assert!(!out.timed_out && out.status.success(), "{name}");
+            assert_eq!(lp.backend_timeout(), None, "{name}: the timeout's timer outlived the child");
+
+            let ended = Rc::new(RefCell::new(None));
+            let e = ended.clone();
+            let mut cmd = sh("exec sleep 30");
+            cmd.timeout(Duration::from_millis(20), Duration::from_secs(5));
+            cmd.stream_output(&mut lp, |_, _, _| {}, move |_, res| *e.borrow_mut() = Some(res)).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let err = ended.borrow_mut().take().unwrap().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{name}");
+            let timed_out = RunTimedOut::of(&err).unwrap_or_else(|| panic!("{name}: {err}"));
+            assert_eq!(timed_out.status.signal(), Some(SIGTERM), "{name}");
+            assert_eq!(timed_out.after, Duration::from_millis(20), "{name}");
+
+            let err = cmd.spawn(&mut lp, |_, _, _| {}).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name}");
+            assert!(err.to_string().contains("timeout"), "{name}: {err}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     /// `Pipeline::output` keeps at most the last stage's `output_limit` (it kept everything,
     /// whatever the limit), reading and dropping the rest, so every stage keeps its status.
     fn pipeline_output_keeps_the_last_stages_limit() {
