@@ -62,8 +62,13 @@
 //!   itself. [`Command::wait_delay`] bounds the wait for a grandchild that keeps a pipe open
 //!   after the job exited, and [`Command::output_limit`] the memory a job's output takes.
 //! - Start each job in a group of its own ([`Command::process_group`]`(0)`), with
-//!   [`Command::kill_group_on_drop`], and end it (a timeout, Ctrl-C) with
-//!   [`Process::terminate_group`].
+//!   [`Command::kill_group_on_drop`], and end it (Ctrl-C) with
+//!   [`Process::terminate_group`]; [`Command::timeout`] does that for a job that runs too
+//!   long.
+//! - A spawn that fails with `EMFILE` or `ENFILE` (out of fds: each capture takes three
+//!   while its job runs) or `EAGAIN` (out of processes) is no verdict on the job: wait for
+//!   a running job to end and start it again (`examples/par.rs` does), rather than fail
+//!   the whole queue at once.
 //! - A job's orphans count as members of its group until their new parent reaps them. In a
 //!   container whose first process is not an init, that can hold `terminate_group` for its
 //!   whole grace period: make the program their parent, with [`become_subreaper`] at start
