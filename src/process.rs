@@ -3597,16 +3597,23 @@ struct Wiring<'a> {
     capture: bool,
 }
 
+/// The error of a spawn, not a capture, of a command with a timeout.
+#[cold]
+#[inline(never)]
+fn timeout_refused(cmd: &Command) -> io::Error {
+    invalid(format!(
+        "spawn `{}`: a timeout is for output, output_with_input and stream_output, which end the \
+         child when it runs out; with spawn, start a Timer that calls terminate",
+        cmd.name()
+    ))
+}
+
 impl Loop {
     /// Spawns `cmd` as `wiring` adjusts it.
     fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
         let Wiring { links, hold_moved, process_group, others_moving, foreground, capture } = wiring;
         if cmd.timeout.is_some() && !capture {
-            return Err(invalid(format!(
-                "spawn `{}`: a timeout is for output, output_with_input and stream_output, which end \
-                 the child when it runs out; with spawn, start a Timer that calls terminate",
-                cmd.name()
-            )));
+            return Err(timeout_refused(cmd));
         }
         let foreground = cmd.foreground.or(foreground);
         let process_group = process_group.or(cmd.process_group);
