@@ -1,5 +1,6 @@
 //! keys: a raw-mode terminal demo. It shows the bytes of each key you press and the window
-//! size, redraws when the window changes, and quits on `q` or Ctrl-C.
+//! size, redraws when the window changes, quits on `q` or Ctrl-C, and stops on Ctrl-Z as
+//! other programs do (`fg` brings it back, redrawn at the window's size of then).
 //!
 //! Run it in a terminal with `cargo run --example keys`. The terminal always comes back the
 //! way it was: on quit, on an error, on a panic, and when the process is killed by
@@ -51,10 +52,16 @@ impl Out {
     }
 
     fn write(self, lp: &mut Loop, text: String) {
-        let done = |_: &mut Loop, res: io::Result<()>| {
+        self.write_then(lp, text, |_| {});
+    }
+
+    /// Writes `text`, then calls `then` once it is out.
+    fn write_then(self, lp: &mut Loop, text: String, then: impl FnOnce(&mut Loop) + 'static) {
+        let done = |lp: &mut Loop, res: io::Result<()>| {
             if let Err(e) = res {
                 eprintln!("keys: writing the screen: {e}");
             }
+            then(lp);
         };
         let res = match self {
             Out::Tty(t) => t.write_vec(lp, text.into_bytes(), done),
@@ -85,7 +92,7 @@ impl Screen {
     fn render(&self) -> String {
         let mut s = String::from("\x1b[H\x1b[2J");
         s += &format!("evloop keys demo: window {}x{} (columns x rows)\n", self.size.cols, self.size.rows);
-        s += "press keys to see their bytes; press q or Ctrl-C to quit\n\n";
+        s += "press keys to see their bytes; press q or Ctrl-C to quit, Ctrl-Z to stop\n\n";
         for key in &self.keys {
             s += &format!("  {:<24} {}\n", hex(key), readable(key));
         }
@@ -135,6 +142,20 @@ fn keys() -> io::Result<()> {
 
     input.read_start(&mut lp, move |lp, input, ev| {
         let quit = match ev {
+            // Ctrl-Z: raw mode reads it as a key. Once the screen is out, stop as the shell's
+            // Ctrl-Z would stop a program in normal mode; draw again once continued.
+            ReadEvent::Data([0x1a]) => {
+                let screen = screen.clone();
+                out.write_then(lp, "\r\n".to_string(), move |lp| {
+                    if let Err(e) = input.suspend(lp) {
+                        eprintln!("keys: cannot stop: {e}");
+                    }
+                    let mut screen = screen.borrow_mut();
+                    screen.size = input.winsize(lp).unwrap_or(screen.size);
+                    out.write(lp, screen.render());
+                });
+                false
+            }
             ReadEvent::Data(key) => {
                 let mut screen = screen.borrow_mut();
                 if screen.keys.len() == KEYS_SHOWN_MAX {
