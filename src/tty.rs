@@ -904,6 +904,8 @@ impl Tty {
     /// `0x1a` rather than `SIGTSTP`: puts the terminal's normal settings back, stops the
     /// process's group with `SIGTSTP` (the shell reports it as it does a Ctrl-Z), and once
     /// the shell continues it (`fg`), sets this handle's mode again and returns `Ok(true)`.
+    /// Call it on the handle whose mode the program set (its input's): the mode is the
+    /// handle's.
     /// The thread waits in the call while the process is stopped; timers that came due
     /// meanwhile run when the loop goes on.
     ///
