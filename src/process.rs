@@ -1824,8 +1824,9 @@ impl Command {
     /// its writes' callbacks, an `EPIPE` once the child is gone say, can come after
     /// `on_done`. The spawn takes that reading end; if it fails, both ends are still yours
     /// to close. A write still queued when the child exits fails with `EPIPE` (its end
-    /// closed with it), usually before `on_done` comes, since that waits for the end of the
-    /// output; only one still queued when you close the writing end fails with `ECANCELED`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
+    /// closed with it, unless a process it started holds it too), usually before `on_done`
+    /// comes, since that waits for the end of the output; only one still queued when you
+    /// close the writing end fails with `ECANCELED`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
     /// waits for it.)
     ///
     /// ```
@@ -2463,8 +2464,9 @@ impl Process {
     /// member be gone and another process take the number as its group id between two
     /// checks (the pid space wrapping around within 20 ms), the `SIGKILL` at the end of
     /// `grace` would reach that group. On Linux, a group whose members left have all exited
-    /// has ended, reaped or not (`/proc` tells; it is looked at as soon as the group's
-    /// leader is gone, and after the `SIGKILL`, else after
+    /// has ended, reaped or not (`/proc` tells; it is looked at at the first check after
+    /// the group's leader is gone, where the child leads its group, and right after the
+    /// `SIGKILL`, else after
     /// [`GROUP_EXITED_SCAN_INTERVAL_MS`](crate::limits::GROUP_EXITED_SCAN_INTERVAL_MS), then
     /// less and less often).
     /// Elsewhere, a member that has exited counts until its parent reaps it: where an
@@ -2632,8 +2634,10 @@ impl Process {
             // (A look reads every process's status: each finds members alive, the next waits
             // twice as long, up to 16 times the first wait. The first comes at once when the
             // leader is gone, and again after SIGKILL.)
-            let leader_left =
-                !leader_gone && sys::kill(group.pgid, 0).is_err_and(|e| crate::is_no_such_process(&e));
+            // (Only Linux can tell exited members apart: elsewhere there is nothing to look at.)
+            let leader_left = cfg!(target_os = "linux")
+                && !leader_gone
+                && sys::kill(group.pgid, 0).is_err_and(|e| crate::is_no_such_process(&e));
             leader_gone |= leader_left;
             if leader_left || lp.now().saturating_sub(scanned) >= scan_every {
                 scanned = lp.now();

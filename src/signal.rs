@@ -183,7 +183,8 @@ pub fn is_ignored(signum: i32) -> io::Result<bool> {
 }
 
 /// The name of signal `signum`, as `<signal.h>` spells it (`"SIGSEGV"`); `None` for a number
-/// this system has no name for (a real-time signal, or none at all). For a child's end: [`ExitStatus::signal`](crate::ExitStatus::signal) gives the
+/// it does not name: a real-time signal, a system's own (FreeBSD's `SIGTHR`, say), or none
+/// at all. For a child's end: [`ExitStatus::signal`](crate::ExitStatus::signal) gives the
 /// number, and the status's `Display` says both.
 ///
 /// ```

@@ -903,17 +903,19 @@ impl Tty {
     /// Stops the program as Ctrl-Z does, for one in raw or io mode, where the key is the byte
     /// `0x1a` rather than `SIGTSTP`: puts the terminal's normal settings back, stops the
     /// process's group with `SIGTSTP` (the shell reports it as it does a Ctrl-Z), and once
-    /// the shell continues it (`fg`), sets this handle's mode again and returns `Ok(true)`.
-    /// Call it on the handle whose mode the program set (its input's): the mode is the
-    /// handle's.
-    /// The thread waits in the call while the process is stopped; timers that came due
-    /// meanwhile run when the loop goes on.
+    /// the shell continues it (`fg`), sets the mode again and returns `Ok(true)`. The mode is
+    /// this handle's, or, where this one is in normal mode (a program's output handle),
+    /// that of the handle of this loop on the terminal whose mode the program set. The
+    /// thread waits in the call while the process is stopped; timers that came due meanwhile
+    /// run when the loop goes on.
     ///
     /// `Ok(false)` at once, with nothing changed, where `SIGTSTP` is ignored: a shell without
     /// job control started the program, which must not stop. A group that the kernel will not
-    /// stop (orphaned: no process of its session outside it to continue it, as for a program
-    /// that is its session's leader) comes back at once too, with `Ok(true)`, after the
-    /// settings went to normal and back.
+    /// stop (orphaned: no member has a parent in another group of its session to continue
+    /// it, as for a program that is its session's leader) comes back at once too, with
+    /// `Ok(true)`, after the settings went to normal and back. The terminal must be the
+    /// process's controlling terminal, with the process's group in front (Ctrl-Z stops the
+    /// group in front): an error says so otherwise, and nothing changes.
     ///
     /// The screen is the program's: it writes what leaves its screen (the alternate screen,
     /// a hidden cursor) before the call, and draws again after it, at the window size of
@@ -925,9 +927,13 @@ impl Tty {
     ///
     /// Continued in the background (`bg`), the process is stopped again by `SIGTTOU` as it
     /// sets its mode, until the shell gives it the terminal, as any program that changes the
-    /// terminal from there is. If setting the mode fails, the handle stays in normal mode
-    /// and the error is returned. A [`Signal`] handle on `SIGTSTP` does not see this stop.
-    /// An error (`InvalidInput`) for a pty master, whose settings are its slave's.
+    /// terminal from there is. Where `SIGTTOU` would not stop it (ignored, blocked or
+    /// caught), the mode is not set from there, which would change the settings of the job
+    /// in front: the terminal stays in normal mode, and a `WouldBlock` error says to set the
+    /// mode again once in front. If setting the mode fails, the handle stays in normal mode
+    /// and the error says the stop happened. A [`Signal`] handle on `SIGTSTP` does not see
+    /// this stop (see `stop_group_as_ctrl_z` in the platform crate for the moments around
+    /// it). An error (`InvalidInput`) for a pty master, whose settings are its slave's.
     ///
     /// ```no_run
     /// use evloop::{Loop, ReadEvent, RunMode, Tty, TtyMode};
@@ -942,7 +948,10 @@ impl Tty {
     ///             if let Err(e) = tty.suspend(lp) {
     ///                 eprintln!("cannot suspend: {e}");
     ///             }
-    ///             tty.send(lp, b"\x1b[?1049h").unwrap(); // and the whole screen
+    ///             // and the whole screen
+    ///             if let Err(e) = tty.send(lp, b"\x1b[?1049h") {
+    ///                 eprintln!("cannot draw: {e}");
+    ///             }
     ///         })
     ///         .unwrap();
     ///     }
@@ -961,6 +970,23 @@ impl Tty {
             ));
         }
         let (mode, terminal) = (tty.mode, tty.terminal);
+        // The handle whose mode the program set: this one, or another of this loop on the
+        // terminal (a program that calls this on its output's handle).
+        let moded = match mode {
+            TtyMode::Normal => terminal.and_then(|n| {
+                lp.slots.iter().find_map(|(key, slot)| match &slot.kind {
+                    Kind::Stream(s) if !slot.flags.contains(Flags::CLOSING) => s
+                        .tty
+                        .as_ref()
+                        .filter(|t| !t.master && t.terminal == Some(n) && t.mode != TtyMode::Normal)
+                        .map(|t| {
+                            (Tty(HandleId { loop_id: lp.id, key: key as u32, gen_: slot.gen_ }), t.mode)
+                        }),
+                    _ => None,
+                })
+            }),
+            mode => Some((self, mode)),
+        };
         let queued = lp.slots.iter().any(|(key, slot)| match &slot.kind {
             Kind::Stream(s) if !slot.flags.contains(Flags::CLOSING) && s.has_queued_writes() => {
                 key == self.0.key as usize
@@ -980,16 +1006,46 @@ impl Tty {
         if signal::is_ignored(signal::SIGTSTP)? {
             return Ok(false);
         }
-        if mode != TtyMode::Normal {
-            self.set_mode(lp, TtyMode::Normal)?;
+        // Ctrl-Z stops the group in front, which is this one only on its own terminal.
+        let own = evloop_platform::process::process_group();
+        let fd = self.fd(lp)?;
+        let front = termios::foreground_group(fd)
+            .map_err(|e| context(e, "cannot suspend: the tty must be this process's controlling terminal"))?;
+        if front != own {
+            return Err(invalid(format!(
+                "cannot suspend: the terminal's foreground group is {front}, not this process's ({own}); \
+                 Ctrl-Z stops the group in front"
+            )));
+        }
+        if let Some((handle, _)) = moded {
+            handle.set_mode(lp, TtyMode::Normal)?;
         }
         log::debug!("loop {}: suspending the process for {:?}", lp.id, self.0);
         let stopped = evloop_platform::signal::stop_group_as_ctrl_z()
-            .map_err(|e| context(e, "cannot stop the process group with SIGTSTP"));
-        if mode != TtyMode::Normal {
-            self.set_mode(lp, mode)?;
+            .map_err(|e| context(e, "cannot stop the process group with SIGTSTP"))?;
+        let Some((handle, mode)) = moded else { return Ok(stopped) };
+        // Continued in the background (`bg`): setting the mode is for `SIGTTOU` to stop the
+        // process until it is in front, where the signal does that; elsewhere it would change
+        // the settings of the job in front.
+        let fd = self.fd(lp)?;
+        let in_front = termios::foreground_group(fd)
+            .is_ok_and(|front| front <= 0 || front == own || !termios::group_alive(front));
+        let stops_on_ttou = evloop_platform::signal::disposition(signal::SIGTTOU)?
+            == evloop_platform::signal::Disposition::Default
+            && !evloop_platform::signal::blocked_in_this_thread(signal::SIGTTOU)?;
+        if !in_front && !stops_on_ttou {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "continued in the background, where SIGTTOU does not stop this process: the \
+                     terminal stays in normal mode; set {mode:?} mode again once in front"
+                ),
+            ));
         }
-        stopped
+        handle
+            .set_mode(lp, mode)
+            .map_err(|e| context(e, format!("stopped and continued, but cannot set {mode:?} mode again")))?;
+        Ok(stopped)
     }
 
     /// Gives the terminal to process group `pgid` of this session (`tcsetpgrp`): job control,

@@ -664,8 +664,15 @@ pub fn raise(signo: i32) -> io::Result<()> {
 /// before the process stops; one for the thread is taken on the way out of the call, so the
 /// stop comes first. Meanwhile the thread does not block the signal, and a handler (a
 /// loop's, another library's) comes back after, having seen nothing of it. The kernel
-/// discards a stop signal to an orphaned group (no parent in another group of its session,
-/// so nobody to continue it): the call then returns at once.
+/// discards `SIGTSTP` at its default action sent to an orphaned group (no member with a
+/// parent in another group of its session, so nobody to continue it): the call then
+/// returns at once.
+///
+/// Where the terminal sends its group one signal, this is two steps, and so has windows: a
+/// `SIGTSTP` from elsewhere while this process ignores it is lost (as a watcher's), one just
+/// before the stop makes a second stop, and a `SIGCONT` between the two steps continues the
+/// other processes before this one stops. Under a debugger (a traced process), the kernel
+/// keeps an ignored signal for the tracer, which may stop the process twice.
 pub fn stop_group_as_ctrl_z() -> io::Result<bool> {
     // Under the lock of the loops' watch and unwatch, which change the disposition too.
     let _table = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
@@ -673,24 +680,26 @@ pub fn stop_group_as_ctrl_z() -> io::Result<bool> {
     if cur.sa_sigaction == libc::SIG_IGN {
         return Ok(false);
     }
-    let blocked = blocked_in_this_thread(libc::SIGTSTP)?;
-    if blocked {
-        set_blocked(&[libc::SIGTSTP], false)?;
-    }
+    // Ignored first: a SIGTSTP pending while the thread blocked it goes, rather than stop
+    // the process (or reach the handler) at the unblock.
     set_disposition(libc::SIGTSTP, Disposition::Ignore)?;
-    // SAFETY: kill takes no pointers; pid 0 is the caller's process group. Ignored here, the
-    // signal is discarded for this process as it is sent.
-    let mut res = cvt(unsafe { libc::kill(0, libc::SIGTSTP) }).map(drop);
-    let put_back = set_disposition(libc::SIGTSTP, Disposition::Default);
-    if res.is_ok() && put_back.is_ok() {
-        res = raise(libc::SIGTSTP);
-    }
-    // Continued now (or never stopped: an orphaned group, or an error above).
+    let stopped = (|| {
+        let blocked = blocked_in_this_thread(libc::SIGTSTP)?;
+        if blocked {
+            set_blocked(&[libc::SIGTSTP], false)?;
+        }
+        // SAFETY: kill takes no pointers; pid 0 is the caller's process group. Ignored
+        // here, the signal is discarded for this process as it is sent.
+        let mut res = cvt(unsafe { libc::kill(0, libc::SIGTSTP) }).map(drop);
+        if res.is_ok() {
+            res = set_disposition(libc::SIGTSTP, Disposition::Default).and_then(|()| raise(libc::SIGTSTP));
+        }
+        // Continued now (or never stopped: an orphaned group, or an error above).
+        let reblocked = if blocked { set_blocked(&[libc::SIGTSTP], true) } else { Ok(()) };
+        res.and(reblocked)
+    })();
     let restored = swap_action(libc::SIGTSTP, &cur).map(drop);
-    if blocked {
-        let _ = set_blocked(&[libc::SIGTSTP], true);
-    }
-    res.and(put_back).and(restored).map(|()| true)
+    stopped.and(restored).map(|()| true)
 }
 
 /// What a signal does when it arrives, reduced to what callers compare.

@@ -4028,8 +4028,9 @@ case!(
     /// gone at once, and after the `SIGKILL` only at the backed-off interval (1.6 s by then
     /// in a long grace period), so the end came when `GROUP_KILLED_WAIT_MS` ran out, a second
     /// late. It looks as soon as the leader is gone now, and right after the `SIGKILL`.
-    /// Counted in loop iterations (one per check), which a loaded machine can only make
-    /// fewer. The zombies here are this test's own children, reaped only after.
+    /// Counted in loop iterations (one per check) after the leader's reaping, and after the
+    /// grace period, which a loaded machine can only make fewer. The zombies here are this
+    /// test's own children, reaped only after.
     #[cfg(target_os = "linux")]
     fn issue_6_terminate_group_looks_for_zombie_members_when_the_leader_is_gone_and_after_sigkill() {
         use evloop::GroupEnd;
@@ -4039,16 +4040,26 @@ case!(
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
             // The leader heeds SIGTERM; the member exited already.
-            let p = sleep_in_own_group(&mut lp);
+            let reaped_at = Rc::new(Cell::new(0));
+            let r = reaped_at.clone();
+            let mut sleep = Command::new("sleep");
+            sleep.arg("100").process_group(0);
+            let p = sleep
+                .spawn(&mut lp, move |lp, p, _| {
+                    r.set(lp.iterations());
+                    p.close(lp).unwrap();
+                })
+                .unwrap()
+                .process;
             let pgid = p.pid(&lp).unwrap() as i32;
             let mut member = std::process::Command::new("true").process_group(pgid).spawn().unwrap();
             crate::util::wait_for_state(&format!("/proc/{}/stat", member.id()), 'Z');
-            let before = lp.iterations();
             let (res, _) = terminate_group_timed(&mut lp, p);
             assert_eq!(res.unwrap(), GroupEnd::Emptied, "{name}");
-            let checks = lp.iterations() - before;
-            // Looked at the first check after the leader's reaping; 7 before the change.
-            assert!(checks <= 5, "{name}: {checks} iterations (checks every 20 ms until the look)");
+            // Looked at the check after the leader's reaping (one 20 ms on at the most); 5
+            // checks later before the change.
+            let checks = lp.iterations() - reaped_at.get();
+            assert!(checks <= 2, "{name}: {checks} iterations after the leader's reaping");
             member.wait().unwrap();
 
             // The member ignores SIGTERM: a zombie from the SIGKILL at the end of 800 ms, when

@@ -2048,6 +2048,20 @@ case!(
 
 const SUSPEND_CHILD_ENV: &str = "EVLOOP_TEST_SUSPEND_CHILD";
 
+/// The processes of group `pgid`, from `/proc`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse().ok())
+                == Some(pgid)
+        })
+        .collect()
+}
+
 /// Whether the terminal at `fd` is in canonical (line) mode, as normal mode is.
 fn canonical(fd: impl AsFd) -> bool {
     attrs(fd).local_flags.contains(LocalFlags::ICANON)
@@ -2058,11 +2072,14 @@ fn canonical(fd: impl AsFd) -> bool {
 ///
 /// - `leader <slave path>`: a session leader with the pty slave as its controlling terminal,
 ///   which runs the job below in a group of its own, in front, as a shell would; when the job
-///   stops it says whether the terminal is in normal mode, takes the terminal and gives it
-///   back, and continues the job (`fg`); at the end it says how often the job stopped.
-/// - `job`: puts the terminal in raw mode, watches `SIGTSTP` with a `Signal` handle, and
-///   suspends; once continued, says whether it is raw again, and checks that its watcher
-///   is back in place by raising `SIGTSTP`, which must reach the watcher, not stop it.
+///   stops it says whether the terminal is in normal mode, waits for the job's other member
+///   to stop too, takes the terminal and gives it back, and continues the job (`fg`); at the
+///   end it says how often the job stopped.
+/// - `job`: puts the terminal in raw mode, has a suspend through another terminal refused,
+///   starts a `sleep` in its group, watches `SIGTSTP` with a `Signal` handle, and suspends;
+///   once continued, says whether it is raw again, and checks that its watcher is back in
+///   place by raising `SIGTSTP`, which must reach the watcher, not stop it; then suspends
+///   through a handle on its stdout, in normal mode, which must take the input's mode.
 /// - `orphan <slave path>`: a session leader (its group orphaned: nobody to continue it)
 ///   that puts its terminal in raw mode and suspends: the kernel does not stop it.
 #[test]
@@ -2087,7 +2104,18 @@ fn suspend_child() {
                     if let evloop::StopEvent::Stopped(signal) = ev {
                         if signal == evloop::signal::SIGTSTP {
                             counted.set(counted.get() + 1);
-                            println!("job stopped, canonical {}", canonical(&probe));
+                            // The job's other members stop with it (waited for: the
+                            // signal reaches them as this process stops).
+                            let members = group_members(pgid);
+                            for m in members.iter().filter(|&&m| m != pgid) {
+                                crate::util::wait_for_state(&format!("/proc/{m}/stat"), 'T');
+                            }
+                            println!(
+                                "stop {}: canonical {}, {} members stopped",
+                                counted.get(),
+                                canonical(&probe),
+                                members.len()
+                            );
                             tty.set_foreground_group(lp, own).unwrap();
                             tty.set_foreground_group(lp, pgid).unwrap();
                         }
@@ -2121,6 +2149,16 @@ fn suspend_child() {
     let tty = Tty::open_controlling(&mut lp).unwrap();
     tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
     assert!(!canonical(io::stdin()));
+    // A terminal that is not the process's own: refused, and nothing stops.
+    let (_master, slave) = evloop::tty::openpty().unwrap();
+    let other = Tty::open(&mut lp, slave).unwrap();
+    other.set_mode(&mut lp, TtyMode::Raw).unwrap();
+    let err = other.suspend(&mut lp).unwrap_err();
+    println!("another terminal refused: {}", err.to_string().contains("controlling terminal"));
+    other.close(&mut lp).unwrap();
+    // A member of the job's group besides this process.
+    let member =
+        evloop::Command::new("sleep").arg("100").kill_on_drop(true).spawn(&mut lp, |_, _, _| {}).unwrap();
     let seen = Rc::new(Cell::new(0));
     let s = seen.clone();
     let watcher = Signal::new(&mut lp);
@@ -2132,7 +2170,13 @@ fn suspend_child() {
     evloop::signal::raise(evloop::signal::SIGTSTP).unwrap();
     lp.run(RunMode::NoWait).unwrap();
     println!("after a raise, {} SIGTSTP seen", seen.get());
+    // Through the output's handle, in normal mode: the input's raw mode goes and comes back.
+    let out = Tty::open(&mut lp, io::stdout().as_fd().try_clone_to_owned().unwrap()).unwrap();
+    assert!(out.suspend(&mut lp).unwrap());
+    println!("resumed through stdout, canonical {}", canonical(io::stdin()));
     watcher.close(&mut lp).unwrap();
+    out.close(&mut lp).unwrap();
+    member.process.close(&mut lp).unwrap();
     tty.close(&mut lp).unwrap();
     lp.run(RunMode::Default).unwrap();
 }
@@ -2148,11 +2192,14 @@ case!(
         let status = spawn_session_leader(&mut lp, &p, "tty::suspend_child", SUSPEND_CHILD_ENV, "leader ");
         let mut seen = Vec::new();
         let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
-        wait_for("job stopped, canonical true");
+        wait_for("another terminal refused: true");
+        wait_for("stop 1: canonical true, 2 members stopped");
         wait_for("job resumed, canonical false, mode Raw, 0 SIGTSTP seen");
         wait_for("after a raise, 1 SIGTSTP seen");
-        // One stop: the signal to the group and the one to the thread make one.
-        wait_for("leader done, 1 stops");
+        wait_for("stop 2: canonical true, 2 members stopped");
+        wait_for("resumed through stdout, canonical false");
+        // One stop a suspend: the signal to the group and the one to the thread make one.
+        wait_for("leader done, 2 stops");
         lp.run(RunMode::Default).unwrap();
         let status = status.get().unwrap();
         assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
