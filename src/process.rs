@@ -1400,7 +1400,8 @@ impl Command {
     /// command its own group, or a [`wait_delay`](Command::wait_delay).
     ///
     /// [`spawn`](Command::spawn) refuses a command with a timeout (an `InvalidInput`
-    /// error): a program that reads the pipes itself starts a [`Timer`](crate::Timer) that
+    /// error), as do [`spawn_on_pty`](Command::spawn_on_pty) and a [`Pipeline`] with such a
+    /// stage: a program that reads the pipes itself starts a [`Timer`](crate::Timer) that
     /// calls `terminate` or `terminate_group`.
     ///
     /// ```
@@ -1429,10 +1430,9 @@ impl Command {
     /// keep at most `bytes` of each of stdout and stderr, the first ones. The rest is still
     /// read, and dropped, so the child is neither held up on a full pipe nor ended by
     /// `SIGPIPE` for printing too much, and its status is its own;
-    /// [`Output::truncated`] says that something was dropped, and
-    /// [`Output::stdout_dropped`] and [`Output::stderr_dropped`] how much. Memory for a capture is then
-    /// bounded whatever the child prints (a test runner's cap on a test's log). No limit by
-    /// default.
+    /// [`Output::truncated`] says that something was dropped, and [`Output::stdout_dropped`]
+    /// and [`Output::stderr_dropped`] how much. Memory for a capture is then bounded whatever
+    /// the child prints (a test runner's cap on a test's log). No limit by default.
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1755,9 +1755,10 @@ impl Command {
 
     /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
     /// pipe, which then closes, so the child reads end of file after it (duct's
-    /// `stdin_bytes`). The input is any bytes: a `Vec<u8>` moved in, or an `Rc<[u8]>` shared
-    /// by many runs, which is not copied (see [`Pipe::write_shared`]). `cb` runs once the child has exited, both output streams have ended
-    /// and the input is written or refused.
+    /// `stdin_bytes`). The input is any bytes: a `Vec<u8>` moved in, or an `Rc<[u8]>`
+    /// shared by many runs, which is not copied (see [`Pipe::write_shared`]). `cb` runs once
+    /// the child has exited, both output streams have ended and the input is written or
+    /// refused.
     ///
     /// A child that exits, or closes its stdin, without reading all of `input` is not an
     /// error (as `yes | head` is not in a shell): the result reports its status. Any other
@@ -1826,8 +1827,9 @@ impl Command {
     /// to close. A write still queued when the child exits fails with `EPIPE` (its end
     /// closed with it, unless a process it started holds it too), usually before `on_done`
     /// comes, since that waits for the end of the output; only one still queued when you
-    /// close the writing end fails with `ECANCELED`. ([`output_with_input`](Command::output_with_input) feeds a fixed input and
-    /// waits for it.)
+    /// close the writing end fails with `ECANCELED`.
+    /// ([`output_with_input`](Command::output_with_input) feeds a fixed input and waits for
+    /// it.)
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
