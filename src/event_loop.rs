@@ -869,6 +869,13 @@ impl Loop {
             }
             pass = alive;
         }
+        // Changes made by the last callbacks (a stream closed in the close phase) reach the
+        // backends now: left queued, they would have `backend_timeout` say zero, waking an
+        // embedder for nothing. A refused one queues callbacks, which keep the loop alive.
+        if !self.io_dirty.is_empty() {
+            self.flush_io();
+            alive = self.is_alive();
+        }
         Ok(alive)
     }
 

@@ -1393,16 +1393,26 @@ impl Command {
     /// ended the child (it was still running when the time was up: its status says how it
     /// ended, which may be an exit of its own at that very moment), and `stream_output`'s
     /// `on_done` gets a [`TimedOut`](io::ErrorKind::TimedOut) error holding the status
-    /// ([`RunTimedOut`]). A child done in time leaves nothing waiting. Counted on the loop's
-    /// clock, from the spawn. A child ended alone leaves what it started running: a shell
-    /// that runs its program as a child of its own (`sh -c 'prog; echo done'`) is ended, and
-    /// the program holds the output open, so that the capture waits for it. Give such a
-    /// command its own group, or a [`wait_delay`](Command::wait_delay).
+    /// ([`RunTimedOut`]). Check the status too: a child that exits just as the time is up
+    /// can be told timed out with an exit of its own. A child done in time leaves nothing
+    /// waiting. Counted from the spawn, on the loop's clock (brought up to date then).
+    ///
+    /// The timeout ends at the child's exit: after it, only a
+    /// [`wait_delay`](Command::wait_delay) bounds the wait for output that a process it
+    /// started holds open. A child ended alone leaves what it started running: a shell that
+    /// runs its program as a child of its own (`sh -c 'prog; echo done'`) is ended, and the
+    /// program holds the output open, so that the capture waits for it. Give such a command
+    /// its own group, or a `wait_delay`. A capture abandoned (its handle closed) once the
+    /// timeout has ended the child sends it `SIGKILL` at once, rather than after the grace
+    /// period (a group's escalation goes on without the handle); a loop dropped meanwhile
+    /// leaves it to [`kill_on_drop`](Command::kill_on_drop). A `grace` of
+    /// [`Duration::MAX`] never sends `SIGKILL`.
     ///
     /// [`spawn`](Command::spawn) refuses a command with a timeout (an `InvalidInput`
     /// error), as do [`spawn_on_pty`](Command::spawn_on_pty) and a [`Pipeline`] with such a
-    /// stage: a program that reads the pipes itself starts a [`Timer`](crate::Timer) that
-    /// calls `terminate` or `terminate_group`.
+    /// stage ([`Pipeline::spawn_each`] reports it as that stage's status): a program that
+    /// reads the pipes itself starts a [`Timer`](crate::Timer) that calls `terminate` or
+    /// `terminate_group`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1426,8 +1436,9 @@ impl Command {
         self
     }
 
-    /// For [`output`](Command::output) and [`output_with_input`](Command::output_with_input):
-    /// keep at most `bytes` of each of stdout and stderr, the first ones. The rest is still
+    /// For [`output`](Command::output) and [`output_with_input`](Command::output_with_input)
+    /// ([`stream_output`](Command::stream_output) keeps nothing, and ignores it): keep at most
+    /// `bytes` of each of stdout and stderr, the first ones (0: none). The rest is still
     /// read, and dropped, so the child is neither held up on a full pipe nor ended by
     /// `SIGPIPE` for printing too much, and its status is its own;
     /// [`Output::truncated`] says that something was dropped, and [`Output::stdout_dropped`]
@@ -3235,6 +3246,9 @@ impl Capture {
         grace: Duration,
         group: bool,
     ) {
+        // From now, not from the iteration's cached time, which a slow callback (one that
+        // starts many captures) may have left far behind.
+        lp.update_time();
         let timer = crate::Timer::new(lp);
         if let Ok(slot) = lp.slot_mut(timer.id(), HandleKind::Timer) {
             slot.flags.insert(Flags::INTERNAL);
@@ -3255,6 +3269,14 @@ impl Capture {
             let ended = if group { p.terminate_group(lp, grace) } else { p.terminate(lp, grace) };
             if let Err(e) = ended {
                 log::warn!("loop {}: ending a child at its timeout: {e}", lp.id);
+            }
+            // `terminate`'s SIGKILL goes with the handle: a capture abandoned in the grace
+            // period (its handle closed) ends the child at once instead. (A group's
+            // escalation outlives the handle.)
+            if let Some(Kind::Process(st)) = lp.live_slot_mut(p.0).map(|s| &mut s.kind) {
+                if st.on_drop == OnDrop::Nothing {
+                    st.on_drop = OnDrop::KillChild;
+                }
             }
         });
         match started {

@@ -930,7 +930,8 @@ impl Tty {
     /// terminal from there is. Where `SIGTTOU` would not stop it (ignored, blocked or
     /// caught), the mode is not set from there, which would change the settings of the job
     /// in front: the terminal stays in normal mode, and a `WouldBlock` error says to set the
-    /// mode again once in front. If setting the mode fails, the handle stays in normal mode
+    /// mode again once in front (the shell's `fg` sends `SIGCONT`, which a [`Signal`] handle
+    /// can watch). If setting the mode fails, the handle stays in normal mode
     /// and the error says the stop happened. A [`Signal`] handle on `SIGTSTP` does not see
     /// this stop (see `stop_group_as_ctrl_z` in the platform crate for the moments around
     /// it). An error (`InvalidInput`) for a pty master, whose settings are its slave's.

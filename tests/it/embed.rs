@@ -329,3 +329,24 @@ case!(
         assert!(outer.handles().is_empty(), "{:?}", outer.handles());
     }
 );
+
+case!(
+    /// Re-trial: after `run(Default)` returned with nothing left, `backend_timeout` said zero
+    /// about half the time (an embedder woke once for nothing): a capture whose child left
+    /// its 4 MiB input unread closed its stdin pipe in the close phase, and that stream's
+    /// interest change stayed queued. `run` hands the last changes to the backend now.
+    fn issue_6_backend_timeout_says_nothing_once_run_left_nothing() {
+        for i in 0..10 {
+            let mut lp = test_loop();
+            evloop::Command::new("sleep")
+                .arg("0.05")
+                .output_with_input(&mut lp, vec![b'x'; 4 << 20], |_, out| {
+                    assert!(out.unwrap().status.success())
+                })
+                .unwrap();
+            assert!(!lp.run(RunMode::Default).unwrap());
+            assert!(lp.handles().is_empty(), "round {i}");
+            assert_eq!(lp.backend_timeout(), None, "round {i}");
+        }
+    }
+);

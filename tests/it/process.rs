@@ -603,6 +603,41 @@ case!(
 );
 
 case!(
+    /// Re-trial of `Command::timeout`: a capture started late in a slow callback had its
+    /// timeout counted from the iteration's start, and was ended at once; and a capture
+    /// abandoned (its handle closed) in the grace period after the timeout took the SIGKILL
+    /// with it, so that a child ignoring SIGTERM ran on for good, holding `run` up.
+    fn issue_6_a_captures_timeout_counts_from_its_spawn_and_outlives_an_abandon() {
+        use std::time::{Duration, Instant};
+        let mut lp = crate::util::test_loop();
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        evloop::Timer::once(&mut lp, Duration::ZERO, move |lp| {
+            // A callback that works for longer than the timeout before it starts the capture.
+            std::thread::sleep(Duration::from_millis(1100));
+            let mut cmd = Command::new("true");
+            cmd.timeout(Duration::from_secs(1), Duration::from_secs(1));
+            let g = g.clone();
+            cmd.output(lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        let out = got.borrow_mut().take().unwrap();
+        assert!(!out.timed_out && out.status.success(), "{}", out.status);
+
+        let t0 = Instant::now();
+        let mut cmd = sh("trap '' TERM; exec sleep 30");
+        cmd.timeout(Duration::from_millis(50), Duration::from_secs(60));
+        let p = cmd.output(&mut lp, |_, _| unreachable!("abandoned")).unwrap();
+        // Due with the timeout, and started after it: runs right after the SIGTERM.
+        evloop::Timer::once(&mut lp, Duration::from_millis(50), move |lp| p.close(lp).unwrap()).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}: the child outlived its capture", t0.elapsed());
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
+case!(
     /// `Pipeline::output` keeps at most the last stage's `output_limit` (it kept everything,
     /// whatever the limit), reading and dropping the rest, so every stage keeps its status.
     fn pipeline_output_keeps_the_last_stages_limit() {
