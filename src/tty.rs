@@ -165,7 +165,7 @@ typed_handle!(
     /// `stty tostop`, a write from the background is the same: stopped by `SIGTTOU`, or, if
     /// the group ignores it, written; from an orphaned group, it fails with `EIO`, which the
     /// write's callback gets. (`SIGTTIN` and `SIGTTOU` cannot be watched: see
-    /// [`signal::ignore`](crate::signal::ignore).)
+    /// [`signal::ignore`].)
     ///
     /// A write's callback runs once its bytes, and so every byte written before them, are
     /// the kernel's: the callback of the last write before a job gets the terminal is the
