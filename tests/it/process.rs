@@ -613,8 +613,10 @@ case!(
         let got = Rc::new(RefCell::new(None));
         let g = got.clone();
         evloop::Timer::once(&mut lp, Duration::ZERO, move |lp| {
-            // A callback that works for longer than the timeout before it starts the capture.
-            std::thread::sleep(Duration::from_millis(1100));
+            // A callback that runs a blocking command, for longer than the timeout, before it
+            // starts the capture (the loop's clock stays where the iteration began).
+            let blocked = std::process::Command::new("sleep").arg("1.1").status().unwrap();
+            assert!(blocked.success());
             let mut cmd = Command::new("true");
             cmd.timeout(Duration::from_secs(1), Duration::from_secs(1));
             let g = g.clone();
