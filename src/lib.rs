@@ -123,7 +123,7 @@ pub use loop_watcher::{Check, Idle, Prepare};
 pub use pipe::{HandleType, Pipe, fd_floor, guess_handle, restore_shared_blocking, set_fd_floor};
 pub use process::{
     AdoptedExit, Child, Command, ExitStatus, GroupEnd, Output, OutputCut, OutputStream, Pipeline,
-    PipelineOutput, Process, RunTimedOut, Stdio, StopEvent,
+    PipelineOutput, Process, ResourceUsage, RunTimedOut, Stdio, StopEvent,
 };
 pub use signal::Signal;
 pub use stream::ReadEvent;

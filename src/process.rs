@@ -65,6 +65,8 @@
 //!   [`Command::kill_group_on_drop`], and end it (Ctrl-C) with
 //!   [`Process::terminate_group`]; [`Command::timeout`] does that for a job that runs too
 //!   long.
+//! - [`Command::record_usage`] keeps what each job used (CPU time, peak memory), its own
+//!   and no other job's, for [`Process::resource_usage`] and [`Output::usage`].
 //! - A spawn that fails with `EMFILE` or `ENFILE` (out of fds: each capture takes three
 //!   while its job runs) or `EAGAIN` (out of processes) is no verdict on the job: wait for
 //!   a running job to end and start it again (`examples/par.rs` does), rather than fail
@@ -301,6 +303,7 @@ use std::time::{Duration, Instant};
 
 use evloop_platform::fd;
 use evloop_platform::libc;
+pub use evloop_platform::process::ResourceUsage;
 use evloop_platform::process::{self as sys, Pid, WaitStatus};
 use evloop_platform::spawn::{self, FdMapping, Source, SpawnError, Stage};
 use slab::Slab;
@@ -766,6 +769,8 @@ pub struct Command {
     ignored_signals: u64,
     /// The signal the child gets when the spawning thread ends, 0 for none.
     parent_death_signal: i32,
+    /// Keep what the child used, for `Process::resource_usage`.
+    record_usage: bool,
     /// The first bad input, reported at spawn.
     invalid: Option<String>,
 }
@@ -840,6 +845,7 @@ impl Command {
             output_limit: usize::MAX,
             ignored_signals: 0,
             parent_death_signal: 0,
+            record_usage: false,
             invalid,
         }
     }
@@ -889,6 +895,7 @@ impl Command {
             output_limit: self.output_limit,
             ignored_signals: self.ignored_signals,
             parent_death_signal: self.parent_death_signal,
+            record_usage: self.record_usage,
             invalid: self.invalid.clone(),
         })
     }
@@ -1463,6 +1470,47 @@ impl Command {
     /// ```
     pub fn output_limit(&mut self, bytes: usize) -> &mut Command {
         self.output_limit = bytes;
+        self
+    }
+
+    /// Keeps what the child used, as the kernel reports it at the reap (`wait4`): its CPU
+    /// time in user mode and in the kernel, its peak memory, its page faults and context
+    /// switches, for [`Process::resource_usage`] and [`Output::usage`]. Off by default (the
+    /// figures are kept with the handle until it closes). What a benchmark tool, a test
+    /// runner or a build system reports per job; std's, tokio's and libuv's children offer
+    /// none of it, and the process-wide `getrusage(RUSAGE_CHILDREN)` mixes all children
+    /// together, whereas these are the one child's.
+    ///
+    /// The figures are the child's own plus those of the descendants it waited for itself
+    /// (a shell's commands, say); a descendant left running, or reaped by someone else, is
+    /// not in them. [`ResourceUsage::max_rss_bytes`] is the largest of those processes'
+    /// peaks, not their sum.
+    ///
+    /// **Linux counts the spawning process's memory in the child's peak**: the kernel takes
+    /// the memory the child had before its exec, which is this process's (with `fork` as
+    /// with `vfork`, and so with every spawn method), into its `max_rss_bytes`. The figure
+    /// is then at least this process's own peak resident set at the spawn: telling for a
+    /// child that grows bigger than this process, meaningless below that. (macOS and
+    /// FreeBSD sample the child's own; not verified here.)
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i + 1)); done"]).record_usage(true);
+    /// cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert!(status.unwrap().success());
+    ///     let usage = p.resource_usage(lp).unwrap().expect("recorded at the reap");
+    ///     println!("{:?} of CPU, {} KiB at most", usage.cpu_time(), usage.max_rss_bytes / 1024);
+    ///     assert!(usage.cpu_time() > std::time::Duration::ZERO);
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn record_usage(&mut self, on: bool) -> &mut Command {
+        self.record_usage = on;
         self
     }
 
@@ -2347,6 +2395,42 @@ impl Process {
         Ok(lp.process_ref(self.0)?.status())
     }
 
+    /// What the child used, for a command with [`Command::record_usage`]: `None` until it
+    /// has been reaped (in its exit callback and later, until the handle closes, it is
+    /// there), and also where the reap failed and so told nothing. A command without
+    /// `record_usage` gets an `InvalidInput` error, as the figures were not kept.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let child = Command::new("true").record_usage(true).spawn(&mut lp, |lp, p, _| {
+    ///     assert!(p.resource_usage(lp).unwrap().is_some());
+    /// })?;
+    /// assert_eq!(child.process.resource_usage(&lp)?, None); // still running
+    /// lp.run(RunMode::Default)?;
+    /// child.process.close(&mut lp)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn resource_usage(self, lp: &Loop) -> io::Result<Option<ResourceUsage>> {
+        let st = lp.process_ref(self.0)?;
+        if let Some(usage) = lp.children.extras.get(&self.0.key).and_then(|e| e.usage) {
+            return Ok(Some(usage));
+        }
+        let recorded = match st.child_key() {
+            Some(key) => lp.children.entries[key].record_usage,
+            // Reaped: the figures would be in its extras. (Or lost with the status.)
+            None => !st.status_known,
+        };
+        if recorded {
+            Ok(None)
+        } else {
+            Err(invalid(
+                "the child's resource usage was not recorded: set Command::record_usage(true) before the spawn",
+            ))
+        }
+    }
+
     /// Whether the child has exited: reaped, or exited with its exit not yet handled by the
     /// loop, whose exit callback then comes in a later iteration all the same (this does not
     /// reap it). What a timeout that fires in the same iteration as the exit asks before it
@@ -2951,6 +3035,9 @@ pub struct Output {
     /// The command's [`timeout`](Command::timeout) ended the child: it was still running
     /// when the time was up.
     pub timed_out: bool,
+    /// What the child used, where the command has
+    /// [`record_usage`](Command::record_usage).
+    pub usage: Option<ResourceUsage>,
 }
 
 type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
@@ -3145,6 +3232,8 @@ struct Capture {
     /// ... and stdout or stderr was one of them: the output is cut short. (The input alone
     /// is not: a child that leaves it unread is no error.)
     cut: bool,
+    /// What the child used (`Command::record_usage`), from its reap.
+    usage: Option<ResourceUsage>,
 }
 
 impl Capture {
@@ -3308,6 +3397,7 @@ impl Capture {
                     stdout_dropped: c.dropped[0],
                     stderr_dropped: c.dropped[1],
                     timed_out: c.timed_out,
+                    usage: c.usage,
                 }),
                 (None, None) => unreachable!("the exit noted a status or an error"),
             };
@@ -3371,6 +3461,8 @@ struct ChildEntry {
     /// Its controlling terminal is a pty whose master the loop opened for it
     /// (`spawn_on_pty`): the loop's drop, which closes that master, hangs it up.
     on_our_pty: bool,
+    /// Its reap asks for its resource usage (`Command::record_usage`).
+    record_usage: bool,
 }
 
 type StopCb = Box<dyn FnMut(&mut Loop, Process, StopEvent)>;
@@ -3470,6 +3562,8 @@ struct ProcessExtras {
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
     escalation: Option<crate::Timer>,
+    /// What the child used, from its reap (`Command::record_usage`).
+    usage: Option<ResourceUsage>,
 }
 
 impl Children {
@@ -3745,6 +3839,7 @@ impl Loop {
         let watched =
             self.process_insert(pid, group, leads_group, cmd.on_drop, on_exit, sigchld_before, pidfd);
         let id = match watched {
+            Ok(id) if cmd.record_usage => self.child_record_usage(id),
             Ok(id) => id,
             Err(e) => {
                 // Nothing would ever hear of its exit (no pidfd, and no SIGCHLD watcher: the
@@ -4152,6 +4247,7 @@ impl Loop {
             spared: false,
             stopped: false,
             on_our_pty: false,
+            record_usage: false,
         });
         debug_assert_eq!(inserted, key);
         Ok(key)
@@ -4225,26 +4321,61 @@ impl Loop {
     pub(crate) fn on_child_event(&mut self, token: u64) {
         let key = token as usize - 1;
         let Some(entry) = self.children.entries.get(key) else { return };
-        let pid = entry.pid;
-        let res = match entry.watch {
+        let (pid, record_usage) = (entry.pid, entry.record_usage);
+        let block = match entry.watch {
             #[cfg(target_os = "linux")]
-            Watch::Pidfd(_) => sys::try_wait(pid),
+            Watch::Pidfd(_) => false,
             // NOTE_EXIT fired, so the child has exited; but xnu posts it before the child is
             // a zombie that `waitpid(WNOHANG)` finds, and the one-shot event comes only once:
             // wait, as libuv does (a moment at most). The pid is this event's: a kqueue-watched
             // entry is freed only by this reap, or when its registration found it gone
             // already, which left no event behind.
             #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-            Watch::Kqueue => sys::wait(pid).map(Some),
+            Watch::Kqueue => true,
             Watch::Sigchld => return,
             #[cfg(target_os = "linux")]
             Watch::Gone => return,
         };
+        self.child_reap(key, pid, block, record_usage);
+    }
+
+    /// Reaps child entry `key`, which is `pid`, if it has exited (waiting for that if
+    /// `block`), with its resource usage if `record_usage`. `false` while it runs.
+    fn child_reap(&mut self, key: usize, pid: Pid, block: bool, record_usage: bool) -> bool {
+        let res = if record_usage {
+            self.child_reap_recording(key, pid, block)
+        } else {
+            sys::reap(pid, block, None)
+        };
         match res {
-            Ok(None) => {}
+            Ok(None) => return false,
             Ok(Some(st)) => self.child_finish(key, Ok(st)),
             Err(e) => self.child_finish(key, Err(e)),
         }
+        true
+    }
+
+    /// `child_reap`'s wait for a child with `Command::record_usage`: its usage goes with its
+    /// handle, for the exit callback and after.
+    #[cold]
+    #[inline(never)]
+    fn child_reap_recording(&mut self, key: usize, pid: Pid, block: bool) -> io::Result<Option<WaitStatus>> {
+        let mut usage = ResourceUsage::default();
+        let res = sys::reap(pid, block, Some(&mut usage));
+        if let (Ok(Some(_)), Some(owner)) = (&res, self.children.entries[key].owner) {
+            self.children.extras.entry(owner.key).or_default().usage = Some(usage);
+        }
+        res
+    }
+
+    /// Child `id` was just spawned with `Command::record_usage`: its reap keeps its usage.
+    #[cold]
+    #[inline(never)]
+    fn child_record_usage(&mut self, id: HandleId) -> HandleId {
+        if let Some(key) = self.process_ref(id).ok().and_then(ProcessState::child_key) {
+            self.children.entries[key].record_usage = true;
+        }
+        id
     }
 
     /// The pending phase's look at a child whose exit may have been missed.
@@ -4253,16 +4384,13 @@ impl Loop {
             #[cfg(target_os = "linux")]
             Some(e) if e.pid == c.pid && matches!(e.watch, Watch::Gone) => {
                 // No wait: the pid may name another process now.
-                return self.child_finish(c.key, Err(os(libc::ECHILD)));
+                self.child_finish(c.key, Err(os(libc::ECHILD)));
             }
-            Some(e) if e.pid == c.pid => {}
-            _ => return,
-        }
-        let res = if c.blocking { sys::wait(c.pid).map(Some) } else { sys::try_wait(c.pid) };
-        match res {
-            Ok(None) => {}
-            Ok(Some(st)) => self.child_finish(c.key, Ok(st)),
-            Err(e) => self.child_finish(c.key, Err(e)),
+            Some(e) if e.pid == c.pid => {
+                let record_usage = e.record_usage;
+                self.child_reap(c.key, c.pid, c.blocking, record_usage);
+            }
+            _ => {}
         }
     }
 
@@ -4327,13 +4455,12 @@ impl Loop {
                 .map(|(k, e)| (k, e.pid)),
         );
         for &(key, pid) in &keys {
-            if self.children.entries.get(key).is_none_or(|e| e.pid != pid) {
-                continue;
-            }
-            match sys::try_wait(pid) {
-                Ok(None) => {}
-                Ok(Some(st)) => self.child_finish(key, Ok(st)),
-                Err(e) => self.child_finish(key, Err(e)),
+            match self.children.entries.get(key) {
+                Some(e) if e.pid == pid => {
+                    let record_usage = e.record_usage;
+                    self.child_reap(key, pid, false, record_usage);
+                }
+                _ => {}
             }
         }
         self.children.scratch = keys;
@@ -4424,10 +4551,9 @@ impl Loop {
                     self.pending.push_back(Pending::Adopted);
                     return;
                 }
-                match sys::try_wait(pid) {
-                    Ok(Some(st)) => self.child_finish(key, Ok(st)),
-                    Ok(None) => return,
-                    Err(e) => self.child_finish(key, Err(e)),
+                let record_usage = self.children.entries[key].record_usage;
+                if !self.child_reap(key, pid, false, record_usage) {
+                    return;
                 }
                 continue;
             }
@@ -4734,7 +4860,7 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() && extras.output.is_empty() {
+        if extras.close_hook.is_none() && extras.output.is_empty() && extras.usage.is_none() {
             self.children.extras.remove(&id.key);
         }
         timer
@@ -5055,6 +5181,7 @@ impl Loop {
             paused: false,
             delay_over: false,
             cut: false,
+            usage: None,
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
@@ -5086,9 +5213,13 @@ impl Loop {
             Ok(())
         })();
         let st = state.clone();
-        let on_exit: ExitCb = Box::new(move |lp, _, res| {
+        let on_exit: ExitCb = Box::new(move |lp, p, res| {
+            let usage = p.resource_usage(lp).ok().flatten();
             Capture::one_done(&st, lp, |c| match res {
-                Ok(status) => c.status = Some(status),
+                Ok(status) => {
+                    c.status = Some(status);
+                    c.usage = usage;
+                }
                 Err(e) => {
                     c.error.get_or_insert(e);
                 }

@@ -8,8 +8,10 @@
 //! after it was reaped.
 
 use std::io;
+use std::mem::MaybeUninit;
 #[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use crate::cvt::{cvt, cvt_r};
 
@@ -45,10 +47,96 @@ impl WaitStatus {
 /// `Ok(None)` means it is still running. `ECHILD` means it is not (or no longer) our
 /// unreaped child: someone else reaped it, or `SIGCHLD` is ignored.
 pub fn try_wait(pid: Pid) -> io::Result<Option<WaitStatus>> {
+    reap(pid, false, None)
+}
+
+/// What a child used, as the kernel reports it when the child is reaped (`wait4`'s
+/// `struct rusage`): the child's own, plus that of the descendants it waited for itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceUsage {
+    /// CPU time in user mode.
+    pub user: Duration,
+    /// CPU time in the kernel on its behalf.
+    pub system: Duration,
+    /// The largest resident set, in bytes (`ru_maxrss`: kilobytes on Linux and FreeBSD,
+    /// bytes on macOS).
+    pub max_rss_bytes: u64,
+    /// Page faults served without I/O (`ru_minflt`).
+    pub minor_faults: u64,
+    /// Page faults that needed I/O (`ru_majflt`).
+    pub major_faults: u64,
+    /// Block input operations (`ru_inblock`).
+    pub blocks_in: u64,
+    /// Block output operations (`ru_oublock`).
+    pub blocks_out: u64,
+    /// Context switches because it waited (`ru_nvcsw`).
+    pub voluntary_switches: u64,
+    /// Context switches because its time slice ran out or a higher priority ran (`ru_nivcsw`).
+    pub involuntary_switches: u64,
+}
+
+impl ResourceUsage {
+    /// User plus system CPU time.
+    pub fn cpu_time(&self) -> Duration {
+        self.user + self.system
+    }
+
+    fn from_rusage(ru: &libc::rusage) -> ResourceUsage {
+        let time = |t: libc::timeval| {
+            Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_usec).unwrap_or(0) * 1_000)
+        };
+        let count = |n: libc::c_long| u64::try_from(n).unwrap_or(0);
+        // (macOS counts in bytes; the others in kilobytes.)
+        let rss_unit = if cfg!(target_vendor = "apple") { 1 } else { 1024 };
+        ResourceUsage {
+            user: time(ru.ru_utime),
+            system: time(ru.ru_stime),
+            max_rss_bytes: count(ru.ru_maxrss).saturating_mul(rss_unit),
+            minor_faults: count(ru.ru_minflt),
+            major_faults: count(ru.ru_majflt),
+            blocks_in: count(ru.ru_inblock),
+            blocks_out: count(ru.ru_oublock),
+            voluntary_switches: count(ru.ru_nvcsw),
+            involuntary_switches: count(ru.ru_nivcsw),
+        }
+    }
+}
+
+/// Reaps child `pid`: `waitpid(pid)`, retrying `EINTR`, waiting for its exit if `block`,
+/// else `Ok(None)` while it runs (`WNOHANG`). With `usage`, `wait4` fills that in with what
+/// the child used.
+///
+/// `ECHILD` means it is not (or no longer) our unreaped child.
+pub fn reap(pid: Pid, block: bool, usage: Option<&mut ResourceUsage>) -> io::Result<Option<WaitStatus>> {
+    let flags = if block { 0 } else { libc::WNOHANG };
+    if let Some(usage) = usage {
+        return reap_with_usage(pid, flags, usage);
+    }
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is valid for writes of one int for the whole call.
-    let got = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    let got = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, flags) })?;
     Ok((got != 0).then(|| WaitStatus::decode(status)))
+}
+
+/// `reap` with the child's `usage` (`wait4`).
+#[inline(never)]
+fn reap_with_usage(
+    pid: Pid,
+    flags: libc::c_int,
+    usage: &mut ResourceUsage,
+) -> io::Result<Option<WaitStatus>> {
+    let mut status: libc::c_int = 0;
+    let mut ru = MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `status` is valid for writes of one int, and `ru` of one rusage, for the whole
+    // call.
+    let got = cvt_r(|| unsafe { libc::wait4(pid, &mut status, flags, ru.as_mut_ptr()) })?;
+    if got == 0 {
+        return Ok(None);
+    }
+    // SAFETY: wait4 reaped the child, and so filled in `ru`.
+    *usage = ResourceUsage::from_rusage(unsafe { ru.assume_init_ref() });
+    Ok(Some(WaitStatus::decode(status)))
 }
 
 /// Whether child `pid`, this process's and unreaped, has exited, without reaping it:
@@ -170,10 +258,8 @@ pub fn try_wait_run_change(pid: Pid) -> io::Result<Option<RunChange>> {
 /// Blocks until the child exits. Callers use it only where the child is known to be exiting
 /// (killed with `SIGKILL`, or reported by the kernel as gone).
 pub fn wait(pid: Pid) -> io::Result<WaitStatus> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: `status` is valid for writes of one int for the whole call.
-    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
-    Ok(WaitStatus::decode(status))
+    // (A blocking wait returns only with a status or an error.)
+    reap(pid, true, None)?.ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))
 }
 
 /// Sends `signal` to process `pid` (`kill(2)`; 0 only checks that it exists).

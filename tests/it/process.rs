@@ -164,6 +164,90 @@ case!(
     }
 );
 
+/// Runs `cmd` with `record_usage` to its exit; returns what `resource_usage` said in the exit
+/// callback.
+fn usage_of(lp: &mut Loop, cmd: &mut Command) -> evloop::ResourceUsage {
+    let got = Rc::new(Cell::new(None));
+    let g = got.clone();
+    cmd.record_usage(true)
+        .spawn(lp, move |lp, p, res| {
+            assert!(res.unwrap().success());
+            g.set(p.resource_usage(lp).unwrap());
+            p.close(lp).unwrap();
+        })
+        .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    got.get().expect("the reap recorded the usage")
+}
+
+case!(
+    /// A benchmark tool's per-run figures (benchmark-harness trial): the child's CPU time,
+    /// with what the descendants it waited for used, and its peak memory, on every way of
+    /// spawning and reaping.
+    fn record_usage_gives_a_childs_cpu_time_and_peak_memory() {
+        use std::time::Duration;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The busy loop runs in a grandchild, which the child waits for.
+            let busy =
+                usage_of(&mut lp, &mut sh("sh -c 'i=0; while [ $i -lt 30000 ]; do i=$((i + 1)); done'"));
+            let idle = usage_of(&mut lp, &mut Command::new("true"));
+            assert!(busy.cpu_time() >= Duration::from_millis(10), "{name}: {busy:?}");
+            assert!(busy.user > idle.user, "{name}: {busy:?} against {idle:?}");
+            assert!(busy.minor_faults > 0 && busy.voluntary_switches > 0, "{name}: {busy:?}");
+            // (Linux counts the spawning process's memory in every child's peak: this
+            // process is far smaller than 24 MB.)
+            let big = usage_of(
+                &mut lp,
+                &mut sh(r#"x=$(head -c 24000000 /dev/zero | tr "\0" a); [ ${#x} = 24000000 ]"#),
+            );
+            assert!(big.max_rss_bytes >= 24_000_000, "{name}: {big:?}");
+            assert!(idle.max_rss_bytes > 0 && idle.max_rss_bytes < big.max_rss_bytes, "{name}: {idle:?}");
+        }
+    }
+);
+
+case!(
+    /// Without `record_usage` a clear error; with it, nothing before the reap, the figures
+    /// until the close, and in a capture's `Output`.
+    fn record_usage_is_asked_for_and_kept_until_close() {
+        let mut lp = builder().build().unwrap();
+        let plain = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap().process;
+        let recorded = Command::new("true").record_usage(true).spawn(&mut lp, |_, _, _| {}).unwrap().process;
+        assert_eq!(recorded.resource_usage(&lp).unwrap(), None, "still running");
+        let err = plain.resource_usage(&lp).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("Command::record_usage"), "{err}");
+        lp.run(RunMode::Default).unwrap();
+        assert!(recorded.resource_usage(&lp).unwrap().is_some(), "kept after the exit callback");
+        assert_eq!(plain.resource_usage(&lp).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        recorded.close(&mut lp).unwrap();
+        plain.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(recorded.resource_usage(&lp).is_err(), "a closed handle's id is dead");
+        // A new handle in the freed slot starts with nothing recorded.
+        let again = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap().process;
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(again.resource_usage(&lp).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        again.close(&mut lp).unwrap();
+        // Captures: in the Output where asked for.
+        let outs = Rc::new(RefCell::new(Vec::new()));
+        for record in [true, false] {
+            let o = outs.clone();
+            sh("echo hi")
+                .record_usage(record)
+                .output(&mut lp, move |_, out| o.borrow_mut().push((record, out.unwrap().usage)))
+                .unwrap();
+        }
+        lp.run(RunMode::Default).unwrap();
+        let outs = outs.borrow();
+        assert_eq!(outs.len(), 2);
+        for &(record, usage) in outs.iter() {
+            assert_eq!(usage.is_some_and(|u| u.max_rss_bytes > 0), record, "{outs:?}");
+        }
+    }
+);
+
 case!(
     fn exit_status_and_pid_stay_readable_until_close() {
         let mut lp = builder().build().unwrap();
