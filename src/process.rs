@@ -1809,7 +1809,7 @@ impl Command {
         lp: &mut Loop,
         cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
     ) -> io::Result<Process> {
-        lp.command_output(self, None, None, Box::new(cb))
+        lp.command_output(self, None, None, Box::new(|lp, _, out| cb(lp, out)))
     }
 
     /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
@@ -1854,14 +1854,16 @@ impl Command {
                 self.name()
             )));
         }
-        lp.command_output(self, Some(Box::new(input)), None, Box::new(cb))
+        lp.command_output(self, Some(Box::new(input)), None, Box::new(|lp, _, out| cb(lp, out)))
     }
 
     /// Like [`output`](Command::output), handing the output to `on_data` as it comes
     /// instead of keeping it: memory stays bounded by the read cap however much the child
     /// prints. `on_data` gets each piece with the stream it came from, in order per stream;
     /// `on_done` runs once, when the child has exited and both streams have ended, with its
-    /// status (or the first error). A child's stdin is `/dev/null` unless the command sets
+    /// status (or the first error). Both get the capture's process handle, as `spawn`'s exit
+    /// callback does: `on_data` can pause the output with it, `on_done` read the child's
+    /// [`resource_usage`](Process::resource_usage) or end what it left in its group. A child's stdin is `/dev/null` unless the command sets
     /// one (not to a new pipe: to feed it, give it the read end of a [`Pipe::pair`] as a
     /// [`Stdio::Handle`]).
     ///
@@ -1901,11 +1903,11 @@ impl Command {
     /// cmd.args(["-c", "echo building; echo warning >&2; exit 0"]);
     /// cmd.stream_output(
     ///     &mut lp,
-    ///     move |_, which, bytes| {
+    ///     move |_, _process, which, bytes| {
     ///         let tag = if which == OutputStream::Stdout { "out" } else { "err" };
     ///         l.borrow_mut().push_str(&format!("{tag}: {}", String::from_utf8_lossy(bytes)));
     ///     },
-    ///     |_, status| assert!(status.unwrap().success()),
+    ///     |_, _process, status| assert!(status.unwrap().success()),
     /// )?;
     /// lp.run(RunMode::Default)?;
     /// assert!(lines.borrow().contains("out: building\n"));
@@ -1915,14 +1917,15 @@ impl Command {
     pub fn stream_output(
         &self,
         lp: &mut Loop,
-        on_data: impl FnMut(&mut Loop, OutputStream, &[u8]) + 'static,
-        on_done: impl FnOnce(&mut Loop, io::Result<ExitStatus>) + 'static,
+        on_data: impl FnMut(&mut Loop, Process, OutputStream, &[u8]) + 'static,
+        on_done: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Process> {
         let delay = self.wait_delay.unwrap_or_default();
         let after = self.timeout.map(|(after, _)| after).unwrap_or_default();
-        let done: OutputCb = Box::new(move |lp, out| {
+        let done: OutputCb = Box::new(move |lp, p, out| {
             on_done(
                 lp,
+                p,
                 out.and_then(|o| match (o.timed_out, o.cut) {
                     (true, _) => {
                         Err(io::Error::new(io::ErrorKind::TimedOut, RunTimedOut { status: o.status, after }))
@@ -2916,7 +2919,7 @@ impl Process {
     /// let g = got.clone();
     /// let mut cmd = Command::new("sh");
     /// cmd.args(["-c", "head -c 300000 /dev/zero"]);
-    /// let child = cmd.stream_output(&mut lp, move |_, _, bytes| *g.borrow_mut() += bytes.len(), |_, status| {
+    /// let child = cmd.stream_output(&mut lp, move |_, _, _, bytes| *g.borrow_mut() += bytes.len(), |_, _, status| {
     ///     assert!(status.unwrap().success());
     /// })?;
     /// child.pause_output(&mut lp)?;
@@ -2947,25 +2950,23 @@ impl Process {
     /// stream is paused.
     ///
     /// ```
-    /// use std::{cell::{Cell, RefCell}, rc::Rc};
-    /// use evloop::{Command, Loop, OutputStream, Process, RunMode};
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, OutputStream, RunMode};
     ///
     /// let mut lp = Loop::new()?;
     /// let got = Rc::new(RefCell::new(Vec::new()));
-    /// let (g, me) = (got.clone(), Rc::new(Cell::new(None::<Process>)));
+    /// let g = got.clone();
     /// let mut cmd = Command::new("sh");
     /// cmd.args(["-c", "echo out; echo log >&2"]);
-    /// let m = me.clone();
     /// let child = cmd.stream_output(
     ///     &mut lp,
-    ///     move |lp, which, bytes| {
+    ///     move |lp, child, which, bytes| {
     ///         g.borrow_mut().push((which, bytes.to_vec()));
     ///         // The log came while stdout waited: let it go now.
-    ///         m.get().unwrap().resume_output_stream(lp, OutputStream::Stdout).unwrap();
+    ///         child.resume_output_stream(lp, OutputStream::Stdout).unwrap();
     ///     },
-    ///     |_, status| assert!(status.unwrap().success()),
+    ///     |_, _, status| assert!(status.unwrap().success()),
     /// )?;
-    /// me.set(Some(child));
     /// child.pause_output_stream(&mut lp, OutputStream::Stdout)?;
     /// lp.run(RunMode::Default)?;
     /// assert_eq!(got.borrow()[0], (OutputStream::Stderr, b"log\n".to_vec()));
@@ -3040,7 +3041,8 @@ pub struct Output {
     pub usage: Option<ResourceUsage>,
 }
 
-type OutputCb = Box<dyn FnOnce(&mut Loop, io::Result<Output>)>;
+/// A capture's callback, with the capture's process handle.
+type OutputCb = Box<dyn FnOnce(&mut Loop, Process, io::Result<Output>)>;
 type PipelineOutputCb = Box<dyn FnOnce(&mut Loop, io::Result<PipelineOutput>)>;
 
 /// What a finished pipeline printed and how each stage ended: the result of
@@ -3112,7 +3114,7 @@ impl OutputCut {
     /// let mut cmd = Command::new("sh");
     /// // The shell exits with 3 at once; the sleep it leaves behind holds stdout open.
     /// cmd.args(["-c", "sleep 1 & exit 3"]).wait_delay(Duration::from_millis(20));
-    /// cmd.stream_output(&mut lp, |_, _, _| {}, |_, res| {
+    /// cmd.stream_output(&mut lp, |_, _, _, _| {}, |_, _, res| {
     ///     let err = res.unwrap_err();
     ///     let cut = OutputCut::of(&err).unwrap();
     ///     assert_eq!(cut.status.code(), Some(3));
@@ -3147,7 +3149,7 @@ impl RunTimedOut {
     /// let mut lp = Loop::new()?;
     /// let mut cmd = Command::new("sleep");
     /// cmd.arg("10").timeout(Duration::from_millis(20), Duration::from_secs(1));
-    /// cmd.stream_output(&mut lp, |_, _, _| {}, |_, res| {
+    /// cmd.stream_output(&mut lp, |_, _, _, _| {}, |_, _, res| {
     ///     let err = res.unwrap_err();
     ///     let timed_out = RunTimedOut::of(&err).unwrap();
     ///     assert_eq!(timed_out.status.signal(), Some(evloop::signal::SIGTERM));
@@ -3190,7 +3192,7 @@ pub enum OutputStream {
     Stderr,
 }
 
-type OutputSink = Box<dyn FnMut(&mut Loop, OutputStream, &[u8])>;
+type OutputSink = Box<dyn FnMut(&mut Loop, Process, OutputStream, &[u8])>;
 
 /// [`Command::output`]'s progress: the exit and the two ends of file it waits for, and with
 /// [`Command::output_with_input`] the end of the input's write.
@@ -3410,8 +3412,10 @@ impl Capture {
         // its group gently (`terminate_group`); it closes once `cb` returns, unless `cb`
         // closed it. Its close hook finds `cb` gone, and abandons nothing. (Closed by its
         // owner before, the capture was abandoned, and the count never got here.)
-        if let Some(cb) = cb {
-            cb(lp, result);
+        // (The handle is there: set at the spawn, before any event, and taken only here or
+        // with `cb` at an abandon.)
+        if let (Some(cb), Some(p)) = (cb, process) {
+            cb(lp, p, result);
         }
         if let Some(p) = process {
             if p.is_closing(lp).ok() == Some(false) {
@@ -5323,10 +5327,15 @@ impl Loop {
                     match c.sink.take() {
                         Some(mut sink) => {
                             // Out of the state while it runs: it may use the loop freely, and
-                            // close the process handle, which abandons the capture.
+                            // close the process handle, which abandons the capture. (The
+                            // handle is there: set at the spawn, before any read, and taken
+                            // only with the sink.)
+                            let process = c.process;
                             drop(c);
                             let which = if i == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
-                            sink(lp, which, d);
+                            if let Some(process) = process {
+                                sink(lp, process, which, d);
+                            }
                             let mut c = st.borrow_mut();
                             if !c.cancelled {
                                 c.sink.get_or_insert(sink);

@@ -670,7 +670,8 @@ case!(
             let e = ended.clone();
             let mut cmd = sh("exec sleep 30");
             cmd.timeout(Duration::from_millis(20), Duration::from_secs(5));
-            cmd.stream_output(&mut lp, |_, _, _| {}, move |_, res| *e.borrow_mut() = Some(res)).unwrap();
+            cmd.stream_output(&mut lp, |_, _, _, _| {}, move |_, _, res| *e.borrow_mut() = Some(res))
+                .unwrap();
             lp.run(RunMode::Default).unwrap();
             let err = ended.borrow_mut().take().unwrap().unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{name}");
@@ -2742,7 +2743,7 @@ case!(
             sh("seq 1 200000; seq 1 50000 >&2; exit 7")
                 .stream_output(
                     &mut lp,
-                    move |_, which, bytes| {
+                    move |_, _, which, bytes| {
                         let mut g = g.borrow_mut();
                         assert!(d.borrow().is_empty(), "no data after on_done");
                         g.2 = g.2.max(bytes.len());
@@ -2753,7 +2754,7 @@ case!(
                     },
                     {
                         let d = done.clone();
-                        move |_, status| d.borrow_mut().push(status.unwrap())
+                        move |_, _, status| d.borrow_mut().push(status.unwrap())
                     },
                 )
                 .unwrap();
@@ -2771,21 +2772,16 @@ case!(
             // EPIPE and dies, and is reaped in the background; on_done never runs.
             let calls = Rc::new(Cell::new(0));
             let c = calls.clone();
-            let p = Rc::new(Cell::new(None::<evloop::Process>));
-            let p2 = p.clone();
-            let started = Command::new("yes")
+            Command::new("yes")
                 .stream_output(
                     &mut lp,
-                    move |lp, _, _| {
+                    move |lp, p, _, _| {
                         c.set(c.get() + 1);
-                        if let Some(p) = p2.take() {
-                            p.close(lp).unwrap();
-                        }
+                        p.close(lp).unwrap();
                     },
-                    |_, _| unreachable!("closed before"),
+                    |_, _, _| unreachable!("closed before"),
                 )
                 .unwrap();
-            p.set(Some(started));
             lp.run(RunMode::Default).unwrap();
             assert_eq!(calls.get(), 1, "{name}: nothing after the close");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
@@ -2793,7 +2789,8 @@ case!(
             // Closed early: the child is killed and reaped, on_done never runs.
             let mut cmd = Command::new("sleep");
             cmd.arg("100").kill_on_drop(true);
-            let p = cmd.stream_output(&mut lp, |_, _, _| {}, |_, _| unreachable!("closed before")).unwrap();
+            let p =
+                cmd.stream_output(&mut lp, |_, _, _, _| {}, |_, _, _| unreachable!("closed before")).unwrap();
             p.close(&mut lp).unwrap();
             lp.run(RunMode::Default).unwrap();
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
@@ -3003,21 +3000,16 @@ case!(
             // Streaming, closed from `on_data` once the output began.
             let seen = Rc::new(RefCell::new(Vec::new()));
             let s = seen.clone();
-            let p = Rc::new(Cell::new(None::<evloop::Process>));
-            let p2 = p.clone();
-            let started = lingering()
+            lingering()
                 .stream_output(
                     &mut lp,
-                    move |lp, _, bytes| {
+                    move |lp, p, _, bytes| {
                         s.borrow_mut().extend_from_slice(bytes);
-                        if let Some(p) = p2.take() {
-                            p.close(lp).unwrap();
-                        }
+                        p.close(lp).unwrap();
                     },
-                    |_, _| panic!("abandoned"),
+                    |_, _, _| panic!("abandoned"),
                 )
                 .unwrap();
-            p.set(Some(started));
             lp.run(RunMode::Default).unwrap();
             assert_eq!(*seen.borrow(), b"started\n", "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
@@ -4299,8 +4291,8 @@ case!(
             let child = cmd
                 .stream_output(
                     &mut lp,
-                    move |_, _, bytes| g.borrow_mut().update(bytes),
-                    move |_, status| d.set(Some(status.unwrap().success())),
+                    move |_, _, _, bytes| g.borrow_mut().update(bytes),
+                    move |_, _, status| d.set(Some(status.unwrap().success())),
                 )
                 .unwrap();
             child.pause_output(&mut lp).unwrap();
@@ -4362,8 +4354,9 @@ case!(
             cmd.process_group(0).kill_group_on_drop(true).fd(3, report_w);
             let status = Rc::new(RefCell::new(None));
             let st = status.clone();
-            let p =
-                cmd.stream_output(&mut lp, |_, _, _| {}, move |_, res| *st.borrow_mut() = Some(res)).unwrap();
+            let p = cmd
+                .stream_output(&mut lp, |_, _, _, _| {}, move |_, _, res| *st.borrow_mut() = Some(res))
+                .unwrap();
             drop(cmd); // (its copy of the report pipe's write end)
             let mut report = Vec::new();
             crate::util::read_until(report_r.as_fd(), &mut report, "ready\n");
@@ -4398,8 +4391,8 @@ fn stream_collect(lp: &mut Loop, cmd: &Command) -> Streamed {
     let process = cmd
         .stream_output(
             lp,
-            move |_, _, bytes| g.borrow_mut().extend_from_slice(bytes),
-            move |_, res| *d.borrow_mut() = Some(res),
+            move |_, _, _, bytes| g.borrow_mut().extend_from_slice(bytes),
+            move |_, _, res| *d.borrow_mut() = Some(res),
         )
         .unwrap();
     Streamed { process, got, done }
@@ -4578,8 +4571,9 @@ case!(
             let err = cmd.output(&mut lp, |_, _| unreachable!()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
             assert!(err.to_string().contains(&format!("child fd {target}")), "{err}");
-            let err =
-                cmd.stream_output(&mut lp, |_, _, _| unreachable!(), |_, _| unreachable!()).unwrap_err();
+            let err = cmd
+                .stream_output(&mut lp, |_, _, _, _| unreachable!(), |_, _, _| unreachable!())
+                .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
             assert!(err.to_string().contains("stream_output()"), "{err}");
         }
@@ -4882,7 +4876,7 @@ case!(
         let mut lp = crate::util::test_loop();
         let mut cmd = Command::new("cat");
         cmd.stdin(Stdio::Pipe);
-        let e = cmd.stream_output(&mut lp, |_, _, _| {}, |_, _| panic!("never started")).unwrap_err();
+        let e = cmd.stream_output(&mut lp, |_, _, _, _| {}, |_, _, _| panic!("never started")).unwrap_err();
         assert!(e.to_string().contains("stream_output() captures stdout and stderr only"), "{e}");
         assert!(e.to_string().contains("Pipe::pair as Stdio::Handle"), "{e}");
         let e = cmd.output(&mut lp, |_, _| panic!("never started")).unwrap_err();
@@ -4896,9 +4890,12 @@ case!(
         let d = done.clone();
         cmd.stream_output(
             &mut lp,
-            move |_, _, b| g.borrow_mut().extend_from_slice(b),
-            move |_, r| {
-                assert!(r.unwrap().success());
+            move |_, _, _, b| g.borrow_mut().extend_from_slice(b),
+            move |lp, p, r| {
+                let status = r.unwrap();
+                assert!(status.success());
+                // The capture's own handle, open while on_done runs.
+                assert_eq!(p.exit_status(lp).unwrap(), Some(status));
                 d.set(true);
             },
         )
@@ -4927,19 +4924,17 @@ case!(
         cmd.wait_delay(std::time::Duration::ZERO);
         let got = Rc::new(RefCell::new(Vec::new()));
         let done = Rc::new(RefCell::new(None));
-        let me: Rc<Cell<Option<Process>>> = Rc::new(Cell::new(None));
-        let (g, d, m) = (got.clone(), done.clone(), me.clone());
+        let (g, d) = (got.clone(), done.clone());
         let p = cmd
             .stream_output(
                 &mut lp,
-                move |lp, _, bytes| {
+                move |lp, p, _, bytes| {
                     g.borrow_mut().extend_from_slice(bytes);
-                    m.get().expect("set").pause_output(lp).unwrap();
+                    p.pause_output(lp).unwrap();
                 },
-                move |_, res| *d.borrow_mut() = Some(res),
+                move |_, _, res| *d.borrow_mut() = Some(res),
             )
             .unwrap();
-        me.set(Some(p));
         // Paused from the start: the shell exits, and its output waits in the pipe.
         p.pause_output(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
