@@ -1389,37 +1389,32 @@ impl Command {
         self
     }
 
-    /// For the captures ([`output`](Command::output),
-    /// [`output_with_input`](Command::output_with_input),
-    /// [`stream_output`](Command::stream_output)): a child still running `after` its start
-    /// is ended, gently: `SIGTERM` (with `SIGCONT`, for a stopped child), then `SIGKILL` to
-    /// what is left once `grace` is over. A child in a group of its own
-    /// ([`process_group(0)`](Command::process_group) or [`setsid`](Command::setsid)) is
+    /// A child still running `after` its start is ended, gently: `SIGTERM` (with `SIGCONT`,
+    /// for a stopped child), then `SIGKILL` to what is left once `grace` is over. A child
+    /// that leads its process group ([`process_group(0)`](Command::process_group),
+    /// [`setsid`](Command::setsid), the first stage of a [`Pipeline`] run as one group) is
     /// ended with its group ([`Process::terminate_group`]), whatever it started with it;
-    /// any other alone ([`Process::terminate`]). [`Output::timed_out`] says that the timeout
-    /// ended the child (it was still running when the time was up: its status says how it
-    /// ended, which may be an exit of its own at that very moment), and `stream_output`'s
-    /// `on_done` gets a [`TimedOut`](io::ErrorKind::TimedOut) error holding the status
-    /// ([`RunTimedOut`]). Check the status too: a child that exits just as the time is up
-    /// can be told timed out with an exit of its own. A child done in time leaves nothing
-    /// waiting. Counted from the spawn, on the loop's clock (brought up to date then).
+    /// any other alone ([`Process::terminate`]). [`Process::timed_out`] says that the
+    /// timeout ended the child (it was still running when the time was up: its status says
+    /// how it ended, which may be an exit of its own at that very moment), as do
+    /// [`Output::timed_out`] for a capture and, for [`stream_output`](Command::stream_output),
+    /// a [`TimedOut`](io::ErrorKind::TimedOut) error holding the status ([`RunTimedOut`]).
+    /// Check the status too: a child that exits just as the time is up can be told timed
+    /// out with an exit of its own. A child done in time leaves nothing waiting. Counted
+    /// from the spawn, on the loop's clock (brought up to date then); for every way of
+    /// starting a child: [`spawn`](Command::spawn), the captures,
+    /// [`spawn_on_pty`](Command::spawn_on_pty), a pipeline's stages.
     ///
     /// The timeout ends at the child's exit: after it, only a
     /// [`wait_delay`](Command::wait_delay) bounds the wait for output that a process it
     /// started holds open. A child ended alone leaves what it started running: a shell that
     /// runs its program as a child of its own (`sh -c 'prog; echo done'`) is ended, and the
     /// program holds the output open, so that the capture waits for it. Give such a command
-    /// its own group, or a `wait_delay`. A capture abandoned (its handle closed) once the
-    /// timeout has ended the child sends it `SIGKILL` at once, rather than after the grace
+    /// its own group, or a `wait_delay`. A handle closed once the timeout has ended the
+    /// child (a capture abandoned) sends it `SIGKILL` at once, rather than after the grace
     /// period (a group's escalation goes on without the handle); a loop dropped meanwhile
     /// leaves it to [`kill_on_drop`](Command::kill_on_drop). A `grace` of
     /// [`Duration::MAX`] never sends `SIGKILL`.
-    ///
-    /// [`spawn`](Command::spawn) refuses a command with a timeout (an `InvalidInput`
-    /// error), as do [`spawn_on_pty`](Command::spawn_on_pty) and a [`Pipeline`] with such a
-    /// stage ([`Pipeline::spawn_each`] reports it as that stage's status): a program that
-    /// reads the pipes itself starts a [`Timer`](crate::Timer) that calls `terminate` or
-    /// `terminate_group`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -2398,6 +2393,32 @@ impl Process {
         Ok(lp.process_ref(self.0)?.status())
     }
 
+    /// Whether the command's [`timeout`](Command::timeout) ended the child: it was still
+    /// running when the time was up, and was sent `SIGTERM` (its group, where it leads one).
+    /// Known from then on, in the exit callback too, until the handle closes. Check the
+    /// status as well: a child that exits of its own accord just as the time is up can be
+    /// told timed out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sleep");
+    /// cmd.arg("10").timeout(Duration::from_millis(20), Duration::from_secs(1));
+    /// cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert!(p.timed_out(lp).unwrap());
+    ///     assert_eq!(status.unwrap().signal(), Some(evloop::signal::SIGTERM));
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn timed_out(self, lp: &Loop) -> io::Result<bool> {
+        lp.process_ref(self.0)?;
+        Ok(lp.children.extras.get(&self.0.key).is_some_and(|x| x.timed_out))
+    }
+
     /// What the child used, for a command with [`Command::record_usage`]: `None` until it
     /// has been reaped (in its exit callback and later, until the handle closes, it is
     /// there), and also where the reap failed and so told nothing. A command without
@@ -3209,9 +3230,7 @@ struct Capture {
     sink: Option<OutputSink>,
     /// The process handle was closed before `cb` ran: the capture is abandoned.
     cancelled: bool,
-    /// The command's `timeout` runs: closed at the exit.
-    timeout_timer: Option<crate::Timer>,
-    /// The timeout ended the child.
+    /// The command's timeout ended the child (`Process::timed_out`).
     timed_out: bool,
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
@@ -3325,57 +3344,6 @@ impl Capture {
             }
             // (Out of memory in the timer heap, say: the capture waits for end of file.)
             Err(e) => log::warn!("a capture's wait_delay could not start: {e}"),
-        }
-    }
-
-    /// The command's `timeout`: a child still running `after` the spawn is ended, with its
-    /// group if it leads one.
-    fn start_timeout(
-        state: &Rc<RefCell<Capture>>,
-        lp: &mut Loop,
-        after: Duration,
-        grace: Duration,
-        group: bool,
-    ) {
-        // From now, not from the iteration's cached time, which a slow callback (one that
-        // starts many captures) may have left far behind.
-        lp.update_time();
-        let timer = crate::Timer::new(lp);
-        if let Ok(slot) = lp.slot_mut(timer.id(), HandleKind::Timer) {
-            slot.flags.insert(Flags::INTERNAL);
-        }
-        // The child keeps the loop going, not its timeout.
-        let _ = timer.set_ref(lp, false);
-        let st = state.clone();
-        let started = timer.start(lp, after, Duration::ZERO, move |lp, t| {
-            let _ = t.close(lp);
-            let process = {
-                let mut c = st.borrow_mut();
-                c.timeout_timer = None;
-                c.process.filter(|_| !c.exited)
-            };
-            // Exited already, in this iteration, or the capture was abandoned.
-            let Some(p) = process.filter(|p| p.has_exited(lp).is_ok_and(|exited| !exited)) else { return };
-            st.borrow_mut().timed_out = true;
-            let ended = if group { p.terminate_group(lp, grace) } else { p.terminate(lp, grace) };
-            if let Err(e) = ended {
-                log::warn!("loop {}: ending a child at its timeout: {e}", lp.id);
-            }
-            // `terminate`'s SIGKILL goes with the handle: a capture abandoned in the grace
-            // period (its handle closed) ends the child at once instead. (A group's
-            // escalation outlives the handle.)
-            if let Some(Kind::Process(st)) = lp.live_slot_mut(p.0).map(|s| &mut s.kind) {
-                if st.on_drop == OnDrop::Nothing {
-                    st.on_drop = OnDrop::KillChild;
-                }
-            }
-        });
-        match started {
-            Ok(()) => state.borrow_mut().timeout_timer = Some(timer),
-            Err(e) => {
-                let _ = timer.close(lp);
-                log::warn!("loop {}: a capture's timeout could not start: {e}", lp.id);
-            }
         }
     }
 
@@ -3568,6 +3536,23 @@ struct ProcessExtras {
     escalation: Option<crate::Timer>,
     /// What the child used, from its reap (`Command::record_usage`).
     usage: Option<ResourceUsage>,
+    /// The timer of `Command::timeout`, closed at the reap and the close.
+    timeout: Option<crate::Timer>,
+    /// That timeout ended the child (`Process::timed_out`).
+    timed_out: bool,
+}
+
+impl ProcessExtras {
+    fn is_empty(&self) -> bool {
+        let ProcessExtras { close_hook, output, on_flow, escalation, usage, timeout, timed_out } = self;
+        close_hook.is_none()
+            && output.is_empty()
+            && on_flow.is_none()
+            && escalation.is_none()
+            && usage.is_none()
+            && timeout.is_none()
+            && !timed_out
+    }
 }
 
 impl Children {
@@ -3719,28 +3704,12 @@ struct Wiring<'a> {
     /// The terminal to take for the child's group when its command names none: a job's,
     /// from a stage before it that was to lead the group and could not start.
     foreground: Option<HandleId>,
-    /// A capture spawns it (`output`, `stream_output`), which runs the command's timeout.
-    capture: bool,
-}
-
-/// The error of a spawn, not a capture, of a command with a timeout.
-#[cold]
-#[inline(never)]
-fn timeout_refused(cmd: &Command) -> io::Error {
-    invalid(format!(
-        "spawn `{}`: a timeout is for output, output_with_input and stream_output, which end the \
-         child when it runs out; with spawn, start a Timer that calls terminate",
-        cmd.name()
-    ))
 }
 
 impl Loop {
     /// Spawns `cmd` as `wiring` adjusts it.
     fn spawn_command(&mut self, cmd: &Command, wiring: Wiring<'_>, on_exit: ExitCb) -> io::Result<Child> {
-        let Wiring { links, hold_moved, process_group, others_moving, foreground, capture } = wiring;
-        if cmd.timeout.is_some() && !capture {
-            return Err(timeout_refused(cmd));
-        }
+        let Wiring { links, hold_moved, process_group, others_moving, foreground } = wiring;
         let foreground = cmd.foreground.or(foreground);
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
@@ -3889,7 +3858,54 @@ impl Loop {
             Some(held) => held.extend_from_slice(&prep.moved),
             None => self.close_moved(&prep.moved),
         }
+        if let Some((after, grace)) = cmd.timeout {
+            self.process_start_timeout(id, after, grace);
+        }
         Ok(child)
+    }
+
+    /// `Command::timeout` for process `id`, just spawned: a child still running `after` from
+    /// now is ended, with its group if it leads one. Its reap and its handle's close cancel
+    /// the timer.
+    #[cold]
+    #[inline(never)]
+    fn process_start_timeout(&mut self, id: HandleId, after: Duration, grace: Duration) {
+        // From now, not from the iteration's cached time, which a slow callback (one that
+        // starts many children) may have left far behind.
+        self.update_time();
+        let p = Process(id);
+        let timer = crate::Timer::once(self, after, move |lp| {
+            let Some(extras) = lp.children.extras.get_mut(&id.key) else { return };
+            extras.timeout = None;
+            // (The handle is open: its close cancels this timer.) An exit in this iteration,
+            // not handled yet, was in time.
+            if !p.has_exited(lp).is_ok_and(|exited| !exited) {
+                return;
+            }
+            lp.children.extras.entry(id.key).or_default().timed_out = true;
+            let leads_group = lp.process_ref(id).is_ok_and(|st| st.leads_group);
+            let ended = if leads_group { p.terminate_group(lp, grace) } else { p.terminate(lp, grace) };
+            if let Err(e) = ended {
+                log::warn!("loop {}: ending a child at its timeout: {e}", lp.id);
+            }
+            // `terminate`'s SIGKILL goes with the handle: closed in the grace period, it
+            // ends the child at once instead. (A group's escalation outlives the handle.)
+            if let Some(Kind::Process(st)) = lp.live_slot_mut(id).map(|s| &mut s.kind) {
+                if st.on_drop == OnDrop::Nothing {
+                    st.on_drop = OnDrop::KillChild;
+                }
+            }
+        });
+        let started = timer.and_then(|t| {
+            // The child keeps the loop going, not its timeout.
+            t.set_ref(self, false)?;
+            self.slot_mut(t.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+            self.children.extras.entry(id.key).or_default().timeout = Some(t);
+            Ok(())
+        });
+        if let Err(e) = started {
+            log::warn!("loop {}: a child's timeout could not start: {e}", self.id);
+        }
     }
 
     /// A process handle for child `pid`, just spawned, watched for its exit. An error means
@@ -4638,7 +4654,7 @@ impl Loop {
         let cb = st.on_exit.take();
         self.set_active(id, false);
         if !self.children.extras.is_empty() {
-            self.process_cancel_escalation(id);
+            self.process_cancel_timers(id);
         }
         log::debug!("loop {}: child {} {res:?}", self.id, entry.pid);
         if let Some(cb) = cb {
@@ -4852,7 +4868,7 @@ impl Loop {
     #[inline(never)]
     fn process_close_extras(&mut self, id: HandleId) {
         let Some(extras) = self.children.extras.remove(&id.key) else { return };
-        if let Some(timer) = extras.escalation {
+        for timer in [extras.escalation, extras.timeout].into_iter().flatten() {
             let _ = timer.close(self);
         }
         if let Some(hook) = extras.close_hook {
@@ -4864,17 +4880,19 @@ impl Loop {
     fn process_take_escalation(&mut self, id: HandleId) -> Option<crate::Timer> {
         let extras = self.children.extras.get_mut(&id.key)?;
         let timer = extras.escalation.take();
-        if extras.close_hook.is_none() && extras.output.is_empty() && extras.usage.is_none() {
+        if extras.is_empty() {
             self.children.extras.remove(&id.key);
         }
         timer
     }
 
-    /// Closes the [`Process::terminate`] timer of process `id`, if any: its child was reaped.
+    /// Closes the timers of process `id`'s child, if any: [`Process::terminate`]'s and the
+    /// command's timeout. Its child was reaped.
     #[cold]
     #[inline(never)]
-    fn process_cancel_escalation(&mut self, id: HandleId) {
-        if let Some(timer) = self.process_take_escalation(id) {
+    fn process_cancel_timers(&mut self, id: HandleId) {
+        let timeout = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take());
+        for timer in [self.process_take_escalation(id), timeout].into_iter().flatten() {
             let _ = timer.close(self);
         }
     }
@@ -5173,7 +5191,6 @@ impl Loop {
             cb: Some(cb),
             sink,
             cancelled: false,
-            timeout_timer: None,
             timed_out: false,
             process: None,
             pipes: Vec::new(),
@@ -5219,30 +5236,23 @@ impl Loop {
         let st = state.clone();
         let on_exit: ExitCb = Box::new(move |lp, p, res| {
             let usage = p.resource_usage(lp).ok().flatten();
+            let timed_out = p.timed_out(lp).unwrap_or(false);
             Capture::one_done(&st, lp, |c| match res {
                 Ok(status) => {
                     c.status = Some(status);
                     c.usage = usage;
+                    c.timed_out = timed_out;
                 }
                 Err(e) => {
                     c.error.get_or_insert(e);
                 }
             });
-            let timeout = {
-                let mut c = st.borrow_mut();
-                c.exited = true;
-                c.timeout_timer.take()
-            };
-            if let Some(t) = timeout {
-                let _ = t.close(lp);
-            }
+            st.borrow_mut().exited = true;
             Capture::start_delay(&st, lp);
         });
         let spawned = opened
             .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
-            .and_then(|()| {
-                self.spawn_command(cmd, Wiring { links: &links, capture: true, ..Wiring::default() }, on_exit)
-            });
+            .and_then(|()| self.spawn_command(cmd, Wiring { links: &links, ..Wiring::default() }, on_exit));
         // The child holds its ends now (or there is no child): the parent's copies go.
         drop(child_ends);
         let child = match spawned {
@@ -5275,9 +5285,9 @@ impl Loop {
                     c.cb = None;
                     c.sink = None;
                     c.process = None;
-                    (std::mem::take(&mut c.pipes), [c.delay_timer.take(), c.timeout_timer.take()])
+                    (std::mem::take(&mut c.pipes), c.delay_timer.take())
                 };
-                for t in timer.into_iter().flatten() {
+                if let Some(t) = timer {
                     let _ = t.close(lp);
                 }
                 for p in pipes {
@@ -5289,10 +5299,6 @@ impl Loop {
         // The child keeps the loop going until it is reaped, whatever the handle's `set_ref`
         // (the pipes, the capture's own, keep it going until the streams end).
         self.child_keeps_loop_alive(child.process.0);
-        if let Some((after, grace)) = cmd.timeout {
-            let group = cmd.setsid || cmd.process_group == Some(0);
-            Capture::start_timeout(&state, self, after, grace, group);
-        }
         if let Some(input) = input {
             let stdin = ours.pop().expect("the input pipe");
             Capture::feed(&state, self, stdin, input);
@@ -5929,7 +5935,6 @@ impl Pipeline {
                 process_group,
                 others_moving: &moving,
                 foreground: handed_foreground,
-                capture: false,
             };
             match lp.spawn_command(cmd, wiring, on_stage_exit) {
                 Ok(child) => {
