@@ -122,11 +122,11 @@ typed_handle!(
     /// passed on the loop's clock since it was started: counted from the loop's time, which
     /// inside a callback is the iteration's (see [`Loop::now`]), rounded up to the next
     /// millisecond; the poll's wait counts whole milliseconds too, so that in an idle loop a
-    /// timer fires about 1 ms after its timeout (1.07 to 1.18 ms late in one measurement of
-    /// a 20 ms timer, where a thread's `sleep` woke some 0.1 ms late). By the wall clock, a
-    /// timer started after 30 ms of work in a callback may fire up to 30 ms early: call
-    /// [`Loop::update_time`] before starting it to count from the real now (a script
-    /// runtime's `setTimeout`). A repeating
+    /// timer fires about 1 ms after its timeout (a median of 1.12 ms late, 1.07 at least, in
+    /// one measurement of a 20 ms timer, where a thread's `sleep` woke 0.12 ms late). By the
+    /// wall clock, a timer started after 30 ms of work in a callback may fire up to 30 ms
+    /// early: call [`Loop::update_time`] before starting it to count from the real now (a
+    /// script runtime's `setTimeout`). A repeating
     /// timer's next period counts from the iteration it fired in, as in libuv; unlike libuv's,
     /// the loop's wait for it counts from the clock, so callbacks that take a while do not
     /// make it late (a 10 ms repeat with a 6 ms callback fires every 10 ms, not every 16).
