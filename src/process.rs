@@ -64,7 +64,8 @@
 //! - Start each job in a group of its own ([`Command::process_group`]`(0)`), with
 //!   [`Command::kill_group_on_drop`], and end it (Ctrl-C) with
 //!   [`Process::terminate_group`]; [`Command::timeout`] does that for a job that runs too
-//!   long.
+//!   long, and [`Process::terminate_after`] for one given a deadline later (a worker told
+//!   to stop by the end of its input).
 //! - [`Command::record_usage`] keeps what each job used (CPU time, peak memory), its own
 //!   and no other job's, for [`Process::resource_usage`] and [`Output::usage`].
 //! - A spawn that fails with `EMFILE` or `ENFILE` (out of fds: each capture takes three
@@ -2553,6 +2554,42 @@ impl Process {
         Ok(())
     }
 
+    /// Ends the child gently if it still runs `after` from now, as a command's
+    /// [`timeout`](Command::timeout) does from the spawn: `SIGTERM`, then `SIGKILL` once
+    /// `grace` is over, to its group where it leads one ([`terminate_group`](Self::terminate_group)),
+    /// else to it alone ([`terminate`](Self::terminate)); [`timed_out`](Self::timed_out)
+    /// then says so. A later call, or a command's timeout, is replaced: the last deadline
+    /// set counts. For a worker asked to stop by the end of its input (close its stdin,
+    /// then give it a second), or a job given a deadline once it started. The child's exit
+    /// and the handle's close cancel it; it keeps nothing alive. Fails with `ESRCH` once the
+    /// child was reaped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Command, Loop, RunMode, Stdio};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// // A worker that goes on after the end of its input.
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "cat >/dev/null; exec sleep 10"]).stdin(Stdio::Pipe);
+    /// let child = cmd.spawn(&mut lp, |lp, p, status| {
+    ///     assert!(p.timed_out(lp).unwrap());
+    ///     assert_eq!(status.unwrap().signal(), Some(evloop::signal::SIGTERM));
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// child.stdin.unwrap().close(&mut lp)?;
+    /// child.process.terminate_after(&mut lp, Duration::from_millis(20), Duration::from_secs(1))?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn terminate_after(self, lp: &mut Loop, after: Duration, grace: Duration) -> io::Result<()> {
+        lp.open_slot_mut(self.0, HandleKind::Process)?;
+        if lp.process_ref(self.0)?.reaped {
+            return Err(os(libc::ESRCH));
+        }
+        lp.process_start_timeout(self.0, after, grace)
+    }
+
     /// Ends the child's whole process group gently, as [`terminate`](Self::terminate) ends
     /// the child: `SIGTERM` and `SIGCONT` to the group now, then `SIGKILL` to whatever is left
     /// of it after `grace`. For a service that forks helpers, a test that starts servers, a
@@ -3859,17 +3896,23 @@ impl Loop {
             None => self.close_moved(&prep.moved),
         }
         if let Some((after, grace)) = cmd.timeout {
-            self.process_start_timeout(id, after, grace);
+            if let Err(e) = self.process_start_timeout(id, after, grace) {
+                log::warn!("loop {}: a child's timeout could not start: {e}", self.id);
+            }
         }
         Ok(child)
     }
 
-    /// `Command::timeout` for process `id`, just spawned: a child still running `after` from
-    /// now is ended, with its group if it leads one. Its reap and its handle's close cancel
-    /// the timer.
+    /// `Command::timeout` and `Process::terminate_after` for process `id`, open and not
+    /// reaped: a child still running `after` from now is ended, with its group if it leads
+    /// one. Replaces an earlier such deadline. Its reap and its handle's close cancel the
+    /// timer.
     #[cold]
     #[inline(never)]
-    fn process_start_timeout(&mut self, id: HandleId, after: Duration, grace: Duration) {
+    fn process_start_timeout(&mut self, id: HandleId, after: Duration, grace: Duration) -> io::Result<()> {
+        if let Some(earlier) = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take()) {
+            let _ = earlier.close(self);
+        }
         // From now, not from the iteration's cached time, which a slow callback (one that
         // starts many children) may have left far behind.
         self.update_time();
@@ -3896,16 +3939,14 @@ impl Loop {
                 }
             }
         });
-        let started = timer.and_then(|t| {
-            // The child keeps the loop going, not its timeout.
-            t.set_ref(self, false)?;
-            self.slot_mut(t.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
-            self.children.extras.entry(id.key).or_default().timeout = Some(t);
-            Ok(())
-        });
-        if let Err(e) = started {
-            log::warn!("loop {}: a child's timeout could not start: {e}", self.id);
+        let timer = timer?;
+        // The child keeps the loop going, not its timeout.
+        let _ = timer.set_ref(self, false);
+        if let Ok(slot) = self.slot_mut(timer.id(), HandleKind::Timer) {
+            slot.flags.insert(Flags::INTERNAL);
         }
+        self.children.extras.entry(id.key).or_default().timeout = Some(timer);
+        Ok(())
     }
 
     /// A process handle for child `pid`, just spawned, watched for its exit. An error means

@@ -748,6 +748,70 @@ case!(
 );
 
 case!(
+    /// `Process::terminate_after` (worker-pool trial, about 25 lines by hand): a worker asked
+    /// to stop by the end of its input gets a deadline from then; one that stops in time is
+    /// not ended and leaves no timer; one that does not is, and says so; a later deadline
+    /// replaces the command's timeout; a reaped or closed child's is refused.
+    fn issue_6_b_terminate_after_gives_a_running_child_a_deadline() {
+        use std::time::Duration;
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let mut workers = Vec::new();
+            for script in ["cat >/dev/null", "cat >/dev/null; exec sleep 30"] {
+                let s = seen.clone();
+                let mut cmd = sh(script);
+                cmd.stdin(Stdio::Pipe);
+                let child = cmd
+                    .spawn(&mut lp, move |lp, p, status| {
+                        s.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()));
+                    })
+                    .unwrap();
+                child.stdin.unwrap().close(&mut lp).unwrap();
+                child
+                    .process
+                    .terminate_after(&mut lp, Duration::from_millis(100), Duration::from_secs(5))
+                    .unwrap();
+                workers.push(child.process);
+            }
+            // The command's timeout, replaced at once by a later deadline.
+            let s = seen.clone();
+            let mut cmd = sh("sleep 0.3; exit 4");
+            cmd.timeout(Duration::from_millis(20), Duration::from_secs(5));
+            let late = cmd
+                .spawn(&mut lp, move |lp, p, status| {
+                    s.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()))
+                })
+                .unwrap()
+                .process;
+            late.terminate_after(&mut lp, Duration::from_secs(3600), Duration::from_secs(5)).unwrap();
+            workers.push(late);
+            lp.run(RunMode::Default).unwrap();
+            let mut seen = seen.borrow().clone();
+            seen.sort_by_key(|(_, st)| st.code());
+            assert_eq!(
+                seen,
+                [
+                    (true, ExitStatus::Signaled { signal: SIGTERM, core_dumped: false }),
+                    (false, ExitStatus::Exited(0)),
+                    (false, ExitStatus::Exited(4)),
+                ],
+                "{name}"
+            );
+            assert_eq!(lp.backend_timeout(), None, "{name}: a deadline outlived its child");
+            let err = workers[0].terminate_after(&mut lp, Duration::ZERO, Duration::ZERO).unwrap_err();
+            assert!(evloop::is_no_such_process(&err), "{name}: {err}");
+            for w in workers {
+                w.close(&mut lp).unwrap();
+                assert!(w.terminate_after(&mut lp, Duration::ZERO, Duration::ZERO).is_err(), "{name}");
+            }
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     /// Re-trial of `Command::timeout`: a capture started late in a slow callback had its
     /// timeout counted from the iteration's start, and was ended at once; and a capture
     /// abandoned (its handle closed) in the grace period after the timeout took the SIGKILL
