@@ -356,8 +356,8 @@ impl Loop {
     /// after its handles.
     ///
     /// A reference from [`data_mut`](Loop::data_mut) borrows the loop: take what a
-    /// callback needs, then let go of it before using the loop again (or
-    /// [`take_data`](Loop::take_data) and `set_data` around a longer use).
+    /// callback needs, then let go of it before using the loop again, or use the value and
+    /// the loop together through [`with_data`](Loop::with_data).
     ///
     /// ```
     /// use std::time::Duration;
@@ -411,6 +411,51 @@ impl Loop {
     pub fn data_mut<T: 'static>(&mut self) -> Option<&mut T> {
         let (_, value) = self.data.iter_mut().find(|(t, _)| *t == TypeId::of::<T>())?;
         value.downcast_mut()
+    }
+
+    /// Calls `f` with the loop and the value of type `T` stored with
+    /// [`set_data`](Loop::set_data), both to use at once, and returns what it returns;
+    /// `None`, without calling `f`, where no such value is stored. A program's state kept in
+    /// the loop then needs no `Rc<RefCell<_>>`: a callback reaches it with the loop it
+    /// drives handles with (a reference from [`data_mut`](Loop::data_mut) borrows the loop
+    /// whole).
+    ///
+    /// The value is out of the loop while `f` runs: [`data`](Loop::data) and a nested
+    /// `with_data` of that type find nothing then (evloop calls no callback from within
+    /// its own calls, so `f`'s use of the loop does not come back to it). A value of that
+    /// type stored by `f` replaces it; if `f` panics, the value is dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Loop, RunMode, Timer};
+    ///
+    /// struct App { ticks: u32, timer: Option<Timer> }
+    ///
+    /// let mut lp = Loop::new()?;
+    /// lp.set_data(App { ticks: 0, timer: None });
+    /// let timer = Timer::new(&mut lp);
+    /// timer.start(&mut lp, Duration::ZERO, Duration::from_millis(1), |lp, _| {
+    ///     lp.with_data(|lp, app: &mut App| {
+    ///         app.ticks += 1;
+    ///         if app.ticks == 3 {
+    ///             // The loop and the state together: no borrow to let go of first.
+    ///             app.timer.take().unwrap().close(lp).unwrap();
+    ///         }
+    ///     });
+    /// })?;
+    /// lp.data_mut::<App>().unwrap().timer = Some(timer);
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(lp.data::<App>().unwrap().ticks, 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_data<T: 'static, R>(&mut self, f: impl FnOnce(&mut Loop, &mut T) -> R) -> Option<R> {
+        let at = self.data.iter().position(|(t, _)| *t == TypeId::of::<T>())?;
+        let (type_id, mut value) = self.data.swap_remove(at);
+        let result = value.downcast_mut::<T>().map(|value| f(self, value));
+        if self.data.iter().all(|(t, _)| *t != type_id) {
+            self.data.push((type_id, value));
+        }
+        result
     }
 
     /// Takes the value of type `T` stored with [`set_data`](Loop::set_data) out of the

@@ -39,7 +39,9 @@
 //! Every handle is a small `Copy` id. Operations take the loop (`&mut Loop`) and return
 //! `io::Result`: an id whose handle closed, or that belongs to another loop, gives an error
 //! and never reaches another handle. Callbacks receive `&mut Loop` and run on the loop's
-//! thread; user state lives in the closures.
+//! thread; user state lives in the closures (an `Rc<RefCell<_>>` where several share it),
+//! or in the loop itself ([`Loop::set_data`]), reached with the loop through
+//! [`Loop::with_data`].
 //!
 //! # How a loop runs
 //!

@@ -748,6 +748,49 @@ case!(
 );
 
 case!(
+    /// `with_data` (worker-pool trial: state kept in the loop could not be used with the
+    /// loop, and went into an `Rc<RefCell<_>>`): the value and the loop together; the value
+    /// is out meanwhile, a value stored meanwhile replaces it, and nothing is called where
+    /// none is stored.
+    fn loop_with_data_lends_the_value_and_the_loop_together() {
+        struct Jobs(Vec<Timer>);
+        let mut lp = test_loop();
+        assert_eq!(lp.with_data(|_, _: &mut Jobs| unreachable!("nothing stored")), None::<()>);
+        lp.set_data(Jobs(Vec::new()));
+        let started = lp.with_data(|lp, jobs: &mut Jobs| {
+            assert!(lp.data::<Jobs>().is_none(), "out while lent");
+            assert_eq!(lp.with_data(|_, _: &mut Jobs| ()), None, "not lent twice");
+            for _ in 0..3 {
+                let t = Timer::new(lp);
+                t.start(lp, Duration::from_secs(60), Duration::ZERO, |_, _| {}).unwrap();
+                jobs.0.push(t);
+            }
+            jobs.0.len()
+        });
+        assert_eq!(started, Some(3));
+        assert_eq!(lp.data::<Jobs>().unwrap().0.len(), 3, "back in the loop");
+        let idle = Idle::new(&mut lp);
+        idle.start(&mut lp, |lp, idle| {
+            lp.with_data(|lp, jobs: &mut Jobs| {
+                for t in jobs.0.drain(..) {
+                    t.close(lp).unwrap();
+                }
+            });
+            idle.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+        // Stored again by `f`: the new value stays.
+        lp.with_data(|lp, _: &mut Jobs| {
+            let t = Timer::new(lp);
+            assert!(lp.set_data(Jobs(vec![t])).is_none());
+        });
+        assert_eq!(lp.data::<Jobs>().unwrap().0.len(), 1);
+    }
+);
+
+case!(
     /// `idle_time` counts the poll phase's waits and nothing else: not callbacks, however
     /// long they run, and not polls that cannot wait. Off, it is `None`.
     fn idle_time_counts_the_waits_and_not_the_work() {
