@@ -2,8 +2,9 @@
 //!
 //! A seed drives a deterministic generator of loop operations: create and close pipes (also
 //! from inside callbacks), start and stop reads, write, send, try_write and shutdown, start, stop
-//! and re-arm timers, wake async handles from other threads, use stale and foreign ids, and
-//! run the loop a step at a time. A small model of what must be true runs beside it:
+//! and re-arm timers, wake async handles from other threads, spawn, kill and give deadlines to
+//! children (some with timeouts), use stale and foreign ids, and run the loop a step at a
+//! time. A small model of what must be true runs beside it:
 //!
 //! - no panic, anywhere;
 //! - every write and shutdown callback runs exactly once, and every close callback exactly
@@ -11,6 +12,7 @@
 //! - the bytes a reader receives are a prefix of the bytes written to its pipe, in order, and
 //!   all of them when the writer shut down cleanly and the reader read to end of file;
 //! - a stale or foreign id always gives an error;
+//! - a child's exit callback can read its recorded resource usage, and only where asked for;
 //! - a stopped timer never fires, a one-shot timer fires at most once per start;
 //! - once the loop is dropped, no fd is left that it opened.
 //!
@@ -535,13 +537,21 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     check(lp.close(id).is_err(), || ctx(op, "closing a stale id succeeded"))?;
                 }
             }
-            // Spawn a child: true, false, a short sleep, or a cat wired to a pipe model.
+            // Spawn a child: true, false, a short sleep, or a cat wired to a pipe model; now and
+            // then with a timeout, and with its resource usage recorded.
             85..=89 if procs.len() < 8 => {
                 let exits = Rc::new(Cell::new(0u32));
                 let e = exits.clone();
-                let on_exit = move |_: &mut Loop, _: Process, status: io::Result<evloop::ExitStatus>| {
+                let record = rng.chance(50);
+                let on_exit = move |lp: &mut Loop, p: Process, status: io::Result<evloop::ExitStatus>| {
                     e.set(e.get() + 1);
                     assert!(status.is_ok(), "a child of ours was not reaped by us: {status:?}");
+                    let usage = p.resource_usage(lp);
+                    assert!(
+                        if record { matches!(usage, Ok(Some(_))) } else { usage.is_err() },
+                        "resource usage (recorded: {record}): {usage:?}"
+                    );
+                    p.timed_out(lp).expect("timed_out of an open handle");
                 };
                 let mut cmd;
                 let kind = rng.below(4);
@@ -557,11 +567,17 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                         cmd.stdin(Stdio::Pipe).stdout(Stdio::Pipe);
                     }
                 }
-                cmd.kill_on_drop(true);
+                cmd.kill_on_drop(true).record_usage(record);
+                let timeout = rng.chance(30);
+                if timeout {
+                    cmd.timeout(Duration::from_millis(rng.below(20)), Duration::from_millis(rng.below(20)));
+                }
                 let child = cmd.spawn(lp, on_exit).map_err(|e| format!("{}: {e}", ctx(op, "spawn")))?;
                 let mut lossy = None;
                 if let (Some(tx), Some(rx)) = (child.stdin, child.stdout) {
                     let mut p = PipeModel::new(rx, tx, rng.next());
+                    // Ended by its timeout at any time: only a prefix is promised.
+                    p.lossy.set(timeout);
                     start_reading(lp, &mut p, &calls, &ledger.stale)
                         .map_err(|e| format!("{}: {e}", ctx(op, "read_start")))?;
                     p.reading = true;
@@ -570,11 +586,27 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 }
                 procs.push(ProcModel { p: child.process, open: true, exits, lossy });
             }
-            // Kill a child (it may have exited: then ESRCH), or close its handle.
+            // Kill a child (it may have exited: then ESRCH), give it a deadline, or close its
+            // handle.
             90..=92 if !procs.is_empty() => {
                 let i = rng.below(procs.len() as u64) as usize;
                 let pm = &mut procs[i];
-                if rng.chance(70) {
+                if rng.chance(20) {
+                    let after = Duration::from_millis(rng.below(10));
+                    match pm.p.terminate_after(lp, after, Duration::from_millis(rng.below(10))) {
+                        Ok(()) => {
+                            check(pm.open, || ctx(op, "terminate_after on a closed handle succeeded"))?;
+                            if let Some(l) = &pm.lossy {
+                                l.set(true);
+                            }
+                        }
+                        Err(e) => {
+                            check(!pm.open || evloop::os_error_code(&e) == Some(nix::libc::ESRCH), || {
+                                format!("{}: {e}", ctx(op, "terminate_after"))
+                            })?
+                        }
+                    }
+                } else if rng.chance(70) {
                     let r = pm.p.kill(lp, evloop::signal::SIGTERM);
                     match r {
                         Ok(()) => {
