@@ -249,6 +249,8 @@ pub struct Loop {
     pub(crate) always_ready_scratch: Vec<HandleId>,
     stop_flag: bool,
     running: bool,
+    /// `with_data` calls under way: their values are out of the loop, so `run` refuses.
+    lending: u32,
     /// A callback panicked out of `run`: see [`Loop::run`].
     poisoned: bool,
     /// Being dropped: a terminal restored now is restored for good (see `TtyRelease::release`).
@@ -337,6 +339,7 @@ impl Loop {
             stop_flag: false,
             children: Default::default(),
             running: false,
+            lending: 0,
             poisoned: false,
             dropping: false,
             iterations: 0,
@@ -421,9 +424,10 @@ impl Loop {
     /// whole).
     ///
     /// The value is out of the loop while `f` runs: [`data`](Loop::data) and a nested
-    /// `with_data` of that type find nothing then (evloop calls no callback from within
-    /// its own calls, so `f`'s use of the loop does not come back to it). A value of that
-    /// type stored by `f` replaces it; if `f` panics, the value is dropped.
+    /// `with_data` of that type find nothing then. Callbacks run only inside
+    /// [`run`](Loop::run), which refuses to start inside `f` (a `ResourceBusy` error), as
+    /// its callbacks would not find the value; no other call of `f`'s comes back to it. A
+    /// value of that type stored by `f` replaces it; if `f` panics, the value is dropped.
     ///
     /// ```
     /// use std::time::Duration;
@@ -451,11 +455,15 @@ impl Loop {
     pub fn with_data<T: 'static, R>(&mut self, f: impl FnOnce(&mut Loop, &mut T) -> R) -> Option<R> {
         let at = self.data.iter().position(|(t, _)| *t == TypeId::of::<T>())?;
         let (type_id, mut value) = self.data.swap_remove(at);
-        let result = value.downcast_mut::<T>().map(|value| f(self, value));
+        let value_mut = value.downcast_mut::<T>()?;
+        self.lending += 1;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, value_mut)));
+        self.lending -= 1;
+        let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         if self.data.iter().all(|(t, _)| *t != type_id) {
             self.data.push((type_id, value));
         }
-        result
+        Some(result)
     }
 
     /// Takes the value of type `T` stored with [`set_data`](Loop::set_data) out of the
@@ -821,6 +829,13 @@ impl Loop {
                 "Loop::run called from inside a callback of the same loop",
             ));
         }
+        if self.lending > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "Loop::run called inside Loop::with_data: the value lent is out of the loop, where its \
+                 callbacks would not find it",
+            ));
+        }
         self.running = true;
         let mut guard = RunGuard { lp: self, returned: false };
         // One copy of the loop per mode: the mode's tests fold away.
@@ -1060,10 +1075,14 @@ impl Loop {
             let Some((id, cb)) = self.closing.pop_front() else { break };
             let mut slot = self.slot_release(id);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
-            if let Kind::Stream(s) = &mut slot.kind {
-                // Callbacks in write order: those of finished writes, then the cancelled.
-                self.stream_run_completed(&mut completed, id.key);
-                self.stream_cancel(s);
+            match &mut slot.kind {
+                Kind::Stream(s) => {
+                    // Callbacks in write order: those of finished writes, then the cancelled.
+                    self.stream_run_completed(&mut completed, id.key);
+                    self.stream_cancel(s);
+                }
+                Kind::Process(_) => self.process_released(id),
+                _ => {}
             }
             drop(slot);
             if let Some(cb) = cb {

@@ -1411,11 +1411,13 @@ impl Command {
     /// started holds open. A child ended alone leaves what it started running: a shell that
     /// runs its program as a child of its own (`sh -c 'prog; echo done'`) is ended, and the
     /// program holds the output open, so that the capture waits for it. Give such a command
-    /// its own group, or a `wait_delay`. A handle closed once the timeout has ended the
-    /// child (a capture abandoned) sends it `SIGKILL` at once, rather than after the grace
-    /// period (a group's escalation goes on without the handle); a loop dropped meanwhile
-    /// leaves it to [`kill_on_drop`](Command::kill_on_drop). A `grace` of
-    /// [`Duration::MAX`] never sends `SIGKILL`.
+    /// its own group, or a `wait_delay`. Once the timeout has sent its `SIGTERM`, the
+    /// child is ended for good: a handle closed in the grace period (a capture abandoned),
+    /// or the loop dropped then, sends it `SIGKILL` at once, whatever
+    /// [`kill_on_drop`](Command::kill_on_drop) says, rather than after the grace period (a
+    /// group's escalation goes on without the handle). Where the timeout cannot signal the
+    /// child (a `uid` it may not signal), it logs a warning and the child is not told
+    /// timed out. A `grace` of [`Duration::MAX`] never sends `SIGKILL`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1482,12 +1484,16 @@ impl Command {
     /// not in them. [`ResourceUsage::max_rss_bytes`] is the largest of those processes'
     /// peaks, not their sum.
     ///
-    /// **Linux counts the spawning process's memory in the child's peak**: the kernel takes
-    /// the memory the child had before its exec, which is this process's (with `fork` as
-    /// with `vfork`, and so with every spawn method), into its `max_rss_bytes`. The figure
-    /// is then at least this process's own peak resident set at the spawn: telling for a
-    /// child that grows bigger than this process, meaningless below that. (macOS and
-    /// FreeBSD sample the child's own; not verified here.)
+    /// **Linux counts the spawning process's memory in the child's peak**: at the exec, the
+    /// kernel takes the peak of the memory the child had until then into its
+    /// `max_rss_bytes`. evloop's spawns on Linux share this process's memory until the
+    /// exec (as `posix_spawn`'s `vfork` does), so the figure is at least this process's own
+    /// peak resident set so far, its whole life long: a supervisor that once used 2 GB
+    /// sees at least 2 GB for every child after. A forked child (with
+    /// [`uid`](Command::uid), say, or `LoopBuilder::force_fork_spawn`) starts with a copy,
+    /// and counts this process's resident set at the fork instead. Telling for a child that
+    /// grows bigger than that, meaningless below it. (macOS and FreeBSD sample the
+    /// child's own; not verified here.)
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
@@ -1917,8 +1923,9 @@ impl Command {
         on_done: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Process> {
         let delay = self.wait_delay.unwrap_or_default();
-        let after = self.timeout.map(|(after, _)| after).unwrap_or_default();
         let done: OutputCb = Box::new(move |lp, p, out| {
+            // (The deadline that ended it: the command's timeout, or a later terminate_after.)
+            let after = lp.process_timed_out(p.0).unwrap_or_default();
             on_done(
                 lp,
                 p,
@@ -2417,7 +2424,7 @@ impl Process {
     /// ```
     pub fn timed_out(self, lp: &Loop) -> io::Result<bool> {
         lp.process_ref(self.0)?;
-        Ok(lp.children.extras.get(&self.0.key).is_some_and(|x| x.timed_out))
+        Ok(lp.process_timed_out(self.0).is_some())
     }
 
     /// What the child used, for a command with [`Command::record_usage`]: `None` until it
@@ -2438,21 +2445,13 @@ impl Process {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn resource_usage(self, lp: &Loop) -> io::Result<Option<ResourceUsage>> {
-        let st = lp.process_ref(self.0)?;
-        if let Some(usage) = lp.children.extras.get(&self.0.key).and_then(|e| e.usage) {
-            return Ok(Some(usage));
-        }
-        let recorded = match st.child_key() {
-            Some(key) => lp.children.entries[key].record_usage,
-            // Reaped: the figures would be in its extras. (Or lost with the status.)
-            None => !st.status_known,
-        };
-        if recorded {
-            Ok(None)
-        } else {
-            Err(invalid(
+        lp.process_ref(self.0)?;
+        match lp.children.extras.get(&self.0.key).map(|x| &x.usage) {
+            Some(Usage::Known(usage)) => Ok(Some(*usage)),
+            Some(Usage::Awaited) => Ok(None),
+            Some(Usage::NotAsked) | None => Err(invalid(
                 "the child's resource usage was not recorded: set Command::record_usage(true) before the spawn",
-            ))
+            )),
         }
     }
 
@@ -2556,13 +2555,18 @@ impl Process {
 
     /// Ends the child gently if it still runs `after` from now, as a command's
     /// [`timeout`](Command::timeout) does from the spawn: `SIGTERM`, then `SIGKILL` once
-    /// `grace` is over, to its group where it leads one ([`terminate_group`](Self::terminate_group)),
-    /// else to it alone ([`terminate`](Self::terminate)); [`timed_out`](Self::timed_out)
-    /// then says so. A later call, or a command's timeout, is replaced: the last deadline
-    /// set counts. For a worker asked to stop by the end of its input (close its stdin,
-    /// then give it a second), or a job given a deadline once it started. The child's exit
-    /// and the handle's close cancel it; it keeps nothing alive. Fails with `ESRCH` once the
-    /// child was reaped.
+    /// `grace` is over, to its group where it leads one
+    /// ([`terminate_group`](Self::terminate_group)), else to it alone
+    /// ([`terminate`](Self::terminate)); [`timed_out`](Self::timed_out) then says so. For a
+    /// worker asked to stop by the end of its input (close its stdin, then give it a
+    /// second), or a job given a deadline once it started. The child's exit and the
+    /// handle's close cancel it; it keeps nothing alive. Fails with `ESRCH` once the child
+    /// was reaped.
+    ///
+    /// A later call, or a command's timeout, is replaced: the last deadline set counts,
+    /// until it has come. Once it has, `SIGTERM` went and the grace period runs: a later
+    /// call sends `SIGTERM` again when its time comes, and leaves the `SIGKILL` at the end
+    /// of the first grace period, as a second `terminate` does.
     ///
     /// ```
     /// use std::time::Duration;
@@ -3571,12 +3575,31 @@ struct ProcessExtras {
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
     escalation: Option<crate::Timer>,
-    /// What the child used, from its reap (`Command::record_usage`).
-    usage: Option<ResourceUsage>,
-    /// The timer of `Command::timeout`, closed at the reap and the close.
-    timeout: Option<crate::Timer>,
-    /// That timeout ended the child (`Process::timed_out`).
-    timed_out: bool,
+    /// What the child used, where its command asked (`Command::record_usage`).
+    usage: Usage,
+    /// The deadline of `Command::timeout` or `Process::terminate_after`, while it runs.
+    timeout: Option<Deadline>,
+    /// A deadline ended the child (`Process::timed_out`): the time it had been given.
+    timed_out: Option<Duration>,
+}
+
+/// A child's resource usage, for `Process::resource_usage`.
+#[derive(Default)]
+enum Usage {
+    /// Its command did not ask for it.
+    #[default]
+    NotAsked,
+    /// Asked for: known at the reap (unless that fails).
+    Awaited,
+    Known(ResourceUsage),
+}
+
+/// A child's deadline: its timer, closed at the reap and the close, and what the timeout
+/// gave it.
+struct Deadline {
+    timer: crate::Timer,
+    after: Duration,
+    grace: Duration,
 }
 
 impl ProcessExtras {
@@ -3586,9 +3609,9 @@ impl ProcessExtras {
             && output.is_empty()
             && on_flow.is_none()
             && escalation.is_none()
-            && usage.is_none()
+            && matches!(usage, Usage::NotAsked)
             && timeout.is_none()
-            && !timed_out
+            && timed_out.is_none()
     }
 }
 
@@ -3905,48 +3928,69 @@ impl Loop {
 
     /// `Command::timeout` and `Process::terminate_after` for process `id`, open and not
     /// reaped: a child still running `after` from now is ended, with its group if it leads
-    /// one. Replaces an earlier such deadline. Its reap and its handle's close cancel the
-    /// timer.
+    /// one. Moves an earlier such deadline (its timer, which the reap and the handle's close
+    /// cancel).
     #[cold]
     #[inline(never)]
     fn process_start_timeout(&mut self, id: HandleId, after: Duration, grace: Duration) -> io::Result<()> {
-        if let Some(earlier) = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take()) {
-            let _ = earlier.close(self);
-        }
         // From now, not from the iteration's cached time, which a slow callback (one that
         // starts many children) may have left far behind.
         self.update_time();
-        let p = Process(id);
-        let timer = crate::Timer::once(self, after, move |lp| {
-            let Some(extras) = lp.children.extras.get_mut(&id.key) else { return };
-            extras.timeout = None;
-            // (The handle is open: its close cancels this timer.) An exit in this iteration,
-            // not handled yet, was in time.
-            if !p.has_exited(lp).is_ok_and(|exited| !exited) {
-                return;
-            }
-            lp.children.extras.entry(id.key).or_default().timed_out = true;
-            let leads_group = lp.process_ref(id).is_ok_and(|st| st.leads_group);
-            let ended = if leads_group { p.terminate_group(lp, grace) } else { p.terminate(lp, grace) };
-            if let Err(e) = ended {
-                log::warn!("loop {}: ending a child at its timeout: {e}", lp.id);
-            }
-            // `terminate`'s SIGKILL goes with the handle: closed in the grace period, it
-            // ends the child at once instead. (A group's escalation outlives the handle.)
-            if let Some(Kind::Process(st)) = lp.live_slot_mut(id).map(|s| &mut s.kind) {
-                if st.on_drop == OnDrop::Nothing {
-                    st.on_drop = OnDrop::KillChild;
-                }
-            }
+        if let Some(deadline) = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.as_mut()) {
+            (deadline.after, deadline.grace) = (after, grace);
+            let timer = deadline.timer;
+            return timer.restart(self, after);
+        }
+        let timer = crate::Timer::new(self);
+        let started = timer.start(self, after, Duration::ZERO, move |lp, t| {
+            let _ = t.close(lp);
+            lp.process_deadline_reached(id);
         });
-        let timer = timer?;
-        // The child keeps the loop going, not its timeout.
+        if let Err(e) = started {
+            let _ = timer.close(self);
+            return Err(e);
+        }
+        // The child keeps the loop going, not its deadline.
         let _ = timer.set_ref(self, false);
         if let Ok(slot) = self.slot_mut(timer.id(), HandleKind::Timer) {
             slot.flags.insert(Flags::INTERNAL);
         }
-        self.children.extras.entry(id.key).or_default().timeout = Some(timer);
+        self.children.extras.entry(id.key).or_default().timeout = Some(Deadline { timer, after, grace });
         Ok(())
+    }
+
+    /// The deadline of process `id` came. (Its handle is open: the close cancels the timer.)
+    fn process_deadline_reached(&mut self, id: HandleId) {
+        let deadline = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take());
+        let Some(Deadline { after, grace, .. }) = deadline else { return };
+        let p = Process(id);
+        // An exit in this iteration, not handled yet, was in time.
+        if !p.has_exited(self).is_ok_and(|exited| !exited) {
+            return;
+        }
+        let leads_group = self.process_ref(id).is_ok_and(|st| st.leads_group);
+        let mut ended = if leads_group { p.terminate_group(self, grace) } else { p.terminate(self, grace) };
+        if leads_group && ended.as_ref().is_err_and(crate::is_no_such_process) {
+            // The group is empty: its leader left it (a `setsid` of its own). End it alone.
+            ended = p.terminate(self, grace);
+        }
+        match ended {
+            Ok(()) => self.children.extras.entry(id.key).or_default().timed_out = Some(after),
+            // (A child it may not signal: one that switched its ids.)
+            Err(e) => log::warn!("loop {}: ending a child at its deadline: {e}", self.id),
+        }
+        // `terminate`'s SIGKILL goes with the handle: closed in the grace period, it ends
+        // the child at once instead. (A group's escalation outlives the handle.)
+        if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
+            if st.on_drop == OnDrop::Nothing {
+                st.on_drop = OnDrop::KillChild;
+            }
+        }
+    }
+
+    /// The time the deadline that ended process `id`'s child had given it, if one did.
+    fn process_timed_out(&self, id: HandleId) -> Option<Duration> {
+        self.children.extras.get(&id.key).and_then(|x| x.timed_out)
     }
 
     /// A process handle for child `pid`, just spawned, watched for its exit. An error means
@@ -4424,7 +4468,7 @@ impl Loop {
         let mut usage = ResourceUsage::default();
         let res = sys::reap(pid, block, Some(&mut usage));
         if let (Ok(Some(_)), Some(owner)) = (&res, self.children.entries[key].owner) {
-            self.children.extras.entry(owner.key).or_default().usage = Some(usage);
+            self.children.extras.entry(owner.key).or_default().usage = Usage::Known(usage);
         }
         res
     }
@@ -4435,6 +4479,7 @@ impl Loop {
     fn child_record_usage(&mut self, id: HandleId) -> HandleId {
         if let Some(key) = self.process_ref(id).ok().and_then(ProcessState::child_key) {
             self.children.entries[key].record_usage = true;
+            self.children.extras.entry(id.key).or_default().usage = Usage::Awaited;
         }
         id
     }
@@ -4903,17 +4948,31 @@ impl Loop {
         }
     }
 
-    /// The close of process handle `id` ends its extras: its escalation timer goes, and its
-    /// close hook runs.
+    /// The close of process handle `id` ends its extras: its timers go, and its close hook
+    /// runs. What it reports (the usage, the deadline that ended the child) stays until its
+    /// slot goes, in the close phase (`process_released`).
     #[cold]
     #[inline(never)]
     fn process_close_extras(&mut self, id: HandleId) {
-        let Some(extras) = self.children.extras.remove(&id.key) else { return };
-        for timer in [extras.escalation, extras.timeout].into_iter().flatten() {
+        let Some(extras) = self.children.extras.get_mut(&id.key) else { return };
+        let timers = [extras.escalation.take(), extras.timeout.take().map(|d| d.timer)];
+        let hook = extras.close_hook.take();
+        (extras.output, extras.on_flow) = (Vec::new(), None);
+        if extras.is_empty() {
+            self.children.extras.remove(&id.key);
+        }
+        for timer in timers.into_iter().flatten() {
             let _ = timer.close(self);
         }
-        if let Some(hook) = extras.close_hook {
+        if let Some(hook) = hook {
             hook(self);
+        }
+    }
+
+    /// The slot of process handle `id` went, in the close phase: so do its extras.
+    pub(crate) fn process_released(&mut self, id: HandleId) {
+        if !self.children.extras.is_empty() {
+            self.children.extras.remove(&id.key);
         }
     }
 
@@ -4932,7 +4991,7 @@ impl Loop {
     #[cold]
     #[inline(never)]
     fn process_cancel_timers(&mut self, id: HandleId) {
-        let timeout = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take());
+        let timeout = self.children.extras.get_mut(&id.key).and_then(|x| x.timeout.take()).map(|d| d.timer);
         for timer in [self.process_take_escalation(id), timeout].into_iter().flatten() {
             let _ = timer.close(self);
         }

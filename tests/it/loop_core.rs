@@ -781,6 +781,17 @@ case!(
         .unwrap();
         lp.run(RunMode::Default).unwrap();
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+        // No run inside: its callbacks would not find the value (review); a panic in `f`
+        // drops the value, and leaves nothing lent.
+        let refused = lp.with_data(|lp, _: &mut Jobs| lp.run(RunMode::NoWait).unwrap_err()).unwrap();
+        assert_eq!(refused.kind(), io::ErrorKind::ResourceBusy, "{refused}");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lp.with_data(|_, _: &mut Jobs| panic!("in with_data"));
+        }));
+        assert!(panicked.is_err());
+        assert!(lp.data::<Jobs>().is_none(), "dropped with the panic");
+        lp.run(RunMode::NoWait).unwrap();
+        lp.set_data(Jobs(Vec::new()));
         // Stored again by `f`: the new value stays.
         lp.with_data(|lp, _: &mut Jobs| {
             let t = Timer::new(lp);

@@ -219,12 +219,33 @@ case!(
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("Command::record_usage"), "{err}");
         lp.run(RunMode::Default).unwrap();
-        assert!(recorded.resource_usage(&lp).unwrap().is_some(), "kept after the exit callback");
+        let usage = recorded.resource_usage(&lp).unwrap();
+        assert!(usage.is_some(), "kept after the exit callback");
         assert_eq!(plain.resource_usage(&lp).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         recorded.close(&mut lp).unwrap();
         plain.close(&mut lp).unwrap();
+        // (Re-trial: closing, the handle said "not recorded".)
+        assert_eq!(recorded.resource_usage(&lp).unwrap(), usage, "kept until the close is done");
         lp.run(RunMode::Default).unwrap();
         assert!(recorded.resource_usage(&lp).is_err(), "a closed handle's id is dead");
+        // Closed while the child runs: asked for, the figures are not known (and never will
+        // be); not asked for, a clear error still (review: the answers were swapped).
+        for record in [true, false] {
+            let p = Command::new("sleep")
+                .arg("30")
+                .kill_on_drop(true)
+                .record_usage(record)
+                .spawn(&mut lp, |_, _, _| {})
+                .unwrap()
+                .process;
+            p.close(&mut lp).unwrap();
+            match p.resource_usage(&lp) {
+                Ok(None) => assert!(record),
+                Err(e) => assert!(!record && e.kind() == io::ErrorKind::InvalidInput, "{e}"),
+                other => panic!("{other:?}"),
+            }
+            lp.run(RunMode::Default).unwrap();
+        }
         // A new handle in the freed slot starts with nothing recorded.
         let again = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap().process;
         lp.run(RunMode::Default).unwrap();
@@ -799,13 +820,41 @@ case!(
                 "{name}"
             );
             assert_eq!(lp.backend_timeout(), None, "{name}: a deadline outlived its child");
+            // (Re-trial: closing, the handle said it had not timed out.)
+            let ended = workers.iter().find(|w| w.timed_out(&lp).unwrap()).copied().unwrap();
+            ended.close(&mut lp).unwrap();
+            assert!(ended.timed_out(&lp).unwrap(), "{name}: kept until the close is done");
             let err = workers[0].terminate_after(&mut lp, Duration::ZERO, Duration::ZERO).unwrap_err();
             assert!(evloop::is_no_such_process(&err), "{name}: {err}");
             for w in workers {
-                w.close(&mut lp).unwrap();
+                let _ = w.close(&mut lp);
                 assert!(w.terminate_after(&mut lp, Duration::ZERO, Duration::ZERO).is_err(), "{name}");
             }
             lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+
+            // A deadline moved many times keeps one timer; a capture's `RunTimedOut` names the
+            // deadline that ended it, not the command's timeout (re-trial).
+            let ended = Rc::new(RefCell::new(None));
+            let e = ended.clone();
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30").timeout(Duration::from_millis(20), Duration::from_secs(5));
+            let p = cmd
+                .stream_output(&mut lp, |_, _, _, _| {}, move |_, _, res| *e.borrow_mut() = Some(res))
+                .unwrap();
+            // (The loop's debug form counts every slot, internal timers included.)
+            let slots = |lp: &Loop| {
+                format!("{lp:?}").split("slots: ").nth(1).unwrap().split(',').next().unwrap().to_owned()
+            };
+            let before = slots(&lp);
+            for ms in 1..=1000 {
+                p.terminate_after(&mut lp, Duration::from_millis(ms), Duration::from_secs(5)).unwrap();
+            }
+            assert_eq!(slots(&lp), before, "{name}: one timer, moved");
+            lp.run(RunMode::Default).unwrap();
+            let err = ended.borrow_mut().take().unwrap().unwrap_err();
+            let timed_out = evloop::RunTimedOut::of(&err).unwrap_or_else(|| panic!("{name}: {err}"));
+            assert_eq!(timed_out.after, Duration::from_millis(1000), "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
