@@ -2401,7 +2401,8 @@ impl Process {
         Ok(lp.process_ref(self.0)?.status())
     }
 
-    /// Whether the command's [`timeout`](Command::timeout) ended the child: it was still
+    /// Whether the command's [`timeout`](Command::timeout), or a deadline set with
+    /// [`terminate_after`](Self::terminate_after), ended the child: it was still
     /// running when the time was up, and was sent `SIGTERM` (its group, where it leads one).
     /// Known from then on, in the exit callback too, until the handle closes. Check the
     /// status as well: a child that exits of its own accord just as the time is up can be
@@ -3095,7 +3096,8 @@ pub struct Output {
     /// How many bytes of stderr were read and dropped, beyond the
     /// [`output_limit`](Command::output_limit).
     pub stderr_dropped: u64,
-    /// The command's [`timeout`](Command::timeout) ended the child: it was still running
+    /// The command's [`timeout`](Command::timeout) (or a deadline set with
+    /// [`Process::terminate_after`]) ended the child: it was still running
     /// when the time was up.
     pub timed_out: bool,
     /// What the child used, where the command has
@@ -3189,7 +3191,8 @@ impl OutputCut {
     }
 }
 
-/// The command's [`timeout`](Command::timeout) ended the child of a
+/// The command's [`timeout`](Command::timeout), or a deadline set with
+/// [`Process::terminate_after`], ended the child of a
 /// [`stream_output`](Command::stream_output) capture: the payload of the
 /// [`TimedOut`](io::ErrorKind::TimedOut) error its `on_done` gets, with the child's exit
 /// status. [`RunTimedOut::of`] finds it in the error.
@@ -3197,7 +3200,7 @@ impl OutputCut {
 pub struct RunTimedOut {
     /// How the child ended: usually by the timeout's signal.
     pub status: ExitStatus,
-    /// The timeout that ran out.
+    /// The time the deadline that ran out had given the child.
     pub after: Duration,
 }
 
