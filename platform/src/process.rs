@@ -8,7 +8,6 @@
 //! after it was reaped.
 
 use std::io;
-use std::mem::MaybeUninit;
 #[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -82,23 +81,28 @@ impl ResourceUsage {
         self.user + self.system
     }
 
-    fn from_rusage(ru: &libc::rusage) -> ResourceUsage {
-        let time = |t: libc::timeval| {
-            Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_usec).unwrap_or(0) * 1_000)
+    /// From the `struct rusage` fields, as `long`s: the times' seconds and microseconds,
+    /// then `ru_maxrss`, `ru_minflt`, `ru_majflt`, `ru_inblock`, `ru_oublock`, `ru_nvcsw` and
+    /// `ru_nivcsw`. Out-of-range values count as 0, never a panic.
+    fn from_fields(user: [i64; 2], system: [i64; 2], counts: [i64; 7]) -> ResourceUsage {
+        let time = |[secs, micros]: [i64; 2]| match (u64::try_from(secs), u32::try_from(micros)) {
+            (Ok(secs), Ok(micros)) if micros < 1_000_000 => Duration::new(secs, micros * 1_000),
+            _ => Duration::ZERO,
         };
-        let count = |n: libc::c_long| u64::try_from(n).unwrap_or(0);
+        let [max_rss, minor_faults, major_faults, blocks_in, blocks_out, voluntary, involuntary] =
+            counts.map(|n| u64::try_from(n).unwrap_or(0));
         // (macOS counts in bytes; the others in kilobytes.)
         let rss_unit = if cfg!(target_vendor = "apple") { 1 } else { 1024 };
         ResourceUsage {
-            user: time(ru.ru_utime),
-            system: time(ru.ru_stime),
-            max_rss_bytes: count(ru.ru_maxrss).saturating_mul(rss_unit),
-            minor_faults: count(ru.ru_minflt),
-            major_faults: count(ru.ru_majflt),
-            blocks_in: count(ru.ru_inblock),
-            blocks_out: count(ru.ru_oublock),
-            voluntary_switches: count(ru.ru_nvcsw),
-            involuntary_switches: count(ru.ru_nivcsw),
+            user: time(user),
+            system: time(system),
+            max_rss_bytes: max_rss.saturating_mul(rss_unit),
+            minor_faults,
+            major_faults,
+            blocks_in,
+            blocks_out,
+            voluntary_switches: voluntary,
+            involuntary_switches: involuntary,
         }
     }
 }
@@ -120,6 +124,10 @@ pub fn reap(pid: Pid, block: bool, usage: Option<&mut ResourceUsage>) -> io::Res
 }
 
 /// `reap` with the child's `usage` (`wait4`).
+///
+/// On Linux through the system call itself, whose `struct rusage` is the kernel's (`long`s,
+/// and `timeval`s of `long`s) whatever the C library's is: 32-bit musl's `wait4` (with its
+/// 64-bit `time_t`) returned the child's status and left the figures zeroed.
 #[inline(never)]
 fn reap_with_usage(
     pid: Pid,
@@ -127,15 +135,50 @@ fn reap_with_usage(
     usage: &mut ResourceUsage,
 ) -> io::Result<Option<WaitStatus>> {
     let mut status: libc::c_int = 0;
-    let mut ru = MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: `status` is valid for writes of one int, and `ru` of one rusage, for the whole
-    // call.
-    let got = cvt_r(|| unsafe { libc::wait4(pid, &mut status, flags, ru.as_mut_ptr()) })?;
-    if got == 0 {
-        return Ok(None);
+    #[cfg(target_os = "linux")]
+    {
+        let mut ru: [libc::c_long; 18] = [0; 18];
+        // SAFETY: `status` is valid for writes of one int, and `ru` of the kernel's struct
+        // rusage (two timevals of two longs, then fourteen longs), for the whole call.
+        let got =
+            cvt_r(|| unsafe { libc::syscall(libc::SYS_wait4, pid, &mut status, flags, ru.as_mut_ptr()) })?;
+        if got == 0 {
+            return Ok(None);
+        }
+        let ru = ru.map(i64::from);
+        *usage = ResourceUsage::from_fields(
+            [ru[0], ru[1]],
+            [ru[2], ru[3]],
+            [ru[4], ru[8], ru[9], ru[11], ru[12], ru[16], ru[17]],
+        );
     }
-    // SAFETY: wait4 reaped the child, and so filled in `ru`.
-    *usage = ResourceUsage::from_rusage(unsafe { ru.assume_init_ref() });
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::uninit();
+        // SAFETY: `status` is valid for writes of one int, and `ru` of one rusage, for the
+        // whole call.
+        let got = cvt_r(|| unsafe { libc::wait4(pid, &mut status, flags, ru.as_mut_ptr()) })?;
+        if got == 0 {
+            return Ok(None);
+        }
+        // SAFETY: wait4 reaped the child, and so filled in `ru`.
+        let ru = unsafe { ru.assume_init_ref() };
+        // (Their types differ between systems.)
+        fn wide(n: impl TryInto<i64>) -> i64 {
+            n.try_into().unwrap_or(-1)
+        }
+        let time = |t: libc::timeval| [wide(t.tv_sec), wide(t.tv_usec)];
+        let counts = [
+            ru.ru_maxrss,
+            ru.ru_minflt,
+            ru.ru_majflt,
+            ru.ru_inblock,
+            ru.ru_oublock,
+            ru.ru_nvcsw,
+            ru.ru_nivcsw,
+        ];
+        *usage = ResourceUsage::from_fields(time(ru.ru_utime), time(ru.ru_stime), counts.map(wide));
+    }
     Ok(Some(WaitStatus::decode(status)))
 }
 
