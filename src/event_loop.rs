@@ -1075,14 +1075,13 @@ impl Loop {
             let Some((id, cb)) = self.closing.pop_front() else { break };
             let mut slot = self.slot_release(id);
             log::trace!("loop {}: closed {} {id:?}", self.id, slot.tag.name());
-            match &mut slot.kind {
-                Kind::Stream(s) => {
-                    // Callbacks in write order: those of finished writes, then the cancelled.
-                    self.stream_run_completed(&mut completed, id.key);
-                    self.stream_cancel(s);
-                }
-                Kind::Process(_) => self.process_released(id),
-                _ => {}
+            if let Kind::Stream(s) = &mut slot.kind {
+                // Callbacks in write order: those of finished writes, then the cancelled.
+                self.stream_run_completed(&mut completed, id.key);
+                self.stream_cancel(s);
+            } else if !self.children.extras_is_empty() {
+                // (Only a process handle's key can be in it.)
+                self.process_released(id);
             }
             drop(slot);
             if let Some(cb) = cb {

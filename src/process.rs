@@ -3622,6 +3622,11 @@ impl Children {
     pub(crate) fn keeps_loop_alive(&self) -> bool {
         self.keep_alive > 0
     }
+
+    /// No process handle has extras (the usual case).
+    pub(crate) fn extras_is_empty(&self) -> bool {
+        self.extras.is_empty()
+    }
 }
 
 /// A deferred look at one child: its exit was (or may have been) missed by the usual
@@ -4973,10 +4978,10 @@ impl Loop {
     }
 
     /// The slot of process handle `id` went, in the close phase: so do its extras.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn process_released(&mut self, id: HandleId) {
-        if !self.children.extras.is_empty() {
-            self.children.extras.remove(&id.key);
-        }
+        self.children.extras.remove(&id.key);
     }
 
     /// Takes the [`Process::terminate`] timer of process `id` out of its extras.
