@@ -1,6 +1,7 @@
 //! keys: a raw-mode terminal demo. It shows the bytes of each key you press and the window
 //! size, redraws when the window changes, quits on `q` or Ctrl-C, and stops on Ctrl-Z as
-//! other programs do (`fg` brings it back, redrawn at the window's size of then).
+//! other programs do (`fg` brings it back, redrawn at the window's size of then), and the
+//! same way on a `SIGTSTP` sent from elsewhere (`kill -TSTP`).
 //!
 //! Run it in a terminal with `cargo run --example keys`. The terminal always comes back the
 //! way it was: on quit, on an error, on a panic, and when the process is killed by
@@ -15,7 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
-use evloop::{HandleType, Loop, Pipe, ReadEvent, RunMode, Tty, TtyMode, WinSize, guess_handle};
+use evloop::{HandleType, Loop, Pipe, ReadEvent, RunMode, Signal, Tty, TtyMode, WinSize, guess_handle};
 
 /// How many keys the screen lists.
 const KEYS_SHOWN_MAX: usize = 16;
@@ -140,20 +141,31 @@ fn keys() -> io::Result<()> {
         out.write(lp, screen.render());
     })?;
 
+    // Ctrl-Z: raw mode reads it as a key. Once the screen is out, stop as the shell's Ctrl-Z
+    // would stop a program in normal mode; draw again once continued. A `SIGTSTP` from
+    // elsewhere (`kill -TSTP`), whose default stop would leave the terminal raw, goes the
+    // same way.
+    let on_stop = screen.clone();
+    let stop = move |lp: &mut Loop| {
+        let screen = on_stop.clone();
+        out.write_then(lp, "\r\n".to_string(), move |lp| {
+            if let Err(e) = input.suspend(lp) {
+                eprintln!("keys: cannot stop: {e}");
+            }
+            let mut screen = screen.borrow_mut();
+            screen.size = input.winsize(lp).unwrap_or(screen.size);
+            out.write(lp, screen.render());
+        });
+    };
+    let tstp = Signal::new(&mut lp);
+    tstp.set_ref(&mut lp, false)?;
+    let on_tstp = stop.clone();
+    tstp.start(&mut lp, evloop::signal::SIGTSTP, move |lp, _, _| on_tstp(lp))?;
+
     input.read_start(&mut lp, move |lp, input, ev| {
         let quit = match ev {
-            // Ctrl-Z: raw mode reads it as a key. Once the screen is out, stop as the shell's
-            // Ctrl-Z would stop a program in normal mode; draw again once continued.
             ReadEvent::Data([0x1a]) => {
-                let screen = screen.clone();
-                out.write_then(lp, "\r\n".to_string(), move |lp| {
-                    if let Err(e) = input.suspend(lp) {
-                        eprintln!("keys: cannot stop: {e}");
-                    }
-                    let mut screen = screen.borrow_mut();
-                    screen.size = input.winsize(lp).unwrap_or(screen.size);
-                    out.write(lp, screen.render());
-                });
+                stop(lp);
                 false
             }
             ReadEvent::Data(key) => {
@@ -175,6 +187,7 @@ fn keys() -> io::Result<()> {
             out.write(lp, "bye\n".to_string());
             // Closing the input handle puts the terminal back in normal mode.
             let _ = input.close(lp);
+            let _ = tstp.close(lp);
             out.close(lp);
         }
     })?;

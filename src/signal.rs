@@ -409,6 +409,14 @@ impl Loop {
         log::debug!("loop {}: no signal watched; signal pipe released", self.id);
     }
 
+    /// Whether a signal that ends a process by default (one of `termios::RESET_SIGNALS`:
+    /// `SIGTERM`, `SIGHUP`, `SIGINT`, ...) was caught for this loop's watchers and waits for
+    /// their callbacks.
+    pub(crate) fn fatal_signal_waiting(&self) -> Option<i32> {
+        let pending = self.signals.as_ref()?.slot.pending();
+        evloop_platform::termios::RESET_SIGNALS.into_iter().find(|&n| pending & (1 << (n - 1)) != 0)
+    }
+
     /// The poller reported the signal pipe: run the callbacks of every caught signal.
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]

@@ -541,7 +541,14 @@ impl Tty {
                 }
             }
             let what = fd::file_type(fd.as_fd()).map_or("not open", describe);
-            return Err(invalid(format!("cannot open fd {raw} as a tty: it is {what}, not a terminal")));
+            // What it is open on, where the system says (Linux): a program's copy of its stdout
+            // has a number its user has never seen.
+            let path = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+                .map(|path| format!(" ({})", path.display()))
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "cannot open fd {raw}{path} as a tty: it is {what}, not a terminal"
+            )));
         }
         let TerminalIo { fd, master, original, blocking, mode, restore_blocking } =
             open_terminal(lp, fd, flags, HandleKind::Tty)?;
@@ -931,10 +938,17 @@ impl Tty {
     /// caught), the mode is not set from there, which would change the settings of the job
     /// in front: the terminal stays in normal mode, and a `WouldBlock` error says to set the
     /// mode again once in front (the shell's `fg` sends `SIGCONT`, which a [`Signal`] handle
-    /// can watch). If setting the mode fails, the handle stays in normal mode
+    /// can watch). The same where a signal that ends a process by default (`SIGTERM`,
+    /// `SIGHUP`, ...) was caught for this loop's [`Signal`] handles meanwhile, as a shell's
+    /// `kill %1` sends `SIGTERM` and then `SIGCONT` to a stopped job: the error returns at
+    /// once, and the loop runs the handle's callback, rather than the process stopping again
+    /// until it is in front. If setting the mode fails, the handle stays in normal mode
     /// and the error says the stop happened. A [`Signal`] handle on `SIGTSTP` does not see
     /// this stop (see `stop_group_as_ctrl_z` in the platform crate for the moments around
-    /// it). An error (`InvalidInput`) for a pty master, whose settings are its slave's.
+    /// it). It is what such a handle calls, though: a `SIGTSTP` sent from elsewhere
+    /// (`kill -TSTP`, a tool that pauses jobs) stops a program in raw mode with the terminal
+    /// left raw at the shell's prompt, unless the program watches it and suspends (the
+    /// `keys` example does both). An error (`InvalidInput`) for a pty master, whose settings are its slave's.
     ///
     /// ```no_run
     /// use evloop::{Loop, ReadEvent, RunMode, Tty, TtyMode};
@@ -1040,6 +1054,18 @@ impl Tty {
                 format!(
                     "continued in the background, where SIGTTOU does not stop this process: the \
                      terminal stays in normal mode; set {mode:?} mode again once in front"
+                ),
+            ));
+        }
+        if let Some(signum) = lp.fatal_signal_waiting().filter(|_| !in_front) {
+            // A shell's `kill %1` of a stopped job: `SIGTERM`, then `SIGCONT`. Stopped again by
+            // `SIGTTOU` here, the program would not heed the signal until it is in front.
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "continued in the background with {} waiting for the loop: the terminal stays \
+                     in normal mode; set {mode:?} mode again once in front",
+                    signal::name(signum).unwrap_or("a signal")
                 ),
             ));
         }

@@ -611,6 +611,12 @@ impl NotifySlot {
         self.slot().pending.swap(0, SeqCst)
     }
 
+    /// The signals caught and not taken yet, as [`take_pending`](Self::take_pending) would
+    /// give them, leaving them there.
+    pub fn pending(&self) -> u64 {
+        self.slot().pending.load(SeqCst)
+    }
+
     /// How many times `signo` was caught since the last call for it: after its bit in
     /// [`take_pending`](Self::take_pending), at least once, unless an earlier call took the
     /// count of a delivery whose bit came later (then 0). The kernel folds a standard signal

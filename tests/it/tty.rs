@@ -1312,6 +1312,9 @@ case!(
         // /dev/null.
         let e = Tty::open(&mut lp, OwnedFd::from(File::open("/dev/null").unwrap())).unwrap_err();
         assert!(e.to_string().contains("a character device, not a terminal"), "{e}");
+        // Named where the system tells (dashboard trial: "fd 7" was a copy of stdout).
+        #[cfg(target_os = "linux")]
+        assert!(e.to_string().contains("(/dev/null) as a tty"), "{e}");
         // A closed fd.
         let (r, _w) = std::io::pipe().unwrap();
         let raw = r.as_raw_fd();
@@ -2080,6 +2083,11 @@ fn canonical(fd: impl AsFd) -> bool {
 ///   once continued, says whether it is raw again, and checks that its watcher is back in
 ///   place by raising `SIGTSTP`, which must reach the watcher, not stop it; then suspends
 ///   through a handle on its stdout, in normal mode, which must take the input's mode.
+/// - `leader-kill <slave path>`: as `leader`, with the job below; when it stops, takes the
+///   terminal and sends the job `SIGTERM` then `SIGCONT`, as a shell's `kill %1` does.
+/// - `job-term`: puts the terminal in raw mode, watches `SIGTERM` with a `Signal` handle that
+///   ends it, and suspends: continued in the background with the signal waiting, the
+///   suspend must return (`WouldBlock`) for the loop to run the handle's callback.
 /// - `orphan <slave path>`: a session leader (its group orphaned: nobody to continue it)
 ///   that puts its terminal in raw mode and suspends: the kernel does not stop it.
 #[test]
@@ -2130,6 +2138,52 @@ fn suspend_child() {
                 println!("leader done, {} stops", stops.get());
             },
         );
+        return;
+    }
+    if let Some(slave) = mode.strip_prefix("leader-kill ") {
+        // A shell's `kill %1` of the job it found stopped: the terminal back to itself, then
+        // SIGTERM and SIGCONT to the job's group.
+        lead_session_with(
+            &mut lp,
+            slave,
+            "tty::suspend_child",
+            (SUSPEND_CHILD_ENV, "job-term"),
+            move |lp, tty, job| {
+                job.watch_stops(lp, move |lp, p, ev| {
+                    let evloop::StopEvent::Stopped(signal) = ev else { return };
+                    if signal != evloop::signal::SIGTSTP {
+                        // (The bug: stopped again by SIGTTOU, with the SIGTERM unheeded.)
+                        println!("job stopped again by {}", evloop::signal::name(signal).unwrap_or("?"));
+                        p.kill_group(lp, evloop::signal::SIGKILL).unwrap();
+                        return;
+                    }
+                    tty.set_foreground_group(lp, own).unwrap();
+                    p.kill_group(lp, evloop::signal::SIGTERM).unwrap();
+                    p.kill_group(lp, evloop::signal::SIGCONT).unwrap();
+                })
+                .unwrap();
+            },
+            move |lp, tty, status| {
+                tty.set_foreground_group(lp, own).unwrap();
+                println!("leader done, the job {status}");
+            },
+        );
+        return;
+    }
+    if mode == "job-term" {
+        // A raw-mode program that ends cleanly on SIGTERM, suspended and then killed.
+        let tty = Tty::open_controlling(&mut lp).unwrap();
+        tty.set_mode(&mut lp, TtyMode::Raw).unwrap();
+        let term = Signal::new(&mut lp);
+        term.start(&mut lp, evloop::signal::SIGTERM, move |lp, sig, _| {
+            println!("job got SIGTERM, canonical {}", canonical(io::stdin()));
+            sig.close(lp).unwrap();
+            tty.close(lp).unwrap();
+        })
+        .unwrap();
+        let err = tty.suspend(&mut lp).unwrap_err();
+        println!("suspend: {:?}, {}", err.kind(), err.to_string().contains("SIGTERM waiting"));
+        lp.run(RunMode::Default).unwrap();
         return;
     }
     if let Some(slave) = mode.strip_prefix("orphan ") {
@@ -2184,8 +2238,10 @@ fn suspend_child() {
 case!(
     /// `Tty::suspend`, Ctrl-Z for a raw-mode program: the job stops with the terminal in
     /// normal mode (its shell finds it as it left it), and once continued, it is raw again;
-    /// a `Signal` handle on `SIGTSTP` is back in place after, having seen nothing. A program
-    /// whose group the kernel will not stop (orphaned) comes back at once, still raw.
+    /// a `Signal` handle on `SIGTSTP` is back in place after, having seen nothing. A job
+    /// killed while stopped (`kill %1`: `SIGTERM`, then `SIGCONT`) heeds the `SIGTERM` its
+    /// handle watches at once. A program whose group the kernel will not stop (orphaned)
+    /// comes back at once, still raw.
     fn suspend_stops_the_group_in_normal_mode_and_resumes_raw() {
         let p = pty();
         let mut lp = test_loop();
@@ -2200,6 +2256,20 @@ case!(
         wait_for("resumed through stdout, canonical false");
         // One stop a suspend: the signal to the group and the one to the thread make one.
         wait_for("leader done, 2 stops");
+        lp.run(RunMode::Default).unwrap();
+        let status = status.get().unwrap();
+        assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
+
+        // A shell's `kill %1` of the stopped job (dashboard trial): the SIGTERM its handle
+        // watches is heeded at once, not once in front (it was stopped again by SIGTTOU).
+        let p = pty();
+        let status =
+            spawn_session_leader(&mut lp, &p, "tty::suspend_child", SUSPEND_CHILD_ENV, "leader-kill ");
+        let mut seen = Vec::new();
+        let mut wait_for = |needle: &str| crate::util::read_until(p.master.as_fd(), &mut seen, needle);
+        wait_for("suspend: WouldBlock, true");
+        wait_for("job got SIGTERM, canonical true");
+        wait_for("leader done, the job exited with code 0");
         lp.run(RunMode::Default).unwrap();
         let status = status.get().unwrap();
         assert!(status.success(), "{status}; the children said {:?}", String::from_utf8_lossy(&seen));
