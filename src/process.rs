@@ -1492,8 +1492,8 @@ impl Command {
     /// sees at least 2 GB for every child after. A forked child (with
     /// [`uid`](Command::uid), say, or `LoopBuilder::force_fork_spawn`) starts with a copy,
     /// and counts this process's resident set at the fork instead. Telling for a child that
-    /// grows bigger than that, meaningless below it. (macOS and FreeBSD sample the
-    /// child's own; not verified here.)
+    /// grows bigger than that, meaningless below it. (Whether macOS and FreeBSD count the
+    /// same way is not known: evloop has not been run there.)
     ///
     /// ```
     /// use evloop::{Command, Loop, RunMode};
