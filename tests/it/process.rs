@@ -704,6 +704,21 @@ case!(
     }
 );
 
+/// An exit callback that notes whether a deadline ended the child, and how it ended; it
+/// closes the handle if `close`.
+fn note_exit(
+    seen: &Rc<RefCell<Vec<(bool, ExitStatus)>>>,
+    close: bool,
+) -> impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static {
+    let seen = seen.clone();
+    move |lp, p, status| {
+        seen.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()));
+        if close {
+            p.close(lp).unwrap();
+        }
+    }
+}
+
 case!(
     /// `Command::timeout` for `spawn` and a pipeline's stages too (benchmark-harness trial,
     /// which wrote it by hand where `spawn` refused it): the child still running is ended,
@@ -715,25 +730,18 @@ case!(
         for (name, b) in flavours() {
             let mut lp = b.build().unwrap();
             let seen = Rc::new(RefCell::new(Vec::new()));
-            let record = |seen: &Rc<RefCell<Vec<(bool, ExitStatus)>>>| {
-                let s = seen.clone();
-                move |lp: &mut Loop, p: Process, status: io::Result<ExitStatus>| {
-                    s.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()));
-                    p.close(lp).unwrap();
-                }
-            };
             let t0 = Instant::now();
             // A group whose grandchild holds a pipe: it goes with the group.
             let mut cmd = sh("(sleep 30; echo late) & sleep 30");
             cmd.process_group(0)
                 .stdout(Stdio::Pipe)
                 .timeout(Duration::from_millis(50), Duration::from_secs(5));
-            let child = cmd.spawn(&mut lp, record(&seen)).unwrap();
+            let child = cmd.spawn(&mut lp, note_exit(&seen, true)).unwrap();
             assert!(!child.process.timed_out(&lp).unwrap());
             let out = collect(&mut lp, child.stdout.unwrap());
             let quick = sh("exit 3")
                 .timeout(Duration::from_secs(3600), Duration::from_secs(1))
-                .spawn(&mut lp, record(&seen));
+                .spawn(&mut lp, note_exit(&seen, true));
             quick.unwrap();
             lp.run(RunMode::Default).unwrap();
             assert!(t0.elapsed() < Duration::from_secs(5), "{name}: {:?}", t0.elapsed());
@@ -780,14 +788,9 @@ case!(
             let seen = Rc::new(RefCell::new(Vec::new()));
             let mut workers = Vec::new();
             for script in ["cat >/dev/null", "cat >/dev/null; exec sleep 30"] {
-                let s = seen.clone();
                 let mut cmd = sh(script);
                 cmd.stdin(Stdio::Pipe);
-                let child = cmd
-                    .spawn(&mut lp, move |lp, p, status| {
-                        s.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()));
-                    })
-                    .unwrap();
+                let child = cmd.spawn(&mut lp, note_exit(&seen, false)).unwrap();
                 child.stdin.unwrap().close(&mut lp).unwrap();
                 child
                     .process
@@ -796,15 +799,9 @@ case!(
                 workers.push(child.process);
             }
             // The command's timeout, replaced at once by a later deadline.
-            let s = seen.clone();
             let mut cmd = sh("sleep 0.3; exit 4");
             cmd.timeout(Duration::from_millis(20), Duration::from_secs(5));
-            let late = cmd
-                .spawn(&mut lp, move |lp, p, status| {
-                    s.borrow_mut().push((p.timed_out(lp).unwrap(), status.unwrap()))
-                })
-                .unwrap()
-                .process;
+            let late = cmd.spawn(&mut lp, note_exit(&seen, false)).unwrap().process;
             late.terminate_after(&mut lp, Duration::from_secs(3600), Duration::from_secs(5)).unwrap();
             workers.push(late);
             lp.run(RunMode::Default).unwrap();
