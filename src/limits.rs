@@ -119,6 +119,15 @@ pub const GROUP_KILLED_WAIT_MS: u64 = 1000;
 /// masters has hung them up, before it leaves those still running to the orphan list.
 pub const PTY_HANGUP_WAIT_MS: u64 = 200;
 
+/// How long [`Tty::suspend`](crate::Tty::suspend), continued in the background (`bg`, or a
+/// shell's `kill %1`: `SIGTERM`, then `SIGCONT`), waits for a signal that ends a process by
+/// default and that the loop watches to reach the loop, before it sets the terminal's mode
+/// again (and `SIGTTOU` stops the process until it is in front). Another thread of the
+/// program may have taken the signal and not yet run its handler; a program with one
+/// thread never waits for a signal already sent. The wait happens only in the background,
+/// and only where the loop watches such a signal.
+pub const SUSPEND_SIGNAL_WAIT_MS: u64 = 50;
+
 /// Terminals whose settings the process keeps saved at once for
 /// [`tty::reset_mode`](crate::tty::reset_mode) and the restore hooks: each terminal put in
 /// a raw mode takes one until the handle that saved it closes (pty masters take none).

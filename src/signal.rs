@@ -417,6 +417,14 @@ impl Loop {
         evloop_platform::termios::RESET_SIGNALS.into_iter().find(|&n| pending & (1 << (n - 1)) != 0)
     }
 
+    /// Whether a handle of this loop watches one of the signals
+    /// [`fatal_signal_waiting`](Self::fatal_signal_waiting) looks for.
+    pub(crate) fn watches_fatal_signal(&self) -> bool {
+        self.signals.as_ref().is_some_and(|s| {
+            s.watchers.iter().any(|(n, _)| evloop_platform::termios::RESET_SIGNALS.contains(n))
+        })
+    }
+
     /// The poller reported the signal pipe: run the callbacks of every caught signal.
     // Out of line: keeps the common iteration (nothing of this kind to do) small.
     #[inline(never)]

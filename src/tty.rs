@@ -119,6 +119,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use evloop_platform::fd::{self, Access, FileType};
 use evloop_platform::libc;
@@ -130,6 +131,7 @@ use crate::error::{context, invalid};
 use crate::event_loop::Loop;
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
 use crate::io::{Io, IoMode};
+use crate::limits::SUSPEND_SIGNAL_WAIT_MS;
 use crate::signal::{self, Signal};
 use crate::stream::{Stream, open_fd_flags, stream_methods};
 
@@ -942,7 +944,11 @@ impl Tty {
     /// `SIGHUP`, ...) was caught for this loop's [`Signal`] handles meanwhile, as a shell's
     /// `kill %1` sends `SIGTERM` and then `SIGCONT` to a stopped job: the error returns at
     /// once, and the loop runs the handle's callback, rather than the process stopping again
-    /// until it is in front. If setting the mode fails, the handle stays in normal mode
+    /// until it is in front. (In a program with several threads, another thread may take
+    /// the signal and run its handler a moment later: continued in the background, a loop
+    /// that watches such a signal waits up to
+    /// [`SUSPEND_SIGNAL_WAIT_MS`](crate::limits::SUSPEND_SIGNAL_WAIT_MS) for one before it
+    /// sets the mode.) If setting the mode fails, the handle stays in normal mode
     /// and the error says the stop happened. A [`Signal`] handle on `SIGTSTP` does not see
     /// this stop (see `stop_group_as_ctrl_z` in the platform crate for the moments around
     /// it). It is what such a handle calls, though: a `SIGTSTP` sent from elsewhere
@@ -1057,7 +1063,7 @@ impl Tty {
                 ),
             ));
         }
-        if let Some(signum) = lp.fatal_signal_waiting().filter(|_| !in_front) {
+        if let Some(signum) = (!in_front).then(|| fatal_signal_after_continue(lp)).flatten() {
             // A shell's `kill %1` of a stopped job: `SIGTERM`, then `SIGCONT`. Stopped again by
             // `SIGTTOU` here, the program would not heed the signal until it is in front.
             return Err(io::Error::new(
@@ -1147,6 +1153,31 @@ impl Tty {
     /// terminal could not be reopened privately (see [`Tty::open`]).
     pub fn writes_block(self, lp: &Loop) -> io::Result<bool> {
         Ok(lp.stream_ref(self.0, HandleKind::Tty)?.blocking)
+    }
+}
+
+/// The signal that ends a process by default that waits for a watcher of this loop, if
+/// one does, once [`Tty::suspend`] has been continued in the background: a shell's `kill
+/// %1` of a stopped job sends `SIGTERM`, then `SIGCONT`.
+///
+/// A thread that takes a signal runs its handler before it goes on, so in a program with
+/// one thread the signal is seen at once. With several, another thread may have taken it
+/// and not yet run the handler that tells the loop (it may be waiting for a CPU): without
+/// the signal, this waits up to [`SUSPEND_SIGNAL_WAIT_MS`] for it, in 1 ms steps. Stopped
+/// again by `SIGTTOU` meanwhile, the program would heed it only once in front.
+fn fatal_signal_after_continue(lp: &Loop) -> Option<i32> {
+    if !lp.watches_fatal_signal() {
+        return None;
+    }
+    let deadline = Instant::now() + Duration::from_millis(SUSPEND_SIGNAL_WAIT_MS);
+    loop {
+        if let Some(signum) = lp.fatal_signal_waiting() {
+            return Some(signum);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
