@@ -1760,9 +1760,13 @@ impl Command {
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
     /// calls `cb` once: when the child has exited and both streams have reached end of file.
     /// Its stdin is `/dev/null` unless the command sets one (but not to a new pipe, which
-    /// would have no owner: [`output_with_input`](Command::output_with_input) feeds one); the command's own stdout and
-    /// stderr settings are overridden, but for [`Stdio::SameAs`]: `stderr(Stdio::SameAs(1))`
-    /// captures both streams in `stdout`, in the order the child wrote them (`2>&1`).
+    /// would have no owner: [`output_with_input`](Command::output_with_input) feeds one).
+    /// stdout and stderr are captured unless the command sends them elsewhere, as with
+    /// std's `output`: a stream set to [`Stdio::Null`], a file ([`Stdio::Fd`]), the
+    /// program's own ([`Stdio::Inherit`]) or a handle goes there, and its field of
+    /// [`Output`] stays empty (stderr to a log file, stdout captured, say), with no pipe
+    /// made for it. `stderr(Stdio::SameAs(1))` captures both streams in `stdout`, in the
+    /// order the child wrote them (`2>&1`).
     ///
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself once
     /// `cb` has returned (unless `cb` closed it): inside `cb` it still reaches what the child
@@ -1777,9 +1781,7 @@ impl Command {
     /// A read error (rare: the streams are pipes) is what `cb` receives, in place of the
     /// output.
     ///
-    /// A [`Stdio::Handle`] as the command's stdout or stderr is refused (an `InvalidInput`
-    /// error, the handle left as it was): it would stay unused, and a reader at its other
-    /// end would wait for good. The capture keeps `run` going until `cb` has run, whatever the
+    /// The capture keeps `run` going until `cb` has run, whatever the
     /// [`set_ref`](Process::set_ref) of the returned process handle, except while its output is paused
     /// ([`Process::pause_output`]): then only the running child does, as a stopped read
     /// keeps nothing alive, so a program that resumes from outside the loop (another
@@ -3279,9 +3281,10 @@ struct Capture {
     /// Closed after the last event, not at the exit: a grandchild holding the streams open
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
-    /// The capture's own pipes (stdout's, stderr's, then the input's), closed when it is
-    /// abandoned.
-    pipes: Vec<Pipe>,
+    /// The capture's own pipes, closed when it is abandoned: those of the streams it
+    /// captures (not those the command sends elsewhere), and the input's.
+    outputs: Vec<(OutputStream, Pipe)>,
+    input: Option<Pipe>,
     /// `Command::wait_delay`, and the timer that runs it out once the child exited, while
     /// the output is not `paused` (`pause_output`).
     wait_delay: Option<Duration>,
@@ -3344,18 +3347,18 @@ impl Capture {
         // after a slow callback in the same batch must still get its whole delay.
         lp.update_time();
         let timer = crate::Timer::once(lp, delay, move |lp| {
-            let pipes = {
+            let (outputs, input) = {
                 let mut c = st.borrow_mut();
                 c.delay_timer = None;
                 if c.cb.is_none() || c.paused {
                     return;
                 }
-                c.pipes.clone()
+                (c.outputs.clone(), c.input)
             };
             // What the pipes hold already is the child's too: read before cutting. (It
             // may end a stream, or the capture; the sink may abandon it, or pause it, which
             // holds the cut off until the resume starts the delay again.)
-            for p in &pipes[..pipes.len().min(2)] {
+            for (_, p) in &outputs {
                 lp.stream_read_now(p.0);
             }
             {
@@ -3366,7 +3369,8 @@ impl Capture {
                 c.delay_over = true;
             }
             log::debug!("a child's streams still open {delay:?} after its exit: closing them");
-            for (i, p) in pipes.into_iter().enumerate() {
+            let outputs = outputs.into_iter().map(|(_, p)| (p, true));
+            for (p, output) in outputs.chain(input.map(|p| (p, false))) {
                 // (One that ended is closing or gone already.)
                 if p.is_closing(lp).ok() != Some(false) {
                     continue;
@@ -3374,7 +3378,7 @@ impl Capture {
                 let _ = p.close(lp);
                 // The outputs count here; the input's write, cancelled by the close, counts
                 // when its callback runs (`feed`).
-                if i < 2 {
+                if output {
                     Capture::one_done(&st, lp, |c| c.cut = true);
                 }
             }
@@ -3571,7 +3575,7 @@ struct ProcessExtras {
     close_hook: Option<CloseHook>,
     /// A capture's output pipes, for [`Process::pause_output`]: those that ended are closed
     /// or closing.
-    output: Vec<Pipe>,
+    output: Vec<(OutputStream, Pipe)>,
     /// What else pausing and resuming a capture's output does: its `wait_delay`.
     on_flow: Option<FlowHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
@@ -4783,13 +4787,7 @@ impl Loop {
                 ));
             }
         };
-        // (stdout, then stderr.)
-        let wanted = |i: usize| match which {
-            None => true,
-            Some(OutputStream::Stdout) => i == 0,
-            Some(OutputStream::Stderr) => i == 1,
-        };
-        for (_, pipe) in pipes.into_iter().enumerate().filter(|&(i, _)| wanted(i)) {
+        for (_, pipe) in pipes.into_iter().filter(|&(stream, _)| which.is_none_or(|w| w == stream)) {
             // A stream that ended is closed or closing: nothing left to pause or resume.
             if !self.handle_flags(pipe.0, HandleKind::Pipe).is_ok_and(|f| !f.contains(Flags::CLOSING)) {
                 continue;
@@ -5269,39 +5267,38 @@ impl Loop {
         cb: OutputCb,
     ) -> io::Result<Process> {
         let what = if sink.is_some() { "stream_output" } else { "output" };
-        // A handle given as stdout or stderr would be left unused, and open: a reader at its
-        // other end would wait for an end of file that never comes. Refuse it up front.
-        if let Some((target, _)) =
-            cmd.stdio.iter().find(|(t, s)| matches!(t, 1 | 2) && matches!(s, Stdio::Handle(_)))
-        {
-            return Err(invalid(format!(
-                "spawn `{}`: {what}() captures stdout and stderr itself; the handle given as child fd \
-                 {target} would stay unused (use spawn to give the child a handle)",
-                cmd.name()
-            )));
-        }
         // Pipes other than the captured ones would have no owner: refuse them up front.
-        if let Some((target, _)) =
-            cmd.stdio.iter().find(|(t, s)| !matches!(t, 1 | 2) && matches!(s, Stdio::Pipe | Stdio::PipeIn))
-        {
+        if let Some((target, _)) = cmd.stdio.iter().find(|(t, s)| match s {
+            Stdio::Pipe => !matches!(t, 1 | 2),
+            Stdio::PipeIn => true,
+            _ => false,
+        }) {
             return Err(invalid(format!(
                 "spawn `{}`: {what}() captures stdout and stderr only; child fd {target} cannot be a new pipe \
                  (pass one end of a Pipe::pair as Stdio::Handle, or use spawn)",
                 cmd.name()
             )));
         }
+        // stdout and stderr, unless the command sends them elsewhere (as std's `output`).
+        let captured =
+            [(1, OutputStream::Stdout), (2, OutputStream::Stderr)].into_iter().filter(|(target, _)| {
+                matches!(cmd.stdio.iter().find(|(t, _)| t == target), None | Some((_, Stdio::Pipe)))
+            });
+        let captured: Vec<_> = captured.collect();
         let state = Rc::new(RefCell::new(Capture {
             stdout: Vec::new(),
             stderr: Vec::new(),
             status: None,
             error: None,
-            left: if input.is_some() { 4 } else { 3 },
+            // The exit, the end of each captured stream, and the input's write.
+            left: 1 + captured.len() as u8 + u8::from(input.is_some()),
             cb: Some(cb),
             sink,
             cancelled: false,
             timed_out: false,
             process: None,
-            pipes: Vec::new(),
+            outputs: Vec::new(),
+            input: None,
             wait_delay: cmd.wait_delay,
             limit: cmd.output_limit,
             dropped: Default::default(),
@@ -5314,24 +5311,22 @@ impl Loop {
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
-        let mut ours = Vec::with_capacity(3);
+        let mut outputs = Vec::with_capacity(captured.len());
+        let mut stdin = None;
         let mut links = Vec::with_capacity(3);
         let mut child_ends = Vec::with_capacity(3);
         let opened = (|| -> io::Result<()> {
-            for target in [1, 2] {
+            for (target, stream) in captured {
                 let (r, w) = fd::pipe()?;
                 fd::set_fresh_pipe_nonblocking(r.as_fd())?;
-                ours.push(Pipe::from_private(self, r, true, false)?);
-                // `2>&1`: stderr goes where stdout goes, and its own pipe just ends.
-                if !cmd.stdio.iter().any(|(t, s)| *t == target && matches!(s, Stdio::SameAs(_))) {
-                    links.push((target, w.as_raw_fd()));
-                }
+                outputs.push((stream, Pipe::from_private(self, r, true, false)?));
+                links.push((target, w.as_raw_fd()));
                 child_ends.push(w);
             }
             if input.is_some() {
                 let (r, w) = fd::pipe()?;
                 fd::set_fresh_pipe_nonblocking(w.as_fd())?;
-                ours.push(Pipe::from_private(self, w, false, true)?);
+                stdin = Some(Pipe::from_private(self, w, false, true)?);
                 links.push((0, r.as_raw_fd()));
                 child_ends.push(r);
             } else if !cmd.stdio.iter().any(|(target, _)| *target == 0) {
@@ -5366,7 +5361,7 @@ impl Loop {
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                for p in ours {
+                for p in outputs.iter().map(|&(_, p)| p).chain(stdin) {
                     let _ = p.close(self);
                 }
                 return Err(e);
@@ -5375,7 +5370,7 @@ impl Loop {
         {
             let mut c = state.borrow_mut();
             c.process = Some(child.process);
-            c.pipes.extend_from_slice(&ours);
+            (c.outputs, c.input) = (outputs.clone(), stdin);
         }
         // Closed before `cb` runs, the handle abandons the capture: `cb` and the sink go
         // uncalled, and the pipes close now; a silent grandchild holding the streams open
@@ -5384,7 +5379,7 @@ impl Loop {
         self.process_on_close(
             child.process.0,
             Box::new(move |lp| {
-                let (pipes, timer) = {
+                let (outputs, input, timer) = {
                     let mut c = st.borrow_mut();
                     if c.cb.is_none() {
                         return;
@@ -5393,12 +5388,12 @@ impl Loop {
                     c.cb = None;
                     c.sink = None;
                     c.process = None;
-                    (std::mem::take(&mut c.pipes), c.delay_timer.take())
+                    (std::mem::take(&mut c.outputs), c.input.take(), c.delay_timer.take())
                 };
                 if let Some(t) = timer {
                     let _ = t.close(lp);
                 }
-                for p in pipes {
+                for p in outputs.into_iter().map(|(_, p)| p).chain(input) {
                     // (One that ended already is closing or gone: nothing to do.)
                     let _ = p.close(lp);
                 }
@@ -5407,12 +5402,11 @@ impl Loop {
         // The child keeps the loop going until it is reaped, whatever the handle's `set_ref`
         // (the pipes, the capture's own, keep it going until the streams end).
         self.child_keeps_loop_alive(child.process.0);
-        if let Some(input) = input {
-            let stdin = ours.pop().expect("the input pipe");
+        if let (Some(input), Some(stdin)) = (input, stdin) {
             Capture::feed(&state, self, stdin, input);
         }
         let extras = self.children.extras.entry(child.process.0.key).or_default();
-        extras.output = ours.clone();
+        extras.output = outputs.clone();
         if cmd.wait_delay.is_some() {
             // A pause of either stream holds the delay off, and the resume of the last one
             // paused starts it again.
@@ -5422,7 +5416,7 @@ impl Loop {
                     let mut c = st.borrow_mut();
                     // Only output still to come is held back: once both streams ended, a
                     // pause leaves the delay to cut what is left (a stuck input write).
-                    c.paused = c.pipes.iter().take(2).any(|p| lp.read_paused(p.0));
+                    c.paused = c.outputs.iter().any(|(_, p)| lp.read_paused(p.0));
                     if c.paused { c.delay_timer.take() } else { None }
                 };
                 match timer {
@@ -5433,7 +5427,8 @@ impl Loop {
                 }
             }));
         }
-        for (i, pipe) in ours.into_iter().enumerate() {
+        for (which, pipe) in outputs {
+            let i = usize::from(which == OutputStream::Stderr);
             let st = state.clone();
             let started = pipe.read_start(self, move |lp, p, ev| match ev {
                 ReadEvent::Data(d) => {
@@ -5446,7 +5441,6 @@ impl Loop {
                             // only with the sink.)
                             let process = c.process;
                             drop(c);
-                            let which = if i == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
                             if let Some(process) = process {
                                 sink(lp, process, which, d);
                             }

@@ -947,7 +947,7 @@ impl Tty {
     /// until it is in front. (In a program with several threads, another thread may take
     /// the signal and run its handler a moment later: continued in the background, a loop
     /// that watches such a signal waits up to
-    /// [`SUSPEND_SIGNAL_WAIT_MS`](crate::limits::SUSPEND_SIGNAL_WAIT_MS) for one before it
+    /// [`SUSPEND_SIGNAL_WAIT_MS`] for one before it
     /// sets the mode.) If setting the mode fails, the handle stays in normal mode
     /// and the error says the stop happened. A [`Signal`] handle on `SIGTSTP` does not see
     /// this stop (see `stop_group_as_ctrl_z` in the platform crate for the moments around

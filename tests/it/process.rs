@@ -4730,36 +4730,36 @@ case!(
 case!(
     /// Issue 6: `output` left a handle given as stdout or stderr alone and captured through
     /// pipes of its own, so the handle stayed open, unused, and a reader at its other end
-    /// waited for good (a `2>&1` attempt; build-tool trial). It is refused now, the handle
-    /// left as it was.
-    fn issue_6_output_refuses_a_handle_as_stdout_or_stderr() {
+    /// waited for good (a `2>&1` attempt; build-tool trial). It was refused then; now the
+    /// child gets it, as from `spawn` (build-runner trial), and the stream is not captured.
+    fn issue_6_output_gives_a_handle_as_stdout_or_stderr_to_the_child() {
         let mut lp = crate::util::test_loop();
-        let (r, w) = Pipe::pair(&mut lp).unwrap();
         for target in [1, 2] {
-            let mut cmd = sh("echo hi");
-            cmd.fd(target, w);
-            let err = cmd.output(&mut lp, |_, _| unreachable!()).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-            assert!(err.to_string().contains(&format!("child fd {target}")), "{err}");
-            let err = cmd
-                .stream_output(&mut lp, |_, _, _, _| unreachable!(), |_, _, _| unreachable!())
-                .unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-            assert!(err.to_string().contains("stream_output()"), "{err}");
+            for streaming in [false, true] {
+                let (r, w) = Pipe::pair(&mut lp).unwrap();
+                let mut cmd = sh("echo hi; echo hi >&2");
+                cmd.fd(target, w);
+                let captured = Rc::new(RefCell::new(Vec::new()));
+                let c = captured.clone();
+                if streaming {
+                    let sink = move |_: &mut Loop, _, _, d: &[u8]| c.borrow_mut().extend_from_slice(d);
+                    cmd.stream_output(&mut lp, sink, |_, _, res| assert!(res.unwrap().success())).unwrap();
+                } else {
+                    cmd.output(&mut lp, move |_, out| {
+                        let out = out.unwrap();
+                        c.borrow_mut().extend(out.stdout.iter().chain(&out.stderr));
+                    })
+                    .unwrap();
+                }
+                // The spawn took the handle; the reader at the other end gets the stream,
+                // then end of file.
+                assert_ne!(w.is_closing(&lp).ok(), Some(false));
+                let got = collect(&mut lp, r);
+                lp.run(RunMode::Default).unwrap();
+                assert_eq!((&got.borrow().data[..], got.borrow().eof), (&b"hi\n"[..], true));
+                assert_eq!(*captured.borrow(), b"hi\n", "the other stream, captured");
+            }
         }
-        // Nothing was spawned, and the handle is still ours.
-        assert!(w.write_queue_size(&lp).is_ok());
-        w.write(&mut lp, b"still mine", |_, r| r.unwrap()).unwrap();
-        w.close(&mut lp).unwrap();
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let g = got.clone();
-        r.read_start(&mut lp, move |lp, r, ev| match ev {
-            ReadEvent::Data(d) => g.borrow_mut().extend_from_slice(d),
-            _ => r.close(lp).unwrap(),
-        })
-        .unwrap();
-        lp.run(RunMode::Default).unwrap();
-        assert_eq!(*got.borrow(), b"still mine");
     }
 );
 
@@ -5079,6 +5079,91 @@ case!(
         lp.run(RunMode::Default).unwrap();
         assert!(done.get());
         assert_eq!(&got.borrow()[..], b"typed\n");
+    }
+);
+
+/// Runs `cmd.output` to the end.
+fn captured(lp: &mut Loop, cmd: &Command) -> evloop::Output {
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    cmd.output(lp, move |_, out| *g.borrow_mut() = Some(out.unwrap())).unwrap();
+    lp.run(RunMode::Default).unwrap();
+    got.borrow_mut().take().expect("the capture's callback ran")
+}
+
+case!(
+    /// A capture takes stdout and stderr unless the command sends them elsewhere, as std's
+    /// `output` does, and makes no pipe for a stream it does not take (build-runner trial:
+    /// `stdout(Stdio::Null)` or a file was silently captured all the same, and
+    /// `stderr(Stdio::SameAs(1))` made a pipe that went unused, two fds a job).
+    fn issue_6_a_capture_leaves_the_streams_the_command_sends_elsewhere() {
+        let script = "echo out; echo err >&2";
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // stderr to a file, stdout captured.
+            let dir = TempDir::new("capture-elsewhere");
+            let log = dir.0.join("err.log");
+            let mut cmd = sh(script);
+            cmd.stderr(File::create(&log).unwrap());
+            let out = captured(&mut lp, &cmd);
+            assert_eq!((&out.stdout[..], &out.stderr[..]), (&b"out\n"[..], &b""[..]), "{name}");
+            assert_eq!(std::fs::read(&log).unwrap(), b"err\n", "{name}");
+            // stdout dropped, stderr captured; and both dropped.
+            let mut cmd = sh(script);
+            cmd.stdout(Stdio::Null);
+            let out = captured(&mut lp, &cmd);
+            assert_eq!((&out.stdout[..], &out.stderr[..]), (&b""[..], &b"err\n"[..]), "{name}");
+            cmd.stderr(Stdio::Null);
+            let out = captured(&mut lp, &cmd);
+            assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "{name}");
+            // stdout to a handle of ours, which the spawn takes (it was refused), stderr
+            // captured.
+            let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh(script);
+            cmd.stdout(tx);
+            let to_us = collect(&mut lp, rx);
+            let out = captured(&mut lp, &cmd);
+            assert_eq!((&out.stdout[..], &out.stderr[..]), (&b""[..], &b"err\n"[..]), "{name}");
+            assert_eq!(to_us.borrow().data, b"out\n", "{name}");
+            assert!(tx.is_closing(&lp).is_err(), "{name}: the spawn took the handle");
+            // stream_output hands over only what it captures.
+            let mut cmd = sh(script);
+            cmd.stdout(Stdio::Null);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            cmd.stream_output(
+                &mut lp,
+                move |_, _, which, bytes| s.borrow_mut().push((which, bytes.to_vec())),
+                |_, _, status| assert!(status.unwrap().success()),
+            )
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*seen.borrow(), [(evloop::OutputStream::Stderr, b"err\n".to_vec())], "{name}");
+            // A pipe the child would read as its stdout has no owner: refused.
+            let mut cmd = sh(script);
+            cmd.stdout(Stdio::PipeIn);
+            let e = cmd.output(&mut lp, |_, _| panic!("never started")).unwrap_err();
+            assert!(e.to_string().contains("cannot be a new pipe"), "{name}: {e}");
+            // `2>&1` makes one pipe, not two: two fds fewer held while the child runs than
+            // with both streams captured.
+            let mut held = Vec::new();
+            for merged in [false, true] {
+                let mut cmd = Command::new("cat");
+                cmd.stdin(Stdio::PipeIn);
+                if merged {
+                    cmd.stderr(Stdio::SameAs(1));
+                }
+                let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+                cmd.stdin(rx);
+                let before = evloop_platform::fd::open_fds().unwrap().len();
+                let job = cmd.stream_output(&mut lp, |_, _, _, _| {}, |_, _, _| {}).unwrap();
+                held.push(evloop_platform::fd::open_fds().unwrap().len() as i64 - before as i64);
+                tx.close(&mut lp).unwrap();
+                lp.run(RunMode::Default).unwrap();
+                assert!(job.is_closing(&lp).is_err(), "{name}: the capture's handle is gone");
+            }
+            assert_eq!(held[0] - held[1], 1, "{name}: fds held {held:?} (the read end of stderr's pipe)");
+        }
     }
 );
 
