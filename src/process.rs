@@ -3080,9 +3080,10 @@ type GroupDoneCb = Box<dyn FnOnce(&mut Loop, io::Result<GroupEnd>)>;
 pub struct Output {
     /// How the child ended.
     pub status: ExitStatus,
-    /// Everything it wrote to stdout.
+    /// Everything it wrote to stdout (and to stderr under `2>&1`); empty where the command
+    /// sent stdout elsewhere ([`Command::output`]).
     pub stdout: Vec<u8>,
-    /// Everything it wrote to stderr.
+    /// Everything it wrote to stderr; empty where the command sent stderr elsewhere.
     pub stderr: Vec<u8>,
     /// The output was cut short: the child had exited, and its stdout or stderr was still
     /// open (a descendant held it) when the command's [`wait_delay`](Command::wait_delay)
