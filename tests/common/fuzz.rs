@@ -3,8 +3,9 @@
 //! A seed drives a deterministic generator of loop operations: create and close pipes (also
 //! from inside callbacks), start and stop reads, write, send, try_write and shutdown, start, stop
 //! and re-arm timers, wake async handles from other threads, spawn, kill and give deadlines to
-//! children (some with timeouts), use stale and foreign ids, and run the loop a step at a
-//! time. A small model of what must be true runs beside it:
+//! children (some with timeouts), capture children's output (each stream captured, dropped
+//! or joined to the other), use stale and foreign ids, and run the loop a step at a time.
+//! A small model of what must be true runs beside it:
 //!
 //! - no panic, anywhere;
 //! - every write and shutdown callback runs exactly once, and every close callback exactly
@@ -13,6 +14,8 @@
 //!   all of them when the writer shut down cleanly and the reader read to end of file;
 //! - a stale or foreign id always gives an error;
 //! - a child's exit callback can read its recorded resource usage, and only where asked for;
+//! - a capture of a child that ended well holds what the child wrote to the streams it
+//!   captures, and nothing of those the command sends elsewhere;
 //! - a stopped timer never fires, a one-shot timer fires at most once per start;
 //! - once the loop is dropped, no fd is left that it opened.
 //!
@@ -108,6 +111,8 @@ struct PipeModel {
 struct ProcModel {
     p: Process,
     open: bool,
+    /// A capture's handle closes itself once its callback has run.
+    closed_itself: Rc<Cell<bool>>,
     /// Exit callbacks run: at most one, and exactly one unless the handle closed first.
     exits: Rc<Cell<u32>>,
     /// The lossy flag of the pipe model wired to its stdin/stdout (a `cat`), if any.
@@ -233,6 +238,97 @@ fn start_reading(
             }
         }
     })
+}
+
+/// Where a capture's child sends one of its output streams.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Dest {
+    Captured,
+    Null,
+    /// To the other stream (`2>&1`, `1>&2`).
+    Joined,
+}
+
+/// A capture (`output` or `stream_output`) of a shell that writes a line to each stream,
+/// each captured, dropped or sent to the other; once the shell ends well, what the capture
+/// got must be what the settings say. Its done callback counts in `exits`.
+fn start_capture(
+    lp: &mut Loop,
+    rng: &mut Rng,
+    record: bool,
+    exits: Rc<Cell<u32>>,
+    closed_itself: Rc<Cell<bool>>,
+) -> io::Result<Process> {
+    let dests = [Dest::Captured, Dest::Null, Dest::Joined];
+    let (out, err) = loop {
+        let pair = (dests[rng.below(3) as usize], dests[rng.below(3) as usize]);
+        if pair != (Dest::Joined, Dest::Joined) {
+            break pair;
+        }
+    };
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo o; echo e >&2"]).kill_on_drop(true).record_usage(record);
+    for (fd, dest) in [(1, out), (2, err)] {
+        match dest {
+            Dest::Captured => {}
+            Dest::Null => {
+                cmd.fd(fd, Stdio::Null);
+            }
+            Dest::Joined => {
+                cmd.fd(fd, Stdio::SameAs(3 - fd));
+            }
+        }
+    }
+    if rng.chance(20) {
+        cmd.timeout(Duration::from_millis(rng.below(20)), Duration::from_millis(rng.below(20)));
+    }
+    // What each field must hold, if captured: stdout's line, then stderr's (the shell's
+    // order), each where its stream goes.
+    let line = |b: &'static [u8], cond: bool| if cond { b } else { &b""[..] };
+    let want_out = match out {
+        Dest::Captured => [b"o\n", line(b"e\n", err == Dest::Joined)].concat(),
+        _ => Vec::new(),
+    };
+    let want_err = match err {
+        Dest::Captured => [line(b"o\n", out == Dest::Joined), b"e\n"].concat(),
+        _ => Vec::new(),
+    };
+    let want = (want_out, want_err);
+    let check = move |status: &evloop::ExitStatus, got: (&[u8], &[u8])| {
+        if status.success() {
+            assert_eq!(got, (&want.0[..], &want.1[..]), "capture of stdout {out:?}, stderr {err:?}");
+        }
+    };
+    if rng.chance(50) {
+        return cmd.output(lp, move |_, res| {
+            exits.set(exits.get() + 1);
+            closed_itself.set(true);
+            let o = res.expect("a capture's result");
+            assert_eq!(o.usage.is_some(), record, "resource usage (recorded: {record})");
+            check(&o.status, (&o.stdout, &o.stderr));
+        });
+    }
+    let got = Rc::new(RefCell::new((Vec::new(), Vec::new())));
+    let g = got.clone();
+    cmd.stream_output(
+        lp,
+        move |_, _, which, bytes| {
+            let mut g = g.borrow_mut();
+            let into = if which == evloop::OutputStream::Stdout { &mut g.0 } else { &mut g.1 };
+            into.extend_from_slice(bytes);
+        },
+        move |lp, p, res| {
+            exits.set(exits.get() + 1);
+            closed_itself.set(true);
+            let usage = p.resource_usage(lp);
+            assert!(record == matches!(usage, Ok(Some(_))), "resource usage (recorded: {record}): {usage:?}");
+            // (Cut short by its timeout: `TimedOut`.)
+            if let Ok(status) = res {
+                let g = got.borrow();
+                check(&status, (&g.0, &g.1));
+            }
+        },
+    )
 }
 
 /// Runs one sequence of `ops` operations from `seed`. `Err` describes the first violation.
@@ -553,6 +649,13 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     );
                     p.timed_out(lp).expect("timed_out of an open handle");
                 };
+                let closed_itself = Rc::new(Cell::new(false));
+                if rng.chance(25) {
+                    let p = start_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
+                        .map_err(|e| format!("{}: {e}", ctx(op, "capture")))?;
+                    procs.push(ProcModel { p, open: true, closed_itself, exits, lossy: None });
+                    continue;
+                }
                 let mut cmd;
                 let kind = rng.below(4);
                 match kind {
@@ -584,13 +687,14 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     lossy = Some(p.lossy.clone());
                     pipes.push(p);
                 }
-                procs.push(ProcModel { p: child.process, open: true, exits, lossy });
+                procs.push(ProcModel { p: child.process, open: true, closed_itself, exits, lossy });
             }
             // Kill a child (it may have exited: then ESRCH), give it a deadline, or close its
             // handle.
             90..=92 if !procs.is_empty() => {
                 let i = rng.below(procs.len() as u64) as usize;
                 let pm = &mut procs[i];
+                pm.open &= !pm.closed_itself.get();
                 if rng.chance(20) {
                     let after = Duration::from_millis(rng.below(10));
                     match pm.p.terminate_after(lp, after, Duration::from_millis(rng.below(10))) {
