@@ -1758,7 +1758,8 @@ impl Command {
     }
 
     /// Starts the child with its stdout and stderr captured, as std's `output` does, and
-    /// calls `cb` once: when the child has exited and both streams have reached end of file.
+    /// calls `cb` once: when the child has exited and the captured streams have reached end of
+    /// file.
     /// Its stdin is `/dev/null` unless the command sets one (but not to a new pipe, which
     /// would have no owner: [`output_with_input`](Command::output_with_input) feeds one).
     /// stdout and stderr are captured unless the command sends them elsewhere, as with
@@ -1864,8 +1865,8 @@ impl Command {
     /// Like [`output`](Command::output), handing the output to `on_data` as it comes
     /// instead of keeping it: memory stays bounded by the read cap however much the child
     /// prints. `on_data` gets each piece with the stream it came from, in order per stream;
-    /// `on_done` runs once, when the child has exited and both streams have ended, with its
-    /// status (or the first error). Both get the capture's process handle, as `spawn`'s exit
+    /// `on_done` runs once, when the child has exited and the streams it hands over have
+    /// ended, with its status (or the first error). Both get the capture's process handle, as `spawn`'s exit
     /// callback does: `on_data` can pause the output with it, `on_done` read the child's
     /// [`resource_usage`](Process::resource_usage) or end what it left in its group. A child's stdin is `/dev/null` unless the command sets
     /// one (not to a new pipe: to feed it, give it the read end of a [`Pipe::pair`] as a
@@ -2958,7 +2959,7 @@ impl Process {
     /// back-pressure for output that cannot go anywhere now (a terminal that is not being
     /// read, a slow consumer). The child's writes then block once its pipes fill, so memory
     /// stays bounded; the child still runs, and can still be killed. The capture ends only
-    /// after both streams have ended, so `on_done` waits for the resume (a
+    /// after its streams have ended, so `on_done` waits for the resume (a
     /// [`wait_delay`](Command::wait_delay) does not run out while paused). Pausing paused
     /// output does nothing.
     ///
@@ -3262,7 +3263,7 @@ pub enum OutputStream {
 
 type OutputSink = Box<dyn FnMut(&mut Loop, Process, OutputStream, &[u8])>;
 
-/// [`Command::output`]'s progress: the exit and the two ends of file it waits for, and with
+/// [`Command::output`]'s progress: the exit and the ends of file it waits for, and with
 /// [`Command::output_with_input`] the end of the input's write.
 struct Capture {
     stdout: Vec<u8>,
@@ -4769,7 +4770,7 @@ impl Loop {
     }
 
     /// [`Process::pause_output`] (`pause`) and [`Process::resume_output`].
-    /// Pauses or resumes the capture's output: both streams, or the one of `which`.
+    /// Pauses or resumes the capture's output: every stream it captures, or the one of `which`.
     fn process_output_flow(
         &mut self,
         id: HandleId,
@@ -5415,7 +5416,7 @@ impl Loop {
             extras.on_flow = Some(Box::new(move |lp| {
                 let timer = {
                     let mut c = st.borrow_mut();
-                    // Only output still to come is held back: once both streams ended, a
+                    // Only output still to come is held back: once the streams ended, a
                     // pause leaves the delay to cut what is left (a stuck input write).
                     c.paused = c.outputs.iter().any(|(_, p)| lp.read_paused(p.0));
                     if c.paused { c.delay_timer.take() } else { None }
