@@ -58,7 +58,7 @@
 //!
 //! - [`Command::output`] and [`Command::stream_output`] (its output as it comes, in the
 //!   pieces the reads give; [`Lines`](crate::Lines) cuts them into lines) join a job's
-//!   exit and the end of both its output streams, which a hand-written `spawn` must do
+//!   exit and the end of its output streams, which a hand-written `spawn` must do
 //!   itself. [`Command::wait_delay`] bounds the wait for a grandchild that keeps a pipe open
 //!   after the job exited, and [`Command::output_limit`] the memory a job's output takes.
 //! - Start each job in a group of its own ([`Command::process_group`]`(0)`), with
@@ -1589,7 +1589,7 @@ impl Command {
     ///
     /// A long-running child the program talks to over its stdio (a language server, a REPL
     /// behind an editor) needs no such bookkeeping: [`stream_output`](Command::stream_output)
-    /// hands over its output as it comes and joins the exit with both ends of file, with
+    /// hands over its output as it comes and joins the exit with the ends of file, with
     /// [`Stdio::Handle`] of the read end of a [`Pipe::pair`] as its stdin for the requests,
     /// [`wait_delay`](Command::wait_delay) for a descendant that keeps the output open, and
     /// [`Process::pause_output`] for back-pressure.
@@ -1763,11 +1763,13 @@ impl Command {
     /// Its stdin is `/dev/null` unless the command sets one (but not to a new pipe, which
     /// would have no owner: [`output_with_input`](Command::output_with_input) feeds one).
     /// stdout and stderr are captured unless the command sends them elsewhere, as with
-    /// std's `output`: a stream set to [`Stdio::Null`], a file ([`Stdio::Fd`]), the
-    /// program's own ([`Stdio::Inherit`]) or a handle goes there, and its field of
-    /// [`Output`] stays empty (stderr to a log file, stdout captured, say), with no pipe
-    /// made for it. `stderr(Stdio::SameAs(1))` captures both streams in `stdout`, in the
-    /// order the child wrote them (`2>&1`).
+    /// std's `output`: a stream set to anything but [`Stdio::Pipe`] ([`Stdio::Null`], a
+    /// file as [`Stdio::Fd`], the program's own with [`Stdio::Inherit`] or
+    /// [`Stdio::InheritFrom`], a handle, [`Stdio::Close`], or [`Stdio::SameAs`] a stream not
+    /// captured) goes there, and its field of [`Output`] stays empty (stderr to a log file,
+    /// stdout captured, say), with no pipe made for it; [`Stdio::PipeIn`], a pipe the child
+    /// would read, is refused. `stderr(Stdio::SameAs(1))` captures both streams in
+    /// `stdout`, in the order the child wrote them (`2>&1`).
     ///
     /// The returned [`Process`] handle can kill the child meanwhile, and closes itself once
     /// `cb` has returned (unless `cb` closed it): inside `cb` it still reaches what the child
@@ -1821,7 +1823,7 @@ impl Command {
     /// pipe, which then closes, so the child reads end of file after it (duct's
     /// `stdin_bytes`). The input is any bytes: a `Vec<u8>` moved in, or an `Rc<[u8]>`
     /// shared by many runs, which is not copied (see [`Pipe::write_shared`]). `cb` runs once
-    /// the child has exited, both output streams have ended and the input is written or
+    /// the child has exited, the captured streams have ended and the input is written or
     /// refused.
     ///
     /// A child that exits, or closes its stdin, without reading all of `input` is not an
@@ -2971,7 +2973,8 @@ impl Process {
     /// child blocked on a full pipe, which never exits, it does not return at all.
     ///
     /// An error for a process whose output is not captured (one from [`Command::spawn`]:
-    /// pause its pipes with [`Pipe::read_pause`]), and for a closed handle, which is what
+    /// pause its pipes with [`Pipe::read_pause`]; or a capture whose command sends both
+    /// streams elsewhere, which has nothing to pause), and for a closed handle, which is what
     /// the handle of a finished capture is once its callback has returned (within the
     /// callback, with the output all read, pausing and resuming do nothing).
     ///
@@ -4784,8 +4787,8 @@ impl Loop {
             Some(extras) if !extras.output.is_empty() => extras.output.clone(),
             _ => {
                 return Err(invalid(
-                    "the process's output is not captured (Command::output or stream_output); pause the pipes \
-                     of a spawned child with Pipe::read_pause",
+                    "the process's output is not captured (Command::output or stream_output, of a stream the \
+                     command does not send elsewhere); pause the pipes of a spawned child with Pipe::read_pause",
                 ));
             }
         };
@@ -5275,6 +5278,13 @@ impl Loop {
             Stdio::PipeIn => true,
             _ => false,
         }) {
+            if matches!(target, 1 | 2) {
+                return Err(invalid(format!(
+                    "spawn `{}`: {what}() captures stdout and stderr through pipes of its own; child fd \
+                     {target} cannot be a pipe the child reads (Stdio::PipeIn)",
+                    cmd.name()
+                )));
+            }
             return Err(invalid(format!(
                 "spawn `{}`: {what}() captures stdout and stderr only; child fd {target} cannot be a new pipe \
                  (pass one end of a Pipe::pair as Stdio::Handle, or use spawn)",

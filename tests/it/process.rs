@@ -5143,7 +5143,14 @@ case!(
             let mut cmd = sh(script);
             cmd.stdout(Stdio::PipeIn);
             let e = cmd.output(&mut lp, |_, _| panic!("never started")).unwrap_err();
-            assert!(e.to_string().contains("cannot be a new pipe"), "{name}: {e}");
+            assert!(e.to_string().contains("cannot be a pipe the child reads"), "{name}: {e}");
+            // Nothing captured: nothing to pause, and an error says why.
+            let mut cmd = sh(script);
+            cmd.stdout(Stdio::Null).stderr(Stdio::Null);
+            let job = cmd.output(&mut lp, |_, out| assert!(out.unwrap().stdout.is_empty())).unwrap();
+            let e = job.pause_output(&mut lp).unwrap_err();
+            assert!(e.to_string().contains("does not send elsewhere"), "{name}: {e}");
+            lp.run(RunMode::Default).unwrap();
             // `2>&1` makes one pipe, not two: two fds fewer held while the child runs than
             // with both streams captured.
             let mut held = Vec::new();
