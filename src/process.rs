@@ -1631,8 +1631,12 @@ impl Command {
     /// `\r\n` into `\r\r\n`).
     ///
     /// The child's exit and the master's end of file come in either order; a program that
-    /// needs all of the output waits for both. On an error nothing is left: the master's
-    /// handle is closed (in the loop's next close phase), and no child runs.
+    /// needs all of the output waits for both. The master is returned by this call, after
+    /// `on_exit` was made: an exit callback that needs it finds it where the program keeps
+    /// its state (an `Rc<Cell<Option<Tty>>>` set after the call, or
+    /// [`Loop::set_data`](crate::Loop::set_data)); it runs no sooner than the loop's next
+    /// iteration. On an error nothing is left: the master's handle is closed (in the loop's
+    /// next close phase), and no child runs.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
