@@ -75,10 +75,18 @@ fn main() -> std::io::Result<()> {
         // fd stays open, and the same, for the `AsyncFd`'s whole life.
         let afd = unsafe { AsyncFd::register(poller) }?;
         while lp.is_alive() {
-            let timeout = lp.backend_timeout().unwrap_or(Duration::from_secs(3600));
-            tokio::select! {
-                guard = afd.readable() => guard?.clear_ready(),
-                _ = tokio::time::sleep(timeout) => {}
+            match lp.backend_timeout() {
+                // Due now (a timer, or a stream still ready after its bounded reads, which
+                // makes no new edge for `AsyncFd`): no wait, only a turn for tokio's other
+                // tasks. (tokio's `sleep(Duration::ZERO)` would take a millisecond tick.)
+                Some(timeout) if timeout.is_zero() => tokio::task::yield_now().await,
+                timeout => {
+                    let timeout = timeout.unwrap_or(Duration::from_secs(3600));
+                    tokio::select! {
+                        guard = afd.readable() => guard?.clear_ready(),
+                        _ = tokio::time::sleep(timeout) => {}
+                    }
+                }
             }
             lp.run(RunMode::NoWait)?;
         }

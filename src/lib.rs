@@ -118,7 +118,7 @@ pub use async_handle::{Async, Waker};
 pub use channel::{Channel, Sender};
 pub use error::{is_cancelled, is_no_such_process, os_error_code};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
-pub use fd_watch::FdWatch;
+pub use fd_watch::{FdWatch, Interest, Readiness};
 pub use handle::{HandleId, HandleInfo, HandleKind};
 pub use lines::{LineEnd, Lines};
 pub use loop_watcher::{Check, Idle, Prepare};

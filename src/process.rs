@@ -4735,7 +4735,14 @@ impl Loop {
         }
         let res = res.map(ExitStatus::from).map_err(|e| {
             if e.raw_os_error() == Some(libc::ECHILD) {
-                context(e, format!("child {} was reaped by someone else (is SIGCHLD ignored?)", entry.pid))
+                context(
+                    e,
+                    format!(
+                        "child {} was reaped by someone else (SIGCHLD set to SIG_IGN, or other code \
+                         calling waitpid(-1) or wait())",
+                        entry.pid
+                    ),
+                )
             } else {
                 context(e, format!("waiting for child {}", entry.pid))
             }
