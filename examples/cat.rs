@@ -46,16 +46,12 @@ fn on_read(lp: &mut Loop, input: Pipe, output: Pipe, ev: ReadEvent<'_>) {
         }
         ReadEvent::Eof => {
             input.close(lp).expect("input is open");
-            // Close stdout's handle once the queued writes are out: `shutdown` where its fd
-            // allows that (a pipe), else (a terminal, or a file open for reading and
-            // writing) from the callback of an empty write, which completes after them.
+            // Close stdout's handle once the queued writes are out: `end` shuts its write
+            // side where its fd allows that (a pipe), else (a terminal, or a file open for
+            // reading and writing) waits for the queue to drain.
             let close = move |lp: &mut Loop, _| output.close(lp).expect("output is open");
-            match output.shutdown(lp, close) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                    output.write(lp, b"", close).expect("output is open");
-                }
-                Err(e) => fail("shutdown", e),
+            if let Err(e) = output.end(lp, close) {
+                fail("end", e);
             }
         }
         ReadEvent::Error(e) => fail("read", e),

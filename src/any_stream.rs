@@ -330,16 +330,8 @@ impl AnyStream {
             }
             ReadEvent::Eof => {
                 r.borrow_mut().ended = true;
-                let res = if end {
-                    match to.shutdown(lp, Relay::flushed(&r)) {
-                        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                            to.write(lp, b"", Relay::flushed(&r))
-                        }
-                        res => res,
-                    }
-                } else {
-                    to.write(lp, b"", Relay::flushed(&r))
-                };
+                let res =
+                    if end { to.end(lp, Relay::flushed(&r)) } else { to.write(lp, b"", Relay::flushed(&r)) };
                 if let Err(e) = res {
                     Relay::finish(&r, lp, Err(e));
                 }
@@ -415,6 +407,12 @@ impl AnyStream {
         cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static,
     ) -> io::Result<()> {
         forward!(self, h => h.shutdown(lp, cb))
+    }
+
+    /// As [`Pipe::end`]: `shutdown` where the write side can close alone, else an empty
+    /// write that waits for the queue to drain.
+    pub fn end(self, lp: &mut Loop, cb: impl FnOnce(&mut Loop, io::Result<()>) + 'static) -> io::Result<()> {
+        forward!(self, h => h.end(lp, cb))
     }
 
     /// As [`Pipe::write_queue_size`].

@@ -1178,9 +1178,7 @@ impl Loop {
             ));
         }
         Self::check_writable(s, kind)?;
-        let fd = s.io.fd()?;
-        let ty = fd::file_type(fd)?;
-        if s.readable && ty != FileType::Socket {
+        if let Some(ty) = Self::no_half_close(s)? {
             let what = match ty {
                 FileType::Fifo => "FIFO",
                 FileType::CharDevice if kind == HandleKind::Tty => "terminal",
@@ -1207,6 +1205,26 @@ impl Loop {
         self.stream_maybe_shutdown(id);
         self.stream_sync(id);
         Ok(())
+    }
+
+    /// The type of a stream that cannot close its write side alone: one open for reading
+    /// and writing, other than a socket.
+    fn no_half_close(s: &Stream) -> io::Result<Option<FileType>> {
+        if !s.readable {
+            return Ok(None);
+        }
+        let ty = fd::file_type(s.io.fd()?)?;
+        Ok((ty != FileType::Socket).then_some(ty))
+    }
+
+    /// `end`: a shutdown where the stream can close its write side alone, else an empty
+    /// write, whose callback runs once everything queued before it is out.
+    pub(crate) fn stream_end(&mut self, id: HandleId, kind: HandleKind, cb: WriteCb) -> io::Result<()> {
+        let s = self.stream_mut(id, kind)?;
+        if matches!(s.shutdown, Shutdown::None) && Self::no_half_close(s)?.is_some() {
+            return self.stream_write(id, kind, &b""[..], Some(cb));
+        }
+        self.stream_shutdown(id, kind, cb)
     }
 
     /// Shuts the write side once the queue has drained.
@@ -1905,6 +1923,40 @@ macro_rules! stream_methods {
                 cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
             ) -> std::io::Result<()> {
                 lp.stream_shutdown(self.0, $kind, Box::new(cb))
+            }
+
+            /// Ends the output, whatever the stream is: [`shutdown`](Self::shutdown) where
+            /// its write side can close alone (a write-only pipe, a socket), else (a
+            /// terminal, a file or a pipe open for reading and writing, where `shutdown` is
+            /// `Unsupported`) an empty [`write`](Self::write), whose callback runs once
+            /// everything queued before it is out. Either way `cb` runs from the pending
+            /// phase once the output is done with, with the error of a write that failed
+            /// unheard (as `shutdown`'s) or of the empty write; close the handle then. A
+            /// tool that writes to whatever its stdout is ends it this way, as
+            /// [`AnyStream::pipe_to`](crate::AnyStream::pipe_to) does with `end`.
+            ///
+            /// ```
+            /// use evloop::{Loop, Pipe, RunMode};
+            ///
+            /// let mut lp = Loop::new()?;
+            /// let (rx, tx) = Pipe::pair(&mut lp)?;
+            /// tx.write(&mut lp, b"last words", |_, r| r.unwrap())?;
+            /// // A write-only pipe: its write side closes once the words are out.
+            /// tx.end(&mut lp, move |lp, r| {
+            ///     r.unwrap();
+            ///     tx.close(lp).unwrap();
+            /// })?;
+            /// rx.close(&mut lp)?;
+            /// lp.run(RunMode::Default)?;
+            /// # Ok::<(), std::io::Error>(())
+            /// ```
+            #[inline]
+            pub fn end(
+                self,
+                lp: &mut $crate::Loop,
+                cb: impl FnOnce(&mut $crate::Loop, std::io::Result<()>) + 'static,
+            ) -> std::io::Result<()> {
+                lp.stream_end(self.0, $kind, Box::new(cb))
             }
 
             /// Bytes queued and not yet written, sends included. The memory held is more: each

@@ -3444,3 +3444,56 @@ case!(
         assert_same_termios(&attrs(&p.probe), &normal, "normal again at close");
     }
 );
+
+case!(
+    /// `end` finishes any output (pv/tee trial): a write-only pipe's write side closes, and
+    /// its reader sees end of file; a terminal, whose `shutdown` is `Unsupported` (and took
+    /// the callback with it), gets its queue drained, then the callback. A callback that
+    /// owns its state (an `Rc`) runs exactly once either way.
+    fn issue_3_end_closes_a_pipe_and_drains_a_terminal() {
+        let mut lp = test_loop();
+        let ran = Rc::new(Cell::new(0));
+        // A pipe: shut down, so the reader gets everything, then end of file.
+        let (rx, tx) = Pipe::pair(&mut lp).unwrap();
+        let got = crate::pipe::collect(&mut lp, rx);
+        tx.send(&mut lp, b"last words").unwrap();
+        let r = ran.clone();
+        tx.end(&mut lp, move |lp, res| {
+            res.unwrap();
+            r.set(r.get() + 1);
+            tx.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!((&got.borrow().data[..], got.borrow().eof), (&b"last words"[..], true));
+        assert_eq!(ran.get(), 1);
+        // A terminal: no half-close, so a drain; the bytes are out when the callback runs.
+        let p = pty();
+        let tty = Tty::open(&mut lp, p.slave.try_clone().unwrap()).unwrap();
+        let err = tty.shutdown(&mut lp, |_, _| unreachable!()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        let big = pattern(3, 200_000);
+        let master = p.master.try_clone().unwrap();
+        let r = ran.clone();
+        tty.send(&mut lp, &big).unwrap();
+        assert!(tty.write_queue_size(&lp).unwrap() > 0, "the pty holds less than was sent");
+        let reader = std::thread::spawn(move || {
+            let mut n = 0;
+            let mut buf = [0u8; 65536];
+            while n < 200_000 {
+                n += nix::unistd::read(&master, &mut buf).unwrap();
+            }
+            n
+        });
+        tty.end(&mut lp, move |lp, res| {
+            res.unwrap();
+            assert_eq!(tty.write_queue_size(lp).unwrap(), 0, "all out before the callback");
+            r.set(r.get() + 1);
+            tty.close(lp).unwrap();
+        })
+        .unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(ran.get(), 2);
+        assert!(reader.join().unwrap() >= 200_000);
+    }
+);
