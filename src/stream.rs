@@ -1936,7 +1936,7 @@ macro_rules! stream_methods {
             /// [`AnyStream::pipe_to`](crate::AnyStream::pipe_to) does with `end`.
             ///
             /// ```
-            /// use evloop::{Loop, Pipe, RunMode};
+            /// use evloop::{Loop, Pipe, ReadEvent, RunMode};
             ///
             /// let mut lp = Loop::new()?;
             /// let (rx, tx) = Pipe::pair(&mut lp)?;
@@ -1946,7 +1946,11 @@ macro_rules! stream_methods {
             ///     r.unwrap();
             ///     tx.close(lp).unwrap();
             /// })?;
-            /// rx.close(&mut lp)?;
+            /// // The reader gets the words, then end of file.
+            /// rx.read_start(&mut lp, |lp, rx, ev| match ev {
+            ///     ReadEvent::Data(d) => assert_eq!(d, b"last words"),
+            ///     _ => rx.close(lp).unwrap(),
+            /// })?;
             /// lp.run(RunMode::Default)?;
             /// # Ok::<(), std::io::Error>(())
             /// ```
