@@ -309,6 +309,7 @@ use evloop_platform::process::{self as sys, Pid, WaitStatus};
 use evloop_platform::spawn::{self, FdMapping, Source, SpawnError, Stage};
 use slab::Slab;
 
+use crate::any_stream::AnyStream;
 use crate::error::{clone_error, context, invalid, os};
 use crate::event_loop::{Loop, Pending};
 use crate::handle::{Flags, HandleId, HandleKind, Kind, typed_handle};
@@ -1715,6 +1716,25 @@ impl Command {
         settings: Option<impl FnOnce(crate::Settings) -> crate::Settings>,
         on_exit: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<(crate::Tty, Child)> {
+        self.on_new_pty(lp, size, settings, |lp, cmd, _| cmd.spawn(lp, on_exit))
+    }
+
+    /// Makes a pty of `size` for a child of this command, and starts the child with
+    /// `start`, given a copy of the command that has the slave as each of fds 0, 1 and 2 it
+    /// leaves unset, the lowest of them the controlling terminal of a session of its own
+    /// (see [`spawn_on_pty`](Command::spawn_on_pty)), and the master's handle. Returns the
+    /// master's handle, and what `start` made; on an error, nothing is left (`start` leaves
+    /// the master open).
+    fn on_new_pty<T>(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        settings: Option<impl FnOnce(crate::Settings) -> crate::Settings>,
+        start: impl FnOnce(&mut Loop, &Command, crate::Tty) -> io::Result<T>,
+    ) -> io::Result<(crate::Tty, T)>
+    where
+        T: StartedChild,
+    {
         let on_pty = || format!("spawn `{}` on a pty", self.name());
         let Some(first) = (0..3).find(|t| !self.stdio.iter().any(|(n, _)| n == t)) else {
             return Err(invalid(format!(
@@ -1747,12 +1767,12 @@ impl Command {
                 }
             }
             cmd.controlling_terminal(first);
-            cmd.spawn(lp, on_exit)
+            start(lp, &cmd, master)
         });
         match started {
-            Ok(child) => {
-                lp.children_on_our_pty(child.process);
-                Ok((master, child))
+            Ok(made) => {
+                lp.children_on_our_pty(made.process());
+                Ok((master, made))
             }
             Err(e) => {
                 let _ = master.close(lp);
@@ -1820,7 +1840,7 @@ impl Command {
         lp: &mut Loop,
         cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
     ) -> io::Result<Process> {
-        lp.command_output(self, None, None, Box::new(|lp, _, out| cb(lp, out)))
+        lp.command_output(self, None, None, Box::new(|lp, _, out| cb(lp, out)), None).map(|(p, _)| p)
     }
 
     /// Like [`output`](Command::output), with `input` fed to the child's stdin through a
@@ -1865,7 +1885,8 @@ impl Command {
                 self.name()
             )));
         }
-        lp.command_output(self, Some(Box::new(input)), None, Box::new(|lp, _, out| cb(lp, out)))
+        let cb: OutputCb = Box::new(|lp, _, out| cb(lp, out));
+        lp.command_output(self, Some(Box::new(input)), None, cb, None).map(|(p, _)| p)
     }
 
     /// Like [`output`](Command::output), handing the output to `on_data` as it comes
@@ -1931,8 +1952,151 @@ impl Command {
         on_data: impl FnMut(&mut Loop, Process, OutputStream, &[u8]) + 'static,
         on_done: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
     ) -> io::Result<Process> {
+        let done = self.stream_done(on_done);
+        lp.command_output(self, None, Some(Box::new(on_data)), done, None).map(|(p, _)| p)
+    }
+
+    /// Like [`output`](Command::output), with the child on a new pty of `size` (as
+    /// [`spawn_on_pty`](Command::spawn_on_pty) starts it): what it writes to its terminal
+    /// comes back in [`Output::stdout`], as a person at a terminal would have seen it. For a
+    /// test runner or a CI log that wants a program's colours and its terminal-only output
+    /// (progress bars, prompts), and for tests of terminal programs.
+    ///
+    /// - **What is captured.** Everything the terminal got: the program's stdout and
+    ///   stderr, unless the command sets them elsewhere, in the order written, with the
+    ///   terminal's line endings (`\r\n`, from the pty's default `onlcr`) and the echo of
+    ///   any input written to it. `stderr(Stdio::Pipe)` captures stderr apart, in
+    ///   [`Output::stderr`]; `stdout(Stdio::Pipe)` is an error, since the terminal is the
+    ///   capture's stdout. The child's stdin is the terminal too, unless the command sets
+    ///   one.
+    /// - **The returned [`Tty`](crate::Tty)** is for the program's input and the
+    ///   terminal's size ([`write`](crate::Tty::write), Ctrl-C as `\x03`,
+    ///   [`set_winsize`](crate::Tty::set_winsize)); it does not read, since every byte of
+    ///   output goes to the capture. A program that reads its terminal waits for input, as
+    ///   at a real one: write it, or end it with Ctrl-D (`\x04`) at the start of a line. The
+    ///   handle is on a copy of the master, and closes with the capture: after `cb` has
+    ///   returned, or when the capture is abandoned. Closed sooner by you, it leaves the
+    ///   terminal up.
+    /// - **When `cb` runs.** Once the child has exited and the terminal's output has ended,
+    ///   which is when every process holding the terminal has let it go. The child leads
+    ///   the terminal's session, and its exit hangs the terminal up for its process group,
+    ///   which ends the descendants left there (`SIGHUP`) unless they ignore it; one that
+    ///   does, or that moved to a group of its own, keeps the terminal and delays `cb` until
+    ///   it exits, which [`wait_delay`](Command::wait_delay) bounds, as it bounds a pipe's.
+    ///   What the child wrote before its exit is not lost to that race: the terminal keeps
+    ///   it until read.
+    /// - **The rest is as with `output`**: the returned [`Process`] kills the child, and
+    ///   pauses and resumes the output; closing it before `cb` abandons the capture (the
+    ///   terminal then hangs up: the child's session gets `SIGHUP`); `cb` never runs after
+    ///   an error to start; [`timeout`](Command::timeout),
+    ///   [`output_limit`](Command::output_limit) and
+    ///   [`record_usage`](Command::record_usage) apply. The child leads a session of its own,
+    ///   so a command with a [`process_group`](Command::process_group),
+    ///   [`foreground`](Command::foreground) or
+    ///   [`controlling_terminal`](Command::controlling_terminal) is an error, as with
+    ///   `spawn_on_pty`. The pty has the system's default settings: for others, read the
+    ///   master of [`spawn_on_pty_with`](Command::spawn_on_pty_with) yourself.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode, WinSize};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "test -t 1 && echo on a terminal; stty size; echo oops >&2"]);
+    /// let size = WinSize { rows: 30, cols: 100, ..WinSize::default() };
+    /// cmd.output_on_pty(&mut lp, size, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert!(out.status.success());
+    ///     assert_eq!(out.stdout, b"on a terminal\r\n30 100\r\noops\r\n");
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// // The capture's handles closed themselves.
+    /// assert!(lp.handles().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_on_pty(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        cb: impl FnOnce(&mut Loop, io::Result<Output>) + 'static,
+    ) -> io::Result<(crate::Tty, Process)> {
+        self.capture_on_pty(lp, size, None, Box::new(|lp, _, out| cb(lp, out)))
+    }
+
+    /// [`stream_output`](Command::stream_output) with the child on a new pty of `size`, as
+    /// [`output_on_pty`](Command::output_on_pty) runs it: `on_data` gets what the terminal
+    /// got, as [`OutputStream::Stdout`] (and stderr apart, where the command sets it to
+    /// [`Stdio::Pipe`]), and `on_done` comes once the child has exited and the terminal's
+    /// output has ended. For a program that shows another's terminal output as it comes, as
+    /// `script` or a CI runner's live log does, and relays input through the returned
+    /// [`Tty`](crate::Tty) (which closes with the capture: after `on_done`, or when the
+    /// capture is abandoned). [`Process::pause_output`] holds the output back: the program
+    /// then blocks once the terminal's buffer is full.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, RunMode, WinSize};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let out = seen.clone();
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "read name; echo \"hello, $name\""]);
+    /// let (input, _process) = cmd.stream_output_on_pty(
+    ///     &mut lp,
+    ///     WinSize::default(),
+    ///     move |_, _, _, bytes| out.borrow_mut().extend_from_slice(bytes),
+    ///     |_, _, status| assert!(status.unwrap().success()),
+    /// )?;
+    /// input.write(&mut lp, b"world\n", |_, res| res.unwrap())?;
+    /// lp.run(RunMode::Default)?;
+    /// // The echo of the input, then the program's line.
+    /// assert_eq!(&seen.borrow()[..], b"world\r\nhello, world\r\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stream_output_on_pty(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        on_data: impl FnMut(&mut Loop, Process, OutputStream, &[u8]) + 'static,
+        on_done: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> io::Result<(crate::Tty, Process)> {
+        let done = self.stream_done(on_done);
+        self.capture_on_pty(lp, size, Some(Box::new(on_data)), done)
+    }
+
+    /// `output_on_pty` and `stream_output_on_pty`.
+    fn capture_on_pty(
+        &self,
+        lp: &mut Loop,
+        size: crate::WinSize,
+        sink: Option<OutputSink>,
+        cb: OutputCb,
+    ) -> io::Result<(crate::Tty, Process)> {
+        if matches!(self.stdio.iter().find(|(t, _)| *t == 1), Some((_, Stdio::Pipe))) {
+            return Err(invalid(format!(
+                "spawn `{}` on a pty: the terminal's output is the capture's stdout; leave stdout unset \
+                 (or send it elsewhere)",
+                self.name()
+            )));
+        }
+        let no_settings = None::<fn(crate::Settings) -> crate::Settings>;
+        let (_master, (process, input)) = self.on_new_pty(lp, size, no_settings, |lp, cmd, master| {
+            lp.command_output(cmd, None, sink, cb, Some(master))
+        })?;
+        // (Made with a terminal, a capture has its input handle.)
+        let input = input.ok_or_else(|| io::Error::other("a pty capture without its input handle"))?;
+        Ok((input, process))
+    }
+
+    /// `stream_output`'s `on_done`, as a capture's callback: a timeout or a cut is an
+    /// error that holds the status.
+    fn stream_done(
+        &self,
+        on_done: impl FnOnce(&mut Loop, Process, io::Result<ExitStatus>) + 'static,
+    ) -> OutputCb {
         let delay = self.wait_delay.unwrap_or_default();
-        let done: OutputCb = Box::new(move |lp, p, out| {
+        Box::new(move |lp, p, out| {
             // (The deadline that ended it: the command's timeout, or a later terminate_after.)
             let after = lp.process_timed_out(p.0).unwrap_or_default();
             on_done(
@@ -1948,8 +2112,7 @@ impl Command {
                     (false, false) => Ok(o.status),
                 }),
             )
-        });
-        lp.command_output(self, None, Some(Box::new(on_data)), done)
+        })
     }
 
     fn name(&self) -> String {
@@ -2203,6 +2366,23 @@ impl Command {
 }
 
 // ----- what spawn returns -------------------------------------------------------------------
+
+/// What a start on a new pty made ([`Command::on_new_pty`]): its child's handle.
+trait StartedChild {
+    fn process(&self) -> Process;
+}
+
+impl StartedChild for Child {
+    fn process(&self) -> Process {
+        self.process
+    }
+}
+
+impl StartedChild for (Process, Option<crate::Tty>) {
+    fn process(&self) -> Process {
+        self.0
+    }
+}
 
 /// A started child: its [`Process`] handle and the loop's ends of the pipes it was given.
 ///
@@ -3291,9 +3471,13 @@ struct Capture {
     /// can still be reached through `kill_group` meanwhile.
     process: Option<Process>,
     /// The capture's own pipes, closed when it is abandoned: those of the streams it
-    /// captures (not those the command sends elsewhere), and the input's.
-    outputs: Vec<(OutputStream, Pipe)>,
+    /// captures (not those the command sends elsewhere), or a pty's master as stdout
+    /// (`output_on_pty`), and the input's.
+    outputs: Vec<(OutputStream, AnyStream)>,
     input: Option<Pipe>,
+    /// A pty capture's handle for the program's input, on a copy of the master: closed
+    /// with the capture, after `cb` or at an abandon, unless its owner closed it.
+    terminal_input: Option<crate::Tty>,
     /// `Command::wait_delay`, and the timer that runs it out once the child exited, while
     /// the output is not `paused` (`pause_output`).
     wait_delay: Option<Duration>,
@@ -3368,7 +3552,7 @@ impl Capture {
             // may end a stream, or the capture; the sink may abandon it, or pause it, which
             // holds the cut off until the resume starts the delay again.)
             for (_, p) in &outputs {
-                lp.stream_read_now(p.0);
+                lp.stream_read_now(p.id());
             }
             {
                 let mut c = st.borrow_mut();
@@ -3379,7 +3563,7 @@ impl Capture {
             }
             log::debug!("a child's streams still open {delay:?} after its exit: closing them");
             let outputs = outputs.into_iter().map(|(_, p)| (p, true));
-            for (p, output) in outputs.chain(input.map(|p| (p, false))) {
+            for (p, output) in outputs.chain(input.map(|p| (AnyStream::Pipe(p), false))) {
                 // (One that ended is closing or gone already.)
                 if p.is_closing(lp).ok() != Some(false) {
                     continue;
@@ -3433,6 +3617,7 @@ impl Capture {
         if let Some(t) = timer {
             let _ = t.close(lp);
         }
+        let terminal_input = state.borrow_mut().terminal_input.take();
         // The handle stays open while `cb` runs, so that it can end what the child left in
         // its group gently (`terminate_group`); it closes once `cb` returns, unless `cb`
         // closed it. Its close hook finds `cb` gone, and abandons nothing. (Closed by its
@@ -3445,6 +3630,11 @@ impl Capture {
         if let Some(p) = process {
             if p.is_closing(lp).ok() == Some(false) {
                 let _ = p.close(lp);
+            }
+        }
+        if let Some(t) = terminal_input {
+            if t.is_closing(lp).ok() == Some(false) {
+                let _ = t.close(lp);
             }
         }
     }
@@ -3584,7 +3774,7 @@ struct ProcessExtras {
     close_hook: Option<CloseHook>,
     /// A capture's output pipes, for [`Process::pause_output`]: those that ended are closed
     /// or closing.
-    output: Vec<(OutputStream, Pipe)>,
+    output: Vec<(OutputStream, AnyStream)>,
     /// What else pausing and resuming a capture's output does: its `wait_delay`.
     on_flow: Option<FlowHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
@@ -4805,7 +4995,7 @@ impl Loop {
         };
         for (_, pipe) in pipes.into_iter().filter(|&(stream, _)| which.is_none_or(|w| w == stream)) {
             // A stream that ended is closed or closing: nothing left to pause or resume.
-            if !self.handle_flags(pipe.0, HandleKind::Pipe).is_ok_and(|f| !f.contains(Flags::CLOSING)) {
+            if pipe.is_closing(self).unwrap_or(true) {
                 continue;
             }
             if pause {
@@ -5275,14 +5465,24 @@ impl Loop {
 // ----- captured output ----------------------------------------------------------------------
 
 impl Loop {
+    /// Starts a capture: `output`, `output_with_input` and `stream_output`, and with
+    /// `terminal`, a pty's master, `output_on_pty` and `stream_output_on_pty` (whose
+    /// `cmd` has the slave where the terminal goes). Returns the process handle, and a pty
+    /// capture's input handle.
     fn command_output(
         &mut self,
         cmd: &Command,
         input: Option<Box<dyn AsRef<[u8]>>>,
         sink: Option<OutputSink>,
         cb: OutputCb,
-    ) -> io::Result<Process> {
-        let what = if sink.is_some() { "stream_output" } else { "output" };
+        terminal: Option<crate::Tty>,
+    ) -> io::Result<(Process, Option<crate::Tty>)> {
+        let what = match (&sink, terminal) {
+            (None, None) => "output",
+            (Some(_), None) => "stream_output",
+            (None, Some(_)) => "output_on_pty",
+            (Some(_), Some(_)) => "stream_output_on_pty",
+        };
         // Pipes other than the captured ones would have no owner: refuse them up front.
         if let Some((target, _)) = cmd.stdio.iter().find(|(t, s)| match s {
             Stdio::Pipe => !matches!(t, 1 | 2),
@@ -5313,8 +5513,9 @@ impl Loop {
             stderr: Vec::new(),
             status: None,
             error: None,
-            // The exit, the end of each captured stream, and the input's write.
-            left: 1 + captured.len() as u8 + u8::from(input.is_some()),
+            // The exit, the end of each captured stream and of the terminal, and the input's
+            // write.
+            left: 1 + captured.len() as u8 + u8::from(terminal.is_some()) + u8::from(input.is_some()),
             cb: Some(cb),
             sink,
             cancelled: false,
@@ -5322,6 +5523,7 @@ impl Loop {
             process: None,
             outputs: Vec::new(),
             input: None,
+            terminal_input: None,
             wait_delay: cmd.wait_delay,
             limit: cmd.output_limit,
             dropped: Default::default(),
@@ -5334,15 +5536,16 @@ impl Loop {
         }));
         // The loop's ends exist before the child does, so a failure after the spawn has
         // nothing left to undo.
-        let mut outputs = Vec::with_capacity(captured.len());
+        let mut outputs = Vec::with_capacity(captured.len() + 1);
         let mut stdin = None;
+        let mut terminal_input = None;
         let mut links = Vec::with_capacity(3);
         let mut child_ends = Vec::with_capacity(3);
         let opened = (|| -> io::Result<()> {
             for (target, stream) in captured {
                 let (r, w) = fd::pipe()?;
                 fd::set_fresh_pipe_nonblocking(r.as_fd())?;
-                outputs.push((stream, Pipe::from_private(self, r, true, false)?));
+                outputs.push((stream, AnyStream::Pipe(Pipe::from_private(self, r, true, false)?)));
                 links.push((target, w.as_raw_fd()));
                 child_ends.push(w);
             }
@@ -5356,6 +5559,9 @@ impl Loop {
                 let null = fd::open(c"/dev/null", fd::Access::ReadWrite, false)?;
                 links.push((0, null.as_raw_fd()));
                 child_ends.push(null);
+            }
+            if let Some(master) = terminal {
+                terminal_input = Some(crate::Tty::capture_input(self, master)?);
             }
             Ok(())
         })();
@@ -5384,16 +5590,21 @@ impl Loop {
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                for p in outputs.iter().map(|&(_, p)| p).chain(stdin) {
+                let ours = outputs.iter().map(|&(_, p)| p);
+                for p in ours.chain(stdin.map(AnyStream::Pipe)).chain(terminal_input.map(AnyStream::Tty)) {
                     let _ = p.close(self);
                 }
                 return Err(e);
             }
         };
+        // (Closed by the caller on an error to start, so added only now.)
+        if let Some(master) = terminal {
+            outputs.push((OutputStream::Stdout, AnyStream::Tty(master)));
+        }
         {
             let mut c = state.borrow_mut();
             c.process = Some(child.process);
-            (c.outputs, c.input) = (outputs.clone(), stdin);
+            (c.outputs, c.input, c.terminal_input) = (outputs.clone(), stdin, terminal_input);
         }
         // Closed before `cb` runs, the handle abandons the capture: `cb` and the sink go
         // uncalled, and the pipes close now; a silent grandchild holding the streams open
@@ -5402,7 +5613,7 @@ impl Loop {
         self.process_on_close(
             child.process.0,
             Box::new(move |lp| {
-                let (outputs, input, timer) = {
+                let (outputs, input, terminal_input, timer) = {
                     let mut c = st.borrow_mut();
                     if c.cb.is_none() {
                         return;
@@ -5411,12 +5622,15 @@ impl Loop {
                     c.cb = None;
                     c.sink = None;
                     c.process = None;
-                    (std::mem::take(&mut c.outputs), c.input.take(), c.delay_timer.take())
+                    let input = c.input.take().map(AnyStream::Pipe);
+                    (std::mem::take(&mut c.outputs), input, c.terminal_input.take(), c.delay_timer.take())
                 };
                 if let Some(t) = timer {
                     let _ = t.close(lp);
                 }
-                for p in outputs.into_iter().map(|(_, p)| p).chain(input) {
+                // (A pty's master and the input's copy of it close: the terminal hangs up.)
+                let terminal_input = terminal_input.map(AnyStream::Tty);
+                for p in outputs.into_iter().map(|(_, p)| p).chain(input).chain(terminal_input) {
                     // (One that ended already is closing or gone: nothing to do.)
                     let _ = p.close(lp);
                 }
@@ -5439,7 +5653,7 @@ impl Loop {
                     let mut c = st.borrow_mut();
                     // Only output still to come is held back: once the streams ended, a
                     // pause leaves the delay to cut what is left (a stuck input write).
-                    c.paused = c.outputs.iter().any(|(_, p)| lp.read_paused(p.0));
+                    c.paused = c.outputs.iter().any(|(_, p)| lp.read_paused(p.id()));
                     if c.paused { c.delay_timer.take() } else { None }
                 };
                 match timer {
@@ -5487,7 +5701,11 @@ impl Loop {
                 }
                 ReadEvent::Error(e) => {
                     let _ = p.close(lp);
-                    let which = if i == 0 { "stdout" } else { "stderr" };
+                    let which = match (p, i) {
+                        (AnyStream::Tty(_), _) => "terminal",
+                        (_, 0) => "stdout",
+                        _ => "stderr",
+                    };
                     Capture::one_done(&st, lp, |c| {
                         c.error.get_or_insert(context(e, format!("reading the child's {which}")));
                     });
@@ -5500,7 +5718,7 @@ impl Loop {
                 });
             }
         }
-        Ok(child.process)
+        Ok((child.process, terminal_input))
     }
 }
 

@@ -387,13 +387,16 @@ impl Stream {
     }
 }
 
-/// A reading call on a handle whose fd is open for writing only.
+/// A reading call on a handle whose fd is open for writing only, or on a pty capture's
+/// input.
 #[cold]
-fn not_readable(kind: HandleKind) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("the {} is not readable (its fd is open for writing only)", kind.name()),
-    )
+fn not_readable(s: &Stream, kind: HandleKind) -> io::Error {
+    let why = if s.tty.as_ref().is_some_and(|t| t.capture_input) {
+        "it is a pty capture's input: the capture reads the terminal's output"
+    } else {
+        "its fd is open for writing only"
+    };
+    io::Error::new(io::ErrorKind::InvalidInput, format!("the {} is not readable ({why})", kind.name()))
 }
 
 impl Loop {
@@ -474,7 +477,7 @@ impl Loop {
     pub(crate) fn read_start(&mut self, id: HandleId, kind: HandleKind, cb: ReadCb) -> io::Result<()> {
         let s = self.stream_mut(id, kind)?;
         if !s.readable {
-            return Err(not_readable(kind));
+            return Err(not_readable(s, kind));
         }
         if s.reading {
             return Err(io::Error::new(
@@ -574,7 +577,7 @@ impl Loop {
             )));
         }
         if !s.readable {
-            return Err(not_readable(kind));
+            return Err(not_readable(s, kind));
         }
         s.read_cap = bytes;
         // A round of reads in progress ends, so that the next read already asks for the new cap.
@@ -996,7 +999,7 @@ impl Loop {
     pub(crate) fn try_read(&mut self, id: HandleId, kind: HandleKind, buf: &mut [u8]) -> io::Result<usize> {
         let s = self.stream_mut(id, kind)?;
         if !s.readable {
-            return Err(not_readable(kind));
+            return Err(not_readable(s, kind));
         }
         // Bounded as the loop's own reads are (macOS refuses some big pipe reads).
         let len = buf.len().min(s.read_cap);

@@ -319,6 +319,9 @@ pub(crate) struct TtyState {
     /// output queued: it waits until that output is out (`Loop::tty_restore_handed`), so
     /// that what was written for the mode in place goes out in it.
     handed: Option<TtyRelease>,
+    /// The writing handle of a pty capture (`Command::output_on_pty`), on a copy of the
+    /// master the capture reads: not readable, and its errors say why.
+    pub(crate) capture_input: bool,
 }
 
 /// What a tty gives back when its fd is released.
@@ -569,8 +572,24 @@ impl Tty {
             original,
             resize: None,
             handed: None,
+            capture_input: false,
         });
         Ok(Tty(lp.stream_insert(stream)))
+    }
+
+    /// The handle a pty capture ([`Command::output_on_pty`](crate::Command::output_on_pty))
+    /// gives its caller, for the program's input and the terminal's size, while the capture
+    /// reads `master`: on a copy of the master's fd, so that its close leaves the terminal
+    /// up, and not readable, so that every byte of output reaches the capture.
+    pub(crate) fn capture_input(lp: &mut Loop, master: Tty) -> io::Result<Tty> {
+        let copy = fd::dup_cloexec(lp.stream_mut(master.0, HandleKind::Tty)?.io.fd()?, 0)?;
+        let input = Tty::open(lp, copy)?;
+        let s = lp.stream_mut(input.0, HandleKind::Tty)?;
+        s.readable = false;
+        if let Some(t) = &mut s.tty {
+            t.capture_input = true;
+        }
+        Ok(input)
     }
 
     /// Opens the process's controlling terminal (`/dev/tty`) read-write as a tty handle: the

@@ -5873,6 +5873,193 @@ case!(
     }
 );
 
+/// A pty capture's result, after the loop ran.
+fn captured_on_pty(lp: &mut Loop, cmd: &Command) -> evloop::Output {
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    let (input, _) = cmd
+        .output_on_pty(lp, evloop::WinSize::default(), move |_, out| *g.borrow_mut() = Some(out.unwrap()))
+        .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert!(input.is_closing(lp).is_err(), "the input handle closed with the capture");
+    got.borrow_mut().take().expect("the capture's callback ran")
+}
+
+/// `text`'s lines as a terminal with `onlcr` shows them.
+fn crlf(text: &str) -> Vec<u8> {
+    text.replace('\n', "\r\n").into_bytes()
+}
+
+case!(
+    /// The pty trial's wish: a capture of what a child writes to its terminal, in one
+    /// callback after both its exit and the terminal's end of file. `output_on_pty` runs
+    /// the child with the pty as its stdin, stdout, stderr and controlling terminal, and
+    /// returns all of its output (200 KB written just before the exit too) with its status;
+    /// `stderr(Stdio::Pipe)` keeps stderr apart; `output_limit` and the handle for input
+    /// work as elsewhere. On every spawn path.
+    fn issue_6_output_on_pty_captures_what_the_terminal_got() {
+        let numbers: String = (1..=30_000).map(|i| format!("{i}\n")).collect();
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // On a terminal, all three; the output in order, with the terminal's line ends.
+            let cmd =
+                sh("test -t 0 && test -t 1 && test -t 2 && echo tty; echo err >&2; seq 1 30000; exit 3");
+            let out = captured_on_pty(&mut lp, &cmd);
+            assert_eq!(out.status.code(), Some(3), "{name}");
+            assert_eq!(out.stdout, crlf(&format!("tty\nerr\n{numbers}")), "{name}");
+            assert!(out.stderr.is_empty() && !out.truncated && !out.cut, "{name}");
+            // stderr apart, through a pipe.
+            let mut cmd = sh("echo out; echo err >&2; test -t 2 || echo 'stderr is no terminal'");
+            cmd.stderr(Stdio::Pipe);
+            let out = captured_on_pty(&mut lp, &cmd);
+            assert_eq!(out.stdout, crlf("out\nstderr is no terminal\n"), "{name}");
+            assert_eq!(out.stderr, b"err\n", "{name}");
+            // The limit keeps the first bytes.
+            let mut cmd = sh("seq 1 30000");
+            cmd.output_limit(10);
+            let out = captured_on_pty(&mut lp, &cmd);
+            assert_eq!(out.stdout, crlf("1\n2\n3\n4\n5\n")[..10], "{name}");
+            assert!(out.truncated && out.stdout_dropped == crlf(&numbers).len() as u64 - 10, "{name}");
+            // Input through the returned handle, echoed by the terminal; Ctrl-D ends it.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let (input, process) = Command::new("cat")
+                .output_on_pty(&mut lp, evloop::WinSize::default(), move |_, out| *g.borrow_mut() = Some(out))
+                .unwrap();
+            input.write(&mut lp, b"hello\n\x04", |_, r| r.unwrap()).unwrap();
+            // It does not read: every byte goes to the capture.
+            let e = input.read_start(&mut lp, |_, _, _| panic!("read")).unwrap_err();
+            assert!(e.to_string().contains("pty capture's input"), "{name}: {e}");
+            assert!(process.pid(&lp).is_ok(), "{name}");
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran").unwrap();
+            assert!(out.status.success(), "{name}: {}", out.status);
+            assert_eq!(out.stdout, b"hello\r\nhello\r\n", "{name}");
+            assert!(input.is_closing(&lp).is_err() && process.is_closing(&lp).is_err(), "{name}");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// `stream_output_on_pty` hands the terminal's output over as it comes, and `on_done`
+    /// comes after the exit and the end of file; a background descendant that keeps the
+    /// terminal (one that ignores `SIGHUP`) delays it only by `wait_delay`, then the output is cut and the error holds
+    /// the status; `pause_output` holds the terminal's output back, and the resume brings
+    /// all of it. Closing the process handle abandons the capture: the terminal hangs up,
+    /// and its child is reaped.
+    fn issue_6_stream_output_on_pty_streams_cuts_pauses_and_abandons() {
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // A descendant that keeps the terminal (deaf to the hang-up that the exit of the
+            // session's leader sends its group): cut after the delay, not after 100 s.
+            let mut cmd = sh("trap '' HUP; sleep 100 & echo started");
+            cmd.wait_delay(Duration::from_millis(200));
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            let done = Rc::new(RefCell::new(None));
+            let d = done.clone();
+            let began = Instant::now();
+            cmd.stream_output_on_pty(
+                &mut lp,
+                evloop::WinSize::default(),
+                move |_, _, which, bytes| {
+                    assert_eq!(which, evloop::OutputStream::Stdout);
+                    s.borrow_mut().extend_from_slice(bytes);
+                },
+                move |lp, p, res| {
+                    // The session leader's group holds the sleep: end it.
+                    p.kill_group(lp, SIGKILL).unwrap();
+                    *d.borrow_mut() = Some(res);
+                },
+            )
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(began.elapsed() < Duration::from_secs(20), "{name}");
+            let e = done.borrow_mut().take().expect("on_done ran").unwrap_err();
+            let cut = evloop::OutputCut::of(&e).unwrap_or_else(|| panic!("{name}: {e}"));
+            assert!(cut.status.success(), "{name}: {e}");
+            assert_eq!(*seen.borrow(), b"started\r\n", "{name}");
+
+            // Paused at the first bytes and resumed later: all of the output.
+            let want = crlf(&(1..=30_000).map(|i| format!("{i}\n")).collect::<String>());
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            let status = Rc::new(RefCell::new(None));
+            let st = status.clone();
+            let (input, process) = sh("seq 1 30000")
+                .stream_output_on_pty(
+                    &mut lp,
+                    evloop::WinSize::default(),
+                    move |lp, p, _, bytes| {
+                        let first = s.borrow().is_empty();
+                        s.borrow_mut().extend_from_slice(bytes);
+                        if first {
+                            p.pause_output(lp).unwrap();
+                            evloop::Timer::once(lp, Duration::from_millis(50), move |lp| {
+                                p.resume_output(lp).unwrap();
+                            })
+                            .unwrap();
+                        }
+                    },
+                    move |_, _, res| *st.borrow_mut() = Some(res.unwrap()),
+                )
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert!(status.borrow().unwrap().success(), "{name}");
+            assert!(*seen.borrow() == want, "{name}: {} bytes of {}", seen.borrow().len(), want.len());
+            assert!(input.is_closing(&lp).is_err() && process.is_closing(&lp).is_err(), "{name}");
+
+            // Abandoned: `cat` waits for input until its terminal hangs up.
+            let (input, process) = Command::new("cat")
+                .stream_output_on_pty(
+                    &mut lp,
+                    evloop::WinSize::default(),
+                    |_, _, _, _| panic!("no output"),
+                    |_, _, _| panic!("abandoned"),
+                )
+                .unwrap();
+            let pid = process.pid(&lp).unwrap();
+            process.close(&mut lp).unwrap();
+            assert_eq!(input.is_closing(&lp).ok(), Some(true), "{name}: the input closes with it");
+            lp.run(RunMode::Default).unwrap();
+            assert!(gone(pid), "{name}: reaped");
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// A pty capture refuses what it cannot honour before anything starts: stdout as a
+    /// pipe (the terminal is its stdout), a command that names fds 0, 1 and 2, or a group
+    /// of its own; and a missing program is the spawn's error. Nothing is left open.
+    fn issue_6_output_on_pty_refuses_what_it_cannot_do() {
+        let mut lp = builder().build().unwrap();
+        let size = evloop::WinSize::default();
+        let mut piped = Command::new("true");
+        piped.stdout(Stdio::Pipe);
+        let e = piped.output_on_pty(&mut lp, size, |_, _| panic!("ran")).unwrap_err();
+        assert!(e.to_string().contains("the terminal's output is the capture's stdout"), "{e}");
+        let mut all = Command::new("true");
+        all.stdin(Stdio::Null).stdout(Stdio::Null).stderr(Stdio::Null);
+        let e = all.output_on_pty(&mut lp, size, |_, _| panic!("ran")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let mut grouped = Command::new("true");
+        grouped.process_group(0);
+        let e = grouped
+            .stream_output_on_pty(&mut lp, size, |_, _, _, _| {}, |_, _, _| panic!("ran"))
+            .unwrap_err();
+        assert!(e.to_string().contains("process_group"), "{e}");
+        let e = Command::new("/nonexistent/program")
+            .output_on_pty(&mut lp, size, |_, _| panic!("ran"))
+            .unwrap_err();
+        assert_eq!(os_error_code(&e), Some(libc::ENOENT), "{e}");
+        lp.run(RunMode::Default).unwrap();
+        assert!(lp.handles().is_empty(), "{:?}", lp.handles());
+    }
+);
+
 case!(
     /// `Command::groups` sets the child's supplementary groups before its ids switch, on
     /// every path (service-manager trial: a service running as another user could only
