@@ -663,6 +663,12 @@ impl Tty {
     /// for its child for good, without saving anything, use [`Settings::apply`].
     pub fn set_mode(self, lp: &mut Loop, mode: TtyMode) -> io::Result<()> {
         let s = lp.stream_mut(self.0, HandleKind::Tty)?;
+        if !s.readable && s.tty.as_ref().is_some_and(|t| t.capture_input) {
+            return Err(invalid(
+                "cannot change the mode of a pty capture's input: modes are about reading, which is the \
+                 capture's (for other settings, start the child with Command::spawn_on_pty_with)",
+            ));
+        }
         if !s.readable {
             return Err(invalid(
                 "cannot change the mode of the tty: it is not readable (its fd is open for writing \

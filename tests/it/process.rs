@@ -5936,6 +5936,21 @@ case!(
             assert!(out.status.success(), "{name}: {}", out.status);
             assert_eq!(out.stdout, b"hello\r\nhello\r\n", "{name}");
             assert!(input.is_closing(&lp).is_err() && process.is_closing(&lp).is_err(), "{name}");
+            // The handle sizes the terminal; a mode is not its to set.
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let (input, _) = sh("read go; stty size")
+                .output_on_pty(&mut lp, evloop::WinSize::default(), move |_, out| *g.borrow_mut() = Some(out))
+                .unwrap();
+            let e = input.set_mode(&mut lp, evloop::TtyMode::Raw).unwrap_err();
+            assert!(e.to_string().contains("pty capture's input"), "{name}: {e}");
+            input
+                .set_winsize(&mut lp, evloop::WinSize { rows: 40, cols: 120, ..Default::default() })
+                .unwrap();
+            input.write(&mut lp, b"go\n", |_, r| r.unwrap()).unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran").unwrap();
+            assert_eq!(out.stdout, b"go\r\n40 120\r\n", "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
