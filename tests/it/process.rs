@@ -5944,9 +5944,7 @@ case!(
                 .unwrap();
             let e = input.set_mode(&mut lp, evloop::TtyMode::Raw).unwrap_err();
             assert!(e.to_string().contains("pty capture's input"), "{name}: {e}");
-            input
-                .set_winsize(&mut lp, evloop::WinSize { rows: 40, cols: 120, ..Default::default() })
-                .unwrap();
+            input.set_winsize(&lp, evloop::WinSize { rows: 40, cols: 120, ..Default::default() }).unwrap();
             input.write(&mut lp, b"go\n", |_, r| r.unwrap()).unwrap();
             lp.run(RunMode::Default).unwrap();
             let out = got.borrow_mut().take().expect("the capture's callback ran").unwrap();
