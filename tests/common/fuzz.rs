@@ -331,6 +331,110 @@ fn start_capture(
     )
 }
 
+/// A pty capture (`output_on_pty` or `stream_output_on_pty`): a shell that writes a line to
+/// each stream, each to the terminal, dropped, or (stderr) captured apart through a pipe;
+/// or a `cat` fed a line and Ctrl-D through the capture's input handle, which it may close
+/// once that is written. Paused at its first bytes now and then, and resumed by a timer.
+/// Once the child ends well, what the capture got must be what the settings say.
+fn start_pty_capture(
+    lp: &mut Loop,
+    rng: &mut Rng,
+    record: bool,
+    exits: Rc<Cell<u32>>,
+    closed_itself: Rc<Cell<bool>>,
+) -> io::Result<Process> {
+    let mut cmd;
+    let want: (Vec<u8>, Vec<u8>);
+    let feed = rng.chance(30);
+    if feed {
+        cmd = Command::new("cat");
+        want = (b"x\r\nx\r\n".to_vec(), Vec::new());
+    } else {
+        let (out_null, err) = (rng.chance(30), rng.below(3));
+        cmd = Command::new("sh");
+        cmd.args(["-c", "echo o; echo e >&2"]);
+        if out_null {
+            cmd.stdout(Stdio::Null);
+        }
+        match err {
+            0 => {}
+            1 => {
+                cmd.stderr(Stdio::Null);
+            }
+            _ => {
+                cmd.stderr(Stdio::Pipe);
+            }
+        }
+        let terminal = [(!out_null).then_some(&b"o\r\n"[..]), (err == 0).then_some(&b"e\r\n"[..])];
+        want = (
+            terminal.into_iter().flatten().flatten().copied().collect(),
+            if err == 2 { b"e\n".to_vec() } else { Vec::new() },
+        );
+    }
+    cmd.kill_on_drop(true).record_usage(record);
+    if rng.chance(20) {
+        cmd.timeout(Duration::from_millis(rng.below(20)), Duration::from_millis(rng.below(20)));
+    }
+    let check = move |status: &evloop::ExitStatus, got: (&[u8], &[u8])| {
+        if status.success() {
+            assert_eq!(got, (&want.0[..], &want.1[..]), "pty capture (fed: {feed})");
+        }
+    };
+    let size = evloop::WinSize::default();
+    let (input, p) = if rng.chance(50) {
+        cmd.output_on_pty(lp, size, move |_, res| {
+            exits.set(exits.get() + 1);
+            closed_itself.set(true);
+            let o = res.expect("a capture's result");
+            assert_eq!(o.usage.is_some(), record, "resource usage (recorded: {record})");
+            check(&o.status, (&o.stdout, &o.stderr));
+        })?
+    } else {
+        let got = Rc::new(RefCell::new((Vec::new(), Vec::new())));
+        let g = got.clone();
+        let pause = rng.chance(30).then(|| rng.below(5));
+        cmd.stream_output_on_pty(
+            lp,
+            size,
+            move |lp, p, which, bytes| {
+                let mut g = g.borrow_mut();
+                let first = g.0.is_empty() && g.1.is_empty();
+                let into = if which == evloop::OutputStream::Stdout { &mut g.0 } else { &mut g.1 };
+                into.extend_from_slice(bytes);
+                if let (true, Some(ms)) = (first, pause) {
+                    p.pause_output(lp).expect("pause a capture's output");
+                    Timer::once(lp, Duration::from_millis(ms), move |lp| {
+                        // (Abandoned or done meanwhile: its handle is gone.)
+                        let _ = p.resume_output(lp);
+                    })
+                    .expect("a timer");
+                }
+            },
+            move |_, _, res| {
+                exits.set(exits.get() + 1);
+                closed_itself.set(true);
+                // (Cut short by its timeout: `TimedOut`.)
+                if let Ok(status) = res {
+                    let g = got.borrow();
+                    check(&status, (&g.0, &g.1));
+                }
+            },
+        )?
+    };
+    let close_input = rng.chance(50);
+    if feed {
+        input.write(lp, b"x\n\x04", move |lp, res| {
+            // (Cancelled or failed when the capture ended first: a timeout, an abandon.)
+            if res.is_ok() && close_input {
+                let _ = input.close(lp);
+            }
+        })?;
+    } else if close_input {
+        input.close(lp)?;
+    }
+    Ok(p)
+}
+
 /// Runs one sequence of `ops` operations from `seed`. `Err` describes the first violation.
 pub fn run_sequence(seed: u64, ops: usize, force_select: bool) -> Result<Stats, String> {
     let fds_before = evloop_platform::fd::open_fds().map_err(|e| e.to_string())?;
@@ -651,8 +755,12 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 };
                 let closed_itself = Rc::new(Cell::new(false));
                 if rng.chance(25) {
-                    let p = start_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
-                        .map_err(|e| format!("{}: {e}", ctx(op, "capture")))?;
+                    let started = if rng.chance(25) {
+                        start_pty_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
+                    } else {
+                        start_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
+                    };
+                    let p = started.map_err(|e| format!("{}: {e}", ctx(op, "capture")))?;
                     procs.push(ProcModel { p, open: true, closed_itself, exits, lossy: None });
                     continue;
                 }
