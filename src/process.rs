@@ -766,7 +766,7 @@ pub struct Command {
     /// How long a capture lets the child run, and the grace period of its ending then.
     timeout: Option<(Duration, Duration)>,
     /// How much of each stream a capture keeps.
-    output_limit: usize,
+    output_limit: OutputLimit,
     /// Signals the child starts with ignored: bit `n - 1` for signal `n`.
     ignored_signals: u64,
     /// The signal the child gets when the spawning thread ends, 0 for none.
@@ -844,7 +844,7 @@ impl Command {
             on_drop: OnDrop::Nothing,
             wait_delay: None,
             timeout: None,
-            output_limit: usize::MAX,
+            output_limit: OutputLimit { bytes: usize::MAX, last: false },
             ignored_signals: 0,
             parent_death_signal: 0,
             record_usage: false,
@@ -1468,7 +1468,35 @@ impl Command {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn output_limit(&mut self, bytes: usize) -> &mut Command {
-        self.output_limit = bytes;
+        self.output_limit = OutputLimit { bytes, last: false };
+        self
+    }
+
+    /// [`output_limit`](Command::output_limit), keeping the last `bytes` of each stream
+    /// instead of the first: the end of a log, where a failed test or build step says
+    /// what went wrong. [`Output::stdout_dropped`] and [`Output::stderr_dropped`] then
+    /// count the bytes dropped from the start. Memory for a capture stays bounded, by
+    /// about twice `bytes` a stream while it runs. The later of the two calls counts. A
+    /// [`Pipeline::output`] keeps the end of the last stage's stdout likewise.
+    ///
+    /// ```
+    /// use evloop::{Command, Loop, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "seq 1 100000; echo 'error: it broke' >&2; exit 1"]).output_limit_last(13);
+    /// cmd.output(&mut lp, |_, out| {
+    ///     let out = out.unwrap();
+    ///     assert_eq!(out.stdout, b"99999\n100000\n");
+    ///     assert_eq!(out.stderr, b"error: it broke\n"[3..]);
+    ///     assert_eq!((out.stdout_dropped, out.stderr_dropped), (588_895 - 13, 3));
+    ///     assert!(out.truncated);
+    /// })?;
+    /// lp.run(RunMode::Default)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_limit_last(&mut self, bytes: usize) -> &mut Command {
+        self.output_limit = OutputLimit { bytes, last: true };
         self
     }
 
@@ -3296,6 +3324,44 @@ pub struct Output {
     pub usage: Option<ResourceUsage>,
 }
 
+/// How much of a captured stream to keep: `Command::output_limit` (the first `bytes`) or
+/// `output_limit_last` (the last).
+#[derive(Clone, Copy, Debug)]
+struct OutputLimit {
+    bytes: usize,
+    last: bool,
+}
+
+impl OutputLimit {
+    /// Adds what was read, `d`, to what is `kept` of a stream; returns how many bytes were
+    /// dropped. Keeping the last bytes, `kept` grows to twice the limit before its start
+    /// goes (`finish` trims it), so that each byte is moved at most once or twice.
+    fn keep(self, kept: &mut Vec<u8>, d: &[u8]) -> u64 {
+        if !self.last {
+            let keep = d.len().min(self.bytes.saturating_sub(kept.len()));
+            kept.extend_from_slice(&d[..keep]);
+            return (d.len() - keep) as u64;
+        }
+        if d.len() >= self.bytes {
+            let dropped = kept.len() + d.len() - self.bytes;
+            kept.clear();
+            kept.extend_from_slice(&d[d.len() - self.bytes..]);
+            return dropped as u64;
+        }
+        kept.extend_from_slice(d);
+        if kept.len() > self.bytes.saturating_mul(2) { self.finish(kept) } else { 0 }
+    }
+
+    /// Trims what `keep` kept to the limit; returns how many bytes that dropped.
+    fn finish(self, kept: &mut Vec<u8>) -> u64 {
+        let excess = kept.len().saturating_sub(self.bytes);
+        if self.last && excess > 0 {
+            kept.drain(..excess);
+        }
+        excess as u64
+    }
+}
+
 /// A capture's callback, with the capture's process handle.
 type OutputCb = Box<dyn FnOnce(&mut Loop, Process, io::Result<Output>)>;
 type PipelineOutputCb = Box<dyn FnOnce(&mut Loop, io::Result<PipelineOutput>)>;
@@ -3483,7 +3549,7 @@ struct Capture {
     wait_delay: Option<Duration>,
     /// How much of each stream to keep (`Command::output_limit`), and how much more came,
     /// stdout's and stderr's.
-    limit: usize,
+    limit: OutputLimit,
     dropped: [u64; 2],
     delay_timer: Option<crate::Timer>,
     exited: bool,
@@ -3596,6 +3662,10 @@ impl Capture {
             c.left -= 1;
             if c.left > 0 {
                 return;
+            }
+            let c = &mut *c;
+            for (kept, dropped) in [&mut c.stdout, &mut c.stderr].into_iter().zip(&mut c.dropped) {
+                *dropped += c.limit.finish(kept);
             }
             let result = match (c.error.take(), c.status) {
                 (Some(e), _) => Err(e),
@@ -5689,9 +5759,7 @@ impl Loop {
                         None => {
                             let c = &mut *c;
                             let kept = if i == 0 { &mut c.stdout } else { &mut c.stderr };
-                            let keep = d.len().min(c.limit.saturating_sub(kept.len()));
-                            kept.extend_from_slice(&d[..keep]);
-                            c.dropped[i] += (d.len() - keep) as u64;
+                            c.dropped[i] += c.limit.keep(kept, d);
                         }
                     }
                 }
@@ -5744,7 +5812,7 @@ struct PipelineState {
 struct PipelineCapture {
     stdout: Vec<u8>,
     /// The last stage's `output_limit`, and how much output beyond it was dropped.
-    limit: usize,
+    limit: OutputLimit,
     dropped: u64,
     /// Every stage's, once all have exited.
     statuses: Option<Vec<io::Result<ExitStatus>>>,
@@ -5765,6 +5833,8 @@ impl PipelineCapture {
                 return;
             }
             let Some(cb) = c.cb.take() else { return };
+            let c = &mut *c;
+            c.dropped += c.limit.finish(&mut c.stdout);
             let result = match c.error.take() {
                 Some(e) => Err(e),
                 None => Ok(PipelineOutput {
@@ -6125,9 +6195,7 @@ impl Pipeline {
             let end = match ev {
                 ReadEvent::Data(d) => {
                     let c = &mut *st.borrow_mut();
-                    let keep = d.len().min(c.limit.saturating_sub(c.stdout.len()));
-                    c.stdout.extend_from_slice(&d[..keep]);
-                    c.dropped += (d.len() - keep) as u64;
+                    c.dropped += c.limit.keep(&mut c.stdout, d);
                     return;
                 }
                 ReadEvent::Eof => None,

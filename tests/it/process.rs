@@ -6074,6 +6074,54 @@ case!(
 );
 
 case!(
+    /// `output_limit_last` keeps the end of a log (build-runner trial: a failed step's
+    /// error is at the end, and `output_limit` kept the start): for every limit, from none
+    /// to more than the output, what is kept is the output's last bytes, and the count
+    /// dropped is the rest, through pipes, a pty and a pipeline's last stage.
+    fn issue_6_output_limit_last_keeps_the_end_of_the_output() {
+        let numbers: Vec<u8> = (1..=100_000).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let tail = |all: &[u8], n: usize| all[all.len().saturating_sub(n)..].to_vec();
+        let mut lp = builder().build().unwrap();
+        for limit in [0, 1, 13, 4096, 65_536, 65_537, 300_000, numbers.len(), 1 << 30] {
+            let mut cmd = sh("seq 1 100000; seq 1 100000 >&2");
+            cmd.output_limit_last(limit);
+            let out = captured(&mut lp, &cmd);
+            let dropped = numbers.len().saturating_sub(limit) as u64;
+            for (name, got, n) in
+                [("stdout", &out.stdout, out.stdout_dropped), ("stderr", &out.stderr, out.stderr_dropped)]
+            {
+                assert!(*got == tail(&numbers, limit), "{limit} {name}: {} bytes", got.len());
+                assert_eq!(n, dropped, "{limit} {name}");
+            }
+            assert_eq!(out.truncated, dropped > 0, "{limit}");
+            // On a pty: the terminal's `\r\n`.
+            let crlf: Vec<u8> = crlf(std::str::from_utf8(&numbers).unwrap());
+            let mut cmd = sh("seq 1 100000");
+            cmd.output_limit_last(limit);
+            let out = captured_on_pty(&mut lp, &cmd);
+            assert!(out.stdout == tail(&crlf, limit), "{limit} pty: {} bytes", out.stdout.len());
+            assert_eq!(out.stdout_dropped, crlf.len().saturating_sub(limit) as u64, "{limit} pty");
+            // A pipeline's last stage.
+            let mut last = Command::new("cat");
+            last.output_limit_last(limit);
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            evloop::Pipeline::new([sh("seq 1 100000"), last])
+                .output(&mut lp, move |_, out| *g.borrow_mut() = Some(out.unwrap()))
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().unwrap();
+            assert!(out.stdout == tail(&numbers, limit), "{limit} pipeline: {} bytes", out.stdout.len());
+            assert_eq!(out.stdout_dropped, dropped, "{limit} pipeline");
+        }
+        // The later call counts.
+        let mut cmd = sh("seq 1 100000");
+        cmd.output_limit_last(5).output_limit(5);
+        assert_eq!(captured(&mut lp, &cmd).stdout, b"1\n2\n3");
+    }
+);
+
+case!(
     /// `Command::groups` sets the child's supplementary groups before its ids switch, on
     /// every path (service-manager trial: a service running as another user could only
     /// drop them all). Without the privilege, or with more than the system takes, the spawn
