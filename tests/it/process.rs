@@ -6074,8 +6074,8 @@ case!(
 );
 
 case!(
-    /// `output_limit_last` keeps the end of a log (build-runner trial: a failed step's
-    /// error is at the end, and `output_limit` kept the start): for every limit, from none
+    /// `output_limit_last` keeps the end of a log, where a failed step's error is
+    /// (`output_limit` keeps the start): for every limit, from none
     /// to more than the output, what is kept is the output's last bytes, and the count
     /// dropped is the rest, through pipes, a pty and a pipeline's last stage.
     fn issue_6_output_limit_last_keeps_the_end_of_the_output() {
