@@ -767,8 +767,18 @@ impl Loop {
             ));
         }
         s.flags.insert(Flags::CLOSING);
-        self.stop_for_close(id);
-        self.set_active(id, false);
+        // An inactive process handle whose child was reaped, with nothing of its own left
+        // (its exit callback ran, no pidfd kept, no extras, no escalation that could spare a
+        // group): its stop would do nothing, nor would making it inactive. The usual close
+        // of a spawn's handle, from its exit callback.
+        let done = match &s.kind {
+            Kind::Process(st) => st.closes_as_is() && !s.flags.contains(Flags::ACTIVE),
+            _ => false,
+        };
+        if !(done && self.children.escalations_is_empty() && self.children.extras_is_empty()) {
+            self.stop_for_close(id);
+            self.set_active(id, false);
+        }
         self.closing.push_back((id, cb));
         log::trace!("loop {}: closing {} {id:?}", self.id, kind.name());
         Ok(())

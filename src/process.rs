@@ -2602,6 +2602,18 @@ impl ProcessState {
         (self.reaped && self.status_known).then(|| unpack_status(self.status))
     }
 
+    /// Reaped, its exit callback gone, and no pidfd kept (a group leader's): its close has
+    /// nothing to stop, given no extras and no escalation (`Loop::close_handle`). It is
+    /// inactive: `child_finish` made it so at the reap.
+    #[inline]
+    pub(crate) fn closes_as_is(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        let no_pidfd = self.pidfd.is_none();
+        #[cfg(not(target_os = "linux"))]
+        let no_pidfd = true;
+        self.child_key == NO_CHILD && self.reaped && self.on_exit.is_none() && no_pidfd
+    }
+
     fn child_key(&self) -> Option<usize> {
         (self.child_key != NO_CHILD).then_some(self.child_key as usize)
     }
@@ -3894,6 +3906,12 @@ impl ProcessExtras {
 impl Children {
     pub(crate) fn keeps_loop_alive(&self) -> bool {
         self.keep_alive > 0
+    }
+
+    /// No `terminate_group` escalation runs (the usual case).
+    #[inline]
+    pub(crate) fn escalations_is_empty(&self) -> bool {
+        self.escalations.is_empty()
     }
 
     /// No process handle has extras (the usual case).
