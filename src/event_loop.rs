@@ -1093,7 +1093,12 @@ impl Loop {
                 // (Only a process handle's key can be in it.)
                 self.process_released(id);
             }
-            drop(slot);
+            // A process handle's state dropped as such: the drop of any `Kind` is a jump
+            // through every kind's, which costs each spawn's close some 20 instructions more.
+            match slot.kind {
+                Kind::Process(st) => drop(st),
+                kind => drop(kind),
+            }
             if let Some(cb) = cb {
                 cb(self);
             }
