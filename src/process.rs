@@ -4160,7 +4160,10 @@ impl Loop {
             spawned.pid,
             spawned.method
         );
-        drop(std::mem::take(&mut prep.child_ends));
+        // Taken apart: each part's drop is then inline, where those emptied or plain are
+        // seen to need none (the drop of the whole, a call, looks at each).
+        let Prepared { fds: _, pipes, child_ends, moved } = prep;
+        drop(child_ends);
         let pid = spawned.pid;
         let pidfd = spawned.pidfd;
         let (group, leads_group) = match (cmd.setsid, process_group) {
@@ -4184,7 +4187,7 @@ impl Loop {
                 };
                 let _ = sys::wait(pid);
                 self.take_terminal_back(foreground, None);
-                self.restore_moved(&prep.moved);
+                self.restore_moved(&moved);
                 return Err(context(
                     e,
                     format!("spawn `{}`: cannot watch the child for its exit", cmd.name()),
@@ -4193,7 +4196,7 @@ impl Loop {
         };
         let mut child =
             Child { process: Process(id), stdin: None, stdout: None, stderr: None, pipes: Vec::new() };
-        for p in std::mem::take(&mut prep.pipes) {
+        for p in pipes {
             let made = fd::set_fresh_pipe_nonblocking(p.ours.as_fd())
                 .and_then(|()| Pipe::from_private(self, p.ours, p.we_read, !p.we_read));
             let pipe = match made {
@@ -4202,7 +4205,7 @@ impl Loop {
                     // The child runs, but the caller cannot have what it asked for: undo.
                     self.abandon_child(&child, false);
                     self.take_terminal_back(foreground, leads_group.then_some(pid));
-                    self.restore_moved(&prep.moved);
+                    self.restore_moved(&moved);
                     return Err(context(e, format!("spawn `{}`: opening a pipe to the child", cmd.name())));
                 }
             };
@@ -4214,8 +4217,8 @@ impl Loop {
             }
         }
         match hold_moved {
-            Some(held) => held.extend_from_slice(&prep.moved),
-            None => self.close_moved(&prep.moved),
+            Some(held) => held.extend_from_slice(&moved),
+            None => self.close_moved(&moved),
         }
         if let Some((after, grace)) = cmd.timeout {
             if let Err(e) = self.process_start_timeout(id, after, grace) {
