@@ -112,6 +112,7 @@ impl ResourceUsage {
 /// the child used.
 ///
 /// `ECHILD` means it is not (or no longer) our unreaped child.
+#[inline]
 pub fn reap(pid: Pid, block: bool, usage: Option<&mut ResourceUsage>) -> io::Result<Option<WaitStatus>> {
     let flags = if block { 0 } else { libc::WNOHANG };
     if let Some(usage) = usage {

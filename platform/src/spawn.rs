@@ -282,6 +282,7 @@ pub const DEFAULT_PATH: &str = "/bin:/usr/bin";
 /// assert!(c_str_with_nul(b"/bin/\0true\0").is_none()); // a NUL inside
 /// assert!(c_str_with_nul(b"/bin/true").is_none()); // no NUL at the end
 /// ```
+#[inline]
 pub fn c_str_with_nul(bytes: &[u8]) -> Option<&CStr> {
     if bytes.last() != Some(&0) {
         return None;

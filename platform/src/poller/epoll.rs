@@ -94,6 +94,7 @@ impl Poller {
     }
 
     /// Moves `fd` from interest `old` to `new` (ADD, MOD or DEL), at once.
+    #[inline]
     pub fn update(&mut self, fd: BorrowedFd<'_>, token: u64, old: Interest, new: Interest) -> io::Result<()> {
         let op = match (old.is_empty(), new.is_empty()) {
             (true, true) => return Ok(()),
@@ -133,6 +134,7 @@ impl Poller {
     }
 
     /// Removes `fd` now (`EPOLL_CTL_DEL`). Does nothing when `old` is empty.
+    #[inline]
     pub fn deregister(&mut self, fd: BorrowedFd<'_>, old: Interest) -> io::Result<()> {
         if old.is_empty() {
             return Ok(());
