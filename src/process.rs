@@ -670,7 +670,11 @@ impl ProgramName {
         let len = dot.len() + name.len();
         if len < PROGRAM_INLINE_BYTES {
             let mut bytes = [0; PROGRAM_INLINE_BYTES];
-            bytes[..dot.len()].copy_from_slice(dot);
+            // (Only when there is one: a copy of a length not known here is a call, even of
+            // nothing.)
+            if !dot.is_empty() {
+                bytes[..2].copy_from_slice(b"./");
+            }
             bytes[dot.len()..len].copy_from_slice(name);
             return Ok(ProgramName::Inline { len: len as u8, bytes });
         }
