@@ -1072,17 +1072,11 @@ struct ChildPlan<'a> {
     open_above: &'a [RawFd],
     /// Where a failure goes.
     report: ReportTo<'a>,
-    cwd: Option<&'a CStr>,
-    uid: Option<libc::uid_t>,
-    gid: Option<libc::gid_t>,
-    groups: Option<&'a [libc::gid_t]>,
-    process_group: Option<Pid>,
-    setsid: bool,
-    foreground: Option<RawFd>,
-    controlling_terminal: Option<RawFd>,
-    ignored_signals: u64,
-    /// See `Request::parent_death_signal`.
-    parent_death_signal: c_int,
+    /// The rest of what the child does (its directory, ids, group, session, terminal and
+    /// signals), read where the caller keeps it rather than copied (which cost each spawn
+    /// some 20 instructions): its frame lives until the child's exec (suspended meanwhile
+    /// on the vfork path; copied with the rest on the fork path).
+    req: &'a Request<'a>,
     /// The parent's pid, where `parent_death_signal` is set (else 0).
     parent: libc::pid_t,
     /// See `leaves_group`.
@@ -1366,7 +1360,7 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
                 libc::SIGKILL | libc::SIGSTOP => {}
                 // (The libc's call: the signals asked for are never the libc's internal ones,
                 // which the caller cannot name.)
-                _ if signal_in(p.ignored_signals, sig) => {
+                _ if signal_in(p.req.ignored_signals, sig) => {
                     libc::sigaction(sig, &ign, std::ptr::null_mut());
                 }
                 // (The libc's call: a handler needs its return trampoline.)
@@ -1398,10 +1392,10 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
             }
         }
         // 2. Session or group.
-        if p.setsid && libc::setsid() < 0 {
+        if p.req.setsid && libc::setsid() < 0 {
             child_fail(p.report, Stage::Session, errno());
         }
-        if let Some(pgid) = p.process_group {
+        if let Some(pgid) = p.req.process_group {
             if libc::setpgid(0, pgid) < 0 {
                 child_fail(p.report, Stage::Group, errno());
             }
@@ -1424,7 +1418,7 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         }
         // Every signal is blocked here, so the background group's tcsetpgrp raises no
         // SIGTTOU.
-        if let Some(tty) = p.foreground {
+        if let Some(tty) = p.req.foreground {
             if libc::tcsetpgrp(tty, libc::getpgrp()) < 0 {
                 child_fail(p.report, Stage::Foreground, errno());
             }
@@ -1458,32 +1452,32 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         // The session's controlling terminal, now that the fd is in place (a session leader
         // without one: `setsid` above). `ioctl` is a bare system call, safe here; its
         // request number's type differs by platform.
-        if let Some(fd) = p.controlling_terminal {
+        if let Some(fd) = p.req.controlling_terminal {
             if libc::ioctl(fd, libc::TIOCSCTTY as _, 0) < 0 {
                 child_fail(p.report, Stage::ControllingTerminal(fd), errno());
             }
         }
         // 4. Directory, then ids (the directory may need the old ones).
-        if let Some(cwd) = p.cwd {
+        if let Some(cwd) = p.req.cwd {
             if libc::chdir(cwd.as_ptr()) < 0 {
                 child_fail(p.report, Stage::Chdir, errno());
             }
         }
-        if let Some(groups) = p.groups {
+        if let Some(groups) = p.req.groups {
             // (Its count is a size_t on Linux, an int elsewhere; the caller bounded it.)
             if libc::setgroups(groups.len() as _, groups.as_ptr()) < 0 {
                 child_fail(p.report, Stage::SetGroups, errno());
             }
-        } else if p.uid.is_some() || p.gid.is_some() {
+        } else if p.req.uid.is_some() || p.req.gid.is_some() {
             // Drop supplementary groups (only root may; others keep theirs, as libuv does).
             libc::setgroups(0, std::ptr::null());
         }
-        if let Some(gid) = p.gid {
+        if let Some(gid) = p.req.gid {
             if libc::setgid(gid) < 0 {
                 child_fail(p.report, Stage::SetGid, errno());
             }
         }
-        if let Some(uid) = p.uid {
+        if let Some(uid) = p.req.uid {
             if libc::setuid(uid) < 0 {
                 child_fail(p.report, Stage::SetUid, errno());
             }
@@ -1492,17 +1486,17 @@ fn child_exec(p: &ChildPlan<'_>) -> ! {
         // already gone would never send it: the child sends it itself, and it waits in the
         // mask until step 5 as a later one would.
         #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        if p.parent_death_signal != 0 {
-            if set_parent_death_signal(p.parent_death_signal) < 0 {
+        if p.req.parent_death_signal != 0 {
+            if set_parent_death_signal(p.req.parent_death_signal) < 0 {
                 child_fail(p.report, Stage::ParentDeathSignal, errno());
             }
             if libc::getppid() != p.parent {
-                kill_self(p.parent_death_signal);
+                kill_self(p.req.parent_death_signal);
             }
         }
         // (macOS has none; its caller refuses the request.)
         #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-        let _ = (p.parent_death_signal, p.parent);
+        let _ = (p.req.parent_death_signal, p.parent);
         // 5. An empty mask, last: a signal from here on gets its default action, and a stop
         //    signal that waited runs `discard_stop`.
         let empty = sigset(false);
@@ -1728,7 +1722,7 @@ impl ExecPrep {
     /// the error pipe if there is one, else to `shared`.
     fn child<'a>(
         &'a self,
-        req: &Request<'a>,
+        req: &'a Request<'a>,
         plan: &'a FdPlan,
         argv: *const *const c_char,
         envp: *const *const c_char,
@@ -1745,16 +1739,7 @@ impl ExecPrep {
                 Some((_, w)) => ReportTo::Pipe(w.as_raw_fd()),
                 None => ReportTo::Shared(shared),
             },
-            cwd: req.cwd,
-            uid: req.uid,
-            gid: req.gid,
-            groups: req.groups,
-            process_group: req.process_group,
-            setsid: req.setsid,
-            foreground: req.foreground,
-            controlling_terminal: req.controlling_terminal,
-            ignored_signals: req.ignored_signals,
-            parent_death_signal: req.parent_death_signal,
+            req,
             parent: if req.parent_death_signal != 0 { own_pid() } else { 0 },
             leaves_group: leaves_group(req),
         }
