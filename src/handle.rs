@@ -165,6 +165,7 @@ impl Kind {
         }
     }
 
+    #[inline]
     pub(crate) fn handle_kind(&self) -> HandleKind {
         match self {
             Kind::Timer(_) => HandleKind::Timer,
