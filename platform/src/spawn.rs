@@ -328,7 +328,8 @@ pub fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         }
     }
     let plan = FdPlan::new(req.fds)?;
-    let argv = PtrArray::new(req.argv0, req.args);
+    let mut argv_stack = [const { MaybeUninit::uninit() }; PTRS_ON_STACK];
+    let argv = PtrArray::new(req.argv0, req.args, &mut argv_stack);
     let env_ptrs = req.env.map(|env| {
         let mut v: Vec<*const c_char> = env.iter().map(|s| s.as_ptr()).collect();
         v.push(std::ptr::null());
@@ -470,21 +471,30 @@ impl FdPlan {
 
 // ----- argv and envp ------------------------------------------------------------------------
 
-/// A NULL-terminated array of C string pointers; on the stack when short.
-enum PtrArray {
-    Stack([*const c_char; 16]),
+/// A NULL-terminated array of C string pointers: in the caller's `stack` when short (only
+/// what it uses is written: zeroing it all, and moving it, cost a spawn some 20
+/// instructions), else on the heap.
+enum PtrArray<'s> {
+    Stack(&'s [MaybeUninit<*const c_char>; PTRS_ON_STACK]),
     Heap(Vec<*const c_char>),
 }
 
-impl PtrArray {
-    fn new(first: &CStr, rest: &[CString]) -> PtrArray {
-        if rest.len() + 2 <= 16 {
-            let mut a = [std::ptr::null(); 16];
-            a[0] = first.as_ptr();
-            for (slot, s) in a[1..].iter_mut().zip(rest) {
-                *slot = s.as_ptr();
+/// How many pointers, the null one included, `PtrArray` keeps on the stack.
+const PTRS_ON_STACK: usize = 16;
+
+impl<'s> PtrArray<'s> {
+    fn new(
+        first: &CStr,
+        rest: &[CString],
+        stack: &'s mut [MaybeUninit<*const c_char>; PTRS_ON_STACK],
+    ) -> PtrArray<'s> {
+        if rest.len() + 2 <= PTRS_ON_STACK {
+            stack[0].write(first.as_ptr());
+            for (slot, s) in stack[1..].iter_mut().zip(rest) {
+                slot.write(s.as_ptr());
             }
-            PtrArray::Stack(a)
+            stack[rest.len() + 1].write(std::ptr::null());
+            PtrArray::Stack(stack)
         } else {
             let mut v = Vec::with_capacity(rest.len() + 2);
             v.push(first.as_ptr());
@@ -494,9 +504,10 @@ impl PtrArray {
         }
     }
 
+    /// The array, written up to its null pointer (the stack's rest is not to be read).
     fn as_ptr(&self) -> *const *const c_char {
         match self {
-            PtrArray::Stack(a) => a.as_ptr(),
+            PtrArray::Stack(a) => a.as_ptr().cast(),
             PtrArray::Heap(v) => v.as_ptr(),
         }
     }
