@@ -616,6 +616,27 @@ impl Loop {
         self.set_flags(id, Flags::ACTIVE, if active { Flags::ACTIVE } else { Flags::empty() });
     }
 
+    /// `f` on handle `id`'s state, then, where it gave `Some`,
+    /// [`set_active(id, active)`](Self::set_active): with one lookup of the slot.
+    #[inline]
+    pub(crate) fn update_then_set_active<R>(
+        &mut self,
+        id: HandleId,
+        active: bool,
+        f: impl FnOnce(&mut Kind) -> Option<R>,
+    ) -> Option<R> {
+        let s = self.slots.get_mut(id.key as usize).filter(|s| s.gen_ == id.gen_)?;
+        let r = f(&mut s.kind)?;
+        let before = s.flags;
+        s.flags.set(Flags::ACTIVE, active);
+        match (before.keeps_alive(), s.flags.keeps_alive()) {
+            (false, true) => self.active_refs += 1,
+            (true, false) => self.active_refs -= 1,
+            _ => {}
+        }
+        Some(r)
+    }
+
     /// Sets the flags in `mask` on handle `id` to those in `values`, keeping `active_refs`
     /// (the handles whose flags say they keep the loop alive) in step.
     #[inline]

@@ -4335,10 +4335,12 @@ impl Loop {
                 return Err(e);
             }
         };
-        self.set_active(id, true);
-        if let Some(Kind::Process(st)) = self.live_slot_mut(id).map(|s| &mut s.kind) {
-            st.child_key = key as u32;
-        }
+        self.update_then_set_active(id, true, |kind| {
+            if let Kind::Process(st) = kind {
+                st.child_key = key as u32;
+            }
+            Some(())
+        });
         Ok(id)
     }
 
@@ -5036,22 +5038,27 @@ impl Loop {
             log::debug!("loop {}: reaped background child {}: {res:?}", self.id, entry.pid);
             return;
         };
-        // (The owner comes from this loop's child table.)
-        let Some(Kind::Process(st)) = self.own_slot_mut(id).map(|s| &mut s.kind) else { return };
-        st.child_key = NO_CHILD;
-        st.reaped = true;
-        if let Ok(status) = &res {
-            st.status = pack_status(*status);
-            st.status_known = true;
-        }
-        // Only a group leader's pidfd is of use after the reap: it names the group race-free.
-        // Any other closes now, not with the handle, which a program may keep for long.
-        #[cfg(target_os = "linux")]
-        if st.leads_group {
-            st.pidfd = pidfd;
-        }
-        let cb = st.on_exit.take();
-        self.set_active(id, false);
+        // (The owner comes from this loop's child table.) Made inactive, in the same lookup.
+        let Some(cb) = self.update_then_set_active(id, false, |kind| {
+            let Kind::Process(st) = kind else { return None };
+            st.child_key = NO_CHILD;
+            st.reaped = true;
+            if let Ok(status) = &res {
+                st.status = pack_status(*status);
+                st.status_known = true;
+            }
+            // Only a group leader's pidfd is of use after the reap: it names the group
+            // race-free. Any other closes now, not with the handle, which a program may keep
+            // for long.
+            // (Taken, not moved in: another's still closes at the end of this function.)
+            #[cfg(target_os = "linux")]
+            if st.leads_group {
+                st.pidfd = pidfd.take();
+            }
+            Some(st.on_exit.take())
+        }) else {
+            return;
+        };
         if !self.children.extras.is_empty() {
             self.process_cancel_timers(id);
         }
