@@ -2178,6 +2178,29 @@ impl Command {
     /// The bad input found in this command, if any, as spawn reports it; else the program
     /// as a C string.
     fn check_input(&self) -> io::Result<&CStr> {
+        // The settings that can be wrong are rare: their checks, and the messages' code, out
+        // of line (inline, every spawn saved and restored registers for them, some 20
+        // instructions).
+        if self.invalid.is_some()
+            || self.parent_death_signal != 0
+            || self.controlling_terminal.is_some()
+            || (self.setsid && self.process_group.is_some())
+        {
+            self.check_settings()?;
+        }
+        self.program.as_c_str().map_err(|why| self.input_error(why))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn input_error(&self, why: &str) -> io::Error {
+        invalid(format!("spawn `{}`: {why}", self.name()))
+    }
+
+    /// `check_input`'s checks of the settings, in its order.
+    #[cold]
+    #[inline(never)]
+    fn check_settings(&self) -> io::Result<()> {
         if let Some(why) = &self.invalid {
             return Err(invalid(format!("spawn `{}`: {why}", self.name())));
         }
@@ -2207,7 +2230,7 @@ impl Command {
                 )));
             }
         }
-        self.program.as_c_str().map_err(|why| invalid(format!("spawn `{}`: {why}", self.name())))
+        Ok(())
     }
 
     /// [`kill_group_on_drop`](Command::kill_group_on_drop) must not reach the loop's own group:
