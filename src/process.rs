@@ -2187,6 +2187,9 @@ impl Command {
             || (self.setsid && self.process_group.is_some())
         {
             self.check_settings()?;
+        } else {
+            // (A check added to `check_settings` needs its setting in the test above.)
+            debug_assert!(self.check_settings().is_ok());
         }
         self.program.as_c_str().map_err(|why| self.input_error(why))
     }
