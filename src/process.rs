@@ -2005,10 +2005,13 @@ impl Command {
     ///   terminal's size ([`write`](crate::Tty::write), Ctrl-C as `\x03`,
     ///   [`set_winsize`](crate::Tty::set_winsize)); it does not read, since every byte of
     ///   output goes to the capture. A program that reads its terminal waits for input, as
-    ///   at a real one: write it, or end it with Ctrl-D (`\x04`) at the start of a line. The
-    ///   handle is on a copy of the master, and closes with the capture: after `cb` has
-    ///   returned, or when the capture is abandoned. Closed sooner by you, it leaves the
-    ///   terminal up.
+    ///   at a real one: write it, or end it with Ctrl-D (`\x04`) at the start of a line
+    ///   (as on any terminal, [`shutdown`](crate::Tty::shutdown) is refused, and
+    ///   [`end`](crate::Tty::end) only waits for the queued writes); or give the command
+    ///   `stdin(Stdio::Null)`, which leaves its stdout on the terminal. The handle is on a
+    ///   copy of the master, and closes with the capture: after `cb` has returned, or when
+    ///   the capture is abandoned; writes still queued then fail as cancelled
+    ///   (`ECANCELED`). Closed sooner by you, it leaves the terminal up.
     /// - **When `cb` runs.** Once the child has exited and the terminal's output has ended,
     ///   which is when every process holding the terminal has let it go. The child leads
     ///   the terminal's session, and its exit hangs the terminal up for its process group,
@@ -2018,11 +2021,16 @@ impl Command {
     ///   What the child wrote before its exit is not lost to that race: the terminal keeps
     ///   it until read.
     /// - **The rest is as with `output`**: the returned [`Process`] kills the child, and
-    ///   pauses and resumes the output; closing it before `cb` abandons the capture (the
-    ///   terminal then hangs up: the child's session gets `SIGHUP`); `cb` never runs after
-    ///   an error to start; [`timeout`](Command::timeout),
-    ///   [`output_limit`](Command::output_limit) and
-    ///   [`record_usage`](Command::record_usage) apply. The child leads a session of its own,
+    ///   pauses and resumes the output; closing it before `cb` abandons the capture. The
+    ///   terminal then hangs up, which sends the child, its session's leader, `SIGHUP` (and
+    ///   its exit then sends one to the group it leaves in front); a child that ignores it
+    ///   runs on, reaped when it exits, and keeps `run` going until then:
+    ///   [`kill_on_drop`](Command::kill_on_drop) or
+    ///   [`kill_group_on_drop`](Command::kill_group_on_drop) end it with the abandon. `cb`
+    ///   never runs after an error to start; [`timeout`](Command::timeout),
+    ///   [`output_limit`](Command::output_limit) (which counts the terminal's bytes, each
+    ///   `\r` of its line ends included) and [`record_usage`](Command::record_usage)
+    ///   apply. The child leads a session of its own,
     ///   so a command with a [`process_group`](Command::process_group),
     ///   [`foreground`](Command::foreground) or
     ///   [`controlling_terminal`](Command::controlling_terminal) is an error, as with
@@ -2063,7 +2071,8 @@ impl Command {
     /// `script` or a CI runner's live log does, and relays input through the returned
     /// [`Tty`](crate::Tty) (which closes with the capture: after `on_done`, or when the
     /// capture is abandoned). [`Process::pause_output`] holds the output back: the program
-    /// then blocks once the terminal's buffer is full.
+    /// then blocks once the terminal's buffer is full. As with `stream_output`, nothing is
+    /// kept, and [`output_limit`](Command::output_limit) does not apply.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -5676,6 +5685,8 @@ impl Loop {
         let mut terminal_input = None;
         let mut links = Vec::with_capacity(3);
         let mut child_ends = Vec::with_capacity(3);
+        // (What failed, for the error: the pipes, /dev/null, or the pty's input handle.)
+        let mut making = "pipes for its output";
         let opened = (|| -> io::Result<()> {
             for (target, stream) in captured {
                 let (r, w) = fd::pipe()?;
@@ -5685,21 +5696,25 @@ impl Loop {
                 child_ends.push(w);
             }
             if input.is_some() {
+                making = "a pipe for its input";
                 let (r, w) = fd::pipe()?;
                 fd::set_fresh_pipe_nonblocking(w.as_fd())?;
                 stdin = Some(Pipe::from_private(self, w, false, true)?);
                 links.push((0, r.as_raw_fd()));
                 child_ends.push(r);
             } else if !cmd.stdio.iter().any(|(target, _)| *target == 0) {
+                making = "/dev/null for its stdin";
                 let null = fd::open(c"/dev/null", fd::Access::ReadWrite, false)?;
                 links.push((0, null.as_raw_fd()));
                 child_ends.push(null);
             }
             if let Some(master) = terminal {
+                making = "a copy of the pty's master for its input";
                 terminal_input = Some(crate::Tty::capture_input(self, master)?);
             }
             Ok(())
         })();
+        let on_pty = if terminal.is_some() { " on a pty" } else { "" };
         let st = state.clone();
         let on_exit: ExitCb = Box::new(move |lp, p, res| {
             let usage = p.resource_usage(lp).ok().flatten();
@@ -5718,7 +5733,7 @@ impl Loop {
             Capture::start_delay(&st, lp);
         });
         let spawned = opened
-            .map_err(|e| context(e, format!("spawn `{}`: pipes for its output", cmd.name())))
+            .map_err(|e| context(e, format!("spawn `{}`{on_pty}: {making}", cmd.name())))
             .and_then(|()| self.spawn_command(cmd, Wiring { links: &links, ..Wiring::default() }, on_exit));
         // The child holds its ends now (or there is no child): the parent's copies go.
         drop(child_ends);

@@ -1213,7 +1213,9 @@ impl Loop {
     /// The type of a stream that cannot close its write side alone: one open for reading
     /// and writing, other than a socket.
     fn no_half_close(s: &Stream) -> io::Result<Option<FileType>> {
-        if !s.readable {
+        // (A pty capture's input is a master's copy, open for both: its close alone would
+        // end nothing, as the capture holds the master.)
+        if !s.readable && !s.tty.as_ref().is_some_and(|t| t.capture_input) {
             return Ok(None);
         }
         let ty = fd::file_type(s.io.fd()?)?;

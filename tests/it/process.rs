@@ -5926,7 +5926,15 @@ case!(
             let (input, process) = Command::new("cat")
                 .output_on_pty(&mut lp, evloop::WinSize::default(), move |_, out| *g.borrow_mut() = Some(out))
                 .unwrap();
-            input.write(&mut lp, b"hello\n\x04", |_, r| r.unwrap()).unwrap();
+            input.write(&mut lp, b"hello\n", |_, r| r.unwrap()).unwrap();
+            // As on any terminal, the input ends with ^D, not a shutdown (which would close
+            // only the copy, and leave `cat` waiting); `end` waits for the queue.
+            let e = input.shutdown(&mut lp, |_, _| panic!("shut down")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{name}: {e}");
+            let ended = Rc::new(Cell::new(false));
+            let en = ended.clone();
+            input.end(&mut lp, move |_, r| en.set(r.is_ok())).unwrap();
+            input.write(&mut lp, b"\x04", |_, r| r.unwrap()).unwrap();
             // It does not read: every byte goes to the capture.
             let e = input.read_start(&mut lp, |_, _, _| panic!("read")).unwrap_err();
             assert!(e.to_string().contains("pty capture's input"), "{name}: {e}");
@@ -5935,6 +5943,7 @@ case!(
             let out = got.borrow_mut().take().expect("the capture's callback ran").unwrap();
             assert!(out.status.success(), "{name}: {}", out.status);
             assert_eq!(out.stdout, b"hello\r\nhello\r\n", "{name}");
+            assert!(ended.get(), "{name}: end's callback");
             assert!(input.is_closing(&lp).is_err() && process.is_closing(&lp).is_err(), "{name}");
             // The handle sizes the terminal; a mode is not its to set.
             let got = Rc::new(RefCell::new(None));
