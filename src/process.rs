@@ -3314,6 +3314,50 @@ impl Process {
     pub fn resume_output_stream(self, lp: &mut Loop, which: OutputStream) -> io::Result<()> {
         lp.process_output_flow(self.0, false, Some(which))
     }
+
+    /// Stops waiting for a capture's output, as its [`wait_delay`](Command::wait_delay)
+    /// would when it runs out: in the loop's next timers phase, what the streams hold is
+    /// read, then they close, and the capture's callback comes once the child has exited
+    /// (then, if it has), with the
+    /// output cut ([`Output::cut`]; for [`stream_output`](Command::stream_output), an
+    /// [`OutputCut`] error that holds the status). For a cancel: after
+    /// [`terminate_group`](Process::terminate_group), a descendant that left the group (a
+    /// daemon that called `setsid`) can hold the output open for good, and the abandon
+    /// (closing the handle) would lose the status. Paused output is cut all the same.
+    ///
+    /// A child still running is not stopped by it: it gets `SIGPIPE` at its next write to
+    /// a captured pipe (`EPIPE` where it ignores that); on a pty
+    /// ([`output_on_pty`](Command::output_on_pty)), its writes block once the terminal's
+    /// buffer is full. So end it too, as a cancel does. An input still being written
+    /// ([`output_with_input`](Command::output_with_input)) is dropped. A second call does
+    /// nothing. An error for a process whose output is not captured, and for a closed
+    /// handle (a finished capture's).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{Command, Loop, OutputCut, RunMode};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let mut cmd = Command::new("sh");
+    /// // A daemon in a session of its own keeps the output open.
+    /// cmd.args(["-c", "setsid sleep 1 & echo started; exit 7"]);
+    /// let status = Rc::new(RefCell::new(None));
+    /// let st = status.clone();
+    /// let job = cmd.stream_output(
+    ///     &mut lp,
+    ///     |lp, p, _, bytes| {
+    ///         assert_eq!(bytes, b"started\n");
+    ///         p.cut_output(lp).unwrap();
+    ///     },
+    ///     move |_, _, res| *st.borrow_mut() = Some(OutputCut::of(&res.unwrap_err()).unwrap().status),
+    /// )?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(status.borrow().unwrap().code(), Some(7));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cut_output(self, lp: &mut Loop) -> io::Result<()> {
+        lp.process_cut_output(self.0)
+    }
 }
 
 /// A living child stopped or continued: what [`Process::watch_stops`] reports.
@@ -3648,7 +3692,15 @@ impl Capture {
         let delay = {
             let c = state.borrow();
             match c.wait_delay {
-                Some(d) if c.cb.is_some() && c.exited && !c.paused && c.delay_timer.is_none() => d,
+                Some(d)
+                    if c.cb.is_some()
+                        && c.exited
+                        && !c.paused
+                        && !c.delay_over
+                        && c.delay_timer.is_none() =>
+                {
+                    d
+                }
                 _ => return,
             }
         };
@@ -3657,41 +3709,15 @@ impl Capture {
         // after a slow callback in the same batch must still get its whole delay.
         lp.update_time();
         let timer = crate::Timer::once(lp, delay, move |lp| {
-            let (outputs, input) = {
+            {
                 let mut c = st.borrow_mut();
                 c.delay_timer = None;
                 if c.cb.is_none() || c.paused {
                     return;
                 }
-                (c.outputs.clone(), c.input)
-            };
-            // What the pipes hold already is the child's too: read before cutting. (It
-            // may end a stream, or the capture; the sink may abandon it, or pause it, which
-            // holds the cut off until the resume starts the delay again.)
-            for (_, p) in &outputs {
-                lp.stream_read_now(p.id());
-            }
-            {
-                let mut c = st.borrow_mut();
-                if c.cb.is_none() || c.paused {
-                    return;
-                }
-                c.delay_over = true;
             }
             log::debug!("a child's streams still open {delay:?} after its exit: closing them");
-            let outputs = outputs.into_iter().map(|(_, p)| (p, true));
-            for (p, output) in outputs.chain(input.map(|p| (AnyStream::Pipe(p), false))) {
-                // (One that ended is closing or gone already.)
-                if p.is_closing(lp).ok() != Some(false) {
-                    continue;
-                }
-                let _ = p.close(lp);
-                // The outputs count here; the input's write, cancelled by the close, counts
-                // when its callback runs (`feed`).
-                if output {
-                    Capture::one_done(&st, lp, |c| c.cut = true);
-                }
-            }
+            Capture::cut(&st, lp, false);
         });
         match timer {
             Ok(t) => {
@@ -3702,6 +3728,58 @@ impl Capture {
             }
             // (Out of memory in the timer heap, say: the capture waits for end of file.)
             Err(e) => log::warn!("a capture's wait_delay could not start: {e}"),
+        }
+    }
+
+    /// `Process::cut_output`: the cut, from a timer due now. Not at once: called from a
+    /// read callback (the sink's), the reads before the cut would be nested in that one.
+    fn cut_soon(st: Rc<RefCell<Capture>>, lp: &mut Loop) {
+        match crate::Timer::once(lp, Duration::ZERO, move |lp| Capture::cut(&st, lp, true)) {
+            Ok(t) => {
+                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
+                    slot.flags.insert(Flags::INTERNAL);
+                }
+            }
+            // (Out of memory in the timer heap, say.)
+            Err(e) => log::warn!("a capture's cut could not start: {e}"),
+        }
+    }
+
+    /// Stops waiting for the streams: what they hold is read, then they close, and the
+    /// output is cut. After `wait_delay` (`forced` false: a pause, also one the sink makes
+    /// while what is held is read, holds it off), or at once for `Process::cut_output`.
+    fn cut(st: &Rc<RefCell<Capture>>, lp: &mut Loop, forced: bool) {
+        let (outputs, input) = {
+            let c = st.borrow();
+            if c.cb.is_none() {
+                return;
+            }
+            (c.outputs.clone(), c.input)
+        };
+        // What the streams hold already is the child's too: read before cutting. (It may
+        // end a stream, or the capture; the sink may abandon it, or pause it.)
+        for (_, p) in &outputs {
+            lp.stream_read_now(p.id());
+        }
+        {
+            let mut c = st.borrow_mut();
+            if c.cb.is_none() || (c.paused && !forced) {
+                return;
+            }
+            c.delay_over = true;
+        }
+        let outputs = outputs.into_iter().map(|(_, p)| (p, true));
+        for (p, output) in outputs.chain(input.map(|p| (AnyStream::Pipe(p), false))) {
+            // (One that ended is closing or gone already.)
+            if p.is_closing(lp).ok() != Some(false) {
+                continue;
+            }
+            let _ = p.close(lp);
+            // The outputs count here; the input's write, cancelled by the close, counts
+            // when its callback runs (`feed`).
+            if output {
+                Capture::one_done(st, lp, |c| c.cut = true);
+            }
         }
     }
 
@@ -3898,6 +3976,8 @@ struct ProcessExtras {
     output: Vec<(OutputStream, AnyStream)>,
     /// What else pausing and resuming a capture's output does: its `wait_delay`.
     on_flow: Option<FlowHook>,
+    /// A capture's cut ([`Process::cut_output`]), taken by its first call.
+    on_cut: Option<CloseHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
@@ -3931,10 +4011,12 @@ struct Deadline {
 
 impl ProcessExtras {
     fn is_empty(&self) -> bool {
-        let ProcessExtras { close_hook, output, on_flow, escalation, usage, timeout, timed_out } = self;
+        let ProcessExtras { close_hook, output, on_flow, on_cut, escalation, usage, timeout, timed_out } =
+            self;
         close_hook.is_none()
             && output.is_empty()
             && on_flow.is_none()
+            && on_cut.is_none()
             && escalation.is_none()
             && matches!(usage, Usage::NotAsked)
             && timeout.is_none()
@@ -5157,6 +5239,23 @@ impl Loop {
         Ok(())
     }
 
+    /// [`Process::cut_output`].
+    fn process_cut_output(&mut self, id: HandleId) -> io::Result<()> {
+        if self.handle_flags(id, HandleKind::Process)?.contains(Flags::CLOSING) {
+            return Err(crate::event_loop::closing_error(HandleKind::Process));
+        }
+        let not_captured =
+            || invalid("the process's output is not captured (Command::output or stream_output)");
+        let extras = self.children.extras.get_mut(&id.key).ok_or_else(not_captured)?;
+        match extras.on_cut.take() {
+            Some(hook) => hook(self),
+            // (Cut already.)
+            None if !extras.output.is_empty() => {}
+            None => return Err(not_captured()),
+        }
+        Ok(())
+    }
+
     /// Makes the child of process `id`, if not reaped yet, keep `run(Default)` going until
     /// it is, whatever the handle's `set_ref`.
     fn child_keeps_loop_alive(&mut self, id: HandleId) {
@@ -5313,7 +5412,7 @@ impl Loop {
         let Some(extras) = self.children.extras.get_mut(&id.key) else { return };
         let timers = [extras.escalation.take(), extras.timeout.take().map(|d| d.timer)];
         let hook = extras.close_hook.take();
-        (extras.output, extras.on_flow) = (Vec::new(), None);
+        (extras.output, extras.on_flow, extras.on_cut) = (Vec::new(), None, None);
         if extras.is_empty() {
             self.children.extras.remove(&id.key);
         }
@@ -5794,6 +5893,8 @@ impl Loop {
         }
         let extras = self.children.extras.entry(child.process.0.key).or_default();
         extras.output = outputs.clone();
+        let st = state.clone();
+        extras.on_cut = Some(Box::new(move |lp| Capture::cut_soon(st, lp)));
         if cmd.wait_delay.is_some() {
             // A pause of either stream holds the delay off, and the resume of the last one
             // paused starts it again.

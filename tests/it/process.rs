@@ -6131,6 +6131,99 @@ case!(
 );
 
 case!(
+    /// `Process::cut_output` stops waiting for a capture's output that a descendant holds
+    /// open (pty trial: a cancelled job whose daemon kept the terminal held its callback
+    /// until the daemon exited, and abandoning it lost the status): the callback comes with
+    /// the status and the output read so far, cut, through pipes and a pty; cut before the
+    /// exit, it waits for the exit. Bad calls get clear errors.
+    fn issue_6_cut_output_stops_waiting_for_output_a_descendant_holds() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // `output`: cut once the child said it is done (on a pipe of ours).
+            let (ready_rx, ready_tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh("echo hi; sleep 100 & echo ready >&2; exit 4");
+            cmd.process_group(0).stderr(ready_tx);
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let handle = Rc::new(Cell::new(None));
+            let h = handle.clone();
+            let job = cmd
+                .output(&mut lp, move |lp, out| {
+                    // The handle is open until this returns: end the daemon.
+                    let job: Process = h.get().unwrap();
+                    job.kill_group(lp, SIGKILL).unwrap();
+                    *g.borrow_mut() = Some(out.unwrap());
+                })
+                .unwrap();
+            handle.set(Some(job));
+            ready_rx
+                .read_start(&mut lp, move |lp, p, ev| {
+                    assert!(matches!(ev, ReadEvent::Data(b"ready\n")), "{ev:?}");
+                    job.cut_output(lp).unwrap();
+                    job.cut_output(lp).unwrap();
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran");
+            assert_eq!(
+                (out.status.code(), &out.stdout[..], out.cut),
+                (Some(4), &b"hi\n"[..], true),
+                "{name}"
+            );
+            assert!(job.cut_output(&mut lp).is_err(), "{name}: a finished capture's handle is closed");
+
+            // On a pty, from the sink, after the exit; and before the exit, which it then
+            // waits for.
+            for before_exit in [false, true] {
+                let script = if before_exit {
+                    "echo hi; exec sleep 100"
+                } else {
+                    "trap '' HUP; sleep 100 & echo hi; exit 4"
+                };
+                let status = Rc::new(RefCell::new(None));
+                let st = status.clone();
+                // (A long wait_delay: its pause does not hold the cut off.)
+                let mut cmd = sh(script);
+                cmd.wait_delay(std::time::Duration::from_secs(60));
+                let (_input, _) = cmd
+                    .stream_output_on_pty(
+                        &mut lp,
+                        evloop::WinSize::default(),
+                        move |lp, p, _, bytes| {
+                            assert_eq!(bytes, b"hi\r\n");
+                            // Paused output is cut all the same.
+                            p.pause_output(lp).unwrap();
+                            p.cut_output(lp).unwrap();
+                            if before_exit {
+                                p.kill(lp, SIGKILL).unwrap();
+                            }
+                        },
+                        move |lp, p, res| {
+                            // (The daemon, where there is one.)
+                            let _ = p.kill_group(lp, SIGKILL);
+                            let e = res.unwrap_err();
+                            *st.borrow_mut() = Some(evloop::OutputCut::of(&e).expect("cut").status);
+                        },
+                    )
+                    .unwrap();
+                lp.run(RunMode::Default).unwrap();
+                let status = status.borrow().expect("on_done ran");
+                let want = if before_exit { (None, Some(SIGKILL)) } else { (Some(4), None) };
+                assert_eq!((status.code(), status.signal()), want, "{name}");
+            }
+
+            // Not a capture.
+            let child = Command::new("true").spawn(&mut lp, |lp, p, _| p.close(lp).unwrap()).unwrap();
+            let e = child.process.cut_output(&mut lp).unwrap_err();
+            assert!(e.to_string().contains("not captured"), "{name}: {e}");
+            lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
     /// `Command::groups` sets the child's supplementary groups before its ids switch, on
     /// every path (service-manager trial: a service running as another user could only
     /// drop them all). Without the privilege, or with more than the system takes, the spawn
