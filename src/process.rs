@@ -3651,6 +3651,8 @@ struct Capture {
     paused: bool,
     /// The delay ran out with streams still open: they were closed there.
     delay_over: bool,
+    /// `Process::cut_output` asked for the cut, which comes from a timer.
+    cut_asked: bool,
     /// ... and stdout or stderr was one of them: the output is cut short. (The input alone
     /// is not: a child that leaves it unread is no error.)
     cut: bool,
@@ -3733,7 +3735,16 @@ impl Capture {
 
     /// `Process::cut_output`: the cut, from a timer due now. Not at once: called from a
     /// read callback (the sink's), the reads before the cut would be nested in that one.
-    fn cut_soon(st: Rc<RefCell<Capture>>, lp: &mut Loop) {
+    fn cut_soon(st: &Rc<RefCell<Capture>>, lp: &mut Loop) {
+        {
+            let mut c = st.borrow_mut();
+            // (Done, or cut, or to be: nothing more to do.)
+            if c.cb.is_none() || c.delay_over || c.cut_asked {
+                return;
+            }
+            c.cut_asked = true;
+        }
+        let st = st.clone();
         match crate::Timer::once(lp, Duration::ZERO, move |lp| Capture::cut(&st, lp, true)) {
             Ok(t) => {
                 if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
@@ -3976,8 +3987,8 @@ struct ProcessExtras {
     output: Vec<(OutputStream, AnyStream)>,
     /// What else pausing and resuming a capture's output does: its `wait_delay`.
     on_flow: Option<FlowHook>,
-    /// A capture's cut ([`Process::cut_output`]), taken by its first call.
-    on_cut: Option<CloseHook>,
+    /// A capture's cut ([`Process::cut_output`]).
+    on_cut: Option<FlowHook>,
     /// The escalation timer of [`Process::terminate`]: closed as soon as the child is reaped
     /// or its handle closes, so that a storm of terminations with a long grace leaves no
     /// timers waiting for nothing.
@@ -5246,12 +5257,11 @@ impl Loop {
         }
         let not_captured =
             || invalid("the process's output is not captured (Command::output or stream_output)");
-        let extras = self.children.extras.get_mut(&id.key).ok_or_else(not_captured)?;
-        match extras.on_cut.take() {
-            Some(hook) => hook(self),
-            // (Cut already.)
-            None if !extras.output.is_empty() => {}
-            None => return Err(not_captured()),
+        let mut hook =
+            self.children.extras.get_mut(&id.key).and_then(|e| e.on_cut.take()).ok_or_else(not_captured)?;
+        hook(self);
+        if let Some(e) = self.children.extras.get_mut(&id.key) {
+            e.on_cut.get_or_insert(hook);
         }
         Ok(())
     }
@@ -5774,6 +5784,7 @@ impl Loop {
             exited: false,
             paused: false,
             delay_over: false,
+            cut_asked: false,
             cut: false,
             usage: None,
         }));
@@ -5894,7 +5905,7 @@ impl Loop {
         let extras = self.children.extras.entry(child.process.0.key).or_default();
         extras.output = outputs.clone();
         let st = state.clone();
-        extras.on_cut = Some(Box::new(move |lp| Capture::cut_soon(st, lp)));
+        extras.on_cut = Some(Box::new(move |lp| Capture::cut_soon(&st, lp)));
         if cmd.wait_delay.is_some() {
             // A pause of either stream holds the delay off, and the resume of the last one
             // paused starts it again.

@@ -117,6 +117,8 @@ struct ProcModel {
     exits: Rc<Cell<u32>>,
     /// The lossy flag of the pipe model wired to its stdin/stdout (a `cat`), if any.
     lossy: Option<Rc<Cell<bool>>>,
+    /// A capture's (`cut_output` works on it while it is open).
+    capture: bool,
 }
 
 impl PipeModel {
@@ -294,18 +296,39 @@ fn start_capture(
         _ => Vec::new(),
     };
     let want = (want_out, want_err);
+    let all = want.clone();
     let check = move |status: &evloop::ExitStatus, got: (&[u8], &[u8])| {
         if status.success() {
             assert_eq!(got, (&want.0[..], &want.1[..]), "capture of stdout {out:?}, stderr {err:?}");
         }
     };
     if rng.chance(50) {
+        // Now and then, only the last bytes kept.
+        let last = rng.chance(25).then(|| rng.below(4) as usize);
+        if let Some(n) = last {
+            cmd.output_limit_last(n);
+        }
+        let want = (check.clone(), all);
         return cmd.output(lp, move |_, res| {
             exits.set(exits.get() + 1);
             closed_itself.set(true);
             let o = res.expect("a capture's result");
             assert_eq!(o.usage.is_some(), record, "resource usage (recorded: {record})");
-            check(&o.status, (&o.stdout, &o.stderr));
+            let (check, (all_out, all_err)) = &want;
+            let tail = |all: &[u8], n: usize| all[all.len().saturating_sub(n)..].to_vec();
+            match (o.cut, last) {
+                // Cut (`cut_output`): what came before.
+                (true, None) => assert!(
+                    all_out.starts_with(&o.stdout) && all_err.starts_with(&o.stderr),
+                    "cut capture: {o:?}"
+                ),
+                (true, Some(n)) => assert!(o.stdout.len() <= n && o.stderr.len() <= n, "{o:?}"),
+                (false, None) => check(&o.status, (&o.stdout, &o.stderr)),
+                (false, Some(n)) if o.status.success() => {
+                    assert_eq!((tail(all_out, n), tail(all_err, n)), (o.stdout, o.stderr), "last {n}")
+                }
+                (false, Some(_)) => {}
+            }
         });
     }
     let got = Rc::new(RefCell::new((Vec::new(), Vec::new())));
@@ -375,6 +398,7 @@ fn start_pty_capture(
     if rng.chance(20) {
         cmd.timeout(Duration::from_millis(rng.below(20)), Duration::from_millis(rng.below(20)));
     }
+    let all = want.clone();
     let check = move |status: &evloop::ExitStatus, got: (&[u8], &[u8])| {
         if status.success() {
             assert_eq!(got, (&want.0[..], &want.1[..]), "pty capture (fed: {feed})");
@@ -387,7 +411,15 @@ fn start_pty_capture(
             closed_itself.set(true);
             let o = res.expect("a capture's result");
             assert_eq!(o.usage.is_some(), record, "resource usage (recorded: {record})");
-            check(&o.status, (&o.stdout, &o.stderr));
+            if o.cut {
+                // (`cut_output`: what came before.)
+                assert!(
+                    all.0.starts_with(&o.stdout) && all.1.starts_with(&o.stderr),
+                    "cut pty capture: {o:?}"
+                );
+            } else {
+                check(&o.status, (&o.stdout, &o.stderr));
+            }
         })?
     } else {
         let got = Rc::new(RefCell::new((Vec::new(), Vec::new())));
@@ -761,7 +793,7 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                         start_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
                     };
                     let p = started.map_err(|e| format!("{}: {e}", ctx(op, "capture")))?;
-                    procs.push(ProcModel { p, open: true, closed_itself, exits, lossy: None });
+                    procs.push(ProcModel { p, open: true, closed_itself, exits, lossy: None, capture: true });
                     continue;
                 }
                 let mut cmd;
@@ -795,7 +827,14 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                     lossy = Some(p.lossy.clone());
                     pipes.push(p);
                 }
-                procs.push(ProcModel { p: child.process, open: true, closed_itself, exits, lossy });
+                procs.push(ProcModel {
+                    p: child.process,
+                    open: true,
+                    closed_itself,
+                    exits,
+                    lossy,
+                    capture: false,
+                });
             }
             // Kill a child (it may have exited: then ESRCH), give it a deadline, or close its
             // handle.
@@ -818,6 +857,12 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                             })?
                         }
                     }
+                } else if rng.chance(15) {
+                    // Works on an open capture's handle, however often; else an error.
+                    let r = pm.p.cut_output(lp);
+                    check(r.is_ok() == (pm.open && pm.capture), || {
+                        format!("{}: {r:?} (open {}, capture {})", ctx(op, "cut_output"), pm.open, pm.capture)
+                    })?;
                 } else if rng.chance(70) {
                     let r = pm.p.kill(lp, evloop::signal::SIGTERM);
                     match r {
