@@ -1480,7 +1480,7 @@ impl Command {
     /// instead of the first: the end of a log, where a failed test or build step says
     /// what went wrong. [`Output::stdout_dropped`] and [`Output::stderr_dropped`] then
     /// count the bytes dropped from the start. Memory for a capture stays bounded, by
-    /// about twice `bytes` a stream while it runs. The later of the two calls counts. A
+    /// twice `bytes` a stream at most while it runs. The later of the two calls counts. A
     /// [`Pipeline::output`] keeps the end of the last stage's stdout likewise.
     ///
     /// ```
@@ -2148,6 +2148,7 @@ impl Command {
                         Err(io::Error::new(io::ErrorKind::TimedOut, RunTimedOut { status: o.status, after }))
                     }
                     (false, true) => {
+                        let delay = (!o.cut_requested).then_some(delay);
                         Err(io::Error::new(io::ErrorKind::TimedOut, OutputCut { status: o.status, delay }))
                     }
                     (false, false) => Ok(o.status),
@@ -3317,21 +3318,23 @@ impl Process {
 
     /// Stops waiting for a capture's output, as its [`wait_delay`](Command::wait_delay)
     /// would when it runs out: in the loop's next timers phase, what the streams hold is
-    /// read, then they close, and the capture's callback comes once the child has exited
-    /// (then, if it has), with the
-    /// output cut ([`Output::cut`]; for [`stream_output`](Command::stream_output), an
-    /// [`OutputCut`] error that holds the status). For a cancel: after
-    /// [`terminate_group`](Process::terminate_group), a descendant that left the group (a
-    /// daemon that called `setsid`) can hold the output open for good, and the abandon
-    /// (closing the handle) would lose the status. Paused output is cut all the same.
+    /// read (paused ones too), then they close, and the capture's callback comes once the
+    /// child has exited (then, if it has), with the output cut ([`Output::cut`] and
+    /// [`Output::cut_requested`]; for [`stream_output`](Command::stream_output), an
+    /// [`OutputCut`] error that holds the status, with no `delay`). Streams that reach
+    /// their end of file in that read were not cut: if all do, the result is whole, as
+    /// without the call. For a cancel: after [`terminate_group`](Process::terminate_group),
+    /// a descendant that left the group (a daemon that called `setsid`) can hold the
+    /// output open for good, and the abandon (closing the handle) would lose the status.
     ///
     /// A child still running is not stopped by it: it gets `SIGPIPE` at its next write to
     /// a captured pipe (`EPIPE` where it ignores that); on a pty
-    /// ([`output_on_pty`](Command::output_on_pty)), its writes block once the terminal's
-    /// buffer is full. So end it too, as a cancel does. An input still being written
-    /// ([`output_with_input`](Command::output_with_input)) is dropped. A second call does
-    /// nothing. An error for a process whose output is not captured, and for a closed
-    /// handle (a finished capture's).
+    /// ([`output_on_pty`](Command::output_on_pty)), the capture stops reading the terminal
+    /// but keeps it up until the capture ends (a hang-up would end the child), so its
+    /// writes block once the terminal's buffer is full. So end it too, as a cancel does. An
+    /// input still being written ([`output_with_input`](Command::output_with_input)) is
+    /// dropped. A second call does nothing. An error for a process whose output is not
+    /// captured, and for a closed handle (a finished capture's).
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -3398,11 +3401,15 @@ pub struct Output {
     pub stderr: Vec<u8>,
     /// The output was cut short: the child had exited, and its stdout or stderr was still
     /// open (a descendant held it) when the command's [`wait_delay`](Command::wait_delay)
-    /// ran out. `stdout` and `stderr` hold what was read until then. (An input still being
-    /// written then is dropped, and that alone is no cut: a child need not read all of it.)
+    /// ran out; or [`Process::cut_output`] asked for the cut (`cut_requested`). `stdout`
+    /// and `stderr` hold what was read until then. (An input still being written then is
+    /// dropped, and that alone is no cut: a child need not read all of it.)
     pub cut: bool,
+    /// The cut was [`Process::cut_output`]'s, not the `wait_delay`'s.
+    pub cut_requested: bool,
     /// Output beyond the command's [`output_limit`](Command::output_limit) was read and
-    /// dropped: `stdout` or `stderr` holds only the first bytes.
+    /// dropped: `stdout` or `stderr` holds only the first bytes (the last ones, with
+    /// [`output_limit_last`](Command::output_limit_last)).
     pub truncated: bool,
     /// How many bytes of stdout were read and dropped, beyond the
     /// [`output_limit`](Command::output_limit).
@@ -3429,8 +3436,9 @@ struct OutputLimit {
 
 impl OutputLimit {
     /// Adds what was read, `d`, to what is `kept` of a stream; returns how many bytes were
-    /// dropped. Keeping the last bytes, `kept` grows to twice the limit before its start
-    /// goes (`finish` trims it), so that each byte is moved at most once or twice.
+    /// dropped. Keeping the last bytes, `kept` has room for twice the limit once past it,
+    /// and its start goes when that is full (`finish` trims it to the limit): memory stays
+    /// at twice the limit, and each byte is moved once at most.
     fn keep(self, kept: &mut Vec<u8>, d: &[u8]) -> u64 {
         if !self.last {
             let keep = d.len().min(self.bytes.saturating_sub(kept.len()));
@@ -3443,8 +3451,18 @@ impl OutputLimit {
             kept.extend_from_slice(&d[d.len() - self.bytes..]);
             return dropped as u64;
         }
+        let room = self.bytes.saturating_mul(2);
+        let mut dropped = 0;
+        if kept.len() + d.len() > room {
+            // What is kept, less what `d` brings beyond the limit: the limit, with `d`.
+            dropped = kept.len() + d.len() - self.bytes;
+            kept.drain(..dropped);
+        } else if kept.len() + d.len() > self.bytes && kept.capacity() < room {
+            // (At once, not by doublings that could reach four times the limit.)
+            kept.reserve_exact(room - kept.len());
+        }
         kept.extend_from_slice(d);
-        if kept.len() > self.bytes.saturating_mul(2) { self.finish(kept) } else { 0 }
+        dropped as u64
     }
 
     /// Trims what `keep` kept to the limit; returns how many bytes that dropped.
@@ -3468,7 +3486,8 @@ pub struct PipelineOutput {
     /// Each stage's status, first to last, as [`Pipeline::spawn`] reports them.
     pub statuses: Vec<io::Result<ExitStatus>>,
     /// Everything the last stage wrote to stdout, or its first bytes when the last stage
-    /// has an [`output_limit`](Command::output_limit).
+    /// has an [`output_limit`](Command::output_limit) (its last ones with
+    /// [`output_limit_last`](Command::output_limit_last)).
     pub stdout: Vec<u8>,
     /// Output beyond the last stage's [`output_limit`](Command::output_limit) was read and
     /// dropped.
@@ -3506,7 +3525,7 @@ impl PipelineOutput {
 }
 
 /// A [`stream_output`](Command::stream_output) capture cut short by the command's
-/// [`wait_delay`](Command::wait_delay): the payload of the
+/// [`wait_delay`](Command::wait_delay) or by [`Process::cut_output`]: the payload of the
 /// [`TimedOut`](io::ErrorKind::TimedOut) error its `on_done` gets, with the child's exit
 /// status. [`OutputCut::of`] finds it in the error. (An error of the capture itself, a
 /// failed read, comes instead, as it would without the cut.)
@@ -3515,8 +3534,9 @@ pub struct OutputCut {
     /// How the child ended.
     pub status: ExitStatus,
     /// The command's [`wait_delay`](Command::wait_delay), which ran out (counted while the
-    /// capture read: a pause starts it over).
-    pub delay: Duration,
+    /// capture read: a pause starts it over); `None` for a cut that
+    /// [`Process::cut_output`] asked for.
+    pub delay: Option<Duration>,
 }
 
 impl OutputCut {
@@ -3589,12 +3609,19 @@ impl std::error::Error for RunTimedOut {}
 
 impl fmt::Display for OutputCut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the child exited ({}), but its output was still open when the wait delay ({:?}) ran out \
-             (a descendant holding it?): reading stopped there",
-            self.status, self.delay
-        )
+        match self.delay {
+            Some(delay) => write!(
+                f,
+                "the child exited ({}), but its output was still open when the wait delay ({delay:?}) ran \
+                 out (a descendant holding it?): reading stopped there",
+                self.status
+            ),
+            None => write!(
+                f,
+                "the child exited ({}); its output was cut short, as asked (cut_output)",
+                self.status
+            ),
+        }
     }
 }
 
@@ -3767,9 +3794,13 @@ impl Capture {
             }
             (c.outputs.clone(), c.input)
         };
-        // What the streams hold already is the child's too: read before cutting. (It may
-        // end a stream, or the capture; the sink may abandon it, or pause it.)
+        // What the streams hold already is the child's too: read before cutting (a paused
+        // one too, when asked for). (It may end a stream, or the capture; the sink may
+        // abandon it, or pause it.)
         for (_, p) in &outputs {
+            if forced && lp.read_paused(p.id()) {
+                let _ = p.read_resume(lp);
+            }
             lp.stream_read_now(p.id());
         }
         {
@@ -3785,7 +3816,17 @@ impl Capture {
             if p.is_closing(lp).ok() != Some(false) {
                 continue;
             }
-            let _ = p.close(lp);
+            match p {
+                // A pty's master only stops reading: its close would hang the terminal up
+                // (if the input's copy is gone), and end the child with `SIGHUP`. It
+                // closes with the capture (`one_done`).
+                AnyStream::Tty(_) => {
+                    let _ = p.read_stop(lp);
+                }
+                AnyStream::Pipe(_) => {
+                    let _ = p.close(lp);
+                }
+            }
             // The outputs count here; the input's write, cancelled by the close, counts
             // when its callback runs (`feed`).
             if output {
@@ -3814,6 +3855,7 @@ impl Capture {
                     stdout: std::mem::take(&mut c.stdout),
                     stderr: std::mem::take(&mut c.stderr),
                     cut: c.cut,
+                    cut_requested: c.cut && c.cut_asked,
                     truncated: c.dropped != [0, 0],
                     stdout_dropped: c.dropped[0],
                     stderr_dropped: c.dropped[1],
@@ -3827,7 +3869,10 @@ impl Capture {
         if let Some(t) = timer {
             let _ = t.close(lp);
         }
-        let terminal_input = state.borrow_mut().terminal_input.take();
+        let (terminal_input, outputs) = {
+            let mut c = state.borrow_mut();
+            (c.terminal_input.take(), std::mem::take(&mut c.outputs))
+        };
         // The handle stays open while `cb` runs, so that it can end what the child left in
         // its group gently (`terminate_group`); it closes once `cb` returns, unless `cb`
         // closed it. Its close hook finds `cb` gone, and abandons nothing. (Closed by its
@@ -3842,9 +3887,11 @@ impl Capture {
                 let _ = p.close(lp);
             }
         }
-        if let Some(t) = terminal_input {
-            if t.is_closing(lp).ok() == Some(false) {
-                let _ = t.close(lp);
+        // The input's copy of a pty's master, and the master where a cut only stopped it.
+        let outputs = outputs.into_iter().map(|(_, p)| p);
+        for p in terminal_input.map(AnyStream::Tty).into_iter().chain(outputs) {
+            if p.is_closing(lp).ok() == Some(false) {
+                let _ = p.close(lp);
             }
         }
     }

@@ -4633,7 +4633,7 @@ case!(
                 let err = done.borrow_mut().take().expect("on_done ran").unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{name}");
                 let cut = evloop::OutputCut::of(&err).expect("the cut's details");
-                assert_eq!((cut.status.code(), cut.delay), (Some(code), delay), "{name}");
+                assert_eq!((cut.status.code(), cut.delay), (Some(code), Some(delay)), "{name}");
                 assert!(err.to_string().contains(&format!("exited ({})", cut.status)), "{name}: {err}");
                 end_grandchild(&data.borrow());
             }
@@ -6101,6 +6101,12 @@ case!(
             {
                 assert!(*got == tail(&numbers, limit), "{limit} {name}: {} bytes", got.len());
                 assert_eq!(n, dropped, "{limit} {name}");
+                // Memory: twice the limit at most (review: doublings reached four times).
+                assert!(
+                    got.capacity() <= (2 * limit).clamp(8, 2 * numbers.len()),
+                    "{limit} {name}: {}",
+                    got.capacity()
+                );
             }
             assert_eq!(out.truncated, dropped > 0, "{limit}");
             // On a pty: the terminal's `\r\n`.
@@ -6109,6 +6115,7 @@ case!(
             cmd.output_limit_last(limit);
             let out = captured_on_pty(&mut lp, &cmd);
             assert!(out.stdout == tail(&crlf, limit), "{limit} pty: {} bytes", out.stdout.len());
+            assert!(out.stdout.capacity() <= (2 * limit).clamp(8, 2 * crlf.len()), "{limit} pty");
             assert_eq!(out.stdout_dropped, crlf.len().saturating_sub(limit) as u64, "{limit} pty");
             // A pipeline's last stage.
             let mut last = Command::new("cat");
@@ -6196,7 +6203,11 @@ case!(
                             p.pause_output(lp).unwrap();
                             p.cut_output(lp).unwrap();
                             if before_exit {
-                                p.kill(lp, SIGKILL).unwrap();
+                                // After the cut, which comes from a timer due now.
+                                evloop::Timer::once(lp, std::time::Duration::ZERO, move |lp| {
+                                    p.kill(lp, SIGKILL).unwrap();
+                                })
+                                .unwrap();
                             }
                         },
                         move |lp, p, res| {
@@ -6218,6 +6229,87 @@ case!(
             let e = child.process.cut_output(&mut lp).unwrap_err();
             assert!(e.to_string().contains("not captured"), "{name}: {e}");
             lp.run(RunMode::Default).unwrap();
+            assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
+        }
+    }
+);
+
+case!(
+    /// `cut_output` reads what a paused capture holds before it cuts (review: the paused
+    /// stream's bytes were dropped unread), and on a pty it stops reading the terminal
+    /// without closing it, so that a child whose capture's input handle was closed early
+    /// is not ended by the hang-up (review: it got `SIGHUP`). Its error says the cut was
+    /// asked for, not a `wait_delay`'s.
+    fn issue_6_cut_output_reads_paused_output_and_leaves_the_terminal_up() {
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // Paused at "hi"; the echo of "go" and "there" wait in the terminal at the cut.
+            let (ready_rx, ready_tx) = Pipe::pair(&mut lp).unwrap();
+            // (A descendant keeps the terminal: without the cut, no end of file.)
+            let mut cmd = sh("echo hi; read go; echo there; echo ready >&2; trap '' HUP; sleep 100 & exit 4");
+            cmd.stderr(ready_tx);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s = seen.clone();
+            let done = Rc::new(RefCell::new(None));
+            let d = done.clone();
+            let input_cell = Rc::new(Cell::new(None::<evloop::Tty>));
+            let ic = input_cell.clone();
+            let (input, job) = cmd
+                .stream_output_on_pty(
+                    &mut lp,
+                    evloop::WinSize::default(),
+                    move |lp, p, _, bytes| {
+                        let first = s.borrow().is_empty();
+                        s.borrow_mut().extend_from_slice(bytes);
+                        if first {
+                            p.pause_output(lp).unwrap();
+                            ic.get().unwrap().write(lp, b"go\n", |_, r| r.unwrap()).unwrap();
+                        }
+                    },
+                    move |lp, p, res| {
+                        p.kill_group(lp, SIGKILL).unwrap();
+                        *d.borrow_mut() = Some(res);
+                    },
+                )
+                .unwrap();
+            input_cell.set(Some(input));
+            ready_rx
+                .read_start(&mut lp, move |lp, p, ev| {
+                    assert!(matches!(ev, ReadEvent::Data(b"ready\n")), "{ev:?}");
+                    job.cut_output(lp).unwrap();
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            assert_eq!(*seen.borrow(), b"hi\r\ngo\r\nthere\r\n", "{name}");
+            let e = done.borrow_mut().take().expect("on_done ran").unwrap_err();
+            let cut = evloop::OutputCut::of(&e).unwrap_or_else(|| panic!("{name}: {e}"));
+            assert_eq!((cut.status.code(), cut.delay), (Some(4), None), "{name}");
+            assert!(e.to_string().contains("as asked"), "{name}: {e}");
+
+            // The input's copy closed, then a cut before the exit: the child ends as it
+            // would have, not by a hang-up.
+            let (ready_rx, ready_tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh("echo hi; echo ready >&2; sleep 0.3; exit 3");
+            cmd.stderr(ready_tx);
+            let got = Rc::new(RefCell::new(None));
+            let g = got.clone();
+            let (input, job) = cmd
+                .output_on_pty(&mut lp, evloop::WinSize::default(), move |_, out| {
+                    *g.borrow_mut() = Some(out.unwrap());
+                })
+                .unwrap();
+            input.close(&mut lp).unwrap();
+            ready_rx
+                .read_start(&mut lp, move |lp, p, _| {
+                    job.cut_output(lp).unwrap();
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran");
+            assert_eq!(out.status.code(), Some(3), "{name}: {}", out.status);
+            assert!(out.cut && out.cut_requested, "{name}");
             assert!(lp.handles().is_empty(), "{name}: {:?}", lp.handles());
         }
     }
