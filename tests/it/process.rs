@@ -5966,9 +5966,9 @@ case!(
 case!(
     /// `stream_output_on_pty` hands the terminal's output over as it comes, and `on_done`
     /// comes after the exit and the end of file; a background descendant that keeps the
-    /// terminal (one that ignores `SIGHUP`) delays it only by `wait_delay`, then the output is cut and the error holds
-    /// the status; `pause_output` holds the terminal's output back, and the resume brings
-    /// all of it. Closing the process handle abandons the capture: the terminal hangs up,
+    /// terminal (one that ignores `SIGHUP`) delays it only by `wait_delay`, then the output
+    /// is cut and the error holds the status; `pause_output` holds the terminal's output
+    /// back, and the resume brings all of it. Closing the process handle abandons the capture: the terminal hangs up,
     /// and its child is reaped.
     fn issue_6_stream_output_on_pty_streams_cuts_pauses_and_abandons() {
         use std::time::{Duration, Instant};
@@ -6289,9 +6289,11 @@ case!(
 
             // The input's copy closed, then a cut before the exit: the child ends as it
             // would have, not by a hang-up.
+            // (It exits once told, on its fd 3, after the cut.)
             let (ready_rx, ready_tx) = Pipe::pair(&mut lp).unwrap();
-            let mut cmd = sh("echo hi; echo ready >&2; sleep 0.3; exit 3");
-            cmd.stderr(ready_tx);
+            let (go_rx, go_tx) = Pipe::pair(&mut lp).unwrap();
+            let mut cmd = sh("echo hi; echo ready >&2; read go <&3; exit 3");
+            cmd.stderr(ready_tx).fd(3, go_rx);
             let got = Rc::new(RefCell::new(None));
             let g = got.clone();
             let (input, job) = cmd
@@ -6304,6 +6306,12 @@ case!(
                 .read_start(&mut lp, move |lp, p, _| {
                     job.cut_output(lp).unwrap();
                     p.close(lp).unwrap();
+                    // After the cut, which comes from a timer due now.
+                    evloop::Timer::once(lp, std::time::Duration::ZERO, move |lp| {
+                        go_tx.write(lp, b"go\n", |_, r| r.unwrap()).unwrap();
+                        go_tx.close(lp).unwrap();
+                    })
+                    .unwrap();
                 })
                 .unwrap();
             lp.run(RunMode::Default).unwrap();
