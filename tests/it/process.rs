@@ -5968,8 +5968,8 @@ case!(
     /// comes after the exit and the end of file; a background descendant that keeps the
     /// terminal (one that ignores `SIGHUP`) delays it only by `wait_delay`, then the output
     /// is cut and the error holds the status; `pause_output` holds the terminal's output
-    /// back, and the resume brings all of it. Closing the process handle abandons the capture: the terminal hangs up,
-    /// and its child is reaped.
+    /// back, and the resume brings all of it. Closing the process handle abandons the
+    /// capture: the terminal hangs up, and its child is reaped.
     fn issue_6_stream_output_on_pty_streams_cuts_pauses_and_abandons() {
         use std::time::{Duration, Instant};
         for (name, b) in flavours() {
