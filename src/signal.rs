@@ -62,7 +62,10 @@ pub(crate) struct SignalState {
     /// The watched signal; 0 when stopped.
     signum: i32,
     oneshot: bool,
+    /// The last start's callback: kept by a stop for `restart`, out while it runs.
     cb: Option<SignalCb>,
+    /// A start gave the handle a callback (`cb` may be out running).
+    has_cb: bool,
 }
 
 /// A loop's signal pipe, its slot in the process-wide table, and its started handles: there
@@ -246,7 +249,7 @@ pub fn raise(signum: i32) -> io::Result<()> {
 impl Signal {
     /// Creates a stopped signal handle.
     pub fn new(lp: &mut Loop) -> Signal {
-        Signal(lp.insert(Kind::Signal(SignalState { signum: 0, oneshot: false, cb: None })))
+        Signal(lp.insert(Kind::Signal(SignalState { signum: 0, oneshot: false, cb: None, has_cb: false })))
     }
 
     /// Starts watching `signum`; `cb` runs on the loop thread once per delivery (see the
@@ -260,7 +263,7 @@ impl Signal {
         signum: i32,
         cb: impl FnMut(&mut Loop, Signal, i32) + 'static,
     ) -> io::Result<()> {
-        lp.signal_start(self.0, signum, false, Box::new(cb))
+        lp.signal_start(self.0, signum, Some((false, Box::new(cb))))
     }
 
     /// Like [`start`](Self::start), but the handle stops itself before its first callback.
@@ -270,14 +273,47 @@ impl Signal {
         signum: i32,
         cb: impl FnMut(&mut Loop, Signal, i32) + 'static,
     ) -> io::Result<()> {
-        lp.signal_start(self.0, signum, true, Box::new(cb))
+        lp.signal_start(self.0, signum, Some((true, Box::new(cb))))
     }
 
-    /// Stops watching. Stopping a stopped handle does nothing.
+    /// Stops watching. Stopping a stopped handle does nothing. The handle keeps its
+    /// callback, for [`restart`](Self::restart).
     pub fn stop(self, lp: &mut Loop) -> io::Result<()> {
         lp.slot(self.0, HandleKind::Signal)?;
         lp.signal_stop_now(self.0);
         Ok(())
+    }
+
+    /// Starts a stopped handle again, watching `signum`, with the callback of its last
+    /// start, and one-shot if that start was ([`start_oneshot`](Self::start_oneshot)): libuv's
+    /// `uv_signal_stop` and `uv_signal_start` again with the same callback. It can be called
+    /// from that callback. An error for a started handle, for a handle never started (it has
+    /// no callback), and for a signal number [`start`](Self::start) refuses.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use evloop::{Loop, RunMode, Signal, signal};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// let calls = Rc::new(Cell::new(0));
+    /// let c = calls.clone();
+    /// let sig = Signal::new(&mut lp);
+    /// sig.start(&mut lp, signal::SIGUSR1, move |lp, sig, signum| {
+    ///     c.set(c.get() + 1);
+    ///     sig.stop(lp).unwrap();
+    ///     if signum == signal::SIGUSR1 {
+    ///         // Now SIGUSR2, with this callback.
+    ///         sig.restart(lp, signal::SIGUSR2).unwrap();
+    ///         signal::raise(signal::SIGUSR2).unwrap();
+    ///     }
+    /// })?;
+    /// signal::raise(signal::SIGUSR1)?;
+    /// lp.run(RunMode::Default)?;
+    /// assert_eq!(calls.get(), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn restart(self, lp: &mut Loop, signum: i32) -> io::Result<()> {
+        lp.signal_start(self.0, signum, None)
     }
 
     /// The signal being watched, or `None` when stopped.
@@ -321,14 +357,26 @@ impl Loop {
         Ok(self.signals.as_mut().expect("created above"))
     }
 
-    fn signal_start(&mut self, id: HandleId, signum: i32, oneshot: bool, cb: SignalCb) -> io::Result<()> {
-        let Kind::Signal(s) = &self.open_slot_mut(id, HandleKind::Signal)?.kind else {
+    /// Starts signal handle `id` watching `signum`, with a callback (`start` and
+    /// `start_oneshot`), or with its last one (`restart`, `with` `None`).
+    fn signal_start(&mut self, id: HandleId, signum: i32, with: Option<(bool, SignalCb)>) -> io::Result<()> {
+        let Kind::Signal(s) = &mut self.open_slot_mut(id, HandleKind::Signal)?.kind else {
             unreachable!("checked")
         };
+        check_watchable(signum)?;
         if s.signum != 0 {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
         }
-        check_watchable(signum)?;
+        match with {
+            // The handle keeps it from now, a failed start included (a stopped handle).
+            Some((oneshot, cb)) => (s.oneshot, s.cb, s.has_cb) = (oneshot, Some(cb), true),
+            None if !s.has_cb => {
+                return Err(crate::error::invalid(
+                    "signal handle never started: restart reuses the callback of the last start",
+                ));
+            }
+            None => {}
+        }
         let loop_id = self.id;
         let sigs = self.signals_mut()?;
         if !sigs.watchers.iter().any(|&(n, _)| n == signum) {
@@ -355,8 +403,6 @@ impl Loop {
         sigs.watchers.push((signum, id));
         let Kind::Signal(s) = &mut self.slots[id.key as usize].kind else { unreachable!("checked") };
         s.signum = signum;
-        s.oneshot = oneshot;
-        s.cb = Some(cb);
         self.set_active(id, true);
         log::debug!("loop {}: watching signal {signum}", self.id);
         Ok(())

@@ -406,7 +406,7 @@ impl FdPlan {
                     Stage::Fd(max_target),
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("child fd {max_target} is beyond the open-file limit ({limit})"),
+                        format!("its number is beyond the open-file limit ({limit} fds)"),
                     ),
                 ));
             }

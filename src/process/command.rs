@@ -744,8 +744,9 @@ impl Command {
     }
 
     /// For a capture ([`output`](Command::output), [`output_with_input`](Command::output_with_input),
-    /// [`stream_output`](Command::stream_output)): how long to wait, once the child has
-    /// exited, for its output to end (Go's `Cmd.WaitDelay`). Without it, the capture waits
+    /// [`stream_output`](Command::stream_output), and the last stage of a
+    /// [`Pipeline::output`], where it counts once every stage has exited): how long to wait,
+    /// once the child has exited, for its output to end (Go's `Cmd.WaitDelay`). Without it, the capture waits
     /// for end of file however long that takes, and a descendant that inherited the streams
     /// and runs on (`sh -c 'server & echo started'`) holds it up for as long as it lives,
     /// the duct gotcha.

@@ -107,7 +107,7 @@ pub(super) type FlowHook = Box<dyn FnMut(&mut Loop)>;
 pub(super) fn moved_hint(e: &io::Error) -> &'static str {
     match e.kind() {
         io::ErrorKind::NotConnected | io::ErrorKind::NotFound => {
-            " (a Stdio::Handle moves its handle into the child: was it given to an earlier spawn?)"
+            " (closed by the program, or given to an earlier spawn: a Stdio::Handle moves its handle into the child)"
         }
         _ => "",
     }
@@ -902,7 +902,9 @@ impl Process {
     /// writes block once the terminal's buffer is full. So end it too, as a cancel does. An
     /// input still being written ([`output_with_input`](Command::output_with_input)) is
     /// dropped. A second call does nothing. An error for a process whose output is not
-    /// captured, and for a closed handle (a finished capture's).
+    /// captured, and for a closed handle (a finished capture's). On a stage of a
+    /// [`Pipeline::output`], it cuts the pipeline's output, as the last stage's
+    /// `wait_delay` does ([`PipelineOutput::cut`]).
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -995,7 +997,10 @@ impl Loop {
 
     fn process_kill(&mut self, id: HandleId, signal: i32, group: bool) -> io::Result<()> {
         self.open_slot_mut(id, HandleKind::Process)?;
-        self.process_signal(id.key as usize, signal, group)?;
+        self.process_signal(id.key as usize, signal, group).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => context(e, format!("signal {signal}: no such signal")),
+            _ => e,
+        })?;
         if signal == libc::SIGCONT {
             // macOS announces no continue with SIGCHLD: look at the watched children now
             // (the state is set before kill returns). Elsewhere this finds what the SIGCHLD

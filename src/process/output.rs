@@ -103,6 +103,13 @@ pub struct PipelineOutput {
     /// has an [`output_limit`](Command::output_limit) (its last ones with
     /// [`output_limit_last`](Command::output_limit_last)).
     pub stdout: Vec<u8>,
+    /// The output was cut short: every stage had exited, and the output was still open (a
+    /// descendant of the last stage held it) when the last stage's
+    /// [`wait_delay`](Command::wait_delay) ran out; or [`Process::cut_output`] on a stage's
+    /// handle asked for the cut (`cut_requested`). `stdout` holds what was read until then.
+    pub cut: bool,
+    /// The cut was [`Process::cut_output`]'s, not the `wait_delay`'s.
+    pub cut_requested: bool,
     /// Output beyond the last stage's [`output_limit`](Command::output_limit) was read and
     /// dropped.
     pub truncated: bool,

@@ -20,6 +20,8 @@ struct PipelineState {
 
 /// A [`Pipeline::output`] under way.
 struct PipelineCapture {
+    /// The capture's pipe: the last stage's stdout.
+    output: Pipe,
     stdout: Vec<u8>,
     /// The last stage's `output_limit`, and how much output beyond it was dropped.
     limit: OutputLimit,
@@ -32,12 +34,20 @@ struct PipelineCapture {
     cb: Option<PipelineOutputCb>,
     /// The stages' handles, which the capture closes once `cb` has run.
     processes: Vec<Process>,
+    /// The last stage's `wait_delay`, and its timer, started once every stage has exited
+    /// with the output still open.
+    wait_delay: Option<Duration>,
+    delay_timer: Option<crate::Timer>,
+    /// `Process::cut_output` asked for a cut (on any stage's handle); it comes from a timer.
+    cut_asked: bool,
+    /// The output was still open at the cut: it was closed there.
+    cut: bool,
 }
 
 impl PipelineCapture {
     /// Calls the callback once the stages have exited and the output has ended.
     fn maybe_done(state: &RefCell<PipelineCapture>, lp: &mut Loop) {
-        let (cb, result) = {
+        let (cb, result, timer) = {
             let mut c = state.borrow_mut();
             if !c.ended || c.statuses.is_none() {
                 return;
@@ -50,15 +60,94 @@ impl PipelineCapture {
                 None => Ok(PipelineOutput {
                     statuses: c.statuses.take().unwrap_or_default(),
                     stdout: std::mem::take(&mut c.stdout),
+                    cut: c.cut,
+                    cut_requested: c.cut && c.cut_asked,
                     truncated: c.dropped != 0,
                     stdout_dropped: c.dropped,
                 }),
             };
-            (cb, result)
+            (cb, result, c.delay_timer.take())
         };
+        if let Some(t) = timer {
+            let _ = t.close(lp);
+        }
         cb(lp, result);
         let processes = std::mem::take(&mut state.borrow_mut().processes);
         close_open(lp, &processes);
+    }
+
+    /// Every stage has exited with the output still open: after the last stage's
+    /// `wait_delay`, stop waiting for it.
+    fn start_delay(state: &Rc<RefCell<PipelineCapture>>, lp: &mut Loop) {
+        let delay = {
+            let c = state.borrow();
+            match c.wait_delay {
+                Some(d) if c.cb.is_some() && !c.ended && c.delay_timer.is_none() => d,
+                _ => return,
+            }
+        };
+        let st = state.clone();
+        // From now, not from the iteration's cached time (as a command's capture does).
+        lp.update_time();
+        match crate::Timer::once(lp, delay, move |lp| {
+            st.borrow_mut().delay_timer = None;
+            log::debug!("a pipeline's output still open {delay:?} after its stages exited: closing it");
+            PipelineCapture::cut(&st, lp);
+        }) {
+            Ok(t) => {
+                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
+                    slot.flags.insert(Flags::INTERNAL);
+                }
+                state.borrow_mut().delay_timer = Some(t);
+            }
+            // (Out of memory in the timer heap, say: the capture waits for end of file.)
+            Err(e) => log::warn!("a pipeline capture's wait_delay could not start: {e}"),
+        }
+    }
+
+    /// `Process::cut_output` on a stage: the cut, from a timer due now (never nested in
+    /// the output's own read).
+    fn cut_soon(state: &Rc<RefCell<PipelineCapture>>, lp: &mut Loop) {
+        {
+            let mut c = state.borrow_mut();
+            if c.cb.is_none() || c.ended || c.cut_asked {
+                return;
+            }
+            c.cut_asked = true;
+        }
+        let st = state.clone();
+        match crate::Timer::once(lp, Duration::ZERO, move |lp| PipelineCapture::cut(&st, lp)) {
+            Ok(t) => {
+                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
+                    slot.flags.insert(Flags::INTERNAL);
+                }
+            }
+            Err(e) => log::warn!("a pipeline capture's cut could not start: {e}"),
+        }
+    }
+
+    /// Stops waiting for the output: what the pipe holds is read, then it closes, and the
+    /// callback comes once every stage has exited (now, after a `wait_delay`).
+    fn cut(state: &Rc<RefCell<PipelineCapture>>, lp: &mut Loop) {
+        let output = {
+            let c = state.borrow();
+            if c.cb.is_none() || c.ended {
+                return;
+            }
+            c.output
+        };
+        // (The read may reach the end, and finish the capture.)
+        lp.stream_read_now(output.0);
+        {
+            let mut c = state.borrow_mut();
+            if c.cb.is_none() || c.ended {
+                return;
+            }
+            c.ended = true;
+            c.cut = true;
+        }
+        let _ = output.close(lp);
+        PipelineCapture::maybe_done(state, lp);
     }
 }
 
@@ -288,10 +377,14 @@ impl Pipeline {
     ///
     /// The capture keeps `run` going until `cb` has run, whatever the handles'
     /// [`set_ref`](Process::set_ref). The output is kept in memory, and the wait is for end
-    /// of file: a background process that a stage started and that keeps the output open
-    /// delays `cb` until it exits (a stage's [`wait_delay`](Command::wait_delay) does not
-    /// apply here, nor [`pause_output`](Process::pause_output)). Run such a job in a group
-    /// of its own ([`process_group`](Pipeline::process_group)) and end what is left with
+    /// of file: a background process that the last stage started and that keeps the output
+    /// open delays `cb` until it exits. The last stage's
+    /// [`wait_delay`](Command::wait_delay) bounds that wait, counted once every stage has
+    /// exited (another stage's is an error: it holds no part of the output), and
+    /// [`Process::cut_output`] on any stage's handle ends it at once; what was read comes
+    /// with [`cut`](PipelineOutput::cut) set. ([`pause_output`](Process::pause_output) does
+    /// not apply here.) The background process runs on: run such a job in a group of its
+    /// own ([`process_group`](Pipeline::process_group)) and end what is left with
     /// [`terminate_group`](Process::terminate_group).
     ///
     /// ```
@@ -325,6 +418,14 @@ impl Pipeline {
             )));
         }
         for (i, cmd) in self.stages.iter().enumerate() {
+            if cmd.wait_delay.is_some() && i + 1 < self.stages.len() {
+                return Err(invalid(format!(
+                    "pipeline stage {} (`{}`): wait_delay bounds the wait for the pipeline's output, \
+                     the last stage's stdout: set it on the last stage",
+                    i + 1,
+                    cmd.name()
+                )));
+            }
             if let Some((target, _)) =
                 cmd.stdio.iter().find(|(_, s)| matches!(s, Stdio::Pipe | Stdio::PipeIn))
             {
@@ -347,6 +448,7 @@ impl Pipeline {
         fd::set_fresh_pipe_nonblocking(r.as_fd())?;
         let ours = Pipe::from_private(lp, r, true, false)?;
         let capture = Rc::new(RefCell::new(PipelineCapture {
+            output: ours,
             stdout: Vec::new(),
             limit: last.output_limit,
             dropped: Default::default(),
@@ -355,22 +457,30 @@ impl Pipeline {
             error: None,
             cb: Some(Box::new(cb)),
             processes: Vec::new(),
+            wait_delay: last.wait_delay,
+            delay_timer: None,
+            cut_asked: false,
+            cut: false,
         }));
         let st = capture.clone();
         let on_exit: PipelineCb = Box::new(move |lp, statuses| {
             st.borrow_mut().statuses = Some(statuses);
+            PipelineCapture::start_delay(&st, lp);
             PipelineCapture::maybe_done(&st, lp);
         });
         let st = capture.clone();
         let on_cancel: CloseHook = Box::new(move |lp| {
-            let (cb, processes) = {
+            let (cb, processes, timer) = {
                 let mut c = st.borrow_mut();
-                (c.cb.take(), std::mem::take(&mut c.processes))
+                (c.cb.take(), std::mem::take(&mut c.processes), c.delay_timer.take())
             };
             if cb.is_none() {
                 return;
             }
             drop(cb);
+            if let Some(t) = timer {
+                let _ = t.close(lp);
+            }
             // (One that ended already is closing or gone: nothing to do.)
             let _ = ours.close(lp);
             close_open(lp, &processes);
@@ -399,6 +509,10 @@ impl Pipeline {
         // `set_ref` (the output pipe, the capture's own, keeps it going until its end).
         for p in &processes {
             lp.child_keeps_loop_alive(p.0);
+            // `cut_output` on any stage's handle cuts the pipeline's output.
+            let st = capture.clone();
+            lp.children.extras.entry(p.0.key).or_default().on_cut =
+                Some(Box::new(move |lp| PipelineCapture::cut_soon(&st, lp)));
         }
         let st = capture.clone();
         let started = ours.read_start(lp, move |lp, p, ev| {

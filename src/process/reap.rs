@@ -845,8 +845,11 @@ impl Loop {
         if self.handle_flags(id, HandleKind::Process)?.contains(Flags::CLOSING) {
             return Err(crate::event_loop::closing_error(HandleKind::Process));
         }
-        let not_captured =
-            || invalid("the process's output is not captured (Command::output or stream_output)");
+        let not_captured = || {
+            invalid(
+                "the process's output is not captured (Command::output, stream_output or Pipeline::output)",
+            )
+        };
         let mut hook =
             self.children.extras.get_mut(&id.key).and_then(|e| e.on_cut.take()).ok_or_else(not_captured)?;
         hook(self);

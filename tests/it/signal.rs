@@ -82,6 +82,65 @@ case!(
         assert!(!s.is_active(&lp).unwrap());
         s.start(&mut lp, SIGUSR1, |_, _, _| {}).unwrap();
         assert_eq!(s.start(&mut lp, SIGUSR2, |_, _, _| {}).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        // A bad number is the error, started or not (libuv-port trial: a started handle
+        // said it was started).
+        for bad in [65, 1000] {
+            let e = s.start(&mut lp, bad, |_, _, _| {}).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "signal {bad}: {e}");
+            assert_eq!(s.restart(&mut lp, bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        }
+        s.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+    }
+);
+
+case!(
+    /// `restart` starts a stopped handle again with the callback of its last start (libuv's
+    /// stop, then start with the same callback; libuv-port trial: a port kept the callback
+    /// by hand), one-shot if that was, also from within the callback; refused for a started
+    /// handle and for one never started.
+    fn issue_2_restart_keeps_the_callback_of_the_last_start() {
+        let mut lp = test_loop();
+        let s = Signal::new(&mut lp);
+        let e = s.restart(&mut lp, SIGUSR1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("never started"), "{e}");
+        let got = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let g = got.clone();
+        s.start(&mut lp, SIGUSR1, move |lp, s, signum| {
+            g.borrow_mut().push(signum);
+            s.stop(lp).unwrap();
+            if signum == SIGUSR1 {
+                // From the callback, watching another signal.
+                s.restart(lp, SIGUSR2).unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(s.restart(&mut lp, SIGUSR2).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::Once).unwrap();
+        assert_eq!(s.signum(&lp).unwrap(), Some(SIGUSR2));
+        evloop::signal::raise(SIGUSR2).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*got.borrow(), [SIGUSR1, SIGUSR2]);
+        assert_eq!(s.signum(&lp).unwrap(), None);
+        // From outside, after a stop: the same callback again.
+        s.restart(&mut lp, SIGUSR2).unwrap();
+        evloop::signal::raise(SIGUSR2).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*got.borrow(), [SIGUSR1, SIGUSR2, SIGUSR2]);
+
+        // A one-shot start restarts one-shot.
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        s.start_oneshot(&mut lp, SIGUSR1, move |_, _, _| c.set(c.get() + 1)).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        s.restart(&mut lp, SIGUSR1).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        evloop::signal::raise(SIGUSR1).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!((calls.get(), s.signum(&lp).unwrap()), (2, None));
         s.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
     }

@@ -119,18 +119,19 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the test's own process");
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    // Read by threads that report through channels: a descendant that escaped the
+    // watchdog's kill (a daemon in a group of its own) may hold the pipes open for long.
+    let read_all = |mut from: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = from.read_to_string(&mut s);
+            let _ = tx.send(s);
+        });
+        rx
+    };
+    let out_rx = read_all(Box::new(child.stdout.take().expect("piped")));
+    let err_rx = read_all(Box::new(child.stderr.take().expect("piped")));
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -144,7 +145,11 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
     }
     let status = waiter.join().expect("waiter thread").expect("wait for test process");
-    let (out, err) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());
+    let output = |rx: mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| "(still held open 5 s after the exit, by a process the test left)".into())
+    };
+    let (out, err) = (output(out_rx), output(err_rx));
     if timed_out || !status.success() {
         panic!(
             "test {name} {} ({status})\n--- stdout ---\n{out}\n--- stderr ---\n{err}",

@@ -217,6 +217,12 @@ case!(
                 .unwrap();
             let p = child.process;
             p.kill(&mut lp, 0).unwrap();
+            // A number that is no signal is named (libuv-port trial: a bare EINVAL).
+            for bad in [-1, 1000] {
+                let e = p.kill(&mut lp, bad).unwrap_err();
+                assert_eq!(os_error_code(&e), Some(libc::EINVAL), "{name}: {e}");
+                assert!(e.to_string().contains(&format!("signal {bad}: no such signal")), "{name}: {e}");
+            }
             p.kill(&mut lp, SIGTERM).unwrap();
             lp.run(RunMode::Default).unwrap();
             assert_eq!(got.get().unwrap().signal(), Some(SIGTERM), "{name}");

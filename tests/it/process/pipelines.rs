@@ -591,3 +591,123 @@ case!(
         }
     }
 );
+
+case!(
+    /// A pipeline's output capture has the last stage's `wait_delay` and `cut_output` on
+    /// any stage, as a command's capture does (the stage's `wait_delay` was ignored, and a
+    /// daemon that the last stage left holding the output held the callback for its whole
+    /// life): the callback comes with every status and the output read so far, cut. Cut
+    /// before the stages exit, it waits for them. A `wait_delay` on another stage is
+    /// refused.
+    fn issue_6_pipeline_output_wait_delay_and_cut_output() {
+        use evloop::{PipelineOutput, Process, ReadEvent};
+        use std::time::{Duration, Instant};
+        for (name, b) in flavours() {
+            let mut lp = b.build().unwrap();
+            // The last stage leaves a daemon in the pipeline's group holding the output.
+            let tail = |delay: Duration| {
+                let mut cmd = sh("cat; sleep 100 & exit 3");
+                cmd.wait_delay(delay);
+                let mut printf = Command::new("printf");
+                printf.arg("hi\\n");
+                let mut p = Pipeline::new([printf, cmd]);
+                p.process_group(true);
+                p
+            };
+            let got = Rc::new(RefCell::new(None));
+            let run = |lp: &mut Loop,
+                       pipeline: &Pipeline,
+                       got: &Rc<RefCell<Option<PipelineOutput>>>,
+                       daemon: bool| {
+                let g = got.clone();
+                let handles = Rc::new(RefCell::new(Vec::new()));
+                let h = handles.clone();
+                let stages = pipeline
+                    .output(lp, move |lp, out| {
+                        // The handles are open until this returns: end the daemon.
+                        if daemon {
+                            let first: Process = h.borrow()[0];
+                            first.kill_group(lp, SIGKILL).unwrap();
+                        }
+                        *g.borrow_mut() = Some(out.unwrap());
+                    })
+                    .unwrap();
+                *handles.borrow_mut() = stages.clone();
+                stages
+            };
+
+            // The delay runs out after the exits: cut, with the statuses and what was read.
+            let started = Instant::now();
+            run(&mut lp, &tail(Duration::from_millis(50)), &got, true);
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran");
+            let codes: Vec<_> = out.statuses.iter().map(|s| s.as_ref().unwrap().code()).collect();
+            assert_eq!(
+                (codes, &out.stdout[..], out.cut, out.cut_requested),
+                (vec![Some(0), Some(3)], &b"hi\n"[..], true, false),
+                "{name}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(50), "{name}: waited for the daemon");
+
+            // cut_output on the first stage's handle, once the output came: no delay set.
+            let (ready_rx, ready_tx) = Pipe::pair(&mut lp).unwrap();
+            let mut last = sh("cat; sleep 100 & echo ready >&2; exit 3");
+            last.stderr(ready_tx);
+            let mut printf = Command::new("printf");
+            printf.arg("hi\\n");
+            let mut pipeline = Pipeline::new([printf, last]);
+            pipeline.process_group(true);
+            let stages = run(&mut lp, &pipeline, &got, true);
+            let first = stages[0];
+            ready_rx
+                .read_start(&mut lp, move |lp, p, ev| {
+                    assert!(matches!(ev, ReadEvent::Data(b"ready\n")), "{ev:?}");
+                    first.cut_output(lp).unwrap();
+                    first.cut_output(lp).unwrap();
+                    p.close(lp).unwrap();
+                })
+                .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran");
+            assert_eq!((&out.stdout[..], out.cut, out.cut_requested), (&b"hi\n"[..], true, true), "{name}");
+            assert!(first.cut_output(&mut lp).is_err(), "{name}: a finished capture's handles are closed");
+
+            // Cut before the stages exit: the callback waits for their exits.
+            // (The first stage writes nothing: `cat` would get SIGPIPE after the cut.)
+            let mut slow = sh("read x; true");
+            let (stop_rx, stop_tx) = Pipe::pair(&mut lp).unwrap();
+            slow.stdin(stop_rx);
+            let stages = run(&mut lp, &Pipeline::new([slow, Command::new("cat")]), &got, false);
+            let stop = Rc::new(Cell::new(Some(stop_tx)));
+            evloop::Timer::once(&mut lp, Duration::ZERO, {
+                let stages = stages.clone();
+                move |lp| {
+                    stages[1].cut_output(lp).unwrap();
+                    // After the cut, which comes from a timer due now: let the first stage
+                    // end (the last then reads the end of its input).
+                    let stop = stop.take().unwrap();
+                    evloop::Timer::once(lp, Duration::ZERO, move |lp| stop.close(lp).unwrap()).unwrap();
+                }
+            })
+            .unwrap();
+            lp.run(RunMode::Default).unwrap();
+            let out = got.borrow_mut().take().expect("the capture's callback ran");
+            let ok = out.statuses.iter().all(|s| s.as_ref().is_ok_and(|s| s.success()));
+            assert!(ok && out.cut && out.cut_requested && out.stdout.is_empty(), "{name}: {out:?}");
+
+            // A wait_delay elsewhere than on the last stage holds no output: refused.
+            let mut first = Command::new("true");
+            first.wait_delay(Duration::from_secs(1));
+            let e = Pipeline::new([first, Command::new("cat")]).output(&mut lp, |_, _| {}).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
+            assert!(e.to_string().contains("stage 1 (`true`): wait_delay"), "{name}: {e}");
+            // And on a command that is not captured, cut_output says what is.
+            let lone = Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap().process;
+            let e = lone.cut_output(&mut lp).unwrap_err();
+            assert!(e.to_string().contains("Pipeline::output"), "{name}: {e}");
+            lp.run(RunMode::Default).unwrap();
+            lone.close(&mut lp).unwrap();
+            lp.run(RunMode::Default).unwrap();
+        }
+    }
+);

@@ -470,7 +470,10 @@ case!(
                     Command::new("true").fd(-1, Stdio::Null).to_owned_cmd(),
                     "`true`: child fd -1: a child fd number cannot be negative",
                 ),
-                (Command::new("true").fd(1 << 30, Stdio::Null).to_owned_cmd(), "open-file limit"),
+                (
+                    Command::new("true").fd(1 << 30, Stdio::Null).to_owned_cmd(),
+                    "`true`: child fd 1073741824 (/dev/null): its number is beyond the open-file limit (",
+                ),
             ] {
                 let e = status_of(&mut lp, &cmd).unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}: {e}");
