@@ -4,7 +4,7 @@
 //! from inside callbacks), start and stop reads, write, send, try_write and shutdown, start, stop
 //! and re-arm timers, wake async handles from other threads, spawn, kill and give deadlines to
 //! children (some with timeouts), capture children's output (each stream captured, dropped
-//! or joined to the other), use stale and foreign ids, and run the loop a step at a time.
+//! or joined to the other; on a pty; a pipeline's), use stale and foreign ids, and run the loop a step at a time.
 //! A small model of what must be true runs beside it:
 //!
 //! - no panic, anywhere;
@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use evloop::{Async, Command, HandleId, Loop, Pipe, Process, ReadEvent, RunMode, Stdio, Timer, Waker};
+use evloop::{
+    Async, Command, HandleId, Loop, Pipe, Pipeline, Process, ReadEvent, RunMode, Stdio, Timer, Waker,
+};
 
 /// What a run tried.
 #[derive(Clone, Copy, Debug, Default)]
@@ -352,6 +354,54 @@ fn start_capture(
             }
         },
     )
+}
+
+/// A pipeline capture (`Pipeline::output`): `printf` into one to three `cat`s, now and then
+/// in a group of its own, with the last stage's `wait_delay` or output limit. The handle
+/// returned is the last stage's (the others close with it). Once every stage ends well and
+/// nothing was cut, the output is all of `printf`'s; cut, a prefix of it.
+fn start_pipeline_capture(
+    lp: &mut Loop,
+    rng: &mut Rng,
+    exits: Rc<Cell<u32>>,
+    closed_itself: Rc<Cell<bool>>,
+) -> io::Result<Process> {
+    const ALL: &[u8] = b"a\nb\n";
+    let mut printf = Command::new("printf");
+    printf.arg("a\\nb\\n");
+    let mut stages = vec![printf];
+    stages.extend((0..rng.below(3)).map(|_| Command::new("cat")));
+    let mut last = Command::new("cat");
+    if rng.chance(30) {
+        last.wait_delay(Duration::from_millis(rng.below(20)));
+    }
+    let limit = rng.chance(25).then(|| (rng.below(4) as usize, rng.chance(50)));
+    match limit {
+        Some((n, false)) => last.output_limit(n),
+        Some((n, true)) => last.output_limit_last(n),
+        None => &mut last,
+    };
+    stages.push(last);
+    let mut pipeline = Pipeline::new(stages);
+    pipeline.process_group(rng.chance(50));
+    let handles = pipeline.output(lp, move |_, res| {
+        exits.set(exits.get() + 1);
+        closed_itself.set(true);
+        let o = res.expect("a pipeline capture's result");
+        let all_ok = o.statuses.iter().all(|s| s.as_ref().is_ok_and(|s| s.success()));
+        let want: &[u8] = match limit {
+            None => ALL,
+            Some((n, false)) => &ALL[..n],
+            Some((n, true)) => &ALL[ALL.len() - n..],
+        };
+        match (o.cut, limit) {
+            (true, None) => assert!(ALL.starts_with(&o.stdout), "cut pipeline capture: {o:?}"),
+            (true, Some((n, _))) => assert!(o.stdout.len() <= n, "cut pipeline capture: {o:?}"),
+            (false, _) if all_ok => assert_eq!(o.stdout, want, "pipeline capture, limit {limit:?}: {o:?}"),
+            (false, _) => {}
+        }
+    })?;
+    Ok(*handles.last().expect("a stage"))
 }
 
 /// A pty capture (`output_on_pty` or `stream_output_on_pty`): a shell that writes a line to
@@ -789,6 +839,8 @@ fn sequence(lp: &mut Loop, seed: u64, ops: usize, foreign: HandleId) -> Result<S
                 if rng.chance(25) {
                     let started = if rng.chance(25) {
                         start_pty_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
+                    } else if rng.chance(25) {
+                        start_pipeline_capture(lp, &mut rng, exits.clone(), closed_itself.clone())
                     } else {
                         start_capture(lp, &mut rng, record, exits.clone(), closed_itself.clone())
                     };
