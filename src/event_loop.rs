@@ -593,6 +593,14 @@ impl Loop {
 
     /// The slot for an event's or a callback's id, if it is still the same handle.
     #[inline]
+    /// Marks handle `id` as the loop's own (a timer or signal it made for itself):
+    /// [`Loop::handles`] does not list it, so nothing outside closes it.
+    pub(crate) fn mark_internal(&mut self, id: HandleId) {
+        if let Some(slot) = self.live_slot_mut(id) {
+            slot.flags.insert(Flags::INTERNAL);
+        }
+    }
+
     pub(crate) fn live_slot_mut(&mut self, id: HandleId) -> Option<&mut Slot> {
         // The loop too: a callback may have swapped this loop with another (`mem::swap` on its
         // `&mut Loop`), whose slots would otherwise answer for ids of this one.

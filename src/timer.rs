@@ -249,6 +249,17 @@ impl Timer {
         Ok(t)
     }
 
+    /// [`once`](Self::once), for a timer of the loop's own ([`Loop::mark_internal`]).
+    pub(crate) fn once_internal(
+        lp: &mut Loop,
+        timeout: Duration,
+        cb: impl FnOnce(&mut Loop) + 'static,
+    ) -> io::Result<Timer> {
+        let t = Timer::once(lp, timeout, cb)?;
+        lp.mark_internal(t.id());
+        Ok(t)
+    }
+
     /// Starts the timer: `cb` runs `timeout` from the loop's current time ([`Loop::now`]), then
     /// every `repeat` if `repeat` is not zero. That time is cached, and is the iteration's in
     /// every callback of a phase: a timer started late in a long phase (in the last of a

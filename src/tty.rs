@@ -868,9 +868,7 @@ impl Tty {
         let sig = Signal::new(lp);
         sig.set_ref(lp, false)?;
         // Not the program's handle: `Loop::handles` does not list it.
-        if let Some(slot) = lp.live_slot_mut(sig.id()) {
-            slot.flags.insert(Flags::INTERNAL);
-        }
+        lp.mark_internal(sig.id());
         let tty = self;
         let started = sig.start(lp, crate::signal::SIGWINCH, move |lp, sig, _| match tty.winsize(lp) {
             Ok(size) => cb(lp, tty, size),

@@ -386,7 +386,7 @@ impl Process {
             }
         })?;
         escalation.set_ref(lp, false)?;
-        lp.slot_mut(escalation.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        lp.mark_internal(escalation.id());
         lp.children.extras.entry(self.0.key).or_default().escalation = Some(escalation);
         Ok(())
     }
@@ -565,7 +565,7 @@ impl Process {
         let group = lp.process_group_target(self.0)?;
         let pgid = group.pgid;
         let timer = crate::Timer::new(lp);
-        lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+        lp.mark_internal(timer.id());
         if let Err(e) = self.kill_group(lp, libc::SIGTERM) {
             return match done {
                 // No member left: `done` hears that the group is empty, from the timer.

@@ -358,7 +358,7 @@ impl Capture {
         // From now, not from the iteration's cached time (see `terminate`): an exit handled
         // after a slow callback in the same batch must still get its whole delay.
         lp.update_time();
-        let timer = crate::Timer::once(lp, delay, move |lp| {
+        let timer = crate::Timer::once_internal(lp, delay, move |lp| {
             {
                 let mut c = st.borrow_mut();
                 c.delay_timer = None;
@@ -370,12 +370,7 @@ impl Capture {
             Capture::cut(&st, lp, false);
         });
         match timer {
-            Ok(t) => {
-                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
-                    slot.flags.insert(Flags::INTERNAL);
-                }
-                state.borrow_mut().delay_timer = Some(t);
-            }
+            Ok(t) => state.borrow_mut().delay_timer = Some(t),
             // (Out of memory in the timer heap, say: the capture waits for end of file.)
             Err(e) => log::warn!("a capture's wait_delay could not start: {e}"),
         }
@@ -393,14 +388,10 @@ impl Capture {
             c.cut_asked = true;
         }
         let st = st.clone();
-        match crate::Timer::once(lp, Duration::ZERO, move |lp| Capture::cut(&st, lp, true)) {
-            Ok(t) => {
-                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
-                    slot.flags.insert(Flags::INTERNAL);
-                }
-            }
-            // (Out of memory in the timer heap, say.)
-            Err(e) => log::warn!("a capture's cut could not start: {e}"),
+        // (Out of memory in the timer heap, say.)
+        if let Err(e) = crate::Timer::once_internal(lp, Duration::ZERO, move |lp| Capture::cut(&st, lp, true))
+        {
+            log::warn!("a capture's cut could not start: {e}");
         }
     }
 

@@ -89,17 +89,12 @@ impl PipelineCapture {
         let st = state.clone();
         // From now, not from the iteration's cached time (as a command's capture does).
         lp.update_time();
-        match crate::Timer::once(lp, delay, move |lp| {
+        match crate::Timer::once_internal(lp, delay, move |lp| {
             st.borrow_mut().delay_timer = None;
             log::debug!("a pipeline's output still open {delay:?} after its stages exited: closing it");
             PipelineCapture::cut(&st, lp);
         }) {
-            Ok(t) => {
-                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
-                    slot.flags.insert(Flags::INTERNAL);
-                }
-                state.borrow_mut().delay_timer = Some(t);
-            }
+            Ok(t) => state.borrow_mut().delay_timer = Some(t),
             // (Out of memory in the timer heap, say: the capture waits for end of file.)
             Err(e) => log::warn!("a pipeline capture's wait_delay could not start: {e}"),
         }
@@ -116,13 +111,10 @@ impl PipelineCapture {
             c.cut_asked = true;
         }
         let st = state.clone();
-        match crate::Timer::once(lp, Duration::ZERO, move |lp| PipelineCapture::cut(&st, lp)) {
-            Ok(t) => {
-                if let Ok(slot) = lp.slot_mut(t.id(), HandleKind::Timer) {
-                    slot.flags.insert(Flags::INTERNAL);
-                }
-            }
-            Err(e) => log::warn!("a pipeline capture's cut could not start: {e}"),
+        if let Err(e) =
+            crate::Timer::once_internal(lp, Duration::ZERO, move |lp| PipelineCapture::cut(&st, lp))
+        {
+            log::warn!("a pipeline capture's cut could not start: {e}");
         }
     }
 
@@ -716,7 +708,7 @@ impl Pipeline {
             // No stage started: the callback still comes, from the loop, through a timer of
             // the loop's own (`Loop::handles` does not list it, so nothing closes it).
             let timer = crate::Timer::new(lp);
-            lp.slot_mut(timer.id(), HandleKind::Timer)?.flags.insert(Flags::INTERNAL);
+            lp.mark_internal(timer.id());
             let st = state.clone();
             let zero = Duration::ZERO;
             let started = timer.start(lp, zero, zero, move |lp, t| {

@@ -343,9 +343,7 @@ impl Loop {
         }
         let s = Signal::new(self);
         // Internal from the start: not listed by `handles`, even while a failed start closes.
-        if let Some(slot) = self.live_slot_mut(s.id()) {
-            slot.flags.insert(Flags::INTERNAL);
-        }
+        self.mark_internal(s.id());
         let started = s.start(self, libc::SIGCHLD, |lp, _, _| lp.children_sweep());
         if let Err(e) = started {
             let _ = s.close(self);

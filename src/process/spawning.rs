@@ -250,9 +250,7 @@ impl Loop {
         }
         // The child keeps the loop going, not its deadline.
         let _ = timer.set_ref(self, false);
-        if let Ok(slot) = self.slot_mut(timer.id(), HandleKind::Timer) {
-            slot.flags.insert(Flags::INTERNAL);
-        }
+        self.mark_internal(timer.id());
         self.children.extras.entry(id.key).or_default().timeout = Some(Deadline { timer, after, grace });
         Ok(())
     }
