@@ -284,11 +284,12 @@ impl Signal {
         Ok(())
     }
 
-    /// Starts a stopped handle again, watching `signum`, with the callback of its last
-    /// start, and one-shot if that start was ([`start_oneshot`](Self::start_oneshot)): libuv's
-    /// `uv_signal_stop` and `uv_signal_start` again with the same callback. It can be called
-    /// from that callback. An error for a started handle, for a handle never started (it has
-    /// no callback), and for a signal number [`start`](Self::start) refuses.
+    /// Watches `signum` with the callback of the handle's last start, one-shot if that start
+    /// was ([`start_oneshot`](Self::start_oneshot)): libuv's `uv_signal_start` again with the
+    /// same callback. A stopped handle starts again; a started one moves to `signum` (and
+    /// stays as it is if it watches that already). It can be called from that callback. An
+    /// error for a handle never started (it has no callback), and for a signal number
+    /// [`start`](Self::start) refuses (the handle then stays as it was).
     ///
     /// ```
     /// use std::{cell::Cell, rc::Rc};
@@ -364,10 +365,11 @@ impl Loop {
             unreachable!("checked")
         };
         check_watchable(signum)?;
-        if s.signum != 0 {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
-        }
+        let current = s.signum;
         match with {
+            Some(_) if current != 0 => {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signal handle is already started"));
+            }
             // The handle keeps it from now, a failed start included (a stopped handle).
             Some((oneshot, cb)) => (s.oneshot, s.cb, s.has_cb) = (oneshot, Some(cb), true),
             None if !s.has_cb => {
@@ -375,7 +377,13 @@ impl Loop {
                     "signal handle never started: restart reuses the callback of the last start",
                 ));
             }
+            // A started handle's restart moves it to `signum` (as libuv's start of a started
+            // handle does): nothing to do for the one it watches.
+            None if current == signum => return Ok(()),
             None => {}
+        }
+        if current != 0 {
+            self.signal_stop_now(id);
         }
         let loop_id = self.id;
         let sigs = self.signals_mut()?;

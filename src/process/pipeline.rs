@@ -372,12 +372,15 @@ impl Pipeline {
     /// of file: a background process that the last stage started and that keeps the output
     /// open delays `cb` until it exits. The last stage's
     /// [`wait_delay`](Command::wait_delay) bounds that wait, counted once every stage has
-    /// exited (another stage's is an error: it holds no part of the output), and
-    /// [`Process::cut_output`] on any stage's handle ends it at once; what was read comes
-    /// with [`cut`](PipelineOutput::cut) set. ([`pause_output`](Process::pause_output) does
-    /// not apply here.) The background process runs on: run such a job in a group of its
-    /// own ([`process_group`](Pipeline::process_group)) and end what is left with
-    /// [`terminate_group`](Process::terminate_group).
+    /// exited, and [`Process::cut_output`] on any stage's handle stops it in the loop's next
+    /// timers phase; `cb` still comes only once every stage has exited, with what was read
+    /// and [`cut`](PipelineOutput::cut) set. ([`pause_output`](Process::pause_output) does
+    /// not apply here.) Neither helps with what an earlier stage leaves behind: it holds
+    /// the next stage's input open, so that stage does not exit (a `wait_delay` set there
+    /// is refused, as it would bound nothing). Run such a job in a group of its own
+    /// ([`process_group`](Pipeline::process_group)) and end what is left with
+    /// [`terminate_group`](Process::terminate_group), or give the stages a
+    /// [`timeout`](Command::timeout).
     ///
     /// ```
     /// use evloop::{Command, Loop, Pipeline, RunMode};
@@ -413,7 +416,8 @@ impl Pipeline {
             if cmd.wait_delay.is_some() && i + 1 < self.stages.len() {
                 return Err(invalid(format!(
                     "pipeline stage {} (`{}`): wait_delay bounds the wait for the pipeline's output, \
-                     the last stage's stdout: set it on the last stage",
+                     the last stage's stdout, so it belongs on the last stage (what this stage leaves \
+                     behind holds the next one's input: end it with a timeout or terminate_group)",
                     i + 1,
                     cmd.name()
                 )));

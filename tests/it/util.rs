@@ -18,8 +18,8 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use evloop::Loop;
 
@@ -119,19 +119,24 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the test's own process");
-    // Read by threads that report through channels: a descendant that escaped the
-    // watchdog's kill (a daemon in a group of its own) may hold the pipes open for long.
+    // Read as it comes, into buffers the threads share, with one bound on the wait for
+    // their ends: a descendant that escaped the watchdog's kill (a daemon in a session of
+    // its own) may hold the pipes open for long, and what came before is the report.
+    let (done_tx, done_rx) = mpsc::channel();
     let read_all = |mut from: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (g, done) = (got.clone(), done_tx.clone());
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = from.read_to_string(&mut s);
-            let _ = tx.send(s);
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                g.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = done.send(());
         });
-        rx
+        got
     };
-    let out_rx = read_all(Box::new(child.stdout.take().expect("piped")));
-    let err_rx = read_all(Box::new(child.stderr.take().expect("piped")));
+    let out_buf = read_all(Box::new(child.stdout.take().expect("piped")));
+    let err_buf = read_all(Box::new(child.stderr.take().expect("piped")));
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -145,11 +150,14 @@ pub fn isolated(full_name: &str, timeout: Duration, leaks: Leaks, body: impl FnO
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
     }
     let status = waiter.join().expect("waiter thread").expect("wait for test process");
-    let output = |rx: mpsc::Receiver<String>| {
-        rx.recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| "(still held open 5 s after the exit, by a process the test left)".into())
-    };
-    let (out, err) = (output(out_rx), output(err_rx));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ended =
+        (0..2).all(|_| done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok());
+    let text = |buf: &Mutex<Vec<u8>>| String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    let (out, mut err) = (text(&out_buf), text(&err_buf));
+    if !ended {
+        err.push_str("\n(the output was still held open 5 s after the exit, by a process the test left)\n");
+    }
     if timed_out || !status.success() {
         panic!(
             "test {name} {} ({status})\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
