@@ -471,7 +471,7 @@ case!(
     /// A loop dropped while a pipeline runs, one stage's handle closed early, ends it as its
     /// commands say (here `kill_on_drop`), and leaves no fd and no child. (That the stages'
     /// close hooks, which run during the drop, stop nothing twice, a unit test in
-    /// `src/process.rs` checks.)
+    /// `src/process/tests.rs` checks.)
     fn issue_6_a_loop_dropped_during_a_pipeline_leaves_nothing() {
         for (name, b) in flavours() {
             let fds = evloop_platform::fd::open_fd_count().unwrap();

@@ -300,7 +300,7 @@ case!(
     /// trial, 28 spawns in 200 on the fork path). Now the spawn succeeds, and the exit
     /// callback gets the `ECHILD` that every exit gets while SIGCHLD is ignored. (This runs
     /// the race for real, and fails without the fix only where the child wins it sometimes;
-    /// the unit test of the same name in `src/process.rs` takes the path every time.)
+    /// the unit test in `src/process/tests.rs` takes the path every time.)
     fn issue_6_a_child_reaped_before_its_watch_still_counts_as_spawned() {
         use evloop_platform::signal::{Disposition, set_disposition};
         set_disposition(libc::SIGCHLD, Disposition::Ignore).unwrap();
