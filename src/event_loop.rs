@@ -157,6 +157,10 @@ pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
+/// What `run`, and a spawn, on a poisoned loop say.
+pub(crate) const POISONED: &str =
+    "a callback panicked during an earlier Loop::run: the loop is poisoned, drop it";
+
 /// A single-threaded event loop.
 ///
 /// Handles are created on a loop and named by small `Copy` ids. Callbacks receive
@@ -866,9 +870,7 @@ impl Loop {
     /// that panic.
     pub fn run(&mut self, mode: RunMode) -> io::Result<bool> {
         if self.poisoned {
-            return Err(io::Error::other(
-                "a callback panicked during an earlier Loop::run: the loop is poisoned, drop it",
-            ));
+            return Err(io::Error::other(POISONED));
         }
         if self.running {
             return Err(io::Error::new(

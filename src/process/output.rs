@@ -115,12 +115,15 @@ pub struct PipelineOutput {
     pub truncated: bool,
     /// How many bytes of it were dropped.
     pub stdout_dropped: u64,
+    /// Each stage's program, for `pipefail`'s error.
+    pub(super) programs: Vec<String>,
 }
 
 impl PipelineOutput {
     /// The pipeline's status as a shell with `pipefail` sees it: the last stage's that
     /// failed (an error, a nonzero exit or a signal), else the last stage's. As with
-    /// [`ExitStatus::ok`], `Ok(())` for success.
+    /// [`ExitStatus::ok`], `Ok(())` for success; the error names the stage ("pipeline stage
+    /// 2 (`grep`): exited with code 1").
     ///
     /// ```
     /// use evloop::{Command, Loop, Pipeline, RunMode};
@@ -136,11 +139,15 @@ impl PipelineOutput {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pipefail(&self) -> io::Result<()> {
-        let failed = self.statuses.iter().rev().find(|s| !matches!(s, Ok(st) if st.success()));
-        match failed.or(self.statuses.last()) {
-            Some(Ok(status)) => status.ok(),
-            Some(Err(e)) => Err(crate::error::clone_error(e)),
+        let failed = self.statuses.iter().rposition(|s| !matches!(s, Ok(st) if st.success()));
+        match failed.map(|i| (i, &self.statuses[i])) {
             None => Ok(()),
+            // (Its own error names the stage already.)
+            Some((_, Err(e))) => Err(crate::error::clone_error(e)),
+            Some((i, Ok(status))) => {
+                let program = self.programs.get(i).map_or("", String::as_str);
+                Err(io::Error::other(format!("pipeline stage {} (`{program}`): {status}", i + 1)))
+            }
         }
     }
 }

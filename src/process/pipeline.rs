@@ -34,6 +34,8 @@ struct PipelineCapture {
     cb: Option<PipelineOutputCb>,
     /// The stages' handles, which the capture closes once `cb` has run.
     processes: Vec<Process>,
+    /// The stages' programs, for `PipelineOutput::pipefail`.
+    programs: Vec<String>,
     /// The last stage's `wait_delay`, and its timer, started once every stage has exited
     /// with the output still open.
     wait_delay: Option<Duration>,
@@ -64,6 +66,7 @@ impl PipelineCapture {
                     cut_requested: c.cut && c.cut_asked,
                     truncated: c.dropped != 0,
                     stdout_dropped: c.dropped,
+                    programs: std::mem::take(&mut c.programs),
                 }),
             };
             (cb, result, c.delay_timer.take())
@@ -453,6 +456,7 @@ impl Pipeline {
             error: None,
             cb: Some(Box::new(cb)),
             processes: Vec::new(),
+            programs: self.stages.iter().map(Command::name).collect(),
             wait_delay: last.wait_delay,
             delay_timer: None,
             cut_asked: false,

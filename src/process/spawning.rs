@@ -57,6 +57,10 @@ impl Loop {
         let process_group = process_group.or(cmd.process_group);
         let name = cmd.check_input()?;
         cmd.check_group_kill(process_group)?;
+        if self.is_poisoned() {
+            // A child whose exit no `run` would report.
+            return Err(io::Error::other(format!("spawn `{}`: {}", cmd.name(), crate::event_loop::POISONED)));
+        }
         if ORPHANS_LEFT.load(Ordering::Relaxed) != 0 {
             reap_orphans();
         }

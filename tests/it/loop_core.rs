@@ -398,6 +398,14 @@ case!(
         assert!(lp.is_poisoned());
         let e = lp.run(RunMode::NoWait).unwrap_err();
         assert!(e.to_string().contains("poisoned"), "{e}");
+        // Nor does it start children whose exits no run would report (tokio-port trial: the
+        // spawn succeeded), on any path.
+        let e = evloop::Command::new("true").spawn(&mut lp, |_, _, _| {}).unwrap_err();
+        assert!(e.to_string().contains("spawn `true`: a callback panicked"), "{e}");
+        let e = evloop::Command::new("true").output(&mut lp, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("poisoned"), "{e}");
+        let job = evloop::Pipeline::new([evloop::Command::new("true"), evloop::Command::new("cat")]);
+        assert!(job.output(&mut lp, |_, _| {}).unwrap_err().to_string().contains("poisoned"));
         let _ = child;
         // Dropping releases everything: the harness checks that no fd and no child is left.
         drop(lp);
