@@ -2255,7 +2255,7 @@ case!(
 
 /// The examples/cat.rs program, run by the cat test in a child process.
 #[allow(dead_code)]
-#[path = "../../examples/cat.rs"]
+#[path = "../../../examples/cat.rs"]
 mod cat_example;
 
 const CAT_CHILD_ENV: &str = "EVLOOP_TEST_CAT_CHILD";

@@ -18,7 +18,7 @@ use crate::util::test_loop;
 
 /// The examples/keys.rs program, run by the keys tests in a child process on a pty.
 #[allow(dead_code)]
-#[path = "../../examples/keys.rs"]
+#[path = "../../../examples/keys.rs"]
 mod keys;
 
 fn attrs(fd: impl AsFd) -> Termios {
