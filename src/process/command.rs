@@ -790,7 +790,11 @@ impl Command {
     }
 
     /// A child still running `after` its start is ended, gently: `SIGTERM` (with `SIGCONT`,
-    /// for a stopped child), then `SIGKILL` to what is left once `grace` is over. A child
+    /// for a stopped child), then `SIGKILL` to what is left once `grace` is over. **Give a
+    /// command that starts other programs a group of its own**
+    /// ([`process_group(0)`](Command::process_group)): ended alone, a shell (`sh -c 'sleep
+    /// 10'`, where the shell does not replace itself with its last command) leaves what it
+    /// started running, holding the output open. A child
     /// that leads its process group ([`process_group(0)`](Command::process_group),
     /// [`setsid`](Command::setsid), the first stage of a [`Pipeline`] run as one group) is
     /// ended with its group ([`Process::terminate_group`]), whatever it started with it;

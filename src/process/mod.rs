@@ -34,6 +34,16 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Grandchildren
+//!
+//! A child's handle reaches the child only: [`Process::kill`], [`Command::timeout`] and
+//! [`Command::kill_on_drop`] miss what it started (a shell's programs, a build's
+//! compilers), which runs on and holds the child's pipes open. Give a command that starts
+//! other programs a group of its own ([`Command::process_group`]`(0)`), and end it through
+//! the group: [`Command::kill_group_on_drop`], [`Process::terminate_group`] (a timeout
+//! then ends the group too). What leaves the group (a daemon that calls `setsid`) is
+//! reached by none of them: [`Command::wait_delay`] bounds the wait for output it holds.
+//!
 //! # Running a pager (`git log` and `less`)
 //!
 //! - Where [`Tty::is_foreground`](crate::Tty::is_foreground) says the program has the
