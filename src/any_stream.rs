@@ -62,30 +62,37 @@ impl From<Tty> for AnyStream {
     }
 }
 
-/// The callback of [`AnyStream::pipe_to`].
+/// The callback of [`AnyStream::pipe_to`] and [`AnyStream::tee`].
 type RelayDoneCb = Box<dyn FnOnce(&mut Loop, io::Result<u64>)>;
 
-/// A running [`AnyStream::pipe_to`].
+/// A running [`AnyStream::tee`] (or `pipe_to`, a tee to one destination).
 struct Relay {
     /// The source: closed, it takes `done` with it.
     from: AnyStream,
     /// Taken by the first end, success or error.
     done: Option<RelayDoneCb>,
     bytes: u64,
-    /// Reading is paused until the destination's queue is out.
-    draining: bool,
-    /// The source reached its end of file.
+    /// Reading is paused until this many destinations' queues are out.
+    draining: usize,
+    /// The source reached its end of file: this many destinations are still flushing.
     ended: bool,
+    flushing: usize,
 }
 
 impl Relay {
-    /// The callback of the last write or the shutdown: the relay's end, with the bytes
-    /// relayed or the error.
+    /// The callback of a destination's last write or shutdown: once every destination's
+    /// has come, the relay's end, with the bytes relayed; an error ends it at once.
     fn flushed(relay: &Rc<RefCell<Relay>>) -> impl FnOnce(&mut Loop, io::Result<()>) + 'static {
         let relay = relay.clone();
         move |lp, res| {
-            let bytes = relay.borrow().bytes;
-            Relay::finish(&relay, lp, res.map(|()| bytes))
+            let (bytes, left) = {
+                let mut r = relay.borrow_mut();
+                r.flushing = r.flushing.saturating_sub(1);
+                (r.bytes, r.flushing)
+            };
+            if left == 0 || res.is_err() {
+                Relay::finish(&relay, lp, res.map(|()| bytes))
+            }
         }
     }
 
@@ -288,35 +295,119 @@ impl AnyStream {
         end: bool,
         done: impl FnOnce(&mut Loop, io::Result<u64>) + 'static,
     ) -> io::Result<()> {
-        let to = to.into();
+        self.tee(lp, [to.into()], end, done)
+    }
+
+    /// [`pipe_to`](AnyStream::pipe_to) to several streams at once, as `tee(1)` copies its
+    /// input: every byte read is written to each of `to`, in the same order, and reading
+    /// pauses while any of them has more than
+    /// [`PIPE_TO_QUEUE_BYTES_MAX`](crate::limits::PIPE_TO_QUEUE_BYTES_MAX) queued, until
+    /// all of those are out (the slowest reader sets the pace, and memory stays bounded:
+    /// a read cap, plus that bound per destination). At the end of file each is shut down
+    /// with `end`, or flushed, and `done` gets the bytes relayed once all are. The first
+    /// error, from the source or any destination, ends the relay and goes to `done`;
+    /// what the other destinations have queued is still written. No stream is closed.
+    /// Everything else is as for `pipe_to`. An error for an empty `to`, and for a stream
+    /// named twice, or the source among them.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use evloop::{AnyStream, Command, Loop, Pipe, ReadEvent, RunMode, Stdio};
+    ///
+    /// let mut lp = Loop::new()?;
+    /// // `seq 3 | tee` into two pipes of the program's own.
+    /// let seq = Command::new("seq").arg("3").stdout(Stdio::Pipe).spawn(&mut lp, |lp, p, _| {
+    ///     p.close(lp).unwrap();
+    /// })?;
+    /// let (a_r, a_w) = Pipe::pair(&mut lp)?;
+    /// let (b_r, b_w) = Pipe::pair(&mut lp)?;
+    /// let from = seq.stdout.unwrap();
+    /// AnyStream::from(from).tee(&mut lp, [a_w, b_w], true, move |lp, res| {
+    ///     assert_eq!(res.unwrap(), 6);
+    ///     for p in [from, a_w, b_w] {
+    ///         p.close(lp).unwrap();
+    ///     }
+    /// })?;
+    /// let mut got = Vec::new();
+    /// for r in [a_r, b_r] {
+    ///     let g = Rc::new(RefCell::new(Vec::new()));
+    ///     got.push(g.clone());
+    ///     r.read_start(&mut lp, move |lp, r, ev| match ev {
+    ///         ReadEvent::Data(d) => g.borrow_mut().extend_from_slice(d),
+    ///         _ => r.close(lp).unwrap(),
+    ///     })?;
+    /// }
+    /// lp.run(RunMode::Default)?;
+    /// for g in got {
+    ///     assert_eq!(&g.borrow()[..], b"1\n2\n3\n");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tee<T: Into<AnyStream>>(
+        self,
+        lp: &mut Loop,
+        to: impl IntoIterator<Item = T>,
+        end: bool,
+        done: impl FnOnce(&mut Loop, io::Result<u64>) + 'static,
+    ) -> io::Result<()> {
+        let to: Rc<[AnyStream]> = to.into_iter().map(Into::into).collect();
+        if to.is_empty() {
+            return Err(crate::error::invalid("tee: no stream to write to"));
+        }
+        for (i, s) in to.iter().enumerate() {
+            if *s == self || to[..i].contains(s) {
+                return Err(crate::error::invalid(format!(
+                    "tee: {s:?} is named twice (as the source, or as another destination)"
+                )));
+            }
+        }
         let relay = Rc::new(RefCell::new(Relay {
             from: self,
             done: Some(Box::new(done)),
             bytes: 0,
-            draining: false,
+            draining: 0,
             ended: false,
+            flushing: 0,
         }));
         let r = relay.clone();
         self.read_start(lp, move |lp, from, ev| match ev {
             ReadEvent::Data(d) => {
-                if let Err(e) = to.send(lp, d) {
-                    let _ = from.read_stop(lp);
-                    return Relay::finish(&r, lp, Err(e));
+                for &to in to.iter() {
+                    if let Err(e) = to.send(lp, d) {
+                        let _ = from.read_stop(lp);
+                        return Relay::finish(&r, lp, Err(e));
+                    }
                 }
                 r.borrow_mut().bytes += d.len() as u64;
-                let over = to.write_queue_size(lp).is_ok_and(|n| n > crate::limits::PIPE_TO_QUEUE_BYTES_MAX);
-                if over && !std::mem::replace(&mut r.borrow_mut().draining, true) {
-                    let _ = from.read_pause(lp);
+                let over = |to: AnyStream| {
+                    to.write_queue_size(lp).is_ok_and(|n| n > crate::limits::PIPE_TO_QUEUE_BYTES_MAX)
+                };
+                let full: Vec<AnyStream> = to.iter().copied().filter(|&to| over(to)).collect();
+                if full.is_empty() || r.borrow().draining > 0 {
+                    return;
+                }
+                let _ = from.read_pause(lp);
+                r.borrow_mut().draining = full.len();
+                for to in full {
                     let waits = r.clone();
                     let drained = move |lp: &mut Loop, res: io::Result<()>| {
-                        waits.borrow_mut().draining = false;
+                        let left = {
+                            let mut w = waits.borrow_mut();
+                            w.draining = w.draining.saturating_sub(1);
+                            w.draining
+                        };
                         match res {
                             Err(e) => {
                                 let _ = from.read_stop(lp);
                                 Relay::finish(&waits, lp, Err(e))
                             }
-                            // Not after the end, nor once the program stopped or closed `from`.
-                            Ok(()) if !waits.borrow().ended && from.is_paused(lp).unwrap_or(false) => {
+                            // Once every full queue is out; not after the end, nor once the
+                            // program stopped or closed `from`.
+                            Ok(())
+                                if left == 0
+                                    && !waits.borrow().ended
+                                    && from.is_paused(lp).unwrap_or(false) =>
+                            {
                                 let _ = from.read_resume(lp);
                             }
                             Ok(()) => {}
@@ -324,16 +415,25 @@ impl AnyStream {
                     };
                     if let Err(e) = to.write(lp, b"", drained) {
                         let _ = from.read_stop(lp);
-                        Relay::finish(&r, lp, Err(e));
+                        return Relay::finish(&r, lp, Err(e));
                     }
                 }
             }
             ReadEvent::Eof => {
-                r.borrow_mut().ended = true;
-                let res =
-                    if end { to.end(lp, Relay::flushed(&r)) } else { to.write(lp, b"", Relay::flushed(&r)) };
-                if let Err(e) = res {
-                    Relay::finish(&r, lp, Err(e));
+                {
+                    let mut relay = r.borrow_mut();
+                    relay.ended = true;
+                    relay.flushing = to.len();
+                }
+                for &to in to.iter() {
+                    let res = if end {
+                        to.end(lp, Relay::flushed(&r))
+                    } else {
+                        to.write(lp, b"", Relay::flushed(&r))
+                    };
+                    if let Err(e) = res {
+                        return Relay::finish(&r, lp, Err(e));
+                    }
                 }
             }
             ReadEvent::Error(e) => Relay::finish(&r, lp, Err(e)),

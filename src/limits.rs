@@ -85,8 +85,9 @@ pub const STAGED_BYTES_KEPT_MAX: usize = 4 << 10;
 pub const WRITE_QUEUE_ENTRIES_KEPT_MAX: usize = 64;
 
 /// How many bytes [`AnyStream::pipe_to`](crate::AnyStream::pipe_to) lets its destination
-/// have queued before it pauses reading its source until they are out: with one read cap,
-/// the most a relay holds in memory.
+/// (and [`tee`](crate::AnyStream::tee) each of its destinations) have queued before it
+/// pauses reading its source until they are out: with one read cap, the most a relay holds
+/// in memory per destination.
 pub const PIPE_TO_QUEUE_BYTES_MAX: usize = 1 << 20;
 
 /// Children reaped per look for [`Loop::reap_adopted`](crate::Loop::reap_adopted) before
