@@ -302,13 +302,13 @@ impl AnyStream {
     /// input: every byte read is written to each of `to`, in the same order, and reading
     /// pauses while any of them has more than
     /// [`PIPE_TO_QUEUE_BYTES_MAX`](crate::limits::PIPE_TO_QUEUE_BYTES_MAX) queued, until
-    /// all of those are out (the slowest reader sets the pace, and memory stays bounded:
-    /// a read cap, plus that bound per destination). At the end of file each is shut down
+    /// all of those are out (the slowest reader sets the pace, and memory stays bounded: up
+    /// to that bound plus a read cap per destination). At the end of file each is shut down
     /// with `end`, or flushed, and `done` gets the bytes relayed once all are. The first
     /// error, from the source or any destination, ends the relay and goes to `done`;
     /// what the other destinations have queued is still written. No stream is closed.
     /// Everything else is as for `pipe_to`. An error for an empty `to`, and for a stream
-    /// named twice, or the source among them.
+    /// named twice in it.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
@@ -354,11 +354,10 @@ impl AnyStream {
         if to.is_empty() {
             return Err(crate::error::invalid("tee: no stream to write to"));
         }
+        // (The source may be among them: a socket's or a terminal's echo.)
         for (i, s) in to.iter().enumerate() {
-            if *s == self || to[..i].contains(s) {
-                return Err(crate::error::invalid(format!(
-                    "tee: {s:?} is named twice (as the source, or as another destination)"
-                )));
+            if to[..i].contains(s) {
+                return Err(crate::error::invalid(format!("tee: {s:?} is named twice")));
             }
         }
         let relay = Rc::new(RefCell::new(Relay {
@@ -402,10 +401,13 @@ impl AnyStream {
                                 Relay::finish(&waits, lp, Err(e))
                             }
                             // Once every full queue is out; not after the end, nor once the
-                            // program stopped or closed `from`.
+                            // relay ended (an error at another destination: the source's
+                            // reading is the program's again), nor once the program stopped
+                            // or closed `from`.
                             Ok(())
                                 if left == 0
                                     && !waits.borrow().ended
+                                    && waits.borrow().done.is_some()
                                     && from.is_paused(lp).unwrap_or(false) =>
                             {
                                 let _ = from.read_resume(lp);
@@ -425,6 +427,8 @@ impl AnyStream {
                     relay.ended = true;
                     relay.flushing = to.len();
                 }
+                // Every destination hears of the end, even after one refused it.
+                let mut refused = None;
                 for &to in to.iter() {
                     let res = if end {
                         to.end(lp, Relay::flushed(&r))
@@ -432,8 +436,11 @@ impl AnyStream {
                         to.write(lp, b"", Relay::flushed(&r))
                     };
                     if let Err(e) = res {
-                        return Relay::finish(&r, lp, Err(e));
+                        refused.get_or_insert(e);
                     }
+                }
+                if let Some(e) = refused {
+                    Relay::finish(&r, lp, Err(e));
                 }
             }
             ReadEvent::Error(e) => Relay::finish(&r, lp, Err(e)),

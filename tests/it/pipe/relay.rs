@@ -215,9 +215,7 @@ case!(
         let slow = Pipe::open(&mut lp, slow_w.into()).unwrap();
         // Refused, and nothing started.
         let source = AnyStream::from(from);
-        for (to, what) in
-            [(vec![], "no stream"), (vec![fast, fast], "named twice"), (vec![slow, from], "named twice")]
-        {
+        for (to, what) in [(vec![], "no stream"), (vec![fast, slow, fast], "named twice")] {
             let e = source.tee(&mut lp, to, true, |_, _| panic!("ran")).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
             assert!(e.to_string().contains(what), "{e}");
@@ -280,6 +278,43 @@ case!(
         for h in [from2, feed, kept, ok, gone] {
             h.close(&mut lp).unwrap();
         }
+
+        // A destination that refuses the end (closed) does not keep it from the others
+        // (review: the later ones never saw end of file).
+        let (from3, feed3) = Pipe::pair(&mut lp).unwrap();
+        let (closed_r, closed) = Pipe::pair(&mut lp).unwrap();
+        let (back, open) = Pipe::pair(&mut lp).unwrap();
+        let got = collect(&mut lp, back);
+        let e = ended.clone();
+        AnyStream::from(from3)
+            .tee(&mut lp, [closed, open], true, move |_, res| {
+                *e.borrow_mut() = Some(res.map_err(|e| e.kind()))
+            })
+            .unwrap();
+        closed.close(&mut lp).unwrap();
+        feed3.close(&mut lp).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert!(matches!(*ended.borrow(), Some(Err(_))), "{:?}", ended.borrow());
+        assert!(got.borrow().eof, "the open destination saw the end");
+        for h in [from3, open, closed_r] {
+            h.close(&mut lp).unwrap();
+        }
+
+        // The source among the destinations: a socket's echo, as `pipe_to` gives it.
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sock = Pipe::open(&mut lp, ours.into()).unwrap();
+        let e = ended.clone();
+        AnyStream::from(sock)
+            .pipe_to(&mut lp, sock, true, move |_, res| *e.borrow_mut() = Some(res.map_err(|e| e.kind())))
+            .unwrap();
+        theirs.write_all(b"hello").unwrap();
+        theirs.shutdown(std::net::Shutdown::Write).unwrap();
+        lp.run(RunMode::Default).unwrap();
+        assert_eq!(*ended.borrow(), Some(Ok(5)));
+        let mut echoed = Vec::new();
+        std::io::Read::read_to_end(&mut theirs, &mut echoed).unwrap();
+        assert_eq!(echoed, b"hello");
+        sock.close(&mut lp).unwrap();
         lp.run(RunMode::Default).unwrap();
         assert!(lp.handles().is_empty(), "{:?}", lp.handles());
     }
