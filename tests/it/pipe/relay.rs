@@ -1,8 +1,9 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
-use evloop::{Pipe, RunMode};
+use evloop::{Loop, Pipe, RunMode};
 
 use crate::util::test_loop;
 
@@ -11,6 +12,61 @@ use super::*;
 /// The byte at offset `k` of the relay tests' stream.
 fn relay_byte(k: u64) -> u8 {
     (k % 251) as u8
+}
+
+/// A thread that writes the relay tests' stream, `total` bytes, into `w`.
+fn relay_writer(mut w: std::io::PipeWriter, total: u64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut k = 0;
+        while k < total {
+            let chunk: Vec<u8> = (k..k + 65536).map(relay_byte).collect();
+            w.write_all(&chunk).unwrap();
+            k += 65536;
+        }
+    })
+}
+
+/// A thread that reads `r` to its end, once `go` says so (at once without it), checks that
+/// it is the relay tests' stream, and returns how many bytes came.
+fn relay_reader(mut r: std::io::PipeReader, go: Option<Receiver<()>>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        if let Some(go) = go {
+            go.recv().unwrap();
+        }
+        let (mut k, mut buf) = (0u64, vec![0; 100_000]);
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+            if n == 0 {
+                return k;
+            }
+            for &b in &buf[..n] {
+                assert_eq!(b, relay_byte(k), "byte {k}");
+                k += 1;
+            }
+        }
+    })
+}
+
+/// A check handle that keeps, each iteration, the most `to` had queued, and says `go` once
+/// the relay has paused `from` (so that a reader that starts only then finds it waiting).
+fn watch_relay(lp: &mut Loop, from: Pipe, to: Pipe, go: Sender<()>) -> (evloop::Check, Rc<Cell<usize>>) {
+    let most = Rc::new(Cell::new(0));
+    let m = most.clone();
+    let mut go = Some(go);
+    let check = evloop::Check::new(lp);
+    check
+        .start(lp, move |lp, check| {
+            let Ok(queued) = to.write_queue_size(lp) else { return check.close(lp).unwrap() };
+            m.set(m.get().max(queued));
+            if from.is_paused(lp).unwrap_or(false) {
+                if let Some(go) = go.take() {
+                    go.send(()).unwrap();
+                }
+            }
+        })
+        .unwrap();
+    check.set_ref(lp, false).unwrap();
+    (check, most)
 }
 
 case!(
@@ -22,33 +78,13 @@ case!(
         use evloop::limits::{PIPE_TO_QUEUE_BYTES_MAX, READ_CAP_BYTES_DEFAULT};
         const TOTAL: u64 = 32 << 20;
         let mut lp = test_loop();
-        let (src_r, mut src_w) = std::io::pipe().unwrap();
-        let (mut dst_r, dst_w) = std::io::pipe().unwrap();
+        let (src_r, src_w) = std::io::pipe().unwrap();
+        let (dst_r, dst_w) = std::io::pipe().unwrap();
         let from = Pipe::open(&mut lp, src_r.into()).unwrap();
         let to = Pipe::open(&mut lp, dst_w.into()).unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut k = 0;
-            while k < TOTAL {
-                let chunk: Vec<u8> = (k..k + 65536).map(relay_byte).collect();
-                src_w.write_all(&chunk).unwrap();
-                k += 65536;
-            }
-        });
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let reader = std::thread::spawn(move || {
-            go_rx.recv().unwrap();
-            let (mut k, mut buf) = (0u64, vec![0; 100_000]);
-            loop {
-                let n = std::io::Read::read(&mut dst_r, &mut buf).unwrap();
-                if n == 0 {
-                    return k;
-                }
-                for &b in &buf[..n] {
-                    assert_eq!(b, relay_byte(k), "byte {k}");
-                    k += 1;
-                }
-            }
-        });
+        let writer = relay_writer(src_w, TOTAL);
+        let (go_tx, go_rx) = channel();
+        let reader = relay_reader(dst_r, Some(go_rx));
         let done = Rc::new(RefCell::new(None));
         let d = done.clone();
         evloop::AnyStream::from(from)
@@ -58,23 +94,7 @@ case!(
                 to.close(lp).unwrap();
             })
             .unwrap();
-        // Each iteration: the most the destination held, and the go once the relay paused.
-        let most = Rc::new(Cell::new(0));
-        let m = most.clone();
-        let mut go = Some(go_tx);
-        let check = evloop::Check::new(&mut lp);
-        check
-            .start(&mut lp, move |lp, check| {
-                let Ok(queued) = to.write_queue_size(lp) else { return check.close(lp).unwrap() };
-                m.set(m.get().max(queued));
-                if from.is_paused(lp).unwrap_or(false) {
-                    if let Some(go) = go.take() {
-                        go.send(()).unwrap();
-                    }
-                }
-            })
-            .unwrap();
-        check.set_ref(&mut lp, false).unwrap();
+        let (check, most) = watch_relay(&mut lp, from, to, go_tx);
         lp.run(RunMode::Default).unwrap();
         writer.join().unwrap();
         assert_eq!(reader.join().unwrap(), TOTAL, "every byte, in order, then end of file");
@@ -178,39 +198,14 @@ case!(
         use evloop::limits::{PIPE_TO_QUEUE_BYTES_MAX, READ_CAP_BYTES_DEFAULT};
         const TOTAL: u64 = 16 << 20;
         let mut lp = test_loop();
-        let (src_r, mut src_w) = std::io::pipe().unwrap();
+        let (src_r, src_w) = std::io::pipe().unwrap();
         let from = Pipe::open(&mut lp, src_r.into()).unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut k = 0;
-            while k < TOTAL {
-                let chunk: Vec<u8> = (k..k + 65536).map(relay_byte).collect();
-                src_w.write_all(&chunk).unwrap();
-                k += 65536;
-            }
-        });
-        let reader = |mut r: std::io::PipeReader, go: Option<std::sync::mpsc::Receiver<()>>| {
-            std::thread::spawn(move || {
-                if let Some(go) = go {
-                    go.recv().unwrap();
-                }
-                let (mut k, mut buf) = (0u64, vec![0; 100_000]);
-                loop {
-                    let n = std::io::Read::read(&mut r, &mut buf).unwrap();
-                    if n == 0 {
-                        return k;
-                    }
-                    for &b in &buf[..n] {
-                        assert_eq!(b, relay_byte(k), "byte {k}");
-                        k += 1;
-                    }
-                }
-            })
-        };
+        let writer = relay_writer(src_w, TOTAL);
         let (fast_r, fast_w) = std::io::pipe().unwrap();
         let (slow_r, slow_w) = std::io::pipe().unwrap();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let fast_reader = reader(fast_r, None);
-        let slow_reader = reader(slow_r, Some(go_rx));
+        let (go_tx, go_rx) = channel();
+        let fast_reader = relay_reader(fast_r, None);
+        let slow_reader = relay_reader(slow_r, Some(go_rx));
         let fast = Pipe::open(&mut lp, fast_w.into()).unwrap();
         let slow = Pipe::open(&mut lp, slow_w.into()).unwrap();
         // Refused, and nothing started.
@@ -232,22 +227,7 @@ case!(
                 }
             })
             .unwrap();
-        let most = Rc::new(Cell::new(0));
-        let m = most.clone();
-        let mut go = Some(go_tx);
-        let check = evloop::Check::new(&mut lp);
-        check
-            .start(&mut lp, move |lp, check| {
-                let Ok(queued) = slow.write_queue_size(lp) else { return check.close(lp).unwrap() };
-                m.set(m.get().max(queued));
-                if from.is_paused(lp).unwrap_or(false) {
-                    if let Some(go) = go.take() {
-                        go.send(()).unwrap();
-                    }
-                }
-            })
-            .unwrap();
-        check.set_ref(&mut lp, false).unwrap();
+        let (check, most) = watch_relay(&mut lp, from, slow, go_tx);
         lp.run(RunMode::Default).unwrap();
         writer.join().unwrap();
         assert_eq!(fast_reader.join().unwrap(), TOTAL, "the fast reader: every byte, then the end");
